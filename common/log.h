@@ -1,0 +1,28 @@
+/*
+ * log — one line per event on stderr, for every program of the project.
+ *
+ * Lines look like "2026-11-22T07:15:14.123Z INFO  sagad: message" or, with
+ * log_set_json(1), one JSON object per line for log collectors. Thread-safe:
+ * each line is formatted into a local buffer and written with one write(2).
+ * Messages longer than the buffer are truncated, never split.
+ */
+#ifndef SAGA_LOG_H
+#define SAGA_LOG_H
+
+enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };
+
+/* Names the program in every line; the string must outlive all logging. */
+void log_init(const char *program);
+void log_set_level(enum log_level level);
+void log_set_json(int on);
+/* Parses "debug", "info", "warn" or "error"; returns -1 for anything else. */
+int log_level_parse(const char *name);
+
+void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+#define log_info(...)  log_msg(LOG_INFO, __VA_ARGS__)
+#define log_warn(...)  log_msg(LOG_WARN, __VA_ARGS__)
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,42 @@
+/*
+ * util — small helpers shared by every program: clocks, randomness, UUIDs,
+ * strict number parsing and temp-safe string copies.
+ */
+#ifndef SAGA_UTIL_H
+#define SAGA_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Monotonic milliseconds: for timeouts and backoff, never stored. */
+int64_t util_mono_ms(void);
+/* Wall-clock milliseconds since the epoch: for stored timestamps. */
+int64_t util_wall_ms(void);
+/* Sleeps for ms milliseconds (restarts after signals). */
+void util_sleep_ms(int64_t ms);
+
+/* Fills buf with len bytes from the kernel's CSPRNG; returns 0 or -1. */
+int util_random_bytes(void *buf, size_t len);
+/* Writes a random (version 4) UUID, 36 characters and a NUL, into out[37]. */
+int util_uuid4(char out[37]);
+/* Is s a syntactically valid lower- or upper-case UUID? */
+int util_is_uuid(const char *s);
+
+/* Parses all of s as a decimal int64 (optional leading '-'); returns 0 or -1. */
+int util_parse_i64(const char *s, int64_t *out);
+
+/* A xorshift64* generator for reproducible test schedules (not for secrets). */
+typedef struct {
+    uint64_t state;
+} util_prng;
+void util_prng_seed(util_prng *rng, uint64_t seed);
+uint64_t util_prng_next(util_prng *rng);
+/* Uniform double in [0, 1). */
+double util_prng_unit(util_prng *rng);
+
+/* malloc'd copy of s, or NULL when s is NULL or memory is out. */
+char *util_strdup(const char *s);
+/* malloc'd printf; NULL on failure. */
+char *util_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

@@ -1,0 +1,74 @@
+/*
+ * wire — limits and conversions for the saga.v1 messages (proto/saga.proto).
+ *
+ * Both ends of the step protocol use these so that what sagad sends always
+ * passes what a participant accepts. Everything decoded from the network is
+ * untrusted until wire_check_request() has accepted it.
+ */
+#ifndef SAGA_WIRE_H
+#define SAGA_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kv.h"
+#include "saga.pb-c.h"
+
+#define WIRE_MAX_MSG        (64 * 1024) /* bytes in one request or reply */
+#define WIRE_MAX_KEY        255         /* bytes in an idempotency key */
+#define WIRE_MAX_PARAMS     64          /* entries in params or result */
+#define WIRE_MAX_NAME       64          /* bytes in a param name, operation or step */
+#define WIRE_MAX_VALUE      4096        /* bytes in a param value */
+#define WIRE_MAX_SAGA_ID    64          /* bytes in a saga id */
+
+/* Short aliases for the generated names. */
+typedef Saga__V1__StepRequest StepRequest;
+typedef Saga__V1__StepReply StepReply;
+enum {
+    PHASE_ACTION = SAGA__V1__PHASE__PHASE_ACTION,
+    PHASE_COMPENSATE = SAGA__V1__PHASE__PHASE_COMPENSATE,
+};
+typedef enum {
+    OUTCOME_OK = SAGA__V1__OUTCOME__OUTCOME_OK,
+    OUTCOME_REJECTED = SAGA__V1__OUTCOME__OUTCOME_REJECTED,
+    OUTCOME_RETRY = SAGA__V1__OUTCOME__OUTCOME_RETRY,
+    OUTCOME_CONFLICT = SAGA__V1__OUTCOME__OUTCOME_CONFLICT,
+    OUTCOME_SKIPPED = SAGA__V1__OUTCOME__OUTCOME_SKIPPED,
+} wire_outcome;
+
+/* "OK", "REJECTED", ...; "UNKNOWN" for other values. */
+const char *wire_outcome_name(int outcome);
+/* "action" or "compensate"; "unknown" for other values. */
+const char *wire_phase_name(int phase);
+
+/*
+ * Checks a decoded request against the limits above and the protocol:
+ * non-empty key, saga_id, step and operation, a known phase, unique param
+ * names. Returns 0, or -1 with a reason naming the offending field in err.
+ */
+int wire_check_request(const StepRequest *req, char *err, size_t errlen);
+
+/* Copies the request's params / the reply's result into m (which it adds to). */
+int wire_params_to_kv(const StepRequest *req, kvmap *m);
+int wire_result_to_kv(const StepReply *rep, kvmap *m);
+
+/*
+ * The canonical bytes of what makes two deliveries "the same request":
+ * saga_id, step, phase, operation and params sorted by name (the key and the
+ * attempt are left out). Returns a malloc'd buffer (caller frees) and its
+ * length in *len, or NULL when out of memory.
+ */
+uint8_t *wire_request_fingerprint(const StepRequest *req, size_t *len);
+
+/*
+ * Packs a request or reply whose map fields come from kvmaps, without copying
+ * strings: fills entries arrays that live as long as the call. Each returns a
+ * malloc'd buffer (caller frees) and its length, or NULL when out of memory.
+ */
+uint8_t *wire_pack_request(const char *key, const char *saga_id, const char *step, int phase,
+                           const char *operation, uint32_t attempt, const kvmap *params,
+                           size_t *len);
+uint8_t *wire_pack_reply(const char *key, int outcome, int replayed, const kvmap *result,
+                         const char *error, size_t *len);
+
+#endif

@@ -1,0 +1,166 @@
+/*
+ * participant.h — the participant runtime: turn a C service into a saga
+ * participant that processes every step exactly once.
+ *
+ * A service registers one handler per operation and writes only business
+ * SQL. The runtime serves saga.v1 StepRequests (proto/saga.proto) on an nng
+ * REP socket with several contexts in flight, and runs each handler inside
+ * the same SQLite transaction as the idempotency record of the request, so
+ * that the business effect and the record commit together or not at all.
+ *
+ * Rules the runtime enforces (all in the service's own database):
+ *   1. First delivery of a key: run the handler, store the reply with the
+ *      request's fingerprint, commit, and only then reply.
+ *   2. Repeated key, same fingerprint: the stored reply, replayed = true, no
+ *      effect, also after a restart (until the key's retention expires).
+ *   3. Repeated key, other fingerprint: OUTCOME_CONFLICT, no effect.
+ *   4. Copies of one request in flight at once: one effect; the others get
+ *      the stored reply (or OUTCOME_RETRY), never a second effect.
+ *   5. Barrier per (saga_id, step): a compensation whose action never ran is
+ *      OUTCOME_SKIPPED and fences the action; a later ("hanging") action is
+ *      OUTCOME_SKIPPED. A compensation after an action with no effect
+ *      (REJECTED, SKIPPED) is OUTCOME_SKIPPED. A compensation after an OK
+ *      action runs its handler once.
+ *   6. A handler's OUTCOME_REJECTED is stored like any reply; its SQL is
+ *      rolled back (a refusal has no effect).
+ *   7. Database busy, locked or failing: OUTCOME_RETRY, nothing stored.
+ *   8. Idempotency records older than the retention (default 7 days) are
+ *      purged in small batches in the background: the retention is the
+ *      bound on how late a retry may arrive.
+ *
+ * Threads: handlers run on the runtime's single worker thread, one at a time,
+ * so they need no locking of their own; requests that arrive together are
+ * processed as one batch in one transaction (each in its own savepoint) and
+ * answered after its commit.
+ */
+#ifndef SAGA_PARTICIPANT_H
+#define SAGA_PARTICIPANT_H
+
+#include <sqlite3.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kv.h"
+
+/* What a handler returns: the step's outcome (values of saga.v1 Outcome). */
+enum pt_outcome {
+    PT_OK = 0,       /* effect done; commit it */
+    PT_REJECTED = 1, /* business refusal: roll the handler's SQL back, store the reply */
+    PT_RETRY = 2,    /* transient: roll back, store nothing, the caller retries */
+};
+
+/* A request as handlers see it. Everything is read-only and lives for the call. */
+typedef struct {
+    const char *idempotency_key;
+    const char *saga_id;
+    const char *step;
+    const char *operation;
+    int phase;        /* PHASE_ACTION or PHASE_COMPENSATE (wire.h) */
+    uint32_t attempt; /* informational: 1 for the first delivery */
+    const kvmap *params;
+    /* For a compensation: the result map of its action's OK reply (so a
+     * refund can find the charge it undoes). Empty for actions. */
+    const kvmap *action_result;
+} pt_request;
+
+typedef struct pt_reply pt_reply;
+
+/*
+ * A handler: does the business SQL of one operation on db, inside a
+ * savepoint the runtime opened. Returns PT_OK, PT_REJECTED or PT_RETRY. Any
+ * SQLite error should be returned as pt_db_error(reply, db), which makes
+ * the whole request OUTCOME_RETRY with nothing stored.
+ */
+typedef int (*pt_handler)(sqlite3 *db, const pt_request *req, pt_reply *reply, void *arg);
+
+/* ---- Helpers for handlers ---------------------------------------------- */
+
+/* Adds a result entry (copied). Returns 0, or -1 when out of memory. */
+int pt_result_set(pt_reply *reply, const char *key, const char *value);
+int pt_result_set_i64(pt_reply *reply, const char *key, int64_t value);
+/* Sets the error text and returns PT_REJECTED, e.g. return pt_reject(r, "insufficient funds"). */
+int pt_reject(pt_reply *reply, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Sets the error text and returns PT_RETRY. */
+int pt_retry(pt_reply *reply, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Records sqlite3_errmsg(db) and returns PT_RETRY. */
+int pt_db_error(pt_reply *reply, sqlite3 *db);
+
+/* The parameter's value, or NULL when absent. */
+const char *pt_param(const pt_request *req, const char *name);
+/*
+ * Required parameters: on success store the value and return 0; when the
+ * parameter is missing or malformed, set a reply error naming it (e.g.
+ * "missing parameter 'amount'", "parameter 'amount' must be an integer in
+ * [1, 1000000000]") and return -1; the handler then returns PT_REJECTED.
+ */
+int pt_param_str(const pt_request *req, pt_reply *reply, const char *name, const char **out);
+int pt_param_i64(const pt_request *req, pt_reply *reply, const char *name, int64_t min,
+                 int64_t max, int64_t *out);
+
+/* ---- The runtime ------------------------------------------------------- */
+
+typedef struct participant participant;
+
+typedef struct {
+    const char *name;        /* service name, for logs ("payment") */
+    const char *listen_url;  /* e.g. "ipc:///tmp/payment.ipc"; NULL: no socket (tests) */
+    const char *db_path;     /* SQLite file; created when missing */
+    int contexts;            /* requests in flight on the socket; 0: 64 */
+    int64_t retention_ms;    /* idempotency record retention; 0: 7 days */
+    int purge_batch;         /* records deleted per purge transaction; 0: 500 */
+    int64_t purge_every_ms;  /* how often the purge runs; 0: 60 s */
+    int synchronous_off;     /* 1: PRAGMA synchronous=OFF (benchmarks only) */
+    const char *faults;      /* fault-injection spec (see pt_faults_help), or NULL */
+} pt_options;
+
+/*
+ * Opens (creating if needed) the database and the runtime's own tables, and
+ * parses the fault spec. Returns NULL with a reason in err on failure.
+ */
+participant *pt_create(const pt_options *opts, char *err, size_t errlen);
+/* The runtime's connection: for the service's schema and seed, before pt_start. */
+sqlite3 *pt_db(participant *p);
+/*
+ * Registers an action operation and its compensation (compensation may be
+ * NULL when the action needs none). The same arg is passed to both. Returns
+ * 0, or -1 for a duplicate or invalid name.
+ */
+int pt_register(participant *p, const char *action_op, pt_handler action,
+                const char *compensation_op, pt_handler compensation, void *arg);
+/* Listens and starts the worker and purge. Returns 0 or an nng error code. */
+int pt_start(participant *p, char *err, size_t errlen);
+/* Stops serving; in-flight batches finish and reply first. Idempotent. */
+void pt_stop(participant *p);
+/* Stops if needed and frees everything. pt_destroy(NULL) is a no-op. */
+void pt_destroy(participant *p);
+
+/*
+ * Processes encoded StepRequests synchronously as one batch (one transaction,
+ * exactly as the socket path does) and returns encoded StepReplies in
+ * replies[i] / reply_lens[i] (malloc'd; caller frees). A malformed message
+ * gets an error reply. For tests and fuzzing; not thread-safe against a
+ * running worker. Returns 0, or -1 when out of memory.
+ */
+int pt_process_batch(participant *p, size_t n, const uint8_t *const *msgs, const size_t *lens,
+                     uint8_t **replies, size_t *reply_lens);
+
+/* Deletes up to purge_batch records older than the retention; returns how many, or -1. */
+int pt_purge_once(participant *p, int64_t now_wall_ms);
+
+/* Counters since start, for logs, tests and metrics. */
+typedef struct {
+    uint64_t requests;   /* well-formed requests processed */
+    uint64_t effects;    /* handler calls that committed PT_OK */
+    uint64_t replays;    /* replies served from a stored record */
+    uint64_t conflicts;  /* key reuse with another fingerprint */
+    uint64_t skipped;    /* barrier: null compensations and hanging actions */
+    uint64_t retries;    /* OUTCOME_RETRY answers (busy, handler, faults) */
+    uint64_t malformed;  /* messages that failed to decode or validate */
+    uint64_t purged;     /* records purged */
+} pt_stats;
+void pt_get_stats(participant *p, pt_stats *out);
+
+/* One line per fault-spec option, for --help. */
+const char *pt_faults_help(void);
+
+#endif
