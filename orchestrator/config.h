@@ -1,0 +1,93 @@
+/*
+ * config — loads sagad's configuration and the saga definitions it names.
+ *
+ * Two kinds of libconfig file (examples: sagas/sagad.cfg and
+ * sagas/order_fulfillment.cfg; the format is documented in docs/CONFIG.md):
+ *   - the orchestrator file: admin URL, database path, sagas directory,
+ *     participant URLs, default timeouts and retry policies, in-flight limit;
+ *   - one file per saga type ("*.cfg" in the sagas directory, except the
+ *     orchestrator file itself): its name, required inputs, ordered steps.
+ *
+ * Invariants of a loaded orch_config (config_load checks them all, and on any
+ * violation returns an error naming the file and line and frees everything:
+ * nothing half-loaded is ever returned):
+ *   - every participant has a non-empty name and a URL nng accepts;
+ *   - saga names are unique; step names are unique within a saga;
+ *   - every step names a known participant, a non-empty action, and either a
+ *     compensation or the explicit `compensation = "none"`;
+ *   - every input a step receives is a saga input or an output declared by an
+ *     earlier step;
+ *   - numbers are in range: timeouts 1 ms..1 h, 1..1000 attempts, backoffs
+ *     1 ms..1 h with initial <= max, multiplier 1.0..10.0, in-flight 1..10^6.
+ * Relative paths in the orchestrator file are resolved against its directory.
+ */
+#ifndef SAGA_CONFIG_H
+#define SAGA_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    uint32_t max_attempts;      /* total attempts, the first included (>= 1) */
+    int64_t initial_backoff_ms; /* delay before the 2nd attempt */
+    int64_t max_backoff_ms;     /* cap on any delay */
+    double multiplier;          /* growth per attempt */
+} retry_policy;
+
+typedef struct {
+    char *name;         /* unique within its saga */
+    char *participant;  /* a key of orch_config.participants */
+    size_t participant_index;
+    char *action;       /* operation for PHASE_ACTION */
+    char *compensation; /* operation for PHASE_COMPENSATE; NULL: the step has none */
+    int64_t timeout_ms; /* per attempt */
+    retry_policy retry;              /* for the action */
+    retry_policy compensation_retry; /* for the compensation */
+    char **inputs;      /* names it receives; all available when has_input_list == 0 */
+    size_t n_inputs;
+    int has_input_list;
+    char **outputs;     /* result names later steps may ask for (declared, for checking) */
+    size_t n_outputs;
+    int line;           /* where it is defined, for messages */
+} step_def;
+
+typedef struct {
+    char *name;         /* the saga type, e.g. "order_fulfillment" */
+    char *file;
+    char **inputs;      /* inputs a start must provide */
+    size_t n_inputs;
+    step_def *steps;
+    size_t n_steps;
+} saga_def;
+
+typedef struct {
+    char *name;
+    char *url;
+} participant_def;
+
+typedef struct {
+    char *file;                 /* the orchestrator file, as given */
+    char *admin_url;
+    char *database;             /* resolved path */
+    char *sagas_dir;            /* resolved path */
+    int durability_full;        /* 1: synchronous=FULL (default); 0: OFF, benchmarks only */
+    uint32_t max_in_flight;     /* sagas not finished that sagad holds at once */
+    int64_t default_timeout_ms;
+    retry_policy default_retry;
+    retry_policy default_compensation_retry;
+    participant_def *participants;
+    size_t n_participants;
+    saga_def *sagas;
+    size_t n_sagas;
+} orch_config;
+
+/* Loads path and every saga file of its sagas directory into *out.
+ * Returns 0, or -1 with "file:line: what is wrong" in err (and *out zeroed). */
+int config_load(const char *path, orch_config *out, char *err, size_t errlen);
+/* Frees everything config_load allocated; safe on a zeroed struct. */
+void config_free(orch_config *cfg);
+const saga_def *config_find_saga(const orch_config *cfg, const char *name);
+/* Index of the step named name in def, or -1. */
+int config_step_index(const saga_def *def, const char *name);
+
+#endif

@@ -1,0 +1,196 @@
+/*
+ * saga — one saga instance and the state machine that drives it.
+ *
+ * This module is pure: it never touches the network, the disk or the clock
+ * directly. Every effect goes through a saga_env supplied by the caller (the
+ * engine in production, a fake in the unit tests), so the whole state machine
+ * runs deterministically in tests with a fake clock and a fake transport.
+ *
+ * Saga states (values equal saga.v1 SagaState in proto/admin.proto):
+ *
+ *              start
+ *                |
+ *                v         last step OK
+ *           +---------+ ------------------------------> COMPLETED (final)
+ *           | RUNNING |
+ *           +---------+  REJECTED, attempts spent,
+ *             |  |  ^    or abort                        every sent step undone
+ *   CONFLICT, |  |  |  +--------------+ ---------------> COMPENSATED (final)
+ *   pivot     |  +--|->| COMPENSATING |
+ *   unknown   |     |  +--------------+
+ *             v     |     |   ^
+ *           +--------+ <--+   |  compensation attempts spent, REJECTED or CONFLICT
+ *           | FAILED |        |
+ *           +--------+ -------+  operator resume (failed_phase = compensate)
+ *                 \------------> RUNNING: operator resume (failed_phase = action)
+ *
+ * Transitions and the function that performs each:
+ *   (new) -> RUNNING              saga_begin
+ *   RUNNING -> COMPLETED          saga_on_reply (OK from the last step)
+ *   RUNNING -> COMPENSATING       saga_on_reply (REJECTED/SKIPPED), attempts spent in
+ *                                 saga_on_timeout / saga_on_reply (RETRY), saga_abort
+ *   RUNNING -> FAILED             CONFLICT; or the outcome of a step without
+ *                                 compensation is still unknown when its attempts
+ *                                 are spent (a pivot: compensating blindly could undo
+ *                                 work around a step that did happen)
+ *   COMPENSATING -> COMPENSATED   the last compensation answered OK or SKIPPED
+ *   COMPENSATING -> FAILED        compensation attempts spent, REJECTED or CONFLICT
+ *   FAILED -> COMPENSATING        saga_resume (failed in compensation), saga_abort
+ *   FAILED -> RUNNING             saga_resume (failed in the action phase)
+ *
+ * Facts that hold in each state (asserted by saga_check_invariants):
+ *   RUNNING:      steps [0, cursor) are DONE; step cursor is ACTION_SENT;
+ *                 steps after cursor are PENDING.
+ *   COMPENSATING: steps after cursor are not DONE/ACTION_SENT unless they
+ *                 have no compensation; step cursor is COMPENSATING or is about
+ *                 to be; no step is PENDING below a DONE one.
+ *   COMPLETED:    every step is DONE.
+ *   COMPENSATED:  no step with a compensation is DONE, ACTION_SENT or COMPENSATING.
+ *   FAILED:       last_error is set.
+ * A request is in flight for at most one step of a saga at a time; every
+ * request carries the saga's current token, and a reply or timeout with an
+ * older token is stale and ignored (its effect, if any, is covered by the
+ * participant's idempotency: the retry with the same key gets the replay).
+ *
+ * Step states (values equal saga.v1 StepState):
+ *   PENDING -> ACTION_SENT -> DONE | REJECTED
+ *   ACTION_SENT | DONE -> COMPENSATING -> COMPENSATED
+ */
+#ifndef SAGA_SAGA_H
+#define SAGA_SAGA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "kv.h"
+
+#define SAGA_MAX_STEPS 64
+
+typedef enum {
+    SAGA_RUNNING = 1,
+    SAGA_COMPENSATING = 2,
+    SAGA_COMPLETED = 3,
+    SAGA_COMPENSATED = 4,
+    SAGA_FAILED = 5,
+} saga_state;
+
+typedef enum {
+    STEP_PENDING = 0,
+    STEP_ACTION_SENT = 1,
+    STEP_DONE = 2,
+    STEP_REJECTED = 3,
+    STEP_COMPENSATING = 4,
+    STEP_COMPENSATED = 5,
+} step_state;
+
+typedef struct {
+    step_state state;
+    uint32_t action_attempts;       /* requests sent for the action, persisted before each */
+    uint32_t compensation_attempts; /* likewise for the compensation */
+    int last_outcome;               /* saga.v1 Outcome of the latest reply; -1: none */
+    kvmap result;                   /* the action's OK result */
+    char *last_error;
+    int64_t next_attempt_at_ms;     /* wall clock of a scheduled retry; 0: none */
+} step_run;
+
+/* Bits of saga.dirty: what the store must write at the next commit. */
+enum {
+    SAGA_DIRTY_NEW = 1u << 0, /* never stored: insert the saga and all its steps */
+    SAGA_DIRTY_ROW = 1u << 1, /* the saga row changed */
+};
+
+typedef struct saga {
+    char id[37];
+    char *type;          /* saga type name, as stored */
+    const saga_def *def; /* NULL when the type is no longer configured */
+    saga_state state;
+    int failed_phase;    /* when FAILED: PHASE_ACTION or PHASE_COMPENSATE, what resume continues */
+    char *client_key;    /* NULL when the start had none */
+    kvmap input;
+    int64_t created_at_ms;
+    int64_t updated_at_ms;
+    char *last_error;
+    int cursor;          /* the step being run or compensated */
+    size_t n_steps;
+    step_run *steps;
+
+    /* Volatile: owned by the engine, never stored. */
+    unsigned dirty;       /* SAGA_DIRTY_* */
+    uint64_t dirty_steps; /* bit i: step i changed */
+    uint64_t token;       /* identifies the request in flight */
+    int in_flight;        /* 1 while a request is outstanding */
+    int64_t timer_due;    /* monotonic ms of the scheduled retry; 0: none */
+    size_t timer_slot;    /* engine's timer heap position */
+    void *engine_data;    /* for the engine's own bookkeeping */
+} saga;
+
+/* One entry of a saga's append-only history. */
+typedef struct {
+    const char *kind;   /* saga_started, step_sent, step_reply, step_timeout, ... */
+    int step;           /* -1: saga-level */
+    int phase;          /* PHASE_ACTION / PHASE_COMPENSATE */
+    uint32_t attempt;
+    int outcome;        /* -1: none */
+    int replayed;
+    const char *detail; /* may be NULL */
+} saga_event;
+
+/* Everything the state machine may do to the outside world. */
+typedef struct {
+    void *ctx;
+    int64_t (*now_mono)(void *ctx);  /* for timers */
+    int64_t (*now_wall)(void *ctx);  /* for stored timestamps */
+    double (*random_unit)(void *ctx); /* [0, 1) for backoff jitter */
+    /* Send the request for (step, phase) with this attempt number and token,
+     * once the state changes made so far are durably committed. */
+    void (*send)(void *ctx, saga *s, int step, int phase, uint32_t attempt, uint64_t token);
+    /* Call saga_on_timer(s) at monotonic time due (replaces any earlier timer). */
+    void (*schedule)(void *ctx, saga *s, int64_t due_mono);
+    void (*history)(void *ctx, saga *s, const saga_event *ev);
+    /* The saga reached COMPLETED, COMPENSATED or FAILED. */
+    void (*settled)(void *ctx, saga *s);
+} saga_env;
+
+/* Allocates a saga of def's shape in state RUNNING at cursor 0, nothing sent.
+ * Copies id, client_key (may be NULL) and input. NULL when out of memory. */
+saga *saga_new(const saga_def *def, const char *id, const char *client_key, const kvmap *input,
+               int64_t now_wall_ms);
+/* Allocates an empty saga with n_steps steps, for the store to fill in. */
+saga *saga_alloc(size_t n_steps);
+void saga_free(saga *s);
+
+/* Starts a new saga: sends the first step. */
+void saga_begin(saga *s, const saga_env *env);
+/* After a restart: re-sends the step in flight (same key, next attempt), or
+ * re-arms the retry timer. Does nothing for finished or FAILED sagas. */
+void saga_recover(saga *s, const saga_env *env);
+void saga_on_reply(saga *s, const saga_env *env, uint64_t token, int outcome, int replayed,
+                   const kvmap *result, const char *error);
+/* The attempt with this token got no usable reply: timeout, unreachable or a
+ * malformed reply; why says which. */
+void saga_on_no_reply(saga *s, const saga_env *env, uint64_t token, const char *why);
+void saga_on_timer(saga *s, const saga_env *env);
+/* Operator commands; return 0, or -1 when the state does not allow it. */
+int saga_abort(saga *s, const saga_env *env, const char *reason);
+int saga_resume(saga *s, const saga_env *env);
+
+/* The params of a step's request: the saga input plus the results of the
+ * steps before it, filtered by the step's input list. The same for every
+ * attempt and phase, so a retry's fingerprint matches the first delivery's. */
+int saga_step_params(const saga *s, int step, kvmap *out);
+/* "<saga_id>/<step name>/<action|compensate>" into buf. */
+void saga_step_key(const saga *s, int step, int phase, char *buf, size_t len);
+/* Backoff before attempt number `attempt` (>= 2): the capped exponential
+ * delay d = min(max, initial * multiplier^(attempt-2)), jittered uniformly
+ * in [d/2, d]. */
+int64_t saga_backoff_ms(const retry_policy *p, uint32_t attempt, double unit_random);
+
+int saga_is_final(saga_state st);
+const char *saga_state_name(saga_state st);    /* "RUNNING", ... */
+int saga_state_parse(const char *name);        /* case-insensitive; -1 if unknown */
+const char *step_state_name(step_state st);    /* "PENDING", ... */
+/* Checks the facts of the current state; returns NULL or what is violated. */
+const char *saga_check_invariants(const saga *s);
+
+#endif

@@ -1,0 +1,87 @@
+/*
+ * store — durable saga state behind a narrow interface.
+ *
+ * The engine is the only writer: it batches the changes of many sagas into
+ * one transaction (group commit) between store_begin and store_commit. The
+ * admin server opens a second, read-only handle. Everything above this
+ * interface is storage-agnostic, so a PostgreSQL backend (several
+ * orchestrators on one database) can implement the same functions.
+ *
+ * SQLite implementation (store_sqlite.c): WAL journal, synchronous=FULL by
+ * default so a committed change survives a power loss. Tables: sagas (one row
+ * per saga, with its input as JSON and client key unique), saga_steps (one row
+ * per step, with its idempotency keys, attempts, state, result JSON and last
+ * error) and saga_history (append-only events). Schema and invariants are
+ * documented at the top of store_sqlite.c.
+ *
+ * Return convention: 0 success, STORE_NOT_FOUND where stated, -1 on a storage
+ * error (store_errmsg says what). Out-pointers are only written on success.
+ */
+#ifndef SAGA_STORE_H
+#define SAGA_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "saga.h"
+
+#define STORE_NOT_FOUND 1
+
+typedef struct store store;
+
+/* Opens (creating and migrating when writable) the database at path. */
+store *store_open(const char *path, int durability_full, int read_only, char *err, size_t errlen);
+void store_close(store *st);
+const char *store_errmsg(store *st);
+
+int store_begin(store *st);
+int store_commit(store *st);
+void store_rollback(store *st);
+
+/* Writes what s->dirty / s->dirty_steps say changed (insert when
+ * SAGA_DIRTY_NEW). Does not clear the flags: the engine does after commit. */
+int store_save_saga(store *st, const saga *s);
+int store_append_history(store *st, const char *saga_id, int64_t at_ms, const saga_event *ev,
+                         const char *step_name);
+
+/* The saga started with this client key: its id into id_out. */
+int store_find_client_key(store *st, const char *client_key, char id_out[37]);
+
+/* Loads one saga (any state); *out is the caller's to saga_free. The def is
+ * looked up in cfg by type (NULL if absent). STORE_NOT_FOUND if no such id. */
+int store_load_saga(store *st, const orch_config *cfg, const char *id, saga **out);
+/* Calls fn for each saga in RUNNING or COMPENSATING, oldest first; fn takes
+ * ownership of s. A non-zero return from fn stops the walk and is returned. */
+int store_load_unfinished(store *st, const orch_config *cfg, int (*fn)(saga *s, void *arg),
+                          void *arg);
+
+typedef struct {
+    const char *saga_id;
+    const char *type;
+    int state;
+    int64_t created_at_ms;
+    int64_t updated_at_ms;
+    const char *last_error; /* may be NULL */
+} store_summary;
+/* Newest first; state 0 = any, type NULL/"" = any, after_id: continue after it. */
+int store_list(store *st, int state, const char *type, const char *after_id, uint32_t limit,
+               int (*fn)(const store_summary *row, void *arg), void *arg);
+
+typedef struct {
+    uint64_t seq;
+    int64_t at_ms;
+    const char *kind;
+    const char *step; /* "" for saga-level events */
+    int phase;
+    uint32_t attempt;
+    int outcome;      /* -1: none */
+    int replayed;
+    const char *detail;
+} store_event;
+int store_history(store *st, const char *saga_id, int (*fn)(const store_event *ev, void *arg),
+                  void *arg);
+/* counts[state] for states 1..5 (index 0 unused). */
+int store_count_by_state(store *st, uint64_t counts[6]);
+
+#endif
