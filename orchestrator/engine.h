@@ -1,0 +1,78 @@
+/*
+ * engine — runs every saga in flight: one thread, one writer, group commit.
+ *
+ * The engine thread owns all in-memory sagas and the writable store. Replies
+ * and timeouts (from nng's aio callbacks), admin commands and retry timers
+ * reach it as events on one queue. It works in rounds:
+ *   1. take every queued event and every due timer, and apply them to the
+ *      state machines (saga.c), which record what to send and what to save;
+ *   2. write every changed saga, step and history event in ONE transaction
+ *      and commit it (one fsync for the whole round: group commit);
+ *   3. only then send the requests and answer the admin commands of the
+ *      round (save before act: an acknowledged start, and every intent, is
+ *      on disk before anyone hears of it).
+ * If the commit fails, nothing of the round is sent or acknowledged; the
+ * engine reloads the affected sagas from the store and answers ADMIN_INTERNAL.
+ *
+ * At start it loads every saga that is RUNNING or COMPENSATING and re-sends
+ * their in-flight steps with their original idempotency keys, at once.
+ *
+ * Crash points (SAGA_CRASH_POINT, see common/crashpoint.h):
+ *   engine.after_intent_commit   intents committed, requests not sent yet
+ *   engine.after_send            requests handed to nng, replies not seen
+ *   engine.before_outcome_commit replies applied in memory, not committed
+ *   engine.in_compensation       a compensation intent committed, not sent
+ */
+#ifndef SAGA_ENGINE_H
+#define SAGA_ENGINE_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "kv.h"
+
+typedef struct engine engine;
+
+/* Admin-level result codes (values equal saga.v1 AdminStatus). */
+enum engine_status {
+    ENGINE_OK = 0,
+    ENGINE_BAD_REQUEST = 1,
+    ENGINE_NOT_FOUND = 2,
+    ENGINE_CONFLICT = 3,
+    ENGINE_INVALID_STATE = 4,
+    ENGINE_BUSY = 5,
+    ENGINE_INTERNAL = 6,
+};
+
+/* Called on the engine thread once the command's outcome is durable (or
+ * refused). error is NULL on success; saga_id is set for starts. */
+typedef void (*engine_done_fn)(void *arg, int status, const char *error, const char *saga_id,
+                               int existing);
+
+typedef struct {
+    uint64_t in_flight;
+    uint64_t steps_sent;
+    uint64_t retries;
+    uint64_t timeouts;
+    uint64_t replayed_replies;
+    uint64_t commits;        /* transactions committed */
+    uint64_t committed_sagas; /* saga rows written by them: their ratio is the batch size */
+} engine_counters;
+
+/* Opens the store, connects to the participants and recovers unfinished
+ * sagas. Returns NULL with a reason in err. cfg must outlive the engine. */
+engine *engine_create(const orch_config *cfg, char *err, size_t errlen);
+int engine_run_start(engine *e, char *err, size_t errlen); /* starts the thread */
+void engine_stop(engine *e);                                /* drains and joins */
+void engine_destroy(engine *e);
+
+/* Asynchronous commands: done(arg, ...) is called exactly once, on the engine
+ * thread. Inputs are copied before these return. */
+void engine_start_saga(engine *e, const char *type, const char *client_key, const kvmap *input,
+                       engine_done_fn done, void *arg);
+void engine_abort_saga(engine *e, const char *saga_id, const char *reason, engine_done_fn done,
+                       void *arg);
+void engine_resume_saga(engine *e, const char *saga_id, engine_done_fn done, void *arg);
+void engine_get_counters(engine *e, engine_counters *out);
+
+#endif
