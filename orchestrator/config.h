@@ -35,26 +35,26 @@ typedef struct {
 } retry_policy;
 
 typedef struct {
-    char *name;         /* unique within its saga */
-    char *participant;  /* a key of orch_config.participants */
+    char *name;        /* unique within its saga */
+    char *participant; /* a key of orch_config.participants */
     size_t participant_index;
-    char *action;       /* operation for PHASE_ACTION */
-    char *compensation; /* operation for PHASE_COMPENSATE; NULL: the step has none */
-    int64_t timeout_ms; /* per attempt */
+    char *action;                    /* operation for PHASE_ACTION */
+    char *compensation;              /* operation for PHASE_COMPENSATE; NULL: the step has none */
+    int64_t timeout_ms;              /* per attempt */
     retry_policy retry;              /* for the action */
     retry_policy compensation_retry; /* for the compensation */
-    char **inputs;      /* names it receives; all available when has_input_list == 0 */
+    char **inputs;                   /* names it receives; all available when has_input_list == 0 */
     size_t n_inputs;
     int has_input_list;
-    char **outputs;     /* result names later steps may ask for (declared, for checking) */
+    char **outputs; /* result names later steps may ask for (declared, for checking) */
     size_t n_outputs;
-    int line;           /* where it is defined, for messages */
+    int line; /* where it is defined, for messages */
 } step_def;
 
 typedef struct {
-    char *name;         /* the saga type, e.g. "order_fulfillment" */
+    char *name; /* the saga type, e.g. "order_fulfillment" */
     char *file;
-    char **inputs;      /* inputs a start must provide */
+    char **inputs; /* inputs a start must provide */
     size_t n_inputs;
     step_def *steps;
     size_t n_steps;
@@ -66,12 +66,12 @@ typedef struct {
 } participant_def;
 
 typedef struct {
-    char *file;                 /* the orchestrator file, as given */
+    char *file; /* the orchestrator file, as given */
     char *admin_url;
-    char *database;             /* resolved path */
-    char *sagas_dir;            /* resolved path */
-    int durability_full;        /* 1: synchronous=FULL (default); 0: OFF, benchmarks only */
-    uint32_t max_in_flight;     /* sagas not finished that sagad holds at once */
+    char *database;         /* resolved path */
+    char *sagas_dir;        /* resolved path */
+    int durability_full;    /* 1: synchronous=FULL (default); 0: OFF, benchmarks only */
+    uint32_t max_in_flight; /* sagas not finished that sagad holds at once */
     int64_t default_timeout_ms;
     retry_policy default_retry;
     retry_policy default_compensation_retry;

@@ -55,7 +55,7 @@ typedef struct {
     uint64_t retries;
     uint64_t timeouts;
     uint64_t replayed_replies;
-    uint64_t commits;        /* transactions committed */
+    uint64_t commits;         /* transactions committed */
     uint64_t committed_sagas; /* saga rows written by them: their ratio is the batch size */
 } engine_counters;
 
@@ -63,7 +63,7 @@ typedef struct {
  * sagas. Returns NULL with a reason in err. cfg must outlive the engine. */
 engine *engine_create(const orch_config *cfg, char *err, size_t errlen);
 int engine_run_start(engine *e, char *err, size_t errlen); /* starts the thread */
-void engine_stop(engine *e);                                /* drains and joins */
+void engine_stop(engine *e);                               /* drains and joins */
 void engine_destroy(engine *e);
 
 /* Asynchronous commands: done(arg, ...) is called exactly once, on the engine

@@ -91,7 +91,7 @@ typedef struct {
     int last_outcome;               /* saga.v1 Outcome of the latest reply; -1: none */
     kvmap result;                   /* the action's OK result */
     char *last_error;
-    int64_t next_attempt_at_ms;     /* wall clock of a scheduled retry; 0: none */
+    int64_t next_attempt_at_ms; /* wall clock of a scheduled retry; 0: none */
 } step_run;
 
 /* Bits of saga.dirty: what the store must write at the next commit. */
@@ -105,13 +105,13 @@ typedef struct saga {
     char *type;          /* saga type name, as stored */
     const saga_def *def; /* NULL when the type is no longer configured */
     saga_state state;
-    int failed_phase;    /* when FAILED: PHASE_ACTION or PHASE_COMPENSATE, what resume continues */
-    char *client_key;    /* NULL when the start had none */
+    int failed_phase; /* when FAILED: PHASE_ACTION or PHASE_COMPENSATE, what resume continues */
+    char *client_key; /* NULL when the start had none */
     kvmap input;
     int64_t created_at_ms;
     int64_t updated_at_ms;
     char *last_error;
-    int cursor;          /* the step being run or compensated */
+    int cursor; /* the step being run or compensated */
     size_t n_steps;
     step_run *steps;
 
@@ -121,17 +121,18 @@ typedef struct saga {
     uint64_t token;       /* identifies the request in flight */
     int in_flight;        /* 1 while a request is outstanding */
     int64_t timer_due;    /* monotonic ms of the scheduled retry; 0: none */
-    size_t timer_slot;    /* engine's timer heap position */
+    size_t timer_slot;    /* engine's timer heap position, 1-based; 0: none */
+    int settle_pending;   /* engine: queued to be freed after the round's commit */
     void *engine_data;    /* for the engine's own bookkeeping */
 } saga;
 
 /* One entry of a saga's append-only history. */
 typedef struct {
-    const char *kind;   /* saga_started, step_sent, step_reply, step_timeout, ... */
-    int step;           /* -1: saga-level */
-    int phase;          /* PHASE_ACTION / PHASE_COMPENSATE */
+    const char *kind; /* saga_started, step_sent, step_reply, step_timeout, ... */
+    int step;         /* -1: saga-level */
+    int phase;        /* PHASE_ACTION / PHASE_COMPENSATE */
     uint32_t attempt;
-    int outcome;        /* -1: none */
+    int outcome; /* -1: none */
     int replayed;
     const char *detail; /* may be NULL */
 } saga_event;
@@ -139,8 +140,8 @@ typedef struct {
 /* Everything the state machine may do to the outside world. */
 typedef struct {
     void *ctx;
-    int64_t (*now_mono)(void *ctx);  /* for timers */
-    int64_t (*now_wall)(void *ctx);  /* for stored timestamps */
+    int64_t (*now_mono)(void *ctx);   /* for timers */
+    int64_t (*now_wall)(void *ctx);   /* for stored timestamps */
     double (*random_unit)(void *ctx); /* [0, 1) for backoff jitter */
     /* Send the request for (step, phase) with this attempt number and token,
      * once the state changes made so far are durably committed. */
@@ -187,9 +188,9 @@ void saga_step_key(const saga *s, int step, int phase, char *buf, size_t len);
 int64_t saga_backoff_ms(const retry_policy *p, uint32_t attempt, double unit_random);
 
 int saga_is_final(saga_state st);
-const char *saga_state_name(saga_state st);    /* "RUNNING", ... */
-int saga_state_parse(const char *name);        /* case-insensitive; -1 if unknown */
-const char *step_state_name(step_state st);    /* "PENDING", ... */
+const char *saga_state_name(saga_state st); /* "RUNNING", ... */
+int saga_state_parse(const char *name);     /* case-insensitive; -1 if unknown */
+const char *step_state_name(step_state st); /* "PENDING", ... */
 /* Checks the facts of the current state; returns NULL or what is violated. */
 const char *saga_check_invariants(const saga *s);
 

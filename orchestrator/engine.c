@@ -1,0 +1,1005 @@
+/*
+ * engine — drives every saga in flight; see engine.h for the round structure.
+ *
+ * Invariants:
+ *   1. Only the engine thread touches sagas, the writable store, the timer
+ *      heap and the tables; other threads only append to the event queue.
+ *   2. Nothing leaves the process (request, admin answer) before the round
+ *      that produced it has committed: sends and answers are collected in
+ *      `round` and performed after store_commit succeeds.
+ *   3. A commit that fails is fatal: the process exits and recovery rebuilds
+ *      every saga from what is on disk, which never ran ahead of the network.
+ *   4. Every unfinished saga in memory is in `by_id`; one with a client key is
+ *      also in `by_key`. A settled saga is freed after the round's commit.
+ */
+#include "engine.h"
+
+#include <nng/nng.h>
+#include <nng/supplemental/util/platform.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "crashpoint.h"
+#include "log.h"
+#include "saga.h"
+#include "store.h"
+#include "transport.h"
+#include "util.h"
+#include "wire.h"
+
+/* ---- A small string-keyed hash table of sagas ------------------------- */
+
+typedef struct {
+    const char **keys; /* point into the saga they map to */
+    saga **vals;
+    size_t cap, len, used; /* used counts tombstones too */
+} saga_table;
+
+static const char table_tombstone[] = "";
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static int table_grow(saga_table *t)
+{
+    size_t cap = t->cap ? t->cap * 2 : 1024;
+    if (t->len * 4 < t->cap)
+        cap = t->cap; /* mostly tombstones: rehash in place */
+    const char **keys = calloc(cap, sizeof *keys);
+    saga **vals = calloc(cap, sizeof *vals);
+    if (keys == NULL || vals == NULL) {
+        free(keys);
+        free(vals);
+        return -1;
+    }
+    for (size_t i = 0; i < t->cap; i++) {
+        if (t->keys[i] == NULL || t->keys[i] == table_tombstone)
+            continue;
+        size_t j = hash_str(t->keys[i]) & (cap - 1);
+        while (keys[j] != NULL)
+            j = (j + 1) & (cap - 1);
+        keys[j] = t->keys[i];
+        vals[j] = t->vals[i];
+    }
+    free(t->keys);
+    free(t->vals);
+    t->keys = keys;
+    t->vals = vals;
+    t->cap = cap;
+    t->used = t->len;
+    return 0;
+}
+
+static saga *table_get(const saga_table *t, const char *key)
+{
+    if (t->cap == 0)
+        return NULL;
+    for (size_t j = hash_str(key) & (t->cap - 1);; j = (j + 1) & (t->cap - 1)) {
+        if (t->keys[j] == NULL)
+            return NULL;
+        if (t->keys[j] != table_tombstone && strcmp(t->keys[j], key) == 0)
+            return t->vals[j];
+    }
+}
+
+static int table_put(saga_table *t, const char *key, saga *s)
+{
+    if ((t->used + 1) * 2 > t->cap && table_grow(t) != 0)
+        return -1;
+    size_t j = hash_str(key) & (t->cap - 1);
+    while (t->keys[j] != NULL && t->keys[j] != table_tombstone)
+        j = (j + 1) & (t->cap - 1);
+    if (t->keys[j] == NULL)
+        t->used++;
+    t->keys[j] = key;
+    t->vals[j] = s;
+    t->len++;
+    return 0;
+}
+
+static void table_del(saga_table *t, const char *key)
+{
+    if (t->cap == 0)
+        return;
+    for (size_t j = hash_str(key) & (t->cap - 1);; j = (j + 1) & (t->cap - 1)) {
+        if (t->keys[j] == NULL)
+            return;
+        if (t->keys[j] != table_tombstone && strcmp(t->keys[j], key) == 0) {
+            t->keys[j] = table_tombstone;
+            t->vals[j] = NULL;
+            t->len--;
+            return;
+        }
+    }
+}
+
+/* ---- Events --------------------------------------------------------------- */
+
+enum event_kind { EV_CALL_DONE, EV_START, EV_ABORT, EV_RESUME };
+
+typedef struct event {
+    struct event *next;
+    enum event_kind kind;
+    transport_call *call; /* EV_CALL_DONE */
+    char *type;           /* EV_START */
+    char *client_key;
+    kvmap input;
+    char saga_id[40]; /* EV_ABORT, EV_RESUME */
+    char *reason;
+    engine_done_fn done;
+    void *done_arg;
+} event;
+
+static void event_free(event *ev)
+{
+    free(ev->type);
+    free(ev->client_key);
+    kv_free(&ev->input);
+    free(ev->reason);
+    free(ev);
+}
+
+/* What a round will do once its commit has succeeded. */
+typedef struct {
+    char saga_id[37];
+    uint64_t token;
+    int step, phase;
+    uint32_t attempt;
+} pending_send;
+
+typedef struct {
+    engine_done_fn done;
+    void *arg;
+    int status;
+    char *error;
+    char saga_id[37];
+    int existing;
+} pending_answer;
+
+typedef struct {
+    char *saga_id;
+    int64_t at_ms;
+    saga_event ev; /* strings below are owned copies */
+    char *detail;
+    char *step_name;
+} pending_history;
+
+#define VEC(T)                                                                                     \
+    struct {                                                                                       \
+        T *items;                                                                                  \
+        size_t len, cap;                                                                           \
+    }
+
+static int vec_reserve(void **items, size_t *cap, size_t len, size_t size)
+{
+    if (len < *cap)
+        return 0;
+    size_t ncap = *cap ? *cap * 2 : 64;
+    void *n = realloc(*items, ncap * size);
+    if (n == NULL)
+        return -1;
+    *items = n;
+    *cap = ncap;
+    return 0;
+}
+#define VEC_PUSH(v, x)                                                                             \
+    (vec_reserve((void **)&(v).items, &(v).cap, (v).len, sizeof *(v).items) == 0                   \
+         ? ((v).items[(v).len++] = (x), 0)                                                         \
+         : -1)
+
+struct engine {
+    const orch_config *cfg;
+    store *db;
+    transport *net;
+    nng_thread *thread;
+
+    nng_mtx *mtx; /* guards the queue and `stopping` */
+    nng_cv *cv;
+    event *queue_head, *queue_tail;
+    int stopping;
+    atomic_int closing; /* transport completions are ignored from now on */
+
+    saga_table by_id, by_key;
+    VEC(saga *) timers; /* binary min-heap on timer_due */
+    util_prng rng;
+
+    /* The current round. */
+    VEC(saga *) dirty;
+    VEC(saga *) settled;
+    VEC(pending_send) sends;
+    VEC(pending_answer) answers;
+    VEC(pending_history) history;
+    int round_had_replies;
+
+    atomic_uint_fast64_t in_flight, steps_sent, retries, timeouts, replayed, commits,
+        committed_sagas;
+};
+
+/* ---- Fatal storage failure --------------------------------------------------- */
+
+static void engine_fatal(engine *e, const char *what)
+{
+    log_error("%s: %s; exiting so that recovery restarts from the committed state", what,
+              store_errmsg(e->db));
+    _exit(70);
+}
+
+/* ---- Timer heap ----------------------------------------------------------- */
+
+static void heap_swap(engine *e, size_t a, size_t b)
+{
+    saga *x = e->timers.items[a];
+    e->timers.items[a] = e->timers.items[b];
+    e->timers.items[b] = x;
+    e->timers.items[a]->timer_slot = a + 1;
+    e->timers.items[b]->timer_slot = b + 1;
+}
+
+static void heap_up(engine *e, size_t i)
+{
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (e->timers.items[parent]->timer_due <= e->timers.items[i]->timer_due)
+            break;
+        heap_swap(e, i, parent);
+        i = parent;
+    }
+}
+
+static void heap_down(engine *e, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < e->timers.len && e->timers.items[l]->timer_due < e->timers.items[m]->timer_due)
+            m = l;
+        if (r < e->timers.len && e->timers.items[r]->timer_due < e->timers.items[m]->timer_due)
+            m = r;
+        if (m == i)
+            return;
+        heap_swap(e, i, m);
+        i = m;
+    }
+}
+
+/* timer_slot is 1-based so that 0 means "not in the heap". */
+static void heap_remove(engine *e, saga *s)
+{
+    if (s->timer_slot == 0)
+        return;
+    size_t i = s->timer_slot - 1, last = e->timers.len - 1;
+    if (i != last)
+        heap_swap(e, i, last);
+    e->timers.len--;
+    s->timer_slot = 0;
+    if (i < e->timers.len) {
+        heap_up(e, i);
+        heap_down(e, i);
+    }
+}
+
+static void heap_set(engine *e, saga *s, int64_t due)
+{
+    heap_remove(e, s);
+    if (due == 0)
+        return;
+    s->timer_due = due;
+    if (VEC_PUSH(e->timers, s) != 0) {
+        log_error("out of memory arming a retry timer for saga %s", s->id);
+        _exit(71); /* recovery re-sends it */
+    }
+    s->timer_slot = e->timers.len;
+    heap_up(e, e->timers.len - 1);
+}
+
+/* ---- The environment the state machines see ------------------------------- */
+
+static void mark_dirty(engine *e, saga *s)
+{
+    if (s->engine_data == NULL) {
+        s->engine_data = e; /* "already in this round's dirty list" */
+        if (VEC_PUSH(e->dirty, s) != 0) {
+            log_error("out of memory in a round");
+            _exit(71);
+        }
+    }
+}
+
+static int64_t env_now_mono(void *ctx)
+{
+    return util_mono_ms();
+}
+
+static int64_t env_now_wall(void *ctx)
+{
+    return util_wall_ms();
+}
+
+static double env_random(void *ctx)
+{
+    engine *e = ctx;
+    return util_prng_unit(&e->rng);
+}
+
+static void env_send(void *ctx, saga *s, int step, int phase, uint32_t attempt, uint64_t token)
+{
+    engine *e = ctx;
+    pending_send ps = {.token = token, .step = step, .phase = phase, .attempt = attempt};
+    memcpy(ps.saga_id, s->id, sizeof ps.saga_id);
+    mark_dirty(e, s);
+    if (VEC_PUSH(e->sends, ps) != 0) {
+        log_error("out of memory queueing a send");
+        _exit(71);
+    }
+}
+
+static void env_schedule(void *ctx, saga *s, int64_t due)
+{
+    engine *e = ctx;
+    mark_dirty(e, s);
+    heap_set(e, s, due);
+}
+
+static void env_history(void *ctx, saga *s, const saga_event *ev)
+{
+    engine *e = ctx;
+    mark_dirty(e, s);
+    pending_history h = {0};
+    h.saga_id = util_strdup(s->id);
+    h.at_ms = util_wall_ms();
+    h.ev = *ev;
+    h.detail = ev->detail ? util_strdup(ev->detail) : NULL;
+    h.ev.detail = h.detail;
+    h.step_name = util_strdup(ev->step >= 0 && s->def ? s->def->steps[ev->step].name : "");
+    if (h.saga_id == NULL || h.step_name == NULL || VEC_PUSH(e->history, h) != 0) {
+        log_error("out of memory recording history");
+        _exit(71);
+    }
+}
+
+static void env_settled(void *ctx, saga *s)
+{
+    engine *e = ctx;
+    mark_dirty(e, s);
+    if (s->settle_pending)
+        return;
+    s->settle_pending = 1;
+    if (VEC_PUSH(e->settled, s) != 0) {
+        log_error("out of memory settling a saga");
+        _exit(71);
+    }
+}
+
+static saga_env engine_env(engine *e)
+{
+    saga_env env = {e,        env_now_mono, env_now_wall, env_random,
+                    env_send, env_schedule, env_history,  env_settled};
+    return env;
+}
+
+/* ---- Commands ------------------------------------------------------------- */
+
+static void answer(engine *e, event *ev, int status, const char *error, const char *saga_id,
+                   int existing)
+{
+    pending_answer a = {
+        .done = ev->done, .arg = ev->done_arg, .status = status, .existing = existing};
+    a.error = error ? util_strdup(error) : NULL;
+    if (saga_id)
+        snprintf(a.saga_id, sizeof a.saga_id, "%s", saga_id);
+    if (VEC_PUSH(e->answers, a) != 0) {
+        log_error("out of memory answering a command");
+        _exit(71);
+    }
+}
+
+static int add_saga(engine *e, saga *s)
+{
+    if (table_put(&e->by_id, s->id, s) != 0)
+        return -1;
+    if (s->client_key && table_put(&e->by_key, s->client_key, s) != 0) {
+        table_del(&e->by_id, s->id);
+        return -1;
+    }
+    e->in_flight = e->by_id.len;
+    return 0;
+}
+
+static void handle_start(engine *e, event *ev, const saga_env *env)
+{
+    const saga_def *def = config_find_saga(e->cfg, ev->type);
+    char msg[300];
+    if (def == NULL) {
+        snprintf(msg, sizeof msg, "unknown saga type '%s'", ev->type);
+        answer(e, ev, ENGINE_BAD_REQUEST, msg, NULL, 0);
+        return;
+    }
+    for (size_t i = 0; i < def->n_inputs; i++) {
+        if (kv_get(&ev->input, def->inputs[i]) == NULL) {
+            snprintf(msg, sizeof msg, "missing input '%s' for saga type '%s'", def->inputs[i],
+                     def->name);
+            answer(e, ev, ENGINE_BAD_REQUEST, msg, NULL, 0);
+            return;
+        }
+    }
+    if (ev->client_key) {
+        saga *twin = table_get(&e->by_key, ev->client_key);
+        saga *loaded = NULL;
+        if (twin == NULL) {
+            char id[37];
+            int rc = store_find_client_key(e->db, ev->client_key, id);
+            if (rc == 0)
+                rc = store_load_saga(e->db, e->cfg, id, &loaded);
+            if (rc < 0) {
+                answer(e, ev, ENGINE_INTERNAL, store_errmsg(e->db), NULL, 0);
+                return;
+            }
+            twin = loaded;
+        }
+        if (twin != NULL) {
+            int same = strcmp(twin->type, ev->type) == 0 && kv_equal(&twin->input, &ev->input);
+            if (same)
+                answer(e, ev, ENGINE_OK, NULL, twin->id, 1);
+            else
+                answer(e, ev, ENGINE_CONFLICT,
+                       "client key already used for a saga with another type or input", twin->id,
+                       0);
+            saga_free(loaded);
+            return;
+        }
+    }
+    if (e->by_id.len >= e->cfg->max_in_flight) {
+        snprintf(msg, sizeof msg, "%u sagas in flight, the configured limit; retry later",
+                 e->cfg->max_in_flight);
+        answer(e, ev, ENGINE_BUSY, msg, NULL, 0);
+        return;
+    }
+    char id[37];
+    saga *s = NULL;
+    if (util_uuid4(id) != 0 ||
+        (s = saga_new(def, id, ev->client_key, &ev->input, util_wall_ms())) == NULL ||
+        add_saga(e, s) != 0) {
+        saga_free(s);
+        answer(e, ev, ENGINE_INTERNAL, "out of memory", NULL, 0);
+        return;
+    }
+    saga_begin(s, env);
+    answer(e, ev, ENGINE_OK, NULL, s->id, 0);
+}
+
+/* Finds a saga for abort/resume: in memory, or FAILED/finished on disk. */
+static saga *find_or_load(engine *e, event *ev, int *status)
+{
+    saga *s = table_get(&e->by_id, ev->saga_id);
+    if (s != NULL)
+        return s;
+    saga *loaded = NULL;
+    int rc = store_load_saga(e->db, e->cfg, ev->saga_id, &loaded);
+    if (rc == STORE_NOT_FOUND) {
+        *status = ENGINE_NOT_FOUND;
+        return NULL;
+    }
+    if (rc != 0) {
+        *status = ENGINE_INTERNAL;
+        return NULL;
+    }
+    /* Only FAILED sagas rest on disk unfinished; finished ones take no command. */
+    if (loaded->state != SAGA_FAILED || loaded->def == NULL) {
+        *status = ENGINE_INVALID_STATE;
+        saga_free(loaded);
+        return NULL;
+    }
+    if (add_saga(e, loaded) != 0) {
+        *status = ENGINE_INTERNAL;
+        saga_free(loaded);
+        return NULL;
+    }
+    return loaded;
+}
+
+static void handle_operator(engine *e, event *ev, const saga_env *env)
+{
+    int status = ENGINE_OK;
+    char msg[300];
+    saga *s = find_or_load(e, ev, &status);
+    if (s == NULL) {
+        if (status == ENGINE_NOT_FOUND)
+            snprintf(msg, sizeof msg, "no saga %s", ev->saga_id);
+        else if (status == ENGINE_INVALID_STATE)
+            snprintf(msg, sizeof msg, "saga %s is finished, or its type is not configured",
+                     ev->saga_id);
+        else
+            snprintf(msg, sizeof msg, "storage error: %s", store_errmsg(e->db));
+        answer(e, ev, status, msg, NULL, 0);
+        return;
+    }
+    saga_state before = s->state;
+    int rc = ev->kind == EV_ABORT ? saga_abort(s, env, ev->reason) : saga_resume(s, env);
+    if (rc != 0) {
+        snprintf(msg, sizeof msg, "cannot %s saga %s in state %s%s",
+                 ev->kind == EV_ABORT ? "abort" : "resume", s->id, saga_state_name(before),
+                 ev->kind == EV_ABORT && before == SAGA_RUNNING
+                     ? " while a step without compensation is in flight; retry when it has answered"
+                     : "");
+        answer(e, ev, ENGINE_INVALID_STATE, msg, s->id, 0);
+        if (before == SAGA_FAILED) { /* loaded just for this: drop it again */
+            table_del(&e->by_id, s->id);
+            if (s->client_key)
+                table_del(&e->by_key, s->client_key);
+            e->in_flight = e->by_id.len;
+            saga_free(s);
+        }
+        return;
+    }
+    answer(e, ev, ENGINE_OK, NULL, s->id, 0);
+}
+
+static void handle_call_done(engine *e, transport_call *c, const saga_env *env)
+{
+    saga *s = table_get(&e->by_id, c->saga_id);
+    if (s == NULL || !s->in_flight || c->token != s->token) {
+        transport_release(e->net, c); /* stale: the saga moved on or finished */
+        return;
+    }
+    e->round_had_replies = 1;
+    char why[256];
+    if (c->result != 0) {
+        if (c->result == NNG_ETIMEDOUT) {
+            e->timeouts++;
+            snprintf(why, sizeof why, "timed out after %lld ms",
+                     (long long)s->def->steps[c->step].timeout_ms);
+        } else {
+            snprintf(why, sizeof why, "participant %s unreachable: %s",
+                     s->def->steps[c->step].participant, nng_strerror(c->result));
+        }
+        saga_on_no_reply(s, env, c->token, why);
+        transport_release(e->net, c);
+        return;
+    }
+    StepReply *rep =
+        saga__v1__step_reply__unpack(NULL, nng_msg_len(c->reply), nng_msg_body(c->reply));
+    char key[WIRE_MAX_KEY + 1];
+    saga_step_key(s, c->step, c->phase, key, sizeof key);
+    if (rep == NULL || strcmp(rep->idempotency_key, key) != 0) {
+        snprintf(why, sizeof why, "malformed reply from %s%s", s->def->steps[c->step].participant,
+                 rep ? " (idempotency key does not match)" : "");
+        saga_on_no_reply(s, env, c->token, why);
+    } else {
+        kvmap result = KVMAP_INIT;
+        if (wire_result_to_kv(rep, &result) != 0) {
+            saga_on_no_reply(s, env, c->token, "out of memory decoding a reply");
+        } else {
+            if (rep->replayed)
+                e->replayed++;
+            saga_on_reply(s, env, c->token, rep->outcome, rep->replayed, &result, rep->error);
+        }
+        kv_free(&result);
+    }
+    if (rep)
+        saga__v1__step_reply__free_unpacked(rep, NULL);
+    transport_release(e->net, c);
+}
+
+/* ---- Rounds --------------------------------------------------------------- */
+
+static void transport_done(void *arg, transport_call *call)
+{
+    engine *e = arg;
+    if (atomic_load(&e->closing))
+        return;
+    event *ev = calloc(1, sizeof *ev);
+    if (ev == NULL) {
+        log_error("out of memory queueing a reply");
+        _exit(71);
+    }
+    ev->kind = EV_CALL_DONE;
+    ev->call = call;
+    nng_mtx_lock(e->mtx);
+    if (e->queue_tail)
+        e->queue_tail->next = ev;
+    else
+        e->queue_head = ev;
+    e->queue_tail = ev;
+    nng_cv_wake1(e->cv);
+    nng_mtx_unlock(e->mtx);
+}
+
+static void commit_round(engine *e)
+{
+    if (e->dirty.len == 0 && e->history.len == 0)
+        return;
+    if (e->round_had_replies)
+        crashpoint("engine.before_outcome_commit");
+    if (store_begin(e->db) != 0)
+        engine_fatal(e, "cannot begin a transaction");
+    for (size_t i = 0; i < e->dirty.len; i++)
+        if (store_save_saga(e->db, e->dirty.items[i]) != 0)
+            engine_fatal(e, "cannot save a saga");
+    for (size_t i = 0; i < e->history.len; i++) {
+        pending_history *h = &e->history.items[i];
+        if (store_append_history(e->db, h->saga_id, h->at_ms, &h->ev, h->step_name) != 0)
+            engine_fatal(e, "cannot append history");
+    }
+    if (store_commit(e->db) != 0)
+        engine_fatal(e, "cannot commit");
+    e->commits++;
+    e->committed_sagas += e->dirty.len;
+}
+
+/* Sends the first n queued requests; requests queued meanwhile (a send that
+ * failed at once and led to another step) wait for the next commit. */
+static void perform_sends(engine *e, size_t n)
+{
+    int compensation = 0;
+    for (size_t i = 0; i < n; i++)
+        compensation |= e->sends.items[i].phase == PHASE_COMPENSATE;
+    crashpoint("engine.after_intent_commit");
+    if (compensation)
+        crashpoint("engine.in_compensation");
+    for (size_t i = 0; i < n; i++) {
+        pending_send ps = e->sends.items[i]; /* a copy: the vector may grow below */
+        saga *s = table_get(&e->by_id, ps.saga_id);
+        if (s == NULL || s->token != ps.token || !s->in_flight)
+            continue; /* superseded within the round */
+        const step_def *sd = &s->def->steps[ps.step];
+        const char *op = ps.phase == PHASE_ACTION ? sd->action : sd->compensation;
+        char key[WIRE_MAX_KEY + 1];
+        saga_step_key(s, ps.step, ps.phase, key, sizeof key);
+        kvmap params = KVMAP_INIT;
+        size_t len = 0;
+        uint8_t *buf = NULL;
+        if (saga_step_params(s, ps.step, &params) == 0)
+            buf = wire_pack_request(key, s->id, sd->name, ps.phase, op, ps.attempt, &params, &len);
+        kv_free(&params);
+        int rv = buf ? transport_send(e->net, sd->participant_index, s->id, ps.token, ps.step,
+                                      ps.phase, buf, len, sd->timeout_ms)
+                     : NNG_ENOMEM;
+        free(buf);
+        e->steps_sent++;
+        if (ps.attempt > 1)
+            e->retries++;
+        if (rv != 0) {
+            /* Counts as an attempt without a reply: retried with backoff. */
+            saga_env env = engine_env(e);
+            char why[128];
+            snprintf(why, sizeof why, "cannot send: %s", nng_strerror(rv));
+            saga_on_no_reply(s, &env, ps.token, why);
+        }
+    }
+    e->sends.len -= n;
+    memmove(e->sends.items, e->sends.items + n, e->sends.len * sizeof *e->sends.items);
+    crashpoint("engine.after_send");
+}
+
+static void clear_round_changes(engine *e)
+{
+    for (size_t i = 0; i < e->dirty.len; i++) {
+        saga *s = e->dirty.items[i];
+        s->dirty = 0;
+        s->dirty_steps = 0;
+        s->engine_data = NULL;
+    }
+    e->dirty.len = 0;
+    for (size_t i = 0; i < e->history.len; i++) {
+        free(e->history.items[i].saga_id);
+        free(e->history.items[i].detail);
+        free(e->history.items[i].step_name);
+    }
+    e->history.len = 0;
+    e->round_had_replies = 0;
+}
+
+/* Commit, then act: sends, answers, and freeing the sagas that settled. */
+static void finish_round(engine *e)
+{
+    for (;;) {
+        commit_round(e);
+        clear_round_changes(e);
+        if (e->sends.len == 0)
+            break;
+        perform_sends(e, e->sends.len);
+        if (e->dirty.len == 0 && e->history.len == 0)
+            break;
+    }
+
+    for (size_t i = 0; i < e->answers.len; i++) {
+        pending_answer *a = &e->answers.items[i];
+        a->done(a->arg, a->status, a->error, a->saga_id[0] ? a->saga_id : NULL, a->existing);
+        free(a->error);
+    }
+    e->answers.len = 0;
+
+    for (size_t i = 0; i < e->settled.len; i++) {
+        saga *s = e->settled.items[i];
+        s->settle_pending = 0;
+        if (s->state == SAGA_RUNNING || s->state == SAGA_COMPENSATING)
+            continue; /* settled, then resumed in the same round */
+        log_info("saga %s (%s) %s%s%s", s->id, s->type, saga_state_name(s->state),
+                 s->last_error ? ": " : "", s->last_error ? s->last_error : "");
+        heap_remove(e, s);
+        table_del(&e->by_id, s->id);
+        if (s->client_key)
+            table_del(&e->by_key, s->client_key);
+        saga_free(s);
+    }
+    e->settled.len = 0;
+    e->in_flight = e->by_id.len;
+}
+
+static void run_round(engine *e, event *events)
+{
+    saga_env env = engine_env(e);
+    while (events) {
+        event *ev = events;
+        events = ev->next;
+        switch (ev->kind) {
+        case EV_CALL_DONE:
+            handle_call_done(e, ev->call, &env);
+            break;
+        case EV_START:
+            handle_start(e, ev, &env);
+            break;
+        case EV_ABORT:
+        case EV_RESUME:
+            handle_operator(e, ev, &env);
+            break;
+        }
+        event_free(ev);
+    }
+    int64_t now = util_mono_ms();
+    while (e->timers.len > 0 && e->timers.items[0]->timer_due <= now) {
+        saga *s = e->timers.items[0];
+        heap_remove(e, s);
+        saga_on_timer(s, &env);
+    }
+    finish_round(e);
+}
+
+static void engine_main(void *arg)
+{
+    engine *e = arg;
+    for (;;) {
+        nng_mtx_lock(e->mtx);
+        while (e->queue_head == NULL && !e->stopping) {
+            if (e->timers.len > 0) {
+                int64_t wait = e->timers.items[0]->timer_due - util_mono_ms();
+                if (wait <= 0)
+                    break;
+                nng_cv_until(e->cv, nng_clock() + (nng_time)wait);
+            } else {
+                nng_cv_wait(e->cv);
+            }
+        }
+        event *events = e->queue_head;
+        e->queue_head = e->queue_tail = NULL;
+        int stop = e->stopping;
+        nng_mtx_unlock(e->mtx);
+        if (stop && events == NULL)
+            break;
+        run_round(e, events);
+        if (stop)
+            break;
+    }
+}
+
+/* ---- Recovery --------------------------------------------------------------- */
+
+static int recover_one(saga *s, void *arg)
+{
+    engine *e = arg;
+    saga_env env = engine_env(e);
+    if (add_saga(e, s) != 0) {
+        saga_free(s);
+        return -1;
+    }
+    const char *why = NULL;
+    if (s->def == NULL)
+        why = "saga type is no longer configured";
+    else if (s->def->n_steps != s->n_steps)
+        why = "saga definition changed while the saga was in flight";
+    if (why != NULL) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "%s (type '%s')", why, s->type);
+        log_error("saga %s: %s", s->id, msg);
+        s->failed_phase = s->state == SAGA_COMPENSATING ? PHASE_COMPENSATE : PHASE_ACTION;
+        free(s->last_error);
+        s->last_error = util_strdup(msg);
+        s->state = SAGA_FAILED;
+        s->updated_at_ms = util_wall_ms();
+        s->dirty |= SAGA_DIRTY_ROW;
+        mark_dirty(e, s);
+        saga_event ev = {"saga_failed", -1, s->failed_phase, 0, -1, 0, msg};
+        env_history(e, s, &ev);
+        env_settled(e, s);
+        return 0;
+    }
+    saga_recover(s, &env);
+    return 0;
+}
+
+/* ---- Public API --------------------------------------------------------------- */
+
+engine *engine_create(const orch_config *cfg, char *err, size_t errlen)
+{
+    engine *e = calloc(1, sizeof *e);
+    if (e == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    e->cfg = cfg;
+    uint64_t seed;
+    util_random_bytes(&seed, sizeof seed);
+    util_prng_seed(&e->rng, seed);
+    if (nng_mtx_alloc(&e->mtx) != 0 || nng_cv_alloc(&e->cv, e->mtx) != 0) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    e->db = store_open(cfg->database, cfg->durability_full, 0, err, errlen);
+    if (e->db == NULL)
+        goto fail;
+    e->net = transport_create(cfg, transport_done, e, err, errlen);
+    if (e->net == NULL)
+        goto fail;
+    return e;
+fail:
+    engine_destroy(e);
+    return NULL;
+}
+
+int engine_run_start(engine *e, char *err, size_t errlen)
+{
+    /* Recovery runs before the thread starts taking commands: every
+     * unfinished saga is back in memory and its step re-sent at once. */
+    int rc = store_load_unfinished(e->db, e->cfg, recover_one, e);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot load unfinished sagas: %s", store_errmsg(e->db));
+        return -1;
+    }
+    size_t recovered = e->by_id.len;
+    finish_round(e);
+    if (recovered > 0)
+        log_info("recovered %zu unfinished sagas", recovered);
+    rc = nng_thread_create(&e->thread, engine_main, e);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot start the engine thread: %s", nng_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+void engine_stop(engine *e)
+{
+    if (e == NULL || e->thread == NULL)
+        return;
+    nng_mtx_lock(e->mtx);
+    e->stopping = 1;
+    nng_cv_wake(e->cv);
+    nng_mtx_unlock(e->mtx);
+    nng_thread_destroy(e->thread); /* joins */
+    e->thread = NULL;
+}
+
+void engine_destroy(engine *e)
+{
+    if (e == NULL)
+        return;
+    engine_stop(e);
+    atomic_store(&e->closing, 1);
+    transport_destroy(e->net);
+    /* Completions that were queued but never run: their calls died with the
+     * transport; only the events remain to free. */
+    for (event *ev = e->queue_head, *next; ev; ev = next) {
+        next = ev->next;
+        if (ev->kind != EV_CALL_DONE && ev->done)
+            ev->done(ev->done_arg, ENGINE_INTERNAL, "sagad is shutting down", NULL, 0);
+        event_free(ev);
+    }
+    for (size_t i = 0; i < e->by_id.cap; i++)
+        if (e->by_id.keys && e->by_id.keys[i] && e->by_id.keys[i] != table_tombstone)
+            saga_free(e->by_id.vals[i]);
+    free(e->by_id.keys);
+    free(e->by_id.vals);
+    free(e->by_key.keys);
+    free(e->by_key.vals);
+    free(e->timers.items);
+    free(e->dirty.items);
+    free(e->settled.items);
+    free(e->sends.items);
+    free(e->answers.items);
+    free(e->history.items);
+    store_close(e->db);
+    if (e->cv)
+        nng_cv_free(e->cv);
+    if (e->mtx)
+        nng_mtx_free(e->mtx);
+    free(e);
+}
+
+static void enqueue(engine *e, event *ev)
+{
+    nng_mtx_lock(e->mtx);
+    if (e->stopping) {
+        nng_mtx_unlock(e->mtx);
+        ev->done(ev->done_arg, ENGINE_INTERNAL, "sagad is shutting down", NULL, 0);
+        event_free(ev);
+        return;
+    }
+    if (e->queue_tail)
+        e->queue_tail->next = ev;
+    else
+        e->queue_head = ev;
+    e->queue_tail = ev;
+    nng_cv_wake1(e->cv);
+    nng_mtx_unlock(e->mtx);
+}
+
+static event *command(enum event_kind kind, engine_done_fn done, void *arg)
+{
+    event *ev = calloc(1, sizeof *ev);
+    if (ev == NULL) {
+        done(arg, ENGINE_INTERNAL, "out of memory", NULL, 0);
+        return NULL;
+    }
+    ev->kind = kind;
+    ev->done = done;
+    ev->done_arg = arg;
+    return ev;
+}
+
+void engine_start_saga(engine *e, const char *type, const char *client_key, const kvmap *input,
+                       engine_done_fn done, void *arg)
+{
+    event *ev = command(EV_START, done, arg);
+    if (ev == NULL)
+        return;
+    ev->type = util_strdup(type);
+    ev->client_key = client_key && *client_key ? util_strdup(client_key) : NULL;
+    if (ev->type == NULL || (client_key && *client_key && ev->client_key == NULL) ||
+        kv_merge(&ev->input, input) != 0) {
+        done(arg, ENGINE_INTERNAL, "out of memory", NULL, 0);
+        event_free(ev);
+        return;
+    }
+    enqueue(e, ev);
+}
+
+static void operator_command(engine *e, enum event_kind kind, const char *saga_id,
+                             const char *reason, engine_done_fn done, void *arg)
+{
+    event *ev = command(kind, done, arg);
+    if (ev == NULL)
+        return;
+    snprintf(ev->saga_id, sizeof ev->saga_id, "%s", saga_id);
+    ev->reason = reason ? util_strdup(reason) : NULL;
+    enqueue(e, ev);
+}
+
+void engine_abort_saga(engine *e, const char *saga_id, const char *reason, engine_done_fn done,
+                       void *arg)
+{
+    operator_command(e, EV_ABORT, saga_id, reason, done, arg);
+}
+
+void engine_resume_saga(engine *e, const char *saga_id, engine_done_fn done, void *arg)
+{
+    operator_command(e, EV_RESUME, saga_id, NULL, done, arg);
+}
+
+void engine_get_counters(engine *e, engine_counters *out)
+{
+    out->in_flight = e->in_flight;
+    out->steps_sent = e->steps_sent;
+    out->retries = e->retries;
+    out->timeouts = e->timeouts;
+    out->replayed_replies = e->replayed;
+    out->commits = e->commits;
+    out->committed_sagas = e->committed_sagas;
+}

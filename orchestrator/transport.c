@@ -1,0 +1,184 @@
+/* transport — see transport.h. */
+#include "transport.h"
+
+#include <nng/protocol/reqrep0/req.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "util.h"
+#include "wire.h"
+
+typedef struct {
+    nng_socket sock;
+    const char *name;
+    transport_call *free_calls;
+} peer;
+
+struct transport {
+    peer *peers;
+    size_t n_peers;
+    transport_done_fn done;
+    void *done_arg;
+    /* Every call ever made, so destroy can free them. Engine thread only. */
+    transport_call **all;
+    size_t n_all, cap_all;
+};
+
+static void call_callback(void *arg);
+
+transport *transport_create(const orch_config *cfg, transport_done_fn done, void *arg, char *err,
+                            size_t errlen)
+{
+    transport *t = calloc(1, sizeof *t);
+    if (t == NULL || (t->peers = calloc(cfg->n_participants, sizeof *t->peers)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        free(t);
+        return NULL;
+    }
+    t->done = done;
+    t->done_arg = arg;
+    for (size_t i = 0; i < cfg->n_participants; i++) {
+        peer *p = &t->peers[i];
+        int rv = nng_req0_open(&p->sock);
+        if (rv != 0) {
+            snprintf(err, errlen, "participant %s: cannot open socket: %s",
+                     cfg->participants[i].name, nng_strerror(rv));
+            goto fail;
+        }
+        t->n_peers = i + 1;
+        p->name = cfg->participants[i].name;
+        /* Our own attempts and timeouts decide when to resend; nng only
+         * resends when the connection carrying a request is lost. */
+        nng_socket_set_ms(p->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+        nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ, WIRE_MAX_MSG);
+        nng_socket_set_ms(p->sock, NNG_OPT_RECONNMINT, 20);
+        nng_socket_set_ms(p->sock, NNG_OPT_RECONNMAXT, 1000);
+        rv = nng_dial(p->sock, cfg->participants[i].url, NULL, NNG_FLAG_NONBLOCK);
+        if (rv != 0) {
+            snprintf(err, errlen, "participant %s: cannot dial %s: %s", p->name,
+                     cfg->participants[i].url, nng_strerror(rv));
+            goto fail;
+        }
+    }
+    return t;
+fail:
+    transport_destroy(t);
+    return NULL;
+}
+
+static transport_call *call_get(transport *t, size_t participant)
+{
+    peer *p = &t->peers[participant];
+    transport_call *c = p->free_calls;
+    if (c != NULL) {
+        p->free_calls = c->next_free;
+        return c;
+    }
+    if (t->n_all == t->cap_all) {
+        size_t cap = t->cap_all ? t->cap_all * 2 : 64;
+        transport_call **all = realloc(t->all, cap * sizeof *all);
+        if (all == NULL)
+            return NULL;
+        t->all = all;
+        t->cap_all = cap;
+    }
+    c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    if (nng_ctx_open(&c->ctx, p->sock) != 0 || nng_aio_alloc(&c->aio, call_callback, c) != 0) {
+        nng_ctx_close(c->ctx);
+        free(c);
+        return NULL;
+    }
+    c->owner = t;
+    c->participant = participant;
+    t->all[t->n_all++] = c;
+    return c;
+}
+
+int transport_send(transport *t, size_t participant, const char *saga_id, uint64_t token, int step,
+                   int phase, const void *buf, size_t len, int64_t timeout_ms)
+{
+    transport_call *c = call_get(t, participant);
+    if (c == NULL)
+        return NNG_ENOMEM;
+    nng_msg *msg;
+    int rv = nng_msg_alloc(&msg, 0);
+    if (rv == 0 && (rv = nng_msg_append(msg, buf, len)) != 0)
+        nng_msg_free(msg);
+    if (rv != 0) {
+        transport_release(t, c);
+        return rv;
+    }
+    snprintf(c->saga_id, sizeof c->saga_id, "%s", saga_id);
+    c->token = token;
+    c->step = step;
+    c->phase = phase;
+    c->result = 0;
+    c->reply = NULL;
+    c->receiving = 0;
+    c->deadline_mono = util_mono_ms() + timeout_ms;
+    nng_aio_set_msg(c->aio, msg);
+    nng_aio_set_timeout(c->aio, (nng_duration)timeout_ms);
+    nng_ctx_send(c->ctx, c->aio);
+    return 0;
+}
+
+/* Runs on an nng thread: advance SENDING -> RECEIVING -> DONE. */
+static void call_callback(void *arg)
+{
+    transport_call *c = arg;
+    int rv = nng_aio_result(c->aio);
+    if (!c->receiving) {
+        if (rv != 0) {
+            nng_msg_free(nng_aio_get_msg(c->aio)); /* a failed send leaves it with us */
+            c->result = rv;
+            c->owner->done(c->owner->done_arg, c);
+            return;
+        }
+        int64_t left = c->deadline_mono - util_mono_ms();
+        c->receiving = 1;
+        nng_aio_set_timeout(c->aio, (nng_duration)(left > 0 ? left : 1));
+        nng_ctx_recv(c->ctx, c->aio);
+        return;
+    }
+    c->result = rv;
+    c->reply = rv == 0 ? nng_aio_get_msg(c->aio) : NULL;
+    c->owner->done(c->owner->done_arg, c);
+}
+
+void transport_release(transport *t, transport_call *c)
+{
+    if (c->reply != NULL) {
+        nng_msg_free(c->reply);
+        c->reply = NULL;
+    }
+    peer *p = &t->peers[c->participant];
+    c->next_free = p->free_calls;
+    p->free_calls = c;
+}
+
+void transport_close(transport *t)
+{
+    for (size_t i = 0; i < t->n_peers; i++)
+        nng_close(t->peers[i].sock);
+}
+
+void transport_destroy(transport *t)
+{
+    if (t == NULL)
+        return;
+    transport_close(t);
+    for (size_t i = 0; i < t->n_all; i++) {
+        nng_aio_stop(t->all[i]->aio); /* waits for a callback in progress */
+        nng_aio_free(t->all[i]->aio);
+        if (t->all[i]->reply)
+            nng_msg_free(t->all[i]->reply);
+        free(t->all[i]);
+    }
+    free(t->all);
+    free(t->peers);
+    free(t);
+}

@@ -1,0 +1,66 @@
+/*
+ * transport — sends step requests to participants over nng, asynchronously.
+ *
+ * One req0 socket per participant, dialed in the background (nng reconnects
+ * by itself when a participant restarts). Each request in flight owns a
+ * transport_call: an nng context and an aio driven by a small state machine
+ *
+ *     SENDING --sent--> RECEIVING --reply / timeout / error--> DONE
+ *
+ * The attempt's timeout covers both halves: what the send used up is taken
+ * off the receive. When a call is DONE, the completion function runs on an
+ * nng thread and must only hand the call over (the engine queues it); the
+ * owner then reads it and gives it back with transport_release(). Calls are
+ * pooled per participant, so a busy orchestrator allocates nothing per step.
+ *
+ * Threading: transport_send and transport_release are called from one thread
+ * (the engine's); only the completion callback runs elsewhere.
+ */
+#ifndef SAGA_TRANSPORT_H
+#define SAGA_TRANSPORT_H
+
+#include <nng/nng.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+typedef struct transport transport;
+
+typedef struct transport_call {
+    /* What the request was for, copied in by transport_send. */
+    char saga_id[37];
+    uint64_t token;
+    int step;
+    int phase;
+    /* The outcome: result 0 and a reply message (owned by the call until
+     * release), or an nng error (NNG_ETIMEDOUT, NNG_ECLOSED, ...). */
+    int result;
+    nng_msg *reply;
+
+    /* Private to transport.c. */
+    struct transport_call *next_free;
+    transport *owner;
+    size_t participant;
+    nng_ctx ctx;
+    nng_aio *aio;
+    int receiving;
+    int64_t deadline_mono;
+} transport_call;
+
+typedef void (*transport_done_fn)(void *arg, transport_call *call);
+
+/* Opens and dials one socket per participant of cfg. NULL with err on failure. */
+transport *transport_create(const orch_config *cfg, transport_done_fn done, void *arg, char *err,
+                            size_t errlen);
+/* Sends len bytes of buf (copied) to the participant; done() follows exactly
+ * once unless this returns non-zero (an nng error, nothing in flight). */
+int transport_send(transport *t, size_t participant, const char *saga_id, uint64_t token, int step,
+                   int phase, const void *buf, size_t len, int64_t timeout_ms);
+/* Frees the call's reply and returns it to its pool. */
+void transport_release(transport *t, transport_call *call);
+/* Closes every socket (outstanding calls complete with NNG_ECLOSED first). */
+void transport_close(transport *t);
+void transport_destroy(transport *t);
+
+#endif
