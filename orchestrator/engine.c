@@ -620,9 +620,16 @@ static void commit_round(engine *e)
         crashpoint("engine.before_outcome_commit");
     if (store_begin(e->db) != 0)
         engine_fatal(e, "cannot begin a transaction");
-    for (size_t i = 0; i < e->dirty.len; i++)
-        if (store_save_saga(e->db, e->dirty.items[i]) != 0)
+    for (size_t i = 0; i < e->dirty.len; i++) {
+        saga *s = e->dirty.items[i];
+        const char *broken = saga_check_invariants(s);
+        if (broken != NULL) { /* a programming error: never store it */
+            log_error("saga %s violates an invariant: %s", s->id, broken);
+            abort();
+        }
+        if (store_save_saga(e->db, s) != 0)
             engine_fatal(e, "cannot save a saga");
+    }
     for (size_t i = 0; i < e->history.len; i++) {
         pending_history *h = &e->history.items[i];
         if (store_append_history(e->db, h->saga_id, h->at_ms, &h->ev, h->step_name) != 0)
