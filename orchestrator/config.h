@@ -6,7 +6,8 @@
  *   - the orchestrator file: admin URL, database path, sagas directory,
  *     participant URLs, default timeouts and retry policies, in-flight limit;
  *   - one file per saga type ("*.cfg" in the sagas directory, except the
- *     orchestrator file itself): its name, required inputs, ordered steps.
+ *     orchestrator file itself and any other file that sets participants):
+ *     its name, required inputs, ordered steps.
  *
  * Invariants of a loaded orch_config (config_load checks them all, and on any
  * violation returns an error naming the file and line and frees everything:
@@ -19,7 +20,15 @@
  *     earlier step;
  *   - numbers are in range: timeouts 1 ms..1 h, 1..1000 attempts, backoffs
  *     1 ms..1 h with initial <= max, multiplier 1.0..10.0, in-flight 1..10^6.
- * Relative paths in the orchestrator file are resolved against its directory.
+ *   - every saga has 1..SAGA_MAX_STEPS steps; saga, step, participant,
+ *     operation, input and output names are 1..64 of [A-Za-z0-9_.-];
+ *   - no step output repeats a saga input or an earlier step's output;
+ *   - admin_url is a valid URL distinct from every participant's;
+ *   - sagas_dir is an existing directory holding at least one saga file;
+ *   - the files hold no unknown setting names (typos) and no value of the
+ *     wrong type.
+ * Relative paths in the orchestrator file (database, sagas_dir, ipc:// socket
+ * paths) are resolved against its directory; the loaded paths are absolute.
  */
 #ifndef SAGA_CONFIG_H
 #define SAGA_CONFIG_H
