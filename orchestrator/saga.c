@@ -216,12 +216,13 @@ static void send_attempt(saga *s, const saga_env *env, int step, int phase)
 static void settle(saga *s, const saga_env *env, saga_state final, const char *kind,
                    const char *detail)
 {
+    int phase = final == SAGA_FAILED ? s->failed_phase : current_phase(s);
     s->state = final;
     s->in_flight = 0;
     s->token++; /* anything still in flight is stale from now on */
     cancel_timer(s, env);
     touch(s, env);
-    emit(s, env, kind, -1, current_phase(s), 0, -1, 0, detail);
+    emit(s, env, kind, -1, phase, 0, -1, 0, detail);
     env->settled(env->ctx, s);
 }
 
@@ -327,10 +328,16 @@ void saga_recover(saga *s, const saga_env *env)
     }
     const retry_policy *p = policy_for(s, step, phase);
     uint32_t attempts = phase == PHASE_ACTION ? r->action_attempts : r->compensation_attempts;
-    if (attempts < p->max_attempts)
+    int64_t wait = r->next_attempt_at_ms - env->now_wall(env->ctx);
+    if (r->next_attempt_at_ms != 0 && wait > 0) {
+        /* A retry was waiting out its backoff: keep waiting, not resend early. */
+        s->timer_due = env->now_mono(env->ctx) + wait;
+        env->schedule(env->ctx, s, s->timer_due);
+    } else if (attempts < p->max_attempts) {
         send_attempt(s, env, step, phase); /* same key: the participant replays or acts once */
-    else
+    } else {
         retry_or_give_up(s, env, phase, "attempts spent before the restart");
+    }
 }
 
 void saga_on_reply(saga *s, const saga_env *env, uint64_t token, int outcome, int replayed,
@@ -483,6 +490,12 @@ const char *saga_check_invariants(const saga *s)
                 return "RUNNING: a step after the cursor is not PENDING";
         break;
     case SAGA_COMPENSATING:
+        for (size_t i = 0, pending_seen = 0; i < s->n_steps; i++) {
+            if (s->steps[i].state == STEP_PENDING)
+                pending_seen = 1;
+            else if (pending_seen && s->steps[i].state == STEP_DONE)
+                return "COMPENSATING: a step is PENDING below a DONE one";
+        }
         for (size_t i = (size_t)c + 1; i < s->n_steps; i++) {
             step_state st = s->steps[i].state;
             int undoable = s->def == NULL || s->def->steps[i].compensation != NULL;
