@@ -19,8 +19,7 @@
  *   invoice  billing      invoice  void_invoice     (all)
  *   notify   mailer       notify   (none)           invoice_id status
  *
- * Tests whose name starts with "bug_" expose a defect of saga.c and fail
- * until it is fixed; the comment above each says what is wrong.
+ * The last three tests are regressions of defects these tests found in saga.c.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1827,7 +1826,7 @@ static void invariants_detect_broken_states(void **state)
  * the history then disagrees with failed_phase about what resume continues.
  * Expected: phase == PHASE_COMPENSATE (== s->failed_phase); actual: PHASE_ACTION.
  */
-static void bug_saga_failed_event_names_compensate_phase(void **state)
+static void failed_event_names_compensate_phase(void **state)
 {
     fixture *fx = *state;
     run_to_step(fx, SHIP);
@@ -1850,7 +1849,7 @@ static void bug_saga_failed_event_names_compensate_phase(void **state)
  * now_wall); the attempt sent when it fires. Actual: charge:action:2 sent
  * immediately, no timer.
  */
-static void bug_recover_rearms_pending_retry_timer(void **state)
+static void recover_rearms_pending_retry_timer(void **state)
 {
     fixture *fx = *state;
     run_to_step(fx, CHARGE);
@@ -1879,7 +1878,7 @@ static void bug_recover_rearms_pending_retry_timer(void **state)
  * below a DONE one therefore passes the engine's pre-store check.
  * Expected: a non-NULL message for both layouts below; actual: NULL.
  */
-static void bug_invariants_miss_pending_below_done(void **state)
+static void invariants_catch_pending_below_done(void **state)
 {
     fixture *fx = *state;
     fx->s = saga_new(&fx->def, "i", NULL, &fx->input, 0);
@@ -1944,9 +1943,9 @@ int main(void)
         T(recover_finished_or_failed_does_nothing),
         T(dirty_flags_follow_changes),
         T(invariants_detect_broken_states),
-        T(bug_saga_failed_event_names_compensate_phase),
-        T(bug_recover_rearms_pending_retry_timer),
-        T(bug_invariants_miss_pending_below_done),
+        T(failed_event_names_compensate_phase),
+        T(recover_rearms_pending_retry_timer),
+        T(invariants_catch_pending_below_done),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
