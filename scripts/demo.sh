@@ -55,14 +55,9 @@ show() { # $1 = title, rest = start arguments
   echo "\$ sagactl start order_fulfillment $*"
   local id
   id=$(ctl start order_fulfillment "$@")
-  ctl status "$id" --wait >/dev/null 2>&1 || true
-  for _ in $(seq 200); do
-    state=$(ctl --json status "$id" | sed -n 's/.*"state":"\([A-Z]*\)".*/\1/p' | head -1)
-    case "$state" in COMPLETED|COMPENSATED|FAILED) break ;; esac
-    sleep 0.05
-  done
-  echo "\$ sagactl status $id"
-  ctl status "$id"
+  echo "$id"
+  echo "\$ sagactl status --wait $id"
+  ctl status --wait "$id" || true   # exit 3/4 report COMPENSATED/FAILED
 }
 
 show "A saga that completes" --key demo-1 customer=alice sku=WIDGET-1 quantity=2 amount=2500 destination=paris
