@@ -72,5 +72,10 @@ echo
 echo "\$ sagactl stats"
 ctl stats
 echo
-echo "Money and stock are conserved (participants' own databases):"
-sqlite3 "$run/payment.db" "SELECT '  payment: balances ' || (SELECT SUM(balance) FROM accounts) || ' + charged ' || (SELECT COALESCE(SUM(amount),0) FROM charges WHERE state='charged');" 2>/dev/null || true
+echo "Conservation, from the participants' own databases:"
+sqlite3 "$run/payment.db" "SELECT '  money: balances ' || (SELECT SUM(balance) FROM accounts)
+  || ' + charged ' || (SELECT COALESCE(SUM(amount), 0) FROM charges WHERE state = 'charged')
+  || ' = seeded ' || (SELECT value FROM meta WHERE key = 'money_total');"
+sqlite3 "$run/inventory.db" "SELECT '  stock: available ' || (SELECT SUM(available) FROM stock)
+  || ' + reserved ' || (SELECT SUM(reserved) FROM stock)
+  || ' = seeded ' || (SELECT value FROM meta WHERE key = 'stock_total');"
