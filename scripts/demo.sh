@@ -76,6 +76,6 @@ echo "Conservation, from the participants' own databases:"
 sqlite3 "$run/payment.db" "SELECT '  money: balances ' || (SELECT SUM(balance) FROM accounts)
   || ' + charged ' || (SELECT COALESCE(SUM(amount), 0) FROM charges WHERE state = 'charged')
   || ' = seeded ' || (SELECT value FROM meta WHERE key = 'money_total');"
-sqlite3 "$run/inventory.db" "SELECT '  stock: available ' || (SELECT SUM(available) FROM stock)
-  || ' + reserved ' || (SELECT SUM(reserved) FROM stock)
+sqlite3 "$run/inventory.db" "SELECT '  stock: available ' || (SELECT SUM(available) FROM skus)
+  || ' + reserved ' || (SELECT SUM(reserved) FROM skus)
   || ' = seeded ' || (SELECT value FROM meta WHERE key = 'stock_total');"
