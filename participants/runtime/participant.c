@@ -1,2 +1,593 @@
-/* placeholder until the runtime lands */
-#include "participant.h"
+/*
+ * participant — the runtime's lifecycle, operation registry, counters, and
+ * the serving machinery: an nng rep0 socket with `contexts` contexts and one
+ * worker thread that runs batches (batch.c) and the purge.
+ *
+ * Each context is a small state machine driven by its aio callback, as in
+ * nng's demo/async/server.c, with a hop through the worker in the middle:
+ *
+ *   RECV --recv ok--> QUEUED --worker: reply----------------------> SEND
+ *                       |-------worker: delay fault--> DELAY --sleep done--> SEND
+ *                       `-------worker: drop fault, or no reply---------> RECV
+ *   SEND --send done (ok or failed)--> RECV
+ *   RECV, SEND, DELAY --socket closed, aio stopped, or stopping--> IDLE
+ *
+ *   state   who moves it              facts that hold
+ *   RECV    pt_conn_recv              an nng_ctx_recv is pending; c->msg NULL
+ *   QUEUED  pt_conn_cb (recv ok)      c->msg holds the request; c is on the queue
+ *   SEND    pt_conn_answer, pt_conn_cb  the reply is in the aio; replies_pending counts it
+ *   DELAY   pt_conn_answer            nng_sleep_aio pending; c->msg holds the reply;
+ *                                     replies_pending counts it
+ *   IDLE    pt_conn_cb                nothing pending; c->msg NULL
+ *
+ * Only the callback and the worker touch a context, never both at once: a
+ * context is on the queue (worker's) exactly while no aio operation is
+ * pending on it (callback's). The worker never blocks on the network: a
+ * delayed reply sleeps on the context's own aio.
+ *
+ * The worker takes everything queued (at most PT_BATCH_MAX) as one batch,
+ * runs it in one transaction, and hands replies to nng only after COMMIT
+ * (batch.c). Between batches it purges expired records every
+ * purge_every_ms, purge_batch rows per transaction; while a purge fills its
+ * batch, purges and request batches alternate, so neither starves the other.
+ *
+ * Stopping (pt_stop): the flag stops new requests from being queued, the
+ * worker drains and answers the queue, then exits; pt_stop waits (bounded)
+ * for replies in flight, joins the listener watchdog (watchdog.c, ipc://
+ * only), closes the socket and stops every aio.
+ */
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+
+#include "log.h"
+#include "pt_internal.h"
+
+#define PT_RETENTION_MS   (7LL * 24 * 3600 * 1000)
+#define PT_PURGE_BATCH    500
+#define PT_PURGE_EVERY_MS 60000
+/* How long pt_stop waits for replies already handed to nng. */
+#define PT_STOP_GRACE_MS 2000
+
+typedef enum {
+    PT_CONN_IDLE,
+    PT_CONN_RECV,
+    PT_CONN_QUEUED,
+    PT_CONN_SEND,
+    PT_CONN_DELAY,
+} pt_conn_state;
+
+struct pt_conn {
+    participant *p;
+    nng_ctx ctx;
+    nng_aio *aio;
+    pt_conn_state state;
+    nng_msg *msg;  /* QUEUED: the request; DELAY: the reply (owned by the conn) */
+    pt_conn *next; /* queue link */
+};
+
+/* ---- Registry and counters --------------------------------------------- */
+
+const pt_op *pt_op_find(const participant *p, const char *name)
+{
+    for (size_t i = 0; i < p->n_ops; i++)
+        if (strcmp(p->ops[i].name, name) == 0)
+            return &p->ops[i];
+    return NULL;
+}
+
+static int pt_op_name_ok(const participant *p, const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    return n > 0 && n <= WIRE_MAX_NAME && pt_op_find(p, name) == NULL;
+}
+
+/* Appends one operation; copies the names. Returns 0 or -1. */
+static int pt_op_add(participant *p, const char *name, pt_handler h, void *arg, int phase,
+                     const char *partner)
+{
+    pt_op *ops = realloc(p->ops, (p->n_ops + 1) * sizeof *ops);
+    if (ops == NULL)
+        return -1;
+    p->ops = ops;
+    pt_op *op = &ops[p->n_ops];
+    op->name = util_strdup(name);
+    op->partner = partner ? util_strdup(partner) : NULL;
+    op->handler = h;
+    op->arg = arg;
+    op->phase = phase;
+    if (op->name == NULL || (partner && op->partner == NULL)) {
+        free(op->name);
+        free(op->partner);
+        return -1;
+    }
+    p->n_ops++;
+    return 0;
+}
+
+int pt_register(participant *p, const char *action_op, pt_handler action,
+                const char *compensation_op, pt_handler compensation, void *arg)
+{
+    if (p == NULL || p->started || action == NULL || !pt_op_name_ok(p, action_op))
+        return -1;
+    if ((compensation_op == NULL) != (compensation == NULL))
+        return -1;
+    if (compensation_op &&
+        (!pt_op_name_ok(p, compensation_op) || strcmp(action_op, compensation_op) == 0))
+        return -1;
+    if (pt_op_add(p, action_op, action, arg, PHASE_ACTION, compensation_op) != 0)
+        return -1;
+    if (compensation_op &&
+        pt_op_add(p, compensation_op, compensation, arg, PHASE_COMPENSATE, action_op) != 0) {
+        p->n_ops--; /* undo the action: a half registration is none */
+        free(p->ops[p->n_ops].name);
+        free(p->ops[p->n_ops].partner);
+        return -1;
+    }
+    return 0;
+}
+
+void pt_stats_add(participant *p, const pt_stats *d)
+{
+    nng_mtx_lock(p->mtx);
+    p->stats.requests += d->requests;
+    p->stats.effects += d->effects;
+    p->stats.replays += d->replays;
+    p->stats.conflicts += d->conflicts;
+    p->stats.skipped += d->skipped;
+    p->stats.retries += d->retries;
+    p->stats.malformed += d->malformed;
+    p->stats.purged += d->purged;
+    nng_mtx_unlock(p->mtx);
+}
+
+void pt_get_stats(participant *p, pt_stats *out)
+{
+    nng_mtx_lock(p->mtx);
+    *out = p->stats;
+    nng_mtx_unlock(p->mtx);
+}
+
+/* ---- Lifecycle --------------------------------------------------------- */
+
+participant *pt_create(const pt_options *opts, char *err, size_t errlen)
+{
+    participant *p = NULL;
+    if (opts == NULL || opts->db_path == NULL || *opts->db_path == '\0') {
+        snprintf(err, errlen, "no database path");
+        return NULL;
+    }
+    if (opts->contexts < 0 || opts->contexts > PT_CONTEXTS_MAX || opts->retention_ms < 0 ||
+        opts->purge_batch < 0 || opts->purge_every_ms < 0) {
+        snprintf(err, errlen, "bad options: contexts must be in [0, %d], durations and batch >= 0",
+                 PT_CONTEXTS_MAX);
+        return NULL;
+    }
+    p = calloc(1, sizeof *p);
+    if (p == NULL)
+        goto oom;
+    p->name = util_strdup(opts->name ? opts->name : "participant");
+    if (p->name == NULL)
+        goto oom;
+    if (opts->listen_url && (p->listen_url = util_strdup(opts->listen_url)) == NULL)
+        goto oom;
+    p->contexts = opts->contexts ? opts->contexts : PT_CONTEXTS;
+    p->retention_ms = opts->retention_ms ? opts->retention_ms : PT_RETENTION_MS;
+    p->purge_batch = opts->purge_batch ? opts->purge_batch : PT_PURGE_BATCH;
+    p->purge_every_ms = opts->purge_every_ms ? opts->purge_every_ms : PT_PURGE_EVERY_MS;
+    if (pt_faults_parse(opts->faults, &p->faults, err, errlen) != 0)
+        goto fail;
+    if (nng_mtx_alloc(&p->mtx) != 0 || nng_cv_alloc(&p->cv, p->mtx) != 0)
+        goto oom;
+    if (barrier_open(opts->db_path, opts->synchronous_off, &p->store, err, errlen) != 0)
+        goto fail;
+    if (p->faults.enabled)
+        log_warn("%s: fault injection on: %s", p->name, opts->faults);
+    return p;
+
+oom:
+    snprintf(err, errlen, "out of memory");
+fail:
+    pt_destroy(p);
+    return NULL;
+}
+
+sqlite3 *pt_db(participant *p)
+{
+    return barrier_db(p->store);
+}
+
+int pt_purge_once(participant *p, int64_t now_wall_ms)
+{
+    int purged = 0;
+    int rc = barrier_purge(p->store, now_wall_ms - p->retention_ms, p->purge_batch, &purged);
+    if (rc != SQLITE_OK) {
+        log_warn("%s: purge failed: %s", p->name, sqlite3_errstr(rc));
+        return -1;
+    }
+    if (purged > 0) {
+        pt_stats d = {.purged = (uint64_t)purged};
+        pt_stats_add(p, &d);
+        log_debug("%s: purged %d idempotency records", p->name, purged);
+    }
+    return purged;
+}
+
+/* ---- Contexts ---------------------------------------------------------- */
+
+/* Arms a receive, unless stopping. Called with no aio operation pending. */
+static void pt_conn_recv(pt_conn *c)
+{
+    participant *p = c->p;
+    assert(c->msg == NULL);
+    nng_mtx_lock(p->mtx);
+    int stopping = p->stopping;
+    nng_mtx_unlock(p->mtx);
+    if (stopping) {
+        c->state = PT_CONN_IDLE;
+        return;
+    }
+    c->state = PT_CONN_RECV;
+    nng_ctx_recv(c->ctx, c->aio);
+}
+
+/* A reply handed to nng has completed (sent, failed or cancelled). */
+static void pt_conn_reply_done(participant *p)
+{
+    nng_mtx_lock(p->mtx);
+    p->replies_pending--;
+    nng_cv_wake(p->cv);
+    nng_mtx_unlock(p->mtx);
+}
+
+static void pt_conn_cb(void *arg)
+{
+    pt_conn *c = arg;
+    participant *p = c->p;
+    int rv = nng_aio_result(c->aio);
+    nng_msg *msg;
+
+    switch (c->state) {
+    case PT_CONN_RECV:
+        if (rv != 0) {
+            if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
+                c->state = PT_CONN_IDLE;
+            else
+                pt_conn_recv(c);
+            return;
+        }
+        msg = nng_aio_get_msg(c->aio);
+        nng_mtx_lock(p->mtx);
+        if (p->stopping) {
+            nng_mtx_unlock(p->mtx);
+            nng_msg_free(msg); /* the requester retries elsewhere or later */
+            c->state = PT_CONN_IDLE;
+            return;
+        }
+        c->msg = msg;
+        c->state = PT_CONN_QUEUED;
+        c->next = NULL;
+        if (p->queue_tail)
+            p->queue_tail->next = c;
+        else
+            p->queue_head = c;
+        p->queue_tail = c;
+        nng_cv_wake(p->cv);
+        nng_mtx_unlock(p->mtx);
+        return;
+    case PT_CONN_DELAY:
+        assert(c->msg != NULL);
+        msg = c->msg;
+        c->msg = NULL;
+        if (rv != 0) {
+            nng_msg_free(msg);
+            c->state = PT_CONN_IDLE;
+            pt_conn_reply_done(p);
+            return;
+        }
+        c->state = PT_CONN_SEND;
+        nng_aio_set_msg(c->aio, msg);
+        nng_ctx_send(c->ctx, c->aio);
+        return;
+    case PT_CONN_SEND:
+        if (rv != 0)
+            nng_msg_free(nng_aio_get_msg(c->aio)); /* a failed send leaves the msg to us */
+        pt_conn_reply_done(p);
+        if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
+            c->state = PT_CONN_IDLE;
+        else
+            pt_conn_recv(c);
+        return;
+    case PT_CONN_QUEUED:
+    case PT_CONN_IDLE:
+        log_error("%s: context callback in state %d", p->name, (int)c->state);
+        return;
+    }
+}
+
+/* Worker: hands one batch reply to nng (or drops it). Takes c->msg. */
+static void pt_conn_answer(participant *p, pt_conn *c, const pt_item *it)
+{
+    assert(c->state == PT_CONN_QUEUED && c->msg != NULL);
+    nng_msg *msg = c->msg;
+    c->msg = NULL;
+    int drop = it->reply == NULL || pt_faults_roll(&p->faults, p->faults.drop_reply);
+    int delay = !drop && pt_faults_roll(&p->faults, p->faults.delay);
+    if (!drop) {
+        nng_msg_clear(msg); /* the reply reuses the request's message */
+        if (nng_msg_append(msg, it->reply, it->reply_len) != 0)
+            drop = 1;
+    }
+    if (drop) {
+        nng_msg_free(msg);
+        pt_conn_recv(c);
+        return;
+    }
+    nng_mtx_lock(p->mtx);
+    p->replies_pending++;
+    nng_mtx_unlock(p->mtx);
+    if (delay) {
+        c->msg = msg;
+        c->state = PT_CONN_DELAY;
+        nng_sleep_aio((nng_duration)p->faults.delay_ms, c->aio);
+    } else {
+        c->state = PT_CONN_SEND;
+        nng_aio_set_msg(c->aio, msg);
+        nng_ctx_send(c->ctx, c->aio);
+    }
+}
+
+/* ---- Worker ------------------------------------------------------------ */
+
+/* Worker: runs one batch of queued contexts and answers them. */
+static void pt_worker_serve(participant *p, size_t n)
+{
+    pt_item *items = p->batch_items;
+    for (size_t i = 0; i < n; i++) {
+        nng_msg *msg = p->batch_conns[i]->msg;
+        items[i].msg = nng_msg_body(msg);
+        items[i].len = nng_msg_len(msg);
+        items[i].reply = NULL;
+        items[i].reply_len = 0;
+    }
+    if (pt_batch_run(p, items, n) != 0)
+        log_error("%s: out of memory: dropping a batch of %zu requests", p->name, n);
+    for (size_t i = 0; i < n; i++) {
+        pt_conn_answer(p, p->batch_conns[i], &items[i]);
+        free(items[i].reply);
+        items[i].reply = NULL;
+    }
+}
+
+static void pt_worker_main(void *arg)
+{
+    participant *p = arg;
+    nng_time next_purge = nng_clock() + (nng_time)p->purge_every_ms;
+
+    nng_mtx_lock(p->mtx);
+    for (;;) {
+        if (!p->stopping && nng_clock() >= next_purge) {
+            nng_mtx_unlock(p->mtx);
+            int purged = pt_purge_once(p, util_wall_ms());
+            /* A full purge batch means more is due: go on, one batch of requests apart. */
+            next_purge = nng_clock() + (purged == p->purge_batch ? 0 : (nng_time)p->purge_every_ms);
+            nng_mtx_lock(p->mtx);
+        }
+        size_t n = 0;
+        while (n < PT_BATCH_MAX && p->queue_head) {
+            pt_conn *c = p->queue_head;
+            p->queue_head = c->next;
+            if (p->queue_head == NULL)
+                p->queue_tail = NULL;
+            p->batch_conns[n++] = c;
+        }
+        if (n > 0) {
+            nng_mtx_unlock(p->mtx);
+            pt_worker_serve(p, n);
+            nng_mtx_lock(p->mtx);
+            continue;
+        }
+        if (p->stopping)
+            break;
+        if (nng_clock() < next_purge)
+            nng_cv_until(p->cv, next_purge);
+    }
+    nng_mtx_unlock(p->mtx);
+}
+
+/* ---- Start and stop ---------------------------------------------------- */
+
+int pt_is_ipc(const char *url)
+{
+    return strncmp(url, "ipc://", 6) == 0;
+}
+
+int pt_listener_start(participant *p, char *err, size_t errlen)
+{
+    nng_listener l;
+    int rv = nng_listener_create(&l, p->sock, p->listen_url);
+    if (rv != 0) {
+        snprintf(err, errlen, "%s: %s", p->listen_url, nng_strerror(rv));
+        return rv;
+    }
+    if ((rv = nng_listener_set_size(l, NNG_OPT_RECVMAXSZ, WIRE_MAX_MSG)) != 0 ||
+        (pt_is_ipc(p->listen_url) &&
+         (rv = nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS, 0600)) != 0)) {
+        snprintf(err, errlen, "%s: cannot set the size limit or permissions: %s", p->listen_url,
+                 nng_strerror(rv));
+        nng_listener_close(l);
+        return rv;
+    }
+    if ((rv = nng_listener_start(l, 0)) != 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", p->listen_url, nng_strerror(rv));
+        nng_listener_close(l);
+        return rv;
+    }
+    /* Belt and braces: the option applies on bind; make sure the file is owner-only. */
+    if (pt_is_ipc(p->listen_url) && chmod(p->listen_url + 6, 0600) != 0) {
+        snprintf(err, errlen, "cannot chmod 0600 %s", p->listen_url + 6);
+        nng_listener_close(l);
+        return NNG_EPERM;
+    }
+    p->listener = l;
+    return 0;
+}
+
+int pt_listener_restart(participant *p, char *err, size_t errlen)
+{
+    nng_listener_close(p->listener); /* also closes the pipes it accepted */
+    return pt_listener_start(p, err, errlen);
+}
+
+/* Opens the socket, listens and allocates the contexts. Returns 0 or an nng error. */
+static int pt_listen(participant *p, char *err, size_t errlen)
+{
+    int rv = nng_rep0_open(&p->sock);
+    if (rv != 0) {
+        snprintf(err, errlen, "cannot open a rep0 socket: %s", nng_strerror(rv));
+        return rv;
+    }
+    p->sock_open = 1;
+    if ((rv = nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ, WIRE_MAX_MSG)) != 0 ||
+        (rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_POST, pt_watchdog_pipe_added, p)) != 0) {
+        snprintf(err, errlen, "cannot set up the socket: %s", nng_strerror(rv));
+        return rv;
+    }
+    if ((rv = pt_listener_start(p, err, errlen)) != 0)
+        return rv;
+    p->conns = calloc((size_t)p->contexts, sizeof *p->conns);
+    if (p->conns == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NNG_ENOMEM;
+    }
+    for (int i = 0; i < p->contexts; i++) {
+        pt_conn *c = &p->conns[i];
+        c->p = p;
+        c->state = PT_CONN_IDLE;
+        if ((rv = nng_aio_alloc(&c->aio, pt_conn_cb, c)) != 0 ||
+            (rv = nng_ctx_open(&c->ctx, p->sock)) != 0) {
+            snprintf(err, errlen, "cannot create context %d: %s", i, nng_strerror(rv));
+            return rv;
+        }
+    }
+    return 0;
+}
+
+/* Closes the socket and frees the contexts; safe on a half-built set. */
+static void pt_unlisten(participant *p)
+{
+    if (p->sock_open) {
+        nng_close(p->sock); /* pending receives complete with NNG_ECLOSED */
+        p->sock_open = 0;
+    }
+    if (p->conns == NULL)
+        return;
+    for (int i = 0; i < p->contexts; i++) {
+        pt_conn *c = &p->conns[i];
+        if (c->aio)
+            nng_aio_free(c->aio); /* stops it: waits for its callback; a delay is cancelled */
+        c->aio = NULL;
+        nng_msg_free(c->msg); /* a queued request nobody will answer; NULL is a no-op */
+        c->msg = NULL;
+    }
+    free(p->conns);
+    p->conns = NULL;
+}
+
+/* Asks the threads to stop and joins them (the worker answers its queue first). */
+static void pt_threads_join(participant *p)
+{
+    nng_mtx_lock(p->mtx);
+    p->stopping = 1;
+    nng_cv_wake(p->cv);
+    nng_mtx_unlock(p->mtx);
+    if (p->worker)
+        nng_thread_destroy(p->worker);
+    p->worker = NULL;
+    if (p->watchdog)
+        nng_thread_destroy(p->watchdog);
+    p->watchdog = NULL;
+}
+
+int pt_start(participant *p, char *err, size_t errlen)
+{
+    int rv;
+    if (p->started) {
+        snprintf(err, errlen, "already started");
+        return NNG_ESTATE;
+    }
+    p->stopping = 0;
+    if (p->listen_url && (rv = pt_listen(p, err, errlen)) != 0)
+        goto fail;
+    if (p->listen_url && pt_is_ipc(p->listen_url) &&
+        (rv = nng_thread_create(&p->watchdog, pt_watchdog_main, p)) != 0) {
+        snprintf(err, errlen, "cannot start the listener watchdog: %s", nng_strerror(rv));
+        goto fail;
+    }
+    if ((rv = nng_thread_create(&p->worker, pt_worker_main, p)) != 0) {
+        snprintf(err, errlen, "cannot start the worker: %s", nng_strerror(rv));
+        goto fail;
+    }
+    nng_thread_set_name(p->worker, "pt-worker");
+    p->started = 1;
+    for (int i = 0; p->conns && i < p->contexts; i++)
+        pt_conn_recv(&p->conns[i]);
+    if (p->listen_url)
+        log_info("%s: listening on %s with %d contexts", p->name, p->listen_url, p->contexts);
+    return 0;
+
+fail:
+    pt_threads_join(p);
+    pt_unlisten(p);
+    return rv;
+}
+
+void pt_stop(participant *p)
+{
+    if (p == NULL || !p->started || p->stopped)
+        return;
+    nng_mtx_lock(p->mtx);
+    p->stopping = 1;
+    nng_cv_wake(p->cv);
+    nng_mtx_unlock(p->mtx);
+
+    nng_thread_destroy(p->worker); /* joins after the queue is answered */
+    p->worker = NULL;
+
+    /* Let replies already handed to nng go out before the socket closes. */
+    nng_time deadline = nng_clock() + PT_STOP_GRACE_MS + (nng_time)p->faults.delay_ms;
+    nng_mtx_lock(p->mtx);
+    while (p->replies_pending > 0 && nng_clock() < deadline)
+        nng_cv_until(p->cv, deadline);
+    nng_mtx_unlock(p->mtx);
+
+    pt_threads_join(p); /* the watchdog: it may be restarting the listener */
+    pt_unlisten(p);
+    p->stopped = 1;
+}
+
+void pt_destroy(participant *p)
+{
+    if (p == NULL)
+        return;
+    pt_stop(p);
+    pt_unlisten(p); /* a pt_start that failed half-way left nothing; harmless twice */
+    barrier_close(p->store);
+    for (size_t i = 0; i < p->n_ops; i++) {
+        free(p->ops[i].name);
+        free(p->ops[i].partner);
+    }
+    free(p->ops);
+    if (p->cv)
+        nng_cv_free(p->cv);
+    if (p->mtx)
+        nng_mtx_free(p->mtx);
+    free(p->listen_url);
+    free(p->name);
+    free(p);
+}

@@ -94,23 +94,23 @@ const char *pt_param(const pt_request *req, const char *name);
  * [1, 1000000000]") and return -1; the handler then returns PT_REJECTED.
  */
 int pt_param_str(const pt_request *req, pt_reply *reply, const char *name, const char **out);
-int pt_param_i64(const pt_request *req, pt_reply *reply, const char *name, int64_t min,
-                 int64_t max, int64_t *out);
+int pt_param_i64(const pt_request *req, pt_reply *reply, const char *name, int64_t min, int64_t max,
+                 int64_t *out);
 
 /* ---- The runtime ------------------------------------------------------- */
 
 typedef struct participant participant;
 
 typedef struct {
-    const char *name;        /* service name, for logs ("payment") */
-    const char *listen_url;  /* e.g. "ipc:///tmp/payment.ipc"; NULL: no socket (tests) */
-    const char *db_path;     /* SQLite file; created when missing */
-    int contexts;            /* requests in flight on the socket; 0: 64 */
-    int64_t retention_ms;    /* idempotency record retention; 0: 7 days */
-    int purge_batch;         /* records deleted per purge transaction; 0: 500 */
-    int64_t purge_every_ms;  /* how often the purge runs; 0: 60 s */
-    int synchronous_off;     /* 1: PRAGMA synchronous=OFF (benchmarks only) */
-    const char *faults;      /* fault-injection spec (see pt_faults_help), or NULL */
+    const char *name;       /* service name, for logs ("payment") */
+    const char *listen_url; /* e.g. "ipc:///tmp/payment.ipc"; NULL: no socket (tests) */
+    const char *db_path;    /* SQLite file; created when missing */
+    int contexts;           /* requests in flight on the socket; 0: 64 */
+    int64_t retention_ms;   /* idempotency record retention; 0: 7 days */
+    int purge_batch;        /* records deleted per purge transaction; 0: 500 */
+    int64_t purge_every_ms; /* how often the purge runs; 0: 60 s */
+    int synchronous_off;    /* 1: PRAGMA synchronous=OFF (benchmarks only) */
+    const char *faults;     /* fault-injection spec (see pt_faults_help), or NULL */
 } pt_options;
 
 /*
@@ -123,7 +123,9 @@ sqlite3 *pt_db(participant *p);
 /*
  * Registers an action operation and its compensation (compensation may be
  * NULL when the action needs none). The same arg is passed to both. Returns
- * 0, or -1 for a duplicate or invalid name.
+ * 0, or -1 for a duplicate or invalid name. Names are unique across actions
+ * and compensations. Register before pt_start: the worker reads the registry
+ * without a lock, so pt_register refuses (-1) once started.
  */
 int pt_register(participant *p, const char *action_op, pt_handler action,
                 const char *compensation_op, pt_handler compensation, void *arg);
@@ -149,14 +151,14 @@ int pt_purge_once(participant *p, int64_t now_wall_ms);
 
 /* Counters since start, for logs, tests and metrics. */
 typedef struct {
-    uint64_t requests;   /* well-formed requests processed */
-    uint64_t effects;    /* handler calls that committed PT_OK */
-    uint64_t replays;    /* replies served from a stored record */
-    uint64_t conflicts;  /* key reuse with another fingerprint */
-    uint64_t skipped;    /* barrier: null compensations and hanging actions */
-    uint64_t retries;    /* OUTCOME_RETRY answers (busy, handler, faults) */
-    uint64_t malformed;  /* messages that failed to decode or validate */
-    uint64_t purged;     /* records purged */
+    uint64_t requests;  /* well-formed requests processed */
+    uint64_t effects;   /* handler calls that committed PT_OK */
+    uint64_t replays;   /* replies served from a stored record */
+    uint64_t conflicts; /* key reuse with another fingerprint */
+    uint64_t skipped;   /* barrier: null compensations and hanging actions */
+    uint64_t retries;   /* OUTCOME_RETRY answers (busy, handler, faults) */
+    uint64_t malformed; /* messages that failed to decode or validate */
+    uint64_t purged;    /* records purged */
 } pt_stats;
 void pt_get_stats(participant *p, pt_stats *out);
 

@@ -1,0 +1,502 @@
+/*
+ * barrier — the runtime's idempotency records, (saga_id, step, phase)
+ * barrier, counters and purge in SQL. The schema and its invariants are
+ * documented in barrier.h; this file only keeps them.
+ *
+ * Every statement is prepared once at open (SQLITE_PREPARE_PERSISTENT) and
+ * reset after each use, so no statement stays active across a COMMIT,
+ * ROLLBACK or savepoint operation of the caller.
+ */
+#include "barrier.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define BARRIER_BUSY_TIMEOUT_MS 2000
+
+static const char barrier_schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS pt_idempotency ("
+    "  idempotency_key TEXT NOT NULL UNIQUE,"
+    "  saga_id TEXT NOT NULL,"
+    "  step TEXT NOT NULL,"
+    "  phase INTEGER NOT NULL CHECK (phase IN (0, 1)),"
+    "  operation TEXT NOT NULL,"
+    "  fingerprint BLOB NOT NULL,"
+    "  outcome INTEGER NOT NULL,"
+    "  reply BLOB NOT NULL,"
+    "  result TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS pt_idempotency_created"
+    "  ON pt_idempotency(created_at, idempotency_key);"
+    "CREATE TABLE IF NOT EXISTS pt_barrier ("
+    "  saga_id TEXT NOT NULL,"
+    "  step TEXT NOT NULL,"
+    "  phase INTEGER NOT NULL CHECK (phase IN (0, 1)),"
+    "  kind TEXT NOT NULL CHECK (kind = 'record' OR (kind = 'fence' AND phase = 0)),"
+    "  owner_key TEXT NOT NULL,"
+    "  PRIMARY KEY (saga_id, step, phase)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS pt_barrier_owner ON pt_barrier(owner_key);"
+    "CREATE TABLE IF NOT EXISTS pt_counters ("
+    "  name TEXT PRIMARY KEY NOT NULL,"
+    "  value INTEGER NOT NULL) WITHOUT ROWID;"
+    "INSERT OR IGNORE INTO pt_counters(name, value) VALUES"
+    "  ('requests', 0), ('effects', 0), ('replays', 0), ('conflicts', 0),"
+    "  ('skipped', 0), ('rejected', 0), ('purged', 0);";
+
+enum {
+    ST_LOOKUP_KEY,
+    ST_BARRIER_ROWS,
+    ST_ACTION_RECORD,
+    ST_INSERT_RECORD,
+    ST_UPSERT_BARRIER,
+    ST_INSERT_FENCE,
+    ST_COUNTER_ADD,
+    ST_PURGE_BARRIER,
+    ST_PURGE_RECORDS,
+    ST_COUNT
+};
+
+static const char *const barrier_sql[ST_COUNT] = {
+    [ST_LOOKUP_KEY] = "SELECT fingerprint, reply FROM pt_idempotency WHERE idempotency_key = ?1",
+    [ST_BARRIER_ROWS] = "SELECT phase, kind, owner_key FROM pt_barrier"
+                        " WHERE saga_id = ?1 AND step = ?2",
+    [ST_ACTION_RECORD] = "SELECT outcome, operation, result FROM pt_idempotency"
+                         " WHERE idempotency_key = ?1",
+    [ST_INSERT_RECORD] = "INSERT INTO pt_idempotency(idempotency_key, saga_id, step, phase,"
+                         " operation, fingerprint, outcome, reply, result, created_at)"
+                         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    /* A hanging action takes over the fence (invariant 4); anything else conflicts. */
+    [ST_UPSERT_BARRIER] = "INSERT INTO pt_barrier(saga_id, step, phase, kind, owner_key)"
+                          " VALUES (?1, ?2, ?3, 'record', ?4)"
+                          " ON CONFLICT(saga_id, step, phase) DO UPDATE"
+                          " SET kind = 'record', owner_key = excluded.owner_key"
+                          " WHERE kind = 'fence'",
+    [ST_INSERT_FENCE] = "INSERT INTO pt_barrier(saga_id, step, phase, kind, owner_key)"
+                        " VALUES (?1, ?2, 0, 'fence', ?3)",
+    [ST_COUNTER_ADD] = "UPDATE pt_counters SET value = value + ?2 WHERE name = ?1",
+    /* Both purge statements select the same rows: same parameters, same order. */
+    [ST_PURGE_BARRIER] = "DELETE FROM pt_barrier WHERE owner_key IN"
+                         " (SELECT idempotency_key FROM pt_idempotency WHERE created_at < ?1"
+                         "  ORDER BY created_at, idempotency_key LIMIT ?2)",
+    [ST_PURGE_RECORDS] = "DELETE FROM pt_idempotency WHERE idempotency_key IN"
+                         " (SELECT idempotency_key FROM pt_idempotency WHERE created_at < ?1"
+                         "  ORDER BY created_at, idempotency_key LIMIT ?2)",
+};
+
+struct barrier_store {
+    sqlite3 *db;
+    sqlite3_stmt *st[ST_COUNT];
+};
+
+/* What pt_barrier holds for one phase of a (saga_id, step). */
+enum barrier_row { BARRIER_ROW_NONE, BARRIER_ROW_RECORD, BARRIER_ROW_FENCE };
+
+sqlite3 *barrier_db(barrier_store *s)
+{
+    return s->db;
+}
+
+/* Runs one or more statements without results. */
+static int barrier_exec(barrier_store *s, const char *sql)
+{
+    return sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+}
+
+/* Runs a PRAGMA that returns its new value and checks it; returns 0 or -1. */
+static int barrier_pragma(sqlite3 *db, const char *sql, const char *expect, char *err,
+                          size_t errlen)
+{
+    sqlite3_stmt *st = NULL;
+    int ok = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "%s: %s", sql, sqlite3_errmsg(db));
+        return -1;
+    }
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const char *got = (const char *)sqlite3_column_text(st, 0);
+        if (got && strcmp(got, expect) == 0)
+            ok = 0;
+        else
+            snprintf(err, errlen, "%s: got '%s', need '%s'", sql, got ? got : "", expect);
+    } else {
+        snprintf(err, errlen, "%s: %s", sql, sqlite3_errmsg(db));
+    }
+    sqlite3_finalize(st);
+    return ok;
+}
+
+int barrier_open(const char *path, int synchronous_off, barrier_store **out, char *err,
+                 size_t errlen)
+{
+    barrier_store *s = calloc(1, sizeof *s);
+    char *msg = NULL;
+    *out = NULL;
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int rc = sqlite3_open_v2(
+        path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "%s", s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+        goto fail;
+    }
+    sqlite3_busy_timeout(s->db, BARRIER_BUSY_TIMEOUT_MS);
+    if (barrier_pragma(s->db, "PRAGMA journal_mode=WAL", "wal", err, errlen) != 0)
+        goto fail;
+    if (sqlite3_exec(s->db, synchronous_off ? "PRAGMA synchronous=OFF" : "PRAGMA synchronous=FULL",
+                     NULL, NULL, &msg) != SQLITE_OK)
+        goto fail_msg;
+    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK)
+        goto fail_msg;
+    if (sqlite3_exec(s->db, barrier_schema_sql, NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(s->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        goto fail_msg;
+    }
+    for (int i = 0; i < ST_COUNT; i++) {
+        if (sqlite3_prepare_v3(s->db, barrier_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
+                               NULL) != SQLITE_OK) {
+            snprintf(err, errlen, "preparing runtime statement %d: %s", i, sqlite3_errmsg(s->db));
+            goto fail;
+        }
+    }
+    *out = s;
+    return 0;
+
+fail_msg:
+    snprintf(err, errlen, "%s", msg ? msg : sqlite3_errmsg(s->db));
+    sqlite3_free(msg); /* sqlite3_exec's message is ours to free */
+fail:
+    barrier_close(s);
+    return -1;
+}
+
+void barrier_close(barrier_store *s)
+{
+    if (s == NULL)
+        return;
+    for (int i = 0; i < ST_COUNT; i++)
+        sqlite3_finalize(s->st[i]);
+    if (s->db)
+        sqlite3_close(s->db);
+    free(s);
+}
+
+int barrier_begin(barrier_store *s)
+{
+    return barrier_exec(s, "BEGIN IMMEDIATE");
+}
+
+int barrier_commit(barrier_store *s)
+{
+    return barrier_exec(s, "COMMIT");
+}
+
+void barrier_rollback(barrier_store *s)
+{
+    if (!sqlite3_get_autocommit(s->db) && barrier_exec(s, "ROLLBACK") != SQLITE_OK)
+        log_error("ROLLBACK failed: %s", sqlite3_errmsg(s->db));
+}
+
+int barrier_savepoint(barrier_store *s, const char *name)
+{
+    char sql[96];
+    snprintf(sql, sizeof sql, "SAVEPOINT %s", name);
+    return barrier_exec(s, sql);
+}
+
+int barrier_release(barrier_store *s, const char *name)
+{
+    char sql[96];
+    snprintf(sql, sizeof sql, "RELEASE %s", name);
+    return barrier_exec(s, sql);
+}
+
+int barrier_rollback_to(barrier_store *s, const char *name)
+{
+    char sql[96];
+    snprintf(sql, sizeof sql, "ROLLBACK TO %s", name);
+    int rc = barrier_exec(s, sql);
+    return rc == SQLITE_OK ? barrier_release(s, name) : rc;
+}
+
+void barrier_decision_init(barrier_decision *d)
+{
+    memset(d, 0, sizeof *d);
+    d->verdict = BARRIER_RUN;
+}
+
+void barrier_decision_free(barrier_decision *d)
+{
+    free(d->stored_reply);
+    d->stored_reply = NULL;
+    kv_free(&d->action_result);
+}
+
+/* Resets st and returns rc, so a statement never stays active. */
+static int barrier_done(sqlite3_stmt *st, int rc)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+/* Step 1: the key itself. Sets *found; fills d for REPLAY or CONFLICT. */
+static int barrier_check_key(barrier_store *s, const barrier_request *r, barrier_decision *d,
+                             int *found)
+{
+    sqlite3_stmt *st = s->st[ST_LOOKUP_KEY];
+    *found = 0;
+    sqlite3_bind_text(st, 1, r->key, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        return barrier_done(st, SQLITE_OK);
+    if (rc != SQLITE_ROW)
+        return barrier_done(st, rc);
+    *found = 1;
+    const void *fp = sqlite3_column_blob(st, 0);
+    size_t fp_len = (size_t)sqlite3_column_bytes(st, 0);
+    if (fp_len == 0 || fp_len != r->fingerprint_len || memcmp(fp, r->fingerprint, fp_len) != 0) {
+        d->verdict = BARRIER_CONFLICT;
+        snprintf(d->reason, sizeof d->reason, "idempotency key reused with a different request");
+        return barrier_done(st, SQLITE_OK);
+    }
+    const void *reply = sqlite3_column_blob(st, 1);
+    size_t reply_len = (size_t)sqlite3_column_bytes(st, 1);
+    d->stored_reply = malloc(reply_len ? reply_len : 1);
+    if (d->stored_reply == NULL)
+        return barrier_done(st, SQLITE_NOMEM);
+    if (reply_len)
+        memcpy(d->stored_reply, reply, reply_len);
+    d->stored_reply_len = reply_len;
+    d->verdict = BARRIER_REPLAY;
+    return barrier_done(st, SQLITE_OK);
+}
+
+/*
+ * Step 2: the barrier rows of (saga_id, step). Sets own/other to what exists
+ * for the request's phase and for the other phase, and copies the other
+ * phase's owner key into other_owner.
+ */
+static int barrier_read_rows(barrier_store *s, const barrier_request *r, enum barrier_row *own,
+                             enum barrier_row *other, char other_owner[WIRE_MAX_KEY + 1])
+{
+    sqlite3_stmt *st = s->st[ST_BARRIER_ROWS];
+    int rc;
+    *own = *other = BARRIER_ROW_NONE;
+    other_owner[0] = '\0';
+    sqlite3_bind_text(st, 1, r->saga_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, r->step, -1, SQLITE_STATIC);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int phase = sqlite3_column_int(st, 0);
+        const char *kind = (const char *)sqlite3_column_text(st, 1);
+        const char *owner = (const char *)sqlite3_column_text(st, 2);
+        enum barrier_row row =
+            kind && strcmp(kind, "fence") == 0 ? BARRIER_ROW_FENCE : BARRIER_ROW_RECORD;
+        if (phase == r->phase) {
+            *own = row;
+        } else {
+            *other = row;
+            if (owner == NULL || strlen(owner) > WIRE_MAX_KEY) {
+                log_error("pt_barrier: bad owner key for saga %s step %s", r->saga_id, r->step);
+                return barrier_done(st, SQLITE_CORRUPT);
+            }
+            strcpy(other_owner, owner);
+        }
+    }
+    return barrier_done(st, rc == SQLITE_DONE ? SQLITE_OK : rc);
+}
+
+/* A compensation after a recorded action: RUN after OK, SKIP after no effect. */
+static int barrier_check_action_record(barrier_store *s, const barrier_request *r,
+                                       const char *action_key, barrier_decision *d)
+{
+    sqlite3_stmt *st = s->st[ST_ACTION_RECORD];
+    sqlite3_bind_text(st, 1, action_key, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        log_error("pt_barrier: action of saga %s step %s has a barrier row but no record",
+                  r->saga_id, r->step);
+        return barrier_done(st, SQLITE_CORRUPT);
+    }
+    if (rc != SQLITE_ROW)
+        return barrier_done(st, rc);
+    int outcome = sqlite3_column_int(st, 0);
+    const char *operation = (const char *)sqlite3_column_text(st, 1);
+    const char *result = (const char *)sqlite3_column_text(st, 2);
+    if (outcome != OUTCOME_OK) {
+        d->verdict = BARRIER_SKIP;
+        snprintf(d->reason, sizeof d->reason, "action had no effect (%s): nothing to compensate",
+                 wire_outcome_name(outcome));
+        return barrier_done(st, SQLITE_OK);
+    }
+    if (operation == NULL || strlen(operation) > WIRE_MAX_NAME || result == NULL ||
+        kv_from_json(&d->action_result, result) != 0) {
+        log_error("pt_idempotency: unreadable action record for saga %s step %s", r->saga_id,
+                  r->step);
+        return barrier_done(st, SQLITE_CORRUPT);
+    }
+    strcpy(d->action_operation, operation);
+    d->verdict = BARRIER_RUN;
+    return barrier_done(st, SQLITE_OK);
+}
+
+int barrier_decide(barrier_store *s, const barrier_request *r, barrier_decision *d)
+{
+    enum barrier_row own, other;
+    char other_owner[WIRE_MAX_KEY + 1];
+    int found;
+
+    int rc = barrier_check_key(s, r, d, &found);
+    if (rc != SQLITE_OK || found)
+        return rc;
+    rc = barrier_read_rows(s, r, &own, &other, other_owner);
+    if (rc != SQLITE_OK)
+        return rc;
+
+    if (own == BARRIER_ROW_RECORD) {
+        d->verdict = BARRIER_CONFLICT;
+        snprintf(d->reason, sizeof d->reason,
+                 "%s of this saga step is already recorded under another idempotency key",
+                 wire_phase_name(r->phase));
+        return SQLITE_OK;
+    }
+    if (r->phase == PHASE_ACTION) {
+        if (own == BARRIER_ROW_FENCE || other != BARRIER_ROW_NONE) {
+            d->verdict = BARRIER_SKIP;
+            snprintf(d->reason, sizeof d->reason,
+                     "action fenced: its compensation was processed first");
+        } else {
+            d->verdict = BARRIER_RUN;
+        }
+        return SQLITE_OK;
+    }
+    if (own == BARRIER_ROW_FENCE) { /* excluded by the CHECK constraint */
+        log_error("pt_barrier: fence on a compensation of saga %s step %s", r->saga_id, r->step);
+        return SQLITE_CORRUPT;
+    }
+    if (other == BARRIER_ROW_NONE) {
+        d->verdict = BARRIER_SKIP;
+        d->fence_action = 1;
+        snprintf(d->reason, sizeof d->reason,
+                 "action never ran here: nothing to compensate (action fenced)");
+        return SQLITE_OK;
+    }
+    if (other == BARRIER_ROW_FENCE) {
+        d->verdict = BARRIER_SKIP;
+        snprintf(d->reason, sizeof d->reason, "action already fenced: nothing to compensate");
+        return SQLITE_OK;
+    }
+    return barrier_check_action_record(s, r, other_owner, d);
+}
+
+int barrier_store_record(barrier_store *s, const barrier_request *r, int outcome,
+                         const uint8_t *reply, size_t reply_len, const char *result_json,
+                         int fence_action, int64_t now_ms)
+{
+    sqlite3_stmt *st = s->st[ST_INSERT_RECORD];
+    sqlite3_bind_text(st, 1, r->key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, r->saga_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, r->step, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 4, r->phase);
+    sqlite3_bind_text(st, 5, r->operation, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 6, r->fingerprint, (int)r->fingerprint_len, SQLITE_STATIC);
+    sqlite3_bind_int(st, 7, outcome);
+    sqlite3_bind_blob(st, 8, reply, (int)reply_len, SQLITE_STATIC);
+    sqlite3_bind_text(st, 9, result_json, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 10, now_ms);
+    int rc = barrier_done(st, sqlite3_step(st));
+    if (rc != SQLITE_DONE)
+        return rc;
+
+    if (fence_action) {
+        st = s->st[ST_INSERT_FENCE];
+        sqlite3_bind_text(st, 1, r->saga_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, r->step, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, r->key, -1, SQLITE_STATIC);
+        rc = barrier_done(st, sqlite3_step(st));
+        if (rc != SQLITE_DONE)
+            return rc;
+    }
+
+    st = s->st[ST_UPSERT_BARRIER];
+    sqlite3_bind_text(st, 1, r->saga_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, r->step, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, r->phase);
+    sqlite3_bind_text(st, 4, r->key, -1, SQLITE_STATIC);
+    rc = barrier_done(st, sqlite3_step(st));
+    if (rc != SQLITE_DONE)
+        return rc;
+    /* No change: the phase already had a record (barrier_decide excludes this). */
+    return sqlite3_changes(s->db) == 1 ? SQLITE_OK : SQLITE_CONSTRAINT;
+}
+
+static int barrier_counter_add(barrier_store *s, const char *name, uint64_t delta)
+{
+    if (delta == 0)
+        return SQLITE_OK;
+    sqlite3_stmt *st = s->st[ST_COUNTER_ADD];
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)delta);
+    int rc = barrier_done(st, sqlite3_step(st));
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+int barrier_counts_add(barrier_store *s, const barrier_counts *c)
+{
+    const struct {
+        const char *name;
+        uint64_t delta;
+    } deltas[] = {
+        {"requests", c->requests},   {"effects", c->effects}, {"replays", c->replays},
+        {"conflicts", c->conflicts}, {"skipped", c->skipped}, {"rejected", c->rejected},
+    };
+    for (size_t i = 0; i < sizeof deltas / sizeof deltas[0]; i++) {
+        int rc = barrier_counter_add(s, deltas[i].name, deltas[i].delta);
+        if (rc != SQLITE_OK)
+            return rc;
+    }
+    return SQLITE_OK;
+}
+
+/* Runs one purge DELETE; returns an SQLite code. */
+static int barrier_purge_step(barrier_store *s, int which, int64_t cutoff_ms, int limit)
+{
+    sqlite3_stmt *st = s->st[which];
+    sqlite3_bind_int64(st, 1, cutoff_ms);
+    sqlite3_bind_int(st, 2, limit);
+    int rc = barrier_done(st, sqlite3_step(st));
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+int barrier_purge(barrier_store *s, int64_t cutoff_ms, int limit, int *purged)
+{
+    *purged = 0;
+    int rc = barrier_begin(s);
+    if (rc != SQLITE_OK)
+        return rc;
+    /* Barrier rows first: their owners must still be selectable (invariant 1). */
+    rc = barrier_purge_step(s, ST_PURGE_BARRIER, cutoff_ms, limit);
+    if (rc != SQLITE_OK)
+        goto fail;
+    rc = barrier_purge_step(s, ST_PURGE_RECORDS, cutoff_ms, limit);
+    if (rc != SQLITE_OK)
+        goto fail;
+    int n = sqlite3_changes(s->db);
+    rc = barrier_counter_add(s, "purged", (uint64_t)n);
+    if (rc != SQLITE_OK)
+        goto fail;
+    rc = barrier_commit(s);
+    if (rc != SQLITE_OK)
+        goto fail;
+    *purged = n;
+    return SQLITE_OK;
+fail:
+    barrier_rollback(s);
+    return rc;
+}

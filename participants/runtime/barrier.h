@@ -1,0 +1,151 @@
+/*
+ * barrier — the participant runtime's own tables in the service's SQLite
+ * database: idempotency records, the (saga_id, step, phase) barrier, the
+ * persistent counters and the purge. Private to the runtime (batch.c and
+ * participant.c call it); services never touch these tables.
+ *
+ * Schema (all names prefixed pt_, created at open if missing):
+ *
+ *   pt_idempotency   one row per answered-and-stored request
+ *     idempotency_key TEXT UNIQUE   the request's key (primary lookup)
+ *     saga_id, step, phase          what the key was used for
+ *     operation                     the operation that ran (compensations
+ *                                   check they undo this one)
+ *     fingerprint BLOB              wire_request_fingerprint(), compared
+ *                                   byte for byte
+ *     outcome INTEGER               OK, REJECTED or SKIPPED (never RETRY or
+ *                                   CONFLICT: those are not stored)
+ *     reply BLOB                    the packed StepReply, replayed = false
+ *     result TEXT                   the reply's result map as JSON (kv.h);
+ *                                   a compensation's action_result
+ *     created_at INTEGER            wall-clock ms; indexed for the purge
+ *
+ *   pt_barrier       at most one row per (saga_id, step, phase)
+ *     kind 'record'                 the phase has a stored record, owned by
+ *                                   owner_key (a pt_idempotency key)
+ *     kind 'fence'                  action phase only: a compensation came
+ *                                   first; owner_key is its key
+ *
+ *   pt_counters      (name, value): requests, effects, replays, conflicts,
+ *                    skipped, rejected, purged; updated in the same
+ *                    transaction as what they count, so they survive crashes
+ *                    exactly as the effects do.
+ *
+ * Invariants:
+ *   1. Every pt_barrier row is owned by exactly one pt_idempotency row
+ *      (owner_key) and is deleted in the same transaction as its owner.
+ *   2. A 'record' row for (s, t, p) exists iff a pt_idempotency row with
+ *      that (saga_id, step, phase) exists: one stored key per phase.
+ *   3. A compensation is stored only together with a barrier row for its
+ *      action: the action's own record, or a fence it inserted. So an action
+ *      that arrives after its compensation always finds a row.
+ *   4. A hanging action turns the fence into its own 'record' row (taking
+ *      ownership), so the fence lives at least as long as the fenced record.
+ *   5. Rows are written only inside the caller's transaction; nothing here
+ *      commits except barrier_open (schema) and barrier_purge (its own).
+ *
+ * Ownership: barrier_decision.stored_reply and .action_result belong to the
+ * decision (barrier_decision_free). Nothing else returned here is allocated.
+ * All functions return SQLite result codes unless stated otherwise.
+ */
+#ifndef SAGA_PT_BARRIER_H
+#define SAGA_PT_BARRIER_H
+
+#include <sqlite3.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kv.h"
+#include "wire.h"
+
+typedef struct barrier_store barrier_store;
+
+/* What identifies a request to the barrier; every pointer is borrowed. */
+typedef struct {
+    const char *key;
+    const char *saga_id;
+    const char *step;
+    const char *operation;
+    int phase;
+    const uint8_t *fingerprint;
+    size_t fingerprint_len;
+} barrier_request;
+
+typedef enum {
+    BARRIER_RUN,      /* first delivery with nothing in the way: call the handler */
+    BARRIER_REPLAY,   /* the key is stored with the same fingerprint */
+    BARRIER_CONFLICT, /* key reused for another request, or another key for the phase */
+    BARRIER_SKIP,     /* no effect by the barrier rules: store an OUTCOME_SKIPPED reply */
+} barrier_verdict;
+
+typedef struct {
+    barrier_verdict verdict;
+    /* SKIP of a compensation whose action never came: fence the action. */
+    int fence_action;
+    /* REPLAY: the stored packed reply (malloc'd, owned by the decision). */
+    uint8_t *stored_reply;
+    size_t stored_reply_len;
+    /* RUN of a compensation: its action's result and operation. */
+    kvmap action_result;
+    char action_operation[WIRE_MAX_NAME + 1];
+    /* CONFLICT and SKIP: the reason, for the reply's error. */
+    char reason[160];
+} barrier_decision;
+
+/* Counters persisted in pt_counters (deltas of one transaction). */
+typedef struct {
+    uint64_t requests;
+    uint64_t effects;
+    uint64_t replays;
+    uint64_t conflicts;
+    uint64_t skipped;
+    uint64_t rejected;
+} barrier_counts;
+
+/*
+ * Opens path (creating it), sets WAL, synchronous FULL (OFF when
+ * synchronous_off), a 2000 ms busy timeout, creates the pt_ tables and
+ * prepares the statements. Returns 0, or -1 with a reason in err.
+ */
+int barrier_open(const char *path, int synchronous_off, barrier_store **out, char *err,
+                 size_t errlen);
+/* Finalizes everything and closes the connection. barrier_close(NULL) is a no-op. */
+void barrier_close(barrier_store *s);
+/* The connection (owned by the store). */
+sqlite3 *barrier_db(barrier_store *s);
+
+/* BEGIN IMMEDIATE / COMMIT / ROLLBACK of the batch transaction. */
+int barrier_begin(barrier_store *s);
+int barrier_commit(barrier_store *s);
+/* Rolls back if a transaction is open; never fails from the caller's view. */
+void barrier_rollback(barrier_store *s);
+/* SAVEPOINT name / RELEASE name / ROLLBACK TO name + RELEASE name. */
+int barrier_savepoint(barrier_store *s, const char *name);
+int barrier_release(barrier_store *s, const char *name);
+int barrier_rollback_to(barrier_store *s, const char *name);
+
+void barrier_decision_init(barrier_decision *d);
+void barrier_decision_free(barrier_decision *d);
+/*
+ * Applies the idempotency and barrier rules to r (read-only). Fills d.
+ * Returns SQLITE_OK, an SQLite error, or SQLITE_CORRUPT when the tables
+ * break the invariants above (logged).
+ */
+int barrier_decide(barrier_store *s, const barrier_request *r, barrier_decision *d);
+/*
+ * Stores the record of r: its reply (packed, replayed = false), the result
+ * JSON, and its barrier row; with fence_action, also the action's fence.
+ */
+int barrier_store_record(barrier_store *s, const barrier_request *r, int outcome,
+                         const uint8_t *reply, size_t reply_len, const char *result_json,
+                         int fence_action, int64_t now_ms);
+/* Adds the deltas to pt_counters. */
+int barrier_counts_add(barrier_store *s, const barrier_counts *c);
+/*
+ * In its own IMMEDIATE transaction: deletes up to limit records created
+ * before cutoff_ms (oldest first) with the barrier rows they own, and adds
+ * the count to pt_counters. Sets *purged. Returns an SQLite code.
+ */
+int barrier_purge(barrier_store *s, int64_t cutoff_ms, int limit, int *purged);
+
+#endif

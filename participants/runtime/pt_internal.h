@@ -1,0 +1,142 @@
+/*
+ * pt_internal — what the participant runtime's files share and services
+ * never see: the participant and reply structures, the operation registry,
+ * the fault injector and the batch entry point.
+ *
+ * Files of the runtime and what each owns:
+ *   participant.c  lifecycle, registry, stats, nng socket, worker thread
+ *   watchdog.c     restarts an ipc:// listener that stopped accepting (nng 1.5.2)
+ *   batch.c        one batch: decode, validate, one transaction, replies
+ *   barrier.c      the pt_ tables: idempotency, barrier, counters, purge
+ *   faults.c       the fault-injection spec and its deterministic draws
+ *   handler_api.c  the helpers handlers call (params, results, errors)
+ */
+#ifndef SAGA_PT_INTERNAL_H
+#define SAGA_PT_INTERNAL_H
+
+#include <nng/nng.h>
+#include <nng/supplemental/util/platform.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "barrier.h"
+#include "participant.h"
+#include "util.h"
+
+#define PT_ERROR_MAX    512 /* bytes of a reply's error text, NUL included */
+#define PT_BATCH_MAX    256 /* requests in one batch transaction */
+#define PT_CONTEXTS     64  /* default nng contexts */
+#define PT_CONTEXTS_MAX 4096
+
+/* What a handler fills (participant.h declares it opaque). */
+struct pt_reply {
+    kvmap result;
+    char error[PT_ERROR_MAX];
+};
+
+/* One registered operation. */
+typedef struct {
+    char *name;
+    pt_handler handler;
+    void *arg;
+    int phase; /* PHASE_ACTION or PHASE_COMPENSATE */
+    /* An action: its compensation's name or NULL; a compensation: its action's name. */
+    char *partner;
+} pt_op;
+
+/* The parsed fault spec and its generator; used by one thread at a time. */
+typedef struct {
+    int enabled; /* any probability above zero */
+    uint64_t seed;
+    double drop_reply;
+    double crash_before_commit;
+    double crash_after_commit;
+    double delay;
+    double retry;
+    int64_t delay_ms;
+    util_prng rng;
+} pt_faults;
+
+/* One message of a batch. */
+typedef struct {
+    const uint8_t *msg; /* in: the encoded request (borrowed) */
+    size_t len;
+    uint8_t *reply; /* out: the encoded reply (malloc'd; NULL when out of memory) */
+    size_t reply_len;
+} pt_item;
+
+typedef struct pt_conn pt_conn;
+
+struct participant {
+    char *name;
+    char *listen_url;
+    int contexts;
+    int64_t retention_ms;
+    int purge_batch;
+    int64_t purge_every_ms;
+    barrier_store *store;
+    pt_op *ops;
+    size_t n_ops;
+    pt_faults faults;
+
+    /* mtx guards stats, the queue, stopping, replies_pending and pipes_added. */
+    nng_mtx *mtx;
+    nng_cv *cv;
+    pt_stats stats;
+
+    /* Serving (participant.c). */
+    int started;
+    int stopping;
+    int stopped;
+    int sock_open;
+    nng_socket sock;
+    nng_listener listener; /* replaced by the watchdog when it stalls */
+    nng_thread *watchdog;  /* ipc:// only */
+    uint64_t pipes_added;  /* connections handed to the socket (watchdog.c) */
+    pt_conn *conns;        /* contexts entries */
+    pt_conn *queue_head, *queue_tail;
+    int replies_pending; /* replies handed to nng (sending or delayed) */
+    nng_thread *worker;
+    pt_conn *batch_conns[PT_BATCH_MAX]; /* worker-only scratch */
+    pt_item batch_items[PT_BATCH_MAX];
+};
+
+/* participant.c */
+/* The operation named name, or NULL. */
+const pt_op *pt_op_find(const participant *p, const char *name);
+/* Adds delta to the in-memory counters (thread-safe). */
+void pt_stats_add(participant *p, const pt_stats *delta);
+/* Is url an ipc:// address? */
+int pt_is_ipc(const char *url);
+/* Creates and starts p->listener on p->sock (size limit, 0600 for ipc). Returns an nng error. */
+int pt_listener_start(participant *p, char *err, size_t errlen);
+/* Closes p->listener (and its pipes) and starts a new one. Returns an nng error. */
+int pt_listener_restart(participant *p, char *err, size_t errlen);
+
+/* watchdog.c: the thread body; runs until p->stopping. */
+void pt_watchdog_main(void *arg);
+/* watchdog.c: NNG_PIPE_EV_ADD_POST callback on p->sock (arg = p); counts pipes_added. */
+void pt_watchdog_pipe_added(nng_pipe pipe, nng_pipe_ev ev, void *arg);
+
+/*
+ * batch.c: processes n messages as one batch (see batch.c). Fills every
+ * items[i].reply; returns 0, or -1 when out of memory before anything ran
+ * (then no reply is set).
+ */
+int pt_batch_run(participant *p, pt_item *items, size_t n);
+
+/* faults.c */
+/* Parses spec (NULL or "" = off) into f. Returns 0, or -1 with err naming the bad option. */
+int pt_faults_parse(const char *spec, pt_faults *f, char *err, size_t errlen);
+/* Draws once: 1 with probability prob when faults are on, else 0 (no draw). */
+int pt_faults_roll(pt_faults *f, double prob);
+/* Logs and kills the process with SIGKILL. */
+void pt_faults_crash(const char *where) __attribute__((noreturn));
+
+/* handler_api.c */
+void pt_reply_init(pt_reply *r);
+void pt_reply_free(pt_reply *r);
+/* Copies printable ASCII of in into out (NUL-terminated), others as '?'; for logs and errors. */
+void pt_printable(char *out, size_t outlen, const char *in);
+
+#endif
