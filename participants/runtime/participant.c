@@ -33,14 +33,13 @@
  *
  * Stopping (pt_stop): the flag stops new requests from being queued, the
  * worker drains and answers the queue, then exits; pt_stop waits (bounded)
- * for replies in flight, joins the listener watchdog (watchdog.c, ipc://
- * only), closes the socket and stops every aio.
+ * for replies in flight, closes the listener (common/listener.h, whose ipc://
+ * watchdog it joins), closes the socket and stops every aio.
  */
 #include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
@@ -402,48 +401,6 @@ static void pt_worker_main(void *arg)
 
 /* ---- Start and stop ---------------------------------------------------- */
 
-int pt_is_ipc(const char *url)
-{
-    return strncmp(url, "ipc://", 6) == 0;
-}
-
-int pt_listener_start(participant *p, char *err, size_t errlen)
-{
-    nng_listener l;
-    int rv = nng_listener_create(&l, p->sock, p->listen_url);
-    if (rv != 0) {
-        snprintf(err, errlen, "%s: %s", p->listen_url, nng_strerror(rv));
-        return rv;
-    }
-    if ((rv = nng_listener_set_size(l, NNG_OPT_RECVMAXSZ, WIRE_MAX_MSG)) != 0 ||
-        (pt_is_ipc(p->listen_url) &&
-         (rv = nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS, 0600)) != 0)) {
-        snprintf(err, errlen, "%s: cannot set the size limit or permissions: %s", p->listen_url,
-                 nng_strerror(rv));
-        nng_listener_close(l);
-        return rv;
-    }
-    if ((rv = nng_listener_start(l, 0)) != 0) {
-        snprintf(err, errlen, "cannot listen on %s: %s", p->listen_url, nng_strerror(rv));
-        nng_listener_close(l);
-        return rv;
-    }
-    /* Belt and braces: the option applies on bind; make sure the file is owner-only. */
-    if (pt_is_ipc(p->listen_url) && chmod(p->listen_url + 6, 0600) != 0) {
-        snprintf(err, errlen, "cannot chmod 0600 %s", p->listen_url + 6);
-        nng_listener_close(l);
-        return NNG_EPERM;
-    }
-    p->listener = l;
-    return 0;
-}
-
-int pt_listener_restart(participant *p, char *err, size_t errlen)
-{
-    nng_listener_close(p->listener); /* also closes the pipes it accepted */
-    return pt_listener_start(p, err, errlen);
-}
-
 /* Opens the socket, listens and allocates the contexts. Returns 0 or an nng error. */
 static int pt_listen(participant *p, char *err, size_t errlen)
 {
@@ -453,12 +410,12 @@ static int pt_listen(participant *p, char *err, size_t errlen)
         return rv;
     }
     p->sock_open = 1;
-    if ((rv = nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ, WIRE_MAX_MSG)) != 0 ||
-        (rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_POST, pt_watchdog_pipe_added, p)) != 0) {
+    if ((rv = nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ, WIRE_MAX_MSG)) != 0) {
         snprintf(err, errlen, "cannot set up the socket: %s", nng_strerror(rv));
         return rv;
     }
-    if ((rv = pt_listener_start(p, err, errlen)) != 0)
+    sp_listener_opts lo = {.name = p->name, .url = p->listen_url, .recv_max = WIRE_MAX_MSG};
+    if ((rv = sp_listener_open(&p->listener, p->sock, &lo, err, errlen)) != 0)
         return rv;
     p->conns = calloc((size_t)p->contexts, sizeof *p->conns);
     if (p->conns == NULL) {
@@ -481,6 +438,8 @@ static int pt_listen(participant *p, char *err, size_t errlen)
 /* Closes the socket and frees the contexts; safe on a half-built set. */
 static void pt_unlisten(participant *p)
 {
+    sp_listener_close(p->listener); /* joins its watchdog first */
+    p->listener = NULL;
     if (p->sock_open) {
         nng_close(p->sock); /* pending receives complete with NNG_ECLOSED */
         p->sock_open = 0;
@@ -509,9 +468,6 @@ static void pt_threads_join(participant *p)
     if (p->worker)
         nng_thread_destroy(p->worker);
     p->worker = NULL;
-    if (p->watchdog)
-        nng_thread_destroy(p->watchdog);
-    p->watchdog = NULL;
 }
 
 int pt_start(participant *p, char *err, size_t errlen)
@@ -524,11 +480,6 @@ int pt_start(participant *p, char *err, size_t errlen)
     p->stopping = 0;
     if (p->listen_url && (rv = pt_listen(p, err, errlen)) != 0)
         goto fail;
-    if (p->listen_url && pt_is_ipc(p->listen_url) &&
-        (rv = nng_thread_create(&p->watchdog, pt_watchdog_main, p)) != 0) {
-        snprintf(err, errlen, "cannot start the listener watchdog: %s", nng_strerror(rv));
-        goto fail;
-    }
     if ((rv = nng_thread_create(&p->worker, pt_worker_main, p)) != 0) {
         snprintf(err, errlen, "cannot start the worker: %s", nng_strerror(rv));
         goto fail;
@@ -566,7 +517,7 @@ void pt_stop(participant *p)
         nng_cv_until(p->cv, deadline);
     nng_mtx_unlock(p->mtx);
 
-    pt_threads_join(p); /* the watchdog: it may be restarting the listener */
+    pt_threads_join(p);
     pt_unlisten(p);
     p->stopped = 1;
 }

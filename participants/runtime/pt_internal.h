@@ -5,7 +5,6 @@
  *
  * Files of the runtime and what each owns:
  *   participant.c  lifecycle, registry, stats, nng socket, worker thread
- *   watchdog.c     restarts an ipc:// listener that stopped accepting (nng 1.5.2)
  *   batch.c        one batch: decode, validate, one transaction, replies
  *   barrier.c      the pt_ tables: idempotency, barrier, counters, purge
  *   faults.c       the fault-injection spec and its deterministic draws
@@ -20,6 +19,7 @@
 #include <stdint.h>
 
 #include "barrier.h"
+#include "listener.h"
 #include "participant.h"
 #include "util.h"
 
@@ -79,7 +79,7 @@ struct participant {
     size_t n_ops;
     pt_faults faults;
 
-    /* mtx guards stats, the queue, stopping, replies_pending and pipes_added. */
+    /* mtx guards stats, the queue, stopping and replies_pending. */
     nng_mtx *mtx;
     nng_cv *cv;
     pt_stats stats;
@@ -90,9 +90,7 @@ struct participant {
     int stopped;
     int sock_open;
     nng_socket sock;
-    nng_listener listener; /* replaced by the watchdog when it stalls */
-    nng_thread *watchdog;  /* ipc:// only */
-    uint64_t pipes_added;  /* connections handed to the socket (watchdog.c) */
+    sp_listener *listener; /* common/listener.h: keeps an ipc:// listener accepting */
     pt_conn *conns;        /* contexts entries */
     pt_conn *queue_head, *queue_tail;
     int replies_pending; /* replies handed to nng (sending or delayed) */
@@ -107,16 +105,6 @@ const pt_op *pt_op_find(const participant *p, const char *name);
 /* Adds delta to the in-memory counters (thread-safe). */
 void pt_stats_add(participant *p, const pt_stats *delta);
 /* Is url an ipc:// address? */
-int pt_is_ipc(const char *url);
-/* Creates and starts p->listener on p->sock (size limit, 0600 for ipc). Returns an nng error. */
-int pt_listener_start(participant *p, char *err, size_t errlen);
-/* Closes p->listener (and its pipes) and starts a new one. Returns an nng error. */
-int pt_listener_restart(participant *p, char *err, size_t errlen);
-
-/* watchdog.c: the thread body; runs until p->stopping. */
-void pt_watchdog_main(void *arg);
-/* watchdog.c: NNG_PIPE_EV_ADD_POST callback on p->sock (arg = p); counts pipes_added. */
-void pt_watchdog_pipe_added(nng_pipe pipe, nng_pipe_ev ev, void *arg);
 
 /*
  * batch.c: processes n messages as one batch (see batch.c). Fills every

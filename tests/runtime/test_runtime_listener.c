@@ -1,5 +1,5 @@
 /*
- * The ipc listener watchdog (participants/runtime/watchdog.c): raw
+ * The ipc listener watchdog (common/listener.c): raw
  * connections closed at once (a health check, a dialer killed mid-connect)
  * leave the nng 1.5.2 ipc listener deaf; the watchdog notices within a few
  * seconds and restarts it, so a real request is still answered within its
