@@ -1,0 +1,258 @@
+/*
+ * inventory-svc — the inventory participant: holds stock of a SKU for a saga
+ * ("reserve") and puts it back when the saga is undone ("release").
+ *
+ * Tables:
+ *   skus(sku, available, reserved, stock)
+ *                    available >= 0, reserved >= 0 and available + reserved =
+ *                    stock (CHECK), where stock is the seeded quantity and is
+ *                    never written after seeding
+ *   reservations(reservation_id, saga_id, sku, order_id, quantity, state, ...)
+ *                    state 'reserved' -> 'released', never back
+ *   meta('stock_total')  sum of the seeded stock of all SKUs
+ *   stock_audit (view)   per SKU: stock, available, reserved, held (sum of
+ *                        the quantities of its 'reserved' rows), balanced
+ *
+ * Invariants: per SKU, available + reserved = stock at every commit (the
+ * CHECK makes a violating statement fail), and reserved = the sum of the
+ * quantities of the SKU's reservations in state 'reserved' (reserve and
+ * release move the same quantity in the same transaction as the row).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+#include "service.h"
+#include "util.h"
+
+static const char inventory_schema[] =
+    "CREATE TABLE IF NOT EXISTS skus (\n"
+    "  sku       TEXT PRIMARY KEY,\n"
+    "  available INTEGER NOT NULL CHECK (typeof(available) = 'integer' AND available >= 0),\n"
+    "  reserved  INTEGER NOT NULL CHECK (typeof(reserved) = 'integer' AND reserved >= 0),\n"
+    "  stock     INTEGER NOT NULL CHECK (typeof(stock) = 'integer'),\n"
+    "  CHECK (available + reserved = stock)\n"
+    ");\n"
+    "CREATE TABLE IF NOT EXISTS reservations (\n"
+    "  reservation_id TEXT PRIMARY KEY,\n"
+    "  saga_id        TEXT NOT NULL,\n"
+    "  sku            TEXT NOT NULL REFERENCES skus (sku),\n"
+    "  order_id       TEXT,\n"
+    "  quantity       INTEGER NOT NULL CHECK (typeof(quantity) = 'integer' AND quantity > 0),\n"
+    "  state          TEXT NOT NULL CHECK (state IN ('reserved', 'released')),\n"
+    "  created_at_ms  INTEGER NOT NULL,\n"
+    "  updated_at_ms  INTEGER NOT NULL\n"
+    ");\n"
+    "CREATE INDEX IF NOT EXISTS reservations_by_sku ON reservations (sku, state);\n"
+    "CREATE VIEW IF NOT EXISTS stock_audit AS\n"
+    "  SELECT sku, stock, available, reserved, held,\n"
+    "         available + reserved = stock AND reserved = held AS balanced\n"
+    "  FROM (SELECT s.sku, s.stock, s.available, s.reserved,\n"
+    "               (SELECT COALESCE(SUM(r.quantity), 0) FROM reservations r\n"
+    "                WHERE r.sku = s.sku AND r.state = 'reserved') AS held\n"
+    "        FROM skus s);\n";
+
+static const char inventory_count[] = "SELECT (SELECT count(*) FROM skus) + "
+                                      "(SELECT count(*) FROM reservations)";
+
+/* reserve(sku, quantity, [order_id]) -> reservation_id */
+static int inventory_reserve(sqlite3 *db, const pt_request *req, pt_reply *reply, void *arg)
+{
+    const char *sku, *order_id;
+    int64_t quantity, available = 0, now = util_wall_ms();
+    char reservation_id[37];
+    sqlite3_stmt *st = NULL;
+    int result = PT_OK;
+
+    if (svc_param_name(req, reply, "sku", &sku) != 0 ||
+        pt_param_i64(req, reply, "quantity", 1, SVC_MAX_QUANTITY, &quantity) != 0 ||
+        svc_param_name_opt(req, reply, "order_id", &order_id) != 0)
+        return PT_REJECTED;
+
+    if (svc_prepare(db, &st, "SELECT available FROM skus WHERE sku = ?1", "t", sku) != SQLITE_OK)
+        return pt_db_error(reply, db);
+    switch (sqlite3_step(st)) {
+    case SQLITE_ROW:
+        available = sqlite3_column_int64(st, 0);
+        break;
+    case SQLITE_DONE:
+        result = pt_reject(reply, "unknown sku '%s'", sku);
+        goto done;
+    default:
+        result = pt_db_error(reply, db);
+        goto done;
+    }
+    if (available < quantity) {
+        result = pt_reject(reply, "out of stock: sku '%s' has %lld available, %lld requested", sku,
+                           (long long)available, (long long)quantity);
+        goto done;
+    }
+    if (util_uuid4(reservation_id) != 0) {
+        result = pt_retry(reply, "no randomness for a reservation id");
+        goto done;
+    }
+    if (svc_exec(db,
+                 "UPDATE skus SET available = available - ?2, reserved = reserved + ?2 "
+                 "WHERE sku = ?1",
+                 "ti", sku, quantity) != SQLITE_OK ||
+        svc_exec(
+            db,
+            "INSERT INTO reservations (reservation_id, saga_id, sku, order_id, quantity, state, "
+            "created_at_ms, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, 'reserved', ?6, ?6)",
+            "ttttii", reservation_id, req->saga_id, sku, order_id, quantity, now) != SQLITE_OK) {
+        result = pt_db_error(reply, db);
+        goto done;
+    }
+    if (pt_result_set(reply, "reservation_id", reservation_id) != 0) {
+        result = pt_retry(reply, "out of memory");
+        goto done;
+    }
+    log_debug("saga %s: reserving %lld of '%s' as %s", req->saga_id, (long long)quantity, sku,
+              reservation_id);
+
+done:
+    sqlite3_finalize(st);
+    return result;
+}
+
+/* release: returns the stock held by the action's reservation_id. */
+static int inventory_release(sqlite3 *db, const pt_request *req, pt_reply *reply, void *arg)
+{
+    const char *reservation_id;
+    char sku[SVC_MAX_NAME + 1];
+    int64_t quantity, now = util_wall_ms();
+    int reserved;
+    sqlite3_stmt *st = NULL;
+    int result = PT_OK;
+
+    if (svc_action_id(req, reply, "reservation_id", &reservation_id) != 0)
+        return PT_REJECTED;
+
+    if (svc_prepare(db, &st,
+                    "SELECT sku, quantity, state, saga_id = ?2 FROM reservations "
+                    "WHERE reservation_id = ?1",
+                    "tt", reservation_id, req->saga_id) != SQLITE_OK)
+        return pt_db_error(reply, db);
+    switch (sqlite3_step(st)) {
+    case SQLITE_ROW:
+        break;
+    case SQLITE_DONE:
+        result = pt_reject(reply, "unknown reservation '%s'", reservation_id);
+        goto done;
+    default:
+        result = pt_db_error(reply, db);
+        goto done;
+    }
+    if (sqlite3_column_int(st, 3) != 1) {
+        result = pt_reject(reply, "reservation '%s' belongs to another saga", reservation_id);
+        goto done;
+    }
+    /* Copy the row out and end the read before writing the same tables. */
+    snprintf(sku, sizeof sku, "%s", (const char *)sqlite3_column_text(st, 0));
+    quantity = sqlite3_column_int64(st, 1);
+    reserved = strcmp((const char *)sqlite3_column_text(st, 2), "reserved") == 0;
+    sqlite3_finalize(st);
+    st = NULL;
+
+    if (reserved) {
+        if (svc_exec(db,
+                     "UPDATE reservations SET state = 'released', updated_at_ms = ?2 "
+                     "WHERE reservation_id = ?1",
+                     "ti", reservation_id, now) != SQLITE_OK ||
+            svc_exec(db,
+                     "UPDATE skus SET available = available + ?2, reserved = reserved - ?2 "
+                     "WHERE sku = ?1",
+                     "ti", sku, quantity) != SQLITE_OK) {
+            result = pt_db_error(reply, db);
+            goto done;
+        }
+        if (sqlite3_changes(db) != 1) {
+            result =
+                pt_reject(reply, "sku '%s' of reservation '%s' is missing", sku, reservation_id);
+            goto done;
+        }
+        log_debug("saga %s: releasing %lld of '%s' (%s)", req->saga_id, (long long)quantity, sku,
+                  reservation_id);
+    } else {
+        /* Already released: the state a release wants holds; nothing to move. */
+        log_warn("saga %s: reservation %s is already released", req->saga_id, reservation_id);
+    }
+    if (pt_result_set(reply, "reservation_id", reservation_id) != 0)
+        result = pt_retry(reply, "out of memory");
+
+done:
+    sqlite3_finalize(st);
+    return result;
+}
+
+/*
+ * Seed: skus = ( { sku = "widget"; stock = 100; }, ... );
+ * Every SKU starts fully available; meta.stock_total is the sum.
+ */
+static int inventory_seed(sqlite3 *db, const config_t *cfg, char *err, size_t errlen)
+{
+    static const char *const top[] = {"skus", NULL};
+    static const char *const entry[] = {"sku", "stock", NULL};
+    const config_setting_t *skus = config_lookup(cfg, "skus");
+    int64_t total = 0;
+    int rc;
+
+    if ((rc = svc_seed_only_keys(cfg, NULL, top, err, errlen)) != SVC_SEED_OK)
+        return rc;
+    if (skus == NULL || !config_setting_is_list(skus))
+        return svc_seed_error(err, errlen, skus ? skus : config_root_setting(cfg),
+                              "'skus' must be a list of { sku; stock; } groups");
+    for (int i = 0; i < config_setting_length(skus); i++) {
+        const config_setting_t *s = config_setting_get_elem(skus, (unsigned)i);
+        const char *sku;
+        long long stock;
+
+        if (!config_setting_is_group(s))
+            return svc_seed_error(err, errlen, s, "a sku must be a { } group");
+        if ((rc = svc_seed_only_keys(cfg, s, entry, err, errlen)) != SVC_SEED_OK)
+            return rc;
+        if (!config_setting_lookup_string(s, "sku", &sku) || !svc_name_ok(sku))
+            return svc_seed_error(err, errlen, s, "entry needs a sku name of 1 to %d bytes",
+                                  SVC_MAX_NAME);
+        if (!config_setting_lookup_int64(s, "stock", &stock) || stock < 0 || stock > SVC_MAX_STOCK)
+            return svc_seed_error(err, errlen, s, "sku '%s' needs an integer stock in [0, %lld]",
+                                  sku, SVC_MAX_STOCK);
+        rc = svc_exec(db,
+                      "INSERT INTO skus (sku, available, reserved, stock) VALUES (?1, ?2, 0, ?2)",
+                      "ti", sku, (int64_t)stock);
+        if (rc == SQLITE_CONSTRAINT)
+            return svc_seed_error(err, errlen, s, "sku '%s' is listed twice", sku);
+        if (rc != SQLITE_OK) {
+            snprintf(err, errlen, "cannot insert sku '%s': %s", sku, sqlite3_errmsg(db));
+            return SVC_SEED_DB_ERROR;
+        }
+        total += stock;
+    }
+    return svc_meta_set(db, "stock_total", total, err, errlen);
+}
+
+static int inventory_register(participant *p)
+{
+    return pt_register(p, "reserve", inventory_reserve, "release", inventory_release, NULL);
+}
+
+static const svc_def inventory_def = {
+    .name = "inventory",
+    .summary = "Saga participant that reserves stock of a SKU and releases it.",
+    .operations =
+        "  reserve  (action)       params: sku, quantity (1..100000),\n"
+        "                                  order_id (optional, recorded with the reservation)\n"
+        "                          result: reservation_id\n"
+        "                          refused: \"unknown sku '<s>'\", \"out of stock: ...\"\n"
+        "  release  (compensation) returns the stock of the action's reservation_id\n",
+    .schema_sql = inventory_schema,
+    .count_sql = inventory_count,
+    .seed = inventory_seed,
+    .audit_sql = "SELECT count(*) FROM stock_audit WHERE NOT balanced",
+    .register_ops = inventory_register,
+};
+
+int main(int argc, char **argv)
+{
+    return svc_main(&inventory_def, argc, argv);
+}

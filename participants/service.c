@@ -1,0 +1,625 @@
+/*
+ * service — see service.h. The program skeleton shared by the four example
+ * participants: command line, startup transaction (schema + seed), signal
+ * wait loop and shutdown, plus small SQL / validation helpers.
+ */
+#include "service.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "crashpoint.h"
+#include "log.h"
+#include "util.h"
+
+/* Set by the SIGINT/SIGTERM handler; the main loop polls it. */
+static volatile sig_atomic_t svc_stop_requested;
+
+static void svc_on_signal(int sig)
+{
+    (void)sig;
+    svc_stop_requested = 1;
+}
+
+/* ---- Command line ------------------------------------------------------ */
+
+typedef struct {
+    const char *listen_url; /* from argv, or owned_listen */
+    const char *db_path;    /* from argv, or owned_db */
+    char *owned_listen;     /* malloc'd defaults */
+    char *owned_db;
+    const char *seed_path;
+    const char *faults;
+    int log_level;
+    int log_json;
+    int contexts;
+    int64_t retention_ms;
+    int synchronous_off;
+} svc_args;
+
+static void svc_args_free(svc_args *a)
+{
+    free(a->owned_listen);
+    free(a->owned_db);
+}
+
+static void svc_usage(const svc_def *def, const char *program, FILE *out)
+{
+    fprintf(out,
+            "Usage: %s [options]\n"
+            "%s\n"
+            "\n"
+            "Options:\n"
+            "  --listen URL       nng address to serve saga.v1 steps on (ipc://, tcp://).\n"
+            "                     Default: ipc://$XDG_RUNTIME_DIR/saga-%s.ipc; required when\n"
+            "                     XDG_RUNTIME_DIR is not set (no shared /tmp default: another\n"
+            "                     user could take the address first).\n"
+            "  --db PATH          SQLite database (created when missing). Default: %s.db\n"
+            "  --seed FILE        libconfig seed file, loaded only into an empty database\n"
+            "  --faults SPEC      fault injection for tests, comma-separated options:\n"
+            "%s"
+            "  --contexts N       requests in flight on the socket (default 64)\n"
+            "  --retention-s S    keep idempotency records S seconds (default 7 days): the\n"
+            "                     bound on how late a retry may arrive\n"
+            "  --unsafe-no-fsync  PRAGMA synchronous=OFF: loses commits on power loss;\n"
+            "                     benchmarks only\n"
+            "  --log-level LEVEL  debug, info (default), warn or error\n"
+            "  --log-format FMT   text (default) or json\n"
+            "  --help             this text\n"
+            "\n"
+            "Operations (saga.v1 StepRequest.operation):\n"
+            "%s"
+            "\n"
+            "Exit status: 0 after SIGINT/SIGTERM, 1 when the service cannot run,\n"
+            "2 for a bad command line or seed file.\n",
+            program, def->summary, def->name, def->name, pt_faults_help(), def->operations);
+}
+
+/* Parses a positive integer option value in [min, max]; prints the error. */
+static int svc_parse_count(const char *program, const char *option, const char *text, int64_t min,
+                           int64_t max, int64_t *out)
+{
+    if (util_parse_i64(text, out) != 0 || *out < min || *out > max) {
+        fprintf(stderr, "%s: %s must be an integer in [%lld, %lld], not '%s'\n", program, option,
+                (long long)min, (long long)max, text);
+        return -1;
+    }
+    return 0;
+}
+
+/* Returns 0 to run, or the exit status to return (0 for --help, 2 for errors). */
+static int svc_parse_args(const svc_def *def, const char *program, int argc, char **argv,
+                          svc_args *a, int *exit_now)
+{
+    enum {
+        OPT_LISTEN = 256,
+        OPT_DB,
+        OPT_SEED,
+        OPT_FAULTS,
+        OPT_LEVEL,
+        OPT_FORMAT,
+        OPT_CONTEXTS,
+        OPT_RETENTION,
+        OPT_NOFSYNC,
+        OPT_HELP
+    };
+    static const struct option options[] = {
+        {"listen", required_argument, NULL, OPT_LISTEN},
+        {"db", required_argument, NULL, OPT_DB},
+        {"seed", required_argument, NULL, OPT_SEED},
+        {"faults", required_argument, NULL, OPT_FAULTS},
+        {"log-level", required_argument, NULL, OPT_LEVEL},
+        {"log-format", required_argument, NULL, OPT_FORMAT},
+        {"contexts", required_argument, NULL, OPT_CONTEXTS},
+        {"retention-s", required_argument, NULL, OPT_RETENTION},
+        {"unsafe-no-fsync", no_argument, NULL, OPT_NOFSYNC},
+        {"help", no_argument, NULL, OPT_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    int64_t n;
+    int opt;
+
+    *exit_now = 0;
+    a->log_level = LOG_INFO;
+    opterr = 0; /* we print our own messages */
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        switch (opt) {
+        case OPT_LISTEN:
+            a->listen_url = optarg;
+            break;
+        case OPT_DB:
+            a->db_path = optarg;
+            break;
+        case OPT_SEED:
+            a->seed_path = optarg;
+            break;
+        case OPT_FAULTS:
+            a->faults = optarg;
+            break;
+        case OPT_LEVEL:
+            a->log_level = log_level_parse(optarg);
+            if (a->log_level < 0) {
+                fprintf(stderr, "%s: --log-level must be debug, info, warn or error, not '%s'\n",
+                        program, optarg);
+                goto usage_error;
+            }
+            break;
+        case OPT_FORMAT:
+            if (strcmp(optarg, "json") == 0) {
+                a->log_json = 1;
+            } else if (strcmp(optarg, "text") == 0) {
+                a->log_json = 0;
+            } else {
+                fprintf(stderr, "%s: --log-format must be text or json, not '%s'\n", program,
+                        optarg);
+                goto usage_error;
+            }
+            break;
+        case OPT_CONTEXTS:
+            if (svc_parse_count(program, "--contexts", optarg, 1, 4096, &n) != 0)
+                goto usage_error;
+            a->contexts = (int)n;
+            break;
+        case OPT_RETENTION:
+            if (svc_parse_count(program, "--retention-s", optarg, 1, INT64_MAX / 1000, &n) != 0)
+                goto usage_error;
+            a->retention_ms = n * 1000;
+            break;
+        case OPT_NOFSYNC:
+            a->synchronous_off = 1;
+            break;
+        case OPT_HELP:
+            svc_usage(def, program, stdout);
+            *exit_now = 1;
+            return 0;
+        default: /* '?': unknown option or missing argument */
+            if (optopt >= OPT_LISTEN)
+                fprintf(stderr, "%s: option '%s' needs a value\n", program, argv[optind - 1]);
+            else
+                fprintf(stderr, "%s: unknown option '%s'\n", program, argv[optind - 1]);
+            goto usage_error;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "%s: unexpected argument '%s'\n", program, argv[optind]);
+        goto usage_error;
+    }
+    if ((a->listen_url && a->listen_url[0] == '\0') || (a->db_path && a->db_path[0] == '\0')) {
+        fprintf(stderr, "%s: --listen and --db must not be empty\n", program);
+        goto usage_error;
+    }
+    if (a->seed_path && def->seed == NULL) {
+        fprintf(stderr, "%s: this service has no seed data; drop --seed\n", program);
+        goto usage_error;
+    }
+    /* The default address is in the per-user runtime directory, never in shared /tmp. */
+    if (a->listen_url == NULL) {
+        const char *dir = getenv("XDG_RUNTIME_DIR");
+        if (dir == NULL || dir[0] != '/') {
+            fprintf(stderr,
+                    "%s: --listen is required when XDG_RUNTIME_DIR is not set to an absolute "
+                    "path\n",
+                    program);
+            goto usage_error;
+        }
+        a->listen_url = a->owned_listen = util_asprintf("ipc://%s/saga-%s.ipc", dir, def->name);
+    }
+    if (a->db_path == NULL)
+        a->db_path = a->owned_db = util_asprintf("%s.db", def->name);
+    if (a->listen_url == NULL || a->db_path == NULL) {
+        fprintf(stderr, "%s: out of memory\n", program);
+        *exit_now = 1;
+        return 1;
+    }
+    return 0;
+
+usage_error:
+    fprintf(stderr, "Try '%s --help'.\n", program);
+    *exit_now = 1;
+    return 2;
+}
+
+/* ---- Startup transaction: schema and seed ------------------------------ */
+
+static const char svc_meta_sql[] = "CREATE TABLE IF NOT EXISTS meta (\n"
+                                   "  key   TEXT PRIMARY KEY,\n"
+                                   "  value INTEGER NOT NULL\n"
+                                   ");\n";
+
+/* Runs a single-integer query. Returns 0, or -1 with err set. */
+static int svc_query_i64(sqlite3 *db, const char *sql, int64_t *out, char *err, size_t errlen)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        snprintf(err, errlen, "query failed: %s", sqlite3_errmsg(db));
+        sqlite3_finalize(st);
+        return -1;
+    }
+    *out = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return 0;
+}
+
+/*
+ * Creates meta and the service schema, checks the schema version and, when
+ * a seed is given and the database holds no business rows, loads it; then
+ * checks the service's invariants. All in one immediate transaction. Returns SVC_SEED_OK, or
+ * SVC_SEED_INVALID (bad seed content) or SVC_SEED_DB_ERROR with err set.
+ */
+static int svc_prepare_db(const svc_def *def, sqlite3 *db, const config_t *seed,
+                          const char *seed_path, char *err, size_t errlen)
+{
+    int64_t version = 0, rows = 0;
+    int rc = SVC_SEED_DB_ERROR;
+
+    /* The business schemas declare REFERENCES; have SQLite enforce them (per connection). */
+    if (sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot enable foreign keys: %s", sqlite3_errmsg(db));
+        return SVC_SEED_DB_ERROR;
+    }
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot begin the schema transaction: %s", sqlite3_errmsg(db));
+        return SVC_SEED_DB_ERROR;
+    }
+    if (sqlite3_exec(db, svc_meta_sql, NULL, NULL, NULL) != SQLITE_OK ||
+        svc_exec(db, "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?1)", "i",
+                 (int64_t)SVC_SCHEMA_VERSION) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot create the meta table: %s", sqlite3_errmsg(db));
+        goto rollback;
+    }
+    if (svc_query_i64(db, "SELECT value FROM meta WHERE key = 'schema_version'", &version, err,
+                      errlen) != 0)
+        goto rollback;
+    if (version != SVC_SCHEMA_VERSION) {
+        snprintf(err, errlen, "database schema version is %lld, this program uses %d",
+                 (long long)version, SVC_SCHEMA_VERSION);
+        goto rollback;
+    }
+    if (sqlite3_exec(db, def->schema_sql, NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot create the %s schema: %s", def->name, sqlite3_errmsg(db));
+        goto rollback;
+    }
+    if (seed != NULL) {
+        if (svc_query_i64(db, def->count_sql, &rows, err, errlen) != 0)
+            goto rollback;
+        if (rows == 0) {
+            rc = def->seed(db, seed, err, errlen);
+            if (rc == SVC_SEED_OK)
+                rc = svc_meta_set(db, "seeded_at_ms", util_wall_ms(), err, errlen);
+            if (rc != SVC_SEED_OK)
+                goto rollback;
+            log_info("seeded the empty database from %s", seed_path);
+        } else {
+            log_info("database already holds %lld business rows: seed %s not loaded",
+                     (long long)rows, seed_path);
+        }
+    }
+    if (def->audit_sql) {
+        int64_t violations = 0;
+        if (svc_query_i64(db, def->audit_sql, &violations, err, errlen) != 0)
+            goto rollback;
+        if (violations != 0) {
+            snprintf(err, errlen,
+                     "the %s books do not balance (%lld invariant violations; see the audit "
+                     "view in docs/PARTICIPANTS.md): refusing to serve",
+                     def->name, (long long)violations);
+            goto rollback;
+        }
+    }
+    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot commit the schema transaction: %s", sqlite3_errmsg(db));
+        rc = SVC_SEED_DB_ERROR;
+        goto rollback;
+    }
+    return SVC_SEED_OK;
+
+rollback:
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+/*
+ * Reads and parses the seed file into cfg (which the caller destroys).
+ * Returns 0, or -1 after printing "file:line: error".
+ */
+static int svc_read_seed(const char *program, const char *path, config_t *cfg)
+{
+    if (config_read_file(cfg, path) == CONFIG_TRUE)
+        return 0;
+    if (config_error_type(cfg) == CONFIG_ERR_FILE_IO)
+        fprintf(stderr, "%s: cannot read seed file %s: %s\n", program, path,
+                config_error_text(cfg));
+    else
+        fprintf(stderr, "%s: %s:%d: %s\n", program,
+                config_error_file(cfg) ? config_error_file(cfg) : path, config_error_line(cfg),
+                config_error_text(cfg));
+    return -1;
+}
+
+/*
+ * After pt_create failed: was it the --faults spec? The runtime parses the
+ * spec inside pt_create, next to opening the database, and has no separate
+ * check, so try the spec alone on a scratch database in a private temp dir
+ * (never on the real --db, which must not be created by a failed start).
+ * Returns 1 when the spec is what pt_create refused.
+ */
+static int svc_faults_rejected(const char *faults)
+{
+    char dir[] = "/tmp/saga-faults-check-XXXXXX", path[sizeof dir + 16], err[256];
+    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+    participant *p;
+
+    if (faults == NULL || mkdtemp(dir) == NULL)
+        return 0;
+    snprintf(path, sizeof path, "%s/check.db", dir);
+    pt_options check = {.name = "faults-check", .db_path = path, .faults = faults};
+    p = pt_create(&check, err, sizeof err);
+    pt_destroy(p);
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        char file[sizeof path + 16];
+        snprintf(file, sizeof file, "%s%s", path, suffixes[i]);
+        unlink(file);
+    }
+    rmdir(dir);
+    return p == NULL;
+}
+
+/* ---- The program ------------------------------------------------------- */
+
+static int svc_install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = svc_on_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
+        return -1;
+    sa.sa_handler = SIG_IGN; /* a peer closing a socket must not kill the service */
+    return sigaction(SIGPIPE, &sa, NULL);
+}
+
+int svc_main(const svc_def *def, int argc, char **argv)
+{
+    static char program[64];
+    svc_args args = {0};
+    config_t seed;
+    int have_seed = 0, exit_now = 0, status;
+    participant *p = NULL;
+    char err[512] = "";
+
+    snprintf(program, sizeof program, "%s-svc", def->name);
+    status = svc_parse_args(def, program, argc, argv, &args, &exit_now);
+    if (exit_now)
+        goto out;
+
+    log_init(program);
+    log_set_level((enum log_level)args.log_level);
+    log_set_json(args.log_json);
+    crashpoint_init();
+
+    if (args.seed_path) {
+        config_init(&seed);
+        have_seed = 1;
+        if (svc_read_seed(program, args.seed_path, &seed) != 0) {
+            status = 2;
+            goto out;
+        }
+    }
+
+    pt_options opts = {
+        .name = def->name,
+        .listen_url = args.listen_url,
+        .db_path = args.db_path,
+        .contexts = args.contexts,
+        .retention_ms = args.retention_ms,
+        .synchronous_off = args.synchronous_off,
+        .faults = args.faults,
+    };
+    p = pt_create(&opts, err, sizeof err);
+    if (p == NULL) {
+        if (svc_faults_rejected(args.faults)) {
+            fprintf(stderr, "%s: bad --faults '%s': %s\nTry '%s --help'.\n", program, args.faults,
+                    err, program);
+            status = 2;
+        } else {
+            log_error("cannot open %s: %s", args.db_path, err);
+            status = 1;
+        }
+        goto out;
+    }
+    switch (
+        svc_prepare_db(def, pt_db(p), have_seed ? &seed : NULL, args.seed_path, err, sizeof err)) {
+    case SVC_SEED_OK:
+        break;
+    case SVC_SEED_INVALID:
+        log_error("bad seed file: %s", err);
+        status = 2;
+        goto out;
+    default:
+        log_error("%s: %s", args.db_path, err);
+        status = 1;
+        goto out;
+    }
+    if (def->register_ops(p) != 0) {
+        log_error("cannot register the %s operations", def->name);
+        status = 1;
+        goto out;
+    }
+    if (svc_install_signals() != 0) {
+        log_error("cannot install signal handlers: %s", strerror(errno));
+        status = 1;
+        goto out;
+    }
+    if (pt_start(p, err, sizeof err) != 0) {
+        log_error("cannot serve on %s: %s", args.listen_url, err);
+        status = 1;
+        goto out;
+    }
+    log_info("serving %s on %s, database %s", def->name, args.listen_url, args.db_path);
+
+    while (!svc_stop_requested)
+        util_sleep_ms(50);
+
+    log_info("stopping on signal");
+    pt_stop(p);
+    pt_stats st;
+    pt_get_stats(p, &st);
+    log_info("stopped: %llu requests, %llu effects, %llu replays, %llu conflicts, %llu skipped, "
+             "%llu retries, %llu malformed",
+             (unsigned long long)st.requests, (unsigned long long)st.effects,
+             (unsigned long long)st.replays, (unsigned long long)st.conflicts,
+             (unsigned long long)st.skipped, (unsigned long long)st.retries,
+             (unsigned long long)st.malformed);
+    status = 0;
+
+out:
+    pt_destroy(p);
+    if (have_seed)
+        config_destroy(&seed);
+    svc_args_free(&args);
+    return status;
+}
+
+/* ---- Helpers for handlers ---------------------------------------------- */
+
+static int svc_vprepare(sqlite3 *db, sqlite3_stmt **st, const char *sql, const char *types,
+                        va_list ap)
+{
+    int rc = sqlite3_prepare_v2(db, sql, -1, st, NULL);
+    for (int i = 0; rc == SQLITE_OK && types[i]; i++) {
+        if (types[i] == 't') {
+            const char *s = va_arg(ap, const char *);
+            rc = s ? sqlite3_bind_text(*st, i + 1, s, -1, SQLITE_TRANSIENT)
+                   : sqlite3_bind_null(*st, i + 1);
+        } else if (types[i] == 'i') {
+            rc = sqlite3_bind_int64(*st, i + 1, va_arg(ap, int64_t));
+        } else {
+            rc = SQLITE_MISUSE; /* a programmer error in the types string */
+        }
+    }
+    if (rc != SQLITE_OK) {
+        sqlite3_finalize(*st);
+        *st = NULL;
+    }
+    return rc;
+}
+
+int svc_prepare(sqlite3 *db, sqlite3_stmt **st, const char *sql, const char *types, ...)
+{
+    va_list ap;
+    va_start(ap, types);
+    int rc = svc_vprepare(db, st, sql, types, ap);
+    va_end(ap);
+    return rc;
+}
+
+int svc_exec(sqlite3 *db, const char *sql, const char *types, ...)
+{
+    sqlite3_stmt *st = NULL;
+    va_list ap;
+    va_start(ap, types);
+    int rc = svc_vprepare(db, &st, sql, types, ap);
+    va_end(ap);
+    if (rc != SQLITE_OK)
+        return rc;
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
+}
+
+int svc_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > SVC_MAX_NAME)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+static int svc_check_name(pt_reply *reply, const char *name, const char *value)
+{
+    if (svc_name_ok(value))
+        return 0;
+    pt_reject(reply, "parameter '%s' must be 1 to %d bytes without control characters", name,
+              SVC_MAX_NAME);
+    return -1;
+}
+
+int svc_param_name(const pt_request *req, pt_reply *reply, const char *name, const char **out)
+{
+    if (pt_param_str(req, reply, name, out) != 0)
+        return -1;
+    return svc_check_name(reply, name, *out);
+}
+
+int svc_param_name_opt(const pt_request *req, pt_reply *reply, const char *name, const char **out)
+{
+    *out = pt_param(req, name);
+    return *out == NULL ? 0 : svc_check_name(reply, name, *out);
+}
+
+int svc_action_id(const pt_request *req, pt_reply *reply, const char *name, const char **out)
+{
+    *out = req->action_result ? kv_get(req->action_result, name) : NULL;
+    if (*out == NULL || !svc_name_ok(*out)) {
+        pt_reject(reply, "action result has no valid '%s'", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- Helpers for seed loaders ------------------------------------------ */
+
+int svc_seed_error(char *err, size_t errlen, const config_setting_t *s, const char *fmt, ...)
+{
+    const char *file = s ? config_setting_source_file(s) : NULL;
+    int line = s ? (int)config_setting_source_line(s) : 0;
+    int n = snprintf(err, errlen, "%s:%d: ", file ? file : "seed", line);
+    if (n >= 0 && (size_t)n < errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    return SVC_SEED_INVALID;
+}
+
+int svc_seed_only_keys(const config_t *cfg, const config_setting_t *s, const char *const *allowed,
+                       char *err, size_t errlen)
+{
+    const config_setting_t *group = s ? s : config_root_setting(cfg);
+    int n = config_setting_length(group);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *m = config_setting_get_elem(group, (unsigned)i);
+        const char *name = config_setting_name(m);
+        int known = 0;
+        for (size_t j = 0; name && allowed[j]; j++)
+            known |= strcmp(name, allowed[j]) == 0;
+        if (!known)
+            return svc_seed_error(err, errlen, m, "unknown setting '%s'", name ? name : "?");
+    }
+    return SVC_SEED_OK;
+}
+
+int svc_meta_set(sqlite3 *db, const char *key, int64_t value, char *err, size_t errlen)
+{
+    if (svc_exec(db, "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", "ti", key,
+                 value) == SQLITE_OK)
+        return SVC_SEED_OK;
+    snprintf(err, errlen, "cannot set meta '%s': %s", key, sqlite3_errmsg(db));
+    return SVC_SEED_DB_ERROR;
+}

@@ -1,0 +1,144 @@
+/*
+ * harness — what integration tests need to drive the project's real
+ * programs (the participant services, sagad, sagactl) from a cmocka test:
+ *
+ *   temp dirs     th_tempdir() makes a private directory under /tmp (mkdtemp,
+ *                 mode 0700); th_rmtree() removes it with everything inside.
+ *                 th_path() / th_ipc_url() name files and fresh ipc://
+ *                 addresses inside it, so parallel tests never share one.
+ *   programs      th_spawn() starts $SAGA_BIN_DIR/<program> (set by ctest,
+ *                 see saga_add_test) with posix_spawn (nng is not fork-safe)
+ *                 and extra environment (e.g. SAGA_CRASH_POINT=...).
+ *                 th_wait_dial() waits, bounded, until the program's socket
+ *                 accepts a dial; th_wait_exit() / th_stop() / th_kill() end
+ *                 it and reap it with a timeout, giving the waitpid status.
+ *   steps         th_client_* keep one req0 socket to a participant and
+ *                 exchange raw bytes or saga.v1 StepRequest/StepReply with a
+ *                 receive timeout; th_call() is the one-shot form.
+ *   databases     th_sql_int() / th_sql_text() run one scalar query on a
+ *                 SQLite file (read-only), to check what a program stored;
+ *                 th_sql_exec() changes one, to test how a program reacts.
+ *
+ * Conventions: functions returning int give 0 on success and -1 (or an nng
+ * error code where said) on failure, after printing the reason to stderr so
+ * that a failing assertion comes with an explanation. Returned strings are
+ * malloc'd and freed by the caller; replies are freed with th_reply_free.
+ * Nothing here calls cmocka's assert macros, so it is usable from helper
+ * threads and from setup/teardown.
+ */
+#ifndef SAGA_TEST_HARNESS_H
+#define SAGA_TEST_HARNESS_H
+
+#include <nng/nng.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "kv.h"
+#include "wire.h"
+
+/* ---- Files and addresses ----------------------------------------------- */
+
+/* Makes /tmp/saga-test-XXXXXX (mode 0700); malloc'd path, or NULL. */
+char *th_tempdir(void);
+/* Removes path and everything below it (no-op for NULL). Returns 0 or -1. */
+int th_rmtree(const char *path);
+/* "dir/name", malloc'd. */
+char *th_path(const char *dir, const char *name);
+/* "ipc://dir/name.ipc", malloc'd: a fresh address inside a temp dir. */
+char *th_ipc_url(const char *dir, const char *name);
+/* "$SAGA_SOURCE_DIR/rel" (e.g. a shipped seed file), malloc'd; NULL when unset. */
+char *th_source_path(const char *rel);
+/* Writes text to path (created or truncated, mode 0600). Returns 0 or -1. */
+int th_write_file(const char *path, const char *text);
+/* The whole file as a NUL-terminated malloc'd string, or NULL. */
+char *th_read_file(const char *path);
+
+/* ---- Programs ---------------------------------------------------------- */
+
+/*
+ * Starts program with the NULL-terminated args (not including argv[0]).
+ * program without a '/' is looked up in $SAGA_BIN_DIR. env (NULL or
+ * NULL-terminated "NAME=VALUE" strings) is added to this process's
+ * environment, replacing equal names. With output non-NULL, the child's
+ * stdout and stderr are appended to that file; otherwise it shares ours.
+ * Returns 0 with *pid set, or -1.
+ */
+int th_spawn(const char *program, const char *const *args, const char *const *env,
+             const char *output, pid_t *pid);
+/*
+ * Waits until a req0 socket can dial url, for at most timeout_ms. With pid
+ * > 0, gives up early (reaping it) when that process exits. Returns 0 or -1.
+ */
+int th_wait_dial(const char *url, pid_t pid, int timeout_ms);
+/* Waits for pid to exit, for at most timeout_ms; *status from waitpid. 0, or -1 on timeout. */
+int th_wait_exit(pid_t pid, int timeout_ms, int *status);
+/*
+ * SIGTERM, then waits timeout_ms; if the process is still running, SIGKILL
+ * and reap. Returns 0 when it exited on SIGTERM (status in *status), 1 when
+ * it had to be killed, -1 on error.
+ */
+int th_stop(pid_t pid, int timeout_ms, int *status);
+/* SIGKILL and reap. Returns 0 or -1. */
+int th_kill(pid_t pid);
+/* Is status a normal exit with code code? */
+int th_exited_with(int status, int code);
+
+/* ---- Talking to a participant ------------------------------------------ */
+
+typedef struct {
+    nng_socket sock;
+    int open;
+} th_client;
+
+/*
+ * Opens a req0 socket dialed to url, with send and receive timeouts of
+ * timeout_ms and no automatic resend within that time. Returns 0 or an nng
+ * error code.
+ */
+int th_client_open(th_client *c, const char *url, int timeout_ms);
+void th_client_close(th_client *c);
+/*
+ * Sends msg (len bytes, may be 0) and receives the reply into a malloc'd
+ * *reply / *reply_len. Returns 0 or an nng error code (NNG_ETIMEDOUT when
+ * nothing came back in time).
+ */
+int th_client_raw(th_client *c, const void *msg, size_t len, uint8_t **reply, size_t *reply_len);
+/*
+ * Sends one StepRequest packed from the arguments (wire_pack_request) and
+ * decodes the StepReply into *out (free with th_reply_free). Returns 0, an
+ * nng error code, or -1 when the reply does not decode.
+ */
+int th_client_step(th_client *c, const char *key, const char *saga_id, const char *step, int phase,
+                   const char *operation, const kvmap *params, StepReply **out);
+/* th_client_open + th_client_step + th_client_close. */
+int th_call(const char *url, int timeout_ms, const char *key, const char *saga_id, const char *step,
+            int phase, const char *operation, const kvmap *params, StepReply **out);
+void th_reply_free(StepReply *r);
+/* The reply's result value for key, or NULL. */
+const char *th_result(const StepReply *r, const char *key);
+/*
+ * Fills m from NULL-terminated name, value pairs:
+ * th_kv(&m, "customer", "alice", "amount", "1000", NULL). Returns 0 or -1.
+ */
+int th_kv(kvmap *m, ...) __attribute__((sentinel));
+
+/* ---- Databases --------------------------------------------------------- */
+
+#define TH_SQL_ERROR INT64_MIN
+
+/*
+ * Runs one query, formatted by sqlite3_mprintf (so %Q quotes a string), on
+ * the database file db_path opened read-only, and returns the first column
+ * of the first row as an integer; TH_SQL_ERROR (after printing why) when the
+ * query fails or returns no row.
+ */
+int64_t th_sql_int(const char *db_path, const char *fmt, ...);
+/* The same for a text value: malloc'd, or NULL on error, no row or NULL. */
+char *th_sql_text(const char *db_path, const char *fmt, ...);
+/*
+ * Runs formatted statements read-write (e.g. to corrupt a database on
+ * purpose while its program is stopped). Returns 0 or -1 (reason printed).
+ */
+int th_sql_exec(const char *db_path, const char *fmt, ...);
+
+#endif
