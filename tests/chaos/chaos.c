@@ -1,0 +1,1723 @@
+/*
+ * saga-chaos — proof under faults that every saga is processed exactly once.
+ *
+ * The program runs the real system (sagad and the four participant services)
+ * in a private temp dir, hurts it on purpose while clients start sagas, lets
+ * it heal, and then checks what the orchestrator and the participants'
+ * databases say against invariants that must hold whatever the faults were.
+ *
+ * What it injects (all decisions come from --seed, printed first, so a run
+ * can be repeated; thread timing still varies):
+ *   - participant faults via --faults: dropped replies, replies delayed past
+ *     sagad's timeout, spurious OUTCOME_RETRY, SIGKILL just before and just
+ *     after a batch's COMMIT;
+ *   - --kills SIGKILLs of sagad at random points of the start phase (the
+ *     first one only once many sagas are in flight), each followed by a
+ *     restart, and --participant-kills SIGKILLs of random participants;
+ *   - clients that behave like real ones: a start whose reply does not come
+ *     (timeout, sagad gone, BUSY, INTERNAL) is retried with the SAME client
+ *     key; some starts are deliberately repeated (same key, same input: the
+ *     same saga id must come back) and a few reuse a key with another input
+ *     (ADMIN_CONFLICT, no new saga).
+ *
+ * The life of a run:
+ *   1. setup: temp dir, seeds with known totals, sagad.cfg with short
+ *      timeouts and generous attempts, the order_fulfillment saga;
+ *   2. chaos: --clients threads start --sagas sagas (a seeded mix of inputs
+ *      that complete and inputs refused at each step) while the main thread
+ *      supervises the processes (restarts whatever died: waitpid WNOHANG)
+ *      and performs the planned kills;
+ *   3. settle: participants are restarted WITHOUT faults, and the main
+ *      thread polls sagad's stats until no saga is RUNNING or COMPENSATING
+ *      (bounded by --duration-limit);
+ *   4. check: every saga is listed (ListSagas) and read (GetStatus); the four
+ *      databases are attached read-only to one in-memory SQLite and every
+ *      invariant is one query. Each invariant prints PASS or FAIL; a failure
+ *      prints the seed, the offending saga ids and their histories.
+ *
+ * --crash-matrix instead runs one small scenario per named crash point
+ * (engine.* in sagad, participant.* in each service): the process runs with
+ * SAGA_CRASH_POINT=<name>:<k>, dies there (SIGKILL, which the supervisor
+ * sees), is restarted without it, and the same invariants are checked.
+ *
+ * No assertion here depends on timing: every wait polls with a deadline, and
+ * reaching a deadline is reported as what did not happen.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "admin.pb-c.h"
+#include "harness.h"
+#include "kv.h"
+#include "util.h"
+
+typedef Saga__V1__AdminRequest AdminRequest;
+typedef Saga__V1__AdminReply AdminReply;
+
+/* sagad's settings for the run: short timeouts so faults cost little time,
+ * attempts generous enough that faults alone never exhaust them. */
+#define STEP_TIMEOUT_MS      400
+#define FAULT_DELAY_MS       (STEP_TIMEOUT_MS + 300) /* a delayed reply always misses */
+#define ACTION_ATTEMPTS      10
+#define PIVOT_ATTEMPTS       40 /* approve_order: no undo, so spent attempts mean FAILED */
+#define COMPENSATION_ATTEMPT 30
+#define MAX_IN_FLIGHT        64 /* small, so that clients also meet ADMIN_BUSY */
+
+#define ADMIN_CALL_MS   2000 /* one admin request of a client */
+#define MONITOR_CALL_MS 500  /* one stats poll of the main loop */
+#define READY_MS        15000
+#define TICK_MS         20
+#define HISTORY_SHOWN   3  /* sagas whose history a failing invariant prints */
+#define IDS_SHOWN       10 /* offending ids printed per invariant */
+
+/* ---- Options ------------------------------------------------------------ */
+
+typedef struct {
+    uint64_t seed;
+    int sagas;
+    int clients;
+    int kills;
+    int participant_kills;
+    double faults_rate;
+    int duration_limit_s;
+    const char *bin_dir;
+    int keep;
+    int crash_matrix;
+} chaos_opts;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: saga-chaos [options]\n"
+            "Runs sagad and the four participant services under faults and checks that\n"
+            "every saga was processed exactly once. Exit 0 only if every invariant holds.\n"
+            "\n"
+            "  --seed N               schedule and fault seed (default: random; printed first)\n"
+            "  --sagas N              sagas started in total (default 300)\n"
+            "  --clients N            client threads starting them (default 4)\n"
+            "  --kills N              SIGKILLs of sagad during the run (default 3)\n"
+            "  --participant-kills N  SIGKILLs of random participants (default 4)\n"
+            "  --faults-rate P        drop/delay/retry probability per request (default 0.05;\n"
+            "                         crashes before/after commit get P/10 per batch)\n"
+            "  --duration-limit S     give up settling after S seconds (default 600)\n"
+            "  --bin-dir DIR          where sagad and the services are (default $SAGA_BIN_DIR)\n"
+            "  --keep                 keep the temp dir (it is also kept on failure)\n"
+            "  --crash-matrix         one scenario per named crash point instead\n");
+}
+
+static int parse_int_opt(const char *name, const char *v, int min, int max, int *out)
+{
+    int64_t n;
+    if (v == NULL || util_parse_i64(v, &n) != 0 || n < min || n > max) {
+        fprintf(stderr, "saga-chaos: %s needs an integer in [%d, %d]\n", name, min, max);
+        return -1;
+    }
+    *out = (int)n;
+    return 0;
+}
+
+static int parse_opts(int argc, char **argv, chaos_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->sagas = 300;
+    o->clients = 4;
+    o->kills = 3;
+    o->participant_kills = 4;
+    o->faults_rate = 0.05;
+    o->duration_limit_s = 600;
+    o->bin_dir = getenv("SAGA_BIN_DIR");
+    int have_seed = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int rc = 0, takes = 1;
+        if (strcmp(a, "--help") == 0) {
+            usage(stdout);
+            exit(0);
+        } else if (strcmp(a, "--seed") == 0) {
+            char *end = NULL;
+            errno = 0;
+            o->seed = v ? strtoull(v, &end, 10) : 0;
+            rc = v == NULL || *v == '\0' || *end != '\0' || errno != 0 ? -1 : 0;
+            if (rc != 0)
+                fprintf(stderr, "saga-chaos: --seed needs an unsigned integer\n");
+            have_seed = 1;
+        } else if (strcmp(a, "--sagas") == 0) {
+            rc = parse_int_opt(a, v, 1, 10000000, &o->sagas);
+        } else if (strcmp(a, "--clients") == 0) {
+            rc = parse_int_opt(a, v, 1, 256, &o->clients);
+        } else if (strcmp(a, "--kills") == 0) {
+            rc = parse_int_opt(a, v, 0, 10000, &o->kills);
+        } else if (strcmp(a, "--participant-kills") == 0) {
+            rc = parse_int_opt(a, v, 0, 10000, &o->participant_kills);
+        } else if (strcmp(a, "--duration-limit") == 0) {
+            rc = parse_int_opt(a, v, 1, 86400, &o->duration_limit_s);
+        } else if (strcmp(a, "--faults-rate") == 0) {
+            char *end = NULL;
+            o->faults_rate = v ? strtod(v, &end) : -1;
+            if (v == NULL || *end != '\0' || !(o->faults_rate >= 0 && o->faults_rate <= 0.5)) {
+                fprintf(stderr, "saga-chaos: --faults-rate needs a probability in [0, 0.5]\n");
+                rc = -1;
+            }
+        } else if (strcmp(a, "--bin-dir") == 0) {
+            o->bin_dir = v;
+            rc = v ? 0 : -1;
+        } else if (strcmp(a, "--keep") == 0) {
+            o->keep = 1;
+            takes = 0;
+        } else if (strcmp(a, "--crash-matrix") == 0) {
+            o->crash_matrix = 1;
+            takes = 0;
+        } else {
+            fprintf(stderr, "saga-chaos: unknown option '%s'\n", a);
+            rc = -1;
+        }
+        if (rc != 0) {
+            usage(stderr);
+            return -1;
+        }
+        i += takes;
+    }
+    if (!have_seed) {
+        uint32_t r = 0;
+        util_random_bytes(&r, sizeof r);
+        o->seed = r;
+    }
+    if (o->bin_dir == NULL) {
+        fprintf(stderr, "saga-chaos: give --bin-dir DIR or set SAGA_BIN_DIR\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- The workload: seeds and saga inputs -------------------------------- */
+
+/*
+ * Seeds written for the run, so that the totals are known here and not only
+ * read back from meta. Rich customers never run out of money and the plain
+ * SKUs never run out of stock, so their sagas are expected to complete;
+ * SCARCE is contended on purpose (its sagas may complete or compensate).
+ */
+#define N_RICH       8
+#define RICH_BALANCE 1000000000000LL /* 10^12 minor units each */
+#define POOR_BALANCE 50              /* below every amount a "no funds" saga asks */
+#define N_PLAIN_SKUS 4
+#define PLAIN_STOCK  1000000000LL
+#define SCARCE_STOCK 40
+#define EXPECT_MONEY (N_RICH * RICH_BALANCE + POOR_BALANCE)
+#define EXPECT_STOCK (N_PLAIN_SKUS * PLAIN_STOCK + SCARCE_STOCK)
+
+static const char *const served[] = {"Paris", "berlin", "LISBON", "Oslo", "madrid"};
+
+/* What a saga's input is meant to provoke. */
+typedef enum {
+    CLS_COMPLETE,       /* every step succeeds */
+    CLS_SCARCE,         /* may run out of stock under contention */
+    CLS_BAD_QUANTITY,   /* refused by order.create (quantity 0) */
+    CLS_NO_FUNDS,       /* refused by payment.charge */
+    CLS_NO_STOCK,       /* refused by inventory.reserve (stock 0) */
+    CLS_NO_DESTINATION, /* refused by shipping.schedule */
+    CLS_COUNT
+} saga_class;
+
+static const char *const class_names[CLS_COUNT] = {"complete", "scarce",   "bad-quantity",
+                                                   "no-funds", "no-stock", "no-destination"};
+
+/* Classes from CLS_BAD_QUANTITY on are refused by a participant: such a saga
+ * must end COMPENSATED, never COMPLETED. */
+
+/* One saga the clients start: its input is a pure function of (seed, index). */
+typedef struct {
+    char key[64];
+    saga_class cls;
+    char customer[16], sku[16], destination[16];
+    int64_t quantity, amount;
+    /* Written by the client that starts it. */
+    char id[37];
+    int acked;
+    int start_error;         /* 1: refused or never acknowledged */
+    int dup_mismatch;        /* a repeated start answered another id */
+    int conflict_unexpected; /* a key reuse with another input was not refused */
+} saga_rec;
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static void rec_init(saga_rec *r, uint64_t seed, int index, const char *tag)
+{
+    util_prng rng;
+    util_prng_seed(&rng, mix64(seed) ^ mix64((uint64_t)index + 1));
+    memset(r, 0, sizeof *r);
+    snprintf(r->key, sizeof r->key, "chaos-%s-%" PRIu64 "-%d", tag, seed, index);
+    unsigned roll = (unsigned)(util_prng_next(&rng) % 100);
+    r->cls = roll < 50   ? CLS_COMPLETE
+             : roll < 60 ? CLS_SCARCE
+             : roll < 70 ? CLS_BAD_QUANTITY
+             : roll < 80 ? CLS_NO_FUNDS
+             : roll < 90 ? CLS_NO_STOCK
+                         : CLS_NO_DESTINATION;
+    snprintf(r->customer, sizeof r->customer, "c%u", (unsigned)(util_prng_next(&rng) % N_RICH));
+    snprintf(r->sku, sizeof r->sku, "SKU-%u", (unsigned)(util_prng_next(&rng) % N_PLAIN_SKUS));
+    snprintf(r->destination, sizeof r->destination, "%s",
+             served[util_prng_next(&rng) % (sizeof served / sizeof served[0])]);
+    r->quantity = 1 + (int64_t)(util_prng_next(&rng) % 5);
+    r->amount = 100 + (int64_t)(util_prng_next(&rng) % 9900);
+    switch (r->cls) {
+    case CLS_SCARCE:
+        snprintf(r->sku, sizeof r->sku, "SCARCE");
+        break;
+    case CLS_BAD_QUANTITY:
+        r->quantity = 0;
+        break;
+    case CLS_NO_FUNDS:
+        snprintf(r->customer, sizeof r->customer, "poor");
+        break;
+    case CLS_NO_STOCK:
+        snprintf(r->sku, sizeof r->sku, "EMPTY");
+        break;
+    case CLS_NO_DESTINATION:
+        snprintf(r->destination, sizeof r->destination, "Atlantis");
+        break;
+    default:
+        break;
+    }
+}
+
+static int rec_input(const saga_rec *r, kvmap *in)
+{
+    char q[24], a[24];
+    snprintf(q, sizeof q, "%" PRId64, r->quantity);
+    snprintf(a, sizeof a, "%" PRId64, r->amount);
+    return th_kv(in, "customer", r->customer, "sku", r->sku, "quantity", q, "amount", a,
+                 "destination", r->destination, NULL);
+}
+
+/* ---- Processes ------------------------------------------------------------ */
+
+enum { SVC_ORDER, SVC_PAYMENT, SVC_INVENTORY, SVC_SHIPPING, N_SVC };
+static const char *const svc_names[N_SVC] = {"order", "payment", "inventory", "shipping"};
+
+/* One supervised program: a participant service or sagad. */
+typedef struct {
+    const char *name;     /* "payment", "sagad" */
+    char program[32];     /* in the bin dir */
+    char *url;            /* where it listens: participant URL or admin URL */
+    char *db, *seed;      /* participants only */
+    char *log;            /* stdout+stderr, appended across restarts */
+    pid_t pid;            /* > 0 while it runs */
+    int incarnation;      /* starts so far */
+    int kill_planned;     /* we sent the SIGKILL that ends this incarnation */
+    int armed;            /* this incarnation runs with crash_point */
+    char crash_point[96]; /* SAGA_CRASH_POINT for the next start; "" none */
+    /* Deaths by cause. */
+    int planned_deaths, fault_deaths, crash_point_hits, unexpected_deaths;
+} proc;
+
+typedef struct {
+    uint64_t seed;
+    char *dir;
+    char *sagad_cfg;
+    proc svc[N_SVC];
+    proc sagad;
+    int faults_on;
+    double faults_rate;
+    /* Engine counter replayed_replies is per sagad incarnation: the highest
+     * value seen in the current one, plus the total of the earlier ones. */
+    uint64_t replayed_seen, replayed_before;
+    uint64_t last_in_flight, last_unsettled, last_settled;
+    int stats_fresh; /* the last poll answered */
+} cluster;
+
+static void proc_init(proc *p, const char *dir, const char *name, int participant)
+{
+    memset(p, 0, sizeof *p);
+    p->name = name;
+    snprintf(p->program, sizeof p->program, participant ? "%s-svc" : "%s", name);
+    p->url = th_ipc_url(dir, name);
+    char file[64];
+    snprintf(file, sizeof file, "%s.log", name);
+    p->log = th_path(dir, file);
+    if (participant) {
+        snprintf(file, sizeof file, "%s.db", name);
+        p->db = th_path(dir, file);
+        snprintf(file, sizeof file, "%s-seed.cfg", name);
+        p->seed = th_path(dir, file);
+    }
+}
+
+static void proc_free(proc *p)
+{
+    free(p->url);
+    free(p->db);
+    free(p->seed);
+    free(p->log);
+}
+
+/* Records why an incarnation ended. */
+static void proc_died(cluster *c, proc *p, int status)
+{
+    const char *why;
+    if (p->kill_planned) {
+        p->planned_deaths++;
+        why = "planned kill";
+    } else if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && p->armed) {
+        p->crash_point_hits++;
+        why = "crash point hit";
+    } else if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && p->db != NULL &&
+               c->faults_on) {
+        p->fault_deaths++;
+        why = "injected crash";
+    } else {
+        p->unexpected_deaths++;
+        why = "UNEXPECTED";
+        fprintf(stderr, "saga-chaos: %s (pid %d) died unexpectedly: %s %d; see %s\n", p->name,
+                (int)p->pid, WIFSIGNALED(status) ? "signal" : "exit status",
+                WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status), p->log);
+    }
+    if (p->armed && !p->kill_planned)
+        printf("  %s died (%s)\n", p->name, why);
+    p->pid = 0;
+    p->kill_planned = 0;
+    p->armed = 0;
+}
+
+/* Reaps p if it exited; returns 1 if it did. */
+static int proc_reap(cluster *c, proc *p)
+{
+    int st;
+    if (p->pid <= 0)
+        return 0;
+    pid_t r = waitpid(p->pid, &st, WNOHANG);
+    if (r == p->pid) {
+        proc_died(c, p, st);
+        return 1;
+    }
+    return 0;
+}
+
+/* Waits until p's socket accepts a dial (without reaping anyone else). */
+static int proc_wait_ready(cluster *c, proc *p)
+{
+    nng_socket s;
+    if (nng_req0_open(&s) != 0)
+        return -1;
+    int64_t deadline = util_mono_ms() + READY_MS;
+    int rc = -1;
+    while (p->pid > 0 && util_mono_ms() < deadline) {
+        if (nng_dial(s, p->url, NULL, 0) == 0) {
+            rc = 0;
+            break;
+        }
+        if (proc_reap(c, p))
+            break;
+        util_sleep_ms(10);
+    }
+    nng_close(s);
+    return rc;
+}
+
+static int proc_start(cluster *c, proc *p)
+{
+    const char *args[16];
+    int n = 0;
+    char faults[256];
+    if (p->db != NULL) { /* a participant */
+        args[n++] = "--listen";
+        args[n++] = p->url;
+        args[n++] = "--db";
+        args[n++] = p->db;
+        args[n++] = "--seed";
+        args[n++] = p->seed;
+        if (c->faults_on && c->faults_rate > 0) {
+            double r = c->faults_rate;
+            /* A new fault seed per incarnation, so a restart does not replay
+             * the same sequence of decisions from the start. */
+            snprintf(faults, sizeof faults,
+                     "seed=%" PRIu64 ",drop_reply=%g,crash_before_commit=%g,"
+                     "crash_after_commit=%g,delay=%g,delay_ms=%d,retry=%g",
+                     mix64(c->seed + (uint64_t)p->incarnation * 131 + (uint64_t)(p - c->svc)), r,
+                     r / 10, r / 10, r, FAULT_DELAY_MS, r);
+            args[n++] = "--faults";
+            args[n++] = faults;
+        }
+    } else {
+        args[n++] = "--config";
+        args[n++] = c->sagad_cfg;
+    }
+    args[n++] = "--log-level";
+    args[n++] = "warn";
+    args[n] = NULL;
+
+    char env_cp[128];
+    const char *env[2] = {NULL, NULL};
+    p->armed = p->crash_point[0] != '\0';
+    if (p->armed) {
+        snprintf(env_cp, sizeof env_cp, "SAGA_CRASH_POINT=%s", p->crash_point);
+        env[0] = env_cp;
+        p->crash_point[0] = '\0'; /* only this incarnation */
+    }
+    p->incarnation++;
+    p->kill_planned = 0;
+    if (th_spawn(p->program, args, env, p->log, &p->pid) != 0) {
+        p->pid = 0;
+        return -1;
+    }
+    return proc_wait_ready(c, p);
+}
+
+/* SIGKILL a running process on purpose; the supervisor restarts it. */
+static void proc_kill(cluster *c, proc *p)
+{
+    if (p->pid <= 0)
+        return;
+    p->kill_planned = 1;
+    kill(p->pid, SIGKILL);
+    int st;
+    if (waitpid(p->pid, &st, 0) == p->pid)
+        proc_died(c, p, st);
+}
+
+/* SIGTERM and reap; a clean stop is not a death to account for. */
+static void proc_stop(proc *p)
+{
+    if (p->pid <= 0)
+        return;
+    int st;
+    th_stop(p->pid, 10000, &st);
+    p->pid = 0;
+}
+
+/* ---- Cluster setup --------------------------------------------------------- */
+
+static int write_seeds(cluster *c)
+{
+    char buf[2048];
+    size_t len = 0;
+    len += (size_t)snprintf(buf + len, sizeof buf - len, "# saga-chaos: total %lld\naccounts = (\n",
+                            (long long)EXPECT_MONEY);
+    for (int i = 0; i < N_RICH; i++)
+        len += (size_t)snprintf(buf + len, sizeof buf - len,
+                                "  { customer = \"c%d\"; balance = %lldL; },\n", i,
+                                (long long)RICH_BALANCE);
+    snprintf(buf + len, sizeof buf - len, "  { customer = \"poor\"; balance = %d; }\n);\n",
+             POOR_BALANCE);
+    if (th_write_file(c->svc[SVC_PAYMENT].seed, buf) != 0)
+        return -1;
+
+    len = (size_t)snprintf(buf, sizeof buf, "skus = (\n");
+    for (int i = 0; i < N_PLAIN_SKUS; i++)
+        len +=
+            (size_t)snprintf(buf + len, sizeof buf - len,
+                             "  { sku = \"SKU-%d\"; stock = %lld; },\n", i, (long long)PLAIN_STOCK);
+    snprintf(buf + len, sizeof buf - len,
+             "  { sku = \"SCARCE\"; stock = %d; },\n  { sku = \"EMPTY\"; stock = 0; }\n);\n",
+             SCARCE_STOCK);
+    if (th_write_file(c->svc[SVC_INVENTORY].seed, buf) != 0)
+        return -1;
+
+    if (th_write_file(
+            c->svc[SVC_SHIPPING].seed,
+            "destinations = [ \"Paris\", \"Berlin\", \"Lisbon\", \"Oslo\", \"Madrid\" ];\n") != 0)
+        return -1;
+    return th_write_file(c->svc[SVC_ORDER].seed, "# orders only come from sagas\n");
+}
+
+/*
+ * The order_fulfillment saga of sagas/order_fulfillment.cfg, step for step,
+ * with the run's retry policy on the pivot step: its outcome must become
+ * known, or the saga would (correctly) stop in FAILED.
+ */
+static const char saga_def_text[] =
+    "name = \"order_fulfillment\";\n"
+    "inputs = [\"customer\", \"sku\", \"quantity\", \"amount\", \"destination\"];\n"
+    "steps = (\n"
+    "  { name = \"create_order\"; participant = \"order\"; action = \"create\";\n"
+    "    compensation = \"cancel\"; inputs = [\"customer\", \"sku\", \"quantity\", \"amount\"];\n"
+    "    outputs = [\"order_id\"]; },\n"
+    "  { name = \"charge_payment\"; participant = \"payment\"; action = \"charge\";\n"
+    "    compensation = \"refund\"; inputs = [\"customer\", \"amount\", \"order_id\"];\n"
+    "    outputs = [\"charge_id\"]; },\n"
+    "  { name = \"reserve_stock\"; participant = \"inventory\"; action = \"reserve\";\n"
+    "    compensation = \"release\"; inputs = [\"sku\", \"quantity\", \"order_id\"];\n"
+    "    outputs = [\"reservation_id\"]; },\n"
+    "  { name = \"schedule_shipping\"; participant = \"shipping\"; action = \"schedule\";\n"
+    "    compensation = \"cancel\"; inputs = [\"destination\", \"order_id\", \"customer\"];\n"
+    "    outputs = [\"shipment_id\"]; },\n"
+    "  { name = \"approve_order\"; participant = \"order\"; action = \"approve\";\n"
+    "    compensation = \"none\"; inputs = [\"order_id\"];\n"
+    "    retry = { max_attempts = %d; }; }\n"
+    ");\n";
+
+static int write_sagad_config(cluster *c)
+{
+    char *sagas_dir = th_path(c->dir, "sagas");
+    char *saga_file = th_path(sagas_dir, "order_fulfillment.cfg");
+    char *db = th_path(c->dir, "sagad.db");
+    char *def = util_asprintf(saga_def_text, PIVOT_ATTEMPTS);
+    char *cfg = util_asprintf(
+        "admin_url = \"%s\";\n"
+        "database = \"%s\";\n"
+        "sagas_dir = \"%s\";\n"
+        "max_in_flight = %d;\n"
+        "participants = {\n  order = \"%s\";\n  payment = \"%s\";\n"
+        "  inventory = \"%s\";\n  shipping = \"%s\";\n};\n"
+        "defaults = {\n  timeout_ms = %d;\n"
+        "  retry = { max_attempts = %d; initial_backoff_ms = 20; max_backoff_ms = 400;"
+        " multiplier = 2.0; };\n"
+        "  compensation_retry = { max_attempts = %d; initial_backoff_ms = 20;"
+        " max_backoff_ms = 500; multiplier = 2.0; };\n};\n",
+        c->sagad.url, db, sagas_dir, MAX_IN_FLIGHT, c->svc[SVC_ORDER].url, c->svc[SVC_PAYMENT].url,
+        c->svc[SVC_INVENTORY].url, c->svc[SVC_SHIPPING].url, STEP_TIMEOUT_MS, ACTION_ATTEMPTS,
+        COMPENSATION_ATTEMPT);
+    int rc = -1;
+    if (sagas_dir && saga_file && db && def && cfg && mkdir(sagas_dir, 0700) == 0 &&
+        th_write_file(saga_file, def) == 0 && th_write_file(c->sagad_cfg, cfg) == 0)
+        rc = 0;
+    free(sagas_dir);
+    free(saga_file);
+    free(db);
+    free(def);
+    free(cfg);
+    return rc;
+}
+
+/* Makes dir's files and starts everything (participants first). */
+static int cluster_setup(cluster *c, const char *dir, uint64_t seed, double faults_rate)
+{
+    memset(c, 0, sizeof *c);
+    c->seed = seed;
+    c->dir = util_strdup(dir);
+    c->faults_rate = faults_rate;
+    c->faults_on = faults_rate > 0;
+    for (int i = 0; i < N_SVC; i++)
+        proc_init(&c->svc[i], dir, svc_names[i], 1);
+    proc_init(&c->sagad, dir, "sagad", 0);
+    c->sagad_cfg = th_path(dir, "sagad.cfg");
+    if (write_seeds(c) != 0 || write_sagad_config(c) != 0) {
+        fprintf(stderr, "saga-chaos: cannot write the configuration in %s\n", dir);
+        return -1;
+    }
+    return 0;
+}
+
+static int cluster_start(cluster *c)
+{
+    for (int i = 0; i < N_SVC; i++)
+        if (proc_start(c, &c->svc[i]) != 0) {
+            fprintf(stderr, "saga-chaos: %s did not start; see %s\n", c->svc[i].name,
+                    c->svc[i].log);
+            return -1;
+        }
+    if (proc_start(c, &c->sagad) != 0) {
+        fprintf(stderr, "saga-chaos: sagad did not start; see %s\n", c->sagad.log);
+        return -1;
+    }
+    return 0;
+}
+
+static void cluster_stop(cluster *c)
+{
+    proc_stop(&c->sagad);
+    for (int i = 0; i < N_SVC; i++)
+        proc_stop(&c->svc[i]);
+}
+
+static void cluster_free(cluster *c)
+{
+    for (int i = 0; i < N_SVC; i++)
+        proc_free(&c->svc[i]);
+    proc_free(&c->sagad);
+    free(c->sagad_cfg);
+    free(c->dir);
+}
+
+/* Reaps whatever died and restarts it: the supervisor's one round. */
+static void cluster_supervise(cluster *c)
+{
+    for (int i = 0; i < N_SVC; i++) {
+        proc *p = &c->svc[i];
+        proc_reap(c, p);
+        if (p->pid <= 0 && proc_start(c, p) != 0)
+            fprintf(stderr, "saga-chaos: cannot restart %s (will retry)\n", p->name);
+    }
+    proc_reap(c, &c->sagad);
+    if (c->sagad.pid <= 0) {
+        c->replayed_before += c->replayed_seen;
+        c->replayed_seen = 0;
+        c->stats_fresh = 0;
+        if (proc_start(c, &c->sagad) != 0)
+            fprintf(stderr, "saga-chaos: cannot restart sagad (will retry)\n");
+    }
+}
+
+/* ---- The admin protocol ------------------------------------------------------ */
+
+static int admin_open(nng_socket *s, const char *url)
+{
+    int rv;
+    if ((rv = nng_req0_open(s)) != 0)
+        return rv;
+    /* No automatic resend: a retry is a decision of the caller, with the
+     * same request (and so the same client key). The dial runs in the
+     * background and keeps reconnecting while sagad is down. */
+    if ((rv = nng_socket_set_ms(*s, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE)) != 0 ||
+        (rv = nng_socket_set_ms(*s, NNG_OPT_RECONNMINT, 20)) != 0 ||
+        (rv = nng_socket_set_ms(*s, NNG_OPT_RECONNMAXT, 200)) != 0 ||
+        (rv = nng_socket_set_size(*s, NNG_OPT_RECVMAXSZ, 32 * 1024 * 1024)) != 0 ||
+        (rv = nng_dial(*s, url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
+        nng_close(*s);
+        return rv;
+    }
+    return 0;
+}
+
+/*
+ * One request and its reply (*out, freed by the caller with
+ * saga__v1__admin_reply__free_unpacked). Returns 0, an nng error code
+ * (NNG_ETIMEDOUT, NNG_ECONNRESET, ...), or -1 for an unreadable reply.
+ */
+static int admin_call(nng_socket s, const AdminRequest *req, int timeout_ms, AdminReply **out)
+{
+    size_t len = protobuf_c_message_get_packed_size(&req->base);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf == NULL)
+        return NNG_ENOMEM;
+    protobuf_c_message_pack(&req->base, buf);
+    nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, timeout_ms);
+    nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, timeout_ms);
+    int rv = nng_send(s, buf, len, 0);
+    free(buf);
+    void *answer = NULL;
+    size_t answer_len = 0;
+    if (rv == 0)
+        rv = nng_recv(s, &answer, &answer_len, NNG_FLAG_ALLOC);
+    if (rv != 0)
+        return rv;
+    *out = saga__v1__admin_reply__unpack(NULL, answer_len, answer);
+    nng_free(answer, answer_len);
+    return *out ? 0 : -1;
+}
+
+static AdminReply *admin_stats(nng_socket s, int timeout_ms)
+{
+    AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
+    Saga__V1__GetStats body = SAGA__V1__GET_STATS__INIT;
+    req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_STATS;
+    req.stats = &body;
+    AdminReply *rep = NULL;
+    if (admin_call(s, &req, timeout_ms, &rep) != 0)
+        return NULL;
+    if (rep->status != SAGA__V1__ADMIN_STATUS__ADMIN_OK ||
+        rep->body_case != SAGA__V1__ADMIN_REPLY__BODY_STATS) {
+        saga__v1__admin_reply__free_unpacked(rep, NULL);
+        return NULL;
+    }
+    return rep;
+}
+
+/* GetStatus or GetHistory of one saga, retried until the deadline. */
+static AdminReply *admin_read(nng_socket s, const char *saga_id, int history, int64_t deadline)
+{
+    AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
+    Saga__V1__GetStatus st = SAGA__V1__GET_STATUS__INIT;
+    Saga__V1__GetHistory hi = SAGA__V1__GET_HISTORY__INIT;
+    if (history) {
+        hi.saga_id = (char *)saga_id;
+        req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_HISTORY;
+        req.history = &hi;
+    } else {
+        st.saga_id = (char *)saga_id;
+        req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_STATUS;
+        req.status = &st;
+    }
+    do {
+        AdminReply *rep = NULL;
+        if (admin_call(s, &req, ADMIN_CALL_MS, &rep) == 0) {
+            if (rep->status == SAGA__V1__ADMIN_STATUS__ADMIN_OK)
+                return rep;
+            saga__v1__admin_reply__free_unpacked(rep, NULL);
+            if (rep->status != SAGA__V1__ADMIN_STATUS__ADMIN_INTERNAL)
+                return NULL;
+        }
+        util_sleep_ms(50);
+    } while (util_mono_ms() < deadline);
+    return NULL;
+}
+
+/* ---- Clients --------------------------------------------------------------- */
+
+typedef struct {
+    const chaos_opts *o;
+    cluster *c;
+    saga_rec *recs;
+    int n;
+    int duplicate_pct; /* starts repeated at once, and again at the end */
+    int conflict_pct;  /* keys reused with another input */
+    int64_t deadline;  /* mono ms: clients give up */
+    atomic_int next;   /* next rec to start */
+    atomic_int acked;  /* starts acknowledged */
+    atomic_int clients_done;
+    atomic_int start_retries, busy, dup_checks, conflict_checks;
+    pthread_barrier_t barrier;
+} workload;
+
+typedef struct {
+    workload *w;
+    int index;
+    pthread_t thread;
+    util_prng rng;
+    nng_socket sock;
+} client;
+
+/*
+ * StartSaga(key, input) until an answer that is not transient. Returns the
+ * AdminStatus, or -1 when the deadline passed; *id gets the saga id of OK
+ * (and CONFLICT) answers, *existing the reply's flag.
+ */
+static int client_start(client *cl, const char *key, const kvmap *input, char id[37], int *existing)
+{
+    workload *w = cl->w;
+    AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
+    Saga__V1__StartSaga start = SAGA__V1__START_SAGA__INIT;
+    Saga__V1__StartSaga__InputEntry entries[8], *ptrs[8];
+    start.type = "order_fulfillment";
+    start.client_key = (char *)key;
+    for (size_t i = 0; i < input->len && i < 8; i++) {
+        Saga__V1__StartSaga__InputEntry e = SAGA__V1__START_SAGA__INPUT_ENTRY__INIT;
+        e.key = input->items[i].key;
+        e.value = input->items[i].value;
+        entries[i] = e;
+        ptrs[i] = &entries[i];
+    }
+    start.n_input = input->len < 8 ? input->len : 8;
+    start.input = ptrs;
+    req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_START;
+    req.start = &start;
+
+    for (int first = 1; util_mono_ms() < w->deadline; first = 0) {
+        if (!first)
+            atomic_fetch_add(&w->start_retries, 1);
+        AdminReply *rep = NULL;
+        int rv = admin_call(cl->sock, &req, ADMIN_CALL_MS, &rep);
+        if (rv != 0) { /* timeout, sagad gone, unreadable: the same request again */
+            util_sleep_ms(20 + (int64_t)(util_prng_next(&cl->rng) % 80));
+            continue;
+        }
+        int status = (int)rep->status;
+        if (status == SAGA__V1__ADMIN_STATUS__ADMIN_BUSY ||
+            status == SAGA__V1__ADMIN_STATUS__ADMIN_INTERNAL) {
+            if (status == SAGA__V1__ADMIN_STATUS__ADMIN_BUSY)
+                atomic_fetch_add(&w->busy, 1);
+            saga__v1__admin_reply__free_unpacked(rep, NULL);
+            util_sleep_ms(20 + (int64_t)(util_prng_next(&cl->rng) % 80));
+            continue;
+        }
+        id[0] = '\0';
+        *existing = 0;
+        if (rep->body_case == SAGA__V1__ADMIN_REPLY__BODY_STARTED && rep->started) {
+            snprintf(id, 37, "%s", rep->started->saga_id);
+            *existing = rep->started->existing;
+        }
+        if (status != SAGA__V1__ADMIN_STATUS__ADMIN_OK &&
+            status != SAGA__V1__ADMIN_STATUS__ADMIN_CONFLICT)
+            fprintf(stderr, "saga-chaos: start %s refused: status %d: %s\n", key, status,
+                    rep->error);
+        saga__v1__admin_reply__free_unpacked(rep, NULL);
+        return status;
+    }
+    return -1;
+}
+
+/* Starts rec r; repeats it at once with some probability. */
+static void client_run_one(client *cl, saga_rec *r)
+{
+    workload *w = cl->w;
+    kvmap input = KVMAP_INIT;
+    char id[37];
+    int existing;
+    if (rec_input(r, &input) != 0) {
+        r->start_error = 1;
+        return;
+    }
+    int status = client_start(cl, r->key, &input, id, &existing);
+    if (status != SAGA__V1__ADMIN_STATUS__ADMIN_OK || id[0] == '\0') {
+        r->start_error = 1;
+        if (status == -1)
+            fprintf(stderr, "saga-chaos: start %s never acknowledged\n", r->key);
+        kv_free(&input);
+        return;
+    }
+    memcpy(r->id, id, sizeof r->id);
+    r->acked = 1;
+    atomic_fetch_add(&w->acked, 1);
+
+    if ((int)(util_prng_next(&cl->rng) % 100) < w->duplicate_pct) {
+        atomic_fetch_add(&w->dup_checks, 1);
+        status = client_start(cl, r->key, &input, id, &existing);
+        if (status != SAGA__V1__ADMIN_STATUS__ADMIN_OK || strcmp(id, r->id) != 0 || !existing)
+            r->dup_mismatch = 1;
+    }
+    if ((int)(util_prng_next(&cl->rng) % 100) < w->conflict_pct) {
+        /* Same key, another input: must be refused and create nothing. */
+        char other[24];
+        snprintf(other, sizeof other, "%" PRId64, r->amount + 1);
+        kv_set(&input, "amount", other);
+        atomic_fetch_add(&w->conflict_checks, 1);
+        status = client_start(cl, r->key, &input, id, &existing);
+        if (status != SAGA__V1__ADMIN_STATUS__ADMIN_CONFLICT)
+            r->conflict_unexpected = 1;
+    }
+    kv_free(&input);
+}
+
+/* A late repeat of a start acknowledged long ago (the saga may be settled:
+ * sagad must find the key in its store, not only in memory). */
+static void client_late_duplicate(client *cl, saga_rec *r)
+{
+    kvmap input = KVMAP_INIT;
+    char id[37];
+    int existing;
+    if (!r->acked || rec_input(r, &input) != 0) {
+        kv_free(&input);
+        return;
+    }
+    atomic_fetch_add(&cl->w->dup_checks, 1);
+    int status = client_start(cl, r->key, &input, id, &existing);
+    if (status != SAGA__V1__ADMIN_STATUS__ADMIN_OK || strcmp(id, r->id) != 0 || !existing)
+        r->dup_mismatch = 1;
+    kv_free(&input);
+}
+
+static void *client_main(void *arg)
+{
+    client *cl = arg;
+    workload *w = cl->w;
+    for (;;) {
+        int i = atomic_fetch_add(&w->next, 1);
+        if (i >= w->n)
+            break;
+        client_run_one(cl, &w->recs[i]);
+    }
+    pthread_barrier_wait(&w->barrier); /* every first start is answered */
+    for (int i = cl->index; i < w->n; i += w->o->clients)
+        if ((int)(util_prng_next(&cl->rng) % 100) < w->duplicate_pct)
+            client_late_duplicate(cl, &w->recs[i]);
+    atomic_fetch_add(&w->clients_done, 1);
+    return NULL;
+}
+
+/* ---- Supervision and the kill schedule ------------------------------------ */
+
+/* A planned SIGKILL: of sagad (svc < 0) or of participant svc, once `after`
+ * sagas have settled (the count spans the whole busy period, unlike the
+ * count of acknowledged starts, which may all come early). */
+typedef struct {
+    int after;
+    int svc;
+} planned_kill;
+
+static int kill_cmp(const void *a, const void *b)
+{
+    const planned_kill *x = a, *y = b;
+    return (x->after > y->after) - (x->after < y->after);
+}
+
+/* Polls sagad's stats (short timeout); updates the cluster's view. */
+static void monitor_poll(cluster *c, nng_socket mon)
+{
+    AdminReply *rep = c->sagad.pid > 0 ? admin_stats(mon, MONITOR_CALL_MS) : NULL;
+    c->stats_fresh = rep != NULL;
+    if (rep == NULL)
+        return;
+    const Saga__V1__Stats *st = rep->stats;
+    if (st->replayed_replies > c->replayed_seen)
+        c->replayed_seen = st->replayed_replies;
+    c->last_in_flight = st->in_flight;
+    c->last_unsettled = st->running + st->compensating;
+    c->last_settled = st->completed + st->compensated + st->failed;
+    saga__v1__admin_reply__free_unpacked(rep, NULL);
+}
+
+/* ---- Checks -------------------------------------------------------------- */
+
+typedef struct {
+    int passed, failed;
+    uint64_t seed;
+    nng_socket admin;
+    int64_t deadline;
+} verdicts;
+
+/* A list of offending saga ids for one invariant. */
+typedef struct {
+    char (*ids)[37];
+    size_t n, cap;
+} id_list;
+
+static void ids_add(id_list *l, const char *id)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        void *p = realloc(l->ids, cap * sizeof *l->ids);
+        if (p == NULL)
+            return;
+        l->ids = p;
+        l->cap = cap;
+    }
+    snprintf(l->ids[l->n++], 37, "%s", id);
+}
+
+static void print_history(verdicts *v, const char *id)
+{
+    AdminReply *rep = admin_read(v->admin, id, 1, util_mono_ms() + 5000);
+    if (rep == NULL || rep->history == NULL) {
+        printf("      (no history for %s)\n", id);
+    } else {
+        printf("      history of %s:\n", id);
+        for (size_t i = 0; i < rep->history->n_events; i++) {
+            const Saga__V1__HistoryEvent *e = rep->history->events[i];
+            printf("        %4" PRIu64 " %-16s %-18s %-10s attempt %u outcome %d%s %s\n", e->seq,
+                   e->kind, e->step, e->phase == 1 ? "compensate" : "action", e->attempt,
+                   (int)e->outcome, e->replayed ? " replayed" : "", e->detail);
+        }
+    }
+    if (rep)
+        saga__v1__admin_reply__free_unpacked(rep, NULL);
+}
+
+/* Prints one invariant's verdict; on failure the seed, ids and histories. */
+static void verdict(verdicts *v, int ok, id_list *ids, const char *name, const char *fmt, ...)
+{
+    char detail[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    printf("%s  %-22s %s\n", ok ? "PASS" : "FAIL", name, detail);
+    if (ok) {
+        v->passed++;
+    } else {
+        v->failed++;
+        printf("      seed %" PRIu64 "\n", v->seed);
+        if (ids && ids->n > 0) {
+            printf("      sagas (%zu):", ids->n);
+            for (size_t i = 0; i < ids->n && i < IDS_SHOWN; i++)
+                printf(" %s", ids->ids[i]);
+            printf("%s\n", ids->n > IDS_SHOWN ? " ..." : "");
+            for (size_t i = 0; i < ids->n && i < HISTORY_SHOWN; i++)
+                print_history(v, ids->ids[i]);
+        }
+    }
+    fflush(stdout);
+    if (ids) {
+        free(ids->ids);
+        memset(ids, 0, sizeof *ids);
+    }
+}
+
+static int exec_sql(sqlite3 *db, const char *sql)
+{
+    char *err = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
+        fprintf(stderr, "saga-chaos: SQL failed: %s\n  in: %s\n", err ? err : "?", sql);
+        sqlite3_free(err);
+        return -1;
+    }
+    return 0;
+}
+
+static int64_t sql_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t v = TH_SQL_ERROR;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    else
+        fprintf(stderr, "saga-chaos: query failed: %s\n  in: %s\n", sqlite3_errmsg(db), sql);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* Runs a query whose first column is a saga id; collects them; -1 on error. */
+static int sql_ids(sqlite3 *db, const char *sql, id_list *out)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        fprintf(stderr, "saga-chaos: query failed: %s\n  in: %s\n", sqlite3_errmsg(db), sql);
+        return -1;
+    }
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        ids_add(out, (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static const char *state_name(int st)
+{
+    static const char *const names[] = {"UNSPECIFIED", "RUNNING",     "COMPENSATING",
+                                        "COMPLETED",   "COMPENSATED", "FAILED"};
+    return st >= 0 && st <= 5 ? names[st] : "UNKNOWN";
+}
+
+/* The offending ids and a count of a check query. */
+static int check_query(sqlite3 *db, const char *sql, id_list *ids)
+{
+    return sql_ids(db, sql, ids) == 0 ? (int)ids->n : -1;
+}
+
+/*
+ * Lists every saga, reads each one's status and fills the in-memory table
+ * `sagas`. Returns the number of sagas, or -1.
+ */
+static int load_sagas(verdicts *v, sqlite3 *db, const workload *w)
+{
+    if (exec_sql(db, "CREATE TABLE sagas(id TEXT PRIMARY KEY, state TEXT, client_key TEXT,"
+                     " rec INTEGER, cls INTEGER, amount INTEGER, quantity INTEGER,"
+                     " sku TEXT, customer TEXT)") != 0)
+        return -1;
+    sqlite3_stmt *ins = NULL;
+    if (sqlite3_prepare_v2(db, "INSERT INTO sagas VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)", -1,
+                           &ins, NULL) != SQLITE_OK)
+        return -1;
+    exec_sql(db, "BEGIN");
+    char after[37] = "";
+    int total = 0, rc = 0;
+    for (;;) {
+        AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
+        Saga__V1__ListSagas list = SAGA__V1__LIST_SAGAS__INIT;
+        list.limit = 1000;
+        list.after_id = after;
+        req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_LIST;
+        req.list = &list;
+        AdminReply *rep = NULL;
+        int rv = admin_call(v->admin, &req, 10000, &rep);
+        if (rv != 0 || rep->status != SAGA__V1__ADMIN_STATUS__ADMIN_OK || rep->list == NULL) {
+            fprintf(stderr, "saga-chaos: ListSagas failed (%d)\n", rv);
+            if (rep)
+                saga__v1__admin_reply__free_unpacked(rep, NULL);
+            rc = -1;
+            break;
+        }
+        size_t n = rep->list->n_sagas;
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            const char *id = rep->list->sagas[i]->saga_id;
+            AdminReply *s = admin_read(v->admin, id, 0, v->deadline);
+            if (s == NULL || s->saga == NULL) {
+                fprintf(stderr, "saga-chaos: GetStatus %s failed\n", id);
+                rc = -1;
+                break;
+            }
+            const char *key = s->saga->client_key;
+            /* Our keys end in "-<index>"; the rec must agree on the key. */
+            const char *dash = strrchr(key, '-');
+            int64_t idx = -1;
+            if (dash == NULL || util_parse_i64(dash + 1, &idx) != 0 || idx < 0 || idx >= w->n ||
+                strcmp(w->recs[idx].key, key) != 0)
+                idx = -1;
+            const saga_rec *r = idx >= 0 ? &w->recs[idx] : NULL;
+            sqlite3_bind_text(ins, 1, id, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(ins, 2, state_name((int)s->saga->state), -1, SQLITE_STATIC);
+            sqlite3_bind_text(ins, 3, key, -1, SQLITE_TRANSIENT);
+            if (r) {
+                sqlite3_bind_int64(ins, 4, idx);
+                sqlite3_bind_int(ins, 5, (int)r->cls);
+                sqlite3_bind_int64(ins, 6, r->amount);
+                sqlite3_bind_int64(ins, 7, r->quantity);
+                sqlite3_bind_text(ins, 8, r->sku, -1, SQLITE_TRANSIENT);
+                sqlite3_bind_text(ins, 9, r->customer, -1, SQLITE_TRANSIENT);
+            } else {
+                for (int k = 4; k <= 9; k++)
+                    sqlite3_bind_null(ins, k);
+            }
+            if (sqlite3_step(ins) != SQLITE_DONE) {
+                fprintf(stderr, "saga-chaos: saga %s listed twice?: %s\n", id, sqlite3_errmsg(db));
+                rc = -1;
+            }
+            sqlite3_reset(ins);
+            sqlite3_clear_bindings(ins);
+            saga__v1__admin_reply__free_unpacked(s, NULL);
+            total++;
+        }
+        if (n > 0)
+            snprintf(after, sizeof after, "%s", rep->list->sagas[n - 1]->saga_id);
+        saga__v1__admin_reply__free_unpacked(rep, NULL);
+        if (rc != 0 || n < 1000)
+            break;
+    }
+    exec_sql(db, "COMMIT");
+    sqlite3_finalize(ins);
+    return rc == 0 ? total : -1;
+}
+
+/* The clients' records: acknowledged key -> id, as a table. */
+static int load_acks(sqlite3 *db, const workload *w)
+{
+    if (exec_sql(db, "CREATE TABLE acks(rec INTEGER PRIMARY KEY, client_key TEXT, id TEXT,"
+                     " acked INTEGER, start_error INTEGER, dup_mismatch INTEGER,"
+                     " conflict_unexpected INTEGER)") != 0)
+        return -1;
+    sqlite3_stmt *ins = NULL;
+    if (sqlite3_prepare_v2(db, "INSERT INTO acks VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)", -1, &ins,
+                           NULL) != SQLITE_OK)
+        return -1;
+    exec_sql(db, "BEGIN");
+    for (int i = 0; i < w->n; i++) {
+        const saga_rec *r = &w->recs[i];
+        sqlite3_bind_int(ins, 1, i);
+        sqlite3_bind_text(ins, 2, r->key, -1, SQLITE_STATIC);
+        sqlite3_bind_text(ins, 3, r->id, -1, SQLITE_STATIC);
+        sqlite3_bind_int(ins, 4, r->acked);
+        sqlite3_bind_int(ins, 5, r->start_error);
+        sqlite3_bind_int(ins, 6, r->dup_mismatch);
+        sqlite3_bind_int(ins, 7, r->conflict_unexpected);
+        sqlite3_step(ins);
+        sqlite3_reset(ins);
+    }
+    exec_sql(db, "COMMIT");
+    sqlite3_finalize(ins);
+    return 0;
+}
+
+/* Attaches the four participant databases read-only and aggregates their
+ * rows per saga_id. */
+static int load_participants(sqlite3 *db, const cluster *c)
+{
+    static const char *const alias[N_SVC] = {"o", "p", "i", "s"};
+    for (int k = 0; k < N_SVC; k++) {
+        char *sql = sqlite3_mprintf("ATTACH 'file:%q?mode=ro' AS %s", c->svc[k].db, alias[k]);
+        int rc = sql ? exec_sql(db, sql) : -1;
+        sqlite3_free(sql);
+        if (rc != 0)
+            return -1;
+    }
+    return exec_sql(
+        db, "CREATE TABLE ag_orders AS SELECT saga_id, count(*) n,"
+            "  sum(state = 'approved') approved, sum(state = 'pending') pending,"
+            "  sum(amount) amount, sum(quantity) quantity, max(customer) customer, max(sku) sku"
+            "  FROM o.orders GROUP BY saga_id;"
+            "CREATE UNIQUE INDEX ag_orders_id ON ag_orders(saga_id);"
+            "CREATE TABLE ag_charges AS SELECT saga_id, count(*) n,"
+            "  sum(state = 'charged') charged, sum(amount) amount, max(customer) customer"
+            "  FROM p.charges GROUP BY saga_id;"
+            "CREATE UNIQUE INDEX ag_charges_id ON ag_charges(saga_id);"
+            "CREATE TABLE ag_reservations AS SELECT saga_id, count(*) n,"
+            "  sum(state = 'reserved') reserved, sum(quantity) quantity, max(sku) sku"
+            "  FROM i.reservations GROUP BY saga_id;"
+            "CREATE UNIQUE INDEX ag_reservations_id ON ag_reservations(saga_id);"
+            "CREATE TABLE ag_shipments AS SELECT saga_id, count(*) n,"
+            "  sum(state = 'scheduled') scheduled FROM s.shipments GROUP BY saga_id;"
+            "CREATE UNIQUE INDEX ag_shipments_id ON ag_shipments(saga_id);");
+}
+
+/* Everything a run produced, checked. */
+typedef struct {
+    int settled_in_time;
+    uint64_t replays_sagad;
+    int require_replays;
+    int unexpected_deaths;
+} run_facts;
+
+static void check_invariants(verdicts *v, const cluster *c, const workload *w, const run_facts *f)
+{
+    sqlite3 *db = NULL;
+    id_list ids = {0};
+    if (sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_URI, NULL) !=
+        SQLITE_OK) {
+        verdict(v, 0, NULL, "checks", "cannot open SQLite");
+        sqlite3_close(db);
+        return;
+    }
+    int n_sagas = load_sagas(v, db, w);
+    if (n_sagas < 0 || load_acks(db, w) != 0 || load_participants(db, c) != 0) {
+        verdict(v, 0, NULL, "checks", "cannot load the sagas or the participant databases");
+        sqlite3_close(db);
+        return;
+    }
+
+    /* 1. Everything settled, nothing stuck or FAILED. */
+    int bad = check_query(
+        db, "SELECT id FROM sagas WHERE state NOT IN ('COMPLETED', 'COMPENSATED')", &ids);
+    verdict(v, bad == 0 && f->settled_in_time, &ids, "all settled",
+            "%d sagas: %" PRId64 " COMPLETED, %" PRId64 " COMPENSATED, %" PRId64 " FAILED, %" PRId64
+            " RUNNING/COMPENSATING%s",
+            n_sagas, sql_int(db, "SELECT count(*) FROM sagas WHERE state = 'COMPLETED'"),
+            sql_int(db, "SELECT count(*) FROM sagas WHERE state = 'COMPENSATED'"),
+            sql_int(db, "SELECT count(*) FROM sagas WHERE state = 'FAILED'"),
+            sql_int(db, "SELECT count(*) FROM sagas WHERE state IN ('RUNNING','COMPENSATING')"),
+            f->settled_in_time ? "" : " (not quiet before the duration limit)");
+
+    /* 2. Starts: each acknowledged key is one saga with that id, no saga
+     *    without a key we started, every repeat answered the same id, every
+     *    reuse with another input refused. */
+    bad = check_query(db,
+                      "SELECT a.id FROM acks a WHERE a.acked AND NOT EXISTS (SELECT 1 FROM sagas s"
+                      "  WHERE s.id = a.id AND s.client_key = a.client_key)"
+                      " UNION ALL SELECT s.id FROM sagas s WHERE s.rec IS NULL"
+                      " UNION ALL SELECT s.id FROM sagas s JOIN acks a ON a.rec = s.rec"
+                      "  WHERE s.id IS NOT a.id"
+                      " UNION ALL SELECT a.id FROM acks a WHERE a.dup_mismatch"
+                      "  OR a.conflict_unexpected",
+                      &ids);
+    int64_t unacked = sql_int(db, "SELECT count(*) FROM acks WHERE NOT acked OR start_error");
+    verdict(v, bad == 0 && unacked == 0, &ids, "exactly once per key",
+            "%" PRId64 " keys acknowledged, %d sagas exist, %d repeats same id, %d reuses refused, "
+            "%d start retries, %d BUSY, %" PRId64 " never acknowledged",
+            sql_int(db, "SELECT count(*) FROM acks WHERE acked"), n_sagas,
+            atomic_load(&w->dup_checks), atomic_load(&w->conflict_checks),
+            atomic_load(&w->start_retries), atomic_load(&w->busy), unacked);
+
+    /* 3. Money: balances + charged = seeded total = what we seeded. */
+    int64_t money_total = sql_int(db, "SELECT value FROM p.meta WHERE key = 'money_total'");
+    int64_t balances = sql_int(db, "SELECT COALESCE(sum(balance), 0) FROM p.accounts");
+    int64_t charged =
+        sql_int(db, "SELECT COALESCE(sum(amount), 0) FROM p.charges WHERE state = 'charged'");
+    verdict(v, money_total == EXPECT_MONEY && balances + charged == money_total, NULL,
+            "money conserved",
+            "balances %" PRId64 " + charged %" PRId64 " = %" PRId64 ", meta money_total %" PRId64
+            ", seeded %lld",
+            balances, charged, balances + charged, money_total, (long long)EXPECT_MONEY);
+
+    /* 4. Stock: per SKU available + reserved = stock and reserved = what the
+     *    reservations hold; totals = meta = what we seeded. */
+    int64_t stock_total = sql_int(db, "SELECT value FROM i.meta WHERE key = 'stock_total'");
+    int64_t stock = sql_int(db, "SELECT COALESCE(sum(stock), 0) FROM i.skus");
+    int64_t avail_res = sql_int(db, "SELECT COALESCE(sum(available + reserved), 0) FROM i.skus");
+    int64_t unbalanced =
+        sql_int(db, "SELECT count(*) FROM i.skus k WHERE k.available + k.reserved != k.stock"
+                    " OR k.reserved != (SELECT COALESCE(sum(quantity), 0) FROM i.reservations r"
+                    "  WHERE r.sku = k.sku AND r.state = 'reserved')");
+    verdict(v,
+            stock_total == EXPECT_STOCK && stock == stock_total && avail_res == stock &&
+                unbalanced == 0,
+            NULL, "stock conserved",
+            "available + reserved %" PRId64 " = stock %" PRId64 ", meta stock_total %" PRId64
+            ", seeded %lld, %" PRId64 " SKUs unbalanced",
+            avail_res, stock, stock_total, (long long)EXPECT_STOCK, unbalanced);
+
+    /* 5. COMPLETED: exactly one approved order, one charge still charged, one
+     *    reservation still reserved, one shipment scheduled, matching the input. */
+    bad = check_query(
+        db,
+        "SELECT s.id FROM sagas s"
+        " LEFT JOIN ag_orders o ON o.saga_id = s.id"
+        " LEFT JOIN ag_charges c ON c.saga_id = s.id"
+        " LEFT JOIN ag_reservations r ON r.saga_id = s.id"
+        " LEFT JOIN ag_shipments h ON h.saga_id = s.id"
+        " WHERE s.state = 'COMPLETED' AND NOT ("
+        "  o.n IS 1 AND o.approved IS 1 AND o.amount IS s.amount AND o.quantity IS s.quantity"
+        "  AND c.n IS 1 AND c.charged IS 1 AND c.amount IS s.amount AND c.customer IS s.customer"
+        "  AND r.n IS 1 AND r.reserved IS 1 AND r.quantity IS s.quantity AND r.sku IS s.sku"
+        "  AND h.n IS 1 AND h.scheduled IS 1)",
+        &ids);
+    verdict(v, bad == 0, &ids, "completed = one effect",
+            "%d COMPLETED sagas without exactly one approved order, charge, reservation and "
+            "shipment",
+            bad);
+
+    /* 6. COMPENSATED: net zero everywhere, and never two rows for one saga. */
+    bad = check_query(db,
+                      "SELECT s.id FROM sagas s"
+                      " LEFT JOIN ag_orders o ON o.saga_id = s.id"
+                      " LEFT JOIN ag_charges c ON c.saga_id = s.id"
+                      " LEFT JOIN ag_reservations r ON r.saga_id = s.id"
+                      " LEFT JOIN ag_shipments h ON h.saga_id = s.id"
+                      " WHERE s.state = 'COMPENSATED' AND ("
+                      "  IFNULL(o.approved, 0) + IFNULL(o.pending, 0) + IFNULL(c.charged, 0)"
+                      "  + IFNULL(r.reserved, 0) + IFNULL(h.scheduled, 0) > 0"
+                      "  OR IFNULL(o.n, 0) > 1 OR IFNULL(c.n, 0) > 1 OR IFNULL(r.n, 0) > 1"
+                      "  OR IFNULL(h.n, 0) > 1)",
+                      &ids);
+    verdict(v, bad == 0, &ids, "compensated = net zero",
+            "%d COMPENSATED sagas with an effect left (order pending/approved, charge charged, "
+            "reservation reserved, shipment scheduled) or a doubled row",
+            bad);
+
+    /* 7. No effect belongs to a saga sagad does not know. */
+    bad = check_query(db,
+                      "SELECT saga_id FROM ag_orders WHERE saga_id NOT IN (SELECT id FROM sagas)"
+                      " UNION SELECT saga_id FROM ag_charges WHERE saga_id NOT IN"
+                      "  (SELECT id FROM sagas)"
+                      " UNION SELECT saga_id FROM ag_reservations WHERE saga_id NOT IN"
+                      "  (SELECT id FROM sagas)"
+                      " UNION SELECT saga_id FROM ag_shipments WHERE saga_id NOT IN"
+                      "  (SELECT id FROM sagas)",
+                      &ids);
+    verdict(v, bad == 0, &ids, "no orphan effects",
+            "%d saga ids in participant tables that sagad does not know", bad);
+
+    /* 8. Outcomes fit the inputs: a refused input never completes. */
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT id FROM sagas WHERE state = 'COMPLETED' AND cls >= %d",
+             (int)CLS_BAD_QUANTITY);
+    bad = check_query(db, sql, &ids);
+    printf("      outcomes by input:");
+    for (int k = 0; k < CLS_COUNT; k++) {
+        snprintf(sql, sizeof sql,
+                 "SELECT count(*) FILTER (WHERE state = 'COMPLETED') * 1000000"
+                 " + count(*) FILTER (WHERE state = 'COMPENSATED') FROM sagas WHERE cls = %d",
+                 k);
+        int64_t both = sql_int(db, sql);
+        printf(" %s %" PRId64 "/%" PRId64, class_names[k], both / 1000000, both % 1000000);
+    }
+    printf(" (completed/compensated)\n");
+    int64_t complete_comp =
+        sql_int(db, "SELECT count(*) FROM sagas WHERE cls = 0 AND state = 'COMPENSATED'");
+    verdict(v, bad == 0, &ids, "outcomes fit inputs",
+            "%d refused inputs COMPLETED; %" PRId64 " completable inputs compensated "
+            "(attempts spent under faults: allowed)",
+            bad, complete_comp);
+
+    /* 9. Duplicates were delivered and absorbed (only required with faults). */
+    int64_t replays = sql_int(db, "SELECT (SELECT value FROM o.pt_counters WHERE name = 'replays')"
+                                  " + (SELECT value FROM p.pt_counters WHERE name = 'replays')"
+                                  " + (SELECT value FROM i.pt_counters WHERE name = 'replays')"
+                                  " + (SELECT value FROM s.pt_counters WHERE name = 'replays')");
+    if (f->require_replays)
+        verdict(v, replays > 0, NULL, "duplicates absorbed",
+                "%" PRId64 " replays in the participants' pt_counters, %" PRIu64
+                " replayed replies seen by sagad",
+                replays, f->replays_sagad);
+    else
+        printf("info  duplicates absorbed   %" PRId64 " participant replays, %" PRIu64
+               " replayed replies seen by sagad\n",
+               replays, f->replays_sagad);
+
+    /* 10. Processes died only as planned or injected. */
+    verdict(v, f->unexpected_deaths == 0, NULL, "no unexpected deaths",
+            "%d processes died other than by a planned or injected SIGKILL", f->unexpected_deaths);
+
+    sqlite3_close(db);
+}
+
+/* ---- One run --------------------------------------------------------------- */
+
+typedef struct {
+    const char *label; /* for the key tag */
+    int sagas, clients;
+    int kills, participant_kills;
+    double faults_rate;
+    int duplicate_pct, conflict_pct;
+    const char *crash_proc;  /* "sagad" or a service name, or NULL */
+    const char *crash_point; /* SAGA_CRASH_POINT value for its first incarnation */
+} scenario;
+
+typedef struct {
+    int passed, failed;
+    int crash_hits;
+    int sagad_kills_done, participant_kills_done;
+} run_result;
+
+static proc *cluster_find(cluster *c, const char *name)
+{
+    if (strcmp(name, "sagad") == 0)
+        return &c->sagad;
+    for (int i = 0; i < N_SVC; i++)
+        if (strcmp(name, svc_names[i]) == 0)
+            return &c->svc[i];
+    return NULL;
+}
+
+static int run_scenario(const chaos_opts *o, const scenario *sc, const char *dir, run_result *res)
+{
+    cluster c;
+    workload w;
+    client *clients = NULL;
+    nng_socket mon;
+    int mon_open = 0, started = 0, rc = -1;
+    util_prng sched;
+    planned_kill *plan = NULL;
+    int n_plan = sc->kills + sc->participant_kills, next_kill = 0;
+    int64_t t0 = util_mono_ms();
+
+    memset(res, 0, sizeof *res);
+    memset(&w, 0, sizeof w);
+    if (cluster_setup(&c, dir, o->seed, sc->faults_rate) != 0)
+        goto out;
+    if (sc->crash_proc) {
+        proc *p = cluster_find(&c, sc->crash_proc);
+        snprintf(p->crash_point, sizeof p->crash_point, "%s", sc->crash_point);
+    }
+    if (cluster_start(&c) != 0)
+        goto out;
+
+    /* The kill schedule: at random points of the run. */
+    util_prng_seed(&sched, mix64(o->seed ^ 0x5eed));
+    plan = calloc((size_t)n_plan + 1, sizeof *plan);
+    for (int i = 0; i < n_plan; i++) {
+        plan[i].after = (int)(sc->sagas * (0.05 + 0.85 * util_prng_unit(&sched)));
+        plan[i].svc = i < sc->kills ? -1 : (int)(util_prng_next(&sched) % N_SVC);
+    }
+    qsort(plan, (size_t)n_plan, sizeof *plan, kill_cmp);
+
+    /* The workload. */
+    w.o = o;
+    w.c = &c;
+    w.n = sc->sagas;
+    w.duplicate_pct = sc->duplicate_pct;
+    w.conflict_pct = sc->conflict_pct;
+    w.deadline = t0 + (int64_t)o->duration_limit_s * 1000;
+    w.recs = calloc((size_t)w.n, sizeof *w.recs);
+    clients = calloc((size_t)sc->clients, sizeof *clients);
+    if (w.recs == NULL || clients == NULL || plan == NULL)
+        goto out;
+    for (int i = 0; i < w.n; i++)
+        rec_init(&w.recs[i], o->seed, i, sc->label);
+    pthread_barrier_init(&w.barrier, NULL, (unsigned)sc->clients);
+    if (admin_open(&mon, c.sagad.url) != 0)
+        goto out;
+    mon_open = 1;
+    for (int i = 0; i < sc->clients; i++) {
+        client *cl = &clients[i];
+        cl->w = &w;
+        cl->index = i;
+        util_prng_seed(&cl->rng, mix64(o->seed + 1000 + (uint64_t)i));
+        if (admin_open(&cl->sock, c.sagad.url) != 0 ||
+            pthread_create(&cl->thread, NULL, client_main, cl) != 0) {
+            fprintf(stderr, "saga-chaos: cannot start client %d\n", i);
+            goto out; /* the clients started so far stop at the deadline */
+        }
+        started++;
+    }
+
+    /* Chaos: supervise, kill as planned, until every client is done. */
+    int64_t waited_in_flight_since = 0, last_poll = 0;
+    while (atomic_load(&w.clients_done) < sc->clients || next_kill < n_plan) {
+        cluster_supervise(&c);
+        if (util_mono_ms() - last_poll >= 50) {
+            monitor_poll(&c, mon);
+            last_poll = util_mono_ms();
+        }
+        if (next_kill < n_plan && c.stats_fresh &&
+            c.last_settled >= (uint64_t)plan[next_kill].after) {
+            planned_kill *k = &plan[next_kill];
+            if (k->svc < 0 && res->sagad_kills_done == 0) {
+                /* The first kill of sagad waits (a bounded while) for many
+                 * sagas in flight, so that recovery has work to do. */
+                if (waited_in_flight_since == 0)
+                    waited_in_flight_since = util_mono_ms();
+                uint64_t many = (uint64_t)(sc->sagas / 4 < MAX_IN_FLIGHT / 2 ? sc->sagas / 4
+                                                                             : MAX_IN_FLIGHT / 2);
+                if (c.last_in_flight < many && util_mono_ms() - waited_in_flight_since < 5000) {
+                    util_sleep_ms(TICK_MS);
+                    continue;
+                }
+                printf("  first kill of sagad: %" PRIu64 " sagas in flight, %" PRIu64
+                       " settled, %d acknowledged\n",
+                       c.last_in_flight, c.last_settled, atomic_load(&w.acked));
+            }
+            proc *p = k->svc < 0 ? &c.sagad : &c.svc[k->svc];
+            proc_kill(&c, p);
+            if (k->svc < 0)
+                res->sagad_kills_done++;
+            else
+                res->participant_kills_done++;
+            next_kill++;
+        }
+        if (util_mono_ms() > w.deadline + 30000)
+            break; /* clients are stuck beyond their own deadline */
+        util_sleep_ms(TICK_MS);
+    }
+    printf("  chaos done after %.1f s: %d acknowledged, %d planned kills of sagad, %d of "
+           "participants\n",
+           (double)(util_mono_ms() - t0) / 1000, atomic_load(&w.acked), res->sagad_kills_done,
+           res->participant_kills_done);
+
+    /* Settle: participants without faults, then wait for quiet. */
+    if (c.faults_on) {
+        c.faults_on = 0;
+        for (int i = 0; i < N_SVC; i++) {
+            proc_stop(&c.svc[i]);
+            if (proc_start(&c, &c.svc[i]) != 0)
+                fprintf(stderr, "saga-chaos: cannot restart %s\n", c.svc[i].name);
+        }
+    }
+    int quiet = 0;
+    while (util_mono_ms() < w.deadline) {
+        cluster_supervise(&c);
+        monitor_poll(&c, mon);
+        if (c.stats_fresh && c.last_unsettled == 0 && c.last_in_flight == 0) {
+            quiet = 1;
+            break;
+        }
+        util_sleep_ms(100);
+    }
+    printf("  %s after %.1f s\n", quiet ? "quiet" : "NOT quiet",
+           (double)(util_mono_ms() - t0) / 1000);
+
+    /* Check. */
+    for (int i = 0; i < N_SVC; i++)
+        proc_stop(&c.svc[i]); /* stable databases to read */
+    run_facts f = {.settled_in_time = quiet,
+                   .replays_sagad = c.replayed_before + c.replayed_seen,
+                   .require_replays = sc->faults_rate > 0};
+    for (int i = 0; i < N_SVC; i++) {
+        f.unexpected_deaths += c.svc[i].unexpected_deaths;
+        res->crash_hits += c.svc[i].crash_point_hits;
+    }
+    f.unexpected_deaths += c.sagad.unexpected_deaths;
+    res->crash_hits += c.sagad.crash_point_hits;
+    printf("  deaths: sagad %d planned, %d crash point; participants:", c.sagad.planned_deaths,
+           c.sagad.crash_point_hits);
+    for (int i = 0; i < N_SVC; i++)
+        printf(" %s %d planned/%d injected/%d crash point", c.svc[i].name, c.svc[i].planned_deaths,
+               c.svc[i].fault_deaths, c.svc[i].crash_point_hits);
+    printf("\n");
+    fflush(stdout);
+
+    verdicts v = {.seed = o->seed, .admin = mon, .deadline = util_mono_ms() + 120000};
+    check_invariants(&v, &c, &w, &f);
+    res->passed = v.passed;
+    res->failed = v.failed;
+    rc = 0;
+
+out:
+    /* Clients stop on their own: all starts answered, or the deadline. */
+    for (int i = 0; i < started; i++)
+        pthread_join(clients[i].thread, NULL);
+    if (clients) {
+        for (int i = 0; i < started; i++)
+            nng_close(clients[i].sock);
+        pthread_barrier_destroy(&w.barrier);
+    }
+    if (mon_open)
+        nng_close(mon);
+    cluster_stop(&c);
+    cluster_free(&c);
+    free(clients);
+    free(w.recs);
+    free(plan);
+    return rc;
+}
+
+/* ---- main ------------------------------------------------------------------ */
+
+static int run_chaos(const chaos_opts *o, const char *dir)
+{
+    scenario sc = {.label = "run",
+                   .sagas = o->sagas,
+                   .clients = o->clients,
+                   .kills = o->kills,
+                   .participant_kills = o->participant_kills,
+                   .faults_rate = o->faults_rate,
+                   .duplicate_pct = 10,
+                   .conflict_pct = 2};
+    run_result res;
+    printf("chaos: %d sagas, %d clients, %d sagad kills, %d participant kills, faults rate %g\n",
+           o->sagas, o->clients, o->kills, o->participant_kills, o->faults_rate);
+    if (run_scenario(o, &sc, dir, &res) != 0) {
+        printf("FAIL  setup                  the run could not be set up (seed %" PRIu64 ")\n",
+               o->seed);
+        printf("0 passed, 1 failed\n");
+        return 1;
+    }
+    printf("%d passed, %d failed\n", res.passed, res.failed);
+    return res.failed == 0 ? 0 : 1;
+}
+
+/*
+ * Every named crash point (grep crashpoint(" in orchestrator/ and
+ * participants/): sagad's engine.*, and the runtime's participant.* in each
+ * of the four services. hit_at is k in NAME:k: late enough to be mid-run in
+ * a scenario of MATRIX_SAGAS sagas, early enough to be reached for sure.
+ */
+#define MATRIX_SAGAS 30
+static const struct {
+    const char *proc;
+    const char *point;
+    int hit_at;
+} matrix[] = {
+    {"sagad", "engine.after_intent_commit", 8},    {"sagad", "engine.after_send", 8},
+    {"sagad", "engine.before_outcome_commit", 8},  {"sagad", "engine.in_compensation", 3},
+    {"order", "participant.before_commit", 4},     {"order", "participant.after_commit", 4},
+    {"payment", "participant.before_commit", 4},   {"payment", "participant.after_commit", 4},
+    {"inventory", "participant.before_commit", 3}, {"inventory", "participant.after_commit", 3},
+    {"shipping", "participant.before_commit", 2},  {"shipping", "participant.after_commit", 2},
+};
+#define MATRIX_N (sizeof matrix / sizeof matrix[0])
+
+static int run_crash_matrix(const chaos_opts *o, const char *dir)
+{
+    int hit[MATRIX_N], ok[MATRIX_N];
+    int passed = 0, failed = 0;
+    for (size_t i = 0; i < MATRIX_N; i++) {
+        char spec[96], label[16], *sub;
+        snprintf(spec, sizeof spec, "%s:%d", matrix[i].point, matrix[i].hit_at);
+        snprintf(label, sizeof label, "m%zu", i);
+        printf("crash matrix %zu/%zu: %s SAGA_CRASH_POINT=%s\n", i + 1, MATRIX_N, matrix[i].proc,
+               spec);
+        scenario sc = {.label = label,
+                       .sagas = MATRIX_SAGAS,
+                       .clients = 3,
+                       .duplicate_pct = 10,
+                       .crash_proc = matrix[i].proc,
+                       .crash_point = spec};
+        run_result res;
+        char name[32];
+        snprintf(name, sizeof name, "matrix-%zu", i);
+        sub = th_path(dir, name);
+        int rc = sub && mkdir(sub, 0700) == 0 ? run_scenario(o, &sc, sub, &res) : -1;
+        free(sub);
+        hit[i] = rc == 0 && res.crash_hits > 0;
+        ok[i] = rc == 0 && res.failed == 0;
+        /* A row passes when the point was hit and every invariant held. */
+        if (hit[i] && ok[i])
+            passed++;
+        else
+            failed++;
+    }
+    printf("\n%-10s %-30s %-5s %s\n", "process", "crash point", "hit?", "invariants");
+    for (size_t i = 0; i < MATRIX_N; i++)
+        printf("%-10s %-30s %-5s %s\n", matrix[i].proc, matrix[i].point, hit[i] ? "yes" : "NO",
+               ok[i] ? "PASS" : "FAIL");
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    chaos_opts o;
+    if (parse_opts(argc, argv, &o) != 0)
+        return 2;
+    printf("saga-chaos: seed %" PRIu64 "\n", o.seed);
+    fflush(stdout);
+    /* Children find their programs here (th_spawn); none inherits a crash
+     * point meant for us. */
+    setenv("SAGA_BIN_DIR", o.bin_dir, 1);
+    unsetenv("SAGA_CRASH_POINT");
+    signal(SIGPIPE, SIG_IGN);
+
+    char *dir = th_tempdir();
+    if (dir == NULL) {
+        fprintf(stderr, "saga-chaos: cannot make a temp dir\n");
+        return 1;
+    }
+    printf("saga-chaos: working in %s\n", dir);
+    int status = o.crash_matrix ? run_crash_matrix(&o, dir) : run_chaos(&o, dir);
+    if (o.keep || status != 0) {
+        printf("saga-chaos: kept %s (logs, databases)\n", dir);
+    } else {
+        th_rmtree(dir);
+    }
+    free(dir);
+    printf("saga-chaos: seed %" PRIu64 "\n", o.seed);
+    return status;
+}
