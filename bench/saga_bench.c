@@ -1,0 +1,1607 @@
+/*
+ * saga-bench — measures sagad and the example participants end to end and
+ * prints one table. See docs/BENCHMARKS.md for what each figure means, what
+ * bounds it, and a recorded run.
+ *
+ * What it does, in one process run (so that ratios hold on a noisy machine):
+ *   - starts the real programs (order/payment/inventory/shipping-svc and
+ *     sagad, from the directory of this binary) on ipc:// addresses in a
+ *     private temp directory, with generated seed files whose balances and
+ *     stock cannot run out, and the shipped sagas/order_fulfillment.cfg;
+ *   - drives sagad through its admin protocol (req0, many outstanding
+ *     StartSaga requests on nng contexts + aio), closed loop at a fixed
+ *     number of sagas in flight, or open loop at a fixed rate;
+ *   - learns that a saga finished from sagad's own log line
+ *     "saga <id> (<type>) COMPLETED", read from a pipe on sagad's stderr.
+ *     sagad writes that line (one write(2)) in finish_round, after the commit
+ *     that made the saga final: it is a push notification that exists in
+ *     the product already, costs sagad nothing extra, and has the
+ *     resolution of a pipe wake-up (tens of microseconds) instead of a poll
+ *     interval. Recovery runs use GetStats polling instead (see there).
+ *   - drives the participants directly (no sagad) with the same five step
+ *     requests per "saga", for the orchestration overhead;
+ *   - kills sagad with SIGKILL under load and restarts it, builds a large
+ *     database, and holds 100,000 sagas in flight, for recovery, growth and
+ *     memory figures.
+ *
+ * Processes are started with posix_spawn (nng is not fork-safe) and all of
+ * them are killed at exit; the temp directory is removed unless --keep.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <protobuf-c/protobuf-c.h>
+#include <sqlite3.h>
+
+#include "admin.pb-c.h"
+#include "kv.h"
+#include "util.h"
+#include "wire.h"
+
+extern char **environ;
+
+/* ---- Small helpers --------------------------------------------------------- */
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void sleep_ms(int64_t ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static char g_tmp[256];
+static int g_keep;
+
+static void note(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "saga-bench: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+}
+
+/* ---- Child processes ----------------------------------------------------- */
+
+#define MAX_PROCS 64
+static pid_t g_procs[MAX_PROCS];
+static size_t g_nprocs;
+
+static void kill_all(void)
+{
+    for (size_t i = 0; i < g_nprocs; i++)
+        if (g_procs[i] > 0) {
+            kill(g_procs[i], SIGKILL);
+            waitpid(g_procs[i], NULL, 0);
+            g_procs[i] = 0;
+        }
+}
+
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "saga-bench: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    kill_all();
+    if (g_tmp[0])
+        fprintf(stderr, "saga-bench: files kept in %s\n", g_tmp);
+    exit(1);
+}
+
+static void forget_proc(pid_t pid)
+{
+    for (size_t i = 0; i < g_nprocs; i++)
+        if (g_procs[i] == pid)
+            g_procs[i] = 0;
+}
+
+/* Starts argv[0] with stdout and stderr on out_fd. */
+static pid_t spawn(char *const argv[], int out_fd)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, out_fd, STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&fa, out_fd, STDERR_FILENO);
+    pid_t pid;
+    int err = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (err != 0)
+        die("cannot start %s: %s", argv[0], strerror(err));
+    if (g_nprocs < MAX_PROCS)
+        g_procs[g_nprocs++] = pid;
+    return pid;
+}
+
+static void stop_proc(pid_t pid, int sig)
+{
+    if (pid <= 0)
+        return;
+    kill(pid, sig);
+    waitpid(pid, NULL, 0);
+    forget_proc(pid);
+}
+
+/* utime + stime of pid in seconds (0 when gone). */
+static double proc_cpu(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    if (p == NULL)
+        return 0;
+    unsigned long long ut = 0, st = 0;
+    /* after ")": state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return 0;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static long proc_rss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kib = -1;
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+            break;
+    fclose(f);
+    return kib;
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (f == NULL || fputs(text, f) < 0 || fclose(f) != 0)
+        die("cannot write %s", path);
+}
+
+/* ---- Completion tracking: saga id -> start time --------------------------- */
+
+enum { SLOT_EMPTY, SLOT_STARTED, SLOT_DONE_EARLY, SLOT_TOMB };
+
+typedef struct {
+    char id[37];
+    uint8_t state;
+    uint8_t ok;
+    int64_t t; /* start time, or completion time for DONE_EARLY */
+} slot;
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    slot *slots;
+    size_t cap, used;
+    int64_t outstanding; /* issued starts not finished (nor refused) */
+    uint64_t completed, bad, refused;
+    int record; /* record latencies */
+    double *lat; /* ms */
+    size_t n_lat, cap_lat;
+} tracker;
+
+static tracker g_tr = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static uint64_t hash_id(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static slot *tr_find(tracker *t, const char *id, int for_insert)
+{
+    size_t mask = t->cap - 1;
+    slot *tomb = NULL;
+    for (size_t j = hash_id(id) & mask;; j = (j + 1) & mask) {
+        slot *s = &t->slots[j];
+        if (s->state == SLOT_EMPTY)
+            return for_insert ? (tomb ? tomb : s) : NULL;
+        if (s->state == SLOT_TOMB) {
+            if (tomb == NULL)
+                tomb = s;
+            continue;
+        }
+        if (memcmp(s->id, id, 36) == 0)
+            return s;
+    }
+}
+
+static void tr_rehash(tracker *t)
+{
+    size_t live = 0;
+    for (size_t i = 0; i < t->cap; i++)
+        live += t->slots[i].state == SLOT_STARTED || t->slots[i].state == SLOT_DONE_EARLY;
+    size_t cap = 1 << 16;
+    while (cap < live * 4)
+        cap *= 2;
+    slot *old = t->slots;
+    size_t ocap = t->cap;
+    t->slots = calloc(cap, sizeof *t->slots);
+    if (t->slots == NULL)
+        die("out of memory");
+    t->cap = cap;
+    t->used = 0;
+    for (size_t i = 0; i < ocap; i++)
+        if (old[i].state == SLOT_STARTED || old[i].state == SLOT_DONE_EARLY) {
+            *tr_find(t, old[i].id, 1) = old[i];
+            t->used++;
+        }
+    free(old);
+}
+
+static void tr_lat(tracker *t, int64_t ns)
+{
+    if (!t->record)
+        return;
+    if (t->n_lat == t->cap_lat) {
+        t->cap_lat = t->cap_lat ? t->cap_lat * 2 : 65536;
+        t->lat = realloc(t->lat, t->cap_lat * sizeof *t->lat);
+        if (t->lat == NULL)
+            die("out of memory");
+    }
+    t->lat[t->n_lat++] = (double)ns / 1e6;
+}
+
+static void tr_insert(tracker *t, const char *id, int state, int ok, int64_t when)
+{
+    if ((t->used + 1) * 2 > t->cap)
+        tr_rehash(t);
+    slot *s = tr_find(t, id, 1);
+    if (s->state == SLOT_EMPTY)
+        t->used++;
+    memcpy(s->id, id, 36);
+    s->id[36] = 0;
+    s->state = (uint8_t)state;
+    s->ok = (uint8_t)ok;
+    s->t = when;
+}
+
+/* A start was acknowledged with this id. */
+static void tr_started(const char *id, int64_t t0)
+{
+    tracker *t = &g_tr;
+    pthread_mutex_lock(&t->mu);
+    slot *s = tr_find(t, id, 0);
+    if (s != NULL && s->state == SLOT_DONE_EARLY) {
+        if (s->ok)
+            tr_lat(t, s->t - t0);
+        s->state = SLOT_TOMB;
+    } else {
+        tr_insert(t, id, SLOT_STARTED, 0, t0);
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void tr_refused(void)
+{
+    tracker *t = &g_tr;
+    pthread_mutex_lock(&t->mu);
+    t->refused++;
+    t->outstanding--;
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* sagad logged that saga id is final. */
+static void tr_settled(const char *id, int ok, int64_t t1)
+{
+    tracker *t = &g_tr;
+    pthread_mutex_lock(&t->mu);
+    slot *s = tr_find(t, id, 0);
+    if (s != NULL && s->state == SLOT_STARTED) {
+        if (ok)
+            tr_lat(t, t1 - s->t);
+        s->state = SLOT_TOMB;
+    } else if (s == NULL) {
+        tr_insert(t, id, SLOT_DONE_EARLY, ok, t1);
+    }
+    if (ok)
+        t->completed++;
+    else
+        t->bad++;
+    t->outstanding--;
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void tr_reset(void)
+{
+    tracker *t = &g_tr;
+    pthread_mutex_lock(&t->mu);
+    free(t->slots);
+    t->cap = 1 << 16;
+    t->slots = calloc(t->cap, sizeof *t->slots);
+    if (t->slots == NULL)
+        die("out of memory");
+    t->used = 0;
+    t->outstanding = 0;
+    t->completed = t->bad = t->refused = 0;
+    t->n_lat = 0;
+    t->record = 0;
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* ---- sagad: its stderr pipe is where completions come from --------------- */
+
+typedef struct {
+    pid_t pid;
+    int fd;
+    FILE *log; /* every line but the settled ones, for post-mortems */
+    pthread_t reader;
+    atomic_int ready;
+    atomic_llong recovered_ns; /* when "recovered N unfinished sagas" was read */
+    atomic_llong last_settle_ns;
+} sagad_proc;
+
+static void handle_line(sagad_proc *sp, char *line, int64_t t)
+{
+    /* "<stamp> INFO  sagad: saga <id> (<type>) COMPLETED[: error]" */
+    char *m = strstr(line, " sagad: ");
+    if (m != NULL) {
+        m += 8;
+        if (strncmp(m, "saga ", 5) == 0 && strlen(m) > 5 + 36 + 3 && m[5 + 36] == ' ') {
+            char id[37];
+            memcpy(id, m + 5, 36);
+            id[36] = 0;
+            char *st = strchr(m + 5 + 37, ')');
+            if (st != NULL) {
+                st += 2;
+                atomic_store(&sp->last_settle_ns, t);
+                tr_settled(id, strncmp(st, "COMPLETED", 9) == 0, t);
+                if (strncmp(st, "COMPLETED", 9) == 0)
+                    return;
+            }
+        } else if (strncmp(m, "recovered ", 10) == 0) {
+            atomic_store(&sp->recovered_ns, t);
+        } else if (strncmp(m, "serving ", 8) == 0) {
+            atomic_store(&sp->ready, 1);
+        }
+    }
+    if (sp->log)
+        fputs(line, sp->log), fputc('\n', sp->log), fflush(sp->log);
+}
+
+static void *sagad_reader(void *arg)
+{
+    sagad_proc *sp = arg;
+    static __thread char buf[1 << 16];
+    size_t have = 0;
+    for (;;) {
+        ssize_t n = read(sp->fd, buf + have, sizeof buf - have - 1);
+        if (n <= 0) {
+            if (n < 0 && errno == EINTR)
+                continue;
+            break;
+        }
+        int64_t t = now_ns();
+        have += (size_t)n;
+        buf[have] = 0;
+        char *p = buf, *nl;
+        while ((nl = memchr(p, '\n', have - (size_t)(p - buf))) != NULL) {
+            *nl = 0;
+            handle_line(sp, p, t);
+            p = nl + 1;
+        }
+        have -= (size_t)(p - buf);
+        memmove(buf, p, have);
+        if (have == sizeof buf - 1)
+            have = 0; /* an absurd line: drop it */
+    }
+    return NULL;
+}
+
+/* ---- A cluster: four services and sagad on their own directory ------------ */
+
+static char g_bindir[512], g_srcdir[512];
+
+static const char *const svc_names[4] = {"order", "payment", "inventory", "shipping"};
+
+typedef struct {
+    char name[32];
+    char dir[400];
+    int durable;
+    int nobarrier;
+    char faults[128]; /* participant --faults, "" for none */
+    int contexts;     /* participant --contexts, 0: default */
+    int max_in_flight;
+    int timeout_ms;
+    char admin_url[460];
+    char urls[4][460];
+    pid_t svc[4];
+    sagad_proc sagad;
+    int sagad_gen;
+    /* admin client */
+    nng_socket sock;
+    int sock_open;
+} cluster;
+
+#define N_CUSTOMERS 16
+#define N_SKUS      16
+
+static void write_seeds(const char *dir)
+{
+    char path[600], buf[8192];
+    size_t o = 0;
+    o += (size_t)snprintf(buf + o, sizeof buf - o, "accounts = (\n");
+    for (int i = 0; i < N_CUSTOMERS; i++)
+        o += (size_t)snprintf(buf + o, sizeof buf - o,
+                              "  { customer = \"bench%02d\"; balance = 100000000000000; }%s\n", i,
+                              i + 1 < N_CUSTOMERS ? "," : "");
+    snprintf(buf + o, sizeof buf - o, ");\n");
+    snprintf(path, sizeof path, "%s/payment.seed", dir);
+    write_file(path, buf);
+    o = 0;
+    o += (size_t)snprintf(buf + o, sizeof buf - o, "skus = (\n");
+    for (int i = 0; i < N_SKUS; i++)
+        o += (size_t)snprintf(buf + o, sizeof buf - o,
+                              "  { sku = \"BENCH-%02d\"; stock = 1000000000; }%s\n", i,
+                              i + 1 < N_SKUS ? "," : "");
+    snprintf(buf + o, sizeof buf - o, ");\n");
+    snprintf(path, sizeof path, "%s/inventory.seed", dir);
+    write_file(path, buf);
+    snprintf(path, sizeof path, "%s/shipping.seed", dir);
+    write_file(path, "destinations = [ \"Paris\", \"Berlin\", \"Lisbon\", \"Oslo\" ];\n");
+    snprintf(path, sizeof path, "%s/order.seed", dir);
+    write_file(path, "# no seed data\n");
+}
+
+static void cluster_init(cluster *c, const char *name, int durable, int nobarrier)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->name, sizeof c->name, "%s", name);
+    snprintf(c->dir, sizeof c->dir, "%s/%s", g_tmp, name);
+    if (mkdir(c->dir, 0700) != 0 && errno != EEXIST)
+        die("mkdir %s: %s", c->dir, strerror(errno));
+    c->durable = durable;
+    c->nobarrier = nobarrier;
+    c->max_in_flight = 10000;
+    c->timeout_ms = 2000;
+    snprintf(c->admin_url, sizeof c->admin_url, "ipc://%s/sagad.ipc", c->dir);
+    for (int i = 0; i < 4; i++)
+        snprintf(c->urls[i], sizeof c->urls[i], "ipc://%s/%s.ipc", c->dir, svc_names[i]);
+    write_seeds(c->dir);
+}
+
+static int wait_dial(const char *url, int timeout_ms)
+{
+    nng_socket s;
+    if (nng_req0_open(&s) != 0)
+        return -1;
+    int64_t end = now_ns() + (int64_t)timeout_ms * 1000000;
+    int rv;
+    while ((rv = nng_dial(s, url, NULL, 0)) != 0 && now_ns() < end)
+        sleep_ms(10);
+    nng_close(s);
+    return rv == 0 ? 0 : -1;
+}
+
+static void start_services(cluster *c)
+{
+    for (int i = 0; i < 4; i++) {
+        char prog[600], db[600], seed[600], logp[600], ctx[16];
+        snprintf(prog, sizeof prog, "%s/%s%s-svc", g_bindir, c->nobarrier ? "bench-" : "",
+                 svc_names[i]);
+        snprintf(db, sizeof db, "%s/%s.db", c->dir, svc_names[i]);
+        snprintf(seed, sizeof seed, "%s/%s.seed", c->dir, svc_names[i]);
+        snprintf(logp, sizeof logp, "%s/%s.log", c->dir, svc_names[i]);
+        snprintf(ctx, sizeof ctx, "%d", c->contexts);
+        char *argv[20];
+        int a = 0;
+        argv[a++] = prog;
+        argv[a++] = "--listen";
+        argv[a++] = c->urls[i];
+        argv[a++] = "--db";
+        argv[a++] = db;
+        if (i != 0) { /* order-svc's seed is empty; it takes none */
+            argv[a++] = "--seed";
+            argv[a++] = seed;
+        }
+        argv[a++] = "--log-level";
+        argv[a++] = "warn";
+        if (!c->durable)
+            argv[a++] = "--unsafe-no-fsync";
+        if (c->faults[0]) {
+            argv[a++] = "--faults";
+            argv[a++] = c->faults;
+        }
+        if (c->contexts > 0) {
+            argv[a++] = "--contexts";
+            argv[a++] = ctx;
+        }
+        argv[a] = NULL;
+        int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (fd < 0)
+            die("cannot open %s", logp);
+        c->svc[i] = spawn(argv, fd);
+        close(fd);
+    }
+    for (int i = 0; i < 4; i++)
+        if (wait_dial(c->urls[i], 15000) != 0)
+            die("%s: %s-svc does not listen on %s (see %s/%s.log)", c->name, svc_names[i],
+                c->urls[i], c->dir, svc_names[i]);
+}
+
+static void write_sagad_cfg(cluster *c)
+{
+    char path[600], text[4096];
+    snprintf(path, sizeof path, "%s/sagad.cfg", c->dir);
+    snprintf(text, sizeof text,
+             "admin_url = \"%s\";\n"
+             "database = \"%s/sagad.db\";\n"
+             "sagas_dir = \"%s/sagas\";\n"
+             "durability = \"%s\";\n"
+             "max_in_flight = %d;\n"
+             "participants = {\n"
+             "  order = \"%s\";\n  payment = \"%s\";\n  inventory = \"%s\";\n"
+             "  shipping = \"%s\";\n"
+             "};\n"
+             "defaults = { timeout_ms = %d; };\n",
+             c->admin_url, c->dir, g_srcdir, c->durable ? "full" : "off", c->max_in_flight,
+             c->urls[0], c->urls[1], c->urls[2], c->urls[3], c->timeout_ms);
+    write_file(path, text);
+}
+
+static cluster *g_actx_owner;
+static void admin_quiesce(void);
+
+static void admin_close(cluster *c)
+{
+    if (g_actx_owner == c) {
+        g_actx_owner = NULL; /* closing the socket closes its contexts */
+    }
+    if (c->sock_open)
+        nng_close(c->sock);
+    c->sock_open = 0;
+}
+
+static void start_sagad(cluster *c)
+{
+    write_sagad_cfg(c);
+    char cfg[600], logp[600];
+    snprintf(cfg, sizeof cfg, "%s/sagad.cfg", c->dir);
+    snprintf(logp, sizeof logp, "%s/sagad.%d.log", c->dir, ++c->sagad_gen);
+    int p[2];
+    if (pipe(p) != 0 || fcntl(p[0], F_SETFD, FD_CLOEXEC) != 0 ||
+        fcntl(p[1], F_SETFD, FD_CLOEXEC) != 0)
+        die("pipe: %s", strerror(errno));
+    char prog[600];
+    snprintf(prog, sizeof prog, "%s/sagad", g_bindir);
+    char *argv[] = {prog, "--config", cfg, NULL};
+    sagad_proc *sp = &c->sagad;
+    atomic_store(&sp->ready, 0);
+    atomic_store(&sp->recovered_ns, 0);
+    sp->log = fopen(logp, "w");
+    sp->fd = p[0];
+    sp->pid = spawn(argv, p[1]);
+    close(p[1]);
+    if (pthread_create(&sp->reader, NULL, sagad_reader, sp) != 0)
+        die("cannot start a thread");
+    int64_t end = now_ns() + 60 * 1000000000LL;
+    while (!atomic_load(&sp->ready)) {
+        if (now_ns() > end || waitpid(sp->pid, NULL, WNOHANG) == sp->pid)
+            die("%s: sagad did not start (see %s)", c->name, logp);
+        sleep_ms(2);
+    }
+}
+
+/* Stops sagad (SIGKILL: a crash; SIGTERM: clean) and joins its log reader. */
+static void stop_sagad(cluster *c, int sig)
+{
+    admin_close(c);
+    stop_proc(c->sagad.pid, sig);
+    c->sagad.pid = 0;
+    pthread_join(c->sagad.reader, NULL);
+    close(c->sagad.fd);
+    if (c->sagad.log)
+        fclose(c->sagad.log);
+    c->sagad.log = NULL;
+}
+
+static void cluster_start(cluster *c)
+{
+    start_services(c);
+    start_sagad(c);
+}
+
+static void cluster_stop(cluster *c)
+{
+    if (c->sagad.pid > 0)
+        stop_sagad(c, SIGTERM);
+    for (int i = 0; i < 4; i++) {
+        stop_proc(c->svc[i], SIGTERM);
+        c->svc[i] = 0;
+    }
+}
+
+typedef struct {
+    double sagad, svcs;
+} cpu_snap;
+
+static cpu_snap cluster_cpu(const cluster *c)
+{
+    cpu_snap s = {proc_cpu(c->sagad.pid), 0};
+    for (int i = 0; i < 4; i++)
+        s.svcs += proc_cpu(c->svc[i]);
+    return s;
+}
+
+/* ---- The admin client: StartSaga on many contexts ------------------------ */
+
+#define N_START_MSGS 64
+
+static uint8_t *g_start_msg[N_START_MSGS];
+static size_t g_start_len[N_START_MSGS];
+
+static void pack_start_requests(void)
+{
+    static const char *dests[] = {"Paris", "Berlin", "Lisbon", "Oslo"};
+    for (int i = 0; i < N_START_MSGS; i++) {
+        char customer[16], sku[16];
+        snprintf(customer, sizeof customer, "bench%02d", i % N_CUSTOMERS);
+        snprintf(sku, sizeof sku, "BENCH-%02d", (i / 2) % N_SKUS);
+        const char *keys[5] = {"customer", "sku", "quantity", "amount", "destination"};
+        const char *vals[5] = {customer, sku, "1", "100", dests[i % 4]};
+        Saga__V1__StartSaga__InputEntry ent[5], *pent[5];
+        for (int k = 0; k < 5; k++) {
+            Saga__V1__StartSaga__InputEntry e = SAGA__V1__START_SAGA__INPUT_ENTRY__INIT;
+            e.key = (char *)keys[k];
+            e.value = (char *)vals[k];
+            ent[k] = e;
+            pent[k] = &ent[k];
+        }
+        Saga__V1__StartSaga st = SAGA__V1__START_SAGA__INIT;
+        st.type = "order_fulfillment";
+        st.n_input = 5;
+        st.input = pent;
+        Saga__V1__AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
+        req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_START;
+        req.start = &st;
+        g_start_len[i] = saga__v1__admin_request__get_packed_size(&req);
+        g_start_msg[i] = malloc(g_start_len[i]);
+        saga__v1__admin_request__pack(&req, g_start_msg[i]);
+    }
+}
+
+typedef struct actx {
+    nng_ctx ctx;
+    nng_aio *aio;
+    int receiving;
+    int64_t t0;
+    struct actx *next_free;
+} actx;
+
+#define N_ACTX 256
+static actx g_actx[N_ACTX];
+static actx *g_actx_free;
+static pthread_mutex_t g_actx_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_actx_cv = PTHREAD_COND_INITIALIZER;
+static atomic_ullong g_start_errors;
+static char g_last_start_error[256];
+
+static void actx_put(actx *a)
+{
+    pthread_mutex_lock(&g_actx_mu);
+    a->next_free = g_actx_free;
+    g_actx_free = a;
+    pthread_cond_signal(&g_actx_cv);
+    pthread_mutex_unlock(&g_actx_mu);
+}
+
+static void actx_cb(void *arg)
+{
+    actx *a = arg;
+    int rv = nng_aio_result(a->aio);
+    if (!a->receiving) {
+        if (rv != 0) {
+            nng_msg_free(nng_aio_get_msg(a->aio));
+            g_start_errors++;
+            tr_refused();
+            actx_put(a);
+            return;
+        }
+        a->receiving = 1;
+        nng_ctx_recv(a->ctx, a->aio);
+        return;
+    }
+    if (rv != 0) {
+        g_start_errors++;
+        snprintf(g_last_start_error, sizeof g_last_start_error, "%s", nng_strerror(rv));
+        tr_refused();
+        actx_put(a);
+        return;
+    }
+    nng_msg *m = nng_aio_get_msg(a->aio);
+    Saga__V1__AdminReply *rep =
+        saga__v1__admin_reply__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
+    nng_msg_free(m);
+    if (rep != NULL && rep->status == SAGA__V1__ADMIN_STATUS__ADMIN_OK &&
+        rep->body_case == SAGA__V1__ADMIN_REPLY__BODY_STARTED && strlen(rep->started->saga_id) == 36) {
+        tr_started(rep->started->saga_id, a->t0);
+    } else {
+        g_start_errors++;
+        snprintf(g_last_start_error, sizeof g_last_start_error, "status %d: %s",
+                 rep ? (int)rep->status : -1, rep && rep->error ? rep->error : "undecodable");
+        tr_refused();
+    }
+    if (rep)
+        saga__v1__admin_reply__free_unpacked(rep, NULL);
+    actx_put(a);
+}
+
+/* The context pool is bound to one cluster's socket at a time (g_actx_owner). */
+
+static void admin_open(cluster *c)
+{
+    if (c->sock_open && g_actx_owner == c)
+        return;
+    if (g_actx_owner != NULL) {
+        admin_quiesce();
+        for (int i = 0; i < N_ACTX; i++)
+            nng_ctx_close(g_actx[i].ctx);
+        g_actx_owner = NULL;
+    }
+    if (c->sock_open)
+        goto bind;
+    if (nng_req0_open(&c->sock) != 0)
+        die("nng_req0_open");
+    nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+    nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, 16 << 20);
+    int rv = nng_dial(c->sock, c->admin_url, NULL, 0);
+    if (rv != 0)
+        die("cannot dial %s: %s", c->admin_url, nng_strerror(rv));
+    c->sock_open = 1;
+bind:
+    g_actx_owner = c;
+    pthread_mutex_lock(&g_actx_mu);
+    g_actx_free = NULL;
+    for (int i = 0; i < N_ACTX; i++) {
+        actx *a = &g_actx[i];
+        if (a->aio == NULL && nng_aio_alloc(&a->aio, actx_cb, a) != 0)
+            die("nng_aio_alloc");
+        if (nng_ctx_open(&a->ctx, c->sock) != 0)
+            die("nng_ctx_open");
+        a->next_free = g_actx_free;
+        g_actx_free = a;
+    }
+    pthread_mutex_unlock(&g_actx_mu);
+}
+
+/* Issues one StartSaga (counted outstanding by the caller); waits for a free context. */
+static void issue_start(cluster *c, uint64_t n)
+{
+    pthread_mutex_lock(&g_actx_mu);
+    while (g_actx_free == NULL)
+        pthread_cond_wait(&g_actx_cv, &g_actx_mu);
+    actx *a = g_actx_free;
+    g_actx_free = a->next_free;
+    pthread_mutex_unlock(&g_actx_mu);
+    nng_msg *m;
+    size_t k = n % N_START_MSGS;
+    if (nng_msg_alloc(&m, 0) != 0 || nng_msg_append(m, g_start_msg[k], g_start_len[k]) != 0)
+        die("out of memory");
+    a->receiving = 0;
+    a->t0 = now_ns();
+    nng_aio_set_msg(a->aio, m);
+    nng_aio_set_timeout(a->aio, 120000);
+    nng_ctx_send(a->ctx, a->aio);
+}
+
+/* Waits until every context is back (all start replies seen). */
+static void admin_quiesce(void)
+{
+    pthread_mutex_lock(&g_actx_mu);
+    for (;;) {
+        int n = 0;
+        for (actx *a = g_actx_free; a; a = a->next_free)
+            n++;
+        if (n == N_ACTX)
+            break;
+        pthread_cond_wait(&g_actx_cv, &g_actx_mu);
+    }
+    pthread_mutex_unlock(&g_actx_mu);
+}
+
+/* One synchronous GetStats on its own socket. Returns 0 and the counts. */
+static int get_stats(cluster *c, uint64_t *finished, uint64_t *in_flight)
+{
+    nng_socket s;
+    int rv = nng_req0_open(&s);
+    if (rv != 0)
+        return -1;
+    nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 5000);
+    nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, 5000);
+    nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, 16 << 20);
+    Saga__V1__GetStats gs = SAGA__V1__GET_STATS__INIT;
+    Saga__V1__AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
+    req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_STATS;
+    req.stats = &gs;
+    uint8_t buf[64];
+    size_t len = saga__v1__admin_request__pack(&req, buf);
+    void *rbuf = NULL;
+    size_t rlen = 0;
+    int ret = -1;
+    if (nng_dial(s, c->admin_url, NULL, 0) == 0 && nng_send(s, buf, len, 0) == 0 &&
+        nng_recv(s, &rbuf, &rlen, NNG_FLAG_ALLOC) == 0) {
+        Saga__V1__AdminReply *rep = saga__v1__admin_reply__unpack(NULL, rlen, rbuf);
+        if (rep && rep->body_case == SAGA__V1__ADMIN_REPLY__BODY_STATS) {
+            *finished = rep->stats->completed + rep->stats->compensated + rep->stats->failed;
+            *in_flight = rep->stats->in_flight;
+            ret = 0;
+        }
+        if (rep)
+            saga__v1__admin_reply__free_unpacked(rep, NULL);
+        nng_free(rbuf, rlen);
+    }
+    nng_close(s);
+    return ret;
+}
+
+/* ---- Runs -------------------------------------------------------------------- */
+
+typedef struct {
+    double secs;
+    uint64_t completed, bad, refused;
+    double rate;      /* completed sagas/s */
+    double p50, p99, max;
+    double cpu_sagad, cpu_svcs; /* ms per completed saga */
+} run_result;
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void latency_summary(run_result *r)
+{
+    tracker *t = &g_tr;
+    pthread_mutex_lock(&t->mu);
+    if (t->n_lat > 0) {
+        qsort(t->lat, t->n_lat, sizeof *t->lat, cmp_double);
+        r->p50 = t->lat[(size_t)(0.50 * (double)(t->n_lat - 1))];
+        r->p99 = t->lat[(size_t)(0.99 * (double)(t->n_lat - 1))];
+        r->max = t->lat[t->n_lat - 1];
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* Waits until no started saga is unfinished (bounded). */
+static void drain(cluster *c, int timeout_s)
+{
+    admin_quiesce();
+    tracker *t = &g_tr;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_s;
+    pthread_mutex_lock(&t->mu);
+    while (t->outstanding > 0)
+        if (pthread_cond_timedwait(&t->cv, &t->mu, &until) == ETIMEDOUT) {
+            pthread_mutex_unlock(&t->mu);
+            die("%s: %" PRId64 " sagas still unfinished after %d s", c->name, t->outstanding,
+                timeout_s);
+        }
+    pthread_mutex_unlock(&t->mu);
+}
+
+/*
+ * Closed loop: keeps `conc` sagas in flight (counted from the StartSaga send
+ * to the completion line) for warm_s + secs, measuring over the last secs.
+ * With target > 0, runs until that many sagas completed instead (secs is
+ * then ignored) and prints progress.
+ */
+static run_result run_closed(cluster *c, int conc, double warm_s, double secs, uint64_t target)
+{
+    admin_open(c);
+    tr_reset();
+    tracker *t = &g_tr;
+    run_result r = {0};
+    int64_t start = now_ns(), t_meas = start + (int64_t)(warm_s * 1e9);
+    int64_t t_end = target ? INT64_MAX : t_meas + (int64_t)(secs * 1e9);
+    int measuring = 0;
+    uint64_t c0 = 0, b0 = 0, n = 0;
+    cpu_snap cpu0 = {0};
+    int64_t t_progress = start + 10 * 1000000000LL;
+    for (;;) {
+        pthread_mutex_lock(&t->mu);
+        while (t->outstanding >= conc) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 5000000;
+            if (ts.tv_nsec >= 1000000000)
+                ts.tv_sec++, ts.tv_nsec -= 1000000000;
+            pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+            break;
+        }
+        int room = t->outstanding < conc;
+        if (room)
+            t->outstanding++;
+        int64_t now = now_ns();
+        if (!measuring && now >= t_meas) {
+            measuring = 1;
+            t->record = 1;
+            t->n_lat = 0;
+            c0 = t->completed;
+            b0 = t->bad;
+            cpu0 = cluster_cpu(c);
+            t_meas = now;
+        }
+        uint64_t done = t->completed;
+        pthread_mutex_unlock(&t->mu);
+        if (target && now > t_progress) {
+            note("%s: %" PRIu64 " / %" PRIu64 " sagas completed", c->name, done, target);
+            t_progress = now + 10 * 1000000000LL;
+        }
+        if (now >= t_end || (target && done >= target)) {
+            if (room) {
+                pthread_mutex_lock(&t->mu);
+                t->outstanding--;
+                pthread_mutex_unlock(&t->mu);
+            }
+            break;
+        }
+        if (room)
+            issue_start(c, n++);
+    }
+    int64_t t_stop = now_ns();
+    pthread_mutex_lock(&t->mu);
+    t->record = 0;
+    r.completed = t->completed - c0;
+    r.bad = t->bad - b0;
+    pthread_mutex_unlock(&t->mu);
+    cpu_snap cpu1 = cluster_cpu(c);
+    r.secs = (double)(t_stop - t_meas) / 1e9;
+    r.rate = (double)r.completed / r.secs;
+    if (r.completed) {
+        r.cpu_sagad = (cpu1.sagad - cpu0.sagad) * 1000.0 / (double)r.completed;
+        r.cpu_svcs = (cpu1.svcs - cpu0.svcs) * 1000.0 / (double)r.completed;
+    }
+    latency_summary(&r);
+    drain(c, 120);
+    r.refused = t->refused;
+    return r;
+}
+
+/* Open loop: starts sagas at `rate` per second for secs, then drains. */
+static run_result run_open(cluster *c, double rate, double secs)
+{
+    admin_open(c);
+    tr_reset();
+    tracker *t = &g_tr;
+    run_result r = {0};
+    pthread_mutex_lock(&t->mu);
+    t->record = 1;
+    pthread_mutex_unlock(&t->mu);
+    int64_t start = now_ns(), interval = (int64_t)(1e9 / rate);
+    uint64_t total = (uint64_t)(rate * secs);
+    cpu_snap cpu0 = cluster_cpu(c);
+    for (uint64_t i = 0; i < total; i++) {
+        int64_t due = start + (int64_t)i * interval, now = now_ns();
+        if (due > now)
+            sleep_ms(0), nanosleep(&(struct timespec){0, due - now}, NULL);
+        pthread_mutex_lock(&t->mu);
+        t->outstanding++;
+        pthread_mutex_unlock(&t->mu);
+        issue_start(c, i);
+    }
+    drain(c, 120);
+    cpu_snap cpu1 = cluster_cpu(c);
+    r.secs = (double)(now_ns() - start) / 1e9;
+    r.completed = t->completed;
+    r.bad = t->bad;
+    r.refused = t->refused;
+    r.rate = (double)r.completed / r.secs;
+    if (r.completed) {
+        r.cpu_sagad = (cpu1.sagad - cpu0.sagad) * 1000.0 / (double)r.completed;
+        r.cpu_svcs = (cpu1.svcs - cpu0.svcs) * 1000.0 / (double)r.completed;
+    }
+    latency_summary(&r);
+    return r;
+}
+
+/* Starts n sagas as fast as sagad takes them; returns when all are acknowledged. */
+static void burst(cluster *c, uint64_t n)
+{
+    admin_open(c);
+    tracker *t = &g_tr;
+    for (uint64_t i = 0; i < n; i++) {
+        pthread_mutex_lock(&t->mu);
+        t->outstanding++;
+        pthread_mutex_unlock(&t->mu);
+        issue_start(c, i);
+    }
+    admin_quiesce();
+}
+
+/* ---- Direct: the participants without sagad ------------------------------ */
+
+static const struct {
+    const char *step, *op;
+    int participant;
+} direct_steps[5] = {
+    {"create_order", "create", 0},         {"charge_payment", "charge", 1},
+    {"reserve_stock", "reserve", 2},       {"schedule_shipping", "schedule", 3},
+    {"approve_order", "approve", 0},
+};
+
+typedef struct dsaga {
+    nng_ctx ctx[4];
+    nng_aio *aio;
+    int step, receiving;
+    uint64_t n;
+    char saga_id[37];
+    char order_id[160];
+    int64_t t0;
+} dsaga;
+
+static nng_socket g_dsock[4];
+static atomic_int g_dstop;
+static atomic_ullong g_dcompleted, g_dbad;
+static atomic_int g_dactive;
+static atomic_ullong g_dseq;
+
+static void dsaga_send(dsaga *d)
+{
+    uint64_t k = d->n;
+    char customer[16], sku[16], key[256];
+    snprintf(customer, sizeof customer, "bench%02d", (int)(k % N_CUSTOMERS));
+    snprintf(sku, sizeof sku, "BENCH-%02d", (int)((k / 2) % N_SKUS));
+    kvmap params = KVMAP_INIT;
+    switch (d->step) {
+    case 0:
+        kv_set(&params, "customer", customer);
+        kv_set(&params, "sku", sku);
+        kv_set(&params, "quantity", "1");
+        kv_set(&params, "amount", "100");
+        break;
+    case 1:
+        kv_set(&params, "customer", customer);
+        kv_set(&params, "amount", "100");
+        kv_set(&params, "order_id", d->order_id);
+        break;
+    case 2:
+        kv_set(&params, "sku", sku);
+        kv_set(&params, "quantity", "1");
+        kv_set(&params, "order_id", d->order_id);
+        break;
+    case 3:
+        kv_set(&params, "destination", "Paris");
+        kv_set(&params, "order_id", d->order_id);
+        kv_set(&params, "customer", customer);
+        break;
+    default:
+        kv_set(&params, "order_id", d->order_id);
+        break;
+    }
+    snprintf(key, sizeof key, "%s/%s/action", d->saga_id, direct_steps[d->step].step);
+    size_t len;
+    uint8_t *buf = wire_pack_request(key, d->saga_id, direct_steps[d->step].step, PHASE_ACTION,
+                                     direct_steps[d->step].op, 1, &params, &len);
+    kv_free(&params);
+    nng_msg *m;
+    if (buf == NULL || nng_msg_alloc(&m, 0) != 0 || nng_msg_append(m, buf, len) != 0)
+        die("out of memory");
+    free(buf);
+    d->receiving = 0;
+    nng_aio_set_msg(d->aio, m);
+    nng_aio_set_timeout(d->aio, 30000);
+    nng_ctx_send(d->ctx[direct_steps[d->step].participant], d->aio);
+}
+
+static void dsaga_begin(dsaga *d)
+{
+    if (atomic_load(&g_dstop)) {
+        g_dactive--;
+        return;
+    }
+    d->n = g_dseq++;
+    util_uuid4(d->saga_id);
+    d->step = 0;
+    d->order_id[0] = 0;
+    d->t0 = now_ns();
+    dsaga_send(d);
+}
+
+static void dsaga_cb(void *arg)
+{
+    dsaga *d = arg;
+    int rv = nng_aio_result(d->aio);
+    nng_ctx ctx = d->ctx[direct_steps[d->step].participant];
+    if (!d->receiving) {
+        if (rv != 0) {
+            nng_msg_free(nng_aio_get_msg(d->aio));
+            g_dbad++;
+            dsaga_begin(d);
+            return;
+        }
+        d->receiving = 1;
+        nng_ctx_recv(ctx, d->aio);
+        return;
+    }
+    if (rv != 0) {
+        g_dbad++;
+        dsaga_begin(d);
+        return;
+    }
+    nng_msg *m = nng_aio_get_msg(d->aio);
+    StepReply *rep = saga__v1__step_reply__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
+    nng_msg_free(m);
+    int ok = rep != NULL && (int)rep->outcome == OUTCOME_OK;
+    if (ok && d->step == 0) {
+        ok = 0;
+        for (size_t i = 0; i < rep->n_result; i++)
+            if (strcmp(rep->result[i]->key, "order_id") == 0) {
+                snprintf(d->order_id, sizeof d->order_id, "%s", rep->result[i]->value);
+                ok = 1;
+            }
+    }
+    if (rep)
+        saga__v1__step_reply__free_unpacked(rep, NULL);
+    if (!ok) {
+        g_dbad++;
+        dsaga_begin(d);
+        return;
+    }
+    if (++d->step == 5) {
+        g_dcompleted++;
+        dsaga_begin(d);
+        return;
+    }
+    dsaga_send(d);
+}
+
+static run_result run_direct(cluster *c, int conc, double warm_s, double secs)
+{
+    for (int i = 0; i < 4; i++) {
+        if (nng_req0_open(&g_dsock[i]) != 0)
+            die("nng_req0_open");
+        nng_socket_set_ms(g_dsock[i], NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+        if (nng_dial(g_dsock[i], c->urls[i], NULL, 0) != 0)
+            die("cannot dial %s", c->urls[i]);
+    }
+    dsaga *ds = calloc((size_t)conc, sizeof *ds);
+    atomic_store(&g_dstop, 0);
+    g_dcompleted = g_dbad = 0;
+    g_dactive = conc;
+    for (int i = 0; i < conc; i++) {
+        for (int k = 0; k < 4; k++)
+            if (nng_ctx_open(&ds[i].ctx[k], g_dsock[k]) != 0)
+                die("nng_ctx_open");
+        if (nng_aio_alloc(&ds[i].aio, dsaga_cb, &ds[i]) != 0)
+            die("nng_aio_alloc");
+    }
+    for (int i = 0; i < conc; i++)
+        dsaga_begin(&ds[i]);
+    sleep_ms((int64_t)(warm_s * 1000));
+    uint64_t c0 = g_dcompleted;
+    cpu_snap cpu0 = cluster_cpu(c);
+    int64_t t0 = now_ns();
+    sleep_ms((int64_t)(secs * 1000));
+    uint64_t c1 = g_dcompleted;
+    int64_t t1 = now_ns();
+    cpu_snap cpu1 = cluster_cpu(c);
+    atomic_store(&g_dstop, 1);
+    while (atomic_load(&g_dactive) > 0)
+        sleep_ms(5);
+    run_result r = {0};
+    r.secs = (double)(t1 - t0) / 1e9;
+    r.completed = c1 - c0;
+    r.bad = g_dbad;
+    r.rate = (double)r.completed / r.secs;
+    if (r.completed)
+        r.cpu_svcs = (cpu1.svcs - cpu0.svcs) * 1000.0 / (double)r.completed;
+    for (int i = 0; i < conc; i++) {
+        nng_aio_free(ds[i].aio);
+        for (int k = 0; k < 4; k++)
+            nng_ctx_close(ds[i].ctx[k]);
+    }
+    free(ds);
+    for (int i = 0; i < 4; i++)
+        nng_close(g_dsock[i]);
+    return r;
+}
+
+/* ---- Recovery ------------------------------------------------------------------ */
+
+/* Polls GetStats until `n` sagas are final; returns the time it happened. */
+static int64_t wait_finished(cluster *c, uint64_t n, int timeout_s)
+{
+    int64_t end = now_ns() + (int64_t)timeout_s * 1000000000;
+    uint64_t fin = 0, inf = 0;
+    while (now_ns() < end) {
+        if (get_stats(c, &fin, &inf) == 0 && fin >= n)
+            return now_ns();
+        sleep_ms(20);
+    }
+    die("%s: only %" PRIu64 " of %" PRIu64 " sagas finished after %d s", c->name, fin, n, timeout_s);
+}
+
+/* ---- Output --------------------------------------------------------------------- */
+
+typedef struct {
+    char text[64000];
+    size_t len;
+} outbuf;
+static outbuf g_out;
+
+static void out(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void out(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(g_out.text + g_out.len, sizeof g_out.text - g_out.len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        g_out.len += (size_t)n < sizeof g_out.text - g_out.len ? (size_t)n : 0;
+}
+
+static const char *verdict(int met)
+{
+    return met ? "MET" : "MISSED";
+}
+
+static void machine_info(void)
+{
+    struct utsname u;
+    uname(&u);
+    char model[256] = "?", line[512];
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "model name", 10) == 0) {
+            char *p = strchr(line, ':');
+            snprintf(model, sizeof model, "%s", p ? p + 2 : line);
+            model[strcspn(model, "\n")] = 0;
+            break;
+        }
+    if (f)
+        fclose(f);
+    out("machine: %ld cores (%s), %s %s %s\n", sysconf(_SC_NPROCESSORS_ONLN), model, u.sysname,
+        u.release, u.machine);
+    out("versions: nng %s, SQLite %s, protobuf-c %s\n", nng_version(), sqlite3_libversion(),
+        protobuf_c_version());
+    out("temp dir: %s (file system of the databases)\n", g_tmp);
+}
+
+/* ---- main ------------------------------------------------------------------------ */
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: saga-bench [--quick] [--secs S] [--growth N] [--recovery N] [--memory N]\n"
+            "                  [--perf FILE] [--keep] [--tmp DIR]\n"
+            "  --quick        short runs and small sizes: finishes in under a minute\n"
+            "  --secs S       measured seconds per throughput point (default 5; quick 1)\n"
+            "  --growth N     finished sagas in the grown databases (default 1000000)\n"
+            "  --recovery N   sagas in flight when sagad is killed (default 10000)\n"
+            "  --memory N     sagas held in flight for the memory figure (default 100000)\n"
+            "  --perf FILE    record a perf profile of sagad during the durable 256 run\n"
+            "  --keep         keep the temp directory (databases, logs)\n"
+            "  --tmp DIR      where to make the temp directory (default /tmp)\n");
+}
+
+static void on_exit_kill(void)
+{
+    kill_all();
+}
+
+int main(int argc, char **argv)
+{
+    int quick = 0;
+    double secs = -1;
+    long growth = -1, recovery_n = -1, memory_n = -1;
+    const char *perf = NULL, *tmpbase = "/tmp";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--quick") == 0)
+            quick = 1;
+        else if (strcmp(a, "--secs") == 0 && i + 1 < argc)
+            secs = atof(argv[++i]);
+        else if (strcmp(a, "--growth") == 0 && i + 1 < argc)
+            growth = atol(argv[++i]);
+        else if (strcmp(a, "--recovery") == 0 && i + 1 < argc)
+            recovery_n = atol(argv[++i]);
+        else if (strcmp(a, "--memory") == 0 && i + 1 < argc)
+            memory_n = atol(argv[++i]);
+        else if (strcmp(a, "--perf") == 0 && i + 1 < argc)
+            perf = argv[++i];
+        else if (strcmp(a, "--keep") == 0)
+            g_keep = 1;
+        else if (strcmp(a, "--tmp") == 0 && i + 1 < argc)
+            tmpbase = argv[++i];
+        else {
+            usage();
+            return a[0] == '-' && a[1] == 'h' ? 0 : 2;
+        }
+    }
+    if (secs <= 0)
+        secs = quick ? 0.7 : 5.0;
+    double warm = quick ? 0.2 : 1.0;
+    if (growth < 0)
+        growth = quick ? 4000 : 1000000;
+    if (recovery_n < 0)
+        recovery_n = quick ? 1000 : 10000;
+    if (memory_n < 0)
+        memory_n = quick ? 5000 : 100000;
+
+    /* Binaries beside this one; sagas/ from SAGA_SOURCE_DIR or the build's source. */
+    char self[400];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0)
+        die("cannot find my own path");
+    self[n] = 0;
+    *strrchr(self, '/') = 0;
+    snprintf(g_bindir, sizeof g_bindir, "%s", self);
+    const char *src = getenv("SAGA_SOURCE_DIR");
+    snprintf(g_srcdir, sizeof g_srcdir, "%s", src ? src : SAGA_SOURCE_DIR);
+    snprintf(g_tmp, sizeof g_tmp, "%s/saga-bench-XXXXXX", tmpbase);
+    if (mkdtemp(g_tmp) == NULL)
+        die("mkdtemp: %s", strerror(errno));
+    atexit(on_exit_kill);
+    signal(SIGPIPE, SIG_IGN);
+    pack_start_requests();
+    int64_t t_all = now_ns();
+
+    static const int concs[4] = {1, 16, 64, 256};
+    run_result dur[4], rel[4], nob[4], dir[4];
+    cluster cd, cr, cn;
+    cluster_init(&cd, "durable", 1, 0);
+    cluster_init(&cr, "relaxed", 0, 0);
+    cluster_init(&cn, "nobarrier", 1, 1);
+    cluster_start(&cd);
+    cluster_start(&cr);
+    cluster_start(&cn);
+
+    /* 1, 2, 3, 7: the three clusters in turn at each concurrency, so that
+     * the machine's drift hits them alike. */
+    for (int k = 0; k < 4; k++) {
+        note("throughput at %d in flight", concs[k]);
+        pid_t perf_pid = 0;
+        dur[k] = run_closed(&cd, concs[k], warm, secs, 0);
+        rel[k] = run_closed(&cr, concs[k], warm, secs, 0);
+        if (perf && concs[k] == 256) {
+            char pidbuf[16], secbuf[16];
+            snprintf(pidbuf, sizeof pidbuf, "%d", (int)cd.sagad.pid);
+            snprintf(secbuf, sizeof secbuf, "%.1f", secs);
+            char *pargv[] = {"/usr/bin/perf", "record", "-g", "-F", "999", "-o", (char *)perf,
+                             "-p", pidbuf, "--", "sleep", secbuf, NULL};
+            int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+            perf_pid = spawn(pargv, devnull);
+            close(devnull);
+            sleep_ms(300);
+            run_result pr = run_closed(&cd, 256, 0, secs, 0);
+            note("durable 256 under perf: %.0f sagas/s", pr.rate);
+            waitpid(perf_pid, NULL, 0);
+            forget_proc(perf_pid);
+        }
+        nob[k] = run_closed(&cn, concs[k], warm, secs, 0);
+    }
+    cluster_stop(&cr);
+    cluster_stop(&cn);
+
+    /* 3: latency at about half the best durable throughput, open loop. */
+    double best = 0;
+    for (int k = 0; k < 4; k++)
+        if (dur[k].rate > best)
+            best = dur[k].rate;
+    note("latency at %.0f sagas/s (open loop)", best / 2);
+    run_result half = run_open(&cd, best / 2, secs);
+
+    /* 4: the participants driven directly, no sagad. */
+    for (int k = 0; k < 4; k++) {
+        note("direct participants at %d in flight", concs[k]);
+        dir[k] = run_direct(&cd, concs[k], warm, secs);
+    }
+
+    /* 6a: growth. Durable throughput at 64 on the (nearly empty) durable
+     * cluster and on one grown to `growth` finished sagas, back to back. */
+    note("growth: building %ld finished sagas (relaxed mode)", growth);
+    cluster cg;
+    cluster_init(&cg, "grown", 0, 0);
+    cg.max_in_flight = 20000;
+    cluster_start(&cg);
+    int64_t tb0 = now_ns();
+    run_result build = run_closed(&cg, 256, 0, 0, (uint64_t)growth);
+    double build_s = (double)(now_ns() - tb0) / 1e9;
+    cluster_stop(&cg);
+    cg.durable = 1;
+    cluster_start(&cg);
+    note("growth: measuring");
+    run_result g_empty = run_closed(&cd, 64, warm, secs, 0);
+    run_result g_big = run_closed(&cg, 64, warm, secs, 0);
+    run_result g_empty2 = run_closed(&cd, 64, warm, secs, 0);
+    char dbp[600];
+    snprintf(dbp, sizeof dbp, "%s/sagad.db", cg.dir);
+    struct stat stb;
+    double sagad_db_mib = stat(dbp, &stb) == 0 ? (double)stb.st_size / 1048576.0 : 0;
+    cluster_stop(&cg);
+    cluster_stop(&cd);
+
+    /* 5: recovery. Participants hold each reply delay_ms (delay fault) so
+     * that `recovery_n` sagas are in flight; the same burst runs once
+     * without and once with a SIGKILL of sagad right after the last start
+     * is acknowledged. Finished = GetStats completed+compensated+failed. */
+    int delay_ms = quick ? 200 : 1000;
+    uint64_t rn = (uint64_t)recovery_n;
+    double rec_base = 0, rec_after = 0, rec_first = 0, rec_total = 0, rec_kill_at = 0;
+    uint64_t rec_in_flight = 0;
+    for (int crash = 0; crash < 2; crash++) {
+        note("recovery: %" PRIu64 " sagas %s", rn, crash ? "with a crash" : "without a crash");
+        cluster cc;
+        cluster_init(&cc, crash ? "recovery-crash" : "recovery-base", 1, 0);
+        snprintf(cc.faults, sizeof cc.faults, "seed=1,delay=1,delay_ms=%d", delay_ms);
+        cc.contexts = 4096;
+        cc.timeout_ms = 120000;
+        cc.max_in_flight = (int)rn * 2;
+        cluster_start(&cc);
+        tr_reset();
+        int64_t t0 = now_ns();
+        burst(&cc, rn);
+        if (!crash) {
+            rec_base = (double)(wait_finished(&cc, rn, 600) - t0) / 1e9;
+        } else {
+            uint64_t fin = 0;
+            get_stats(&cc, &fin, &rec_in_flight);
+            int64_t tk = now_ns();
+            rec_kill_at = (double)(tk - t0) / 1e9;
+            stop_sagad(&cc, SIGKILL);
+            int64_t tr = now_ns();
+            start_sagad(&cc);
+            int64_t rec = atomic_load(&cc.sagad.recovered_ns);
+            rec_first = rec ? (double)(rec - tr) / 1e9 : -1;
+            int64_t tf = wait_finished(&cc, rn, 600);
+            rec_after = (double)(tf - tr) / 1e9;
+            rec_total = (double)(tf - t0) / 1e9;
+        }
+        cluster_stop(&cc);
+    }
+
+    /* 6b: memory per saga in flight. order-svc holds each reply 60 s with
+     * 64 contexts, so nearly every saga waits at its first step. */
+    note("memory: %ld sagas in flight", memory_n);
+    cluster cm;
+    cluster_init(&cm, "memory", 0, 0);
+    snprintf(cm.faults, sizeof cm.faults, "seed=1,delay=1,delay_ms=60000");
+    cm.max_in_flight = (int)memory_n * 2;
+    cm.timeout_ms = 3600000;
+    cluster_start(&cm);
+    admin_open(&cm);
+    tr_reset();
+    sleep_ms(500);
+    long rss0 = proc_rss_kib(cm.sagad.pid);
+    burst(&cm, (uint64_t)memory_n);
+    sleep_ms(1000);
+    uint64_t mfin = 0, minf = 0;
+    get_stats(&cm, &mfin, &minf);
+    long rss1 = proc_rss_kib(cm.sagad.pid);
+    stop_sagad(&cm, SIGKILL);
+    cluster_stop(&cm);
+    double per_saga = minf ? (double)(rss1 - rss0) * 1024.0 / (double)minf : 0;
+
+    /* ---- The table ---- */
+    out("saga-bench%s: %s\n", quick ? " --quick" : "", "order_fulfillment, 5 steps, ipc://");
+    machine_info();
+    out("settings: %.1f s measured per point after %.1f s warm-up; closed loop (a new start as "
+        "soon as a saga finishes); inputs quantity=1 amount=100, 16 customers, 16 skus; "
+        "no client_key; step timeout 2000 ms\n",
+        secs, warm);
+    out("  durable = sagad durability \"full\" + services default (synchronous=FULL, WAL)\n"
+        "  relaxed = sagad durability \"off\" + services --unsafe-no-fsync (synchronous=OFF)\n"
+        "  no-barrier = durable, services built with PT_BENCH_NO_BARRIER (bench-*-svc)\n"
+        "  latency = StartSaga sent -> sagad's COMPLETED log line read from its stderr pipe\n\n");
+    out("1. THROUGHPUT (completed sagas/s) and 7. CPU (ms per completed saga: sagad + services)\n");
+    out("%-10s %10s %10s %9s %10s %9s %18s %18s\n", "in flight", "durable", "relaxed", "dur/rel",
+        "no-barrier", "with/w.o", "cpu dur (sagad+svc)", "cpu rel (sagad+svc)");
+    for (int k = 0; k < 4; k++)
+        out("%-10d %10.0f %10.0f %9.2f %10.0f %9.2f %9.2f + %6.2f %9.2f + %6.2f\n", concs[k],
+            dur[k].rate, rel[k].rate, dur[k].rate / rel[k].rate, nob[k].rate,
+            dur[k].rate / nob[k].rate, dur[k].cpu_sagad, dur[k].cpu_svcs, rel[k].cpu_sagad,
+            rel[k].cpu_svcs);
+    double best_rel = 0;
+    for (int k = 0; k < 4; k++)
+        best_rel = rel[k].rate > best_rel ? rel[k].rate : best_rel;
+    out("  best durable %.0f/s (target >= 3000: %s); durable/relaxed at 64: %.2f (target >= 0.85: "
+        "%s)\n",
+        best, verdict(best >= 3000), dur[2].rate / rel[2].rate,
+        verdict(dur[2].rate / rel[2].rate >= 0.85));
+    out("2. BARRIER: durable with/without idempotency records at 64: %.2f, at 256: %.2f (target >= "
+        "0.95: %s)\n",
+        dur[2].rate / nob[2].rate, dur[3].rate / nob[3].rate,
+        verdict(dur[2].rate / nob[2].rate >= 0.95));
+    out("3. LATENCY, whole saga, ms    %8s %8s %8s %10s\n", "p50", "p99", "max", "sagas");
+    for (int k = 0; k < 4; k++)
+        out("   durable, %3d in flight     %8.2f %8.2f %8.2f %10" PRIu64 "\n", concs[k], dur[k].p50,
+            dur[k].p99, dur[k].max, dur[k].completed);
+    out("   relaxed,   1 in flight     %8.2f %8.2f %8.2f %10" PRIu64 "\n", rel[0].p50, rel[0].p99,
+        rel[0].max, rel[0].completed);
+    out("   durable, open loop %5.0f/s %8.2f %8.2f %8.2f %10" PRIu64 "  (half the best durable)\n",
+        best / 2, half.p50, half.p99, half.max, half.completed);
+    out("   one at a time durable p50 %.2f ms (target <= 2 ms: %s)\n", dur[0].p50,
+        verdict(dur[0].p50 <= 2.0));
+    out("4. ORCHESTRATION: participants driven directly, 5 steps per saga, durable\n");
+    out("%-10s %10s %10s %12s %14s\n", "in flight", "direct", "sagad", "sagad/direct",
+        "svc cpu direct");
+    for (int k = 0; k < 4; k++)
+        out("%-10d %10.0f %10.0f %12.2f %11.2f ms\n", concs[k], dir[k].rate, dur[k].rate,
+            dur[k].rate / dir[k].rate, dir[k].cpu_svcs);
+    out("5. RECOVERY: %" PRIu64 " sagas, services hold every reply %d ms (4096 contexts), step "
+        "timeout 120 s\n",
+        rn, delay_ms);
+    out("   no crash: all finished %.2f s after the first start\n", rec_base);
+    out("   crash: SIGKILL %.2f s after the first start with %" PRIu64 " in flight; restart -> "
+        "recovery sends done %.3f s; restart -> all finished %.2f s; first start -> all "
+        "finished %.2f s\n",
+        rec_kill_at, rec_in_flight, rec_first, rec_after, rec_total);
+    out("   restart->finished / no-crash time: %.2f; whole crash run / no-crash: %.2f (target <= "
+        "1.2: %s)\n",
+        rec_after / rec_base, rec_total / rec_base, verdict(rec_total / rec_base <= 1.2));
+    out("6. GROWTH: %" PRIu64 " sagas finished in %.0f s to build (relaxed, 256 in flight, %.0f/s); "
+        "sagad.db %.0f MiB\n",
+        build.completed, build_s, (double)build.completed / build_s, sagad_db_mib);
+    out("   durable at 64: empty %.0f/s, grown %.0f/s, empty again %.0f/s -> grown/empty %.2f "
+        "(target >= 0.9: %s)\n",
+        g_empty.rate, g_big.rate, g_empty2.rate, g_big.rate / ((g_empty.rate + g_empty2.rate) / 2),
+        verdict(g_big.rate / ((g_empty.rate + g_empty2.rate) / 2) >= 0.9));
+    out("   MEMORY: sagad RSS %ld KiB idle, %ld KiB with %" PRIu64 " in flight -> %.0f bytes per "
+        "saga in flight (target <= 4096: %s)\n",
+        rss0, rss1, minf, per_saga, verdict(per_saga <= 4096));
+    out("7. CPU per saga: see the table under 1 (sagad ms + the four services' ms, from "
+        "/proc/<pid>/stat utime+stime over the measured window)\n");
+    uint64_t errs = g_start_errors;
+    out("start errors: %" PRIu64 "%s%s; sagas not COMPLETED: %" PRIu64 "\n", errs,
+        errs ? ", last: " : "", errs ? g_last_start_error : "",
+        dur[0].bad + dur[1].bad + dur[2].bad + dur[3].bad + rel[0].bad + rel[1].bad + rel[2].bad +
+            rel[3].bad + nob[0].bad + nob[1].bad + nob[2].bad + nob[3].bad);
+    out("total time %.0f s\n", (double)(now_ns() - t_all) / 1e9);
+    fwrite(g_out.text, 1, g_out.len, stdout);
+
+    if (!g_keep) {
+        char *rm[] = {"/bin/rm", "-rf", g_tmp, NULL};
+        int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        pid_t p = spawn(rm, devnull);
+        waitpid(p, NULL, 0);
+        forget_proc(p);
+        close(devnull);
+    } else {
+        note("files kept in %s", g_tmp);
+    }
+    return 0;
+}
