@@ -354,7 +354,8 @@ typedef struct {
      * value seen in the current one, plus the total of the earlier ones. */
     uint64_t replayed_seen, replayed_before;
     uint64_t last_in_flight, last_unsettled, last_settled;
-    int stats_fresh; /* the last poll answered */
+    int stats_fresh;      /* the last poll answered */
+    int monitor_failures; /* polls in a row without a reply */
 } cluster;
 
 static void proc_init(proc *p, const char *dir, const char *name, int participant)
@@ -869,7 +870,7 @@ typedef struct {
     atomic_int next;   /* next rec to start */
     atomic_int acked;  /* starts acknowledged */
     atomic_int clients_done;
-    atomic_int start_retries, busy, dup_checks, conflict_checks;
+    atomic_int start_retries, busy, dup_checks, conflict_checks, reopened;
     pthread_barrier_t barrier;
 } workload;
 
@@ -879,7 +880,45 @@ typedef struct {
     pthread_t thread;
     util_prng rng;
     nng_socket sock;
+    int failures_in_row; /* admin calls without any reply */
+    int sock_tainted;    /* an aio of sock was abandoned: never close it */
 } client;
+
+/*
+ * A new socket after REOPEN_AFTER calls in a row got no reply. nng 1.5.2's
+ * dialer can stop redialing for good when the peer dies while a connection
+ * is being set up (seen here when sagad is killed; cf. nanomsg/nng#970), so
+ * a robust client starts over, as this one does.
+ */
+#define REOPEN_AFTER 3
+static int socket_reopen(nng_socket *s, const char *url, int tainted)
+{
+    nng_socket fresh;
+    if (admin_open(&fresh, url) != 0)
+        return -1;
+    if (!tainted)
+        nng_close(*s);
+    *s = fresh; /* a tainted socket is left to nng, never touched again */
+    return 0;
+}
+
+/* admin_call for a client: counts failures and starts over when needed. */
+static int client_call(client *cl, const AdminRequest *req, AdminReply **out)
+{
+    int abandoned = atomic_load(&admin_abandoned);
+    int rv = admin_call(cl->sock, req, ADMIN_CALL_MS, out);
+    if (atomic_load(&admin_abandoned) != abandoned)
+        cl->sock_tainted = 1;
+    if (rv == 0) {
+        cl->failures_in_row = 0;
+    } else if (++cl->failures_in_row >= REOPEN_AFTER &&
+               socket_reopen(&cl->sock, cl->w->c->sagad.url, cl->sock_tainted) == 0) {
+        cl->failures_in_row = 0;
+        cl->sock_tainted = 0;
+        atomic_fetch_add(&cl->w->reopened, 1);
+    }
+    return rv;
+}
 
 /*
  * StartSaga(key, input) until an answer that is not transient. Returns the
@@ -910,7 +949,7 @@ static int client_start(client *cl, const char *key, const kvmap *input, char id
         if (!first)
             atomic_fetch_add(&w->start_retries, 1);
         AdminReply *rep = NULL;
-        int rv = admin_call(cl->sock, &req, ADMIN_CALL_MS, &rep);
+        int rv = client_call(cl, &req, &rep);
         if (rv != 0) { /* timeout, sagad gone, unreadable: the same request again */
             util_sleep_ms(20 + (int64_t)(util_prng_next(&cl->rng) % 80));
             continue;
@@ -1035,12 +1074,23 @@ static int kill_cmp(const void *a, const void *b)
 }
 
 /* Polls sagad's stats (short timeout); updates the cluster's view. */
-static void monitor_poll(cluster *c, nng_socket mon)
+static void monitor_poll(cluster *c, nng_socket *mon)
 {
-    AdminReply *rep = c->sagad.pid > 0 ? admin_stats(mon, MONITOR_CALL_MS) : NULL;
-    c->stats_fresh = rep != NULL;
-    if (rep == NULL)
+    if (c->sagad.pid <= 0) {
+        c->stats_fresh = 0;
         return;
+    }
+    int abandoned = atomic_load(&admin_abandoned);
+    AdminReply *rep = admin_stats(*mon, MONITOR_CALL_MS);
+    c->stats_fresh = rep != NULL;
+    if (rep == NULL) {
+        /* The same remedy as the clients' (socket_reopen). */
+        if (++c->monitor_failures >= REOPEN_AFTER &&
+            socket_reopen(mon, c->sagad.url, atomic_load(&admin_abandoned) != abandoned) == 0)
+            c->monitor_failures = 0;
+        return;
+    }
+    c->monitor_failures = 0;
     const Saga__V1__Stats *st = rep->stats;
     if (st->replayed_replies > c->replayed_seen)
         c->replayed_seen = st->replayed_replies;
@@ -1373,10 +1423,11 @@ static void check_invariants(verdicts *v, const cluster *c, const workload *w, c
     int64_t unacked = sql_int(db, "SELECT count(*) FROM acks WHERE NOT acked OR start_error");
     verdict(v, bad == 0 && unacked == 0, &ids, "exactly once per key",
             "%" PRId64 " keys acknowledged, %d sagas exist, %d repeats same id, %d reuses refused, "
-            "%d start retries, %d BUSY, %" PRId64 " never acknowledged",
+            "%d start retries, %d BUSY, %d client sockets reopened, %" PRId64 " never acknowledged",
             sql_int(db, "SELECT count(*) FROM acks WHERE acked"), n_sagas,
             atomic_load(&w->dup_checks), atomic_load(&w->conflict_checks),
-            atomic_load(&w->start_retries), atomic_load(&w->busy), unacked);
+            atomic_load(&w->start_retries), atomic_load(&w->busy), atomic_load(&w->reopened),
+            unacked);
 
     /* 3. Money: balances + charged = seeded total = what we seeded. */
     int64_t money_total = sql_int(db, "SELECT value FROM p.meta WHERE key = 'money_total'");
@@ -1592,14 +1643,15 @@ static int run_scenario(const chaos_opts *o, const scenario *sc, const char *dir
     }
 
     /* Chaos: supervise, kill as planned, until every client is done. */
-    int64_t waited_in_flight_since = 0, last_poll = 0;
+    int64_t waited_in_flight_since = 0, last_poll = 0, last_kill_at = 0;
     while (atomic_load(&w.clients_done) < sc->clients || next_kill < n_plan) {
         cluster_supervise(&c);
         if (util_mono_ms() - last_poll >= 50) {
-            monitor_poll(&c, mon);
+            monitor_poll(&c, &mon);
             last_poll = util_mono_ms();
         }
-        if (next_kill < n_plan && c.stats_fresh &&
+        /* Kills are spaced, and sagad must have answered since its restart. */
+        if (next_kill < n_plan && c.stats_fresh && util_mono_ms() - last_kill_at >= 300 &&
             c.last_settled >= (uint64_t)plan[next_kill].after) {
             planned_kill *k = &plan[next_kill];
             if (k->svc < 0 && res->sagad_kills_done == 0) {
@@ -1619,6 +1671,7 @@ static int run_scenario(const chaos_opts *o, const scenario *sc, const char *dir
             }
             proc *p = k->svc < 0 ? &c.sagad : &c.svc[k->svc];
             proc_kill(&c, p);
+            last_kill_at = util_mono_ms();
             if (k->svc < 0)
                 res->sagad_kills_done++;
             else
@@ -1646,7 +1699,7 @@ static int run_scenario(const chaos_opts *o, const scenario *sc, const char *dir
     int quiet = 0;
     while (util_mono_ms() < w.deadline) {
         cluster_supervise(&c);
-        monitor_poll(&c, mon);
+        monitor_poll(&c, &mon);
         if (c.stats_fresh && c.last_unsettled == 0 && c.last_in_flight == 0) {
             quiet = 1;
             break;
