@@ -1,0 +1,371 @@
+/*
+ * test_orch_faults — sagad when participants are down or slow, and the
+ * operator commands: the real sagad, sagactl and the four services
+ * (orch_fixture.h), one fresh system per test, checked through sagactl and
+ * the participants' databases.
+ *
+ * Covered:
+ *   - a participant down for a while, then started: the step is retried
+ *     (attempts > 1) and the saga completes, with one effect;
+ *   - a slow participant (replies delayed past the step timeout, by its
+ *     fault injection): the retry gets the stored reply (a replay), the saga
+ *     completes and the charge is applied once;
+ *   - abort of a saga stuck retrying a step whose participant is down:
+ *     COMPENSATED, the done steps undone, the stuck step's compensation
+ *     answered by the barrier; abort of a finished saga is refused;
+ *   - resume of a FAILED saga: a compensation that cannot be delivered
+ *     (participant down, few attempts) leaves the saga FAILED, listed by
+ *     `sagactl list --state FAILED`, its effects still in place; after the
+ *     participant is back, `sagactl resume` ends it COMPENSATED with net
+ *     zero; resume of a non-FAILED saga is refused.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "orch_fixture.h"
+
+static int setup_fixture(void **state)
+{
+    ofx *f = calloc(1, sizeof *f);
+    if (f == NULL)
+        return -1;
+    *state = f; /* each test writes its config and starts what it needs */
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    ofx *f = *state;
+    int rc = 0;
+    if (f == NULL)
+        return 0;
+    if (f->sagad.pid > 0 && ofx_stop_sagad(f) != 0)
+        rc = -1; /* a crash or a (sanitizer) leak at shutdown fails the test */
+    ofx_destroy(f);
+    free(f);
+    *state = NULL;
+    return rc;
+}
+
+static void assert_has(const char *text, const char *needle)
+{
+    if (text == NULL || strstr(text, needle) == NULL)
+        print_message("'%s' lacks '%s'\n", text ? text : "(null)", needle);
+    assert_non_null(text);
+    assert_non_null(strstr(text, needle));
+}
+
+static int64_t balance(ofx *f, const char *customer)
+{
+    return ofx_sql(f, SVC_PAYMENT, "SELECT balance FROM accounts WHERE customer = %Q", customer);
+}
+
+/* Everything the saga did is undone: the databases are back to the seeds. */
+static void assert_net_zero(ofx *f, const char *id)
+{
+    assert_int_equal(ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders WHERE state <> 'cancelled'"),
+                     0);
+    assert_int_equal(ofx_sql(f, SVC_PAYMENT, "SELECT count(*) FROM charges WHERE state = 'charged'"),
+                     0);
+    assert_int_equal(balance(f, "alice"), SEED_ALICE);
+    assert_int_equal(
+        ofx_sql(f, SVC_INVENTORY, "SELECT count(*) FROM reservations WHERE state = 'reserved'"), 0);
+    assert_int_equal(ofx_sql(f, SVC_INVENTORY, "SELECT available FROM skus WHERE sku = 'WIDGET-1'"),
+                     SEED_WIDGET);
+    assert_int_equal(
+        ofx_sql(f, SVC_SHIPPING, "SELECT count(*) FROM shipments WHERE state = 'scheduled'"), 0);
+    assert_int_equal(ofx_books_balanced(f), 0);
+    /* One order, charge and reservation were made (and undone), never two. */
+    assert_int_equal(ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders WHERE saga_id = %Q", id), 1);
+    assert_int_equal(ofx_sql(f, SVC_PAYMENT, "SELECT count(*) FROM charges WHERE saga_id = %Q", id),
+                     1);
+    assert_int_equal(
+        ofx_sql(f, SVC_INVENTORY, "SELECT count(*) FROM reservations WHERE saga_id = %Q", id), 1);
+}
+
+/* The saga completed with each effect once (alice paid 2500 for 2 WIDGET-1). */
+static void assert_completed_once(ofx *f, const char *id)
+{
+    assert_int_equal(ofx_sql(f, SVC_ORDER,
+                             "SELECT count(*) FROM orders WHERE saga_id = %Q AND state = 'approved'",
+                             id),
+                     1);
+    assert_int_equal(ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders"), 1);
+    assert_int_equal(ofx_sql(f, SVC_PAYMENT, "SELECT count(*) FROM charges"), 1);
+    assert_int_equal(ofx_sql(f, SVC_PAYMENT,
+                             "SELECT count(*) FROM charges WHERE saga_id = %Q AND state = 'charged'",
+                             id),
+                     1);
+    assert_int_equal(balance(f, "alice"), SEED_ALICE - 2500);
+    assert_int_equal(ofx_sql(f, SVC_INVENTORY, "SELECT count(*) FROM reservations"), 1);
+    assert_int_equal(ofx_sql(f, SVC_INVENTORY, "SELECT available FROM skus WHERE sku = 'WIDGET-1'"),
+                     SEED_WIDGET - 2);
+    assert_int_equal(ofx_sql(f, SVC_SHIPPING, "SELECT count(*) FROM shipments"), 1);
+    assert_int_equal(ofx_counter(f, SVC_ORDER, "effects"), 2);
+    assert_int_equal(ofx_counter(f, SVC_PAYMENT, "effects"), 1);
+    assert_int_equal(ofx_counter(f, SVC_INVENTORY, "effects"), 1);
+    assert_int_equal(ofx_counter(f, SVC_SHIPPING, "effects"), 1);
+    assert_int_equal(ofx_books_balanced(f), 0);
+}
+
+static void start_all_but(ofx *f, int down)
+{
+    for (int i = 0; i < OFX_N_SVC; i++)
+        if (i != down)
+            assert_int_equal(ofx_start_svc(f, i, NULL), 0);
+    assert_int_equal(ofx_start_sagad(f, NULL), 0);
+}
+
+/* ---- 3. A participant down for a while ---------------------------------- */
+
+static void test_participant_down_then_up(void **state)
+{
+    ofx *f = *state;
+    /* 60 attempts, at most 200 ms apart: a budget of many seconds. */
+    ofx_opts o = {.action_attempts = 60};
+    assert_int_equal(ofx_init(f, &o), 0);
+    start_all_but(f, SVC_PAYMENT);
+
+    char id[37];
+    assert_int_equal(
+        ofx_start_order(f, "down-1", "alice", "WIDGET-1", "2", "2500", "paris", id, NULL, NULL), 0);
+    /* It is stuck on the charge, retrying. */
+    oj *st = ofx_wait_attempts(f, id, "charge_payment", 3, OFX_WAIT_MS);
+    assert_non_null(st);
+    OFX_ASSERT_STR(oj_str(st, "state"), "RUNNING");
+    OFX_ASSERT_STR(oj_str(ofx_step(st, "create_order"), "state"), "DONE");
+    OFX_ASSERT_STR(oj_str(ofx_step(st, "charge_payment"), "state"), "ACTION_SENT");
+    assert_non_null(oj_str(ofx_step(st, "charge_payment"), "last_error"));
+    assert_true(strlen(oj_str(ofx_step(st, "charge_payment"), "last_error")) > 0);
+    oj_free(st);
+
+    assert_int_equal(ofx_start_svc(f, SVC_PAYMENT, NULL), 0);
+    st = ofx_wait_final(f, id, OFX_WAIT_MS);
+    assert_non_null(st);
+    OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
+    assert_true(oj_int(ofx_step(st, "charge_payment"), "action_attempts", 0) >= 3);
+    oj *h = ofx_history(f, id);
+    assert_non_null(h);
+    assert_true(ofx_history_count(h, "step_no_reply", "charge_payment", "action") >= 2);
+    assert_true(ofx_history_count(h, "retry_scheduled", "charge_payment", "action") >= 2);
+    assert_int_equal(ofx_history_count(h, "step_sent", NULL, "compensate"), 0);
+    oj_free(h);
+    oj_free(st);
+    assert_completed_once(f, id);
+}
+
+/* ---- 4. A slow participant ---------------------------------------------- */
+
+static void test_slow_participant(void **state)
+{
+    ofx *f = *state;
+    /* Replies of payment-svc are held 1 s half of the time (the first one
+     * with this seed), past the 300 ms step timeout: sagad retries, and the
+     * retry finds the charge already committed. */
+    ofx_opts o = {.timeout_ms = 300, .action_attempts = 40};
+    assert_int_equal(ofx_init(f, &o), 0);
+    start_all_but(f, SVC_PAYMENT);
+    assert_int_equal(ofx_start_svc(f, SVC_PAYMENT, "seed=1,delay=0.5,delay_ms=1000"), 0);
+
+    char id[37];
+    assert_int_equal(
+        ofx_start_order(f, "slow-1", "alice", "WIDGET-1", "2", "2500", "paris", id, NULL, NULL), 0);
+    oj *st = ofx_wait_final(f, id, OFX_WAIT_MS);
+    assert_non_null(st);
+    OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
+    assert_true(oj_int(ofx_step(st, "charge_payment"), "action_attempts", 0) >= 2);
+
+    oj *h = ofx_history(f, id);
+    assert_non_null(h);
+    assert_true(ofx_history_count(h, "step_no_reply", "charge_payment", "action") >= 1);
+    /* The reply that counted was the stored one: replayed. */
+    int replayed = 0;
+    for (size_t i = 0; i < oj_len(h); i++) {
+        const oj *ev = oj_at(h, i);
+        if (strcmp(oj_str(ev, "kind"), "step_reply") == 0 &&
+            strcmp(oj_str(ev, "step"), "charge_payment") == 0) {
+            OFX_ASSERT_STR(oj_str(ev, "outcome"), "OK");
+            replayed += (int)oj_int(ev, "replayed", 0);
+        }
+    }
+    assert_int_equal(replayed, 1);
+    oj_free(h);
+    oj_free(st);
+
+    /* payment-svc saw the charge more than once and applied it once. */
+    assert_true(ofx_counter(f, SVC_PAYMENT, "requests") >= 2);
+    assert_true(ofx_counter(f, SVC_PAYMENT, "replays") >= 1);
+    assert_completed_once(f, id);
+}
+
+/* ---- 5. Abort of a running saga ----------------------------------------- */
+
+static void test_abort_running(void **state)
+{
+    ofx *f = *state;
+    /* The stuck step would retry for minutes: only the abort ends it. */
+    ofx_opts o = {.action_attempts = 1000, .comp_attempts = 1000};
+    assert_int_equal(ofx_init(f, &o), 0);
+    start_all_but(f, SVC_SHIPPING);
+
+    char id[37];
+    assert_int_equal(
+        ofx_start_order(f, "abort-1", "alice", "WIDGET-1", "2", "2500", "paris", id, NULL, NULL), 0);
+    oj *st = ofx_wait_attempts(f, id, "schedule_shipping", 2, OFX_WAIT_MS);
+    assert_non_null(st);
+    OFX_ASSERT_STR(oj_str(st, "state"), "RUNNING");
+    OFX_ASSERT_STR(oj_str(ofx_step(st, "reserve_stock"), "state"), "DONE");
+    oj_free(st);
+    /* Its effects so far are in place. */
+    assert_int_equal(balance(f, "alice"), SEED_ALICE - 2500);
+
+    char *out = NULL;
+    int code = ofx_ctl(f, &out, "--json", "abort", id, "--reason", "customer called", NULL);
+    assert_int_equal(code, 0);
+    oj *ack = oj_parse(out);
+    free(out);
+    assert_non_null(ack);
+    OFX_ASSERT_STR(oj_str(ack, "saga_id"), id);
+    assert_int_equal(oj_int(ack, "accepted", 0), 1);
+    oj_free(ack);
+
+    /* The stuck step is compensated too (its outcome is unknown): shipping
+     * must answer, and its barrier says there is nothing to undo. */
+    assert_int_equal(ofx_start_svc(f, SVC_SHIPPING, NULL), 0);
+    st = ofx_wait_final(f, id, OFX_WAIT_MS);
+    assert_non_null(st);
+    OFX_ASSERT_STR(oj_str(st, "state"), "COMPENSATED");
+    assert_has(oj_str(st, "last_error"), "aborted by operator: customer called");
+    for (int i = 0; i < 4; i++)
+        OFX_ASSERT_STR(oj_str(oj_at(oj_get(st, "steps"), (size_t)i), "state"), "COMPENSATED");
+    OFX_ASSERT_STR(oj_str(ofx_step(st, "approve_order"), "state"), "PENDING");
+    oj_free(st);
+
+    oj *h = ofx_history(f, id);
+    assert_non_null(h);
+    assert_int_equal(ofx_history_count(h, "abort_requested", NULL, NULL), 1);
+    char *order = ofx_history_steps(h, "step_sent", "compensate");
+    OFX_ASSERT_STR(order, "schedule_shipping,reserve_stock,charge_payment,create_order");
+    free(order);
+    oj_free(h);
+    assert_net_zero(f, id);
+    /* Every shipment that may have been made late is cancelled (normally none). */
+    assert_int_equal(ofx_sql(f, SVC_SHIPPING, "SELECT count(*) FROM shipments WHERE saga_id = %Q "
+                                              "AND state <> 'cancelled'",
+                             id),
+                     0);
+
+    /* A finished saga cannot be aborted. */
+    code = ofx_ctl(f, &out, "abort", id, NULL);
+    assert_int_equal(code, 1);
+    assert_has(out, "finished");
+    free(out);
+}
+
+/* ---- 6. Resume of a FAILED saga ----------------------------------------- */
+
+static int listed(ofx *f, const char *state_filter, const char *id)
+{
+    char *out = NULL;
+    int code = ofx_ctl(f, &out, "--json", "list", "--state", state_filter, NULL);
+    oj *list = code == 0 ? oj_parse(out) : NULL;
+    free(out);
+    if (list == NULL)
+        return -1;
+    int found = 0;
+    for (size_t i = 0; i < oj_len(list); i++) {
+        const char *sid = oj_str(oj_at(list, i), "saga_id");
+        found += sid && strcmp(sid, id) == 0;
+    }
+    oj_free(list);
+    return found;
+}
+
+static void test_resume_failed(void **state)
+{
+    ofx *f = *state;
+    /* shipping-svc is down: its action gives up after 3 attempts, then its
+     * compensation (the outcome is unknown) after 3 more: FAILED. A long
+     * timeout keeps the steps that do answer from running out of attempts
+     * on a loaded machine. */
+    ofx_opts o = {.timeout_ms = 1000, .action_attempts = 3, .comp_attempts = 3};
+    assert_int_equal(ofx_init(f, &o), 0);
+    start_all_but(f, SVC_SHIPPING);
+
+    char id[37];
+    assert_int_equal(
+        ofx_start_order(f, "resume-1", "alice", "WIDGET-1", "2", "2500", "paris", id, NULL, NULL),
+        0);
+    oj *st = ofx_wait_final(f, id, 60000);
+    assert_non_null(st);
+    OFX_ASSERT_STR(oj_str(st, "state"), "FAILED");
+    assert_has(oj_str(st, "last_error"), "compensation of step 'schedule_shipping' failed");
+    OFX_ASSERT_STR(oj_str(ofx_step(st, "schedule_shipping"), "state"), "COMPENSATING");
+    assert_int_equal(oj_int(ofx_step(st, "schedule_shipping"), "compensation_attempts", 0), 3);
+    OFX_ASSERT_STR(oj_str(ofx_step(st, "reserve_stock"), "state"), "DONE");
+    oj_free(st);
+    assert_int_equal(listed(f, "failed", id), 1);
+    assert_int_equal(listed(f, "compensated", id), 0);
+    /* FAILED holds: nothing undone yet, nothing retried any more. */
+    assert_int_equal(balance(f, "alice"), SEED_ALICE - 2500);
+    assert_int_equal(
+        ofx_sql(f, SVC_INVENTORY, "SELECT count(*) FROM reservations WHERE state = 'reserved'"), 1);
+    assert_int_equal(ofx_books_balanced(f), 0);
+
+    /* sagad keeps it across a restart, still FAILED (not recovered). */
+    assert_int_equal(ofx_stop_sagad(f), 0);
+    assert_int_equal(ofx_start_sagad(f, NULL), 0);
+    assert_int_equal(listed(f, "failed", id), 1);
+
+    assert_int_equal(ofx_start_svc(f, SVC_SHIPPING, NULL), 0);
+    char *out = NULL;
+    int code = ofx_ctl(f, &out, "resume", id, NULL);
+    if (code != 0)
+        print_message("resume: %s\n", out);
+    assert_int_equal(code, 0);
+    free(out);
+
+    st = ofx_wait_final(f, id, OFX_WAIT_MS);
+    assert_non_null(st);
+    OFX_ASSERT_STR(oj_str(st, "state"), "COMPENSATED");
+    for (int i = 0; i < 4; i++)
+        OFX_ASSERT_STR(oj_str(oj_at(oj_get(st, "steps"), (size_t)i), "state"), "COMPENSATED");
+    OFX_ASSERT_STR(oj_str(ofx_step(st, "schedule_shipping"), "last_outcome"), "SKIPPED");
+    oj_free(st);
+    assert_int_equal(listed(f, "failed", id), 0);
+    assert_int_equal(listed(f, "compensated", id), 1);
+
+    oj *h = ofx_history(f, id);
+    assert_non_null(h);
+    assert_int_equal(ofx_history_count(h, "saga_failed", NULL, NULL), 1);
+    assert_int_equal(ofx_history_count(h, "resumed", NULL, NULL), 1);
+    char *order = ofx_history_steps(h, "step_sent", "compensate");
+    OFX_ASSERT_STR(order, "schedule_shipping,reserve_stock,charge_payment,create_order");
+    free(order);
+    oj_free(h);
+    assert_net_zero(f, id);
+    assert_int_equal(ofx_sql(f, SVC_SHIPPING, "SELECT count(*) FROM shipments"), 0);
+
+    /* Only a FAILED saga can be resumed. */
+    code = ofx_ctl(f, &out, "resume", id, NULL);
+    assert_int_equal(code, 1);
+    free(out);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_participant_down_then_up, setup_fixture, teardown),
+        cmocka_unit_test_setup_teardown(test_slow_participant, setup_fixture, teardown),
+        cmocka_unit_test_setup_teardown(test_abort_running, setup_fixture, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_failed, setup_fixture, teardown),
+    };
+    return cmocka_run_group_tests_name("orchestrator faults", tests, NULL, NULL);
+}
