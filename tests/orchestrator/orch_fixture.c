@@ -291,11 +291,13 @@ static int ctl_run(ofx *f, char **out, const char *const *user_args, size_t n_us
     char name[32];
     snprintf(name, sizeof name, "ctl-%d.out", ++f->ctl_runs);
     path = th_path(f->dir, name);
+    char timeout[16];
+    snprintf(timeout, sizeof timeout, "%d", f->ctl_timeout_ms > 0 ? f->ctl_timeout_ms : 10000);
     size_t n = 0;
     args[n++] = "--url";
     args[n++] = f->sagad.url;
     args[n++] = "--timeout";
-    args[n++] = "10000";
+    args[n++] = timeout;
     for (size_t i = 0; i < n_user; i++)
         args[n++] = user_args[i];
     args[n] = NULL;

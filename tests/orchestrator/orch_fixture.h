@@ -64,6 +64,7 @@ typedef struct {
     ofx_proc svc[OFX_N_SVC];
     ofx_proc sagad;
     int ctl_runs;
+    int ctl_timeout_ms; /* sagactl --timeout for each request; 0: 10000 */
 } ofx;
 
 /* Makes the temp dir and writes the configuration; starts nothing. 0 or -1. */

@@ -1,0 +1,438 @@
+/*
+ * test_orch_crash — sagad killed at every named crash point, and at a
+ * random moment with many sagas in flight, then restarted on the same
+ * database: every saga must end as it would have without the crash, and
+ * every participant effect must be applied exactly once.
+ *
+ * Crash points (orchestrator/engine.h; grep crashpoint(" in orchestrator/):
+ *   engine.after_intent_commit, engine.after_send,
+ *   engine.before_outcome_commit   each at hits 1..5 of a saga that completes
+ *                                  (a hit per step: the kill lands before,
+ *                                  while and after each step's request);
+ *   engine.in_compensation         at hits 1..3 of a saga refused by shipping
+ *                                  (one hit per compensation sent).
+ * Each scenario: sagad runs with SAGA_CRASH_POINT=<point>:<hit>, a client
+ * starts a saga with a key, sagad dies of SIGKILL by itself, it is restarted
+ * without the variable, the client repeats its start (same key: the same
+ * saga, "existing"), and the saga must reach its final state with one
+ * "recovered" event in its history. Then the participants' rows of that saga
+ * and the deltas of their effect counters prove exactly-once.
+ *
+ * The random kill: ~50 sagas (completing and refused ones) started at once
+ * by concurrent sagactl processes; sagad is SIGKILLed after a random delay
+ * (the seed is printed), restarted, each client repeats its start with its
+ * key; every saga must end COMPLETED or COMPENSATED as its input says, and
+ * orders, money and stock must add up exactly.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "orch_fixture.h"
+#include "util.h"
+
+/* Four participants up (shipping with these faults), sagad not started. */
+static int setup_with(void **state, const ofx_opts *o, const char *shipping_faults)
+{
+    ofx *f = calloc(1, sizeof *f);
+    if (f == NULL)
+        return -1;
+    *state = f;
+    if (ofx_init(f, o) != 0)
+        return -1;
+    for (int i = 0; i < OFX_N_SVC; i++)
+        if (ofx_start_svc(f, i, i == SVC_SHIPPING ? shipping_faults : NULL) != 0)
+            return -1;
+    return 0; /* each test starts sagad as it needs */
+}
+
+static int setup(void **state)
+{
+    /* Generous attempts: only the crash may disturb a saga. */
+    ofx_opts o = {.action_attempts = 30, .comp_attempts = 30, .pivot_attempts = 40};
+    return setup_with(state, &o, NULL);
+}
+
+/* Every reply of shipping-svc is held BULK_HOLD_MS (well within the step
+ * timeout): a saga stays in flight at least that long after its start. */
+#define BULK_HOLD_MS 300
+static int setup_bulk(void **state)
+{
+    ofx_opts o = {.timeout_ms = 3000, .action_attempts = 30, .comp_attempts = 30,
+                  .pivot_attempts = 40};
+    char faults[64];
+    snprintf(faults, sizeof faults, "seed=1,delay=1,delay_ms=%d", BULK_HOLD_MS);
+    return setup_with(state, &o, faults);
+}
+
+static int teardown(void **state)
+{
+    ofx *f = *state;
+    int rc = 0;
+    if (f == NULL)
+        return 0;
+    if (f->sagad.pid > 0 && ofx_stop_sagad(f) != 0)
+        rc = -1;
+    ofx_destroy(f);
+    free(f);
+    *state = NULL;
+    return rc;
+}
+
+static int64_t balance(ofx *f, const char *customer)
+{
+    return ofx_sql(f, SVC_PAYMENT, "SELECT balance FROM accounts WHERE customer = %Q", customer);
+}
+
+typedef struct {
+    int64_t effects[OFX_N_SVC];
+    int64_t alice;
+    int64_t widgets;
+} snapshot;
+
+static void take_snapshot(ofx *f, snapshot *s)
+{
+    for (int i = 0; i < OFX_N_SVC; i++) {
+        s->effects[i] = ofx_counter(f, i, "effects");
+        assert_true(s->effects[i] >= 0);
+    }
+    s->alice = balance(f, "alice");
+    s->widgets = ofx_sql(f, SVC_INVENTORY, "SELECT available FROM skus WHERE sku = 'WIDGET-1'");
+}
+
+/*
+ * One scenario: a saga for alice (refused by shipping when refused is set)
+ * with sagad armed to die at point:hit; restart; the same start again.
+ */
+static void crash_scenario(ofx *f, const char *point, int hit, int refused)
+{
+    char armed[96], key[128], amount[16], first_id[37] = "", id[37];
+    int existing = -1;
+    snapshot before, after;
+    const char *dest = refused ? "tokyo" : "lisbon";
+    snprintf(armed, sizeof armed, "%s:%d", point, hit);
+    snprintf(key, sizeof key, "crash/%s/%d", point, hit);
+    snprintf(amount, sizeof amount, "%d", 100 + hit);
+    print_message("scenario %s%s\n", armed, refused ? " (refused by shipping)" : "");
+    take_snapshot(f, &before);
+
+    assert_int_equal(ofx_start_sagad(f, armed), 0);
+    /* The start may go unanswered: the kill can come before its answer. */
+    f->ctl_timeout_ms = 3000;
+    int code = ofx_start_order(f, key, "alice", "WIDGET-1", "1", amount, dest, first_id, NULL, NULL);
+    f->ctl_timeout_ms = 0;
+    if (code != 0)
+        first_id[0] = '\0';
+    /* sagad dies by itself at the armed point, mid-saga. */
+    assert_int_equal(ofx_wait_sagad_killed(f, OFX_WAIT_MS), 0);
+    assert_int_equal(ofx_start_sagad(f, NULL), 0);
+
+    /* The client repeats its start: the saga was committed before any
+     * crash point, so it is the same one. */
+    assert_int_equal(
+        ofx_start_order(f, key, "alice", "WIDGET-1", "1", amount, dest, id, &existing, NULL), 0);
+    assert_int_equal(existing, 1);
+    if (first_id[0])
+        assert_string_equal(id, first_id);
+
+    oj *st = ofx_wait_final(f, id, OFX_WAIT_MS);
+    assert_non_null(st);
+    OFX_ASSERT_STR(oj_str(st, "state"), refused ? "COMPENSATED" : "COMPLETED");
+    oj_free(st);
+    oj *h = ofx_history(f, id);
+    assert_non_null(h);
+    /* It was recovered by the restart, not finished before the kill. */
+    assert_int_equal(ofx_history_count(h, "recovered", NULL, NULL), 1);
+    if (refused) {
+        char *order = ofx_history_steps(h, "step_sent", "compensate");
+        OFX_ASSERT_STR(order, "reserve_stock,charge_payment,create_order");
+        free(order);
+    }
+    oj_free(h);
+
+    /* Exactly once, in every participant. */
+    take_snapshot(f, &after);
+    assert_int_equal(ofx_sql(f, SVC_ORDER,
+                             "SELECT count(*) FROM orders WHERE saga_id = %Q AND state = %Q", id,
+                             refused ? "cancelled" : "approved"),
+                     1);
+    assert_int_equal(ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders WHERE saga_id = %Q", id), 1);
+    assert_int_equal(ofx_sql(f, SVC_PAYMENT,
+                             "SELECT count(*) FROM charges WHERE saga_id = %Q AND state = %Q", id,
+                             refused ? "refunded" : "charged"),
+                     1);
+    assert_int_equal(ofx_sql(f, SVC_PAYMENT, "SELECT count(*) FROM charges WHERE saga_id = %Q", id),
+                     1);
+    assert_int_equal(ofx_sql(f, SVC_INVENTORY,
+                             "SELECT count(*) FROM reservations WHERE saga_id = %Q AND state = %Q",
+                             id, refused ? "released" : "reserved"),
+                     1);
+    assert_int_equal(
+        ofx_sql(f, SVC_INVENTORY, "SELECT count(*) FROM reservations WHERE saga_id = %Q", id), 1);
+    assert_int_equal(ofx_sql(f, SVC_SHIPPING, "SELECT count(*) FROM shipments WHERE saga_id = %Q",
+                             id),
+                     refused ? 0 : 1);
+    if (refused) {
+        /* Each done step: one effect and one undo. */
+        assert_int_equal(after.effects[SVC_ORDER] - before.effects[SVC_ORDER], 2);
+        assert_int_equal(after.effects[SVC_PAYMENT] - before.effects[SVC_PAYMENT], 2);
+        assert_int_equal(after.effects[SVC_INVENTORY] - before.effects[SVC_INVENTORY], 2);
+        assert_int_equal(after.effects[SVC_SHIPPING] - before.effects[SVC_SHIPPING], 0);
+        assert_int_equal(after.alice, before.alice);
+        assert_int_equal(after.widgets, before.widgets);
+    } else {
+        assert_int_equal(after.effects[SVC_ORDER] - before.effects[SVC_ORDER], 2);
+        assert_int_equal(after.effects[SVC_PAYMENT] - before.effects[SVC_PAYMENT], 1);
+        assert_int_equal(after.effects[SVC_INVENTORY] - before.effects[SVC_INVENTORY], 1);
+        assert_int_equal(after.effects[SVC_SHIPPING] - before.effects[SVC_SHIPPING], 1);
+        assert_int_equal(after.alice, before.alice - (100 + hit));
+        assert_int_equal(after.widgets, before.widgets - 1);
+    }
+    assert_int_equal(ofx_books_balanced(f), 0);
+
+    /* Ready for the next scenario: a clean stop. */
+    assert_int_equal(ofx_stop_sagad(f), 0);
+}
+
+static void crash_point_matrix(ofx *f, const char *point, int hits, int refused)
+{
+    for (int hit = 1; hit <= hits; hit++)
+        crash_scenario(f, point, hit, refused);
+}
+
+static void test_crash_after_intent_commit(void **state)
+{
+    crash_point_matrix(*state, "engine.after_intent_commit", 5, 0);
+}
+
+static void test_crash_after_send(void **state)
+{
+    crash_point_matrix(*state, "engine.after_send", 5, 0);
+}
+
+static void test_crash_before_outcome_commit(void **state)
+{
+    crash_point_matrix(*state, "engine.before_outcome_commit", 5, 0);
+}
+
+static void test_crash_in_compensation(void **state)
+{
+    crash_point_matrix(*state, "engine.in_compensation", 3, 1);
+}
+
+/* ---- A kill at a random moment, ~50 sagas in flight ---------------------- */
+
+#define BULK_SAGAS 50
+
+enum bulk_class { BULK_COMPLETE, BULK_NO_FUNDS, BULK_NOT_SERVED };
+
+typedef struct {
+    enum bulk_class cls;
+    char key[32];
+    char customer[16], amount[16], destination[16];
+    char *out_path;
+    pid_t pid;
+    int first_code;
+    char id[37];
+} bulk_saga;
+
+static void bulk_plan(bulk_saga *b, int i)
+{
+    memset(b, 0, sizeof *b);
+    b->cls = i % 5 == 1 ? BULK_NO_FUNDS : i % 5 == 3 ? BULK_NOT_SERVED : BULK_COMPLETE;
+    snprintf(b->key, sizeof b->key, "bulk-%d", i);
+    snprintf(b->customer, sizeof b->customer, "%s", b->cls == BULK_NO_FUNDS ? "carol" : "dave");
+    snprintf(b->amount, sizeof b->amount, "%d", b->cls == BULK_NO_FUNDS ? 90000 : 1000 + i);
+    snprintf(b->destination, sizeof b->destination, "%s",
+             b->cls == BULK_NOT_SERVED ? "atlantis" : "madrid");
+}
+
+static int bulk_spawn(ofx *f, bulk_saga *b)
+{
+    char customer[32], amount[32], dest[48];
+    snprintf(customer, sizeof customer, "customer=%s", b->customer);
+    snprintf(amount, sizeof amount, "amount=%s", b->amount);
+    snprintf(dest, sizeof dest, "destination=%s", b->destination);
+    const char *args[] = {"--url", f->sagad.url, "--timeout", "3000", "--json", "start",
+                          "order_fulfillment", "--key", b->key, customer, "sku=WIDGET-1",
+                          "quantity=1", amount, dest, NULL};
+    return th_spawn("sagactl", args, NULL, b->out_path, &b->pid);
+}
+
+static void bulk_reap(bulk_saga *b)
+{
+    int status = 0;
+    if (b->pid <= 0)
+        return; /* reaped already */
+    b->first_code = -1;
+    if (th_wait_exit(b->pid, OFX_CTL_MS, &status) != 0) {
+        th_kill(b->pid);
+    } else if (WIFEXITED(status)) {
+        b->first_code = WEXITSTATUS(status);
+    }
+    b->pid = 0;
+    if (b->first_code == 0) {
+        char *text = th_read_file(b->out_path);
+        oj *doc = oj_parse(text);
+        const char *id = oj_str(doc, "saga_id");
+        if (id)
+            snprintf(b->id, sizeof b->id, "%s", id);
+        else
+            b->first_code = -1;
+        oj_free(doc);
+        free(text);
+    }
+}
+
+static void test_random_kill_many_in_flight(void **state)
+{
+    ofx *f = *state;
+    bulk_saga *b = calloc(BULK_SAGAS, sizeof *b);
+    assert_non_null(b);
+    unsigned seed = (unsigned)time(NULL) ^ (unsigned)getpid();
+    const char *env_seed = getenv("SAGA_TEST_SEED");
+    if (env_seed && *env_seed)
+        seed = (unsigned)strtoul(env_seed, NULL, 10);
+    util_prng rng;
+    util_prng_seed(&rng, seed);
+    /* Either during the starts (some go unanswered: their clients repeat
+     * them after the restart), or within BULK_HOLD_MS of the last answered
+     * start (that saga, at least, is in flight: it cannot have finished). */
+    int during_starts = util_prng_unit(&rng) < 0.5;
+    int delay_ms = (int)(util_prng_unit(&rng) * (during_starts ? 150 : BULK_HOLD_MS * 2 / 3));
+    print_message("random kill: seed %u (SAGA_TEST_SEED), SIGKILL %d ms after %s\n", seed,
+                  delay_ms, during_starts ? "the last start was sent" : "the last start's answer");
+
+    assert_int_equal(ofx_start_sagad(f, NULL), 0);
+    for (int i = 0; i < BULK_SAGAS; i++) {
+        char name[32];
+        bulk_plan(&b[i], i);
+        snprintf(name, sizeof name, "bulk-%d.out", i);
+        b[i].out_path = th_path(f->dir, name);
+        assert_int_equal(bulk_spawn(f, &b[i]), 0);
+    }
+    if (!during_starts)
+        for (int i = 0; i < BULK_SAGAS; i++)
+            bulk_reap(&b[i]);
+    util_sleep_ms(delay_ms);
+    ofx_kill_sagad(f);
+    for (int i = 0; i < BULK_SAGAS; i++)
+        bulk_reap(&b[i]);
+    int answered = 0;
+    for (int i = 0; i < BULK_SAGAS; i++)
+        answered += b[i].first_code == 0;
+    print_message("random kill: %d of %d starts answered before the kill\n", answered, BULK_SAGAS);
+    if (!during_starts)
+        assert_int_equal(answered, BULK_SAGAS);
+
+    assert_int_equal(ofx_start_sagad(f, NULL), 0);
+    /* Every client repeats its start with its key, as a real one would. */
+    int64_t expect_charged = 0;
+    int n_complete = 0, n_no_funds = 0, n_not_served = 0;
+    for (int i = 0; i < BULK_SAGAS; i++) {
+        char id[37];
+        int existing = -1;
+        assert_int_equal(ofx_start_order(f, b[i].key, b[i].customer, "WIDGET-1", "1", b[i].amount,
+                                         b[i].destination, id, &existing, NULL),
+                         0);
+        if (b[i].first_code == 0) { /* acknowledged: it must have survived */
+            assert_string_equal(id, b[i].id);
+            assert_int_equal(existing, 1);
+        }
+        snprintf(b[i].id, sizeof b[i].id, "%s", id);
+        n_complete += b[i].cls == BULK_COMPLETE;
+        n_no_funds += b[i].cls == BULK_NO_FUNDS;
+        n_not_served += b[i].cls == BULK_NOT_SERVED;
+        if (b[i].cls == BULK_COMPLETE)
+            expect_charged += atoi(b[i].amount);
+    }
+    for (int i = 0; i < BULK_SAGAS; i++) {
+        oj *st = ofx_wait_final(f, b[i].id, OFX_WAIT_MS);
+        assert_non_null(st);
+        OFX_ASSERT_STR(oj_str(st, "state"),
+                       b[i].cls == BULK_COMPLETE ? "COMPLETED" : "COMPENSATED");
+        oj_free(st);
+    }
+
+    /* How many the restart had to recover. */
+    int recovered = 0;
+    for (int i = 0; i < BULK_SAGAS; i++) {
+        oj *h = ofx_history(f, b[i].id);
+        assert_non_null(h);
+        recovered += ofx_history_count(h, "recovered", NULL, NULL) > 0;
+        oj_free(h);
+    }
+    print_message("random kill: %d sagas recovered by the restart\n", recovered);
+    if (!during_starts)
+        assert_true(recovered >= 1);
+
+    /* One saga per key: the list holds exactly the 50. */
+    char *out = NULL;
+    assert_int_equal(ofx_ctl(f, &out, "--json", "list", "--limit", "1000", NULL), 0);
+    oj *list = oj_parse(out);
+    free(out);
+    assert_non_null(list);
+    assert_int_equal(oj_len(list), BULK_SAGAS);
+    oj_free(list);
+
+    /* Orders: one per saga, approved or cancelled as the input says. */
+    assert_int_equal(ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders"), BULK_SAGAS);
+    assert_int_equal(ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders WHERE state = 'approved'"),
+                     n_complete);
+    assert_int_equal(ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders WHERE state = 'cancelled'"),
+                     n_no_funds + n_not_served);
+    assert_int_equal(ofx_sql(f, SVC_ORDER, "SELECT count(DISTINCT saga_id) FROM orders"),
+                     BULK_SAGAS);
+    /* Money: each completed saga charged once, the refused ones refunded or never charged. */
+    assert_int_equal(ofx_sql(f, SVC_PAYMENT, "SELECT count(*) FROM charges WHERE state = 'charged'"),
+                     n_complete);
+    assert_int_equal(
+        ofx_sql(f, SVC_PAYMENT, "SELECT count(*) FROM charges WHERE state = 'refunded'"),
+        n_not_served);
+    assert_int_equal(ofx_sql(f, SVC_PAYMENT, "SELECT count(*) FROM charges"),
+                     n_complete + n_not_served);
+    assert_int_equal(
+        ofx_sql(f, SVC_PAYMENT, "SELECT coalesce(sum(amount), 0) FROM charges WHERE state = 'charged'"),
+        expect_charged);
+    assert_int_equal(balance(f, "dave"), SEED_DAVE - expect_charged);
+    assert_int_equal(balance(f, "carol"), SEED_CAROL);
+    /* Stock: one unit per completed saga. */
+    assert_int_equal(
+        ofx_sql(f, SVC_INVENTORY, "SELECT count(*) FROM reservations WHERE state = 'reserved'"),
+        n_complete);
+    assert_int_equal(ofx_sql(f, SVC_INVENTORY, "SELECT count(*) FROM reservations"),
+                     n_complete + n_not_served);
+    assert_int_equal(ofx_sql(f, SVC_INVENTORY, "SELECT available FROM skus WHERE sku = 'WIDGET-1'"),
+                     SEED_WIDGET - n_complete);
+    /* Shipments: one per completed saga. */
+    assert_int_equal(ofx_sql(f, SVC_SHIPPING, "SELECT count(*) FROM shipments"), n_complete);
+    assert_int_equal(
+        ofx_sql(f, SVC_SHIPPING, "SELECT count(*) FROM shipments WHERE state = 'scheduled'"),
+        n_complete);
+    assert_int_equal(ofx_books_balanced(f), 0);
+
+    for (int i = 0; i < BULK_SAGAS; i++)
+        free(b[i].out_path);
+    free(b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_crash_after_intent_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_after_send, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_before_outcome_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_in_compensation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_random_kill_many_in_flight, setup_bulk, teardown),
+    };
+    return cmocka_run_group_tests_name("orchestrator crash recovery", tests, NULL, NULL);
+}
