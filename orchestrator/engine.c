@@ -770,21 +770,19 @@ static void run_round(engine *e, event *events)
     finish_round(e);
 }
 
+/* How long the engine sleeps at most, so that transport_maintain runs. */
+#define ENGINE_MAX_IDLE_MS 500
+
 static void engine_main(void *arg)
 {
     engine *e = arg;
     for (;;) {
         nng_mtx_lock(e->mtx);
-        while (e->queue_head == NULL && !e->stopping) {
-            if (e->timers.len > 0) {
-                int64_t wait = e->timers.items[0]->timer_due - util_mono_ms();
-                if (wait <= 0)
-                    break;
-                nng_cv_until(e->cv, nng_clock() + (nng_time)wait);
-            } else {
-                nng_cv_wait(e->cv);
-            }
-        }
+        int64_t now = util_mono_ms(), wake = now + ENGINE_MAX_IDLE_MS;
+        if (e->timers.len > 0 && e->timers.items[0]->timer_due < wake)
+            wake = e->timers.items[0]->timer_due;
+        while (e->queue_head == NULL && !e->stopping && (now = util_mono_ms()) < wake)
+            nng_cv_until(e->cv, nng_clock() + (nng_time)(wake - now));
         event *events = e->queue_head;
         e->queue_head = e->queue_tail = NULL;
         int stop = e->stopping;
@@ -792,6 +790,7 @@ static void engine_main(void *arg)
         if (stop && events == NULL)
             break;
         run_round(e, events);
+        transport_maintain(e->net);
         if (stop)
             break;
     }

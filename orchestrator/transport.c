@@ -2,6 +2,7 @@
 #include "transport.h"
 
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/util/platform.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,10 +11,21 @@
 #include "util.h"
 #include "wire.h"
 
+#define PEER_MAX_PIPES  16   /* connections tracked per participant (normally one) */
+#define REDIAL_AFTER_MS 2000 /* without a connection this long: replace the dialer */
+
+/* One participant. The pipe fields are written by nng's pipe callbacks and
+ * read by the engine thread, under mtx. */
 typedef struct {
     nng_socket sock;
     const char *name;
+    const char *url;
+    nng_dialer dialer;
     transport_call *free_calls;
+    nng_mtx *mtx;
+    uint32_t pipes[PEER_MAX_PIPES]; /* ids of connected pipes; 0: free slot */
+    int n_pipes;
+    int64_t disconnected_since; /* monotonic ms; 0 while connected */
 } peer;
 
 struct transport {
@@ -27,6 +39,49 @@ struct transport {
 };
 
 static void call_callback(void *arg);
+
+/* Keeps the set of connected pipes of a peer (nng thread). */
+static void peer_pipe_event(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+{
+    peer *p = arg;
+    uint32_t id = (uint32_t)nng_pipe_id(pipe);
+    nng_mtx_lock(p->mtx);
+    if (ev == NNG_PIPE_EV_ADD_POST) {
+        for (int i = 0; i < PEER_MAX_PIPES; i++) {
+            if (p->pipes[i] == 0) {
+                p->pipes[i] = id;
+                p->n_pipes++;
+                break;
+            }
+        }
+        p->disconnected_since = 0;
+    } else if (ev == NNG_PIPE_EV_REM_POST) {
+        for (int i = 0; i < PEER_MAX_PIPES; i++) {
+            if (p->pipes[i] == id) {
+                p->pipes[i] = 0;
+                p->n_pipes--;
+                break;
+            }
+        }
+        if (p->n_pipes == 0 && p->disconnected_since == 0)
+            p->disconnected_since = util_mono_ms();
+    }
+    nng_mtx_unlock(p->mtx);
+}
+
+static int peer_dial(peer *p, char *err, size_t errlen)
+{
+    int rv = nng_dialer_create(&p->dialer, p->sock, p->url);
+    if (rv == 0) {
+        nng_dialer_set_ms(p->dialer, NNG_OPT_RECONNMINT, 20);
+        nng_dialer_set_ms(p->dialer, NNG_OPT_RECONNMAXT, 1000);
+        rv = nng_dialer_start(p->dialer, NNG_FLAG_NONBLOCK);
+    }
+    if (rv != 0)
+        snprintf(err, errlen, "participant %s: cannot dial %s: %s", p->name, p->url,
+                 nng_strerror(rv));
+    return rv;
+}
 
 transport *transport_create(const orch_config *cfg, transport_done_fn done, void *arg, char *err,
                             size_t errlen)
@@ -49,18 +104,23 @@ transport *transport_create(const orch_config *cfg, transport_done_fn done, void
         }
         t->n_peers = i + 1;
         p->name = cfg->participants[i].name;
+        p->url = cfg->participants[i].url;
+        if ((rv = nng_mtx_alloc(&p->mtx)) != 0) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        p->disconnected_since = util_mono_ms();
         /* Our own attempts and timeouts decide when to resend; nng only
          * resends when the connection carrying a request is lost. */
         nng_socket_set_ms(p->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
         nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ, WIRE_MAX_MSG);
-        nng_socket_set_ms(p->sock, NNG_OPT_RECONNMINT, 20);
-        nng_socket_set_ms(p->sock, NNG_OPT_RECONNMAXT, 1000);
-        rv = nng_dial(p->sock, cfg->participants[i].url, NULL, NNG_FLAG_NONBLOCK);
-        if (rv != 0) {
-            snprintf(err, errlen, "participant %s: cannot dial %s: %s", p->name,
-                     cfg->participants[i].url, nng_strerror(rv));
+        if ((rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_POST, peer_pipe_event, p)) != 0 ||
+            (rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_REM_POST, peer_pipe_event, p)) != 0) {
+            snprintf(err, errlen, "participant %s: %s", p->name, nng_strerror(rv));
             goto fail;
         }
+        if ((rv = peer_dial(p, err, errlen)) != 0)
+            goto fail;
     }
     return t;
 fail:
@@ -160,6 +220,28 @@ void transport_release(transport *t, transport_call *c)
     p->free_calls = c;
 }
 
+void transport_maintain(transport *t)
+{
+    int64_t now = util_mono_ms();
+    char err[256];
+    for (size_t i = 0; i < t->n_peers; i++) {
+        peer *p = &t->peers[i];
+        nng_mtx_lock(p->mtx);
+        int stuck = p->n_pipes == 0 && p->disconnected_since != 0 &&
+                    now - p->disconnected_since >= REDIAL_AFTER_MS;
+        if (stuck)
+            p->disconnected_since = now; /* the next redial, if needed, is as far away */
+        nng_mtx_unlock(p->mtx);
+        if (!stuck)
+            continue;
+        log_warn("participant %s: no connection to %s for %d ms: dialing anew", p->name, p->url,
+                 REDIAL_AFTER_MS);
+        nng_dialer_close(p->dialer);
+        if (peer_dial(p, err, sizeof err) != 0)
+            log_error("%s", err);
+    }
+}
+
 void transport_close(transport *t)
 {
     for (size_t i = 0; i < t->n_peers; i++)
@@ -179,6 +261,9 @@ void transport_destroy(transport *t)
         free(t->all[i]);
     }
     free(t->all);
+    for (size_t i = 0; i < t->n_peers; i++)
+        if (t->peers[i].mtx)
+            nng_mtx_free(t->peers[i].mtx);
     free(t->peers);
     free(t);
 }

@@ -2,7 +2,8 @@
  * transport — sends step requests to participants over nng, asynchronously.
  *
  * One req0 socket per participant, dialed in the background (nng reconnects
- * by itself when a participant restarts). Each request in flight owns a
+ * by itself when a participant restarts, and transport_maintain replaces a
+ * dialer that stopped trying). Each request in flight owns a
  * transport_call: an nng context and an aio driven by a small state machine
  *
  *     SENDING --sent--> RECEIVING --reply / timeout / error--> DONE
@@ -59,6 +60,11 @@ int transport_send(transport *t, size_t participant, const char *saga_id, uint64
                    int phase, const void *buf, size_t len, int64_t timeout_ms);
 /* Frees the call's reply and returns it to its pool. */
 void transport_release(transport *t, transport_call *call);
+/* Replaces the dialer of any participant that has had no connection for
+ * 2 s. nng 1.5.2's dialer can stop reconnecting when its peer dies while a
+ * connection is being set up (upstream issue 970): without this, sagad
+ * could lose a participant until restarted. Engine thread; call often. */
+void transport_maintain(transport *t);
 /* Closes every socket (outstanding calls complete with NNG_ECLOSED first). */
 void transport_close(transport *t);
 void transport_destroy(transport *t);
