@@ -1313,6 +1313,7 @@ static void usage(void)
             "  --growth N     finished sagas in the grown databases (default 1000000)\n"
             "  --recovery N   sagas in flight when sagad is killed (default 10000)\n"
             "  --memory N     sagas held in flight for the memory figure (default 100000)\n"
+            "  --recovery-only  run only the recovery figure (5.)\n"
             "  --perf FILE    record a perf profile of sagad during the durable 256 run\n"
             "  --keep         keep the temp directory (databases, logs)\n"
             "  --tmp DIR      where to make the temp directory (default /tmp)\n");
@@ -1325,7 +1326,7 @@ static void on_exit_kill(void)
 
 int main(int argc, char **argv)
 {
-    int quick = 0;
+    int quick = 0, recovery_only = 0;
     double secs = -1;
     long growth = -1, recovery_n = -1, memory_n = -1;
     const char *perf = NULL, *tmpbase = "/tmp";
@@ -1343,6 +1344,8 @@ int main(int argc, char **argv)
             memory_n = atol(argv[++i]);
         else if (strcmp(a, "--perf") == 0 && i + 1 < argc)
             perf = argv[++i];
+        else if (strcmp(a, "--recovery-only") == 0)
+            recovery_only = 1;
         else if (strcmp(a, "--keep") == 0)
             g_keep = 1;
         else if (strcmp(a, "--tmp") == 0 && i + 1 < argc)
@@ -1381,7 +1384,13 @@ int main(int argc, char **argv)
     int64_t t_all = now_ns();
 
     static const int concs[4] = {1, 16, 64, 256};
-    run_result dur[4], rel[4], nob[4], dir[4];
+    run_result dur[4] = {{0}}, rel[4] = {{0}}, nob[4] = {{0}}, dir[4] = {{0}};
+    run_result half = {0}, build = {0}, g_empty = {0}, g_big = {0}, g_empty2 = {0};
+    double best = 0, build_s = 0, sagad_db_mib = 0, per_saga = 0;
+    long rss0 = 0, rss1 = 0;
+    uint64_t minf = 0;
+    if (recovery_only)
+        goto recovery;
     cluster cd, cr, cn;
     cluster_init(&cd, "durable", 1, 0);
     cluster_init(&cr, "relaxed", 0, 0);
@@ -1418,12 +1427,11 @@ int main(int argc, char **argv)
     cluster_stop(&cn);
 
     /* 3: latency at about half the best durable throughput, open loop. */
-    double best = 0;
     for (int k = 0; k < 4; k++)
         if (dur[k].rate > best)
             best = dur[k].rate;
     note("latency at %.0f sagas/s (open loop)", best / 2);
-    run_result half = run_open(&cd, best / 2, secs);
+    half = run_open(&cd, best / 2, secs);
 
     /* 4: the participants driven directly, no sagad. */
     for (int k = 0; k < 4; k++) {
@@ -1439,27 +1447,30 @@ int main(int argc, char **argv)
     cg.max_in_flight = 20000;
     cluster_start(&cg);
     int64_t tb0 = now_ns();
-    run_result build = run_closed(&cg, 256, 0, 0, (uint64_t)growth);
-    double build_s = (double)(now_ns() - tb0) / 1e9;
+    build = run_closed(&cg, 256, 0, 0, (uint64_t)growth);
+    build_s = (double)(now_ns() - tb0) / 1e9;
     cluster_stop(&cg);
     cg.durable = 1;
     cluster_start(&cg);
     note("growth: measuring");
-    run_result g_empty = run_closed(&cd, 64, warm, secs, 0);
-    run_result g_big = run_closed(&cg, 64, warm, secs, 0);
-    run_result g_empty2 = run_closed(&cd, 64, warm, secs, 0);
+    g_empty = run_closed(&cd, 64, warm, secs, 0);
+    g_big = run_closed(&cg, 64, warm, secs, 0);
+    g_empty2 = run_closed(&cd, 64, warm, secs, 0);
     char dbp[600];
     snprintf(dbp, sizeof dbp, "%s/sagad.db", cg.dir);
     struct stat stb;
-    double sagad_db_mib = stat(dbp, &stb) == 0 ? (double)stb.st_size / 1048576.0 : 0;
+    sagad_db_mib = stat(dbp, &stb) == 0 ? (double)stb.st_size / 1048576.0 : 0;
     cluster_stop(&cg);
     cluster_stop(&cd);
 
+recovery:;
     /* 5: recovery. Participants hold each reply delay_ms (delay fault) so
      * that `recovery_n` sagas are in flight; the same burst runs once
      * without and once with a SIGKILL of sagad right after the last start
      * is acknowledged. Finished = GetStats completed+compensated+failed. */
-    int delay_ms = quick ? 200 : 1000;
+    /* Long enough that no saga can finish (5 delays) before the last of
+     * the burst has started (about 10 s for 10,000 on 2 cores). */
+    int delay_ms = quick ? 1000 : 4000;
     uint64_t rn = (uint64_t)recovery_n;
     double rec_base = 0, rec_after = 0, rec_first = 0, rec_total = 0, rec_kill_at = 0;
     uint64_t rec_in_flight = 0;
@@ -1494,6 +1505,8 @@ int main(int argc, char **argv)
         cluster_stop(&cc);
     }
 
+    if (recovery_only)
+        goto table;
     /* 6b: memory per saga in flight. order-svc holds each reply 60 s with
      * 64 contexts, so nearly every saga waits at its first step. */
     note("memory: %ld sagas in flight", memory_n);
@@ -1506,16 +1519,17 @@ int main(int argc, char **argv)
     admin_open(&cm);
     tr_reset();
     sleep_ms(500);
-    long rss0 = proc_rss_kib(cm.sagad.pid);
+    rss0 = proc_rss_kib(cm.sagad.pid);
     burst(&cm, (uint64_t)memory_n);
     sleep_ms(1000);
-    uint64_t mfin = 0, minf = 0;
+    uint64_t mfin = 0;
     get_stats(&cm, &mfin, &minf);
-    long rss1 = proc_rss_kib(cm.sagad.pid);
+    rss1 = proc_rss_kib(cm.sagad.pid);
     stop_sagad(&cm, SIGKILL);
     cluster_stop(&cm);
-    double per_saga = minf ? (double)(rss1 - rss0) * 1024.0 / (double)minf : 0;
+    per_saga = minf ? (double)(rss1 - rss0) * 1024.0 / (double)minf : 0;
 
+table:;
     /* ---- The table ---- */
     out("saga-bench%s: %s\n", quick ? " --quick" : "", "order_fulfillment, 5 steps, ipc://");
     machine_info();
