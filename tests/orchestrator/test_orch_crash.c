@@ -23,6 +23,9 @@
  * (the seed is printed), restarted, each client repeats its start with its
  * key; every saga must end COMPLETED or COMPENSATED as its input says, and
  * orders, money and stock must add up exactly.
+ *
+ * And a clean stop (SIGTERM) with sagas in flight: exit 0, then the restart
+ * finishes them, each effect once.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -425,6 +428,52 @@ static void test_random_kill_many_in_flight(void **state)
     free(b);
 }
 
+/* A clean stop (SIGTERM) with sagas in flight: sagad exits 0 at once, and
+ * the next start picks them up where they were; nothing twice. */
+static void test_sigterm_in_flight(void **state)
+{
+    ofx *f = *state;
+    enum { N = 10 };
+    char ids[N][37];
+    assert_int_equal(ofx_start_sagad(f, NULL), 0);
+    for (int i = 0; i < N; i++) {
+        char key[32], amount[16];
+        snprintf(key, sizeof key, "term-%d", i);
+        snprintf(amount, sizeof amount, "%d", 500 + i);
+        assert_int_equal(ofx_start_order(f, key, "dave", "WIDGET-1", "1", amount, "oslo", ids[i],
+                                         NULL, NULL),
+                         0);
+    }
+    /* The last one cannot be past shipping yet: BULK_HOLD_MS holds it. */
+    assert_int_equal(ofx_stop_sagad(f), 0);
+    assert_int_equal(ofx_start_sagad(f, NULL), 0);
+    int recovered = 0;
+    int64_t charged = 0;
+    for (int i = 0; i < N; i++) {
+        oj *st = ofx_wait_final(f, ids[i], OFX_WAIT_MS);
+        assert_non_null(st);
+        OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
+        oj_free(st);
+        oj *h = ofx_history(f, ids[i]);
+        assert_non_null(h);
+        recovered += ofx_history_count(h, "recovered", NULL, NULL);
+        oj_free(h);
+        charged += 500 + i;
+    }
+    print_message("sigterm: %d sagas recovered by the restart\n", recovered);
+    assert_true(recovered >= 1);
+    assert_int_equal(ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders WHERE state = 'approved'"),
+                     N);
+    assert_int_equal(ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders"), N);
+    assert_int_equal(ofx_sql(f, SVC_PAYMENT, "SELECT count(*) FROM charges"), N);
+    assert_int_equal(balance(f, "dave"), SEED_DAVE - charged);
+    assert_int_equal(ofx_sql(f, SVC_INVENTORY, "SELECT count(*) FROM reservations"), N);
+    assert_int_equal(ofx_sql(f, SVC_SHIPPING, "SELECT count(*) FROM shipments"), N);
+    for (int i = 0; i < OFX_N_SVC; i++)
+        assert_int_equal(ofx_counter(f, i, "effects"), i == SVC_ORDER ? 2 * N : N);
+    assert_int_equal(ofx_books_balanced(f), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -433,6 +482,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_crash_before_outcome_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_in_compensation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_random_kill_many_in_flight, setup_bulk, teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_in_flight, setup_bulk, teardown),
     };
     return cmocka_run_group_tests_name("orchestrator crash recovery", tests, NULL, NULL);
 }

@@ -17,7 +17,10 @@
  *     (participant down, few attempts) leaves the saga FAILED, listed by
  *     `sagactl list --state FAILED`, its effects still in place; after the
  *     participant is back, `sagactl resume` ends it COMPENSATED with net
- *     zero; resume of a non-FAILED saga is refused.
+ *     zero; resume of a non-FAILED saga is refused;
+ *   - resume of a saga FAILED in its action phase: the pivot step (no
+ *     compensation) whose participant is down is not compensated around;
+ *     once it is back, resume completes the saga.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -359,6 +362,60 @@ static void test_resume_failed(void **state)
     free(out);
 }
 
+/* A FAILED saga in its action phase: the pivot step (approve_order, no
+ * compensation) could not learn its outcome, so sagad stops instead of
+ * compensating around it; resume retries the pivot and completes. */
+static void test_resume_failed_pivot(void **state)
+{
+    ofx *f = *state;
+    ofx_opts o = {.timeout_ms = 1000, .action_attempts = 200, .pivot_attempts = 3};
+    assert_int_equal(ofx_init(f, &o), 0);
+    start_all_but(f, SVC_SHIPPING);
+
+    char id[37];
+    assert_int_equal(
+        ofx_start_order(f, "pivot-1", "alice", "WIDGET-1", "2", "2500", "paris", id, NULL, NULL), 0);
+    /* Held at shipping while order-svc goes away; then shipping comes up,
+     * and the pivot meets a dead order-svc. */
+    oj *st = ofx_wait_attempts(f, id, "schedule_shipping", 1, OFX_WAIT_MS);
+    assert_non_null(st);
+    oj_free(st);
+    assert_int_equal(ofx_stop_svc(f, SVC_ORDER), 0);
+    assert_int_equal(ofx_start_svc(f, SVC_SHIPPING, NULL), 0);
+
+    st = ofx_wait_final(f, id, 60000);
+    assert_non_null(st);
+    OFX_ASSERT_STR(oj_str(st, "state"), "FAILED");
+    assert_has(oj_str(st, "last_error"), "has no compensation and its outcome is unknown");
+    OFX_ASSERT_STR(oj_str(ofx_step(st, "approve_order"), "state"), "ACTION_SENT");
+    assert_int_equal(oj_int(ofx_step(st, "approve_order"), "action_attempts", 0), 3);
+    OFX_ASSERT_STR(oj_str(ofx_step(st, "schedule_shipping"), "state"), "DONE");
+    oj_free(st);
+    assert_int_equal(listed(f, "failed", id), 1);
+    /* Nothing was compensated around the pivot. */
+    assert_int_equal(balance(f, "alice"), SEED_ALICE - 2500);
+    assert_int_equal(
+        ofx_sql(f, SVC_SHIPPING, "SELECT count(*) FROM shipments WHERE state = 'scheduled'"), 1);
+
+    assert_int_equal(ofx_start_svc(f, SVC_ORDER, NULL), 0);
+    char *out = NULL;
+    int code = ofx_ctl(f, &out, "resume", id, NULL);
+    if (code != 0)
+        print_message("resume: %s\n", out);
+    assert_int_equal(code, 0);
+    free(out);
+    st = ofx_wait_final(f, id, OFX_WAIT_MS);
+    assert_non_null(st);
+    OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
+    oj_free(st);
+    oj *h = ofx_history(f, id);
+    assert_non_null(h);
+    assert_int_equal(ofx_history_count(h, "resumed", NULL, NULL), 1);
+    assert_int_equal(ofx_history_count(h, "step_sent", NULL, "compensate"), 0);
+    oj_free(h);
+    assert_completed_once(f, id);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -366,6 +423,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_slow_participant, setup_fixture, teardown),
         cmocka_unit_test_setup_teardown(test_abort_running, setup_fixture, teardown),
         cmocka_unit_test_setup_teardown(test_resume_failed, setup_fixture, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_failed_pivot, setup_fixture, teardown),
     };
     return cmocka_run_group_tests_name("orchestrator faults", tests, NULL, NULL);
 }
