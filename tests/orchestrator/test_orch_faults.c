@@ -20,7 +20,8 @@
  *     zero; resume of a non-FAILED saga is refused;
  *   - resume of a saga FAILED in its action phase: the pivot step (no
  *     compensation) whose participant is down is not compensated around;
- *     once it is back, resume completes the saga.
+ *     once it is back, resume completes the saga; abort instead compensates
+ *     every step before the pivot.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -416,6 +417,56 @@ static void test_resume_failed_pivot(void **state)
     assert_completed_once(f, id);
 }
 
+/* Abort of a saga FAILED at its pivot: the pivot has no undo, so it is
+ * noted and skipped, and every step before it is compensated. */
+static void test_abort_failed_pivot(void **state)
+{
+    ofx *f = *state;
+    ofx_opts o = {.timeout_ms = 1000, .action_attempts = 200, .pivot_attempts = 2};
+    assert_int_equal(ofx_init(f, &o), 0);
+    start_all_but(f, SVC_SHIPPING);
+
+    char id[37];
+    assert_int_equal(
+        ofx_start_order(f, "pivot-2", "alice", "WIDGET-1", "2", "2500", "paris", id, NULL, NULL), 0);
+    oj *st = ofx_wait_attempts(f, id, "schedule_shipping", 1, OFX_WAIT_MS);
+    assert_non_null(st);
+    oj_free(st);
+    assert_int_equal(ofx_stop_svc(f, SVC_ORDER), 0);
+    assert_int_equal(ofx_start_svc(f, SVC_SHIPPING, NULL), 0);
+    st = ofx_wait_final(f, id, 60000);
+    assert_non_null(st);
+    OFX_ASSERT_STR(oj_str(st, "state"), "FAILED");
+    oj_free(st);
+
+    assert_int_equal(ofx_start_svc(f, SVC_ORDER, NULL), 0);
+    char *out = NULL;
+    int code = ofx_ctl(f, &out, "abort", id, "--reason", "give up", NULL);
+    if (code != 0)
+        print_message("abort: %s\n", out);
+    assert_int_equal(code, 0);
+    free(out);
+    st = ofx_wait_final(f, id, OFX_WAIT_MS);
+    assert_non_null(st);
+    OFX_ASSERT_STR(oj_str(st, "state"), "COMPENSATED");
+    for (int i = 0; i < 4; i++)
+        OFX_ASSERT_STR(oj_str(oj_at(oj_get(st, "steps"), (size_t)i), "state"), "COMPENSATED");
+    oj_free(st);
+    oj *h = ofx_history(f, id);
+    assert_non_null(h);
+    assert_int_equal(ofx_history_count(h, "compensation_not_defined", "approve_order", NULL), 1);
+    char *order = ofx_history_steps(h, "step_sent", "compensate");
+    OFX_ASSERT_STR(order, "schedule_shipping,reserve_stock,charge_payment,create_order");
+    free(order);
+    oj_free(h);
+    /* The approval never reached order-svc: the order is cancelled, and
+     * everything else is back to the seeds. */
+    assert_net_zero(f, id);
+    assert_int_equal(ofx_sql(f, SVC_SHIPPING, "SELECT count(*) FROM shipments WHERE state = "
+                                              "'cancelled'"),
+                     1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -424,6 +475,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_abort_running, setup_fixture, teardown),
         cmocka_unit_test_setup_teardown(test_resume_failed, setup_fixture, teardown),
         cmocka_unit_test_setup_teardown(test_resume_failed_pivot, setup_fixture, teardown),
+        cmocka_unit_test_setup_teardown(test_abort_failed_pivot, setup_fixture, teardown),
     };
     return cmocka_run_group_tests_name("orchestrator faults", tests, NULL, NULL);
 }

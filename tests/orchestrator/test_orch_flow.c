@@ -14,7 +14,8 @@
  *   - idempotent start: same key and input give the same saga ("existing"),
  *     before and after it finished; same key with another input, an unknown
  *     saga type and a missing input are refused with a clear message (exit
- *     1) and sagad keeps serving.
+ *     1) and sagad keeps serving; concurrent starts with one key make one
+ *     saga.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -386,6 +387,49 @@ static void test_idempotent_start(void **state)
     assert_int_equal(ofx_books_balanced(f), 0);
 }
 
+/* Many clients start with one key at the same moment: one saga. */
+static void test_concurrent_same_key(void **state)
+{
+    ofx *f = *state;
+    enum { N = 12 };
+    pid_t pids[N];
+    char *paths[N];
+    const char *args[] = {"--url", f->sagad.url, "--json", "start", "order_fulfillment",
+                          "--key", "same-key", "customer=bob", "sku=WIDGET-1", "quantity=1",
+                          "amount=300", "destination=madrid", NULL};
+    for (int i = 0; i < N; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "same-%d.out", i);
+        paths[i] = th_path(f->dir, name);
+        assert_int_equal(th_spawn("sagactl", args, NULL, paths[i], &pids[i]), 0);
+    }
+    char first[37] = "";
+    int fresh = 0;
+    for (int i = 0; i < N; i++) {
+        int status = 0;
+        assert_int_equal(th_wait_exit(pids[i], OFX_CTL_MS, &status), 0);
+        assert_true(th_exited_with(status, 0));
+        char *text = th_read_file(paths[i]);
+        oj *doc = oj_parse(text);
+        free(text);
+        assert_non_null(oj_str(doc, "saga_id"));
+        if (first[0] == '\0')
+            snprintf(first, sizeof first, "%s", oj_str(doc, "saga_id"));
+        OFX_ASSERT_STR(oj_str(doc, "saga_id"), first);
+        fresh += oj_int(doc, "existing", -1) == 0;
+        oj_free(doc);
+        free(paths[i]);
+    }
+    assert_int_equal(fresh, 1); /* exactly one client created it */
+    oj *st = ofx_wait_final(f, first, OFX_WAIT_MS);
+    assert_non_null(st);
+    OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
+    oj_free(st);
+    assert_int_equal(ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders"), 1);
+    assert_int_equal(ofx_sql(f, SVC_PAYMENT, "SELECT count(*) FROM charges"), 1);
+    assert_int_equal(balance(f, "bob"), SEED_BOB - 300);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -395,6 +439,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refused_at_inventory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_at_shipping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idempotent_start, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_same_key, setup, teardown),
     };
     return cmocka_run_group_tests_name("orchestrator flow", tests, NULL, NULL);
 }
