@@ -105,8 +105,8 @@ int ofx_ctl(ofx *f, char **out, ...) __attribute__((sentinel));
  * *out as for ofx_ctl.
  */
 int ofx_start_order(ofx *f, const char *key, const char *customer, const char *sku,
-                    const char *quantity, const char *amount, const char *destination,
-                    char id[37], int *existing, char **out);
+                    const char *quantity, const char *amount, const char *destination, char id[37],
+                    int *existing, char **out);
 
 /* sagactl --json status id: the parsed document, or NULL. */
 oj *ofx_status(ofx *f, const char *id);
@@ -147,7 +147,7 @@ int ofx_books_balanced(ofx *f);
     do {                                                                                           \
         const char *ofx_a_ = (actual), *ofx_e_ = (expected);                                       \
         if (ofx_a_ == NULL || strcmp(ofx_a_, ofx_e_) != 0)                                         \
-            print_message("%s:%d: got '%s', expected '%s'\n", __FILE__, __LINE__,                 \
+            print_message("%s:%d: got '%s', expected '%s'\n", __FILE__, __LINE__,                  \
                           ofx_a_ ? ofx_a_ : "(null)", ofx_e_);                                     \
         assert_non_null(ofx_a_);                                                                   \
         assert_string_equal(ofx_a_, ofx_e_);                                                       \

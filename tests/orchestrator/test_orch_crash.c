@@ -70,8 +70,8 @@ static int setup(void **state)
 #define BULK_HOLD_MS 300
 static int setup_bulk(void **state)
 {
-    ofx_opts o = {.timeout_ms = 3000, .action_attempts = 30, .comp_attempts = 30,
-                  .pivot_attempts = 40};
+    ofx_opts o = {
+        .timeout_ms = 3000, .action_attempts = 30, .comp_attempts = 30, .pivot_attempts = 40};
     char faults[64];
     snprintf(faults, sizeof faults, "seed=1,delay=1,delay_ms=%d", BULK_HOLD_MS);
     return setup_with(state, &o, faults);
@@ -131,7 +131,8 @@ static void crash_scenario(ofx *f, const char *point, int hit, int refused)
     assert_int_equal(ofx_start_sagad(f, armed), 0);
     /* The start may go unanswered: the kill can come before its answer. */
     f->ctl_timeout_ms = 3000;
-    int code = ofx_start_order(f, key, "alice", "WIDGET-1", "1", amount, dest, first_id, NULL, NULL);
+    int code =
+        ofx_start_order(f, key, "alice", "WIDGET-1", "1", amount, dest, first_id, NULL, NULL);
     f->ctl_timeout_ms = 0;
     if (code != 0)
         first_id[0] = '\0';
@@ -168,7 +169,8 @@ static void crash_scenario(ofx *f, const char *point, int hit, int refused)
                              "SELECT count(*) FROM orders WHERE saga_id = %Q AND state = %Q", id,
                              refused ? "cancelled" : "approved"),
                      1);
-    assert_int_equal(ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders WHERE saga_id = %Q", id), 1);
+    assert_int_equal(ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders WHERE saga_id = %Q", id),
+                     1);
     assert_int_equal(ofx_sql(f, SVC_PAYMENT,
                              "SELECT count(*) FROM charges WHERE saga_id = %Q AND state = %Q", id,
                              refused ? "refunded" : "charged"),
@@ -181,9 +183,9 @@ static void crash_scenario(ofx *f, const char *point, int hit, int refused)
                      1);
     assert_int_equal(
         ofx_sql(f, SVC_INVENTORY, "SELECT count(*) FROM reservations WHERE saga_id = %Q", id), 1);
-    assert_int_equal(ofx_sql(f, SVC_SHIPPING, "SELECT count(*) FROM shipments WHERE saga_id = %Q",
-                             id),
-                     refused ? 0 : 1);
+    assert_int_equal(
+        ofx_sql(f, SVC_SHIPPING, "SELECT count(*) FROM shipments WHERE saga_id = %Q", id),
+        refused ? 0 : 1);
     if (refused) {
         /* Each done step: one effect and one undo. */
         assert_int_equal(after.effects[SVC_ORDER] - before.effects[SVC_ORDER], 2);
@@ -265,9 +267,9 @@ static int bulk_spawn(ofx *f, bulk_saga *b)
     snprintf(customer, sizeof customer, "customer=%s", b->customer);
     snprintf(amount, sizeof amount, "amount=%s", b->amount);
     snprintf(dest, sizeof dest, "destination=%s", b->destination);
-    const char *args[] = {"--url", f->sagad.url, "--timeout", "3000", "--json", "start",
-                          "order_fulfillment", "--key", b->key, customer, "sku=WIDGET-1",
-                          "quantity=1", amount, dest, NULL};
+    const char *args[] = {"--url",        f->sagad.url,        "--timeout", "3000", "--json",
+                          "start",        "order_fulfillment", "--key",     b->key, customer,
+                          "sku=WIDGET-1", "quantity=1",        amount,      dest,   NULL};
     return th_spawn("sagactl", args, NULL, b->out_path, &b->pid);
 }
 
@@ -312,8 +314,8 @@ static void test_random_kill_many_in_flight(void **state)
      * start (that saga, at least, is in flight: it cannot have finished). */
     int during_starts = util_prng_unit(&rng) < 0.5;
     int delay_ms = (int)(util_prng_unit(&rng) * (during_starts ? 150 : BULK_HOLD_MS * 2 / 3));
-    print_message("random kill: seed %u (SAGA_TEST_SEED), SIGKILL %d ms after %s\n", seed,
-                  delay_ms, during_starts ? "the last start was sent" : "the last start's answer");
+    print_message("random kill: seed %u (SAGA_TEST_SEED), SIGKILL %d ms after %s\n", seed, delay_ms,
+                  during_starts ? "the last start was sent" : "the last start's answer");
 
     assert_int_equal(ofx_start_sagad(f, NULL), 0);
     for (int i = 0; i < BULK_SAGAS; i++) {
@@ -396,15 +398,17 @@ static void test_random_kill_many_in_flight(void **state)
     assert_int_equal(ofx_sql(f, SVC_ORDER, "SELECT count(DISTINCT saga_id) FROM orders"),
                      BULK_SAGAS);
     /* Money: each completed saga charged once, the refused ones refunded or never charged. */
-    assert_int_equal(ofx_sql(f, SVC_PAYMENT, "SELECT count(*) FROM charges WHERE state = 'charged'"),
-                     n_complete);
+    assert_int_equal(
+        ofx_sql(f, SVC_PAYMENT, "SELECT count(*) FROM charges WHERE state = 'charged'"),
+        n_complete);
     assert_int_equal(
         ofx_sql(f, SVC_PAYMENT, "SELECT count(*) FROM charges WHERE state = 'refunded'"),
         n_not_served);
     assert_int_equal(ofx_sql(f, SVC_PAYMENT, "SELECT count(*) FROM charges"),
                      n_complete + n_not_served);
     assert_int_equal(
-        ofx_sql(f, SVC_PAYMENT, "SELECT coalesce(sum(amount), 0) FROM charges WHERE state = 'charged'"),
+        ofx_sql(f, SVC_PAYMENT,
+                "SELECT coalesce(sum(amount), 0) FROM charges WHERE state = 'charged'"),
         expect_charged);
     assert_int_equal(balance(f, "dave"), SEED_DAVE - expect_charged);
     assert_int_equal(balance(f, "carol"), SEED_CAROL);
@@ -440,9 +444,9 @@ static void test_sigterm_in_flight(void **state)
         char key[32], amount[16];
         snprintf(key, sizeof key, "term-%d", i);
         snprintf(amount, sizeof amount, "%d", 500 + i);
-        assert_int_equal(ofx_start_order(f, key, "dave", "WIDGET-1", "1", amount, "oslo", ids[i],
-                                         NULL, NULL),
-                         0);
+        assert_int_equal(
+            ofx_start_order(f, key, "dave", "WIDGET-1", "1", amount, "oslo", ids[i], NULL, NULL),
+            0);
     }
     /* The last one cannot be past shipping yet: BULK_HOLD_MS holds it. */
     assert_int_equal(ofx_stop_sagad(f), 0);

@@ -74,10 +74,10 @@ static int64_t balance(ofx *f, const char *customer)
 /* Everything the saga did is undone: the databases are back to the seeds. */
 static void assert_net_zero(ofx *f, const char *id)
 {
-    assert_int_equal(ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders WHERE state <> 'cancelled'"),
-                     0);
-    assert_int_equal(ofx_sql(f, SVC_PAYMENT, "SELECT count(*) FROM charges WHERE state = 'charged'"),
-                     0);
+    assert_int_equal(
+        ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders WHERE state <> 'cancelled'"), 0);
+    assert_int_equal(
+        ofx_sql(f, SVC_PAYMENT, "SELECT count(*) FROM charges WHERE state = 'charged'"), 0);
     assert_int_equal(balance(f, "alice"), SEED_ALICE);
     assert_int_equal(
         ofx_sql(f, SVC_INVENTORY, "SELECT count(*) FROM reservations WHERE state = 'reserved'"), 0);
@@ -87,7 +87,8 @@ static void assert_net_zero(ofx *f, const char *id)
         ofx_sql(f, SVC_SHIPPING, "SELECT count(*) FROM shipments WHERE state = 'scheduled'"), 0);
     assert_int_equal(ofx_books_balanced(f), 0);
     /* One order, charge and reservation were made (and undone), never two. */
-    assert_int_equal(ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders WHERE saga_id = %Q", id), 1);
+    assert_int_equal(ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders WHERE saga_id = %Q", id),
+                     1);
     assert_int_equal(ofx_sql(f, SVC_PAYMENT, "SELECT count(*) FROM charges WHERE saga_id = %Q", id),
                      1);
     assert_int_equal(
@@ -97,16 +98,16 @@ static void assert_net_zero(ofx *f, const char *id)
 /* The saga completed with each effect once (alice paid 2500 for 2 WIDGET-1). */
 static void assert_completed_once(ofx *f, const char *id)
 {
-    assert_int_equal(ofx_sql(f, SVC_ORDER,
-                             "SELECT count(*) FROM orders WHERE saga_id = %Q AND state = 'approved'",
-                             id),
-                     1);
+    assert_int_equal(
+        ofx_sql(f, SVC_ORDER,
+                "SELECT count(*) FROM orders WHERE saga_id = %Q AND state = 'approved'", id),
+        1);
     assert_int_equal(ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders"), 1);
     assert_int_equal(ofx_sql(f, SVC_PAYMENT, "SELECT count(*) FROM charges"), 1);
-    assert_int_equal(ofx_sql(f, SVC_PAYMENT,
-                             "SELECT count(*) FROM charges WHERE saga_id = %Q AND state = 'charged'",
-                             id),
-                     1);
+    assert_int_equal(
+        ofx_sql(f, SVC_PAYMENT,
+                "SELECT count(*) FROM charges WHERE saga_id = %Q AND state = 'charged'", id),
+        1);
     assert_int_equal(balance(f, "alice"), SEED_ALICE - 2500);
     assert_int_equal(ofx_sql(f, SVC_INVENTORY, "SELECT count(*) FROM reservations"), 1);
     assert_int_equal(ofx_sql(f, SVC_INVENTORY, "SELECT available FROM skus WHERE sku = 'WIDGET-1'"),
@@ -221,7 +222,8 @@ static void test_abort_running(void **state)
 
     char id[37];
     assert_int_equal(
-        ofx_start_order(f, "abort-1", "alice", "WIDGET-1", "2", "2500", "paris", id, NULL, NULL), 0);
+        ofx_start_order(f, "abort-1", "alice", "WIDGET-1", "2", "2500", "paris", id, NULL, NULL),
+        0);
     oj *st = ofx_wait_attempts(f, id, "schedule_shipping", 2, OFX_WAIT_MS);
     assert_non_null(st);
     OFX_ASSERT_STR(oj_str(st, "state"), "RUNNING");
@@ -261,8 +263,9 @@ static void test_abort_running(void **state)
     oj_free(h);
     assert_net_zero(f, id);
     /* Every shipment that may have been made late is cancelled (normally none). */
-    assert_int_equal(ofx_sql(f, SVC_SHIPPING, "SELECT count(*) FROM shipments WHERE saga_id = %Q "
-                                              "AND state <> 'cancelled'",
+    assert_int_equal(ofx_sql(f, SVC_SHIPPING,
+                             "SELECT count(*) FROM shipments WHERE saga_id = %Q "
+                             "AND state <> 'cancelled'",
                              id),
                      0);
 
@@ -375,7 +378,8 @@ static void test_resume_failed_pivot(void **state)
 
     char id[37];
     assert_int_equal(
-        ofx_start_order(f, "pivot-1", "alice", "WIDGET-1", "2", "2500", "paris", id, NULL, NULL), 0);
+        ofx_start_order(f, "pivot-1", "alice", "WIDGET-1", "2", "2500", "paris", id, NULL, NULL),
+        0);
     /* Held at shipping while order-svc goes away; then shipping comes up,
      * and the pivot meets a dead order-svc. */
     oj *st = ofx_wait_attempts(f, id, "schedule_shipping", 1, OFX_WAIT_MS);
@@ -428,7 +432,8 @@ static void test_abort_failed_pivot(void **state)
 
     char id[37];
     assert_int_equal(
-        ofx_start_order(f, "pivot-2", "alice", "WIDGET-1", "2", "2500", "paris", id, NULL, NULL), 0);
+        ofx_start_order(f, "pivot-2", "alice", "WIDGET-1", "2", "2500", "paris", id, NULL, NULL),
+        0);
     oj *st = ofx_wait_attempts(f, id, "schedule_shipping", 1, OFX_WAIT_MS);
     assert_non_null(st);
     oj_free(st);
@@ -462,8 +467,9 @@ static void test_abort_failed_pivot(void **state)
     /* The approval never reached order-svc: the order is cancelled, and
      * everything else is back to the seeds. */
     assert_net_zero(f, id);
-    assert_int_equal(ofx_sql(f, SVC_SHIPPING, "SELECT count(*) FROM shipments WHERE state = "
-                                              "'cancelled'"),
+    assert_int_equal(ofx_sql(f, SVC_SHIPPING,
+                             "SELECT count(*) FROM shipments WHERE state = "
+                             "'cancelled'"),
                      1);
 }
 

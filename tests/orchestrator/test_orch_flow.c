@@ -158,7 +158,8 @@ static void test_saga_completes(void **state)
     oj *h = ofx_history(f, id);
     assert_non_null(h);
     char *sent = ofx_history_steps(h, "step_sent", "action");
-    OFX_ASSERT_STR(sent, "create_order,charge_payment,reserve_stock,schedule_shipping,approve_order");
+    OFX_ASSERT_STR(sent,
+                   "create_order,charge_payment,reserve_stock,schedule_shipping,approve_order");
     assert_int_equal(ofx_history_count(h, "step_sent", NULL, "compensate"), 0);
     assert_int_equal(ofx_history_count(h, "saga_completed", NULL, NULL), 1);
     free(sent);
@@ -228,12 +229,12 @@ static void run_refusal(ofx *f, const refusal_case *c)
     oj_free(h);
 
     /* Net zero in every participant. */
-    assert_int_equal(ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders WHERE state <> 'cancelled'"),
-                     0);
+    assert_int_equal(
+        ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders WHERE state <> 'cancelled'"), 0);
     assert_int_equal(ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders WHERE saga_id = %Q", id),
                      c->refused > ST_CREATE ? 1 : 0);
-    assert_int_equal(ofx_sql(f, SVC_PAYMENT, "SELECT count(*) FROM charges WHERE state = 'charged'"),
-                     0);
+    assert_int_equal(
+        ofx_sql(f, SVC_PAYMENT, "SELECT count(*) FROM charges WHERE state = 'charged'"), 0);
     assert_int_equal(ofx_sql(f, SVC_PAYMENT, "SELECT count(*) FROM charges WHERE saga_id = %Q", id),
                      c->refused > ST_CHARGE ? 1 : 0);
     assert_int_equal(balance(f, "alice"), SEED_ALICE);
@@ -257,22 +258,28 @@ static void run_refusal(ofx *f, const refusal_case *c)
 
 static void test_refused_at_create(void **state)
 {
-    refusal_case c = {"alice", "WIDGET-1", "0", "2500", "paris", ST_CREATE,
-                      "parameter 'quantity'", ""};
+    refusal_case c = {"alice", "WIDGET-1", "0", "2500", "paris", ST_CREATE, "parameter 'quantity'",
+                      ""};
     run_refusal(*state, &c);
 }
 
 static void test_refused_at_payment(void **state)
 {
-    refusal_case c = {"carol", "WIDGET-1", "1", "90000", "paris", ST_CHARGE,
-                      "insufficient funds", "create_order"};
+    refusal_case c = {"carol",   "WIDGET-1",           "1",           "90000", "paris",
+                      ST_CHARGE, "insufficient funds", "create_order"};
     run_refusal(*state, &c);
 }
 
 static void test_refused_at_inventory(void **state)
 {
-    refusal_case c = {"alice", "GIZMO-9", "1", "2500", "paris", ST_RESERVE,
-                      "out of stock", "charge_payment,create_order"};
+    refusal_case c = {"alice",
+                      "GIZMO-9",
+                      "1",
+                      "2500",
+                      "paris",
+                      ST_RESERVE,
+                      "out of stock",
+                      "charge_payment,create_order"};
     run_refusal(*state, &c);
 }
 
@@ -306,14 +313,14 @@ static void test_idempotent_start(void **state)
     int existing = -1;
     char *out = NULL;
 
-    assert_int_equal(ofx_start_order(f, "key-A", "bob", "GADGET-7", "1", "1000", "berlin", id1,
-                                     &existing, NULL),
-                     0);
+    assert_int_equal(
+        ofx_start_order(f, "key-A", "bob", "GADGET-7", "1", "1000", "berlin", id1, &existing, NULL),
+        0);
     assert_int_equal(existing, 0);
     /* Same key, same input: the same saga, flagged existing (in flight or not). */
-    assert_int_equal(ofx_start_order(f, "key-A", "bob", "GADGET-7", "1", "1000", "berlin", id2,
-                                     &existing, NULL),
-                     0);
+    assert_int_equal(
+        ofx_start_order(f, "key-A", "bob", "GADGET-7", "1", "1000", "berlin", id2, &existing, NULL),
+        0);
     assert_string_equal(id2, id1);
     assert_int_equal(existing, 1);
 
@@ -322,15 +329,15 @@ static void test_idempotent_start(void **state)
     OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
     oj_free(st);
     /* And once it has finished (found on disk, not in memory). */
-    assert_int_equal(ofx_start_order(f, "key-A", "bob", "GADGET-7", "1", "1000", "berlin", id3,
-                                     &existing, NULL),
-                     0);
+    assert_int_equal(
+        ofx_start_order(f, "key-A", "bob", "GADGET-7", "1", "1000", "berlin", id3, &existing, NULL),
+        0);
     assert_string_equal(id3, id1);
     assert_int_equal(existing, 1);
 
     /* Same key, another input: refused, naming the reason; no new saga. */
-    int code = ofx_start_order(f, "key-A", "bob", "GADGET-7", "1", "1001", "berlin", NULL, NULL,
-                               &out);
+    int code =
+        ofx_start_order(f, "key-A", "bob", "GADGET-7", "1", "1001", "berlin", NULL, NULL, &out);
     assert_int_equal(code, 1);
     assert_output_has(out, "client key");
     free(out);
@@ -365,9 +372,9 @@ static void test_idempotent_start(void **state)
      * without a key works. */
     code = ofx_ctl(f, NULL, "stats", NULL);
     assert_int_equal(code, 0);
-    assert_int_equal(ofx_start_order(f, "key-C", "bob", "GADGET-7", "1", "1000", "berlin", id2,
-                                     &existing, NULL),
-                     0);
+    assert_int_equal(
+        ofx_start_order(f, "key-C", "bob", "GADGET-7", "1", "1000", "berlin", id2, &existing, NULL),
+        0);
     assert_int_equal(existing, 0);
     assert_string_not_equal(id2, id1);
     assert_int_equal(
@@ -394,9 +401,11 @@ static void test_concurrent_same_key(void **state)
     enum { N = 12 };
     pid_t pids[N];
     char *paths[N];
-    const char *args[] = {"--url", f->sagad.url, "--json", "start", "order_fulfillment",
-                          "--key", "same-key", "customer=bob", "sku=WIDGET-1", "quantity=1",
-                          "amount=300", "destination=madrid", NULL};
+    const char *args[] = {"--url",      f->sagad.url,        "--json",
+                          "start",      "order_fulfillment", "--key",
+                          "same-key",   "customer=bob",      "sku=WIDGET-1",
+                          "quantity=1", "amount=300",        "destination=madrid",
+                          NULL};
     for (int i = 0; i < N; i++) {
         char name[32];
         snprintf(name, sizeof name, "same-%d.out", i);
