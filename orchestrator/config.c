@@ -41,6 +41,7 @@
 
 #include "log.h"
 #include "saga.h"
+#include "security.h"
 #include "util.h"
 
 /* Limits of the format (docs/CONFIG.md lists them all). */
@@ -66,7 +67,9 @@ static const retry_policy default_compensation_retry = {10, 200, 10000, 2.0};
 /* The setting names each kind of group accepts: anything else is a typo. */
 static const char *const orchestrator_settings[] = {
     "admin_url",     "database",     "sagas_dir", "durability",
-    "max_in_flight", "participants", "defaults",  NULL,
+    "max_in_flight", "participants", "defaults",
+    "admin_token_file", "tls", /* security: see load_security */
+    NULL,
 };
 static const char *const defaults_settings[] = {"timeout_ms", "retry", "compensation_retry", NULL};
 static const char *const retry_settings[] = {"max_attempts", "initial_backoff_ms", "max_backoff_ms",
@@ -458,11 +461,12 @@ static char *ipc_url(const char *dir, const char *path)
     return url;
 }
 
-/* Transports sagad can use: plain sockets (TLS would need certificate settings). */
+/* Transports sagad can use: plain sockets, and TLS with the tls group's certificates. */
 static int scheme_supported(const char *scheme)
 {
     static const char *const schemes[] = {
-        "ipc", "abstract", "inproc", "tcp", "tcp4", "tcp6", "ws", "ws4", "ws6", NULL,
+        "ipc", "abstract", "inproc", "tcp",     "tcp4",     "tcp6",
+        "ws",  "ws4",      "ws6",    "tls+tcp", "tls+tcp4", "tls+tcp6", NULL,
     };
     for (const char *const *p = schemes; *p != NULL; p++)
         if (strcmp(scheme, *p) == 0)
@@ -488,7 +492,8 @@ static int check_url(loader *ld, const config_setting_t *s, const char *dir, int
     }
     if (!scheme_supported(u->u_scheme)) {
         fail(ld, s, NULL,
-             "\"%s\": unsupported transport \"%s\" (use ipc, abstract, inproc, tcp or ws)", raw,
+             "\"%s\": unsupported transport \"%s\" (use ipc, abstract, inproc, tcp, tls+tcp or ws)",
+             raw,
              u->u_scheme);
         goto done;
     }
@@ -672,6 +677,79 @@ done:
     return rc;
 }
 
+/* ---- Security settings (docs/SECURITY.md) -------------------------------- */
+
+static const char *const tls_settings[] = {"ca_file", "cert_file", "key_file", NULL};
+
+/* The optional string member name of group as a path resolved against dir. */
+static int get_path(loader *ld, const config_setting_t *group, const char *name, const char *dir,
+                    char **out)
+{
+    const char *v;
+    if (get_string(ld, group, name, 0, &v) != 0)
+        return -1;
+    if (v != NULL && (*out = resolve_path(dir, v)) == NULL)
+        return fail_oom(ld);
+    return 0;
+}
+
+/*
+ * admin_token_file and the tls group, then the policy over the URLs already
+ * loaded: every tls+tcp:// URL has the certificates it needs, a TCP-family
+ * admin_url has a token, and one that other hosts can reach has TLS too.
+ */
+static int load_security(loader *ld, const config_setting_t *root, const char *dir,
+                         orch_config *cfg)
+{
+    const config_setting_t *tls, *tok = config_setting_get_member(root, "admin_token_file");
+    const config_setting_t *admin = config_setting_get_member(root, "admin_url");
+    char *path = NULL, why[512];
+    if (get_path(ld, root, "admin_token_file", dir, &path) != 0)
+        return -1;
+    if (path != NULL) {
+        int rc = sec_read_secret_file(path, &cfg->admin_token, why, sizeof why);
+        free(path);
+        if (rc != 0)
+            return fail(ld, tok, NULL, "%s", why);
+    }
+    if (get_member(ld, root, "tls", CONFIG_TYPE_GROUP, 0, &tls) != 0)
+        return -1;
+    if (tls != NULL && (check_known(ld, tls, tls_settings) != 0 ||
+                        get_path(ld, tls, "ca_file", dir, &cfg->tls_ca_file) != 0 ||
+                        get_path(ld, tls, "cert_file", dir, &cfg->tls_cert_file) != 0 ||
+                        get_path(ld, tls, "key_file", dir, &cfg->tls_key_file) != 0))
+        return -1;
+    if ((cfg->tls_cert_file == NULL) != (cfg->tls_key_file == NULL))
+        return fail(ld, tls, cfg->tls_cert_file ? "key_file" : "cert_file",
+                    "\"tls\" needs both cert_file and key_file, or neither");
+    for (size_t i = 0; i < cfg->n_participants; i++) {
+        if (!sec_url_is_tls(cfg->participants[i].url) || cfg->tls_ca_file != NULL)
+            continue;
+        const config_setting_t *group = config_setting_get_member(root, "participants");
+        return fail(ld, config_setting_get_member(group, cfg->participants[i].name), NULL,
+                    "participant \"%s\" is a tls+tcp:// URL: set tls.ca_file (the CA that signs "
+                    "its certificate) and, for mutual TLS, tls.cert_file and tls.key_file",
+                    cfg->participants[i].name);
+    }
+    const char *url = cfg->admin_url;
+    if (sec_url_is_tls(url) && cfg->tls_cert_file == NULL)
+        return fail(ld, admin, admin ? NULL : "admin_url",
+                    "admin_url %s is a tls+tcp:// URL: set tls.cert_file and tls.key_file", url);
+    int local_socket = strncmp(url, "ipc://", 6) == 0 || strncmp(url, "abstract://", 11) == 0 ||
+                       strncmp(url, "inproc://", 9) == 0;
+    if (!local_socket && cfg->admin_token == NULL)
+        return fail(ld, admin, admin ? NULL : "admin_url",
+                    "admin_url %s is a network address that every local user (or host) can "
+                    "connect to: set admin_token_file (an owner-only file holding the admin "
+                    "token), or use an ipc:// path",
+                    url);
+    if (sec_check_exposure("admin_url", url, cfg->tls_cert_file != NULL,
+                           cfg->admin_token != NULL, "tls.cert_file and tls.key_file",
+                           "admin_token_file", why, sizeof why) != 0)
+        return fail(ld, admin, admin ? NULL : "admin_url", "%s", why);
+    return 0;
+}
+
 /* ---- The orchestrator file ----------------------------------------------- */
 
 static int load_participants(loader *ld, const config_setting_t *root, const char *dir,
@@ -780,7 +858,7 @@ static int load_orchestrator(loader *ld, const config_setting_t *root, const cha
          get_retry(ld, defaults, "compensation_retry", &default_compensation_retry,
                    &cfg->default_compensation_retry) != 0))
         return -1;
-    return 0;
+    return load_security(ld, root, dir, cfg);
 }
 
 /* ---- Saga files ----------------------------------------------------------- */
@@ -1188,6 +1266,13 @@ void config_free(orch_config *cfg)
     free(cfg->admin_url);
     free(cfg->database);
     free(cfg->sagas_dir);
+    if (cfg->admin_token != NULL) {
+        sec_wipe(cfg->admin_token, strlen(cfg->admin_token));
+        free(cfg->admin_token);
+    }
+    free(cfg->tls_ca_file);
+    free(cfg->tls_cert_file);
+    free(cfg->tls_key_file);
     memset(cfg, 0, sizeof *cfg);
 }
 

@@ -26,7 +26,11 @@
  *   - admin_url is a valid URL distinct from every participant's;
  *   - sagas_dir is an existing directory holding at least one saga file;
  *   - the files hold no unknown setting names (typos) and no value of the
- *     wrong type.
+ *     wrong type;
+ *   - security (docs/SECURITY.md): a tls+tcp:// URL comes with the tls
+ *     certificates it needs; an admin_url other than ipc://, abstract:// or
+ *     inproc:// has an admin token; an admin_url other hosts can reach is
+ *     tls+tcp:// (with a token). admin_token_file is an owner-only file.
  * Relative paths in the orchestrator file (database, sagas_dir, ipc:// socket
  * paths) are resolved against its directory; the loaded paths are absolute.
  */
@@ -88,6 +92,11 @@ typedef struct {
     size_t n_participants;
     saga_def *sagas;
     size_t n_sagas;
+    /* Security settings (docs/SECURITY.md); NULL when unset. */
+    char *admin_token;   /* the token read from admin_token_file (wiped by config_free) */
+    char *tls_ca_file;   /* resolved paths of the tls group */
+    char *tls_cert_file;
+    char *tls_key_file;
 } orch_config;
 
 /* Loads path and every saga file of its sagas directory into *out.

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "security.h"
 #include "util.h"
 #include "wire.h"
 
@@ -20,6 +21,8 @@ typedef struct {
     nng_socket sock;
     const char *name;
     const char *url;
+    const sec_tls_files *tls; /* the transport's; used for tls+tcp:// URLs */
+    char *tls_host;           /* the URL's host: the name its certificate must carry */
     nng_dialer dialer;
     transport_call *free_calls;
     nng_mtx *mtx;
@@ -33,6 +36,7 @@ struct transport {
     size_t n_peers;
     transport_done_fn done;
     void *done_arg;
+    sec_tls_files tls; /* borrowed from the orch_config */
     /* Every call ever made, so destroy can free them. Engine thread only. */
     transport_call **all;
     size_t n_all, cap_all;
@@ -72,6 +76,14 @@ static void peer_pipe_event(nng_pipe pipe, nng_pipe_ev ev, void *arg)
 static int peer_dial(peer *p, char *err, size_t errlen)
 {
     int rv = nng_dialer_create(&p->dialer, p->sock, p->url);
+    if (rv == 0 && sec_url_is_tls(p->url) &&
+        (rv = sec_tls_dialer(p->dialer, p->tls, p->tls_host, err, errlen)) != 0) {
+        nng_dialer_close(p->dialer);
+        char why[256];
+        snprintf(why, sizeof why, "%s", err);
+        snprintf(err, errlen, "participant %s: %s: %s", p->name, p->url, why);
+        return rv;
+    }
     if (rv == 0) {
         nng_dialer_set_ms(p->dialer, NNG_OPT_RECONNMINT, 20);
         nng_dialer_set_ms(p->dialer, NNG_OPT_RECONNMAXT, 1000);
@@ -94,6 +106,9 @@ transport *transport_create(const orch_config *cfg, transport_done_fn done, void
     }
     t->done = done;
     t->done_arg = arg;
+    t->tls = (sec_tls_files){.ca_file = cfg->tls_ca_file,
+                             .cert_file = cfg->tls_cert_file,
+                             .key_file = cfg->tls_key_file};
     for (size_t i = 0; i < cfg->n_participants; i++) {
         peer *p = &t->peers[i];
         int rv = nng_req0_open(&p->sock);
@@ -105,6 +120,11 @@ transport *transport_create(const orch_config *cfg, transport_done_fn done, void
         t->n_peers = i + 1;
         p->name = cfg->participants[i].name;
         p->url = cfg->participants[i].url;
+        p->tls = &t->tls;
+        if (sec_url_is_tls(p->url) && (p->tls_host = sec_url_host(p->url)) == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
         if ((rv = nng_mtx_alloc(&p->mtx)) != 0) {
             snprintf(err, errlen, "out of memory");
             goto fail;
@@ -261,9 +281,11 @@ void transport_destroy(transport *t)
         free(t->all[i]);
     }
     free(t->all);
-    for (size_t i = 0; i < t->n_peers; i++)
+    for (size_t i = 0; i < t->n_peers; i++) {
         if (t->peers[i].mtx)
             nng_mtx_free(t->peers[i].mtx);
+        free(t->peers[i].tls_host);
+    }
     free(t->peers);
     free(t);
 }

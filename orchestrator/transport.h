@@ -1,7 +1,10 @@
 /*
  * transport — sends step requests to participants over nng, asynchronously.
  *
- * One req0 socket per participant, dialed in the background (nng reconnects
+ * One req0 socket per participant, dialed in the background (a tls+tcp://
+ * participant with cfg's tls certificates: the participant must present a
+ * certificate for its URL's host signed by tls.ca_file, and sagad presents
+ * tls.cert_file as its client certificate; nng reconnects
  * by itself when a participant restarts, and transport_maintain replaces a
  * dialer that stopped trying). Each request in flight owns a
  * transport_call: an nng context and an aio driven by a small state machine

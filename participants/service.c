@@ -41,6 +41,10 @@ typedef struct {
     int contexts;
     int64_t retention_ms;
     int synchronous_off;
+    const char *tls_cert; /* TLS for a tls+tcp:// --listen (docs/SECURITY.md) */
+    const char *tls_key;
+    const char *tls_ca;
+    int tls_require_client_cert;
 } svc_args;
 
 static void svc_args_free(svc_args *a)
@@ -56,7 +60,9 @@ static void svc_usage(const svc_def *def, const char *program, FILE *out)
             "%s\n"
             "\n"
             "Options:\n"
-            "  --listen URL       nng address to serve saga.v1 steps on (ipc://, tcp://).\n"
+            "  --listen URL       nng address to serve saga.v1 steps on (ipc://, tcp://,\n"
+            "                     tls+tcp://). An address other hosts can reach is refused\n"
+            "                     unless it is tls+tcp:// with --tls-require-client-cert.\n"
             "                     Default: ipc://$XDG_RUNTIME_DIR/saga-%s.ipc; required when\n"
             "                     XDG_RUNTIME_DIR is not set (no shared /tmp default: another\n"
             "                     user could take the address first).\n"
@@ -64,6 +70,12 @@ static void svc_usage(const svc_def *def, const char *program, FILE *out)
             "  --seed FILE        libconfig seed file, loaded only into an empty database\n"
             "  --faults SPEC      fault injection for tests, comma-separated options:\n"
             "%s"
+            "  --tls-cert FILE    PEM certificate (chain) served on a tls+tcp:// address\n"
+            "  --tls-key FILE     its PEM private key (keep it owner-only)\n"
+            "  --tls-ca FILE      PEM CA certificate(s) that sign client certificates\n"
+            "  --tls-require-client-cert\n"
+            "                     refuse clients without a certificate signed by --tls-ca\n"
+            "                     (mutual TLS: how sagad authenticates to the service)\n"
             "  --contexts N       requests in flight on the socket (default 64)\n"
             "  --retention-s S    keep idempotency records S seconds (default 7 days): the\n"
             "                     bound on how late a retry may arrive\n"
@@ -107,6 +119,10 @@ static int svc_parse_args(const svc_def *def, const char *program, int argc, cha
         OPT_CONTEXTS,
         OPT_RETENTION,
         OPT_NOFSYNC,
+        OPT_TLS_CERT,
+        OPT_TLS_KEY,
+        OPT_TLS_CA,
+        OPT_TLS_REQUIRE,
         OPT_HELP
     };
     static const struct option options[] = {
@@ -119,6 +135,10 @@ static int svc_parse_args(const svc_def *def, const char *program, int argc, cha
         {"contexts", required_argument, NULL, OPT_CONTEXTS},
         {"retention-s", required_argument, NULL, OPT_RETENTION},
         {"unsafe-no-fsync", no_argument, NULL, OPT_NOFSYNC},
+        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+        {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+        {"tls-ca", required_argument, NULL, OPT_TLS_CA},
+        {"tls-require-client-cert", no_argument, NULL, OPT_TLS_REQUIRE},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -174,6 +194,18 @@ static int svc_parse_args(const svc_def *def, const char *program, int argc, cha
             break;
         case OPT_NOFSYNC:
             a->synchronous_off = 1;
+            break;
+        case OPT_TLS_CERT:
+            a->tls_cert = optarg;
+            break;
+        case OPT_TLS_KEY:
+            a->tls_key = optarg;
+            break;
+        case OPT_TLS_CA:
+            a->tls_ca = optarg;
+            break;
+        case OPT_TLS_REQUIRE:
+            a->tls_require_client_cert = 1;
             break;
         case OPT_HELP:
             svc_usage(def, program, stdout);
@@ -424,7 +456,16 @@ int svc_main(const svc_def *def, int argc, char **argv)
         .retention_ms = args.retention_ms,
         .synchronous_off = args.synchronous_off,
         .faults = args.faults,
+        .tls_cert_file = args.tls_cert,
+        .tls_key_file = args.tls_key,
+        .tls_ca_file = args.tls_ca,
+        .tls_require_client_cert = args.tls_require_client_cert,
     };
+    if (pt_check_security(&opts, err, sizeof err) != 0) {
+        log_error("%s", err);
+        status = 2;
+        goto out;
+    }
     p = pt_create(&opts, err, sizeof err);
     if (p == NULL) {
         if (svc_faults_rejected(args.faults)) {

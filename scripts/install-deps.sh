@@ -6,7 +6,8 @@ set -euo pipefail
 packages=(build-essential cmake pkg-config git
           libnng-dev nng-utils libsqlite3-dev sqlite3
           libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
-          libconfig-dev libcmocka-dev)
+          libconfig-dev libcmocka-dev
+          clang libclang-rt-14-dev openssl)  # fuzz targets; test certificates
 
 missing=()
 for p in "${packages[@]}"; do

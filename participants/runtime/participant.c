@@ -154,6 +154,39 @@ void pt_get_stats(participant *p, pt_stats *out)
 
 /* ---- Lifecycle --------------------------------------------------------- */
 
+/*
+ * The security policy of the listen address (docs/SECURITY.md), checked
+ * before anything is created: TLS settings only with a tls+tcp:// URL, a
+ * certificate for such a URL, and no address other hosts can reach without
+ * mutual TLS.
+ */
+int pt_check_security(const pt_options *o, char *err, size_t errlen)
+{
+    const char *url = o->listen_url;
+    int any_tls = o->tls_cert_file || o->tls_key_file || o->tls_ca_file ||
+                  o->tls_require_client_cert;
+    if (url == NULL)
+        return 0;
+    if (!sec_url_is_tls(url)) {
+        if (any_tls) {
+            snprintf(err, errlen, "TLS options are set but %s is not a tls+tcp:// URL", url);
+            return -1;
+        }
+    } else if (o->tls_cert_file == NULL || o->tls_key_file == NULL) {
+        snprintf(err, errlen, "%s needs a certificate and its key (--tls-cert, --tls-key)", url);
+        return -1;
+    } else if (o->tls_require_client_cert && o->tls_ca_file == NULL) {
+        snprintf(err, errlen, "requiring client certificates needs the CA that signs them "
+                              "(--tls-ca)");
+        return -1;
+    }
+    return sec_check_exposure(o->name ? o->name : "participant", url,
+                              o->tls_cert_file != NULL && o->tls_key_file != NULL,
+                              o->tls_require_client_cert && o->tls_ca_file != NULL,
+                              "--tls-cert FILE --tls-key FILE",
+                              "--tls-ca FILE --tls-require-client-cert (mutual TLS)", err, errlen);
+}
+
 participant *pt_create(const pt_options *opts, char *err, size_t errlen)
 {
     participant *p = NULL;
@@ -167,6 +200,8 @@ participant *pt_create(const pt_options *opts, char *err, size_t errlen)
                  PT_CONTEXTS_MAX);
         return NULL;
     }
+    if (pt_check_security(opts, err, errlen) != 0)
+        return NULL;
     p = calloc(1, sizeof *p);
     if (p == NULL)
         goto oom;
@@ -175,6 +210,11 @@ participant *pt_create(const pt_options *opts, char *err, size_t errlen)
         goto oom;
     if (opts->listen_url && (p->listen_url = util_strdup(opts->listen_url)) == NULL)
         goto oom;
+    if ((opts->tls_cert_file && (p->tls.cert_file = util_strdup(opts->tls_cert_file)) == NULL) ||
+        (opts->tls_key_file && (p->tls.key_file = util_strdup(opts->tls_key_file)) == NULL) ||
+        (opts->tls_ca_file && (p->tls.ca_file = util_strdup(opts->tls_ca_file)) == NULL))
+        goto oom;
+    p->tls.require_peer_cert = opts->tls_require_client_cert;
     p->contexts = opts->contexts ? opts->contexts : PT_CONTEXTS;
     p->retention_ms = opts->retention_ms ? opts->retention_ms : PT_RETENTION_MS;
     p->purge_batch = opts->purge_batch ? opts->purge_batch : PT_PURGE_BATCH;
@@ -414,7 +454,11 @@ static int pt_listen(participant *p, char *err, size_t errlen)
         snprintf(err, errlen, "cannot set up the socket: %s", nng_strerror(rv));
         return rv;
     }
-    sp_listener_opts lo = {.name = p->name, .url = p->listen_url, .recv_max = WIRE_MAX_MSG};
+    sp_listener_opts lo = {.name = p->name,
+                           .url = p->listen_url,
+                           .recv_max = WIRE_MAX_MSG,
+                           .configure = sec_listener_tls_hook,
+                           .configure_arg = &p->tls};
     if ((rv = sp_listener_open(&p->listener, p->sock, &lo, err, errlen)) != 0)
         return rv;
     p->conns = calloc((size_t)p->contexts, sizeof *p->conns);
@@ -539,6 +583,9 @@ void pt_destroy(participant *p)
     if (p->mtx)
         nng_mtx_free(p->mtx);
     free(p->listen_url);
+    free((char *)p->tls.cert_file);
+    free((char *)p->tls.key_file);
+    free((char *)p->tls.ca_file);
     free(p->name);
     free(p);
 }

@@ -111,8 +111,26 @@ typedef struct {
     int64_t purge_every_ms; /* how often the purge runs; 0: 60 s */
     int synchronous_off;    /* 1: PRAGMA synchronous=OFF (benchmarks only) */
     const char *faults;     /* fault-injection spec (see pt_faults_help), or NULL */
+    /*
+     * TLS, for a tls+tcp:// listen_url (docs/SECURITY.md): our certificate
+     * and key (required for TLS), the CA that signs client certificates, and
+     * whether a client must present one (mutual TLS: the participant's
+     * authentication). PEM file paths; NULL: not set. pt_create refuses a
+     * listen_url other hosts can reach unless it is tls+tcp:// with a
+     * required client certificate, and TLS files without a tls+tcp:// URL.
+     */
+    const char *tls_cert_file;
+    const char *tls_key_file;
+    const char *tls_ca_file;
+    int tls_require_client_cert;
 } pt_options;
 
+/*
+ * The listen address's security policy alone (pt_create checks it first):
+ * returns 0, or -1 with what to configure in err. For a program that wants
+ * to refuse a command line before it touches anything.
+ */
+int pt_check_security(const pt_options *opts, char *err, size_t errlen);
 /*
  * Opens (creating if needed) the database and the runtime's own tables, and
  * parses the fault spec. Returns NULL with a reason in err on failure.

@@ -20,6 +20,7 @@
 
 #include "barrier.h"
 #include "listener.h"
+#include "security.h"
 #include "participant.h"
 #include "util.h"
 
@@ -70,6 +71,7 @@ typedef struct pt_conn pt_conn;
 struct participant {
     char *name;
     char *listen_url;
+    sec_tls_files tls; /* strings owned (NULL when unset) */
     int contexts;
     int64_t retention_ms;
     int purge_batch;

@@ -1,0 +1,310 @@
+/* security — see security.h. */
+#include "security.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <nng/supplemental/tls/tls.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util.h"
+
+#define SEC_PEM_MAX (1024 * 1024) /* bytes in a certificate or key file */
+
+int sec_url_is_tls(const char *url)
+{
+    return strncmp(url, "tls+tcp://", 10) == 0 || strncmp(url, "tls+tcp4://", 11) == 0 ||
+           strncmp(url, "tls+tcp6://", 11) == 0;
+}
+
+static int host_is_loopback(const char *host)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (strcmp(host, "localhost") == 0)
+        return 1;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6);
+    return 0;
+}
+
+int sec_url_is_local(const char *url)
+{
+    static const char *const local_schemes[] = {"ipc", "abstract", "inproc", NULL};
+    nng_url *u = NULL;
+    int local = 0;
+    if (nng_url_parse(&u, url) != 0)
+        return 0;
+    for (const char *const *s = local_schemes; *s != NULL; s++)
+        local |= strcmp(u->u_scheme, *s) == 0;
+    if (!local)
+        local = u->u_hostname[0] != '\0' && host_is_loopback(u->u_hostname);
+    nng_url_free(u);
+    return local;
+}
+
+/* A transport of nng that other hosts may reach (others are local or do not
+ * exist: nng itself refuses to listen on those). */
+static int url_is_network(const char *url)
+{
+    static const char *const prefixes[] = {"tcp://", "tcp4://", "tcp6://", "tls+tcp://",
+                                           "tls+tcp4://", "tls+tcp6://", "ws://", "ws4://",
+                                           "ws6://", "wss://", "wss4://", "wss6://", NULL};
+    for (const char *const *p = prefixes; *p != NULL; p++)
+        if (strncmp(url, *p, strlen(*p)) == 0)
+            return 1;
+    return 0;
+}
+
+char *sec_url_host(const char *url)
+{
+    nng_url *u = NULL;
+    if (nng_url_parse(&u, url) != 0)
+        return NULL;
+    char *host = util_strdup(u->u_hostname);
+    nng_url_free(u);
+    return host;
+}
+
+int sec_check_exposure(const char *what, const char *url, int tls_ok, int auth_ok,
+                       const char *how_tls, const char *how_auth, char *err, size_t errlen)
+{
+    if (sec_url_is_local(url) || !url_is_network(url))
+        return 0;
+    int tls = tls_ok && sec_url_is_tls(url);
+    if (tls && auth_ok)
+        return 0;
+    char todo[512];
+    if (!tls && !auth_ok)
+        snprintf(todo, sizeof todo, "TLS and authentication: use a tls+tcp:// URL, %s and %s",
+                 how_tls, how_auth);
+    else if (!tls)
+        snprintf(todo, sizeof todo, "TLS: use a tls+tcp:// URL and %s", how_tls);
+    else
+        snprintf(todo, sizeof todo, "authentication: %s", how_auth);
+    snprintf(err, errlen,
+             "%s: refusing to listen on %s, which other hosts can reach, without %s; or listen "
+             "on a loopback address (127.0.0.1) or an ipc:// path (see docs/SECURITY.md)",
+             what, url, todo);
+    return -1;
+}
+
+/* ---- TLS ------------------------------------------------------------------ */
+
+/* The whole PEM file at path, NUL-terminated, malloc'd; NULL with err set. */
+static char *read_pem(const char *what, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    if (f == NULL) {
+        snprintf(err, errlen, "%s %s: %s", what, path, strerror(errno));
+        return NULL;
+    }
+    buf = malloc(SEC_PEM_MAX + 1);
+    size_t n = buf != NULL ? fread(buf, 1, SEC_PEM_MAX + 1, f) : 0;
+    if (buf == NULL || ferror(f) || n == 0 || n > SEC_PEM_MAX) {
+        snprintf(err, errlen, "%s %s: %s", what, path,
+                 buf == NULL ? "out of memory" : n == 0 ? "empty or unreadable" : "too large");
+        free(buf);
+        buf = NULL;
+    } else {
+        buf[n] = '\0';
+    }
+    fclose(f);
+    return buf;
+}
+
+/* A TLS configuration for mode from t; NULL with err set. */
+static nng_tls_config *make_config(nng_tls_mode mode, const sec_tls_files *t, int *rv, char *err,
+                                   size_t errlen)
+{
+    nng_tls_config *c = NULL;
+    char *cert = NULL, *key = NULL;
+    if ((*rv = nng_tls_config_alloc(&c, mode)) != 0) {
+        snprintf(err, errlen, "TLS: %s", nng_strerror(*rv));
+        return NULL;
+    }
+    if (t->ca_file != NULL && (*rv = nng_tls_config_ca_file(c, t->ca_file)) != 0) {
+        snprintf(err, errlen, "TLS CA file %s: %s", t->ca_file, nng_strerror(*rv));
+        goto fail;
+    }
+    if (t->cert_file != NULL || t->key_file != NULL) {
+        *rv = NNG_EINVAL;
+        if (t->cert_file == NULL || t->key_file == NULL) {
+            snprintf(err, errlen, "TLS: a certificate needs both a cert file and a key file");
+            goto fail;
+        }
+        if ((cert = read_pem("TLS certificate", t->cert_file, err, errlen)) == NULL ||
+            (key = read_pem("TLS key", t->key_file, err, errlen)) == NULL)
+            goto fail;
+        if ((*rv = nng_tls_config_own_cert(c, cert, key, NULL)) != 0) {
+            snprintf(err, errlen, "TLS certificate %s with key %s: %s", t->cert_file, t->key_file,
+                     nng_strerror(*rv));
+            goto fail;
+        }
+    }
+    if (key != NULL)
+        sec_wipe(key, strlen(key));
+    free(cert);
+    free(key);
+    return c;
+fail:
+    if (key != NULL)
+        sec_wipe(key, strlen(key));
+    free(cert);
+    free(key);
+    nng_tls_config_free(c);
+    return NULL;
+}
+
+int sec_tls_listener(nng_listener l, const sec_tls_files *t, char *err, size_t errlen)
+{
+    int rv = NNG_EINVAL;
+    if (t == NULL || t->cert_file == NULL || t->key_file == NULL) {
+        snprintf(err, errlen, "TLS: a tls+tcp:// listener needs a certificate and its key");
+        return rv;
+    }
+    if (t->require_peer_cert && t->ca_file == NULL) {
+        snprintf(err, errlen, "TLS: requiring client certificates needs a CA file");
+        return rv;
+    }
+    nng_tls_config *c = make_config(NNG_TLS_MODE_SERVER, t, &rv, err, errlen);
+    if (c == NULL)
+        return rv;
+    rv = nng_tls_config_auth_mode(c, t->require_peer_cert ? NNG_TLS_AUTH_MODE_REQUIRED
+                                                          : NNG_TLS_AUTH_MODE_NONE);
+    if (rv == 0)
+        rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, c);
+    if (rv != 0)
+        snprintf(err, errlen, "TLS: cannot configure the listener: %s", nng_strerror(rv));
+    nng_tls_config_free(c); /* the listener holds its own reference */
+    return rv;
+}
+
+int sec_listener_tls_hook(nng_listener l, void *arg, char *err, size_t errlen)
+{
+    char *url = NULL;
+    int rv = nng_listener_get_string(l, NNG_OPT_URL, &url);
+    if (rv != 0) {
+        snprintf(err, errlen, "TLS: cannot read the listener's URL: %s", nng_strerror(rv));
+        return rv;
+    }
+    int tls = sec_url_is_tls(url);
+    nng_strfree(url);
+    return tls ? sec_tls_listener(l, arg, err, errlen) : 0;
+}
+
+int sec_tls_dialer(nng_dialer d, const sec_tls_files *t, const char *server_name, char *err,
+                   size_t errlen)
+{
+    int rv = NNG_EINVAL;
+    if (t == NULL || t->ca_file == NULL) {
+        snprintf(err, errlen, "TLS: a tls+tcp:// dialer needs a CA file to verify its peer");
+        return rv;
+    }
+    nng_tls_config *c = make_config(NNG_TLS_MODE_CLIENT, t, &rv, err, errlen);
+    if (c == NULL)
+        return rv;
+    rv = nng_tls_config_auth_mode(c, NNG_TLS_AUTH_MODE_REQUIRED);
+    if (rv == 0 && server_name != NULL && server_name[0] != '\0')
+        rv = nng_tls_config_server_name(c, server_name);
+    if (rv == 0)
+        rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, c);
+    if (rv != 0)
+        snprintf(err, errlen, "TLS: cannot configure the dialer: %s", nng_strerror(rv));
+    nng_tls_config_free(c);
+    return rv;
+}
+
+/* ---- Secrets -------------------------------------------------------------- */
+
+int sec_read_secret_file(const char *path, char **out, char *err, size_t errlen)
+{
+    struct stat st;
+    char *buf = NULL;
+    int fd = -1, rc = -1;
+    *out = NULL;
+    fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        snprintf(err, errlen, "token file %s: %s", path, strerror(errno));
+        goto done;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "token file %s: not a regular file", path);
+        goto done;
+    }
+    if (st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
+        snprintf(err, errlen,
+                 "token file %s: must be owned by this user and readable by nobody else "
+                 "(chmod 600 %s)",
+                 path, path);
+        goto done;
+    }
+    buf = malloc(SEC_SECRET_MAX + 3);
+    if (buf == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf + n, SEC_SECRET_MAX + 2 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            snprintf(err, errlen, "token file %s: %s", path, strerror(errno));
+            goto done;
+        }
+        if (r == 0 || (n += (size_t)r) == SEC_SECRET_MAX + 2)
+            break;
+    }
+    if (n > 0 && buf[n - 1] == '\n')
+        n--;
+    if (n > 0 && buf[n - 1] == '\r')
+        n--;
+    if (n == 0 || n > SEC_SECRET_MAX) {
+        snprintf(err, errlen, "token file %s: the token must be 1 to %d bytes", path,
+                 SEC_SECRET_MAX);
+        goto done;
+    }
+    if (memchr(buf, '\0', n) != NULL || memchr(buf, '\n', n) != NULL) {
+        snprintf(err, errlen, "token file %s: the token must be one line without NUL bytes",
+                 path);
+        goto done;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    buf = NULL;
+    rc = 0;
+done:
+    if (buf != NULL) {
+        sec_wipe(buf, SEC_SECRET_MAX + 3);
+        free(buf);
+    }
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+int sec_equal(const void *a, size_t alen, const void *b, size_t blen)
+{
+    const volatile unsigned char *x = a, *y = b;
+    unsigned char diff = alen != blen;
+    /* Always blen iterations: the time depends on the secret's length only. */
+    for (size_t i = 0; i < blen; i++)
+        diff |= (unsigned char)((i < alen ? x[i] : 0) ^ y[i]);
+    return diff == 0;
+}
+
+void sec_wipe(void *p, size_t n)
+{
+    volatile unsigned char *v = p;
+    while (n-- > 0)
+        *v++ = 0;
+}

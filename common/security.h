@@ -1,0 +1,90 @@
+/*
+ * security — the pieces of the project's security policy that several
+ * programs share (docs/SECURITY.md describes the policy as a whole):
+ *
+ *   exposure  sec_url_is_local() tells a loopback or local-socket address
+ *             (ipc://, abstract://, inproc://, tcp on 127.0.0.0/8, ::1 or
+ *             localhost) from one other hosts can reach, and
+ *             sec_check_exposure() refuses to listen on the latter unless
+ *             both TLS and authentication are configured. Every listening
+ *             program calls it before it listens, so an unsafe setting
+ *             stops start-up with a message saying what to configure.
+ *   TLS       sec_tls_listener() / sec_tls_dialer() put certificate files
+ *             (PEM) on an nng listener or dialer of a tls+tcp:// URL;
+ *             sec_listener_tls_hook() is the same, in the shape of
+ *             sp_listener_opts.configure (common/listener.h).
+ *   secrets   sec_read_secret_file() reads a token file that only its owner
+ *             may read; sec_equal() compares secrets in constant time.
+ *
+ * Nothing here logs a secret or keeps one longer than the caller asks.
+ */
+#ifndef SAGA_SECURITY_H
+#define SAGA_SECURITY_H
+
+#include <nng/nng.h>
+#include <stddef.h>
+
+#define SEC_SECRET_MAX 4096 /* bytes in a token file */
+
+/* Certificate files of one end of a TLS connection. All paths PEM; NULL: not set. */
+typedef struct {
+    const char *ca_file;     /* CAs that sign the peer's certificate */
+    const char *cert_file;   /* our certificate (chain) */
+    const char *key_file;    /* its private key */
+    int require_peer_cert;   /* listener: refuse clients without a valid certificate */
+} sec_tls_files;
+
+/* Is url a tls+tcp:// (tls+tcp4, tls+tcp6) URL? */
+int sec_url_is_tls(const char *url);
+/*
+ * 1 when only this host can reach url: ipc://, abstract://, inproc://, or
+ * a tcp/tls/ws host that is 127.0.0.0/8, ::1 or "localhost"; 0 otherwise
+ * (also for an empty host, which listens on every interface, and for a URL
+ * that does not parse).
+ */
+int sec_url_is_local(const char *url);
+/*
+ * May `what` (e.g. "admin_url", "payment --listen") listen on url? A local
+ * address always may; any other only when it is a TLS URL (tls_ok: the
+ * certificates are set) and authentication is configured (auth_ok). how_auth
+ * names the setting that provides authentication, for the message. Returns 0,
+ * or -1 with "what: refusing to listen on URL, reachable from other hosts,
+ * without ...: configure ..." in err.
+ */
+int sec_check_exposure(const char *what, const char *url, int tls_ok, int auth_ok,
+                       const char *how_tls, const char *how_auth, char *err, size_t errlen);
+
+/*
+ * Puts a server TLS configuration made of t on listener l (of a tls+tcp
+ * URL): t->cert_file and t->key_file are required; t->ca_file is required
+ * when t->require_peer_cert. Returns 0 or an nng error with a reason in err.
+ */
+int sec_tls_listener(nng_listener l, const sec_tls_files *t, char *err, size_t errlen);
+/* sp_listener_opts.configure hook: arg is a const sec_tls_files *; does
+ * nothing for a URL that is not tls+tcp. */
+int sec_listener_tls_hook(nng_listener l, void *arg, char *err, size_t errlen);
+/*
+ * Puts a client TLS configuration on dialer d: the peer must present a
+ * certificate signed by t->ca_file (required) for server_name (the URL's
+ * host); t->cert_file / key_file, when set, are our client certificate.
+ */
+int sec_tls_dialer(nng_dialer d, const sec_tls_files *t, const char *server_name, char *err,
+                   size_t errlen);
+/* The host of url, malloc'd (for sec_tls_dialer), or NULL. */
+char *sec_url_host(const char *url);
+
+/*
+ * Reads a secret (an admin token) from path into *out (malloc'd; the caller
+ * wipes it with sec_wipe and frees it): the file must be a regular file
+ * owned by us that neither group nor others may read or write, hold 1 to
+ * SEC_SECRET_MAX bytes after one trailing "\n" (or "\r\n") is removed, and
+ * contain no NUL or other newline. Returns 0, or -1 with a reason in err
+ * (never the secret itself).
+ */
+int sec_read_secret_file(const char *path, char **out, char *err, size_t errlen);
+/* Constant-time comparison (in the length of b, the expected secret): 1 when equal. */
+int sec_equal(const void *a, size_t alen, const void *b, size_t blen);
+/* Overwrites n bytes at p with zeros, in a way the compiler keeps. */
+void sec_wipe(void *p, size_t n);
+
+#endif
