@@ -1,0 +1,182 @@
+/*
+ * test_sec_admin — hostile saga inputs through the real path: sagactl start
+ * -> sagad -> the four participants -> sagactl status and the participants'
+ * databases (tests/orchestrator/orch_fixture.h runs the processes).
+ *
+ *   - quotes, semicolons and SQL in a value are stored and echoed exactly
+ *     (every statement binds its values);
+ *   - a value of exactly the limit (4096 bytes) and multi-byte UTF-8 are
+ *     echoed exactly; one byte more, invalid UTF-8, 65 inputs, an input name
+ *     of 65 bytes or more than 32 KiB in all are refused before anything is
+ *     stored: no saga exists afterwards.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "orch_fixture.h"
+#include "util.h"
+
+static int setup(void **state)
+{
+    ofx *f = calloc(1, sizeof *f);
+    *state = f;
+    if (f == NULL || ofx_init(f, NULL) != 0 || ofx_start_all(f) != 0)
+        return -1;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    ofx *f = *state;
+    ofx_destroy(f);
+    free(f);
+    return 0;
+}
+
+/* How many sagas sagad holds. */
+static size_t saga_count(ofx *f)
+{
+    char *out = NULL;
+    assert_int_equal(ofx_ctl(f, &out, "--json", "list", "--limit", "1000", NULL), 0);
+    oj *list = oj_parse(out);
+    assert_non_null(list);
+    size_t n = oj_len(list);
+    oj_free(list);
+    free(out);
+    return n;
+}
+
+/* The saga's input value for name, from sagactl --json status (malloc'd). */
+static char *status_input(ofx *f, const char *id, const char *name)
+{
+    oj *st = ofx_status(f, id);
+    assert_non_null(st);
+    const char *v = oj_str(oj_get(st, "input"), name);
+    char *copy = v ? util_strdup(v) : NULL;
+    oj_free(st);
+    return copy;
+}
+
+static void test_quotes_stored_and_echoed(void **state)
+{
+    ofx *f = *state;
+    const char *evil = "o'brien \"x\"; DROP TABLE orders;-- \\ %s %n";
+    char id[37];
+    char *out = NULL;
+    /* An unknown customer: payment refuses, the saga compensates. */
+    assert_int_equal(ofx_start_order(f, NULL, evil, "WIDGET-1", "1", "100", "paris", id, NULL, &out),
+                     0);
+    free(out);
+    oj *st = ofx_wait_final(f, id, OFX_WAIT_MS);
+    assert_non_null(st);
+    OFX_ASSERT_STR(oj_str(st, "state"), "COMPENSATED");
+    oj_free(st);
+    char *echo = status_input(f, id, "customer");
+    OFX_ASSERT_STR(echo, evil);
+    free(echo);
+    /* The order service stored it byte for byte, and its tables are intact. */
+    assert_int_equal(ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders WHERE customer = %Q", evil),
+                     1);
+    assert_int_equal(ofx_books_balanced(f), 0);
+}
+
+static void test_limits_and_utf8(void **state)
+{
+    ofx *f = *state;
+    char *out = NULL, id[37];
+    char *at_limit = malloc(4097), *over = malloc(4098);
+    memset(at_limit, 'v', 4096);
+    at_limit[4096] = '\0';
+    memset(over, 'v', 4097);
+    over[4097] = '\0';
+    char *note = util_asprintf("note=%s", at_limit), *note_over = util_asprintf("note=%s", over);
+    const char *utf8 = "note2=\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80 \xe4\xb8\xad";
+
+    /* Exactly at the limit, plus multi-byte UTF-8: accepted and echoed exactly. */
+    assert_int_equal(ofx_ctl(f, &out, "--json", "start", "order_fulfillment", "customer=alice",
+                             "sku=WIDGET-1", "quantity=1", "amount=100", "destination=paris", note,
+                             utf8, NULL),
+                     0);
+    oj *started = oj_parse(out);
+    assert_non_null(started);
+    snprintf(id, sizeof id, "%s", oj_str(started, "saga_id"));
+    oj_free(started);
+    free(out);
+    oj *st = ofx_wait_final(f, id, OFX_WAIT_MS);
+    OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
+    oj_free(st);
+    char *echo = status_input(f, id, "note");
+    OFX_ASSERT_STR(echo, at_limit);
+    free(echo);
+    echo = status_input(f, id, "note2");
+    OFX_ASSERT_STR(echo, utf8 + strlen("note2="));
+    free(echo);
+
+    size_t before = saga_count(f);
+    /* One byte over the value limit. */
+    assert_int_equal(ofx_ctl(f, &out, "start", "order_fulfillment", "customer=alice",
+                             "sku=WIDGET-1", "quantity=1", "amount=100", "destination=paris",
+                             note_over, NULL),
+                     1);
+    assert_non_null(strstr(out, "at most 4096 bytes"));
+    free(out);
+    /* Invalid UTF-8 (a lone continuation byte, an overlong encoding). */
+    assert_int_not_equal(ofx_ctl(f, &out, "start", "order_fulfillment", "customer=al\x80ice",
+                                 "sku=WIDGET-1", "quantity=1", "amount=100", "destination=paris",
+                                 NULL),
+                         0);
+    free(out);
+    assert_int_not_equal(ofx_ctl(f, &out, "start", "order_fulfillment", "customer=\xc0\xaf",
+                                 "sku=WIDGET-1", "quantity=1", "amount=100", "destination=paris",
+                                 NULL),
+                         0);
+    free(out);
+    /* An input name of 65 bytes. */
+    char long_name[80];
+    memset(long_name, 'n', 65);
+    snprintf(long_name + 65, sizeof long_name - 65, "=x");
+    assert_int_not_equal(ofx_ctl(f, &out, "start", "order_fulfillment", "customer=alice",
+                                 "sku=WIDGET-1", "quantity=1", "amount=100", "destination=paris",
+                                 long_name, NULL),
+                         0);
+    free(out);
+    /* More than 32 KiB in all: nine values of 4000 bytes. */
+    char *big[9];
+    for (int i = 0; i < 9; i++) {
+        big[i] = malloc(4010);
+        int n = snprintf(big[i], 4010, "big%d=", i);
+        memset(big[i] + n, 'b', 4000);
+        big[i][n + 4000] = '\0';
+    }
+    assert_int_equal(ofx_ctl(f, &out, "start", "order_fulfillment", "customer=alice",
+                             "sku=WIDGET-1", "quantity=1", "amount=100", "destination=paris",
+                             big[0], big[1], big[2], big[3], big[4], big[5], big[6], big[7],
+                             big[8], NULL),
+                     1);
+    assert_non_null(strstr(out, "too large"));
+    free(out);
+    for (int i = 0; i < 9; i++)
+        free(big[i]);
+    /* Nothing of the refused starts was stored. */
+    assert_int_equal(saga_count(f), before);
+    free(at_limit);
+    free(over);
+    free(note);
+    free(note_over);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_quotes_stored_and_echoed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_limits_and_utf8, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
