@@ -38,7 +38,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
+#include "httpd.h"
 #include "log.h"
 #include "saga.h"
 #include "security.h"
@@ -69,6 +71,7 @@ static const char *const orchestrator_settings[] = {
     "admin_url",     "database",     "sagas_dir", "durability",
     "max_in_flight", "participants", "defaults",
     "admin_token_file", "tls", /* security: see load_security */
+    "http_url", "alert_command", "alert_max_running", /* see load_observability */
     NULL,
 };
 static const char *const defaults_settings[] = {"timeout_ms", "retry", "compensation_retry", NULL};
@@ -750,6 +753,44 @@ static int load_security(loader *ld, const config_setting_t *root, const char *d
     return 0;
 }
 
+/* ---- Observability settings (docs/OBSERVABILITY.md) ------------------------ */
+
+#define DEFAULT_ALERT_MAX_RUNNING 4
+
+/*
+ * http_url (metrics, JSON API, dashboard: loopback http:// unless https://
+ * with tls.cert_file and admin_token_file), alert_command (an executable
+ * file, path resolved like the others) and alert_max_running. Runs after
+ * load_security, whose token and certificates the HTTP policy needs.
+ */
+static int load_observability(loader *ld, const config_setting_t *root, const char *dir,
+                              orch_config *cfg)
+{
+    const char *v;
+    char why[512];
+    const config_setting_t *http = config_setting_get_member(root, "http_url");
+    if (get_string(ld, root, "http_url", 0, &v) != 0)
+        return -1;
+    if (v != NULL) {
+        if (httpd_check_url("http_url", v, cfg->tls_cert_file != NULL, cfg->admin_token != NULL,
+                            why, sizeof why) != 0)
+            return fail(ld, http, NULL, "%s", why);
+        if ((cfg->http_url = util_strdup(v)) == NULL)
+            return fail_oom(ld);
+    }
+    const config_setting_t *cmd = config_setting_get_member(root, "alert_command");
+    if (get_path(ld, root, "alert_command", dir, &cfg->alert_command) != 0)
+        return -1;
+    if (cfg->alert_command != NULL && access(cfg->alert_command, X_OK) != 0)
+        return fail(ld, cmd, NULL, "alert_command %s is not an executable file: %s",
+                    cfg->alert_command, strerror(errno));
+    int64_t running = DEFAULT_ALERT_MAX_RUNNING;
+    if (get_int(ld, root, "alert_max_running", 1, 64, &running) != 0)
+        return -1;
+    cfg->alert_max_running = (int)running;
+    return 0;
+}
+
 /* ---- The orchestrator file ----------------------------------------------- */
 
 static int load_participants(loader *ld, const config_setting_t *root, const char *dir,
@@ -858,7 +899,9 @@ static int load_orchestrator(loader *ld, const config_setting_t *root, const cha
          get_retry(ld, defaults, "compensation_retry", &default_compensation_retry,
                    &cfg->default_compensation_retry) != 0))
         return -1;
-    return load_security(ld, root, dir, cfg);
+    if (load_security(ld, root, dir, cfg) != 0)
+        return -1;
+    return load_observability(ld, root, dir, cfg);
 }
 
 /* ---- Saga files ----------------------------------------------------------- */
@@ -1273,6 +1316,8 @@ void config_free(orch_config *cfg)
     free(cfg->tls_ca_file);
     free(cfg->tls_cert_file);
     free(cfg->tls_key_file);
+    free(cfg->http_url);
+    free(cfg->alert_command);
     memset(cfg, 0, sizeof *cfg);
 }
 

@@ -97,6 +97,10 @@ typedef struct {
     char *tls_ca_file;   /* resolved paths of the tls group */
     char *tls_cert_file;
     char *tls_key_file;
+    /* Observability settings (docs/OBSERVABILITY.md, load_observability). */
+    char *http_url;         /* metrics, JSON API and dashboard; NULL: off */
+    char *alert_command;    /* resolved path run when a saga becomes FAILED; NULL: none */
+    int alert_max_running;  /* alert commands running at once */
 } orch_config;
 
 /* Loads path and every saga file of its sagas directory into *out.

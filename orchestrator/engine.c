@@ -21,10 +21,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "alert.h"
 #include "crashpoint.h"
 #include "log.h"
+#include "orch_metrics.h"
 #include "saga.h"
 #include "store.h"
 #include "transport.h"
@@ -222,7 +225,19 @@ struct engine {
 
     atomic_uint_fast64_t in_flight, steps_sent, retries, timeouts, replayed, commits,
         committed_sagas;
+
+    /* Observability (docs/OBSERVABILITY.md): metrics updated by the hooks
+     * below, and the alert command run when a saga becomes FAILED. */
+    orch_metrics *metrics;
+    alerter *alerts;
 };
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 /* ---- Fatal storage failure --------------------------------------------------- */
 
@@ -472,6 +487,7 @@ static void handle_start(engine *e, event *ev, const saga_env *env)
         return;
     }
     saga_begin(s, env);
+    om_on_saga_started(e->metrics, s);
     answer(e, ev, ENGINE_OK, NULL, s->id, 0);
 }
 
@@ -552,6 +568,7 @@ static void handle_call_done(engine *e, transport_call *c, const saga_env *env)
     e->round_had_replies = 1;
     char why[256];
     if (c->result != 0) {
+        om_on_step_no_reply(e->metrics, s, c->step, c->phase, c->result == NNG_ETIMEDOUT);
         if (c->result == NNG_ETIMEDOUT) {
             e->timeouts++;
             snprintf(why, sizeof why, "timed out after %lld ms",
@@ -571,6 +588,7 @@ static void handle_call_done(engine *e, transport_call *c, const saga_env *env)
     if (rep == NULL || strcmp(rep->idempotency_key, key) != 0) {
         snprintf(why, sizeof why, "malformed reply from %s%s", s->def->steps[c->step].participant,
                  rep ? " (idempotency key does not match)" : "");
+        om_on_step_no_reply(e->metrics, s, c->step, c->phase, 0);
         saga_on_no_reply(s, env, c->token, why);
     } else {
         kvmap result = KVMAP_INIT;
@@ -579,6 +597,8 @@ static void handle_call_done(engine *e, transport_call *c, const saga_env *env)
         } else {
             if (rep->replayed)
                 e->replayed++;
+            om_on_step_reply(e->metrics, s, c->step, c->phase, rep->outcome, rep->replayed,
+                             (double)(mono_us() - s->sent_at_us) / 1e6);
             saga_on_reply(s, env, c->token, rep->outcome, rep->replayed, &result, rep->error);
         }
         kv_free(&result);
@@ -639,6 +659,7 @@ static void commit_round(engine *e)
         engine_fatal(e, "cannot commit");
     e->commits++;
     e->committed_sagas += e->dirty.len;
+    om_on_commit(e->metrics, e->dirty.len);
 }
 
 /* Sends the first n queued requests; requests queued meanwhile (a send that
@@ -673,6 +694,8 @@ static void perform_sends(engine *e, size_t n)
         e->steps_sent++;
         if (ps.attempt > 1)
             e->retries++;
+        s->sent_at_us = mono_us();
+        om_on_step_sent(e->metrics, s, ps.step, ps.phase, ps.attempt);
         if (rv != 0) {
             /* Counts as an attempt without a reply: retried with backoff. */
             saga_env env = engine_env(e);
@@ -731,6 +754,9 @@ static void finish_round(engine *e)
             continue; /* settled, then resumed in the same round */
         log_info("saga %s (%s) %s%s%s", s->id, s->type, saga_state_name(s->state),
                  s->last_error ? ": " : "", s->last_error ? s->last_error : "");
+        om_on_saga_settled(e->metrics, s);
+        if (s->state == SAGA_FAILED) /* durable now: tell an operator */
+            alert_fire(e->alerts, s->id, s->type, s->last_error);
         heap_remove(e, s);
         table_del(&e->by_id, s->id);
         if (s->client_key)
@@ -739,6 +765,7 @@ static void finish_round(engine *e)
     }
     e->settled.len = 0;
     e->in_flight = e->by_id.len;
+    om_set_in_flight(e->metrics, e->by_id.len);
 }
 
 static void run_round(engine *e, event *events)
@@ -791,6 +818,7 @@ static void engine_main(void *arg)
             break;
         run_round(e, events);
         transport_maintain(e->net);
+        alert_poll(e->alerts);
         if (stop)
             break;
     }
@@ -854,6 +882,14 @@ engine *engine_create(const orch_config *cfg, char *err, size_t errlen)
     e->net = transport_create(cfg, transport_done, e, err, errlen);
     if (e->net == NULL)
         goto fail;
+    e->metrics = om_create(cfg);
+    if (e->metrics == NULL ||
+        (cfg->alert_command != NULL &&
+         (e->alerts = alert_create(cfg->alert_command, cfg->alert_max_running, e->metrics)) ==
+             NULL)) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     return e;
 fail:
     engine_destroy(e);
@@ -922,6 +958,8 @@ void engine_destroy(engine *e)
     free(e->answers.items);
     free(e->history.items);
     store_close(e->db);
+    alert_destroy(e->alerts, 2000);
+    om_free(e->metrics);
     if (e->cv)
         nng_cv_free(e->cv);
     if (e->mtx)
@@ -1008,4 +1046,9 @@ void engine_get_counters(engine *e, engine_counters *out)
     out->replayed_replies = e->replayed;
     out->commits = e->commits;
     out->committed_sagas = e->committed_sagas;
+}
+
+struct orch_metrics *engine_metrics(engine *e)
+{
+    return e->metrics;
 }

@@ -74,5 +74,8 @@ void engine_abort_saga(engine *e, const char *saga_id, const char *reason, engin
                        void *arg);
 void engine_resume_saga(engine *e, const char *saga_id, engine_done_fn done, void *arg);
 void engine_get_counters(engine *e, engine_counters *out);
+/* The engine's Prometheus metrics (orch_metrics.h): the engine thread updates
+ * them, any thread may render them. Lives as long as the engine. */
+struct orch_metrics *engine_metrics(engine *e);
 
 #endif

@@ -124,6 +124,7 @@ typedef struct saga {
     size_t timer_slot;    /* engine's timer heap position, 1-based; 0: none */
     int settle_pending;   /* engine: queued to be freed after the round's commit */
     void *engine_data;    /* for the engine's own bookkeeping */
+    int64_t sent_at_us;   /* engine: monotonic us when the request in flight was sent (metrics) */
 } saga;
 
 /* One entry of a saga's append-only history. */

@@ -17,6 +17,7 @@
 #include "crashpoint.h"
 #include "engine.h"
 #include "log.h"
+#include "obs_http.h"
 #include "util.h"
 
 static volatile sig_atomic_t stop_requested;
@@ -107,6 +108,7 @@ int main(int argc, char **argv)
 
     int status = 1;
     admin_server *admin = NULL;
+    obs_http *web = NULL; /* http_url: metrics, JSON API, dashboard (docs/OBSERVABILITY.md) */
     engine *eng = engine_create(&cfg, err, sizeof err);
     if (eng == NULL) {
         log_error("%s", err);
@@ -121,6 +123,10 @@ int main(int argc, char **argv)
         log_error("%s", err);
         goto out;
     }
+    if (cfg.http_url != NULL && (web = obs_http_start(&cfg, eng, err, sizeof err)) == NULL) {
+        log_error("%s", err);
+        goto out;
+    }
     log_info("serving %zu saga types on %s (database %s, durability %s)", cfg.n_sagas,
              cfg.admin_url, cfg.database, cfg.durability_full ? "full" : "off");
     while (!stop_requested)
@@ -128,6 +134,7 @@ int main(int argc, char **argv)
     log_info("stopping");
     status = 0;
 out:
+    obs_http_stop(web);
     admin_stop(admin);
     engine_destroy(eng);
     config_free(&cfg);

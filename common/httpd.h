@@ -1,0 +1,76 @@
+/*
+ * httpd — the small HTTP server of the project's observability endpoints
+ * (sagad's /metrics, JSON API and dashboard; each participant's /metrics),
+ * on nng's HTTP server (nng/supplemental/http/http.h).
+ *
+ * What every endpoint gets, so that no caller can forget it:
+ *   - exposure policy (httpd_check_url): an http:// URL must be loopback
+ *     (127.0.0.0/8, ::1, localhost); any other host needs https:// with a
+ *     certificate AND a token, like the admin API (docs/SECURITY.md);
+ *   - authentication: with a token set, every route registered with auth=1
+ *     requires "Authorization: Bearer <token>" (constant-time compare) and
+ *     answers 401 otherwise; static files (the dashboard's HTML, JS, CSS)
+ *     hold no data and are served without it;
+ *   - DNS rebinding defence: a request whose Host header names anything but
+ *     an IP literal, "localhost" or the configured host is refused (403), so
+ *     a web page elsewhere cannot read a loopback endpoint through a
+ *     rebound name;
+ *   - GET (and HEAD) only; responses carry nosniff, no-store and, for HTML,
+ *     a Content-Security-Policy that allows nothing from other origins.
+ *
+ * Threads: route functions run on nng's threads, possibly several at once;
+ * they must be thread-safe and should not block long.
+ */
+#ifndef SAGA_HTTPD_H
+#define SAGA_HTTPD_H
+
+#include <stddef.h>
+
+typedef struct httpd httpd;
+
+/* What a route function fills in. body is malloc'd (httpd frees it). */
+typedef struct {
+    int status;               /* 200 unless set */
+    const char *content_type; /* static string; "application/json" unless set */
+    char *body;
+    size_t len;
+} httpd_response;
+
+/* path: the request path without the query ("/api/sagas/ID"); query: what
+ * follows '?', or "" (decode with httpd_query_param). */
+typedef void (*httpd_fn)(void *arg, const char *path, const char *query, httpd_response *res);
+
+typedef struct {
+    const char *name;          /* for logs: "sagad", "payment" */
+    const char *url;           /* http://HOST:PORT or https://HOST:PORT */
+    const char *token;         /* NULL: no authentication (loopback only) */
+    const char *tls_cert_file; /* PEM, for https:// */
+    const char *tls_key_file;
+} httpd_opts;
+
+/*
+ * The exposure policy alone, for configuration checks: 0, or -1 with what
+ * to configure in err. what names the setting ("http_url", "--metrics-url").
+ */
+int httpd_check_url(const char *what, const char *url, int tls_ok, int token_ok, char *err,
+                    size_t errlen);
+/* Checks the policy and prepares a server; nothing listens before httpd_start.
+ * NULL with a reason in err. The strings in o must outlive the server. */
+httpd *httpd_open(const httpd_opts *o, char *err, size_t errlen);
+/* Registers fn for path (tree: also for every path below it). 0 or -1. */
+int httpd_route(httpd *h, const char *path, int tree, int auth, httpd_fn fn, void *arg);
+/* Serves data (not copied: it must outlive the server) at path. 0 or -1. */
+int httpd_static(httpd *h, const char *path, const void *data, size_t len,
+                 const char *content_type);
+/* Starts listening. 0, or an nng error with a reason in err. */
+int httpd_start(httpd *h, char *err, size_t errlen);
+/* The TCP port it listens on (useful with port 0), or -1. */
+int httpd_port(httpd *h);
+/* Stops and frees; safe on NULL. */
+void httpd_close(httpd *h);
+
+/* The percent-decoded value of name in query into buf; 0, or -1 when absent
+ * or longer than buflen - 1. */
+int httpd_query_param(const char *query, const char *name, char *buf, size_t buflen);
+
+#endif

@@ -1,0 +1,154 @@
+/* strbuf — see strbuf.h. */
+#include "strbuf.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int sb_reserve(strbuf *sb, size_t more)
+{
+    if (sb->failed)
+        return -1;
+    if (sb->len + more + 1 <= sb->cap)
+        return 0;
+    size_t cap = sb->cap ? sb->cap : 256;
+    while (cap < sb->len + more + 1) {
+        if (cap > SIZE_MAX / 2) {
+            sb->failed = 1;
+            return -1;
+        }
+        cap *= 2;
+    }
+    char *d = realloc(sb->data, cap);
+    if (d == NULL) {
+        sb->failed = 1;
+        return -1;
+    }
+    sb->data = d;
+    sb->cap = cap;
+    return 0;
+}
+
+void sb_append(strbuf *sb, const char *s, size_t n)
+{
+    if (sb_reserve(sb, n) != 0)
+        return;
+    memcpy(sb->data + sb->len, s, n);
+    sb->len += n;
+    sb->data[sb->len] = '\0';
+}
+
+void sb_puts(strbuf *sb, const char *s)
+{
+    sb_append(sb, s, strlen(s));
+}
+
+void sb_printf(strbuf *sb, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || sb_reserve(sb, (size_t)n) != 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(sb->data + sb->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    sb->len += (size_t)n;
+}
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 when it is not one. */
+static size_t utf8_len(const unsigned char *s)
+{
+    if (s[0] < 0x80)
+        return 1;
+    size_t n = (s[0] & 0xE0) == 0xC0   ? 2
+               : (s[0] & 0xF0) == 0xE0 ? 3
+               : (s[0] & 0xF8) == 0xF0 ? 4
+                                       : 0;
+    if (n == 0 || (n == 2 && s[0] < 0xC2) || (n == 4 && s[0] > 0xF4))
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+    if (n == 3 && s[0] == 0xE0 && s[1] < 0xA0)
+        return 0; /* overlong */
+    if (n == 3 && s[0] == 0xED && s[1] >= 0xA0)
+        return 0; /* surrogate */
+    if (n == 4 && ((s[0] == 0xF0 && s[1] < 0x90) || (s[0] == 0xF4 && s[1] >= 0x90)))
+        return 0;
+    return n;
+}
+
+void sb_json_str(strbuf *sb, const char *s)
+{
+    if (s == NULL) {
+        sb_puts(sb, "null");
+        return;
+    }
+    sb_append(sb, "\"", 1);
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned char c = *p;
+        if (c == '"' || c == '\\') {
+            char esc[2] = {'\\', (char)c};
+            sb_append(sb, esc, 2);
+            p++;
+        } else if (c < 0x20 || c == 0x7f) {
+            sb_printf(sb, "\\u%04x", c);
+            p++;
+        } else {
+            size_t n = utf8_len(p);
+            if (n == 0) {
+                sb_puts(sb, "\\ufffd");
+                p++;
+            } else {
+                sb_append(sb, (const char *)p, n);
+                p += n;
+            }
+        }
+    }
+    sb_append(sb, "\"", 1);
+}
+
+void sb_label_value(strbuf *sb, const char *s)
+{
+    for (; s && *s; s++) {
+        if (*s == '\\' || *s == '"')
+            sb_append(sb, "\\", 1);
+        if (*s == '\n')
+            sb_puts(sb, "\\n");
+        else
+            sb_append(sb, s, 1);
+    }
+}
+
+int sb_ok(const strbuf *sb)
+{
+    return !sb->failed;
+}
+
+char *sb_take(strbuf *sb, size_t *len)
+{
+    if (sb->failed) {
+        sb_free(sb);
+        return NULL;
+    }
+    if (sb->data == NULL && sb_reserve(sb, 0) == 0)
+        sb->data[0] = '\0';
+    char *d = sb->data;
+    if (len)
+        *len = sb->len;
+    sb->data = NULL;
+    sb->len = sb->cap = 0;
+    return d;
+}
+
+void sb_free(strbuf *sb)
+{
+    free(sb->data);
+    sb->data = NULL;
+    sb->len = sb->cap = 0;
+    sb->failed = 0;
+}

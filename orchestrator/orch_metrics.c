@@ -1,0 +1,297 @@
+/* orch_metrics — see orch_metrics.h. */
+#include "orch_metrics.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics.h"
+#include "wire.h"
+
+#define N_OUTCOMES 5 /* OUTCOME_OK .. OUTCOME_SKIPPED */
+
+/* Counters of one saga type. */
+typedef struct {
+    mt_counter started, completed, compensated, failed;
+} type_counters;
+
+/* Counters of one (participant, operation) pair. */
+typedef struct {
+    const char *participant;
+    const char *operation;
+    mt_counter attempts, retries, timeouts, unreachable;
+    mt_counter replies[N_OUTCOMES];
+    mt_histogram duration;
+} op_counters;
+
+struct orch_metrics {
+    const orch_config *cfg;
+    type_counters *types; /* cfg->n_sagas + 1: the last is "_unconfigured" */
+    op_counters *ops;
+    size_t n_ops;
+    size_t *op_index; /* per saga def: base offset into op_slot */
+    size_t *op_slot;  /* [base + step * 2 + (phase == compensate)] -> ops index */
+    mt_counter replayed, conflicts, skips, commits;
+    mt_histogram batch;
+    atomic_uint_fast64_t in_flight;
+    mt_counter alerts[3];
+};
+
+static size_t find_or_add_op(orch_metrics *m, const char *participant, const char *operation)
+{
+    for (size_t i = 0; i < m->n_ops; i++)
+        if (strcmp(m->ops[i].participant, participant) == 0 &&
+            strcmp(m->ops[i].operation, operation) == 0)
+            return i;
+    op_counters *o = &m->ops[m->n_ops];
+    o->participant = participant;
+    o->operation = operation;
+    mt_hist_init(&o->duration, mt_duration_bounds, mt_duration_n);
+    return m->n_ops++;
+}
+
+orch_metrics *om_create(const orch_config *cfg)
+{
+    orch_metrics *m = calloc(1, sizeof *m);
+    if (m == NULL)
+        return NULL;
+    m->cfg = cfg;
+    size_t slots = 0;
+    for (size_t i = 0; i < cfg->n_sagas; i++)
+        slots += cfg->sagas[i].n_steps * 2;
+    m->types = calloc(cfg->n_sagas + 1, sizeof *m->types);
+    m->ops = calloc(slots ? slots : 1, sizeof *m->ops);
+    m->op_index = calloc(cfg->n_sagas ? cfg->n_sagas : 1, sizeof *m->op_index);
+    m->op_slot = calloc(slots ? slots : 1, sizeof *m->op_slot);
+    if (m->types == NULL || m->ops == NULL || m->op_index == NULL || m->op_slot == NULL) {
+        om_free(m);
+        return NULL;
+    }
+    size_t base = 0;
+    for (size_t i = 0; i < cfg->n_sagas; i++) {
+        const saga_def *d = &cfg->sagas[i];
+        m->op_index[i] = base;
+        for (size_t j = 0; j < d->n_steps; j++) {
+            const step_def *sd = &d->steps[j];
+            m->op_slot[base + j * 2] = find_or_add_op(m, sd->participant, sd->action);
+            m->op_slot[base + j * 2 + 1] =
+                sd->compensation ? find_or_add_op(m, sd->participant, sd->compensation) : 0;
+        }
+        base += d->n_steps * 2;
+    }
+    mt_hist_init(&m->batch, mt_size_bounds, mt_size_n);
+    return m;
+}
+
+void om_free(orch_metrics *m)
+{
+    if (m == NULL)
+        return;
+    free(m->types);
+    free(m->ops);
+    free(m->op_index);
+    free(m->op_slot);
+    free(m);
+}
+
+/* The counters of s's type: its def's slot, or the "_unconfigured" one. */
+static type_counters *type_of(orch_metrics *m, const saga *s)
+{
+    if (s->def != NULL && s->def >= m->cfg->sagas && s->def < m->cfg->sagas + m->cfg->n_sagas)
+        return &m->types[s->def - m->cfg->sagas];
+    return &m->types[m->cfg->n_sagas];
+}
+
+static op_counters *op_of(orch_metrics *m, const saga *s, int step, int phase)
+{
+    if (s->def == NULL || s->def < m->cfg->sagas || s->def >= m->cfg->sagas + m->cfg->n_sagas ||
+        step < 0 || (size_t)step >= s->def->n_steps)
+        return NULL;
+    if (phase == PHASE_COMPENSATE && s->def->steps[step].compensation == NULL)
+        return NULL;
+    size_t base = m->op_index[s->def - m->cfg->sagas];
+    return &m->ops[m->op_slot[base + (size_t)step * 2 + (phase == PHASE_COMPENSATE)]];
+}
+
+void om_on_saga_started(orch_metrics *m, const saga *s)
+{
+    if (m)
+        mt_add(&type_of(m, s)->started, 1);
+}
+
+void om_on_saga_settled(orch_metrics *m, const saga *s)
+{
+    if (m == NULL)
+        return;
+    type_counters *t = type_of(m, s);
+    if (s->state == SAGA_COMPLETED)
+        mt_add(&t->completed, 1);
+    else if (s->state == SAGA_COMPENSATED)
+        mt_add(&t->compensated, 1);
+    else if (s->state == SAGA_FAILED)
+        mt_add(&t->failed, 1);
+}
+
+void om_on_step_sent(orch_metrics *m, const saga *s, int step, int phase, uint32_t attempt)
+{
+    op_counters *o = m ? op_of(m, s, step, phase) : NULL;
+    if (o == NULL)
+        return;
+    mt_add(&o->attempts, 1);
+    if (attempt > 1)
+        mt_add(&o->retries, 1);
+}
+
+void om_on_step_reply(orch_metrics *m, const saga *s, int step, int phase, int outcome,
+                      int replayed, double seconds)
+{
+    if (m == NULL)
+        return;
+    if (replayed)
+        mt_add(&m->replayed, 1);
+    if (outcome == OUTCOME_CONFLICT)
+        mt_add(&m->conflicts, 1);
+    if (outcome == OUTCOME_SKIPPED)
+        mt_add(&m->skips, 1);
+    op_counters *o = op_of(m, s, step, phase);
+    if (o == NULL)
+        return;
+    if (outcome >= 0 && outcome < N_OUTCOMES)
+        mt_add(&o->replies[outcome], 1);
+    mt_hist_observe(&o->duration, seconds < 0 ? 0 : seconds);
+}
+
+void om_on_step_no_reply(orch_metrics *m, const saga *s, int step, int phase, int timeout)
+{
+    op_counters *o = m ? op_of(m, s, step, phase) : NULL;
+    if (o != NULL)
+        mt_add(timeout ? &o->timeouts : &o->unreachable, 1);
+}
+
+void om_on_commit(orch_metrics *m, size_t sagas_written)
+{
+    if (m == NULL)
+        return;
+    mt_add(&m->commits, 1);
+    mt_hist_observe(&m->batch, (double)sagas_written);
+}
+
+void om_set_in_flight(orch_metrics *m, uint64_t n)
+{
+    if (m)
+        atomic_store_explicit(&m->in_flight, n, memory_order_relaxed);
+}
+
+void om_on_alert(orch_metrics *m, enum om_alert what)
+{
+    if (m)
+        mt_add(&m->alerts[what], 1);
+}
+
+/* ---- Exposition ----------------------------------------------------------------- */
+
+static void type_labels(strbuf *sb, const orch_metrics *m, size_t i)
+{
+    sb->len = 0;
+    sb_puts(sb, "saga_type=\"");
+    sb_label_value(sb, i < m->cfg->n_sagas ? m->cfg->sagas[i].name : "_unconfigured");
+    sb_puts(sb, "\"");
+}
+
+static void op_labels(strbuf *sb, const op_counters *o)
+{
+    sb->len = 0;
+    sb_puts(sb, "participant=\"");
+    sb_label_value(sb, o->participant);
+    sb_puts(sb, "\",operation=\"");
+    sb_label_value(sb, o->operation);
+    sb_puts(sb, "\"");
+}
+
+static void per_type(strbuf *sb, strbuf *lb, orch_metrics *m, const char *name, const char *help,
+                     size_t offset)
+{
+    mt_header(sb, name, "counter", help);
+    for (size_t i = 0; i <= m->cfg->n_sagas; i++) {
+        const mt_counter *c = (const mt_counter *)((const char *)&m->types[i] + offset);
+        if (i == m->cfg->n_sagas && mt_get(c) == 0)
+            continue; /* the "_unconfigured" series only once it has happened */
+        type_labels(lb, m, i);
+        mt_sample(sb, name, lb->data, mt_get(c));
+    }
+}
+
+static void per_op(strbuf *sb, strbuf *lb, orch_metrics *m, const char *name, const char *help,
+                   size_t offset)
+{
+    mt_header(sb, name, "counter", help);
+    for (size_t i = 0; i < m->n_ops; i++) {
+        const mt_counter *c = (const mt_counter *)((const char *)&m->ops[i] + offset);
+        op_labels(lb, &m->ops[i]);
+        mt_sample(sb, name, lb->data, mt_get(c));
+    }
+}
+
+void om_render(orch_metrics *m, strbuf *sb)
+{
+    strbuf lb = STRBUF_INIT;
+    per_type(sb, &lb, m, "saga_sagas_started_total", "Sagas started, by saga type.",
+             offsetof(type_counters, started));
+    per_type(sb, &lb, m, "saga_sagas_completed_total", "Sagas that reached COMPLETED.",
+             offsetof(type_counters, completed));
+    per_type(sb, &lb, m, "saga_sagas_compensated_total", "Sagas that reached COMPENSATED.",
+             offsetof(type_counters, compensated));
+    per_type(sb, &lb, m, "saga_sagas_failed_total", "Sagas that became FAILED (need an operator).",
+             offsetof(type_counters, failed));
+    mt_header(sb, "saga_sagas_in_flight", "gauge",
+              "Unfinished sagas held in memory (RUNNING, COMPENSATING, or FAILED being handled).");
+    mt_sample(sb, "saga_sagas_in_flight", NULL,
+              atomic_load_explicit(&m->in_flight, memory_order_relaxed));
+
+    per_op(sb, &lb, m, "saga_step_attempts_total", "Step requests sent (every attempt).",
+           offsetof(op_counters, attempts));
+    per_op(sb, &lb, m, "saga_step_retries_total", "Step requests that were not a first attempt.",
+           offsetof(op_counters, retries));
+    per_op(sb, &lb, m, "saga_step_timeouts_total", "Step attempts that got no reply in time.",
+           offsetof(op_counters, timeouts));
+    per_op(sb, &lb, m, "saga_step_unreachable_total",
+           "Step attempts that failed to send or got a malformed reply.",
+           offsetof(op_counters, unreachable));
+
+    mt_header(sb, "saga_step_replies_total", "counter", "Step replies, by outcome.");
+    for (size_t i = 0; i < m->n_ops; i++)
+        for (int k = 0; k < N_OUTCOMES; k++) {
+            op_labels(&lb, &m->ops[i]);
+            sb_printf(&lb, ",outcome=\"%s\"", wire_outcome_name(k));
+            mt_sample(sb, "saga_step_replies_total", lb.data, mt_get(&m->ops[i].replies[k]));
+        }
+    mt_header(sb, "saga_step_duration_seconds", "histogram",
+              "Time from sending a step request to its reply.");
+    for (size_t i = 0; i < m->n_ops; i++) {
+        op_labels(&lb, &m->ops[i]);
+        mt_hist_write(sb, "saga_step_duration_seconds", lb.data, &m->ops[i].duration);
+    }
+
+    mt_header(sb, "saga_replayed_replies_total", "counter",
+              "Replies a participant served from its idempotency record (duplicates absorbed).");
+    mt_sample(sb, "saga_replayed_replies_total", NULL, mt_get(&m->replayed));
+    mt_header(sb, "saga_step_conflicts_total", "counter",
+              "CONFLICT replies: an idempotency key reused with other parameters.");
+    mt_sample(sb, "saga_step_conflicts_total", NULL, mt_get(&m->conflicts));
+    mt_header(sb, "saga_barrier_skips_total", "counter",
+              "SKIPPED replies: null compensations and hanging actions stopped by the barrier.");
+    mt_sample(sb, "saga_barrier_skips_total", NULL, mt_get(&m->skips));
+    mt_header(sb, "saga_commits_total", "counter", "Store transactions committed by the engine.");
+    mt_sample(sb, "saga_commits_total", NULL, mt_get(&m->commits));
+    mt_header(sb, "saga_commit_batch_sagas", "histogram",
+              "Sagas written per commit (group commit batch size).");
+    mt_hist_write(sb, "saga_commit_batch_sagas", NULL, &m->batch);
+
+    static const char *const alert_results[] = {"started", "spawn_failed", "dropped"};
+    mt_header(sb, "saga_alerts_total", "counter", "Alert commands for FAILED sagas, by result.");
+    for (int k = 0; k < 3; k++) {
+        lb.len = 0;
+        sb_printf(&lb, "result=\"%s\"", alert_results[k]);
+        mt_sample(sb, "saga_alerts_total", lb.data, mt_get(&m->alerts[k]));
+    }
+    sb_free(&lb);
+}

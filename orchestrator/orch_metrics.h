@@ -1,0 +1,52 @@
+/*
+ * orch_metrics — sagad's Prometheus metrics (docs/OBSERVABILITY.md lists
+ * every name, type and label).
+ *
+ * The engine thread calls the om_on_* hooks as things happen (a saga starts
+ * or settles, a request is sent, a reply or timeout arrives, a round
+ * commits); each hook is a few relaxed atomic additions on arrays laid out
+ * once at creation from the configuration (per saga type, and per
+ * participant and operation), so the hot path neither locks nor allocates.
+ * The HTTP thread calls om_render at any time to write the exposition.
+ *
+ * Labels: saga_type (a configured saga name, or "_unconfigured" for a
+ * stored saga whose type is gone), participant and operation (from the step
+ * definitions: one series per distinct pair), outcome (OK, REJECTED, RETRY,
+ * CONFLICT, SKIPPED).
+ */
+#ifndef SAGA_ORCH_METRICS_H
+#define SAGA_ORCH_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "saga.h"
+#include "strbuf.h"
+
+typedef struct orch_metrics orch_metrics;
+
+/* cfg must outlive the metrics. NULL when out of memory. */
+orch_metrics *om_create(const orch_config *cfg);
+void om_free(orch_metrics *m);
+
+/* ---- Engine thread ------------------------------------------------------ */
+void om_on_saga_started(orch_metrics *m, const saga *s);
+/* s reached COMPLETED, COMPENSATED or FAILED (after its round committed). */
+void om_on_saga_settled(orch_metrics *m, const saga *s);
+void om_on_step_sent(orch_metrics *m, const saga *s, int step, int phase, uint32_t attempt);
+void om_on_step_reply(orch_metrics *m, const saga *s, int step, int phase, int outcome,
+                      int replayed, double seconds);
+/* An attempt without a usable reply; timeout = 1 when it timed out. */
+void om_on_step_no_reply(orch_metrics *m, const saga *s, int step, int phase, int timeout);
+void om_on_commit(orch_metrics *m, size_t sagas_written);
+void om_set_in_flight(orch_metrics *m, uint64_t n);
+/* An alert command: started, failed to start, or dropped (too many running). */
+enum om_alert { OM_ALERT_STARTED, OM_ALERT_SPAWN_FAILED, OM_ALERT_DROPPED };
+void om_on_alert(orch_metrics *m, enum om_alert what);
+
+/* ---- Any thread ------------------------------------------------------------ */
+/* Appends the whole exposition to sb. */
+void om_render(orch_metrics *m, strbuf *sb);
+
+#endif

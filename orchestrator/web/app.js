@@ -1,0 +1,262 @@
+// sagad dashboard: a list of sagas (FAILED first, with counts per state) and
+// one saga's steps and timeline, from sagad's read-only JSON API
+// (docs/OBSERVABILITY.md). No framework and nothing from other origins; all
+// data is inserted as text, never as HTML.
+'use strict';
+
+const STATES = ['RUNNING', 'COMPENSATING', 'COMPLETED', 'COMPENSATED', 'FAILED'];
+const LIST_REFRESH_MS = 2000;
+const SAGA_REFRESH_MS = 1000;
+let timer = null;
+let knownTypes = new Set();
+
+function $(id) { return document.getElementById(id); }
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === 'class') e.className = v; else e.setAttribute(k, v);
+  }
+  for (const c of children) {
+    if (c === null || c === undefined) continue;
+    e.append(c instanceof Node ? c : String(c));
+  }
+  return e;
+}
+
+function fmtTime(ms) {
+  if (!ms) return '';
+  const d = new Date(ms);
+  return d.toISOString().replace('T', ' ').replace('Z', '');
+}
+
+function fmtDuration(ms) {
+  if (ms < 1000) return ms + ' ms';
+  if (ms < 60000) return (ms / 1000).toFixed(2) + ' s';
+  return Math.floor(ms / 60000) + ' min ' + Math.round((ms % 60000) / 1000) + ' s';
+}
+
+function stateBadge(state) {
+  return el('span', { class: 'state s-' + state, 'data-state': state }, state);
+}
+
+async function api(path) {
+  const headers = {};
+  const token = sessionStorage.getItem('sagad-token');
+  if (token) headers['Authorization'] = 'Bearer ' + token;
+  const res = await fetch(path, { headers, cache: 'no-store' });
+  if (res.status === 401) {
+    $('auth').hidden = false;
+    throw new Error('the API needs the admin token');
+  }
+  const body = await res.json();
+  if (!res.ok) throw new Error(body.error || ('HTTP ' + res.status));
+  return body;
+}
+
+function showError(err) {
+  const p = $('error');
+  if (err) { p.textContent = String(err.message || err); p.hidden = false; } else { p.hidden = true; }
+}
+
+function stamp() { $('refreshed').textContent = 'updated ' + new Date().toLocaleTimeString(); }
+
+// ---- The list ---------------------------------------------------------------
+
+function renderCounts(counts, active) {
+  const nav = $('counts');
+  nav.replaceChildren();
+  let total = 0;
+  for (const s of STATES) total += counts[s] || 0;
+  const all = el('a', { class: 'count' + (active ? '' : ' active'), href: '#', 'data-state': '' }, 'all', el('b', {}, total));
+  nav.append(all);
+  for (const s of STATES) {
+    const a = el('a', { class: 'count' + (active === s ? ' active' : ''), href: '#state=' + s, id: 'count-' + s, 'data-state': s },
+      stateBadge(s), el('b', {}, counts[s] || 0));
+    nav.append(a);
+  }
+}
+
+function sagaRow(s) {
+  return el('tr', { 'data-saga': s.saga_id, 'data-state': s.state },
+    el('td', { class: 'id' }, el('a', { href: '#saga=' + s.saga_id }, s.saga_id)),
+    el('td', {}, s.type),
+    el('td', {}, stateBadge(s.state)),
+    el('td', {}, fmtTime(s.created_at_ms)),
+    el('td', {}, fmtTime(s.updated_at_ms)),
+    el('td', { class: 'err' }, s.last_error || ''));
+}
+
+function updateTypes(sagas) {
+  const sel = $('f-type');
+  let changed = false;
+  for (const s of sagas) if (!knownTypes.has(s.type)) { knownTypes.add(s.type); changed = true; }
+  if (!changed) return;
+  const cur = sel.value;
+  sel.replaceChildren(el('option', { value: '' }, 'any'));
+  for (const t of [...knownTypes].sort()) sel.append(el('option', { value: t }, t));
+  sel.value = cur;
+}
+
+async function refreshList() {
+  const state = $('f-state').value, type = $('f-type').value, limit = $('f-limit').value;
+  const q = new URLSearchParams({ limit });
+  if (state) q.set('state', state);
+  if (type) q.set('type', type);
+  try {
+    const [list, failed] = await Promise.all([
+      api('/api/sagas?' + q),
+      api('/api/sagas?state=FAILED&limit=50' + (type ? '&type=' + encodeURIComponent(type) : '')),
+    ]);
+    renderCounts(list.counts, state);
+    updateTypes(list.sagas);
+    updateTypes(failed.sagas);
+    // Needs attention: FAILED sagas first, whatever the filter.
+    const att = $('attention');
+    att.replaceChildren();
+    if (failed.sagas.length > 0) {
+      const ul = el('ul', {});
+      for (const s of failed.sagas)
+        ul.append(el('li', { 'data-saga': s.saga_id }, el('a', { href: '#saga=' + s.saga_id }, s.saga_id), ' ',
+          el('span', { class: 'muted' }, s.type), ' ', el('span', { class: 'err' }, s.last_error || '')));
+      att.append(el('div', { class: 'panel', id: 'needs-attention' },
+        el('h2', {}, 'Needs attention: ' + list.counts.FAILED + ' FAILED'), ul,
+        el('p', { class: 'muted' }, 'Resume or abort with sagactl resume ID / sagactl abort ID.')));
+    }
+    // FAILED first, then newest first (the API's order).
+    const rows = list.sagas.slice().sort((a, b) => (b.state === 'FAILED') - (a.state === 'FAILED'));
+    const tbody = $('sagas').tBodies[0];
+    tbody.replaceChildren(...rows.map(sagaRow));
+    $('list-empty').hidden = rows.length > 0;
+    showError(null);
+    stamp();
+  } catch (e) { showError(e); }
+}
+
+// ---- One saga -----------------------------------------------------------------
+
+function renderHead(s) {
+  const dl = el('dl', { class: 'kv' });
+  const add = (k, v) => { dl.append(el('dt', {}, k), el('dd', {}, v)); };
+  add('saga', el('code', { id: 'saga-id' }, s.saga_id));
+  add('type', s.type);
+  add('state', stateBadge(s.state));
+  if (s.client_key) add('client key', s.client_key);
+  add('created', fmtTime(s.created_at_ms));
+  add('updated', fmtTime(s.updated_at_ms));
+  const input = Object.entries(s.input).map(([k, v]) => k + '=' + v).join('  ');
+  add('input', input);
+  if (s.last_error) add('last error', el('span', { class: 'err' }, s.last_error));
+  if (s.state === 'FAILED') add('what now', 'needs an operator: sagactl resume ' + s.saga_id + ' or sagactl abort ' + s.saga_id);
+  const live = !['COMPLETED', 'COMPENSATED', 'FAILED'].includes(s.state);
+  $('saga-head').replaceChildren(el('h2', {}, 'Saga ', s.type, ' ', live ? el('span', { class: 'live' }, '● live') : null), dl);
+}
+
+function renderSteps(s) {
+  const tbody = $('steps').tBodies[0];
+  tbody.replaceChildren(...s.steps.map((st, i) => el('tr', { 'data-step': st.name },
+    el('td', {}, i + 1),
+    el('td', {}, st.name),
+    el('td', {}, st.participant || ''),
+    el('td', {}, (st.action || '') + ' / ' + (st.compensation || '—')),
+    el('td', { class: 'st-' + st.state }, st.state),
+    el('td', {}, st.action_attempts + (st.compensation_attempts ? ' + ' + st.compensation_attempts + ' comp.' : '')),
+    el('td', {}, st.last_outcome || ''),
+    el('td', {}, Object.entries(st.result).map(([k, v]) => k + '=' + v).join(', ')),
+    el('td', { class: 'err' }, st.last_error || ''))));
+}
+
+// Pairs each step_sent with the reply (or no reply) of the same attempt.
+function renderTimeline(events, final) {
+  const items = [];
+  const open = new Map();
+  const t0 = events.length ? events[0].at_ms : 0;
+  for (const ev of events) {
+    const key = ev.step + '/' + ev.phase + '/' + ev.attempt;
+    if (ev.kind === 'step_sent') {
+      const it = { ev, kind: 'attempt', reply: null };
+      open.set(key, it);
+      items.push(it);
+    } else if ((ev.kind === 'step_reply' || ev.kind === 'step_no_reply') && open.has(key)) {
+      open.get(key).reply = ev;
+      open.delete(key);
+    } else {
+      items.push({ ev, kind: 'event' });
+    }
+  }
+  const ol = $('timeline');
+  ol.replaceChildren(...items.map((it) => {
+    const ev = it.ev;
+    const when = el('span', { class: 'when' }, '+' + fmtDuration(ev.at_ms - t0));
+    if (it.kind === 'attempt') {
+      const comp = ev.phase === 'compensate';
+      const r = it.reply;
+      let cls = comp ? 'comp' : 'wait', outcome;
+      if (r && r.kind === 'step_reply') {
+        outcome = r.outcome;
+        cls = r.outcome === 'OK' || r.outcome === 'SKIPPED' ? (comp ? 'comp' : 'ok') : 'bad';
+      } else if (r) {
+        outcome = 'no reply'; cls = 'bad';
+      } else {
+        outcome = final ? 'no reply recorded' : 'waiting…';
+      }
+      return el('li', { class: cls, 'data-kind': 'attempt', 'data-step': ev.step },
+        when, el('b', {}, ev.step), ' ', comp ? 'compensation' : 'action', ' attempt ', ev.attempt, ' → ',
+        el('b', { class: 'outcome' }, outcome),
+        r ? el('span', { class: 'tag dur' }, fmtDuration(r.at_ms - ev.at_ms)) : null,
+        r && r.replayed ? el('span', { class: 'tag replay' }, 'replayed') : null,
+        comp ? el('span', { class: 'tag comp' }, 'compensation') : null,
+        r && r.detail ? el('div', { class: 'err' }, r.detail) : null);
+    }
+    const bad = ev.kind === 'saga_failed';
+    const good = ev.kind === 'saga_completed';
+    return el('li', { class: bad ? 'bad' : good ? 'ok' : ev.kind.startsWith('compensation') || ev.kind === 'saga_compensated' ? 'comp' : '', 'data-kind': ev.kind },
+      when, el('b', {}, ev.kind.replace(/_/g, ' ')), ev.step ? ' ' + ev.step : '',
+      ev.detail ? el('span', { class: 'muted' }, ' — ' + ev.detail) : null);
+  }));
+}
+
+async function refreshSaga(id) {
+  try {
+    const [s, h] = await Promise.all([api('/api/sagas/' + id), api('/api/sagas/' + id + '/history')]);
+    renderHead(s);
+    renderSteps(s);
+    const final = ['COMPLETED', 'COMPENSATED', 'FAILED'].includes(s.state);
+    renderTimeline(h.events, final);
+    showError(null);
+    stamp();
+    if (final) stop(); // nothing more will happen unless an operator acts
+  } catch (e) { showError(e); }
+}
+
+// ---- Routing ------------------------------------------------------------------
+
+function stop() { if (timer) { clearInterval(timer); timer = null; } }
+
+function route() {
+  stop();
+  const params = new URLSearchParams(location.hash.slice(1));
+  const id = params.get('saga');
+  $('list-view').hidden = !!id;
+  $('saga-view').hidden = !id;
+  if (id) {
+    document.title = 'saga ' + id;
+    refreshSaga(id);
+    timer = setInterval(() => refreshSaga(id), SAGA_REFRESH_MS);
+  } else {
+    document.title = 'sagad';
+    $('f-state').value = params.get('state') || '';
+    refreshList();
+    timer = setInterval(refreshList, LIST_REFRESH_MS);
+  }
+}
+
+for (const id of ['f-state', 'f-type', 'f-limit']) $(id).addEventListener('change', refreshList);
+$('auth-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  sessionStorage.setItem('sagad-token', $('token').value);
+  $('auth').hidden = true;
+  route();
+});
+window.addEventListener('hashchange', route);
+route();
