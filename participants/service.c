@@ -9,13 +9,16 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "crashpoint.h"
+#include "httpd.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 /* Set by the SIGINT/SIGTERM handler; the main loop polls it. */
@@ -45,6 +48,7 @@ typedef struct {
     const char *tls_key;
     const char *tls_ca;
     int tls_require_client_cert;
+    const char *metrics_url; /* http://127.0.0.1:PORT for /metrics; NULL: off */
 } svc_args;
 
 static void svc_args_free(svc_args *a)
@@ -83,6 +87,9 @@ static void svc_usage(const svc_def *def, const char *program, FILE *out)
             "                     benchmarks only\n"
             "  --log-level LEVEL  debug, info (default), warn or error\n"
             "  --log-format FMT   text (default) or json\n"
+            "  --metrics-url URL  serve Prometheus metrics at URL/metrics, e.g.\n"
+            "                     http://127.0.0.1:9465 (loopback only; see\n"
+            "                     docs/OBSERVABILITY.md). Default: off\n"
             "  --help             this text\n"
             "\n"
             "Operations (saga.v1 StepRequest.operation):\n"
@@ -123,6 +130,7 @@ static int svc_parse_args(const svc_def *def, const char *program, int argc, cha
         OPT_TLS_KEY,
         OPT_TLS_CA,
         OPT_TLS_REQUIRE,
+        OPT_METRICS_URL,
         OPT_HELP
     };
     static const struct option options[] = {
@@ -139,6 +147,7 @@ static int svc_parse_args(const svc_def *def, const char *program, int argc, cha
         {"tls-key", required_argument, NULL, OPT_TLS_KEY},
         {"tls-ca", required_argument, NULL, OPT_TLS_CA},
         {"tls-require-client-cert", no_argument, NULL, OPT_TLS_REQUIRE},
+        {"metrics-url", required_argument, NULL, OPT_METRICS_URL},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -206,6 +215,9 @@ static int svc_parse_args(const svc_def *def, const char *program, int argc, cha
             break;
         case OPT_TLS_REQUIRE:
             a->tls_require_client_cert = 1;
+            break;
+        case OPT_METRICS_URL:
+            a->metrics_url = optarg;
             break;
         case OPT_HELP:
             svc_usage(def, program, stdout);
@@ -406,6 +418,75 @@ static int svc_faults_rejected(const char *faults)
     return p == NULL;
 }
 
+/* ---- Metrics (docs/OBSERVABILITY.md) ------------------------------------ */
+
+typedef struct {
+    participant *p;
+    const char *service;
+} svc_metrics;
+
+static void svc_metrics_get(void *arg, const char *path, const char *query, httpd_response *res)
+{
+    const svc_metrics *m = arg;
+    pt_stats st;
+    pt_get_stats(m->p, &st);
+    static const struct {
+        const char *name, *help;
+        size_t offset;
+    } counters[] = {
+        {"saga_participant_requests_total", "Well-formed step requests processed.",
+         offsetof(pt_stats, requests)},
+        {"saga_participant_effects_total", "Handler calls that committed an effect (OK).",
+         offsetof(pt_stats, effects)},
+        {"saga_participant_replays_total",
+         "Replies served from a stored idempotency record (duplicates absorbed).",
+         offsetof(pt_stats, replays)},
+        {"saga_participant_conflicts_total", "Idempotency keys reused with other parameters.",
+         offsetof(pt_stats, conflicts)},
+        {"saga_participant_barrier_skips_total",
+         "Null compensations and hanging actions stopped by the barrier (SKIPPED).",
+         offsetof(pt_stats, skipped)},
+        {"saga_participant_retries_total", "RETRY answers (database busy, handler, faults).",
+         offsetof(pt_stats, retries)},
+        {"saga_participant_malformed_total", "Messages that failed to decode or validate.",
+         offsetof(pt_stats, malformed)},
+        {"saga_participant_idempotency_records_purged_total",
+         "Idempotency records deleted after their retention.", offsetof(pt_stats, purged)},
+    };
+    strbuf sb = STRBUF_INIT, labels = STRBUF_INIT;
+    sb_puts(&labels, "service=\"");
+    sb_label_value(&labels, m->service);
+    sb_puts(&labels, "\"");
+    for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++) {
+        mt_header(&sb, counters[i].name, "counter", counters[i].help);
+        mt_sample(&sb, counters[i].name, labels.data,
+                  *(const uint64_t *)((const char *)&st + counters[i].offset));
+    }
+    sb_free(&labels);
+    res->content_type = MT_CONTENT_TYPE;
+    res->body = sb_take(&sb, &res->len);
+}
+
+/* Serves /metrics on url; NULL (reason logged) when it cannot. */
+static httpd *svc_metrics_start(const char *program, const char *url, svc_metrics *m)
+{
+    char err[512];
+    httpd_opts o = {program, url, NULL, NULL, NULL};
+    httpd *h = httpd_open(&o, err, sizeof err);
+    if (h == NULL) {
+        log_error("--metrics-url: %s", err);
+        return NULL;
+    }
+    if (httpd_route(h, "/metrics", 0, 0, svc_metrics_get, m) != 0 ||
+        httpd_start(h, err, sizeof err) != 0) {
+        log_error("--metrics-url: %s", err[0] ? err : "cannot register /metrics");
+        httpd_close(h);
+        return NULL;
+    }
+    log_info("metrics on %s/metrics (port %d)", url, httpd_port(h));
+    return h;
+}
+
 /* ---- The program ------------------------------------------------------- */
 
 static int svc_install_signals(void)
@@ -427,6 +508,8 @@ int svc_main(const svc_def *def, int argc, char **argv)
     config_t seed;
     int have_seed = 0, exit_now = 0, status;
     participant *p = NULL;
+    httpd *metrics = NULL;
+    svc_metrics metrics_arg = {NULL, def->name};
     char err[512] = "";
 
     snprintf(program, sizeof program, "%s-svc", def->name);
@@ -462,6 +545,12 @@ int svc_main(const svc_def *def, int argc, char **argv)
         .tls_require_client_cert = args.tls_require_client_cert,
     };
     if (pt_check_security(&opts, err, sizeof err) != 0) {
+        log_error("%s", err);
+        status = 2;
+        goto out;
+    }
+    if (args.metrics_url != NULL &&
+        httpd_check_url("--metrics-url", args.metrics_url, 0, 0, err, sizeof err) != 0) {
         log_error("%s", err);
         status = 2;
         goto out;
@@ -507,11 +596,20 @@ int svc_main(const svc_def *def, int argc, char **argv)
         goto out;
     }
     log_info("serving %s on %s, database %s", def->name, args.listen_url, args.db_path);
+    metrics_arg.p = p;
+    if (args.metrics_url != NULL &&
+        (metrics = svc_metrics_start(program, args.metrics_url, &metrics_arg)) == NULL) {
+        status = 1;
+        pt_stop(p);
+        goto out;
+    }
 
     while (!svc_stop_requested)
         util_sleep_ms(50);
 
     log_info("stopping on signal");
+    httpd_close(metrics);
+    metrics = NULL;
     pt_stop(p);
     pt_stats st;
     pt_get_stats(p, &st);
@@ -524,6 +622,7 @@ int svc_main(const svc_def *def, int argc, char **argv)
     status = 0;
 
 out:
+    httpd_close(metrics);
     pt_destroy(p);
     if (have_seed)
         config_destroy(&seed);
