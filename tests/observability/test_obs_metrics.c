@@ -1,0 +1,388 @@
+/*
+ * Observability, end to end: sagad's /metrics and JSON API after real sagas,
+ * the HTTP listener's security (token, Host check, exposure refusal), a
+ * participant's --metrics-url and the JSON log format.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "obs_fixture.h"
+#include "util.h"
+
+#define SAMPLE_TYPE "{saga_type=\"order_fulfillment\"}"
+#define OP(p, o)    "{participant=\"" p "\",operation=\"" o "\"}"
+
+static int http_port;
+
+static int setup_system(void **state)
+{
+    ofx *f = calloc(1, sizeof *f);
+    if (f == NULL || ofx_init(f, NULL) != 0)
+        return -1;
+    http_port = obs_free_port();
+    char *line = util_asprintf("http_url = \"http://127.0.0.1:%d\";\n", http_port);
+    int rc = line ? obs_append_config(f, line) : -1;
+    free(line);
+    if (rc != 0 || ofx_start_all(f) != 0)
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static int teardown_system(void **state)
+{
+    ofx *f = *state;
+    if (f != NULL) {
+        ofx_destroy(f);
+        free(f);
+    }
+    return 0;
+}
+
+/* Starts one order and waits until it is final; returns its final state. */
+static void run_order(ofx *f, const char *key, const char *customer, const char *amount,
+                      char id[37], const char *expect)
+{
+    assert_int_equal(
+        ofx_start_order(f, key, customer, "WIDGET-1", "1", amount, "paris", id, NULL, NULL), 0);
+    oj *st = ofx_wait_final(f, id, OFX_WAIT_MS);
+    assert_non_null(st);
+    OFX_ASSERT_STR(oj_str(st, "state"), expect);
+    oj_free(st);
+}
+
+static char *get_ok(int port, const char *path)
+{
+    obs_response r;
+    assert_int_equal(obs_get(port, path, NULL, NULL, 5000, &r), 0);
+    if (r.status != 200)
+        print_message("GET %s: %d %s\n", path, r.status, r.body);
+    assert_int_equal(r.status, 200);
+    free(r.headers);
+    return r.body;
+}
+
+static void test_metrics_after_sagas(void **state)
+{
+    ofx *f = *state;
+    char ok_id[37], refused_id[37];
+    run_order(f, "m-ok", "alice", "1000", ok_id, "COMPLETED");
+    /* carol has 500: the charge is refused, create_order is compensated. */
+    run_order(f, "m-refused", "carol", "2500", refused_id, "COMPENSATED");
+
+    obs_response r;
+    assert_int_equal(obs_get(http_port, "/metrics", NULL, NULL, 5000, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.headers, "text/plain; version=0.0.4"));
+    const char *m = r.body;
+    assert_int_equal((int)obs_metric(m, "saga_sagas_started_total" SAMPLE_TYPE), 2);
+    assert_int_equal((int)obs_metric(m, "saga_sagas_completed_total" SAMPLE_TYPE), 1);
+    assert_int_equal((int)obs_metric(m, "saga_sagas_compensated_total" SAMPLE_TYPE), 1);
+    assert_int_equal((int)obs_metric(m, "saga_sagas_failed_total" SAMPLE_TYPE), 0);
+    assert_int_equal((int)obs_metric(m, "saga_sagas_in_flight"), 0);
+    assert_int_equal((int)obs_metric(m, "saga_step_attempts_total" OP("order", "create")), 2);
+    assert_int_equal((int)obs_metric(m, "saga_step_attempts_total" OP("payment", "charge")), 2);
+    assert_int_equal((int)obs_metric(m, "saga_step_attempts_total" OP("order", "cancel")), 1);
+    assert_int_equal((int)obs_metric(m, "saga_step_attempts_total" OP("order", "approve")), 1);
+    assert_int_equal((int)obs_metric(m, "saga_step_retries_total" OP("payment", "charge")), 0);
+    assert_int_equal((int)obs_metric(m, "saga_step_timeouts_total" OP("payment", "charge")), 0);
+    assert_int_equal((int)obs_metric(m, "saga_step_replies_total{participant=\"payment\","
+                                        "operation=\"charge\",outcome=\"REJECTED\"}"),
+                     1);
+    assert_int_equal((int)obs_metric(m, "saga_step_replies_total{participant=\"payment\","
+                                        "operation=\"charge\",outcome=\"OK\"}"),
+                     1);
+    /* Latency histogram: every reply observed once, +Inf bucket == count. */
+    assert_int_equal((int)obs_metric(m, "saga_step_duration_seconds_count" OP("order", "create")),
+                     2);
+    assert_int_equal((int)obs_metric(m, "saga_step_duration_seconds_bucket{participant=\"order\","
+                                        "operation=\"create\",le=\"+Inf\"}"),
+                     2);
+    assert_true(obs_metric(m, "saga_step_duration_seconds_sum" OP("order", "create")) > 0);
+    assert_int_equal((int)obs_metric(m, "saga_replayed_replies_total"), 0);
+    assert_int_equal((int)obs_metric(m, "saga_step_conflicts_total"), 0);
+    assert_int_equal((int)obs_metric(m, "saga_barrier_skips_total"), 0);
+    double commits = obs_metric(m, "saga_commits_total");
+    assert_true(commits >= 2);
+    assert_int_equal((int)obs_metric(m, "saga_commit_batch_sagas_count"), (int)commits);
+    assert_non_null(strstr(m, "# TYPE saga_step_duration_seconds histogram\n"));
+    assert_non_null(strstr(m, "# TYPE saga_sagas_started_total counter\n"));
+    obs_response_free(&r);
+
+    /* ---- The JSON API mirrors list, status and history. */
+    char *body = get_ok(http_port, "/api/sagas");
+    oj *list = oj_parse(body);
+    free(body);
+    assert_non_null(list);
+    assert_int_equal(oj_int(oj_get(list, "counts"), "COMPLETED", -1), 1);
+    assert_int_equal(oj_int(oj_get(list, "counts"), "COMPENSATED", -1), 1);
+    assert_int_equal(oj_int(oj_get(list, "counts"), "FAILED", -1), 0);
+    const oj *sagas = oj_get(list, "sagas");
+    assert_int_equal(oj_len(sagas), 2);
+    OFX_ASSERT_STR(oj_str(oj_at(sagas, 0), "saga_id"), refused_id); /* newest first */
+    OFX_ASSERT_STR(oj_str(oj_at(sagas, 0), "state"), "COMPENSATED");
+    OFX_ASSERT_STR(oj_str(oj_at(sagas, 1), "saga_id"), ok_id);
+    oj_free(list);
+
+    body = get_ok(http_port, "/api/sagas?state=completed&type=order_fulfillment&limit=10");
+    list = oj_parse(body);
+    free(body);
+    assert_int_equal(oj_len(oj_get(list, "sagas")), 1);
+    OFX_ASSERT_STR(oj_str(oj_at(oj_get(list, "sagas"), 0), "saga_id"), ok_id);
+    oj_free(list);
+
+    body = get_ok(http_port, "/api/sagas?limit=1");
+    list = oj_parse(body);
+    free(body);
+    assert_int_equal(oj_len(oj_get(list, "sagas")), 1);
+    OFX_ASSERT_STR(oj_str(list, "next_after"), refused_id); /* paging */
+    oj_free(list);
+
+    char path[128];
+    snprintf(path, sizeof path, "/api/sagas/%s", refused_id);
+    body = get_ok(http_port, path);
+    oj *st = oj_parse(body);
+    free(body);
+    assert_non_null(st);
+    OFX_ASSERT_STR(oj_str(st, "state"), "COMPENSATED");
+    OFX_ASSERT_STR(oj_str(oj_get(st, "input"), "customer"), "carol");
+    const oj *charge = ofx_step(st, "charge_payment");
+    OFX_ASSERT_STR(oj_str(charge, "state"), "REJECTED");
+    OFX_ASSERT_STR(oj_str(charge, "last_outcome"), "REJECTED");
+    OFX_ASSERT_STR(oj_str(ofx_step(st, "create_order"), "state"), "COMPENSATED");
+    oj_free(st);
+
+    snprintf(path, sizeof path, "/api/sagas/%s/history", refused_id);
+    body = get_ok(http_port, path);
+    oj *h = oj_parse(body);
+    free(body);
+    assert_non_null(h);
+    assert_true(oj_get(h, "final")->num);
+    const oj *events = oj_get(h, "events");
+    assert_true(oj_len(events) >= 6);
+    OFX_ASSERT_STR(oj_str(oj_at(events, 0), "kind"), "saga_started");
+    OFX_ASSERT_STR(oj_str(oj_at(events, oj_len(events) - 1), "kind"), "saga_compensated");
+    assert_int_equal(ofx_history_count(events, "step_reply", "charge_payment", "action"), 1);
+    int64_t last_seq = oj_int(oj_at(events, oj_len(events) - 2), "seq", -1);
+    oj_free(h);
+    /* after_seq: only what follows (how watchers poll). */
+    snprintf(path, sizeof path, "/api/sagas/%s/history?after_seq=%lld", refused_id,
+             (long long)last_seq);
+    body = get_ok(http_port, path);
+    h = oj_parse(body);
+    free(body);
+    assert_int_equal(oj_len(oj_get(h, "events")), 1);
+    oj_free(h);
+
+    /* Errors are JSON with a status. */
+    assert_int_equal(
+        obs_get(http_port, "/api/sagas/00000000-0000-4000-8000-000000000000", NULL, NULL, 5000, &r),
+        0);
+    assert_int_equal(r.status, 404);
+    assert_non_null(strstr(r.body, "\"error\""));
+    obs_response_free(&r);
+    assert_int_equal(obs_get(http_port, "/api/sagas?state=BOGUS", NULL, NULL, 5000, &r), 0);
+    assert_int_equal(r.status, 400);
+    obs_response_free(&r);
+    assert_int_equal(obs_get(http_port, "/api/sagas/not-a-uuid", NULL, NULL, 5000, &r), 0);
+    assert_int_equal(r.status, 404);
+    obs_response_free(&r);
+    /* A name that resolves elsewhere (DNS rebinding) is refused. */
+    assert_int_equal(obs_get(http_port, "/api/sagas", "evil.example:80", NULL, 5000, &r), 0);
+    assert_int_equal(r.status, 403);
+    obs_response_free(&r);
+    /* The dashboard is served from the binary. */
+    assert_int_equal(obs_get(http_port, "/", NULL, NULL, 5000, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "<script src=\"/app.js\">"));
+    assert_non_null(strstr(r.headers, "Content-Security-Policy"));
+    obs_response_free(&r);
+    body = get_ok(http_port, "/app.js");
+    assert_non_null(strstr(body, "/api/sagas"));
+    free(body);
+}
+
+/* ---- Security of the listener --------------------------------------------------------- */
+
+static void test_token_and_exposure(void **state)
+{
+    ofx f;
+    assert_int_equal(ofx_init(&f, NULL), 0);
+    int port = obs_free_port();
+    char *token_path = th_path(f.dir, "admin.token");
+    assert_int_equal(th_write_file(token_path, "s3cret-token\n"), 0);
+    char *line = util_asprintf("admin_token_file = \"%s\";\nhttp_url = \"http://localhost:%d\";\n",
+                               token_path, port);
+    assert_int_equal(obs_append_config(&f, line), 0);
+    free(line);
+
+    /* sagad with --log-format json: every line is one JSON object. */
+    const char *args[] = {"--config", f.cfg, "--log-format", "json", NULL};
+    assert_int_equal(th_spawn("sagad", args, NULL, f.sagad.log, &f.sagad.pid), 0);
+    obs_response r;
+    assert_int_equal(obs_get(port, "/metrics", NULL, NULL, OFX_START_MS, &r), 0);
+    assert_int_equal(r.status, 401);
+    assert_non_null(strstr(r.headers, "WWW-Authenticate: Bearer"));
+    obs_response_free(&r);
+    assert_int_equal(obs_get(port, "/api/sagas", NULL, "Authorization: Bearer wrong", 5000, &r), 0);
+    assert_int_equal(r.status, 401);
+    obs_response_free(&r);
+    assert_int_equal(
+        obs_get(port, "/metrics", NULL, "Authorization: Bearer s3cret-token", 5000, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_true(obs_metric(r.body, "saga_sagas_in_flight") == 0);
+    obs_response_free(&r);
+    assert_int_equal(
+        obs_get(port, "/api/sagas", "localhost", "Authorization: Bearer s3cret-token", 5000, &r),
+        0);
+    assert_int_equal(r.status, 200);
+    obs_response_free(&r);
+    /* The dashboard's files hold no data: served without the token. */
+    assert_int_equal(obs_get(port, "/style.css", NULL, NULL, 5000, &r), 0);
+    assert_int_equal(r.status, 200);
+    obs_response_free(&r);
+    assert_int_equal(ofx_stop_sagad(&f), 0);
+
+    char *log = th_read_file(f.sagad.log);
+    assert_non_null(log);
+    char *nl = strchr(log, '\n');
+    assert_non_null(nl);
+    *nl = '\0';
+    oj *first = oj_parse(log);
+    if (first == NULL)
+        print_message("first log line: %s\n", log);
+    assert_non_null(first);
+    OFX_ASSERT_STR(oj_str(first, "program"), "sagad");
+    assert_non_null(oj_str(first, "level"));
+    assert_non_null(oj_str(first, "ts"));
+    assert_non_null(oj_str(first, "msg"));
+    oj_free(first);
+    assert_null(strstr(nl + 1, "s3cret-token")); /* the token is never logged */
+    free(log);
+
+    /* An address other hosts can reach is refused at start-up. */
+    char *cfg = th_read_file(f.cfg);
+    char *at = strstr(cfg, "http_url");
+    assert_non_null(at);
+    *at = '\0';
+    char *exposed = util_asprintf("%shttp_url = \"http://0.0.0.0:%d\";\n", cfg, port);
+    assert_int_equal(th_write_file(f.cfg, exposed), 0);
+    free(cfg);
+    free(exposed);
+    char *out = th_path(f.dir, "check.out");
+    const char *check[] = {"--config", f.cfg, "--check", NULL};
+    pid_t pid;
+    int status;
+    assert_int_equal(th_spawn("sagad", check, NULL, out, &pid), 0);
+    assert_int_equal(th_wait_exit(pid, OFX_START_MS, &status), 0);
+    assert_true(th_exited_with(status, 1));
+    char *text = th_read_file(out);
+    assert_non_null(strstr(text, "http_url: refusing to serve http://0.0.0.0"));
+    free(text);
+    free(out);
+    free(token_path);
+    ofx_destroy(&f);
+}
+
+/* ---- A participant's metrics and JSON log ------------------------------------------------- */
+
+static void test_participant_metrics(void **state)
+{
+    char *dir = th_tempdir();
+    char *url = th_ipc_url(dir, "payment");
+    char *db = th_path(dir, "payment.db");
+    char *logp = th_path(dir, "payment.log");
+    char *seed = th_source_path("participants/seeds/payment.cfg");
+    int port = obs_free_port();
+    char murl[64];
+    snprintf(murl, sizeof murl, "http://127.0.0.1:%d", port);
+    const char *args[] = {"--listen",      url,  "--db",         db,     "--seed", seed,
+                          "--metrics-url", murl, "--log-format", "json", NULL};
+    pid_t pid;
+    assert_int_equal(th_spawn("payment-svc", args, NULL, logp, &pid), 0);
+    assert_int_equal(th_wait_dial(url, pid, OFX_START_MS), 0);
+
+    kvmap params = KVMAP_INIT;
+    assert_int_equal(th_kv(&params, "customer", "alice", "amount", "100", NULL), 0);
+    for (int i = 0; i < 2; i++) { /* the second is a duplicate: replayed */
+        StepReply *rep = NULL;
+        assert_int_equal(th_call(url, 5000, "s1/charge/action", "s1", "charge", PHASE_ACTION,
+                                 "charge", &params, &rep),
+                         0);
+        assert_int_equal(rep->outcome, OUTCOME_OK);
+        assert_int_equal(rep->replayed, i == 1);
+        th_reply_free(rep);
+    }
+    kv_free(&params);
+
+    obs_response r;
+    assert_int_equal(obs_get(port, "/metrics", NULL, NULL, 5000, &r), 0);
+    assert_int_equal(r.status, 200);
+    const char *svc = "{service=\"payment\"}";
+    char sample[128];
+#define PM(name) (snprintf(sample, sizeof sample, "%s%s", name, svc), obs_metric(r.body, sample))
+    assert_int_equal((int)PM("saga_participant_requests_total"), 2);
+    assert_int_equal((int)PM("saga_participant_effects_total"), 1);
+    assert_int_equal((int)PM("saga_participant_replays_total"), 1);
+    assert_int_equal((int)PM("saga_participant_conflicts_total"), 0);
+    assert_int_equal((int)PM("saga_participant_barrier_skips_total"), 0);
+    assert_int_equal((int)PM("saga_participant_idempotency_records_purged_total"), 0);
+#undef PM
+    obs_response_free(&r);
+    int status;
+    assert_int_equal(th_stop(pid, OFX_START_MS, &status), 0);
+    assert_true(th_exited_with(status, 0));
+
+    /* Every line of the log is a JSON object with ts, level, program, msg. */
+    char *log = th_read_file(logp);
+    assert_non_null(log);
+    assert_non_null(strstr(log, "metrics on http://127.0.0.1:"));
+    int lines = 0;
+    for (char *line = log, *nl; *line; line = nl + 1) {
+        nl = strchr(line, '\n');
+        assert_non_null(nl);
+        *nl = '\0';
+        oj *o = oj_parse(line);
+        if (o == NULL)
+            print_message("not JSON: %s\n", line);
+        assert_non_null(o);
+        OFX_ASSERT_STR(oj_str(o, "program"), "payment-svc");
+        assert_non_null(oj_str(o, "level"));
+        assert_non_null(oj_str(o, "msg"));
+        oj_free(o);
+        lines++;
+    }
+    assert_true(lines >= 3);
+    free(log);
+
+    /* --metrics-url on an address other hosts can reach: refused, exit 2. */
+    char *bad = util_asprintf("http://0.0.0.0:%d", port);
+    const char *bad_args[] = {"--listen", url, "--db", db, "--metrics-url", bad, NULL};
+    assert_int_equal(th_spawn("payment-svc", bad_args, NULL, logp, &pid), 0);
+    assert_int_equal(th_wait_exit(pid, OFX_START_MS, &status), 0);
+    assert_true(th_exited_with(status, 2));
+    free(bad);
+    free(url);
+    free(db);
+    free(logp);
+    free(seed);
+    th_rmtree(dir);
+    free(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_metrics_after_sagas, setup_system, teardown_system),
+        cmocka_unit_test(test_token_and_exposure),
+        cmocka_unit_test(test_participant_metrics),
+    };
+    return cmocka_run_group_tests_name("observability", tests, NULL, NULL);
+}
