@@ -1,0 +1,1131 @@
+/*
+ * admin — sagad's admin API server; see admin.h for what it serves.
+ *
+ * Structure (after nng's demo/async/server.c): ADMIN_CONTEXTS rep0 contexts
+ * on one socket, each a small state machine driven by its aio callback:
+ *
+ *        +------+  request   decode, authorize, validate
+ *   +--->| RECV |----------+----------------------------------------+
+ *   |    +------+          | status/history/list/stats              | refused
+ *   |                      v                                        |
+ *   |               +--------+ reader thread      +--------+        |
+ *   |               | QUEUED |------------------->|        |<-------+
+ *   |               +--------+                    |  SEND  |
+ *   |  start/abort/resume  +--------+ done cb     |        |
+ *   |  (from RECV) ------->| ENGINE |------------>|        |
+ *   |                      +--------+             +--------+
+ *   +------------------------ sent or failed ---------+
+ *
+ * Invariants:
+ *  1. A context is in exactly one state, and only the party that owns that
+ *     state touches its aio: nng (RECV, SEND), the reader thread (QUEUED),
+ *     the engine (ENGINE: until its done callback has called nng_ctx_send).
+ *  2. The read-only store handle is used by the reader thread only, so it
+ *     needs no lock of its own. Reads run there rather than in aio callbacks
+ *     because nng runs the callbacks of every socket (the engine's
+ *     participant sockets too) on one small thread pool: a slow read must
+ *     never hold up saga replies. srv->mu guards the reader queue, the
+ *     closing flag, the engine command count and the malformed-request tally.
+ *  3. Engine done callbacks run on the engine thread; they only pack a reply
+ *     and call nng_ctx_send, never wait for anything.
+ *  4. srv->engine_pending counts commands handed to the engine and not yet
+ *     called back; admin_stop frees the contexts only once it is 0.
+ *  5. Nothing invalid reaches the engine: every limit of admin.h is checked
+ *     before an engine_* call.
+ *
+ * Ownership: an unpacked AdminRequest belongs to its context until its reply
+ * is built, then is freed with saga__v1__admin_request__free_unpacked. A
+ * message handed to nng_ctx_send belongs to nng once the send succeeds; when
+ * it fails, the SEND callback frees it. Replies are built from borrowed
+ * strings and from allocations in a per-reply arena, freed after packing.
+ */
+#include "admin.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdalign.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+
+#include "admin.pb-c.h"
+#include "kv.h"
+#include "log.h"
+#include "saga.h"
+#include "store.h"
+#include "util.h"
+
+typedef Saga__V1__AdminRequest AdminRequest;
+typedef Saga__V1__AdminReply AdminReply;
+
+enum actx_state { ACTX_IDLE, ACTX_RECV, ACTX_QUEUED, ACTX_ENGINE, ACTX_SEND };
+
+typedef struct admin_ctx {
+    struct admin_server *srv;
+    nng_ctx ctx;
+    nng_aio *aio; /* NULL until allocated */
+    enum actx_state state;
+    AdminRequest *req;      /* while QUEUED: the read to serve */
+    struct admin_ctx *next; /* reader queue link */
+} admin_ctx;
+
+struct admin_server {
+    const orch_config *cfg;
+    engine *eng;
+    store *st; /* read-only; reader thread only */
+
+    nng_socket sock;
+    int sock_open;
+    admin_ctx ctxs[ADMIN_CONTEXTS];
+
+    pthread_mutex_t mu;
+    pthread_cond_t reader_cv;  /* queue not empty, or closing */
+    pthread_cond_t pending_cv; /* engine_pending dropped to 0 */
+    int closing;
+    size_t engine_pending;
+    admin_ctx *queue_head, *queue_tail;
+    pthread_t reader;
+    int reader_started;
+
+    uint64_t malformed_unreported; /* malformed requests since the last log line */
+    int64_t malformed_logged_ms;   /* monotonic time of that line; 0: never */
+};
+
+#define MALFORMED_LOG_INTERVAL_MS 60000
+
+static void actx_recv(admin_ctx *c);
+
+/* ---- Small helpers ----------------------------------------------------- */
+
+/* protobuf-c's string fields are char * but packing only reads them: a
+ * borrowed const string may be placed there. NULL becomes "". */
+static char *pb_str(const char *s)
+{
+    return (char *)(s != NULL ? s : "");
+}
+
+static const char *nz(const char *s)
+{
+    return s != NULL ? s : "";
+}
+
+/* Is s (n bytes) well-formed UTF-8 (no overlongs, surrogates or > U+10FFFF)? */
+static int utf8_valid(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        unsigned c = *p;
+        size_t len;
+        unsigned min;
+        uint32_t cp;
+        if (c < 0x80) {
+            p++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            len = 2, min = 0x80, cp = c & 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            len = 3, min = 0x800, cp = c & 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            len = 4, min = 0x10000, cp = c & 0x07;
+        } else {
+            return 0;
+        }
+        if ((size_t)(end - p) < len)
+            return 0;
+        for (size_t i = 1; i < len; i++) {
+            if ((p[i] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (p[i] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        p += len;
+    }
+    return 1;
+}
+
+static int is_text(const char *s)
+{
+    return utf8_valid(s, strlen(s));
+}
+
+/*
+ * A per-reply arena: every allocation made to build one reply is freed at
+ * once by arena_free. Each block is one malloc with a header aligned for
+ * any type.
+ */
+typedef struct arena_blk {
+    struct arena_blk *next;
+} arena_blk;
+typedef struct {
+    arena_blk *head;
+} arena;
+
+#define ARENA_HDR                                                                                  \
+    ((sizeof(arena_blk) + alignof(max_align_t) - 1) / alignof(max_align_t) * alignof(max_align_t))
+
+/* Zeroed memory for n items of size bytes, or NULL. */
+static void *arena_calloc(arena *a, size_t n, size_t size)
+{
+    if (n == 0)
+        n = 1;
+    if (size != 0 && n > (SIZE_MAX - ARENA_HDR) / size)
+        return NULL;
+    arena_blk *b = calloc(1, ARENA_HDR + n * size);
+    if (b == NULL)
+        return NULL;
+    b->next = a->head;
+    a->head = b;
+    return (char *)b + ARENA_HDR;
+}
+
+static char *arena_strndup(arena *a, const char *s, size_t n)
+{
+    char *d = arena_calloc(a, n + 1, 1);
+    if (d != NULL)
+        memcpy(d, s, n);
+    return d;
+}
+
+static char *arena_strdup(arena *a, const char *s)
+{
+    s = nz(s);
+    return arena_strndup(a, s, strlen(s));
+}
+
+static void arena_free(arena *a)
+{
+    arena_blk *b = a->head;
+    while (b != NULL) {
+        arena_blk *next = b->next;
+        free(b);
+        b = next;
+    }
+    a->head = NULL;
+}
+
+/* ---- Replies ----------------------------------------------------------- */
+
+/* Packs rep and sends it on c. Never blocks: safe on any thread. */
+static void actx_reply(admin_ctx *c, const AdminReply *rep)
+{
+    size_t len = protobuf_c_message_get_packed_size(&rep->base);
+    if (len > ADMIN_MAX_REPLY) {
+        log_error("admin: a reply of %zu bytes exceeds the limit of %d; answering an error", len,
+                  ADMIN_MAX_REPLY);
+        AdminReply too_big = SAGA__V1__ADMIN_REPLY__INIT;
+        too_big.status = SAGA__V1__ADMIN_STATUS__ADMIN_INTERNAL;
+        too_big.error = "reply too large";
+        actx_reply(c, &too_big);
+        return;
+    }
+    nng_msg *msg;
+    int rv = nng_msg_alloc(&msg, len);
+    if (rv != 0) {
+        /* The client times out and may retry; this context serves on. */
+        log_error("admin: cannot allocate a reply: %s", nng_strerror(rv));
+        actx_recv(c);
+        return;
+    }
+    if (len > 0)
+        protobuf_c_message_pack(&rep->base, nng_msg_body(msg));
+    c->state = ACTX_SEND;
+    nng_aio_set_msg(c->aio, msg);
+    nng_ctx_send(c->ctx, c->aio);
+}
+
+static void actx_reply_error(admin_ctx *c, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void actx_reply_error(admin_ctx *c, int status, const char *fmt, ...)
+{
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
+    rep.status = (Saga__V1__AdminStatus)status;
+    rep.error = text;
+    actx_reply(c, &rep);
+}
+
+static void reply_store_error(admin_ctx *c, const char *what)
+{
+    log_error("admin: %s: %s", what, store_errmsg(c->srv->st));
+    actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_INTERNAL, "storage error during %s", what);
+}
+
+static void reply_oom(admin_ctx *c, const char *what)
+{
+    log_error("admin: %s: out of memory", what);
+    actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_INTERNAL, "out of memory during %s", what);
+}
+
+/* Counts a malformed request; logs the first one and then at most one line a
+ * minute, so a misbehaving client cannot flood the log. */
+static void note_malformed(admin_server *srv, const char *why)
+{
+    int64_t now = util_mono_ms();
+    uint64_t count = 0;
+    pthread_mutex_lock(&srv->mu);
+    srv->malformed_unreported++;
+    if (srv->malformed_logged_ms == 0 ||
+        now - srv->malformed_logged_ms >= MALFORMED_LOG_INTERVAL_MS) {
+        count = srv->malformed_unreported;
+        srv->malformed_unreported = 0;
+        srv->malformed_logged_ms = now;
+    }
+    pthread_mutex_unlock(&srv->mu);
+    if (count > 0)
+        log_warn("admin: malformed request (%s); %" PRIu64
+                 " since the last report, answered ADMIN_BAD_REQUEST",
+                 why, count);
+}
+
+static int srv_closing(admin_server *srv)
+{
+    pthread_mutex_lock(&srv->mu);
+    int closing = srv->closing;
+    pthread_mutex_unlock(&srv->mu);
+    return closing;
+}
+
+/* ---- Authorization ----------------------------------------------------- */
+
+/*
+ * THE place where requests are authorized. Today every request is allowed:
+ * access is controlled by the admin socket's permissions (ipc://, 0600) and
+ * AdminRequest.token is ignored. When sagad gets an admin token, compare
+ * req->token with it here (in constant time) and return -1: the caller then
+ * answers ADMIN_UNAUTHORIZED before looking at the request any further.
+ */
+static int admin_authorize(const admin_server *srv, const AdminRequest *req)
+{
+    (void)srv;
+    (void)req;
+    return 0;
+}
+
+/* ---- Writes: validated here, performed by the engine ------------------ */
+
+/* Called once per command, on the engine thread (invariant 3). */
+static void on_engine_done(void *arg, int status, const char *error, const char *saga_id,
+                           int existing)
+{
+    admin_ctx *c = arg;
+    admin_server *srv = c->srv;
+    AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
+    Saga__V1__StartReply started = SAGA__V1__START_REPLY__INIT;
+    rep.status = (Saga__V1__AdminStatus)status;
+    if (status != ENGINE_OK) {
+        rep.error = pb_str(error != NULL && *error ? error : "the engine refused the command");
+    } else if (saga_id != NULL) {
+        started.saga_id = pb_str(saga_id);
+        started.existing = existing != 0;
+        rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_STARTED;
+        rep.started = &started;
+    }
+    actx_reply(c, &rep);
+    /* Last touch of c: from here on admin_stop may free it (invariant 4). */
+    pthread_mutex_lock(&srv->mu);
+    if (--srv->engine_pending == 0)
+        pthread_cond_broadcast(&srv->pending_cv);
+    pthread_mutex_unlock(&srv->mu);
+}
+
+/* Marks c as waiting for the engine; call right before an engine_* call. */
+static void actx_to_engine(admin_ctx *c)
+{
+    c->state = ACTX_ENGINE;
+    pthread_mutex_lock(&c->srv->mu);
+    c->srv->engine_pending++;
+    pthread_mutex_unlock(&c->srv->mu);
+}
+
+static int check_saga_id(admin_ctx *c, const char *id)
+{
+    if (util_is_uuid(id))
+        return 0;
+    if (*id == '\0')
+        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST, "missing saga id");
+    else
+        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST,
+                         "invalid saga id (expected a UUID)");
+    return -1;
+}
+
+static void handle_start(admin_ctx *c, const Saga__V1__StartSaga *m)
+{
+    admin_server *srv = c->srv;
+    kvmap input = KVMAP_INIT;
+    size_t total = 0;
+    const char *type = nz(m->type), *key = nz(m->client_key);
+
+    if (*type == '\0') {
+        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST, "missing saga type");
+        goto out;
+    }
+    if (strlen(type) > ADMIN_MAX_TYPE || !is_text(type)) {
+        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST,
+                         "invalid saga type (at most %d bytes of UTF-8)", ADMIN_MAX_TYPE);
+        goto out;
+    }
+    const saga_def *def = config_find_saga(srv->cfg, type);
+    if (def == NULL) {
+        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST, "unknown saga type '%s'",
+                         type);
+        goto out;
+    }
+    if (strlen(key) > ADMIN_MAX_CLIENT_KEY || !is_text(key)) {
+        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST,
+                         "invalid client key (at most %d bytes of UTF-8)", ADMIN_MAX_CLIENT_KEY);
+        goto out;
+    }
+    if (m->n_input > ADMIN_MAX_INPUTS) {
+        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST,
+                         "too many inputs (%zu, at most %d)", m->n_input, ADMIN_MAX_INPUTS);
+        goto out;
+    }
+    for (size_t i = 0; i < m->n_input; i++) {
+        const char *name = nz(m->input[i]->key), *value = nz(m->input[i]->value);
+        size_t nlen = strlen(name), vlen = strlen(value);
+        if (nlen == 0 || nlen > ADMIN_MAX_INPUT_NAME || !utf8_valid(name, nlen)) {
+            actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST,
+                             "invalid input name (1 to %d bytes of UTF-8)", ADMIN_MAX_INPUT_NAME);
+            goto out;
+        }
+        if (vlen > ADMIN_MAX_INPUT_VALUE || !utf8_valid(value, vlen)) {
+            actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST,
+                             "invalid value of input '%s' (at most %d bytes of UTF-8)", name,
+                             ADMIN_MAX_INPUT_VALUE);
+            goto out;
+        }
+        if (kv_get(&input, name) != NULL) {
+            actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST, "input '%s' given twice",
+                             name);
+            goto out;
+        }
+        total += nlen + vlen;
+        if (total > ADMIN_MAX_INPUT_TOTAL) {
+            actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST,
+                             "input too large (more than %d bytes in all)", ADMIN_MAX_INPUT_TOTAL);
+            goto out;
+        }
+        if (kv_set(&input, name, value) != 0) {
+            reply_oom(c, "start");
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < def->n_inputs; i++) {
+        if (kv_get(&input, def->inputs[i]) == NULL) {
+            actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST, "missing input '%s'",
+                             def->inputs[i]);
+            goto out;
+        }
+    }
+    actx_to_engine(c);
+    engine_start_saga(srv->eng, def->name, *key ? key : NULL, &input, on_engine_done, c);
+out:
+    kv_free(&input); /* the engine copied what it keeps */
+}
+
+static void handle_abort(admin_ctx *c, const Saga__V1__AbortSaga *m)
+{
+    const char *id = nz(m->saga_id), *reason = nz(m->reason);
+    if (check_saga_id(c, id) != 0)
+        return;
+    if (strlen(reason) > ADMIN_MAX_REASON || !is_text(reason)) {
+        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST,
+                         "invalid reason (at most %d bytes of UTF-8)", ADMIN_MAX_REASON);
+        return;
+    }
+    actx_to_engine(c);
+    engine_abort_saga(c->srv->eng, id, *reason ? reason : NULL, on_engine_done, c);
+}
+
+static void handle_resume(admin_ctx *c, const Saga__V1__ResumeSaga *m)
+{
+    const char *id = nz(m->saga_id);
+    if (check_saga_id(c, id) != 0)
+        return;
+    actx_to_engine(c);
+    engine_resume_saga(c->srv->eng, id, on_engine_done, c);
+}
+
+/* ---- Reads: served by the reader thread -------------------------------- */
+
+static Saga__V1__SagaStatus__InputEntry **status_inputs(arena *a, const kvmap *m)
+{
+    Saga__V1__SagaStatus__InputEntry **v = arena_calloc(a, m->len, sizeof *v);
+    Saga__V1__SagaStatus__InputEntry *e = arena_calloc(a, m->len, sizeof *e);
+    if (v == NULL || e == NULL)
+        return NULL;
+    for (size_t i = 0; i < m->len; i++) {
+        saga__v1__saga_status__input_entry__init(&e[i]);
+        e[i].key = m->items[i].key;
+        e[i].value = m->items[i].value;
+        v[i] = &e[i];
+    }
+    return v;
+}
+
+static Saga__V1__StepStatus__ResultEntry **step_results(arena *a, const kvmap *m)
+{
+    Saga__V1__StepStatus__ResultEntry **v = arena_calloc(a, m->len, sizeof *v);
+    Saga__V1__StepStatus__ResultEntry *e = arena_calloc(a, m->len, sizeof *e);
+    if (v == NULL || e == NULL)
+        return NULL;
+    for (size_t i = 0; i < m->len; i++) {
+        saga__v1__step_status__result_entry__init(&e[i]);
+        e[i].key = m->items[i].key;
+        e[i].value = m->items[i].value;
+        v[i] = &e[i];
+    }
+    return v;
+}
+
+/* Fills out from s; strings are borrowed from s, arrays come from a. */
+static int status_from_saga(arena *a, const saga *s, Saga__V1__SagaStatus *out)
+{
+    saga__v1__saga_status__init(out);
+    out->saga_id = pb_str(s->id);
+    out->type = pb_str(s->type);
+    out->state = (Saga__V1__SagaState)s->state;
+    out->client_key = pb_str(s->client_key);
+    out->created_at_ms = s->created_at_ms;
+    out->updated_at_ms = s->updated_at_ms;
+    out->last_error = pb_str(s->last_error);
+    out->n_input = s->input.len;
+    if ((out->input = status_inputs(a, &s->input)) == NULL)
+        return -1;
+
+    Saga__V1__StepStatus **v = arena_calloc(a, s->n_steps, sizeof *v);
+    Saga__V1__StepStatus *st = arena_calloc(a, s->n_steps, sizeof *st);
+    if (v == NULL || st == NULL)
+        return -1;
+    for (size_t i = 0; i < s->n_steps; i++) {
+        const step_run *r = &s->steps[i];
+        /* The definition is absent when the saga's type is no longer configured. */
+        const step_def *d = s->def != NULL && i < s->def->n_steps ? &s->def->steps[i] : NULL;
+        Saga__V1__StepStatus *o = &st[i];
+        saga__v1__step_status__init(o);
+        if (d != NULL) {
+            o->name = pb_str(d->name);
+            o->participant = pb_str(d->participant);
+            o->action = pb_str(d->action);
+            o->compensation = pb_str(d->compensation);
+        } else {
+            char name[32];
+            snprintf(name, sizeof name, "#%zu", i + 1);
+            if ((o->name = arena_strdup(a, name)) == NULL)
+                return -1;
+        }
+        o->state = (Saga__V1__StepState)r->state;
+        o->action_attempts = r->action_attempts;
+        o->compensation_attempts = r->compensation_attempts;
+        /* No reply yet (-1) has no value of its own in the protocol: 0. */
+        o->last_outcome = r->last_outcome < 0 ? 0 : (Saga__V1__Outcome)r->last_outcome;
+        o->n_result = r->result.len;
+        if ((o->result = step_results(a, &r->result)) == NULL)
+            return -1;
+        o->last_error = pb_str(r->last_error);
+        o->next_attempt_at_ms = r->next_attempt_at_ms;
+        v[i] = o;
+    }
+    out->n_steps = s->n_steps;
+    out->steps = v;
+    return 0;
+}
+
+static void read_status(admin_ctx *c, const char *id)
+{
+    saga *s = NULL;
+    arena a = {NULL};
+    AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
+    Saga__V1__SagaStatus status;
+
+    int rc = store_load_saga(c->srv->st, c->srv->cfg, id, &s);
+    if (rc == STORE_NOT_FOUND) {
+        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_NOT_FOUND, "no saga %s", id);
+        goto out;
+    }
+    if (rc != 0) {
+        reply_store_error(c, "status");
+        goto out;
+    }
+    if (status_from_saga(&a, s, &status) != 0) {
+        reply_oom(c, "status");
+        goto out;
+    }
+    rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_SAGA;
+    rep.saga = &status;
+    actx_reply(c, &rep);
+out:
+    arena_free(&a);
+    saga_free(s);
+}
+
+/* The newest ADMIN_HISTORY_MAX events of a saga, in a ring of copies. */
+typedef struct {
+    uint64_t seq;
+    int64_t at_ms;
+    char *kind, *step, *detail;
+    int phase;
+    uint32_t attempt;
+    int outcome;
+    int replayed;
+} hist_event;
+
+typedef struct {
+    hist_event ring[ADMIN_HISTORY_MAX];
+    size_t start, len;
+    uint64_t seen;
+    int oom;
+} hist_acc;
+
+static void hist_event_clear(hist_event *ev)
+{
+    free(ev->kind);
+    free(ev->step);
+    free(ev->detail);
+    memset(ev, 0, sizeof *ev);
+}
+
+static int hist_collect(const store_event *in, void *arg)
+{
+    hist_acc *h = arg;
+    hist_event *ev;
+    if (h->len == ADMIN_HISTORY_MAX) { /* drop the oldest */
+        ev = &h->ring[h->start];
+        hist_event_clear(ev);
+        h->start = (h->start + 1) % ADMIN_HISTORY_MAX;
+    } else {
+        ev = &h->ring[(h->start + h->len++) % ADMIN_HISTORY_MAX];
+    }
+    h->seen++;
+    ev->seq = in->seq;
+    ev->at_ms = in->at_ms;
+    ev->phase = in->phase;
+    ev->attempt = in->attempt;
+    ev->outcome = in->outcome;
+    ev->replayed = in->replayed;
+    ev->kind = util_strdup(nz(in->kind));
+    ev->step = util_strdup(nz(in->step));
+    ev->detail = util_strdup(nz(in->detail));
+    if (ev->kind == NULL || ev->step == NULL || ev->detail == NULL) {
+        h->oom = 1;
+        return 1; /* stops the walk */
+    }
+    return 0;
+}
+
+static void read_history(admin_ctx *c, const char *id)
+{
+    arena a = {NULL};
+    AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
+    Saga__V1__SagaHistory hist = SAGA__V1__SAGA_HISTORY__INIT;
+    hist_acc *h = calloc(1, sizeof *h);
+    saga *s = NULL;
+
+    if (h == NULL) {
+        reply_oom(c, "history");
+        goto out;
+    }
+    int rc = store_history(c->srv->st, id, hist_collect, h);
+    if (h->oom) {
+        reply_oom(c, "history");
+        goto out;
+    }
+    if (rc != 0) {
+        reply_store_error(c, "history");
+        goto out;
+    }
+    if (h->len == 0) { /* every saga has a saga_started event: does it exist? */
+        rc = store_load_saga(c->srv->st, c->srv->cfg, id, &s);
+        if (rc == STORE_NOT_FOUND) {
+            actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_NOT_FOUND, "no saga %s", id);
+            goto out;
+        }
+        if (rc != 0) {
+            reply_store_error(c, "history");
+            goto out;
+        }
+    }
+    if (h->seen > h->len)
+        log_debug("admin: history of %s: sending the newest %zu of %" PRIu64 " events", id, h->len,
+                  h->seen);
+    Saga__V1__HistoryEvent **v = arena_calloc(&a, h->len, sizeof *v);
+    Saga__V1__HistoryEvent *e = arena_calloc(&a, h->len, sizeof *e);
+    if (v == NULL || e == NULL) {
+        reply_oom(c, "history");
+        goto out;
+    }
+    for (size_t i = 0; i < h->len; i++) {
+        const hist_event *ev = &h->ring[(h->start + i) % ADMIN_HISTORY_MAX];
+        saga__v1__history_event__init(&e[i]);
+        e[i].seq = ev->seq;
+        e[i].at_ms = ev->at_ms;
+        e[i].kind = ev->kind;
+        e[i].step = ev->step;
+        e[i].phase = (Saga__V1__Phase)ev->phase;
+        e[i].attempt = ev->attempt;
+        e[i].outcome = ev->outcome < 0 ? 0 : (Saga__V1__Outcome)ev->outcome;
+        e[i].replayed = ev->replayed != 0;
+        e[i].detail = ev->detail;
+        v[i] = &e[i];
+    }
+    hist.saga_id = pb_str(id);
+    hist.n_events = h->len;
+    hist.events = v;
+    rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_HISTORY;
+    rep.history = &hist;
+    actx_reply(c, &rep);
+out:
+    if (h != NULL) {
+        for (size_t i = 0; i < ADMIN_HISTORY_MAX; i++)
+            hist_event_clear(&h->ring[i]);
+        free(h);
+    }
+    arena_free(&a);
+    saga_free(s);
+}
+
+typedef struct {
+    arena *a;
+    Saga__V1__SagaSummary **rows;
+    size_t n, cap;
+    int oom;
+} list_acc;
+
+/* Cuts s to at most max bytes without splitting a UTF-8 sequence, marking
+ * the cut with "...". Returns an arena copy. */
+static char *arena_clip(arena *a, const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n <= max)
+        return arena_strndup(a, s, n);
+    size_t keep = max - 3;
+    while (keep > 0 && ((unsigned char)s[keep] & 0xC0) == 0x80)
+        keep--;
+    char *d = arena_calloc(a, keep + 4, 1);
+    if (d != NULL) {
+        memcpy(d, s, keep);
+        memcpy(d + keep, "...", 3);
+    }
+    return d;
+}
+
+static int list_collect(const store_summary *row, void *arg)
+{
+    list_acc *l = arg;
+    if (l->n == l->cap) { /* the walk is bounded by the limit: cap is enough */
+        l->oom = 1;
+        return 1;
+    }
+    Saga__V1__SagaSummary *o = arena_calloc(l->a, 1, sizeof *o);
+    if (o == NULL) {
+        l->oom = 1;
+        return 1;
+    }
+    saga__v1__saga_summary__init(o);
+    o->saga_id = arena_strdup(l->a, row->saga_id);
+    o->type = arena_strdup(l->a, row->type);
+    o->state = (Saga__V1__SagaState)row->state;
+    o->created_at_ms = row->created_at_ms;
+    o->updated_at_ms = row->updated_at_ms;
+    o->last_error = arena_clip(l->a, nz(row->last_error), ADMIN_SUMMARY_ERROR);
+    if (o->saga_id == NULL || o->type == NULL || o->last_error == NULL) {
+        l->oom = 1;
+        return 1;
+    }
+    l->rows[l->n++] = o;
+    return 0;
+}
+
+static void read_list(admin_ctx *c, const Saga__V1__ListSagas *m)
+{
+    arena a = {NULL};
+    AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
+    Saga__V1__SagaList list = SAGA__V1__SAGA_LIST__INIT;
+    uint32_t limit = m->limit == 0 ? ADMIN_LIST_DEFAULT : m->limit;
+    if (limit > ADMIN_LIST_MAX)
+        limit = ADMIN_LIST_MAX;
+    list_acc l = {&a, NULL, 0, limit, 0};
+
+    if ((l.rows = arena_calloc(&a, limit, sizeof *l.rows)) == NULL) {
+        reply_oom(c, "list");
+        goto out;
+    }
+    int rc = store_list(c->srv->st, (int)m->state, nz(m->type), nz(m->after_id), limit,
+                        list_collect, &l);
+    if (l.oom) {
+        reply_oom(c, "list");
+        goto out;
+    }
+    if (rc != 0) {
+        reply_store_error(c, "list");
+        goto out;
+    }
+    list.n_sagas = l.n;
+    list.sagas = l.rows;
+    rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_LIST;
+    rep.list = &list;
+    actx_reply(c, &rep);
+out:
+    arena_free(&a);
+}
+
+static void read_stats(admin_ctx *c)
+{
+    uint64_t counts[6] = {0};
+    engine_counters ec;
+    AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
+    Saga__V1__Stats stats = SAGA__V1__STATS__INIT;
+
+    if (store_count_by_state(c->srv->st, counts) != 0) {
+        reply_store_error(c, "stats");
+        return;
+    }
+    engine_get_counters(c->srv->eng, &ec);
+    stats.running = counts[SAGA_RUNNING];
+    stats.compensating = counts[SAGA_COMPENSATING];
+    stats.completed = counts[SAGA_COMPLETED];
+    stats.compensated = counts[SAGA_COMPENSATED];
+    stats.failed = counts[SAGA_FAILED];
+    stats.in_flight = ec.in_flight;
+    stats.steps_sent = ec.steps_sent;
+    stats.retries = ec.retries;
+    stats.timeouts = ec.timeouts;
+    stats.replayed_replies = ec.replayed_replies;
+    rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_STATS;
+    rep.stats = &stats;
+    actx_reply(c, &rep);
+}
+
+/* Answers one queued read; the request was validated on receipt. */
+static void serve_read(admin_ctx *c, const AdminRequest *req)
+{
+    switch (req->body_case) {
+    case SAGA__V1__ADMIN_REQUEST__BODY_STATUS:
+        read_status(c, req->status->saga_id);
+        break;
+    case SAGA__V1__ADMIN_REQUEST__BODY_HISTORY:
+        read_history(c, req->history->saga_id);
+        break;
+    case SAGA__V1__ADMIN_REQUEST__BODY_LIST:
+        read_list(c, req->list);
+        break;
+    default:
+        read_stats(c);
+        break;
+    }
+}
+
+static void *reader_main(void *arg)
+{
+    admin_server *srv = arg;
+    for (;;) {
+        pthread_mutex_lock(&srv->mu);
+        while (!srv->closing && srv->queue_head == NULL)
+            pthread_cond_wait(&srv->reader_cv, &srv->mu);
+        if (srv->closing) {
+            /* Drop what is queued: the socket is closing, nobody can get an answer. */
+            for (admin_ctx *q = srv->queue_head; q != NULL; q = q->next) {
+                saga__v1__admin_request__free_unpacked(q->req, NULL);
+                q->req = NULL;
+                q->state = ACTX_IDLE;
+            }
+            srv->queue_head = srv->queue_tail = NULL;
+            pthread_mutex_unlock(&srv->mu);
+            return NULL;
+        }
+        admin_ctx *c = srv->queue_head;
+        srv->queue_head = c->next;
+        if (srv->queue_head == NULL)
+            srv->queue_tail = NULL;
+        pthread_mutex_unlock(&srv->mu);
+
+        AdminRequest *req = c->req;
+        c->req = NULL;
+        c->next = NULL;
+        serve_read(c, req);
+        saga__v1__admin_request__free_unpacked(req, NULL);
+    }
+}
+
+/* Hands c and its request to the reader thread (takes ownership of req). */
+static void enqueue_read(admin_ctx *c, AdminRequest *req)
+{
+    admin_server *srv = c->srv;
+    pthread_mutex_lock(&srv->mu);
+    if (srv->closing) {
+        pthread_mutex_unlock(&srv->mu);
+        saga__v1__admin_request__free_unpacked(req, NULL);
+        c->state = ACTX_IDLE;
+        return;
+    }
+    c->state = ACTX_QUEUED;
+    c->req = req;
+    c->next = NULL;
+    if (srv->queue_tail != NULL)
+        srv->queue_tail->next = c;
+    else
+        srv->queue_head = c;
+    srv->queue_tail = c;
+    pthread_cond_signal(&srv->reader_cv);
+    pthread_mutex_unlock(&srv->mu);
+}
+
+/* ---- Dispatch ---------------------------------------------------------- */
+
+/* Decodes, authorizes and validates one request, then answers it, queues it
+ * for the reader or hands it to the engine. Takes ownership of msg. */
+static void handle_request(admin_ctx *c, nng_msg *msg)
+{
+    admin_server *srv = c->srv;
+    AdminRequest *req = saga__v1__admin_request__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg));
+    nng_msg_free(msg);
+    if (req == NULL) {
+        note_malformed(srv, "not a valid AdminRequest");
+        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST, "malformed request");
+        return;
+    }
+    if (admin_authorize(srv, req) != 0) {
+        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_UNAUTHORIZED, "unauthorized");
+        goto done;
+    }
+    switch (req->body_case) {
+    case SAGA__V1__ADMIN_REQUEST__BODY_START:
+        handle_start(c, req->start);
+        break;
+    case SAGA__V1__ADMIN_REQUEST__BODY_ABORT:
+        handle_abort(c, req->abort);
+        break;
+    case SAGA__V1__ADMIN_REQUEST__BODY_RESUME:
+        handle_resume(c, req->resume);
+        break;
+    case SAGA__V1__ADMIN_REQUEST__BODY_STATUS:
+        if (check_saga_id(c, nz(req->status->saga_id)) != 0)
+            break;
+        enqueue_read(c, req);
+        return;
+    case SAGA__V1__ADMIN_REQUEST__BODY_HISTORY:
+        if (check_saga_id(c, nz(req->history->saga_id)) != 0)
+            break;
+        enqueue_read(c, req);
+        return;
+    case SAGA__V1__ADMIN_REQUEST__BODY_LIST: {
+        const Saga__V1__ListSagas *m = req->list;
+        const char *after = nz(m->after_id), *type = nz(m->type);
+        if ((int)m->state < 0 || (int)m->state > SAGA_FAILED) {
+            actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST, "unknown saga state %d",
+                             (int)m->state);
+            break;
+        }
+        if (strlen(type) > ADMIN_MAX_TYPE || !is_text(type)) {
+            actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST,
+                             "invalid saga type (at most %d bytes of UTF-8)", ADMIN_MAX_TYPE);
+            break;
+        }
+        if (*after != '\0' && !util_is_uuid(after)) {
+            actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST,
+                             "invalid after_id (expected a UUID)");
+            break;
+        }
+        enqueue_read(c, req);
+        return;
+    }
+    case SAGA__V1__ADMIN_REQUEST__BODY_STATS:
+        enqueue_read(c, req);
+        return;
+    default:
+        note_malformed(srv, "no command in the request");
+        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST,
+                         "malformed request: no command");
+        break;
+    }
+done:
+    saga__v1__admin_request__free_unpacked(req, NULL);
+}
+
+static void actx_recv(admin_ctx *c)
+{
+    if (srv_closing(c->srv)) {
+        c->state = ACTX_IDLE;
+        return;
+    }
+    c->state = ACTX_RECV;
+    nng_ctx_recv(c->ctx, c->aio);
+}
+
+/* The aio callback of every context: runs on nng's threads. */
+static void actx_cb(void *arg)
+{
+    admin_ctx *c = arg;
+    int rv = nng_aio_result(c->aio);
+    switch (c->state) {
+    case ACTX_RECV:
+        if (rv == NNG_ECLOSED || rv == NNG_ECANCELED) {
+            c->state = ACTX_IDLE;
+        } else if (rv != 0) {
+            log_warn("admin: receive failed: %s", nng_strerror(rv));
+            actx_recv(c);
+        } else {
+            handle_request(c, nng_aio_get_msg(c->aio));
+        }
+        break;
+    case ACTX_SEND:
+        if (rv != 0) {
+            /* The message is still ours when a send fails. */
+            nng_msg_free(nng_aio_get_msg(c->aio));
+            nng_aio_set_msg(c->aio, NULL);
+            if (rv != NNG_ECLOSED && rv != NNG_ECANCELED)
+                log_warn("admin: reply not sent: %s", nng_strerror(rv));
+        }
+        actx_recv(c);
+        break;
+    default:
+        break; /* no operation was pending */
+    }
+}
+
+/* ---- Lifecycle --------------------------------------------------------- */
+
+static int listen_admin(admin_server *srv, char *err, size_t errlen)
+{
+    const char *url = srv->cfg->admin_url;
+    nng_listener l;
+    int rv = nng_listener_create(&l, srv->sock, url);
+    if (rv != 0) {
+        snprintf(err, errlen, "admin url %s: %s", url, nng_strerror(rv));
+        return -1;
+    }
+    if (strncmp(url, "ipc://", 6) == 0 &&
+        (rv = nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS, 0600)) != 0) {
+        snprintf(err, errlen, "admin url %s: cannot restrict permissions: %s", url,
+                 nng_strerror(rv));
+        nng_listener_close(l);
+        return -1;
+    }
+    if ((rv = nng_listener_start(l, 0)) != 0) {
+        snprintf(err, errlen, "cannot listen on admin url %s: %s", url, nng_strerror(rv));
+        nng_listener_close(l);
+        return -1;
+    }
+    return 0;
+}
+
+admin_server *admin_start(const orch_config *cfg, engine *e, char *err, size_t errlen)
+{
+    int rv;
+    admin_server *srv = calloc(1, sizeof *srv);
+    if (srv == NULL) {
+        snprintf(err, errlen, "admin: out of memory");
+        return NULL;
+    }
+    srv->cfg = cfg;
+    srv->eng = e;
+    if (pthread_mutex_init(&srv->mu, NULL) != 0)
+        goto fail_nosync;
+    if (pthread_cond_init(&srv->reader_cv, NULL) != 0) {
+        pthread_mutex_destroy(&srv->mu);
+        goto fail_nosync;
+    }
+    if (pthread_cond_init(&srv->pending_cv, NULL) != 0) {
+        pthread_cond_destroy(&srv->reader_cv);
+        pthread_mutex_destroy(&srv->mu);
+        goto fail_nosync;
+    }
+
+    char serr[256];
+    if ((srv->st = store_open(cfg->database, 1, 1, serr, sizeof serr)) == NULL) {
+        snprintf(err, errlen, "admin: read-only store: %s", serr);
+        goto fail;
+    }
+    if ((rv = nng_rep0_open(&srv->sock)) != 0) {
+        snprintf(err, errlen, "admin: rep socket: %s", nng_strerror(rv));
+        goto fail;
+    }
+    srv->sock_open = 1;
+    if ((rv = nng_socket_set_size(srv->sock, NNG_OPT_RECVMAXSZ, ADMIN_MAX_REQUEST)) != 0) {
+        snprintf(err, errlen, "admin: %s: %s", NNG_OPT_RECVMAXSZ, nng_strerror(rv));
+        goto fail;
+    }
+    for (size_t i = 0; i < ADMIN_CONTEXTS; i++) {
+        admin_ctx *c = &srv->ctxs[i];
+        c->srv = srv;
+        if ((rv = nng_aio_alloc(&c->aio, actx_cb, c)) != 0 ||
+            (rv = nng_ctx_open(&c->ctx, srv->sock)) != 0) {
+            snprintf(err, errlen, "admin: context: %s", nng_strerror(rv));
+            goto fail;
+        }
+    }
+    if (pthread_create(&srv->reader, NULL, reader_main, srv) != 0) {
+        snprintf(err, errlen, "admin: cannot start the reader thread");
+        goto fail;
+    }
+    srv->reader_started = 1;
+    if (listen_admin(srv, err, errlen) != 0)
+        goto fail;
+    for (size_t i = 0; i < ADMIN_CONTEXTS; i++)
+        actx_recv(&srv->ctxs[i]);
+    log_info("admin: listening on %s", cfg->admin_url);
+    return srv;
+
+fail_nosync:
+    snprintf(err, errlen, "admin: cannot initialize locks");
+    free(srv);
+    return NULL;
+fail:
+    admin_stop(srv);
+    return NULL;
+}
+
+void admin_stop(admin_server *srv)
+{
+    if (srv == NULL)
+        return;
+    /* 1. No context starts anything new; the reader drops its queue. */
+    pthread_mutex_lock(&srv->mu);
+    srv->closing = 1;
+    pthread_cond_broadcast(&srv->reader_cv);
+    pthread_mutex_unlock(&srv->mu);
+    /* 2. Close the socket: pending receives and sends fail with ECLOSED. */
+    if (srv->sock_open)
+        nng_close(srv->sock);
+    if (srv->reader_started)
+        pthread_join(srv->reader, NULL);
+    /* 3. Wait for the engine to call back every command it was given. */
+    pthread_mutex_lock(&srv->mu);
+    while (srv->engine_pending > 0) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 5;
+        if (pthread_cond_timedwait(&srv->pending_cv, &srv->mu, &until) != 0 &&
+            srv->engine_pending > 0)
+            log_warn("admin: still waiting for the engine to answer %zu command(s)",
+                     srv->engine_pending);
+    }
+    pthread_mutex_unlock(&srv->mu);
+    /* 4. Wait for callbacks still running, then free. */
+    for (size_t i = 0; i < ADMIN_CONTEXTS; i++) {
+        admin_ctx *c = &srv->ctxs[i];
+        if (c->aio != NULL) {
+            nng_aio_stop(c->aio);
+            nng_aio_free(c->aio);
+        }
+    }
+    store_close(srv->st);
+    pthread_cond_destroy(&srv->pending_cv);
+    pthread_cond_destroy(&srv->reader_cv);
+    pthread_mutex_destroy(&srv->mu);
+    free(srv);
+}

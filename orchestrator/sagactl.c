@@ -1,0 +1,1446 @@
+/*
+ * sagactl — the command-line client of sagad's admin API.
+ *
+ * One invocation sends one AdminRequest (proto/admin.proto) over nng REQ/REP
+ * to sagad's admin URL and prints the reply as aligned text or, with --json,
+ * as one JSON document; `start --wait` and `status --wait` then poll the
+ * saga's status until it settles. docs/SAGACTL.md documents every command.
+ *
+ * Invariants:
+ *  - The exit status says what happened (usage() and docs/SAGACTL.md list
+ *    them): 0 ok, 1 sagad answered an error, 2 bad arguments, 3/4 a waited-on
+ *    saga ended COMPENSATED/FAILED, 5 sagad could not be reached.
+ *  - stdout carries only results; every diagnostic goes to stderr, prefixed
+ *    "sagactl: ".
+ *  - --json output is always valid JSON: strings are escaped with
+ *    kv_json_quote and invalid UTF-8 is replaced by U+FFFD. Text output
+ *    escapes control characters, so stored data cannot drive the terminal.
+ *  - Every request is bounded by --timeout; REQ resends are disabled so a
+ *    request is sent once per connection (a start without --key is only
+ *    safe to retry by hand when its first attempt is known to have failed).
+ *
+ * Memory: allocation failure ends the program (exit 1, "out of memory"), as
+ * in most command-line tools; every unpacked reply is freed by its command.
+ */
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+
+#include "admin.h"
+#include "admin.pb-c.h"
+#include "kv.h"
+#include "util.h"
+#include "wire.h"
+
+enum sagactl_status {
+    STATUS_OK = 0,
+    STATUS_SERVER_ERROR = 1, /* sagad answered an error (or sagactl itself failed) */
+    STATUS_USAGE = 2,
+    STATUS_COMPENSATED = 3, /* --wait: the saga ended COMPENSATED */
+    STATUS_FAILED = 4,      /* --wait: the saga ended FAILED */
+    STATUS_UNREACHABLE = 5, /* no connection or no reply in time */
+};
+
+#define DEFAULT_TIMEOUT_MS 10000
+#define MAX_TIMEOUT_MS     3600000
+#define WAIT_FIRST_MS      50
+#define WAIT_MAX_MS        200
+
+typedef Saga__V1__AdminRequest AdminRequest;
+typedef Saga__V1__AdminReply AdminReply;
+
+typedef struct {
+    const char *url;
+    int json;
+    int timeout_ms;
+    nng_socket sock;
+    int connected;
+    int unanswered; /* a request got no reply: see client_close */
+} client;
+
+static const char usage_text[] =
+    "usage: sagactl [--url URL] [--json] [--timeout MS] COMMAND [ARGS...]\n"
+    "\n"
+    "Commands:\n"
+    "  start TYPE [--key KEY] [--wait] [NAME=VALUE ...]\n"
+    "                      start a saga of TYPE with these inputs; prints its id.\n"
+    "                      --key KEY  idempotency key: the same key and input give the\n"
+    "                                 same saga (\"existing\"), another input is an error\n"
+    "                      --wait     then wait until it is COMPLETED, COMPENSATED or\n"
+    "                                 FAILED and print that state\n"
+    "  status ID [--wait]  state, input and steps of one saga; --wait first waits\n"
+    "                      until it is COMPLETED, COMPENSATED or FAILED\n"
+    "  history ID          its events, oldest first (at most the newest 1000)\n"
+    "  list [--state STATE] [--type TYPE] [--limit N] [--after ID]\n"
+    "                      sagas, newest first; STATE is running, compensating,\n"
+    "                      completed, compensated or failed; N is 1..1000 (100);\n"
+    "                      --after ID continues a list after saga ID\n"
+    "  abort ID [--reason TEXT]\n"
+    "                      stop a RUNNING saga (or one FAILED in its actions) and\n"
+    "                      compensate the steps it has done\n"
+    "  resume ID           continue a FAILED saga where it stopped\n"
+    "  stats               saga counts by state and engine counters\n"
+    "  help                this text\n"
+    "\n"
+    "Options (anywhere on the line):\n"
+    "  --url URL           sagad's admin URL (its config's admin_url)\n"
+    "  --json              print one JSON document instead of text\n"
+    "  --timeout MS        give up on a request after MS milliseconds (10000)\n"
+    "  -h, --help          this text\n"
+    "  --                  end of options: what follows are arguments\n"
+    "\n"
+    "Environment:\n"
+    "  SAGA_ADMIN_URL      the admin URL when --url is not given; one of the two\n"
+    "                      is required\n"
+    "\n"
+    "Exit status:\n"
+    "  0  success (--wait: the saga COMPLETED)\n"
+    "  1  sagad answered an error (unknown saga type, no such saga, ...), or\n"
+    "     its reply was unreadable\n"
+    "  2  usage error: a bad or missing argument\n"
+    "  3  --wait: the saga ended COMPENSATED\n"
+    "  4  --wait: the saga ended FAILED\n"
+    "  5  sagad could not be reached (refused, no socket, no reply in time)\n";
+
+/* ---- Diagnostics and memory ------------------------------------------- */
+
+static void complain(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void complain(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("sagactl: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("sagactl: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputs("\nTry 'sagactl --help'.\n", stderr);
+    va_end(ap);
+    return STATUS_USAGE;
+}
+
+static _Noreturn void die_oom(void)
+{
+    fputs("sagactl: out of memory\n", stderr);
+    exit(STATUS_SERVER_ERROR);
+}
+
+static void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (p == NULL)
+        die_oom();
+    return p;
+}
+
+static char *xstrdup(const char *s)
+{
+    char *d = util_strdup(s != NULL ? s : "");
+    if (d == NULL)
+        die_oom();
+    return d;
+}
+
+static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        die_oom();
+    char *s = xcalloc((size_t)n + 1, 1);
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+static const char *nz(const char *s)
+{
+    return s != NULL ? s : "";
+}
+
+/* ---- Names of protocol values ----------------------------------------- */
+
+/* The proto name of value v of an enum, without prefix ("SAGA_RUNNING" ->
+ * "RUNNING"); NULL for a value the descriptor does not know. */
+static const char *enum_name(const ProtobufCEnumDescriptor *d, int v, const char *prefix)
+{
+    const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(d, v);
+    if (ev == NULL)
+        return NULL;
+    size_t n = strlen(prefix);
+    return strncmp(ev->name, prefix, n) == 0 ? ev->name + n : ev->name;
+}
+
+static const char *saga_state_str(int v)
+{
+    const char *s = enum_name(&saga__v1__saga_state__descriptor, v, "SAGA_");
+    return s != NULL ? s : "UNKNOWN";
+}
+
+static const char *step_state_str(int v)
+{
+    const char *s = enum_name(&saga__v1__step_state__descriptor, v, "STEP_");
+    return s != NULL ? s : "UNKNOWN";
+}
+
+/* "running", "RUNNING" or "SAGA_RUNNING" -> 1; -1 when unknown or UNSPECIFIED. */
+static int saga_state_parse_arg(const char *arg)
+{
+    char name[64] = "SAGA_";
+    size_t off = strncasecmp(arg, "SAGA_", 5) == 0 ? 5 : 0;
+    if (strlen(arg + off) + 6 > sizeof name)
+        return -1;
+    for (size_t i = 0; arg[off + i]; i++)
+        name[5 + i] = (char)toupper((unsigned char)arg[off + i]);
+    const ProtobufCEnumValue *ev =
+        protobuf_c_enum_descriptor_get_value_by_name(&saga__v1__saga_state__descriptor, name);
+    return ev == NULL || ev->value == SAGA__V1__SAGA_STATE__SAGA_STATE_UNSPECIFIED ? -1 : ev->value;
+}
+
+/*
+ * The protocol has no "no reply yet" outcome: such fields read 0 (OK). These
+ * tell when the value means something; otherwise sagactl shows "-" / null.
+ */
+static int step_has_outcome(const Saga__V1__StepStatus *st)
+{
+    if (st->state == SAGA__V1__STEP_STATE__STEP_PENDING)
+        return 0;
+    /* An OK reply ends the phase in flight (ACTION_SENT -> DONE, COMPENSATING
+     * -> COMPENSATED), so OK in these states is no reply to that phase yet. */
+    return !((st->state == SAGA__V1__STEP_STATE__STEP_ACTION_SENT ||
+              st->state == SAGA__V1__STEP_STATE__STEP_COMPENSATING) &&
+             st->last_outcome == SAGA__V1__OUTCOME__OUTCOME_OK);
+}
+
+static int event_has_outcome(const Saga__V1__HistoryEvent *ev)
+{
+    return strcmp(nz(ev->kind), "step_reply") == 0 || ev->outcome != SAGA__V1__OUTCOME__OUTCOME_OK;
+}
+
+/* ---- Text output ------------------------------------------------------- */
+
+/* ISO-8601 UTC with milliseconds into buf; "-" for 0. */
+static const char *iso_time(int64_t ms, char buf[32])
+{
+    if (ms == 0)
+        return "-";
+    time_t secs = (time_t)(ms / 1000);
+    int frac = (int)(ms % 1000);
+    if (frac < 0) {
+        frac += 1000;
+        secs -= 1;
+    }
+    struct tm tm;
+    if (gmtime_r(&secs, &tm) == NULL)
+        return "?";
+    size_t n = strftime(buf, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, 32 - n, ".%03dZ", frac);
+    return buf;
+}
+
+/* A copy of s safe to print on a terminal: C0/C1 controls and DEL escaped. */
+static char *clean(const char *s)
+{
+    s = nz(s);
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        n += (*p < 0x20 || *p == 0x7f || (*p == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F)) ? 6 : 1;
+    char *out = xcalloc(n + 1, 1), *o = out;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '\n') {
+            o += sprintf(o, "\\n");
+        } else if (*p == '\t') {
+            o += sprintf(o, "\\t");
+        } else if (*p == '\r') {
+            o += sprintf(o, "\\r");
+        } else if (*p < 0x20 || *p == 0x7f) {
+            o += sprintf(o, "\\x%02x", *p);
+        } else if (*p == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F) {
+            o += sprintf(o, "\\u%04x", p[1]);
+            p++;
+        } else {
+            *o++ = (char)*p;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+/* Columns are measured in code points (clean text has no controls). */
+static size_t text_width(const char *s)
+{
+    size_t w = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if ((*p & 0xC0) != 0x80)
+            w++;
+    return w;
+}
+
+/* An aligned table: a header row and data rows of cleaned, owned strings. */
+typedef struct {
+    size_t ncol;
+    char **cells; /* row-major */
+    size_t nrows, cap;
+} table;
+
+static void table_init(table *t, size_t ncol)
+{
+    t->ncol = ncol;
+    t->cells = NULL;
+    t->nrows = t->cap = 0;
+}
+
+/* Adds a row of ncol strings (copied through clean(); NULL or "" shows "-"). */
+static void table_row(table *t, const char *const *cols)
+{
+    if (t->nrows == t->cap) {
+        size_t ncap = t->cap ? t->cap * 2 : 16;
+        char **n = realloc(t->cells, ncap * t->ncol * sizeof *n);
+        if (n == NULL)
+            die_oom();
+        t->cells = n;
+        t->cap = ncap;
+    }
+    for (size_t i = 0; i < t->ncol; i++)
+        t->cells[t->nrows * t->ncol + i] = clean(cols[i] != NULL && *cols[i] ? cols[i] : "-");
+    t->nrows++;
+}
+
+static void table_print(const table *t)
+{
+    size_t *w = xcalloc(t->ncol, sizeof *w);
+    for (size_t r = 0; r < t->nrows; r++)
+        for (size_t c = 0; c < t->ncol; c++) {
+            size_t cw = text_width(t->cells[r * t->ncol + c]);
+            if (cw > w[c])
+                w[c] = cw;
+        }
+    for (size_t r = 0; r < t->nrows; r++) {
+        for (size_t c = 0; c < t->ncol; c++) {
+            const char *cell = t->cells[r * t->ncol + c];
+            fputs(cell, stdout);
+            if (c + 1 < t->ncol)
+                printf("%*s", (int)(w[c] - text_width(cell) + 2), "");
+        }
+        putchar('\n');
+    }
+    free(w);
+}
+
+static void table_free(table *t)
+{
+    for (size_t i = 0; i < t->nrows * t->ncol; i++)
+        free(t->cells[i]);
+    free(t->cells);
+    t->cells = NULL;
+    t->nrows = t->cap = 0;
+}
+
+/* "label   value" lines with the labels padded to one width. */
+static void print_field(const char *label, const char *value)
+{
+    char *v = clean(value != NULL && *value ? value : "-");
+    printf("%-12s%s\n", label, v);
+    free(v);
+}
+
+/* ---- JSON output ------------------------------------------------------- */
+
+#define JSON_MAX_DEPTH 8
+
+/* A JSON writer that places commas, line breaks and indentation itself:
+ * one item per line, two spaces per level (readable, and line-based tools
+ * such as grep and sed find a field on its own line). */
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    int depth;
+    int has_items[JSON_MAX_DEPTH]; /* the open container already holds an item */
+    int after_key;                 /* the next value completes a "key": pair */
+} jw;
+
+static void jw_raw(jw *w, const char *s)
+{
+    size_t n = strlen(s);
+    if (w->len + n + 1 > w->cap) {
+        size_t ncap = w->cap ? w->cap : 256;
+        while (ncap < w->len + n + 1)
+            ncap *= 2;
+        char *nb = realloc(w->buf, ncap);
+        if (nb == NULL)
+            die_oom();
+        w->buf = nb;
+        w->cap = ncap;
+    }
+    memcpy(w->buf + w->len, s, n + 1);
+    w->len += n;
+}
+
+static void jw_newline(jw *w, int depth)
+{
+    jw_raw(w, "\n");
+    for (int i = 0; i < depth; i++)
+        jw_raw(w, "  ");
+}
+
+/* Before any value or key: a comma unless it is the first item of its
+ * container, then a new line; nothing before the value of a key. */
+static void jw_item(jw *w)
+{
+    if (w->after_key) {
+        w->after_key = 0;
+        return;
+    }
+    if (w->depth == 0)
+        return;
+    if (w->has_items[w->depth - 1])
+        jw_raw(w, ",");
+    w->has_items[w->depth - 1] = 1;
+    jw_newline(w, w->depth);
+}
+
+static void jw_open(jw *w, const char *bracket)
+{
+    jw_item(w);
+    jw_raw(w, bracket);
+    if (w->depth == JSON_MAX_DEPTH)
+        abort(); /* a programming error: the documents here are shallow */
+    w->has_items[w->depth++] = 0;
+}
+
+static void jw_close(jw *w, const char *bracket)
+{
+    w->depth--;
+    if (w->has_items[w->depth])
+        jw_newline(w, w->depth);
+    jw_raw(w, bracket);
+}
+
+/* Replaces every invalid UTF-8 sequence of s by U+FFFD; NULL when s is valid. */
+static char *utf8_repair(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    char *out = NULL;
+    size_t o = 0;
+    int bad = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            if (!bad)
+                return NULL;
+            out = xcalloc(strlen(s) * 3 + 1, 1); /* each byte at most one U+FFFD */
+            p = (const unsigned char *)s;
+        }
+        while (*p) {
+            unsigned c = *p;
+            size_t len = c < 0x80             ? 1
+                         : (c & 0xE0) == 0xC0 ? 2
+                         : (c & 0xF0) == 0xE0 ? 3
+                         : (c & 0xF8) == 0xF0 ? 4
+                                              : 0;
+            int ok = len > 0;
+            uint32_t cp = len == 1 ? c : len == 2 ? (c & 0x1F) : len == 3 ? (c & 0x0F) : (c & 0x07);
+            for (size_t i = 1; ok && i < len; i++) {
+                if ((p[i] & 0xC0) != 0x80)
+                    ok = 0;
+                else
+                    cp = (cp << 6) | (p[i] & 0x3F);
+            }
+            if (ok && len > 1) {
+                static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
+                if (cp < min[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+                    ok = 0;
+            }
+            if (ok) {
+                if (pass == 1)
+                    memcpy(out + o, p, len), o += len;
+                p += len;
+            } else {
+                bad = 1;
+                if (pass == 1)
+                    memcpy(out + o, "\xEF\xBF\xBD", 3), o += 3;
+                p++;
+            }
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static void jw_str(jw *w, const char *s)
+{
+    jw_item(w);
+    char *fixed = utf8_repair(nz(s));
+    if (kv_json_quote(&w->buf, &w->len, &w->cap, fixed != NULL ? fixed : nz(s)) != 0)
+        die_oom();
+    free(fixed);
+}
+
+static void jw_key(jw *w, const char *key)
+{
+    jw_str(w, key);
+    jw_raw(w, ": ");
+    w->after_key = 1;
+}
+
+static void jw_u64(jw *w, uint64_t v)
+{
+    char num[32];
+    snprintf(num, sizeof num, "%" PRIu64, v);
+    jw_item(w);
+    jw_raw(w, num);
+}
+
+static void jw_i64(jw *w, int64_t v)
+{
+    char num[32];
+    snprintf(num, sizeof num, "%" PRId64, v);
+    jw_item(w);
+    jw_raw(w, num);
+}
+
+static void jw_lit(jw *w, const char *literal) /* true, false, null */
+{
+    jw_item(w);
+    jw_raw(w, literal);
+}
+
+static void jw_kstr(jw *w, const char *key, const char *v)
+{
+    jw_key(w, key);
+    jw_str(w, v);
+}
+
+static void jw_ku64(jw *w, const char *key, uint64_t v)
+{
+    jw_key(w, key);
+    jw_u64(w, v);
+}
+
+static void jw_ki64(jw *w, const char *key, int64_t v)
+{
+    jw_key(w, key);
+    jw_i64(w, v);
+}
+
+static void jw_kbool(jw *w, const char *key, int v)
+{
+    jw_key(w, key);
+    jw_lit(w, v ? "true" : "false");
+}
+
+/* Prints the document and frees it. */
+static void jw_print(jw *w)
+{
+    if (w->buf != NULL)
+        puts(w->buf);
+    free(w->buf);
+    w->buf = NULL;
+    w->len = w->cap = 0;
+}
+
+/* ---- Transport --------------------------------------------------------- */
+
+static int client_connect(client *cl)
+{
+    int rv;
+    if ((rv = nng_req0_open(&cl->sock)) != 0) {
+        complain("cannot open a request socket: %s", nng_strerror(rv));
+        return STATUS_SERVER_ERROR;
+    }
+    cl->connected = 1;
+    if ((rv = nng_socket_set_ms(cl->sock, NNG_OPT_SENDTIMEO, cl->timeout_ms)) != 0 ||
+        (rv = nng_socket_set_ms(cl->sock, NNG_OPT_RECVTIMEO, cl->timeout_ms)) != 0 ||
+        (rv = nng_socket_set_ms(cl->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE)) != 0 ||
+        (rv = nng_socket_set_size(cl->sock, NNG_OPT_RECVMAXSZ, ADMIN_MAX_REPLY + 4096)) != 0) {
+        complain("cannot configure the request socket: %s", nng_strerror(rv));
+        return STATUS_SERVER_ERROR;
+    }
+    /* A local ipc:// connect fails at once when sagad is not there: dial
+     * synchronously to say so. A remote connect may hang for minutes, so
+     * it runs in the background, bounded by the request's timeout. */
+    int is_ipc = strncmp(cl->url, "ipc://", 6) == 0;
+    rv = nng_dial(cl->sock, cl->url, NULL, is_ipc ? 0 : NNG_FLAG_NONBLOCK);
+    if (rv == NNG_EADDRINVAL || rv == NNG_ENOTSUP || rv == NNG_EINVAL) {
+        complain("invalid admin URL '%s': %s", cl->url, nng_strerror(rv));
+        return STATUS_USAGE;
+    }
+    if (rv != 0) {
+        complain("cannot reach sagad at %s: %s%s", cl->url, nng_strerror(rv),
+                 rv == NNG_ENOENT || rv == NNG_ECONNREFUSED ? " (is sagad running?)" : "");
+        return STATUS_UNREACHABLE;
+    }
+    return STATUS_OK;
+}
+
+/*
+ * Closes the socket, unless a request is still unanswered: nng's REQ socket
+ * may then hang in nng_close while it keeps resending (nng issue #648,
+ * seen with 1.5.2 after the peer dropped the connection). sagactl exits
+ * right after, which releases everything anyway, so --timeout stays a bound
+ * on how long it runs.
+ */
+static void client_close(client *cl)
+{
+    if (cl->connected && !cl->unanswered)
+        nng_close(cl->sock);
+    cl->connected = 0;
+}
+
+/*
+ * Sends req and receives the reply into *out (the caller frees it with
+ * saga__v1__admin_reply__free_unpacked). Returns STATUS_OK, or the exit
+ * status of a failure already reported on stderr. A reply whose status is
+ * not ADMIN_OK is still STATUS_OK here: see reply_failed.
+ */
+static int client_call(client *cl, const AdminRequest *req, AdminReply **out)
+{
+    int rc;
+    uint8_t *buf = NULL;
+    void *answer = NULL;
+    size_t answer_len = 0;
+
+    if (!cl->connected && (rc = client_connect(cl)) != STATUS_OK)
+        return rc;
+    size_t len = protobuf_c_message_get_packed_size(&req->base);
+    if (len > ADMIN_MAX_REQUEST) {
+        complain("request too large (%zu bytes, at most %d): fewer or shorter inputs", len,
+                 ADMIN_MAX_REQUEST);
+        return STATUS_USAGE;
+    }
+    buf = xcalloc(len, 1);
+    protobuf_c_message_pack(&req->base, buf);
+    cl->unanswered = 1;
+    int rv = nng_send(cl->sock, buf, len, 0);
+    if (rv == 0)
+        rv = nng_recv(cl->sock, &answer, &answer_len, NNG_FLAG_ALLOC);
+    if (rv == 0)
+        cl->unanswered = 0;
+    if (rv == NNG_ETIMEDOUT) {
+        complain("no reply from sagad at %s within %d ms", cl->url, cl->timeout_ms);
+        rc = STATUS_UNREACHABLE;
+        goto out;
+    }
+    if (rv != 0) {
+        complain("cannot reach sagad at %s: %s", cl->url, nng_strerror(rv));
+        rc = STATUS_UNREACHABLE;
+        goto out;
+    }
+    *out = saga__v1__admin_reply__unpack(NULL, answer_len, answer);
+    if (*out == NULL) {
+        complain("unreadable reply from sagad at %s (%zu bytes)", cl->url, answer_len);
+        rc = STATUS_SERVER_ERROR;
+        goto out;
+    }
+    rc = STATUS_OK;
+out:
+    if (answer != NULL)
+        nng_free(answer, answer_len);
+    free(buf);
+    return rc;
+}
+
+/* Reports an error reply; 1 when rep is not ADMIN_OK, else 0. */
+static int reply_failed(const AdminReply *rep)
+{
+    if (rep->status == SAGA__V1__ADMIN_STATUS__ADMIN_OK)
+        return 0;
+    char *text = clean(rep->error);
+    if (*text) {
+        complain("%s", text);
+    } else {
+        const char *name = enum_name(&saga__v1__admin_status__descriptor, (int)rep->status, "");
+        complain("sagad answered %s", name != NULL ? name : "an unknown error");
+    }
+    free(text);
+    return 1;
+}
+
+/* One request whose reply must be ADMIN_OK with body_case `want` (or no body
+ * when want is NOT_SET). Returns STATUS_OK with *out set, or an exit status. */
+static int client_request(client *cl, const AdminRequest *req, int want, AdminReply **out)
+{
+    AdminReply *rep = NULL;
+    int rc = client_call(cl, req, &rep);
+    if (rc != STATUS_OK)
+        return rc;
+    if (reply_failed(rep)) {
+        saga__v1__admin_reply__free_unpacked(rep, NULL);
+        return STATUS_SERVER_ERROR;
+    }
+    if (want != SAGA__V1__ADMIN_REPLY__BODY__NOT_SET && (int)rep->body_case != want) {
+        complain("unexpected reply from sagad at %s", cl->url);
+        saga__v1__admin_reply__free_unpacked(rep, NULL);
+        return STATUS_SERVER_ERROR;
+    }
+    *out = rep;
+    return STATUS_OK;
+}
+
+/* ---- Argument parsing -------------------------------------------------- */
+
+/* An option of a command: a flag (flag != NULL) or one taking a value. */
+typedef struct {
+    const char *name;
+    const char **value;
+    int *flag;
+} cmd_opt;
+
+/*
+ * Splits args into the command's options and its positional arguments
+ * (returned in *pos, an array the caller frees). "--opt VALUE" and
+ * "--opt=VALUE" both work; "--" ends the options.
+ */
+static int parse_cmd_args(const char *cmd, int argc, char **argv, const cmd_opt *opts, char ***pos,
+                          int *npos)
+{
+    char **p = xcalloc((size_t)argc + 1, sizeof *p);
+    int n = 0, ended = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (ended || a[0] != '-' || a[1] == '\0') {
+            p[n++] = argv[i];
+            continue;
+        }
+        if (strcmp(a, "--") == 0) {
+            ended = 1;
+            continue;
+        }
+        const cmd_opt *o = NULL;
+        const char *eq = strchr(a, '=');
+        size_t nlen = eq != NULL ? (size_t)(eq - a) : strlen(a);
+        for (const cmd_opt *c = opts; c != NULL && c->name != NULL; c++)
+            if (strlen(c->name) == nlen && strncmp(c->name, a, nlen) == 0)
+                o = c;
+        if (o == NULL) {
+            free(p);
+            return usage_error("%s: unknown option '%s'", cmd, a);
+        }
+        if (o->flag != NULL) {
+            if (eq != NULL) {
+                free(p);
+                return usage_error("%s: option %s takes no value", cmd, o->name);
+            }
+            *o->flag = 1;
+        } else if (eq != NULL) {
+            *o->value = eq + 1;
+        } else if (i + 1 < argc) {
+            *o->value = argv[++i];
+        } else {
+            free(p);
+            return usage_error("%s: option %s needs a value", cmd, o->name);
+        }
+    }
+    *pos = p;
+    *npos = n;
+    return STATUS_OK;
+}
+
+static int want_saga_id(const char *cmd, int npos, char **pos, const char **id)
+{
+    if (npos < 1)
+        return usage_error("%s: missing saga ID", cmd);
+    if (npos > 1)
+        return usage_error("%s: unexpected argument '%s'", cmd, pos[1]);
+    if (!util_is_uuid(pos[0]))
+        return usage_error("%s: '%s' is not a saga ID (a UUID)", cmd, pos[0]);
+    *id = pos[0];
+    return STATUS_OK;
+}
+
+/* ---- Commands ---------------------------------------------------------- */
+
+static int fetch_status(client *cl, const char *id, AdminReply **out)
+{
+    AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
+    Saga__V1__GetStatus get = SAGA__V1__GET_STATUS__INIT;
+    get.saga_id = (char *)id;
+    req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_STATUS;
+    req.status = &get;
+    return client_request(cl, &req, SAGA__V1__ADMIN_REPLY__BODY_SAGA, out);
+}
+
+/* Polls the saga until it is COMPLETED, COMPENSATED or FAILED; its final
+ * status into *out. */
+static int wait_settled(client *cl, const char *id, AdminReply **out)
+{
+    int64_t delay = WAIT_FIRST_MS;
+    for (;;) {
+        AdminReply *rep = NULL;
+        int rc = fetch_status(cl, id, &rep);
+        if (rc != STATUS_OK)
+            return rc;
+        int st = rep->saga->state;
+        if (st == SAGA__V1__SAGA_STATE__SAGA_COMPLETED ||
+            st == SAGA__V1__SAGA_STATE__SAGA_COMPENSATED ||
+            st == SAGA__V1__SAGA_STATE__SAGA_FAILED) {
+            *out = rep;
+            return STATUS_OK;
+        }
+        saga__v1__admin_reply__free_unpacked(rep, NULL);
+        util_sleep_ms(delay);
+        delay = delay * 3 / 2 > WAIT_MAX_MS ? WAIT_MAX_MS : delay * 3 / 2;
+    }
+}
+
+/* The exit status of a --wait that ended in state. */
+static int settled_status(int state)
+{
+    if (state == SAGA__V1__SAGA_STATE__SAGA_COMPLETED)
+        return STATUS_OK;
+    return state == SAGA__V1__SAGA_STATE__SAGA_COMPENSATED ? STATUS_COMPENSATED : STATUS_FAILED;
+}
+
+static int cmd_start(client *cl, int argc, char **argv)
+{
+    const char *key = NULL;
+    int wait = 0, rc, npos = 0;
+    char **pos = NULL;
+    Saga__V1__StartSaga__InputEntry *entries = NULL, **entry_ptrs = NULL;
+    AdminReply *rep = NULL, *final = NULL;
+    const cmd_opt opts[] = {{"--key", &key, NULL}, {"--wait", NULL, &wait}, {NULL, NULL, NULL}};
+
+    if ((rc = parse_cmd_args("start", argc, argv, opts, &pos, &npos)) != STATUS_OK)
+        return rc;
+    if (npos < 1) {
+        rc = usage_error("start: missing saga TYPE");
+        goto out;
+    }
+    size_t n_input = (size_t)npos - 1;
+    entries = xcalloc(n_input, sizeof *entries);
+    entry_ptrs = xcalloc(n_input, sizeof *entry_ptrs);
+    for (size_t i = 0; i < n_input; i++) {
+        char *arg = pos[i + 1], *eq = strchr(arg, '=');
+        if (eq == NULL) {
+            rc = usage_error("start: bad input '%s': expected NAME=VALUE", arg);
+            goto out;
+        }
+        if (eq == arg) {
+            rc = usage_error("start: bad input '%s': empty name", arg);
+            goto out;
+        }
+        *eq = '\0'; /* split at the first '=': the value may hold more */
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(entries[j].key, arg) == 0) {
+                rc = usage_error("start: input '%s' given twice", arg);
+                goto out;
+            }
+        saga__v1__start_saga__input_entry__init(&entries[i]);
+        entries[i].key = arg;
+        entries[i].value = eq + 1;
+        entry_ptrs[i] = &entries[i];
+    }
+
+    AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
+    Saga__V1__StartSaga start = SAGA__V1__START_SAGA__INIT;
+    start.type = pos[0];
+    start.client_key = (char *)(key != NULL ? key : "");
+    start.n_input = n_input;
+    start.input = entry_ptrs;
+    req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_START;
+    req.start = &start;
+    if ((rc = client_request(cl, &req, SAGA__V1__ADMIN_REPLY__BODY_STARTED, &rep)) != STATUS_OK)
+        goto out;
+    const char *id = nz(rep->started->saga_id);
+    if (!wait) {
+        if (cl->json) {
+            jw w = {0};
+            jw_open(&w, "{");
+            jw_kstr(&w, "saga_id", id);
+            jw_kbool(&w, "existing", rep->started->existing);
+            jw_close(&w, "}");
+            jw_print(&w);
+        } else {
+            char *clean_id = clean(id);
+            puts(clean_id);
+            free(clean_id);
+        }
+        rc = STATUS_OK;
+        goto out;
+    }
+    if (!cl->json) { /* show the id at once: the wait may be long */
+        char *clean_id = clean(id);
+        puts(clean_id);
+        free(clean_id);
+        fflush(stdout);
+    }
+    if ((rc = wait_settled(cl, id, &final)) != STATUS_OK)
+        goto out;
+    const Saga__V1__SagaStatus *s = final->saga;
+    if (cl->json) {
+        jw w = {0};
+        jw_open(&w, "{");
+        jw_kstr(&w, "saga_id", id);
+        jw_kbool(&w, "existing", rep->started->existing);
+        jw_kstr(&w, "state", saga_state_str(s->state));
+        jw_kstr(&w, "last_error", s->last_error);
+        jw_close(&w, "}");
+        jw_print(&w);
+    } else {
+        puts(saga_state_str(s->state));
+        if (nz(s->last_error)[0] != '\0')
+            print_field("last error", s->last_error);
+    }
+    rc = settled_status(s->state);
+out:
+    if (final != NULL)
+        saga__v1__admin_reply__free_unpacked(final, NULL);
+    if (rep != NULL)
+        saga__v1__admin_reply__free_unpacked(rep, NULL);
+    free(entry_ptrs);
+    free(entries);
+    free(pos);
+    return rc;
+}
+
+static void json_status(const Saga__V1__SagaStatus *s)
+{
+    jw w = {0};
+    jw_open(&w, "{");
+    jw_kstr(&w, "saga_id", s->saga_id);
+    jw_kstr(&w, "type", s->type);
+    jw_kstr(&w, "state", saga_state_str(s->state));
+    jw_kstr(&w, "client_key", s->client_key);
+    jw_key(&w, "input");
+    jw_open(&w, "{");
+    for (size_t i = 0; i < s->n_input; i++)
+        jw_kstr(&w, nz(s->input[i]->key), s->input[i]->value);
+    jw_close(&w, "}");
+    jw_ki64(&w, "created_at_ms", s->created_at_ms);
+    jw_ki64(&w, "updated_at_ms", s->updated_at_ms);
+    jw_kstr(&w, "last_error", s->last_error);
+    jw_key(&w, "steps");
+    jw_open(&w, "[");
+    for (size_t i = 0; i < s->n_steps; i++) {
+        const Saga__V1__StepStatus *st = s->steps[i];
+        jw_open(&w, "{");
+        jw_kstr(&w, "name", st->name);
+        jw_kstr(&w, "participant", st->participant);
+        jw_kstr(&w, "action", st->action);
+        jw_kstr(&w, "compensation", st->compensation);
+        jw_kstr(&w, "state", step_state_str(st->state));
+        jw_ku64(&w, "action_attempts", st->action_attempts);
+        jw_ku64(&w, "compensation_attempts", st->compensation_attempts);
+        jw_key(&w, "last_outcome");
+        if (step_has_outcome(st))
+            jw_str(&w, wire_outcome_name(st->last_outcome));
+        else
+            jw_lit(&w, "null");
+        jw_key(&w, "result");
+        jw_open(&w, "{");
+        for (size_t j = 0; j < st->n_result; j++)
+            jw_kstr(&w, nz(st->result[j]->key), st->result[j]->value);
+        jw_close(&w, "}");
+        jw_kstr(&w, "last_error", st->last_error);
+        jw_ki64(&w, "next_attempt_at_ms", st->next_attempt_at_ms);
+        jw_close(&w, "}");
+    }
+    jw_close(&w, "]");
+    jw_close(&w, "}");
+    jw_print(&w);
+}
+
+static void text_status(const Saga__V1__SagaStatus *s)
+{
+    char t1[32], t2[32];
+    print_field("saga", s->saga_id);
+    print_field("type", s->type);
+    print_field("state", saga_state_str(s->state));
+    print_field("client key", s->client_key);
+    print_field("created", iso_time(s->created_at_ms, t1));
+    print_field("updated", iso_time(s->updated_at_ms, t2));
+    print_field("last error", s->last_error);
+    if (s->n_input == 0)
+        print_field("input", NULL);
+    for (size_t i = 0; i < s->n_input; i++) {
+        char *kv = xasprintf("%s=%s", nz(s->input[i]->key), nz(s->input[i]->value));
+        print_field(i == 0 ? "input" : "", kv);
+        free(kv);
+    }
+    if (s->n_steps == 0)
+        return;
+
+    int any_next = 0;
+    for (size_t i = 0; i < s->n_steps; i++)
+        any_next |= s->steps[i]->next_attempt_at_ms != 0;
+    table t;
+    table_init(&t, any_next ? 9 : 8);
+    const char *head[] = {"STEP",   "PARTICIPANT", "ACTION/COMPENSATION",
+                          "STATE",  "ATTEMPTS",    "OUTCOME",
+                          "RESULT", "LAST ERROR",  "NEXT ATTEMPT"};
+    if (any_next) { /* the next attempt goes before the (long) last error */
+        head[7] = "NEXT ATTEMPT";
+        head[8] = "LAST ERROR";
+    }
+    table_row(&t, head);
+    for (size_t i = 0; i < s->n_steps; i++) {
+        const Saga__V1__StepStatus *st = s->steps[i];
+        char *ops =
+            xasprintf("%s/%s", nz(st->action), nz(st->compensation)[0] ? st->compensation : "-");
+        char *attempts =
+            xasprintf("%" PRIu32 "/%" PRIu32, st->action_attempts, st->compensation_attempts);
+        char *result = xstrdup("");
+        for (size_t j = 0; j < st->n_result; j++) {
+            char *r = xasprintf("%s%s%s=%s", result, j ? ", " : "", nz(st->result[j]->key),
+                                nz(st->result[j]->value));
+            free(result);
+            result = r;
+        }
+        char tn[32];
+        const char *row[] = {
+            st->name, st->participant,
+            ops,      step_state_str(st->state),
+            attempts, step_has_outcome(st) ? wire_outcome_name(st->last_outcome) : NULL,
+            result,   st->last_error,
+            NULL};
+        if (any_next) {
+            row[7] = iso_time(st->next_attempt_at_ms, tn);
+            row[8] = st->last_error;
+        }
+        table_row(&t, row);
+        free(result);
+        free(attempts);
+        free(ops);
+    }
+    putchar('\n');
+    table_print(&t);
+    table_free(&t);
+}
+
+static int cmd_status(client *cl, int argc, char **argv)
+{
+    char **pos = NULL;
+    int npos = 0, rc, wait = 0;
+    const char *id = NULL;
+    AdminReply *rep = NULL;
+    const cmd_opt opts[] = {{"--wait", NULL, &wait}, {NULL, NULL, NULL}};
+    if ((rc = parse_cmd_args("status", argc, argv, opts, &pos, &npos)) != STATUS_OK)
+        return rc;
+    if ((rc = want_saga_id("status", npos, pos, &id)) == STATUS_OK &&
+        (rc = wait ? wait_settled(cl, id, &rep) : fetch_status(cl, id, &rep)) == STATUS_OK) {
+        if (cl->json)
+            json_status(rep->saga);
+        else
+            text_status(rep->saga);
+        if (wait)
+            rc = settled_status(rep->saga->state);
+        saga__v1__admin_reply__free_unpacked(rep, NULL);
+    }
+    free(pos);
+    return rc;
+}
+
+static int cmd_history(client *cl, int argc, char **argv)
+{
+    char **pos = NULL;
+    int npos = 0, rc;
+    const char *id = NULL;
+    AdminReply *rep = NULL;
+    if ((rc = parse_cmd_args("history", argc, argv, NULL, &pos, &npos)) != STATUS_OK)
+        return rc;
+    if ((rc = want_saga_id("history", npos, pos, &id)) != STATUS_OK)
+        goto out;
+    AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
+    Saga__V1__GetHistory get = SAGA__V1__GET_HISTORY__INIT;
+    get.saga_id = (char *)id;
+    req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_HISTORY;
+    req.history = &get;
+    if ((rc = client_request(cl, &req, SAGA__V1__ADMIN_REPLY__BODY_HISTORY, &rep)) != STATUS_OK)
+        goto out;
+    const Saga__V1__SagaHistory *h = rep->history;
+    if (cl->json) {
+        jw w = {0};
+        jw_open(&w, "[");
+        for (size_t i = 0; i < h->n_events; i++) {
+            const Saga__V1__HistoryEvent *ev = h->events[i];
+            int saga_level = nz(ev->step)[0] == '\0';
+            jw_open(&w, "{");
+            jw_ku64(&w, "seq", ev->seq);
+            jw_ki64(&w, "at_ms", ev->at_ms);
+            jw_kstr(&w, "kind", ev->kind);
+            jw_kstr(&w, "step", ev->step);
+            jw_key(&w, "phase");
+            if (saga_level)
+                jw_lit(&w, "null");
+            else
+                jw_str(&w, wire_phase_name(ev->phase));
+            jw_ku64(&w, "attempt", ev->attempt);
+            jw_key(&w, "outcome");
+            if (event_has_outcome(ev))
+                jw_str(&w, wire_outcome_name(ev->outcome));
+            else
+                jw_lit(&w, "null");
+            jw_kbool(&w, "replayed", ev->replayed);
+            jw_kstr(&w, "detail", ev->detail);
+            jw_close(&w, "}");
+        }
+        jw_close(&w, "]");
+        jw_print(&w);
+    } else {
+        table t;
+        table_init(&t, 8);
+        const char *head[] = {"TIME",    "KIND",    "STEP",     "PHASE",
+                              "ATTEMPT", "OUTCOME", "REPLAYED", "DETAIL"};
+        table_row(&t, head);
+        for (size_t i = 0; i < h->n_events; i++) {
+            const Saga__V1__HistoryEvent *ev = h->events[i];
+            int saga_level = nz(ev->step)[0] == '\0';
+            char when[32], attempt[16];
+            snprintf(attempt, sizeof attempt, "%" PRIu32, ev->attempt);
+            const char *row[] = {iso_time(ev->at_ms, when),
+                                 ev->kind,
+                                 ev->step,
+                                 saga_level ? NULL : wire_phase_name(ev->phase),
+                                 ev->attempt ? attempt : NULL,
+                                 event_has_outcome(ev) ? wire_outcome_name(ev->outcome) : NULL,
+                                 ev->replayed ? "yes" : NULL,
+                                 ev->detail};
+            table_row(&t, row);
+        }
+        table_print(&t);
+        table_free(&t);
+    }
+out:
+    if (rep != NULL)
+        saga__v1__admin_reply__free_unpacked(rep, NULL);
+    free(pos);
+    return rc;
+}
+
+static int cmd_list(client *cl, int argc, char **argv)
+{
+    const char *state_arg = NULL, *type = NULL, *limit_arg = NULL, *after = NULL;
+    char **pos = NULL;
+    int npos = 0, rc;
+    AdminReply *rep = NULL;
+    const cmd_opt opts[] = {{"--state", &state_arg, NULL},
+                            {"--type", &type, NULL},
+                            {"--limit", &limit_arg, NULL},
+                            {"--after", &after, NULL},
+                            {NULL, NULL, NULL}};
+    if ((rc = parse_cmd_args("list", argc, argv, opts, &pos, &npos)) != STATUS_OK)
+        return rc;
+    AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
+    Saga__V1__ListSagas list = SAGA__V1__LIST_SAGAS__INIT;
+    if (npos > 0) {
+        rc = usage_error("list: unexpected argument '%s'", pos[0]);
+        goto out;
+    }
+    if (state_arg != NULL) {
+        int st = saga_state_parse_arg(state_arg);
+        if (st < 0) {
+            rc = usage_error("list: unknown state '%s' (running, compensating, completed, "
+                             "compensated or failed)",
+                             state_arg);
+            goto out;
+        }
+        list.state = (Saga__V1__SagaState)st;
+    }
+    if (limit_arg != NULL) {
+        int64_t n;
+        if (util_parse_i64(limit_arg, &n) != 0 || n < 1 || n > ADMIN_LIST_MAX) {
+            rc = usage_error("list: bad --limit '%s' (1 to %d)", limit_arg, ADMIN_LIST_MAX);
+            goto out;
+        }
+        list.limit = (uint32_t)n;
+    }
+    if (after != NULL && !util_is_uuid(after)) {
+        rc = usage_error("list: --after '%s' is not a saga ID (a UUID)", after);
+        goto out;
+    }
+    list.type = (char *)(type != NULL ? type : "");
+    list.after_id = (char *)(after != NULL ? after : "");
+    req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_LIST;
+    req.list = &list;
+    if ((rc = client_request(cl, &req, SAGA__V1__ADMIN_REPLY__BODY_LIST, &rep)) != STATUS_OK)
+        goto out;
+    const Saga__V1__SagaList *l = rep->list;
+    if (cl->json) {
+        jw w = {0};
+        jw_open(&w, "[");
+        for (size_t i = 0; i < l->n_sagas; i++) {
+            const Saga__V1__SagaSummary *s = l->sagas[i];
+            jw_open(&w, "{");
+            jw_kstr(&w, "saga_id", s->saga_id);
+            jw_kstr(&w, "type", s->type);
+            jw_kstr(&w, "state", saga_state_str(s->state));
+            jw_ki64(&w, "created_at_ms", s->created_at_ms);
+            jw_ki64(&w, "updated_at_ms", s->updated_at_ms);
+            jw_kstr(&w, "last_error", s->last_error);
+            jw_close(&w, "}");
+        }
+        jw_close(&w, "]");
+        jw_print(&w);
+    } else if (l->n_sagas == 0) {
+        fputs("no sagas\n", stderr);
+    } else {
+        table t;
+        table_init(&t, 6);
+        const char *head[] = {"SAGA ID", "TYPE", "STATE", "CREATED", "UPDATED", "LAST ERROR"};
+        table_row(&t, head);
+        for (size_t i = 0; i < l->n_sagas; i++) {
+            const Saga__V1__SagaSummary *s = l->sagas[i];
+            char t1[32], t2[32];
+            const char *row[] = {s->saga_id,
+                                 s->type,
+                                 saga_state_str(s->state),
+                                 iso_time(s->created_at_ms, t1),
+                                 iso_time(s->updated_at_ms, t2),
+                                 s->last_error};
+            table_row(&t, row);
+        }
+        table_print(&t);
+        table_free(&t);
+        uint32_t asked = list.limit ? list.limit : ADMIN_LIST_DEFAULT;
+        if (l->n_sagas >= asked) {
+            char *last = clean(l->sagas[l->n_sagas - 1]->saga_id);
+            fprintf(stderr, "(%zu shown; more may follow: --after %s)\n", l->n_sagas, last);
+            free(last);
+        }
+    }
+out:
+    if (rep != NULL)
+        saga__v1__admin_reply__free_unpacked(rep, NULL);
+    free(pos);
+    return rc;
+}
+
+/* abort and resume: no body in the reply, only its status. */
+static void print_accepted(const client *cl, const char *what, const char *id)
+{
+    if (cl->json) {
+        jw w = {0};
+        jw_open(&w, "{");
+        jw_kstr(&w, "saga_id", id);
+        jw_kbool(&w, "accepted", 1);
+        jw_close(&w, "}");
+        jw_print(&w);
+    } else {
+        printf("%s %s\n", what, id);
+    }
+}
+
+static int cmd_abort(client *cl, int argc, char **argv)
+{
+    const char *reason = NULL, *id = NULL;
+    char **pos = NULL;
+    int npos = 0, rc;
+    AdminReply *rep = NULL;
+    const cmd_opt opts[] = {{"--reason", &reason, NULL}, {NULL, NULL, NULL}};
+    if ((rc = parse_cmd_args("abort", argc, argv, opts, &pos, &npos)) != STATUS_OK)
+        return rc;
+    if ((rc = want_saga_id("abort", npos, pos, &id)) != STATUS_OK)
+        goto out;
+    AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
+    Saga__V1__AbortSaga abort_msg = SAGA__V1__ABORT_SAGA__INIT;
+    abort_msg.saga_id = (char *)id;
+    abort_msg.reason = (char *)(reason != NULL ? reason : "");
+    req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_ABORT;
+    req.abort = &abort_msg;
+    if ((rc = client_request(cl, &req, SAGA__V1__ADMIN_REPLY__BODY__NOT_SET, &rep)) == STATUS_OK) {
+        print_accepted(cl, "abort accepted:", id);
+        saga__v1__admin_reply__free_unpacked(rep, NULL);
+    }
+out:
+    free(pos);
+    return rc;
+}
+
+static int cmd_resume(client *cl, int argc, char **argv)
+{
+    const char *id = NULL;
+    char **pos = NULL;
+    int npos = 0, rc;
+    AdminReply *rep = NULL;
+    if ((rc = parse_cmd_args("resume", argc, argv, NULL, &pos, &npos)) != STATUS_OK)
+        return rc;
+    if ((rc = want_saga_id("resume", npos, pos, &id)) != STATUS_OK)
+        goto out;
+    AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
+    Saga__V1__ResumeSaga resume = SAGA__V1__RESUME_SAGA__INIT;
+    resume.saga_id = (char *)id;
+    req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_RESUME;
+    req.resume = &resume;
+    if ((rc = client_request(cl, &req, SAGA__V1__ADMIN_REPLY__BODY__NOT_SET, &rep)) == STATUS_OK) {
+        print_accepted(cl, "resume accepted:", id);
+        saga__v1__admin_reply__free_unpacked(rep, NULL);
+    }
+out:
+    free(pos);
+    return rc;
+}
+
+static int cmd_stats(client *cl, int argc, char **argv)
+{
+    char **pos = NULL;
+    int npos = 0, rc;
+    AdminReply *rep = NULL;
+    if ((rc = parse_cmd_args("stats", argc, argv, NULL, &pos, &npos)) != STATUS_OK)
+        return rc;
+    if (npos > 0) {
+        rc = usage_error("stats: unexpected argument '%s'", pos[0]);
+        goto out;
+    }
+    AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
+    Saga__V1__GetStats get = SAGA__V1__GET_STATS__INIT;
+    req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_STATS;
+    req.stats = &get;
+    if ((rc = client_request(cl, &req, SAGA__V1__ADMIN_REPLY__BODY_STATS, &rep)) != STATUS_OK)
+        goto out;
+    const Saga__V1__Stats *s = rep->stats;
+    const struct {
+        const char *label, *key;
+        uint64_t value;
+    } rows[] = {
+        {"running", "running", s->running},
+        {"compensating", "compensating", s->compensating},
+        {"completed", "completed", s->completed},
+        {"compensated", "compensated", s->compensated},
+        {"failed", "failed", s->failed},
+        {"in flight", "in_flight", s->in_flight},
+        {"steps sent", "steps_sent", s->steps_sent},
+        {"retries", "retries", s->retries},
+        {"timeouts", "timeouts", s->timeouts},
+        {"replayed replies", "replayed_replies", s->replayed_replies},
+    };
+    size_t n = sizeof rows / sizeof rows[0];
+    if (cl->json) {
+        jw w = {0};
+        jw_open(&w, "{");
+        for (size_t i = 0; i < n; i++)
+            jw_ku64(&w, rows[i].key, rows[i].value);
+        jw_close(&w, "}");
+        jw_print(&w);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            printf("%-18s%" PRIu64 "\n", rows[i].label, rows[i].value);
+    }
+out:
+    if (rep != NULL)
+        saga__v1__admin_reply__free_unpacked(rep, NULL);
+    free(pos);
+    return rc;
+}
+
+/* ---- Main -------------------------------------------------------------- */
+
+static const struct {
+    const char *name;
+    int (*run)(client *cl, int argc, char **argv);
+} commands[] = {
+    {"start", cmd_start}, {"status", cmd_status}, {"history", cmd_history}, {"list", cmd_list},
+    {"abort", cmd_abort}, {"resume", cmd_resume}, {"stats", cmd_stats},
+};
+
+/* Command options that take a value: the global pass must not read that
+ * value as an option of its own (e.g. `abort ID --reason --json`). */
+static int takes_value(const char *arg)
+{
+    static const char *const names[] = {"--key",   "--state",  "--type",
+                                        "--limit", "--reason", "--after"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(arg, names[i]) == 0)
+            return 1;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    client cl = {.url = NULL, .json = 0, .timeout_ms = DEFAULT_TIMEOUT_MS, .connected = 0};
+    const char *timeout_arg = NULL;
+    int help = 0, n = 0, ended = 0, rc;
+    char **rest = xcalloc((size_t)argc + 1, sizeof *rest);
+
+    /* Global options may appear anywhere; everything else is kept in order
+     * for the command's own parser. */
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (ended) {
+            rest[n++] = argv[i];
+        } else if (strcmp(a, "--") == 0) {
+            rest[n++] = argv[i];
+            ended = 1;
+        } else if (strcmp(a, "--json") == 0) {
+            cl.json = 1;
+        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            help = 1;
+        } else if (strcmp(a, "--url") == 0 || strcmp(a, "--timeout") == 0) {
+            if (i + 1 >= argc) {
+                rc = usage_error("option %s needs a value", a);
+                goto out;
+            }
+            if (strcmp(a, "--url") == 0)
+                cl.url = argv[++i];
+            else
+                timeout_arg = argv[++i];
+        } else if (strncmp(a, "--url=", 6) == 0) {
+            cl.url = a + 6;
+        } else if (strncmp(a, "--timeout=", 10) == 0) {
+            timeout_arg = a + 10;
+        } else if (takes_value(a) && i + 1 < argc) {
+            rest[n++] = argv[i];
+            rest[n++] = argv[++i];
+        } else {
+            rest[n++] = argv[i];
+        }
+    }
+    if (help || (n > 0 && strcmp(rest[0], "help") == 0)) {
+        fputs(usage_text, stdout);
+        rc = STATUS_OK;
+        goto out;
+    }
+    if (n == 0) {
+        fputs(usage_text, stderr);
+        rc = STATUS_USAGE;
+        goto out;
+    }
+    if (timeout_arg != NULL) {
+        int64_t ms;
+        if (util_parse_i64(timeout_arg, &ms) != 0 || ms < 1 || ms > MAX_TIMEOUT_MS) {
+            rc = usage_error("bad --timeout '%s' (milliseconds, 1 to %d)", timeout_arg,
+                             MAX_TIMEOUT_MS);
+            goto out;
+        }
+        cl.timeout_ms = (int)ms;
+    }
+    int (*run)(client *, int, char **) = NULL;
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(rest[0], commands[i].name) == 0)
+            run = commands[i].run;
+    if (run == NULL) {
+        rc = usage_error("unknown command '%s'", rest[0]);
+        goto out;
+    }
+    if (cl.url == NULL || *cl.url == '\0')
+        cl.url = getenv("SAGA_ADMIN_URL");
+    if (cl.url == NULL || *cl.url == '\0') {
+        rc = usage_error("no admin URL: give --url URL or set SAGA_ADMIN_URL "
+                         "(the admin_url of sagad's configuration)");
+        goto out;
+    }
+    rc = run(&cl, n - 1, rest + 1);
+out:
+    client_close(&cl);
+    free(rest);
+    return rc;
+}
