@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs, from Debian 12 packages, whatever the build and tests need and the
 # machine lacks. Safe to run again: it installs nothing when all is present.
+# With --test (scripts/test.sh) it also installs what only the tests need.
 set -euo pipefail
 
 packages=(build-essential cmake pkg-config git
@@ -9,18 +10,38 @@ packages=(build-essential cmake pkg-config git
           libconfig-dev libcmocka-dev
           clang libclang-rt-14-dev openssl)  # fuzz targets; test certificates
 
+# Only for the test suite (scripts/test.sh passes --test), never for the demo:
+# a real browser for the dashboard test (tests/observability), which skips
+# itself when chromium cannot be installed.
+test_packages=(chromium)
+with_tests=0
+[ "${1:-}" = "--test" ] && with_tests=1
+
 missing=()
+optional=()
+if [ $with_tests -eq 1 ]; then
+  for p in "${test_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || optional+=("$p")
+  done
+fi
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+[ ${#missing[@]} -eq 0 ] && [ ${#optional[@]} -eq 0 ] && exit 0
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
   command -v sudo >/dev/null || { echo "install-deps: run as root or install sudo" >&2; exit 1; }
   sudo=sudo
 fi
-echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [ ${#optional[@]} -gt 0 ]; then
+  echo "install-deps: installing for the tests: ${optional[*]}"
+  $sudo apt-get install -y -qq --no-install-recommends "${optional[@]}" >/dev/null ||
+    echo "install-deps: could not install ${optional[*]}; the browser test will be skipped" >&2
+fi

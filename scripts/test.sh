@@ -6,7 +6,7 @@
 # Exits non-zero when anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh --test  # --test: also chromium, for the dashboard test
 
 jobs=$(nproc)
 run_suite() { # $1 = build dir, rest = cmake options

@@ -1,0 +1,309 @@
+/*
+ * Operator experience, end to end: a saga that becomes FAILED runs the
+ * alert_command (which writes its arguments to a file), and the dashboard,
+ * loaded in a real headless Chromium, shows the sagas (FAILED first) and a
+ * saga's steps and timeline. Screenshots are saved in the test's temp dir
+ * (kept with SAGA_TEST_KEEP=1).
+ *
+ * One system for the whole file: order-svc is down at first, so the first
+ * saga's create_order and its compensation time out until their attempts
+ * are spent (FAILED); then order-svc starts and two more sagas run, one
+ * completing and one refused at the charge (COMPENSATED).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "obs_fixture.h"
+#include "util.h"
+
+typedef struct {
+    ofx f;
+    int port;
+    char *alert_out;
+    char failed_id[37], ok_id[37], refused_id[37];
+} sys;
+
+static const char alert_script[] = "#!/bin/sh\n"
+                                   "# test alert command: one argument per line\n"
+                                   "printf '%%s\\n' \"$@\" > \"%s.tmp\"\n"
+                                   "echo \"type=$SAGA_TYPE\" >> \"%s.tmp\"\n"
+                                   "mv \"%s.tmp\" \"%s\"\n";
+
+static int setup_sys(void **state)
+{
+    sys *s = calloc(1, sizeof *s);
+    /* Two action attempts, many compensation attempts: a saga whose participant
+     * is down compensates blindly and FAILS when the compensation's attempts are
+     * spent; once it is up, a saga may at worst compensate (never fail). */
+    ofx_opts o = {.timeout_ms = 150,
+                  .action_attempts = 2,
+                  .comp_attempts = 12,
+                  .initial_backoff_ms = 10,
+                  .max_backoff_ms = 20};
+    if (s == NULL || ofx_init(&s->f, &o) != 0)
+        return -1;
+    *state = s;
+    s->port = obs_free_port();
+    s->alert_out = th_path(s->f.dir, "alert.out");
+    char *script_path = th_path(s->f.dir, "alert.sh");
+    char *script =
+        util_asprintf(alert_script, s->alert_out, s->alert_out, s->alert_out, s->alert_out);
+    char *line = util_asprintf("http_url = \"http://127.0.0.1:%d\";\nalert_command = \"%s\";\n",
+                               s->port, script_path);
+    int rc = -1;
+    if (script && line && th_write_file(script_path, script) == 0 &&
+        chmod(script_path, 0700) == 0 && obs_append_config(&s->f, line) == 0)
+        rc = 0;
+    free(script_path);
+    free(script);
+    free(line);
+    if (rc != 0)
+        return -1;
+    for (int i = SVC_PAYMENT; i < OFX_N_SVC; i++)
+        if (ofx_start_svc(&s->f, i, NULL) != 0)
+            return -1;
+    return ofx_start_sagad(&s->f, NULL);
+}
+
+static int teardown_sys(void **state)
+{
+    sys *s = *state;
+    if (s != NULL) {
+        ofx_destroy(&s->f);
+        free(s->alert_out);
+        free(s);
+    }
+    return 0;
+}
+
+/* ---- Alerts ----------------------------------------------------------------------- */
+
+static void test_failed_saga_runs_alert(void **state)
+{
+    sys *s = *state;
+    assert_int_equal(ofx_start_order(&s->f, "a-fail", "alice", "WIDGET-1", "1", "1000", "paris",
+                                     s->failed_id, NULL, NULL),
+                     0);
+    oj *st = ofx_wait_final(&s->f, s->failed_id, OFX_WAIT_MS);
+    assert_non_null(st);
+    OFX_ASSERT_STR(oj_str(st, "state"), "FAILED");
+    char *reason = util_strdup(oj_str(st, "last_error"));
+    oj_free(st);
+
+    char *got = NULL;
+    for (int64_t end = util_mono_ms() + 10000; got == NULL && util_mono_ms() < end;) {
+        if (access(s->alert_out, F_OK) == 0)
+            got = th_read_file(s->alert_out);
+        else
+            util_sleep_ms(50);
+    }
+    if (got == NULL)
+        ofx_print_log_tail(&s->f.sagad, 30);
+    assert_non_null(got);
+    char *expect = util_asprintf("%s\n%s\ntype=order_fulfillment\n", s->failed_id, reason);
+    OFX_ASSERT_STR(got, expect);
+    assert_non_null(strstr(reason, "compensation of step 'create_order' failed after 12"));
+    free(expect);
+    free(got);
+    free(reason);
+
+    /* Logged, and counted. */
+    char *log = th_read_file(s->f.sagad.log);
+    char *line = util_asprintf("alert: saga %s FAILED; ran ", s->failed_id);
+    assert_non_null(strstr(log, line));
+    free(line);
+    free(log);
+    obs_response r;
+    assert_int_equal(obs_get(s->port, "/metrics", NULL, NULL, 5000, &r), 0);
+    assert_int_equal((int)obs_metric(r.body, "saga_alerts_total{result=\"started\"}"), 1);
+    assert_int_equal(
+        (int)obs_metric(r.body, "saga_sagas_failed_total{saga_type=\"order_fulfillment\"}"), 1);
+    assert_true(obs_metric(r.body, "saga_step_timeouts_total{participant=\"order\","
+                                   "operation=\"create\"}") >= 1);
+    obs_response_free(&r);
+
+    /* Now the rest of the system, and two sagas that settle normally. */
+    assert_int_equal(ofx_start_svc(&s->f, SVC_ORDER, NULL), 0);
+    /* sagad redials order-svc in the background: until it has, a saga may
+     * compensate (its two create attempts time out); go on until one completes. */
+    const char *state_now = NULL;
+    for (int i = 0; i < 20; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "a-ok-%d", i);
+        assert_int_equal(ofx_start_order(&s->f, key, "alice", "WIDGET-1", "1", "1000", "paris",
+                                         s->ok_id, NULL, NULL),
+                         0);
+        st = ofx_wait_final(&s->f, s->ok_id, OFX_WAIT_MS);
+        assert_non_null(st);
+        int done = strcmp(oj_str(st, "state"), "COMPLETED") == 0;
+        if (!done)
+            assert_string_equal(oj_str(st, "state"), "COMPENSATED");
+        oj_free(st);
+        if (done) {
+            state_now = "COMPLETED";
+            break;
+        }
+    }
+    OFX_ASSERT_STR(state_now, "COMPLETED");
+    assert_int_equal(ofx_start_order(&s->f, "a-refused", "carol", "WIDGET-1", "1", "2500", "paris",
+                                     s->refused_id, NULL, NULL),
+                     0);
+    st = ofx_wait_final(&s->f, s->refused_id, OFX_WAIT_MS);
+    OFX_ASSERT_STR(oj_str(st, "state"), "COMPENSATED");
+    oj_free(st);
+}
+
+/* ---- The dashboard in a real browser ------------------------------------------------------ */
+
+/* chromium's absolute path from PATH, or NULL. */
+static char *find_chromium(void)
+{
+    const char *path = getenv("PATH");
+    char *copy = util_strdup(path ? path : "/usr/bin:/bin");
+    char *found = NULL;
+    for (char *dir = strtok(copy, ":"); dir && !found; dir = strtok(NULL, ":")) {
+        char *p = util_asprintf("%s/chromium", dir);
+        if (p && access(p, X_OK) == 0)
+            found = p;
+        else
+            free(p);
+    }
+    free(copy);
+    return found;
+}
+
+/* Runs chromium headless on url with extra (--dump-dom or --screenshot=...);
+ * its output goes to out. Returns 0 when it exited 0. */
+static int run_chromium(sys *s, const char *chromium, const char *url, const char *extra,
+                        const char *out)
+{
+    char *profile = util_asprintf("%s/chromium-profile-XXXXXX", s->f.dir);
+    if (profile == NULL || mkdtemp(profile) == NULL)
+        return -1;
+    char *udd = util_asprintf("--user-data-dir=%s", profile);
+    const char *args[] = {"--headless",
+                          "--no-sandbox",
+                          "--disable-gpu",
+                          "--disable-quic",
+                          "--no-first-run",
+                          "--disable-background-networking",
+                          "--disable-component-update",
+                          "--disable-sync",
+                          "--disable-dev-shm-usage",
+                          udd,
+                          "--window-size=1280,900",
+                          "--virtual-time-budget=4000",
+                          extra,
+                          url,
+                          NULL};
+    pid_t pid;
+    int status = -1, rc = -1;
+    if (th_spawn(chromium, args, NULL, out, &pid) == 0) {
+        if (th_wait_exit(pid, 90000, &status) != 0)
+            th_kill(pid);
+        else if (th_exited_with(status, 0))
+            rc = 0;
+    }
+    free(udd);
+    free(profile);
+    return rc;
+}
+
+static void assert_png(const char *path)
+{
+    char *data = th_read_file(path);
+    assert_non_null(data);
+    assert_memory_equal(data, "\x89PNG", 4);
+    free(data);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_true(st.st_size > 10000); /* a rendered page, not an empty one */
+    print_message("screenshot: %s\n", path);
+}
+
+static void test_dashboard_in_browser(void **state)
+{
+    sys *s = *state;
+    char *chromium = find_chromium();
+    if (chromium == NULL) {
+        print_message("chromium is not installed (apt-get install chromium; "
+                      "scripts/install-deps.sh --test installs it): skipping the browser test\n");
+        skip();
+    }
+    char url[256], dom_path[512];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/", s->port);
+
+    /* The list: ids, states, counts, and the FAILED saga under "needs attention". */
+    snprintf(dom_path, sizeof dom_path, "%s/list.html", s->f.dir);
+    assert_int_equal(run_chromium(s, chromium, url, "--dump-dom", dom_path), 0);
+    char *dom = th_read_file(dom_path);
+    assert_non_null(dom);
+    char probe[256];
+    snprintf(probe, sizeof probe, "<tr data-saga=\"%s\" data-state=\"COMPLETED\">", s->ok_id);
+    if (strstr(dom, probe) == NULL)
+        print_message("DOM:\n%s\n", dom);
+    assert_non_null(strstr(dom, probe));
+    snprintf(probe, sizeof probe, "<tr data-saga=\"%s\" data-state=\"COMPENSATED\">",
+             s->refused_id);
+    assert_non_null(strstr(dom, probe));
+    snprintf(probe, sizeof probe, "<tr data-saga=\"%s\" data-state=\"FAILED\">", s->failed_id);
+    char *failed_row = strstr(dom, probe);
+    assert_non_null(failed_row);
+    /* FAILED first: before the newer rows. */
+    snprintf(probe, sizeof probe, "<tr data-saga=\"%s\"", s->ok_id);
+    assert_true(failed_row < strstr(dom, probe));
+    char *attention = strstr(dom, "id=\"needs-attention\"");
+    assert_non_null(attention);
+    assert_non_null(strstr(attention, s->failed_id));
+    assert_non_null(strstr(dom, "Needs attention: 1 FAILED"));
+    assert_non_null(strstr(dom, "data-state=\"FAILED\">FAILED</span><b>1</b>"));
+    assert_non_null(strstr(dom, "data-state=\"COMPLETED\">COMPLETED</span><b>1</b>"));
+    free(dom);
+    char png[512];
+    snprintf(png, sizeof png, "--screenshot=%s/dashboard-list.png", s->f.dir);
+    assert_int_equal(run_chromium(s, chromium, url, png, "/dev/null"), 0);
+    assert_png(png + strlen("--screenshot="));
+
+    /* One saga: steps and the timeline of its attempts. */
+    char saga_url[300];
+    snprintf(saga_url, sizeof saga_url, "%s#saga=%s", url, s->refused_id);
+    snprintf(dom_path, sizeof dom_path, "%s/saga.html", s->f.dir);
+    assert_int_equal(run_chromium(s, chromium, saga_url, "--dump-dom", dom_path), 0);
+    dom = th_read_file(dom_path);
+    assert_non_null(dom);
+    snprintf(probe, sizeof probe, "<code id=\"saga-id\">%s</code>", s->refused_id);
+    if (strstr(dom, probe) == NULL)
+        print_message("DOM:\n%s\n", dom);
+    assert_non_null(strstr(dom, probe));
+    assert_non_null(strstr(dom, "data-state=\"COMPENSATED\""));
+    assert_non_null(strstr(dom, "<tr data-step=\"charge_payment\">"));
+    assert_non_null(strstr(dom, "insufficient funds"));
+    char *charge = strstr(dom, "data-kind=\"attempt\" data-step=\"charge_payment\"");
+    assert_non_null(charge);
+    assert_non_null(strstr(charge, "<b class=\"outcome\">REJECTED</b>"));
+    char *undo = strstr(dom, "data-kind=\"attempt\" data-step=\"create_order\"");
+    assert_non_null(undo);
+    assert_non_null(strstr(dom, "compensation attempt"));
+    assert_non_null(strstr(dom, "data-kind=\"saga_compensated\""));
+    free(dom);
+    snprintf(png, sizeof png, "--screenshot=%s/dashboard-saga.png", s->f.dir);
+    assert_int_equal(run_chromium(s, chromium, saga_url, png, "/dev/null"), 0);
+    assert_png(png + strlen("--screenshot="));
+    free(chromium);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_failed_saga_runs_alert),
+        cmocka_unit_test(test_dashboard_in_browser),
+    };
+    return cmocka_run_group_tests_name("observability_ops", tests, setup_sys, teardown_sys);
+}
