@@ -848,8 +848,9 @@ static AdminReply *admin_read(nng_socket s, const char *saga_id, int history, in
         if (admin_call(s, &req, ADMIN_CALL_MS, &rep) == 0) {
             if (rep->status == SAGA__V1__ADMIN_STATUS__ADMIN_OK)
                 return rep;
+            int transient = rep->status == SAGA__V1__ADMIN_STATUS__ADMIN_INTERNAL;
             saga__v1__admin_reply__free_unpacked(rep, NULL);
-            if (rep->status != SAGA__V1__ADMIN_STATUS__ADMIN_INTERNAL)
+            if (!transient)
                 return NULL;
         }
         util_sleep_ms(50);
