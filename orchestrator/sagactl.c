@@ -31,6 +31,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
@@ -80,10 +81,16 @@ static const char usage_text[] =
     "  status ID [--wait]  state, input and steps of one saga; --wait first waits\n"
     "                      until it is COMPLETED, COMPENSATED or FAILED\n"
     "  history ID          its events, oldest first (at most the newest 1000)\n"
-    "  list [--state STATE] [--type TYPE] [--limit N] [--after ID]\n"
+    "  watch ID            follow one saga live: print each new event as it\n"
+    "                      happens until the saga is COMPLETED, COMPENSATED or\n"
+    "                      FAILED (exit status as for --wait); --json: one JSON\n"
+    "                      object per event and line\n"
+    "  list [--state STATE] [--type TYPE] [--limit N] [--after ID] [--watch]\n"
     "                      sagas, newest first; STATE is running, compensating,\n"
     "                      completed, compensated or failed; N is 1..1000 (100);\n"
-    "                      --after ID continues a list after saga ID\n"
+    "                      --after ID continues a list after saga ID;\n"
+    "                      --watch redraws counts and the list every second until\n"
+    "                      interrupted (not a terminal: prints them every second)\n"
     "  abort ID [--reason TEXT]\n"
     "                      stop a RUNNING saga (or one FAILED in its actions) and\n"
     "                      compensate the steps it has done\n"
@@ -103,12 +110,12 @@ static const char usage_text[] =
     "                      is required\n"
     "\n"
     "Exit status:\n"
-    "  0  success (--wait: the saga COMPLETED)\n"
+    "  0  success (--wait, watch: the saga COMPLETED)\n"
     "  1  sagad answered an error (unknown saga type, no such saga, ...), or\n"
     "     its reply was unreadable\n"
     "  2  usage error: a bad or missing argument\n"
-    "  3  --wait: the saga ended COMPENSATED\n"
-    "  4  --wait: the saga ended FAILED\n"
+    "  3  --wait, watch: the saga ended COMPENSATED\n"
+    "  4  --wait, watch: the saga ended FAILED\n"
     "  5  sagad could not be reached (refused, no socket, no reply in time)\n";
 
 /* ---- Diagnostics and memory ------------------------------------------- */
@@ -1050,6 +1057,31 @@ static int cmd_status(client *cl, int argc, char **argv)
     return rc;
 }
 
+/* One history event as a JSON object (history, watch --json). */
+static void jw_event(jw *w, const Saga__V1__HistoryEvent *ev)
+{
+    int saga_level = nz(ev->step)[0] == '\0';
+    jw_open(w, "{");
+    jw_ku64(w, "seq", ev->seq);
+    jw_ki64(w, "at_ms", ev->at_ms);
+    jw_kstr(w, "kind", ev->kind);
+    jw_kstr(w, "step", ev->step);
+    jw_key(w, "phase");
+    if (saga_level)
+        jw_lit(w, "null");
+    else
+        jw_str(w, wire_phase_name(ev->phase));
+    jw_ku64(w, "attempt", ev->attempt);
+    jw_key(w, "outcome");
+    if (event_has_outcome(ev))
+        jw_str(w, wire_outcome_name(ev->outcome));
+    else
+        jw_lit(w, "null");
+    jw_kbool(w, "replayed", ev->replayed);
+    jw_kstr(w, "detail", ev->detail);
+    jw_close(w, "}");
+}
+
 static int cmd_history(client *cl, int argc, char **argv)
 {
     char **pos = NULL;
@@ -1071,29 +1103,8 @@ static int cmd_history(client *cl, int argc, char **argv)
     if (cl->json) {
         jw w = {0};
         jw_open(&w, "[");
-        for (size_t i = 0; i < h->n_events; i++) {
-            const Saga__V1__HistoryEvent *ev = h->events[i];
-            int saga_level = nz(ev->step)[0] == '\0';
-            jw_open(&w, "{");
-            jw_ku64(&w, "seq", ev->seq);
-            jw_ki64(&w, "at_ms", ev->at_ms);
-            jw_kstr(&w, "kind", ev->kind);
-            jw_kstr(&w, "step", ev->step);
-            jw_key(&w, "phase");
-            if (saga_level)
-                jw_lit(&w, "null");
-            else
-                jw_str(&w, wire_phase_name(ev->phase));
-            jw_ku64(&w, "attempt", ev->attempt);
-            jw_key(&w, "outcome");
-            if (event_has_outcome(ev))
-                jw_str(&w, wire_outcome_name(ev->outcome));
-            else
-                jw_lit(&w, "null");
-            jw_kbool(&w, "replayed", ev->replayed);
-            jw_kstr(&w, "detail", ev->detail);
-            jw_close(&w, "}");
-        }
+        for (size_t i = 0; i < h->n_events; i++)
+            jw_event(&w, h->events[i]);
         jw_close(&w, "]");
         jw_print(&w);
     } else {
@@ -1127,17 +1138,180 @@ out:
     return rc;
 }
 
+/* ---- watch: one saga, live ------------------------------------------------ */
+
+#define WATCH_POLL_MS 200 /* how often watch asks for new events */
+
+/* Prints w's document on one line (NDJSON) and resets it: the writer's line
+ * breaks and indentation go; strings hold no raw newline (they are escaped). */
+static void jw_print_line(jw *w)
+{
+    size_t o = 0;
+    for (size_t i = 0; w->buf != NULL && i < w->len; i++) {
+        if (w->buf[i] == '\n') {
+            while (i + 1 < w->len && w->buf[i + 1] == ' ')
+                i++;
+            continue;
+        }
+        w->buf[o++] = w->buf[i];
+    }
+    if (w->buf != NULL)
+        w->buf[o] = '\0';
+    jw_print(w);
+}
+
+/* One event as text on one line: time, kind, step and phase, attempt,
+ * outcome, replayed, detail (control characters escaped). */
+static void print_event_line(const Saga__V1__HistoryEvent *ev)
+{
+    char when[32];
+    char *kind = clean(ev->kind), *step = clean(ev->step), *detail = clean(ev->detail);
+    printf("%s  %-24s", iso_time(ev->at_ms, when), kind);
+    if (step[0] != '\0')
+        printf(" %s/%s", step, wire_phase_name(ev->phase));
+    if (ev->attempt)
+        printf(" attempt %" PRIu32, ev->attempt);
+    if (event_has_outcome(ev))
+        printf(" -> %s", wire_outcome_name(ev->outcome));
+    if (ev->replayed)
+        printf(" (replayed)");
+    if (detail[0] != '\0')
+        printf(": %s", detail);
+    putchar('\n');
+    free(kind);
+    free(step);
+    free(detail);
+}
+
+static int fetch_history(client *cl, const char *id, AdminReply **out)
+{
+    AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
+    Saga__V1__GetHistory get = SAGA__V1__GET_HISTORY__INIT;
+    get.saga_id = (char *)id;
+    req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_HISTORY;
+    req.history = &get;
+    return client_request(cl, &req, SAGA__V1__ADMIN_REPLY__BODY_HISTORY, out);
+}
+
+/* Prints the events after *last_seq and advances it. */
+static int print_new_events(client *cl, const char *id, uint64_t *last_seq)
+{
+    AdminReply *rep = NULL;
+    int rc = fetch_history(cl, id, &rep);
+    if (rc != STATUS_OK)
+        return rc;
+    const Saga__V1__SagaHistory *h = rep->history;
+    for (size_t i = 0; i < h->n_events; i++) {
+        const Saga__V1__HistoryEvent *ev = h->events[i];
+        if (ev->seq <= *last_seq)
+            continue;
+        if (cl->json) {
+            jw w = {0};
+            jw_event(&w, ev);
+            jw_print_line(&w);
+        } else {
+            print_event_line(ev);
+        }
+        *last_seq = ev->seq;
+    }
+    fflush(stdout);
+    saga__v1__admin_reply__free_unpacked(rep, NULL);
+    return STATUS_OK;
+}
+
+/*
+ * Follows one saga: polls its status and history every WATCH_POLL_MS and
+ * prints each event once, as it is recorded, until the saga is COMPLETED,
+ * COMPENSATED or FAILED. The status is read before the history, so the
+ * history read after a final status holds every event up to the end.
+ */
+static int cmd_watch(client *cl, int argc, char **argv)
+{
+    char **pos = NULL;
+    int npos = 0, rc;
+    const char *id = NULL;
+    uint64_t last_seq = 0;
+    if ((rc = parse_cmd_args("watch", argc, argv, NULL, &pos, &npos)) != STATUS_OK)
+        return rc;
+    if ((rc = want_saga_id("watch", npos, pos, &id)) != STATUS_OK)
+        goto out;
+    for (;;) {
+        AdminReply *st = NULL;
+        if ((rc = fetch_status(cl, id, &st)) != STATUS_OK)
+            goto out;
+        int state = st->saga->state;
+        saga__v1__admin_reply__free_unpacked(st, NULL);
+        if ((rc = print_new_events(cl, id, &last_seq)) != STATUS_OK)
+            goto out;
+        if (state == SAGA__V1__SAGA_STATE__SAGA_COMPLETED ||
+            state == SAGA__V1__SAGA_STATE__SAGA_COMPENSATED ||
+            state == SAGA__V1__SAGA_STATE__SAGA_FAILED) {
+            if (!cl->json)
+                printf("saga %s %s\n", id, saga_state_str(state));
+            rc = settled_status(state);
+            goto out;
+        }
+        util_sleep_ms(WATCH_POLL_MS);
+    }
+out:
+    free(pos);
+    return rc;
+}
+
+#define LIST_WATCH_MS 1000 /* list --watch: one redraw a second */
+
+/*
+ * list --watch: before each list, the time and the counts by state (stats).
+ * On a terminal the screen is cleared first (a redraw in place); otherwise
+ * (a pipe, a file) each round follows the last, behind a "----" line.
+ */
+static int print_watch_header(client *cl)
+{
+    AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
+    Saga__V1__GetStats get = SAGA__V1__GET_STATS__INIT;
+    AdminReply *rep = NULL;
+    req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_STATS;
+    req.stats = &get;
+    int rc = client_request(cl, &req, SAGA__V1__ADMIN_REPLY__BODY_STATS, &rep);
+    if (rc != STATUS_OK)
+        return rc;
+    const Saga__V1__Stats *s = rep->stats;
+    char now[32];
+    if (cl->json) {
+        jw w = {0};
+        jw_open(&w, "{");
+        jw_ki64(&w, "at_ms", (int64_t)time(NULL) * 1000);
+        jw_ku64(&w, "running", s->running);
+        jw_ku64(&w, "compensating", s->compensating);
+        jw_ku64(&w, "completed", s->completed);
+        jw_ku64(&w, "compensated", s->compensated);
+        jw_ku64(&w, "failed", s->failed);
+        jw_ku64(&w, "in_flight", s->in_flight);
+        jw_close(&w, "}");
+        jw_print_line(&w);
+    } else {
+        if (isatty(STDOUT_FILENO))
+            fputs("\033[H\033[2J", stdout);
+        else
+            puts("----");
+        printf("%s  running %" PRIu64 "  compensating %" PRIu64 "  completed %" PRIu64
+               "  compensated %" PRIu64 "  FAILED %" PRIu64 "\n\n",
+               iso_time((int64_t)time(NULL) * 1000, now), s->running, s->compensating, s->completed,
+               s->compensated, s->failed);
+    }
+    saga__v1__admin_reply__free_unpacked(rep, NULL);
+    return STATUS_OK;
+}
+
 static int cmd_list(client *cl, int argc, char **argv)
 {
     const char *state_arg = NULL, *type = NULL, *limit_arg = NULL, *after = NULL;
     char **pos = NULL;
-    int npos = 0, rc;
+    int npos = 0, rc, watch = 0;
     AdminReply *rep = NULL;
-    const cmd_opt opts[] = {{"--state", &state_arg, NULL},
-                            {"--type", &type, NULL},
-                            {"--limit", &limit_arg, NULL},
-                            {"--after", &after, NULL},
-                            {NULL, NULL, NULL}};
+    const cmd_opt opts[] = {{"--state", &state_arg, NULL}, {"--type", &type, NULL},
+                            {"--limit", &limit_arg, NULL}, {"--after", &after, NULL},
+                            {"--watch", NULL, &watch},     {NULL, NULL, NULL}};
     if ((rc = parse_cmd_args("list", argc, argv, opts, &pos, &npos)) != STATUS_OK)
         return rc;
     AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
@@ -1172,6 +1346,9 @@ static int cmd_list(client *cl, int argc, char **argv)
     list.after_id = (char *)(after != NULL ? after : "");
     req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_LIST;
     req.list = &list;
+redraw:
+    if (watch && (rc = print_watch_header(cl)) != STATUS_OK)
+        goto out;
     if ((rc = client_request(cl, &req, SAGA__V1__ADMIN_REPLY__BODY_LIST, &rep)) != STATUS_OK)
         goto out;
     const Saga__V1__SagaList *l = rep->list;
@@ -1212,11 +1389,18 @@ static int cmd_list(client *cl, int argc, char **argv)
         table_print(&t);
         table_free(&t);
         uint32_t asked = list.limit ? list.limit : ADMIN_LIST_DEFAULT;
-        if (l->n_sagas >= asked) {
+        if (l->n_sagas >= asked && !watch) {
             char *last = clean(l->sagas[l->n_sagas - 1]->saga_id);
             fprintf(stderr, "(%zu shown; more may follow: --after %s)\n", l->n_sagas, last);
             free(last);
         }
+    }
+    if (watch) { /* until interrupted (SIGINT ends the process) */
+        fflush(stdout);
+        saga__v1__admin_reply__free_unpacked(rep, NULL);
+        rep = NULL;
+        util_sleep_ms(LIST_WATCH_MS);
+        goto redraw;
     }
 out:
     if (rep != NULL)
@@ -1349,7 +1533,7 @@ static const struct {
     int (*run)(client *cl, int argc, char **argv);
 } commands[] = {
     {"start", cmd_start}, {"status", cmd_status}, {"history", cmd_history}, {"list", cmd_list},
-    {"abort", cmd_abort}, {"resume", cmd_resume}, {"stats", cmd_stats},
+    {"abort", cmd_abort}, {"resume", cmd_resume}, {"stats", cmd_stats},     {"watch", cmd_watch},
 };
 
 /* Command options that take a value: the global pass must not read that

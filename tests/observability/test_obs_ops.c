@@ -91,6 +91,11 @@ static void test_failed_saga_runs_alert(void **state)
     assert_int_equal(ofx_start_order(&s->f, "a-fail", "alice", "WIDGET-1", "1", "1000", "paris",
                                      s->failed_id, NULL, NULL),
                      0);
+    /* sagactl watch follows it live, from now until it is FAILED. */
+    char *watch_out = th_path(s->f.dir, "watch-failed.out");
+    const char *watch_args[] = {"--url", s->f.sagad.url, "watch", s->failed_id, NULL};
+    pid_t watcher;
+    assert_int_equal(th_spawn("sagactl", watch_args, NULL, watch_out, &watcher), 0);
     oj *st = ofx_wait_final(&s->f, s->failed_id, OFX_WAIT_MS);
     assert_non_null(st);
     OFX_ASSERT_STR(oj_str(st, "state"), "FAILED");
@@ -113,6 +118,39 @@ static void test_failed_saga_runs_alert(void **state)
     free(expect);
     free(got);
     free(reason);
+
+    int status;
+    assert_int_equal(th_wait_exit(watcher, OFX_CTL_MS, &status), 0);
+    assert_true(th_exited_with(status, 4)); /* like --wait: FAILED */
+    char *text = th_read_file(watch_out);
+    assert_non_null(text);
+    /* Every event once, in order, step by step, then the final state. */
+    const char *order[] = {"saga_started",
+                           "step_sent                create_order/action attempt 1",
+                           "step_no_reply            create_order/action attempt 1",
+                           "retry_scheduled",
+                           "step_sent                create_order/action attempt 2",
+                           "compensation_started",
+                           "step_sent                create_order/compensate attempt 1",
+                           "step_sent                create_order/compensate attempt 12",
+                           "saga_failed"};
+    const char *at = text;
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        const char *next = strstr(at, order[i]);
+        if (next == NULL)
+            print_message("watch output lacks '%s' (in order):\n%s\n", order[i], text);
+        assert_non_null(next);
+        at = next;
+    }
+    char *final_line = util_asprintf("saga %s FAILED\n", s->failed_id);
+    assert_non_null(strstr(at, final_line));
+    free(final_line);
+    int sent = 0;
+    for (const char *p = text; (p = strstr(p, "step_sent ")) != NULL; p++)
+        sent++;
+    assert_int_equal(sent, 2 + 12); /* each attempt printed once, no repeats */
+    free(text);
+    free(watch_out);
 
     /* Logged, and counted. */
     char *log = th_read_file(s->f.sagad.log);
@@ -158,6 +196,70 @@ static void test_failed_saga_runs_alert(void **state)
     st = ofx_wait_final(&s->f, s->refused_id, OFX_WAIT_MS);
     OFX_ASSERT_STR(oj_str(st, "state"), "COMPENSATED");
     oj_free(st);
+}
+
+/* ---- sagactl watch --json and list --watch ------------------------------------------------- */
+
+static void test_watch_json_and_list_watch(void **state)
+{
+    sys *s = *state;
+    char *out = NULL;
+    /* A finished saga: everything at once, then the exit status of --wait. */
+    int code = ofx_ctl(&s->f, &out, "--json", "watch", s->refused_id, NULL);
+    assert_int_equal(code, 3); /* COMPENSATED */
+    int lines = 0, rejected = 0;
+    int64_t last_seq = 0;
+    for (char *line = out, *nl; line && *line; line = nl + 1) {
+        nl = strchr(line, '\n');
+        assert_non_null(nl);
+        *nl = '\0';
+        oj *ev = oj_parse(line); /* one JSON object per line */
+        assert_non_null(ev);
+        assert_true(oj_int(ev, "seq", -1) > last_seq);
+        last_seq = oj_int(ev, "seq", -1);
+        if (oj_str(ev, "outcome") && strcmp(oj_str(ev, "outcome"), "REJECTED") == 0)
+            rejected++;
+        oj_free(ev);
+        lines++;
+    }
+    assert_true(lines >= 6);
+    assert_int_equal(rejected, 1);
+    free(out);
+    assert_int_equal(ofx_ctl(&s->f, NULL, "watch", s->ok_id, NULL), 0);
+    assert_int_equal(ofx_ctl(&s->f, &out, "watch", "not-an-id", NULL), 2);
+    free(out);
+
+    /* list --watch into a file (not a terminal): a block every second. */
+    char *path = th_path(s->f.dir, "list-watch.out");
+    const char *args[] = {"--url", s->f.sagad.url, "list", "--watch", NULL};
+    pid_t pid;
+    assert_int_equal(th_spawn("sagactl", args, NULL, path, &pid), 0);
+    char *text = NULL;
+    for (int64_t end = util_mono_ms() + 15000; util_mono_ms() < end;) {
+        util_sleep_ms(200);
+        free(text);
+        text = th_read_file(path);
+        int blocks = 0;
+        for (const char *p = text; p && (p = strstr(p, "----\n")) != NULL; p++)
+            blocks++;
+        if (blocks >= 3)
+            break;
+    }
+    int status;
+    th_stop(pid, 5000, &status);
+    assert_non_null(text);
+    int blocks = 0;
+    for (const char *p = text; (p = strstr(p, "----\n")) != NULL; p++)
+        blocks++;
+    if (blocks < 3)
+        print_message("list --watch wrote:\n%s\n", text);
+    assert_true(blocks >= 3);
+    assert_non_null(strstr(text, "FAILED 1"));
+    assert_non_null(strstr(text, s->failed_id));
+    assert_non_null(strstr(text, s->ok_id));
+    assert_null(strstr(text, "\033[")); /* no screen control into a file */
+    free(text);
+    free(path);
 }
 
 /* ---- The dashboard in a real browser ------------------------------------------------------ */
@@ -303,6 +405,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_failed_saga_runs_alert),
+        cmocka_unit_test(test_watch_json_and_list_watch),
         cmocka_unit_test(test_dashboard_in_browser),
     };
     return cmocka_run_group_tests_name("observability_ops", tests, setup_sys, teardown_sys);
