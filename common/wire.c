@@ -209,3 +209,70 @@ uint8_t *wire_request_fingerprint(const StepRequest *req, size_t *len)
     kv_free(&params);
     return buf;
 }
+
+/* Reads a varint at *i of p (len bytes); -1 when it runs past the end. */
+static int nul_scan_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v)
+{
+    *v = 0;
+    for (unsigned shift = 0; shift < 64 && *i < len; shift += 7) {
+        uint8_t b = p[(*i)++];
+        *v |= (uint64_t)(b & 0x7F) << shift;
+        if ((b & 0x80) == 0)
+            return 0;
+    }
+    return -1;
+}
+
+#define NUL_SCAN_MAX_DEPTH 32
+
+static const char *nul_scan(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len,
+                            int depth)
+{
+    size_t i = 0;
+    while (i < len) {
+        uint64_t key, n;
+        if (nul_scan_varint(p, len, &i, &key) != 0)
+            return NULL;
+        const ProtobufCFieldDescriptor *f =
+            key >> 3 <= UINT32_MAX
+                ? protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3))
+                : NULL;
+        switch (key & 7) {
+        case 0: /* varint */
+            if (nul_scan_varint(p, len, &i, &n) != 0)
+                return NULL;
+            break;
+        case 1: /* 64-bit */
+            if (len - i < 8)
+                return NULL;
+            i += 8;
+            break;
+        case 5: /* 32-bit */
+            if (len - i < 4)
+                return NULL;
+            i += 4;
+            break;
+        case 2: /* length-delimited: strings, bytes, messages, packed arrays */
+            if (nul_scan_varint(p, len, &i, &n) != 0 || n > len - i)
+                return NULL;
+            if (f != NULL && f->type == PROTOBUF_C_TYPE_STRING && memchr(p + i, 0, (size_t)n))
+                return f->name;
+            if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE && depth < NUL_SCAN_MAX_DEPTH) {
+                const char *hit = nul_scan(f->descriptor, p + i, (size_t)n, depth + 1);
+                if (hit != NULL)
+                    return hit;
+            }
+            i += (size_t)n;
+            break;
+        default: /* groups: not in proto3, and protobuf-c refused them already */
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+const char *wire_nul_string_field(const ProtobufCMessageDescriptor *d, const uint8_t *buf,
+                                  size_t len)
+{
+    return d != NULL && buf != NULL ? nul_scan(d, buf, len, 0) : NULL;
+}

@@ -48,6 +48,17 @@ const char *wire_phase_name(int phase);
  */
 int wire_check_request(const StepRequest *req, char *err, size_t errlen);
 
+/*
+ * protobuf-c hands string fields to C as NUL-terminated strings, so a string
+ * holding a NUL byte would silently lose everything after it. Scans buf (len
+ * bytes, the wire form of a message of descriptor d that protobuf-c already
+ * unpacked) and its nested messages for a string field whose bytes contain a
+ * NUL. Returns that field's name (static, from the descriptor), or NULL when
+ * there is none. Call it before anything decoded from buf is used.
+ */
+const char *wire_nul_string_field(const ProtobufCMessageDescriptor *d, const uint8_t *buf,
+                                  size_t len);
+
 /* Copies the request's params / the reply's result into m (which it adds to). */
 int wire_params_to_kv(const StepRequest *req, kvmap *m);
 int wire_result_to_kv(const StepReply *rep, kvmap *m);

@@ -57,10 +57,13 @@
 
 #include "admin.pb-c.h"
 #include "kv.h"
+#include "listener.h"
 #include "log.h"
 #include "saga.h"
+#include "security.h"
 #include "store.h"
 #include "util.h"
+#include "wire.h"
 
 typedef Saga__V1__AdminRequest AdminRequest;
 typedef Saga__V1__AdminReply AdminReply;
@@ -83,6 +86,8 @@ struct admin_server {
 
     nng_socket sock;
     int sock_open;
+    sp_listener *listener;
+    sec_tls_files tls; /* a tls+tcp:// admin_url: the config's certificate and key */
     admin_ctx ctxs[ADMIN_CONTEXTS];
 
     pthread_mutex_t mu;
@@ -301,17 +306,178 @@ static int srv_closing(admin_server *srv)
 /* ---- Authorization ----------------------------------------------------- */
 
 /*
- * THE place where requests are authorized. Today every request is allowed:
- * access is controlled by the admin socket's permissions (ipc://, 0600) and
- * AdminRequest.token is ignored. When sagad gets an admin token, compare
- * req->token with it here (in constant time) and return -1: the caller then
- * answers ADMIN_UNAUTHORIZED before looking at the request any further.
+ * THE place where requests are authorized, for every kind of request. With
+ * an admin token configured (admin_token_file), the request's token must
+ * equal it, compared in constant time; without one, access is controlled by
+ * the admin socket's permissions (ipc://, 0600) and the token is ignored
+ * (config_load requires a token for any other admin_url). 0: allowed.
  */
-static int admin_authorize(const admin_server *srv, const AdminRequest *req)
+static int admin_authorize(const orch_config *cfg, const AdminRequest *req)
 {
-    (void)srv;
-    (void)req;
-    return 0;
+    if (cfg->admin_token == NULL)
+        return 0;
+    const char *token = nz(req->token);
+    return sec_equal(token, strlen(token), cfg->admin_token, strlen(cfg->admin_token)) ? 0 : -1;
+}
+
+/* ---- Decoding and validation (no network, store or engine) ----------- */
+
+/* What check_request found in one request. */
+typedef struct {
+    AdminRequest *req;     /* unpacked; NULL when it did not decode */
+    const saga_def *def;   /* start: the saga type */
+    kvmap input;           /* start: the validated input (the engine copies it) */
+    const char *malformed; /* not a well-formed request: why, for note_malformed */
+} admin_checked;
+
+static void checked_free(admin_checked *k)
+{
+    if (k->req != NULL)
+        saga__v1__admin_request__free_unpacked(k->req, NULL);
+    k->req = NULL;
+    kv_free(&k->input);
+}
+
+static int bad(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int bad(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST;
+}
+
+static int check_saga_id(const char *id, char *err, size_t errlen)
+{
+    if (util_is_uuid(id))
+        return SAGA__V1__ADMIN_STATUS__ADMIN_OK;
+    if (*id == '\0')
+        return bad(err, errlen, "missing saga id");
+    return bad(err, errlen, "invalid saga id (expected a UUID)");
+}
+
+static int check_start(const orch_config *cfg, const Saga__V1__StartSaga *m, admin_checked *k,
+                       char *err, size_t errlen)
+{
+    size_t total = 0;
+    const char *type = nz(m->type), *key = nz(m->client_key);
+
+    if (*type == '\0')
+        return bad(err, errlen, "missing saga type");
+    if (strlen(type) > ADMIN_MAX_TYPE || !is_text(type))
+        return bad(err, errlen, "invalid saga type (at most %d bytes of UTF-8)", ADMIN_MAX_TYPE);
+    if ((k->def = config_find_saga(cfg, type)) == NULL)
+        return bad(err, errlen, "unknown saga type '%s'", type);
+    if (strlen(key) > ADMIN_MAX_CLIENT_KEY || !is_text(key))
+        return bad(err, errlen, "invalid client key (at most %d bytes of UTF-8)",
+                   ADMIN_MAX_CLIENT_KEY);
+    if (m->n_input > ADMIN_MAX_INPUTS)
+        return bad(err, errlen, "too many inputs (%zu, at most %d)", m->n_input, ADMIN_MAX_INPUTS);
+    for (size_t i = 0; i < m->n_input; i++) {
+        const char *name = nz(m->input[i]->key), *value = nz(m->input[i]->value);
+        size_t nlen = strlen(name), vlen = strlen(value);
+        if (nlen == 0 || nlen > ADMIN_MAX_INPUT_NAME || !utf8_valid(name, nlen))
+            return bad(err, errlen, "invalid input name (1 to %d bytes of UTF-8)",
+                       ADMIN_MAX_INPUT_NAME);
+        if (vlen > ADMIN_MAX_INPUT_VALUE || !utf8_valid(value, vlen))
+            return bad(err, errlen, "invalid value of input '%s' (at most %d bytes of UTF-8)", name,
+                       ADMIN_MAX_INPUT_VALUE);
+        if (kv_get(&k->input, name) != NULL)
+            return bad(err, errlen, "input '%s' given twice", name);
+        total += nlen + vlen;
+        if (total > ADMIN_MAX_INPUT_TOTAL)
+            return bad(err, errlen, "input too large (more than %d bytes in all)",
+                       ADMIN_MAX_INPUT_TOTAL);
+        if (kv_set(&k->input, name, value) != 0) {
+            snprintf(err, errlen, "out of memory during start");
+            return SAGA__V1__ADMIN_STATUS__ADMIN_INTERNAL;
+        }
+    }
+    for (size_t i = 0; i < k->def->n_inputs; i++)
+        if (kv_get(&k->input, k->def->inputs[i]) == NULL)
+            return bad(err, errlen, "missing input '%s'", k->def->inputs[i]);
+    return SAGA__V1__ADMIN_STATUS__ADMIN_OK;
+}
+
+static int check_list(const Saga__V1__ListSagas *m, char *err, size_t errlen)
+{
+    const char *after = nz(m->after_id), *type = nz(m->type);
+    if ((int)m->state < 0 || (int)m->state > SAGA_FAILED)
+        return bad(err, errlen, "unknown saga state %d", (int)m->state);
+    if (strlen(type) > ADMIN_MAX_TYPE || !is_text(type))
+        return bad(err, errlen, "invalid saga type (at most %d bytes of UTF-8)", ADMIN_MAX_TYPE);
+    if (*after != '\0' && !util_is_uuid(after))
+        return bad(err, errlen, "invalid after_id (expected a UUID)");
+    return SAGA__V1__ADMIN_STATUS__ADMIN_OK;
+}
+
+/*
+ * Decodes len bytes at buf as an AdminRequest and checks it, in this order:
+ * well-formed (protobuf, no NUL byte in a string, a command present), then
+ * authorized, then within every limit of admin.h. Returns ADMIN_OK with
+ * k->req (and for a start k->def and k->input) set, or another status with
+ * the reply's text in err and, for a malformed request, k->malformed set.
+ * Either way the caller frees k with checked_free.
+ */
+static int check_request(const orch_config *cfg, const void *buf, size_t len, admin_checked *k,
+                         char *err, size_t errlen)
+{
+    memset(k, 0, sizeof *k);
+    k->req = saga__v1__admin_request__unpack(NULL, len, buf);
+    if (k->req == NULL) {
+        k->malformed = "not a valid AdminRequest";
+        return bad(err, errlen, "malformed request");
+    }
+    /* Before the token is looked at: a token cut at a NUL must not match. */
+    const char *nul = wire_nul_string_field(&saga__v1__admin_request__descriptor, buf, len);
+    if (nul != NULL) {
+        k->malformed = "a string field contains a NUL byte";
+        return bad(err, errlen, "malformed request: field '%s' contains a NUL byte", nul);
+    }
+    if (admin_authorize(cfg, k->req) != 0) {
+        snprintf(err, errlen, "missing or wrong admin token");
+        return SAGA__V1__ADMIN_STATUS__ADMIN_UNAUTHORIZED;
+    }
+    const AdminRequest *req = k->req;
+    switch (req->body_case) {
+    case SAGA__V1__ADMIN_REQUEST__BODY_START:
+        return check_start(cfg, req->start, k, err, errlen);
+    case SAGA__V1__ADMIN_REQUEST__BODY_ABORT: {
+        const char *reason = nz(req->abort->reason);
+        int status = check_saga_id(nz(req->abort->saga_id), err, errlen);
+        if (status == SAGA__V1__ADMIN_STATUS__ADMIN_OK &&
+            (strlen(reason) > ADMIN_MAX_REASON || !is_text(reason)))
+            status =
+                bad(err, errlen, "invalid reason (at most %d bytes of UTF-8)", ADMIN_MAX_REASON);
+        return status;
+    }
+    case SAGA__V1__ADMIN_REQUEST__BODY_RESUME:
+        return check_saga_id(nz(req->resume->saga_id), err, errlen);
+    case SAGA__V1__ADMIN_REQUEST__BODY_STATUS:
+        return check_saga_id(nz(req->status->saga_id), err, errlen);
+    case SAGA__V1__ADMIN_REQUEST__BODY_HISTORY:
+        return check_saga_id(nz(req->history->saga_id), err, errlen);
+    case SAGA__V1__ADMIN_REQUEST__BODY_LIST:
+        return check_list(req->list, err, errlen);
+    case SAGA__V1__ADMIN_REQUEST__BODY_STATS:
+        return SAGA__V1__ADMIN_STATUS__ADMIN_OK;
+    default:
+        k->malformed = "no command in the request";
+        return bad(err, errlen, "malformed request: no command");
+    }
+}
+
+int admin_handle_request_bytes(const orch_config *cfg, const void *buf, size_t len, char *err,
+                               size_t errlen)
+{
+    admin_checked k;
+    int status = check_request(cfg, buf, len, &k, err, errlen);
+    if (status == SAGA__V1__ADMIN_STATUS__ADMIN_OK && errlen > 0)
+        err[0] = '\0';
+    checked_free(&k);
+    return status;
 }
 
 /* ---- Writes: validated here, performed by the engine ------------------ */
@@ -348,116 +514,6 @@ static void actx_to_engine(admin_ctx *c)
     pthread_mutex_lock(&c->srv->mu);
     c->srv->engine_pending++;
     pthread_mutex_unlock(&c->srv->mu);
-}
-
-static int check_saga_id(admin_ctx *c, const char *id)
-{
-    if (util_is_uuid(id))
-        return 0;
-    if (*id == '\0')
-        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST, "missing saga id");
-    else
-        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST,
-                         "invalid saga id (expected a UUID)");
-    return -1;
-}
-
-static void handle_start(admin_ctx *c, const Saga__V1__StartSaga *m)
-{
-    admin_server *srv = c->srv;
-    kvmap input = KVMAP_INIT;
-    size_t total = 0;
-    const char *type = nz(m->type), *key = nz(m->client_key);
-
-    if (*type == '\0') {
-        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST, "missing saga type");
-        goto out;
-    }
-    if (strlen(type) > ADMIN_MAX_TYPE || !is_text(type)) {
-        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST,
-                         "invalid saga type (at most %d bytes of UTF-8)", ADMIN_MAX_TYPE);
-        goto out;
-    }
-    const saga_def *def = config_find_saga(srv->cfg, type);
-    if (def == NULL) {
-        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST, "unknown saga type '%s'",
-                         type);
-        goto out;
-    }
-    if (strlen(key) > ADMIN_MAX_CLIENT_KEY || !is_text(key)) {
-        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST,
-                         "invalid client key (at most %d bytes of UTF-8)", ADMIN_MAX_CLIENT_KEY);
-        goto out;
-    }
-    if (m->n_input > ADMIN_MAX_INPUTS) {
-        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST,
-                         "too many inputs (%zu, at most %d)", m->n_input, ADMIN_MAX_INPUTS);
-        goto out;
-    }
-    for (size_t i = 0; i < m->n_input; i++) {
-        const char *name = nz(m->input[i]->key), *value = nz(m->input[i]->value);
-        size_t nlen = strlen(name), vlen = strlen(value);
-        if (nlen == 0 || nlen > ADMIN_MAX_INPUT_NAME || !utf8_valid(name, nlen)) {
-            actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST,
-                             "invalid input name (1 to %d bytes of UTF-8)", ADMIN_MAX_INPUT_NAME);
-            goto out;
-        }
-        if (vlen > ADMIN_MAX_INPUT_VALUE || !utf8_valid(value, vlen)) {
-            actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST,
-                             "invalid value of input '%s' (at most %d bytes of UTF-8)", name,
-                             ADMIN_MAX_INPUT_VALUE);
-            goto out;
-        }
-        if (kv_get(&input, name) != NULL) {
-            actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST, "input '%s' given twice",
-                             name);
-            goto out;
-        }
-        total += nlen + vlen;
-        if (total > ADMIN_MAX_INPUT_TOTAL) {
-            actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST,
-                             "input too large (more than %d bytes in all)", ADMIN_MAX_INPUT_TOTAL);
-            goto out;
-        }
-        if (kv_set(&input, name, value) != 0) {
-            reply_oom(c, "start");
-            goto out;
-        }
-    }
-    for (size_t i = 0; i < def->n_inputs; i++) {
-        if (kv_get(&input, def->inputs[i]) == NULL) {
-            actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST, "missing input '%s'",
-                             def->inputs[i]);
-            goto out;
-        }
-    }
-    actx_to_engine(c);
-    engine_start_saga(srv->eng, def->name, *key ? key : NULL, &input, on_engine_done, c);
-out:
-    kv_free(&input); /* the engine copied what it keeps */
-}
-
-static void handle_abort(admin_ctx *c, const Saga__V1__AbortSaga *m)
-{
-    const char *id = nz(m->saga_id), *reason = nz(m->reason);
-    if (check_saga_id(c, id) != 0)
-        return;
-    if (strlen(reason) > ADMIN_MAX_REASON || !is_text(reason)) {
-        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST,
-                         "invalid reason (at most %d bytes of UTF-8)", ADMIN_MAX_REASON);
-        return;
-    }
-    actx_to_engine(c);
-    engine_abort_saga(c->srv->eng, id, *reason ? reason : NULL, on_engine_done, c);
-}
-
-static void handle_resume(admin_ctx *c, const Saga__V1__ResumeSaga *m)
-{
-    const char *id = nz(m->saga_id);
-    if (check_saga_id(c, id) != 0)
-        return;
-    actx_to_engine(c);
-    engine_resume_saga(c->srv->eng, id, on_engine_done, c);
 }
 
 /* ---- Reads: served by the reader thread -------------------------------- */
@@ -886,74 +942,75 @@ static void enqueue_read(admin_ctx *c, AdminRequest *req)
 
 /* ---- Dispatch ---------------------------------------------------------- */
 
-/* Decodes, authorizes and validates one request, then answers it, queues it
- * for the reader or hands it to the engine. Takes ownership of msg. */
+static const char *request_kind(const AdminRequest *req)
+{
+    switch (req->body_case) {
+    case SAGA__V1__ADMIN_REQUEST__BODY_START:
+        return "start";
+    case SAGA__V1__ADMIN_REQUEST__BODY_ABORT:
+        return "abort";
+    case SAGA__V1__ADMIN_REQUEST__BODY_RESUME:
+        return "resume";
+    case SAGA__V1__ADMIN_REQUEST__BODY_STATUS:
+        return "status";
+    case SAGA__V1__ADMIN_REQUEST__BODY_HISTORY:
+        return "history";
+    case SAGA__V1__ADMIN_REQUEST__BODY_LIST:
+        return "list";
+    case SAGA__V1__ADMIN_REQUEST__BODY_STATS:
+        return "stats";
+    default:
+        return "empty";
+    }
+}
+
+/* Decodes, authorizes and validates one request (check_request), then
+ * answers it, queues it for the reader or hands it to the engine. Takes
+ * ownership of msg. */
 static void handle_request(admin_ctx *c, nng_msg *msg)
 {
     admin_server *srv = c->srv;
-    AdminRequest *req = saga__v1__admin_request__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg));
+    admin_checked k;
+    char err[512];
+    int status = check_request(srv->cfg, nng_msg_body(msg), nng_msg_len(msg), &k, err, sizeof err);
     nng_msg_free(msg);
-    if (req == NULL) {
-        note_malformed(srv, "not a valid AdminRequest");
-        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST, "malformed request");
-        return;
-    }
-    if (admin_authorize(srv, req) != 0) {
-        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_UNAUTHORIZED, "unauthorized");
+    if (status != SAGA__V1__ADMIN_STATUS__ADMIN_OK) {
+        if (k.malformed != NULL)
+            note_malformed(srv, k.malformed);
+        else if (status == SAGA__V1__ADMIN_STATUS__ADMIN_UNAUTHORIZED)
+            log_warn("admin: refused a %s request: missing or wrong admin token",
+                     request_kind(k.req));
+        else if (status == SAGA__V1__ADMIN_STATUS__ADMIN_INTERNAL)
+            log_error("admin: %s", err);
+        actx_reply_error(c, status, "%s", err);
         goto done;
     }
+    const AdminRequest *req = k.req;
     switch (req->body_case) {
-    case SAGA__V1__ADMIN_REQUEST__BODY_START:
-        handle_start(c, req->start);
-        break;
-    case SAGA__V1__ADMIN_REQUEST__BODY_ABORT:
-        handle_abort(c, req->abort);
-        break;
-    case SAGA__V1__ADMIN_REQUEST__BODY_RESUME:
-        handle_resume(c, req->resume);
-        break;
-    case SAGA__V1__ADMIN_REQUEST__BODY_STATUS:
-        if (check_saga_id(c, nz(req->status->saga_id)) != 0)
-            break;
-        enqueue_read(c, req);
-        return;
-    case SAGA__V1__ADMIN_REQUEST__BODY_HISTORY:
-        if (check_saga_id(c, nz(req->history->saga_id)) != 0)
-            break;
-        enqueue_read(c, req);
-        return;
-    case SAGA__V1__ADMIN_REQUEST__BODY_LIST: {
-        const Saga__V1__ListSagas *m = req->list;
-        const char *after = nz(m->after_id), *type = nz(m->type);
-        if ((int)m->state < 0 || (int)m->state > SAGA_FAILED) {
-            actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST, "unknown saga state %d",
-                             (int)m->state);
-            break;
-        }
-        if (strlen(type) > ADMIN_MAX_TYPE || !is_text(type)) {
-            actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST,
-                             "invalid saga type (at most %d bytes of UTF-8)", ADMIN_MAX_TYPE);
-            break;
-        }
-        if (*after != '\0' && !util_is_uuid(after)) {
-            actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST,
-                             "invalid after_id (expected a UUID)");
-            break;
-        }
-        enqueue_read(c, req);
-        return;
+    case SAGA__V1__ADMIN_REQUEST__BODY_START: {
+        const char *key = nz(req->start->client_key);
+        actx_to_engine(c);
+        engine_start_saga(srv->eng, k.def->name, *key ? key : NULL, &k.input, on_engine_done, c);
+        break; /* the engine copied the input */
     }
-    case SAGA__V1__ADMIN_REQUEST__BODY_STATS:
-        enqueue_read(c, req);
-        return;
-    default:
-        note_malformed(srv, "no command in the request");
-        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST,
-                         "malformed request: no command");
+    case SAGA__V1__ADMIN_REQUEST__BODY_ABORT: {
+        const char *reason = nz(req->abort->reason);
+        actx_to_engine(c);
+        engine_abort_saga(srv->eng, req->abort->saga_id, *reason ? reason : NULL, on_engine_done,
+                          c);
+        break;
+    }
+    case SAGA__V1__ADMIN_REQUEST__BODY_RESUME:
+        actx_to_engine(c);
+        engine_resume_saga(srv->eng, req->resume->saga_id, on_engine_done, c);
+        break;
+    default: /* status, history, list, stats: check_request let nothing else through */
+        enqueue_read(c, k.req);
+        k.req = NULL; /* the reader frees it */
         break;
     }
 done:
-    saga__v1__admin_request__free_unpacked(req, NULL);
+    checked_free(&k);
 }
 
 static void actx_recv(admin_ctx *c)
@@ -999,25 +1056,23 @@ static void actx_cb(void *arg)
 
 /* ---- Lifecycle --------------------------------------------------------- */
 
+/* Listens on the admin URL through common/listener (receive limit, ipc://
+ * files owner-only, and TLS from the config's tls group on tls+tcp://). */
 static int listen_admin(admin_server *srv, char *err, size_t errlen)
 {
-    const char *url = srv->cfg->admin_url;
-    nng_listener l;
-    int rv = nng_listener_create(&l, srv->sock, url);
-    if (rv != 0) {
-        snprintf(err, errlen, "admin url %s: %s", url, nng_strerror(rv));
-        return -1;
-    }
-    if (strncmp(url, "ipc://", 6) == 0 &&
-        (rv = nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS, 0600)) != 0) {
-        snprintf(err, errlen, "admin url %s: cannot restrict permissions: %s", url,
-                 nng_strerror(rv));
-        nng_listener_close(l);
-        return -1;
-    }
-    if ((rv = nng_listener_start(l, 0)) != 0) {
-        snprintf(err, errlen, "cannot listen on admin url %s: %s", url, nng_strerror(rv));
-        nng_listener_close(l);
+    const orch_config *cfg = srv->cfg;
+    srv->tls = (sec_tls_files){.ca_file = cfg->tls_ca_file,
+                               .cert_file = cfg->tls_cert_file,
+                               .key_file = cfg->tls_key_file,
+                               .require_peer_cert = 0}; /* clients authenticate with the token */
+    sp_listener_opts lo = {.name = "admin",
+                           .url = cfg->admin_url,
+                           .recv_max = ADMIN_MAX_REQUEST,
+                           .configure = sec_listener_tls_hook,
+                           .configure_arg = &srv->tls};
+    char lerr[256];
+    if (sp_listener_open(&srv->listener, srv->sock, &lo, lerr, sizeof lerr) != 0) {
+        snprintf(err, errlen, "admin url: %s", lerr);
         return -1;
     }
     return 0;
@@ -1098,7 +1153,9 @@ void admin_stop(admin_server *srv)
     srv->closing = 1;
     pthread_cond_broadcast(&srv->reader_cv);
     pthread_mutex_unlock(&srv->mu);
-    /* 2. Close the socket: pending receives and sends fail with ECLOSED. */
+    /* 2. Close the listener (it joins its watchdog), then the socket:
+     *    pending receives and sends fail with ECLOSED. */
+    sp_listener_close(srv->listener);
     if (srv->sock_open)
         nng_close(srv->sock);
     if (srv->reader_started)

@@ -14,8 +14,9 @@
  *   status, history,      answered from the read-only store handle (SQLite
  *   list, stats           WAL lets it read while the engine writes); stats
  *                         adds the engine's counters.
- * Anything malformed or out of limits is answered ADMIN_BAD_REQUEST and never
- * reaches the engine. The limits below are part of the protocol: sagactl
+ * Anything malformed or out of limits is answered ADMIN_BAD_REQUEST, and a
+ * request without the configured admin token ADMIN_UNAUTHORIZED; neither
+ * reaches the engine or the store. The limits below are part of the protocol: sagactl
  * uses the same constants.
  */
 #ifndef SAGA_ADMIN_H
@@ -46,11 +47,24 @@
 typedef struct admin_server admin_server;
 
 /*
- * Listens on cfg->admin_url (an ipc:// socket file is made owner-only, 0600)
+ * Listens on cfg->admin_url (an ipc:// socket file is made owner-only, 0600;
+ * a tls+tcp:// URL gets the certificate and key of cfg's tls group)
  * and serves requests until admin_stop. cfg and e must outlive the server.
  * Returns NULL with a reason in err on failure (nothing is left running).
  */
 admin_server *admin_start(const orch_config *cfg, engine *e, char *err, size_t errlen);
+
+/*
+ * Decodes and checks len bytes as the server does on receipt, without any
+ * network, store or engine: well-formed (protobuf, no NUL byte in a string
+ * field, a command present), authorized (cfg->admin_token, compared in
+ * constant time), within every limit above, and for a start, a configured
+ * saga type with all its inputs. Returns the AdminStatus the server answers
+ * before acting: ADMIN_OK (0) when it would serve the request, otherwise the
+ * status with the reply's text in err. Used by tests and fuzz_admin.
+ */
+int admin_handle_request_bytes(const orch_config *cfg, const void *buf, size_t len, char *err,
+                               size_t errlen);
 
 /*
  * Stops listening, drops requests not answered yet, waits for the engine to

@@ -113,6 +113,12 @@ static void pt_work_prepare(participant *p, const pt_item *it, pt_work *w, pt_st
         pt_work_malformed(p, w, "malformed message: not a saga.v1 StepRequest", stats);
         return;
     }
+    const char *nul = wire_nul_string_field(&saga__v1__step_request__descriptor, it->msg, it->len);
+    if (nul != NULL) {
+        snprintf(why, sizeof why, "invalid request: field '%s' contains a NUL byte", nul);
+        pt_work_malformed(p, w, why, stats);
+        return;
+    }
     if (wire_check_request(w->req, err, sizeof err) != 0) {
         snprintf(why, sizeof why, "invalid request: %s", err);
         pt_work_malformed(p, w, why, stats);

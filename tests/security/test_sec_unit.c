@@ -7,7 +7,10 @@
  *     trailing newline trimmed;
  *   - config_load: admin_token_file read and checked, a TCP admin_url needs
  *     a token, a non-loopback one needs TLS too, tls+tcp:// URLs need the
- *     tls group's files, with FILE:LINE messages.
+ *     tls group's files, with FILE:LINE messages;
+ *   - the admin request check (admin_handle_request_bytes): the token on
+ *     every kind of request, NUL bytes in strings refused (admin and step
+ *     requests, wire_nul_string_field).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,8 +23,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "admin.h"
+#include "admin.pb-c.h"
 #include "config.h"
 #include "sec_fixture.h"
+#include "wire.h"
 
 static void test_url_is_local(void **state)
 {
@@ -193,6 +199,189 @@ static void test_config_token_and_tls(void **state)
     assert_non_null(strstr(err, "did you mean \"ca_file\""));
 }
 
+/* ---- Admin requests ---------------------------------------------------- */
+
+#define UUID "0b7e3c1a-4f6d-4c2e-9a8b-1d2e3f405162"
+
+static char *order_inputs[] = {"customer", "amount"};
+static saga_def order_saga = {.name = "order", .inputs = order_inputs, .n_inputs = 2};
+
+/* Packs req (malloc'd buffer, length in *len). */
+static uint8_t *pack(const Saga__V1__AdminRequest *req, size_t *len)
+{
+    *len = protobuf_c_message_get_packed_size(&req->base);
+    uint8_t *buf = malloc(*len + 1);
+    assert_non_null(buf);
+    protobuf_c_message_pack(&req->base, buf);
+    return buf;
+}
+
+/* The status admin_handle_request_bytes gives req under cfg; its text in err. */
+static int verdict(const orch_config *cfg, const Saga__V1__AdminRequest *req, char *err,
+                   size_t errlen)
+{
+    size_t len;
+    uint8_t *buf = pack(req, &len);
+    int status = admin_handle_request_bytes(cfg, buf, len, err, errlen);
+    free(buf);
+    return status;
+}
+
+/* A start of "order" with customer=customer and amount=100. */
+#define START_REQUEST(req, tok, customer)                                                          \
+    Saga__V1__StartSaga__InputEntry e1_##req = SAGA__V1__START_SAGA__INPUT_ENTRY__INIT;            \
+    Saga__V1__StartSaga__InputEntry e2_##req = SAGA__V1__START_SAGA__INPUT_ENTRY__INIT;            \
+    Saga__V1__StartSaga__InputEntry *in_##req[] = {&e1_##req, &e2_##req};                          \
+    Saga__V1__StartSaga start_##req = SAGA__V1__START_SAGA__INIT;                                  \
+    Saga__V1__AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;                                    \
+    e1_##req.key = "customer", e1_##req.value = (customer);                                        \
+    e2_##req.key = "amount", e2_##req.value = "100";                                               \
+    start_##req.type = "order", start_##req.n_input = 2, start_##req.input = in_##req;             \
+    req.token = (tok), req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_START, req.start = &start_##req
+
+static void test_admin_token_every_request(void **state)
+{
+    (void)state;
+    char err[512];
+    orch_config open = {.sagas = &order_saga, .n_sagas = 1};
+    orch_config guarded = {.sagas = &order_saga, .n_sagas = 1, .admin_token = "s3cret-token"};
+
+    START_REQUEST(start, NULL, "alice");
+    assert_int_equal(verdict(&open, &start, err, sizeof err), SAGA__V1__ADMIN_STATUS__ADMIN_OK);
+    /* Missing, wrong, a prefix, longer: refused with the same text. */
+    const char *wrong[] = {NULL, "", "wrong", "s3cret", "s3cret-token2", "S3CRET-TOKEN"};
+    for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
+        start.token = (char *)wrong[i];
+        assert_int_equal(verdict(&guarded, &start, err, sizeof err),
+                         SAGA__V1__ADMIN_STATUS__ADMIN_UNAUTHORIZED);
+        assert_string_equal(err, "missing or wrong admin token");
+    }
+    start.token = "s3cret-token";
+    assert_int_equal(verdict(&guarded, &start, err, sizeof err), SAGA__V1__ADMIN_STATUS__ADMIN_OK);
+
+    /* Every other kind of request, valid in itself: refused without the
+     * token, served with it. */
+    Saga__V1__GetStatus st = SAGA__V1__GET_STATUS__INIT;
+    Saga__V1__GetHistory hi = SAGA__V1__GET_HISTORY__INIT;
+    Saga__V1__ListSagas li = SAGA__V1__LIST_SAGAS__INIT;
+    Saga__V1__AbortSaga ab = SAGA__V1__ABORT_SAGA__INIT;
+    Saga__V1__ResumeSaga re = SAGA__V1__RESUME_SAGA__INIT;
+    Saga__V1__GetStats sa = SAGA__V1__GET_STATS__INIT;
+    st.saga_id = hi.saga_id = ab.saga_id = re.saga_id = UUID;
+    Saga__V1__AdminRequest reqs[6];
+    for (int i = 0; i < 6; i++)
+        reqs[i] = (Saga__V1__AdminRequest)SAGA__V1__ADMIN_REQUEST__INIT;
+    reqs[0].body_case = SAGA__V1__ADMIN_REQUEST__BODY_STATUS, reqs[0].status = &st;
+    reqs[1].body_case = SAGA__V1__ADMIN_REQUEST__BODY_HISTORY, reqs[1].history = &hi;
+    reqs[2].body_case = SAGA__V1__ADMIN_REQUEST__BODY_LIST, reqs[2].list = &li;
+    reqs[3].body_case = SAGA__V1__ADMIN_REQUEST__BODY_ABORT, reqs[3].abort = &ab;
+    reqs[4].body_case = SAGA__V1__ADMIN_REQUEST__BODY_RESUME, reqs[4].resume = &re;
+    reqs[5].body_case = SAGA__V1__ADMIN_REQUEST__BODY_STATS, reqs[5].stats = &sa;
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(verdict(&open, &reqs[i], err, sizeof err),
+                         SAGA__V1__ADMIN_STATUS__ADMIN_OK);
+        assert_int_equal(verdict(&guarded, &reqs[i], err, sizeof err),
+                         SAGA__V1__ADMIN_STATUS__ADMIN_UNAUTHORIZED);
+        reqs[i].token = "nope";
+        assert_int_equal(verdict(&guarded, &reqs[i], err, sizeof err),
+                         SAGA__V1__ADMIN_STATUS__ADMIN_UNAUTHORIZED);
+        reqs[i].token = "s3cret-token";
+        assert_int_equal(verdict(&guarded, &reqs[i], err, sizeof err),
+                         SAGA__V1__ADMIN_STATUS__ADMIN_OK);
+    }
+    /* The token is checked before the rest: a bad request without it is
+     * unauthorized, not a bad request (nothing about it leaks). */
+    st.saga_id = "not-a-uuid";
+    reqs[0].token = NULL;
+    assert_int_equal(verdict(&guarded, &reqs[0], err, sizeof err),
+                     SAGA__V1__ADMIN_STATUS__ADMIN_UNAUTHORIZED);
+    reqs[0].token = "s3cret-token";
+    assert_int_equal(verdict(&guarded, &reqs[0], err, sizeof err),
+                     SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST);
+    /* Bytes that are no AdminRequest, and no command. */
+    assert_int_equal(admin_handle_request_bytes(&open, "\xff\xff\xff", 3, err, sizeof err),
+                     SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST);
+    assert_string_equal(err, "malformed request");
+    Saga__V1__AdminRequest empty = SAGA__V1__ADMIN_REQUEST__INIT;
+    assert_int_equal(verdict(&open, &empty, err, sizeof err),
+                     SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST);
+}
+
+/* Packs req, then turns the first byte 'X' of the buffer into a NUL. */
+static uint8_t *pack_with_nul(const ProtobufCMessage *m, size_t *len)
+{
+    *len = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = malloc(*len + 1);
+    assert_non_null(buf);
+    protobuf_c_message_pack(m, buf);
+    uint8_t *x = memchr(buf, 'X', *len);
+    assert_non_null(x);
+    *x = 0;
+    return buf;
+}
+
+static void test_nul_bytes_refused(void **state)
+{
+    (void)state;
+    char err[512];
+    size_t len;
+    orch_config open = {.sagas = &order_saga, .n_sagas = 1};
+    orch_config guarded = {.sagas = &order_saga, .n_sagas = 1, .admin_token = "tok"};
+
+    /* "al\0ice": protobuf-c would hand over "al"; refused instead. */
+    START_REQUEST(start, "tok", "alXice");
+    uint8_t *buf = pack_with_nul(&start.base, &len);
+    assert_string_equal(wire_nul_string_field(&saga__v1__admin_request__descriptor, buf, len),
+                        "value");
+    assert_int_equal(admin_handle_request_bytes(&guarded, buf, len, err, sizeof err),
+                     SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST);
+    assert_non_null(strstr(err, "contains a NUL byte"));
+    free(buf);
+    /* In a map key, and in the token itself: "tok\0..." must not pass as "tok". */
+    START_REQUEST(start2, "tok", "alice");
+    start2.start->input[0]->key = "cuXstomer";
+    buf = pack_with_nul(&start2.base, &len);
+    assert_string_equal(wire_nul_string_field(&saga__v1__admin_request__descriptor, buf, len),
+                        "key");
+    free(buf);
+    Saga__V1__GetStats sa = SAGA__V1__GET_STATS__INIT;
+    Saga__V1__AdminRequest stats = SAGA__V1__ADMIN_REQUEST__INIT;
+    stats.body_case = SAGA__V1__ADMIN_REQUEST__BODY_STATS, stats.stats = &sa;
+    stats.token = "tokXanything";
+    buf = pack_with_nul(&stats.base, &len);
+    assert_int_equal(admin_handle_request_bytes(&guarded, buf, len, err, sizeof err),
+                     SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST);
+    assert_non_null(strstr(err, "field 'token' contains a NUL byte"));
+    assert_int_equal(admin_handle_request_bytes(&open, buf, len, err, sizeof err),
+                     SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST);
+    free(buf);
+    /* Without a NUL: nothing found. */
+    stats.token = "tok";
+    buf = pack(&stats, &len);
+    assert_null(wire_nul_string_field(&saga__v1__admin_request__descriptor, buf, len));
+    assert_int_equal(admin_handle_request_bytes(&guarded, buf, len, err, sizeof err),
+                     SAGA__V1__ADMIN_STATUS__ADMIN_OK);
+    free(buf);
+
+    /* A step request (the participant runtime runs the same check). */
+    Saga__V1__StepRequest__ParamsEntry pe = SAGA__V1__STEP_REQUEST__PARAMS_ENTRY__INIT;
+    Saga__V1__StepRequest__ParamsEntry *pes[] = {&pe};
+    StepRequest sr = SAGA__V1__STEP_REQUEST__INIT;
+    sr.idempotency_key = "k", sr.saga_id = "s", sr.step = "pay", sr.operation = "charge";
+    pe.key = "customer", pe.value = "boXb";
+    sr.n_params = 1, sr.params = pes;
+    buf = pack_with_nul(&sr.base, &len);
+    assert_string_equal(wire_nul_string_field(&saga__v1__step_request__descriptor, buf, len),
+                        "value");
+    free(buf);
+    sr.operation = "chXarge";
+    pe.value = "bob";
+    buf = pack_with_nul(&sr.base, &len);
+    assert_string_equal(wire_nul_string_field(&saga__v1__step_request__descriptor, buf, len),
+                        "operation");
+    free(buf);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -211,9 +400,13 @@ static int group_teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_url_is_local),       cmocka_unit_test(test_check_exposure),
-        cmocka_unit_test(test_equal),              cmocka_unit_test(test_secret_file),
+        cmocka_unit_test(test_url_is_local),
+        cmocka_unit_test(test_check_exposure),
+        cmocka_unit_test(test_equal),
+        cmocka_unit_test(test_secret_file),
         cmocka_unit_test(test_config_token_and_tls),
+        cmocka_unit_test(test_admin_token_every_request),
+        cmocka_unit_test(test_nul_bytes_refused),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
