@@ -39,6 +39,7 @@
 #include "admin.h"
 #include "admin.pb-c.h"
 #include "kv.h"
+#include "security.h"
 #include "util.h"
 #include "wire.h"
 
@@ -65,11 +66,14 @@ typedef struct {
     int timeout_ms;
     nng_socket sock;
     int connected;
-    int unanswered; /* a request got no reply: see client_close */
+    int unanswered;    /* a request got no reply: see client_close */
+    char *token;       /* the admin token (see load_token), or NULL; wiped at exit */
+    sec_tls_files tls; /* --tls-ca, --tls-cert, --tls-key for a tls+tcp:// URL */
 } client;
 
 static const char usage_text[] =
-    "usage: sagactl [--url URL] [--json] [--timeout MS] COMMAND [ARGS...]\n"
+    "usage: sagactl [--url URL] [--json] [--timeout MS] [--token-file FILE]\n"
+    "               [--tls-ca FILE [--tls-cert FILE --tls-key FILE]] COMMAND [ARGS...]\n"
     "\n"
     "Commands:\n"
     "  start TYPE [--key KEY] [--wait] [NAME=VALUE ...]\n"
@@ -102,12 +106,22 @@ static const char usage_text[] =
     "  --url URL           sagad's admin URL (its config's admin_url)\n"
     "  --json              print one JSON document instead of text\n"
     "  --timeout MS        give up on a request after MS milliseconds (10000)\n"
+    "  --token-file FILE   send the admin token held in FILE (owner-only, one\n"
+    "                      line): required when sagad sets admin_token_file.\n"
+    "                      There is no option taking the token itself: a\n"
+    "                      command line is visible to every user\n"
+    "  --tls-ca FILE       for a tls+tcp:// URL: the CA (PEM) that signed sagad's\n"
+    "                      certificate; required for tls+tcp://\n"
+    "  --tls-cert FILE, --tls-key FILE\n"
+    "                      for a tls+tcp:// URL: a client certificate and its key\n"
     "  -h, --help          this text\n"
     "  --                  end of options: what follows are arguments\n"
     "\n"
     "Environment:\n"
     "  SAGA_ADMIN_URL      the admin URL when --url is not given; one of the two\n"
     "                      is required\n"
+    "  SAGA_ADMIN_TOKEN_FILE  the token file when --token-file is not given\n"
+    "  SAGA_ADMIN_TOKEN    the token itself, when neither of the two is given\n"
     "\n"
     "Exit status:\n"
     "  0  success (--wait, watch: the saga COMPLETED)\n"
@@ -568,6 +582,37 @@ static void jw_print(jw *w)
 
 /* ---- Transport --------------------------------------------------------- */
 
+/* Dials a tls+tcp:// URL, verifying sagad's certificate against --tls-ca
+ * and the URL's host; in the background, like any remote URL. */
+static int client_dial_tls(client *cl)
+{
+    char err[512];
+    nng_dialer d;
+    if (cl->tls.ca_file == NULL) {
+        complain("cannot reach sagad at %s: a tls+tcp:// URL needs --tls-ca FILE, the CA "
+                 "that signed sagad's certificate",
+                 cl->url);
+        return STATUS_UNREACHABLE;
+    }
+    int rv = nng_dialer_create(&d, cl->sock, cl->url);
+    if (rv != 0) {
+        complain("invalid admin URL '%s': %s", cl->url, nng_strerror(rv));
+        return STATUS_USAGE;
+    }
+    char *host = sec_url_host(cl->url);
+    rv = sec_tls_dialer(d, &cl->tls, host, err, sizeof err);
+    free(host);
+    if (rv != 0) {
+        complain("%s", err);
+        return STATUS_USAGE; /* a certificate file that cannot be used */
+    }
+    if ((rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK)) != 0) {
+        complain("cannot reach sagad at %s: %s", cl->url, nng_strerror(rv));
+        return STATUS_UNREACHABLE;
+    }
+    return STATUS_OK;
+}
+
 static int client_connect(client *cl)
 {
     int rv;
@@ -587,6 +632,8 @@ static int client_connect(client *cl)
      * synchronously to say so. A remote connect may hang for minutes, so
      * it runs in the background, bounded by the request's timeout. */
     int is_ipc = strncmp(cl->url, "ipc://", 6) == 0;
+    if (sec_url_is_tls(cl->url))
+        return client_dial_tls(cl);
     rv = nng_dial(cl->sock, cl->url, NULL, is_ipc ? 0 : NNG_FLAG_NONBLOCK);
     if (rv == NNG_EADDRINVAL || rv == NNG_ENOTSUP || rv == NNG_EINVAL) {
         complain("invalid admin URL '%s': %s", cl->url, nng_strerror(rv));
@@ -629,6 +676,9 @@ static int client_call(client *cl, const AdminRequest *req, AdminReply **out)
 
     if (!cl->connected && (rc = client_connect(cl)) != STATUS_OK)
         return rc;
+    AdminRequest with_token = *req; /* a shallow copy: only the token differs */
+    with_token.token = cl->token;
+    req = &with_token;
     size_t len = protobuf_c_message_get_packed_size(&req->base);
     if (len > ADMIN_MAX_REQUEST) {
         complain("request too large (%zu bytes, at most %d): fewer or shorter inputs", len,
@@ -637,6 +687,7 @@ static int client_call(client *cl, const AdminRequest *req, AdminReply **out)
     }
     buf = xcalloc(len, 1);
     protobuf_c_message_pack(&req->base, buf);
+    with_token.token = NULL;
     cl->unanswered = 1;
     int rv = nng_send(cl->sock, buf, len, 0);
     if (rv == 0)
@@ -644,7 +695,10 @@ static int client_call(client *cl, const AdminRequest *req, AdminReply **out)
     if (rv == 0)
         cl->unanswered = 0;
     if (rv == NNG_ETIMEDOUT) {
-        complain("no reply from sagad at %s within %d ms", cl->url, cl->timeout_ms);
+        complain("no reply from sagad at %s within %d ms%s", cl->url, cl->timeout_ms,
+                 sec_url_is_tls(cl->url) ? " (or the TLS handshake failed: is --tls-ca the CA "
+                                           "that signed sagad's certificate?)"
+                                         : "");
         rc = STATUS_UNREACHABLE;
         goto out;
     }
@@ -663,6 +717,8 @@ static int client_call(client *cl, const AdminRequest *req, AdminReply **out)
 out:
     if (answer != NULL)
         nng_free(answer, answer_len);
+    if (buf != NULL)
+        sec_wipe(buf, len); /* it holds the token */
     free(buf);
     return rc;
 }
@@ -1548,10 +1604,80 @@ static int takes_value(const char *arg)
     return 0;
 }
 
+/*
+ * A global option that takes a value (--url, --timeout, --token-file,
+ * --tls-ca, --tls-cert, --tls-key): where its value goes, and in *value the
+ * value of the "--opt=VALUE" form (NULL for "--opt VALUE"). NULL when arg is
+ * none of them.
+ */
+static const char **global_value(const char *arg, const char **value, client *cl,
+                                 const char **timeout_arg, const char **token_file)
+{
+    const struct {
+        const char *name;
+        const char **slot;
+    } opts[] = {
+        {"--url", &cl->url},
+        {"--timeout", timeout_arg},
+        {"--token-file", token_file},
+        {"--tls-ca", &cl->tls.ca_file},
+        {"--tls-cert", &cl->tls.cert_file},
+        {"--tls-key", &cl->tls.key_file},
+    };
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+        size_t n = strlen(opts[i].name);
+        if (strncmp(arg, opts[i].name, n) == 0 && (arg[n] == '\0' || arg[n] == '=')) {
+            *value = arg[n] == '=' ? arg + n + 1 : NULL;
+            return opts[i].slot;
+        }
+    }
+    return NULL;
+}
+
+/* TLS options make sense only together and with a tls+tcp:// URL. */
+static int check_tls_options(const client *cl)
+{
+    const sec_tls_files *t = &cl->tls;
+    int any = t->ca_file != NULL || t->cert_file != NULL || t->key_file != NULL;
+    if (any && !sec_url_is_tls(cl->url))
+        return usage_error("--tls-ca, --tls-cert and --tls-key are for a tls+tcp:// URL, not %s",
+                           cl->url);
+    if ((t->cert_file != NULL) != (t->key_file != NULL))
+        return usage_error("--tls-cert and --tls-key go together");
+    return STATUS_OK;
+}
+
+/*
+ * The admin token, from (in this order) --token-file FILE,
+ * SAGA_ADMIN_TOKEN_FILE or SAGA_ADMIN_TOKEN; none of them: no token. A token
+ * file must be owner-only (sec_read_secret_file). The token is never printed.
+ */
+static int load_token(client *cl, const char *token_file)
+{
+    char err[512];
+    const char *how = "--token-file";
+    if (token_file == NULL || *token_file == '\0') {
+        token_file = getenv("SAGA_ADMIN_TOKEN_FILE");
+        how = "SAGA_ADMIN_TOKEN_FILE";
+    }
+    if (token_file != NULL && *token_file != '\0') {
+        if (sec_read_secret_file(token_file, &cl->token, err, sizeof err) != 0)
+            return usage_error("%s: %s", how, err);
+        return STATUS_OK;
+    }
+    const char *token = getenv("SAGA_ADMIN_TOKEN");
+    if (token != NULL && *token != '\0') {
+        if (strlen(token) > SEC_SECRET_MAX)
+            return usage_error("SAGA_ADMIN_TOKEN: longer than %d bytes", SEC_SECRET_MAX);
+        cl->token = xstrdup(token);
+    }
+    return STATUS_OK;
+}
+
 int main(int argc, char **argv)
 {
     client cl = {.url = NULL, .json = 0, .timeout_ms = DEFAULT_TIMEOUT_MS, .connected = 0};
-    const char *timeout_arg = NULL;
+    const char *timeout_arg = NULL, *token_file = NULL, *value, **slot;
     int help = 0, n = 0, ended = 0, rc;
     char **rest = xcalloc((size_t)argc + 1, sizeof *rest);
 
@@ -1568,19 +1694,20 @@ int main(int argc, char **argv)
             cl.json = 1;
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             help = 1;
-        } else if (strcmp(a, "--url") == 0 || strcmp(a, "--timeout") == 0) {
-            if (i + 1 >= argc) {
-                rc = usage_error("option %s needs a value", a);
-                goto out;
+        } else if (strcmp(a, "--token") == 0 || strncmp(a, "--token=", 8) == 0) {
+            rc = usage_error("there is no --token option: a command line is visible to every "
+                             "user; use --token-file FILE, SAGA_ADMIN_TOKEN_FILE or "
+                             "SAGA_ADMIN_TOKEN");
+            goto out;
+        } else if ((slot = global_value(a, &value, &cl, &timeout_arg, &token_file)) != NULL) {
+            if (value == NULL) {
+                if (i + 1 >= argc) {
+                    rc = usage_error("option %s needs a value", a);
+                    goto out;
+                }
+                value = argv[++i];
             }
-            if (strcmp(a, "--url") == 0)
-                cl.url = argv[++i];
-            else
-                timeout_arg = argv[++i];
-        } else if (strncmp(a, "--url=", 6) == 0) {
-            cl.url = a + 6;
-        } else if (strncmp(a, "--timeout=", 10) == 0) {
-            timeout_arg = a + 10;
+            *slot = value;
         } else if (takes_value(a) && i + 1 < argc) {
             rest[n++] = argv[i];
             rest[n++] = argv[++i];
@@ -1622,9 +1749,16 @@ int main(int argc, char **argv)
                          "(the admin_url of sagad's configuration)");
         goto out;
     }
+    if ((rc = check_tls_options(&cl)) != STATUS_OK ||
+        (rc = load_token(&cl, token_file)) != STATUS_OK)
+        goto out;
     rc = run(&cl, n - 1, rest + 1);
 out:
     client_close(&cl);
+    if (cl.token != NULL) {
+        sec_wipe(cl.token, strlen(cl.token));
+        free(cl.token);
+    }
     free(rest);
     return rc;
 }
