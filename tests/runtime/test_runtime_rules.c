@@ -319,6 +319,30 @@ static void test_param_errors_named(void **state)
     bank_reply_free(&c);
 }
 
+/* A string field holding a NUL byte (protobuf-c would cut "al\0ice" to
+ * "al"): refused as malformed, nothing stored. */
+static void test_nul_byte_refused(void **state)
+{
+    fixture *f = *state;
+    bank_req r = debit("k1", "s1", "30");
+    r.account = "alXice";
+    size_t len;
+    uint8_t *msg = bank_pack(&r, &len);
+    uint8_t *x = memchr(msg, 'X', len);
+    assert_non_null(x);
+    *x = 0;
+    const uint8_t *msgs[] = {msg};
+    bank_reply out;
+    bank_batch_raw(f->p, 1, msgs, &len, &out);
+    assert_int_equal(out.outcome, OUTCOME_REJECTED);
+    assert_non_null(strstr(out.error, "field 'value' contains a NUL byte"));
+    assert_int_equal(bank_balance(f->p, "alice"), 100);
+    assert_int_equal(ledger(f->p, "debit"), 0);
+    assert_int_equal(rows(f->p, "pt_idempotency"), 0);
+    bank_reply_free(&out);
+    free(msg);
+}
+
 /* Rule 4 in one batch: two copies of a key give one effect; the second replays. */
 static void test_two_copies_one_batch(void **state)
 {
@@ -703,6 +727,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_compensation_after_action, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rejected_action_then_compensation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_param_errors_named, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nul_byte_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_copies_one_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_action_and_compensation_one_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compensation_of_other_action_conflicts, setup,
