@@ -21,6 +21,7 @@ struct sp_listener {
     nng_mtx *mtx;          /* guards pipes_added and stopping */
     nng_cv *cv;
     unsigned long pipes_added;
+    unsigned long probe_pipes; /* connections of the probe's own socket */
     int stopping;
     unsigned restarts;
 };
@@ -35,6 +36,15 @@ static void on_pipe_added(nng_pipe pipe, nng_pipe_ev ev, void *arg)
     sp_listener *l = arg;
     nng_mtx_lock(l->mtx);
     l->pipes_added++;
+    nng_cv_wake(l->cv);
+    nng_mtx_unlock(l->mtx);
+}
+
+static void on_probe_pipe_added(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+{
+    sp_listener *l = arg;
+    nng_mtx_lock(l->mtx);
+    l->probe_pipes++;
     nng_cv_wake(l->cv);
     nng_mtx_unlock(l->mtx);
 }
@@ -84,14 +94,17 @@ static int probe(sp_listener *l)
     if (nng_req0_open(&s) != 0)
         return -1;
     nng_mtx_lock(l->mtx);
-    unsigned long before = l->pipes_added;
+    unsigned long before = l->pipes_added, probe_before = l->probe_pipes;
     nng_mtx_unlock(l->mtx);
-    if (nng_dialer_create(&d, s, l->opts.url) == 0 && nng_dialer_start(d, NNG_FLAG_NONBLOCK) == 0) {
+    if (nng_pipe_notify(s, NNG_PIPE_EV_ADD_POST, on_probe_pipe_added, l) == 0 &&
+        nng_dialer_create(&d, s, l->opts.url) == 0 && nng_dialer_start(d, NNG_FLAG_NONBLOCK) == 0) {
         nng_time deadline = nng_clock() + PROBE_TIMEOUT_MS;
         nng_mtx_lock(l->mtx);
-        /* Not cut short by stopping: closing the probe mid-handshake is the
-         * very thing that trips the nng defect (and leaks its connection). */
-        while (l->pipes_added == before && nng_clock() < deadline)
+        /* Wait for both ends of the probe's connection, and do not cut the
+         * wait short when stopping: closing a connection mid-handshake is the
+         * very thing that trips the nng defect (and nng then leaks it). */
+        while ((l->pipes_added == before || l->probe_pipes == probe_before) &&
+               nng_clock() < deadline)
             nng_cv_until(l->cv, deadline);
         result = l->stopping ? -1 : l->pipes_added != before;
         nng_mtx_unlock(l->mtx);

@@ -29,6 +29,7 @@ typedef struct {
     uint32_t pipes[PEER_MAX_PIPES]; /* ids of connected pipes; 0: free slot */
     int n_pipes;
     int64_t disconnected_since; /* monotonic ms; 0 while connected */
+    unsigned redials;           /* in the current outage; 0 while connected */
 } peer;
 
 struct transport {
@@ -59,6 +60,7 @@ static void peer_pipe_event(nng_pipe pipe, nng_pipe_ev ev, void *arg)
             }
         }
         p->disconnected_since = 0;
+        p->redials = 0;
     } else if (ev == NNG_PIPE_EV_REM_POST) {
         for (int i = 0; i < PEER_MAX_PIPES; i++) {
             if (p->pipes[i] == id) {
@@ -249,13 +251,18 @@ void transport_maintain(transport *t)
         nng_mtx_lock(p->mtx);
         int stuck = p->n_pipes == 0 && p->disconnected_since != 0 &&
                     now - p->disconnected_since >= REDIAL_AFTER_MS;
-        if (stuck)
+        unsigned redials = 0;
+        if (stuck) {
             p->disconnected_since = now; /* the next redial, if needed, is as far away */
+            redials = ++p->redials;
+        }
         nng_mtx_unlock(p->mtx);
         if (!stuck)
             continue;
-        log_warn("participant %s: no connection to %s for %d ms: dialing anew", p->name, p->url,
-                 REDIAL_AFTER_MS);
+        /* Once per outage at WARN: a participant that is down stays quiet. */
+        log_msg(redials == 1 ? LOG_WARN : LOG_DEBUG,
+                "participant %s: no connection to %s for %d ms: dialing anew", p->name, p->url,
+                REDIAL_AFTER_MS);
         nng_dialer_close(p->dialer);
         if (peer_dial(p, err, sizeof err) != 0)
             log_error("%s", err);
