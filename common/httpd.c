@@ -372,7 +372,7 @@ int httpd_query_param(const char *query, const char *name, char *buf, size_t buf
                 int c = (unsigned char)p[i];
                 if (c == '+') {
                     c = ' ';
-                } else if (c == '%' && i + 2 < seg + 1 && hexval(p[i + 1]) >= 0 &&
+                } else if (c == '%' && i + 2 < seg && hexval(p[i + 1]) >= 0 &&
                            hexval(p[i + 2]) >= 0) {
                     c = hexval(p[i + 1]) * 16 + hexval(p[i + 2]);
                     i += 2;
