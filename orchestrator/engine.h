@@ -11,8 +11,11 @@
  *   3. only then send the requests and answer the admin commands of the
  *      round (save before act: an acknowledged start, and every intent, is
  *      on disk before anyone hears of it).
- * If the commit fails, nothing of the round is sent or acknowledged; the
- * engine reloads the affected sagas from the store and answers ADMIN_INTERNAL.
+ * If the commit fails (disk full, I/O error), nothing of the round is sent or
+ * acknowledged: sagad logs the error and exits (status 70), because memory
+ * is now ahead of the disk; at the next start recovery rebuilds every saga
+ * from the last committed state, which never ran ahead of the network.
+ * Clients whose start was not acknowledged retry with their client key.
  *
  * At start it loads every saga that is RUNNING or COMPENSATING and re-sends
  * their in-flight steps with their original idempotency keys, at once.
