@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -78,12 +79,13 @@ static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static char g_tmp[256];
 static int g_keep;
+static int64_t g_t_start; /* for the elapsed time in progress notes */
 
 static void note(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "saga-bench: ");
+    fprintf(stderr, "saga-bench: [%5.1f s] ", g_t_start ? (double)(now_ns() - g_t_start) / 1e9 : 0.0);
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n");
     va_end(ap);
@@ -1255,6 +1257,276 @@ static int64_t wait_finished(cluster *c, uint64_t n, int timeout_s)
     die("%s: only %" PRIu64 " of %" PRIu64 " sagas finished after %d s", c->name, fin, n, timeout_s);
 }
 
+#define GROW_TEMPLATES 64 /* real sagas run before the copies */
+
+/* ---- Growth: generated history --------------------------------------------------- */
+
+/*
+ * Growing a cluster by running the workload goes at ~1,000 sagas/s; a million
+ * finished sagas would take ~17 min. Instead a few real sagas are run (the
+ * templates), the cluster is stopped, and the rows of one template saga are
+ * copied `n` times with SQL into every database, in the real schemas:
+ * sagad's sagas, saga_steps and saga_history; each service's pt_idempotency,
+ * pt_barrier and business rows (orders, charges, reservations, shipments).
+ * In each copy the template's UUIDs (saga id, order, charge, reservation and
+ * shipment ids; in keys, JSON results and packed replies alike, all 36
+ * characters so packed lengths hold) are replaced by fresh random v4 UUIDs,
+ * the same ones in every database, and every *_at/_at_ms time is moved back
+ * 1 ms per copy (oldest first, as 1,000 sagas/s would have written them).
+ * Copies are inserted in id order = random key order, so the unique and
+ * saga_id indexes take random inserts and end up as fragmented as a real
+ * history's. Balances and stock are debited for the copies so the audit
+ * views stay balanced. What is not realistic: every copy has the template's
+ * customer, sku and inputs, and pt_counters are not advanced.
+ */
+
+typedef struct {
+    char path[600];
+    char gen[600]; /* the shared ids database */
+    const char *tmpl[5]; /* template saga, order, charge, reservation, shipment ids */
+    long n;
+    int is_sagad;
+    const char *err; /* NULL on success */
+    char errbuf[300];
+} grow_job;
+
+static int grow_exec(grow_job *j, sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(j->errbuf, sizeof j->errbuf, "%s: %s", j->path, msg ? msg : "?");
+        sqlite3_free(msg);
+        j->err = j->errbuf;
+        return -1;
+    }
+    return 0;
+}
+
+/* Copies the template rows of every per-saga table of one database. */
+static void *grow_db(void *arg)
+{
+    grow_job *j = arg;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    char *sql = NULL;
+    if (sqlite3_open(j->path, &db) != SQLITE_OK) {
+        snprintf(j->errbuf, sizeof j->errbuf, "cannot open %s", j->path);
+        j->err = j->errbuf;
+        goto out;
+    }
+    char att[700];
+    snprintf(att, sizeof att, "ATTACH '%s' AS g;", j->gen);
+    if (grow_exec(j, db, "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
+                         "PRAGMA cache_size=-1000000; PRAGMA foreign_keys=OFF;") ||
+        grow_exec(j, db, att))
+        goto out;
+    /* Tables with rows per saga: sagas (by id), every table with a saga_id. */
+    static const char *const tables_sql =
+        "SELECT m.name, p.name FROM sqlite_schema m, pragma_table_info(m.name) p "
+        "WHERE m.type = 'table' AND ((m.name = 'sagas' AND p.name = 'id') OR p.name = 'saga_id') "
+        "ORDER BY m.name";
+    char tables[16][64], keycol[16][16];
+    int nt = 0;
+    if (sqlite3_prepare_v2(db, tables_sql, -1, &st, NULL) != SQLITE_OK)
+        goto sqlerr;
+    while (sqlite3_step(st) == SQLITE_ROW && nt < 16) {
+        snprintf(tables[nt], sizeof tables[nt], "%s", sqlite3_column_text(st, 0));
+        snprintf(keycol[nt], sizeof keycol[nt], "%s", sqlite3_column_text(st, 1));
+        nt++;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    size_t cap = 65536;
+    sql = malloc(cap);
+    if (sql == NULL)
+        die("out of memory");
+    const long chunk = 100000;
+    for (long lo = 0; lo < j->n; lo += chunk) {
+        if (grow_exec(j, db, "BEGIN"))
+            goto out;
+        for (int t = 0; t < nt; t++) {
+            /* INSERT INTO t(cols) SELECT <rewritten cols> FROM g.ids, t AS tp WHERE ... */
+            size_t o = 0, o2;
+            char cols[4096] = "";
+            size_t oc = 0;
+            o += (size_t)snprintf(sql + o, cap - o, "SELECT ");
+            char q[200];
+            snprintf(q, sizeof q,
+                     "SELECT p.name, p.type, p.pk, (SELECT count(*) FROM pragma_table_info('%s') "
+                     "WHERE pk > 0) FROM pragma_table_info('%s') p",
+                     tables[t], tables[t]);
+            if (sqlite3_prepare_v2(db, q, -1, &st, NULL) != SQLITE_OK)
+                goto sqlerr;
+            int first = 1;
+            while (sqlite3_step(st) == SQLITE_ROW) {
+                const char *name = (const char *)sqlite3_column_text(st, 0);
+                const char *type = (const char *)sqlite3_column_text(st, 1);
+                int pk = sqlite3_column_int(st, 2), npk = sqlite3_column_int(st, 3);
+                if (pk == 1 && npk == 1 && strcasecmp(type, "INTEGER") == 0)
+                    continue; /* rowid alias (seq): assigned anew */
+                oc += (size_t)snprintf(cols + oc, sizeof cols - oc, "%s%s", first ? "" : ",", name);
+                if (!first)
+                    o += (size_t)snprintf(sql + o, cap - o, ",");
+                first = 0;
+                size_t ln = strlen(name);
+                if (strcasecmp(type, "INTEGER") == 0 &&
+                    (strstr(name, "_at") != NULL || (ln > 3 && strcmp(name + ln - 3, "_ms") == 0)))
+                    o += (size_t)snprintf(sql + o, cap - o,
+                                          "CASE WHEN tp.%s > 1000000000000 THEN tp.%s - (%ld - "
+                                          "i.n) ELSE tp.%s END",
+                                          name, name, j->n, name);
+                else if (strcasecmp(type, "INTEGER") == 0)
+                    o += (size_t)snprintf(sql + o, cap - o, "tp.%s", name);
+                else
+                    o += (size_t)snprintf(
+                        sql + o, cap - o,
+                        "%sreplace(replace(replace(replace(replace(tp.%s, ?1, i.s), ?2, i.o), "
+                        "?3, i.c), ?4, i.r), ?5, i.h)%s",
+                        strcasecmp(type, "BLOB") == 0 ? "CAST(" : "", name,
+                        strcasecmp(type, "BLOB") == 0 ? " AS BLOB)" : "");
+            }
+            sqlite3_finalize(st);
+            st = NULL;
+            o += (size_t)snprintf(sql + o, cap - o,
+                                  " FROM g.ids i CROSS JOIN (SELECT * FROM main.%s WHERE %s = ?1) tp"
+                                  " WHERE i.n >= %ld AND i.n < %ld ORDER BY i.n",
+                                  tables[t], keycol[t], lo, lo + chunk);
+            /* prepend INSERT */
+            char head[4300];
+            o2 = (size_t)snprintf(head, sizeof head, "INSERT INTO main.%s(%s) ", tables[t], cols);
+            if (o + o2 + 1 > cap)
+                die("growth: statement too long");
+            memmove(sql + o2, sql, o + 1);
+            memcpy(sql, head, o2);
+            if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+                goto sqlerr;
+            for (int k = 0; k < 5; k++)
+                sqlite3_bind_text(st, k + 1, j->tmpl[k], -1, SQLITE_STATIC);
+            if (sqlite3_step(st) != SQLITE_DONE)
+                goto sqlerr;
+            sqlite3_finalize(st);
+            st = NULL;
+        }
+        if (grow_exec(j, db, "COMMIT"))
+            goto out;
+    }
+    /* Debit what the copies took, so the audit views stay balanced. */
+    char upd[1200];
+    snprintf(upd, sizeof upd,
+             "UPDATE accounts SET balance = balance - %ld * (SELECT amount FROM charges WHERE "
+             "charge_id = '%s' AND state = 'charged') WHERE customer = (SELECT customer FROM "
+             "charges WHERE charge_id = '%s' AND state = 'charged');",
+             j->n, j->tmpl[2], j->tmpl[2]);
+    if (strstr(j->path, "/payment.db") && grow_exec(j, db, upd))
+        goto out;
+    snprintf(upd, sizeof upd,
+             "UPDATE skus SET available = available - %ld * (SELECT quantity FROM reservations "
+             "WHERE reservation_id = '%s' AND state = 'reserved'), reserved = reserved + %ld * "
+             "(SELECT quantity FROM reservations WHERE reservation_id = '%s' AND state = "
+             "'reserved') WHERE sku = (SELECT sku FROM reservations WHERE reservation_id = '%s' "
+             "AND state = 'reserved');",
+             j->n, j->tmpl[3], j->n, j->tmpl[3], j->tmpl[3]);
+    if (strstr(j->path, "/inventory.db") && grow_exec(j, db, upd))
+        goto out;
+    grow_exec(j, db, "DETACH g; PRAGMA journal_mode=WAL;");
+    goto out;
+sqlerr:
+    snprintf(j->errbuf, sizeof j->errbuf, "%s: %s", j->path, sqlite3_errmsg(db));
+    j->err = j->errbuf;
+out:
+    sqlite3_finalize(st);
+    free(sql);
+    sqlite3_close(db);
+    return NULL;
+}
+
+/* One text value from a query with one text parameter; die if none. */
+static void grow_lookup(const char *path, const char *sql, const char *param, char out[64])
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        die("growth: %s: %s", path, sqlite3_errmsg(db));
+    if (param)
+        sqlite3_bind_text(st, 1, param, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_ROW)
+        die("growth: %s: no template row for %s", path, sql);
+    snprintf(out, 64, "%s", sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+/* Adds n generated finished sagas to the stopped cluster c (see above). */
+static void grow_generate(cluster *c, long n)
+{
+    char tmpl[5][64], path[5][600], gen[600];
+    snprintf(path[0], sizeof path[0], "%s/sagad.db", c->dir);
+    for (int i = 0; i < 4; i++)
+        snprintf(path[i + 1], sizeof path[i + 1], "%s/%s.db", c->dir, svc_names[i]);
+    /* The last saga that finished COMPLETED (state 3) is the template. */
+    grow_lookup(path[0], "SELECT id FROM sagas WHERE state = 3 ORDER BY seq DESC LIMIT 1", NULL,
+                tmpl[0]);
+    grow_lookup(path[1], "SELECT order_id FROM orders WHERE saga_id = ?1", tmpl[0], tmpl[1]);
+    grow_lookup(path[2], "SELECT charge_id FROM charges WHERE saga_id = ?1", tmpl[0], tmpl[2]);
+    grow_lookup(path[3], "SELECT reservation_id FROM reservations WHERE saga_id = ?1", tmpl[0],
+                tmpl[3]);
+    grow_lookup(path[4], "SELECT shipment_id FROM shipments WHERE saga_id = ?1", tmpl[0],
+                tmpl[4]);
+    /* The ids: n rows of five random v4 UUIDs, shared by all five databases. */
+    snprintf(gen, sizeof gen, "%s/growth-ids.db", c->dir);
+    sqlite3 *g;
+    sqlite3_stmt *st;
+    if (sqlite3_open(gen, &g) != SQLITE_OK ||
+        sqlite3_exec(g,
+                     "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
+                     "CREATE TABLE ids (n INTEGER PRIMARY KEY, s TEXT, o TEXT, c TEXT, r TEXT, "
+                     "h TEXT); BEGIN;",
+                     NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(g, "INSERT INTO ids VALUES (?1, ?2, ?3, ?4, ?5, ?6)", -1, &st, NULL) !=
+            SQLITE_OK)
+        die("growth: %s: %s", gen, sqlite3_errmsg(g));
+    for (long i = 0; i < n; i++) {
+        char u[5][37];
+        sqlite3_bind_int64(st, 1, i);
+        for (int k = 0; k < 5; k++) {
+            if (util_uuid4(u[k]) != 0)
+                die("growth: no random bytes");
+            sqlite3_bind_text(st, k + 2, u[k], 36, SQLITE_TRANSIENT);
+        }
+        if (sqlite3_step(st) != SQLITE_DONE)
+            die("growth: %s: %s", gen, sqlite3_errmsg(g));
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    if (sqlite3_exec(g, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        die("growth: %s: %s", gen, sqlite3_errmsg(g));
+    sqlite3_close(g);
+    note("growth: templates %s (saga) ...; %ld ids generated", tmpl[0], n);
+    /* sagad.db (the largest) on one thread, the four services in turn on another. */
+    grow_job jobs[5];
+    for (int i = 0; i < 5; i++) {
+        memset(&jobs[i], 0, sizeof jobs[i]);
+        snprintf(jobs[i].path, sizeof jobs[i].path, "%s", path[i]);
+        snprintf(jobs[i].gen, sizeof jobs[i].gen, "%s", gen);
+        for (int k = 0; k < 5; k++)
+            jobs[i].tmpl[k] = tmpl[k];
+        jobs[i].n = n;
+    }
+    pthread_t th;
+    if (pthread_create(&th, NULL, grow_db, &jobs[0]) != 0)
+        die("cannot start a thread");
+    for (int i = 1; i < 5; i++) {
+        grow_db(&jobs[i]);
+        note("growth: %s-svc rows generated", svc_names[i - 1]);
+    }
+    pthread_join(th, NULL);
+    for (int i = 0; i < 5; i++)
+        if (jobs[i].err)
+            die("growth: %s", jobs[i].err);
+    unlink(gen);
+}
+
 /* ---- Output --------------------------------------------------------------------- */
 
 typedef struct {
@@ -1306,14 +1578,19 @@ static void machine_info(void)
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: saga-bench [--quick] [--secs S] [--growth N] [--recovery N] [--memory N]\n"
+            "usage: saga-bench [--quick] [--secs S] [--growth N] [--growth-run] [--recovery N]\n"
+            "                  [--memory N]\n"
             "                  [--perf FILE] [--keep] [--tmp DIR]\n"
             "  --quick        short runs and small sizes: finishes in under a minute\n"
             "  --secs S       measured seconds per throughput point (default 5; quick 1)\n"
-            "  --growth N     finished sagas in the grown databases (default 1000000)\n"
+            "  --growth N     finished sagas in the grown databases (default 1000000; quick\n"
+            "                 4000), generated with SQL as copies of a real saga with fresh\n"
+            "                 random UUIDs (1,000,000 takes a few minutes)\n"
+            "  --growth-run   build them by running the workload instead (~1,000 sagas/s)\n"
             "  --recovery N   sagas in flight when sagad is killed (default 10000)\n"
             "  --memory N     sagas held in flight for the memory figure (default 100000)\n"
             "  --recovery-only  run only the recovery figure (5.)\n"
+            "  --growth-only  run only the growth figure (6.)\n"
             "  --perf FILE    record a perf profile of sagad during the durable 256 run\n"
             "  --keep         keep the temp directory (databases, logs)\n"
             "  --tmp DIR      where to make the temp directory (default /tmp)\n");
@@ -1326,7 +1603,7 @@ static void on_exit_kill(void)
 
 int main(int argc, char **argv)
 {
-    int quick = 0, recovery_only = 0;
+    int quick = 0, recovery_only = 0, growth_run = 0, growth_only = 0;
     double secs = -1;
     long growth = -1, recovery_n = -1, memory_n = -1;
     const char *perf = NULL, *tmpbase = "/tmp";
@@ -1338,6 +1615,10 @@ int main(int argc, char **argv)
             secs = atof(argv[++i]);
         else if (strcmp(a, "--growth") == 0 && i + 1 < argc)
             growth = atol(argv[++i]);
+        else if (strcmp(a, "--growth-only") == 0)
+            growth_only = 1;
+        else if (strcmp(a, "--growth-run") == 0)
+            growth_run = 1;
         else if (strcmp(a, "--recovery") == 0 && i + 1 < argc)
             recovery_n = atol(argv[++i]);
         else if (strcmp(a, "--memory") == 0 && i + 1 < argc)
@@ -1382,6 +1663,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     pack_start_requests();
     int64_t t_all = now_ns();
+    g_t_start = t_all;
 
     static const int concs[4] = {1, 16, 64, 256};
     run_result dur[4] = {{0}}, rel[4] = {{0}}, nob[4] = {{0}}, dir[4] = {{0}};
@@ -1389,13 +1671,23 @@ int main(int argc, char **argv)
     double best = 0, build_s = 0, sagad_db_mib = 0, per_saga = 0;
     long rss0 = 0, rss1 = 0;
     uint64_t minf = 0;
+    /* 5: recovery settings (declared here: --growth-only jumps past them).
+     * delay_ms is long enough that no saga can finish (5 delays) before the
+     * last of the burst has started (about 10 s for 10,000 on 2 cores). */
+    int delay_ms = quick ? 1000 : 4000;
+    uint64_t rn = (uint64_t)recovery_n;
+    double rec_base = 0, rec_after = 0, rec_first = 0, rec_total = 0, rec_kill_at = 0;
+    uint64_t rec_in_flight = 0;
     if (recovery_only)
         goto recovery;
     cluster cd, cr, cn;
     cluster_init(&cd, "durable", 1, 0);
     cluster_init(&cr, "relaxed", 0, 0);
     cluster_init(&cn, "nobarrier", 1, 1);
+    note("starting the durable, relaxed and no-barrier clusters");
     cluster_start(&cd);
+    if (growth_only)
+        goto growth;
     cluster_start(&cr);
     cluster_start(&cn);
 
@@ -1441,18 +1733,28 @@ int main(int argc, char **argv)
 
     /* 6a: growth. Durable throughput at 64 on the (nearly empty) durable
      * cluster and on one grown to `growth` finished sagas, back to back. */
-    note("growth: building %ld finished sagas (relaxed mode)", growth);
+growth:;
     cluster cg;
     cluster_init(&cg, "grown", 0, 0);
     cg.max_in_flight = 20000;
     cluster_start(&cg);
     int64_t tb0 = now_ns();
-    build = run_closed(&cg, 256, 0, 0, (uint64_t)growth);
+    if (growth_run) {
+        note("growth: building %ld finished sagas (relaxed mode)", growth);
+        build = run_closed(&cg, 256, 0, 0, (uint64_t)growth);
+        cluster_stop(&cg);
+    } else {
+        /* A few real sagas as templates, then SQL copies of one of them. */
+        note("growth: generating %ld finished sagas with SQL", growth);
+        build = run_closed(&cg, 16, 0, 0, GROW_TEMPLATES);
+        cluster_stop(&cg);
+        grow_generate(&cg, growth);
+        build.completed += (uint64_t)growth;
+    }
     build_s = (double)(now_ns() - tb0) / 1e9;
-    cluster_stop(&cg);
     cg.durable = 1;
     cluster_start(&cg);
-    note("growth: measuring");
+    note("growth: built; measuring");
     g_empty = run_closed(&cd, 64, warm, secs, 0);
     g_big = run_closed(&cg, 64, warm, secs, 0);
     g_empty2 = run_closed(&cd, 64, warm, secs, 0);
@@ -1462,18 +1764,15 @@ int main(int argc, char **argv)
     sagad_db_mib = stat(dbp, &stb) == 0 ? (double)stb.st_size / 1048576.0 : 0;
     cluster_stop(&cg);
     cluster_stop(&cd);
+    note("growth: done");
+    if (growth_only)
+        goto table;
 
 recovery:;
     /* 5: recovery. Participants hold each reply delay_ms (delay fault) so
      * that `recovery_n` sagas are in flight; the same burst runs once
      * without and once with a SIGKILL of sagad right after the last start
      * is acknowledged. Finished = GetStats completed+compensated+failed. */
-    /* Long enough that no saga can finish (5 delays) before the last of
-     * the burst has started (about 10 s for 10,000 on 2 cores). */
-    int delay_ms = quick ? 1000 : 4000;
-    uint64_t rn = (uint64_t)recovery_n;
-    double rec_base = 0, rec_after = 0, rec_first = 0, rec_total = 0, rec_kill_at = 0;
-    uint64_t rec_in_flight = 0;
     for (int crash = 0; crash < 2; crash++) {
         note("recovery: %" PRIu64 " sagas %s", rn, crash ? "with a crash" : "without a crash");
         cluster cc;
@@ -1526,13 +1825,21 @@ recovery:;
     get_stats(&cm, &mfin, &minf);
     rss1 = proc_rss_kib(cm.sagad.pid);
     stop_sagad(&cm, SIGKILL);
-    cluster_stop(&cm);
+    /* order-svc holds its replies 60 s: a clean stop would wait for them.
+     * Nothing of this cluster is read again, so its services are killed. */
+    for (int i = 0; i < 4; i++) {
+        stop_proc(cm.svc[i], SIGKILL);
+        cm.svc[i] = 0;
+    }
     per_saga = minf ? (double)(rss1 - rss0) * 1024.0 / (double)minf : 0;
 
 table:;
     /* ---- The table ---- */
     out("saga-bench%s: %s\n", quick ? " --quick" : "", "order_fulfillment, 5 steps, ipc://");
     machine_info();
+    if (quick)
+        out("QUICK RUN: short windows and small sizes; every figure below is rough (few samples, "
+            "noisy ratios): use the full run for numbers to quote\n");
     out("settings: %.1f s measured per point after %.1f s warm-up; closed loop (a new start as "
         "soon as a saga finishes); inputs quantity=1 amount=100, 16 customers, 16 skus; "
         "no client_key; step timeout 2000 ms\n",
@@ -1541,6 +1848,8 @@ table:;
         "  relaxed = sagad durability \"off\" + services --unsafe-no-fsync (synchronous=OFF)\n"
         "  no-barrier = durable, services built with PT_BENCH_NO_BARRIER (bench-*-svc)\n"
         "  latency = StartSaga sent -> sagad's COMPLETED log line read from its stderr pipe\n\n");
+    if (growth_only)
+        goto table_growth;
     out("1. THROUGHPUT (completed sagas/s) and 7. CPU (ms per completed saga: sagad + services)\n");
     out("%-10s %10s %10s %9s %10s %9s %18s %18s\n", "in flight", "durable", "relaxed", "dur/rel",
         "no-barrier", "with/w.o", "cpu dur (sagad+svc)", "cpu rel (sagad+svc)");
@@ -1587,13 +1896,21 @@ table:;
     out("   restart->finished / no-crash time: %.2f; whole crash run / no-crash: %.2f (target <= "
         "1.2: %s)\n",
         rec_after / rec_base, rec_total / rec_base, verdict(rec_total / rec_base <= 1.2));
-    out("6. GROWTH: %" PRIu64 " sagas finished in %.0f s to build (relaxed, 256 in flight, %.0f/s); "
-        "sagad.db %.0f MiB\n",
-        build.completed, build_s, (double)build.completed / build_s, sagad_db_mib);
+table_growth:
+    if (growth_run)
+        out("6. GROWTH: %" PRIu64 " sagas finished in %.0f s to build (relaxed, 256 in flight, "
+            "%.0f/s); sagad.db %.0f MiB\n",
+            build.completed, build_s, (double)build.completed / build_s, sagad_db_mib);
+    else
+        out("6. GROWTH: %" PRIu64 " finished sagas (%d run, %ld generated with SQL as copies "
+            "with fresh random UUIDs) in %.0f s to build; sagad.db %.0f MiB\n",
+            build.completed, GROW_TEMPLATES, growth, build_s, sagad_db_mib);
     out("   durable at 64: empty %.0f/s, grown %.0f/s, empty again %.0f/s -> grown/empty %.2f "
         "(target >= 0.9: %s)\n",
         g_empty.rate, g_big.rate, g_empty2.rate, g_big.rate / ((g_empty.rate + g_empty2.rate) / 2),
         verdict(g_big.rate / ((g_empty.rate + g_empty2.rate) / 2) >= 0.9));
+    if (growth_only)
+        goto table_end;
     out("   MEMORY: sagad RSS %ld KiB idle, %ld KiB with %" PRIu64 " in flight -> %.0f bytes per "
         "saga in flight (target <= 4096: %s)\n",
         rss0, rss1, minf, per_saga, verdict(per_saga <= 4096));
@@ -1604,6 +1921,7 @@ table:;
         errs ? ", last: " : "", errs ? g_last_start_error : "",
         dur[0].bad + dur[1].bad + dur[2].bad + dur[3].bad + rel[0].bad + rel[1].bad + rel[2].bad +
             rel[3].bad + nob[0].bad + nob[1].bad + nob[2].bad + nob[3].bad);
+table_end:
     out("total time %.0f s\n", (double)(now_ns() - t_all) / 1e9);
     fwrite(g_out.text, 1, g_out.len, stdout);
 
