@@ -223,7 +223,13 @@ struct engine {
     VEC(pending_history) history;
     int round_had_replies;
 
-    atomic_uint_fast64_t in_flight, steps_sent, retries, timeouts, replayed, commits,
+    /* The highest request token ever handed to the transport. A saga that
+     * enters memory (new, recovered, or loaded again for an operator) starts
+     * its tokens above it, so a reply still outstanding from an earlier time
+     * the same saga was in memory can never match one of its new requests. */
+    uint64_t token_high;
+
+    atomic_uint_fast64_t in_flight, steps_sent, retries, timeouts, replayed, late, commits,
         committed_sagas;
 
     /* Observability (docs/OBSERVABILITY.md): metrics updated by the hooks
@@ -347,6 +353,8 @@ static double env_random(void *ctx)
 static void env_send(void *ctx, saga *s, int step, int phase, uint32_t attempt, uint64_t token)
 {
     engine *e = ctx;
+    if (token > e->token_high)
+        e->token_high = token;
     pending_send ps = {.token = token, .step = step, .phase = phase, .attempt = attempt};
     memcpy(ps.saga_id, s->id, sizeof ps.saga_id);
     mark_dirty(e, s);
@@ -418,6 +426,7 @@ static void answer(engine *e, event *ev, int status, const char *error, const ch
 
 static int add_saga(engine *e, saga *s)
 {
+    s->token = e->token_high;
     if (table_put(&e->by_id, s->id, s) != 0)
         return -1;
     if (s->client_key && table_put(&e->by_key, s->client_key, s) != 0) {
@@ -491,9 +500,11 @@ static void handle_start(engine *e, event *ev, const saga_env *env)
     answer(e, ev, ENGINE_OK, NULL, s->id, 0);
 }
 
-/* Finds a saga for abort/resume: in memory, or FAILED/finished on disk. */
-static saga *find_or_load(engine *e, event *ev, int *status)
+/* Finds a saga for abort/resume: in memory, or FAILED/finished on disk.
+ * *loaded is set when it was read from disk just now (and added to memory). */
+static saga *find_or_load(engine *e, event *ev, int *status, int *loaded_now)
 {
+    *loaded_now = 0;
     saga *s = table_get(&e->by_id, ev->saga_id);
     if (s != NULL)
         return s;
@@ -518,6 +529,7 @@ static saga *find_or_load(engine *e, event *ev, int *status)
         saga_free(loaded);
         return NULL;
     }
+    *loaded_now = 1;
     return loaded;
 }
 
@@ -525,7 +537,8 @@ static void handle_operator(engine *e, event *ev, const saga_env *env)
 {
     int status = ENGINE_OK;
     char msg[300];
-    saga *s = find_or_load(e, ev, &status);
+    int loaded_now;
+    saga *s = find_or_load(e, ev, &status, &loaded_now);
     if (s == NULL) {
         if (status == ENGINE_NOT_FOUND)
             snprintf(msg, sizeof msg, "no saga %s", ev->saga_id);
@@ -546,7 +559,10 @@ static void handle_operator(engine *e, event *ev, const saga_env *env)
                      ? " while a step without compensation is in flight; retry when it has answered"
                      : "");
         answer(e, ev, ENGINE_INVALID_STATE, msg, s->id, 0);
-        if (before == SAGA_FAILED) { /* loaded just for this: drop it again */
+        /* Loaded just for this: drop it again. A saga that was already in
+         * memory stays: it may have become FAILED earlier in this round and
+         * be queued for saving and settling. */
+        if (loaded_now) {
             table_del(&e->by_id, s->id);
             if (s->client_key)
                 table_del(&e->by_key, s->client_key);
@@ -561,8 +577,14 @@ static void handle_operator(engine *e, event *ev, const saga_env *env)
 static void handle_call_done(engine *e, transport_call *c, const saga_env *env)
 {
     saga *s = table_get(&e->by_id, c->saga_id);
-    if (s == NULL || !s->in_flight || c->token != s->token) {
-        transport_release(e->net, c); /* stale: the saga moved on or finished */
+    /* The token alone identifies the request in flight; the step and phase
+     * are checked too, so that no bookkeeping slip can ever apply one step's
+     * reply (an action's OK) to another (a compensation). */
+    if (s == NULL || !s->in_flight || c->token != s->token || c->step != s->cursor ||
+        s->steps[c->step].state !=
+            (c->phase == PHASE_ACTION ? STEP_ACTION_SENT : STEP_COMPENSATING)) {
+        e->late++; /* stale: the saga moved on or finished */
+        transport_release(e->net, c);
         return;
     }
     e->round_had_replies = 1;
@@ -691,7 +713,10 @@ static void perform_sends(engine *e, size_t n)
                                       ps.phase, buf, len, sd->timeout_ms)
                      : NNG_ENOMEM;
         free(buf);
-        e->steps_sent++;
+        /* An attempt even when it could not be handed to nng (its intent is
+         * committed), but only a request that left counts as sent. */
+        if (rv == 0)
+            e->steps_sent++;
         if (ps.attempt > 1)
             e->retries++;
         s->sent_at_us = mono_us();
@@ -883,10 +908,9 @@ engine *engine_create(const orch_config *cfg, char *err, size_t errlen)
     if (e->net == NULL)
         goto fail;
     e->metrics = om_create(cfg);
-    if (e->metrics == NULL ||
-        (cfg->alert_command != NULL &&
-         (e->alerts = alert_create(cfg->alert_command, cfg->alert_max_running, e->metrics)) ==
-             NULL)) {
+    if (e->metrics == NULL || (cfg->alert_command != NULL &&
+                               (e->alerts = alert_create(cfg->alert_command, cfg->alert_max_running,
+                                                         e->metrics)) == NULL)) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -1044,6 +1068,7 @@ void engine_get_counters(engine *e, engine_counters *out)
     out->retries = e->retries;
     out->timeouts = e->timeouts;
     out->replayed_replies = e->replayed;
+    out->late_completions = e->late;
     out->commits = e->commits;
     out->committed_sagas = e->committed_sagas;
 }

@@ -47,8 +47,8 @@ enum engine_status {
     ENGINE_INTERNAL = 6,
 };
 
-/* Called on the engine thread once the command's outcome is durable (or
- * refused). error is NULL on success; saga_id is set for starts. */
+/* Called once the command's outcome is durable (or refused). error is NULL on success; saga_id is
+ * set for starts. */
 typedef void (*engine_done_fn)(void *arg, int status, const char *error, const char *saga_id,
                                int existing);
 
@@ -58,8 +58,9 @@ typedef struct {
     uint64_t retries;
     uint64_t timeouts;
     uint64_t replayed_replies;
-    uint64_t commits;         /* transactions committed */
-    uint64_t committed_sagas; /* saga rows written by them: their ratio is the batch size */
+    uint64_t late_completions; /* replies/timeouts of requests no longer awaited: ignored */
+    uint64_t commits;          /* transactions committed */
+    uint64_t committed_sagas;  /* saga rows written by them: their ratio is the batch size */
 } engine_counters;
 
 /* Opens the store, connects to the participants and recovers unfinished
@@ -69,8 +70,10 @@ int engine_run_start(engine *e, char *err, size_t errlen); /* starts the thread 
 void engine_stop(engine *e);                               /* drains and joins */
 void engine_destroy(engine *e);
 
-/* Asynchronous commands: done(arg, ...) is called exactly once, on the engine
- * thread. Inputs are copied before these return. */
+/* Asynchronous commands: done(arg, ...) is called exactly once: on the engine
+ * thread, or on the caller's thread before the call returns when the command
+ * cannot be queued (sagad stopping, out of memory). Inputs are copied before
+ * these return. */
 void engine_start_saga(engine *e, const char *type, const char *client_key, const kvmap *input,
                        engine_done_fn done, void *arg);
 void engine_abort_saga(engine *e, const char *saga_id, const char *reason, engine_done_fn done,

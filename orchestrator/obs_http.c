@@ -57,6 +57,10 @@ static void get_metrics(void *arg, const char *path, const char *query, httpd_re
     om_render(engine_metrics(o->eng), &sb);
     engine_counters c;
     engine_get_counters(o->eng, &c);
+    mt_header(&sb, "saga_late_replies_total", "counter",
+              "Replies and timeouts of requests the saga no longer waits for (it moved on, "
+              "finished or was reloaded): ignored, their effect covered by idempotency.");
+    mt_sample(&sb, "saga_late_replies_total", NULL, c.late_completions);
     mt_header(&sb, "saga_process_info", "gauge", "Always 1; the label says which program.");
     mt_sample(&sb, "saga_process_info", "program=\"sagad\"", 1);
     res->content_type = MT_CONTENT_TYPE;

@@ -330,7 +330,11 @@ void saga_recover(saga *s, const saga_env *env)
     uint32_t attempts = phase == PHASE_ACTION ? r->action_attempts : r->compensation_attempts;
     int64_t wait = r->next_attempt_at_ms - env->now_wall(env->ctx);
     if (r->next_attempt_at_ms != 0 && wait > 0) {
-        /* A retry was waiting out its backoff: keep waiting, not resend early. */
+        /* A retry was waiting out its backoff: keep waiting, not resend early.
+         * Never longer than the policy allows: the wall clock may have been
+         * set back since the wait was stored. */
+        if (wait > p->max_backoff_ms)
+            wait = p->max_backoff_ms;
         s->timer_due = env->now_mono(env->ctx) + wait;
         env->schedule(env->ctx, s, s->timer_due);
     } else if (attempts < p->max_attempts) {
