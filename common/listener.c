@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "log.h"
@@ -28,7 +29,7 @@ struct sp_listener {
 
 static int is_ipc(const char *url)
 {
-    return strncmp(url, "ipc://", 6) == 0;
+    return strncasecmp(url, "ipc://", 6) == 0; /* nng takes "IPC://" too */
 }
 
 static void on_pipe_added(nng_pipe pipe, nng_pipe_ev ev, void *arg)

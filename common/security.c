@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,10 +17,21 @@
 
 #define SEC_PEM_MAX (1024 * 1024) /* bytes in a certificate or key file */
 
+/* Does url start with scheme "://", in any case (nng takes "TCP://" too)? */
+static int has_scheme(const char *url, const char *scheme)
+{
+    size_t n = strlen(scheme);
+    return strncasecmp(url, scheme, n) == 0 && strncmp(url + n, "://", 3) == 0;
+}
+
 int sec_url_is_tls(const char *url)
 {
-    return strncmp(url, "tls+tcp://", 10) == 0 || strncmp(url, "tls+tcp4://", 11) == 0 ||
-           strncmp(url, "tls+tcp6://", 11) == 0;
+    return has_scheme(url, "tls+tcp") || has_scheme(url, "tls+tcp4") || has_scheme(url, "tls+tcp6");
+}
+
+int sec_url_is_owner_only(const char *url)
+{
+    return has_scheme(url, "ipc") || has_scheme(url, "inproc");
 }
 
 static int host_is_loopback(const char *host)
@@ -37,30 +49,14 @@ static int host_is_loopback(const char *host)
 
 int sec_url_is_local(const char *url)
 {
-    static const char *const local_schemes[] = {"ipc", "abstract", "inproc", NULL};
+    if (sec_url_is_owner_only(url) || has_scheme(url, "abstract"))
+        return 1;
     nng_url *u = NULL;
-    int local = 0;
     if (nng_url_parse(&u, url) != 0)
         return 0;
-    for (const char *const *s = local_schemes; *s != NULL; s++)
-        local |= strcmp(u->u_scheme, *s) == 0;
-    if (!local)
-        local = u->u_hostname[0] != '\0' && host_is_loopback(u->u_hostname);
+    int local = u->u_hostname[0] != '\0' && host_is_loopback(u->u_hostname);
     nng_url_free(u);
     return local;
-}
-
-/* A transport of nng that other hosts may reach (others are local or do not
- * exist: nng itself refuses to listen on those). */
-static int url_is_network(const char *url)
-{
-    static const char *const prefixes[] = {"tcp://", "tcp4://", "tcp6://", "tls+tcp://",
-                                           "tls+tcp4://", "tls+tcp6://", "ws://", "ws4://",
-                                           "ws6://", "wss://", "wss4://", "wss6://", NULL};
-    for (const char *const *p = prefixes; *p != NULL; p++)
-        if (strncmp(url, *p, strlen(*p)) == 0)
-            return 1;
-    return 0;
 }
 
 char *sec_url_host(const char *url)
@@ -73,11 +69,36 @@ char *sec_url_host(const char *url)
     return host;
 }
 
+/* A transport of nng that other hosts may reach. Others are local or do not
+ * exist in nng 1.5 (nng itself refuses to listen on those). */
+static int url_is_network(const char *url)
+{
+    static const char *const schemes[] = {"tcp",      "tcp4", "tcp6", "tls+tcp", "tls+tcp4",
+                                          "tls+tcp6", "ws",   "ws4",  "ws6",     "wss",
+                                          "wss4",     "wss6", NULL};
+    for (const char *const *p = schemes; *p != NULL; p++)
+        if (has_scheme(url, *p))
+            return 1;
+    return 0;
+}
+
 int sec_check_exposure(const char *what, const char *url, int tls_ok, int auth_ok,
                        const char *how_tls, const char *how_auth, char *err, size_t errlen)
 {
-    if (sec_url_is_local(url) || !url_is_network(url))
+    if (sec_url_is_owner_only(url) || (!url_is_network(url) && !has_scheme(url, "abstract")))
         return 0;
+    if (sec_url_is_local(url)) {
+        /* A loopback port or an abstract socket: every user of this host can
+         * connect, so only authentication keeps the others out. */
+        if (auth_ok)
+            return 0;
+        snprintf(err, errlen,
+                 "%s: refusing to listen on %s, which every user of this host can reach, "
+                 "without authentication (%s); or listen on an ipc:// path, which only this "
+                 "user can reach (see docs/SECURITY.md)",
+                 what, url, how_auth);
+        return -1;
+    }
     int tls = tls_ok && sec_url_is_tls(url);
     if (tls && auth_ok)
         return 0;
@@ -91,7 +112,7 @@ int sec_check_exposure(const char *what, const char *url, int tls_ok, int auth_o
         snprintf(todo, sizeof todo, "authentication: %s", how_auth);
     snprintf(err, errlen,
              "%s: refusing to listen on %s, which other hosts can reach, without %s; or listen "
-             "on a loopback address (127.0.0.1) or an ipc:// path (see docs/SECURITY.md)",
+             "on an ipc:// path (see docs/SECURITY.md)",
              what, url, todo);
     return -1;
 }
@@ -111,7 +132,9 @@ static char *read_pem(const char *what, const char *path, char *err, size_t errl
     size_t n = buf != NULL ? fread(buf, 1, SEC_PEM_MAX + 1, f) : 0;
     if (buf == NULL || ferror(f) || n == 0 || n > SEC_PEM_MAX) {
         snprintf(err, errlen, "%s %s: %s", what, path,
-                 buf == NULL ? "out of memory" : n == 0 ? "empty or unreadable" : "too large");
+                 buf == NULL ? "out of memory"
+                 : n == 0    ? "empty or unreadable"
+                             : "too large");
         free(buf);
         buf = NULL;
     } else {
@@ -274,8 +297,7 @@ int sec_read_secret_file(const char *path, char **out, char *err, size_t errlen)
         goto done;
     }
     if (memchr(buf, '\0', n) != NULL || memchr(buf, '\n', n) != NULL) {
-        snprintf(err, errlen, "token file %s: the token must be one line without NUL bytes",
-                 path);
+        snprintf(err, errlen, "token file %s: the token must be one line without NUL bytes", path);
         goto done;
     }
     buf[n] = '\0';

@@ -28,28 +28,36 @@
 
 /* Certificate files of one end of a TLS connection. All paths PEM; NULL: not set. */
 typedef struct {
-    const char *ca_file;     /* CAs that sign the peer's certificate */
-    const char *cert_file;   /* our certificate (chain) */
-    const char *key_file;    /* its private key */
-    int require_peer_cert;   /* listener: refuse clients without a valid certificate */
+    const char *ca_file;   /* CAs that sign the peer's certificate */
+    const char *cert_file; /* our certificate (chain) */
+    const char *key_file;  /* its private key */
+    int require_peer_cert; /* listener: refuse clients without a valid certificate */
 } sec_tls_files;
 
-/* Is url a tls+tcp:// (tls+tcp4, tls+tcp6) URL? */
+/* Is url a tls+tcp:// (tls+tcp4, tls+tcp6) URL? Schemes match in any case,
+ * as nng's do. */
 int sec_url_is_tls(const char *url);
+/* 1 when only this user can reach url: ipc:// (the listener makes the
+ * socket file 0600) or inproc://. */
+int sec_url_is_owner_only(const char *url);
 /*
- * 1 when only this host can reach url: ipc://, abstract://, inproc://, or
- * a tcp/tls/ws host that is 127.0.0.0/8, ::1 or "localhost"; 0 otherwise
- * (also for an empty host, which listens on every interface, and for a URL
- * that does not parse).
+ * 1 when only this host can reach url: an owner-only URL, abstract:// (no
+ * file, so no permissions: every local user can connect), or a tcp/tls/ws
+ * host that is 127.0.0.0/8, ::1 or "localhost"; 0 otherwise (also for an
+ * empty host, which listens on every interface, and for a URL that does not
+ * parse).
  */
 int sec_url_is_local(const char *url);
 /*
- * May `what` (e.g. "admin_url", "payment --listen") listen on url? A local
- * address always may; any other only when it is a TLS URL (tls_ok: the
- * certificates are set) and authentication is configured (auth_ok). how_auth
- * names the setting that provides authentication, for the message. Returns 0,
- * or -1 with "what: refusing to listen on URL, reachable from other hosts,
- * without ...: configure ..." in err.
+ * May `what` (e.g. "admin_url", "payment --listen") listen on url?
+ *   - an owner-only URL (ipc://, inproc://): always;
+ *   - another local one (loopback port, abstract://): only with
+ *     authentication (auth_ok), since every local user can connect;
+ *   - any other: only when it is a TLS URL (tls_ok: the certificates are
+ *     set) and authentication is configured.
+ * how_tls / how_auth name the settings that provide them, for the message.
+ * Returns 0, or -1 with "what: refusing to listen on URL, which ... can
+ * reach, without ...: configure ..." in err.
  */
 int sec_check_exposure(const char *what, const char *url, int tls_ok, int auth_ok,
                        const char *how_tls, const char *how_auth, char *err, size_t errlen);

@@ -68,10 +68,9 @@ static const retry_policy default_compensation_retry = {10, 200, 10000, 2.0};
 
 /* The setting names each kind of group accepts: anything else is a typo. */
 static const char *const orchestrator_settings[] = {
-    "admin_url",     "database",     "sagas_dir", "durability",
-    "max_in_flight", "participants", "defaults",
-    "admin_token_file", "tls", /* security: see load_security */
-    "http_url", "alert_command", "alert_max_running", /* see load_observability */
+    "admin_url",    "database",      "sagas_dir",         "durability", "max_in_flight",
+    "participants", "defaults",      "admin_token_file",  "tls", /* security: see load_security */
+    "http_url",     "alert_command", "alert_max_running",        /* see load_observability */
     NULL,
 };
 static const char *const defaults_settings[] = {"timeout_ms", "retry", "compensation_retry", NULL};
@@ -468,8 +467,8 @@ static char *ipc_url(const char *dir, const char *path)
 static int scheme_supported(const char *scheme)
 {
     static const char *const schemes[] = {
-        "ipc", "abstract", "inproc", "tcp",     "tcp4",     "tcp6",
-        "ws",  "ws4",      "ws6",    "tls+tcp", "tls+tcp4", "tls+tcp6", NULL,
+        "ipc", "abstract", "inproc",  "tcp",      "tcp4",     "tcp6", "ws",
+        "ws4", "ws6",      "tls+tcp", "tls+tcp4", "tls+tcp6", NULL,
     };
     for (const char *const *p = schemes; *p != NULL; p++)
         if (strcmp(scheme, *p) == 0)
@@ -496,8 +495,7 @@ static int check_url(loader *ld, const config_setting_t *s, const char *dir, int
     if (!scheme_supported(u->u_scheme)) {
         fail(ld, s, NULL,
              "\"%s\": unsupported transport \"%s\" (use ipc, abstract, inproc, tcp, tls+tcp or ws)",
-             raw,
-             u->u_scheme);
+             raw, u->u_scheme);
         goto done;
     }
     int is_ipc = strcmp(u->u_scheme, "ipc") == 0;
@@ -738,17 +736,15 @@ static int load_security(loader *ld, const config_setting_t *root, const char *d
     if (sec_url_is_tls(url) && cfg->tls_cert_file == NULL)
         return fail(ld, admin, admin ? NULL : "admin_url",
                     "admin_url %s is a tls+tcp:// URL: set tls.cert_file and tls.key_file", url);
-    int local_socket = strncmp(url, "ipc://", 6) == 0 || strncmp(url, "abstract://", 11) == 0 ||
-                       strncmp(url, "inproc://", 9) == 0;
-    if (!local_socket && cfg->admin_token == NULL)
+    if (!sec_url_is_owner_only(url) && cfg->admin_token == NULL)
         return fail(ld, admin, admin ? NULL : "admin_url",
-                    "admin_url %s is a network address that every local user (or host) can "
+                    "admin_url %s is an address that every local user (or host) can "
                     "connect to: set admin_token_file (an owner-only file holding the admin "
                     "token), or use an ipc:// path",
                     url);
-    if (sec_check_exposure("admin_url", url, cfg->tls_cert_file != NULL,
-                           cfg->admin_token != NULL, "tls.cert_file and tls.key_file",
-                           "admin_token_file", why, sizeof why) != 0)
+    if (sec_check_exposure("admin_url", url, cfg->tls_cert_file != NULL, cfg->admin_token != NULL,
+                           "tls.cert_file and tls.key_file", "admin_token_file", why,
+                           sizeof why) != 0)
         return fail(ld, admin, admin ? NULL : "admin_url", "%s", why);
     return 0;
 }

@@ -631,7 +631,7 @@ static int client_connect(client *cl)
     /* A local ipc:// connect fails at once when sagad is not there: dial
      * synchronously to say so. A remote connect may hang for minutes, so
      * it runs in the background, bounded by the request's timeout. */
-    int is_ipc = strncmp(cl->url, "ipc://", 6) == 0;
+    int is_ipc = strncasecmp(cl->url, "ipc://", 6) == 0;
     if (sec_url_is_tls(cl->url))
         return client_dial_tls(cl);
     rv = nng_dial(cl->sock, cl->url, NULL, is_ipc ? 0 : NNG_FLAG_NONBLOCK);
@@ -674,6 +674,13 @@ static int client_call(client *cl, const AdminRequest *req, AdminReply **out)
     void *answer = NULL;
     size_t answer_len = 0;
 
+    /* A token in clear text over the network is a token given away. */
+    if (cl->token != NULL && !sec_url_is_tls(cl->url) && !sec_url_is_local(cl->url)) {
+        complain("refusing to send the admin token in clear text to %s: use a tls+tcp:// URL "
+                 "(with --tls-ca) or a local address",
+                 cl->url);
+        return STATUS_USAGE;
+    }
     if (!cl->connected && (rc = client_connect(cl)) != STATUS_OK)
         return rc;
     AdminRequest with_token = *req; /* a shallow copy: only the token differs */
@@ -947,8 +954,14 @@ static int cmd_start(client *cl, int argc, char **argv)
         free(clean_id);
         fflush(stdout);
     }
-    if ((rc = wait_settled(cl, id, &final)) != STATUS_OK)
+    if ((rc = wait_settled(cl, id, &final)) != STATUS_OK) {
+        if (cl->json) { /* stdout stays one JSON document or nothing: name it on stderr */
+            char *clean_id = clean(id);
+            complain("saga %s was started; waiting for it failed", clean_id);
+            free(clean_id);
+        }
         goto out;
+    }
     const Saga__V1__SagaStatus *s = final->saga;
     if (cl->json) {
         jw w = {0};

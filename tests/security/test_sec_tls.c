@@ -92,8 +92,8 @@ static void test_exposure_refused(void **state)
     assert_non_null(strstr(out, "--tls-require-client-cert"));
     free(out);
     /* TLS but no client authentication. */
-    const char *a2[] = {"--listen", tls_any, "--db", db, "--tls-cert", c->server_cert,
-                        "--tls-key", c->server_key, NULL};
+    const char *a2[] = {"--listen",     tls_any,     "--db",        db,  "--tls-cert",
+                        c->server_cert, "--tls-key", c->server_key, NULL};
     assert_int_equal(run_svc(f, a2, &out), 2);
     assert_non_null(strstr(out, "without authentication"));
     free(out);
@@ -104,14 +104,26 @@ static void test_exposure_refused(void **state)
     assert_int_equal(run_svc(f, a3, &out), 2);
     free(out);
     /* TLS files with a plain address: a mistake, not silently ignored. */
-    const char *a4[] = {"--listen", loop, "--db", db, "--tls-cert", c->server_cert,
-                        "--tls-key", c->server_key, NULL};
+    const char *a4[] = {"--listen",     loop,        "--db",        db,  "--tls-cert",
+                        c->server_cert, "--tls-key", c->server_key, NULL};
     assert_int_equal(run_svc(f, a4, &out), 2);
     assert_non_null(strstr(out, "not a tls+tcp:// URL"));
     free(out);
     /* A TLS address without a certificate. */
     const char *a5[] = {"--listen", tls_any, "--db", db, "--tls-require-client-cert", NULL};
     assert_int_equal(run_svc(f, a5, &out), 2);
+    free(out);
+    /* Plain TCP on loopback: every local user could charge and refund. */
+    const char *a6[] = {"--listen", loop, "--db", db, NULL};
+    assert_int_equal(run_svc(f, a6, &out), 2);
+    assert_non_null(strstr(out, "every user of this host can reach"));
+    free(out);
+    /* Nor may a scheme in capitals slip past the check. */
+    char upper[64];
+    snprintf(upper, sizeof upper, "TCP://0.0.0.0:%d", port);
+    const char *a7[] = {"--listen", upper, "--db", db, NULL};
+    assert_int_equal(run_svc(f, a7, &out), 2);
+    assert_non_null(strstr(out, "refusing to listen on TCP://0.0.0.0"));
     free(out);
     /* None of them created the database. */
     assert_int_not_equal(access(db, F_OK), 0);
@@ -141,11 +153,23 @@ static void test_participant_requires_client_cert(void **state)
     int port = sfx_free_port();
     snprintf(url, sizeof url, "tls+tcp://127.0.0.1:%d", port);
     snprintf(plain, sizeof plain, "tcp://127.0.0.1:%d", port);
-    char *db = th_path(f->dir, "alone-payment.db"), *seed = th_source_path("participants/seeds/payment.cfg");
+    char *db = th_path(f->dir, "alone-payment.db"),
+         *seed = th_source_path("participants/seeds/payment.cfg");
     char *log = th_path(f->dir, "alone-payment.log");
-    const char *args[] = {"--listen", url, "--db", db, "--seed", seed,
-                          "--tls-cert", c->server_cert, "--tls-key", c->server_key,
-                          "--tls-ca", c->ca, "--tls-require-client-cert", NULL};
+    const char *args[] = {"--listen",
+                          url,
+                          "--db",
+                          db,
+                          "--seed",
+                          seed,
+                          "--tls-cert",
+                          c->server_cert,
+                          "--tls-key",
+                          c->server_key,
+                          "--tls-ca",
+                          c->ca,
+                          "--tls-require-client-cert",
+                          NULL};
     pid_t pid;
     assert_int_equal(th_spawn("payment-svc", args, NULL, log, &pid), 0);
     sec_tls_files good = {.ca_file = c->ca, .cert_file = c->client_cert, .key_file = c->client_key};
@@ -209,13 +233,33 @@ static void test_saga_over_mutual_tls(void **state)
         snprintf(seedrel, sizeof seedrel, "participants/seeds/%s.cfg", services[i]);
         char *seed = th_source_path(seedrel);
         snprintf(prog, sizeof prog, "%s-svc", services[i]);
-        const char *args[] = {"--listen", urls[i], "--db", dbs[i], "--seed", seed,
-                              "--tls-cert", c->server_cert, "--tls-key", c->server_key,
-                              "--tls-ca", c->ca, "--tls-require-client-cert", NULL};
+        const char *args[] = {"--listen",
+                              urls[i],
+                              "--db",
+                              dbs[i],
+                              "--seed",
+                              seed,
+                              "--tls-cert",
+                              c->server_cert,
+                              "--tls-key",
+                              c->server_key,
+                              "--tls-ca",
+                              c->ca,
+                              "--tls-require-client-cert",
+                              NULL};
         const char *const *a = args;
-        const char *no_seed[] = {"--listen", urls[i], "--db", dbs[i],
-                                 "--tls-cert", c->server_cert, "--tls-key", c->server_key,
-                                 "--tls-ca", c->ca, "--tls-require-client-cert", NULL};
+        const char *no_seed[] = {"--listen",
+                                 urls[i],
+                                 "--db",
+                                 dbs[i],
+                                 "--tls-cert",
+                                 c->server_cert,
+                                 "--tls-key",
+                                 c->server_key,
+                                 "--tls-ca",
+                                 c->ca,
+                                 "--tls-require-client-cert",
+                                 NULL};
         if (access(seed, F_OK) != 0)
             a = no_seed;
         assert_int_equal(th_spawn(prog, a, NULL, log, &pids[i]), 0);
@@ -239,9 +283,21 @@ static void test_saga_over_mutual_tls(void **state)
     assert_int_equal(th_wait_dial(admin, pids[4], SFX_TIMEOUT_MS), 0);
 
     char *ctl_out = th_path(f->dir, "ctl.out");
-    const char *cargs[] = {"--url", admin, "--timeout", "10000", "start", "order_fulfillment",
-                           "--key", "tls-order-1", "--wait", "customer=alice", "sku=WIDGET-1",
-                           "quantity=2", "amount=2500", "destination=paris", NULL};
+    const char *cargs[] = {"--url",
+                           admin,
+                           "--timeout",
+                           "10000",
+                           "start",
+                           "order_fulfillment",
+                           "--key",
+                           "tls-order-1",
+                           "--wait",
+                           "customer=alice",
+                           "sku=WIDGET-1",
+                           "quantity=2",
+                           "amount=2500",
+                           "destination=paris",
+                           NULL};
     pid_t ctl;
     int status = -1;
     assert_int_equal(th_spawn("sagactl", cargs, NULL, ctl_out, &ctl), 0);

@@ -32,12 +32,13 @@
 static void test_url_is_local(void **state)
 {
     (void)state;
-    const char *local[] = {"ipc:///tmp/x.ipc", "inproc://x", "abstract://x", "tcp://127.0.0.1:1",
-                           "tcp://127.8.9.10:1", "tls+tcp://localhost:1", "tcp://[::1]:1",
-                           "ws://127.0.0.1:1/x", NULL};
-    const char *remote[] = {"tcp://0.0.0.0:1", "tcp://:1", "tcp://10.0.0.1:1",
-                            "tls+tcp://example.com:1", "tcp://[::]:1", "tcp://128.0.0.1:1",
-                            "ws://:1/x", "tcp://localhost.evil.com:1", "garbage", NULL};
+    const char *local[] = {"ipc:///tmp/x.ipc",  "inproc://x",         "abstract://x",
+                           "tcp://127.0.0.1:1", "tcp://127.8.9.10:1", "tls+tcp://localhost:1",
+                           "tcp://[::1]:1",     "ws://127.0.0.1:1/x", NULL};
+    const char *remote[] = {
+        "tcp://0.0.0.0:1", "tcp://:1",          "tcp://10.0.0.1:1",    "tls+tcp://example.com:1",
+        "tcp://[::]:1",    "tcp://128.0.0.1:1", "ws://:1/x",           "tcp://localhost.evil.com:1",
+        "garbage",         "TCP://0.0.0.0:1",   "Tls+Tcp://0.0.0.0:1", NULL};
     for (const char **u = local; *u; u++) {
         print_message("local %s\n", *u);
         assert_true(sec_url_is_local(*u));
@@ -46,20 +47,45 @@ static void test_url_is_local(void **state)
         print_message("remote %s\n", *u);
         assert_false(sec_url_is_local(*u));
     }
+    /* Only ipc:// (a 0600 file) and inproc:// keep other users of the host out. */
+    assert_true(sec_url_is_owner_only("ipc:///tmp/x.ipc"));
+    assert_true(sec_url_is_owner_only("IPC:///tmp/x.ipc"));
+    assert_true(sec_url_is_owner_only("inproc://x"));
+    assert_false(sec_url_is_owner_only("abstract://x"));
+    assert_false(sec_url_is_owner_only("tcp://127.0.0.1:1"));
+    assert_false(sec_url_is_owner_only("ipcx://x"));
+    assert_true(sec_url_is_tls("TLS+TCP://0.0.0.0:1"));
+    assert_false(sec_url_is_tls("tls+tcpx://0.0.0.0:1"));
 }
 
 static void test_check_exposure(void **state)
 {
     (void)state;
     char err[512];
-    assert_int_equal(sec_check_exposure("x", "tcp://127.0.0.1:1", 0, 0, "T", "A", err, sizeof err), 0);
-    assert_int_equal(sec_check_exposure("x", "tcp://0.0.0.0:1", 0, 0, "T", "A", err, sizeof err), -1);
-    assert_non_null(strstr(err, "without TLS and authentication"));
-    assert_int_equal(sec_check_exposure("x", "tcp://0.0.0.0:1", 1, 1, "T", "A", err, sizeof err), -1);
+    assert_int_equal(sec_check_exposure("x", "ipc:///tmp/x.ipc", 0, 0, "T", "A", err, sizeof err),
+                     0);
+    /* Loopback and abstract sockets: every local user can connect. */
+    assert_int_equal(sec_check_exposure("x", "tcp://127.0.0.1:1", 0, 0, "T", "A", err, sizeof err),
+                     -1);
+    assert_non_null(strstr(err, "every user of this host can reach, without authentication (A)"));
+    assert_int_equal(sec_check_exposure("x", "abstract://x", 0, 0, "T", "A", err, sizeof err), -1);
+    assert_int_equal(sec_check_exposure("x", "tcp://127.0.0.1:1", 0, 1, "T", "A", err, sizeof err),
+                     0);
+    /* A scheme in capitals is the same transport to nng: no way around the check. */
+    assert_int_equal(sec_check_exposure("x", "TCP://0.0.0.0:1", 0, 1, "T", "A", err, sizeof err),
+                     -1);
     assert_non_null(strstr(err, "without TLS"));
-    assert_int_equal(sec_check_exposure("x", "tls+tcp://0.0.0.0:1", 1, 0, "T", "A", err, sizeof err), -1);
+    assert_int_equal(sec_check_exposure("x", "tcp://0.0.0.0:1", 0, 0, "T", "A", err, sizeof err),
+                     -1);
+    assert_non_null(strstr(err, "without TLS and authentication"));
+    assert_int_equal(sec_check_exposure("x", "tcp://0.0.0.0:1", 1, 1, "T", "A", err, sizeof err),
+                     -1);
+    assert_non_null(strstr(err, "without TLS"));
+    assert_int_equal(
+        sec_check_exposure("x", "tls+tcp://0.0.0.0:1", 1, 0, "T", "A", err, sizeof err), -1);
     assert_non_null(strstr(err, "without authentication: A"));
-    assert_int_equal(sec_check_exposure("x", "tls+tcp://0.0.0.0:1", 1, 1, "T", "A", err, sizeof err), 0);
+    assert_int_equal(
+        sec_check_exposure("x", "tls+tcp://0.0.0.0:1", 1, 1, "T", "A", err, sizeof err), 0);
 }
 
 static void test_equal(void **state)
@@ -140,43 +166,76 @@ static void test_config_token_and_tls(void **state)
     free(loose);
 
     /* ipc:// without a token: fine (the socket file is owner-only). */
-    assert_int_equal(load("admin_url = \"ipc://a.ipc\";\nparticipants = { a = \"ipc://p.ipc\"; };\n",
-                          &cfg, err, sizeof err), 0);
+    assert_int_equal(
+        load("admin_url = \"ipc://a.ipc\";\nparticipants = { a = \"ipc://p.ipc\"; };\n", &cfg, err,
+             sizeof err),
+        0);
     assert_null(cfg.admin_token);
     config_free(&cfg);
     /* ipc:// with a token: read and trimmed. */
     assert_int_equal(load("admin_token_file = \"admin.token\";\n"
-                          "participants = { a = \"ipc://p.ipc\"; };\n", &cfg, err, sizeof err), 0);
+                          "participants = { a = \"ipc://p.ipc\"; };\n",
+                          &cfg, err, sizeof err),
+                     0);
     assert_string_equal(cfg.admin_token, "tok-123");
     config_free(&cfg);
     /* A token file others may read: refused at its line, without the token. */
     assert_int_equal(load("participants = { a = \"ipc://p.ipc\"; };\n"
-                          "admin_token_file = \"loose.token\";\n", &cfg, err, sizeof err), -1);
+                          "admin_token_file = \"loose.token\";\n",
+                          &cfg, err, sizeof err),
+                     -1);
     assert_non_null(strstr(err, "sagad.cfg:2: "));
     assert_non_null(strstr(err, "chmod 600"));
     assert_null(strstr(err, "tok-123"));
     /* Loopback TCP needs a token... */
     assert_int_equal(load("admin_url = \"tcp://127.0.0.1:7000\";\n"
-                          "participants = { a = \"ipc://p.ipc\"; };\n", &cfg, err, sizeof err), -1);
+                          "participants = { a = \"ipc://p.ipc\"; };\n",
+                          &cfg, err, sizeof err),
+                     -1);
     assert_non_null(strstr(err, "sagad.cfg:1: "));
     assert_non_null(strstr(err, "admin_token_file"));
     /* ...and is fine with one. */
-    assert_int_equal(load("admin_url = \"tcp://127.0.0.1:7000\";\nadmin_token_file = \"admin.token\";\n"
-                          "participants = { a = \"ipc://p.ipc\"; };\n", &cfg, err, sizeof err), 0);
+    assert_int_equal(
+        load("admin_url = \"tcp://127.0.0.1:7000\";\nadmin_token_file = \"admin.token\";\n"
+             "participants = { a = \"ipc://p.ipc\"; };\n",
+             &cfg, err, sizeof err),
+        0);
     config_free(&cfg);
+    /* An abstract socket has no file and no permissions: a token is needed too. */
+    assert_int_equal(load("admin_url = \"abstract://sagad-admin\";\n"
+                          "participants = { a = \"ipc://p.ipc\"; };\n",
+                          &cfg, err, sizeof err),
+                     -1);
+    assert_non_null(strstr(err, "admin_token_file"));
+    /* A scheme in capitals is still TCP on every interface. */
+    assert_int_equal(
+        load("admin_url = \"TCP://0.0.0.0:7000\";\nadmin_token_file = \"admin.token\";\n"
+             "participants = { a = \"ipc://p.ipc\"; };\n",
+             &cfg, err, sizeof err),
+        -1);
+    assert_non_null(strstr(err, "refusing to listen on TCP://0.0.0.0:7000"));
     /* Every interface, token but no TLS: refused, saying what to configure. */
-    assert_int_equal(load("admin_url = \"tcp://0.0.0.0:7000\";\nadmin_token_file = \"admin.token\";\n"
-                          "participants = { a = \"ipc://p.ipc\"; };\n", &cfg, err, sizeof err), -1);
+    assert_int_equal(
+        load("admin_url = \"tcp://0.0.0.0:7000\";\nadmin_token_file = \"admin.token\";\n"
+             "participants = { a = \"ipc://p.ipc\"; };\n",
+             &cfg, err, sizeof err),
+        -1);
     assert_non_null(strstr(err, "refusing to listen on tcp://0.0.0.0:7000"));
     assert_non_null(strstr(err, "tls.cert_file"));
     /* tls+tcp:// admin without certificates. */
-    assert_int_equal(load("admin_url = \"tls+tcp://0.0.0.0:7000\";\nadmin_token_file = \"admin.token\";\n"
-                          "participants = { a = \"ipc://p.ipc\"; };\n", &cfg, err, sizeof err), -1);
+    assert_int_equal(
+        load("admin_url = \"tls+tcp://0.0.0.0:7000\";\nadmin_token_file = \"admin.token\";\n"
+             "participants = { a = \"ipc://p.ipc\"; };\n",
+             &cfg, err, sizeof err),
+        -1);
     assert_non_null(strstr(err, "set tls.cert_file and tls.key_file"));
     /* With them: accepted, paths resolved against the file's directory. */
-    assert_int_equal(load("admin_url = \"tls+tcp://0.0.0.0:7000\";\nadmin_token_file = \"admin.token\";\n"
-                          "tls = { ca_file = \"ca.pem\"; cert_file = \"c.pem\"; key_file = \"c.key\"; };\n"
-                          "participants = { a = \"tls+tcp://127.0.0.1:9\"; };\n", &cfg, err, sizeof err), 0);
+    assert_int_equal(
+        load("admin_url = \"tls+tcp://0.0.0.0:7000\";\nadmin_token_file = \"admin.token\";\n"
+             "tls = { ca_file = \"ca.pem\"; cert_file = \"c.pem\"; key_file = \"c.key\"; };\n"
+             "participants = { a = \"tls+tcp://127.0.0.1:9\"; };\n",
+             &cfg, err, sizeof err),
+        0);
     char *want = th_path(g_dir, "c.pem");
     char *real = realpath(g_dir, NULL);
     char *want_real = th_path(real, "c.pem");
@@ -186,16 +245,21 @@ static void test_config_token_and_tls(void **state)
     free(want_real);
     config_free(&cfg);
     /* A TLS participant needs the CA. */
-    assert_int_equal(load("participants = {\n  a = \"tls+tcp://127.0.0.1:9\";\n};\n", &cfg, err,
-                          sizeof err), -1);
+    assert_int_equal(
+        load("participants = {\n  a = \"tls+tcp://127.0.0.1:9\";\n};\n", &cfg, err, sizeof err),
+        -1);
     assert_non_null(strstr(err, "sagad.cfg:2: "));
     assert_non_null(strstr(err, "tls.ca_file"));
     /* Half a certificate; unknown names in the tls group. */
-    assert_int_equal(load("tls = { cert_file = \"c.pem\"; };\nparticipants = { a = \"ipc://p.ipc\"; };\n",
-                          &cfg, err, sizeof err), -1);
+    assert_int_equal(
+        load("tls = { cert_file = \"c.pem\"; };\nparticipants = { a = \"ipc://p.ipc\"; };\n", &cfg,
+             err, sizeof err),
+        -1);
     assert_non_null(strstr(err, "key_file"));
-    assert_int_equal(load("tls = { ca_fil = \"c.pem\"; };\nparticipants = { a = \"ipc://p.ipc\"; };\n",
-                          &cfg, err, sizeof err), -1);
+    assert_int_equal(
+        load("tls = { ca_fil = \"c.pem\"; };\nparticipants = { a = \"ipc://p.ipc\"; };\n", &cfg,
+             err, sizeof err),
+        -1);
     assert_non_null(strstr(err, "did you mean \"ca_file\""));
 }
 
