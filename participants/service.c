@@ -632,49 +632,73 @@ out:
 
 /* ---- Helpers for handlers ---------------------------------------------- */
 
-static int svc_vprepare(sqlite3 *db, sqlite3_stmt **st, const char *sql, const char *types,
-                        va_list ap)
+/* Binds st's parameters from ap as types says (svc_prepare). Returns an SQLite code. */
+static int svc_vbind(sqlite3_stmt *st, const char *types, va_list ap)
 {
-    int rc = sqlite3_prepare_v2(db, sql, -1, st, NULL);
+    int rc = SQLITE_OK;
     for (int i = 0; rc == SQLITE_OK && types[i]; i++) {
         if (types[i] == 't') {
             const char *s = va_arg(ap, const char *);
-            rc = s ? sqlite3_bind_text(*st, i + 1, s, -1, SQLITE_TRANSIENT)
-                   : sqlite3_bind_null(*st, i + 1);
+            rc = s ? sqlite3_bind_text(st, i + 1, s, -1, SQLITE_TRANSIENT)
+                   : sqlite3_bind_null(st, i + 1);
         } else if (types[i] == 'i') {
-            rc = sqlite3_bind_int64(*st, i + 1, va_arg(ap, int64_t));
+            rc = sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
         } else {
             rc = SQLITE_MISUSE; /* a programmer error in the types string */
         }
     }
-    if (rc != SQLITE_OK) {
-        sqlite3_finalize(*st);
-        *st = NULL;
-    }
     return rc;
 }
 
-int svc_prepare(sqlite3 *db, sqlite3_stmt **st, const char *sql, const char *types, ...)
+/* The cached statement (the runtime owns it: no finalize here, even on error). */
+static int svc_vprepare(const pt_request *req, sqlite3_stmt **st, const char *sql,
+                        const char *types, va_list ap)
+{
+    int rc = pt_prepare(req, sql, st);
+    if (rc == SQLITE_OK && (rc = svc_vbind(*st, types, ap)) != SQLITE_OK)
+        *st = NULL;
+    return rc;
+}
+
+int svc_prepare(const pt_request *req, sqlite3_stmt **st, const char *sql, const char *types, ...)
 {
     va_list ap;
     va_start(ap, types);
-    int rc = svc_vprepare(db, st, sql, types, ap);
+    int rc = svc_vprepare(req, st, sql, types, ap);
     va_end(ap);
     return rc;
+}
+
+int svc_run(const pt_request *req, const char *sql, const char *types, ...)
+{
+    sqlite3_stmt *st = NULL;
+    va_list ap;
+    va_start(ap, types);
+    int rc = svc_vprepare(req, &st, sql, types, ap);
+    va_end(ap);
+    if (rc != SQLITE_OK)
+        return rc;
+    rc = sqlite3_step(st);
+    sqlite3_reset(st); /* done: the same SQL may run again in this handler */
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
 }
 
 int svc_exec(sqlite3 *db, const char *sql, const char *types, ...)
 {
     sqlite3_stmt *st = NULL;
     va_list ap;
-    va_start(ap, types);
-    int rc = svc_vprepare(db, &st, sql, types, ap);
-    va_end(ap);
-    if (rc != SQLITE_OK)
-        return rc;
-    rc = sqlite3_step(st);
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        va_start(ap, types);
+        rc = svc_vbind(st, types, ap);
+        va_end(ap);
+    }
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+        rc = rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
+    }
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
+    return rc;
 }
 
 int svc_name_ok(const char *s)

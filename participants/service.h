@@ -98,13 +98,20 @@ int svc_main(const svc_def *def, int argc, char **argv);
 /* ---- Helpers for handlers ---------------------------------------------- */
 
 /*
- * Prepares sql on db into *st and binds its parameters from the varargs,
- * one per character of types: 't' a const char * (NULL binds NULL), 'i' an
- * int64_t (pass int64_t, not int). Returns SQLITE_OK, or an SQLite error
- * code with *st NULL. The caller finalizes *st.
+ * For handlers: the runtime's cached statement for sql (pt_prepare) in *st,
+ * with its parameters bound from the varargs, one per character of types:
+ * 't' a const char * (NULL binds NULL), 'i' an int64_t (pass int64_t, not
+ * int). Returns SQLITE_OK, or an SQLite error code with *st NULL. Never
+ * finalize *st: the runtime resets it when the handler returns (call
+ * sqlite3_reset to end a read before then).
  */
-int svc_prepare(sqlite3 *db, sqlite3_stmt **st, const char *sql, const char *types, ...);
-/* Runs a statement that returns no rows (svc_prepare + step + finalize); SQLite code. */
+int svc_prepare(const pt_request *req, sqlite3_stmt **st, const char *sql, const char *types, ...);
+/* For handlers: runs a cached statement that returns no rows (bound as above); SQLite code. */
+int svc_run(const pt_request *req, const char *sql, const char *types, ...);
+/*
+ * Outside handlers (schema, seed loaders): prepares sql on db, binds as
+ * above, steps once and finalizes. Returns an SQLite code.
+ */
 int svc_exec(sqlite3 *db, const char *sql, const char *types, ...);
 
 /*

@@ -69,7 +69,7 @@ static int inventory_reserve(sqlite3 *db, const pt_request *req, pt_reply *reply
         svc_param_name_opt(req, reply, "order_id", &order_id) != 0)
         return PT_REJECTED;
 
-    if (svc_prepare(db, &st, "SELECT available FROM skus WHERE sku = ?1", "t", sku) != SQLITE_OK)
+    if (svc_prepare(req, &st, "SELECT available FROM skus WHERE sku = ?1", "t", sku) != SQLITE_OK)
         return pt_db_error(reply, db);
     switch (sqlite3_step(st)) {
     case SQLITE_ROW:
@@ -91,12 +91,12 @@ static int inventory_reserve(sqlite3 *db, const pt_request *req, pt_reply *reply
         result = pt_retry(reply, "no randomness for a reservation id");
         goto done;
     }
-    if (svc_exec(db,
-                 "UPDATE skus SET available = available - ?2, reserved = reserved + ?2 "
-                 "WHERE sku = ?1",
-                 "ti", sku, quantity) != SQLITE_OK ||
-        svc_exec(
-            db,
+    if (svc_run(req,
+                "UPDATE skus SET available = available - ?2, reserved = reserved + ?2 "
+                "WHERE sku = ?1",
+                "ti", sku, quantity) != SQLITE_OK ||
+        svc_run(
+            req,
             "INSERT INTO reservations (reservation_id, saga_id, sku, order_id, quantity, state, "
             "created_at_ms, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, 'reserved', ?6, ?6)",
             "ttttii", reservation_id, req->saga_id, sku, order_id, quantity, now) != SQLITE_OK) {
@@ -111,7 +111,6 @@ static int inventory_reserve(sqlite3 *db, const pt_request *req, pt_reply *reply
               reservation_id);
 
 done:
-    sqlite3_finalize(st);
     return result;
 }
 
@@ -128,7 +127,7 @@ static int inventory_release(sqlite3 *db, const pt_request *req, pt_reply *reply
     if (svc_action_id(req, reply, "reservation_id", &reservation_id) != 0)
         return PT_REJECTED;
 
-    if (svc_prepare(db, &st,
+    if (svc_prepare(req, &st,
                     "SELECT sku, quantity, state, saga_id = ?2 FROM reservations "
                     "WHERE reservation_id = ?1",
                     "tt", reservation_id, req->saga_id) != SQLITE_OK)
@@ -151,18 +150,17 @@ static int inventory_release(sqlite3 *db, const pt_request *req, pt_reply *reply
     snprintf(sku, sizeof sku, "%s", (const char *)sqlite3_column_text(st, 0));
     quantity = sqlite3_column_int64(st, 1);
     reserved = strcmp((const char *)sqlite3_column_text(st, 2), "reserved") == 0;
-    sqlite3_finalize(st);
-    st = NULL;
+    sqlite3_reset(st);
 
     if (reserved) {
-        if (svc_exec(db,
-                     "UPDATE reservations SET state = 'released', updated_at_ms = ?2 "
-                     "WHERE reservation_id = ?1",
-                     "ti", reservation_id, now) != SQLITE_OK ||
-            svc_exec(db,
-                     "UPDATE skus SET available = available + ?2, reserved = reserved - ?2 "
-                     "WHERE sku = ?1",
-                     "ti", sku, quantity) != SQLITE_OK) {
+        if (svc_run(req,
+                    "UPDATE reservations SET state = 'released', updated_at_ms = ?2 "
+                    "WHERE reservation_id = ?1",
+                    "ti", reservation_id, now) != SQLITE_OK ||
+            svc_run(req,
+                    "UPDATE skus SET available = available + ?2, reserved = reserved - ?2 "
+                    "WHERE sku = ?1",
+                    "ti", sku, quantity) != SQLITE_OK) {
             result = pt_db_error(reply, db);
             goto done;
         }
@@ -181,7 +179,6 @@ static int inventory_release(sqlite3 *db, const pt_request *req, pt_reply *reply
         result = pt_retry(reply, "out of memory");
 
 done:
-    sqlite3_finalize(st);
     return result;
 }
 

@@ -62,12 +62,12 @@ static int order_create(sqlite3 *db, const pt_request *req, pt_reply *reply, voi
 
     if (util_uuid4(order_id) != 0)
         return pt_retry(reply, "no randomness for an order id");
-    if (svc_exec(db,
-                 "INSERT INTO orders (order_id, saga_id, customer, sku, quantity, amount, state, "
-                 "created_at_ms, updated_at_ms) "
-                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7)",
-                 "ttttiii", order_id, req->saga_id, customer, sku, quantity, amount,
-                 now) != SQLITE_OK)
+    if (svc_run(req,
+                "INSERT INTO orders (order_id, saga_id, customer, sku, quantity, amount, state, "
+                "created_at_ms, updated_at_ms) "
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7)",
+                "ttttiii", order_id, req->saga_id, customer, sku, quantity, amount,
+                now) != SQLITE_OK)
         return pt_db_error(reply, db);
     if (pt_result_set(reply, "order_id", order_id) != 0)
         return pt_retry(reply, "out of memory");
@@ -85,7 +85,7 @@ static int order_lookup(sqlite3 *db, const pt_request *req, pt_reply *reply, con
     sqlite3_stmt *st = NULL;
     int result = PT_OK;
 
-    if (svc_prepare(db, &st, "SELECT state, saga_id = ?2 FROM orders WHERE order_id = ?1", "tt",
+    if (svc_prepare(req, &st, "SELECT state, saga_id = ?2 FROM orders WHERE order_id = ?1", "tt",
                     order_id, req->saga_id) != SQLITE_OK)
         return pt_db_error(reply, db);
     switch (sqlite3_step(st)) {
@@ -102,15 +102,16 @@ static int order_lookup(sqlite3 *db, const pt_request *req, pt_reply *reply, con
         result = pt_db_error(reply, db);
         break;
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st); /* end the read: the caller may write the row next */
     return result;
 }
 
 /* Moves order_id to state to (the caller checked the current state). */
-static int order_set_state(sqlite3 *db, pt_reply *reply, const char *order_id, const char *to)
+static int order_set_state(sqlite3 *db, const pt_request *req, pt_reply *reply,
+                           const char *order_id, const char *to)
 {
-    if (svc_exec(db, "UPDATE orders SET state = ?2, updated_at_ms = ?3 WHERE order_id = ?1", "tti",
-                 order_id, to, util_wall_ms()) != SQLITE_OK)
+    if (svc_run(req, "UPDATE orders SET state = ?2, updated_at_ms = ?3 WHERE order_id = ?1", "tti",
+                order_id, to, util_wall_ms()) != SQLITE_OK)
         return pt_db_error(reply, db);
     if (pt_result_set(reply, "order_id", order_id) != 0)
         return pt_retry(reply, "out of memory");
@@ -136,7 +137,7 @@ static int order_cancel(sqlite3 *db, const pt_request *req, pt_reply *reply, voi
                                                                : pt_retry(reply, "out of memory");
     }
     log_debug("saga %s: cancelling order %s", req->saga_id, order_id);
-    return order_set_state(db, reply, order_id, "cancelled");
+    return order_set_state(db, req, reply, order_id, "cancelled");
 }
 
 /* approve(order_id): pending -> approved; the saga's final step, no compensation. */
@@ -153,7 +154,7 @@ static int order_approve(sqlite3 *db, const pt_request *req, pt_reply *reply, vo
     if (strcmp(state, "pending") != 0)
         return pt_reject(reply, "order '%s' is %s, not pending", order_id, state);
     log_debug("saga %s: approving order %s", req->saga_id, order_id);
-    return order_set_state(db, reply, order_id, "approved");
+    return order_set_state(db, req, reply, order_id, "approved");
 }
 
 /*

@@ -65,7 +65,7 @@ static int payment_charge(sqlite3 *db, const pt_request *req, pt_reply *reply, v
         svc_param_name_opt(req, reply, "order_id", &order_id) != 0)
         return PT_REJECTED;
 
-    if (svc_prepare(db, &st, "SELECT balance FROM accounts WHERE customer = ?1", "t", customer) !=
+    if (svc_prepare(req, &st, "SELECT balance FROM accounts WHERE customer = ?1", "t", customer) !=
         SQLITE_OK)
         return pt_db_error(reply, db);
     switch (sqlite3_step(st)) {
@@ -87,12 +87,12 @@ static int payment_charge(sqlite3 *db, const pt_request *req, pt_reply *reply, v
         result = pt_retry(reply, "no randomness for a charge id");
         goto done;
     }
-    if (svc_exec(db, "UPDATE accounts SET balance = balance - ?2 WHERE customer = ?1", "ti",
-                 customer, amount) != SQLITE_OK ||
-        svc_exec(db,
-                 "INSERT INTO charges (charge_id, saga_id, customer, order_id, amount, state, "
-                 "created_at_ms, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, 'charged', ?6, ?6)",
-                 "ttttii", charge_id, req->saga_id, customer, order_id, amount, now) != SQLITE_OK) {
+    if (svc_run(req, "UPDATE accounts SET balance = balance - ?2 WHERE customer = ?1", "ti",
+                customer, amount) != SQLITE_OK ||
+        svc_run(req,
+                "INSERT INTO charges (charge_id, saga_id, customer, order_id, amount, state, "
+                "created_at_ms, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, 'charged', ?6, ?6)",
+                "ttttii", charge_id, req->saga_id, customer, order_id, amount, now) != SQLITE_OK) {
         result = pt_db_error(reply, db);
         goto done;
     }
@@ -104,7 +104,6 @@ static int payment_charge(sqlite3 *db, const pt_request *req, pt_reply *reply, v
               charge_id);
 
 done:
-    sqlite3_finalize(st);
     return result;
 }
 
@@ -121,7 +120,7 @@ static int payment_refund(sqlite3 *db, const pt_request *req, pt_reply *reply, v
     if (svc_action_id(req, reply, "charge_id", &charge_id) != 0)
         return PT_REJECTED;
 
-    if (svc_prepare(db, &st,
+    if (svc_prepare(req, &st,
                     "SELECT customer, amount, state, saga_id = ?2 FROM charges "
                     "WHERE charge_id = ?1",
                     "tt", charge_id, req->saga_id) != SQLITE_OK)
@@ -144,16 +143,15 @@ static int payment_refund(sqlite3 *db, const pt_request *req, pt_reply *reply, v
     snprintf(customer, sizeof customer, "%s", (const char *)sqlite3_column_text(st, 0));
     amount = sqlite3_column_int64(st, 1);
     charged = strcmp((const char *)sqlite3_column_text(st, 2), "charged") == 0;
-    sqlite3_finalize(st);
-    st = NULL;
+    sqlite3_reset(st);
 
     if (charged) {
-        if (svc_exec(db,
-                     "UPDATE charges SET state = 'refunded', updated_at_ms = ?2 "
-                     "WHERE charge_id = ?1",
-                     "ti", charge_id, now) != SQLITE_OK ||
-            svc_exec(db, "UPDATE accounts SET balance = balance + ?2 WHERE customer = ?1", "ti",
-                     customer, amount) != SQLITE_OK) {
+        if (svc_run(req,
+                    "UPDATE charges SET state = 'refunded', updated_at_ms = ?2 "
+                    "WHERE charge_id = ?1",
+                    "ti", charge_id, now) != SQLITE_OK ||
+            svc_run(req, "UPDATE accounts SET balance = balance + ?2 WHERE customer = ?1", "ti",
+                    customer, amount) != SQLITE_OK) {
             result = pt_db_error(reply, db);
             goto done;
         }
@@ -172,7 +170,6 @@ static int payment_refund(sqlite3 *db, const pt_request *req, pt_reply *reply, v
         result = pt_retry(reply, "out of memory");
 
 done:
-    sqlite3_finalize(st);
     return result;
 }
 

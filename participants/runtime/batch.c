@@ -54,6 +54,10 @@
 #include "log.h"
 #include "pt_internal.h"
 
+/* participant.c: the prepared-statement cache behind pt_prepare (see there). */
+pt_stmt_cache *pt_stmt_cache_of(participant *p);
+void pt_stmt_cache_release(pt_stmt_cache *c);
+
 /* Room left in a stored reply for the replayed flag (tag + varint). */
 #define PT_REPLY_MAX (WIRE_MAX_MSG - 16)
 
@@ -202,12 +206,15 @@ static int pt_handler_run(participant *p, pt_work *w, const kvmap *action_result
         .attempt = rq->attempt,
         .params = &params,
         .action_result = (int)rq->phase == PHASE_COMPENSATE ? action_result : &none,
+        .stmts = pt_stmt_cache_of(p),
     };
     if (barrier_savepoint(s, "pt_handler") != SQLITE_OK) {
         hr = pt_db_error(reply, db);
         goto out;
     }
     hr = w->op->handler(db, &hreq, reply, w->op->arg);
+    /* Before the savepoint ends: no statement of the handler may stay active. */
+    pt_stmt_cache_release(hreq.stmts);
     if (sqlite3_get_autocommit(db)) {
         log_error("%s: the transaction ended inside handler '%s' (%s)", p->name, w->op->name,
                   sqlite3_errmsg(db));

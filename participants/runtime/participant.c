@@ -70,6 +70,175 @@ struct pt_conn {
     pt_conn *next; /* queue link */
 };
 
+/*
+ * The prepared-statement cache behind pt_prepare (participant.h). These two
+ * are called by batch.c; their prototypes would belong in pt_internal.h,
+ * which this change does not own, so batch.c repeats them.
+ */
+pt_stmt_cache *pt_stmt_cache_of(participant *p);
+void pt_stmt_cache_release(pt_stmt_cache *c);
+
+/* ---- Prepared-statement cache ------------------------------------------ */
+
+/*
+ * Why: SQLite's parse and plan of a handler's SQL cost more CPU than running
+ * it, and handlers used to prepare and finalize every statement per request.
+ * Only the worker thread (or pt_process_batch's caller) touches the cache.
+ *
+ * Entries hang in hash chains keyed by the SQL text. An entry is "lent"
+ * from pt_prepare until pt_stmt_cache_release (after each handler call),
+ * which resets it and clears its bindings; lent entries are never evicted
+ * and never handed out twice while in use.
+ */
+#define PT_STMT_BUCKETS 64 /* power of two */
+
+typedef struct pt_stmt_entry {
+    struct pt_stmt_entry *next;      /* hash chain */
+    struct pt_stmt_entry *lent_next; /* list of entries lent in this call */
+    char *sql;
+    sqlite3_stmt *st;
+    uint64_t hash;
+    uint64_t last_used; /* cache clock at the last release: eviction order */
+    int lent;
+    int runs_at_lend; /* SQLITE_STMTSTATUS_RUN when lent */
+} pt_stmt_entry;
+
+struct pt_stmt_cache {
+    sqlite3 *db;
+    pt_stmt_entry *buckets[PT_STMT_BUCKETS];
+    pt_stmt_entry *lent;
+    size_t count;
+    uint64_t clock;
+};
+
+/* The participant and its cache, allocated together (pt_create, pt_destroy). */
+typedef struct {
+    participant p; /* first: a participant * is a pt_alloc * */
+    pt_stmt_cache stmts;
+} pt_alloc;
+
+pt_stmt_cache *pt_stmt_cache_of(participant *p)
+{
+    pt_alloc *a = (pt_alloc *)p;
+    a->stmts.db = barrier_db(p->store);
+    return &a->stmts;
+}
+
+static uint64_t pt_stmt_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+/* Lends e: records its run count, so a finished use can be told from one in progress. */
+static void pt_stmt_lend(pt_stmt_cache *c, pt_stmt_entry *e)
+{
+    e->lent = 1;
+    e->runs_at_lend = sqlite3_stmt_status(e->st, SQLITE_STMTSTATUS_RUN, 0);
+    e->lent_next = c->lent;
+    c->lent = e;
+}
+
+/* Finalizes and frees the least recently used entry not lent, if any. */
+static void pt_stmt_evict(pt_stmt_cache *c)
+{
+    pt_stmt_entry **victim = NULL;
+    for (size_t b = 0; b < PT_STMT_BUCKETS; b++)
+        for (pt_stmt_entry **pe = &c->buckets[b]; *pe; pe = &(*pe)->next)
+            if (!(*pe)->lent && (victim == NULL || (*pe)->last_used < (*victim)->last_used))
+                victim = pe;
+    if (victim == NULL)
+        return; /* everything is in use: the cache grows until the handler returns */
+    pt_stmt_entry *e = *victim;
+    *victim = e->next;
+    sqlite3_finalize(e->st);
+    free(e->sql);
+    free(e);
+    c->count--;
+}
+
+int pt_prepare(const pt_request *req, const char *sql, sqlite3_stmt **st)
+{
+    pt_stmt_cache *c = req ? req->stmts : NULL;
+    *st = NULL;
+    if (c == NULL || sql == NULL)
+        return SQLITE_MISUSE;
+    uint64_t h = pt_stmt_hash(sql);
+    pt_stmt_entry **chain = &c->buckets[h & (PT_STMT_BUCKETS - 1)];
+    for (pt_stmt_entry *e = *chain; e; e = e->next) {
+        if (e->hash != h || strcmp(e->sql, sql) != 0)
+            continue;
+        if (!e->lent) {
+            pt_stmt_lend(c, e);
+            *st = e->st;
+            return SQLITE_OK;
+        }
+        /* Lent earlier in this call: reusable once that use has finished. */
+        if (!sqlite3_stmt_busy(e->st) &&
+            sqlite3_stmt_status(e->st, SQLITE_STMTSTATUS_RUN, 0) != e->runs_at_lend) {
+            sqlite3_reset(e->st);
+            sqlite3_clear_bindings(e->st);
+            e->runs_at_lend = sqlite3_stmt_status(e->st, SQLITE_STMTSTATUS_RUN, 0);
+            *st = e->st;
+            return SQLITE_OK;
+        }
+    }
+    if (c->count >= PT_STMT_CACHE_MAX)
+        pt_stmt_evict(c);
+    sqlite3_stmt *fresh = NULL;
+    int rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &fresh, NULL);
+    if (rc != SQLITE_OK)
+        return rc;
+    if (fresh == NULL)
+        return SQLITE_MISUSE; /* empty SQL or only a comment */
+    pt_stmt_entry *e = calloc(1, sizeof *e);
+    if (e == NULL || (e->sql = util_strdup(sql)) == NULL) {
+        free(e);
+        sqlite3_finalize(fresh);
+        return SQLITE_NOMEM;
+    }
+    e->st = fresh;
+    e->hash = h;
+    e->next = *chain;
+    *chain = e;
+    c->count++;
+    pt_stmt_lend(c, e);
+    *st = fresh;
+    return SQLITE_OK;
+}
+
+void pt_stmt_cache_release(pt_stmt_cache *c)
+{
+    c->clock++;
+    for (pt_stmt_entry *e = c->lent, *next; e; e = next) {
+        next = e->lent_next;
+        sqlite3_reset(e->st); /* its error, if any, was the handler's to see */
+        sqlite3_clear_bindings(e->st);
+        e->lent = 0;
+        e->lent_next = NULL;
+        e->last_used = c->clock;
+    }
+    c->lent = NULL;
+}
+
+/* Finalizes every statement (before the connection closes). */
+static void pt_stmt_cache_free(pt_stmt_cache *c)
+{
+    for (size_t b = 0; b < PT_STMT_BUCKETS; b++) {
+        for (pt_stmt_entry *e = c->buckets[b], *next; e; e = next) {
+            next = e->next;
+            sqlite3_finalize(e->st);
+            free(e->sql);
+            free(e);
+        }
+        c->buckets[b] = NULL;
+    }
+    c->lent = NULL;
+    c->count = 0;
+}
+
 /* ---- Registry and counters --------------------------------------------- */
 
 const pt_op *pt_op_find(const participant *p, const char *name)
@@ -163,8 +332,8 @@ void pt_get_stats(participant *p, pt_stats *out)
 int pt_check_security(const pt_options *o, char *err, size_t errlen)
 {
     const char *url = o->listen_url;
-    int any_tls = o->tls_cert_file || o->tls_key_file || o->tls_ca_file ||
-                  o->tls_require_client_cert;
+    int any_tls =
+        o->tls_cert_file || o->tls_key_file || o->tls_ca_file || o->tls_require_client_cert;
     if (url == NULL)
         return 0;
     if (!sec_url_is_tls(url)) {
@@ -176,15 +345,15 @@ int pt_check_security(const pt_options *o, char *err, size_t errlen)
         snprintf(err, errlen, "%s needs a certificate and its key (--tls-cert, --tls-key)", url);
         return -1;
     } else if (o->tls_require_client_cert && o->tls_ca_file == NULL) {
-        snprintf(err, errlen, "requiring client certificates needs the CA that signs them "
-                              "(--tls-ca)");
+        snprintf(err, errlen,
+                 "requiring client certificates needs the CA that signs them "
+                 "(--tls-ca)");
         return -1;
     }
-    return sec_check_exposure(o->name ? o->name : "participant", url,
-                              o->tls_cert_file != NULL && o->tls_key_file != NULL,
-                              o->tls_require_client_cert && o->tls_ca_file != NULL,
-                              "--tls-cert FILE --tls-key FILE",
-                              "--tls-ca FILE --tls-require-client-cert (mutual TLS)", err, errlen);
+    return sec_check_exposure(
+        o->name ? o->name : "participant", url, o->tls_cert_file != NULL && o->tls_key_file != NULL,
+        o->tls_require_client_cert && o->tls_ca_file != NULL, "--tls-cert FILE --tls-key FILE",
+        "--tls-ca FILE --tls-require-client-cert (mutual TLS)", err, errlen);
 }
 
 participant *pt_create(const pt_options *opts, char *err, size_t errlen)
@@ -202,9 +371,10 @@ participant *pt_create(const pt_options *opts, char *err, size_t errlen)
     }
     if (pt_check_security(opts, err, errlen) != 0)
         return NULL;
-    p = calloc(1, sizeof *p);
-    if (p == NULL)
+    pt_alloc *a = calloc(1, sizeof *a);
+    if (a == NULL)
         goto oom;
+    p = &a->p;
     p->name = util_strdup(opts->name ? opts->name : "participant");
     if (p->name == NULL)
         goto oom;
@@ -572,6 +742,7 @@ void pt_destroy(participant *p)
         return;
     pt_stop(p);
     pt_unlisten(p); /* a pt_start that failed half-way left nothing; harmless twice */
+    pt_stmt_cache_free(&((pt_alloc *)p)->stmts); /* sqlite3_close refuses open statements */
     barrier_close(p->store);
     for (size_t i = 0; i < p->n_ops; i++) {
         free(p->ops[i].name);
@@ -587,5 +758,5 @@ void pt_destroy(participant *p)
     free((char *)p->tls.key_file);
     free((char *)p->tls.ca_file);
     free(p->name);
-    free(p);
+    free((pt_alloc *)p);
 }

@@ -49,6 +49,8 @@ enum pt_outcome {
     PT_RETRY = 2,    /* transient: roll back, store nothing, the caller retries */
 };
 
+typedef struct pt_stmt_cache pt_stmt_cache;
+
 /* A request as handlers see it. Everything is read-only and lives for the call. */
 typedef struct {
     const char *idempotency_key;
@@ -61,6 +63,8 @@ typedef struct {
     /* For a compensation: the result map of its action's OK reply (so a
      * refund can find the charge it undoes). Empty for actions. */
     const kvmap *action_result;
+    /* The runtime's prepared statements, for pt_prepare (not for handlers to touch). */
+    pt_stmt_cache *stmts;
 } pt_request;
 
 typedef struct pt_reply pt_reply;
@@ -84,6 +88,28 @@ int pt_reject(pt_reply *reply, const char *fmt, ...) __attribute__((format(print
 int pt_retry(pt_reply *reply, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Records sqlite3_errmsg(db) and returns PT_RETRY. */
 int pt_db_error(pt_reply *reply, sqlite3 *db);
+
+/*
+ * The prepared statement for sql (one SQL statement) on the handler's
+ * connection, from the participant's cache: each distinct SQL text is parsed
+ * and planned once (SQLITE_PREPARE_PERSISTENT), not once per request.
+ * Returns SQLITE_OK with *st ready to bind and step, or the SQLite error of
+ * the prepare with *st NULL (return pt_db_error(reply, db) then).
+ *
+ * The statement belongs to the runtime: never finalize it. It is the
+ * handler's until the handler returns; then the runtime resets it and clears
+ * its bindings, whatever happened (error, PT_REJECTED, rollback). Call
+ * sqlite3_reset(st) to end a read early (e.g. before writing the rows it
+ * read). Asking again for the same SQL in the same call gives the same
+ * statement, reset and cleared, once its earlier use has finished (stepped
+ * to SQLITE_DONE, or reset); while it is still in use (a row pending, or
+ * bound but not yet stepped) it gives a second statement, so nested loops
+ * over one query are safe. The cache is keyed by the SQL text, so constant
+ * SQL strings are best; it holds up to PT_STMT_CACHE_MAX statements and
+ * evicts the least recently used.
+ */
+#define PT_STMT_CACHE_MAX 128
+int pt_prepare(const pt_request *req, const char *sql, sqlite3_stmt **st);
 
 /* The parameter's value, or NULL when absent. */
 const char *pt_param(const pt_request *req, const char *name);

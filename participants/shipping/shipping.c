@@ -56,7 +56,7 @@ static int shipping_schedule(sqlite3 *db, const pt_request *req, pt_reply *reply
         return pt_reject(reply, "missing parameter 'order_id' (or 'customer'): "
                                 "a shipment must name whom it is for");
 
-    if (svc_prepare(db, &st, "SELECT destination FROM destinations WHERE destination = ?1", "t",
+    if (svc_prepare(req, &st, "SELECT destination FROM destinations WHERE destination = ?1", "t",
                     destination) != SQLITE_OK)
         return pt_db_error(reply, db);
     switch (sqlite3_step(st)) {
@@ -75,12 +75,12 @@ static int shipping_schedule(sqlite3 *db, const pt_request *req, pt_reply *reply
         result = pt_retry(reply, "no randomness for a shipment id");
         goto done;
     }
-    if (svc_exec(db,
-                 "INSERT INTO shipments (shipment_id, saga_id, destination, order_id, customer, "
-                 "state, created_at_ms, updated_at_ms) "
-                 "VALUES (?1, ?2, ?3, ?4, ?5, 'scheduled', ?6, ?6)",
-                 "ttttti", shipment_id, req->saga_id, served, order_id, customer,
-                 now) != SQLITE_OK) {
+    if (svc_run(req,
+                "INSERT INTO shipments (shipment_id, saga_id, destination, order_id, customer, "
+                "state, created_at_ms, updated_at_ms) "
+                "VALUES (?1, ?2, ?3, ?4, ?5, 'scheduled', ?6, ?6)",
+                "ttttti", shipment_id, req->saga_id, served, order_id, customer,
+                now) != SQLITE_OK) {
         result = pt_db_error(reply, db);
         goto done;
     }
@@ -91,7 +91,6 @@ static int shipping_schedule(sqlite3 *db, const pt_request *req, pt_reply *reply
     log_debug("saga %s: scheduling shipment %s to %s", req->saga_id, shipment_id, served);
 
 done:
-    sqlite3_finalize(st);
     return result;
 }
 
@@ -107,7 +106,7 @@ static int shipping_cancel(sqlite3 *db, const pt_request *req, pt_reply *reply, 
     if (svc_action_id(req, reply, "shipment_id", &shipment_id) != 0)
         return PT_REJECTED;
 
-    if (svc_prepare(db, &st,
+    if (svc_prepare(req, &st,
                     "SELECT state = 'scheduled', saga_id = ?2 FROM shipments "
                     "WHERE shipment_id = ?1",
                     "tt", shipment_id, req->saga_id) != SQLITE_OK)
@@ -127,14 +126,13 @@ static int shipping_cancel(sqlite3 *db, const pt_request *req, pt_reply *reply, 
         goto done;
     }
     scheduled = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    st = NULL;
+    sqlite3_reset(st);
 
     if (scheduled) {
-        if (svc_exec(db,
-                     "UPDATE shipments SET state = 'cancelled', updated_at_ms = ?2 "
-                     "WHERE shipment_id = ?1",
-                     "ti", shipment_id, now) != SQLITE_OK) {
+        if (svc_run(req,
+                    "UPDATE shipments SET state = 'cancelled', updated_at_ms = ?2 "
+                    "WHERE shipment_id = ?1",
+                    "ti", shipment_id, now) != SQLITE_OK) {
             result = pt_db_error(reply, db);
             goto done;
         }
@@ -146,7 +144,6 @@ static int shipping_cancel(sqlite3 *db, const pt_request *req, pt_reply *reply, 
         result = pt_retry(reply, "out of memory");
 
 done:
-    sqlite3_finalize(st);
     return result;
 }
 
