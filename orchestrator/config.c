@@ -54,6 +54,8 @@
 #define CFG_MULTIPLIER_MIN    1.0
 #define CFG_MULTIPLIER_MAX    10.0
 #define CFG_IN_FLIGHT_MAX     1000000
+#define CFG_RETENTION_MIN_S   60
+#define CFG_RETENTION_MAX_S   (10LL * 365 * 86400)
 #define CFG_SUGGEST_DISTANCE  2 /* "did you mean" for names this close */
 #define CFG_COMPENSATION_NONE "none"
 
@@ -63,14 +65,25 @@
 #define DEFAULT_SAGAS_DIR     "."
 #define DEFAULT_MAX_IN_FLIGHT 10000
 #define DEFAULT_TIMEOUT_MS    2000
+#define DEFAULT_RETENTION_S   (7 * 86400) /* the participants' default --retention-s */
 static const retry_policy default_retry = {5, 100, 5000, 2.0};
 static const retry_policy default_compensation_retry = {10, 200, 10000, 2.0};
 
 /* The setting names each kind of group accepts: anything else is a typo. */
 static const char *const orchestrator_settings[] = {
-    "admin_url",    "database",      "sagas_dir",         "durability", "max_in_flight",
-    "participants", "defaults",      "admin_token_file",  "tls", /* security: see load_security */
-    "http_url",     "alert_command", "alert_max_running",        /* see load_observability */
+    "admin_url",
+    "database",
+    "sagas_dir",
+    "durability",
+    "max_in_flight",
+    "participants",
+    "defaults",
+    "admin_token_file",
+    "tls", /* security: see load_security */
+    "http_url",
+    "alert_command",
+    "alert_max_running", /* see load_observability */
+    "idempotency_retention_s",
     NULL,
 };
 static const char *const defaults_settings[] = {"timeout_ms", "retry", "compensation_retry", NULL};
@@ -872,6 +885,12 @@ static int load_orchestrator(loader *ld, const config_setting_t *root, const cha
         return -1;
     cfg->max_in_flight = (uint32_t)in_flight;
 
+    int64_t retention_s = DEFAULT_RETENTION_S;
+    if (get_int(ld, root, "idempotency_retention_s", CFG_RETENTION_MIN_S, CFG_RETENTION_MAX_S,
+                &retention_s) != 0)
+        return -1;
+    cfg->retention_ms = retention_s * 1000;
+
     if (load_participants(ld, root, dir, cfg) != 0)
         return -1;
     for (size_t i = 0; i < cfg->n_participants; i++)
@@ -1056,6 +1075,38 @@ static int check_data_flow(loader *ld, const config_setting_t *steps, const saga
 }
 
 /* Fills def (zeroed, owned by cfg) from the saga file's root group. */
+/* The longest a policy's attempts may take: each waits its timeout, then
+ * at most max_backoff before the next. */
+static double policy_span_ms(const retry_policy *p, int64_t timeout_ms)
+{
+    return (double)p->max_attempts * (double)(timeout_ms + p->max_backoff_ms);
+}
+
+/*
+ * A saga's retries must end well inside the participants' idempotency
+ * retention: a retry after its key was purged would run the step again. Half
+ * of it, so that the time a saga may wait for sagad to restart, or a FAILED
+ * saga for its operator, is not eaten up by retries alone.
+ */
+static int check_retry_span(loader *ld, const config_setting_t *steps, const saga_def *def)
+{
+    double span = 0;
+    for (size_t i = 0; i < def->n_steps; i++) {
+        const step_def *sd = &def->steps[i];
+        span += policy_span_ms(&sd->retry, sd->timeout_ms);
+        if (sd->compensation != NULL)
+            span += policy_span_ms(&sd->compensation_retry, sd->timeout_ms);
+    }
+    if (span <= (double)def->retention_ms / 2)
+        return 0;
+    return fail(ld, steps, NULL,
+                "the retries of saga \"%s\" may last up to %.0f s, more than half of "
+                "idempotency_retention_s (%lld s), after which participants forget its keys: "
+                "lower max_attempts, timeout_ms or max_backoff_ms, or raise the retention (and "
+                "the participants' --retention-s with it)",
+                def->name, span / 1000, (long long)(def->retention_ms / 1000));
+}
+
 static int load_saga(loader *ld, const config_setting_t *root, const orch_config *cfg,
                      saga_def *def)
 {
@@ -1095,6 +1146,10 @@ static int load_saga(loader *ld, const config_setting_t *root, const orch_config
         if (load_step(ld, config_setting_get_elem(s, (unsigned)i), cfg, def, (size_t)i,
                       &def->steps[i]) != 0)
             return -1;
+    def->retention_ms = cfg->retention_ms;
+    def->line = config_setting_source_line(s);
+    if (check_retry_span(ld, s, def) != 0)
+        return -1;
     return check_data_flow(ld, s, def);
 }
 

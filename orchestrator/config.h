@@ -25,6 +25,9 @@
  *   - no step output repeats a saga input or an earlier step's output;
  *   - admin_url is a valid URL distinct from every participant's;
  *   - sagas_dir is an existing directory holding at least one saga file;
+ *   - every saga's retries end well inside idempotency_retention_s: the sum
+ *     over its steps of attempts x (timeout + max backoff), action and
+ *     compensation, is at most half of it;
  *   - the files hold no unknown setting names (typos) and no value of the
  *     wrong type;
  *   - security (docs/SECURITY.md): a tls+tcp:// URL comes with the tls
@@ -71,6 +74,9 @@ typedef struct {
     size_t n_inputs;
     step_def *steps;
     size_t n_steps;
+    /* orch_config.retention_ms: a saga older than this is sent nothing more */
+    int64_t retention_ms;
+    int line; /* where its steps are defined, for messages */
 } saga_def;
 
 typedef struct {
@@ -85,6 +91,10 @@ typedef struct {
     char *sagas_dir;        /* resolved path */
     int durability_full;    /* 1: synchronous=FULL (default); 0: OFF, benchmarks only */
     uint32_t max_in_flight; /* sagas not finished that sagad holds at once */
+    /* How long the participants keep idempotency records (their --retention-s
+     * must be at least this): after it, a request could repeat an effect or
+     * skip an undo, so no saga older than it is sent anything. */
+    int64_t retention_ms;
     int64_t default_timeout_ms;
     retry_policy default_retry;
     retry_policy default_compensation_retry;
@@ -93,14 +103,14 @@ typedef struct {
     saga_def *sagas;
     size_t n_sagas;
     /* Security settings (docs/SECURITY.md); NULL when unset. */
-    char *admin_token;   /* the token read from admin_token_file (wiped by config_free) */
-    char *tls_ca_file;   /* resolved paths of the tls group */
+    char *admin_token; /* the token read from admin_token_file (wiped by config_free) */
+    char *tls_ca_file; /* resolved paths of the tls group */
     char *tls_cert_file;
     char *tls_key_file;
     /* Observability settings (docs/OBSERVABILITY.md, load_observability). */
-    char *http_url;         /* metrics, JSON API and dashboard; NULL: off */
-    char *alert_command;    /* resolved path run when a saga becomes FAILED; NULL: none */
-    int alert_max_running;  /* alert commands running at once */
+    char *http_url;        /* metrics, JSON API and dashboard; NULL: off */
+    char *alert_command;   /* resolved path run when a saga becomes FAILED; NULL: none */
+    int alert_max_running; /* alert commands running at once */
 } orch_config;
 
 /* Loads path and every saga file of its sagas directory into *out.

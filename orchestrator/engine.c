@@ -553,11 +553,20 @@ static void handle_operator(engine *e, event *ev, const saga_env *env)
     saga_state before = s->state;
     int rc = ev->kind == EV_ABORT ? saga_abort(s, env, ev->reason) : saga_resume(s, env);
     if (rc != 0) {
-        snprintf(msg, sizeof msg, "cannot %s saga %s in state %s%s",
-                 ev->kind == EV_ABORT ? "abort" : "resume", s->id, saga_state_name(before),
-                 ev->kind == EV_ABORT && before == SAGA_RUNNING
-                     ? " while a step without compensation is in flight; retry when it has answered"
-                     : "");
+        const char *verb = ev->kind == EV_ABORT ? "abort" : "resume";
+        if (rc == -2)
+            snprintf(msg, sizeof msg,
+                     "cannot %s saga %s: it is older than idempotency_retention_s, so the "
+                     "participants may have forgotten its keys and a request could repeat an "
+                     "effect or skip an undo; settle it by hand (docs/CONFIG.md)",
+                     verb, s->id);
+        else
+            snprintf(msg, sizeof msg, "cannot %s saga %s in state %s%s", verb, s->id,
+                     saga_state_name(before),
+                     ev->kind == EV_ABORT && before == SAGA_RUNNING
+                         ? " while a step without compensation is in flight; retry when it has "
+                           "answered"
+                         : "");
         answer(e, ev, ENGINE_INVALID_STATE, msg, s->id, 0);
         /* Loaded just for this: drop it again. A saga that was already in
          * memory stays: it may have become FAILED earlier in this round and

@@ -310,6 +310,18 @@ void saga_begin(saga *s, const saga_env *env)
     send_attempt(s, env, 0, PHASE_ACTION);
 }
 
+/* Has the saga outlived the participants' idempotency records? Then any
+ * request could run a step again or skip an undo: send nothing more. */
+static int beyond_retention(const saga *s, const saga_env *env)
+{
+    return s->def != NULL && s->def->retention_ms > 0 &&
+           env->now_wall(env->ctx) - s->created_at_ms >= s->def->retention_ms;
+}
+
+#define BEYOND_RETENTION_MSG                                                                       \
+    "the saga is older than idempotency_retention_s: the participants may have forgotten its "     \
+    "keys, so a request now could repeat an effect or skip an undo; settle it by hand"
+
 void saga_recover(saga *s, const saga_env *env)
 {
     if (s->state != SAGA_RUNNING && s->state != SAGA_COMPENSATING)
@@ -318,6 +330,10 @@ void saga_recover(saga *s, const saga_env *env)
     int step = s->cursor;
     step_run *r = &s->steps[step];
     emit(s, env, "recovered", step, phase, 0, -1, 0, "orchestrator restarted");
+    if (beyond_retention(s, env)) {
+        fail(s, env, phase, BEYOND_RETENTION_MSG);
+        return;
+    }
     if (phase == PHASE_ACTION && r->state == STEP_PENDING) {
         send_attempt(s, env, step, PHASE_ACTION);
         return;
@@ -337,8 +353,12 @@ void saga_recover(saga *s, const saga_env *env)
             wait = p->max_backoff_ms;
         s->timer_due = env->now_mono(env->ctx) + wait;
         env->schedule(env->ctx, s, s->timer_due);
-    } else if (attempts < p->max_attempts) {
-        send_attempt(s, env, step, phase); /* same key: the participant replays or acts once */
+    } else if (attempts < p->max_attempts || r->next_attempt_at_ms == 0) {
+        /* Same key: the participant replays or acts once. An attempt that was
+         * in flight at the crash (no retry scheduled) lost its reply with
+         * sagad, not with the participant: it is asked again even when it was
+         * the last, rather than giving up on an outcome that may be known. */
+        send_attempt(s, env, step, phase);
     } else {
         retry_or_give_up(s, env, phase, "attempts spent before the restart");
     }
@@ -441,6 +461,8 @@ int saga_abort(saga *s, const saga_env *env, const char *reason)
     } else if (!(s->state == SAGA_FAILED && s->failed_phase == PHASE_ACTION)) {
         return -1;
     }
+    if (beyond_retention(s, env))
+        return -2;
     s->in_flight = 0;
     s->token++;
     cancel_timer(s, env);
@@ -458,6 +480,8 @@ int saga_resume(saga *s, const saga_env *env)
 {
     if (s->state != SAGA_FAILED || s->def == NULL)
         return -1;
+    if (beyond_retention(s, env))
+        return -2;
     int step = s->cursor;
     step_run *r = &s->steps[step];
     emit(s, env, "resumed", step, s->failed_phase, 0, -1, 0, s->last_error);

@@ -164,8 +164,10 @@ void saga_free(saga *s);
 
 /* Starts a new saga: sends the first step. */
 void saga_begin(saga *s, const saga_env *env);
-/* After a restart: re-sends the step in flight (same key, next attempt), or
- * re-arms the retry timer. Does nothing for finished or FAILED sagas. */
+/* After a restart: re-sends the step in flight (same key, next attempt, even
+ * past max_attempts when that attempt's reply was lost with sagad), or
+ * re-arms the retry timer. A saga older than its def's retention_ms becomes
+ * FAILED instead. Does nothing for finished or FAILED sagas. */
 void saga_recover(saga *s, const saga_env *env);
 void saga_on_reply(saga *s, const saga_env *env, uint64_t token, int outcome, int replayed,
                    const kvmap *result, const char *error);
@@ -173,7 +175,9 @@ void saga_on_reply(saga *s, const saga_env *env, uint64_t token, int outcome, in
  * malformed reply; why says which. */
 void saga_on_no_reply(saga *s, const saga_env *env, uint64_t token, const char *why);
 void saga_on_timer(saga *s, const saga_env *env);
-/* Operator commands; return 0, or -1 when the state does not allow it. */
+/* Operator commands; return 0, -1 when the state does not allow it, or -2
+ * when the saga is older than its def's retention_ms (participants may have
+ * purged its idempotency records: only a person can settle it safely). */
 int saga_abort(saga *s, const saga_env *env, const char *reason);
 int saga_resume(saga *s, const saga_env *env);
 

@@ -297,6 +297,8 @@ static void test_defaults_and_resolution(void **state)
     assert_int_equal(f->cfg.default_retry.max_attempts, 5);
     assert_int_equal(f->cfg.default_compensation_retry.initial_backoff_ms, 200);
     assert_int_equal(f->cfg.n_sagas, 1); /* sagad.cfg in the same dir is skipped */
+    assert_int_equal(f->cfg.retention_ms, 7LL * 86400 * 1000);
+    assert_int_equal(f->cfg.sagas[0].retention_ms, 7LL * 86400 * 1000);
 }
 
 static void test_overrides_field_by_field(void **state)
@@ -573,6 +575,37 @@ static void test_err_range_in_flight(void **state)
     put(f->dir, "t.cfg", saga_text);
     expect_error(f, f->orch, line_of(text, "max_in_flight"), "between 1 and 1000000",
                  "(max_in_flight)", NULL);
+}
+
+static void test_err_range_retention(void **state)
+{
+    fixture *f = *state;
+    const char *text =
+        "participants = { alpha = \"ipc://a.ipc\"; };\nidempotency_retention_s = 59;\n";
+    put_orch(f, text);
+    put(f->dir, "t.cfg", saga_text);
+    expect_error(f, f->orch, line_of(text, "idempotency_retention_s"), "between 60 and",
+                 "(idempotency_retention_s)", NULL);
+}
+
+/* Retries that could outlast half the participants' retention: a late retry
+ * would find its key forgotten and run the step again. */
+static void test_err_retries_outlast_retention(void **state)
+{
+    fixture *f = *state;
+    put_orch(f, "participants = { alpha = \"ipc://a.ipc\"; beta = \"ipc://b.ipc\"; };\n"
+                "idempotency_retention_s = 3600;\nsagas_dir = \"sagas\";\n");
+    /* debit: 100 attempts x (20 s + 5 s) = 2500 s > 1800 s. */
+    const char *text = put_saga_edit(f, "t.cfg", "action = \"debit\";",
+                                     "action = \"debit\"; timeout_ms = 20000;\n"
+                                     "    retry = { max_attempts = 100; };");
+    expect_error(f, saga_path(f, "t.cfg"), line_of(text, "steps"),
+                 "saga \"transfer\" may last up to", "idempotency_retention_s (3600 s)", NULL);
+    /* The same policy with a retention that leaves room: accepted. */
+    put_orch(f, "participants = { alpha = \"ipc://a.ipc\"; beta = \"ipc://b.ipc\"; };\n"
+                "idempotency_retention_s = 86400;\nsagas_dir = \"sagas\";\n");
+    expect_ok(f);
+    assert_int_equal(f->cfg.retention_ms, 86400LL * 1000);
 }
 
 /* libconfig 1.5 reads 4294967396 as 100: the loader must refuse it, not accept 100. */
@@ -868,6 +901,8 @@ int main(void)
         T(test_err_range_multiplier),
         T(test_err_range_timeout),
         T(test_err_range_in_flight),
+        T(test_err_range_retention),
+        T(test_err_retries_outlast_retention),
         T(test_err_range_wrapped_integer),
         T(test_err_backoff_order),
         T(test_err_durability),

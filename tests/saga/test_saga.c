@@ -1577,10 +1577,12 @@ static void recover_running_resends_the_step(void **state)
     assert_last_send(fx, SHIP, PHASE_ACTION, 1);
 }
 
-static void recover_running_attempts_spent_gives_up(void **state)
+static void recover_last_attempt_in_flight_is_asked_again(void **state)
 {
     fixture *fx = *state;
-    /* charge has a compensation: compensated, itself included. */
+    /* charge has a compensation. Its last attempt was in flight at the
+     * crash: its reply was lost with sagad, so it is asked once more (same
+     * key: the participant replays) rather than given up on. */
     run_to_step(fx, CHARGE);
     no_reply(fx, "timeout");
     fire_timer(fx);
@@ -1589,15 +1591,17 @@ static void recover_running_attempts_spent_gives_up(void **state)
     assert_attempts(fx, CHARGE, 3, 0); /* the last attempt was in flight at the crash */
     restart(fx);
     do_recover(fx);
+    assert_state(fx, SAGA_RUNNING);
+    assert_string_equal(events_str(fx, 0), "recovered(charge/action) step_sent(charge/action)");
+    assert_string_equal(sends_str(fx, 0), "charge:action:4");
+    /* Its answer decides, as for any attempt: here none, so it gives up. */
+    no_reply(fx, "timeout");
     assert_state(fx, SAGA_COMPENSATING);
-    assert_last_error(fx, "step 'charge' failed after 3 attempts: attempts spent before the "
-                          "restart");
-    assert_string_equal(events_str(fx, 0), "recovered(charge/action) compensation_started "
-                                           "step_sent(charge/compensate)");
-    assert_string_equal(sends_str(fx, 0), "charge:compensate:1");
-    assert_attempts(fx, CHARGE, 3, 1);
+    assert_last_error(fx, "step 'charge' failed after 4 attempts: timeout");
+    assert_attempts(fx, CHARGE, 4, 1);
 
-    /* notify has none: the pivot rule fails the saga. */
+    /* notify has none: asked again too, and the pivot rule fails the saga
+     * only when that attempt goes unanswered as well. */
     run_to_step(fx, NOTIFY);
     no_reply(fx, "timeout");
     fire_timer(fx);
@@ -1605,13 +1609,43 @@ static void recover_running_attempts_spent_gives_up(void **state)
     fire_timer(fx);
     restart(fx);
     do_recover(fx);
+    assert_state(fx, SAGA_RUNNING);
+    assert_string_equal(sends_str(fx, 0), "notify:action:4");
+    no_reply(fx, "timeout");
     assert_state(fx, SAGA_FAILED);
     assert_int_equal(fx->s->failed_phase, PHASE_ACTION);
-    assert_last_error(fx, "step 'notify' has no compensation and its outcome is unknown after 3 "
-                          "attempts: attempts spent before the restart");
-    assert_string_equal(events_str(fx, 0), "recovered(notify/action) saga_failed");
-    assert_int_equal(fx->n_sends, 0);
+    assert_last_error(fx, "step 'notify' has no compensation and its outcome is unknown after 4 "
+                          "attempts: timeout");
     assert_int_equal(fx->n_settled, 1);
+}
+
+/* Past the participants' idempotency retention a request could run a step
+ * twice or skip an undo: recovery fails the saga, operators are refused. */
+static void beyond_retention_nothing_is_sent(void **state)
+{
+    fixture *fx = *state;
+    fx->def.retention_ms = 3600 * 1000;
+    run_to_step(fx, CHARGE);
+    restart(fx);
+    fx->wall += 3600 * 1000 - 1; /* just inside: recovered as usual */
+    do_recover(fx);
+    assert_state(fx, SAGA_RUNNING);
+    assert_string_equal(sends_str(fx, 0), "charge:action:2");
+
+    restart(fx);
+    fx->wall += 1; /* now as old as the retention */
+    do_recover(fx);
+    assert_state(fx, SAGA_FAILED);
+    assert_int_equal(fx->n_sends, 0);
+    assert_non_null(strstr(fx->s->last_error, "older than idempotency_retention_s"));
+    assert_string_equal(events_str(fx, 0), "recovered(charge/action) saga_failed");
+
+    clear_log(fx);
+    assert_int_equal(saga_resume(fx->s, &fx->env), -2);
+    assert_int_equal(saga_abort(fx->s, &fx->env, "too late"), -2);
+    assert_state(fx, SAGA_FAILED);
+    assert_int_equal(fx->n_sends, 0);
+    assert_int_equal(fx->n_events, 0);
 }
 
 static void recover_compensating_resends_the_compensation(void **state)
@@ -1632,18 +1666,19 @@ static void recover_compensating_resends_the_compensation(void **state)
     reply(fx, OUTCOME_OK, NULL);
     assert_state(fx, SAGA_COMPENSATED);
 
-    /* Its attempts spent at the crash: FAILED in compensation. */
+    /* Its last attempt in flight at the crash: asked once more. */
     run_to_step(fx, SHIP);
     reply(fx, OUTCOME_REJECTED, "no");
     no_reply(fx, "timeout");
     fire_timer(fx);
     restart(fx);
     do_recover(fx);
+    assert_state(fx, SAGA_COMPENSATING);
+    assert_string_equal(sends_str(fx, 0), "charge:compensate:3");
+    no_reply(fx, "timeout");
     assert_state(fx, SAGA_FAILED);
     assert_int_equal(fx->s->failed_phase, PHASE_COMPENSATE);
-    assert_last_error(fx, "compensation of step 'charge' failed after 2 attempts: attempts spent "
-                          "before the restart");
-    assert_int_equal(fx->n_sends, 0);
+    assert_last_error(fx, "compensation of step 'charge' failed after 3 attempts: timeout");
 }
 
 static void recover_finished_or_failed_does_nothing(void **state)
@@ -1938,7 +1973,8 @@ int main(void)
         T(abort_refused_in_other_states),
         T(resume_refused_unless_failed),
         T(recover_running_resends_the_step),
-        T(recover_running_attempts_spent_gives_up),
+        T(recover_last_attempt_in_flight_is_asked_again),
+        T(beyond_retention_nothing_is_sent),
         T(recover_compensating_resends_the_compensation),
         T(recover_finished_or_failed_does_nothing),
         T(dirty_flags_follow_changes),
