@@ -784,6 +784,14 @@ static int load_observability(loader *ld, const config_setting_t *root, const ch
         if (httpd_check_url("http_url", v, cfg->tls_cert_file != NULL, cfg->admin_token != NULL,
                             why, sizeof why) != 0)
             return fail(ld, http, NULL, "%s", why);
+        /* Its JSON API shows every saga's input and results, and every local
+         * user can reach a loopback port. */
+        if (cfg->admin_token == NULL)
+            return fail(ld, http, NULL,
+                        "http_url %s serves saga inputs and results, and every user of this "
+                        "host can reach it: set admin_token_file (its token then guards /metrics "
+                        "and /api; the dashboard asks for it)",
+                        v);
         if ((cfg->http_url = util_strdup(v)) == NULL)
             return fail_oom(ld);
     }

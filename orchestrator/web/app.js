@@ -258,5 +258,12 @@ $('auth-form').addEventListener('submit', (e) => {
   $('auth').hidden = true;
   route();
 });
+// A link may carry the token (/?token=...), as Jupyter's do: keep it for this
+// tab's session and take it out of the address bar and the history at once.
+const linkParams = new URLSearchParams(location.search);
+if (linkParams.has('token')) {
+  sessionStorage.setItem('sagad-token', linkParams.get('token'));
+  history.replaceState(null, '', location.pathname + location.hash);
+}
 window.addEventListener('hashchange', route);
 route();

@@ -10,6 +10,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "harness.h"
 #include "util.h"
 
 int obs_free_port(void)
@@ -36,6 +37,25 @@ int obs_append_config(ofx *f, const char *text)
         return -1;
     int rc = fputs(text, fp) < 0 ? -1 : 0;
     return fclose(fp) != 0 ? -1 : rc;
+}
+
+int obs_enable_http(ofx *f, int port)
+{
+    char *token_path = th_path(f->dir, "admin.token");
+    char *line = token_path ? util_asprintf("admin_token_file = \"%s\";\n"
+                                            "http_url = \"http://127.0.0.1:%d\";\n",
+                                            token_path, port)
+                            : NULL;
+    int rc = -1;
+    if (line && th_write_file(token_path, OBS_TOKEN "\n") == 0 && obs_append_config(f, line) == 0) {
+        free(f->token_file);
+        f->token_file = token_path;
+        token_path = NULL;
+        rc = 0;
+    }
+    free(token_path);
+    free(line);
+    return rc;
 }
 
 static int connect_port(int port, int wait_ms)
@@ -75,8 +95,10 @@ int obs_get(int port, const char *path, const char *host, const char *extra, int
         snprintf(hostbuf, sizeof hostbuf, "127.0.0.1:%d", port);
         host = hostbuf;
     }
+    if (extra == NULL)
+        extra = "Authorization: Bearer " OBS_TOKEN;
     char *req = util_asprintf("GET %s HTTP/1.1\r\nHost: %s\r\n%s%sConnection: close\r\n\r\n", path,
-                              host, extra ? extra : "", extra ? "\r\n" : "");
+                              host, extra, *extra ? "\r\n" : "");
     size_t cap = 65536, len = 0;
     char *buf = malloc(cap);
     int rc = -1;

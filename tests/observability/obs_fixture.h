@@ -15,6 +15,14 @@ int obs_free_port(void);
 /* Appends text to the fixture's orchestrator file. 0 or -1. */
 int obs_append_config(ofx *f, const char *text);
 
+/* The admin token obs_enable_http sets up; obs_get sends it by default. */
+#define OBS_TOKEN "obs-test-token"
+
+/* Appends http_url = "http://127.0.0.1:port" and admin_token_file (a 0600
+ * file holding OBS_TOKEN, which http_url requires) to the orchestrator file,
+ * and has the fixture's sagactl send the token. 0 or -1. */
+int obs_enable_http(ofx *f, int port);
+
 typedef struct {
     int status;    /* HTTP status code */
     char *headers; /* the header block, malloc'd */
@@ -23,7 +31,8 @@ typedef struct {
 
 /*
  * GET path from 127.0.0.1:port with Host: host (NULL: "127.0.0.1:port") and
- * the extra header line extra (NULL: none; e.g. "Authorization: Bearer x").
+ * the extra header line extra (NULL: "Authorization: Bearer OBS_TOKEN"; ""
+ * for no extra header at all).
  * Retries the connection for up to wait_ms while nothing listens. 0 with
  * *res filled (free with obs_response_free), or -1.
  */

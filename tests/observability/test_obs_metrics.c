@@ -27,10 +27,7 @@ static int setup_system(void **state)
     if (f == NULL || ofx_init(f, NULL) != 0)
         return -1;
     http_port = obs_free_port();
-    char *line = util_asprintf("http_url = \"http://127.0.0.1:%d\";\n", http_port);
-    int rc = line ? obs_append_config(f, line) : -1;
-    free(line);
-    if (rc != 0 || ofx_start_all(f) != 0)
+    if (obs_enable_http(f, http_port) != 0 || ofx_start_all(f) != 0)
         return -1;
     *state = f;
     return 0;
@@ -227,7 +224,7 @@ static void test_token_and_exposure(void **state)
     const char *args[] = {"--config", f.cfg, "--log-format", "json", NULL};
     assert_int_equal(th_spawn("sagad", args, NULL, f.sagad.log, &f.sagad.pid), 0);
     obs_response r;
-    assert_int_equal(obs_get(port, "/metrics", NULL, NULL, OFX_START_MS, &r), 0);
+    assert_int_equal(obs_get(port, "/metrics", NULL, "", OFX_START_MS, &r), 0);
     assert_int_equal(r.status, 401);
     assert_non_null(strstr(r.headers, "WWW-Authenticate: Bearer"));
     obs_response_free(&r);
@@ -245,7 +242,7 @@ static void test_token_and_exposure(void **state)
     assert_int_equal(r.status, 200);
     obs_response_free(&r);
     /* The dashboard's files hold no data: served without the token. */
-    assert_int_equal(obs_get(port, "/style.css", NULL, NULL, 5000, &r), 0);
+    assert_int_equal(obs_get(port, "/style.css", NULL, "", 5000, &r), 0);
     assert_int_equal(r.status, 200);
     obs_response_free(&r);
     assert_int_equal(ofx_stop_sagad(&f), 0);
@@ -285,6 +282,23 @@ static void test_token_and_exposure(void **state)
     assert_true(th_exited_with(status, 1));
     char *text = th_read_file(out);
     assert_non_null(strstr(text, "http_url: refusing to serve http://0.0.0.0"));
+    free(text);
+
+    /* Loopback without a token: every local user could read the sagas. */
+    cfg = th_read_file(f.cfg);
+    at = strstr(cfg, "admin_token_file");
+    assert_non_null(at);
+    *at = '\0';
+    char *tokenless = util_asprintf("%shttp_url = \"http://127.0.0.1:%d\";\n", cfg, port);
+    assert_int_equal(th_write_file(f.cfg, tokenless), 0);
+    free(cfg);
+    free(tokenless);
+    assert_int_equal(th_spawn("sagad", check, NULL, out, &pid), 0);
+    assert_int_equal(th_wait_exit(pid, OFX_START_MS, &status), 0);
+    assert_true(th_exited_with(status, 1));
+    text = th_read_file(out);
+    assert_non_null(strstr(text, "http_url"));
+    assert_non_null(strstr(text, "admin_token_file"));
     free(text);
     free(out);
     free(token_path);

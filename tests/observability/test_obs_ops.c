@@ -30,6 +30,9 @@ typedef struct {
     char failed_id[37], ok_id[37], refused_id[37];
 } sys;
 
+/* What a sagactl started here needs to pass sagad's admin token check. */
+static const char *const obs_ctl_env[] = {"SAGA_ADMIN_TOKEN=" OBS_TOKEN, NULL};
+
 static const char alert_script[] = "#!/bin/sh\n"
                                    "# test alert command: one argument per line\n"
                                    "printf '%%s\\n' \"$@\" > \"%s.tmp\"\n"
@@ -55,11 +58,11 @@ static int setup_sys(void **state)
     char *script_path = th_path(s->f.dir, "alert.sh");
     char *script =
         util_asprintf(alert_script, s->alert_out, s->alert_out, s->alert_out, s->alert_out);
-    char *line = util_asprintf("http_url = \"http://127.0.0.1:%d\";\nalert_command = \"%s\";\n",
-                               s->port, script_path);
+    char *line = util_asprintf("alert_command = \"%s\";\n", script_path);
     int rc = -1;
     if (script && line && th_write_file(script_path, script) == 0 &&
-        chmod(script_path, 0700) == 0 && obs_append_config(&s->f, line) == 0)
+        chmod(script_path, 0700) == 0 && obs_append_config(&s->f, line) == 0 &&
+        obs_enable_http(&s->f, s->port) == 0)
         rc = 0;
     free(script_path);
     free(script);
@@ -95,7 +98,7 @@ static void test_failed_saga_runs_alert(void **state)
     char *watch_out = th_path(s->f.dir, "watch-failed.out");
     const char *watch_args[] = {"--url", s->f.sagad.url, "watch", s->failed_id, NULL};
     pid_t watcher;
-    assert_int_equal(th_spawn("sagactl", watch_args, NULL, watch_out, &watcher), 0);
+    assert_int_equal(th_spawn("sagactl", watch_args, obs_ctl_env, watch_out, &watcher), 0);
     oj *st = ofx_wait_final(&s->f, s->failed_id, OFX_WAIT_MS);
     assert_non_null(st);
     OFX_ASSERT_STR(oj_str(st, "state"), "FAILED");
@@ -233,7 +236,7 @@ static void test_watch_json_and_list_watch(void **state)
     char *path = th_path(s->f.dir, "list-watch.out");
     const char *args[] = {"--url", s->f.sagad.url, "list", "--watch", NULL};
     pid_t pid;
-    assert_int_equal(th_spawn("sagactl", args, NULL, path, &pid), 0);
+    assert_int_equal(th_spawn("sagactl", args, obs_ctl_env, path, &pid), 0);
     char *text = NULL;
     for (int64_t end = util_mono_ms() + 15000; util_mono_ms() < end;) {
         util_sleep_ms(200);
@@ -340,7 +343,9 @@ static void test_dashboard_in_browser(void **state)
         skip();
     }
     char url[256], dom_path[512];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/", s->port);
+    /* The token in the query, as a link an operator is given: the page moves
+     * it into its session storage and out of the address bar. */
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/?token=%s", s->port, OBS_TOKEN);
 
     /* The list: ids, states, counts, and the FAILED saga under "needs attention". */
     snprintf(dom_path, sizeof dom_path, "%s/list.html", s->f.dir);

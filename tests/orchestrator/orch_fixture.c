@@ -273,6 +273,7 @@ void ofx_destroy(ofx *f)
     }
     free(f->dir);
     free(f->cfg);
+    free(f->token_file);
     memset(f, 0, sizeof *f);
 }
 
@@ -301,7 +302,13 @@ static int ctl_run(ofx *f, char **out, const char *const *user_args, size_t n_us
     for (size_t i = 0; i < n_user; i++)
         args[n++] = user_args[i];
     args[n] = NULL;
-    if (path == NULL || th_spawn("sagactl", args, NULL, path, &pid) != 0)
+    char *token_env =
+        f->token_file ? util_asprintf("SAGA_ADMIN_TOKEN_FILE=%s", f->token_file) : NULL;
+    const char *env[] = {token_env, NULL};
+    int spawned = path != NULL && (f->token_file == NULL || token_env != NULL) &&
+                  th_spawn("sagactl", args, token_env ? env : NULL, path, &pid) == 0;
+    free(token_env);
+    if (!spawned)
         goto out;
     if (th_wait_exit(pid, OFX_CTL_MS, &status) != 0) {
         fprintf(stderr, "orch_fixture: sagactl did not finish in %d ms\n", OFX_CTL_MS);

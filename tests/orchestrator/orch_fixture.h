@@ -65,6 +65,7 @@ typedef struct {
     ofx_proc sagad;
     int ctl_runs;
     int ctl_timeout_ms; /* sagactl --timeout for each request; 0: 10000 */
+    char *token_file;   /* set: sagactl gets SAGA_ADMIN_TOKEN_FILE (freed by ofx_destroy) */
 } ofx;
 
 /* Makes the temp dir and writes the configuration; starts nothing. 0 or -1. */
