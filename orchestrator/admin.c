@@ -101,6 +101,8 @@ struct admin_server {
 
     uint64_t malformed_unreported; /* malformed requests since the last log line */
     int64_t malformed_logged_ms;   /* monotonic time of that line; 0: never */
+    uint64_t refused_unreported;   /* likewise for requests with a missing or wrong token */
+    int64_t refused_logged_ms;
 };
 
 #define MALFORMED_LOG_INTERVAL_MS 60000
@@ -276,23 +278,39 @@ static void reply_oom(admin_ctx *c, const char *what)
 
 /* Counts a malformed request; logs the first one and then at most one line a
  * minute, so a misbehaving client cannot flood the log. */
-static void note_malformed(admin_server *srv, const char *why)
+/* Counts one event; returns how many to report now (0: stay quiet), so that
+ * a client sending garbage or guessing tokens cannot flood the log. */
+static uint64_t throttle_count(admin_server *srv, uint64_t *unreported, int64_t *logged_ms)
 {
     int64_t now = util_mono_ms();
     uint64_t count = 0;
     pthread_mutex_lock(&srv->mu);
-    srv->malformed_unreported++;
-    if (srv->malformed_logged_ms == 0 ||
-        now - srv->malformed_logged_ms >= MALFORMED_LOG_INTERVAL_MS) {
-        count = srv->malformed_unreported;
-        srv->malformed_unreported = 0;
-        srv->malformed_logged_ms = now;
+    (*unreported)++;
+    if (*logged_ms == 0 || now - *logged_ms >= MALFORMED_LOG_INTERVAL_MS) {
+        count = *unreported;
+        *unreported = 0;
+        *logged_ms = now;
     }
     pthread_mutex_unlock(&srv->mu);
+    return count;
+}
+
+static void note_malformed(admin_server *srv, const char *why)
+{
+    uint64_t count = throttle_count(srv, &srv->malformed_unreported, &srv->malformed_logged_ms);
     if (count > 0)
         log_warn("admin: malformed request (%s); %" PRIu64
                  " since the last report, answered ADMIN_BAD_REQUEST",
                  why, count);
+}
+
+static void note_refused(admin_server *srv, const char *kind)
+{
+    uint64_t count = throttle_count(srv, &srv->refused_unreported, &srv->refused_logged_ms);
+    if (count > 0)
+        log_warn("admin: refused a %s request: missing or wrong admin token; %" PRIu64
+                 " refused since the last report",
+                 kind, count);
 }
 
 static int srv_closing(admin_server *srv)
@@ -978,8 +996,7 @@ static void handle_request(admin_ctx *c, nng_msg *msg)
         if (k.malformed != NULL)
             note_malformed(srv, k.malformed);
         else if (status == SAGA__V1__ADMIN_STATUS__ADMIN_UNAUTHORIZED)
-            log_warn("admin: refused a %s request: missing or wrong admin token",
-                     request_kind(k.req));
+            note_refused(srv, request_kind(k.req));
         else if (status == SAGA__V1__ADMIN_STATUS__ADMIN_INTERNAL)
             log_error("admin: %s", err);
         actx_reply_error(c, status, "%s", err);
