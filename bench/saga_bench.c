@@ -85,7 +85,8 @@ static void note(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "saga-bench: [%5.1f s] ", g_t_start ? (double)(now_ns() - g_t_start) / 1e9 : 0.0);
+    fprintf(stderr, "saga-bench: [%5.1f s] ",
+            g_t_start ? (double)(now_ns() - g_t_start) / 1e9 : 0.0);
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n");
     va_end(ap);
@@ -169,7 +170,8 @@ static double proc_cpu(pid_t pid)
     if (p == NULL)
         return 0;
     unsigned long long ut = 0, st = 0;
-    /* after ")": state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+    /* after ")": state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime
+     * stime */
     if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
         return 0;
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
@@ -215,7 +217,7 @@ typedef struct {
     size_t cap, used;
     int64_t outstanding; /* issued starts not finished (nor refused) */
     uint64_t completed, bad, refused;
-    int record; /* record latencies */
+    int record;  /* record latencies */
     double *lat; /* ms */
     size_t n_lat, cap_lat;
 } tracker;
@@ -757,7 +759,8 @@ static void actx_cb(void *arg)
         saga__v1__admin_reply__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
     nng_msg_free(m);
     if (rep != NULL && rep->status == SAGA__V1__ADMIN_STATUS__ADMIN_OK &&
-        rep->body_case == SAGA__V1__ADMIN_REPLY__BODY_STARTED && strlen(rep->started->saga_id) == 36) {
+        rep->body_case == SAGA__V1__ADMIN_REPLY__BODY_STARTED &&
+        strlen(rep->started->saga_id) == 36) {
         tr_started(rep->started->saga_id, a->t0);
     } else {
         g_start_errors++;
@@ -883,7 +886,7 @@ static int get_stats(cluster *c, uint64_t *finished, uint64_t *in_flight)
 typedef struct {
     double secs;
     uint64_t completed, bad, refused;
-    double rate;      /* completed sagas/s */
+    double rate; /* completed sagas/s */
     double p50, p99, max;
     double cpu_sagad, cpu_svcs; /* ms per completed saga */
 } run_result;
@@ -1060,8 +1063,8 @@ static const struct {
     const char *step, *op;
     int participant;
 } direct_steps[5] = {
-    {"create_order", "create", 0},         {"charge_payment", "charge", 1},
-    {"reserve_stock", "reserve", 2},       {"schedule_shipping", "schedule", 3},
+    {"create_order", "create", 0},   {"charge_payment", "charge", 1},
+    {"reserve_stock", "reserve", 2}, {"schedule_shipping", "schedule", 3},
     {"approve_order", "approve", 0},
 };
 
@@ -1254,7 +1257,8 @@ static int64_t wait_finished(cluster *c, uint64_t n, int timeout_s)
             return now_ns();
         sleep_ms(20);
     }
-    die("%s: only %" PRIu64 " of %" PRIu64 " sagas finished after %d s", c->name, fin, n, timeout_s);
+    die("%s: only %" PRIu64 " of %" PRIu64 " sagas finished after %d s", c->name, fin, n,
+        timeout_s);
 }
 
 #define GROW_TEMPLATES 64 /* real sagas run before the copies */
@@ -1282,7 +1286,7 @@ static int64_t wait_finished(cluster *c, uint64_t n, int timeout_s)
 
 typedef struct {
     char path[600];
-    char gen[600]; /* the shared ids database */
+    char gen[600];       /* the shared ids database */
     const char *tmpl[5]; /* template saga, order, charge, reservation, shipment ids */
     long n;
     int is_sagad;
@@ -1316,8 +1320,9 @@ static void *grow_db(void *arg)
     }
     char att[700];
     snprintf(att, sizeof att, "ATTACH '%s' AS g;", j->gen);
-    if (grow_exec(j, db, "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
-                         "PRAGMA cache_size=-1000000; PRAGMA foreign_keys=OFF;") ||
+    if (grow_exec(j, db,
+                  "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
+                  "PRAGMA cache_size=-1000000; PRAGMA foreign_keys=OFF;") ||
         grow_exec(j, db, att))
         goto out;
     /* Tables with rows per saga: sagas (by id), every table with a saga_id. */
@@ -1387,10 +1392,11 @@ static void *grow_db(void *arg)
             }
             sqlite3_finalize(st);
             st = NULL;
-            o += (size_t)snprintf(sql + o, cap - o,
-                                  " FROM g.ids i CROSS JOIN (SELECT * FROM main.%s WHERE %s = ?1) tp"
-                                  " WHERE i.n >= %ld AND i.n < %ld ORDER BY i.n",
-                                  tables[t], keycol[t], lo, lo + chunk);
+            o +=
+                (size_t)snprintf(sql + o, cap - o,
+                                 " FROM g.ids i CROSS JOIN (SELECT * FROM main.%s WHERE %s = ?1) tp"
+                                 " WHERE i.n >= %ld AND i.n < %ld ORDER BY i.n",
+                                 tables[t], keycol[t], lo, lo + chunk);
             /* prepend INSERT */
             char head[4300];
             o2 = (size_t)snprintf(head, sizeof head, "INSERT INTO main.%s(%s) ", tables[t], cols);
@@ -1471,8 +1477,7 @@ static void grow_generate(cluster *c, long n)
     grow_lookup(path[2], "SELECT charge_id FROM charges WHERE saga_id = ?1", tmpl[0], tmpl[2]);
     grow_lookup(path[3], "SELECT reservation_id FROM reservations WHERE saga_id = ?1", tmpl[0],
                 tmpl[3]);
-    grow_lookup(path[4], "SELECT shipment_id FROM shipments WHERE saga_id = ?1", tmpl[0],
-                tmpl[4]);
+    grow_lookup(path[4], "SELECT shipment_id FROM shipments WHERE saga_id = ?1", tmpl[0], tmpl[4]);
     /* The ids: n rows of five random v4 UUIDs, shared by all five databases. */
     snprintf(gen, sizeof gen, "%s/growth-ids.db", c->dir);
     sqlite3 *g;
@@ -1575,11 +1580,32 @@ static void machine_info(void)
 
 /* ---- main ------------------------------------------------------------------------ */
 
+/* Records a perf profile (call graphs) of all five programs of c into
+ * file while `secs` pass, during an extra measured run at 64 in flight. */
+static void perf_cluster(cluster *c, const char *file, double secs)
+{
+    char pids[96], secbuf[16];
+    snprintf(pids, sizeof pids, "%d,%d,%d,%d,%d", (int)c->sagad.pid, (int)c->svc[0], (int)c->svc[1],
+             (int)c->svc[2], (int)c->svc[3]);
+    snprintf(secbuf, sizeof secbuf, "%.1f", secs);
+    char *pargv[] = {
+        "/usr/bin/perf", "record", "-g", "-F", "999", "-o", (char *)file, "-p", pids, "--",
+        "sleep",         secbuf,   NULL};
+    int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    pid_t perf_pid = spawn(pargv, devnull);
+    close(devnull);
+    sleep_ms(300);
+    run_result pr = run_closed(c, 64, 0, secs, 0);
+    note("%s at 64 under perf (%s): %.0f sagas/s", c->name, file, pr.rate);
+    waitpid(perf_pid, NULL, 0);
+    forget_proc(perf_pid);
+}
+
 static void usage(void)
 {
     fprintf(stderr,
             "usage: saga-bench [--quick] [--secs S] [--growth N] [--growth-run] [--recovery N]\n"
-            "                  [--memory N]\n"
+            "                  [--growth-from DIR] [--memory N]\n"
             "                  [--perf FILE] [--keep] [--tmp DIR]\n"
             "  --quick        short runs and small sizes: finishes in under a minute\n"
             "  --secs S       measured seconds per throughput point (default 5; quick 1)\n"
@@ -1587,11 +1613,15 @@ static void usage(void)
             "                 4000), generated with SQL as copies of a real saga with fresh\n"
             "                 random UUIDs (1,000,000 takes a few minutes)\n"
             "  --growth-run   build them by running the workload instead (~1,000 sagas/s)\n"
+            "  --growth-from DIR  measure copies of the databases in DIR (the grown/\n"
+            "                 directory of an earlier --keep run) instead of building them\n"
             "  --recovery N   sagas in flight when sagad is killed (default 10000)\n"
             "  --memory N     sagas held in flight for the memory figure (default 100000)\n"
             "  --recovery-only  run only the recovery figure (5.)\n"
             "  --growth-only  run only the growth figure (6.)\n"
-            "  --perf FILE    record a perf profile of sagad during the durable 256 run\n"
+            "  --perf FILE    record a perf profile of sagad during the durable 256 run;\n"
+            "                 with --growth-only, of all five programs of the grown cluster\n"
+            "                 (FILE) and of the empty one (FILE.empty), in extra runs at 64\n"
             "  --keep         keep the temp directory (databases, logs)\n"
             "  --tmp DIR      where to make the temp directory (default /tmp)\n");
 }
@@ -1606,7 +1636,7 @@ int main(int argc, char **argv)
     int quick = 0, recovery_only = 0, growth_run = 0, growth_only = 0;
     double secs = -1;
     long growth = -1, recovery_n = -1, memory_n = -1;
-    const char *perf = NULL, *tmpbase = "/tmp";
+    const char *perf = NULL, *tmpbase = "/tmp", *growth_from = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--quick") == 0)
@@ -1619,6 +1649,8 @@ int main(int argc, char **argv)
             growth_only = 1;
         else if (strcmp(a, "--growth-run") == 0)
             growth_run = 1;
+        else if (strcmp(a, "--growth-from") == 0 && i + 1 < argc)
+            growth_from = argv[++i];
         else if (strcmp(a, "--recovery") == 0 && i + 1 < argc)
             recovery_n = atol(argv[++i]);
         else if (strcmp(a, "--memory") == 0 && i + 1 < argc)
@@ -1702,8 +1734,9 @@ int main(int argc, char **argv)
             char pidbuf[16], secbuf[16];
             snprintf(pidbuf, sizeof pidbuf, "%d", (int)cd.sagad.pid);
             snprintf(secbuf, sizeof secbuf, "%.1f", secs);
-            char *pargv[] = {"/usr/bin/perf", "record", "-g", "-F", "999", "-o", (char *)perf,
-                             "-p", pidbuf, "--", "sleep", secbuf, NULL};
+            char *pargv[] = {
+                "/usr/bin/perf", "record", "-g",    "-F",   "999", "-o", (char *)perf, "-p",
+                pidbuf,          "--",     "sleep", secbuf, NULL};
             int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
             perf_pid = spawn(pargv, devnull);
             close(devnull);
@@ -1739,7 +1772,27 @@ growth:;
     cg.max_in_flight = 20000;
     cluster_start(&cg);
     int64_t tb0 = now_ns();
-    if (growth_run) {
+    if (growth_from != NULL) {
+        /* Databases kept (--keep) from an earlier run's grown cluster:
+         * copied, so the source stays as it was, and measured again. */
+        note("growth: copying the databases of %s", growth_from);
+        cluster_stop(&cg);
+        char cmd[1400];
+        snprintf(cmd, sizeof cmd,
+                 "rm -f %s/*.db-wal %s/*.db-shm && cp %s/sagad.db %s/order.db %s/payment.db "
+                 "%s/inventory.db "
+                 "%s/shipping.db %s/",
+                 cg.dir, cg.dir, growth_from, growth_from, growth_from, growth_from, growth_from,
+                 cg.dir);
+        char *cpargv[] = {"/bin/sh", "-c", cmd, NULL};
+        pid_t p = spawn(cpargv, 2);
+        int ws = 0;
+        waitpid(p, &ws, 0);
+        forget_proc(p);
+        if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
+            die("growth: cannot copy the databases of %s", growth_from);
+        growth = 0;
+    } else if (growth_run) {
         note("growth: building %ld finished sagas (relaxed mode)", growth);
         build = run_closed(&cg, 256, 0, 0, (uint64_t)growth);
         cluster_stop(&cg);
@@ -1758,6 +1811,12 @@ growth:;
     g_empty = run_closed(&cd, 64, warm, secs, 0);
     g_big = run_closed(&cg, 64, warm, secs, 0);
     g_empty2 = run_closed(&cd, 64, warm, secs, 0);
+    if (perf && growth_only) {
+        char pf[600];
+        snprintf(pf, sizeof pf, "%s.empty", perf);
+        perf_cluster(&cd, pf, secs);
+        perf_cluster(&cg, perf, secs);
+    }
     char dbp[600];
     snprintf(dbp, sizeof dbp, "%s/sagad.db", cg.dir);
     struct stat stb;
@@ -1909,6 +1968,10 @@ table_growth:
         "(target >= 0.9: %s)\n",
         g_empty.rate, g_big.rate, g_empty2.rate, g_big.rate / ((g_empty.rate + g_empty2.rate) / 2),
         verdict(g_big.rate / ((g_empty.rate + g_empty2.rate) / 2) >= 0.9));
+    out("   cpu ms per saga (sagad + services): empty %.2f + %.2f, grown %.2f + %.2f, empty again "
+        "%.2f + %.2f\n",
+        g_empty.cpu_sagad, g_empty.cpu_svcs, g_big.cpu_sagad, g_big.cpu_svcs, g_empty2.cpu_sagad,
+        g_empty2.cpu_svcs);
     if (growth_only)
         goto table_end;
     out("   MEMORY: sagad RSS %ld KiB idle, %ld KiB with %" PRIu64 " in flight -> %.0f bytes per "
