@@ -190,12 +190,19 @@ static void test_shipped_config(void **state)
     assert_non_null(realpath(path, sagas));
     *strrchr(sagas, '/') = '\0';
 
+    /* Its sockets sit next to it: a checkout deeper than a socket path allows
+     * (107 bytes) cannot use it as it is, which config_load would report. */
+    if (strlen(sagas) + strlen("/saga-inventory.ipc") > 107) {
+        print_message("source dir %s is too deep for the shipped ipc:// paths: skipped\n", sagas);
+        skip();
+    }
     orch_config *cfg = &f->cfg;
     if (config_load(path, cfg, f->err, sizeof f->err) != 0)
         fail_msg("the shipped config does not load: %s", f->err);
 
     assert_string_equal(cfg->file, path);
-    assert_string_equal(cfg->admin_url, "ipc:///tmp/sagad.ipc");
+    snprintf(want, sizeof want, "ipc://%s/sagad.ipc", sagas);
+    assert_string_equal(cfg->admin_url, want);
     snprintf(want, sizeof want, "%s/sagad.db", sagas);
     assert_string_equal(cfg->database, want);
     assert_string_equal(cfg->sagas_dir, sagas);
@@ -215,7 +222,7 @@ static void test_shipped_config(void **state)
     assert_int_equal(cfg->n_participants, 4);
     for (size_t i = 0; i < 4; i++) {
         assert_string_equal(cfg->participants[i].name, participants[i]);
-        snprintf(want, sizeof want, "ipc:///tmp/saga-%s.ipc", participants[i]);
+        snprintf(want, sizeof want, "ipc://%s/saga-%s.ipc", sagas, participants[i]);
         assert_string_equal(cfg->participants[i].url, want);
     }
 
