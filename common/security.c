@@ -117,6 +117,15 @@ int sec_check_exposure(const char *what, const char *url, int tls_ok, int auth_o
     return -1;
 }
 
+int sec_pipe_peer_trusted(nng_pipe pipe, uint64_t *uid)
+{
+    uint64_t peer = 0;
+    if (nng_pipe_get_uint64(pipe, NNG_OPT_IPC_PEER_UID, &peer) != 0)
+        return 1; /* not a local socket: TLS and tokens authenticate there */
+    *uid = peer;
+    return peer == (uint64_t)geteuid() || peer == 0;
+}
+
 /* ---- TLS ------------------------------------------------------------------ */
 
 /* The whole PEM file at path, NUL-terminated, malloc'd; NULL with err set. */

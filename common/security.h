@@ -23,6 +23,7 @@
 
 #include <nng/nng.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define SEC_SECRET_MAX 4096 /* bytes in a token file */
 
@@ -61,6 +62,15 @@ int sec_url_is_local(const char *url);
  */
 int sec_check_exposure(const char *what, const char *url, int tls_ok, int auth_ok,
                        const char *how_tls, const char *how_auth, char *err, size_t errlen);
+
+/*
+ * For a pipe just connected over ipc:// (or abstract://): is the process at
+ * the other end run by this user (or root)? 1 when it is, or when the pipe is
+ * not a local socket (nng has no peer uid for it); 0 with the peer's uid in
+ * *uid otherwise. A dialer checks this so that a socket another user created
+ * first at the configured address is never sent a step or a token.
+ */
+int sec_pipe_peer_trusted(nng_pipe pipe, uint64_t *uid);
 
 /*
  * Puts a server TLS configuration made of t on listener l (of a tls+tcp

@@ -26,6 +26,7 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,10 +67,24 @@ typedef struct {
     int timeout_ms;
     nng_socket sock;
     int connected;
-    int unanswered;    /* a request got no reply: see client_close */
-    char *token;       /* the admin token (see load_token), or NULL; wiped at exit */
-    sec_tls_files tls; /* --tls-ca, --tls-cert, --tls-key for a tls+tcp:// URL */
+    int unanswered;            /* a request got no reply: see client_close */
+    char *token;               /* the admin token (see load_token), or NULL; wiped at exit */
+    sec_tls_files tls;         /* --tls-ca, --tls-cert, --tls-key for a tls+tcp:// URL */
+    atomic_ullong refused_uid; /* 1 + uid of an ipc peer of another user we hung up on; 0: none */
 } client;
+
+/* Before a connection is used: over ipc://, hang up on a process of another
+ * user, who may have created the socket before sagad (it would get the token). */
+static void client_pipe_check(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+{
+    client *cl = arg;
+    uint64_t uid = 0;
+    (void)ev;
+    if (!sec_pipe_peer_trusted(pipe, &uid)) {
+        atomic_store(&cl->refused_uid, (unsigned long long)uid + 1);
+        nng_pipe_close(pipe);
+    }
+}
 
 static const char usage_text[] =
     "usage: sagactl [--url URL] [--json] [--timeout MS] [--token-file FILE]\n"
@@ -621,7 +636,8 @@ static int client_connect(client *cl)
         return STATUS_SERVER_ERROR;
     }
     cl->connected = 1;
-    if ((rv = nng_socket_set_ms(cl->sock, NNG_OPT_SENDTIMEO, cl->timeout_ms)) != 0 ||
+    if ((rv = nng_pipe_notify(cl->sock, NNG_PIPE_EV_ADD_PRE, client_pipe_check, cl)) != 0 ||
+        (rv = nng_socket_set_ms(cl->sock, NNG_OPT_SENDTIMEO, cl->timeout_ms)) != 0 ||
         (rv = nng_socket_set_ms(cl->sock, NNG_OPT_RECVTIMEO, cl->timeout_ms)) != 0 ||
         (rv = nng_socket_set_ms(cl->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE)) != 0 ||
         (rv = nng_socket_set_size(cl->sock, NNG_OPT_RECVMAXSZ, ADMIN_MAX_REPLY + 4096)) != 0) {
@@ -701,6 +717,14 @@ static int client_call(client *cl, const AdminRequest *req, AdminReply **out)
         rv = nng_recv(cl->sock, &answer, &answer_len, NNG_FLAG_ALLOC);
     if (rv == 0)
         cl->unanswered = 0;
+    unsigned long long refused = atomic_load(&cl->refused_uid);
+    if (rv == NNG_ETIMEDOUT && refused != 0) {
+        complain("refused the socket at %s: it belongs to a process of uid %llu, not this "
+                 "user; another user may have taken sagad's address",
+                 cl->url, refused - 1);
+        rc = STATUS_UNREACHABLE;
+        goto out;
+    }
     if (rv == NNG_ETIMEDOUT) {
         complain("no reply from sagad at %s within %d ms%s", cl->url, cl->timeout_ms,
                  sec_url_is_tls(cl->url) ? " (or the TLS handshake failed: is --tls-ca the CA "

@@ -28,8 +28,9 @@ typedef struct {
     nng_mtx *mtx;
     uint32_t pipes[PEER_MAX_PIPES]; /* ids of connected pipes; 0: free slot */
     int n_pipes;
-    int64_t disconnected_since; /* monotonic ms; 0 while connected */
-    unsigned redials;           /* in the current outage; 0 while connected */
+    int64_t disconnected_since;  /* monotonic ms; 0 while connected */
+    unsigned redials;            /* in the current outage; 0 while connected */
+    int64_t untrusted_logged_ms; /* last report of a socket of another user; 0: never */
 } peer;
 
 struct transport {
@@ -44,6 +45,28 @@ struct transport {
 };
 
 static void call_callback(void *arg);
+
+/* Before a connection to a participant is used: over ipc://, refuse one to a
+ * process of another user, who may have created the socket first. */
+static void peer_pipe_check(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+{
+    peer *p = arg;
+    uint64_t uid = 0;
+    (void)ev;
+    if (sec_pipe_peer_trusted(pipe, &uid))
+        return;
+    nng_pipe_close(pipe);
+    int64_t now = util_mono_ms();
+    nng_mtx_lock(p->mtx);
+    int report = p->untrusted_logged_ms == 0 || now - p->untrusted_logged_ms >= 60000;
+    if (report)
+        p->untrusted_logged_ms = now;
+    nng_mtx_unlock(p->mtx);
+    if (report)
+        log_error("participant %s: refusing the connection to %s: the socket belongs to a "
+                  "process of uid %llu, not this user: another user may have taken the address",
+                  p->name, p->url, (unsigned long long)uid);
+}
 
 /* Keeps the set of connected pipes of a peer (nng thread). */
 static void peer_pipe_event(nng_pipe pipe, nng_pipe_ev ev, void *arg)
@@ -136,7 +159,8 @@ transport *transport_create(const orch_config *cfg, transport_done_fn done, void
          * resends when the connection carrying a request is lost. */
         nng_socket_set_ms(p->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
         nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ, WIRE_MAX_MSG);
-        if ((rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_POST, peer_pipe_event, p)) != 0 ||
+        if ((rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_PRE, peer_pipe_check, p)) != 0 ||
+            (rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_POST, peer_pipe_event, p)) != 0 ||
             (rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_REM_POST, peer_pipe_event, p)) != 0) {
             snprintf(err, errlen, "participant %s: %s", p->name, nng_strerror(rv));
             goto fail;
