@@ -1478,7 +1478,10 @@ static void grow_generate(cluster *c, long n)
     grow_lookup(path[3], "SELECT reservation_id FROM reservations WHERE saga_id = ?1", tmpl[0],
                 tmpl[3]);
     grow_lookup(path[4], "SELECT shipment_id FROM shipments WHERE saga_id = ?1", tmpl[0], tmpl[4]);
-    /* The ids: n rows of five random v4 UUIDs, shared by all five databases. */
+    /* The ids: n rows of five v7 UUIDs, shared by all five databases, with the
+     * time of their copy (1 ms apart, the newest a minute ago), as the
+     * programs make them: copy i is older than copy i + 1 and sorts first. */
+    int64_t newest_ms = util_wall_ms() - 60000;
     snprintf(gen, sizeof gen, "%s/growth-ids.db", c->dir);
     sqlite3 *g;
     sqlite3_stmt *st;
@@ -1495,7 +1498,7 @@ static void grow_generate(cluster *c, long n)
         char u[5][37];
         sqlite3_bind_int64(st, 1, i);
         for (int k = 0; k < 5; k++) {
-            if (util_uuid4(u[k]) != 0)
+            if (util_uuid7_at(newest_ms - (n - i), u[k]) != 0)
                 die("growth: no random bytes");
             sqlite3_bind_text(st, k + 2, u[k], 36, SQLITE_TRANSIENT);
         }

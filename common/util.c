@@ -59,6 +59,27 @@ int util_uuid4(char out[37])
     return 0;
 }
 
+int util_uuid7_at(int64_t at_ms, char out[37])
+{
+    unsigned char b[16];
+    if (util_random_bytes(b, sizeof b) != 0)
+        return -1;
+    uint64_t ms = (uint64_t)at_ms;
+    for (int i = 0; i < 6; i++) /* big-endian: the time sorts first */
+        b[i] = (unsigned char)(ms >> (8 * (5 - i)));
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x70); /* version 7 */
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
+    return 0;
+}
+
+int util_uuid7(char out[37])
+{
+    return util_uuid7_at(util_wall_ms(), out);
+}
+
 int util_is_uuid(const char *s)
 {
     static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";

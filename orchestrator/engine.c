@@ -486,11 +486,14 @@ static void handle_start(engine *e, event *ev, const saga_env *env)
         answer(e, ev, ENGINE_BUSY, msg, NULL, 0);
         return;
     }
+    /* A version 7 UUID: unique and unguessable, and time-ordered, so the
+     * indexes keyed by saga id here and in every participant (idempotency
+     * keys begin with it) grow at their right edge, however large they are. */
     char id[37];
     saga *s = NULL;
-    if (util_uuid4(id) != 0 ||
-        (s = saga_new(def, id, ev->client_key, &ev->input, util_wall_ms())) == NULL ||
-        add_saga(e, s) != 0) {
+    int64_t now = util_wall_ms();
+    if (util_uuid7_at(now, id) != 0 ||
+        (s = saga_new(def, id, ev->client_key, &ev->input, now)) == NULL || add_saga(e, s) != 0) {
         saga_free(s);
         answer(e, ev, ENGINE_INTERNAL, "out of memory", NULL, 0);
         return;
