@@ -12,7 +12,8 @@
  *   sagas        one row per saga. seq is the rowid: it orders sagas by
  *                insertion (= creation) and is the stable paging key of
  *                store_list (newest first, "continue after id"). id is the
- *                UUID and is UNIQUE; client_key is unique among the sagas
+ *                UUID (version 7: time-ordered, so its index grows at the
+ *                right edge; see util_uuid7_at) and is UNIQUE; client_key is unique among the sagas
  *                that have one (a partial UNIQUE index over the non-NULL
  *                keys: any number of sagas may have none, at no index cost).
  *                input is the kv_to_json text of the saga's input. n_steps is
@@ -67,7 +68,8 @@
  *     appends 20-35 % faster than a (saga_id, seq) WITHOUT ROWID table with
  *     seq = max(seq) + 1 computed in the INSERT (the max seek itself costs
  *     ~5 %; the rest is wide rows inserted at random places, saga ids being
- *     random UUIDs, against one narrow random index entry plus an append).
+ *     random (v4) UUIDs then, against one narrow random index entry plus an
+ *     append; ids are time-ordered v7 now, which favours both layouts).
  *     The clustered table reads a saga's history 1.5-2x faster, but appends
  *     are the hot path (several per step) and reads are an operator's query.
  *   - Foreign keys are declared DEFERRABLE INITIALLY DEFERRED and enforced
@@ -83,7 +85,7 @@
  *     and stopped with the writable handle), not inside the COMMIT that
  *     crossed SQLite's autocheckpoint threshold. A checkpoint writes every
  *     page changed since the last one into the database file and fsyncs it;
- *     with random UUID keys in a large database those pages are many and
+ *     with random (v4) UUID keys in a large database those pages were many and
  *     scattered (measured at 200,000 finished sagas: 25-30 ms per 1000-frame
  *     checkpoint, a fifth of the engine thread's time), and inline they held
  *     the whole round. Durability is unchanged: a round is durable once its
