@@ -1972,7 +1972,7 @@ table_growth:
             build.completed, build_s, (double)build.completed / build_s, sagad_db_mib);
     else
         out("6. GROWTH: %" PRIu64 " finished sagas (%d run, %ld generated with SQL as copies "
-            "with fresh random UUIDs) in %.0f s to build; sagad.db %.0f MiB\n",
+            "with fresh v7 UUIDs) in %.0f s to build; sagad.db %.0f MiB\n",
             build.completed, GROW_TEMPLATES, growth, build_s, sagad_db_mib);
     out("   durable at 64: empty %.0f/s, grown %.0f/s, empty again %.0f/s -> grown/empty %.2f "
         "(target >= 0.9: %s)\n",
