@@ -15,8 +15,10 @@
  *   state   who moves it              facts that hold
  *   RECV    pt_conn_recv              an nng_ctx_recv is pending; c->msg NULL
  *   QUEUED  pt_conn_cb (recv ok)      c->msg holds the request; c is on the queue
- *   SEND    pt_conn_answer, pt_conn_cb  the reply is in the aio; replies_pending counts it
- *   DELAY   pt_conn_answer            nng_sleep_aio pending; c->msg holds the reply;
+ *   SEND    pt_conn_reply_prepare,    the reply is in the aio; replies_pending counts it
+ *           pt_conn_cb                (between prepare and pt_conn_reply_start the
+ *                                     worker still holds c, the reply in c->msg)
+ *   DELAY   pt_conn_reply_prepare     nng_sleep_aio pending; c->msg holds the reply;
  *                                     replies_pending counts it
  *   IDLE    pt_conn_cb                nothing pending; c->msg NULL
  *
@@ -429,15 +431,29 @@ int pt_purge_once(participant *p, int64_t now_wall_ms)
 
 /* ---- Contexts ---------------------------------------------------------- */
 
+/*
+ * p->stopping is written under p->mtx with an atomic store, so that this
+ * per-request path reads it without taking the mutex the worker and the
+ * other callbacks contend for. A receive armed just as stopping is set is
+ * harmless: pt_conn_cb re-checks under the mutex before queueing, and
+ * closing the socket ends the receive.
+ */
+static int pt_stopping(participant *p)
+{
+    return __atomic_load_n(&p->stopping, __ATOMIC_ACQUIRE);
+}
+
+static void pt_set_stopping(participant *p, int v)
+{
+    __atomic_store_n(&p->stopping, v, __ATOMIC_RELEASE);
+}
+
 /* Arms a receive, unless stopping. Called with no aio operation pending. */
 static void pt_conn_recv(pt_conn *c)
 {
     participant *p = c->p;
     assert(c->msg == NULL);
-    nng_mtx_lock(p->mtx);
-    int stopping = p->stopping;
-    nng_mtx_unlock(p->mtx);
-    if (stopping) {
+    if (pt_stopping(p)) {
         c->state = PT_CONN_IDLE;
         return;
     }
@@ -445,12 +461,18 @@ static void pt_conn_recv(pt_conn *c)
     nng_ctx_recv(c->ctx, c->aio);
 }
 
-/* A reply handed to nng has completed (sent, failed or cancelled). */
+/*
+ * A reply handed to nng has completed (sent, failed or cancelled). Only
+ * pt_stop waits for replies_pending, and only once stopping is set (under
+ * this mutex): waking the cv on every reply used to wake the idle worker,
+ * which waits on the same cv, for nothing: one context switch per request.
+ */
 static void pt_conn_reply_done(participant *p)
 {
     nng_mtx_lock(p->mtx);
     p->replies_pending--;
-    nng_cv_wake(p->cv);
+    if (p->stopping)
+        nng_cv_wake(p->cv);
     nng_mtx_unlock(p->mtx);
 }
 
@@ -519,12 +541,16 @@ static void pt_conn_cb(void *arg)
     }
 }
 
-/* Worker: hands one batch reply to nng (or drops it). Takes c->msg. */
-static void pt_conn_answer(participant *p, pt_conn *c, const pt_item *it)
+/*
+ * Worker: puts one batch reply into the request's message and decides its
+ * fate (the fault draws happen here, in batch order). Returns 1 when the
+ * reply is to be handed to nng (c->msg holds it, c->state is SEND or DELAY,
+ * nothing started yet), 0 when it was dropped (c is receiving again).
+ */
+static int pt_conn_reply_prepare(participant *p, pt_conn *c, const pt_item *it)
 {
     assert(c->state == PT_CONN_QUEUED && c->msg != NULL);
     nng_msg *msg = c->msg;
-    c->msg = NULL;
     int drop = it->reply == NULL || pt_faults_roll(&p->faults, p->faults.drop_reply);
     int delay = !drop && pt_faults_roll(&p->faults, p->faults.delay);
     if (!drop) {
@@ -533,19 +559,23 @@ static void pt_conn_answer(participant *p, pt_conn *c, const pt_item *it)
             drop = 1;
     }
     if (drop) {
+        c->msg = NULL;
         nng_msg_free(msg);
         pt_conn_recv(c);
-        return;
+        return 0;
     }
-    nng_mtx_lock(p->mtx);
-    p->replies_pending++;
-    nng_mtx_unlock(p->mtx);
-    if (delay) {
-        c->msg = msg;
-        c->state = PT_CONN_DELAY;
-        nng_sleep_aio((nng_duration)p->faults.delay_ms, c->aio);
+    c->state = delay ? PT_CONN_DELAY : PT_CONN_SEND;
+    return 1;
+}
+
+/* Worker: starts the send (or the fault's delay) that pt_conn_reply_prepare set up. */
+static void pt_conn_reply_start(participant *p, pt_conn *c)
+{
+    if (c->state == PT_CONN_DELAY) {
+        nng_sleep_aio((nng_duration)p->faults.delay_ms, c->aio); /* c->msg keeps the reply */
     } else {
-        c->state = PT_CONN_SEND;
+        nng_msg *msg = c->msg;
+        c->msg = NULL;
         nng_aio_set_msg(c->aio, msg);
         nng_ctx_send(c->ctx, c->aio);
     }
@@ -566,11 +596,27 @@ static void pt_worker_serve(participant *p, size_t n)
     }
     if (pt_batch_run(p, items, n) != 0)
         log_error("%s: out of memory: dropping a batch of %zu requests", p->name, n);
+    /*
+     * Count the replies handed to nng once per batch, before any send can
+     * complete (and decrement), rather than taking the mutex per reply
+     * against the callbacks finishing earlier sends.
+     */
+    unsigned char start[PT_BATCH_MAX]; /* a dropped conn is the callbacks' again: no peeking */
+    int sending = 0;
     for (size_t i = 0; i < n; i++) {
-        pt_conn_answer(p, p->batch_conns[i], &items[i]);
+        start[i] = (unsigned char)pt_conn_reply_prepare(p, p->batch_conns[i], &items[i]);
+        sending += start[i];
         free(items[i].reply);
         items[i].reply = NULL;
     }
+    if (sending == 0)
+        return;
+    nng_mtx_lock(p->mtx);
+    p->replies_pending += sending;
+    nng_mtx_unlock(p->mtx);
+    for (size_t i = 0; i < n; i++)
+        if (start[i])
+            pt_conn_reply_start(p, p->batch_conns[i]);
 }
 
 static void pt_worker_main(void *arg)
@@ -676,7 +722,7 @@ static void pt_unlisten(participant *p)
 static void pt_threads_join(participant *p)
 {
     nng_mtx_lock(p->mtx);
-    p->stopping = 1;
+    pt_set_stopping(p, 1);
     nng_cv_wake(p->cv);
     nng_mtx_unlock(p->mtx);
     if (p->worker)
@@ -691,7 +737,7 @@ int pt_start(participant *p, char *err, size_t errlen)
         snprintf(err, errlen, "already started");
         return NNG_ESTATE;
     }
-    p->stopping = 0;
+    pt_set_stopping(p, 0);
     if (p->listen_url && (rv = pt_listen(p, err, errlen)) != 0)
         goto fail;
     if ((rv = nng_thread_create(&p->worker, pt_worker_main, p)) != 0) {
@@ -717,7 +763,7 @@ void pt_stop(participant *p)
     if (p == NULL || !p->started || p->stopped)
         return;
     nng_mtx_lock(p->mtx);
-    p->stopping = 1;
+    pt_set_stopping(p, 1);
     nng_cv_wake(p->cv);
     nng_mtx_unlock(p->mtx);
 
