@@ -78,6 +78,31 @@ typedef struct {
     uint64_t retries;
 } pt_tally;
 
+/*
+ * Runs one of the batch's savepoint statements (constant SQL) from the
+ * statement cache (pt_prepare). barrier_savepoint and its siblings go
+ * through sqlite3_exec, which parses and finalizes the text every time, and
+ * every request runs at least four of them.
+ */
+static int pt_sp_exec(participant *p, const char *sql)
+{
+    pt_request r = {.stmts = pt_stmt_cache_of(p)};
+    sqlite3_stmt *st;
+    int rc = pt_prepare(&r, sql, &st);
+    if (rc != SQLITE_OK)
+        return rc;
+    rc = sqlite3_step(st);
+    sqlite3_reset(st); /* finished, so the cache may lend it again at once */
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* ROLLBACK TO a savepoint and RELEASE it (as barrier_rollback_to does). */
+static int pt_sp_rollback(participant *p, const char *rollback_to, const char *release)
+{
+    int rc = pt_sp_exec(p, rollback_to);
+    return rc == SQLITE_OK ? pt_sp_exec(p, release) : rc;
+}
+
 /* Replaces w's reply with a freshly packed one. Returns 0, or -1 when out of memory. */
 static int pt_work_answer(pt_work *w, int outcome, const kvmap *result, const char *error)
 {
@@ -208,7 +233,7 @@ static int pt_handler_run(participant *p, pt_work *w, const kvmap *action_result
         .action_result = (int)rq->phase == PHASE_COMPENSATE ? action_result : &none,
         .stmts = pt_stmt_cache_of(p),
     };
-    if (barrier_savepoint(s, "pt_handler") != SQLITE_OK) {
+    if (pt_sp_exec(p, "SAVEPOINT pt_handler") != SQLITE_OK) {
         hr = pt_db_error(reply, db);
         goto out;
     }
@@ -232,13 +257,13 @@ static int pt_handler_run(participant *p, pt_work *w, const kvmap *action_result
     switch (hr) {
     case PT_OK:
         reply->error[0] = '\0';
-        if (barrier_release(s, "pt_handler") != SQLITE_OK)
+        if (pt_sp_exec(p, "RELEASE pt_handler") != SQLITE_OK)
             hr = pt_db_error(reply, db);
         break;
     case PT_REJECTED:
         if (reply->error[0] == '\0')
             snprintf(reply->error, sizeof reply->error, "rejected by '%s'", w->op->name);
-        if (barrier_rollback_to(s, "pt_handler") != SQLITE_OK)
+        if (pt_sp_rollback(p, "ROLLBACK TO pt_handler", "RELEASE pt_handler") != SQLITE_OK)
             hr = pt_db_error(reply, db);
         break;
     case PT_RETRY:
@@ -329,7 +354,7 @@ static int pt_request_run(participant *p, pt_work *w, int64_t now, pt_tally *t)
 
     barrier_decision_init(&d);
     pt_reply_init(&reply);
-    if (barrier_savepoint(s, "pt_request") != SQLITE_OK) {
+    if (pt_sp_exec(p, "SAVEPOINT pt_request") != SQLITE_OK) {
         status = -1;
         goto out;
     }
@@ -388,7 +413,7 @@ static int pt_request_run(participant *p, pt_work *w, int64_t now, pt_tally *t)
             t->counts.rejected++;
         break;
     }
-    if (barrier_release(s, "pt_request") != SQLITE_OK)
+    if (pt_sp_exec(p, "RELEASE pt_request") != SQLITE_OK)
         status = -1;
     goto out;
 
@@ -398,7 +423,7 @@ rollback:
     log_warn("%s: request answered RETRY: %s (%s)", p->name, why, sqlite3_errmsg(db));
     pt_work_answer(w, OUTCOME_RETRY, NULL, why);
 rollback_answered:
-    if (barrier_rollback_to(s, "pt_request") != SQLITE_OK)
+    if (pt_sp_rollback(p, "ROLLBACK TO pt_request", "RELEASE pt_request") != SQLITE_OK)
         status = -1;
 out:
     if (sqlite3_get_autocommit(db))

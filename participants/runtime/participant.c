@@ -90,7 +90,8 @@ void pt_stmt_cache_release(pt_stmt_cache *c);
  * Entries hang in hash chains keyed by the SQL text. An entry is "lent"
  * from pt_prepare until pt_stmt_cache_release (after each handler call),
  * which resets it and clears its bindings; lent entries are never evicted
- * and never handed out twice while in use.
+ * and never handed out twice while in use. batch.c keeps its savepoint
+ * statements here too (pt_sp_exec), stepped and reset at once.
  */
 #define PT_STMT_BUCKETS 64 /* power of two */
 
