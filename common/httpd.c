@@ -6,6 +6,7 @@
 #include <nng/nng.h>
 #include <nng/supplemental/http/http.h>
 #include <nng/supplemental/tls/tls.h>
+#include <nng/supplemental/util/platform.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,15 @@ typedef struct route {
     const char *content_type;
 } route;
 
+/* A request for a route function, waiting for the worker. */
+typedef struct job {
+    struct job *next;
+    nng_aio *aio;
+    route *r;
+    char *path; /* malloc'd; the query points into it */
+    const char *query;
+} job;
+
 struct httpd {
     const char *name;
     const char *token;
@@ -34,6 +44,14 @@ struct httpd {
     nng_http_server *srv;
     route *routes;
     int started;
+    /* Route functions run on this thread, not on nng's: they read SQLite,
+     * and nng's few shared threads also carry sagad's step replies, which
+     * must not wait behind a dashboard's query. */
+    nng_thread *worker;
+    nng_mtx *mtx; /* guards jobs and stopping */
+    nng_cv *cv;
+    job *jobs, *jobs_tail;
+    int stopping;
 };
 
 /* ---- Policy ---------------------------------------------------------------- */
@@ -170,27 +188,67 @@ static void httpd_cb(nng_aio *aio)
         return;
     }
     const char *uri = nng_http_req_get_uri(req);
+    job *j = calloc(1, sizeof *j);
     char *path = util_strdup(uri ? uri : "/");
-    if (path == NULL) {
+    if (j == NULL || path == NULL) {
+        free(j);
+        free(path);
         respond_error(aio, 500, "out of memory");
         return;
     }
     char *q = strchr(path, '?');
-    const char *query = "";
+    j->query = "";
     if (q != NULL) {
         *q = '\0';
-        query = q + 1;
+        j->query = q + 1;
     }
+    j->aio = aio;
+    j->r = r;
+    j->path = path;
+    /* nng waits for this aio to finish (also when stopping the server): the
+     * worker always finishes it, and runs until the server has stopped. */
+    nng_mtx_lock(h->mtx);
+    if (h->jobs_tail)
+        h->jobs_tail->next = j;
+    else
+        h->jobs = j;
+    h->jobs_tail = j;
+    nng_cv_wake1(h->cv);
+    nng_mtx_unlock(h->mtx);
+}
+
+static void run_job(job *j)
+{
     httpd_response res = {200, "application/json", NULL, 0};
-    r->fn(r->arg, path, query, &res);
-    free(path);
-    if (res.body == NULL && res.status == 200) {
-        respond_error(aio, 500, "out of memory");
-        return;
-    }
-    respond(aio, res.status, res.content_type, res.body ? res.body : "", res.body ? res.len : 0,
-            strncmp(res.content_type, "text/html", 9) == 0);
+    j->r->fn(j->r->arg, j->path, j->query, &res);
+    if (res.body == NULL && res.status == 200)
+        respond_error(j->aio, 500, "out of memory");
+    else
+        respond(j->aio, res.status, res.content_type, res.body ? res.body : "",
+                res.body ? res.len : 0, strncmp(res.content_type, "text/html", 9) == 0);
     free(res.body);
+    free(j->path);
+    free(j);
+}
+
+static void worker_main(void *arg)
+{
+    httpd *h = arg;
+    nng_mtx_lock(h->mtx);
+    for (;;) {
+        while (h->jobs == NULL && !h->stopping)
+            nng_cv_wait(h->cv);
+        job *j = h->jobs;
+        if (j == NULL)
+            break; /* stopping, and nothing left to answer */
+        h->jobs = j->next;
+        if (h->jobs == NULL)
+            h->jobs_tail = NULL;
+        nng_mtx_unlock(h->mtx);
+        run_job(j);
+        nng_mtx_lock(h->mtx);
+    }
+    nng_mtx_unlock(h->mtx);
 }
 
 /* ---- Server -------------------------------------------------------------------- */
@@ -259,6 +317,12 @@ httpd *httpd_open(const httpd_opts *o, char *err, size_t errlen)
         return NULL;
     }
     if (url_is_https(o->url) && setup_tls(h, o, err, errlen) != 0) {
+        httpd_close(h);
+        return NULL;
+    }
+    if ((rv = nng_mtx_alloc(&h->mtx)) != 0 || (rv = nng_cv_alloc(&h->cv, h->mtx)) != 0 ||
+        (rv = nng_thread_create(&h->worker, worker_main, h)) != 0) {
+        snprintf(err, errlen, "%s: cannot start the HTTP worker: %s", o->name, nng_strerror(rv));
         httpd_close(h);
         return NULL;
     }
@@ -337,9 +401,20 @@ void httpd_close(httpd *h)
         return;
     if (h->srv) {
         if (h->started)
-            nng_http_server_stop(h->srv);
+            nng_http_server_stop(h->srv); /* the worker still answers meanwhile */
         nng_http_server_release(h->srv);
     }
+    if (h->worker) {
+        nng_mtx_lock(h->mtx);
+        h->stopping = 1;
+        nng_cv_wake(h->cv);
+        nng_mtx_unlock(h->mtx);
+        nng_thread_destroy(h->worker); /* joins, once the queue is empty */
+    }
+    if (h->cv)
+        nng_cv_free(h->cv);
+    if (h->mtx)
+        nng_mtx_free(h->mtx);
     for (route *r = h->routes, *next; r; r = next) {
         next = r->next;
         free(r);

@@ -18,8 +18,10 @@
  *   - GET (and HEAD) only; responses carry nosniff, no-store and, for HTML,
  *     a Content-Security-Policy that allows nothing from other origins.
  *
- * Threads: route functions run on nng's threads, possibly several at once;
- * they must be thread-safe and should not block long.
+ * Threads: route functions run one at a time on the server's own worker
+ * thread, never on nng's shared threads (which also carry sagad's step
+ * replies), so a slow query delays only other HTTP requests. Static files
+ * and refusals (401, 403) are answered at once on nng's thread.
  */
 #ifndef SAGA_HTTPD_H
 #define SAGA_HTTPD_H
