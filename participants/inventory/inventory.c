@@ -87,7 +87,7 @@ static int inventory_reserve(sqlite3 *db, const pt_request *req, pt_reply *reply
                            (long long)available, (long long)quantity);
         goto done;
     }
-    if (util_uuid4(reservation_id) != 0) {
+    if (util_uuid7(reservation_id) != 0) {
         result = pt_retry(reply, "no randomness for a reservation id");
         goto done;
     }

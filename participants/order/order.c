@@ -60,7 +60,7 @@ static int order_create(sqlite3 *db, const pt_request *req, pt_reply *reply, voi
         pt_param_i64(req, reply, "amount", 1, SVC_MAX_AMOUNT, &amount) != 0)
         return PT_REJECTED;
 
-    if (util_uuid4(order_id) != 0)
+    if (util_uuid7(order_id) != 0)
         return pt_retry(reply, "no randomness for an order id");
     if (svc_run(req,
                 "INSERT INTO orders (order_id, saga_id, customer, sku, quantity, amount, state, "

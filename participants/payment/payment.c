@@ -83,7 +83,7 @@ static int payment_charge(sqlite3 *db, const pt_request *req, pt_reply *reply, v
         result = pt_reject(reply, "insufficient funds");
         goto done;
     }
-    if (util_uuid4(charge_id) != 0) {
+    if (util_uuid7(charge_id) != 0) {
         result = pt_retry(reply, "no randomness for a charge id");
         goto done;
     }

@@ -54,10 +54,6 @@
 #include "log.h"
 #include "pt_internal.h"
 
-/* participant.c: the prepared-statement cache behind pt_prepare (see there). */
-pt_stmt_cache *pt_stmt_cache_of(participant *p);
-void pt_stmt_cache_release(pt_stmt_cache *c);
-
 /* Room left in a stored reply for the replayed flag (tag + varint). */
 #define PT_REPLY_MAX (WIRE_MAX_MSG - 16)
 

@@ -72,14 +72,6 @@ struct pt_conn {
     pt_conn *next; /* queue link */
 };
 
-/*
- * The prepared-statement cache behind pt_prepare (participant.h). These two
- * are called by batch.c; their prototypes would belong in pt_internal.h,
- * which this change does not own, so batch.c repeats them.
- */
-pt_stmt_cache *pt_stmt_cache_of(participant *p);
-void pt_stmt_cache_release(pt_stmt_cache *c);
-
 /* ---- Prepared-statement cache ------------------------------------------ */
 
 /*

@@ -129,4 +129,10 @@ void pt_reply_free(pt_reply *r);
 /* Copies printable ASCII of in into out (NUL-terminated), others as '?'; for logs and errors. */
 void pt_printable(char *out, size_t outlen, const char *in);
 
+/* participant.c: the prepared-statement cache behind pt_prepare. The batch
+ * hands it to each request and releases it (resets what the handler used)
+ * after each handler call. */
+pt_stmt_cache *pt_stmt_cache_of(participant *p);
+void pt_stmt_cache_release(pt_stmt_cache *c);
+
 #endif

@@ -71,7 +71,7 @@ static int shipping_schedule(sqlite3 *db, const pt_request *req, pt_reply *reply
         result = pt_db_error(reply, db);
         goto done;
     }
-    if (util_uuid4(shipment_id) != 0) {
+    if (util_uuid7(shipment_id) != 0) {
         result = pt_retry(reply, "no randomness for a shipment id");
         goto done;
     }
