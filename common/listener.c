@@ -1,13 +1,16 @@
 /* listener — see listener.h. */
 #include "listener.h"
 
-#include <nng/protocol/reqrep0/req.h>
 #include <nng/supplemental/util/platform.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -22,7 +25,6 @@ struct sp_listener {
     nng_mtx *mtx;          /* guards pipes_added and stopping */
     nng_cv *cv;
     unsigned long pipes_added;
-    unsigned long probe_pipes; /* connections of the probe's own socket */
     int stopping;
     unsigned restarts;
 };
@@ -37,15 +39,6 @@ static void on_pipe_added(nng_pipe pipe, nng_pipe_ev ev, void *arg)
     sp_listener *l = arg;
     nng_mtx_lock(l->mtx);
     l->pipes_added++;
-    nng_cv_wake(l->cv);
-    nng_mtx_unlock(l->mtx);
-}
-
-static void on_probe_pipe_added(nng_pipe pipe, nng_pipe_ev ev, void *arg)
-{
-    sp_listener *l = arg;
-    nng_mtx_lock(l->mtx);
-    l->probe_pipes++;
     nng_cv_wake(l->cv);
     nng_mtx_unlock(l->mtx);
 }
@@ -85,32 +78,49 @@ fail:
     return rv;
 }
 
-/* 1: a probe's pipe reached the socket in time; 0: none did (stuck);
- * -1: no probe could be made, or we are stopping. */
+/* The SP header a req0 peer opens with (the sockets served here are rep0). */
+static const unsigned char probe_header[8] = {0x00, 'S', 'P', 0x00, 0x00, 0x30, 0x00, 0x00};
+
+/*
+ * 1: a connection to the socket file completed the SP handshake and its pipe
+ * reached the socket in time; 0: it did not (stuck); -1: no probe could be
+ * made, or we are stopping.
+ *
+ * The probe is a plain AF_UNIX socket speaking the handshake, not an nng
+ * socket: closing an nng socket whose pipe is stuck in the handshake can
+ * hang in nng 1.5.2 (seen when a busy service was stopped), and a plain
+ * socket's close never does.
+ */
 static int probe(sp_listener *l)
 {
-    nng_socket s;
-    nng_dialer d;
-    int result = -1;
-    if (nng_req0_open(&s) != 0)
+    const char *path = l->opts.url + 6; /* is_ipc: "ipc://" + path */
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path)
         return -1;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
     nng_mtx_lock(l->mtx);
-    unsigned long before = l->pipes_added, probe_before = l->probe_pipes;
+    unsigned long before = l->pipes_added;
     nng_mtx_unlock(l->mtx);
-    if (nng_pipe_notify(s, NNG_PIPE_EV_ADD_POST, on_probe_pipe_added, l) == 0 &&
-        nng_dialer_create(&d, s, l->opts.url) == 0 && nng_dialer_start(d, NNG_FLAG_NONBLOCK) == 0) {
-        nng_time deadline = nng_clock() + PROBE_TIMEOUT_MS;
-        nng_mtx_lock(l->mtx);
-        /* Wait for both ends of the probe's connection, and do not cut the
-         * wait short when stopping: closing a connection mid-handshake is the
-         * very thing that trips the nng defect (and nng then leaks it). */
-        while ((l->pipes_added == before || l->probe_pipes == probe_before) &&
-               nng_clock() < deadline)
-            nng_cv_until(l->cv, deadline);
-        result = l->stopping ? -1 : l->pipes_added != before;
-        nng_mtx_unlock(l->mtx);
-    }
-    nng_close(s);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct timeval tv = {PROBE_TIMEOUT_MS / 1000, (PROBE_TIMEOUT_MS % 1000) * 1000};
+    nng_time deadline = nng_clock() + PROBE_TIMEOUT_MS;
+    unsigned char reply[8];
+    int shook = 0;
+    /* SO_SNDTIMEO also bounds connect: a backlog nobody accepts from. */
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) == 0 &&
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0 &&
+        connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+        write(fd, probe_header, sizeof probe_header) == (ssize_t)sizeof probe_header &&
+        recv(fd, reply, sizeof reply, MSG_WAITALL) == (ssize_t)sizeof reply)
+        shook = reply[0] == 0x00 && reply[1] == 'S' && reply[2] == 'P';
+    nng_mtx_lock(l->mtx);
+    while (shook && l->pipes_added == before && !l->stopping && nng_clock() < deadline)
+        nng_cv_until(l->cv, deadline);
+    int result = l->stopping ? -1 : shook && l->pipes_added != before;
+    nng_mtx_unlock(l->mtx);
+    close(fd);
     return result;
 }
 

@@ -11,9 +11,11 @@
  *     package; upstream issue 1518): a peer that connects and closes during
  *     the SP handshake can leave the listener accepting connections that are
  *     never handed to the socket, so the server goes deaf to new clients
- *     while old connections keep working. Every second the watchdog dials the
- *     URL itself and waits up to 2 s for a pipe to reach the socket; when
- *     none does, it closes and restarts the listener. Clients reconnect and
+ *     while old connections keep working. Every second the watchdog connects
+ *     to the socket file itself (a plain AF_UNIX socket speaking the SP
+ *     handshake: closing an nng socket stuck in the handshake can hang) and
+ *     waits up to 2 s for the handshake and for a pipe to reach the socket;
+ *     when either fails, it closes and restarts the listener. Clients reconnect and
  *     re-send, which idempotency makes harmless. tcp:// is not affected.
  *
  * The listener registers the socket's NNG_PIPE_EV_ADD_POST notification, so
