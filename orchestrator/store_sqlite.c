@@ -81,20 +81,12 @@
  *     the round, so a commit never fails on a lock upgrade.
  *   - A failed COMMIT is rolled back here, so the handle is never left inside
  *     a transaction the engine believes is finished.
- *   - Checkpoints run on a thread of their own (a second connection, started
- *     and stopped with the writable handle), not inside the COMMIT that
- *     crossed SQLite's autocheckpoint threshold. A checkpoint writes every
- *     page changed since the last one into the database file and fsyncs it;
- *     with random (v4) UUID keys in a large database those pages were many and
- *     scattered (measured at 200,000 finished sagas: 25-30 ms per 1000-frame
- *     checkpoint, a fifth of the engine thread's time), and inline they held
- *     the whole round. Durability is unchanged: a round is durable once its
- *     WAL frames are synced; a checkpoint only copies committed pages, with
- *     the same syncs. The log restarts only when a write begins on a fully
- *     copied log, which background passes rarely leave under a steady load,
- *     so from STORE_CKPT_INLINE_FRAMES on the writer copies the (by then
- *     small) rest itself, as SQLite's autocheckpoint would: the log stays
- *     bounded (about 32 MiB).
+ *   - Checkpoints run on a thread of their own (common/wal_checkpointer.h,
+ *     started and stopped with the writable handle), not inside the COMMIT
+ *     that crossed SQLite's autocheckpoint threshold: inline, with random
+ *     (v4) UUID keys in a large database, they took 25-30 ms per 1000-frame
+ *     checkpoint at 200,000 finished sagas, a fifth of the engine thread's
+ *     time. Durability is unchanged; the log stays bounded (about 32 MiB).
  *
  * Threads: a handle must be used by one thread at a time (the cached
  * statements are per handle); a writable one also owns its checkpointer
@@ -107,7 +99,6 @@
 
 #include <inttypes.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,6 +108,7 @@
 
 #include "log.h"
 #include "util.h"
+#include "wal_checkpointer.h"
 #include "wire.h"
 
 #define STORE_SCHEMA_VERSION  1
@@ -124,11 +116,6 @@
 #define STORE_BUSY_TIMEOUT_MS 5000
 /* Sagas the recovery walk reads per query (see store_load_unfinished). */
 #define STORE_RECOVERY_BATCH 256
-/* Checkpoints (see Choices): a background pass per this many new WAL frames
- * (SQLite's own autocheckpoint threshold, 4 MiB of 4 KiB pages), and an
- * inline pass by the writer once the log holds this many. */
-#define STORE_CKPT_FRAMES        1000
-#define STORE_CKPT_INLINE_FRAMES 8192
 
 _Static_assert(SAGA_MAX_STEPS <= 64, "dirty_steps is a 64-bit mask and the schema allows 64 steps");
 
@@ -281,24 +268,12 @@ static const char *const stmt_sql[N_STMTS] = {
                          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
 };
 
-/* The background checkpointer of a writable handle. */
-typedef struct {
-    sqlite3 *db; /* its own connection to the same file */
-    pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int started;  /* thread, mu and cv exist */
-    int due;      /* a pass is asked for (under mu) */
-    int stop;     /* store_close is waiting for the thread (under mu) */
-    int asked_at; /* WAL frames at the last request; writer thread only */
-} checkpointer;
-
 struct store {
     sqlite3 *db;
     int read_only;
     int in_txn; /* between a successful store_begin and its commit or rollback */
     sqlite3_stmt *stmt[N_STMTS];
-    checkpointer ckpt;
+    wal_checkpointer *ckpt; /* writable handles only */
     char err[512];
 };
 
@@ -474,108 +449,6 @@ static int check_schema(store *st)
     return 0;
 }
 
-/* ---- Checkpoints ------------------------------------------------------------- */
-
-static void *checkpointer_main(void *arg)
-{
-    checkpointer *c = arg;
-    pthread_mutex_lock(&c->mu);
-    for (;;) {
-        while (!c->due && !c->stop)
-            pthread_cond_wait(&c->cv, &c->mu);
-        if (c->stop)
-            break;
-        c->due = 0;
-        pthread_mutex_unlock(&c->mu);
-        /* PASSIVE copies what no reader needs and never waits for the writer;
-         * SQLITE_BUSY means the writer's inline pass is running: skip. */
-        int rc = sqlite3_wal_checkpoint_v2(c->db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-            log_warn("store: background checkpoint: %s", sqlite3_errmsg(c->db));
-        pthread_mutex_lock(&c->mu);
-    }
-    pthread_mutex_unlock(&c->mu);
-    return NULL;
-}
-
-/* The writer's WAL hook (it replaces SQLite's autocheckpoint): runs in the
- * writer's thread after each commit, with the log's size in frames. */
-static int store_wal_hook(void *arg, sqlite3 *db, const char *schema, int frames)
-{
-    checkpointer *c = arg;
-    if (frames < c->asked_at)
-        c->asked_at = 0; /* the log was restarted from its start */
-    if (frames >= STORE_CKPT_INLINE_FRAMES) {
-        /* The log restarts only when a write begins on a fully copied log,
-         * which background passes rarely achieve under a steady load. */
-        int rc = sqlite3_wal_checkpoint_v2(db, schema, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-            log_warn("store: checkpoint: %s", sqlite3_errmsg(db));
-    } else if (frames - c->asked_at >= STORE_CKPT_FRAMES) {
-        c->asked_at = frames;
-        pthread_mutex_lock(&c->mu);
-        c->due = 1;
-        pthread_cond_signal(&c->cv);
-        pthread_mutex_unlock(&c->mu);
-    }
-    return SQLITE_OK;
-}
-
-/* Starts the background checkpointer of a writable handle: 0 or -1. */
-static int checkpointer_start(store *st, const char *path, int durability_full)
-{
-    checkpointer *c = &st->ckpt;
-    if (sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
-        set_err(st, "open checkpointer: %s", c->db ? sqlite3_errmsg(c->db) : "out of memory");
-        return -1;
-    }
-    /* Its passes sync the log and the database as the writer's own would;
-     * reading the journal mode makes the connection open the log. */
-    const char *sync = durability_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = OFF";
-    if (sqlite3_exec(c->db, sync, NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_exec(c->db, "PRAGMA journal_mode", NULL, NULL, NULL) != SQLITE_OK) {
-        set_err(st, "configure checkpointer: %s", sqlite3_errmsg(c->db));
-        return -1;
-    }
-    if (pthread_mutex_init(&c->mu, NULL) != 0)
-        goto fail;
-    if (pthread_cond_init(&c->cv, NULL) != 0) {
-        pthread_mutex_destroy(&c->mu);
-        goto fail;
-    }
-    if (pthread_create(&c->thread, NULL, checkpointer_main, c) != 0) {
-        pthread_cond_destroy(&c->cv);
-        pthread_mutex_destroy(&c->mu);
-        goto fail;
-    }
-    c->started = 1;
-    sqlite3_wal_hook(st->db, store_wal_hook, c);
-    return 0;
-fail:
-    set_err(st, "cannot start the checkpointer thread");
-    return -1;
-}
-
-/* Stops the checkpointer (if any) and closes its connection. */
-static void checkpointer_stop(store *st)
-{
-    checkpointer *c = &st->ckpt;
-    if (c->started) {
-        sqlite3_wal_hook(st->db, NULL, NULL);
-        pthread_mutex_lock(&c->mu);
-        c->stop = 1;
-        pthread_cond_signal(&c->cv);
-        pthread_mutex_unlock(&c->mu);
-        pthread_join(c->thread, NULL);
-        pthread_cond_destroy(&c->cv);
-        pthread_mutex_destroy(&c->mu);
-        c->started = 0;
-    }
-    if (c->db != NULL && sqlite3_close(c->db) != SQLITE_OK)
-        log_error("store: close checkpointer: %s", sqlite3_errmsg(c->db));
-    c->db = NULL;
-}
-
 static int configure_writer(store *st, int durability_full)
 {
     sqlite3_stmt *q;
@@ -624,9 +497,15 @@ store *store_open(const char *path, int durability_full, int read_only, char *er
     if (read_only) {
         if (check_schema(st) != 0)
             goto fail;
-    } else if (configure_writer(st, durability_full) != 0 || migrate(st) != 0 ||
-               checkpointer_start(st, path, durability_full) != 0) {
+    } else if (configure_writer(st, durability_full) != 0 || migrate(st) != 0) {
         goto fail;
+    } else {
+        char why[300];
+        st->ckpt = wal_checkpointer_start(st->db, path, durability_full, "store", why, sizeof why);
+        if (st->ckpt == NULL) {
+            set_err(st, "%s", why);
+            goto fail;
+        }
     }
     int n = read_only ? N_READ_STMTS : N_STMTS;
     for (int i = 0; i < n; i++) {
@@ -648,7 +527,7 @@ void store_close(store *st)
 {
     if (st == NULL)
         return;
-    checkpointer_stop(st); /* first: the writer's close is then the last one */
+    wal_checkpointer_stop(st->ckpt); /* first: the writer's close is then the last one */
     for (int i = 0; i < N_STMTS; i++)
         sqlite3_finalize(st->stmt[i]); /* no-op on NULL */
     if (st->db != NULL && !sqlite3_get_autocommit(st->db))

@@ -9,18 +9,14 @@
  */
 #include "barrier.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
+#include "wal_checkpointer.h"
 
 #define BARRIER_BUSY_TIMEOUT_MS 2000
-/* Checkpoints: a background pass per this many new WAL frames (SQLite's own
- * autocheckpoint threshold), an inline pass once the log holds this many. */
-#define BARRIER_CKPT_FRAMES        1000
-#define BARRIER_CKPT_INLINE_FRAMES 8192
 
 static const char barrier_schema_sql[] =
     "CREATE TABLE IF NOT EXISTS pt_idempotency ("
@@ -91,35 +87,10 @@ static const char *const barrier_sql[ST_COUNT] = {
                          "  ORDER BY created_at, idempotency_key LIMIT ?2)",
 };
 
-/*
- * Checkpoints run on a thread of their own, on a second connection, instead
- * of inside the COMMIT that crossed SQLite's autocheckpoint threshold: a
- * checkpoint writes every page changed since the last one back into the
- * database file and fsyncs it, and with random keys (UUIDs) in a large
- * database those pages are many and scattered, so an inline checkpoint held
- * the batch (and every request waiting for it) for tens of milliseconds.
- * Durability is unchanged: a commit is durable once its WAL frames are
- * synced; the checkpoint only moves committed pages, with the same syncs.
- * The log restarts only when a write begins on a fully copied log, which
- * background passes rarely leave under a steady load, so past
- * BARRIER_CKPT_INLINE_FRAMES the committing thread copies the (by then small)
- * rest itself, as SQLite's autocheckpoint would: the log stays bounded.
- */
-typedef struct {
-    sqlite3 *db; /* its own connection to the same file */
-    pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int started;  /* thread, mu and cv exist */
-    int due;      /* a pass is asked for (under mu) */
-    int stop;     /* barrier_close is waiting for the thread (under mu) */
-    int asked_at; /* WAL frames at the last request; committing thread only */
-} barrier_checkpointer;
-
 struct barrier_store {
     sqlite3 *db;
     sqlite3_stmt *st[ST_COUNT];
-    barrier_checkpointer ckpt;
+    wal_checkpointer *ckpt; /* checkpoints off the commit path: wal_checkpointer.h */
 };
 
 /* What pt_barrier holds for one phase of a (saga_id, step). */
@@ -160,105 +131,6 @@ static int barrier_pragma(sqlite3 *db, const char *sql, const char *expect, char
     return ok;
 }
 
-static void *barrier_checkpointer_main(void *arg)
-{
-    barrier_checkpointer *c = arg;
-    pthread_mutex_lock(&c->mu);
-    for (;;) {
-        while (!c->due && !c->stop)
-            pthread_cond_wait(&c->cv, &c->mu);
-        if (c->stop)
-            break;
-        c->due = 0;
-        pthread_mutex_unlock(&c->mu);
-        /* PASSIVE copies what no reader needs and never waits for the writer;
-         * SQLITE_BUSY means the writer's inline pass is running: skip. */
-        int rc = sqlite3_wal_checkpoint_v2(c->db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-            log_warn("background checkpoint: %s", sqlite3_errmsg(c->db));
-        pthread_mutex_lock(&c->mu);
-    }
-    pthread_mutex_unlock(&c->mu);
-    return NULL;
-}
-
-/* The WAL hook (it replaces SQLite's autocheckpoint): runs in the committing
- * thread after each commit, with the log's size in frames. */
-static int barrier_wal_hook(void *arg, sqlite3 *db, const char *schema, int frames)
-{
-    barrier_checkpointer *c = arg;
-    if (frames < c->asked_at)
-        c->asked_at = 0; /* the log was restarted from its start */
-    if (frames >= BARRIER_CKPT_INLINE_FRAMES) {
-        int rc = sqlite3_wal_checkpoint_v2(db, schema, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-            log_warn("checkpoint: %s", sqlite3_errmsg(db));
-    } else if (frames - c->asked_at >= BARRIER_CKPT_FRAMES) {
-        c->asked_at = frames;
-        pthread_mutex_lock(&c->mu);
-        c->due = 1;
-        pthread_cond_signal(&c->cv);
-        pthread_mutex_unlock(&c->mu);
-    }
-    return SQLITE_OK;
-}
-
-/* Starts the background checkpointer of s: 0 or -1. */
-static int barrier_checkpointer_start(barrier_store *s, const char *path, int synchronous_off,
-                                      char *err, size_t errlen)
-{
-    barrier_checkpointer *c = &s->ckpt;
-    if (sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "checkpointer: %s", c->db ? sqlite3_errmsg(c->db) : "out of memory");
-        return -1;
-    }
-    /* Its passes sync the log and the database as the writer's own would;
-     * reading the journal mode makes the connection open the log. */
-    if (sqlite3_exec(c->db, synchronous_off ? "PRAGMA synchronous=OFF" : "PRAGMA synchronous=FULL",
-                     NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_exec(c->db, "PRAGMA journal_mode", NULL, NULL, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "checkpointer: %s", sqlite3_errmsg(c->db));
-        return -1;
-    }
-    if (pthread_mutex_init(&c->mu, NULL) != 0)
-        goto fail;
-    if (pthread_cond_init(&c->cv, NULL) != 0) {
-        pthread_mutex_destroy(&c->mu);
-        goto fail;
-    }
-    if (pthread_create(&c->thread, NULL, barrier_checkpointer_main, c) != 0) {
-        pthread_cond_destroy(&c->cv);
-        pthread_mutex_destroy(&c->mu);
-        goto fail;
-    }
-    c->started = 1;
-    sqlite3_wal_hook(s->db, barrier_wal_hook, c);
-    return 0;
-fail:
-    snprintf(err, errlen, "cannot start the checkpointer thread");
-    return -1;
-}
-
-/* Stops the checkpointer (if any) and closes its connection. */
-static void barrier_checkpointer_stop(barrier_store *s)
-{
-    barrier_checkpointer *c = &s->ckpt;
-    if (c->started) {
-        sqlite3_wal_hook(s->db, NULL, NULL);
-        pthread_mutex_lock(&c->mu);
-        c->stop = 1;
-        pthread_cond_signal(&c->cv);
-        pthread_mutex_unlock(&c->mu);
-        pthread_join(c->thread, NULL);
-        pthread_cond_destroy(&c->cv);
-        pthread_mutex_destroy(&c->mu);
-        c->started = 0;
-    }
-    if (c->db != NULL && sqlite3_close(c->db) != SQLITE_OK)
-        log_error("close checkpointer: %s", sqlite3_errmsg(c->db));
-    c->db = NULL;
-}
-
 int barrier_open(const char *path, int synchronous_off, barrier_store **out, char *err,
                  size_t errlen)
 {
@@ -295,7 +167,8 @@ int barrier_open(const char *path, int synchronous_off, barrier_store **out, cha
             goto fail;
         }
     }
-    if (barrier_checkpointer_start(s, path, synchronous_off, err, errlen) != 0)
+    if ((s->ckpt = wal_checkpointer_start(s->db, path, !synchronous_off, "participant", err,
+                                          errlen)) == NULL)
         goto fail;
     *out = s;
     return 0;
@@ -312,7 +185,7 @@ void barrier_close(barrier_store *s)
 {
     if (s == NULL)
         return;
-    barrier_checkpointer_stop(s); /* first: the main close is then the last one */
+    wal_checkpointer_stop(s->ckpt); /* first: the main close is then the last one */
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(s->st[i]);
     if (s->db)
