@@ -2,6 +2,8 @@
 #include "listener.h"
 
 #include <nng/supplemental/util/platform.h>
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +18,7 @@
 
 #define PROBE_EVERY_MS   1000
 #define PROBE_TIMEOUT_MS 2000
+#define PROBE_POLL_MS    100 /* how often a waiting probe looks at `stopping` */
 
 struct sp_listener {
     nng_socket sock;
@@ -78,6 +81,14 @@ fail:
     return rv;
 }
 
+static int probe_stopping(sp_listener *l)
+{
+    nng_mtx_lock(l->mtx);
+    int stopping = l->stopping;
+    nng_mtx_unlock(l->mtx);
+    return stopping;
+}
+
 /* The SP header a req0 peer opens with (the sockets served here are rep0). */
 static const unsigned char probe_header[8] = {0x00, 'S', 'P', 0x00, 0x00, 0x30, 0x00, 0x00};
 
@@ -107,14 +118,27 @@ static int probe(sp_listener *l)
     struct timeval tv = {PROBE_TIMEOUT_MS / 1000, (PROBE_TIMEOUT_MS % 1000) * 1000};
     nng_time deadline = nng_clock() + PROBE_TIMEOUT_MS;
     unsigned char reply[8];
-    int shook = 0;
-    /* SO_SNDTIMEO also bounds connect: a backlog nobody accepts from. */
-    if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) == 0 &&
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0 &&
+    size_t got = 0;
+    /* SO_SNDTIMEO also bounds connect: a backlog nobody accepts from.
+     * MSG_NOSIGNAL: a server that hung up must not kill us with SIGPIPE. */
+    int sent =
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) == 0 &&
         connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-        write(fd, probe_header, sizeof probe_header) == (ssize_t)sizeof probe_header &&
-        recv(fd, reply, sizeof reply, MSG_WAITALL) == (ssize_t)sizeof reply)
-        shook = reply[0] == 0x00 && reply[1] == 'S' && reply[2] == 'P';
+        send(fd, probe_header, sizeof probe_header, MSG_NOSIGNAL) == (ssize_t)sizeof probe_header;
+    /* The server's header, in short waits so that stopping is not held up. */
+    while (sent && got < sizeof reply && nng_clock() < deadline && !probe_stopping(l)) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int ready = poll(&pfd, 1, PROBE_POLL_MS);
+        if (ready < 0 && errno != EINTR)
+            break;
+        if (ready <= 0)
+            continue;
+        ssize_t n = recv(fd, reply + got, sizeof reply - got, 0);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    int shook = got == sizeof reply && reply[0] == 0x00 && reply[1] == 'S' && reply[2] == 'P';
     nng_mtx_lock(l->mtx);
     while (shook && l->pipes_added == before && !l->stopping && nng_clock() < deadline)
         nng_cv_until(l->cv, deadline);

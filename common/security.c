@@ -117,11 +117,15 @@ int sec_check_exposure(const char *what, const char *url, int tls_ok, int auth_o
     return -1;
 }
 
-int sec_pipe_peer_trusted(nng_pipe pipe, uint64_t *uid)
+int sec_pipe_peer_trusted(nng_pipe pipe, const char *url, uint64_t *uid)
 {
+    if (!has_scheme(url, "ipc") && !has_scheme(url, "abstract"))
+        return 1;
     uint64_t peer = 0;
-    if (nng_pipe_get_uint64(pipe, NNG_OPT_IPC_PEER_UID, &peer) != 0)
-        return 1; /* not a local socket: TLS and tokens authenticate there */
+    if (nng_pipe_get_uint64(pipe, NNG_OPT_IPC_PEER_UID, &peer) != 0) {
+        *uid = UINT64_MAX;
+        return 0;
+    }
     *uid = peer;
     return peer == (uint64_t)geteuid() || peer == 0;
 }

@@ -64,13 +64,14 @@ int sec_check_exposure(const char *what, const char *url, int tls_ok, int auth_o
                        const char *how_tls, const char *how_auth, char *err, size_t errlen);
 
 /*
- * For a pipe just connected over ipc:// (or abstract://): is the process at
- * the other end run by this user (or root)? 1 when it is, or when the pipe is
- * not a local socket (nng has no peer uid for it); 0 with the peer's uid in
- * *uid otherwise. A dialer checks this so that a socket another user created
- * first at the configured address is never sent a step or a token.
+ * For a pipe just connected to url: is the process at the other end run by
+ * this user (or root)? For an ipc:// or abstract:// url, 1 when it is, and 0
+ * otherwise with the peer's uid in *uid, or when the uid cannot be read
+ * (*uid = UINT64_MAX): fail closed. For other urls, 1 (TLS and tokens
+ * authenticate there). A dialer checks this so that a socket another user
+ * created first at the configured address is never sent a step or a token.
  */
-int sec_pipe_peer_trusted(nng_pipe pipe, uint64_t *uid);
+int sec_pipe_peer_trusted(nng_pipe pipe, const char *url, uint64_t *uid);
 
 /*
  * Puts a server TLS configuration made of t on listener l (of a tls+tcp

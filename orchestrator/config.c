@@ -1082,7 +1082,6 @@ static int check_data_flow(loader *ld, const config_setting_t *steps, const saga
     return 0;
 }
 
-/* Fills def (zeroed, owned by cfg) from the saga file's root group. */
 /* The longest a policy's attempts may take: each waits its timeout, then
  * at most max_backoff before the next. */
 static double policy_span_ms(const retry_policy *p, int64_t timeout_ms)
@@ -1115,6 +1114,7 @@ static int check_retry_span(loader *ld, const config_setting_t *steps, const sag
                 def->name, span / 1000, (long long)(def->retention_ms / 1000));
 }
 
+/* Fills def (zeroed, owned by cfg) from the saga file's root group. */
 static int load_saga(loader *ld, const config_setting_t *root, const orch_config *cfg,
                      saga_def *def)
 {
@@ -1155,7 +1155,6 @@ static int load_saga(loader *ld, const config_setting_t *root, const orch_config
                       &def->steps[i]) != 0)
             return -1;
     def->retention_ms = cfg->retention_ms;
-    def->line = config_setting_source_line(s);
     if (check_retry_span(ld, s, def) != 0)
         return -1;
     return check_data_flow(ld, s, def);

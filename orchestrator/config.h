@@ -76,7 +76,6 @@ typedef struct {
     size_t n_steps;
     /* orch_config.retention_ms: a saga older than this is sent nothing more */
     int64_t retention_ms;
-    int line; /* where its steps are defined, for messages */
 } saga_def;
 
 typedef struct {

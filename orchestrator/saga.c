@@ -192,9 +192,28 @@ static const retry_policy *policy_for(const saga *s, int step, int phase)
     return phase == PHASE_ACTION ? &sd->retry : &sd->compensation_retry;
 }
 
+/* Has the saga outlived the participants' idempotency records? Then any
+ * request could run a step again or skip an undo: send nothing more. */
+static int beyond_retention(const saga *s, const saga_env *env)
+{
+    return s->def != NULL && s->def->retention_ms > 0 &&
+           env->now_wall(env->ctx) - s->created_at_ms >= s->def->retention_ms;
+}
+
+#define BEYOND_RETENTION_MSG                                                                       \
+    "the saga is older than idempotency_retention_s: the participants may have forgotten its "     \
+    "keys, so a request now could repeat an effect or skip an undo; settle it by hand"
+
+static void fail(saga *s, const saga_env *env, int phase, const char *why);
+
 /* Records the intent of the next attempt and asks for the send. */
 static void send_attempt(saga *s, const saga_env *env, int step, int phase)
 {
+    /* Every request passes here: retries, the next step, compensations. */
+    if (beyond_retention(s, env)) {
+        fail(s, env, phase, BEYOND_RETENTION_MSG);
+        return;
+    }
     step_run *r = &s->steps[step];
     uint32_t attempt;
     if (phase == PHASE_ACTION) {
@@ -310,18 +329,6 @@ void saga_begin(saga *s, const saga_env *env)
     send_attempt(s, env, 0, PHASE_ACTION);
 }
 
-/* Has the saga outlived the participants' idempotency records? Then any
- * request could run a step again or skip an undo: send nothing more. */
-static int beyond_retention(const saga *s, const saga_env *env)
-{
-    return s->def != NULL && s->def->retention_ms > 0 &&
-           env->now_wall(env->ctx) - s->created_at_ms >= s->def->retention_ms;
-}
-
-#define BEYOND_RETENTION_MSG                                                                       \
-    "the saga is older than idempotency_retention_s: the participants may have forgotten its "     \
-    "keys, so a request now could repeat an effect or skip an undo; settle it by hand"
-
 void saga_recover(saga *s, const saga_env *env)
 {
     if (s->state != SAGA_RUNNING && s->state != SAGA_COMPENSATING)
@@ -353,11 +360,13 @@ void saga_recover(saga *s, const saga_env *env)
             wait = p->max_backoff_ms;
         s->timer_due = env->now_mono(env->ctx) + wait;
         env->schedule(env->ctx, s, s->timer_due);
-    } else if (attempts < p->max_attempts || r->next_attempt_at_ms == 0) {
-        /* Same key: the participant replays or acts once. An attempt that was
-         * in flight at the crash (no retry scheduled) lost its reply with
-         * sagad, not with the participant: it is asked again even when it was
-         * the last, rather than giving up on an outcome that may be known. */
+    } else if (attempts < p->max_attempts ||
+               (r->next_attempt_at_ms == 0 && attempts == p->max_attempts)) {
+        /* Same key: the participant replays or acts once. The last attempt,
+         * in flight at the crash (no retry scheduled), lost its reply with
+         * sagad, not with the participant: it is asked once more rather than
+         * given up on an outcome that may be known. Once only: a crash loop
+         * must not retry forever. */
         send_attempt(s, env, step, phase);
     } else {
         retry_or_give_up(s, env, phase, "attempts spent before the restart");

@@ -80,7 +80,7 @@ static void client_pipe_check(nng_pipe pipe, nng_pipe_ev ev, void *arg)
     client *cl = arg;
     uint64_t uid = 0;
     (void)ev;
-    if (!sec_pipe_peer_trusted(pipe, &uid)) {
+    if (!sec_pipe_peer_trusted(pipe, cl->url, &uid)) {
         atomic_store(&cl->refused_uid, (unsigned long long)uid + 1);
         nng_pipe_close(pipe);
     }

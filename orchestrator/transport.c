@@ -53,7 +53,7 @@ static void peer_pipe_check(nng_pipe pipe, nng_pipe_ev ev, void *arg)
     peer *p = arg;
     uint64_t uid = 0;
     (void)ev;
-    if (sec_pipe_peer_trusted(pipe, &uid))
+    if (sec_pipe_peer_trusted(pipe, p->url, &uid))
         return;
     nng_pipe_close(pipe);
     int64_t now = util_mono_ms();

@@ -1594,10 +1594,13 @@ static void recover_last_attempt_in_flight_is_asked_again(void **state)
     assert_state(fx, SAGA_RUNNING);
     assert_string_equal(events_str(fx, 0), "recovered(charge/action) step_sent(charge/action)");
     assert_string_equal(sends_str(fx, 0), "charge:action:4");
-    /* Its answer decides, as for any attempt: here none, so it gives up. */
-    no_reply(fx, "timeout");
+    /* Once only: crashing again with that one in flight gives up (a crash
+     * loop must not retry forever), compensating charge too. */
+    restart(fx);
+    do_recover(fx);
     assert_state(fx, SAGA_COMPENSATING);
-    assert_last_error(fx, "step 'charge' failed after 4 attempts: timeout");
+    assert_last_error(fx, "step 'charge' failed after 4 attempts: attempts spent before the "
+                          "restart");
     assert_attempts(fx, CHARGE, 4, 1);
 
     /* notify has none: asked again too, and the pivot rule fails the saga
@@ -1632,8 +1635,17 @@ static void beyond_retention_nothing_is_sent(void **state)
     assert_state(fx, SAGA_RUNNING);
     assert_string_equal(sends_str(fx, 0), "charge:action:2");
 
+    /* A retry that falls due past the retention is not sent either. */
+    no_reply(fx, "timeout");
+    fx->wall += 1000; /* the backoff: now older than the retention */
+    fire_timer(fx);
+    assert_state(fx, SAGA_FAILED);
+    assert_int_equal(fx->n_sends, 1);
+    assert_non_null(strstr(fx->s->last_error, "older than idempotency_retention_s"));
+
+    run_to_step(fx, CHARGE);
     restart(fx);
-    fx->wall += 1; /* now as old as the retention */
+    fx->wall += 3600 * 1000; /* as old as the retention */
     do_recover(fx);
     assert_state(fx, SAGA_FAILED);
     assert_int_equal(fx->n_sends, 0);
