@@ -164,10 +164,11 @@ void saga_free(saga *s);
 
 /* Starts a new saga: sends the first step. */
 void saga_begin(saga *s, const saga_env *env);
-/* After a restart: re-sends the step in flight (same key, next attempt, even
- * past max_attempts when that attempt's reply was lost with sagad), or
+/* After a restart: re-sends the step in flight (same key, next attempt; once
+ * past max_attempts when the last attempt's reply was lost with sagad), or
  * re-arms the retry timer. A saga older than its def's retention_ms becomes
- * FAILED instead. Does nothing for finished or FAILED sagas. */
+ * FAILED instead (every send checks this). Does nothing for finished or
+ * FAILED sagas. */
 void saga_recover(saga *s, const saga_env *env);
 void saga_on_reply(saga *s, const saga_env *env, uint64_t token, int outcome, int replayed,
                    const kvmap *result, const char *error);
