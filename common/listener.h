@@ -15,8 +15,9 @@
  *     to the socket file itself (a plain AF_UNIX socket speaking the SP
  *     handshake: closing an nng socket stuck in the handshake can hang) and
  *     waits up to 2 s for the handshake and for a pipe to reach the socket;
- *     when either fails, it closes and restarts the listener. Clients reconnect and
- *     re-send, which idempotency makes harmless. tcp:// is not affected.
+ *     when either fails, it closes and restarts the listener. Clients
+ *     reconnect and re-send, which idempotency makes harmless. tcp:// is not
+ *     affected.
  *
  * The listener registers the socket's NNG_PIPE_EV_ADD_POST notification, so
  * its owner must not use that one itself. Close the listener before the

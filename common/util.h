@@ -20,8 +20,8 @@ int util_random_bytes(void *buf, size_t len);
 /* Writes a random (version 4) UUID, 36 characters and a NUL, into out[37]. */
 int util_uuid4(char out[37]);
 /* Writes a version 7 UUID (RFC 9562) for the wall-clock time at_ms: 48 bits of
- * Unix milliseconds, then 74 random bits. As unguessable as it needs to be
- * and unique, but ordered by time: ids made one after another sort together,
+ * Unix milliseconds, then 74 random bits: unique and not guessable in
+ * practice, but ordered by time: ids made one after another sort together,
  * so a B-tree index keyed by them grows at its right edge instead of taking
  * every insert on a random page (see docs/BENCHMARKS.md, growth). */
 int util_uuid7_at(int64_t at_ms, char out[37]);

@@ -79,6 +79,13 @@ typedef struct admin_ctx {
     struct admin_ctx *next; /* reader queue link */
 } admin_ctx;
 
+/* What a client could repeat at will: counted, and logged at most once per
+ * MALFORMED_LOG_INTERVAL_MS (the first at once), so it cannot flood the log. */
+typedef struct {
+    uint64_t unreported; /* since the last log line */
+    int64_t logged_ms;   /* monotonic time of that line; 0: never */
+} log_throttle;
+
 struct admin_server {
     const orch_config *cfg;
     engine *eng;
@@ -99,10 +106,8 @@ struct admin_server {
     pthread_t reader;
     int reader_started;
 
-    uint64_t malformed_unreported; /* malformed requests since the last log line */
-    int64_t malformed_logged_ms;   /* monotonic time of that line; 0: never */
-    uint64_t refused_unreported;   /* likewise for requests with a missing or wrong token */
-    int64_t refused_logged_ms;
+    log_throttle malformed; /* malformed requests */
+    log_throttle refused;   /* requests with a missing or wrong token */
 };
 
 #define MALFORMED_LOG_INTERVAL_MS 60000
@@ -276,20 +281,17 @@ static void reply_oom(admin_ctx *c, const char *what)
     actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_INTERNAL, "out of memory during %s", what);
 }
 
-/* Counts a malformed request; logs the first one and then at most one line a
- * minute, so a misbehaving client cannot flood the log. */
-/* Counts one event; returns how many to report now (0: stay quiet), so that
- * a client sending garbage or guessing tokens cannot flood the log. */
-static uint64_t throttle_count(admin_server *srv, uint64_t *unreported, int64_t *logged_ms)
+/* Counts one event; returns how many to report now (0: stay quiet). */
+static uint64_t throttle_count(admin_server *srv, log_throttle *t)
 {
     int64_t now = util_mono_ms();
     uint64_t count = 0;
     pthread_mutex_lock(&srv->mu);
-    (*unreported)++;
-    if (*logged_ms == 0 || now - *logged_ms >= MALFORMED_LOG_INTERVAL_MS) {
-        count = *unreported;
-        *unreported = 0;
-        *logged_ms = now;
+    t->unreported++;
+    if (t->logged_ms == 0 || now - t->logged_ms >= MALFORMED_LOG_INTERVAL_MS) {
+        count = t->unreported;
+        t->unreported = 0;
+        t->logged_ms = now;
     }
     pthread_mutex_unlock(&srv->mu);
     return count;
@@ -297,7 +299,7 @@ static uint64_t throttle_count(admin_server *srv, uint64_t *unreported, int64_t 
 
 static void note_malformed(admin_server *srv, const char *why)
 {
-    uint64_t count = throttle_count(srv, &srv->malformed_unreported, &srv->malformed_logged_ms);
+    uint64_t count = throttle_count(srv, &srv->malformed);
     if (count > 0)
         log_warn("admin: malformed request (%s); %" PRIu64
                  " since the last report, answered ADMIN_BAD_REQUEST",
@@ -306,7 +308,7 @@ static void note_malformed(admin_server *srv, const char *why)
 
 static void note_refused(admin_server *srv, const char *kind)
 {
-    uint64_t count = throttle_count(srv, &srv->refused_unreported, &srv->refused_logged_ms);
+    uint64_t count = throttle_count(srv, &srv->refused);
     if (count > 0)
         log_warn("admin: refused a %s request: missing or wrong admin token; %" PRIu64
                  " refused since the last report",

@@ -486,7 +486,7 @@ static void handle_start(engine *e, event *ev, const saga_env *env)
         answer(e, ev, ENGINE_BUSY, msg, NULL, 0);
         return;
     }
-    /* A version 7 UUID: unique and unguessable, and time-ordered, so the
+    /* A version 7 UUID: unique, 74 random bits, and time-ordered, so the
      * indexes keyed by saga id here and in every participant (idempotency
      * keys begin with it) grow at their right edge, however large they are. */
     char id[37];

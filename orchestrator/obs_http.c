@@ -21,8 +21,7 @@
 struct obs_http {
     const orch_config *cfg;
     engine *eng;
-    store *st;    /* read-only handle */
-    nng_mtx *mtx; /* one request at a time on st */
+    store *st; /* read-only handle; route functions run one at a time (httpd.h) */
     httpd *server;
 };
 
@@ -121,7 +120,6 @@ static void get_list(obs_http *o, const char *query, httpd_response *res)
     strbuf sb = STRBUF_INIT;
     uint64_t counts[6] = {0};
     list_ctx lc = {&sb, 0, ""};
-    nng_mtx_lock(o->mtx);
     int rc = store_count_by_state(o->st, counts);
     if (rc == 0) {
         sb_puts(&sb, "{\"counts\":{");
@@ -134,7 +132,6 @@ static void get_list(obs_http *o, const char *query, httpd_response *res)
     }
     char why[256];
     snprintf(why, sizeof why, "storage error: %s", store_errmsg(o->st));
-    nng_mtx_unlock(o->mtx);
     if (rc != 0) {
         sb_free(&sb);
         set_error(res, 500, why);
@@ -212,11 +209,9 @@ static void get_status(obs_http *o, const char *id, httpd_response *res)
 {
     saga *s = NULL;
     char why[256] = "";
-    nng_mtx_lock(o->mtx);
     int rc = store_load_saga(o->st, o->cfg, id, &s);
     if (rc < 0)
         snprintf(why, sizeof why, "storage error: %s", store_errmsg(o->st));
-    nng_mtx_unlock(o->mtx);
     if (rc == STORE_NOT_FOUND) {
         set_error(res, 404, "no such saga");
         return;
@@ -286,13 +281,11 @@ static void get_history(obs_http *o, const char *id, const char *query, httpd_re
     hist_ctx h = {&events, (uint64_t)after, 0, 0};
     char why[256] = "";
     saga *s = NULL;
-    nng_mtx_lock(o->mtx);
     int rc = store_load_saga(o->st, o->cfg, id, &s); /* tells "no saga" from "no events" */
     if (rc == 0)
         rc = store_history(o->st, id, hist_event, &h);
     if (rc < 0)
         snprintf(why, sizeof why, "storage error: %s", store_errmsg(o->st));
-    nng_mtx_unlock(o->mtx);
     if (rc == STORE_NOT_FOUND) {
         sb_free(&events);
         set_error(res, 404, "no such saga");
@@ -379,10 +372,6 @@ obs_http *obs_http_start(const orch_config *cfg, engine *e, char *err, size_t er
     }
     o->cfg = cfg;
     o->eng = e;
-    if (nng_mtx_alloc(&o->mtx) != 0) {
-        snprintf(err, errlen, "out of memory");
-        goto fail;
-    }
     char serr[512];
     if ((o->st = store_open(cfg->database, 1, 1, serr, sizeof serr)) == NULL) {
         snprintf(err, errlen, "http_url: cannot open %s read-only: %s", cfg->database, serr);
@@ -407,8 +396,8 @@ obs_http *obs_http_start(const orch_config *cfg, engine *e, char *err, size_t er
     }
     if (httpd_start(o->server, err, errlen) != 0)
         goto fail;
-    log_info("metrics, JSON API and dashboard on %s (port %d)%s", cfg->http_url,
-             httpd_port(o->server), cfg->admin_token ? "; /metrics and /api need the token" : "");
+    log_info("metrics, JSON API and dashboard on %s (port %d); /metrics and /api need the token",
+             cfg->http_url, httpd_port(o->server));
     return o;
 fail:
     obs_http_stop(o);
@@ -426,7 +415,5 @@ void obs_http_stop(obs_http *o)
         return;
     httpd_close(o->server); /* no handler runs after this */
     store_close(o->st);
-    if (o->mtx)
-        nng_mtx_free(o->mtx);
     free(o);
 }

@@ -337,6 +337,8 @@ void saga_recover(saga *s, const saga_env *env)
     int step = s->cursor;
     step_run *r = &s->steps[step];
     emit(s, env, "recovered", step, phase, 0, -1, 0, "orchestrator restarted");
+    /* send_attempt checks this too; here it also ends a saga whose retry was
+     * waiting out its backoff, at once rather than when the timer fires. */
     if (beyond_retention(s, env)) {
         fail(s, env, phase, BEYOND_RETENTION_MSG);
         return;

@@ -13,9 +13,10 @@
  *                insertion (= creation) and is the stable paging key of
  *                store_list (newest first, "continue after id"). id is the
  *                UUID (version 7: time-ordered, so its index grows at the
- *                right edge; see util_uuid7_at) and is UNIQUE; client_key is unique among the sagas
- *                that have one (a partial UNIQUE index over the non-NULL
- *                keys: any number of sagas may have none, at no index cost).
+ *                right edge; see util_uuid7_at) and is UNIQUE; client_key
+ *                is unique among the sagas that have one (a partial UNIQUE
+ *                index over the non-NULL keys: any number of sagas may have
+ *                none, at no index cost).
  *                input is the kv_to_json text of the saga's input. n_steps is
  *                the number of saga_steps rows.
  *   saga_steps   one row per (saga_id, idx), idx 0..n_steps-1, WITHOUT ROWID so
@@ -92,8 +93,9 @@
  * statements are per handle); a writable one also owns its checkpointer
  * thread, which touches nothing but its own connection. Callbacks of
  * store_list, store_history and store_count_by_state run while their
- * statement is active: they must not use the same handle. store_load_unfinished's callback may (it
- * holds no statement open while fn runs).
+ * statement is active: they must not use the same handle.
+ * store_load_unfinished's callback may (it holds no statement open while fn
+ * runs).
  */
 #include "store.h"
 

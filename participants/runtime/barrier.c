@@ -209,28 +209,6 @@ void barrier_rollback(barrier_store *s)
         log_error("ROLLBACK failed: %s", sqlite3_errmsg(s->db));
 }
 
-int barrier_savepoint(barrier_store *s, const char *name)
-{
-    char sql[96];
-    snprintf(sql, sizeof sql, "SAVEPOINT %s", name);
-    return barrier_exec(s, sql);
-}
-
-int barrier_release(barrier_store *s, const char *name)
-{
-    char sql[96];
-    snprintf(sql, sizeof sql, "RELEASE %s", name);
-    return barrier_exec(s, sql);
-}
-
-int barrier_rollback_to(barrier_store *s, const char *name)
-{
-    char sql[96];
-    snprintf(sql, sizeof sql, "ROLLBACK TO %s", name);
-    int rc = barrier_exec(s, sql);
-    return rc == SQLITE_OK ? barrier_release(s, name) : rc;
-}
-
 void barrier_decision_init(barrier_decision *d)
 {
     memset(d, 0, sizeof *d);

@@ -119,10 +119,6 @@ int barrier_begin(barrier_store *s);
 int barrier_commit(barrier_store *s);
 /* Rolls back if a transaction is open; never fails from the caller's view. */
 void barrier_rollback(barrier_store *s);
-/* SAVEPOINT name / RELEASE name / ROLLBACK TO name + RELEASE name. */
-int barrier_savepoint(barrier_store *s, const char *name);
-int barrier_release(barrier_store *s, const char *name);
-int barrier_rollback_to(barrier_store *s, const char *name);
 
 void barrier_decision_init(barrier_decision *d);
 void barrier_decision_free(barrier_decision *d);

@@ -76,13 +76,12 @@ typedef struct {
 
 /*
  * Runs one of the batch's savepoint statements (constant SQL) from the
- * statement cache (pt_prepare). barrier_savepoint and its siblings go
- * through sqlite3_exec, which parses and finalizes the text every time, and
- * every request runs at least four of them.
+ * statement cache (pt_prepare): every request runs at least four, and
+ * sqlite3_exec would parse and finalize the text each time.
  */
 static int pt_sp_exec(participant *p, const char *sql)
 {
-    pt_request r = {.stmts = pt_stmt_cache_of(p)};
+    pt_request r = {.stmts = p->stmts};
     sqlite3_stmt *st;
     int rc = pt_prepare(&r, sql, &st);
     if (rc != SQLITE_OK)
@@ -92,7 +91,7 @@ static int pt_sp_exec(participant *p, const char *sql)
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-/* ROLLBACK TO a savepoint and RELEASE it (as barrier_rollback_to does). */
+/* ROLLBACK TO a savepoint and RELEASE it: undone, and off the savepoint stack. */
 static int pt_sp_rollback(participant *p, const char *rollback_to, const char *release)
 {
     int rc = pt_sp_exec(p, rollback_to);
@@ -227,7 +226,7 @@ static int pt_handler_run(participant *p, pt_work *w, const kvmap *action_result
         .attempt = rq->attempt,
         .params = &params,
         .action_result = (int)rq->phase == PHASE_COMPENSATE ? action_result : &none,
-        .stmts = pt_stmt_cache_of(p),
+        .stmts = p->stmts,
     };
     if (pt_sp_exec(p, "SAVEPOINT pt_handler") != SQLITE_OK) {
         hr = pt_db_error(reply, db);

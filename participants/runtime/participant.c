@@ -106,17 +106,13 @@ struct pt_stmt_cache {
     uint64_t clock;
 };
 
-/* The participant and its cache, allocated together (pt_create, pt_destroy). */
-typedef struct {
-    participant p; /* first: a participant * is a pt_alloc * */
-    pt_stmt_cache stmts;
-} pt_alloc;
-
-pt_stmt_cache *pt_stmt_cache_of(participant *p)
+/* A cache for the statements of db (pt_create). NULL when out of memory. */
+static pt_stmt_cache *pt_stmt_cache_new(sqlite3 *db)
 {
-    pt_alloc *a = (pt_alloc *)p;
-    a->stmts.db = barrier_db(p->store);
-    return &a->stmts;
+    pt_stmt_cache *c = calloc(1, sizeof *c);
+    if (c != NULL)
+        c->db = db;
+    return c;
 }
 
 static uint64_t pt_stmt_hash(const char *s)
@@ -218,9 +214,11 @@ void pt_stmt_cache_release(pt_stmt_cache *c)
     c->lent = NULL;
 }
 
-/* Finalizes every statement (before the connection closes). */
+/* Finalizes every statement (before the connection closes) and frees c. */
 static void pt_stmt_cache_free(pt_stmt_cache *c)
 {
+    if (c == NULL)
+        return;
     for (size_t b = 0; b < PT_STMT_BUCKETS; b++) {
         for (pt_stmt_entry *e = c->buckets[b], *next; e; e = next) {
             next = e->next;
@@ -228,10 +226,8 @@ static void pt_stmt_cache_free(pt_stmt_cache *c)
             free(e->sql);
             free(e);
         }
-        c->buckets[b] = NULL;
     }
-    c->lent = NULL;
-    c->count = 0;
+    free(c);
 }
 
 /* ---- Registry and counters --------------------------------------------- */
@@ -366,10 +362,9 @@ participant *pt_create(const pt_options *opts, char *err, size_t errlen)
     }
     if (pt_check_security(opts, err, errlen) != 0)
         return NULL;
-    pt_alloc *a = calloc(1, sizeof *a);
-    if (a == NULL)
+    p = calloc(1, sizeof *p);
+    if (p == NULL)
         goto oom;
-    p = &a->p;
     p->name = util_strdup(opts->name ? opts->name : "participant");
     if (p->name == NULL)
         goto oom;
@@ -390,6 +385,8 @@ participant *pt_create(const pt_options *opts, char *err, size_t errlen)
         goto oom;
     if (barrier_open(opts->db_path, opts->synchronous_off, &p->store, err, errlen) != 0)
         goto fail;
+    if ((p->stmts = pt_stmt_cache_new(barrier_db(p->store))) == NULL)
+        goto oom;
     if (p->faults.enabled)
         log_warn("%s: fault injection on: %s", p->name, opts->faults);
     return p;
@@ -780,8 +777,8 @@ void pt_destroy(participant *p)
     if (p == NULL)
         return;
     pt_stop(p);
-    pt_unlisten(p); /* a pt_start that failed half-way left nothing; harmless twice */
-    pt_stmt_cache_free(&((pt_alloc *)p)->stmts); /* sqlite3_close refuses open statements */
+    pt_unlisten(p);               /* a pt_start that failed half-way left nothing; harmless twice */
+    pt_stmt_cache_free(p->stmts); /* first: sqlite3_close refuses open statements */
     barrier_close(p->store);
     for (size_t i = 0; i < p->n_ops; i++) {
         free(p->ops[i].name);
@@ -797,5 +794,5 @@ void pt_destroy(participant *p)
     free((char *)p->tls.key_file);
     free((char *)p->tls.ca_file);
     free(p->name);
-    free((pt_alloc *)p);
+    free(p);
 }

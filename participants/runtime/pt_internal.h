@@ -77,6 +77,7 @@ struct participant {
     int purge_batch;
     int64_t purge_every_ms;
     barrier_store *store;
+    pt_stmt_cache *stmts; /* pt_prepare's statements on the store's connection; worker only */
     pt_op *ops;
     size_t n_ops;
     pt_faults faults;
@@ -106,8 +107,6 @@ struct participant {
 const pt_op *pt_op_find(const participant *p, const char *name);
 /* Adds delta to the in-memory counters (thread-safe). */
 void pt_stats_add(participant *p, const pt_stats *delta);
-/* Is url an ipc:// address? */
-
 /*
  * batch.c: processes n messages as one batch (see batch.c). Fills every
  * items[i].reply; returns 0, or -1 when out of memory before anything ran
@@ -129,10 +128,8 @@ void pt_reply_free(pt_reply *r);
 /* Copies printable ASCII of in into out (NUL-terminated), others as '?'; for logs and errors. */
 void pt_printable(char *out, size_t outlen, const char *in);
 
-/* participant.c: the prepared-statement cache behind pt_prepare. The batch
- * hands it to each request and releases it (resets what the handler used)
- * after each handler call. */
-pt_stmt_cache *pt_stmt_cache_of(participant *p);
+/* participant.c: the batch hands p->stmts to each request and releases it
+ * (resets what the handler used) after each handler call. */
 void pt_stmt_cache_release(pt_stmt_cache *c);
 
 #endif
