@@ -27,6 +27,7 @@
  * Processes are started with posix_spawn (nng is not fork-safe) and all of
  * them are killed at exit; the temp directory is removed unless --keep.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -175,6 +176,35 @@ static double proc_cpu(pid_t pid)
     if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
         return 0;
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* Context switches (voluntary + involuntary) of every thread of pid. */
+static double proc_ctxsw(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    double n = 0;
+    if (d == NULL)
+        return 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        char tpath[320];
+        snprintf(tpath, sizeof tpath, "%s/%s/status", path, de->d_name);
+        FILE *f = fopen(tpath, "r");
+        if (f == NULL)
+            continue; /* the thread exited meanwhile */
+        unsigned long long v;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "voluntary_ctxt_switches: %llu", &v) == 1 ||
+                sscanf(line, "nonvoluntary_ctxt_switches: %llu", &v) == 1)
+                n += (double)v;
+        fclose(f);
+    }
+    closedir(d);
+    return n;
 }
 
 static long proc_rss_kib(pid_t pid)
@@ -658,14 +688,17 @@ static void cluster_stop(cluster *c)
 }
 
 typedef struct {
-    double sagad, svcs;
+    double sagad, svcs;         /* CPU seconds */
+    double csw_sagad, csw_svcs; /* context switches */
 } cpu_snap;
 
 static cpu_snap cluster_cpu(const cluster *c)
 {
-    cpu_snap s = {proc_cpu(c->sagad.pid), 0};
-    for (int i = 0; i < 4; i++)
+    cpu_snap s = {proc_cpu(c->sagad.pid), 0, proc_ctxsw(c->sagad.pid), 0};
+    for (int i = 0; i < 4; i++) {
         s.svcs += proc_cpu(c->svc[i]);
+        s.csw_svcs += proc_ctxsw(c->svc[i]);
+    }
     return s;
 }
 
@@ -889,7 +922,20 @@ typedef struct {
     double rate; /* completed sagas/s */
     double p50, p99, max;
     double cpu_sagad, cpu_svcs; /* ms per completed saga */
+    double csw_sagad, csw_svcs; /* context switches per completed saga */
 } run_result;
+
+/* Fills r's per-saga CPU and context switches from two snapshots. */
+static void per_saga_costs(run_result *r, const cpu_snap *a, const cpu_snap *b)
+{
+    if (r->completed == 0)
+        return;
+    double n = (double)r->completed;
+    r->cpu_sagad = (b->sagad - a->sagad) * 1000.0 / n;
+    r->cpu_svcs = (b->svcs - a->svcs) * 1000.0 / n;
+    r->csw_sagad = (b->csw_sagad - a->csw_sagad) / n;
+    r->csw_svcs = (b->csw_svcs - a->csw_svcs) / n;
+}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -996,10 +1042,7 @@ static run_result run_closed(cluster *c, int conc, double warm_s, double secs, u
     cpu_snap cpu1 = cluster_cpu(c);
     r.secs = (double)(t_stop - t_meas) / 1e9;
     r.rate = (double)r.completed / r.secs;
-    if (r.completed) {
-        r.cpu_sagad = (cpu1.sagad - cpu0.sagad) * 1000.0 / (double)r.completed;
-        r.cpu_svcs = (cpu1.svcs - cpu0.svcs) * 1000.0 / (double)r.completed;
-    }
+    per_saga_costs(&r, &cpu0, &cpu1);
     latency_summary(&r);
     drain(c, 120);
     r.refused = t->refused;
@@ -1035,10 +1078,7 @@ static run_result run_open(cluster *c, double rate, double secs)
     r.bad = t->bad;
     r.refused = t->refused;
     r.rate = (double)r.completed / r.secs;
-    if (r.completed) {
-        r.cpu_sagad = (cpu1.sagad - cpu0.sagad) * 1000.0 / (double)r.completed;
-        r.cpu_svcs = (cpu1.svcs - cpu0.svcs) * 1000.0 / (double)r.completed;
-    }
+    per_saga_costs(&r, &cpu0, &cpu1);
     latency_summary(&r);
     return r;
 }
@@ -1232,8 +1272,8 @@ static run_result run_direct(cluster *c, int conc, double warm_s, double secs)
     r.completed = c1 - c0;
     r.bad = g_dbad;
     r.rate = (double)r.completed / r.secs;
-    if (r.completed)
-        r.cpu_svcs = (cpu1.svcs - cpu0.svcs) * 1000.0 / (double)r.completed;
+    per_saga_costs(&r, &cpu0, &cpu1);
+    r.cpu_sagad = r.csw_sagad = 0; /* sagad idles meanwhile */
     for (int i = 0; i < conc; i++) {
         nng_aio_free(ds[i].aio);
         for (int k = 0; k < 4; k++)
@@ -1609,7 +1649,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: saga-bench [--quick] [--secs S] [--growth N] [--growth-run] [--recovery N]\n"
             "                  [--growth-from DIR] [--memory N]\n"
-            "                  [--perf FILE] [--keep] [--tmp DIR]\n"
+            "                  [--perf FILE] [--point KIND:N] [--keep] [--tmp DIR]\n"
             "  --quick        short runs and small sizes: finishes in under a minute\n"
             "  --secs S       measured seconds per throughput point (default 5; quick 1)\n"
             "  --growth N     finished sagas in the grown databases (default 1000000; quick\n"
@@ -1625,6 +1665,8 @@ static void usage(void)
             "  --perf FILE    record a perf profile of sagad during the durable 256 run;\n"
             "                 with --growth-only, of all five programs of the grown cluster\n"
             "                 (FILE) and of the empty one (FILE.empty), in extra runs at 64\n"
+            "  --point KIND:N one throughput point alone (KIND durable, relaxed, nobarrier\n"
+            "                 or direct), with context switches per saga\n"
             "  --keep         keep the temp directory (databases, logs)\n"
             "  --tmp DIR      where to make the temp directory (default /tmp)\n");
 }
@@ -1634,12 +1676,45 @@ static void on_exit_kill(void)
     kill_all();
 }
 
+/*
+ * --point KIND:N: one throughput point alone (KIND durable, relaxed,
+ * nobarrier or direct; N in flight), with context switches per saga: for
+ * looking at one change without the whole run.
+ */
+static int run_point(const char *spec, double warm, double secs)
+{
+    char kind[32];
+    int conc = 0;
+    if (sscanf(spec, "%31[a-z]:%d", kind, &conc) != 2 || conc < 1) {
+        fprintf(stderr, "saga-bench: --point wants KIND:N, e.g. durable:64\n");
+        return 2;
+    }
+    int direct = strcmp(kind, "direct") == 0;
+    int durable = direct || strcmp(kind, "durable") == 0 || strcmp(kind, "nobarrier") == 0;
+    if (!direct && !durable && strcmp(kind, "relaxed") != 0) {
+        fprintf(stderr, "saga-bench: unknown kind '%s' (durable, relaxed, nobarrier, direct)\n",
+                kind);
+        return 2;
+    }
+    cluster c;
+    cluster_init(&c, kind, durable, strcmp(kind, "nobarrier") == 0);
+    cluster_start(&c);
+    run_result r = direct ? run_direct(&c, conc, warm, secs) : run_closed(&c, conc, warm, secs, 0);
+    printf("%s at %d in flight: %.0f sagas/s over %.1f s; p50 %.2f ms p99 %.2f ms\n", kind, conc,
+           r.rate, r.secs, r.p50, r.p99);
+    printf("  per saga: cpu %.3f ms sagad + %.3f ms services; context switches %.1f sagad + "
+           "%.1f services\n",
+           r.cpu_sagad, r.cpu_svcs, r.csw_sagad, r.csw_svcs);
+    cluster_stop(&c);
+    return r.bad == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     int quick = 0, recovery_only = 0, growth_run = 0, growth_only = 0;
     double secs = -1;
     long growth = -1, recovery_n = -1, memory_n = -1;
-    const char *perf = NULL, *tmpbase = "/tmp", *growth_from = NULL;
+    const char *perf = NULL, *tmpbase = "/tmp", *growth_from = NULL, *point = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--quick") == 0)
@@ -1662,6 +1737,8 @@ int main(int argc, char **argv)
             perf = argv[++i];
         else if (strcmp(a, "--recovery-only") == 0)
             recovery_only = 1;
+        else if (strcmp(a, "--point") == 0 && i + 1 < argc)
+            point = argv[++i];
         else if (strcmp(a, "--keep") == 0)
             g_keep = 1;
         else if (strcmp(a, "--tmp") == 0 && i + 1 < argc)
@@ -1713,6 +1790,8 @@ int main(int argc, char **argv)
     uint64_t rn = (uint64_t)recovery_n;
     double rec_base = 0, rec_after = 0, rec_first = 0, rec_total = 0, rec_kill_at = 0;
     uint64_t rec_in_flight = 0;
+    if (point != NULL)
+        return run_point(point, quick ? 0.2 : 1.0, secs);
     if (recovery_only)
         goto recovery;
     cluster cd, cr, cn;

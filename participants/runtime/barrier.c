@@ -30,8 +30,6 @@ static const char barrier_schema_sql[] =
     "  reply BLOB NOT NULL,"
     "  result TEXT NOT NULL,"
     "  created_at INTEGER NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS pt_idempotency_created"
-    "  ON pt_idempotency(created_at, idempotency_key);"
     "CREATE TABLE IF NOT EXISTS pt_barrier ("
     "  saga_id TEXT NOT NULL,"
     "  step TEXT NOT NULL,"
@@ -39,7 +37,9 @@ static const char barrier_schema_sql[] =
     "  kind TEXT NOT NULL CHECK (kind = 'record' OR (kind = 'fence' AND phase = 0)),"
     "  owner_key TEXT NOT NULL,"
     "  PRIMARY KEY (saga_id, step, phase)) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS pt_barrier_owner ON pt_barrier(owner_key);"
+    /* Indexes of earlier versions: every commit paid for them, only the purge used them. */
+    "DROP INDEX IF EXISTS pt_idempotency_created;"
+    "DROP INDEX IF EXISTS pt_barrier_owner;"
     "CREATE TABLE IF NOT EXISTS pt_counters ("
     "  name TEXT PRIMARY KEY NOT NULL,"
     "  value INTEGER NOT NULL) WITHOUT ROWID;"
@@ -55,8 +55,9 @@ enum {
     ST_UPSERT_BARRIER,
     ST_INSERT_FENCE,
     ST_COUNTER_ADD,
+    ST_PURGE_SCAN,
     ST_PURGE_BARRIER,
-    ST_PURGE_RECORDS,
+    ST_PURGE_RECORD,
     ST_COUNT
 };
 
@@ -78,13 +79,13 @@ static const char *const barrier_sql[ST_COUNT] = {
     [ST_INSERT_FENCE] = "INSERT INTO pt_barrier(saga_id, step, phase, kind, owner_key)"
                         " VALUES (?1, ?2, 0, 'fence', ?3)",
     [ST_COUNTER_ADD] = "UPDATE pt_counters SET value = value + ?2 WHERE name = ?1",
-    /* Both purge statements select the same rows: same parameters, same order. */
-    [ST_PURGE_BARRIER] = "DELETE FROM pt_barrier WHERE owner_key IN"
-                         " (SELECT idempotency_key FROM pt_idempotency WHERE created_at < ?1"
-                         "  ORDER BY created_at, idempotency_key LIMIT ?2)",
-    [ST_PURGE_RECORDS] = "DELETE FROM pt_idempotency WHERE idempotency_key IN"
-                         " (SELECT idempotency_key FROM pt_idempotency WHERE created_at < ?1"
-                         "  ORDER BY created_at, idempotency_key LIMIT ?2)",
+    /* The purge window: the oldest records by insertion (rowid) order. */
+    [ST_PURGE_SCAN] = "SELECT rowid, idempotency_key, saga_id, step, created_at"
+                      " FROM pt_idempotency ORDER BY rowid LIMIT ?1",
+    /* An owner's rows share its saga_id and step: its record and maybe a fence. */
+    [ST_PURGE_BARRIER] = "DELETE FROM pt_barrier WHERE saga_id = ?1 AND step = ?2"
+                         " AND owner_key = ?3",
+    [ST_PURGE_RECORD] = "DELETE FROM pt_idempotency WHERE rowid = ?1",
 };
 
 struct barrier_store {
@@ -448,39 +449,93 @@ int barrier_counts_add(barrier_store *s, const barrier_counts *c)
     return SQLITE_OK;
 }
 
-/* Runs one purge DELETE; returns an SQLite code. */
-static int barrier_purge_step(barrier_store *s, int which, int64_t cutoff_ms, int limit)
+/* One expired record of the purge window (the strings copied out of the scan). */
+typedef struct {
+    sqlite3_int64 rowid;
+    char *key, *saga_id, *step;
+} purge_row;
+
+static char *column_dup(sqlite3_stmt *st, int col)
 {
-    sqlite3_stmt *st = s->st[which];
-    sqlite3_bind_int64(st, 1, cutoff_ms);
-    sqlite3_bind_int(st, 2, limit);
+    const unsigned char *t = sqlite3_column_text(st, col);
+    return t ? strdup((const char *)t) : NULL;
+}
+
+/* Reads the window's expired records into rows; sets *n. Returns an SQLite code. */
+static int purge_window(barrier_store *s, int64_t cutoff_ms, int limit, purge_row *rows, int *n)
+{
+    sqlite3_stmt *st = s->st[ST_PURGE_SCAN];
+    int rc;
+    *n = 0;
+    sqlite3_bind_int(st, 1, limit);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (sqlite3_column_int64(st, 4) >= cutoff_ms)
+            continue; /* within retention: stays, even behind expired ones */
+        purge_row *r = &rows[*n];
+        r->rowid = sqlite3_column_int64(st, 0);
+        r->key = column_dup(st, 1);
+        r->saga_id = column_dup(st, 2);
+        r->step = column_dup(st, 3);
+        ++*n;
+        if (r->key == NULL || r->saga_id == NULL || r->step == NULL)
+            return barrier_done(st, SQLITE_NOMEM);
+    }
+    return barrier_done(st, rc == SQLITE_DONE ? SQLITE_OK : rc);
+}
+
+/* Deletes one record and the barrier rows it owns (invariant 1). */
+static int purge_one(barrier_store *s, const purge_row *r)
+{
+    sqlite3_stmt *st = s->st[ST_PURGE_BARRIER];
+    sqlite3_bind_text(st, 1, r->saga_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, r->step, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, r->key, -1, SQLITE_STATIC);
     int rc = barrier_done(st, sqlite3_step(st));
+    if (rc != SQLITE_DONE)
+        return rc;
+    st = s->st[ST_PURGE_RECORD];
+    sqlite3_bind_int64(st, 1, r->rowid);
+    rc = barrier_done(st, sqlite3_step(st));
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+/*
+ * Why a window in insertion order rather than an index on created_at: the
+ * index cost every commit a b-tree page, for a purge that runs once a
+ * minute. Records arrive in time order, so the window holds the oldest; a
+ * wall clock stepped back only delays the purge of what sits behind a
+ * newer record, never purges anything early (each row's own created_at
+ * decides).
+ */
 int barrier_purge(barrier_store *s, int64_t cutoff_ms, int limit, int *purged)
 {
     *purged = 0;
+    if (limit <= 0)
+        return SQLITE_OK;
+    purge_row *rows = calloc((size_t)limit, sizeof *rows);
+    int n = 0;
+    if (rows == NULL)
+        return SQLITE_NOMEM;
     int rc = barrier_begin(s);
     if (rc != SQLITE_OK)
-        return rc;
-    /* Barrier rows first: their owners must still be selectable (invariant 1). */
-    rc = barrier_purge_step(s, ST_PURGE_BARRIER, cutoff_ms, limit);
-    if (rc != SQLITE_OK)
-        goto fail;
-    rc = barrier_purge_step(s, ST_PURGE_RECORDS, cutoff_ms, limit);
-    if (rc != SQLITE_OK)
-        goto fail;
-    int n = sqlite3_changes(s->db);
-    rc = barrier_counter_add(s, "purged", (uint64_t)n);
-    if (rc != SQLITE_OK)
-        goto fail;
-    rc = barrier_commit(s);
-    if (rc != SQLITE_OK)
-        goto fail;
-    *purged = n;
-    return SQLITE_OK;
-fail:
-    barrier_rollback(s);
+        goto out;
+    rc = purge_window(s, cutoff_ms, limit, rows, &n);
+    for (int i = 0; rc == SQLITE_OK && i < n; i++)
+        rc = purge_one(s, &rows[i]);
+    if (rc == SQLITE_OK)
+        rc = barrier_counter_add(s, "purged", (uint64_t)n);
+    if (rc == SQLITE_OK)
+        rc = barrier_commit(s);
+    if (rc == SQLITE_OK)
+        *purged = n;
+    else
+        barrier_rollback(s);
+out:
+    for (int i = 0; i < n; i++) {
+        free(rows[i].key);
+        free(rows[i].saga_id);
+        free(rows[i].step);
+    }
+    free(rows);
     return rc;
 }

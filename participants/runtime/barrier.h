@@ -18,7 +18,9 @@
  *     reply BLOB                    the packed StepReply, replayed = false
  *     result TEXT                   the reply's result map as JSON (kv.h);
  *                                   a compensation's action_result
- *     created_at INTEGER            wall-clock ms; indexed for the purge
+ *     created_at INTEGER            wall-clock ms; the purge deletes by it,
+ *                                   looking at the oldest rows by rowid
+ *                                   (insertion order), so no index is kept
  *
  *   pt_barrier       at most one row per (saga_id, step, phase)
  *     kind 'record'                 the phase has a stored record, owned by
@@ -138,9 +140,10 @@ int barrier_store_record(barrier_store *s, const barrier_request *r, int outcome
 /* Adds the deltas to pt_counters. */
 int barrier_counts_add(barrier_store *s, const barrier_counts *c);
 /*
- * In its own IMMEDIATE transaction: deletes up to limit records created
- * before cutoff_ms (oldest first) with the barrier rows they own, and adds
- * the count to pt_counters. Sets *purged. Returns an SQLite code.
+ * In its own IMMEDIATE transaction: of the limit oldest records by
+ * insertion order, deletes those created before cutoff_ms with the barrier
+ * rows they own, and adds the count to pt_counters. Sets *purged (limit:
+ * more may be due). Returns an SQLite code.
  */
 int barrier_purge(barrier_store *s, int64_t cutoff_ms, int limit, int *purged);
 
