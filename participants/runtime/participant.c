@@ -1,14 +1,14 @@
 /*
  * participant — the runtime's lifecycle, operation registry, counters, and
- * the serving machinery: an nng rep0 socket with `contexts` contexts and one
- * worker thread that runs batches (batch.c) and the purge.
+ * the serving machinery: an nng rep0 socket with `contexts` contexts whose
+ * requests are run in batches (batch.c), and one worker thread for the purge.
  *
  * Each context is a small state machine driven by its aio callback, as in
- * nng's demo/async/server.c, with a hop through the worker in the middle:
+ * nng's demo/async/server.c, with a queue in the middle:
  *
- *   RECV --recv ok--> QUEUED --worker: reply----------------------> SEND
- *                       |-------worker: delay fault--> DELAY --sleep done--> SEND
- *                       `-------worker: drop fault, or no reply---------> RECV
+ *   RECV --recv ok--> QUEUED --served: reply----------------------> SEND
+ *                       |-------served: delay fault--> DELAY --sleep done--> SEND
+ *                       `-------served: drop fault, or no reply---------> RECV
  *   SEND --send done (ok or failed)--> RECV
  *   RECV, SEND, DELAY --socket closed, aio stopped, or stopping--> IDLE
  *
@@ -17,26 +17,36 @@
  *   QUEUED  pt_conn_cb (recv ok)      c->msg holds the request; c is on the queue
  *   SEND    pt_conn_reply_prepare,    the reply is in the aio; replies_pending counts it
  *           pt_conn_cb                (between prepare and pt_conn_reply_start the
- *                                     worker still holds c, the reply in c->msg)
+ *                                     serving thread still holds c, the reply in c->msg)
  *   DELAY   pt_conn_reply_prepare     nng_sleep_aio pending; c->msg holds the reply;
  *                                     replies_pending counts it
  *   IDLE    pt_conn_cb                nothing pending; c->msg NULL
  *
- * Only the callback and the worker touch a context, never both at once: a
- * context is on the queue (worker's) exactly while no aio operation is
- * pending on it (callback's). The worker never blocks on the network: a
- * delayed reply sleeps on the context's own aio.
+ * Only the callback and the serving thread touch a context, never both at
+ * once: a context is on the queue exactly while no aio operation is pending
+ * on it. Nothing blocks on the network: a delayed reply sleeps on the
+ * context's own aio.
  *
- * The worker takes everything queued (at most PT_BATCH_MAX) as one batch,
- * runs it in one transaction, and hands replies to nng only after COMMIT
- * (batch.c). Between batches it purges expired records every
- * purge_every_ms, purge_batch rows per transaction; while a purge fills its
- * batch, purges and request batches alternate, so neither starves the other.
+ * Serving: at most one thread at a time uses the store (p->serving, under
+ * p->mtx). The callback that queues a request while nobody serves becomes
+ * the serving thread: it takes everything queued (at most PT_BATCH_MAX) as
+ * one batch, runs it in one transaction, hands the replies to nng only after
+ * COMMIT (batch.c), and goes on until the queue is empty. Requests that
+ * arrive meanwhile are queued for it. Why not a dedicated thread: waking
+ * it cost a context switch per batch, most of a request's cost at low load
+ * on a VM. Whoever stops serving does so with the queue empty, under the
+ * same mutex as the queueing, so no request is left without a server.
+ *
+ * The worker thread waits for its turn to serve every purge_every_ms and
+ * purges purge_batch expired records per transaction, then serves what
+ * queued meanwhile; while a purge fills its batch it goes on at once, so
+ * purges and request batches alternate and neither starves the other.
  *
  * Stopping (pt_stop): the flag stops new requests from being queued, the
- * worker drains and answers the queue, then exits; pt_stop waits (bounded)
- * for replies in flight, closes the listener (common/listener.h, whose ipc://
- * watchdog it joins), closes the socket and stops every aio.
+ * worker waits for the serving thread, answers the queue, then exits;
+ * pt_stop waits (bounded) for replies in flight, closes the listener
+ * (common/listener.h, whose ipc:// watchdog it joins), closes the socket
+ * and stops every aio.
  */
 #include <assert.h>
 #include <stdio.h>
@@ -77,7 +87,7 @@ struct pt_conn {
 /*
  * Why: SQLite's parse and plan of a handler's SQL cost more CPU than running
  * it, and handlers used to prepare and finalize every statement per request.
- * Only the worker thread (or pt_process_batch's caller) touches the cache.
+ * Only the serving thread (or pt_process_batch's caller) touches the cache.
  *
  * Entries hang in hash chains keyed by the SQL text. An entry is "lent"
  * from pt_prepare until pt_stmt_cache_release (after each handler call),
@@ -423,8 +433,8 @@ int pt_purge_once(participant *p, int64_t now_wall_ms)
 
 /*
  * p->stopping is written under p->mtx with an atomic store, so that this
- * per-request path reads it without taking the mutex the worker and the
- * other callbacks contend for. A receive armed just as stopping is set is
+ * per-request path reads it without taking the mutex the serving thread
+ * and the other callbacks contend for. A receive armed just as stopping is set is
  * harmless: pt_conn_cb re-checks under the mutex before queueing, and
  * closing the socket ends the receive.
  */
@@ -466,6 +476,9 @@ static void pt_conn_reply_done(participant *p)
     nng_mtx_unlock(p->mtx);
 }
 
+static void pt_serve_queue(participant *p);
+static void pt_serve_release(participant *p);
+
 static void pt_conn_cb(void *arg)
 {
     pt_conn *c = arg;
@@ -498,7 +511,12 @@ static void pt_conn_cb(void *arg)
         else
             p->queue_head = c;
         p->queue_tail = c;
-        nng_cv_wake(p->cv);
+        /* c is the queue's now: nothing below may touch it. */
+        if (!p->serving) {
+            p->serving = 1;
+            pt_serve_queue(p);
+            pt_serve_release(p);
+        }
         nng_mtx_unlock(p->mtx);
         return;
     case PT_CONN_DELAY:
@@ -532,7 +550,7 @@ static void pt_conn_cb(void *arg)
 }
 
 /*
- * Worker: puts one batch reply into the request's message and decides its
+ * Serving thread: puts one batch reply into the request's message and decides its
  * fate (the fault draws happen here, in batch order). Returns 1 when the
  * reply is to be handed to nng (c->msg holds it, c->state is SEND or DELAY,
  * nothing started yet), 0 when it was dropped (c is receiving again).
@@ -558,7 +576,7 @@ static int pt_conn_reply_prepare(participant *p, pt_conn *c, const pt_item *it)
     return 1;
 }
 
-/* Worker: starts the send (or the fault's delay) that pt_conn_reply_prepare set up. */
+/* Serving thread: starts the send (or the fault's delay) that pt_conn_reply_prepare set up. */
 static void pt_conn_reply_start(participant *p, pt_conn *c)
 {
     if (c->state == PT_CONN_DELAY) {
@@ -571,10 +589,10 @@ static void pt_conn_reply_start(participant *p, pt_conn *c)
     }
 }
 
-/* ---- Worker ------------------------------------------------------------ */
+/* ---- Serving ----------------------------------------------------------- */
 
-/* Worker: runs one batch of queued contexts and answers them. */
-static void pt_worker_serve(participant *p, size_t n)
+/* The serving thread: runs one batch of queued contexts and answers them. */
+static void pt_serve_batch(participant *p, size_t n)
 {
     pt_item *items = p->batch_items;
     for (size_t i = 0; i < n; i++) {
@@ -609,20 +627,13 @@ static void pt_worker_serve(participant *p, size_t n)
             pt_conn_reply_start(p, p->batch_conns[i]);
 }
 
-static void pt_worker_main(void *arg)
+/*
+ * With p->mtx held and p->serving set: runs batches until the queue is
+ * empty (p->mtx is released while a batch runs).
+ */
+static void pt_serve_queue(participant *p)
 {
-    participant *p = arg;
-    nng_time next_purge = nng_clock() + (nng_time)p->purge_every_ms;
-
-    nng_mtx_lock(p->mtx);
     for (;;) {
-        if (!p->stopping && nng_clock() >= next_purge) {
-            nng_mtx_unlock(p->mtx);
-            int purged = pt_purge_once(p, util_wall_ms());
-            /* A full purge batch means more is due: go on, one batch of requests apart. */
-            next_purge = nng_clock() + (purged == p->purge_batch ? 0 : (nng_time)p->purge_every_ms);
-            nng_mtx_lock(p->mtx);
-        }
         size_t n = 0;
         while (n < PT_BATCH_MAX && p->queue_head) {
             pt_conn *c = p->queue_head;
@@ -631,17 +642,58 @@ static void pt_worker_main(void *arg)
                 p->queue_tail = NULL;
             p->batch_conns[n++] = c;
         }
-        if (n > 0) {
-            nng_mtx_unlock(p->mtx);
-            pt_worker_serve(p, n);
-            nng_mtx_lock(p->mtx);
+        if (n == 0)
+            return;
+        nng_mtx_unlock(p->mtx);
+        pt_serve_batch(p, n);
+        nng_mtx_lock(p->mtx);
+    }
+}
+
+/* With p->mtx held: waits until no thread serves, then serves. */
+static void pt_serve_acquire(participant *p)
+{
+    p->serve_waiters++;
+    while (p->serving)
+        nng_cv_wait(p->cv);
+    p->serve_waiters--;
+    p->serving = 1;
+}
+
+/* With p->mtx held and the queue empty: stops serving. */
+static void pt_serve_release(participant *p)
+{
+    assert(p->queue_head == NULL);
+    p->serving = 0;
+    if (p->serve_waiters > 0)
+        nng_cv_wake(p->cv);
+}
+
+/* The worker thread: the purge, and the queue's last requests at stop. */
+static void pt_worker_main(void *arg)
+{
+    participant *p = arg;
+    nng_time next_purge = nng_clock() + (nng_time)p->purge_every_ms;
+
+    nng_mtx_lock(p->mtx);
+    while (!p->stopping) {
+        if (nng_clock() < next_purge) {
+            nng_cv_until(p->cv, next_purge);
             continue;
         }
-        if (p->stopping)
-            break;
-        if (nng_clock() < next_purge)
-            nng_cv_until(p->cv, next_purge);
+        pt_serve_acquire(p);
+        nng_mtx_unlock(p->mtx);
+        int purged = pt_purge_once(p, util_wall_ms());
+        /* A full purge batch means more is due: go on, the queue's requests first. */
+        next_purge = nng_clock() + (purged == p->purge_batch ? 0 : (nng_time)p->purge_every_ms);
+        nng_mtx_lock(p->mtx);
+        pt_serve_queue(p); /* what arrived during the purge */
+        pt_serve_release(p);
     }
+    /* Stopping: nothing is queued any more; answer what is. */
+    pt_serve_acquire(p);
+    pt_serve_queue(p);
+    pt_serve_release(p);
     nng_mtx_unlock(p->mtx);
 }
 

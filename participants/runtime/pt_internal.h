@@ -77,12 +77,12 @@ struct participant {
     int purge_batch;
     int64_t purge_every_ms;
     barrier_store *store;
-    pt_stmt_cache *stmts; /* pt_prepare's statements on the store's connection; worker only */
+    pt_stmt_cache *stmts; /* pt_prepare's statements on the store's connection; serving thread only */
     pt_op *ops;
     size_t n_ops;
     pt_faults faults;
 
-    /* mtx guards stats, the queue, stopping and replies_pending. */
+    /* mtx guards stats, the queue, serving, serve_waiters, stopping and replies_pending. */
     nng_mtx *mtx;
     nng_cv *cv;
     pt_stats stats;
@@ -97,8 +97,10 @@ struct participant {
     pt_conn *conns;        /* contexts entries */
     pt_conn *queue_head, *queue_tail;
     int replies_pending; /* replies handed to nng (sending or delayed) */
+    int serving;         /* a thread runs batches or the purge: it alone uses the store */
+    int serve_waiters;   /* threads waiting for serving to clear */
     nng_thread *worker;
-    pt_conn *batch_conns[PT_BATCH_MAX]; /* worker-only scratch */
+    pt_conn *batch_conns[PT_BATCH_MAX]; /* the serving thread's scratch */
     pt_item batch_items[PT_BATCH_MAX];
 };
 
