@@ -77,7 +77,8 @@ struct participant {
     int purge_batch;
     int64_t purge_every_ms;
     barrier_store *store;
-    pt_stmt_cache *stmts; /* pt_prepare's statements on the store's connection; serving thread only */
+    pt_stmt_cache
+        *stmts; /* pt_prepare's statements on the store's connection; serving thread only */
     pt_op *ops;
     size_t n_ops;
     pt_faults faults;

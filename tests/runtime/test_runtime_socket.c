@@ -3,8 +3,9 @@
  * request from several req0 clients give exactly one effect; the ipc socket
  * file is owner-only; oversized messages are dropped by nng and the
  * service keeps serving; malformed bytes get a REJECTED reply; the
- * drop_reply and delay faults behave (the delay never blocks the worker);
- * the purge runs on the worker; start and stop are well-behaved.
+ * drop_reply and delay faults behave (the delay never blocks serving);
+ * the purge runs on the worker and hands serving back without stranding a
+ * request; stop under load returns; start and stop are well-behaved.
  *
  * Client threads record what they saw; only the main thread asserts
  * (cmocka is not thread-safe).
@@ -353,6 +354,155 @@ static void test_purge_runs_on_worker(void **state)
     assert_int_equal(s.purged, 2);
 }
 
+/* Enough money for every debit of a test (before any request is in flight). */
+static void fund_alice(fixture *f)
+{
+    assert_int_equal(
+        sqlite3_exec(pt_db(f->p), "UPDATE accounts SET balance = 1000000000", NULL, NULL, NULL),
+        SQLITE_OK);
+}
+
+/*
+ * Serving hand-off: the callback that queues a request while nobody serves
+ * runs the batch; the worker takes its turn for the purge every 1 ms. No
+ * request may be left queued with nobody serving: each would time out.
+ */
+static void test_serving_handoff_with_purge(void **state)
+{
+    fixture *f = *state;
+    char err[256] = "";
+    pt_options o = {.name = "bank",
+                    .listen_url = f->dir.ipc,
+                    .contexts = CLIENTS,
+                    .purge_every_ms = 1,
+                    .purge_batch = 1};
+    f->p = bank_open(&o, f->dir.db, &f->st);
+    assert_non_null(f->p);
+    fund_alice(f);
+    /* Expired records, purged one per transaction: the worker holds the
+     * store most of the time while the requests come in. */
+    assert_int_equal(sqlite3_exec(pt_db(f->p),
+                                  "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
+                                  " WHERE i < 20000) INSERT INTO pt_idempotency"
+                                  " SELECT 'old' || i, 'old' || i, 'pay', 0, 'debit', x'00', 0,"
+                                  " x'00', '{}', 0 FROM n",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    if (pt_start(f->p, err, sizeof err) != 0)
+        fail_msg("pt_start: %s", err);
+    int n = 0;
+    for (int round = 0; round < ROUNDS * 4; round++) {
+        client cs[CLIENTS];
+        uint8_t *msgs[CLIENTS];
+        char keys[CLIENTS][32], sagas[CLIENTS][32];
+        memset(cs, 0, sizeof cs);
+        for (int i = 0; i < CLIENTS; i++) {
+            snprintf(keys[i], sizeof keys[i], "h%d-%d/pay/action", round, i);
+            snprintf(sagas[i], sizeof sagas[i], "h%d-%d", round, i);
+            bank_req q = {keys[i], sagas[i], "pay", PHASE_ACTION, "debit", "alice", "1"};
+            msgs[i] = bank_pack(&q, &cs[i].len);
+            cs[i].url = f->dir.ipc;
+            cs[i].msg = msgs[i];
+            cs[i].timeout_ms = 5000;
+        }
+        clients_run(cs, CLIENTS);
+        for (int i = 0; i < CLIENTS; i++) {
+            if (cs[i].rv != 0)
+                fail_msg("round %d client %d: %s", round, i, nng_strerror(cs[i].rv));
+            assert_int_equal(cs[i].reply.outcome, OUTCOME_OK);
+            assert_false(cs[i].reply.replayed);
+            bank_reply_free(&cs[i].reply);
+            free(msgs[i]);
+            n++;
+        }
+    }
+    pt_stop(f->p);
+    assert_int_equal(f->st.debit_calls, n);
+    assert_int_equal(bank_query(pt_db(f->p), "SELECT count(*) FROM pt_idempotency"
+                                             " WHERE idempotency_key LIKE 'h%'"),
+                     n);
+    pt_stats s;
+    pt_get_stats(f->p, &s);
+    assert_true(s.purged > 0); /* the purges did run meanwhile */
+}
+
+/* A client that sends distinct requests one after another until one fails. */
+typedef struct {
+    const char *url;
+    int id;
+    int ok;     /* OK replies received */
+    int failed; /* a reply other than OK, or undecodable */
+} streamer;
+
+static void streamer_run(void *arg)
+{
+    streamer *st = arg;
+    nng_socket s;
+    if (nng_req0_open(&s) != 0)
+        return;
+    nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 2000);
+    nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, 2000); /* no pipe once the service stopped */
+    if (nng_dial(s, st->url, NULL, 0) != 0) {
+        nng_close(s);
+        return;
+    }
+    for (int i = 0;; i++) {
+        char key[48], saga[32];
+        snprintf(saga, sizeof saga, "t%d-%d", st->id, i);
+        snprintf(key, sizeof key, "%s/pay/action", saga);
+        bank_req q = {key, saga, "pay", PHASE_ACTION, "debit", "alice", "1"};
+        size_t len;
+        uint8_t *msg = bank_pack(&q, &len);
+        void *buf = NULL;
+        size_t n = 0;
+        int rv = nng_send(s, msg, len, 0);
+        free(msg);
+        if (rv == 0)
+            rv = nng_recv(s, &buf, &n, NNG_FLAG_ALLOC);
+        if (rv != 0)
+            break; /* stopped: timed out or closed */
+        bank_reply r;
+        if (bank_decode(buf, n, &r) != 0) {
+            st->failed++;
+        } else {
+            st->ok += r.outcome == OUTCOME_OK;
+            st->failed += r.outcome != OUTCOME_OK;
+            bank_reply_free(&r);
+        }
+        nng_free(buf, n);
+    }
+    nng_close(s);
+}
+
+/* pt_stop while requests stream in returns; what was answered OK happened once. */
+static void test_stop_under_load(void **state)
+{
+    fixture *f = *state;
+    start_bank(f, (pt_options){.contexts = CLIENTS});
+    fund_alice(f);
+    streamer sts[CLIENTS];
+    nng_thread *th[CLIENTS];
+    for (int i = 0; i < CLIENTS; i++) {
+        sts[i] = (streamer){.url = f->dir.ipc, .id = i};
+        assert_int_equal(nng_thread_create(&th[i], streamer_run, &sts[i]), 0);
+    }
+    util_sleep_ms(200);
+    pt_stop(f->p);
+    int ok = 0;
+    for (int i = 0; i < CLIENTS; i++) {
+        nng_thread_destroy(th[i]);
+        assert_int_equal(sts[i].failed, 0);
+        ok += sts[i].ok;
+    }
+    assert_true(ok > 0);
+    /* Answered OK implies committed; a commit whose reply was cut off is the
+     * requester's to retry. Records and effects always match. */
+    assert_true(f->st.debit_calls >= ok);
+    assert_int_equal(bank_query(pt_db(f->p), "SELECT count(*) FROM pt_idempotency"),
+                     f->st.debit_calls);
+    assert_int_equal(bank_query(pt_db(f->p), "SELECT count(*) FROM ledger"), f->st.debit_calls);
+}
+
 static void test_start_stop(void **state)
 {
     fixture *f = *state;
@@ -382,6 +532,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_drop_reply_fault, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delay_fault_does_not_block_worker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_purge_runs_on_worker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_serving_handoff_with_purge, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_under_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_stop, setup, teardown),
     };
     return cmocka_run_group_tests_name("runtime_socket", tests, NULL, NULL);
