@@ -13,6 +13,39 @@ static int log_json;
 
 static const char *const level_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
 
+#define LOG_LINE_MAX 4096 /* = PIPE_BUF: one write of at most this never interleaves */
+
+/* The calling thread's held lines (log_hold). */
+static _Thread_local struct {
+    int on;
+    size_t len;
+    char buf[LOG_LINE_MAX];
+} held;
+
+static void write_all_or_drop(const char *buf, size_t len)
+{
+    ssize_t ignored = write(STDERR_FILENO, buf, len);
+    (void)ignored; /* a log line that cannot be written is dropped */
+}
+
+static void held_flush(void)
+{
+    if (held.len > 0)
+        write_all_or_drop(held.buf, held.len);
+    held.len = 0;
+}
+
+void log_hold(void)
+{
+    held.on = 1;
+}
+
+void log_release(void)
+{
+    held_flush();
+    held.on = 0;
+}
+
 void log_init(const char *program)
 {
     log_program = program;
@@ -72,7 +105,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
     size_t n = strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(stamp + n, sizeof stamp - n, ".%03ldZ", ts.tv_nsec / 1000000);
 
-    char line[4096];
+    char line[LOG_LINE_MAX];
     size_t len;
     if (log_json) {
         len = (size_t)snprintf(line, sizeof line, "{\"ts\":\"%s\",\"level\":\"%s\",\"program\":\"",
@@ -89,6 +122,13 @@ void log_msg(enum log_level level, const char *fmt, ...)
         len = sizeof line - 1;
         line[len - 1] = '\n';
     }
-    ssize_t ignored = write(STDERR_FILENO, line, len);
-    (void)ignored;
+    if (!held.on || level >= LOG_WARN) {
+        held_flush(); /* keeps this thread's lines in order */
+        write_all_or_drop(line, len);
+        return;
+    }
+    if (held.len + len > sizeof held.buf)
+        held_flush();
+    memcpy(held.buf + held.len, line, len);
+    held.len += len;
 }

@@ -20,6 +20,17 @@ int log_level_parse(const char *name);
 
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/*
+ * Between log_hold() and log_release(), the calling thread's DEBUG and INFO
+ * lines are gathered and written together, at most 4096 bytes (PIPE_BUF) per
+ * write(2), so that they still never interleave with other threads' lines.
+ * A WARN or ERROR line writes what is held, then itself, at once. For a
+ * loop that logs a line per item (sagad's settled sagas): one system call
+ * instead of one per line. Hold only around code that cannot die half-way.
+ */
+void log_hold(void);
+void log_release(void);
+
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
 #define log_info(...)  log_msg(LOG_INFO, __VA_ARGS__)
 #define log_warn(...)  log_msg(LOG_WARN, __VA_ARGS__)

@@ -777,6 +777,7 @@ static void finish_round(engine *e)
             break;
     }
 
+    log_hold(); /* a line per settled saga: written together below */
     for (size_t i = 0; i < e->answers.len; i++) {
         pending_answer *a = &e->answers.items[i];
         a->done(a->arg, a->status, a->error, a->saga_id[0] ? a->saga_id : NULL, a->existing);
@@ -801,6 +802,7 @@ static void finish_round(engine *e)
         saga_free(s);
     }
     e->settled.len = 0;
+    log_release();
     e->in_flight = e->by_id.len;
     om_set_in_flight(e->metrics, e->by_id.len);
 }
