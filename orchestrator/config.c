@@ -40,6 +40,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "cpu_sched.h"
 #include "httpd.h"
 #include "log.h"
 #include "saga.h"
@@ -84,6 +85,7 @@ static const char *const orchestrator_settings[] = {
     "alert_command",
     "alert_max_running", /* see load_observability */
     "idempotency_retention_s",
+    "cpu_scheduling",
     NULL,
 };
 static const char *const defaults_settings[] = {"timeout_ms", "retry", "compensation_retry", NULL};
@@ -887,6 +889,13 @@ static int load_orchestrator(loader *ld, const config_setting_t *root, const cha
     else if (v != NULL && strcmp(v, "full") != 0)
         return fail(ld, config_setting_get_member(root, "durability"), NULL,
                     "\"durability\" must be \"full\" or \"off\", not \"%s\"", v);
+
+    cfg->cpu_scheduling = CPU_SCHED_BATCH;
+    if (get_string(ld, root, "cpu_scheduling", 0, &v) != 0)
+        return -1;
+    if (v != NULL && (cfg->cpu_scheduling = cpu_scheduling_parse(v)) < 0)
+        return fail(ld, config_setting_get_member(root, "cpu_scheduling"), NULL,
+                    "\"cpu_scheduling\" must be \"batch\" or \"normal\", not \"%s\"", v);
 
     int64_t in_flight = DEFAULT_MAX_IN_FLIGHT;
     if (get_int(ld, root, "max_in_flight", 1, CFG_IN_FLIGHT_MAX, &in_flight) != 0)

@@ -14,6 +14,7 @@
 
 #include "admin.h"
 #include "config.h"
+#include "cpu_sched.h"
 #include "crashpoint.h"
 #include "engine.h"
 #include "log.h"
@@ -92,6 +93,12 @@ int main(int argc, char **argv)
         log_error("%s", err);
         return 1;
     }
+    /* First, before nng or the engine start a thread: they inherit it. */
+    if (!check_only && cpu_scheduling_apply(cfg.cpu_scheduling, err, sizeof err) != 0) {
+        log_error("%s", err);
+        config_free(&cfg);
+        return 1;
+    }
     if (check_only) {
         printf("%s: ok (%zu saga types, %zu participants)\n", config_path, cfg.n_sagas,
                cfg.n_participants);
@@ -127,8 +134,9 @@ int main(int argc, char **argv)
         log_error("%s", err);
         goto out;
     }
-    log_info("serving %zu saga types on %s (database %s, durability %s)", cfg.n_sagas,
-             cfg.admin_url, cfg.database, cfg.durability_full ? "full" : "off");
+    log_info("serving %zu saga types on %s (database %s, durability %s, cpu scheduling %s)",
+             cfg.n_sagas, cfg.admin_url, cfg.database, cfg.durability_full ? "full" : "off",
+             cpu_scheduling_name(cfg.cpu_scheduling));
     while (!stop_requested)
         util_sleep_ms(50);
     log_info("stopping");

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cpu_sched.h"
 #include "crashpoint.h"
 #include "httpd.h"
 #include "log.h"
@@ -44,6 +45,7 @@ typedef struct {
     int contexts;
     int64_t retention_ms;
     int synchronous_off;
+    int cpu_scheduling;   /* enum cpu_scheduling: batch unless --cpu-scheduling normal */
     const char *tls_cert; /* TLS for a tls+tcp:// --listen (docs/SECURITY.md) */
     const char *tls_key;
     const char *tls_ca;
@@ -85,6 +87,9 @@ static void svc_usage(const svc_def *def, const char *program, FILE *out)
             "                     bound on how late a retry may arrive\n"
             "  --unsafe-no-fsync  PRAGMA synchronous=OFF: loses commits on power loss;\n"
             "                     benchmarks only\n"
+            "  --cpu-scheduling P batch (default: Linux SCHED_BATCH, fewer preemptions\n"
+            "                     between the service's own threads) or normal (leave the\n"
+            "                     policy the service was started with)\n"
             "  --log-level LEVEL  debug, info (default), warn or error\n"
             "  --log-format FMT   text (default) or json\n"
             "  --metrics-url URL  serve Prometheus metrics at URL/metrics, e.g.\n"
@@ -126,6 +131,7 @@ static int svc_parse_args(const svc_def *def, const char *program, int argc, cha
         OPT_CONTEXTS,
         OPT_RETENTION,
         OPT_NOFSYNC,
+        OPT_CPU_SCHED,
         OPT_TLS_CERT,
         OPT_TLS_KEY,
         OPT_TLS_CA,
@@ -143,6 +149,7 @@ static int svc_parse_args(const svc_def *def, const char *program, int argc, cha
         {"contexts", required_argument, NULL, OPT_CONTEXTS},
         {"retention-s", required_argument, NULL, OPT_RETENTION},
         {"unsafe-no-fsync", no_argument, NULL, OPT_NOFSYNC},
+        {"cpu-scheduling", required_argument, NULL, OPT_CPU_SCHED},
         {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
         {"tls-key", required_argument, NULL, OPT_TLS_KEY},
         {"tls-ca", required_argument, NULL, OPT_TLS_CA},
@@ -156,6 +163,7 @@ static int svc_parse_args(const svc_def *def, const char *program, int argc, cha
 
     *exit_now = 0;
     a->log_level = LOG_INFO;
+    a->cpu_scheduling = CPU_SCHED_BATCH;
     opterr = 0; /* we print our own messages */
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -203,6 +211,14 @@ static int svc_parse_args(const svc_def *def, const char *program, int argc, cha
             break;
         case OPT_NOFSYNC:
             a->synchronous_off = 1;
+            break;
+        case OPT_CPU_SCHED:
+            a->cpu_scheduling = cpu_scheduling_parse(optarg);
+            if (a->cpu_scheduling < 0) {
+                fprintf(stderr, "%s: --cpu-scheduling must be batch or normal, not '%s'\n", program,
+                        optarg);
+                goto usage_error;
+            }
             break;
         case OPT_TLS_CERT:
             a->tls_cert = optarg;
@@ -521,6 +537,12 @@ int svc_main(const svc_def *def, int argc, char **argv)
     log_set_level((enum log_level)args.log_level);
     log_set_json(args.log_json);
     crashpoint_init();
+    /* First, before nng or SQLite start a thread: they inherit it. */
+    if (cpu_scheduling_apply(args.cpu_scheduling, err, sizeof err) != 0) {
+        log_error("%s", err);
+        status = 1;
+        goto out;
+    }
 
     if (args.seed_path) {
         config_init(&seed);

@@ -25,6 +25,7 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "cpu_sched.h"
 #include "saga.h"
 
 /* ---- Fixture: a temporary directory with an orchestrator and saga files ---- */
@@ -207,6 +208,7 @@ static void test_shipped_config(void **state)
     assert_string_equal(cfg->database, want);
     assert_string_equal(cfg->sagas_dir, sagas);
     assert_int_equal(cfg->durability_full, 1);
+    assert_int_equal(cfg->cpu_scheduling, CPU_SCHED_BATCH);
     assert_int_equal(cfg->max_in_flight, 10000);
     assert_int_equal(cfg->default_timeout_ms, 2000);
     assert_int_equal(cfg->default_retry.max_attempts, 5);
@@ -314,6 +316,7 @@ static void test_overrides_field_by_field(void **state)
     put_orch(f, "database = \"/var/tmp/x.db\";\n"
                 "sagas_dir = \"./sagas\";\n"
                 "durability = \"off\";\n"
+                "cpu_scheduling = \"normal\";\n"
                 "max_in_flight = 7;\n"
                 "participants = { alpha = \"ipc:///tmp/a.ipc\"; beta = \"tcp://h:2\"; };\n"
                 "defaults = { timeout_ms = 300; retry = { max_attempts = 3; multiplier = 1.5; };\n"
@@ -327,6 +330,7 @@ static void test_overrides_field_by_field(void **state)
     assert_string_equal(c->database, "/var/tmp/x.db");
     assert_string_equal(c->sagas_dir, f->sagas);
     assert_int_equal(c->durability_full, 0);
+    assert_int_equal(c->cpu_scheduling, CPU_SCHED_NORMAL);
     assert_int_equal(c->max_in_flight, 7);
     assert_int_equal(c->default_timeout_ms, 300);
     assert_int_equal(c->default_retry.max_attempts, 3);
@@ -640,6 +644,16 @@ static void test_err_backoff_order(void **state)
                  "(steps[0].retry.initial_backoff_ms)", NULL);
 }
 
+static void test_err_cpu_scheduling(void **state)
+{
+    fixture *f = *state;
+    const char *text = "participants = { alpha = \"ipc://a.ipc\"; };\ncpu_scheduling = \"fifo\";\n";
+    put_orch(f, text);
+    put(f->dir, "t.cfg", saga_text);
+    expect_error(f, f->orch, line_of(text, "cpu_scheduling"), "\"batch\" or \"normal\"",
+                 "(cpu_scheduling)", NULL);
+}
+
 static void test_err_durability(void **state)
 {
     fixture *f = *state;
@@ -913,6 +927,7 @@ int main(void)
         T(test_err_range_wrapped_integer),
         T(test_err_backoff_order),
         T(test_err_durability),
+        T(test_err_cpu_scheduling),
         T(test_err_input_not_available),
         T(test_err_input_from_later_step),
         T(test_err_input_from_same_step),

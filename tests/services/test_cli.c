@@ -11,6 +11,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,6 +105,7 @@ static void test_bad_options_exit_2(void **state)
         {{"--contexts", "0", NULL}, "--contexts"},
         {{"--contexts", "many", NULL}, "--contexts"},
         {{"--retention-s", "-1", NULL}, "--retention-s"},
+        {{"--cpu-scheduling", "fast", NULL}, "--cpu-scheduling must be batch or normal"},
         {{"stray", NULL}, "unexpected argument 'stray'"},
         {{"--db", NULL}, "needs a value"},
         {{"--listen", "", NULL}, "must not be empty"},
@@ -150,6 +152,73 @@ static void test_default_listen_address(void **state)
     free(db);
     free(xdg);
     free(url);
+}
+
+/* The scheduling policy of every thread of pid: 3 (SCHED_BATCH), 0 (OTHER),
+ * or -1 when the threads disagree or cannot be read. */
+static int threads_policy(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    int policy = -2, n = 0;
+    if (d == NULL)
+        return -1;
+    for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        if (de->d_name[0] == '.')
+            continue;
+        char stat_path[400], buf[2048];
+        snprintf(stat_path, sizeof stat_path, "%s/%s/stat", path, de->d_name);
+        FILE *f = fopen(stat_path, "r");
+        if (f == NULL)
+            continue;
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = 0;
+        /* Field 41 (policy), counted from field 3, just after the ")" of the name. */
+        char *p = strrchr(buf, ')');
+        int field = 2, value = -1;
+        for (char *tok = p ? strtok(p + 1, " ") : NULL; tok; tok = strtok(NULL, " "))
+            if (++field == 41) {
+                value = atoi(tok);
+                break;
+            }
+        if (policy == -2)
+            policy = value;
+        else if (policy != value)
+            policy = -1;
+        n++;
+    }
+    closedir(d);
+    return n > 1 ? policy : -1; /* a serving service has nng's threads too */
+}
+
+/* By default every thread of a service is SCHED_BATCH; normal leaves SCHED_OTHER. */
+static void test_cpu_scheduling_of_threads(void **state)
+{
+    cli_env *e = *state;
+    static const struct {
+        const char *value;
+        int policy;
+    } cases[] = {{NULL, 3}, {"batch", 3}, {"normal", 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *db = th_path(e->dir, "sched.db");
+        char *url = th_ipc_url(e->dir, "sched");
+        const char *args[] = {"--db", db, "--listen", url, NULL, NULL, NULL};
+        if (cases[i].value) {
+            args[4] = "--cpu-scheduling";
+            args[5] = cases[i].value;
+        }
+        pid_t pid;
+        int status;
+        assert_int_equal(th_spawn("shipping-svc", args, NULL, NULL, &pid), 0);
+        assert_int_equal(th_wait_dial(url, pid, FX_TIMEOUT_MS), 0);
+        assert_int_equal(threads_policy(pid), cases[i].policy);
+        assert_int_equal(th_stop(pid, FX_TIMEOUT_MS, &status), 0);
+        assert_true(th_exited_with(status, 0));
+        free(db);
+        free(url);
+    }
 }
 
 /* Writes a seed file and runs payment-svc on it; returns the exit code. */
@@ -310,6 +379,7 @@ int main(void)
         T(test_help),
         T(test_bad_options_exit_2),
         T(test_default_listen_address),
+        T(test_cpu_scheduling_of_threads),
         T(test_bad_seed_files_exit_2),
         T(test_seed_only_into_empty_db),
         T(test_unbalanced_books_refused),
