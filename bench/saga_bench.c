@@ -1995,6 +1995,7 @@ table:;
     out("  durable = sagad durability \"full\" + services default (synchronous=FULL, WAL)\n"
         "  relaxed = sagad durability \"off\" + services --unsafe-no-fsync (synchronous=OFF)\n"
         "  no-barrier = durable, services built with PT_BENCH_NO_BARRIER (bench-*-svc)\n"
+        "  every program: cpu_scheduling batch (SCHED_BATCH), their default\n"
         "  latency = StartSaga sent -> sagad's COMPLETED log line read from its stderr pipe\n\n");
     if (growth_only)
         goto table_growth;
