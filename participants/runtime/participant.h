@@ -28,10 +28,12 @@
  *      purged in small batches in the background: the retention is the
  *      bound on how late a retry may arrive.
  *
- * Threads: handlers run on the runtime's single worker thread, one at a time,
- * so they need no locking of their own; requests that arrive together are
- * processed as one batch in one transaction (each in its own savepoint) and
- * answered after its commit.
+ * Threads: handlers run one at a time, never concurrently, so they need no
+ * locking of their own; they run on whichever runtime thread serves at that
+ * moment (an nng callback thread, or the purge worker), so they must not
+ * keep state in thread-locals. Requests that arrive together are processed
+ * as one batch in one transaction (each in its own savepoint) and answered
+ * after its commit.
  */
 #ifndef SAGA_PARTICIPANT_H
 #define SAGA_PARTICIPANT_H
@@ -168,12 +170,12 @@ sqlite3 *pt_db(participant *p);
  * Registers an action operation and its compensation (compensation may be
  * NULL when the action needs none). The same arg is passed to both. Returns
  * 0, or -1 for a duplicate or invalid name. Names are unique across actions
- * and compensations. Register before pt_start: the worker reads the registry
- * without a lock, so pt_register refuses (-1) once started.
+ * and compensations. Register before pt_start: the serving threads read the
+ * registry without a lock, so pt_register refuses (-1) once started.
  */
 int pt_register(participant *p, const char *action_op, pt_handler action,
                 const char *compensation_op, pt_handler compensation, void *arg);
-/* Listens and starts the worker and purge. Returns 0 or an nng error code. */
+/* Listens and starts serving and the purge worker. Returns 0 or an nng error code. */
 int pt_start(participant *p, char *err, size_t errlen);
 /* Stops serving; in-flight batches finish and reply first. Idempotent. */
 void pt_stop(participant *p);
@@ -185,7 +187,7 @@ void pt_destroy(participant *p);
  * exactly as the socket path does) and returns encoded StepReplies in
  * replies[i] / reply_lens[i] (malloc'd; caller frees). A malformed message
  * gets an error reply. For tests and fuzzing; not thread-safe against a
- * running worker. Returns 0, or -1 when out of memory.
+ * started participant. Returns 0, or -1 when out of memory.
  */
 int pt_process_batch(participant *p, size_t n, const uint8_t *const *msgs, const size_t *lens,
                      uint8_t **replies, size_t *reply_lens);
