@@ -12,11 +12,21 @@
 #include "util.h"
 #include "wire.h"
 
-#define PEER_MAX_PIPES  16   /* connections tracked per participant (normally one) */
-#define REDIAL_AFTER_MS 2000 /* without a connection this long: replace the dialer */
+#define PEER_MAX_PIPES      16   /* connections tracked per participant (normally one) */
+#define REDIAL_AFTER_MS     2000 /* without a connection this long: replace the dialer */
+#define PIPE_AUDIT_EVERY_MS 1000 /* how often the pipe sets are checked against nng */
 
 /* One participant. The pipe fields are written by nng's pipe callbacks and
- * read by the engine thread, under mtx. */
+ * read by the engine thread, under mtx.
+ *
+ * nng runs a pipe's ADD_POST callback outside its socket lock, after the
+ * pipe has started: a peer that hangs up at once can have the pipe's
+ * REM_POST run first, on the reaper thread. Counted naively, that pipe
+ * would stay "connected" forever and the redial below would never happen
+ * (seen in the chaos run, with participants killed right after a restart).
+ * So a REM_POST for a pipe not yet added is remembered (gone[]) and its
+ * late ADD_POST ignored; and transport_maintain drops any pipe nng no longer
+ * knows, whatever the order of events. */
 typedef struct {
     nng_socket sock;
     const char *name;
@@ -28,9 +38,11 @@ typedef struct {
     nng_mtx *mtx;
     uint32_t pipes[PEER_MAX_PIPES]; /* ids of connected pipes; 0: free slot */
     int n_pipes;
-    int64_t disconnected_since;  /* monotonic ms; 0 while connected */
-    unsigned redials;            /* in the current outage; 0 while connected */
-    int64_t untrusted_logged_ms; /* last report of a socket of another user; 0: never */
+    uint32_t gone[PEER_MAX_PIPES]; /* removed before their ADD_POST ran; 0: free slot */
+    unsigned gone_next;            /* the slot gone[] overwrites next */
+    int64_t disconnected_since;    /* monotonic ms; 0 while connected */
+    unsigned redials;              /* in the current outage; 0 while connected */
+    int64_t untrusted_logged_ms;   /* last report of a socket of another user; 0: never */
 } peer;
 
 struct transport {
@@ -38,7 +50,8 @@ struct transport {
     size_t n_peers;
     transport_done_fn done;
     void *done_arg;
-    sec_tls_files tls; /* borrowed from the orch_config */
+    sec_tls_files tls;        /* borrowed from the orch_config */
+    int64_t pipes_audited_ms; /* last peer_drop_dead_pipes pass (engine thread) */
     /* Every call ever made, so destroy can free them. Engine thread only. */
     transport_call **all;
     size_t n_all, cap_all;
@@ -68,6 +81,44 @@ static void peer_pipe_check(nng_pipe pipe, nng_pipe_ev ev, void *arg)
                   p->name, p->url, (unsigned long long)uid);
 }
 
+/* With p->mtx held: removes pipe id from the connected set. Returns 1 when it was there. */
+static int peer_forget_pipe(peer *p, uint32_t id)
+{
+    for (int i = 0; i < PEER_MAX_PIPES; i++) {
+        if (p->pipes[i] == id) {
+            p->pipes[i] = 0;
+            p->n_pipes--;
+            if (p->n_pipes == 0 && p->disconnected_since == 0)
+                p->disconnected_since = util_mono_ms();
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Drops the pipes nng no longer knows (closed and reaped) from p's set. */
+static void peer_drop_dead_pipes(peer *p)
+{
+    uint32_t ids[PEER_MAX_PIPES];
+    nng_mtx_lock(p->mtx);
+    memcpy(ids, p->pipes, sizeof ids);
+    nng_mtx_unlock(p->mtx);
+    for (int i = 0; i < PEER_MAX_PIPES; i++) {
+        if (ids[i] == 0)
+            continue;
+        nng_pipe pipe = {.id = ids[i]};
+        nng_sockaddr sa;
+        int rv = nng_pipe_get_addr(pipe, NNG_OPT_REMADDR, &sa);
+        if (rv != NNG_ENOENT && rv != NNG_ECLOSED)
+            continue;
+        nng_mtx_lock(p->mtx);
+        if (peer_forget_pipe(p, ids[i]))
+            log_debug("participant %s: pipe %u had closed without a removal event", p->name,
+                      ids[i]);
+        nng_mtx_unlock(p->mtx);
+    }
+}
+
 /* Keeps the set of connected pipes of a peer (nng thread). */
 static void peer_pipe_event(nng_pipe pipe, nng_pipe_ev ev, void *arg)
 {
@@ -75,25 +126,27 @@ static void peer_pipe_event(nng_pipe pipe, nng_pipe_ev ev, void *arg)
     uint32_t id = (uint32_t)nng_pipe_id(pipe);
     nng_mtx_lock(p->mtx);
     if (ev == NNG_PIPE_EV_ADD_POST) {
+        int removed_already = 0;
         for (int i = 0; i < PEER_MAX_PIPES; i++) {
-            if (p->pipes[i] == 0) {
-                p->pipes[i] = id;
-                p->n_pipes++;
-                break;
+            if (p->gone[i] == id) {
+                p->gone[i] = 0;
+                removed_already = 1;
             }
         }
-        p->disconnected_since = 0;
-        p->redials = 0;
+        if (!removed_already) {
+            for (int i = 0; i < PEER_MAX_PIPES; i++) {
+                if (p->pipes[i] == 0) {
+                    p->pipes[i] = id;
+                    p->n_pipes++;
+                    break;
+                }
+            }
+            p->disconnected_since = 0;
+            p->redials = 0;
+        }
     } else if (ev == NNG_PIPE_EV_REM_POST) {
-        for (int i = 0; i < PEER_MAX_PIPES; i++) {
-            if (p->pipes[i] == id) {
-                p->pipes[i] = 0;
-                p->n_pipes--;
-                break;
-            }
-        }
-        if (p->n_pipes == 0 && p->disconnected_since == 0)
-            p->disconnected_since = util_mono_ms();
+        if (!peer_forget_pipe(p, id))
+            p->gone[p->gone_next++ % PEER_MAX_PIPES] = id; /* its ADD_POST is still to come */
     }
     nng_mtx_unlock(p->mtx);
 }
@@ -270,8 +323,13 @@ void transport_maintain(transport *t)
 {
     int64_t now = util_mono_ms();
     char err[256];
+    int audit = now - t->pipes_audited_ms >= PIPE_AUDIT_EVERY_MS;
+    if (audit)
+        t->pipes_audited_ms = now;
     for (size_t i = 0; i < t->n_peers; i++) {
         peer *p = &t->peers[i];
+        if (audit)
+            peer_drop_dead_pipes(p);
         nng_mtx_lock(p->mtx);
         int stuck = p->n_pipes == 0 && p->disconnected_since != 0 &&
                     now - p->disconnected_since >= REDIAL_AFTER_MS;
