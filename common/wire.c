@@ -103,8 +103,7 @@ int wire_check_request(const StepRequest *req, char *err, size_t errlen)
 int wire_params_to_kv(const StepRequest *req, kvmap *m)
 {
     for (size_t i = 0; i < req->n_params; i++)
-        if (kv_set(m, req->params[i]->key, req->params[i]->value ? req->params[i]->value : "") !=
-            0)
+        if (kv_set(m, req->params[i]->key, req->params[i]->value ? req->params[i]->value : "") != 0)
             return -1;
     return 0;
 }
@@ -112,8 +111,7 @@ int wire_params_to_kv(const StepRequest *req, kvmap *m)
 int wire_result_to_kv(const StepReply *rep, kvmap *m)
 {
     for (size_t i = 0; i < rep->n_result; i++)
-        if (kv_set(m, rep->result[i]->key, rep->result[i]->value ? rep->result[i]->value : "") !=
-            0)
+        if (kv_set(m, rep->result[i]->key, rep->result[i]->value ? rep->result[i]->value : "") != 0)
             return -1;
     return 0;
 }
@@ -275,4 +273,43 @@ const char *wire_nul_string_field(const ProtobufCMessageDescriptor *d, const uin
                                   size_t len)
 {
     return d != NULL && buf != NULL ? nul_scan(d, buf, len, 0) : NULL;
+}
+
+int wire_is_batch(const uint8_t *buf, size_t len)
+{
+    return buf != NULL && len > 0 && buf[0] == WIRE_BATCH_MARK;
+}
+
+uint8_t *wire_pack_batch(size_t n, const uint8_t *const *items, const size_t *lens, size_t *len)
+{
+    ProtobufCBinaryData *bins = calloc(n ? n : 1, sizeof *bins);
+    if (bins == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        bins[i].data = (uint8_t *)items[i]; /* only read by pack */
+        bins[i].len = lens[i];
+    }
+    StepBatch b = SAGA__V1__STEP_BATCH__INIT;
+    b.n_items = n;
+    b.items = bins;
+    size_t size = saga__v1__step_batch__get_packed_size(&b);
+    uint8_t *out = malloc(size + 1);
+    if (out != NULL) {
+        out[0] = WIRE_BATCH_MARK;
+        *len = 1 + saga__v1__step_batch__pack(&b, out + 1);
+    }
+    free(bins);
+    return out;
+}
+
+StepBatch *wire_unpack_batch(const uint8_t *buf, size_t len)
+{
+    if (!wire_is_batch(buf, len))
+        return NULL;
+    StepBatch *b = saga__v1__step_batch__unpack(NULL, len - 1, buf + 1);
+    if (b != NULL && (b->n_items == 0 || b->n_items > WIRE_BATCH_MAX)) {
+        saga__v1__step_batch__free_unpacked(b, NULL);
+        b = NULL;
+    }
+    return b;
 }

@@ -14,16 +14,22 @@
 #include "kv.h"
 #include "saga.pb-c.h"
 
-#define WIRE_MAX_MSG        (64 * 1024) /* bytes in one request or reply */
-#define WIRE_MAX_KEY        255         /* bytes in an idempotency key */
-#define WIRE_MAX_PARAMS     64          /* entries in params or result */
-#define WIRE_MAX_NAME       64          /* bytes in a param name, operation or step */
-#define WIRE_MAX_VALUE      4096        /* bytes in a param value */
-#define WIRE_MAX_SAGA_ID    64          /* bytes in a saga id */
+#define WIRE_MAX_MSG     (64 * 1024) /* bytes in one request or reply */
+#define WIRE_MAX_KEY     255         /* bytes in an idempotency key */
+#define WIRE_MAX_PARAMS  64          /* entries in params or result */
+#define WIRE_MAX_NAME    64          /* bytes in a param name, operation or step */
+#define WIRE_MAX_VALUE   4096        /* bytes in a param value */
+#define WIRE_MAX_SAGA_ID 64          /* bytes in a saga id */
+#define WIRE_BATCH_MARK  0x07        /* first byte of a frame (StepBatch in saga.proto) */
+#define WIRE_BATCH_MAX   32          /* steps in one frame */
+/* A frame of requests is at most WIRE_MAX_MSG; its answer holds up to
+ * WIRE_BATCH_MAX replies of up to WIRE_MAX_MSG each. */
+#define WIRE_MAX_BATCH_REPLY (WIRE_BATCH_MAX * (WIRE_MAX_MSG + 16) + 16)
 
 /* Short aliases for the generated names. */
 typedef Saga__V1__StepRequest StepRequest;
 typedef Saga__V1__StepReply StepReply;
+typedef Saga__V1__StepBatch StepBatch;
 enum {
     PHASE_ACTION = SAGA__V1__PHASE__PHASE_ACTION,
     PHASE_COMPENSATE = SAGA__V1__PHASE__PHASE_COMPENSATE,
@@ -81,5 +87,14 @@ uint8_t *wire_pack_request(const char *key, const char *saga_id, const char *ste
                            size_t *len);
 uint8_t *wire_pack_reply(const char *key, int outcome, int replayed, const kvmap *result,
                          const char *error, size_t *len);
+
+/* Does buf hold a frame (its first byte is WIRE_BATCH_MARK)? */
+int wire_is_batch(const uint8_t *buf, size_t len);
+/* Packs n packed messages into a frame (the mark, then a StepBatch);
+ * malloc'd, NULL when out of memory. */
+uint8_t *wire_pack_batch(size_t n, const uint8_t *const *items, const size_t *lens, size_t *len);
+/* Unpacks a frame: NULL unless buf is a frame of 1 to WIRE_BATCH_MAX items.
+ * Free with saga__v1__step_batch__free_unpacked(b, NULL). */
+StepBatch *wire_unpack_batch(const uint8_t *buf, size_t len);
 
 #endif

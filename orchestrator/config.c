@@ -46,6 +46,7 @@
 #include "saga.h"
 #include "security.h"
 #include "util.h"
+#include "wire.h"
 
 /* Limits of the format (docs/CONFIG.md lists them all). */
 #define CFG_MAX_FILE_BYTES    (1024 * 1024)
@@ -86,6 +87,7 @@ static const char *const orchestrator_settings[] = {
     "alert_max_running", /* see load_observability */
     "idempotency_retention_s",
     "cpu_scheduling",
+    "frame_max",
     NULL,
 };
 static const char *const defaults_settings[] = {"timeout_ms", "retry", "compensation_retry", NULL};
@@ -896,6 +898,11 @@ static int load_orchestrator(loader *ld, const config_setting_t *root, const cha
     if (v != NULL && (cfg->cpu_scheduling = cpu_scheduling_parse(v)) < 0)
         return fail(ld, config_setting_get_member(root, "cpu_scheduling"), NULL,
                     "\"cpu_scheduling\" must be \"batch\" or \"normal\", not \"%s\"", v);
+
+    int64_t frame_max = WIRE_BATCH_MAX;
+    if (get_int(ld, root, "frame_max", 1, WIRE_BATCH_MAX, &frame_max) != 0)
+        return -1;
+    cfg->frame_max = (int)frame_max;
 
     int64_t in_flight = DEFAULT_MAX_IN_FLIGHT;
     if (get_int(ld, root, "max_in_flight", 1, CFG_IN_FLIGHT_MAX, &in_flight) != 0)

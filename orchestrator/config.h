@@ -90,6 +90,7 @@ typedef struct {
     char *sagas_dir;        /* resolved path */
     int durability_full;    /* 1: synchronous=FULL (default); 0: OFF, benchmarks only */
     int cpu_scheduling;     /* enum cpu_scheduling (cpu_sched.h): batch by default */
+    int frame_max;          /* steps to one participant in one message (1..WIRE_BATCH_MAX) */
     uint32_t max_in_flight; /* sagas not finished that sagad holds at once */
     /* How long the participants keep idempotency records (their --retention-s
      * must be at least this): after it, a request could repeat an effect or

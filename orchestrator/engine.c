@@ -741,6 +741,7 @@ static void perform_sends(engine *e, size_t n)
             saga_on_no_reply(s, &env, ps.token, why);
         }
     }
+    transport_flush(e->net); /* one frame per participant and timeout */
     e->sends.len -= n;
     memmove(e->sends.items, e->sends.items + n, e->sends.len * sizeof *e->sends.items);
     crashpoint("engine.after_send");

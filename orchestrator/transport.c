@@ -35,6 +35,7 @@ typedef struct {
     char *tls_host;           /* the URL's host: the name its certificate must carry */
     nng_dialer dialer;
     transport_call *free_calls;
+    transport_call *queued_head, *queued_tail; /* sent by transport_flush */
     nng_mtx *mtx;
     uint32_t pipes[PEER_MAX_PIPES]; /* ids of connected pipes; 0: free slot */
     int n_pipes;
@@ -43,6 +44,7 @@ typedef struct {
     int64_t disconnected_since;    /* monotonic ms; 0 while connected */
     unsigned redials;              /* in the current outage; 0 while connected */
     int64_t untrusted_logged_ms;   /* last report of a socket of another user; 0: never */
+    int64_t frame_error_logged_ms; /* last report of a frame answered wrongly; 0: never */
 } peer;
 
 struct transport {
@@ -52,6 +54,7 @@ struct transport {
     void *done_arg;
     sec_tls_files tls;        /* borrowed from the orch_config */
     int64_t pipes_audited_ms; /* last peer_drop_dead_pipes pass (engine thread) */
+    size_t frame_max;         /* requests per frame; 1: never frames */
     /* Every call ever made, so destroy can free them. Engine thread only. */
     transport_call **all;
     size_t n_all, cap_all;
@@ -184,6 +187,8 @@ transport *transport_create(const orch_config *cfg, transport_done_fn done, void
     }
     t->done = done;
     t->done_arg = arg;
+    t->frame_max = cfg->frame_max >= 1 && cfg->frame_max <= WIRE_BATCH_MAX ? (size_t)cfg->frame_max
+                                                                           : WIRE_BATCH_MAX;
     t->tls = (sec_tls_files){.ca_file = cfg->tls_ca_file,
                              .cert_file = cfg->tls_cert_file,
                              .key_file = cfg->tls_key_file};
@@ -211,7 +216,9 @@ transport *transport_create(const orch_config *cfg, transport_done_fn done, void
         /* Our own attempts and timeouts decide when to resend; nng only
          * resends when the connection carrying a request is lost. */
         nng_socket_set_ms(p->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
-        nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ, WIRE_MAX_MSG);
+        /* The answer to a frame holds up to WIRE_BATCH_MAX replies. */
+        nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ,
+                            t->frame_max > 1 ? WIRE_MAX_BATCH_REPLY : WIRE_MAX_MSG);
         if ((rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_PRE, peer_pipe_check, p)) != 0 ||
             (rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_POST, peer_pipe_event, p)) != 0 ||
             (rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_REM_POST, peer_pipe_event, p)) != 0) {
@@ -277,12 +284,163 @@ int transport_send(transport *t, size_t participant, const char *saga_id, uint64
     c->phase = phase;
     c->result = 0;
     c->reply = NULL;
-    c->receiving = 0;
-    c->deadline_mono = util_mono_ms() + timeout_ms;
-    nng_aio_set_msg(c->aio, msg);
-    nng_aio_set_timeout(c->aio, (nng_duration)timeout_ms);
-    nng_ctx_send(c->ctx, c->aio);
+    c->request = msg;
+    c->timeout_ms = timeout_ms;
+    c->frame_next = NULL;
+    c->frame_len = 1;
+    c->next_queued = NULL;
+    peer *p = &t->peers[participant];
+    if (p->queued_tail)
+        p->queued_tail->next_queued = c;
+    else
+        p->queued_head = c;
+    p->queued_tail = c;
     return 0;
+}
+
+/* Starts c's aio on its message (c->request, now the aio's). */
+static void call_start(transport_call *c)
+{
+    nng_msg *msg = c->request;
+    c->request = NULL;
+    c->receiving = 0;
+    c->deadline_mono = util_mono_ms() + c->timeout_ms;
+    nng_aio_set_msg(c->aio, msg);
+    nng_aio_set_timeout(c->aio, (nng_duration)c->timeout_ms);
+    nng_ctx_send(c->ctx, c->aio);
+}
+
+/*
+ * Sends the n calls of list (linked by frame_next) as one frame carried by
+ * the first; alone when n is 1 or the frame cannot be built (out of memory).
+ */
+static void frame_send(transport_call *list, size_t n)
+{
+    const uint8_t *parts[WIRE_BATCH_MAX];
+    size_t lens[WIRE_BATCH_MAX], k = 0, len = 0;
+    uint8_t *buf = NULL;
+    nng_msg *msg = NULL;
+    if (n > 1) {
+        for (transport_call *c = list; c; c = c->frame_next, k++) {
+            parts[k] = nng_msg_body(c->request);
+            lens[k] = nng_msg_len(c->request);
+        }
+        buf = wire_pack_batch(n, parts, lens, &len);
+    }
+    if (buf != NULL && nng_msg_alloc(&msg, 0) != 0) {
+        msg = NULL;
+    } else if (buf != NULL && nng_msg_append(msg, buf, len) != 0) {
+        nng_msg_free(msg);
+        msg = NULL;
+    }
+    free(buf);
+    if (msg == NULL) { /* one at a time */
+        for (transport_call *c = list, *next; c; c = next) {
+            next = c->frame_next;
+            c->frame_next = NULL;
+            c->frame_len = 1;
+            call_start(c);
+        }
+        return;
+    }
+    for (transport_call *c = list->frame_next; c; c = c->frame_next) {
+        nng_msg_free(c->request); /* copied into the frame */
+        c->request = NULL;
+    }
+    nng_msg_free(list->request);
+    list->request = msg;
+    list->frame_len = n;
+    call_start(list);
+}
+
+void transport_flush(transport *t)
+{
+    for (size_t i = 0; i < t->n_peers; i++) {
+        peer *p = &t->peers[i];
+        transport_call *c = p->queued_head, *head = NULL, *tail = NULL;
+        size_t n = 0, bytes = 0;
+        p->queued_head = p->queued_tail = NULL;
+        while (c != NULL) {
+            transport_call *next = c->next_queued;
+            size_t len = nng_msg_len(c->request) + 8; /* with its field tag and length */
+            c->next_queued = NULL;
+            /* Consecutive requests with one timeout share a frame, within the limits. */
+            if (head != NULL && (c->timeout_ms != head->timeout_ms || n == t->frame_max ||
+                                 1 + bytes + len > WIRE_MAX_MSG)) {
+                frame_send(head, n);
+                head = NULL;
+            }
+            if (head == NULL) {
+                head = tail = c;
+                n = 0;
+                bytes = 0;
+            } else {
+                tail->frame_next = c;
+                tail = c;
+            }
+            n++;
+            bytes += len;
+            c = next;
+        }
+        if (head != NULL)
+            frame_send(head, n);
+    }
+}
+
+/* At most once a minute per participant: it would repeat for every frame. */
+static void frame_error_report(peer *p, size_t n, int was_frame)
+{
+    int64_t now = util_mono_ms();
+    nng_mtx_lock(p->mtx);
+    int report = p->frame_error_logged_ms == 0 || now - p->frame_error_logged_ms >= 60000;
+    if (report)
+        p->frame_error_logged_ms = now;
+    nng_mtx_unlock(p->mtx);
+    if (report)
+        log_warn("participant %s: answered a frame of %zu requests with %s; taken as no answer "
+                 "for each (a participant that does not accept frames needs frame_max = 1)",
+                 p->name, n, was_frame ? "another number of replies" : "a single reply");
+}
+
+/*
+ * Completes every call of c's frame: result rv, or (rv 0) each its own
+ * reply out of the answer. Runs on an nng thread; the calls are handed over
+ * only once the frame is taken apart, since each may be reused at once.
+ */
+static void frame_done(transport_call *c, int rv, nng_msg *answer)
+{
+    transport_call *calls[WIRE_BATCH_MAX];
+    size_t n = 0;
+    for (transport_call *m = c; m && n < WIRE_BATCH_MAX; m = m->frame_next)
+        calls[n++] = m;
+    StepBatch *b = NULL;
+    if (rv == 0) {
+        b = wire_unpack_batch(nng_msg_body(answer), nng_msg_len(answer));
+        if (b == NULL || b->n_items != n) {
+            frame_error_report(&c->owner->peers[c->participant], n, b != NULL);
+            rv = NNG_EPROTO;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        transport_call *m = calls[i];
+        m->frame_next = NULL;
+        m->frame_len = 1;
+        m->result = rv;
+        m->reply = NULL;
+        if (rv != 0)
+            continue;
+        if (nng_msg_alloc(&m->reply, 0) != 0 ||
+            nng_msg_append(m->reply, b->items[i].data, b->items[i].len) != 0) {
+            nng_msg_free(m->reply);
+            m->reply = NULL;
+            m->result = NNG_ENOMEM;
+        }
+    }
+    if (b != NULL)
+        saga__v1__step_batch__free_unpacked(b, NULL);
+    nng_msg_free(answer);
+    for (size_t i = 0; i < n; i++)
+        c->owner->done(c->owner->done_arg, calls[i]);
 }
 
 /* Runs on an nng thread: advance SENDING -> RECEIVING -> DONE. */
@@ -293,6 +451,10 @@ static void call_callback(void *arg)
     if (!c->receiving) {
         if (rv != 0) {
             nng_msg_free(nng_aio_get_msg(c->aio)); /* a failed send leaves it with us */
+            if (c->frame_len > 1) {
+                frame_done(c, rv, NULL);
+                return;
+            }
             c->result = rv;
             c->owner->done(c->owner->done_arg, c);
             return;
@@ -301,6 +463,10 @@ static void call_callback(void *arg)
         c->receiving = 1;
         nng_aio_set_timeout(c->aio, (nng_duration)(left > 0 ? left : 1));
         nng_ctx_recv(c->ctx, c->aio);
+        return;
+    }
+    if (c->frame_len > 1) {
+        frame_done(c, rv, rv == 0 ? nng_aio_get_msg(c->aio) : NULL);
         return;
     }
     c->result = rv;
@@ -367,6 +533,8 @@ void transport_destroy(transport *t)
         nng_aio_free(t->all[i]->aio);
         if (t->all[i]->reply)
             nng_msg_free(t->all[i]->reply);
+        if (t->all[i]->request) /* queued, never flushed */
+            nng_msg_free(t->all[i]->request);
         free(t->all[i]);
     }
     free(t->all);

@@ -17,8 +17,19 @@
  * owner then reads it and gives it back with transport_release(). Calls are
  * pooled per participant, so a busy orchestrator allocates nothing per step.
  *
- * Threading: transport_send and transport_release are called from one thread
- * (the engine's); only the completion callback runs elsewhere.
+ * Frames: transport_send only queues a request; transport_flush sends what
+ * is queued. Requests queued for one participant with the same timeout go
+ * out together as one frame (StepBatch in proto/saga.proto, at most
+ * frame_max requests and WIRE_MAX_MSG bytes), carried by the first call of
+ * the frame: one nng message each way instead of one per step, which is
+ * most of the messaging cost at load. The answer is split into each call's
+ * own reply, and every call of the frame completes on its own, exactly as
+ * if sent alone (an error or a timeout of the frame is every call's). A
+ * frame of one is sent as a plain StepRequest.
+ *
+ * Threading: transport_send, transport_flush and transport_release are
+ * called from one thread (the engine's); only the completion callback runs
+ * elsewhere.
  */
 #ifndef SAGA_TRANSPORT_H
 #define SAGA_TRANSPORT_H
@@ -44,6 +55,11 @@ typedef struct transport_call {
 
     /* Private to transport.c. */
     struct transport_call *next_free;
+    struct transport_call *next_queued; /* the participant's queue, until flushed */
+    struct transport_call *frame_next;  /* the carrier's list of the frame's other calls */
+    size_t frame_len;                   /* carrier: calls in its frame (1: sent alone) */
+    nng_msg *request;                   /* queued, not sent yet */
+    int64_t timeout_ms;
     transport *owner;
     size_t participant;
     nng_ctx ctx;
@@ -54,13 +70,18 @@ typedef struct transport_call {
 
 typedef void (*transport_done_fn)(void *arg, transport_call *call);
 
-/* Opens and dials one socket per participant of cfg. NULL with err on failure. */
+/* Opens and dials one socket per participant of cfg (cfg->frame_max: steps
+ * per frame, 1 = never frames). NULL with err on failure. */
 transport *transport_create(const orch_config *cfg, transport_done_fn done, void *arg, char *err,
                             size_t errlen);
-/* Sends len bytes of buf (copied) to the participant; done() follows exactly
- * once unless this returns non-zero (an nng error, nothing in flight). */
+/* Queues len bytes of buf (copied) for the participant, sent by the next
+ * transport_flush; done() follows exactly once unless this returns non-zero
+ * (an nng error, nothing queued). */
 int transport_send(transport *t, size_t participant, const char *saga_id, uint64_t token, int step,
                    int phase, const void *buf, size_t len, int64_t timeout_ms);
+/* Sends everything queued: frames where several requests share a participant
+ * and a timeout. A send that fails completes its calls with the error. */
+void transport_flush(transport *t);
 /* Frees the call's reply and returns it to its pool. */
 void transport_release(transport *t, transport_call *call);
 /* Replaces the dialer of any participant that has had no connection for

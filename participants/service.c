@@ -468,6 +468,9 @@ static void svc_metrics_get(void *arg, const char *path, const char *query, http
          offsetof(pt_stats, malformed)},
         {"saga_participant_idempotency_records_purged_total",
          "Idempotency records deleted after their retention.", offsetof(pt_stats, purged)},
+        {"saga_participant_frames_total",
+         "Frames received: several step requests in one message, answered in one.",
+         offsetof(pt_stats, frames)},
     };
     strbuf sb = STRBUF_INIT, labels = STRBUF_INIT;
     sb_puts(&labels, "service=\"");

@@ -78,8 +78,10 @@ struct pt_conn {
     nng_ctx ctx;
     nng_aio *aio;
     pt_conn_state state;
-    nng_msg *msg;  /* QUEUED: the request; DELAY: the reply (owned by the conn) */
-    pt_conn *next; /* queue link */
+    nng_msg *msg;     /* QUEUED: the request; DELAY: the reply (owned by the conn) */
+    StepBatch *frame; /* QUEUED: the request unpacked when it is a frame, else NULL */
+    size_t n_items;   /* QUEUED: requests in it (the frame's items, or 1) */
+    pt_conn *next;    /* queue link */
 };
 
 /* ---- Prepared-statement cache ------------------------------------------ */
@@ -312,6 +314,7 @@ void pt_stats_add(participant *p, const pt_stats *d)
     p->stats.retries += d->retries;
     p->stats.malformed += d->malformed;
     p->stats.purged += d->purged;
+    p->stats.frames += d->frames;
     nng_mtx_unlock(p->mtx);
 }
 
@@ -479,6 +482,14 @@ static void pt_conn_reply_done(participant *p)
 static void pt_serve_queue(participant *p);
 static void pt_serve_release(participant *p);
 
+static void pt_conn_frame_free(pt_conn *c)
+{
+    if (c->frame != NULL)
+        saga__v1__step_batch__free_unpacked(c->frame, NULL);
+    c->frame = NULL;
+    c->n_items = 0;
+}
+
 static void pt_conn_cb(void *arg)
 {
     pt_conn *c = arg;
@@ -496,10 +507,15 @@ static void pt_conn_cb(void *arg)
             return;
         }
         msg = nng_aio_get_msg(c->aio);
+        /* Unpacked here, outside the mutex. A frame that does not unpack stays
+         * one message, which batch.c answers REJECTED (not a StepRequest). */
+        c->frame = wire_unpack_batch(nng_msg_body(msg), nng_msg_len(msg));
+        c->n_items = c->frame ? c->frame->n_items : 1;
         nng_mtx_lock(p->mtx);
         if (p->stopping) {
             nng_mtx_unlock(p->mtx);
             nng_msg_free(msg); /* the requester retries elsewhere or later */
+            pt_conn_frame_free(c);
             c->state = PT_CONN_IDLE;
             return;
         }
@@ -550,20 +566,21 @@ static void pt_conn_cb(void *arg)
 }
 
 /*
- * Serving thread: puts one batch reply into the request's message and decides its
- * fate (the fault draws happen here, in batch order). Returns 1 when the
- * reply is to be handed to nng (c->msg holds it, c->state is SEND or DELAY,
- * nothing started yet), 0 when it was dropped (c is receiving again).
+ * Serving thread: puts c's reply (reply NULL: none, out of memory) into the
+ * request's message and decides its fate (the fault draws happen here, in
+ * batch order). Returns 1 when the reply is to be handed to nng (c->msg
+ * holds it, c->state is SEND or DELAY, nothing started yet), 0 when it was
+ * dropped (c is receiving again).
  */
-static int pt_conn_reply_prepare(participant *p, pt_conn *c, const pt_item *it)
+static int pt_conn_reply_prepare(participant *p, pt_conn *c, const uint8_t *reply, size_t len)
 {
     assert(c->state == PT_CONN_QUEUED && c->msg != NULL);
     nng_msg *msg = c->msg;
-    int drop = it->reply == NULL || pt_faults_roll(&p->faults, p->faults.drop_reply);
+    int drop = reply == NULL || pt_faults_roll(&p->faults, p->faults.drop_reply);
     int delay = !drop && pt_faults_roll(&p->faults, p->faults.delay);
     if (!drop) {
         nng_msg_clear(msg); /* the reply reuses the request's message */
-        if (nng_msg_append(msg, it->reply, it->reply_len) != 0)
+        if (nng_msg_append(msg, reply, len) != 0)
             drop = 1;
     }
     if (drop) {
@@ -591,19 +608,52 @@ static void pt_conn_reply_start(participant *p, pt_conn *c)
 
 /* ---- Serving ----------------------------------------------------------- */
 
-/* The serving thread: runs one batch of queued contexts and answers them. */
+/*
+ * c's answer from its items' replies: the one reply, or a frame of them
+ * (malloc'd into *frame_out). NULL when one is missing (out of memory): the
+ * requester then hears nothing and retries, as for a lost message.
+ */
+static const uint8_t *pt_conn_answer(pt_conn *c, const pt_item *items, size_t *len,
+                                     uint8_t **frame_out)
+{
+    *frame_out = NULL;
+    if (c->frame == NULL) {
+        *len = items[0].reply_len;
+        return items[0].reply;
+    }
+    const uint8_t *parts[WIRE_BATCH_MAX];
+    size_t lens[WIRE_BATCH_MAX];
+    for (size_t i = 0; i < c->n_items; i++) {
+        if (items[i].reply == NULL)
+            return NULL;
+        parts[i] = items[i].reply;
+        lens[i] = items[i].reply_len;
+    }
+    *frame_out = wire_pack_batch(c->n_items, parts, lens, len);
+    return *frame_out;
+}
+
+/* The serving thread: runs the requests of n queued contexts as one batch and answers them. */
 static void pt_serve_batch(participant *p, size_t n)
 {
     pt_item *items = p->batch_items;
+    size_t n_items = 0, frames = 0;
     for (size_t i = 0; i < n; i++) {
-        nng_msg *msg = p->batch_conns[i]->msg;
-        items[i].msg = nng_msg_body(msg);
-        items[i].len = nng_msg_len(msg);
-        items[i].reply = NULL;
-        items[i].reply_len = 0;
+        pt_conn *c = p->batch_conns[i];
+        if (c->frame == NULL) {
+            items[n_items++] = (pt_item){nng_msg_body(c->msg), nng_msg_len(c->msg), NULL, 0};
+            continue;
+        }
+        frames++;
+        for (size_t k = 0; k < c->n_items; k++)
+            items[n_items++] = (pt_item){c->frame->items[k].data, c->frame->items[k].len, NULL, 0};
     }
-    if (pt_batch_run(p, items, n) != 0)
-        log_error("%s: out of memory: dropping a batch of %zu requests", p->name, n);
+    if (pt_batch_run(p, items, n_items) != 0)
+        log_error("%s: out of memory: dropping a batch of %zu requests", p->name, n_items);
+    if (frames > 0) {
+        pt_stats d = {.frames = frames};
+        pt_stats_add(p, &d);
+    }
     /*
      * Count the replies handed to nng once per batch, before any send can
      * complete (and decrement), rather than taking the mutex per reply
@@ -611,11 +661,20 @@ static void pt_serve_batch(participant *p, size_t n)
      */
     unsigned char start[PT_BATCH_MAX]; /* a dropped conn is the callbacks' again: no peeking */
     int sending = 0;
+    pt_item *it = items;
     for (size_t i = 0; i < n; i++) {
-        start[i] = (unsigned char)pt_conn_reply_prepare(p, p->batch_conns[i], &items[i]);
+        pt_conn *c = p->batch_conns[i];
+        size_t len = 0, k = c->n_items;
+        uint8_t *frame;
+        const uint8_t *answer = pt_conn_answer(c, it, &len, &frame);
+        pt_conn_frame_free(c); /* the items' requests are not read any more */
+        start[i] = (unsigned char)pt_conn_reply_prepare(p, c, answer, len);
         sending += start[i];
-        free(items[i].reply);
-        items[i].reply = NULL;
+        free(frame);
+        for (; k > 0; k--, it++) {
+            free(it->reply);
+            it->reply = NULL;
+        }
     }
     if (sending == 0)
         return;
@@ -634,9 +693,11 @@ static void pt_serve_batch(participant *p, size_t n)
 static void pt_serve_queue(participant *p)
 {
     for (;;) {
-        size_t n = 0;
-        while (n < PT_BATCH_MAX && p->queue_head) {
+        size_t n = 0, n_items = 0;
+        /* Whole contexts, at most PT_BATCH_MAX requests (a frame holds several). */
+        while (p->queue_head && n_items + p->queue_head->n_items <= PT_BATCH_MAX) {
             pt_conn *c = p->queue_head;
+            n_items += c->n_items;
             p->queue_head = c->next;
             if (p->queue_head == NULL)
                 p->queue_tail = NULL;
@@ -755,6 +816,7 @@ static void pt_unlisten(participant *p)
         c->aio = NULL;
         nng_msg_free(c->msg); /* a queued request nobody will answer; NULL is a no-op */
         c->msg = NULL;
+        pt_conn_frame_free(c);
     }
     free(p->conns);
     p->conns = NULL;

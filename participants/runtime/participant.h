@@ -205,6 +205,7 @@ typedef struct {
     uint64_t retries;   /* OUTCOME_RETRY answers (busy, handler, faults) */
     uint64_t malformed; /* messages that failed to decode or validate */
     uint64_t purged;    /* records purged */
+    uint64_t frames;    /* frames received (several requests in one message) */
 } pt_stats;
 void pt_get_stats(participant *p, pt_stats *out);
 

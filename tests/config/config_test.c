@@ -26,6 +26,7 @@
 
 #include "config.h"
 #include "cpu_sched.h"
+#include "wire.h"
 #include "saga.h"
 
 /* ---- Fixture: a temporary directory with an orchestrator and saga files ---- */
@@ -209,6 +210,7 @@ static void test_shipped_config(void **state)
     assert_string_equal(cfg->sagas_dir, sagas);
     assert_int_equal(cfg->durability_full, 1);
     assert_int_equal(cfg->cpu_scheduling, CPU_SCHED_BATCH);
+    assert_int_equal(cfg->frame_max, WIRE_BATCH_MAX);
     assert_int_equal(cfg->max_in_flight, 10000);
     assert_int_equal(cfg->default_timeout_ms, 2000);
     assert_int_equal(cfg->default_retry.max_attempts, 5);
@@ -317,6 +319,7 @@ static void test_overrides_field_by_field(void **state)
                 "sagas_dir = \"./sagas\";\n"
                 "durability = \"off\";\n"
                 "cpu_scheduling = \"normal\";\n"
+                "frame_max = 1;\n"
                 "max_in_flight = 7;\n"
                 "participants = { alpha = \"ipc:///tmp/a.ipc\"; beta = \"tcp://h:2\"; };\n"
                 "defaults = { timeout_ms = 300; retry = { max_attempts = 3; multiplier = 1.5; };\n"
@@ -331,6 +334,7 @@ static void test_overrides_field_by_field(void **state)
     assert_string_equal(c->sagas_dir, f->sagas);
     assert_int_equal(c->durability_full, 0);
     assert_int_equal(c->cpu_scheduling, CPU_SCHED_NORMAL);
+    assert_int_equal(c->frame_max, 1);
     assert_int_equal(c->max_in_flight, 7);
     assert_int_equal(c->default_timeout_ms, 300);
     assert_int_equal(c->default_retry.max_attempts, 3);
@@ -654,6 +658,15 @@ static void test_err_cpu_scheduling(void **state)
                  "(cpu_scheduling)", NULL);
 }
 
+static void test_err_frame_max(void **state)
+{
+    fixture *f = *state;
+    const char *text = "participants = { alpha = \"ipc://a.ipc\"; };\nframe_max = 33;\n";
+    put_orch(f, text);
+    put(f->dir, "t.cfg", saga_text);
+    expect_error(f, f->orch, line_of(text, "frame_max"), "frame_max", NULL);
+}
+
 static void test_err_durability(void **state)
 {
     fixture *f = *state;
@@ -928,6 +941,7 @@ int main(void)
         T(test_err_backoff_order),
         T(test_err_durability),
         T(test_err_cpu_scheduling),
+        T(test_err_frame_max),
         T(test_err_input_not_available),
         T(test_err_input_from_later_step),
         T(test_err_input_from_same_step),

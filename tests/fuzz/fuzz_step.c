@@ -6,9 +6,13 @@
  * Input: up to 8 messages, each a 2-byte big-endian length then that many
  * bytes (a short tail is one more message), processed as ONE batch, so the
  * fuzzer also reaches duplicate keys, conflicts and compensations within a
- * batch. The database persists across inputs (reset every 512 runs), so
- * later inputs meet the records of earlier ones, as a long-running service
- * would. Every reply must decode as a StepReply.
+ * batch. An input that starts with the frame mark (WIRE_BATCH_MARK) is
+ * instead one message as the socket receives it: a frame whose items run as
+ * one batch and whose answer must be a frame of as many replies, or, when
+ * it does not unpack, one message answered on its own. The database
+ * persists across inputs (reset every 512 runs), so later inputs meet the
+ * records of earlier ones, as a long-running service would. Every reply
+ * must decode as a StepReply.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -19,8 +23,9 @@
 #include "log.h"
 #include "participant.h"
 #include "saga.pb-c.h"
+#include "wire.h"
 
-#define MAX_MSGS   8
+#define MAX_MSGS    8
 #define RESET_EVERY 512
 
 static participant *p;
@@ -115,6 +120,56 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
+/* Every reply decodes; frees them. */
+static void check_replies(size_t n, uint8_t **replies, const size_t *reply_lens)
+{
+    for (size_t i = 0; i < n; i++) {
+        Saga__V1__StepReply *r = saga__v1__step_reply__unpack(NULL, reply_lens[i], replies[i]);
+        if (r == NULL) {
+            fprintf(stderr, "fuzz_step: reply %zu does not decode\n", i);
+            abort();
+        }
+        saga__v1__step_reply__free_unpacked(r, NULL);
+        free(replies[i]);
+    }
+}
+
+/* A message as the socket path sees it (participant.c): a frame, or one request. */
+static void one_message(const uint8_t *data, size_t size)
+{
+    StepBatch *b = wire_unpack_batch(data, size);
+    const uint8_t *msgs[WIRE_BATCH_MAX];
+    size_t lens[WIRE_BATCH_MAX], n = 1, answer_len = 0;
+    uint8_t *replies[WIRE_BATCH_MAX];
+    size_t reply_lens[WIRE_BATCH_MAX];
+    msgs[0] = data;
+    lens[0] = size;
+    if (b != NULL) {
+        n = b->n_items;
+        for (size_t i = 0; i < n; i++) {
+            msgs[i] = b->items[i].data;
+            lens[i] = b->items[i].len;
+        }
+    }
+    if (pt_process_batch(p, n, msgs, lens, replies, reply_lens) == 0) {
+        if (b != NULL) {
+            uint8_t *answer =
+                wire_pack_batch(n, (const uint8_t *const *)replies, reply_lens, &answer_len);
+            StepBatch *back = answer ? wire_unpack_batch(answer, answer_len) : NULL;
+            if (answer != NULL && (back == NULL || back->n_items != n)) {
+                fprintf(stderr, "fuzz_step: the answer frame does not unpack\n");
+                abort();
+            }
+            if (back != NULL)
+                saga__v1__step_batch__free_unpacked(back, NULL);
+            free(answer);
+        }
+        check_replies(n, replies, reply_lens);
+    }
+    if (b != NULL)
+        saga__v1__step_batch__free_unpacked(b, NULL);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -125,6 +180,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (++runs % RESET_EVERY == 0)
         open_participant();
+    if (wire_is_batch(data, size)) {
+        one_message(data, size);
+        return 0;
+    }
     while (size > 0 && n < MAX_MSGS) {
         size_t len = size >= 2 ? (size_t)data[0] << 8 | data[1] : 0;
         size_t skip = size >= 2 ? 2 : size;
@@ -141,14 +200,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     if (pt_process_batch(p, n, msgs, lens, replies, reply_lens) != 0)
         return 0; /* out of memory */
-    for (size_t i = 0; i < n; i++) {
-        Saga__V1__StepReply *r = saga__v1__step_reply__unpack(NULL, reply_lens[i], replies[i]);
-        if (r == NULL) {
-            fprintf(stderr, "fuzz_step: reply %zu does not decode\n", i);
-            abort();
-        }
-        saga__v1__step_reply__free_unpacked(r, NULL);
-        free(replies[i]);
-    }
+    check_replies(n, replies, reply_lens);
     return 0;
 }

@@ -3,6 +3,7 @@
  * request from several req0 clients give exactly one effect; the ipc socket
  * file is owner-only; oversized messages are dropped by nng and the
  * service keeps serving; malformed bytes get a REJECTED reply; the
+ * frames of several requests are answered with a frame of their replies;
  * drop_reply and delay faults behave (the delay never blocks serving);
  * the purge runs on the worker and hands serving back without stranding a
  * request; stop under load returns; start and stop are well-behaved.
@@ -254,6 +255,85 @@ static void test_malformed_over_socket(void **state)
     pt_stats s;
     pt_get_stats(f->p, &s);
     assert_int_equal(s.malformed, 1);
+}
+
+/* Sends msg and returns the raw answer (nng_free it) in *out, *out_len. */
+static int raw_call(const char *url, const uint8_t *msg, size_t len, void **out, size_t *out_len)
+{
+    nng_socket s;
+    int rv = nng_req0_open(&s);
+    if (rv != 0)
+        return rv;
+    nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 5000);
+    nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, WIRE_MAX_BATCH_REPLY);
+    if ((rv = nng_dial(s, url, NULL, 0)) == 0 && (rv = nng_send(s, (void *)msg, len, 0)) == 0)
+        rv = nng_recv(s, out, out_len, NNG_FLAG_ALLOC);
+    nng_close(s);
+    return rv;
+}
+
+/*
+ * A frame: its requests run in one batch and its answer is a frame of their
+ * replies in the same order; a copy of a key within the frame replays, a
+ * malformed item is answered REJECTED on its own. A frame that does not
+ * unpack gets one REJECTED reply, and the service goes on serving.
+ */
+static void test_frame_over_socket(void **state)
+{
+    fixture *f = *state;
+    start_bank(f, (pt_options){0});
+    bank_req qa = {"f1/pay/action", "f1", "pay", PHASE_ACTION, "debit", "alice", "10"};
+    bank_req qb = {"f2/pay/action", "f2", "pay", PHASE_ACTION, "debit", "alice", "20"};
+    static const uint8_t junk[] = {0xff, 0xfe, 0x01};
+    size_t la, lb;
+    uint8_t *ma = bank_pack(&qa, &la), *mb = bank_pack(&qb, &lb);
+    const uint8_t *items[] = {ma, mb, ma, junk};
+    const size_t lens[] = {la, lb, la, sizeof junk};
+    size_t flen;
+    uint8_t *frame = wire_pack_batch(4, items, lens, &flen);
+    assert_non_null(frame);
+    void *answer = NULL;
+    size_t alen = 0;
+    assert_int_equal(raw_call(f->dir.ipc, frame, flen, &answer, &alen), 0);
+    StepBatch *sb = wire_unpack_batch(answer, alen);
+    assert_non_null(sb);
+    assert_int_equal(sb->n_items, 4);
+    bank_reply r[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(bank_decode(sb->items[i].data, sb->items[i].len, &r[i]), 0);
+    assert_string_equal(r[0].key, "f1/pay/action");
+    assert_int_equal(r[0].outcome, OUTCOME_OK);
+    assert_false(r[0].replayed);
+    assert_string_equal(r[1].key, "f2/pay/action");
+    assert_int_equal(r[1].outcome, OUTCOME_OK);
+    assert_string_equal(r[2].key, "f1/pay/action");
+    assert_true(r[2].replayed);
+    assert_int_equal(r[3].outcome, OUTCOME_REJECTED);
+    assert_non_null(strstr(r[3].error, "malformed"));
+    for (int i = 0; i < 4; i++)
+        bank_reply_free(&r[i]);
+    saga__v1__step_batch__free_unpacked(sb, NULL);
+    nng_free(answer, alen);
+    assert_int_equal(f->st.debit_calls, 2);
+    assert_int_equal(bank_balance(f->p, "alice"), 70);
+
+    /* The mark, then something that is not a StepBatch. */
+    static const uint8_t bad_frame[] = {WIRE_BATCH_MARK, 0xff, 0xff, 0xff};
+    bank_reply one;
+    assert_int_equal(client_call(f->dir.ipc, bad_frame, sizeof bad_frame, 5000, &one), 0);
+    assert_int_equal(one.outcome, OUTCOME_REJECTED);
+    assert_non_null(strstr(one.error, "malformed"));
+    bank_reply_free(&one);
+    assert_int_equal(client_call(f->dir.ipc, mb, lb, 5000, &one), 0);
+    assert_true(one.replayed); /* still serving */
+    bank_reply_free(&one);
+    pt_stats s;
+    pt_get_stats(f->p, &s);
+    assert_int_equal(s.frames, 1);
+    assert_int_equal(s.malformed, 2); /* the junk item and the bad frame */
+    free(frame);
+    free(ma);
+    free(mb);
 }
 
 /* drop_reply: the effect commits but no reply comes; the retry gets the stored reply. */
@@ -529,6 +609,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_copies_one_effect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oversized_dropped_then_serving, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_over_socket, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_frame_over_socket, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drop_reply_fault, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delay_fault_does_not_block_worker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_purge_runs_on_worker, setup, teardown),
