@@ -334,6 +334,28 @@ static void test_participant_metrics(void **state)
         assert_int_equal(rep->replayed, i == 1);
         th_reply_free(rep);
     }
+    /* Two more charges in one frame (docs/PARTICIPANTS.md), answered in one. */
+    size_t l2, l3, flen;
+    uint8_t *m2 = wire_pack_request("s2/charge/action", "s2", "charge", PHASE_ACTION, "charge", 1,
+                                    &params, &l2);
+    uint8_t *m3 = wire_pack_request("s3/charge/action", "s3", "charge", PHASE_ACTION, "charge", 1,
+                                    &params, &l3);
+    const uint8_t *parts[] = {m2, m3};
+    const size_t lens[] = {l2, l3};
+    uint8_t *frame = wire_pack_batch(2, parts, lens, &flen), *answer = NULL;
+    size_t alen = 0;
+    th_client c;
+    assert_int_equal(th_client_open(&c, url, 5000), 0);
+    assert_int_equal(th_client_raw(&c, frame, flen, &answer, &alen), 0);
+    th_client_close(&c);
+    StepBatch *sb = wire_unpack_batch(answer, alen);
+    assert_non_null(sb);
+    assert_int_equal(sb->n_items, 2);
+    saga__v1__step_batch__free_unpacked(sb, NULL);
+    free(answer);
+    free(frame);
+    free(m2);
+    free(m3);
     kv_free(&params);
 
     obs_response r;
@@ -342,8 +364,9 @@ static void test_participant_metrics(void **state)
     const char *svc = "{service=\"payment\"}";
     char sample[128];
 #define PM(name) (snprintf(sample, sizeof sample, "%s%s", name, svc), obs_metric(r.body, sample))
-    assert_int_equal((int)PM("saga_participant_requests_total"), 2);
-    assert_int_equal((int)PM("saga_participant_effects_total"), 1);
+    assert_int_equal((int)PM("saga_participant_requests_total"), 4);
+    assert_int_equal((int)PM("saga_participant_effects_total"), 3);
+    assert_int_equal((int)PM("saga_participant_frames_total"), 1);
     assert_int_equal((int)PM("saga_participant_replays_total"), 1);
     assert_int_equal((int)PM("saga_participant_conflicts_total"), 0);
     assert_int_equal((int)PM("saga_participant_barrier_skips_total"), 0);
