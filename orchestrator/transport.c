@@ -439,8 +439,9 @@ static void frame_done(transport_call *c, int rv, nng_msg *answer)
     if (b != NULL)
         saga__v1__step_batch__free_unpacked(b, NULL);
     nng_msg_free(answer);
+    transport *t = c->owner; /* c may be reused as soon as it is handed over */
     for (size_t i = 0; i < n; i++)
-        c->owner->done(c->owner->done_arg, calls[i]);
+        t->done(t->done_arg, calls[i]);
 }
 
 /* Runs on an nng thread: advance SENDING -> RECEIVING -> DONE. */
@@ -528,8 +529,11 @@ void transport_destroy(transport *t)
     if (t == NULL)
         return;
     transport_close(t);
-    for (size_t i = 0; i < t->n_all; i++) {
+    /* Every aio first: a frame's callback completes the frame's other calls,
+     * which must all still exist when it runs. */
+    for (size_t i = 0; i < t->n_all; i++)
         nng_aio_stop(t->all[i]->aio); /* waits for a callback in progress */
+    for (size_t i = 0; i < t->n_all; i++) {
         nng_aio_free(t->all[i]->aio);
         if (t->all[i]->reply)
             nng_msg_free(t->all[i]->reply);
