@@ -28,19 +28,22 @@
  * context's own aio.
  *
  * Serving: at most one thread at a time uses the store (p->serving, under
- * p->mtx). The callback that queues a request while nobody serves becomes
- * the serving thread: it takes everything queued (at most PT_BATCH_MAX) as
- * one batch, runs it in one transaction, hands the replies to nng only after
- * COMMIT (batch.c), and goes on until the queue is empty. Requests that
- * arrive meanwhile are queued for it. Why not a dedicated thread: waking
- * it cost a context switch per batch, most of a request's cost at low load
- * on a VM. Whoever stops serving does so with the queue empty, under the
- * same mutex as the queueing, so no request is left without a server.
+ * p->mtx). The callback that queues a request while nobody serves (and the
+ * worker is not waiting for its turn) becomes the serving thread: it takes
+ * everything queued (at most PT_BATCH_MAX requests) as one batch, runs it in
+ * one transaction, hands the replies to nng only after COMMIT (batch.c), and
+ * goes on while requests keep coming, for at most PT_CALLBACK_BATCHES
+ * batches. Why not a dedicated thread: waking it cost a context switch per
+ * batch, most of a request's cost at low load on a VM. Whoever stops serving
+ * with requests still queued wakes the worker, which serves them, so no
+ * request is left without a server (the queueing, the check of `serving`
+ * and the hand-over happen under one mutex).
  *
- * The worker thread waits for its turn to serve every purge_every_ms and
- * purges purge_batch expired records per transaction, then serves what
- * queued meanwhile; while a purge fills its batch it goes on at once, so
- * purges and request batches alternate and neither starves the other.
+ * The worker thread serves the queue a callback handed over, and every
+ * purge_every_ms waits for its turn (callbacks step aside for it) and purges
+ * purge_batch expired records per transaction, then serves what queued
+ * meanwhile; while a purge fills its batch it goes on at once, so purges and
+ * request batches alternate and neither starves the other.
  *
  * Stopping (pt_stop): the flag stops new requests from being queued, the
  * worker waits for the serving thread, answers the queue, then exits;
@@ -64,6 +67,14 @@
 #define PT_PURGE_EVERY_MS 60000
 /* How long pt_stop waits for replies already handed to nng. */
 #define PT_STOP_GRACE_MS 2000
+/*
+ * Batches a serving callback runs before it hands the queue to the worker,
+ * and the worker before it looks at the purge again: under a load that
+ * never empties the queue, neither the purge nor nng's thread (whose pipe
+ * cannot be reaped while its callback runs) waits for long.
+ */
+#define PT_CALLBACK_BATCHES 4
+#define PT_WORKER_BATCHES   16
 
 typedef enum {
     PT_CONN_IDLE,
@@ -479,7 +490,7 @@ static void pt_conn_reply_done(participant *p)
     nng_mtx_unlock(p->mtx);
 }
 
-static void pt_serve_queue(participant *p);
+static void pt_serve_queue(participant *p, int max_batches);
 static void pt_serve_release(participant *p);
 
 static void pt_conn_frame_free(pt_conn *c)
@@ -527,10 +538,11 @@ static void pt_conn_cb(void *arg)
         else
             p->queue_head = c;
         p->queue_tail = c;
-        /* c is the queue's now: nothing below may touch it. */
-        if (!p->serving) {
+        /* c is the queue's now: nothing below may touch it. The worker,
+         * when it waits for its turn (a purge), goes first. */
+        if (!p->serving && p->serve_waiters == 0) {
             p->serving = 1;
-            pt_serve_queue(p);
+            pt_serve_queue(p, PT_CALLBACK_BATCHES);
             pt_serve_release(p);
         }
         nng_mtx_unlock(p->mtx);
@@ -688,11 +700,12 @@ static void pt_serve_batch(participant *p, size_t n)
 
 /*
  * With p->mtx held and p->serving set: runs batches until the queue is
- * empty (p->mtx is released while a batch runs).
+ * empty, max_batches have run, or another thread waits for its turn (p->mtx
+ * is released while a batch runs).
  */
-static void pt_serve_queue(participant *p)
+static void pt_serve_queue(participant *p, int max_batches)
 {
-    for (;;) {
+    for (int b = 0; b < max_batches && p->serve_waiters == 0; b++) {
         size_t n = 0, n_items = 0;
         /* Whole contexts, at most PT_BATCH_MAX requests (a frame holds several). */
         while (p->queue_head && n_items + p->queue_head->n_items <= PT_BATCH_MAX) {
@@ -721,16 +734,22 @@ static void pt_serve_acquire(participant *p)
     p->serving = 1;
 }
 
-/* With p->mtx held and the queue empty: stops serving. */
+/*
+ * With p->mtx held: stops serving. Requests still queued (a callback's
+ * batches ran out, or the worker waits for a purge) are the worker's: it is
+ * woken for them, so none is left without a server.
+ */
 static void pt_serve_release(participant *p)
 {
-    assert(p->queue_head == NULL);
     p->serving = 0;
-    if (p->serve_waiters > 0)
+    if (p->serve_waiters > 0 || p->queue_head != NULL)
         nng_cv_wake(p->cv);
 }
 
-/* The worker thread: the purge, and the queue's last requests at stop. */
+/*
+ * The worker thread: the purge; the queue when a serving callback handed it
+ * over; the queue's last requests at stop.
+ */
 static void pt_worker_main(void *arg)
 {
     participant *p = arg;
@@ -738,22 +757,26 @@ static void pt_worker_main(void *arg)
 
     nng_mtx_lock(p->mtx);
     while (!p->stopping) {
-        if (nng_clock() < next_purge) {
+        int purge_due = nng_clock() >= next_purge;
+        if (!purge_due && (p->queue_head == NULL || p->serving)) {
             nng_cv_until(p->cv, next_purge);
             continue;
         }
         pt_serve_acquire(p);
-        nng_mtx_unlock(p->mtx);
-        int purged = pt_purge_once(p, util_wall_ms());
-        /* A full purge batch means more is due: go on, the queue's requests first. */
-        next_purge = nng_clock() + (purged == p->purge_batch ? 0 : (nng_time)p->purge_every_ms);
-        nng_mtx_lock(p->mtx);
-        pt_serve_queue(p); /* what arrived during the purge */
+        if (purge_due) {
+            nng_mtx_unlock(p->mtx);
+            int purged = pt_purge_once(p, util_wall_ms());
+            /* A full purge batch means more is due: go on, the queue's requests first. */
+            next_purge = nng_clock() + (purged == p->purge_batch ? 0 : (nng_time)p->purge_every_ms);
+            nng_mtx_lock(p->mtx);
+        }
+        pt_serve_queue(p, PT_WORKER_BATCHES); /* then look at the purge again */
         pt_serve_release(p);
     }
     /* Stopping: nothing is queued any more; answer what is. */
     pt_serve_acquire(p);
-    pt_serve_queue(p);
+    while (p->queue_head != NULL)
+        pt_serve_queue(p, PT_WORKER_BATCHES);
     pt_serve_release(p);
     nng_mtx_unlock(p->mtx);
 }
