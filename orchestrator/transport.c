@@ -364,9 +364,10 @@ void transport_flush(transport *t)
             transport_call *next = c->next_queued;
             size_t len = nng_msg_len(c->request) + 8; /* with its field tag and length */
             c->next_queued = NULL;
-            /* Consecutive requests with one timeout share a frame, within the limits. */
+            /* Consecutive requests with one timeout share a frame, within the
+             * limits (the participant's receive limit counts nng's header too). */
             if (head != NULL && (c->timeout_ms != head->timeout_ms || n == t->frame_max ||
-                                 1 + bytes + len > WIRE_MAX_MSG)) {
+                                 1 + bytes + len > WIRE_MAX_MSG - 16)) {
                 frame_send(head, n);
                 head = NULL;
             }
