@@ -62,6 +62,18 @@ struct transport {
 
 static void call_callback(void *arg);
 
+/* 1 at most once a minute for the report whose last time *last_ms holds (under p->mtx). */
+static int peer_report_due(peer *p, int64_t *last_ms)
+{
+    int64_t now = util_mono_ms();
+    nng_mtx_lock(p->mtx);
+    int due = *last_ms == 0 || now - *last_ms >= 60000;
+    if (due)
+        *last_ms = now;
+    nng_mtx_unlock(p->mtx);
+    return due;
+}
+
 /* Before a connection to a participant is used: over ipc://, refuse one to a
  * process of another user, who may have created the socket first. */
 static void peer_pipe_check(nng_pipe pipe, nng_pipe_ev ev, void *arg)
@@ -72,13 +84,7 @@ static void peer_pipe_check(nng_pipe pipe, nng_pipe_ev ev, void *arg)
     if (sec_pipe_peer_trusted(pipe, p->url, &uid))
         return;
     nng_pipe_close(pipe);
-    int64_t now = util_mono_ms();
-    nng_mtx_lock(p->mtx);
-    int report = p->untrusted_logged_ms == 0 || now - p->untrusted_logged_ms >= 60000;
-    if (report)
-        p->untrusted_logged_ms = now;
-    nng_mtx_unlock(p->mtx);
-    if (report)
+    if (peer_report_due(p, &p->untrusted_logged_ms))
         log_error("participant %s: refusing the connection to %s: the socket belongs to a "
                   "process of uid %llu, not this user: another user may have taken the address",
                   p->name, p->url, (unsigned long long)uid);
@@ -391,13 +397,7 @@ void transport_flush(transport *t)
 /* At most once a minute per participant: it would repeat for every frame. */
 static void frame_error_report(peer *p, size_t n, int was_frame)
 {
-    int64_t now = util_mono_ms();
-    nng_mtx_lock(p->mtx);
-    int report = p->frame_error_logged_ms == 0 || now - p->frame_error_logged_ms >= 60000;
-    if (report)
-        p->frame_error_logged_ms = now;
-    nng_mtx_unlock(p->mtx);
-    if (report)
+    if (peer_report_due(p, &p->frame_error_logged_ms))
         log_warn("participant %s: answered a frame of %zu requests with %s; taken as no answer "
                  "for each (a participant that does not accept frames needs frame_max = 1)",
                  p->name, n, was_frame ? "another number of replies" : "a single reply");

@@ -149,6 +149,17 @@ static void reply_with(fixture *f, received *r, const uint8_t *buf, size_t len)
     r->msg = NULL;
 }
 
+/* Receives a plain request (not a frame) and answers it. */
+static void answer_one_alone(fixture *f)
+{
+    received r = receive(f);
+    assert_false(wire_is_batch(nng_msg_body(r.msg), nng_msg_len(r.msg)));
+    size_t len;
+    uint8_t *one = answer_of(nng_msg_body(r.msg), nng_msg_len(r.msg), &len);
+    reply_with(f, &r, one, len);
+    free(one);
+}
+
 static void wait_done(fixture *f, int n)
 {
     nng_time until = nng_clock() + WAIT_MS;
@@ -202,13 +213,7 @@ static void test_one_frame_each_its_own_reply(void **state)
         free((void *)parts[i]);
     saga__v1__step_batch__free_unpacked(sb, NULL);
 
-    received alone = receive(f);
-    assert_false(wire_is_batch(nng_msg_body(alone.msg), nng_msg_len(alone.msg)));
-    size_t len;
-    uint8_t *one = answer_of(nng_msg_body(alone.msg), nng_msg_len(alone.msg), &len);
-    reply_with(f, &alone, one, len);
-    free(one);
-
+    answer_one_alone(f);
     wait_done(f, 4);
     check_own_replies(f);
 }
@@ -220,14 +225,8 @@ static void test_frame_max_one_sends_alone(void **state)
     for (int s = 0; s < 3; s++)
         queue(f, s, 5000);
     transport_flush(f->t);
-    for (int i = 0; i < 3; i++) {
-        received r = receive(f);
-        assert_false(wire_is_batch(nng_msg_body(r.msg), nng_msg_len(r.msg)));
-        size_t len;
-        uint8_t *one = answer_of(nng_msg_body(r.msg), nng_msg_len(r.msg), &len);
-        reply_with(f, &r, one, len);
-        free(one);
-    }
+    for (int i = 0; i < 3; i++)
+        answer_one_alone(f);
     wait_done(f, 3);
     check_own_replies(f);
 }
