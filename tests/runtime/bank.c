@@ -299,3 +299,44 @@ int64_t bank_counter(sqlite3 *db, const char *name)
     int64_t v = bank_scalar(db, "SELECT value FROM pt_counters WHERE name = ?1", name, &rc);
     return rc == SQLITE_OK ? v : -1;
 }
+
+void bank_fixture_init(bank_fixture *b, int open)
+{
+    memset(b, 0, sizeof *b);
+    assert_int_equal(bank_dir_make(&b->dir), 0);
+    if (open)
+        b->p = bank_open_simple(b->dir.db, &b->st, NULL);
+}
+
+void bank_fixture_fini(bank_fixture *b)
+{
+    pt_destroy(b->p);
+    b->p = NULL;
+    bank_dir_remove(&b->dir);
+}
+
+static int bank_fixture_setup(void **state, int open)
+{
+    bank_fixture *b = malloc(sizeof *b);
+    assert_non_null(b);
+    bank_fixture_init(b, open);
+    *state = b;
+    return 0;
+}
+
+int bank_fixture_setup_open(void **state)
+{
+    return bank_fixture_setup(state, 1);
+}
+
+int bank_fixture_setup_dir(void **state)
+{
+    return bank_fixture_setup(state, 0);
+}
+
+int bank_fixture_teardown(void **state)
+{
+    bank_fixture_fini(*state);
+    free(*state);
+    return 0;
+}

@@ -76,6 +76,25 @@ participant *bank_open(const pt_options *base, const char *path, bank_state *st)
 /* The same with defaults; faults may be NULL. Fails the test on error. */
 participant *bank_open_simple(const char *path, bank_state *st, const char *faults);
 
+/* What most runtime tests share: a temp directory, the bank's state and the
+ * participant (NULL until opened). */
+typedef struct {
+    bank_dir dir;
+    bank_state st;
+    participant *p;
+} bank_fixture;
+
+/* Makes the directory and, with open, opens the bank there (bank_open_simple).
+ * Fails the test on error. */
+void bank_fixture_init(bank_fixture *b, int open);
+/* Destroys the participant and removes the directory. */
+void bank_fixture_fini(bank_fixture *b);
+/* cmocka setup and teardown around a malloc'd bank_fixture: with the bank
+ * opened, or with the directory only (the test opens the bank itself). */
+int bank_fixture_setup_open(void **state);
+int bank_fixture_setup_dir(void **state);
+int bank_fixture_teardown(void **state);
+
 /* Packs r (malloc'd; caller frees). */
 uint8_t *bank_pack(const bank_req *r, size_t *len);
 /* Decodes a reply into out; returns 0 or -1. */

@@ -28,29 +28,7 @@
 
 extern char **environ;
 
-typedef struct {
-    bank_dir dir;
-    bank_state st;
-    participant *p;
-} fixture;
-
-static int setup(void **state)
-{
-    fixture *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    assert_int_equal(bank_dir_make(&f->dir), 0);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    pt_destroy(f->p);
-    bank_dir_remove(&f->dir);
-    free(f);
-    return 0;
-}
+typedef bank_fixture fixture;
 
 static void test_spec_valid(void **state)
 {
@@ -308,21 +286,23 @@ static void test_crashpoint_after_commit(void **state)
     check_committed(f);
 }
 
+#define T(t) cmocka_unit_test_setup_teardown(t, bank_fixture_setup_dir, bank_fixture_teardown)
+
 int main(int argc, char **argv)
 {
     if (argc == 5 && strcmp(argv[1], "child") == 0)
         return child_main(argv);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_spec_valid, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_spec_invalid_names_option, setup, teardown),
+        T(test_spec_valid),
+        T(test_spec_invalid_names_option),
         cmocka_unit_test(test_help_lists_every_option),
-        cmocka_unit_test_setup_teardown(test_retry_fault, setup, teardown),
+        T(test_retry_fault),
         cmocka_unit_test(test_faults_deterministic),
-        cmocka_unit_test_setup_teardown(test_child_without_faults_succeeds, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_crash_before_commit_fault, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_crash_after_commit_fault, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_crashpoint_before_commit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_crashpoint_after_commit, setup, teardown),
+        T(test_child_without_faults_succeeds),
+        T(test_crash_before_commit_fault),
+        T(test_crash_after_commit_fault),
+        T(test_crashpoint_before_commit),
+        T(test_crashpoint_after_commit),
     };
     return cmocka_run_group_tests_name("runtime_faults", tests, NULL, NULL);
 }

@@ -18,30 +18,7 @@
 #include "bank.h"
 #include "util.h"
 
-typedef struct {
-    bank_dir dir;
-    bank_state st;
-    participant *p;
-} fixture;
-
-static int setup(void **state)
-{
-    fixture *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    assert_int_equal(bank_dir_make(&f->dir), 0);
-    f->p = bank_open_simple(f->dir.db, &f->st, NULL);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    pt_destroy(f->p);
-    bank_dir_remove(&f->dir);
-    free(f);
-    return 0;
-}
+typedef bank_fixture fixture;
 
 static int64_t records(participant *p)
 {
@@ -334,23 +311,18 @@ static void test_random_input(void **state)
     free(good);
 }
 
+#define T(t) cmocka_unit_test_setup_teardown(t, bank_fixture_setup_open, bank_fixture_teardown)
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_empty_message, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_garbage_bytes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_truncated_message, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_key_length_limit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_missing_fields, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unknown_operation, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unknown_phase, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_params_limits, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_duplicate_param, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_oversized_message, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_control_chars_sanitized, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_malformed_never_touches_db, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_malformed_in_good_batch, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_random_input, setup, teardown),
+        T(test_empty_message),           T(test_garbage_bytes),
+        T(test_truncated_message),       T(test_key_length_limit),
+        T(test_missing_fields),          T(test_unknown_operation),
+        T(test_unknown_phase),           T(test_params_limits),
+        T(test_duplicate_param),         T(test_oversized_message),
+        T(test_control_chars_sanitized), T(test_malformed_never_touches_db),
+        T(test_malformed_in_good_batch), T(test_random_input),
     };
     return cmocka_run_group_tests_name("runtime_input", tests, NULL, NULL);
 }

@@ -18,30 +18,7 @@
 #include "bank.h"
 #include "util.h"
 
-typedef struct {
-    bank_dir dir;
-    bank_state st;
-    participant *p;
-} fixture;
-
-static int setup(void **state)
-{
-    fixture *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    assert_int_equal(bank_dir_make(&f->dir), 0);
-    f->p = bank_open_simple(f->dir.db, &f->st, NULL);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    pt_destroy(f->p);
-    bank_dir_remove(&f->dir);
-    free(f);
-    return 0;
-}
+typedef bank_fixture fixture;
 
 static bank_req debit(const char *key, const char *saga, const char *amount)
 {
@@ -716,32 +693,33 @@ static void test_register_rules(void **state)
     assert_int_equal(pt_register(f->p, "x", broken_handler, NULL, NULL, NULL), 0);
 }
 
+#define T(t) cmocka_unit_test_setup_teardown(t, bank_fixture_setup_open, bank_fixture_teardown)
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_first_delivery_ok, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_same_key_replays, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_same_key_other_params_conflict, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_other_key_same_phase_conflict, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_compensation_before_action, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_compensation_after_action, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rejected_action_then_compensation, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_param_errors_named, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_nul_byte_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_two_copies_one_batch, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_action_and_compensation_one_batch, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_compensation_of_other_action_conflicts, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_handler_retry_stores_nothing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_handler_invalid_outcome, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_oversize_result_rejected, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_db_locked_retry, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_handler_db_error_isolated, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_commit_failure_all_retry, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_restart_replay_survives, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_purge_old_records_in_batches, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_late_action_after_purge_still_fenced, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_register_rules, setup, teardown),
+        T(test_first_delivery_ok),
+        T(test_same_key_replays),
+        T(test_same_key_other_params_conflict),
+        T(test_other_key_same_phase_conflict),
+        T(test_compensation_before_action),
+        T(test_compensation_after_action),
+        T(test_rejected_action_then_compensation),
+        T(test_param_errors_named),
+        T(test_nul_byte_refused),
+        T(test_two_copies_one_batch),
+        T(test_action_and_compensation_one_batch),
+        T(test_compensation_of_other_action_conflicts),
+        T(test_handler_retry_stores_nothing),
+        T(test_handler_invalid_outcome),
+        T(test_oversize_result_rejected),
+        T(test_db_locked_retry),
+        T(test_handler_db_error_isolated),
+        T(test_commit_failure_all_retry),
+        T(test_restart_replay_survives),
+        T(test_purge_old_records_in_batches),
+        T(test_late_action_after_purge_still_fenced),
+        T(test_register_rules),
     };
     return cmocka_run_group_tests_name("runtime_rules", tests, NULL, NULL);
 }

@@ -33,29 +33,7 @@
 #define CLIENTS 8
 #define ROUNDS  5
 
-typedef struct {
-    bank_dir dir;
-    bank_state st;
-    participant *p;
-} fixture;
-
-static int setup(void **state)
-{
-    fixture *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    assert_int_equal(bank_dir_make(&f->dir), 0);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    pt_destroy(f->p);
-    bank_dir_remove(&f->dir);
-    free(f);
-    return 0;
-}
+typedef bank_fixture fixture;
 
 /* Opens the bank with opts on the fixture's db and ipc URL, and starts it. */
 static void start_bank(fixture *f, pt_options o)
@@ -528,18 +506,20 @@ static void test_start_stop(void **state)
     pt_destroy(NULL);
 }
 
+#define T(t) cmocka_unit_test_setup_teardown(t, bank_fixture_setup_dir, bank_fixture_teardown)
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_concurrent_copies_one_effect, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_oversized_dropped_then_serving, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_malformed_over_socket, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_frame_over_socket, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_drop_reply_fault, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_delay_fault_does_not_block_worker, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_purge_runs_on_worker, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_serving_handoff_with_purge, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_start_stop, setup, teardown),
+        T(test_concurrent_copies_one_effect),
+        T(test_oversized_dropped_then_serving),
+        T(test_malformed_over_socket),
+        T(test_frame_over_socket),
+        T(test_drop_reply_fault),
+        T(test_delay_fault_does_not_block_worker),
+        T(test_purge_runs_on_worker),
+        T(test_serving_handoff_with_purge),
+        T(test_start_stop),
     };
     return cmocka_run_group_tests_name("runtime_socket", tests, NULL, NULL);
 }

@@ -35,9 +35,7 @@ typedef struct {
 } probe;
 
 typedef struct {
-    bank_dir dir;
-    bank_state st;
-    participant *p;
+    bank_fixture b; /* the bank, opened */
     probe pr;
     int seq; /* for fresh keys */
 } fixture;
@@ -119,14 +117,13 @@ static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
     assert_non_null(f);
-    assert_int_equal(bank_dir_make(&f->dir), 0);
-    f->p = bank_open_simple(f->dir.db, &f->st, NULL);
+    bank_fixture_init(&f->b, 1);
     assert_int_equal(
-        sqlite3_exec(pt_db(f->p), "CREATE TABLE items (id TEXT PRIMARY KEY)", NULL, NULL, NULL),
+        sqlite3_exec(pt_db(f->b.p), "CREATE TABLE items (id TEXT PRIMARY KEY)", NULL, NULL, NULL),
         SQLITE_OK);
-    assert_int_equal(pt_register(f->p, "select", h_select, NULL, NULL, &f->pr), 0);
-    assert_int_equal(pt_register(f->p, "insert", h_insert, NULL, NULL, &f->pr), 0);
-    assert_int_equal(pt_register(f->p, "twice", h_twice, NULL, NULL, &f->pr), 0);
+    assert_int_equal(pt_register(f->b.p, "select", h_select, NULL, NULL, &f->pr), 0);
+    assert_int_equal(pt_register(f->b.p, "insert", h_insert, NULL, NULL, &f->pr), 0);
+    assert_int_equal(pt_register(f->b.p, "twice", h_twice, NULL, NULL, &f->pr), 0);
     *state = f;
     return 0;
 }
@@ -134,8 +131,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    pt_destroy(f->p);
-    bank_dir_remove(&f->dir);
+    bank_fixture_fini(&f->b);
     free(f);
     return 0;
 }
@@ -181,7 +177,7 @@ static int call(fixture *f, const char *op, const char *value)
     snprintf(key, sizeof key, "k%d", f->seq);
     snprintf(saga, sizeof saga, "s%d", f->seq);
     bank_req q = {key, saga, "x", PHASE_ACTION, op, NULL, value};
-    bank_call(f->p, &q, &r);
+    bank_call(f->b.p, &q, &r);
     int outcome = r.outcome;
     bank_reply_free(&r);
     return outcome;
@@ -202,12 +198,12 @@ static void test_reuse(void **state)
 {
     fixture *f = *state;
     f->pr.sql = "SELECT ?1 || '!'";
-    int before = stmt_count(f->p);
+    int before = stmt_count(f->b.p);
     assert_int_equal(call(f, "select", "7"), OUTCOME_OK);
     sqlite3_stmt *first = f->pr.seen[0];
-    assert_int_equal(stmt_count(f->p), before + 1);
-    int savepoints = stmt_count_of(f->p, 1); /* the runtime's own, cached the same way */
-    assert_int_equal(savepoints, 4);         /* SAVEPOINT and RELEASE pt_request, pt_handler */
+    assert_int_equal(stmt_count(f->b.p), before + 1);
+    int savepoints = stmt_count_of(f->b.p, 1); /* the runtime's own, cached the same way */
+    assert_int_equal(savepoints, 4);           /* SAVEPOINT and RELEASE pt_request, pt_handler */
     assert_true(sqlite3_stmt_readonly(first));
     assert_clean(first, "SELECT NULL || '!'");
     for (int i = 0; i < 5; i++) {
@@ -216,8 +212,8 @@ static void test_reuse(void **state)
         /* Handed out with no binding left from the request before. */
         assert_string_equal(f->pr.expanded[0], "SELECT NULL || '!'");
     }
-    assert_int_equal(stmt_count(f->p), before + 1);
-    assert_int_equal(stmt_count_of(f->p, 1), savepoints);
+    assert_int_equal(stmt_count(f->b.p), before + 1);
+    assert_int_equal(stmt_count_of(f->b.p, 1), savepoints);
     assert_clean(first, "SELECT NULL || '!'");
 
     /* Several requests of one batch share it too. */
@@ -225,7 +221,7 @@ static void test_reuse(void **state)
                      {"b2", "sb2", "x", PHASE_ACTION, "select", NULL, "2"},
                      {"b3", "sb3", "x", PHASE_ACTION, "select", NULL, "3"}};
     bank_reply r[3];
-    bank_batch(f->p, 3, q, r);
+    bank_batch(f->b.p, 3, q, r);
     for (int i = 0; i < 3; i++) {
         assert_int_equal(r[i].outcome, OUTCOME_OK);
         char want[8];
@@ -234,7 +230,7 @@ static void test_reuse(void **state)
         bank_reply_free(&r[i]);
     }
     assert_ptr_equal(f->pr.seen[0], first);
-    assert_int_equal(stmt_count(f->p), before + 1);
+    assert_int_equal(stmt_count(f->b.p), before + 1);
 }
 
 /* A statement left on a pending row by its handler is reset when the handler returns. */
@@ -248,14 +244,14 @@ static void test_reset_after_handler(void **state)
     assert_int_equal(call(f, "select", NULL), OUTCOME_OK);
     assert_clean(f->pr.seen[0], "SELECT id FROM items");
     /* And the batch committed with it: the rows are there for another connection. */
-    assert_int_equal(bank_query(pt_db(f->p), "SELECT count(*) FROM items"), 2);
+    assert_int_equal(bank_query(pt_db(f->b.p), "SELECT count(*) FROM items"), 2);
 }
 
 /* Different SQL texts: different statements, each reused for its own text. */
 static void test_different_sql(void **state)
 {
     fixture *f = *state;
-    int before = stmt_count(f->p);
+    int before = stmt_count(f->b.p);
     f->pr.sql = "SELECT 1";
     assert_int_equal(call(f, "select", NULL), OUTCOME_OK);
     sqlite3_stmt *one = f->pr.seen[0];
@@ -269,7 +265,7 @@ static void test_different_sql(void **state)
     f->pr.sql = copy;
     assert_int_equal(call(f, "select", NULL), OUTCOME_OK);
     assert_ptr_equal(f->pr.seen[0], one);
-    assert_int_equal(stmt_count(f->p), before + 2);
+    assert_int_equal(stmt_count(f->b.p), before + 2);
 }
 
 /* The same SQL twice in one call: a second statement while the first is in use, the first
@@ -278,17 +274,17 @@ static void test_same_sql_in_use(void **state)
 {
     fixture *f = *state;
     assert_int_equal(call(f, "insert", "a"), OUTCOME_OK);
-    int before = stmt_count(f->p);
+    int before = stmt_count(f->b.p);
     assert_int_equal(call(f, "twice", NULL), OUTCOME_OK);
     assert_int_equal(f->pr.n_seen, 3);
     assert_ptr_not_equal(f->pr.seen[0], f->pr.seen[1]);
     assert_ptr_equal(f->pr.seen[2], f->pr.seen[0]);
-    assert_int_equal(stmt_count(f->p), before + 2);
+    assert_int_equal(stmt_count(f->b.p), before + 2);
     assert_clean(f->pr.seen[0], "SELECT id FROM items ORDER BY id");
     assert_clean(f->pr.seen[1], "SELECT id FROM items ORDER BY id");
     /* The next call reuses both; nothing new is prepared. */
     assert_int_equal(call(f, "twice", NULL), OUTCOME_OK);
-    assert_int_equal(stmt_count(f->p), before + 2);
+    assert_int_equal(stmt_count(f->b.p), before + 2);
 }
 
 /* After an SQL error (RETRY, rolled back), a refusal (REJECTED, rolled back) and a batch whose
@@ -308,12 +304,12 @@ static void test_after_error_and_rollback(void **state)
     f->pr.fail_after = 1;
     assert_int_equal(call(f, "insert", "c"), OUTCOME_REJECTED);
     f->pr.fail_after = 0;
-    assert_int_equal(bank_query(pt_db(f->p), "SELECT count(*) FROM items WHERE id = 'c'"), 0);
+    assert_int_equal(bank_query(pt_db(f->b.p), "SELECT count(*) FROM items WHERE id = 'c'"), 0);
     assert_int_equal(call(f, "insert", "c"), OUTCOME_OK);
     assert_ptr_equal(f->pr.seen[0], ins);
 
     /* A batch rolled back as a whole (its COMMIT fails on a deferred foreign key). */
-    assert_int_equal(sqlite3_exec(pt_db(f->p),
+    assert_int_equal(sqlite3_exec(pt_db(f->b.p),
                                   "PRAGMA foreign_keys = ON;"
                                   "CREATE TABLE parents (id TEXT PRIMARY KEY);"
                                   "CREATE TABLE orphans (parent TEXT REFERENCES parents (id)"
@@ -326,17 +322,17 @@ static void test_after_error_and_rollback(void **state)
     bank_req q[2] = {{"r1", "sr1", "x", PHASE_ACTION, "insert", NULL, "d"},
                      {"r2", "sr2", "x", PHASE_ACTION, "insert", NULL, "orphan"}};
     bank_reply r[2];
-    bank_batch(f->p, 2, q, r);
+    bank_batch(f->b.p, 2, q, r);
     for (int i = 0; i < 2; i++) {
         assert_int_equal(r[i].outcome, OUTCOME_RETRY);
         bank_reply_free(&r[i]);
     }
     assert_ptr_equal(f->pr.seen[0], ins);
     assert_clean(ins, "INSERT INTO items (id) VALUES (NULL)");
-    assert_int_equal(bank_query(pt_db(f->p), "SELECT count(*) FROM items WHERE id = 'd'"), 0);
+    assert_int_equal(bank_query(pt_db(f->b.p), "SELECT count(*) FROM items WHERE id = 'd'"), 0);
     assert_int_equal(call(f, "insert", "d"), OUTCOME_OK);
     assert_ptr_equal(f->pr.seen[0], ins);
-    assert_int_equal(bank_query(pt_db(f->p), "SELECT count(*) FROM items"), 4); /* a b c d */
+    assert_int_equal(bank_query(pt_db(f->b.p), "SELECT count(*) FROM items"), 4); /* a b c d */
 }
 
 /* SQL that does not prepare: its error, no statement, nothing cached; and after a schema
@@ -344,21 +340,21 @@ static void test_after_error_and_rollback(void **state)
 static void test_prepare_error_and_schema_change(void **state)
 {
     fixture *f = *state;
-    int before = stmt_count(f->p);
+    int before = stmt_count(f->b.p);
     f->pr.sql = "SELEKT 1";
     assert_int_equal(call(f, "select", NULL), OUTCOME_RETRY);
     assert_int_equal(f->pr.rc, SQLITE_ERROR);
     f->pr.sql = "SELECT * FROM items";
     assert_int_equal(call(f, "insert", "a"), OUTCOME_OK);
-    before = stmt_count(f->p);
+    before = stmt_count(f->b.p);
     assert_int_equal(call(f, "select", NULL), OUTCOME_OK);
     sqlite3_stmt *st = f->pr.seen[0];
     assert_int_equal(
-        sqlite3_exec(pt_db(f->p), "ALTER TABLE items ADD COLUMN note TEXT", NULL, NULL, NULL),
+        sqlite3_exec(pt_db(f->b.p), "ALTER TABLE items ADD COLUMN note TEXT", NULL, NULL, NULL),
         SQLITE_OK);
     assert_int_equal(call(f, "select", NULL), OUTCOME_OK);
     assert_ptr_equal(f->pr.seen[0], st);
-    assert_int_equal(stmt_count(f->p), before + 1);
+    assert_int_equal(stmt_count(f->b.p), before + 1);
 }
 
 /* The cache holds at most PT_STMT_CACHE_MAX statements and drops the least recently used. */
@@ -366,7 +362,7 @@ static void test_bounded(void **state)
 {
     fixture *f = *state;
     char sql[PT_STMT_CACHE_MAX + 20][32];
-    int before = stmt_count(f->p);
+    int before = stmt_count(f->b.p);
     f->pr.sql = "SELECT 'kept'";
     assert_int_equal(call(f, "select", NULL), OUTCOME_OK);
     sqlite3_stmt *kept = f->pr.seen[0];
@@ -378,12 +374,12 @@ static void test_bounded(void **state)
         f->pr.sql = "SELECT 'kept'";
         assert_int_equal(call(f, "select", NULL), OUTCOME_OK);
         assert_ptr_equal(f->pr.seen[0], kept);
-        assert_true(stmt_count(f->p) - before + stmt_count_of(f->p, 1) <= PT_STMT_CACHE_MAX);
+        assert_true(stmt_count(f->b.p) - before + stmt_count_of(f->b.p, 1) <= PT_STMT_CACHE_MAX);
     }
     /* Full: the handlers' statements and the runtime's savepoints share the bound. */
-    assert_int_equal(stmt_count(f->p) - before + stmt_count_of(f->p, 1), PT_STMT_CACHE_MAX);
-    assert_false(sql_open(f->p, "SELECT 0")); /* the least recently used went first */
-    assert_true(sql_open(f->p, sql[PT_STMT_CACHE_MAX + 19]));
+    assert_int_equal(stmt_count(f->b.p) - before + stmt_count_of(f->b.p, 1), PT_STMT_CACHE_MAX);
+    assert_false(sql_open(f->b.p, "SELECT 0")); /* the least recently used went first */
+    assert_true(sql_open(f->b.p, sql[PT_STMT_CACHE_MAX + 19]));
 }
 
 /* pt_destroy finalizes the cache and closes; a restart prepares afresh and works. */
@@ -393,16 +389,16 @@ static void test_close_and_restart(void **state)
     f->pr.sql = "SELECT count(*) FROM items";
     assert_int_equal(call(f, "insert", "a"), OUTCOME_OK);
     assert_int_equal(call(f, "select", NULL), OUTCOME_OK);
-    pt_destroy(f->p); /* would leak the connection if a statement were left open */
-    memset(&f->st, 0, sizeof f->st);
-    f->p = bank_open_simple(f->dir.db, &f->st, NULL);
-    assert_int_equal(pt_register(f->p, "select", h_select, NULL, NULL, &f->pr), 0);
-    assert_int_equal(pt_register(f->p, "insert", h_insert, NULL, NULL, &f->pr), 0);
-    int before = stmt_count(f->p);
+    pt_destroy(f->b.p); /* would leak the connection if a statement were left open */
+    memset(&f->b.st, 0, sizeof f->b.st);
+    f->b.p = bank_open_simple(f->b.dir.db, &f->b.st, NULL);
+    assert_int_equal(pt_register(f->b.p, "select", h_select, NULL, NULL, &f->pr), 0);
+    assert_int_equal(pt_register(f->b.p, "insert", h_insert, NULL, NULL, &f->pr), 0);
+    int before = stmt_count(f->b.p);
     assert_int_equal(call(f, "select", NULL), OUTCOME_OK);
-    assert_int_equal(stmt_count(f->p), before + 1);
+    assert_int_equal(stmt_count(f->b.p), before + 1);
     assert_int_equal(call(f, "insert", "b"), OUTCOME_OK);
-    assert_int_equal(bank_query(pt_db(f->p), "SELECT count(*) FROM items"), 2);
+    assert_int_equal(bank_query(pt_db(f->b.p), "SELECT count(*) FROM items"), 2);
 }
 
 /* pt_prepare without a runtime request: SQLITE_MISUSE, no statement. */
