@@ -46,6 +46,14 @@ int util_random_bytes(void *buf, size_t len)
     return 0;
 }
 
+/* Writes the 16 bytes as the canonical 36-character UUID text. */
+static void uuid_format(const unsigned char b[16], char out[37])
+{
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
+}
+
 int util_uuid4(char out[37])
 {
     unsigned char b[16];
@@ -53,9 +61,7 @@ int util_uuid4(char out[37])
         return -1;
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-             b[14], b[15]);
+    uuid_format(b, out);
     return 0;
 }
 
@@ -69,9 +75,7 @@ int util_uuid7_at(int64_t at_ms, char out[37])
         b[i] = (unsigned char)(ms >> (8 * (5 - i)));
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x70); /* version 7 */
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-             b[14], b[15]);
+    uuid_format(b, out);
     return 0;
 }
 

@@ -644,6 +644,17 @@ static void handle_call_done(engine *e, transport_call *c, const saga_env *env)
 
 /* ---- Rounds --------------------------------------------------------------- */
 
+/* With e->mtx held: appends ev to the event queue and wakes the engine. */
+static void queue_append_locked(engine *e, event *ev)
+{
+    if (e->queue_tail)
+        e->queue_tail->next = ev;
+    else
+        e->queue_head = ev;
+    e->queue_tail = ev;
+    nng_cv_wake1(e->cv);
+}
+
 static void transport_done(void *arg, transport_call *call)
 {
     engine *e = arg;
@@ -657,12 +668,7 @@ static void transport_done(void *arg, transport_call *call)
     ev->kind = EV_CALL_DONE;
     ev->call = call;
     nng_mtx_lock(e->mtx);
-    if (e->queue_tail)
-        e->queue_tail->next = ev;
-    else
-        e->queue_head = ev;
-    e->queue_tail = ev;
-    nng_cv_wake1(e->cv);
+    queue_append_locked(e, ev);
     nng_mtx_unlock(e->mtx);
 }
 
@@ -1015,12 +1021,7 @@ static void enqueue(engine *e, event *ev)
         event_free(ev);
         return;
     }
-    if (e->queue_tail)
-        e->queue_tail->next = ev;
-    else
-        e->queue_head = ev;
-    e->queue_tail = ev;
-    nng_cv_wake1(e->cv);
+    queue_append_locked(e, ev);
     nng_mtx_unlock(e->mtx);
 }
 
