@@ -293,7 +293,6 @@ int transport_send(transport *t, size_t participant, const char *saga_id, uint64
     c->request = msg;
     c->timeout_ms = timeout_ms;
     c->frame_next = NULL;
-    c->frame_len = 1;
     c->next_queued = NULL;
     peer *p = &t->peers[participant];
     if (p->queued_tail)
@@ -344,7 +343,6 @@ static void frame_send(transport_call *list, size_t n)
         for (transport_call *c = list, *next; c; c = next) {
             next = c->frame_next;
             c->frame_next = NULL;
-            c->frame_len = 1;
             call_start(c);
         }
         return;
@@ -355,42 +353,55 @@ static void frame_send(transport_call *list, size_t n)
     }
     nng_msg_free(list->request);
     list->request = msg;
-    list->frame_len = n;
     call_start(list);
+}
+
+/*
+ * Sends, in frames, every call of list (linked by next_queued) that has the
+ * first call's timeout, in order; returns the others, in order.
+ */
+static transport_call *flush_one_timeout(transport *t, transport_call *list)
+{
+    int64_t timeout_ms = list->timeout_ms;
+    transport_call *others = NULL, **others_tail = &others, *head = NULL, *tail = NULL;
+    size_t n = 0, bytes = 0;
+    for (transport_call *c = list, *next; c != NULL; c = next) {
+        next = c->next_queued;
+        c->next_queued = NULL;
+        if (c->timeout_ms != timeout_ms) {
+            *others_tail = c;
+            others_tail = &c->next_queued;
+            continue;
+        }
+        size_t len = nng_msg_len(c->request) + 8; /* with its field tag and length */
+        /* Within the limits (the participant's receive limit counts nng's header too). */
+        if (head != NULL && (n == t->frame_max || 1 + bytes + len > WIRE_MAX_MSG - 16)) {
+            frame_send(head, n);
+            head = NULL;
+        }
+        if (head == NULL) {
+            head = c;
+            n = bytes = 0;
+        } else {
+            tail->frame_next = c;
+        }
+        tail = c;
+        n++;
+        bytes += len;
+    }
+    if (head != NULL)
+        frame_send(head, n);
+    return others;
 }
 
 void transport_flush(transport *t)
 {
     for (size_t i = 0; i < t->n_peers; i++) {
         peer *p = &t->peers[i];
-        transport_call *c = p->queued_head, *head = NULL, *tail = NULL;
-        size_t n = 0, bytes = 0;
+        transport_call *rest = p->queued_head;
         p->queued_head = p->queued_tail = NULL;
-        while (c != NULL) {
-            transport_call *next = c->next_queued;
-            size_t len = nng_msg_len(c->request) + 8; /* with its field tag and length */
-            c->next_queued = NULL;
-            /* Consecutive requests with one timeout share a frame, within the
-             * limits (the participant's receive limit counts nng's header too). */
-            if (head != NULL && (c->timeout_ms != head->timeout_ms || n == t->frame_max ||
-                                 1 + bytes + len > WIRE_MAX_MSG - 16)) {
-                frame_send(head, n);
-                head = NULL;
-            }
-            if (head == NULL) {
-                head = tail = c;
-                n = 0;
-                bytes = 0;
-            } else {
-                tail->frame_next = c;
-                tail = c;
-            }
-            n++;
-            bytes += len;
-            c = next;
-        }
-        if (head != NULL)
-            frame_send(head, n);
+        while (rest != NULL)
+            rest = flush_one_timeout(t, rest);
     }
 }
 
@@ -425,7 +436,6 @@ static void frame_done(transport_call *c, int rv, nng_msg *answer)
     for (size_t i = 0; i < n; i++) {
         transport_call *m = calls[i];
         m->frame_next = NULL;
-        m->frame_len = 1;
         m->result = rv;
         m->reply = NULL;
         if (rv != 0)
@@ -453,7 +463,7 @@ static void call_callback(void *arg)
     if (!c->receiving) {
         if (rv != 0) {
             nng_msg_free(nng_aio_get_msg(c->aio)); /* a failed send leaves it with us */
-            if (c->frame_len > 1) {
+            if (c->frame_next != NULL) {
                 frame_done(c, rv, NULL);
                 return;
             }
@@ -467,7 +477,7 @@ static void call_callback(void *arg)
         nng_ctx_recv(c->ctx, c->aio);
         return;
     }
-    if (c->frame_len > 1) {
+    if (c->frame_next != NULL) { /* the carrier of a frame */
         frame_done(c, rv, rv == 0 ? nng_aio_get_msg(c->aio) : NULL);
         return;
     }

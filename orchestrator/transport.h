@@ -19,7 +19,7 @@
  *
  * Frames: transport_send only queues a request; transport_flush sends what
  * is queued. Requests queued for one participant with the same timeout go
- * out together as one frame (StepBatch in proto/saga.proto, at most
+ * out together (in the order queued) as one frame (StepBatch in proto/saga.proto, at most
  * frame_max requests and WIRE_MAX_MSG bytes), carried by the first call of
  * the frame: one nng message each way instead of one per step, which is
  * most of the messaging cost at load. The answer is split into each call's
@@ -56,8 +56,7 @@ typedef struct transport_call {
     /* Private to transport.c. */
     struct transport_call *next_free;
     struct transport_call *next_queued; /* the participant's queue, until flushed */
-    struct transport_call *frame_next;  /* the carrier's list of the frame's other calls */
-    size_t frame_len;                   /* carrier: calls in its frame (1: sent alone) */
+    struct transport_call *frame_next;  /* sent: the frame's next call (NULL: last or alone) */
     nng_msg *request;                   /* queued, not sent yet */
     int64_t timeout_ms;
     transport *owner;

@@ -5,7 +5,8 @@
  *   - requests queued for one participant with one timeout leave as one
  *     frame, and the frame's answer is split so that each call completes
  *     with its own reply;
- *   - requests with another timeout go in another message;
+ *   - requests with another timeout go in another message, one per timeout
+ *     even when the two timeouts alternate in the queue;
  *   - frame_max = 1 sends every request alone, as before frames existed;
  *   - a participant that answers a frame with a single reply (one that does
  *     not know frames) completes every call of the frame with NNG_EPROTO:
@@ -149,6 +150,25 @@ static void reply_with(fixture *f, received *r, const uint8_t *buf, size_t len)
     r->msg = NULL;
 }
 
+/* Receives a frame of n requests and answers it with a frame of their replies. */
+static void answer_frame(fixture *f, size_t n)
+{
+    received r = receive(f);
+    StepBatch *sb = wire_unpack_batch(nng_msg_body(r.msg), nng_msg_len(r.msg));
+    assert_non_null(sb);
+    assert_int_equal(sb->n_items, n);
+    const uint8_t *parts[WIRE_BATCH_MAX];
+    size_t lens[WIRE_BATCH_MAX], flen;
+    for (size_t i = 0; i < n; i++)
+        parts[i] = answer_of(sb->items[i].data, sb->items[i].len, &lens[i]);
+    uint8_t *frame = wire_pack_batch(n, parts, lens, &flen);
+    reply_with(f, &r, frame, flen);
+    free(frame);
+    for (size_t i = 0; i < n; i++)
+        free((void *)parts[i]);
+    saga__v1__step_batch__free_unpacked(sb, NULL);
+}
+
 /* Receives a plain request (not a frame) and answers it. */
 static void answer_one_alone(fixture *f)
 {
@@ -198,22 +218,23 @@ static void test_one_frame_each_its_own_reply(void **state)
     queue(f, 3, 7000); /* another timeout: another message */
     transport_flush(f->t);
 
-    received r = receive(f);
-    StepBatch *sb = wire_unpack_batch(nng_msg_body(r.msg), nng_msg_len(r.msg));
-    assert_non_null(sb);
-    assert_int_equal(sb->n_items, 3);
-    const uint8_t *parts[3];
-    size_t lens[3], flen;
-    for (size_t i = 0; i < 3; i++)
-        parts[i] = answer_of(sb->items[i].data, sb->items[i].len, &lens[i]);
-    uint8_t *frame = wire_pack_batch(3, parts, lens, &flen);
-    reply_with(f, &r, frame, flen);
-    free(frame);
-    for (size_t i = 0; i < 3; i++)
-        free((void *)parts[i]);
-    saga__v1__step_batch__free_unpacked(sb, NULL);
+    answer_frame(f, 3);
 
     answer_one_alone(f);
+    wait_done(f, 4);
+    check_own_replies(f);
+}
+
+/* Requests with two timeouts queued alternately still make one frame per timeout. */
+static void test_one_frame_per_timeout_when_interleaved(void **state)
+{
+    fixture *f = *state;
+    open_transport(f, WIRE_BATCH_MAX);
+    for (int s = 0; s < 4; s++)
+        queue(f, s, s % 2 ? 7000 : 5000);
+    transport_flush(f->t);
+    for (int m = 0; m < 2; m++)
+        answer_frame(f, 2);
     wait_done(f, 4);
     check_own_replies(f);
 }
@@ -256,6 +277,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_one_frame_each_its_own_reply, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_one_frame_per_timeout_when_interleaved, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_frame_max_one_sends_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_single_answer_to_a_frame_is_no_answer, setup,
                                         teardown),
