@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -15,6 +14,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "security.h"
 
 #define PROBE_EVERY_MS   1000
 #define PROBE_TIMEOUT_MS 2000
@@ -31,11 +31,6 @@ struct sp_listener {
     int stopping;
     unsigned restarts;
 };
-
-static int is_ipc(const char *url)
-{
-    return strncasecmp(url, "ipc://", 6) == 0; /* nng takes "IPC://" too */
-}
 
 static void on_pipe_added(nng_pipe pipe, nng_pipe_ev ev, void *arg)
 {
@@ -57,7 +52,8 @@ static int start_listener(sp_listener *l, char *err, size_t errlen)
     }
     if ((l->opts.recv_max &&
          (rv = nng_listener_set_size(nl, NNG_OPT_RECVMAXSZ, l->opts.recv_max)) != 0) ||
-        (is_ipc(url) && (rv = nng_listener_set_int(nl, NNG_OPT_IPC_PERMISSIONS, 0600)) != 0)) {
+        (sec_url_has_scheme(url, "ipc") &&
+         (rv = nng_listener_set_int(nl, NNG_OPT_IPC_PERMISSIONS, 0600)) != 0)) {
         snprintf(err, errlen, "%s: cannot set the size limit or permissions: %s", url,
                  nng_strerror(rv));
         goto fail;
@@ -69,7 +65,7 @@ static int start_listener(sp_listener *l, char *err, size_t errlen)
         goto fail;
     }
     /* The option applies at bind; make sure the file is owner-only anyway. */
-    if (is_ipc(url) && chmod(url + 6, 0600) != 0) {
+    if (sec_url_has_scheme(url, "ipc") && chmod(url + 6, 0600) != 0) {
         snprintf(err, errlen, "cannot make %s owner-only", url + 6);
         rv = NNG_EPERM;
         goto fail;
@@ -104,7 +100,7 @@ static const unsigned char probe_header[8] = {0x00, 'S', 'P', 0x00, 0x00, 0x30, 
  */
 static int probe(sp_listener *l)
 {
-    const char *path = l->opts.url + 6; /* is_ipc: "ipc://" + path */
+    const char *path = l->opts.url + 6; /* an ipc:// URL: "ipc://" + path */
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof sa.sun_path)
         return -1;
@@ -190,7 +186,8 @@ int sp_listener_open(sp_listener **out, nng_socket sock, const sp_listener_opts 
     }
     if ((rv = start_listener(l, err, errlen)) != 0)
         goto fail;
-    if (is_ipc(opts->url) && (rv = nng_thread_create(&l->watchdog, watchdog_main, l)) != 0) {
+    if (sec_url_has_scheme(opts->url, "ipc") &&
+        (rv = nng_thread_create(&l->watchdog, watchdog_main, l)) != 0) {
         snprintf(err, errlen, "cannot start the listener watchdog: %s", nng_strerror(rv));
         goto fail;
     }

@@ -18,7 +18,7 @@
 #define SEC_PEM_MAX (1024 * 1024) /* bytes in a certificate or key file */
 
 /* Does url start with scheme "://", in any case (nng takes "TCP://" too)? */
-static int has_scheme(const char *url, const char *scheme)
+int sec_url_has_scheme(const char *url, const char *scheme)
 {
     size_t n = strlen(scheme);
     return strncasecmp(url, scheme, n) == 0 && strncmp(url + n, "://", 3) == 0;
@@ -26,12 +26,13 @@ static int has_scheme(const char *url, const char *scheme)
 
 int sec_url_is_tls(const char *url)
 {
-    return has_scheme(url, "tls+tcp") || has_scheme(url, "tls+tcp4") || has_scheme(url, "tls+tcp6");
+    return sec_url_has_scheme(url, "tls+tcp") || sec_url_has_scheme(url, "tls+tcp4") ||
+           sec_url_has_scheme(url, "tls+tcp6");
 }
 
 int sec_url_is_owner_only(const char *url)
 {
-    return has_scheme(url, "ipc") || has_scheme(url, "inproc");
+    return sec_url_has_scheme(url, "ipc") || sec_url_has_scheme(url, "inproc");
 }
 
 static int host_is_loopback(const char *host)
@@ -49,7 +50,7 @@ static int host_is_loopback(const char *host)
 
 int sec_url_is_local(const char *url)
 {
-    if (sec_url_is_owner_only(url) || has_scheme(url, "abstract"))
+    if (sec_url_is_owner_only(url) || sec_url_has_scheme(url, "abstract"))
         return 1;
     nng_url *u = NULL;
     if (nng_url_parse(&u, url) != 0)
@@ -77,7 +78,7 @@ static int url_is_network(const char *url)
                                           "tls+tcp6", "ws",   "ws4",  "ws6",     "wss",
                                           "wss4",     "wss6", NULL};
     for (const char *const *p = schemes; *p != NULL; p++)
-        if (has_scheme(url, *p))
+        if (sec_url_has_scheme(url, *p))
             return 1;
     return 0;
 }
@@ -85,7 +86,8 @@ static int url_is_network(const char *url)
 int sec_check_exposure(const char *what, const char *url, int tls_ok, int auth_ok,
                        const char *how_tls, const char *how_auth, char *err, size_t errlen)
 {
-    if (sec_url_is_owner_only(url) || (!url_is_network(url) && !has_scheme(url, "abstract")))
+    if (sec_url_is_owner_only(url) ||
+        (!url_is_network(url) && !sec_url_has_scheme(url, "abstract")))
         return 0;
     if (sec_url_is_local(url)) {
         /* A loopback port or an abstract socket: every user of this host can
@@ -119,7 +121,7 @@ int sec_check_exposure(const char *what, const char *url, int tls_ok, int auth_o
 
 int sec_pipe_peer_trusted(nng_pipe pipe, const char *url, uint64_t *uid)
 {
-    if (!has_scheme(url, "ipc") && !has_scheme(url, "abstract"))
+    if (!sec_url_has_scheme(url, "ipc") && !sec_url_has_scheme(url, "abstract"))
         return 1;
     uint64_t peer = 0;
     if (nng_pipe_get_uint64(pipe, NNG_OPT_IPC_PEER_UID, &peer) != 0) {

@@ -40,6 +40,8 @@ typedef struct {
 int sec_url_is_tls(const char *url);
 /* 1 when only this user can reach url: ipc:// (the listener makes the
  * socket file 0600) or inproc://. */
+/* Does url start with "<scheme>://" (the scheme matched case-insensitively, as nng does)? */
+int sec_url_has_scheme(const char *url, const char *scheme);
 int sec_url_is_owner_only(const char *url);
 /*
  * 1 when only this host can reach url: an owner-only URL, abstract:// (no

@@ -647,7 +647,7 @@ static int client_connect(client *cl)
     /* A local ipc:// connect fails at once when sagad is not there: dial
      * synchronously to say so. A remote connect may hang for minutes, so
      * it runs in the background, bounded by the request's timeout. */
-    int is_ipc = strncasecmp(cl->url, "ipc://", 6) == 0;
+    int is_ipc = sec_url_has_scheme(cl->url, "ipc");
     if (sec_url_is_tls(cl->url))
         return client_dial_tls(cl);
     rv = nng_dial(cl->sock, cl->url, NULL, is_ipc ? 0 : NNG_FLAG_NONBLOCK);
