@@ -771,8 +771,8 @@ static int load_security(loader *ld, const config_setting_t *root, const char *d
 #define DEFAULT_ALERT_MAX_RUNNING 4
 
 /*
- * http_url (metrics, JSON API, dashboard: loopback http:// unless https://
- * with tls.cert_file and admin_token_file), alert_command (an executable
+ * http_url (metrics, JSON API, dashboard: always with admin_token_file;
+ * loopback http://, or https:// with tls.cert_file), alert_command (an executable
  * file, path resolved like the others) and alert_max_running. Runs after
  * load_security, whose token and certificates the HTTP policy needs.
  */

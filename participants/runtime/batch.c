@@ -1,7 +1,7 @@
 /*
  * batch — processes one batch of encoded StepRequests in ONE SQLite
  * transaction and produces one encoded StepReply per message. The socket
- * worker (participant.c) and pt_process_batch() both come through here, so
+ * path's serving thread (participant.c) and pt_process_batch() both come through here, so
  * tests exercise exactly what the network path runs.
  *
  * Flow of pt_batch_run():
