@@ -76,14 +76,13 @@ typedef struct {
 
 /*
  * Runs one of the batch's savepoint statements (constant SQL) from the
- * statement cache (pt_prepare): every request runs at least four, and
+ * statement cache (pt_stmt_get): every request runs at least four, and
  * sqlite3_exec would parse and finalize the text each time.
  */
 static int pt_sp_exec(participant *p, const char *sql)
 {
-    pt_request r = {.stmts = p->stmts};
     sqlite3_stmt *st;
-    int rc = pt_prepare(&r, sql, &st);
+    int rc = pt_stmt_get(p->stmts, sql, &st);
     if (rc != SQLITE_OK)
         return rc;
     rc = sqlite3_step(st);

@@ -175,7 +175,11 @@ static void pt_stmt_evict(pt_stmt_cache *c)
 
 int pt_prepare(const pt_request *req, const char *sql, sqlite3_stmt **st)
 {
-    pt_stmt_cache *c = req ? req->stmts : NULL;
+    return pt_stmt_get(req ? req->stmts : NULL, sql, st);
+}
+
+int pt_stmt_get(pt_stmt_cache *c, const char *sql, sqlite3_stmt **st)
+{
     *st = NULL;
     if (c == NULL || sql == NULL)
         return SQLITE_MISUSE;

@@ -134,5 +134,7 @@ void pt_printable(char *out, size_t outlen, const char *in);
 /* participant.c: the batch hands p->stmts to each request and releases it
  * (resets what the handler used) after each handler call. */
 void pt_stmt_cache_release(pt_stmt_cache *c);
+/* participant.c: pt_prepare on the cache itself, for the runtime's own statements. */
+int pt_stmt_get(pt_stmt_cache *c, const char *sql, sqlite3_stmt **st);
 
 #endif
