@@ -132,3 +132,14 @@ void log_msg(enum log_level level, const char *fmt, ...)
     memcpy(held.buf + held.len, line, len);
     held.len += len;
 }
+
+uint64_t log_throttle_hit(log_throttle *t, int64_t now_ms)
+{
+    t->unreported++;
+    if (t->logged_ms != 0 && now_ms - t->logged_ms < LOG_THROTTLE_MS)
+        return 0;
+    uint64_t count = t->unreported;
+    t->unreported = 0;
+    t->logged_ms = now_ms;
+    return count;
+}

@@ -9,6 +9,8 @@
 #ifndef SAGA_LOG_H
 #define SAGA_LOG_H
 
+#include <stdint.h>
+
 enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };
 
 /* Names the program in every line; the string must outlive all logging. */
@@ -30,6 +32,21 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
  */
 void log_hold(void);
 void log_release(void);
+
+/*
+ * A report a peer could make us repeat at will (malformed requests, a
+ * refused connection): logged at most once per LOG_THROTTLE_MS, the first
+ * at once, with the number of events since the last report. Not locked:
+ * the caller guards it.
+ */
+#define LOG_THROTTLE_MS 60000
+typedef struct {
+    uint64_t unreported; /* events since the last report */
+    int64_t logged_ms;   /* monotonic time of that report; 0: never */
+} log_throttle;
+/* Counts one event at now_ms; returns the events to report now (the count
+ * since the last report), or 0 when no report is due. */
+uint64_t log_throttle_hit(log_throttle *t, int64_t now_ms);
 
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
 #define log_info(...)  log_msg(LOG_INFO, __VA_ARGS__)

@@ -79,13 +79,6 @@ typedef struct admin_ctx {
     struct admin_ctx *next; /* reader queue link */
 } admin_ctx;
 
-/* What a client could repeat at will: counted, and logged at most once per
- * MALFORMED_LOG_INTERVAL_MS (the first at once), so it cannot flood the log. */
-typedef struct {
-    uint64_t unreported; /* since the last log line */
-    int64_t logged_ms;   /* monotonic time of that line; 0: never */
-} log_throttle;
-
 struct admin_server {
     const orch_config *cfg;
     engine *eng;
@@ -106,11 +99,9 @@ struct admin_server {
     pthread_t reader;
     int reader_started;
 
-    log_throttle malformed; /* malformed requests */
+    log_throttle malformed; /* malformed requests (log.h: a client could repeat them at will) */
     log_throttle refused;   /* requests with a missing or wrong token */
 };
-
-#define MALFORMED_LOG_INTERVAL_MS 60000
 
 static void actx_recv(admin_ctx *c);
 
@@ -284,15 +275,8 @@ static void reply_oom(admin_ctx *c, const char *what)
 /* Counts one event; returns how many to report now (0: stay quiet). */
 static uint64_t throttle_count(admin_server *srv, log_throttle *t)
 {
-    int64_t now = util_mono_ms();
-    uint64_t count = 0;
     pthread_mutex_lock(&srv->mu);
-    t->unreported++;
-    if (t->logged_ms == 0 || now - t->logged_ms >= MALFORMED_LOG_INTERVAL_MS) {
-        count = t->unreported;
-        t->unreported = 0;
-        t->logged_ms = now;
-    }
+    uint64_t count = log_throttle_hit(t, util_mono_ms());
     pthread_mutex_unlock(&srv->mu);
     return count;
 }

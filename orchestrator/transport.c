@@ -43,8 +43,8 @@ typedef struct {
     unsigned gone_next;            /* the slot gone[] overwrites next */
     int64_t disconnected_since;    /* monotonic ms; 0 while connected */
     unsigned redials;              /* in the current outage; 0 while connected */
-    int64_t untrusted_logged_ms;   /* last report of a socket of another user; 0: never */
-    int64_t frame_error_logged_ms; /* last report of a frame answered wrongly; 0: never */
+    log_throttle untrusted_log;    /* reports of a socket of another user */
+    log_throttle frame_error_log;  /* reports of a frame answered wrongly */
 } peer;
 
 struct transport {
@@ -62,14 +62,11 @@ struct transport {
 
 static void call_callback(void *arg);
 
-/* 1 at most once a minute for the report whose last time *last_ms holds (under p->mtx). */
-static int peer_report_due(peer *p, int64_t *last_ms)
+/* Is a throttled report of p due now (log.h: at most once a minute)? */
+static int peer_report_due(peer *p, log_throttle *t)
 {
-    int64_t now = util_mono_ms();
     nng_mtx_lock(p->mtx);
-    int due = *last_ms == 0 || now - *last_ms >= 60000;
-    if (due)
-        *last_ms = now;
+    int due = log_throttle_hit(t, util_mono_ms()) > 0;
     nng_mtx_unlock(p->mtx);
     return due;
 }
@@ -84,7 +81,7 @@ static void peer_pipe_check(nng_pipe pipe, nng_pipe_ev ev, void *arg)
     if (sec_pipe_peer_trusted(pipe, p->url, &uid))
         return;
     nng_pipe_close(pipe);
-    if (peer_report_due(p, &p->untrusted_logged_ms))
+    if (peer_report_due(p, &p->untrusted_log))
         log_error("participant %s: refusing the connection to %s: the socket belongs to a "
                   "process of uid %llu, not this user: another user may have taken the address",
                   p->name, p->url, (unsigned long long)uid);
@@ -408,7 +405,7 @@ void transport_flush(transport *t)
 /* At most once a minute per participant: it would repeat for every frame. */
 static void frame_error_report(peer *p, size_t n, int was_frame)
 {
-    if (peer_report_due(p, &p->frame_error_logged_ms))
+    if (peer_report_due(p, &p->frame_error_log))
         log_warn("participant %s: answered a frame of %zu requests with %s; taken as no answer "
                  "for each (a participant that does not accept frames needs frame_max = 1)",
                  p->name, n, was_frame ? "another number of replies" : "a single reply");

@@ -2,7 +2,7 @@
  * test_log — common/log.c: held lines (log_hold) are written only at
  * release, in order, as whole lines, at most PIPE_BUF bytes per write; a
  * WARN line writes what is held first; without a hold every line goes out
- * at once.
+ * at once; the throttle of repeatable reports.
  */
 #define _GNU_SOURCE /* F_SETPIPE_SZ */
 #include <setjmp.h>
@@ -148,6 +148,19 @@ static void test_many_held_lines_whole_and_in_order(void **state)
     free(out);
 }
 
+/* A throttled report: the first at once, then at most once per LOG_THROTTLE_MS with the count. */
+static void test_throttle(void **state)
+{
+    (void)state;
+    log_throttle t = {0, 0};
+    int64_t now = 1000;
+    assert_int_equal(log_throttle_hit(&t, now), 1);
+    assert_int_equal(log_throttle_hit(&t, now + 1), 0);
+    assert_int_equal(log_throttle_hit(&t, now + LOG_THROTTLE_MS - 1), 0);
+    assert_int_equal(log_throttle_hit(&t, now + LOG_THROTTLE_MS), 3);
+    assert_int_equal(log_throttle_hit(&t, now + LOG_THROTTLE_MS + 1), 0);
+}
+
 int main(void)
 {
     log_set_level(LOG_INFO);
@@ -156,6 +169,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_held_lines_wait_for_release, setup, teardown),
         cmocka_unit_test_setup_teardown(test_warn_writes_what_is_held_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_held_lines_whole_and_in_order, setup, teardown),
+        cmocka_unit_test(test_throttle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
