@@ -644,31 +644,40 @@ static void handle_call_done(engine *e, transport_call *c, const saga_env *env)
 
 /* ---- Rounds --------------------------------------------------------------- */
 
-/* With e->mtx held: appends ev to the event queue and wakes the engine. */
-static void queue_append_locked(engine *e, event *ev)
+/* With e->mtx held: appends the events first..last (linked) to the queue and wakes the engine. */
+static void queue_append_locked(engine *e, event *first, event *last)
 {
     if (e->queue_tail)
-        e->queue_tail->next = ev;
+        e->queue_tail->next = first;
     else
-        e->queue_head = ev;
-    e->queue_tail = ev;
+        e->queue_head = first;
+    e->queue_tail = last;
     nng_cv_wake1(e->cv);
 }
 
-static void transport_done(void *arg, transport_call *call)
+/* The calls of one completion (a frame's, or one) go in with one lock and one wake-up. */
+static void transport_done(void *arg, transport_call *const *calls, size_t n)
 {
     engine *e = arg;
-    if (atomic_load(&e->closing))
+    if (atomic_load(&e->closing) || n == 0)
         return;
-    event *ev = calloc(1, sizeof *ev);
-    if (ev == NULL) {
-        log_error("out of memory queueing a reply");
-        _exit(71);
+    event *first = NULL, *last = NULL;
+    for (size_t i = 0; i < n; i++) {
+        event *ev = calloc(1, sizeof *ev);
+        if (ev == NULL) {
+            log_error("out of memory queueing a reply");
+            _exit(71);
+        }
+        ev->kind = EV_CALL_DONE;
+        ev->call = calls[i];
+        if (last)
+            last->next = ev;
+        else
+            first = ev;
+        last = ev;
     }
-    ev->kind = EV_CALL_DONE;
-    ev->call = call;
     nng_mtx_lock(e->mtx);
-    queue_append_locked(e, ev);
+    queue_append_locked(e, first, last);
     nng_mtx_unlock(e->mtx);
 }
 
@@ -1021,7 +1030,7 @@ static void enqueue(engine *e, event *ev)
         event_free(ev);
         return;
     }
-    queue_append_locked(e, ev);
+    queue_append_locked(e, ev, ev);
     nng_mtx_unlock(e->mtx);
 }
 

@@ -448,8 +448,7 @@ static void frame_done(transport_call *c, int rv, nng_msg *answer)
         saga__v1__step_batch__free_unpacked(b, NULL);
     nng_msg_free(answer);
     transport *t = c->owner; /* c may be reused as soon as it is handed over */
-    for (size_t i = 0; i < n; i++)
-        t->done(t->done_arg, calls[i]);
+    t->done(t->done_arg, calls, n);
 }
 
 /* Runs on an nng thread: advance SENDING -> RECEIVING -> DONE. */
@@ -465,7 +464,7 @@ static void call_callback(void *arg)
                 return;
             }
             c->result = rv;
-            c->owner->done(c->owner->done_arg, c);
+            c->owner->done(c->owner->done_arg, &c, 1);
             return;
         }
         int64_t left = c->deadline_mono - util_mono_ms();
@@ -480,7 +479,7 @@ static void call_callback(void *arg)
     }
     c->result = rv;
     c->reply = rv == 0 ? nng_aio_get_msg(c->aio) : NULL;
-    c->owner->done(c->owner->done_arg, c);
+    c->owner->done(c->owner->done_arg, &c, 1);
 }
 
 void transport_release(transport *t, transport_call *c)

@@ -67,7 +67,9 @@ typedef struct transport_call {
     int64_t deadline_mono;
 } transport_call;
 
-typedef void (*transport_done_fn)(void *arg, transport_call *call);
+/* Completion of n calls: one, or every call of a frame at once. Runs on an
+ * nng thread and must only hand them over. */
+typedef void (*transport_done_fn)(void *arg, transport_call *const *calls, size_t n);
 
 /* Opens and dials one socket per participant of cfg (cfg->frame_max: steps
  * per frame, 1 = never frames). NULL with err on failure. */

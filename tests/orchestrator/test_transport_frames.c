@@ -4,7 +4,7 @@
  *
  *   - requests queued for one participant with one timeout leave as one
  *     frame, and the frame's answer is split so that each call completes
- *     with its own reply;
+ *     with its own reply, all of them in one completion;
  *   - requests with another timeout go in another message, one per timeout
  *     even when the two timeouts alternate in the queue;
  *   - frame_max = 1 sends every request alone, as before frames existed;
@@ -43,14 +43,16 @@ typedef struct {
     nng_cv *cv;
     transport_call *done[MAX_DONE];
     int n_done;
+    int completions; /* on_done calls: a frame's calls complete together */
 } fixture;
 
-static void on_done(void *arg, transport_call *c)
+static void on_done(void *arg, transport_call *const *calls, size_t n)
 {
     fixture *f = arg;
     nng_mtx_lock(f->mtx);
-    if (f->n_done < MAX_DONE)
-        f->done[f->n_done++] = c;
+    for (size_t i = 0; i < n && f->n_done < MAX_DONE; i++)
+        f->done[f->n_done++] = calls[i];
+    f->completions++;
     nng_cv_wake(f->cv);
     nng_mtx_unlock(f->mtx);
 }
@@ -223,6 +225,7 @@ static void test_one_frame_each_its_own_reply(void **state)
     answer_one_alone(f);
     wait_done(f, 4);
     check_own_replies(f);
+    assert_int_equal(f->completions, 2); /* the frame's three at once, then the one alone */
 }
 
 /* Requests with two timeouts queued alternately still make one frame per timeout. */
