@@ -7,8 +7,9 @@
  *   - exposure policy (httpd_check_url): an http:// URL must be loopback
  *     (127.0.0.0/8, ::1, localhost); any other host needs https:// with a
  *     certificate AND a token, like the admin API (docs/SECURITY.md);
- *   - authentication: with a token set, every route registered with auth=1
- *     requires "Authorization: Bearer <token>" (constant-time compare) and
+ *   - authentication: with a token set (token or read_token), every route
+ *     registered with auth=1 requires "Authorization: Bearer <either>"
+ *     (constant-time compare) and
  *     answers 401 otherwise; static files (the dashboard's HTML, JS, CSS)
  *     hold no data and are served without it;
  *   - DNS rebinding defence: a request whose Host header names anything but
@@ -46,6 +47,7 @@ typedef struct {
     const char *name;          /* for logs: "sagad", "payment" */
     const char *url;           /* http://HOST:PORT or https://HOST:PORT */
     const char *token;         /* NULL: no authentication (loopback only) */
+    const char *read_token;    /* also accepted (every route here only reads); may be NULL */
     const char *tls_cert_file; /* PEM, for https:// */
     const char *tls_key_file;
 } httpd_opts;

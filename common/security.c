@@ -4,12 +4,14 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <nng/supplemental/tls/tls.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -83,6 +85,73 @@ static int url_is_network(const char *url)
     return 0;
 }
 
+#define LISTEN_ADDRS_MAX 8 /* addresses of a host name named in a message */
+
+/* The URL with its host replaced by addr (an IP literal), for a message. */
+static void url_with_host(const nng_url *u, const char *addr, char *out, size_t outlen)
+{
+    int v6 = strchr(addr, ':') != NULL;
+    snprintf(out, outlen, "%s://%s%s%s%s%s%s", u->u_scheme, v6 ? "[" : "", addr, v6 ? "]" : "",
+             u->u_port[0] ? ":" : "", u->u_port, u->u_path);
+}
+
+int sec_check_listen_host(const char *what, const char *url, char *err, size_t errlen)
+{
+    nng_url *u = NULL;
+    if (sec_url_is_owner_only(url) || sec_url_has_scheme(url, "abstract") ||
+        nng_url_parse(&u, url) != 0)
+        return 0; /* no host; or nng itself refuses the URL, with its own error */
+    const char *host = u->u_hostname;
+    unsigned char buf[sizeof(struct in6_addr)];
+    if (host[0] == '\0' || inet_pton(AF_INET, host, buf) == 1 ||
+        inet_pton(AF_INET6, host, buf) == 1) {
+        nng_url_free(u);
+        return 0;
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    int gai = getaddrinfo(host, NULL, &hints, &res);
+    if (gai != 0) {
+        snprintf(err, errlen, "%s: cannot listen on %s: host %s does not resolve (%s)", what, url,
+                 host, gai_strerror(gai));
+        nng_url_free(u);
+        return -1;
+    }
+    char addrs[LISTEN_ADDRS_MAX][INET6_ADDRSTRLEN];
+    size_t n = 0;
+    for (const struct addrinfo *ai = res; ai != NULL && n < LISTEN_ADDRS_MAX; ai = ai->ai_next) {
+        char a[INET6_ADDRSTRLEN];
+        if (getnameinfo(ai->ai_addr, ai->ai_addrlen, a, sizeof a, NULL, 0, NI_NUMERICHOST) != 0)
+            continue;
+        size_t k = 0;
+        while (k < n && strcmp(addrs[k], a) != 0)
+            k++;
+        if (k == n)
+            memcpy(addrs[n++], a, sizeof a);
+    }
+    freeaddrinfo(res);
+    int rc = 0;
+    if (n > 1) {
+        /* nng listens on one address of a name, and which one depends on the
+         * resolver's order: clients that pick another (Prometheus dialing
+         * 127.0.0.1 while localhost gave ::1 first) would find nothing. */
+        char list[LISTEN_ADDRS_MAX * (INET6_ADDRSTRLEN + 2)] = "";
+        char first[512], second[512];
+        for (size_t k = 0; k < n; k++)
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", k ? ", " : "",
+                     addrs[k]);
+        url_with_host(u, addrs[0], first, sizeof first);
+        url_with_host(u, addrs[1], second, sizeof second);
+        snprintf(err, errlen,
+                 "%s: %s names host %s, which resolves to several addresses (%s), but a "
+                 "listener takes only one: write the address itself, e.g. %s or %s",
+                 what, url, host, list, first, second);
+        rc = -1;
+    }
+    nng_url_free(u);
+    return rc;
+}
+
 int sec_check_exposure(const char *what, const char *url, int tls_ok, int auth_ok,
                        const char *how_tls, const char *how_auth, char *err, size_t errlen)
 {
@@ -93,7 +162,7 @@ int sec_check_exposure(const char *what, const char *url, int tls_ok, int auth_o
         /* A loopback port or an abstract socket: every user of this host can
          * connect, so only authentication keeps the others out. */
         if (auth_ok)
-            return 0;
+            return sec_check_listen_host(what, url, err, errlen);
         snprintf(err, errlen,
                  "%s: refusing to listen on %s, which every user of this host can reach, "
                  "without authentication (%s); or listen on an ipc:// path, which only this "
@@ -103,7 +172,7 @@ int sec_check_exposure(const char *what, const char *url, int tls_ok, int auth_o
     }
     int tls = tls_ok && sec_url_is_tls(url);
     if (tls && auth_ok)
-        return 0;
+        return sec_check_listen_host(what, url, err, errlen);
     char todo[512];
     if (!tls && !auth_ok)
         snprintf(todo, sizeof todo, "TLS and authentication: use a tls+tcp:// URL, %s and %s",

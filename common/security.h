@@ -60,10 +60,23 @@ int sec_url_is_local(const char *url);
  *     set) and authentication is configured.
  * how_tls / how_auth name the settings that provide them, for the message.
  * Returns 0, or -1 with "what: refusing to listen on URL, which ... can
- * reach, without ...: configure ..." in err.
+ * reach, without ...: configure ..." in err. A URL that passes is also held
+ * to sec_check_listen_host.
  */
 int sec_check_exposure(const char *what, const char *url, int tls_ok, int auth_ok,
                        const char *how_tls, const char *how_auth, char *err, size_t errlen);
+
+/*
+ * May a program listen on url as far as its host goes? An IP literal, an
+ * empty host or a URL without a host (ipc://, abstract://): yes. A host name
+ * must resolve to exactly one address: a listener binds one, and clients that
+ * resolve the name to another (localhost is 127.0.0.1 *and* ::1 on a stock
+ * Debian) would find nothing there. Returns 0, or -1 with "what: URL names
+ * host H, which resolves to several addresses (A, B): write the address
+ * itself, e.g. URL-with-A or URL-with-B" (or "does not resolve") in err.
+ * sec_check_exposure calls it once the URL's class is allowed.
+ */
+int sec_check_listen_host(const char *what, const char *url, char *err, size_t errlen);
 
 /*
  * For a pipe just connected to url: is the process at the other end run by

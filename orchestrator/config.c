@@ -81,6 +81,7 @@ static const char *const orchestrator_settings[] = {
     "participants",
     "defaults",
     "admin_token_file",
+    "metrics_token_file",
     "tls", /* security: see load_security */
     "http_url",
     "alert_command",
@@ -711,25 +712,41 @@ static int get_path(loader *ld, const config_setting_t *group, const char *name,
     return 0;
 }
 
+/* The secret in the owner-only file named by setting name (a path resolved
+ * against dir) into *out; nothing when the setting is absent. */
+static int load_secret(loader *ld, const config_setting_t *root, const char *name, const char *dir,
+                       char **out)
+{
+    char *path = NULL, why[512];
+    if (get_path(ld, root, name, dir, &path) != 0)
+        return -1;
+    if (path == NULL)
+        return 0;
+    int rc = sec_read_secret_file(path, out, why, sizeof why);
+    free(path);
+    if (rc != 0)
+        return fail(ld, config_setting_get_member(root, name), NULL, "%s", why);
+    return 0;
+}
+
 /*
- * admin_token_file and the tls group, then the policy over the URLs already
+ * admin_token_file, metrics_token_file and the tls group, then the policy over the URLs already
  * loaded: every tls+tcp:// URL has the certificates it needs, a TCP-family
  * admin_url has a token, and one that other hosts can reach has TLS too.
  */
 static int load_security(loader *ld, const config_setting_t *root, const char *dir,
                          orch_config *cfg)
 {
-    const config_setting_t *tls, *tok = config_setting_get_member(root, "admin_token_file");
-    const config_setting_t *admin = config_setting_get_member(root, "admin_url");
-    char *path = NULL, why[512];
-    if (get_path(ld, root, "admin_token_file", dir, &path) != 0)
+    const config_setting_t *tls, *admin = config_setting_get_member(root, "admin_url");
+    char why[512];
+    if (load_secret(ld, root, "admin_token_file", dir, &cfg->admin_token) != 0 ||
+        load_secret(ld, root, "metrics_token_file", dir, &cfg->metrics_token) != 0)
         return -1;
-    if (path != NULL) {
-        int rc = sec_read_secret_file(path, &cfg->admin_token, why, sizeof why);
-        free(path);
-        if (rc != 0)
-            return fail(ld, tok, NULL, "%s", why);
-    }
+    if (cfg->admin_token != NULL && cfg->metrics_token != NULL &&
+        strcmp(cfg->admin_token, cfg->metrics_token) == 0)
+        return fail(ld, config_setting_get_member(root, "metrics_token_file"), NULL,
+                    "metrics_token_file holds the admin token: give readers a token of their "
+                    "own, which cannot act");
     if (get_member(ld, root, "tls", CONFIG_TYPE_GROUP, 0, &tls) != 0)
         return -1;
     if (tls != NULL && (check_known(ld, tls, tls_settings) != 0 ||
@@ -785,16 +802,17 @@ static int load_observability(loader *ld, const config_setting_t *root, const ch
     if (get_string(ld, root, "http_url", 0, &v) != 0)
         return -1;
     if (v != NULL) {
-        if (httpd_check_url("http_url", v, cfg->tls_cert_file != NULL, cfg->admin_token != NULL,
-                            why, sizeof why) != 0)
+        int token = cfg->admin_token != NULL || cfg->metrics_token != NULL;
+        if (httpd_check_url("http_url", v, cfg->tls_cert_file != NULL, token, why, sizeof why) != 0)
             return fail(ld, http, NULL, "%s", why);
         /* Its JSON API shows every saga's input and results, and every local
          * user can reach a loopback port. */
-        if (cfg->admin_token == NULL)
+        if (!token)
             return fail(ld, http, NULL,
                         "http_url %s serves saga inputs and results, and every user of this "
-                        "host can reach it: set admin_token_file (its token then guards /metrics "
-                        "and /api; the dashboard asks for it)",
+                        "host can reach it: set metrics_token_file (a token that can only read: "
+                        "it then guards /metrics and /api; the dashboard asks for it) or "
+                        "admin_token_file",
                         v);
         if ((cfg->http_url = util_strdup(v)) == NULL)
             return fail_oom(ld);
@@ -1383,6 +1401,10 @@ void config_free(orch_config *cfg)
     free(cfg->admin_url);
     free(cfg->database);
     free(cfg->sagas_dir);
+    if (cfg->metrics_token != NULL) {
+        sec_wipe(cfg->metrics_token, strlen(cfg->metrics_token));
+        free(cfg->metrics_token);
+    }
     if (cfg->admin_token != NULL) {
         sec_wipe(cfg->admin_token, strlen(cfg->admin_token));
         free(cfg->admin_token);

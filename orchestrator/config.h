@@ -105,6 +105,9 @@ typedef struct {
     size_t n_sagas;
     /* Security settings (docs/SECURITY.md); NULL when unset. */
     char *admin_token; /* the token read from admin_token_file (wiped by config_free) */
+    /* metrics_token_file's token: it opens /metrics, /api and the dashboard,
+     * never the admin API, so a scraper or viewer can read and not act. */
+    char *metrics_token;
     char *tls_ca_file; /* resolved paths of the tls group */
     char *tls_cert_file;
     char *tls_key_file;

@@ -43,5 +43,5 @@ fi
 if [ ${#optional[@]} -gt 0 ]; then
   echo "install-deps: installing for the tests: ${optional[*]}"
   $sudo apt-get install -y -qq --no-install-recommends "${optional[@]}" >/dev/null ||
-    echo "install-deps: could not install ${optional[*]}; the browser test will be skipped" >&2
+    echo "install-deps: could not install ${optional[*]}; the browser test will skip, and scripts/test.sh fail" >&2
 fi

@@ -86,6 +86,12 @@ static int connect_port(int port, int wait_ms)
 int obs_get(int port, const char *path, const char *host, const char *extra, int wait_ms,
             obs_response *res)
 {
+    return obs_request("GET", port, path, host, extra, wait_ms, res);
+}
+
+int obs_request(const char *method, int port, const char *path, const char *host, const char *extra,
+                int wait_ms, obs_response *res)
+{
     memset(res, 0, sizeof *res);
     int fd = connect_port(port, wait_ms);
     if (fd < 0)
@@ -97,8 +103,8 @@ int obs_get(int port, const char *path, const char *host, const char *extra, int
     }
     if (extra == NULL)
         extra = "Authorization: Bearer " OBS_TOKEN;
-    char *req = util_asprintf("GET %s HTTP/1.1\r\nHost: %s\r\n%s%sConnection: close\r\n\r\n", path,
-                              host, extra, *extra ? "\r\n" : "");
+    char *req = util_asprintf("%s %s HTTP/1.1\r\nHost: %s\r\n%s%sConnection: close\r\n\r\n", method,
+                              path, host, extra, *extra ? "\r\n" : "");
     size_t cap = 65536, len = 0;
     char *buf = malloc(cap);
     int rc = -1;

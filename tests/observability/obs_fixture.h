@@ -38,6 +38,9 @@ typedef struct {
  */
 int obs_get(int port, const char *path, const char *host, const char *extra, int wait_ms,
             obs_response *res);
+/* The same with another method ("HEAD", "POST"). */
+int obs_request(const char *method, int port, const char *path, const char *host, const char *extra,
+                int wait_ms, obs_response *res);
 void obs_response_free(obs_response *res);
 
 /* The value of the sample "name{labels}" (the exact text before the value,

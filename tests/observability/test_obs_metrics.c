@@ -208,6 +208,83 @@ static void test_metrics_after_sagas(void **state)
 
 /* ---- Security of the listener --------------------------------------------------------- */
 
+/*
+ * metrics_token_file: a token that opens /metrics, /api and the dashboard
+ * and nothing else, so Prometheus and viewers never hold the power to act.
+ * HEAD answers like GET, without the body.
+ */
+static void test_read_only_token(void **state)
+{
+    ofx f;
+    assert_int_equal(ofx_init(&f, NULL), 0);
+    int port = obs_free_port();
+    assert_int_equal(obs_enable_http(&f, port), 0);
+    char *read_path = th_path(f.dir, "metrics.token");
+    assert_int_equal(th_write_file(read_path, "read-only-token\n"), 0);
+    char *line = util_asprintf("metrics_token_file = \"%s\";\n", read_path);
+    assert_int_equal(obs_append_config(&f, line), 0);
+    free(line);
+    assert_int_equal(ofx_start_all(&f), 0);
+
+    obs_response r;
+    const char *bearer = "Authorization: Bearer read-only-token";
+    assert_int_equal(obs_get(port, "/metrics", NULL, bearer, OFX_START_MS, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_true(obs_metric(r.body, "saga_sagas_in_flight") == 0);
+    obs_response_free(&r);
+    assert_int_equal(obs_get(port, "/api/sagas", NULL, bearer, 5000, &r), 0);
+    assert_int_equal(r.status, 200);
+    obs_response_free(&r);
+    assert_int_equal(obs_get(port, "/api/sagas", NULL, "", 5000, &r), 0);
+    assert_int_equal(r.status, 401);
+    obs_response_free(&r);
+
+    /* HEAD: GET's status and headers, no body. */
+    obs_response get, head;
+    assert_int_equal(obs_get(port, "/api/sagas", NULL, bearer, 5000, &get), 0);
+    assert_int_equal(obs_request("HEAD", port, "/api/sagas", NULL, bearer, 5000, &head), 0);
+    assert_int_equal(head.status, get.status);
+    assert_string_equal(head.body, "");
+    assert_non_null(strstr(head.headers, "Content-Type: application/json"));
+    obs_response_free(&get);
+    obs_response_free(&head);
+    assert_int_equal(obs_request("HEAD", port, "/api/sagas", NULL, "", 5000, &head), 0);
+    assert_int_equal(head.status, 401);
+    obs_response_free(&head);
+
+    /* The admin API does not take it: nothing can be started with it. */
+    char *admin_token_file = f.token_file;
+    f.token_file = read_path;
+    char *out = NULL;
+    int rc = ofx_ctl(&f, &out, "start", "order_fulfillment", "customer=alice", "sku=WIDGET-1",
+                     "quantity=1", "amount=100", "destination=paris", NULL);
+    print_message("sagactl with the read-only token: exit %d: %s\n", rc, out);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(out, "token"));
+    free(out);
+    f.token_file = admin_token_file;
+    assert_int_equal(ofx_ctl(&f, &out, "list", NULL), 0);
+    assert_null(strstr(out, "alice"));
+    free(out);
+
+    /* The same token for both would hand readers the power to act. */
+    assert_int_equal(ofx_stop_sagad(&f), 0);
+    assert_int_equal(th_write_file(read_path, OBS_TOKEN "\n"), 0);
+    char *check_out = th_path(f.dir, "check.out");
+    const char *check[] = {"--config", f.cfg, "--check", NULL};
+    pid_t pid;
+    int status;
+    assert_int_equal(th_spawn("sagad", check, NULL, check_out, &pid), 0);
+    assert_int_equal(th_wait_exit(pid, OFX_START_MS, &status), 0);
+    assert_true(th_exited_with(status, 1));
+    char *text = th_read_file(check_out);
+    assert_non_null(strstr(text, "metrics_token_file holds the admin token"));
+    free(text);
+    free(check_out);
+    free(read_path);
+    ofx_destroy(&f);
+}
+
 static void test_token_and_exposure(void **state)
 {
     ofx f;
@@ -215,7 +292,7 @@ static void test_token_and_exposure(void **state)
     int port = obs_free_port();
     char *token_path = th_path(f.dir, "admin.token");
     assert_int_equal(th_write_file(token_path, "s3cret-token\n"), 0);
-    char *line = util_asprintf("admin_token_file = \"%s\";\nhttp_url = \"http://localhost:%d\";\n",
+    char *line = util_asprintf("admin_token_file = \"%s\";\nhttp_url = \"http://127.0.0.1:%d\";\n",
                                token_path, port);
     assert_int_equal(obs_append_config(&f, line), 0);
     free(line);
@@ -419,6 +496,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_metrics_after_sagas, setup_system, teardown_system),
         cmocka_unit_test(test_token_and_exposure),
+        cmocka_unit_test(test_read_only_token),
         cmocka_unit_test(test_participant_metrics),
     };
     return cmocka_run_group_tests_name("observability", tests, NULL, NULL);

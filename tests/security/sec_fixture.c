@@ -110,7 +110,7 @@ int sfx_wait_tls(const char *url, const sec_tls_files *t, pid_t pid, int timeout
             return 0;
         }
         int status;
-        if (pid > 0 && waitpid(pid, &status, WNOHANG) == pid) {
+        if (pid > 0 && th_waitpid(pid, &status, WNOHANG) == pid) {
             fprintf(stderr, "sfx_wait_tls: process %d exited before %s accepted\n", (int)pid, url);
             return -1;
         }

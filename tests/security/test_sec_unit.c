@@ -2,7 +2,9 @@
  * test_sec_unit — common/security.c and the security settings of sagad's
  * configuration (orchestrator/config.c), without processes:
  *   - which addresses count as local (loopback, ipc://) and which not;
- *   - the exposure policy's refusals and their message;
+ *   - the exposure policy's refusals and their message; a listen URL whose
+ *     host name resolves to several addresses, and an http_url without a
+ *     port, refused;
  *   - constant-time comparison; token files: owner-only, non-empty, one
  *     trailing newline trimmed;
  *   - config_load: admin_token_file read and checked, a TCP admin_url needs
@@ -20,12 +22,16 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include "admin.h"
 #include "admin.pb-c.h"
 #include "config.h"
+#include "httpd.h"
 #include "sec_fixture.h"
 #include "wire.h"
 
@@ -86,6 +92,95 @@ static void test_check_exposure(void **state)
     assert_non_null(strstr(err, "without authentication: A"));
     assert_int_equal(
         sec_check_exposure("x", "tls+tcp://0.0.0.0:1", 1, 1, "T", "A", err, sizeof err), 0);
+}
+
+/* How many distinct addresses host resolves to here (0 when it does not). */
+static int count_addresses(const char *host)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0)
+        return 0;
+    char seen[8][INET6_ADDRSTRLEN];
+    int n = 0;
+    for (struct addrinfo *ai = res; ai != NULL && n < 8; ai = ai->ai_next) {
+        char a[INET6_ADDRSTRLEN];
+        if (getnameinfo(ai->ai_addr, ai->ai_addrlen, a, sizeof a, NULL, 0, NI_NUMERICHOST) != 0)
+            continue;
+        int k = 0;
+        while (k < n && strcmp(seen[k], a) != 0)
+            k++;
+        if (k == n)
+            memcpy(seen[n++], a, sizeof a);
+    }
+    freeaddrinfo(res);
+    return n;
+}
+
+/*
+ * A listener binds one address. On a stock Debian, localhost is 127.0.0.1
+ * and ::1 (scripts/test.sh runs the suite with that /etc/hosts), and sagad
+ * told to listen on http://localhost:PORT bound ::1 while Prometheus dialed
+ * 127.0.0.1: a name with several addresses is refused, naming the literals.
+ */
+static void test_listen_host_names(void **state)
+{
+    (void)state;
+    char err[1024];
+    const char *literal[] = {"tcp://127.0.0.1:1",
+                             "tcp://[::1]:1",
+                             "tls+tcp://0.0.0.0:1",
+                             "tcp://:1",
+                             "ipc:///tmp/x.ipc",
+                             "abstract://x",
+                             NULL};
+    for (const char **u = literal; *u; u++)
+        assert_int_equal(sec_check_listen_host("x", *u, err, sizeof err), 0);
+    assert_int_equal(sec_check_listen_host("x", "tcp://no-such-host.invalid:1", err, sizeof err),
+                     -1);
+    assert_non_null(strstr(err, "does not resolve"));
+
+    int n = count_addresses("localhost");
+    assert_true(n >= 1);
+    print_message("localhost resolves to %d address(es) here\n", n);
+    int want = n > 1 ? -1 : 0;
+    assert_int_equal(sec_check_listen_host("admin_url", "tcp://localhost:7000", err, sizeof err),
+                     want);
+    assert_int_equal(
+        sec_check_exposure("admin_url", "tcp://localhost:7000", 0, 1, "T", "A", err, sizeof err),
+        want);
+    assert_int_equal(httpd_check_url("http_url", "http://localhost:9464", 0, 1, err, sizeof err),
+                     want);
+    if (n > 1) {
+        print_message("%s\n", err);
+        assert_non_null(strstr(err, "http_url: http://localhost:9464 names host localhost, which "
+                                    "resolves to several addresses"));
+        assert_non_null(strstr(err, "127.0.0.1"));
+        assert_non_null(strstr(err, "::1"));
+        if (n == 2) { /* the stock pair: both literals are offered */
+            assert_non_null(strstr(err, "http://127.0.0.1:9464"));
+            assert_non_null(strstr(err, "http://[::1]:9464"));
+        }
+    }
+}
+
+/* http_url must name its port: nng would bind 80 (or 443) without one. */
+static void test_http_url_port(void **state)
+{
+    (void)state;
+    char err[1024];
+    const char *refused[] = {"http://127.0.0.1", "http://127.0.0.1/", "http://[::1]",
+                             "https://127.0.0.1/x", NULL};
+    for (const char **u = refused; *u; u++) {
+        print_message("%s\n", *u);
+        assert_int_equal(httpd_check_url("http_url", *u, 1, 1, err, sizeof err), -1);
+        assert_non_null(strstr(err, "needs a port"));
+    }
+    /* An empty port does not even parse. */
+    assert_int_equal(httpd_check_url("http_url", "http://127.0.0.1:", 0, 1, err, sizeof err), -1);
+    assert_int_equal(httpd_check_url("http_url", "http://127.0.0.1:9464", 0, 1, err, sizeof err),
+                     0);
+    assert_int_equal(httpd_check_url("http_url", "http://[::1]:9464/", 0, 1, err, sizeof err), 0);
 }
 
 static void test_equal(void **state)
@@ -466,6 +561,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_url_is_local),
         cmocka_unit_test(test_check_exposure),
+        cmocka_unit_test(test_listen_host_names),
+        cmocka_unit_test(test_http_url_port),
         cmocka_unit_test(test_equal),
         cmocka_unit_test(test_secret_file),
         cmocka_unit_test(test_config_token_and_tls),

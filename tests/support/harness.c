@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sqlite3.h>
@@ -159,6 +160,67 @@ static char **th_build_env(const char *const *extra)
     return env;
 }
 
+/* ---- Children not reaped yet ----------------------------------------------- */
+
+/* Slots of the children th_spawn started and th_wait_exit has not reaped;
+ * 0 marks a free slot. Chaos supervisors spawn from several threads. */
+#define TH_CHILDREN_MAX 1024
+static pid_t th_children[TH_CHILDREN_MAX];
+static pthread_mutex_t th_children_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* At exit: SIGKILL and reap every child still running. */
+static void th_kill_children(void)
+{
+    pthread_mutex_lock(&th_children_mu);
+    for (size_t i = 0; i < TH_CHILDREN_MAX; i++) {
+        pid_t pid = th_children[i];
+        if (pid <= 0)
+            continue;
+        th_children[i] = 0;
+        int st = 0;
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            continue; /* it had exited: reaped */
+        fprintf(stderr, "harness: process %d was still running at exit: killed\n", (int)pid);
+        kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    }
+    pthread_mutex_unlock(&th_children_mu);
+}
+
+static void th_children_track(pid_t pid)
+{
+    static int registered;
+    pthread_mutex_lock(&th_children_mu);
+    if (!registered && atexit(th_kill_children) == 0)
+        registered = 1;
+    for (size_t i = 0; i < TH_CHILDREN_MAX; i++)
+        if (th_children[i] == 0) {
+            th_children[i] = pid;
+            break;
+        }
+    pthread_mutex_unlock(&th_children_mu);
+}
+
+static void th_children_forget(pid_t pid)
+{
+    if (pid <= 0)
+        return;
+    pthread_mutex_lock(&th_children_mu);
+    for (size_t i = 0; i < TH_CHILDREN_MAX; i++)
+        if (th_children[i] == pid)
+            th_children[i] = 0;
+    pthread_mutex_unlock(&th_children_mu);
+}
+
+pid_t th_waitpid(pid_t pid, int *status, int flags)
+{
+    pid_t r = waitpid(pid, status, flags);
+    if (r > 0)
+        th_children_forget(r);
+    return r;
+}
+
 int th_spawn(const char *program, const char *const *args, const char *const *env,
              const char *output, pid_t *pid)
 {
@@ -203,6 +265,7 @@ int th_spawn(const char *program, const char *const *args, const char *const *en
         fprintf(stderr, "harness: cannot start %s: %s\n", path, strerror(err));
         goto out;
     }
+    th_children_track(*pid);
     rc = 0;
 
 out:
@@ -219,7 +282,7 @@ int th_wait_exit(pid_t pid, int timeout_ms, int *status)
     int64_t deadline = util_mono_ms() + timeout_ms;
     int st = 0;
     for (;;) {
-        pid_t r = waitpid(pid, &st, WNOHANG);
+        pid_t r = th_waitpid(pid, &st, WNOHANG);
         if (r == pid) {
             if (status)
                 *status = st;
@@ -278,7 +341,7 @@ int th_wait_dial(const char *url, pid_t pid, int timeout_ms)
             break;
         if (pid > 0) {
             int st;
-            if (waitpid(pid, &st, WNOHANG) == pid) {
+            if (th_waitpid(pid, &st, WNOHANG) == pid) {
                 fprintf(stderr, "harness: process %d exited (status %d) before %s was ready\n",
                         (int)pid, st, url);
                 break;

@@ -12,6 +12,10 @@
  *                 th_wait_dial() waits, bounded, until the program's socket
  *                 accepts a dial; th_wait_exit() / th_stop() / th_kill() end
  *                 it and reap it with a timeout, giving the waitpid status.
+ *                 Every child th_spawn() started and nobody reaped is
+ *                 SIGKILLed and reaped when the test program exits (a failed
+ *                 cmocka assertion skips the test's own clean-up), so no test
+ *                 leaves a process behind.
  *   steps         th_client_* keep one req0 socket to a participant and
  *                 exchange raw bytes or saga.v1 StepRequest/StepReply with a
  *                 receive timeout; th_call() is the one-shot form.
@@ -70,6 +74,9 @@ int th_spawn(const char *program, const char *const *args, const char *const *en
  * > 0, gives up early (reaping it) when that process exits. Returns 0 or -1.
  */
 int th_wait_dial(const char *url, pid_t pid, int timeout_ms);
+/* waitpid() for a child of th_spawn: reaping it anywhere else would leave its
+ * pid to the exit-time clean-up, which could then kill a stranger reusing it. */
+pid_t th_waitpid(pid_t pid, int *status, int flags);
 /* Waits for pid to exit, for at most timeout_ms; *status from waitpid. 0, or -1 on timeout. */
 int th_wait_exit(pid_t pid, int timeout_ms, int *status);
 /*
