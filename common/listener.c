@@ -4,6 +4,7 @@
 #include <nng/supplemental/util/platform.h>
 #include <errno.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,7 @@ struct sp_listener {
     nng_cv *cv;
     unsigned long pipes_added;
     int stopping;
-    unsigned restarts;
+    atomic_uint restarts; /* read by other threads (metrics) */
 };
 
 static void on_pipe_added(nng_pipe pipe, nng_pipe_ev ev, void *arg)
@@ -162,7 +163,7 @@ static void watchdog_main(void *arg)
         log_warn("%s: %s stopped accepting connections: restarting the listener", l->opts.name,
                  l->opts.url);
         nng_listener_close(l->listener); /* also closes the pipes it accepted */
-        l->restarts++;
+        atomic_fetch_add(&l->restarts, 1);
         if (start_listener(l, err, sizeof err) != 0)
             log_error("%s: cannot restart the listener: %s", l->opts.name, err);
     }
@@ -222,5 +223,5 @@ void sp_listener_close(sp_listener *l)
 
 unsigned sp_listener_restarts(sp_listener *l)
 {
-    return l->restarts;
+    return atomic_load(&l->restarts);
 }

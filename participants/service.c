@@ -471,6 +471,9 @@ static void svc_metrics_get(void *arg, const char *path, const char *query, http
         {"saga_participant_frames_total",
          "Frames received: several step requests in one message, answered in one.",
          offsetof(pt_stats, frames)},
+        {"saga_participant_listener_restarts_total",
+         "Times the ipc:// listener was found deaf (nng 1.5.2 defect) and restarted.",
+         offsetof(pt_stats, listener_restarts)},
     };
     strbuf sb = STRBUF_INIT, labels = STRBUF_INIT;
     sb_puts(&labels, "service=\"");

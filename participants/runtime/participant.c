@@ -338,6 +338,7 @@ void pt_get_stats(participant *p, pt_stats *out)
     nng_mtx_lock(p->mtx);
     *out = p->stats;
     nng_mtx_unlock(p->mtx);
+    out->listener_restarts = p->listener ? sp_listener_restarts(p->listener) : 0;
 }
 
 /* ---- Lifecycle --------------------------------------------------------- */

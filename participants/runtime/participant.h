@@ -197,15 +197,16 @@ int pt_purge_once(participant *p, int64_t now_wall_ms);
 
 /* Counters since start, for logs, tests and metrics. */
 typedef struct {
-    uint64_t requests;  /* well-formed requests processed */
-    uint64_t effects;   /* handler calls that committed PT_OK */
-    uint64_t replays;   /* replies served from a stored record */
-    uint64_t conflicts; /* key reuse with another fingerprint */
-    uint64_t skipped;   /* barrier: null compensations and hanging actions */
-    uint64_t retries;   /* OUTCOME_RETRY answers (busy, handler, faults) */
-    uint64_t malformed; /* messages that failed to decode or validate */
-    uint64_t purged;    /* records purged */
-    uint64_t frames;    /* frames received (several requests in one message) */
+    uint64_t requests;          /* well-formed requests processed */
+    uint64_t effects;           /* handler calls that committed PT_OK */
+    uint64_t replays;           /* replies served from a stored record */
+    uint64_t conflicts;         /* key reuse with another fingerprint */
+    uint64_t skipped;           /* barrier: null compensations and hanging actions */
+    uint64_t retries;           /* OUTCOME_RETRY answers (busy, handler, faults) */
+    uint64_t malformed;         /* messages that failed to decode or validate */
+    uint64_t purged;            /* records purged */
+    uint64_t frames;            /* frames received (several requests in one message) */
+    uint64_t listener_restarts; /* ipc:// listener found deaf and restarted (common/listener.h) */
 } pt_stats;
 void pt_get_stats(participant *p, pt_stats *out);
 
