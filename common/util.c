@@ -99,6 +99,27 @@ int util_is_uuid(const char *s)
     return s[sizeof shape - 1] == '\0';
 }
 
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return c - 'A' + 10; /* util_is_uuid has checked it is a hex digit */
+}
+
+int util_uuid7_time_ms(const char *s, int64_t *ms)
+{
+    if (s == NULL || !util_is_uuid(s) || s[14] != '7' || strchr("89abAB", s[19]) == NULL)
+        return -1;
+    static const int time_digits[] = {0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12}; /* 48 bits */
+    int64_t t = 0;
+    for (size_t i = 0; i < sizeof time_digits / sizeof time_digits[0]; i++)
+        t = t * 16 + hex_value(s[time_digits[i]]);
+    *ms = t;
+    return 0;
+}
+
 int util_parse_i64(const char *s, int64_t *out)
 {
     if (s == NULL || *s == '\0')

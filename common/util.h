@@ -29,6 +29,9 @@ int util_uuid7_at(int64_t at_ms, char out[37]);
 int util_uuid7(char out[37]);
 /* Is s a syntactically valid lower- or upper-case UUID? */
 int util_is_uuid(const char *s);
+/* When s is a version 7 UUID (version nibble 7, RFC 9562 variant), its
+ * 48-bit Unix millisecond time stamp into *ms and 0; otherwise -1. */
+int util_uuid7_time_ms(const char *s, int64_t *ms);
 
 /* Parses all of s as a decimal int64 (optional leading '-'); returns 0 or -1. */
 int util_parse_i64(const char *s, int64_t *out);

@@ -118,8 +118,29 @@ static void pt_work_malformed(participant *p, pt_work *w, const char *why, pt_st
     pt_work_answer(w, OUTCOME_REJECTED, NULL, clean);
 }
 
+/*
+ * Rule 9: a saga older than this participant's retention may have had its
+ * keys purged here, so a late request could run its effect a second time.
+ * Its age is read from its id when that is a version 7 UUID (as sagad's
+ * are); any other id carries no time and is served as before.
+ */
+static int pt_saga_outlived_retention(const participant *p, const char *saga_id, int64_t now,
+                                      char *why, size_t whylen)
+{
+    int64_t born;
+    if (util_uuid7_time_ms(saga_id, &born) != 0 || now - born <= p->retention_ms)
+        return 0;
+    snprintf(why, whylen,
+             "saga %s began %lld s ago, longer than this participant's retention of %lld s: its "
+             "idempotency records may be purged, so the request is refused without effect "
+             "(sagad's idempotency_retention_s must not exceed --retention-s)",
+             saga_id, (long long)((now - born) / 1000), (long long)(p->retention_ms / 1000));
+    return 1;
+}
+
 /* Step 1 for one message: decode, validate, fingerprint (no database). */
-static void pt_work_prepare(participant *p, const pt_item *it, pt_work *w, pt_stats *stats)
+static void pt_work_prepare(participant *p, const pt_item *it, pt_work *w, int64_t now,
+                            pt_stats *stats)
 {
     char err[256], why[PT_ERROR_MAX];
     if (it->msg == NULL || it->len == 0) {
@@ -145,6 +166,12 @@ static void pt_work_prepare(participant *p, const pt_item *it, pt_work *w, pt_st
     if (wire_check_request(w->req, err, sizeof err) != 0) {
         snprintf(why, sizeof why, "invalid request: %s", err);
         pt_work_malformed(p, w, why, stats);
+        return;
+    }
+    if (pt_saga_outlived_retention(p, w->req->saga_id, now, why, sizeof why)) {
+        log_warn("%s: %s", p->name, why);
+        stats->outlived++;
+        pt_work_answer(w, OUTCOME_REJECTED, NULL, why);
         return;
     }
     w->op = pt_op_find(p, w->req->operation);
@@ -488,8 +515,9 @@ int pt_batch_run(participant *p, pt_item *items, size_t n)
     if (work == NULL)
         return -1;
     memset(&stats, 0, sizeof stats);
+    int64_t now = util_wall_ms();
     for (size_t i = 0; i < n; i++) {
-        pt_work_prepare(p, &items[i], &work[i], &stats);
+        pt_work_prepare(p, &items[i], &work[i], now, &stats);
         in_txn += (size_t)work[i].in_txn;
     }
     if (in_txn > 0)

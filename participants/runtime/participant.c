@@ -330,6 +330,7 @@ void pt_stats_add(participant *p, const pt_stats *d)
     p->stats.malformed += d->malformed;
     p->stats.purged += d->purged;
     p->stats.frames += d->frames;
+    p->stats.outlived += d->outlived;
     nng_mtx_unlock(p->mtx);
 }
 

@@ -27,6 +27,10 @@
  *   8. Idempotency records older than the retention (default 7 days) are
  *      purged in small batches in the background: the retention is the
  *      bound on how late a retry may arrive.
+ *   9. A request of a saga older than the retention (its id, a version 7
+ *      UUID, carries its start time) is OUTCOME_REJECTED without effect: its
+ *      keys may be purged already, and a replay must never become a second
+ *      effect. The check needs no configuration to agree with sagad's.
  *
  * Threads: handlers run one at a time, never concurrently, so they need no
  * locking of their own; they run on whichever runtime thread serves at that
@@ -206,6 +210,7 @@ typedef struct {
     uint64_t malformed;         /* messages that failed to decode or validate */
     uint64_t purged;            /* records purged */
     uint64_t frames;            /* frames received (several requests in one message) */
+    uint64_t outlived;          /* refused: the saga is older than the retention (rule 9) */
     uint64_t listener_restarts; /* ipc:// listener found deaf and restarted (common/listener.h) */
 } pt_stats;
 void pt_get_stats(participant *p, pt_stats *out);

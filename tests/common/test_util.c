@@ -63,11 +63,33 @@ static void test_uuid7_sorts_by_time(void **state)
     assert_true(strcmp(lo, now) < 0 && strcmp(now, hi) < 0);
 }
 
+static void test_uuid7_time_read_back(void **state)
+{
+    (void)state;
+    char id[37];
+    int64_t ms = 0;
+    const int64_t at[] = {0, 1, 1733000000123LL, (1LL << 48) - 1};
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
+        assert_int_equal(util_uuid7_at(at[i], id), 0);
+        assert_int_equal(util_uuid7_time_ms(id, &ms), 0);
+        assert_int_equal(ms, at[i]);
+    }
+    assert_int_equal(util_uuid4(id), 0); /* version 4: no time */
+    assert_int_equal(util_uuid7_time_ms(id, &ms), -1);
+    assert_int_equal(util_uuid7_time_ms("0190b2c4-5d6e-7f80-9abc-def012345678", &ms), 0);
+    assert_int_equal(ms, 0x0190b2c45d6eLL);
+    assert_int_equal(util_uuid7_time_ms("0190B2C4-5D6E-7F80-BABC-DEF012345678", &ms), 0);
+    assert_int_equal(util_uuid7_time_ms("0190b2c4-5d6e-7f80-cabc-def012345678", &ms), -1);
+    assert_int_equal(util_uuid7_time_ms("saga-1", &ms), -1);
+    assert_int_equal(util_uuid7_time_ms("", &ms), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_uuid4_shape),
         cmocka_unit_test(test_uuid7_shape_and_time),
+        cmocka_unit_test(test_uuid7_time_read_back),
         cmocka_unit_test(test_uuid7_sorts_by_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

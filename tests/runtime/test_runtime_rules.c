@@ -675,6 +675,51 @@ static void test_late_action_after_purge_still_fenced(void **state)
     bank_reply_free(&late);
 }
 
+/*
+ * Rule 9: a saga whose v7 id says it began longer ago than the retention is
+ * refused without effect, its action and its compensation alike, whatever
+ * sagad was told; a saga inside the retention is served.
+ */
+static void test_saga_older_than_retention_refused(void **state)
+{
+    fixture *f = *state;
+    pt_destroy(f->p);
+    pt_options o = {.name = "bank", .retention_ms = 60000};
+    f->p = bank_open(&o, f->dir.db, &f->st);
+    assert_non_null(f->p);
+    char old_id[37], young_id[37], old_key[64], young_key[64], comp_key[64];
+    assert_int_equal(util_uuid7_at(util_wall_ms() - 61000, old_id), 0);
+    assert_int_equal(util_uuid7_at(util_wall_ms() - 50000, young_id), 0);
+    snprintf(old_key, sizeof old_key, "%s/pay/action", old_id);
+    snprintf(comp_key, sizeof comp_key, "%s/pay/compensate", old_id);
+    snprintf(young_key, sizeof young_key, "%s/pay/action", young_id);
+
+    bank_reply r;
+    bank_req old = debit(old_key, old_id, "10");
+    bank_call(f->p, &old, &r);
+    assert_int_equal(r.outcome, OUTCOME_REJECTED);
+    assert_non_null(strstr(r.error, "longer than this participant's retention of 60 s"));
+    bank_reply_free(&r);
+    bank_req comp = credit(comp_key, old_id);
+    bank_call(f->p, &comp, &r);
+    assert_int_equal(r.outcome, OUTCOME_REJECTED);
+    bank_reply_free(&r);
+    assert_int_equal(f->st.debit_calls + f->st.credit_calls, 0);
+    assert_int_equal(bank_balance(f->p, "alice"), 100);
+    /* Nothing on record: not even the barrier row of the refused compensation. */
+    assert_int_equal(rows(f->p, "pt_idempotency"), 0);
+    assert_int_equal(rows(f->p, "pt_barrier"), 0);
+    pt_stats st;
+    pt_get_stats(f->p, &st);
+    assert_int_equal(st.outlived, 2);
+
+    bank_req young = debit(young_key, young_id, "10");
+    bank_call(f->p, &young, &r);
+    assert_int_equal(r.outcome, OUTCOME_OK);
+    bank_reply_free(&r);
+    assert_int_equal(bank_balance(f->p, "alice"), 90);
+}
+
 /* pt_register refuses duplicates, clashing and invalid names, and half pairs. */
 static void test_register_rules(void **state)
 {
@@ -719,6 +764,7 @@ int main(void)
         T(test_restart_replay_survives),
         T(test_purge_old_records_in_batches),
         T(test_late_action_after_purge_still_fenced),
+        T(test_saga_older_than_retention_refused),
         T(test_register_rules),
     };
     return cmocka_run_group_tests_name("runtime_rules", tests, NULL, NULL);
