@@ -6,10 +6,11 @@
  *
  * Proves: commits without a sync are lost (synchronous=OFF, and NORMAL in
  * WAL mode, which syncs only at checkpoints) while synchronous=FULL commits
- * survive; the same work ended by a plain SIGKILL keeps everything (why a
- * SIGKILL test cannot find a missing sync); the -shm is gone; and at the
- * file level, unsynced writes, appends and truncates are undone and the
- * last write is torn at a sector boundary.
+ * survive, also across a checkpoint made and synced by another connection
+ * (as the WAL checkpointer thread does); the same work ended by a plain
+ * SIGKILL keeps everything (why a SIGKILL test cannot find a missing sync);
+ * the -shm is gone; and at the file level, unsynced writes, appends and
+ * truncates are undone and the last write is torn at a sector boundary.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -176,6 +177,42 @@ static void test_sync_full_commits_survive(void **state)
     assert_int_equal(count_rows(f->db), SYNCED_ROWS + UNSYNCED_ROWS);
 }
 
+/*
+ * As sagad and the services do (common/wal_checkpointer.c): a second
+ * connection checkpoints the WAL into the database file and truncates the
+ * log, with its own syncs; the writer then commits more. Every commit
+ * survives: a sync counts for the file, whichever connection made it.
+ */
+static void test_checkpoint_by_another_connection_survives(void **state)
+{
+    fixture *f = *state;
+    pid_t pid = fork();
+    if (pid == 0) {
+        child_arm(1, 1);
+        sqlite3 *db = NULL, *ckpt = NULL;
+        if (sqlite3_open(f->db, &db) != SQLITE_OK)
+            child_fail("open", db);
+        child_exec(db, "PRAGMA journal_mode=WAL");
+        child_exec(db, "PRAGMA synchronous=FULL");
+        child_exec(db, "CREATE TABLE t (n INTEGER PRIMARY KEY, pad TEXT)");
+        for (int i = 0; i < SYNCED_ROWS; i++)
+            child_exec(db, "INSERT INTO t (pad) VALUES (zeroblob(600))");
+        if (sqlite3_open(f->db, &ckpt) != SQLITE_OK)
+            child_fail("open the checkpointer", ckpt);
+        child_exec(ckpt, "PRAGMA synchronous=FULL");
+        child_exec(ckpt, "PRAGMA wal_checkpoint(TRUNCATE)");
+        for (int i = 0; i < UNSYNCED_ROWS; i++)
+            child_exec(db, "INSERT INTO t (pad) VALUES (zeroblob(600))");
+        crashpoint("test.cut");
+        _exit(4);
+    }
+    int st = 0;
+    assert_true(pid > 0);
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_killed(st);
+    assert_int_equal(count_rows(f->db), SYNCED_ROWS + UNSYNCED_ROWS);
+}
+
 static void test_sigkill_alone_keeps_unsynced_commits(void **state)
 {
     /* Why the VFS exists: the same missing sync, seen by a plain SIGKILL. */
@@ -272,6 +309,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sync_normal_in_wal_loses_commits_after_checkpoint,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_full_commits_survive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_by_another_connection_survives, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_sigkill_alone_keeps_unsynced_commits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unsynced_changes_undone_and_last_write_torn, setup,
                                         teardown),
