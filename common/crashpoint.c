@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "powerloss_vfs.h"
 
 static char armed_name[128];
 static long armed_at = 1;
@@ -15,6 +16,16 @@ static atomic_long hits;
 
 void crashpoint_init(void)
 {
+    char err[256];
+    int vfs = powerloss_vfs_install_from_env(err, sizeof err);
+    if (vfs < 0) {
+        /* A test asked for a power cut it would not get: it must not pass
+         * as if it had been proved. */
+        log_error("%s", err);
+        exit(2);
+    }
+    if (vfs > 0)
+        log_warn("power-loss VFS active: a crash point also loses every unsynced write");
     const char *spec = getenv("SAGA_CRASH_POINT");
     if (spec == NULL || *spec == '\0')
         return;
@@ -35,7 +46,10 @@ void crashpoint(const char *name)
         return;
     if (atomic_fetch_add(&hits, 1) + 1 < armed_at)
         return;
-    log_warn("crash point '%s' reached: killing the process", name);
+    int power_cut = powerloss_vfs_active();
+    log_warn("crash point '%s' reached: %s", name,
+             power_cut ? "cutting the power, then killing the process" : "killing the process");
+    powerloss_vfs_cut(); /* a no-op without the VFS */
     kill(getpid(), SIGKILL);
     _exit(137); /* not reached */
 }

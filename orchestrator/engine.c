@@ -794,12 +794,15 @@ static void finish_round(engine *e)
     }
 
     log_hold(); /* a line per settled saga: written together below */
+    int answered = e->answers.len > 0;
     for (size_t i = 0; i < e->answers.len; i++) {
         pending_answer *a = &e->answers.items[i];
         a->done(a->arg, a->status, a->error, a->saga_id[0] ? a->saga_id : NULL, a->existing);
         free(a->error);
     }
     e->answers.len = 0;
+    if (answered)
+        crashpoint("engine.after_answer");
 
     for (size_t i = 0; i < e->settled.len; i++) {
         saga *s = e->settled.items[i];

@@ -25,6 +25,7 @@
  *   engine.after_send            requests handed to nng, replies not seen
  *   engine.before_outcome_commit replies applied in memory, not committed
  *   engine.in_compensation       a compensation intent committed, not sent
+ *   engine.after_answer          admin answers (started saga ids) handed out
  */
 #ifndef SAGA_ENGINE_H
 #define SAGA_ENGINE_H

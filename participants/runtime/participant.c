@@ -59,6 +59,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 
+#include "crashpoint.h"
 #include "log.h"
 #include "pt_internal.h"
 
@@ -702,6 +703,7 @@ static void pt_serve_batch(participant *p, size_t n)
     for (size_t i = 0; i < n; i++)
         if (start[i])
             pt_conn_reply_start(p, p->batch_conns[i]);
+    crashpoint("participant.after_reply");
 }
 
 /*

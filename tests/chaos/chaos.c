@@ -39,6 +39,14 @@
  * (engine.* in sagad, participant.* in each service): the process runs with
  * SAGA_CRASH_POINT=<name>:<k>, dies there (SIGKILL, which the supervisor
  * sees), is restarted without it, and the same invariants are checked.
+ * With --power-loss the crashed incarnation also runs with
+ * SAGA_TEST_VFS=powerloss (common/powerloss_vfs.h): at the crash point its
+ * databases lose every write not yet synced and the last write is torn, as
+ * in a power cut, which a SIGKILL alone never shows. --no-sync runs every
+ * process without fsync (sagad durability "off", services
+ * --unsafe-no-fsync) and --expect-loss inverts the verdict of each row: it
+ * passes only when an invariant FAILED, which proves that the matrix sees a
+ * missing sync (and that the VFS did not quietly become a no-op).
  *
  * No assertion here depends on timing: every wait polls with a deadline, and
  * reaching a deadline is reported as what did not happen.
@@ -103,6 +111,10 @@ typedef struct {
     const char *bin_dir;
     int keep;
     int crash_matrix;
+    int power_loss;         /* the crashed incarnation runs under the power-loss VFS */
+    int no_sync;            /* every process runs without fsync (test of the test) */
+    int expect_loss;        /* a matrix row passes only if an invariant fails */
+    const char *crash_only; /* "proc:point,...": the matrix rows to run; NULL all */
 } chaos_opts;
 
 static void usage(FILE *out)
@@ -123,7 +135,14 @@ static void usage(FILE *out)
             "  --bin-dir DIR          where sagad and the services are (default $SAGA_BIN_DIR,\n"
             "                         else the directory of this program)\n"
             "  --keep                 keep the temp dir (it is also kept on failure)\n"
-            "  --crash-matrix         one scenario per named crash point instead\n");
+            "  --crash-matrix         one scenario per named crash point instead\n"
+            "  --crash-only LIST      with --crash-matrix: only these rows, PROC:POINT,...\n"
+            "  --power-loss           the crashed process also loses its unsynced writes\n"
+            "                         (SAGA_TEST_VFS=powerloss: a power cut, not a SIGKILL)\n"
+            "  --no-sync              run sagad and the services without fsync (durability\n"
+            "                         \"off\", --unsafe-no-fsync): to prove the checks see it\n"
+            "  --expect-loss          with --crash-matrix: a row passes only if an invariant\n"
+            "                         fails (use with --power-loss --no-sync)\n");
 }
 
 static int parse_int_opt(const char *name, const char *v, int min, int max, int *out)
@@ -188,6 +207,18 @@ static int parse_opts(int argc, char **argv, chaos_opts *o)
         } else if (strcmp(a, "--crash-matrix") == 0) {
             o->crash_matrix = 1;
             takes = 0;
+        } else if (strcmp(a, "--crash-only") == 0) {
+            o->crash_only = v;
+            rc = v ? 0 : -1;
+        } else if (strcmp(a, "--power-loss") == 0) {
+            o->power_loss = 1;
+            takes = 0;
+        } else if (strcmp(a, "--no-sync") == 0) {
+            o->no_sync = 1;
+            takes = 0;
+        } else if (strcmp(a, "--expect-loss") == 0) {
+            o->expect_loss = 1;
+            takes = 0;
         } else {
             fprintf(stderr, "saga-chaos: unknown option '%s'\n", a);
             rc = -1;
@@ -197,6 +228,11 @@ static int parse_opts(int argc, char **argv, chaos_opts *o)
             return -1;
         }
         i += takes;
+    }
+    if ((o->expect_loss || o->crash_only) && !o->crash_matrix) {
+        fprintf(stderr, "saga-chaos: --expect-loss and --crash-only need --crash-matrix\n");
+        usage(stderr);
+        return -1;
     }
     if (!have_seed) {
         uint32_t r = 0;
@@ -345,6 +381,8 @@ typedef struct {
     int armed;            /* this incarnation runs with armed_point */
     char armed_point[96]; /* its crash point's name, without ":k" */
     char crash_point[96]; /* SAGA_CRASH_POINT for the next start; "" none */
+    int power_loss;       /* ... and with the power-loss VFS */
+    int armed_power_loss; /* this incarnation runs with it */
     /* Deaths by cause. */
     int planned_deaths, fault_deaths, crash_point_hits, unexpected_deaths;
 } proc;
@@ -357,6 +395,7 @@ typedef struct {
     proc sagad;
     int faults_on;
     double faults_rate;
+    int no_sync; /* sagad durability "off", services --unsafe-no-fsync */
     /* Engine counter replayed_replies is per sagad incarnation: the highest
      * value seen in the current one, plus the total of the earlier ones. */
     uint64_t replayed_seen, replayed_before;
@@ -390,12 +429,14 @@ static void proc_free(proc *p)
     free(p->log);
 }
 
-/* Did the process log that its armed crash point killed it (common/crashpoint.c)?
- * A SIGKILL alone could come from elsewhere. */
+/* Did the process log that its armed crash point killed it (common/crashpoint.c),
+ * after cutting the power if it was asked to? A SIGKILL alone could come
+ * from elsewhere, and a crash without the power cut asked for proves less. */
 static int log_says_reached(const proc *p)
 {
-    char needle[160];
-    snprintf(needle, sizeof needle, "crash point '%s' reached", p->armed_point);
+    char needle[192];
+    snprintf(needle, sizeof needle, "crash point '%s' reached: %s", p->armed_point,
+             p->armed_power_loss ? "cutting the power" : "");
     char *text = th_read_file(p->log);
     int found = text != NULL && strstr(text, needle) != NULL;
     free(text);
@@ -429,6 +470,7 @@ static void proc_died(cluster *c, proc *p, int status)
     p->pid = 0;
     p->kill_planned = 0;
     p->armed = 0;
+    p->armed_power_loss = 0;
 }
 
 /* Reaps p if it exited; returns 1 if it did. */
@@ -490,6 +532,8 @@ static int proc_start(cluster *c, proc *p)
             args[n++] = "--faults";
             args[n++] = faults;
         }
+        if (c->no_sync)
+            args[n++] = "--unsafe-no-fsync";
     } else {
         args[n++] = "--config";
         args[n++] = c->sagad_cfg;
@@ -498,12 +542,19 @@ static int proc_start(cluster *c, proc *p)
     args[n++] = "warn";
     args[n] = NULL;
 
-    char env_cp[128];
-    const char *env[2] = {NULL, NULL};
+    char env_cp[128], env_vfs[64];
+    const char *env[3] = {NULL, NULL, NULL};
     p->armed = p->crash_point[0] != '\0';
+    p->armed_power_loss = p->armed && p->power_loss;
     if (p->armed) {
         snprintf(env_cp, sizeof env_cp, "SAGA_CRASH_POINT=%s", p->crash_point);
         env[0] = env_cp;
+        if (p->armed_power_loss) {
+            /* The tear (how much of the last write survives) follows the seed. */
+            snprintf(env_vfs, sizeof env_vfs, "SAGA_TEST_VFS=powerloss:%" PRIu64,
+                     mix64(c->seed ^ 0x9077e5) >> 1);
+            env[1] = env_vfs;
+        }
         snprintf(p->armed_point, sizeof p->armed_point, "%s", p->crash_point);
         p->armed_point[strcspn(p->armed_point, ":")] = '\0';
         p->crash_point[0] = '\0'; /* only this incarnation */
@@ -611,6 +662,7 @@ static int write_sagad_config(cluster *c)
         "database = \"%s\";\n"
         "sagas_dir = \"%s\";\n"
         "max_in_flight = %d;\n"
+        "durability = \"%s\";\n"
         "participants = {\n  order = \"%s\";\n  payment = \"%s\";\n"
         "  inventory = \"%s\";\n  shipping = \"%s\";\n};\n"
         "defaults = {\n  timeout_ms = %d;\n"
@@ -618,9 +670,9 @@ static int write_sagad_config(cluster *c)
         " multiplier = 2.0; };\n"
         "  compensation_retry = { max_attempts = %d; initial_backoff_ms = 20;"
         " max_backoff_ms = 1000; multiplier = 2.0; };\n};\n",
-        c->sagad.url, db, sagas_dir, MAX_IN_FLIGHT, c->svc[SVC_ORDER].url, c->svc[SVC_PAYMENT].url,
-        c->svc[SVC_INVENTORY].url, c->svc[SVC_SHIPPING].url, STEP_TIMEOUT_MS, ACTION_ATTEMPTS,
-        COMPENSATION_ATTEMPT);
+        c->sagad.url, db, sagas_dir, MAX_IN_FLIGHT, c->no_sync ? "off" : "full",
+        c->svc[SVC_ORDER].url, c->svc[SVC_PAYMENT].url, c->svc[SVC_INVENTORY].url,
+        c->svc[SVC_SHIPPING].url, STEP_TIMEOUT_MS, ACTION_ATTEMPTS, COMPENSATION_ATTEMPT);
     int rc = -1;
     if (sagas_dir && saga_file && db && def && cfg && mkdir(sagas_dir, 0700) == 0 &&
         th_write_file(saga_file, def) == 0 && th_write_file(c->sagad_cfg, cfg) == 0)
@@ -634,10 +686,12 @@ static int write_sagad_config(cluster *c)
 }
 
 /* Makes dir's files and starts everything (participants first). */
-static int cluster_setup(cluster *c, const char *dir, uint64_t seed, double faults_rate)
+static int cluster_setup(cluster *c, const char *dir, uint64_t seed, double faults_rate,
+                         int no_sync)
 {
     memset(c, 0, sizeof *c);
     c->seed = seed;
+    c->no_sync = no_sync;
     c->dir = util_strdup(dir);
     c->faults_rate = faults_rate;
     c->faults_on = faults_rate > 0;
@@ -1616,11 +1670,12 @@ static int run_scenario(const chaos_opts *o, const scenario *sc, const char *dir
 
     memset(res, 0, sizeof *res);
     memset(&w, 0, sizeof w);
-    if (cluster_setup(&c, dir, o->seed, sc->faults_rate) != 0)
+    if (cluster_setup(&c, dir, o->seed, sc->faults_rate, o->no_sync) != 0)
         goto out;
     if (sc->crash_proc) {
         proc *p = cluster_find(&c, sc->crash_proc);
         snprintf(p->crash_point, sizeof p->crash_point, "%s", sc->crash_point);
+        p->power_loss = o->power_loss;
     }
     if (cluster_start(&c) != 0)
         goto out;
@@ -1809,6 +1864,8 @@ static int run_chaos(const chaos_opts *o, const char *dir)
  * participants/): sagad's engine.*, and the runtime's participant.* in each
  * of the four services. hit_at is k in NAME:k: late enough to be mid-run in
  * a scenario of MATRIX_SAGAS sagas, early enough to be reached for sure.
+ * engine.after_answer and participant.after_reply come right after starts
+ * were acknowledged and replies sent: what was promised must survive.
  */
 #define MATRIX_SAGAS 30
 static const struct {
@@ -1816,21 +1873,44 @@ static const struct {
     const char *point;
     int hit_at;
 } matrix[] = {
-    {"sagad", "engine.after_intent_commit", 8},    {"sagad", "engine.after_send", 8},
-    {"sagad", "engine.before_outcome_commit", 8},  {"sagad", "engine.in_compensation", 3},
-    {"order", "participant.before_commit", 4},     {"order", "participant.after_commit", 4},
-    {"payment", "participant.before_commit", 4},   {"payment", "participant.after_commit", 4},
-    {"inventory", "participant.before_commit", 3}, {"inventory", "participant.after_commit", 3},
-    {"shipping", "participant.before_commit", 2},  {"shipping", "participant.after_commit", 2},
+    {"sagad", "engine.after_intent_commit", 8},   {"sagad", "engine.after_send", 8},
+    {"sagad", "engine.before_outcome_commit", 8}, {"sagad", "engine.in_compensation", 3},
+    {"sagad", "engine.after_answer", 8},          {"order", "participant.before_commit", 4},
+    {"order", "participant.after_commit", 4},     {"order", "participant.after_reply", 4},
+    {"payment", "participant.before_commit", 4},  {"payment", "participant.after_commit", 4},
+    {"payment", "participant.after_reply", 4},    {"inventory", "participant.before_commit", 3},
+    {"inventory", "participant.after_commit", 3}, {"inventory", "participant.after_reply", 3},
+    {"shipping", "participant.before_commit", 2}, {"shipping", "participant.after_commit", 2},
+    {"shipping", "participant.after_reply", 2},
 };
 #define MATRIX_N (sizeof matrix / sizeof matrix[0])
 
+/* Is row i in the comma-separated PROC:POINT list (NULL: every row)? */
+static int matrix_selected(const char *only, size_t i)
+{
+    if (only == NULL)
+        return 1;
+    char row[128];
+    int len = snprintf(row, sizeof row, "%s:%s", matrix[i].proc, matrix[i].point);
+    for (const char *at = only; (at = strstr(at, row)) != NULL; at += len)
+        if ((at == only || at[-1] == ',') && (at[len] == '\0' || at[len] == ','))
+            return 1;
+    return 0;
+}
+
 static int run_crash_matrix(const chaos_opts *o, const char *dir)
 {
-    int hit[MATRIX_N], ok[MATRIX_N];
+    int hit[MATRIX_N], ok[MATRIX_N], ran[MATRIX_N];
     int passed = 0, failed = 0;
+    if (o->power_loss || o->no_sync || o->expect_loss)
+        printf("crash matrix:%s%s%s\n", o->power_loss ? " power cut at each point" : "",
+               o->no_sync ? ", no fsync anywhere" : "",
+               o->expect_loss ? ", every row must break an invariant" : "");
     for (size_t i = 0; i < MATRIX_N; i++) {
         char spec[96], label[16], *sub;
+        ran[i] = matrix_selected(o->crash_only, i);
+        if (!ran[i])
+            continue;
         snprintf(spec, sizeof spec, "%s:%d", matrix[i].point, matrix[i].hit_at);
         snprintf(label, sizeof label, "m%zu", i);
         printf("crash matrix %zu/%zu: %s SAGA_CRASH_POINT=%s\n", i + 1, MATRIX_N, matrix[i].proc,
@@ -1849,16 +1929,24 @@ static int run_crash_matrix(const chaos_opts *o, const char *dir)
         free(sub);
         hit[i] = rc == 0 && res.crash_hits > 0;
         ok[i] = rc == 0 && res.failed == 0;
-        /* A row passes when the point was hit and every invariant held. */
-        if (hit[i] && ok[i])
+        /* A row passes when the point was hit and every invariant held; with
+         * --expect-loss, when it was hit and some invariant was broken. */
+        if (hit[i] && (o->expect_loss ? rc == 0 && res.failed > 0 : ok[i]))
             passed++;
         else
             failed++;
     }
     printf("\n%-10s %-30s %-5s %s\n", "process", "crash point", "hit?", "invariants");
     for (size_t i = 0; i < MATRIX_N; i++)
-        printf("%-10s %-30s %-5s %s\n", matrix[i].proc, matrix[i].point, hit[i] ? "yes" : "NO",
-               ok[i] ? "PASS" : "FAIL");
+        if (ran[i])
+            printf("%-10s %-30s %-5s %s%s\n", matrix[i].proc, matrix[i].point,
+                   hit[i] ? "yes" : "NO", ok[i] ? "PASS" : "FAIL",
+                   o->expect_loss ? (ok[i] ? " (loss NOT caught)" : " (loss caught, as expected)")
+                                  : "");
+    if (passed + failed == 0) {
+        printf("FAIL  --crash-only '%s' names no row of the matrix\n", o->crash_only);
+        return 1;
+    }
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }
