@@ -66,12 +66,15 @@ static int setup(void **state)
 }
 
 /* Every reply of shipping-svc is held BULK_HOLD_MS (well within the step
- * timeout): a saga stays in flight at least that long after its start. */
-#define BULK_HOLD_MS 300
+ * timeout): a saga stays in flight at least that long after its start. Long
+ * enough that reaping fifty sagactl processes on a loaded two-core machine
+ * (load average 40 seen) cannot outlast it, which would let every saga
+ * finish before the kill the tests rely on. */
+#define BULK_HOLD_MS 1500
 static int setup_bulk(void **state)
 {
     ofx_opts o = {
-        .timeout_ms = 3000, .action_attempts = 30, .comp_attempts = 30, .pivot_attempts = 40};
+        .timeout_ms = 15000, .action_attempts = 30, .comp_attempts = 30, .pivot_attempts = 40};
     char faults[64];
     snprintf(faults, sizeof faults, "seed=1,delay=1,delay_ms=%d", BULK_HOLD_MS);
     return setup_with(state, &o, faults);
@@ -267,9 +270,9 @@ static int bulk_spawn(ofx *f, bulk_saga *b)
     snprintf(customer, sizeof customer, "customer=%s", b->customer);
     snprintf(amount, sizeof amount, "amount=%s", b->amount);
     snprintf(dest, sizeof dest, "destination=%s", b->destination);
-    const char *args[] = {"--url",        f->sagad.url,        "--timeout", "3000", "--json",
-                          "start",        "order_fulfillment", "--key",     b->key, customer,
-                          "sku=WIDGET-1", "quantity=1",        amount,      dest,   NULL};
+    const char *args[] = {"--url",        f->sagad.url,        "--timeout", "10000", "--json",
+                          "start",        "order_fulfillment", "--key",     b->key,  customer,
+                          "sku=WIDGET-1", "quantity=1",        amount,      dest,    NULL};
     return th_spawn("sagactl", args, NULL, b->out_path, &b->pid);
 }
 
@@ -313,7 +316,7 @@ static void test_random_kill_many_in_flight(void **state)
      * them after the restart), or within BULK_HOLD_MS of the last answered
      * start (that saga, at least, is in flight: it cannot have finished). */
     int during_starts = util_prng_unit(&rng) < 0.5;
-    int delay_ms = (int)(util_prng_unit(&rng) * (during_starts ? 150 : BULK_HOLD_MS * 2 / 3));
+    int delay_ms = (int)(util_prng_unit(&rng) * (during_starts ? 150 : BULK_HOLD_MS / 3));
     print_message("random kill: seed %u (SAGA_TEST_SEED), SIGKILL %d ms after %s\n", seed, delay_ms,
                   during_starts ? "the last start was sent" : "the last start's answer");
 
