@@ -395,7 +395,7 @@ static void test_nul_bytes_refused(void **state)
     /* "al\0ice": protobuf-c would hand over "al"; refused instead. */
     START_REQUEST(start, "tok", "alXice");
     uint8_t *buf = pack_with_nul(&start.base, &len);
-    assert_string_equal(wire_nul_string_field(&saga__v1__admin_request__descriptor, buf, len),
+    assert_string_equal(wire_invalid_string_field(&saga__v1__admin_request__descriptor, buf, len, NULL),
                         "value");
     assert_int_equal(admin_handle_request_bytes(&guarded, buf, len, err, sizeof err),
                      SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST);
@@ -405,7 +405,7 @@ static void test_nul_bytes_refused(void **state)
     START_REQUEST(start2, "tok", "alice");
     start2.start->input[0]->key = "cuXstomer";
     buf = pack_with_nul(&start2.base, &len);
-    assert_string_equal(wire_nul_string_field(&saga__v1__admin_request__descriptor, buf, len),
+    assert_string_equal(wire_invalid_string_field(&saga__v1__admin_request__descriptor, buf, len, NULL),
                         "key");
     free(buf);
     Saga__V1__GetStats sa = SAGA__V1__GET_STATS__INIT;
@@ -422,7 +422,7 @@ static void test_nul_bytes_refused(void **state)
     /* Without a NUL: nothing found. */
     stats.token = "tok";
     buf = pack(&stats, &len);
-    assert_null(wire_nul_string_field(&saga__v1__admin_request__descriptor, buf, len));
+    assert_null(wire_invalid_string_field(&saga__v1__admin_request__descriptor, buf, len, NULL));
     assert_int_equal(admin_handle_request_bytes(&guarded, buf, len, err, sizeof err),
                      SAGA__V1__ADMIN_STATUS__ADMIN_OK);
     free(buf);
@@ -435,13 +435,13 @@ static void test_nul_bytes_refused(void **state)
     pe.key = "customer", pe.value = "boXb";
     sr.n_params = 1, sr.params = pes;
     buf = pack_with_nul(&sr.base, &len);
-    assert_string_equal(wire_nul_string_field(&saga__v1__step_request__descriptor, buf, len),
+    assert_string_equal(wire_invalid_string_field(&saga__v1__step_request__descriptor, buf, len, NULL),
                         "value");
     free(buf);
     sr.operation = "chXarge";
     pe.value = "bob";
     buf = pack_with_nul(&sr.base, &len);
-    assert_string_equal(wire_nul_string_field(&saga__v1__step_request__descriptor, buf, len),
+    assert_string_equal(wire_invalid_string_field(&saga__v1__step_request__descriptor, buf, len, NULL),
                         "operation");
     free(buf);
 }
