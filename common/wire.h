@@ -33,7 +33,7 @@
  * over the limit with an error: only messages beyond limit + slack are
  * dropped (the connection closed) by nng.
  */
-#define WIRE_RECV_SLACK 4096
+#define WIRE_RECV_SLACK      4096
 #define WIRE_RECV_MAX(limit) ((size_t)(limit) + WIRE_RECV_SLACK)
 
 /* Short aliases for the generated names. */

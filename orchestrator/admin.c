@@ -586,8 +586,9 @@ static int status_from_saga(arena *a, const saga *s, Saga__V1__SagaStatus *out)
         o->state = (Saga__V1__StepState)r->state;
         o->action_attempts = r->action_attempts;
         o->compensation_attempts = r->compensation_attempts;
-        /* No reply yet (-1) has no value of its own in the protocol: 0. */
-        o->last_outcome = (Saga__V1__Outcome)(r->last_outcome < 0 ? OUTCOME_UNSPECIFIED : r->last_outcome);
+        /* No reply yet (-1) is OUTCOME_UNSPECIFIED on the wire. */
+        o->last_outcome =
+            (Saga__V1__Outcome)(r->last_outcome < 0 ? OUTCOME_UNSPECIFIED : r->last_outcome);
         o->n_result = r->result.len;
         if ((o->result = step_results(a, &r->result)) == NULL)
             return -1;

@@ -66,8 +66,8 @@
 /* One request's state through the batch. */
 typedef struct {
     StepRequest *req; /* unpacked; NULL when the message did not decode */
-    const pt_op *op;      /* NULL: no operation of that name for the request's phase */
-    int bad_text;         /* a string of the request is not UTF-8 or holds a NUL: never echoed */
+    const pt_op *op;  /* NULL: no operation of that name for the request's phase */
+    int bad_text;     /* a string of the request is not UTF-8 or holds a NUL: never echoed */
     uint8_t *fingerprint; /* malloc'd */
     size_t fingerprint_len;
     int in_txn;     /* well-formed: goes through the transaction */

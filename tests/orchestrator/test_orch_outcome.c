@@ -190,9 +190,9 @@ static void run_against_fake(outcome_fixture *x, int action_outcome)
     x->fake_running = 1;
     assert_int_equal(ofx_start_sagad(f, NULL), 0);
 
-    assert_int_equal(ofx_start_order(f, "outcome-1", "alice", "WIDGET-1", "2", "2500", "paris", id,
-                                     NULL, NULL),
-                     0);
+    assert_int_equal(
+        ofx_start_order(f, "outcome-1", "alice", "WIDGET-1", "2", "2500", "paris", id, NULL, NULL),
+        0);
     oj *st = ofx_wait_final(f, id, OFX_WAIT_MS);
     assert_non_null(st);
     /* Never taken as OK (COMPLETED), never as "no effect" (the step's own
@@ -233,6 +233,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reply_without_outcome, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reply_with_future_outcome, setup, teardown),
     };
-    return cmocka_run_group_tests_name("orchestrator: replies without a known outcome", tests,
-                                       NULL, NULL);
+    return cmocka_run_group_tests_name("orchestrator: replies without a known outcome", tests, NULL,
+                                       NULL);
 }
