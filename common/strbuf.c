@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 static int sb_reserve(strbuf *sb, size_t more)
 {
     if (sb->failed)
@@ -58,29 +60,6 @@ void sb_printf(strbuf *sb, const char *fmt, ...)
     sb->len += (size_t)n;
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 when it is not one. */
-static size_t utf8_len(const unsigned char *s)
-{
-    if (s[0] < 0x80)
-        return 1;
-    size_t n = (s[0] & 0xE0) == 0xC0   ? 2
-               : (s[0] & 0xF0) == 0xE0 ? 3
-               : (s[0] & 0xF8) == 0xF0 ? 4
-                                       : 0;
-    if (n == 0 || (n == 2 && s[0] < 0xC2) || (n == 4 && s[0] > 0xF4))
-        return 0;
-    for (size_t i = 1; i < n; i++)
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-    if (n == 3 && s[0] == 0xE0 && s[1] < 0xA0)
-        return 0; /* overlong */
-    if (n == 3 && s[0] == 0xED && s[1] >= 0xA0)
-        return 0; /* surrogate */
-    if (n == 4 && ((s[0] == 0xF0 && s[1] < 0x90) || (s[0] == 0xF4 && s[1] >= 0x90)))
-        return 0;
-    return n;
-}
-
 void sb_json_str(strbuf *sb, const char *s)
 {
     if (s == NULL) {
@@ -88,7 +67,7 @@ void sb_json_str(strbuf *sb, const char *s)
         return;
     }
     sb_append(sb, "\"", 1);
-    const unsigned char *p = (const unsigned char *)s;
+    const unsigned char *p = (const unsigned char *)s, *end = p + strlen(s);
     while (*p) {
         unsigned char c = *p;
         if (c == '"' || c == '\\') {
@@ -99,7 +78,7 @@ void sb_json_str(strbuf *sb, const char *s)
             sb_printf(sb, "\\u%04x", c);
             p++;
         } else {
-            size_t n = utf8_len(p);
+            size_t n = util_utf8_seq_len(p, (size_t)(end - p));
             if (n == 0) {
                 sb_puts(sb, "\\ufffd");
                 p++;

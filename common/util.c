@@ -120,6 +120,40 @@ int util_uuid7_time_ms(const char *s, int64_t *ms)
     return 0;
 }
 
+size_t util_utf8_seq_len(const unsigned char *s, size_t avail)
+{
+    if (s[0] < 0x80)
+        return 1;
+    size_t n = (s[0] & 0xE0) == 0xC0   ? 2
+               : (s[0] & 0xF0) == 0xE0 ? 3
+               : (s[0] & 0xF8) == 0xF0 ? 4
+                                       : 0;
+    if (n == 0 || n > avail || (n == 2 && s[0] < 0xC2) || (n == 4 && s[0] > 0xF4))
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+    if (n == 3 && s[0] == 0xE0 && s[1] < 0xA0)
+        return 0; /* overlong */
+    if (n == 3 && s[0] == 0xED && s[1] >= 0xA0)
+        return 0; /* surrogate */
+    if (n == 4 && ((s[0] == 0xF0 && s[1] < 0x90) || (s[0] == 0xF4 && s[1] >= 0x90)))
+        return 0; /* overlong, or above U+10FFFF */
+    return n;
+}
+
+int util_utf8_valid(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        size_t len = util_utf8_seq_len(p, (size_t)(end - p));
+        if (len == 0)
+            return 0;
+        p += len;
+    }
+    return 1;
+}
+
 int util_parse_i64(const char *s, int64_t *out)
 {
     if (s == NULL || *s == '\0')

@@ -1,6 +1,6 @@
 /*
  * util — small helpers shared by every program: clocks, randomness, UUIDs,
- * strict number parsing and temp-safe string copies.
+ * strict number parsing, UTF-8 validation and temp-safe string copies.
  */
 #ifndef SAGA_UTIL_H
 #define SAGA_UTIL_H
@@ -32,6 +32,14 @@ int util_is_uuid(const char *s);
 /* When s is a version 7 UUID (version nibble 7, RFC 9562 variant), its
  * 48-bit Unix millisecond time stamp into *ms and 0; otherwise -1. */
 int util_uuid7_time_ms(const char *s, int64_t *ms);
+
+/* Length (1..4) of the well-formed UTF-8 sequence at the start of s (avail
+ * bytes, avail > 0), or 0 when it is not one: overlong forms, surrogates and
+ * code points above U+10FFFF are not well-formed. The one UTF-8 decoder of the
+ * project: the wire checks, the admin API, JSON output and sagactl use it. */
+size_t util_utf8_seq_len(const unsigned char *s, size_t avail);
+/* Is s (n bytes) well-formed UTF-8? NUL bytes count as valid here. */
+int util_utf8_valid(const char *s, size_t n);
 
 /* Parses all of s as a decimal int64 (optional leading '-'); returns 0 or -1. */
 int util_parse_i64(const char *s, int64_t *out);

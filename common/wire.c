@@ -5,9 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 const char *wire_outcome_name(int outcome)
 {
     switch (outcome) {
+    case OUTCOME_UNSPECIFIED:
+        return "UNSPECIFIED";
     case OUTCOME_OK:
         return "OK";
     case OUTCOME_REJECTED:
@@ -21,6 +25,11 @@ const char *wire_outcome_name(int outcome)
     default:
         return "UNKNOWN";
     }
+}
+
+int wire_outcome_known(int outcome)
+{
+    return outcome >= OUTCOME_OK && outcome <= OUTCOME_SKIPPED;
 }
 
 const char *wire_phase_name(int phase)
@@ -209,7 +218,7 @@ uint8_t *wire_request_fingerprint(const StepRequest *req, size_t *len)
 }
 
 /* Reads a varint at *i of p (len bytes); -1 when it runs past the end. */
-static int nul_scan_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v)
+static int scan_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v)
 {
     *v = 0;
     for (unsigned shift = 0; shift < 64 && *i < len; shift += 7) {
@@ -221,15 +230,15 @@ static int nul_scan_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v)
     return -1;
 }
 
-#define NUL_SCAN_MAX_DEPTH 32
+#define STRING_SCAN_MAX_DEPTH 32
 
-static const char *nul_scan(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len,
-                            int depth)
+static const char *string_scan(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len,
+                               int depth, const char **why)
 {
     size_t i = 0;
     while (i < len) {
         uint64_t key, n;
-        if (nul_scan_varint(p, len, &i, &key) != 0)
+        if (scan_varint(p, len, &i, &key) != 0)
             return NULL;
         const ProtobufCFieldDescriptor *f =
             key >> 3 <= UINT32_MAX
@@ -237,7 +246,7 @@ static const char *nul_scan(const ProtobufCMessageDescriptor *d, const uint8_t *
                 : NULL;
         switch (key & 7) {
         case 0: /* varint */
-            if (nul_scan_varint(p, len, &i, &n) != 0)
+            if (scan_varint(p, len, &i, &n) != 0)
                 return NULL;
             break;
         case 1: /* 64-bit */
@@ -251,12 +260,20 @@ static const char *nul_scan(const ProtobufCMessageDescriptor *d, const uint8_t *
             i += 4;
             break;
         case 2: /* length-delimited: strings, bytes, messages, packed arrays */
-            if (nul_scan_varint(p, len, &i, &n) != 0 || n > len - i)
+            if (scan_varint(p, len, &i, &n) != 0 || n > len - i)
                 return NULL;
-            if (f != NULL && f->type == PROTOBUF_C_TYPE_STRING && memchr(p + i, 0, (size_t)n))
-                return f->name;
-            if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE && depth < NUL_SCAN_MAX_DEPTH) {
-                const char *hit = nul_scan(f->descriptor, p + i, (size_t)n, depth + 1);
+            if (f != NULL && f->type == PROTOBUF_C_TYPE_STRING) {
+                if (memchr(p + i, 0, (size_t)n)) {
+                    *why = "contains a NUL byte";
+                    return f->name;
+                }
+                if (!util_utf8_valid((const char *)p + i, (size_t)n)) {
+                    *why = "is not valid UTF-8";
+                    return f->name;
+                }
+            }
+            if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE && depth < STRING_SCAN_MAX_DEPTH) {
+                const char *hit = string_scan(f->descriptor, p + i, (size_t)n, depth + 1, why);
                 if (hit != NULL)
                     return hit;
             }
@@ -269,10 +286,11 @@ static const char *nul_scan(const ProtobufCMessageDescriptor *d, const uint8_t *
     return NULL;
 }
 
-const char *wire_nul_string_field(const ProtobufCMessageDescriptor *d, const uint8_t *buf,
-                                  size_t len)
+const char *wire_invalid_string_field(const ProtobufCMessageDescriptor *d, const uint8_t *buf,
+                                      size_t len, const char **why)
 {
-    return d != NULL && buf != NULL ? nul_scan(d, buf, len, 0) : NULL;
+    const char *unused;
+    return d != NULL && buf != NULL ? string_scan(d, buf, len, 0, why ? why : &unused) : NULL;
 }
 
 int wire_is_batch(const uint8_t *buf, size_t len)

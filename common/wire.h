@@ -14,7 +14,7 @@
 #include "kv.h"
 #include "saga.pb-c.h"
 
-#define WIRE_MAX_MSG     (64 * 1024) /* bytes in one request or reply */
+#define WIRE_MAX_MSG     (64 * 1024) /* bytes in one request or reply (the SP header not counted) */
 #define WIRE_MAX_KEY     255         /* bytes in an idempotency key */
 #define WIRE_MAX_PARAMS  64          /* entries in params or result */
 #define WIRE_MAX_NAME    64          /* bytes in a param name, operation or step */
@@ -25,6 +25,16 @@
 /* A frame of requests is at most WIRE_MAX_MSG; its answer holds up to
  * WIRE_BATCH_MAX replies of up to WIRE_MAX_MSG each. */
 #define WIRE_MAX_BATCH_REPLY (WIRE_BATCH_MAX * (WIRE_MAX_MSG + 16) + 16)
+/*
+ * nng's NNG_OPT_RECVMAXSZ counts the SP header too (4 bytes of request id on
+ * REQ/REP, 4 more per device hop), and nng closes the connection on a bigger
+ * message without a word. Every socket therefore admits this much more than
+ * its documented payload limit, and the code behind it answers a payload
+ * over the limit with an error: only messages beyond limit + slack are
+ * dropped (the connection closed) by nng.
+ */
+#define WIRE_RECV_SLACK      4096
+#define WIRE_RECV_MAX(limit) ((size_t)(limit) + WIRE_RECV_SLACK)
 
 /* Short aliases for the generated names. */
 typedef Saga__V1__StepRequest StepRequest;
@@ -35,6 +45,7 @@ enum {
     PHASE_COMPENSATE = SAGA__V1__PHASE__PHASE_COMPENSATE,
 };
 typedef enum {
+    OUTCOME_UNSPECIFIED = SAGA__V1__OUTCOME__OUTCOME_UNSPECIFIED, /* not an answer */
     OUTCOME_OK = SAGA__V1__OUTCOME__OUTCOME_OK,
     OUTCOME_REJECTED = SAGA__V1__OUTCOME__OUTCOME_REJECTED,
     OUTCOME_RETRY = SAGA__V1__OUTCOME__OUTCOME_RETRY,
@@ -42,8 +53,11 @@ typedef enum {
     OUTCOME_SKIPPED = SAGA__V1__OUTCOME__OUTCOME_SKIPPED,
 } wire_outcome;
 
-/* "OK", "REJECTED", ...; "UNKNOWN" for other values. */
+/* "OK", "REJECTED", ...; "UNSPECIFIED" for 0, "UNKNOWN" for other values. */
 const char *wire_outcome_name(int outcome);
+/* Is outcome an answer: OUTCOME_OK .. OUTCOME_SKIPPED? An unspecified or
+ * unknown outcome says nothing about the effect: the reply counts as none. */
+int wire_outcome_known(int outcome);
 /* "action" or "compensate"; "unknown" for other values. */
 const char *wire_phase_name(int phase);
 
@@ -55,15 +69,19 @@ const char *wire_phase_name(int phase);
 int wire_check_request(const StepRequest *req, char *err, size_t errlen);
 
 /*
- * protobuf-c hands string fields to C as NUL-terminated strings, so a string
- * holding a NUL byte would silently lose everything after it. Scans buf (len
- * bytes, the wire form of a message of descriptor d that protobuf-c already
- * unpacked) and its nested messages for a string field whose bytes contain a
- * NUL. Returns that field's name (static, from the descriptor), or NULL when
- * there is none. Call it before anything decoded from buf is used.
+ * protobuf-c hands string fields to C as NUL-terminated strings without
+ * checking them: a string holding a NUL byte would silently lose everything
+ * after it, and one that is not UTF-8 breaks every strict proto3 decoder it
+ * is echoed to. Scans buf (len bytes, the wire form of a message of
+ * descriptor d that protobuf-c already unpacked) and its nested messages for
+ * a string field whose bytes contain a NUL or are not well-formed UTF-8.
+ * Returns that field's name (static, from the descriptor; "key" or "value"
+ * for a map entry) with *why set to "contains a NUL byte" or "is not valid
+ * UTF-8", or NULL when every string is valid. Call it before anything
+ * decoded from buf is used or echoed.
  */
-const char *wire_nul_string_field(const ProtobufCMessageDescriptor *d, const uint8_t *buf,
-                                  size_t len);
+const char *wire_invalid_string_field(const ProtobufCMessageDescriptor *d, const uint8_t *buf,
+                                      size_t len, const char **why);
 
 /* Copies the request's params / the reply's result into m (which it adds to). */
 int wire_params_to_kv(const StepRequest *req, kvmap *m);

@@ -119,44 +119,9 @@ static const char *nz(const char *s)
     return s != NULL ? s : "";
 }
 
-/* Is s (n bytes) well-formed UTF-8 (no overlongs, surrogates or > U+10FFFF)? */
-static int utf8_valid(const char *s, size_t n)
-{
-    const unsigned char *p = (const unsigned char *)s, *end = p + n;
-    while (p < end) {
-        unsigned c = *p;
-        size_t len;
-        unsigned min;
-        uint32_t cp;
-        if (c < 0x80) {
-            p++;
-            continue;
-        } else if ((c & 0xE0) == 0xC0) {
-            len = 2, min = 0x80, cp = c & 0x1F;
-        } else if ((c & 0xF0) == 0xE0) {
-            len = 3, min = 0x800, cp = c & 0x0F;
-        } else if ((c & 0xF8) == 0xF0) {
-            len = 4, min = 0x10000, cp = c & 0x07;
-        } else {
-            return 0;
-        }
-        if ((size_t)(end - p) < len)
-            return 0;
-        for (size_t i = 1; i < len; i++) {
-            if ((p[i] & 0xC0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (p[i] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
-        p += len;
-    }
-    return 1;
-}
-
 static int is_text(const char *s)
 {
-    return utf8_valid(s, strlen(s));
+    return util_utf8_valid(s, strlen(s));
 }
 
 /*
@@ -382,10 +347,10 @@ static int check_start(const orch_config *cfg, const Saga__V1__StartSaga *m, adm
     for (size_t i = 0; i < m->n_input; i++) {
         const char *name = nz(m->input[i]->key), *value = nz(m->input[i]->value);
         size_t nlen = strlen(name), vlen = strlen(value);
-        if (nlen == 0 || nlen > ADMIN_MAX_INPUT_NAME || !utf8_valid(name, nlen))
+        if (nlen == 0 || nlen > ADMIN_MAX_INPUT_NAME || !util_utf8_valid(name, nlen))
             return bad(err, errlen, "invalid input name (1 to %d bytes of UTF-8)",
                        ADMIN_MAX_INPUT_NAME);
-        if (vlen > ADMIN_MAX_INPUT_VALUE || !utf8_valid(value, vlen))
+        if (vlen > ADMIN_MAX_INPUT_VALUE || !util_utf8_valid(value, vlen))
             return bad(err, errlen, "invalid value of input '%s' (at most %d bytes of UTF-8)", name,
                        ADMIN_MAX_INPUT_VALUE);
         if (kv_get(&k->input, name) != NULL)
@@ -419,7 +384,8 @@ static int check_list(const Saga__V1__ListSagas *m, char *err, size_t errlen)
 
 /*
  * Decodes len bytes at buf as an AdminRequest and checks it, in this order:
- * well-formed (protobuf, no NUL byte in a string, a command present), then
+ * well-formed (at most ADMIN_MAX_REQUEST bytes, protobuf, every string
+ * UTF-8 without a NUL byte, a command present), then
  * authorized, then within every limit of admin.h. Returns ADMIN_OK with
  * k->req (and for a start k->def and k->input) set, or another status with
  * the reply's text in err and, for a malformed request, k->malformed set.
@@ -429,16 +395,23 @@ static int check_request(const orch_config *cfg, const void *buf, size_t len, ad
                          char *err, size_t errlen)
 {
     memset(k, 0, sizeof *k);
+    if (len > ADMIN_MAX_REQUEST) { /* the socket admits WIRE_RECV_SLACK more: see wire.h */
+        k->malformed = "request too large";
+        return bad(err, errlen, "request of %zu bytes is larger than %d", len, ADMIN_MAX_REQUEST);
+    }
     k->req = saga__v1__admin_request__unpack(NULL, len, buf);
     if (k->req == NULL) {
         k->malformed = "not a valid AdminRequest";
         return bad(err, errlen, "malformed request");
     }
-    /* Before the token is looked at: a token cut at a NUL must not match. */
-    const char *nul = wire_nul_string_field(&saga__v1__admin_request__descriptor, buf, len);
-    if (nul != NULL) {
-        k->malformed = "a string field contains a NUL byte";
-        return bad(err, errlen, "malformed request: field '%s' contains a NUL byte", nul);
+    /* Before the token is looked at: a token cut at a NUL must not match;
+     * and nothing that is not UTF-8 may reach a reply or the store. */
+    const char *why = NULL;
+    const char *field =
+        wire_invalid_string_field(&saga__v1__admin_request__descriptor, buf, len, &why);
+    if (field != NULL) {
+        k->malformed = "a string field contains a NUL byte or is not UTF-8";
+        return bad(err, errlen, "malformed request: field '%s' %s", field, why);
     }
     if (admin_authorize(cfg, k->req) != 0) {
         snprintf(err, errlen, "missing or wrong admin token");
@@ -486,6 +459,28 @@ int admin_handle_request_bytes(const orch_config *cfg, const void *buf, size_t l
 
 /* ---- Writes: validated here, performed by the engine ------------------ */
 
+/* The AdminStatus of an engine_status (AdminStatus 0 is "no status", so the
+ * two are mapped by name, not by value). */
+static Saga__V1__AdminStatus admin_status_of(int engine_status)
+{
+    switch (engine_status) {
+    case ENGINE_OK:
+        return SAGA__V1__ADMIN_STATUS__ADMIN_OK;
+    case ENGINE_BAD_REQUEST:
+        return SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST;
+    case ENGINE_NOT_FOUND:
+        return SAGA__V1__ADMIN_STATUS__ADMIN_NOT_FOUND;
+    case ENGINE_CONFLICT:
+        return SAGA__V1__ADMIN_STATUS__ADMIN_CONFLICT;
+    case ENGINE_INVALID_STATE:
+        return SAGA__V1__ADMIN_STATUS__ADMIN_INVALID_STATE;
+    case ENGINE_BUSY:
+        return SAGA__V1__ADMIN_STATUS__ADMIN_BUSY;
+    default:
+        return SAGA__V1__ADMIN_STATUS__ADMIN_INTERNAL;
+    }
+}
+
 /* Called once per command, on the engine thread (invariant 3). */
 static void on_engine_done(void *arg, int status, const char *error, const char *saga_id,
                            int existing)
@@ -494,7 +489,7 @@ static void on_engine_done(void *arg, int status, const char *error, const char 
     admin_server *srv = c->srv;
     AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
     Saga__V1__StartReply started = SAGA__V1__START_REPLY__INIT;
-    rep.status = (Saga__V1__AdminStatus)status;
+    rep.status = admin_status_of(status);
     if (status != ENGINE_OK) {
         rep.error = pb_str(error != NULL && *error ? error : "the engine refused the command");
     } else if (saga_id != NULL) {
@@ -591,8 +586,9 @@ static int status_from_saga(arena *a, const saga *s, Saga__V1__SagaStatus *out)
         o->state = (Saga__V1__StepState)r->state;
         o->action_attempts = r->action_attempts;
         o->compensation_attempts = r->compensation_attempts;
-        /* No reply yet (-1) has no value of its own in the protocol: 0. */
-        o->last_outcome = r->last_outcome < 0 ? 0 : (Saga__V1__Outcome)r->last_outcome;
+        /* No reply yet (-1) is OUTCOME_UNSPECIFIED on the wire. */
+        o->last_outcome =
+            (Saga__V1__Outcome)(r->last_outcome < 0 ? OUTCOME_UNSPECIFIED : r->last_outcome);
         o->n_result = r->result.len;
         if ((o->result = step_results(a, &r->result)) == NULL)
             return -1;
@@ -611,6 +607,7 @@ static void read_status(admin_ctx *c, const char *id)
     arena a = {NULL};
     AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
     Saga__V1__SagaStatus status;
+    rep.status = SAGA__V1__ADMIN_STATUS__ADMIN_OK; /* 0 would be "no status" */
 
     int rc = store_load_saga(c->srv->st, c->srv->cfg, id, &s);
     if (rc == STORE_NOT_FOUND) {
@@ -692,6 +689,7 @@ static void read_history(admin_ctx *c, const char *id)
     arena a = {NULL};
     AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
     Saga__V1__SagaHistory hist = SAGA__V1__SAGA_HISTORY__INIT;
+    rep.status = SAGA__V1__ADMIN_STATUS__ADMIN_OK; /* 0 would be "no status" */
     hist_acc *h = calloc(1, sizeof *h);
     saga *s = NULL;
 
@@ -737,7 +735,7 @@ static void read_history(admin_ctx *c, const char *id)
         e[i].step = ev->step;
         e[i].phase = (Saga__V1__Phase)ev->phase;
         e[i].attempt = ev->attempt;
-        e[i].outcome = ev->outcome < 0 ? 0 : (Saga__V1__Outcome)ev->outcome;
+        e[i].outcome = (Saga__V1__Outcome)(ev->outcome < 0 ? OUTCOME_UNSPECIFIED : ev->outcome);
         e[i].replayed = ev->replayed != 0;
         e[i].detail = ev->detail;
         v[i] = &e[i];
@@ -815,6 +813,7 @@ static void read_list(admin_ctx *c, const Saga__V1__ListSagas *m)
     arena a = {NULL};
     AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
     Saga__V1__SagaList list = SAGA__V1__SAGA_LIST__INIT;
+    rep.status = SAGA__V1__ADMIN_STATUS__ADMIN_OK; /* 0 would be "no status" */
     uint32_t limit = m->limit == 0 ? ADMIN_LIST_DEFAULT : m->limit;
     if (limit > ADMIN_LIST_MAX)
         limit = ADMIN_LIST_MAX;
@@ -849,6 +848,7 @@ static void read_stats(admin_ctx *c)
     engine_counters ec;
     AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
     Saga__V1__Stats stats = SAGA__V1__STATS__INIT;
+    rep.status = SAGA__V1__ADMIN_STATUS__ADMIN_OK; /* 0 would be "no status" */
 
     if (store_count_by_state(c->srv->st, counts) != 0) {
         reply_store_error(c, "stats");
@@ -1070,7 +1070,7 @@ static int listen_admin(admin_server *srv, char *err, size_t errlen)
                                .require_peer_cert = 0}; /* clients authenticate with the token */
     sp_listener_opts lo = {.name = "admin",
                            .url = cfg->admin_url,
-                           .recv_max = ADMIN_MAX_REQUEST,
+                           .recv_max = WIRE_RECV_MAX(ADMIN_MAX_REQUEST),
                            .configure = sec_listener_tls_hook,
                            .configure_arg = &srv->tls};
     char lerr[256];
@@ -1113,7 +1113,8 @@ admin_server *admin_start(const orch_config *cfg, engine *e, char *err, size_t e
         goto fail;
     }
     srv->sock_open = 1;
-    if ((rv = nng_socket_set_size(srv->sock, NNG_OPT_RECVMAXSZ, ADMIN_MAX_REQUEST)) != 0) {
+    if ((rv = nng_socket_set_size(srv->sock, NNG_OPT_RECVMAXSZ,
+                                  WIRE_RECV_MAX(ADMIN_MAX_REQUEST))) != 0) {
         snprintf(err, errlen, "admin: %s: %s", NNG_OPT_RECVMAXSZ, nng_strerror(rv));
         goto fail;
     }

@@ -28,7 +28,7 @@
 #include "engine.h"
 
 #define ADMIN_CONTEXTS        16                 /* requests served concurrently */
-#define ADMIN_MAX_REQUEST     (256 * 1024)       /* bytes in one AdminRequest (NNG_OPT_RECVMAXSZ) */
+#define ADMIN_MAX_REQUEST     (256 * 1024)       /* bytes in one AdminRequest, SP header aside */
 #define ADMIN_MAX_REPLY       (16 * 1024 * 1024) /* bytes in one AdminReply */
 #define ADMIN_MAX_CLIENT_KEY  255                /* bytes in StartSaga.client_key */
 #define ADMIN_MAX_INPUTS      64                 /* entries in StartSaga.input */

@@ -615,13 +615,31 @@ static void handle_call_done(engine *e, transport_call *c, const saga_env *env)
         transport_release(e->net, c);
         return;
     }
+    const uint8_t *body = nng_msg_body(c->reply);
+    size_t body_len = nng_msg_len(c->reply);
     StepReply *rep =
-        saga__v1__step_reply__unpack(NULL, nng_msg_len(c->reply), nng_msg_body(c->reply));
+        body_len <= WIRE_MAX_MSG ? saga__v1__step_reply__unpack(NULL, body_len, body) : NULL;
     char key[WIRE_MAX_KEY + 1];
     saga_step_key(s, c->step, c->phase, key, sizeof key);
-    if (rep == NULL || strcmp(rep->idempotency_key, key) != 0) {
-        snprintf(why, sizeof why, "malformed reply from %s%s", s->def->steps[c->step].participant,
-                 rep ? " (idempotency key does not match)" : "");
+    const char *who = s->def->steps[c->step].participant, *text_problem = NULL, *bad_text;
+    int malformed = 1;
+    /* Nothing of a reply is used before it passes all of these. One without a
+     * known outcome says nothing of the effect: it is no reply, retried with
+     * the same key like a timeout (saga.proto, Outcome). */
+    if (rep == NULL)
+        snprintf(why, sizeof why, "malformed reply from %s (%zu bytes)", who, body_len);
+    else if ((bad_text = wire_invalid_string_field(&saga__v1__step_reply__descriptor, body,
+                                                   body_len, &text_problem)) != NULL)
+        snprintf(why, sizeof why, "malformed reply from %s (field '%s' %s)", who, bad_text,
+                 text_problem);
+    else if (strcmp(rep->idempotency_key, key) != 0)
+        snprintf(why, sizeof why, "malformed reply from %s (idempotency key does not match)", who);
+    else if (!wire_outcome_known((int)rep->outcome))
+        snprintf(why, sizeof why, "malformed reply from %s (outcome %s, %d: not an answer)", who,
+                 wire_outcome_name((int)rep->outcome), (int)rep->outcome);
+    else
+        malformed = 0;
+    if (malformed) {
         om_on_step_no_reply(e->metrics, s, c->step, c->phase, 0);
         saga_on_no_reply(s, env, c->token, why);
     } else {

@@ -37,7 +37,7 @@
 
 typedef struct engine engine;
 
-/* Admin-level result codes (values equal saga.v1 AdminStatus). */
+/* Admin-level result codes (admin.c maps them to saga.v1 AdminStatus by name). */
 enum engine_status {
     ENGINE_OK = 0,
     ENGINE_BAD_REQUEST = 1,

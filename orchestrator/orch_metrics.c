@@ -7,7 +7,7 @@
 #include "metrics.h"
 #include "wire.h"
 
-#define N_OUTCOMES 5 /* OUTCOME_OK .. OUTCOME_SKIPPED */
+#define N_OUTCOMES (OUTCOME_SKIPPED - OUTCOME_OK + 1) /* answers: OUTCOME_OK .. OUTCOME_SKIPPED */
 
 /* Counters of one saga type. */
 typedef struct {
@@ -155,8 +155,8 @@ void om_on_step_reply(orch_metrics *m, const saga *s, int step, int phase, int o
     op_counters *o = op_of(m, s, step, phase);
     if (o == NULL)
         return;
-    if (outcome >= 0 && outcome < N_OUTCOMES)
-        mt_add(&o->replies[outcome], 1);
+    if (wire_outcome_known(outcome))
+        mt_add(&o->replies[outcome - OUTCOME_OK], 1);
     mt_hist_observe(&o->duration, seconds < 0 ? 0 : seconds);
 }
 
@@ -261,7 +261,7 @@ void om_render(orch_metrics *m, strbuf *sb)
     for (size_t i = 0; i < m->n_ops; i++)
         for (int k = 0; k < N_OUTCOMES; k++) {
             op_labels(&lb, &m->ops[i]);
-            sb_printf(&lb, ",outcome=\"%s\"", wire_outcome_name(k));
+            sb_printf(&lb, ",outcome=\"%s\"", wire_outcome_name(OUTCOME_OK + k));
             mt_sample(sb, "saga_step_replies_total", lb.data, mt_get(&m->ops[i].replies[k]));
         }
     mt_header(sb, "saga_step_duration_seconds", "histogram",

@@ -380,6 +380,15 @@ void saga_on_reply(saga *s, const saga_env *env, uint64_t token, int outcome, in
 {
     if (!s->in_flight || token != s->token)
         return; /* stale: an earlier attempt, or the saga moved on */
+    if (!wire_outcome_known(outcome)) {
+        /* Unspecified (a reply without an outcome) or from a newer protocol:
+         * it says nothing of the effect, so it is no reply at all. */
+        char why[128];
+        snprintf(why, sizeof why, "reply without a known outcome (%s, %d)",
+                 wire_outcome_name(outcome), outcome);
+        saga_on_no_reply(s, env, token, why);
+        return;
+    }
     s->in_flight = 0;
     int step = s->cursor, phase = current_phase(s);
     step_run *r = &s->steps[step];
@@ -420,7 +429,7 @@ void saga_on_reply(saga *s, const saga_env *env, uint64_t token, int outcome, in
                 send_attempt(s, env, step + 1, PHASE_ACTION);
             return;
         }
-        /* REJECTED, SKIPPED or an unknown outcome: the action had no effect. */
+        /* REJECTED or SKIPPED: the action had no effect. */
         r->state = STEP_REJECTED;
         snprintf(msg, sizeof msg, "step '%s' %s: %s", name,
                  outcome == OUTCOME_REJECTED ? "refused" : "had no effect",

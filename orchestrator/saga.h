@@ -170,6 +170,9 @@ void saga_begin(saga *s, const saga_env *env);
  * FAILED instead (every send checks this). Does nothing for finished or
  * FAILED sagas. */
 void saga_recover(saga *s, const saga_env *env);
+/* A reply to the attempt with this token. An outcome that is not one of
+ * OK..SKIPPED (unspecified, or unknown) is taken as no reply at all
+ * (saga_on_no_reply): retried, then compensated like a timeout. */
 void saga_on_reply(saga *s, const saga_env *env, uint64_t token, int outcome, int replayed,
                    const kvmap *result, const char *error);
 /* The attempt with this token got no usable reply: timeout, unreachable or a

@@ -254,24 +254,16 @@ static int saga_state_parse_arg(const char *arg)
     return ev == NULL || ev->value == SAGA__V1__SAGA_STATE__SAGA_STATE_UNSPECIFIED ? -1 : ev->value;
 }
 
-/*
- * The protocol has no "no reply yet" outcome: such fields read 0 (OK). These
- * tell when the value means something; otherwise sagactl shows "-" / null.
- */
+/* A step or event without a reply to show reads OUTCOME_UNSPECIFIED (the
+ * protocol's "none"): sagactl shows "-" / null for it. */
 static int step_has_outcome(const Saga__V1__StepStatus *st)
 {
-    if (st->state == SAGA__V1__STEP_STATE__STEP_PENDING)
-        return 0;
-    /* An OK reply ends the phase in flight (ACTION_SENT -> DONE, COMPENSATING
-     * -> COMPENSATED), so OK in these states is no reply to that phase yet. */
-    return !((st->state == SAGA__V1__STEP_STATE__STEP_ACTION_SENT ||
-              st->state == SAGA__V1__STEP_STATE__STEP_COMPENSATING) &&
-             st->last_outcome == SAGA__V1__OUTCOME__OUTCOME_OK);
+    return st->last_outcome != SAGA__V1__OUTCOME__OUTCOME_UNSPECIFIED;
 }
 
 static int event_has_outcome(const Saga__V1__HistoryEvent *ev)
 {
-    return strcmp(nz(ev->kind), "step_reply") == 0 || ev->outcome != SAGA__V1__OUTCOME__OUTCOME_OK;
+    return ev->outcome != SAGA__V1__OUTCOME__OUTCOME_UNSPECIFIED;
 }
 
 /* ---- Text output ------------------------------------------------------- */
@@ -487,27 +479,10 @@ static char *utf8_repair(const char *s)
             out = xcalloc(strlen(s) * 3 + 1, 1); /* each byte at most one U+FFFD */
             p = (const unsigned char *)s;
         }
+        const unsigned char *end = p + strlen((const char *)p);
         while (*p) {
-            unsigned c = *p;
-            size_t len = c < 0x80             ? 1
-                         : (c & 0xE0) == 0xC0 ? 2
-                         : (c & 0xF0) == 0xE0 ? 3
-                         : (c & 0xF8) == 0xF0 ? 4
-                                              : 0;
-            int ok = len > 0;
-            uint32_t cp = len == 1 ? c : len == 2 ? (c & 0x1F) : len == 3 ? (c & 0x0F) : (c & 0x07);
-            for (size_t i = 1; ok && i < len; i++) {
-                if ((p[i] & 0xC0) != 0x80)
-                    ok = 0;
-                else
-                    cp = (cp << 6) | (p[i] & 0x3F);
-            }
-            if (ok && len > 1) {
-                static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
-                if (cp < min[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-                    ok = 0;
-            }
-            if (ok) {
+            size_t len = util_utf8_seq_len(p, (size_t)(end - p));
+            if (len > 0) {
                 if (pass == 1)
                     memcpy(out + o, p, len), o += len;
                 p += len;
@@ -759,8 +734,12 @@ static int reply_failed(const AdminReply *rep)
 {
     if (rep->status == SAGA__V1__ADMIN_STATUS__ADMIN_OK)
         return 0;
+    /* A reply without a status (0) or with one this sagactl does not know
+     * is an error too: never read as success. */
     char *text = clean(rep->error);
-    if (*text) {
+    if (rep->status == SAGA__V1__ADMIN_STATUS__ADMIN_STATUS_UNSPECIFIED) {
+        complain("sagad's reply has no status%s%s", *text ? ": " : "", text);
+    } else if (*text) {
         complain("%s", text);
     } else {
         const char *name = enum_name(&saga__v1__admin_status__descriptor, (int)rep->status, "");

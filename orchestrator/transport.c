@@ -219,9 +219,10 @@ transport *transport_create(const orch_config *cfg, transport_done_fn done, void
         /* Our own attempts and timeouts decide when to resend; nng only
          * resends when the connection carrying a request is lost. */
         nng_socket_set_ms(p->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
-        /* The answer to a frame holds up to WIRE_BATCH_MAX replies. */
+        /* The answer to a frame holds up to WIRE_BATCH_MAX replies; the engine
+         * refuses a single reply over WIRE_MAX_MSG (wire.h, WIRE_RECV_SLACK). */
         nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ,
-                            t->frame_max > 1 ? WIRE_MAX_BATCH_REPLY : WIRE_MAX_MSG);
+                            WIRE_RECV_MAX(t->frame_max > 1 ? WIRE_MAX_BATCH_REPLY : WIRE_MAX_MSG));
         if ((rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_PRE, peer_pipe_check, p)) != 0 ||
             (rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_POST, peer_pipe_event, p)) != 0 ||
             (rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_REM_POST, peer_pipe_event, p)) != 0) {

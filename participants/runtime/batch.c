@@ -7,13 +7,19 @@
  * Flow of pt_batch_run():
  *
  *   1. Prepare, without touching the database: decode each message, check it
- *      (wire_check_request, an operation registered for its phase), take its
- *      fingerprint. A bad message is answered REJECTED at once: error naming
- *      the problem, one log line, stats.malformed++, nothing stored. The
- *      "retry" fault answers RETRY here, before any handler or SQL.
+ *      (at most WIRE_MAX_MSG bytes, every string UTF-8 without NUL,
+ *      wire_check_request), take its fingerprint. A bad message is answered
+ *      REJECTED at once: error naming the problem, one log line,
+ *      stats.malformed++, nothing stored, and a key that is not valid text
+ *      not echoed. The "retry" fault answers RETRY here, before any handler
+ *      or SQL.
  *   2. BEGIN IMMEDIATE.
  *   3. For each remaining request, in arrival order, inside SAVEPOINT
  *      pt_request: barrier_decide() gives REPLAY, CONFLICT, SKIP or RUN.
+ *      Only then, for SKIP or RUN, an operation not registered for the
+ *      request's phase is answered REJECTED, nothing stored: the key is
+ *      looked at first, so a stored key reused with any other operation
+ *      answers CONFLICT (rule 3).
  *        REPLAY    the stored reply with replayed = true
  *        CONFLICT  OUTCOME_CONFLICT, nothing stored
  *        SKIP      OUTCOME_SKIPPED, stored (with a fence when the barrier says so)
@@ -60,7 +66,8 @@
 /* One request's state through the batch. */
 typedef struct {
     StepRequest *req; /* unpacked; NULL when the message did not decode */
-    const pt_op *op;
+    const pt_op *op;  /* NULL: no operation of that name for the request's phase */
+    int bad_text;     /* a string of the request is not UTF-8 or holds a NUL: never echoed */
     uint8_t *fingerprint; /* malloc'd */
     size_t fingerprint_len;
     int in_txn;     /* well-formed: goes through the transaction */
@@ -72,6 +79,7 @@ typedef struct {
 typedef struct {
     barrier_counts counts;
     uint64_t retries;
+    uint64_t malformed; /* requests refused after the key's lookup (unknown operation) */
 } pt_tally;
 
 /*
@@ -101,7 +109,8 @@ static int pt_sp_rollback(participant *p, const char *rollback_to, const char *r
 static int pt_work_answer(pt_work *w, int outcome, const kvmap *result, const char *error)
 {
     const char *key = "";
-    if (w->req && w->req->idempotency_key && strlen(w->req->idempotency_key) <= WIRE_MAX_KEY)
+    if (w->req && !w->bad_text && w->req->idempotency_key &&
+        strlen(w->req->idempotency_key) <= WIRE_MAX_KEY)
         key = w->req->idempotency_key;
     free(w->reply);
     w->reply = wire_pack_reply(key, outcome, 0, result, error, &w->reply_len);
@@ -157,9 +166,13 @@ static void pt_work_prepare(participant *p, const pt_item *it, pt_work *w, int64
         pt_work_malformed(p, w, "malformed message: not a saga.v1 StepRequest", stats);
         return;
     }
-    const char *nul = wire_nul_string_field(&saga__v1__step_request__descriptor, it->msg, it->len);
-    if (nul != NULL) {
-        snprintf(why, sizeof why, "invalid request: field '%s' contains a NUL byte", nul);
+    const char *problem = NULL;
+    const char *field =
+        wire_invalid_string_field(&saga__v1__step_request__descriptor, it->msg, it->len, &problem);
+    if (field != NULL) {
+        /* Not echoed: the reply's key stays empty (pt_work_answer). */
+        w->bad_text = 1;
+        snprintf(why, sizeof why, "invalid request: field '%s' %s", field, problem);
         pt_work_malformed(p, w, why, stats);
         return;
     }
@@ -174,13 +187,11 @@ static void pt_work_prepare(participant *p, const pt_item *it, pt_work *w, int64
         pt_work_answer(w, OUTCOME_REJECTED, NULL, why);
         return;
     }
+    /* An operation that is not registered is refused in step 3, after the
+     * key's lookup: a stored key reused with it answers CONFLICT (rule 3). */
     w->op = pt_op_find(p, w->req->operation);
-    if (w->op == NULL || w->op->phase != (int)w->req->phase) {
-        snprintf(why, sizeof why, "unknown operation '%s' for phase %s", w->req->operation,
-                 wire_phase_name((int)w->req->phase));
-        pt_work_malformed(p, w, why, stats);
-        return;
-    }
+    if (w->op != NULL && w->op->phase != (int)w->req->phase)
+        w->op = NULL;
     stats->requests++;
     if (pt_faults_roll(&p->faults, p->faults.retry)) {
         stats->retries++;
@@ -384,12 +395,24 @@ static int pt_request_run(participant *p, pt_work *w, int64_t now, pt_tally *t)
      * runs its handler; compensations see no action result. */
     d.verdict = BARRIER_RUN;
     snprintf(d.action_operation, sizeof d.action_operation, "%s",
-             w->op->partner ? w->op->partner : "");
+             w->op && w->op->partner ? w->op->partner : "");
 #else
     rc = barrier_decide(s, &br, &d);
     if (rc != SQLITE_OK)
         goto rollback;
 #endif
+    if (w->op == NULL && d.verdict != BARRIER_REPLAY && d.verdict != BARRIER_CONFLICT) {
+        /* The key is new here (or its own record says nothing against this
+         * request): now the unknown operation is refused, nothing stored. */
+        snprintf(why, sizeof why, "unknown operation '%s' for phase %s", rq->operation,
+                 wire_phase_name(br.phase));
+        pt_printable(reply.error, sizeof reply.error, why);
+        log_warn("%s: rejected a malformed request: %s", p->name, reply.error);
+        t->malformed++;
+        t->counts.requests--; /* not a request processed: pt_counters stay as they were */
+        pt_work_answer(w, OUTCOME_REJECTED, NULL, reply.error);
+        goto release;
+    }
     switch (d.verdict) {
     case BARRIER_REPLAY:
         if (pt_work_replay(w, &d) != 0) {
@@ -434,6 +457,7 @@ static int pt_request_run(participant *p, pt_work *w, int64_t now, pt_tally *t)
             t->counts.rejected++;
         break;
     }
+release:
     if (pt_sp_exec(p, "RELEASE pt_request") != SQLITE_OK)
         status = -1;
     goto out;
@@ -492,6 +516,8 @@ static void pt_batch_transaction(participant *p, pt_work *work, size_t n, size_t
     stats->conflicts += t.counts.conflicts;
     stats->skipped += t.counts.skipped;
     stats->retries += t.retries;
+    stats->malformed += t.malformed;
+    stats->requests -= t.malformed;
     return;
 
 fail:

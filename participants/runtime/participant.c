@@ -525,9 +525,13 @@ static void pt_conn_cb(void *arg)
             return;
         }
         msg = nng_aio_get_msg(c->aio);
-        /* Unpacked here, outside the mutex. A frame that does not unpack stays
-         * one message, which batch.c answers REJECTED (not a StepRequest). */
-        c->frame = wire_unpack_batch(nng_msg_body(msg), nng_msg_len(msg));
+        /* Unpacked here, outside the mutex. A frame that does not unpack, or
+         * is larger than WIRE_MAX_MSG (the socket admits WIRE_RECV_SLACK more
+         * so that it can be answered), stays one message, which batch.c
+         * answers REJECTED. */
+        c->frame = nng_msg_len(msg) <= WIRE_MAX_MSG
+                       ? wire_unpack_batch(nng_msg_body(msg), nng_msg_len(msg))
+                       : NULL;
         c->n_items = c->frame ? c->frame->n_items : 1;
         nng_mtx_lock(p->mtx);
         if (p->stopping) {
@@ -800,13 +804,13 @@ static int pt_listen(participant *p, char *err, size_t errlen)
         return rv;
     }
     p->sock_open = 1;
-    if ((rv = nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ, WIRE_MAX_MSG)) != 0) {
+    if ((rv = nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ, WIRE_RECV_MAX(WIRE_MAX_MSG))) != 0) {
         snprintf(err, errlen, "cannot set up the socket: %s", nng_strerror(rv));
         return rv;
     }
     sp_listener_opts lo = {.name = p->name,
                            .url = p->listen_url,
-                           .recv_max = WIRE_MAX_MSG,
+                           .recv_max = WIRE_RECV_MAX(WIRE_MAX_MSG),
                            .configure = sec_listener_tls_hook,
                            .configure_arg = &p->tls};
     if ((rv = sp_listener_open(&p->listener, p->sock, &lo, err, errlen)) != 0)

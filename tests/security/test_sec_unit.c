@@ -11,8 +11,8 @@
  *     a token, a non-loopback one needs TLS too, tls+tcp:// URLs need the
  *     tls group's files, with FILE:LINE messages;
  *   - the admin request check (admin_handle_request_bytes): the token on
- *     every kind of request, NUL bytes in strings refused (admin and step
- *     requests, wire_nul_string_field).
+ *     every kind of request, NUL bytes and invalid UTF-8 in strings refused
+ *     (admin and step requests, wire_invalid_string_field).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -490,8 +490,8 @@ static void test_nul_bytes_refused(void **state)
     /* "al\0ice": protobuf-c would hand over "al"; refused instead. */
     START_REQUEST(start, "tok", "alXice");
     uint8_t *buf = pack_with_nul(&start.base, &len);
-    assert_string_equal(wire_nul_string_field(&saga__v1__admin_request__descriptor, buf, len),
-                        "value");
+    assert_string_equal(
+        wire_invalid_string_field(&saga__v1__admin_request__descriptor, buf, len, NULL), "value");
     assert_int_equal(admin_handle_request_bytes(&guarded, buf, len, err, sizeof err),
                      SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST);
     assert_non_null(strstr(err, "contains a NUL byte"));
@@ -500,8 +500,8 @@ static void test_nul_bytes_refused(void **state)
     START_REQUEST(start2, "tok", "alice");
     start2.start->input[0]->key = "cuXstomer";
     buf = pack_with_nul(&start2.base, &len);
-    assert_string_equal(wire_nul_string_field(&saga__v1__admin_request__descriptor, buf, len),
-                        "key");
+    assert_string_equal(
+        wire_invalid_string_field(&saga__v1__admin_request__descriptor, buf, len, NULL), "key");
     free(buf);
     Saga__V1__GetStats sa = SAGA__V1__GET_STATS__INIT;
     Saga__V1__AdminRequest stats = SAGA__V1__ADMIN_REQUEST__INIT;
@@ -517,7 +517,7 @@ static void test_nul_bytes_refused(void **state)
     /* Without a NUL: nothing found. */
     stats.token = "tok";
     buf = pack(&stats, &len);
-    assert_null(wire_nul_string_field(&saga__v1__admin_request__descriptor, buf, len));
+    assert_null(wire_invalid_string_field(&saga__v1__admin_request__descriptor, buf, len, NULL));
     assert_int_equal(admin_handle_request_bytes(&guarded, buf, len, err, sizeof err),
                      SAGA__V1__ADMIN_STATUS__ADMIN_OK);
     free(buf);
@@ -530,14 +530,37 @@ static void test_nul_bytes_refused(void **state)
     pe.key = "customer", pe.value = "boXb";
     sr.n_params = 1, sr.params = pes;
     buf = pack_with_nul(&sr.base, &len);
-    assert_string_equal(wire_nul_string_field(&saga__v1__step_request__descriptor, buf, len),
-                        "value");
+    assert_string_equal(
+        wire_invalid_string_field(&saga__v1__step_request__descriptor, buf, len, NULL), "value");
     free(buf);
     sr.operation = "chXarge";
     pe.value = "bob";
     buf = pack_with_nul(&sr.base, &len);
-    assert_string_equal(wire_nul_string_field(&saga__v1__step_request__descriptor, buf, len),
-                        "operation");
+    assert_string_equal(
+        wire_invalid_string_field(&saga__v1__step_request__descriptor, buf, len, NULL),
+        "operation");
+    free(buf);
+    /* Not UTF-8 (an invalid byte, an overlong '/'): refused like a NUL, in the
+     * token too, before it is compared. */
+    const char *why = NULL;
+    stats.token = "tok\xff";
+    buf = pack(&stats, &len);
+    assert_string_equal(
+        wire_invalid_string_field(&saga__v1__admin_request__descriptor, buf, len, &why), "token");
+    assert_string_equal(why, "is not valid UTF-8");
+    assert_int_equal(admin_handle_request_bytes(&open, buf, len, err, sizeof err),
+                     SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST);
+    assert_non_null(strstr(err, "field 'token' is not valid UTF-8"));
+    free(buf);
+    sr.operation = "charge";
+    sr.idempotency_key = "k-\xc0\xaf";
+    size_t n = saga__v1__step_request__get_packed_size(&sr);
+    buf = malloc(n);
+    assert_non_null(buf);
+    len = saga__v1__step_request__pack(&sr, buf);
+    assert_string_equal(
+        wire_invalid_string_field(&saga__v1__step_request__descriptor, buf, len, &why),
+        "idempotency_key");
     free(buf);
 }
 

@@ -3,6 +3,11 @@
  * undecodable bytes, an empty message, a message over 64 KiB, an unknown
  * operation or phase, a 256-byte key, limits on params, duplicate param
  * names, truncated messages, and bytes that are not even SP protocol.
+ * Also: strings that are not UTF-8 (key, param value, saga id) are refused
+ * and never echoed (the reply decodes as strict proto3); requests of exactly
+ * 65,533..65,536 payload bytes are answered over a real socket, and one of
+ * 65,537 is answered REJECTED "larger than 65536" (nng's receive limit counts
+ * its SP header: wire.h, WIRE_RECV_SLACK).
  *
  * For each, the service either answers with a non-OK error reply or drops
  * the message; it must keep serving (a valid charge afterwards succeeds),
@@ -292,6 +297,118 @@ static void test_not_sp_protocol(void **state)
 }
 
 /* After all of it, SIGTERM still ends the service cleanly. */
+/* Sends msg on a fresh socket; the decoded reply (the test frees it) and its raw bytes checked
+ * to be valid text. */
+static StepReply *call_raw(fx_svc *s, const uint8_t *msg, size_t len)
+{
+    th_client c;
+    uint8_t *rep = NULL;
+    size_t rep_len = 0;
+    assert_int_equal(th_client_open(&c, s->url, FX_TIMEOUT_MS), 0);
+    int rv = th_client_raw(&c, msg, len, &rep, &rep_len);
+    th_client_close(&c);
+    if (rv != 0)
+        fail_msg("no reply to a request of %zu bytes: %s", len, nng_strerror(rv));
+    /* What a strict proto3 decoder requires of every string. */
+    assert_null(wire_invalid_string_field(&saga__v1__step_reply__descriptor, rep, rep_len, NULL));
+    StepReply *r = saga__v1__step_reply__unpack(NULL, rep_len, rep);
+    free(rep);
+    assert_non_null(r);
+    return r;
+}
+
+static void test_invalid_utf8_refused(void **state)
+{
+    fx_svc *s = *state;
+    const char *bad_key = "k-\xff\xfe\xfd";
+    struct {
+        const char *what, *key, *saga, *customer, *field;
+    } cases[] = {
+        {"key", bad_key, "utf8-saga", "alice", "idempotency_key"},
+        {"param value", "u2/pay/action", "utf8-saga", "al\xffice", "value"},
+        {"saga id", "u3/pay/action", "s-\xc0\xaf", "alice", "saga_id"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        kvmap params = KVMAP_INIT;
+        size_t len;
+        assert_int_equal(th_kv(&params, "customer", cases[i].customer, "amount", "1", NULL), 0);
+        uint8_t *msg = wire_pack_request(cases[i].key, cases[i].saga, "pay", PHASE_ACTION, "charge",
+                                         1, &params, &len);
+        kv_free(&params);
+        assert_non_null(msg);
+        StepReply *r = call_raw(s, msg, len);
+        free(msg);
+        print_message("%s: %s '%s'\n", cases[i].what, wire_outcome_name(r->outcome), r->error);
+        FX_ASSERT_OUTCOME(r, OUTCOME_REJECTED);
+        FX_ASSERT_ERROR_HAS(r, cases[i].field);
+        FX_ASSERT_ERROR_HAS(r, "not valid UTF-8");
+        /* Nothing of a message with invalid text is echoed, not even its key. */
+        assert_string_equal(r->idempotency_key, "");
+        th_reply_free(r);
+    }
+    assert_untouched(s);
+    assert_still_serving(s);
+}
+
+/* A charge of 1 from alice whose packed form is exactly size bytes (padding params). */
+static uint8_t *pack_sized(size_t size, const char *saga, const char *key, size_t *len)
+{
+    static char filler[4001];
+    memset(filler, 'x', 4000);
+    char pad[4097];
+    size_t pad_len = 1000;
+    uint8_t *msg = NULL;
+    for (int round = 0; round < 8; round++) {
+        kvmap params = KVMAP_INIT;
+        memset(pad, 'p', pad_len);
+        pad[pad_len] = '\0';
+        assert_int_equal(th_kv(&params, "customer", "alice", "amount", "1", "pad", pad, NULL), 0);
+        for (int i = 0; i < 16; i++) {
+            char name[8];
+            snprintf(name, sizeof name, "n%02d", i);
+            assert_int_equal(kv_set(&params, name, filler), 0);
+        }
+        free(msg);
+        msg = wire_pack_request(key, saga, "pay", PHASE_ACTION, "charge", 1, &params, len);
+        kv_free(&params);
+        assert_non_null(msg);
+        if (*len == size)
+            return msg;
+        pad_len = (size_t)((long)pad_len + (long)size - (long)*len);
+        assert_true(pad_len > 0 && pad_len <= 4096);
+    }
+    fail_msg("cannot pack a request of exactly %zu bytes", size);
+    return NULL;
+}
+
+static void test_size_boundaries(void **state)
+{
+    fx_svc *s = *state;
+    int64_t charged = 0;
+    for (size_t size = WIRE_MAX_MSG - 3; size <= WIRE_MAX_MSG + 1; size++) {
+        char saga[32], key[64];
+        size_t len;
+        snprintf(saga, sizeof saga, "size-%zu", size);
+        snprintf(key, sizeof key, "%s/pay/action", saga);
+        uint8_t *msg = pack_sized(size, saga, key, &len);
+        StepReply *r = call_raw(s, msg, len);
+        free(msg);
+        print_message("%zu bytes: %s '%s'\n", size, wire_outcome_name(r->outcome), r->error);
+        if (size <= WIRE_MAX_MSG) {
+            FX_ASSERT_OUTCOME(r, OUTCOME_OK); /* within the documented limit: processed */
+            charged++;
+        } else {
+            FX_ASSERT_OUTCOME(r, OUTCOME_REJECTED);
+            FX_ASSERT_ERROR_HAS(r, "larger than 65536");
+        }
+        th_reply_free(r);
+    }
+    assert_int_equal(charged, 4);
+    assert_int_equal(fx_sql_int(s, "SELECT balance FROM accounts WHERE customer = 'alice'"),
+                     100000 - charged);
+    assert_int_equal(fx_sql_int(s, "SELECT balanced FROM money_audit"), 1);
+}
+
 static void test_clean_exit_after_abuse(void **state)
 {
     fx_svc *s = *state;
@@ -307,8 +424,9 @@ static void test_clean_exit_after_abuse(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(test_garbage_and_empty), T(test_oversized_message), T(test_protocol_violations),
-        T(test_param_limits),      T(test_not_sp_protocol),   T(test_clean_exit_after_abuse),
+        T(test_garbage_and_empty), T(test_oversized_message),      T(test_protocol_violations),
+        T(test_param_limits),      T(test_not_sp_protocol),        T(test_invalid_utf8_refused),
+        T(test_size_boundaries),   T(test_clean_exit_after_abuse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

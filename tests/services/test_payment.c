@@ -232,6 +232,16 @@ static void test_key_conflict(void **state)
     StepReply *c2 =
         fx_step(s, saga, "pay", PHASE_ACTION, "charge", "customer", "alice", "amount", "100", NULL);
     FX_ASSERT_OUTCOME(c2, OUTCOME_CONFLICT);
+    /* Same key with another operation, even one of the other phase or one
+     * that does not exist: the key is checked first (rule 3). */
+    StepReply *c3 =
+        fx_step(s, saga, "pay", PHASE_ACTION, "refund", "customer", "bob", "amount", "100", NULL);
+    FX_ASSERT_OUTCOME(c3, OUTCOME_CONFLICT);
+    th_reply_free(c3);
+    c3 =
+        fx_step(s, saga, "pay", PHASE_ACTION, "teleport", "customer", "bob", "amount", "100", NULL);
+    FX_ASSERT_OUTCOME(c3, OUTCOME_CONFLICT);
+    th_reply_free(c3);
     assert_int_equal(balance(s, "bob"), BOB_SEED - 100);
     assert_int_equal(balance(s, "alice"), ALICE_SEED);
     assert_int_equal(charges_count(s), 1);
