@@ -1715,6 +1715,9 @@ int main(int argc, char **argv)
     double secs = -1;
     long growth = -1, recovery_n = -1, memory_n = -1;
     const char *perf = NULL, *tmpbase = "/tmp", *growth_from = NULL, *point = NULL;
+    /* The databases, logs and reports it writes are this user's only, like
+     * those of the programs it runs (docs/SECURITY.md, "Private files"). */
+    umask(077);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--quick") == 0)

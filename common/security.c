@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <nng/supplemental/tls/tls.h>
+#include <pwd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -330,6 +331,59 @@ int sec_tls_dialer(nng_dialer d, const sec_tls_files *t, const char *server_name
     return rv;
 }
 
+/* ---- Private files -------------------------------------------------------- */
+
+/* "root (uid 0)", or "uid 1234" when the user has no name. */
+static void user_text(uid_t uid, char *out, size_t outlen)
+{
+    struct passwd pw, *found = NULL;
+    char buf[1024];
+    if (getpwuid_r(uid, &pw, buf, sizeof buf, &found) == 0 && found != NULL)
+        snprintf(out, outlen, "%s (uid %lu)", found->pw_name, (unsigned long)uid);
+    else
+        snprintf(out, outlen, "uid %lu", (unsigned long)uid);
+}
+
+int sec_check_private_stat(const char *what, const char *path, const struct stat *st, char *err,
+                           size_t errlen)
+{
+    char owner[300], self[300];
+    if (S_ISLNK(st->st_mode)) {
+        snprintf(err, errlen, "%s %s: a symbolic link: give the real path of the file", what, path);
+        return -1;
+    }
+    if (!S_ISREG(st->st_mode)) {
+        snprintf(err, errlen, "%s %s: not a regular file", what, path);
+        return -1;
+    }
+    user_text(st->st_uid, owner, sizeof owner);
+    if (st->st_uid != geteuid()) {
+        struct passwd pw, *found = NULL;
+        char buf[1024];
+        user_text(geteuid(), self, sizeof self);
+        int named = getpwuid_r(geteuid(), &pw, buf, sizeof buf, &found) == 0 && found != NULL;
+        snprintf(err, errlen,
+                 "%s %s: owned by %s, not by this program's user %s: another user could read or "
+                 "change it; if the file is this program's, make it so: chown %s %s && chmod 600 "
+                 "%s",
+                 what, path, owner, self, named ? found->pw_name : "USER", path, path);
+        return -1;
+    }
+    if ((st->st_mode & 077) != 0) {
+        snprintf(err, errlen,
+                 "%s %s: mode %04o, owner %s: group or others may %s it; make it private: chmod "
+                 "600 %s",
+                 what, path, (unsigned)(st->st_mode & 07777), owner,
+                 (st->st_mode & 044) && (st->st_mode & 022) ? "read and write"
+                 : (st->st_mode & 022)                      ? "write"
+                 : (st->st_mode & 044)                      ? "read"
+                                                            : "execute",
+                 path);
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- Secrets -------------------------------------------------------------- */
 
 int sec_read_secret_file(const char *path, char **out, char *err, size_t errlen)
@@ -343,17 +397,8 @@ int sec_read_secret_file(const char *path, char **out, char *err, size_t errlen)
         snprintf(err, errlen, "token file %s: %s", path, strerror(errno));
         goto done;
     }
-    if (!S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "token file %s: not a regular file", path);
+    if (sec_check_private_stat("token file", path, &st, err, errlen) != 0)
         goto done;
-    }
-    if (st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
-        snprintf(err, errlen,
-                 "token file %s: must be owned by this user and readable by nobody else "
-                 "(chmod 600 %s)",
-                 path, path);
-        goto done;
-    }
     buf = malloc(SEC_SECRET_MAX + 3);
     if (buf == NULL) {
         snprintf(err, errlen, "out of memory");

@@ -15,6 +15,8 @@
  *             sp_listener_opts.configure (common/listener.h).
  *   secrets   sec_read_secret_file() reads a token file that only its owner
  *             may read; sec_equal() compares secrets in constant time.
+ *   files     sec_check_private_stat() is the rule for a file only its owner
+ *             may touch (token files, databases: common/db_files.h).
  *
  * Nothing here logs a secret or keeps one longer than the caller asks.
  */
@@ -24,6 +26,7 @@
 #include <nng/nng.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #define SEC_SECRET_MAX 4096 /* bytes in a token file */
 
@@ -116,6 +119,14 @@ char *sec_url_host(const char *url);
  * (never the secret itself).
  */
 int sec_read_secret_file(const char *path, char **out, char *err, size_t errlen);
+/*
+ * The private-file rule, on the stat of path (lstat: a link is refused): a
+ * regular file owned by this process's user with no permission bit for
+ * group or others. Returns 0, or -1 with "WHAT PATH: ..." in err naming the
+ * mode and owner and the command that fixes it (chmod 600 PATH, or chown).
+ */
+int sec_check_private_stat(const char *what, const char *path, const struct stat *st, char *err,
+                           size_t errlen);
 /* Constant-time comparison (in the length of b, the expected secret): 1 when equal. */
 int sec_equal(const void *a, size_t alen, const void *b, size_t blen);
 /* Overwrites n bytes at p with zeros, in a way the compiler keeps. */

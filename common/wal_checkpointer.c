@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "db_files.h"
 #include "log.h"
 
 struct wal_checkpointer {
@@ -70,7 +71,8 @@ wal_checkpointer *wal_checkpointer_start(sqlite3 *writer, const char *path, int 
     }
     c->writer = writer;
     c->name = name;
-    if (sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+    if (sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | DBF_SQLITE_OPEN_FLAGS, NULL) !=
+        SQLITE_OK) {
         snprintf(err, errlen, "checkpointer: %s", c->db ? sqlite3_errmsg(c->db) : "out of memory");
         goto fail;
     }

@@ -26,6 +26,7 @@
 
 #include "alert.h"
 #include "crashpoint.h"
+#include "db_files.h"
 #include "log.h"
 #include "orch_metrics.h"
 #include "saga.h"
@@ -249,8 +250,11 @@ static int64_t mono_us(void)
 
 static void engine_fatal(engine *e, const char *what)
 {
-    log_error("%s: %s; exiting so that recovery restarts from the committed state", what,
-              store_errmsg(e->db));
+    /* "database is locked" from another process's lock: say whose. */
+    char locks[1024];
+    dbf_describe_lock_holders(e->cfg->database, locks, sizeof locks);
+    log_error("%s: %s%s%s; exiting so that recovery restarts from the committed state", what,
+              store_errmsg(e->db), locks[0] ? "; " : "", locks);
     _exit(70);
 }
 

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "admin.h"
 #include "config.h"
@@ -50,6 +51,9 @@ int main(int argc, char **argv)
 {
     const char *config_path = NULL;
     int check_only = 0;
+    /* Before anything is created: the database, its -wal and -shm, and the
+     * socket file are this user's only (docs/SECURITY.md, "Private files"). */
+    umask(077);
     log_init("sagad");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];

@@ -108,6 +108,7 @@
 
 #include <sqlite3.h>
 
+#include "db_files.h"
 #include "log.h"
 #include "util.h"
 #include "wal_checkpointer.h"
@@ -486,7 +487,14 @@ store *store_open(const char *path, int durability_full, int read_only, char *er
         return NULL;
     }
     st->read_only = read_only;
-    int flags = read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    /* The files are private and nobody holds a lock that would stall the
+     * open (db_files.h); checked again once the -wal and -shm exist. */
+    if (dbf_before_open("database", path, !read_only, err, errlen) != 0) {
+        free(st);
+        return NULL;
+    }
+    int flags = (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
+                DBF_SQLITE_OPEN_FLAGS;
     if (sqlite3_open_v2(path, &st->db, flags, NULL) != SQLITE_OK) {
         if (st->db == NULL)
             set_err(st, "out of memory");
@@ -509,6 +517,11 @@ store *store_open(const char *path, int durability_full, int read_only, char *er
             goto fail;
         }
     }
+    /* The -wal and -shm this open created or found. */
+    if (dbf_check_private("database", path, err, errlen) != 0) {
+        store_close(st);
+        return NULL;
+    }
     int n = read_only ? N_READ_STMTS : N_STMTS;
     for (int i = 0; i < n; i++) {
         if (sqlite3_prepare_v3(st->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->stmt[i],
@@ -519,8 +532,13 @@ store *store_open(const char *path, int durability_full, int read_only, char *er
     }
     return st;
 fail:
-    if (err != NULL && errlen > 0)
-        snprintf(err, errlen, "%s: %s", path, st->err);
+    if (err != NULL && errlen > 0) {
+        /* A lock another process holds is the usual reason for "database is
+         * locked" here: name it. */
+        char locks[1024];
+        dbf_describe_lock_holders(path, locks, sizeof locks);
+        snprintf(err, errlen, "%s: %s%s%s", path, st->err, locks[0] ? "; " : "", locks);
+    }
     store_close(st);
     return NULL;
 }

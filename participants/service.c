@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cpu_sched.h"
@@ -537,6 +538,9 @@ int svc_main(const svc_def *def, int argc, char **argv)
     svc_metrics metrics_arg = {NULL, def->name};
     char err[512] = "";
 
+    /* Before anything is created: the database, its -wal and -shm, and the
+     * socket file are this user's only (docs/SECURITY.md, "Private files"). */
+    umask(077);
     snprintf(program, sizeof program, "%s-svc", def->name);
     status = svc_parse_args(def, program, argc, argv, &args, &exit_now);
     if (exit_now)

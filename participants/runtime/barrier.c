@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "db_files.h"
 #include "log.h"
 #include "wal_checkpointer.h"
 
@@ -132,6 +133,17 @@ static int barrier_pragma(sqlite3 *db, const char *sql, const char *expect, char
     return ok;
 }
 
+/* A lock another process holds is the usual reason for "database is locked"
+ * at open: name it after the reason already in err. */
+static void append_lock_holders(const char *path, char *err, size_t errlen)
+{
+    char locks[1024];
+    size_t used = strlen(err);
+    dbf_describe_lock_holders(path, locks, sizeof locks);
+    if (locks[0] != '\0' && used < errlen)
+        snprintf(err + used, errlen - used, "; %s", locks);
+}
+
 int barrier_open(const char *path, int synchronous_off, barrier_store **out, char *err,
                  size_t errlen)
 {
@@ -142,15 +154,21 @@ int barrier_open(const char *path, int synchronous_off, barrier_store **out, cha
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    int rc = sqlite3_open_v2(
-        path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
+    /* The files are private and nobody holds a lock that would stall the
+     * open (db_files.h); checked again once the -wal and -shm exist. */
+    if (dbf_before_open("participant database", path, 1, err, errlen) != 0)
+        goto fail;
+    int rc = sqlite3_open_v2(path, &s->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX |
+                                 DBF_SQLITE_OPEN_FLAGS,
+                             NULL);
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "%s", s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
-        goto fail;
+        goto fail_locks;
     }
     sqlite3_busy_timeout(s->db, BARRIER_BUSY_TIMEOUT_MS);
     if (barrier_pragma(s->db, "PRAGMA journal_mode=WAL", "wal", err, errlen) != 0)
-        goto fail;
+        goto fail_locks;
     if (sqlite3_exec(s->db, synchronous_off ? "PRAGMA synchronous=OFF" : "PRAGMA synchronous=FULL",
                      NULL, NULL, &msg) != SQLITE_OK)
         goto fail_msg;
@@ -168,6 +186,8 @@ int barrier_open(const char *path, int synchronous_off, barrier_store **out, cha
             goto fail;
         }
     }
+    if (dbf_check_private("participant database", path, err, errlen) != 0)
+        goto fail;
     if ((s->ckpt = wal_checkpointer_start(s->db, path, !synchronous_off, "participant", err,
                                           errlen)) == NULL)
         goto fail;
@@ -177,6 +197,8 @@ int barrier_open(const char *path, int synchronous_off, barrier_store **out, cha
 fail_msg:
     snprintf(err, errlen, "%s", msg ? msg : sqlite3_errmsg(s->db));
     sqlite3_free(msg); /* sqlite3_exec's message is ours to free */
+fail_locks:
+    append_lock_holders(path, err, errlen);
 fail:
     barrier_close(s);
     return -1;
