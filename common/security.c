@@ -479,10 +479,10 @@ int sec_check_socket_dir(const char *socket_path, char *err, size_t errlen)
 {
     char why[768];
     const char *slash = strrchr(socket_path, '/');
-    char *dir = slash == NULL          ? util_strdup(".")
-                : slash == socket_path ? util_strdup("/")
-                                       : util_asprintf("%.*s", (int)(slash - socket_path),
-                                                       socket_path);
+    char *dir = slash == NULL ? util_strdup(".")
+                : slash == socket_path
+                    ? util_strdup("/")
+                    : util_asprintf("%.*s", (int)(slash - socket_path), socket_path);
     struct stat st;
     int rc = -1;
     if (dir == NULL)

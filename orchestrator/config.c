@@ -85,7 +85,7 @@ static const char *const orchestrator_settings[] = {
     "http_url",
     "alert_command",
     "alert_max_running",
-    "alert_timeout_s", /* see load_observability */
+    "alert_timeout_s",            /* see load_observability */
     "insecure_participant_links", /* see check_participant_links */
     "idempotency_retention_s",
     "cpu_scheduling",
@@ -726,7 +726,8 @@ static int get_path(loader *ld, const config_setting_t *group, const char *name,
 static int check_participant_links(loader *ld, const config_setting_t *root, orch_config *cfg)
 {
     const config_setting_t *group = config_setting_get_member(root, "participants");
-    const config_setting_t *insecure = config_setting_get_member(root, "insecure_participant_links");
+    const config_setting_t *insecure =
+        config_setting_get_member(root, "insecure_participant_links");
     char why[1024];
     if (insecure != NULL) {
         if (insecure->type != CONFIG_TYPE_BOOL)

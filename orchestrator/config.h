@@ -116,8 +116,8 @@ typedef struct {
     char *tls_key_file;
     /* Observability settings (docs/OBSERVABILITY.md, load_observability). */
     char *http_url;        /* metrics, JSON API and dashboard; NULL: off */
-    char *alert_command;      /* resolved path run when a saga becomes FAILED; NULL: none */
-    int alert_max_running;    /* alert commands running at once */
+    char *alert_command;   /* resolved path run when a saga becomes FAILED; NULL: none */
+    int alert_max_running; /* alert commands running at once */
     int64_t alert_timeout_ms; /* an alert command's time limit */
     /* 1: participant URLs that authenticate nobody (tcp://, ws://, abstract://,
      * inproc://) are accepted, with a WARN at each load. For tests only. */

@@ -792,9 +792,13 @@ static void test_err_url_unsupported_scheme(void **state)
 static void test_err_participant_link_unauthenticated(void **state)
 {
     fixture *f = *state;
-    static const char *const urls[] = {"tcp://10.1.2.3:7401", "ws://10.1.2.3:7401/saga",
-                                       "tcp://127.0.0.1:7401", "TCP://127.0.0.1:7401",
-                                       "abstract://saga-beta", "inproc://beta", NULL};
+    static const char *const urls[] = {"tcp://10.1.2.3:7401",
+                                       "ws://10.1.2.3:7401/saga",
+                                       "tcp://127.0.0.1:7401",
+                                       "TCP://127.0.0.1:7401",
+                                       "abstract://saga-beta",
+                                       "inproc://beta",
+                                       NULL};
     put(f->sagas, "t.cfg", saga_text);
     for (const char *const *u = urls; *u != NULL; u++) {
         char text[512];
@@ -819,8 +823,8 @@ static void test_err_participant_tls_without_client_cert(void **state)
                        "  beta = \"tls+tcp://10.1.2.3:7401\";\n};\n";
     put(f->sagas, "t.cfg", saga_text);
     put_orch(f, text);
-    expect_error(f, f->orch, line_of(text, "beta"), "tls.cert_file and tls.key_file",
-                 "mutual TLS", "(participants.beta)", NULL);
+    expect_error(f, f->orch, line_of(text, "beta"), "tls.cert_file and tls.key_file", "mutual TLS",
+                 "(participants.beta)", NULL);
 }
 
 /* The explicit test setting lets them through (and sagad warns: test_sec_hooks). */
@@ -847,16 +851,17 @@ static void test_err_socket_dir_writable(void **state)
     const char *text = "sagas_dir = \"sagas\";\nparticipants = {\n"
                        "  alpha = \"ipc://shared/a.ipc\";\n  beta = \"ipc://b.ipc\";\n};\n";
     put_orch(f, text);
-    expect_error(f, f->orch, line_of(text, "alpha"), "directory ", "/shared is writable by every "
-                 "user (mode 0777)", "(participants.alpha)", NULL);
+    expect_error(f, f->orch, line_of(text, "alpha"),
+                 "/shared is writable by every user (mode 0777)", "(participants.alpha)", NULL);
     /* Sticky, as /tmp: still refused. */
     assert_int_equal(chmod(shared, 01777), 0);
     expect_error(f, f->orch, line_of(text, "alpha"), "(mode 1777)",
                  "a sticky directory such as /tmp is not enough", "(participants.alpha)", NULL);
     /* The admin socket, too. */
     assert_int_equal(chmod(shared, 0770), 0);
-    const char *admin = "sagas_dir = \"sagas\";\nadmin_url = \"ipc://shared/admin.ipc\";\n"
-                        "participants = {\n  alpha = \"ipc://a.ipc\";\n  beta = \"ipc://b.ipc\";\n};\n";
+    const char *admin =
+        "sagas_dir = \"sagas\";\nadmin_url = \"ipc://shared/admin.ipc\";\n"
+        "participants = {\n  alpha = \"ipc://a.ipc\";\n  beta = \"ipc://b.ipc\";\n};\n";
     put_orch(f, admin);
     expect_error(f, f->orch, line_of(admin, "admin_url"), "writable by its group", "(admin_url)",
                  NULL);
@@ -1031,10 +1036,10 @@ int main(void)
         T(test_err_invalid_url),
         T(test_err_url_unsupported_scheme),
         T(test_err_participant_link_unauthenticated),
-    T(test_err_participant_tls_without_client_cert),
-    T(test_insecure_participant_links_allowed),
-    T(test_err_socket_dir_writable),
-    T(test_err_url_without_port),
+        T(test_err_participant_tls_without_client_cert),
+        T(test_insecure_participant_links_allowed),
+        T(test_err_socket_dir_writable),
+        T(test_err_url_without_port),
         T(test_err_url_ipc_path_too_long),
         T(test_err_admin_url_is_participant),
         T(test_err_unknown_setting_step),

@@ -51,8 +51,7 @@ typedef struct {
 static int setup_check(void **state)
 {
     check_fixture *c = calloc(1, sizeof *c);
-    if (c == NULL || (c->dir = th_tempdir()) == NULL ||
-        (c->trusted = th_trusted_tempdir()) == NULL)
+    if (c == NULL || (c->dir = th_tempdir()) == NULL || (c->trusted = th_trusted_tempdir()) == NULL)
         return -1;
     char *sagas = th_path(c->dir, "sagas"), *saga = th_path(c->dir, "sagas/pay.cfg");
     int rc = sagas && saga && mkdir(sagas, 0700) == 0 &&
@@ -105,8 +104,8 @@ static int run_check(check_fixture *c, const char *body, const char *participant
 }
 
 /* sagad --check refuses the configuration at `line` with every string given. */
-static void expect_refused(check_fixture *c, const char *body, const char *participants,
-                           int line, ...)
+static void expect_refused(check_fixture *c, const char *body, const char *participants, int line,
+                           ...)
 {
     char *out = NULL;
     int code = run_check(c, body, participants, &out);
@@ -153,8 +152,8 @@ static void test_check_refuses_untrusted_hooks(void **state)
     /* Writable by everyone. */
     char *open = make_hook(c->trusted, "open.sh", 0777);
     line = util_asprintf("# hooks\nalert_command = \"%s\";\n", open);
-    expect_refused(c, line, NULL, 3, "alert_command ", "open.sh is writable by every user (mode 0777)",
-                   "(alert_command)", NULL);
+    expect_refused(c, line, NULL, 3, "alert_command ",
+                   "open.sh is writable by every user (mode 0777)", "(alert_command)", NULL);
     free(line);
 
     /* Owned by somebody else. */
@@ -213,11 +212,12 @@ static void test_check_participant_links(void **state)
     }
     /* tls+tcp:// needs sagad's client certificate, not only the CA. */
     expect_refused(c, "tls = { ca_file = \"ca.pem\"; };\n",
-                   "  payment = \"tls+tcp://10.1.2.3:7401\";\n", 4, "tls.cert_file and tls.key_file",
-                   NULL);
+                   "  payment = \"tls+tcp://10.1.2.3:7401\";\n", 4,
+                   "tls.cert_file and tls.key_file", NULL);
     /* The test setting lets them through, loudly, naming each. */
     char *out = NULL;
-    const char *both = "  payment = \"tcp://127.0.0.1:7401\";\n  order = \"ws://10.1.2.3:7401/x\";\n";
+    const char *both =
+        "  payment = \"tcp://127.0.0.1:7401\";\n  order = \"ws://10.1.2.3:7401/x\";\n";
     int code = run_check(c, "insecure_participant_links = true;\n", both, &out);
     if (code != 0)
         print_message("%s\n", out);
@@ -396,11 +396,11 @@ static void test_hook_runs_without_shell_and_clean_env(void **state)
     (void)state;
     /* Interpreted by a shell, this path would run `touch PWNED`. */
     start_hook_sys("dir with space;touch PWNED;x", "alert hook;touch PWNED",
-                             "#!/bin/sh\n"
-                             "out=\"$(dirname \"$0\")/env.out\"\n"
-                             "{ env; echo \"args=$1|$2\"; } > \"$out.tmp\"\n"
-                             "mv \"$out.tmp\" \"$out\"\n",
-                             NULL);
+                   "#!/bin/sh\n"
+                   "out=\"$(dirname \"$0\")/env.out\"\n"
+                   "{ env; echo \"args=$1|$2\"; } > \"$out.tmp\"\n"
+                   "mv \"$out.tmp\" \"$out\"\n",
+                   NULL);
     hook_sys *s = current;
     setenv("SAGA_HOOK_CANARY", "sagad-environment-leaked", 1);
     assert_int_equal(ofx_start_sagad(&s->f, NULL), 0);
@@ -464,12 +464,12 @@ static void test_hook_killed_at_time_limit(void **state)
     (void)state;
     /* The hook starts a child in its group and waits forever. */
     start_hook_sys("hooks", "hang.sh",
-                             "#!/bin/sh\n"
-                             "d=\"$(dirname \"$0\")\"\n"
-                             "sleep 100000 &\n"
-                             "echo $! > \"$d/child.tmp\" && mv \"$d/child.tmp\" \"$d/child\"\n"
-                             "wait\n",
-                             "alert_timeout_s = 3;\n");
+                   "#!/bin/sh\n"
+                   "d=\"$(dirname \"$0\")\"\n"
+                   "sleep 100000 &\n"
+                   "echo $! > \"$d/child.tmp\" && mv \"$d/child.tmp\" \"$d/child\"\n"
+                   "wait\n",
+                   "alert_timeout_s = 3;\n");
     hook_sys *s = current;
     assert_int_equal(ofx_start_sagad(&s->f, NULL), 0);
     char id[37];
@@ -515,8 +515,7 @@ static void test_hook_killed_at_time_limit(void **state)
 static void test_hook_changed_after_start_not_run(void **state)
 {
     (void)state;
-    start_hook_sys("hooks", "alert.sh",
-                             "#!/bin/sh\ntouch \"$(dirname \"$0\")/ran\"\n", NULL);
+    start_hook_sys("hooks", "alert.sh", "#!/bin/sh\ntouch \"$(dirname \"$0\")/ran\"\n", NULL);
     hook_sys *s = current;
     assert_int_equal(ofx_start_sagad(&s->f, NULL), 0);
     assert_int_equal(chmod(s->hook, 0777), 0); /* anyone may now rewrite it */
@@ -541,8 +540,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_check_refuses_untrusted_hooks, setup_check,
                                         teardown_check),
-        cmocka_unit_test_setup_teardown(test_check_participant_links, setup_check,
-                                        teardown_check),
+        cmocka_unit_test_setup_teardown(test_check_participant_links, setup_check, teardown_check),
         cmocka_unit_test_setup_teardown(test_service_refuses_open_socket_dir, setup_check,
                                         teardown_check),
         cmocka_unit_test_setup_teardown(test_socket_mode_not_through_link, setup_check,
