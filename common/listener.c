@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -46,6 +45,12 @@ static int start_listener(sp_listener *l, char *err, size_t errlen)
 {
     const char *url = l->opts.url;
     nng_listener nl;
+    char why[1024];
+    /* In a directory others can write, they could swap the socket for theirs. */
+    if (sec_url_has_scheme(url, "ipc") && sec_check_socket_dir(url + 6, why, sizeof why) != 0) {
+        snprintf(err, errlen, "%s: %s", url, why);
+        return NNG_EPERM;
+    }
     int rv = nng_listener_create(&nl, l->sock, url);
     if (rv != 0) {
         snprintf(err, errlen, "%s: %s", url, nng_strerror(rv));
@@ -65,9 +70,10 @@ static int start_listener(sp_listener *l, char *err, size_t errlen)
         snprintf(err, errlen, "cannot listen on %s: %s", url, nng_strerror(rv));
         goto fail;
     }
-    /* The option applies at bind; make sure the file is owner-only anyway. */
-    if (sec_url_has_scheme(url, "ipc") && chmod(url + 6, 0600) != 0) {
-        snprintf(err, errlen, "cannot make %s owner-only", url + 6);
+    /* The option applies at bind; make sure the file is owner-only anyway,
+     * without following a link that could have taken its place. */
+    if (sec_url_has_scheme(url, "ipc") && sec_socket_owner_only(url + 6, why, sizeof why) != 0) {
+        snprintf(err, errlen, "%s", why);
         rv = NNG_EPERM;
         goto fail;
     }

@@ -1,10 +1,12 @@
 /* security — see security.h. */
+#define _GNU_SOURCE /* O_PATH, AT_EACCESS */
 #include "security.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <limits.h>
 #include <nng/supplemental/tls/tls.h>
 #include <pwd.h>
 #include <stdint.h>
@@ -440,6 +442,209 @@ done:
     }
     if (fd >= 0)
         close(fd);
+    return rc;
+}
+
+/* ---- Paths --------------------------------------------------------------- */
+
+#define SEC_LINKS_MAX 16 /* symbolic links followed in one path, as the kernel's ELOOP */
+
+static int owner_trusted(uid_t uid)
+{
+    return uid == geteuid() || uid == 0;
+}
+
+/* Is the directory dir (lstat'ed or stat'ed into st) writable only by this
+ * user or root? 0, or -1 with the reason in err. */
+static int dir_trusted(const char *dir, const struct stat *st, char *err, size_t errlen)
+{
+    if (!owner_trusted(st->st_uid)) {
+        snprintf(err, errlen,
+                 "directory %s is owned by uid %u, neither this user (uid %u) nor root, who "
+                 "could replace what it holds",
+                 dir, (unsigned)st->st_uid, (unsigned)geteuid());
+        return -1;
+    }
+    if ((st->st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+        snprintf(err, errlen,
+                 "directory %s is writable by %s (mode %04o), who could replace what it holds%s: "
+                 "use a directory that only its owner can write",
+                 dir, (st->st_mode & S_IWOTH) ? "every user" : "its group",
+                 (unsigned)(st->st_mode & 07777),
+                 (st->st_mode & S_ISVTX) ? " or put theirs there before it exists (a sticky "
+                                           "directory such as /tmp is not enough)"
+                                         : "");
+        return -1;
+    }
+    return 0;
+}
+
+/* The checks on the file at the end of a trusted path (lstat'ed into st). */
+static int file_trusted(const char *path, const struct stat *st, int want_exec, char *err,
+                        size_t errlen)
+{
+    if (!S_ISREG(st->st_mode)) {
+        snprintf(err, errlen, "%s is not a regular file", path);
+        return -1;
+    }
+    if (!owner_trusted(st->st_uid)) {
+        snprintf(err, errlen,
+                 "%s is owned by uid %u, neither this user (uid %u) nor root, who could change it",
+                 path, (unsigned)st->st_uid, (unsigned)geteuid());
+        return -1;
+    }
+    if ((st->st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+        snprintf(err, errlen, "%s is writable by %s (mode %04o): chmod go-w %s", path,
+                 (st->st_mode & S_IWOTH) ? "every user" : "its group",
+                 (unsigned)(st->st_mode & 07777), path);
+        return -1;
+    }
+    if (want_exec && faccessat(AT_FDCWD, path, X_OK, AT_EACCESS) != 0) {
+        snprintf(err, errlen, "%s is not executable: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int sec_check_trusted_path(const char *path, int want_exec, char *err, size_t errlen)
+{
+    char why[768];
+    char *cur = NULL;
+    int links = 0, rc = -1;
+    struct stat st;
+    if (path == NULL || path[0] != '/') {
+        snprintf(err, errlen, "%s: not an absolute path", path ? path : "(null)");
+        return -1;
+    }
+    if (lstat("/", &st) != 0) {
+        snprintf(why, sizeof why, "/: %s", strerror(errno));
+        goto done;
+    }
+    if (dir_trusted("/", &st, why, sizeof why) != 0)
+        goto done;
+    if ((cur = util_strdup(path)) == NULL) {
+        snprintf(why, sizeof why, "out of memory");
+        goto done;
+    }
+    /* cur[0, pos) is checked; each step lstats one more component. A link
+     * restarts the walk on the path it leads to, from /, so the directories
+     * of its target are checked too, and those holding each link before it. */
+    size_t pos = 1;
+    for (;;) {
+        while (cur[pos] == '/')
+            pos++;
+        size_t end = pos;
+        while (cur[end] != '\0' && cur[end] != '/')
+            end++;
+        size_t after = end;
+        while (cur[after] == '/')
+            after++;
+        int last = cur[after] == '\0';
+        char saved = cur[end];
+        cur[end] = '\0';
+        if (lstat(cur, &st) != 0) {
+            snprintf(why, sizeof why, "%s: %s", cur, strerror(errno));
+            goto done;
+        }
+        if (S_ISLNK(st.st_mode)) {
+            char target[PATH_MAX];
+            ssize_t n = ++links > SEC_LINKS_MAX ? -1 : readlink(cur, target, sizeof target - 1);
+            if (n <= 0) {
+                snprintf(why, sizeof why, "%s: %s", cur,
+                         links > SEC_LINKS_MAX ? "too many symbolic links" : strerror(errno));
+                goto done;
+            }
+            target[n] = '\0';
+            cur[end] = saved;
+            /* cur[0, pos) is the link's directory, with its trailing '/'. */
+            char *next = target[0] == '/'
+                             ? util_asprintf("%s%s", target, cur + end)
+                             : util_asprintf("%.*s%s%s", (int)pos, cur, target, cur + end);
+            if (next == NULL) {
+                snprintf(why, sizeof why, "out of memory");
+                goto done;
+            }
+            free(cur);
+            cur = next;
+            pos = 1;
+            continue;
+        }
+        if (last) {
+            rc = file_trusted(cur, &st, want_exec, why, sizeof why);
+            goto done;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+            snprintf(why, sizeof why, "%s is not a directory", cur);
+            goto done;
+        }
+        if (dir_trusted(cur, &st, why, sizeof why) != 0)
+            goto done;
+        cur[end] = saved;
+        pos = end;
+    }
+done:
+    if (rc != 0)
+        snprintf(err, errlen, "%s: %s", path, why);
+    free(cur);
+    return rc;
+}
+
+int sec_check_socket_dir(const char *socket_path, char *err, size_t errlen)
+{
+    char why[768];
+    const char *slash = strrchr(socket_path, '/');
+    char *dir = slash == NULL ? util_strdup(".")
+                : slash == socket_path
+                    ? util_strdup("/")
+                    : util_asprintf("%.*s", (int)(slash - socket_path), socket_path);
+    struct stat st;
+    int rc = -1;
+    if (dir == NULL)
+        snprintf(why, sizeof why, "out of memory");
+    else if (stat(dir, &st) != 0)
+        snprintf(why, sizeof why, "directory %s: %s", dir, strerror(errno));
+    else if (!S_ISDIR(st.st_mode))
+        snprintf(why, sizeof why, "%s is not a directory", dir);
+    else
+        rc = dir_trusted(dir, &st, why, sizeof why);
+    if (rc != 0)
+        snprintf(err, errlen, "socket %s: %s", socket_path, why);
+    free(dir);
+    return rc;
+}
+
+int sec_socket_owner_only(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    int fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        snprintf(err, errlen, "socket %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    int rc = -1;
+    if (S_ISLNK(st.st_mode))
+        snprintf(err, errlen, "socket %s is a symbolic link: left alone", path);
+    else if (!S_ISSOCK(st.st_mode))
+        snprintf(err, errlen, "socket %s is not a socket: left alone", path);
+    else if (st.st_uid != geteuid())
+        snprintf(err, errlen, "socket %s is owned by uid %u, not this user: left alone", path,
+                 (unsigned)st.st_uid);
+    else
+        rc = 0;
+    if (rc == 0 && (st.st_mode & 07777) != 0600) {
+        /* No fchmod on an O_PATH descriptor; its /proc name is the socket
+         * itself, never the link a path could have become since. */
+        char self[64];
+        snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+        if (chmod(self, 0600) != 0 || fstat(fd, &st) != 0 || (st.st_mode & 07777) != 0600) {
+            snprintf(err, errlen, "socket %s: cannot make it owner-only: %s", path,
+                     strerror(errno));
+            rc = -1;
+        }
+    }
+    close(fd);
     return rc;
 }
 

@@ -17,6 +17,11 @@
  *             may read; sec_equal() compares secrets in constant time.
  *   files     sec_check_private_stat() is the rule for a file only its owner
  *             may touch (token files, databases: common/db_files.h).
+ *   paths     sec_check_trusted_path() tells whether only this user (or
+ *             root) could have put or changed a file sagad runs (a hook);
+ *             sec_check_socket_dir() whether only they can replace a socket
+ *             in its directory; sec_socket_owner_only() makes a socket file
+ *             0600 without following a symbolic link.
  *
  * Nothing here logs a secret or keeps one longer than the caller asks.
  */
@@ -127,6 +132,36 @@ int sec_read_secret_file(const char *path, char **out, char *err, size_t errlen)
  */
 int sec_check_private_stat(const char *what, const char *path, const struct stat *st, char *err,
                            size_t errlen);
+/*
+ * May sagad trust what path names, as something only this user or root
+ * could have written? path must be absolute. Every directory from / down to
+ * the file, and the directories of every symbolic link met on the way (whose
+ * targets are followed and checked the same way, at most 16 links), must be
+ * owned by this user (euid) or root and not writable by group or others: a
+ * directory another user can write lets them swap the entry it holds, and a
+ * sticky one such as /tmp is refused too (the sticky bit keeps others from
+ * removing an entry, not from having created it first, and a rule with
+ * exceptions is one nobody can check by eye). The file itself must be a
+ * regular file owned by this user or root, not writable by group or others,
+ * and, with want_exec, executable by this user. Returns 0, or -1 with
+ * "PATH: what is wrong and what to do" in err.
+ */
+int sec_check_trusted_path(const char *path, int want_exec, char *err, size_t errlen);
+/*
+ * Is the directory that holds the socket file socket_path owned by this
+ * user or root and writable by nobody else (sticky or not)? Otherwise
+ * another user could remove the socket and put their own in its place.
+ * Returns 0, or -1 with a reason naming the directory in err.
+ */
+int sec_check_socket_dir(const char *socket_path, char *err, size_t errlen);
+/*
+ * Makes the socket file at path mode 0600 without following a symbolic
+ * link: path must be a socket owned by this user, checked on the file it
+ * names itself (opened with O_PATH | O_NOFOLLOW), so a link put there
+ * points nothing at its target. Returns 0, or -1 with a reason in err.
+ */
+int sec_socket_owner_only(const char *path, char *err, size_t errlen);
+
 /* Constant-time comparison (in the length of b, the expected secret): 1 when equal. */
 int sec_equal(const void *a, size_t alen, const void *b, size_t blen);
 /* Overwrites n bytes at p with zeros, in a way the compiler keeps. */

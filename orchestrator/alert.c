@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,9 +13,8 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "security.h"
 #include "util.h"
-
-extern char **environ;
 
 typedef struct pending_alert {
     struct pending_alert *next;
@@ -22,13 +22,16 @@ typedef struct pending_alert {
 } pending_alert;
 
 typedef struct {
-    pid_t pid; /* 0: free slot */
+    pid_t pid; /* 0: free slot; also its process group */
     char saga_id[37];
+    int64_t deadline_ms; /* util_mono_ms() after which its group is killed */
+    int killed;          /* its group was sent SIGKILL (not reaped yet) */
 } running_alert;
 
 struct alerter {
     char *command;
     int max_running;
+    int64_t timeout_ms;
     orch_metrics *metrics;
     running_alert *running;
     int n_running;
@@ -46,12 +49,14 @@ static void pending_free(pending_alert *p)
     free(p);
 }
 
-alerter *alert_create(const char *command, int max_running, orch_metrics *metrics)
+alerter *alert_create(const char *command, int max_running, int64_t timeout_ms,
+                      orch_metrics *metrics)
 {
     alerter *a = calloc(1, sizeof *a);
     if (a == NULL)
         return NULL;
     a->max_running = max_running > 0 ? max_running : 1;
+    a->timeout_ms = timeout_ms > 0 ? timeout_ms : 1;
     a->metrics = metrics;
     a->command = util_strdup(command);
     a->running = calloc((size_t)a->max_running, sizeof *a->running);
@@ -62,40 +67,50 @@ alerter *alert_create(const char *command, int max_running, orch_metrics *metric
     return a;
 }
 
-/* Starts p in a free slot; returns 0, or -1 when posix_spawn failed. */
+/* Starts p in a free slot; returns 0, or -1 when it was not started. */
 static int spawn_one(alerter *a, const pending_alert *p)
 {
+    char why[1024];
+    /* The file or a directory above it may have changed since start-up. */
+    if (sec_check_trusted_path(a->command, 1, why, sizeof why) != 0) {
+        log_error("alert for saga %s not run: alert_command %s", p->saga_id, why);
+        om_on_alert(a->metrics, OM_ALERT_SPAWN_FAILED);
+        return -1;
+    }
     char *env_id = util_asprintf("SAGA_ID=%s", p->saga_id);
     char *env_type = util_asprintf("SAGA_TYPE=%s", p->type);
     char *env_reason = util_asprintf("SAGA_REASON=%s", p->reason);
-    size_t n_env = 0;
-    while (environ && environ[n_env])
-        n_env++;
-    char **envp = calloc(n_env + 4, sizeof *envp);
+    char env_path[] = "PATH=" ALERT_PATH;
+    char *envp[] = {env_path, env_id, env_type, env_reason, NULL};
     int rc = -1;
-    if (env_id == NULL || env_type == NULL || env_reason == NULL || envp == NULL) {
+    if (env_id == NULL || env_type == NULL || env_reason == NULL) {
         log_error("alert for saga %s: out of memory", p->saga_id);
+        om_on_alert(a->metrics, OM_ALERT_SPAWN_FAILED);
         goto out;
     }
-    size_t k = 0;
-    for (size_t i = 0; i < n_env; i++)
-        if (strncmp(environ[i], "SAGA_ID=", 8) != 0 && strncmp(environ[i], "SAGA_TYPE=", 10) != 0 &&
-            strncmp(environ[i], "SAGA_REASON=", 12) != 0)
-            envp[k++] = environ[i];
-    envp[k++] = env_id;
-    envp[k++] = env_type;
-    envp[k++] = env_reason;
-    envp[k] = NULL;
 
     char *argv[] = {a->command, p->saga_id, p->reason, NULL};
     posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    sigset_t none, defaults;
+    sigemptyset(&none);
+    sigemptyset(&defaults);
+    sigaddset(&defaults, SIGPIPE); /* sagad ignores it; the command must not */
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
     posix_spawn_file_actions_addclosefrom_np(&fa, 3); /* none of sagad's sockets or files */
 #endif
+    posix_spawnattr_init(&attr);
+    /* A group of its own, so that the time limit kills what it started too. */
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                        POSIX_SPAWN_SETSIGDEF);
     pid_t pid;
-    int err = posix_spawn(&pid, a->command, &fa, NULL, argv, envp);
+    int err = posix_spawn(&pid, a->command, &fa, &attr, argv, envp);
+    posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
     if (err != 0) {
         log_error("alert for saga %s: cannot run %s: %s", p->saga_id, a->command, strerror(err));
@@ -104,8 +119,11 @@ static int spawn_one(alerter *a, const pending_alert *p)
     }
     for (int i = 0; i < a->max_running; i++) {
         if (a->running[i].pid == 0) {
-            a->running[i].pid = pid;
-            snprintf(a->running[i].saga_id, sizeof a->running[i].saga_id, "%s", p->saga_id);
+            running_alert *r = &a->running[i];
+            r->pid = pid;
+            r->deadline_ms = util_mono_ms() + a->timeout_ms;
+            r->killed = 0;
+            snprintf(r->saga_id, sizeof r->saga_id, "%s", p->saga_id);
             break;
         }
     }
@@ -117,8 +135,25 @@ out:
     free(env_id);
     free(env_type);
     free(env_reason);
-    free(envp);
     return rc;
+}
+
+/* Kills the process group of every command past its time limit. Before
+ * reap(): a pid not reaped yet keeps its group id from being reused. */
+static void kill_overdue(alerter *a)
+{
+    int64_t now = util_mono_ms();
+    for (int i = 0; i < a->max_running; i++) {
+        running_alert *r = &a->running[i];
+        if (r->pid == 0 || r->killed || now < r->deadline_ms)
+            continue;
+        kill(-r->pid, SIGKILL);
+        r->killed = 1;
+        log_error("alert for saga %s: %s (pid %d) still running after %lld ms: killed its "
+                  "process group",
+                  r->saga_id, a->command, (int)r->pid, (long long)a->timeout_ms);
+        om_on_alert(a->metrics, OM_ALERT_TIMED_OUT);
+    }
 }
 
 static void start_queued(alerter *a)
@@ -153,7 +188,7 @@ static void reap(alerter *a)
             log_info("alert for saga %s: command exited 0", r->saga_id);
         else if (WIFEXITED(status))
             log_warn("alert for saga %s: command exited %d", r->saga_id, WEXITSTATUS(status));
-        else if (WIFSIGNALED(status))
+        else if (WIFSIGNALED(status) && !r->killed) /* killed: already logged */
             log_warn("alert for saga %s: command killed by signal %d", r->saga_id,
                      WTERMSIG(status));
         r->pid = 0;
@@ -189,6 +224,7 @@ void alert_fire(alerter *a, const char *saga_id, const char *saga_type, const ch
         a->head = p;
     a->tail = p;
     a->queued++;
+    kill_overdue(a);
     reap(a);
     start_queued(a);
 }
@@ -197,6 +233,7 @@ void alert_poll(alerter *a)
 {
     if (a == NULL || (a->n_running == 0 && a->head == NULL))
         return;
+    kill_overdue(a);
     reap(a);
     start_queued(a);
 }
@@ -215,7 +252,23 @@ void alert_destroy(alerter *a, int wait_ms)
         reap(a);
         while (a->n_running > 0 && util_mono_ms() < deadline) {
             util_sleep_ms(20);
+            kill_overdue(a);
             reap(a);
+        }
+        /* Nobody would enforce their time limit after this. */
+        for (int i = 0; i < a->max_running; i++) {
+            running_alert *r = &a->running[i];
+            if (r->pid == 0)
+                continue;
+            log_warn("alert for saga %s: sagad is stopping: killing %s (pid %d)", r->saga_id,
+                     a->command, (int)r->pid);
+            kill(-r->pid, SIGKILL);
+            r->killed = 1;
+        }
+        for (int64_t end = util_mono_ms() + 2000; a->n_running > 0 && util_mono_ms() < end;) {
+            reap(a);
+            if (a->n_running > 0)
+                util_sleep_ms(10);
         }
     }
     if (a->queued > 0)

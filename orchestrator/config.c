@@ -85,7 +85,9 @@ static const char *const orchestrator_settings[] = {
     "tls", /* security: see load_security */
     "http_url",
     "alert_command",
-    "alert_max_running", /* see load_observability */
+    "alert_max_running",
+    "alert_timeout_s",            /* see load_observability */
+    "insecure_participant_links", /* see check_participant_links */
     "idempotency_retention_s",
     "cpu_scheduling",
     "frame_max",
@@ -730,6 +732,61 @@ static int load_secret(loader *ld, const config_setting_t *root, const char *nam
 }
 
 /*
+ * The links sagad dials carry steps and customer data, so each must prove
+ * who is at the other end: an ipc:// socket (the transport hangs up on a
+ * peer run by another uid) in a directory nobody else can write, or
+ * tls+tcp:// with the CA and sagad's client certificate (mutual TLS).
+ * Anything else authenticates nobody (abstract:// has no file permissions,
+ * any local user can listen on a loopback port) and is refused unless
+ * insecure_participant_links = true, which warns about each link at every
+ * load. Runs after the tls group is read.
+ */
+static int check_participant_links(loader *ld, const config_setting_t *root, orch_config *cfg)
+{
+    const config_setting_t *group = config_setting_get_member(root, "participants");
+    const config_setting_t *insecure =
+        config_setting_get_member(root, "insecure_participant_links");
+    char why[1024];
+    if (insecure != NULL) {
+        if (insecure->type != CONFIG_TYPE_BOOL)
+            return fail(ld, insecure, NULL,
+                        "\"insecure_participant_links\" must be true or false, not %s",
+                        type_name(insecure->type));
+        cfg->insecure_participant_links = config_setting_get_bool(insecure);
+    }
+    for (size_t i = 0; i < cfg->n_participants; i++) {
+        const participant_def *p = &cfg->participants[i];
+        const config_setting_t *s = config_setting_get_member(group, p->name);
+        if (sec_url_has_scheme(p->url, "ipc")) {
+            if (sec_check_socket_dir(p->url + 6, why, sizeof why) != 0)
+                return fail(ld, s, NULL, "participant \"%s\": %s", p->name, why);
+        } else if (sec_url_is_tls(p->url)) {
+            if (cfg->tls_ca_file == NULL || cfg->tls_cert_file == NULL)
+                return fail(ld, s, NULL,
+                            "participant \"%s\" is a tls+tcp:// URL: set tls.ca_file (the CA "
+                            "that signs its certificate), tls.cert_file and tls.key_file (sagad's "
+                            "client certificate, which the participant must require: mutual TLS)",
+                            p->name);
+        } else if (!cfg->insecure_participant_links) {
+            return fail(ld, s, NULL,
+                        "participant \"%s\" = %s authenticates nobody: sagad would send steps "
+                        "and customer data %s; use an ipc:// path, or tls+tcp:// with "
+                        "tls.ca_file, tls.cert_file and tls.key_file (mutual TLS) "
+                        "(insecure_participant_links = true; allows it, for tests only)",
+                        p->name, p->url,
+                        sec_url_is_local(p->url) ? "to whichever user of this host listens there"
+                                                 : "in clear text to whoever answers");
+        } else {
+            log_warn("%s:%d: INSECURE participant link: \"%s\" = %s authenticates nobody and is "
+                     "not encrypted; allowed by insecure_participant_links, which is for tests "
+                     "only",
+                     ld->file, s != NULL ? config_setting_source_line(s) : 1, p->name, p->url);
+        }
+    }
+    return 0;
+}
+
+/*
  * admin_token_file, metrics_token_file and the tls group, then the policy over the URLs already
  * loaded: every tls+tcp:// URL has the certificates it needs, a TCP-family
  * admin_url has a token, and one that other hosts can reach has TLS too.
@@ -757,16 +814,11 @@ static int load_security(loader *ld, const config_setting_t *root, const char *d
     if ((cfg->tls_cert_file == NULL) != (cfg->tls_key_file == NULL))
         return fail(ld, tls, cfg->tls_cert_file ? "key_file" : "cert_file",
                     "\"tls\" needs both cert_file and key_file, or neither");
-    for (size_t i = 0; i < cfg->n_participants; i++) {
-        if (!sec_url_is_tls(cfg->participants[i].url) || cfg->tls_ca_file != NULL)
-            continue;
-        const config_setting_t *group = config_setting_get_member(root, "participants");
-        return fail(ld, config_setting_get_member(group, cfg->participants[i].name), NULL,
-                    "participant \"%s\" is a tls+tcp:// URL: set tls.ca_file (the CA that signs "
-                    "its certificate) and, for mutual TLS, tls.cert_file and tls.key_file",
-                    cfg->participants[i].name);
-    }
+    if (check_participant_links(ld, root, cfg) != 0)
+        return -1;
     const char *url = cfg->admin_url;
+    if (sec_url_has_scheme(url, "ipc") && sec_check_socket_dir(url + 6, why, sizeof why) != 0)
+        return fail(ld, admin, admin ? NULL : "admin_url", "admin_url: %s", why);
     if (sec_url_is_tls(url) && cfg->tls_cert_file == NULL)
         return fail(ld, admin, admin ? NULL : "admin_url",
                     "admin_url %s is a tls+tcp:// URL: set tls.cert_file and tls.key_file", url);
@@ -786,11 +838,13 @@ static int load_security(loader *ld, const config_setting_t *root, const char *d
 /* ---- Observability settings (docs/OBSERVABILITY.md) ------------------------ */
 
 #define DEFAULT_ALERT_MAX_RUNNING 4
+#define DEFAULT_ALERT_TIMEOUT_S   30
 
 /*
  * http_url (metrics, JSON API, dashboard: always with admin_token_file;
  * loopback http://, or https:// with tls.cert_file), alert_command (an executable
- * file, path resolved like the others) and alert_max_running. Runs after
+ * file only sagad's user or root can have written, path resolved like the
+ * others), alert_max_running and alert_timeout_s. Runs after
  * load_security, whose token and certificates the HTTP policy needs.
  */
 static int load_observability(loader *ld, const config_setting_t *root, const char *dir,
@@ -820,13 +874,18 @@ static int load_observability(loader *ld, const config_setting_t *root, const ch
     const config_setting_t *cmd = config_setting_get_member(root, "alert_command");
     if (get_path(ld, root, "alert_command", dir, &cfg->alert_command) != 0)
         return -1;
-    if (cfg->alert_command != NULL && access(cfg->alert_command, X_OK) != 0)
-        return fail(ld, cmd, NULL, "alert_command %s is not an executable file: %s",
-                    cfg->alert_command, strerror(errno));
+    /* It runs as sagad's user: only that user or root may have written it. */
+    if (cfg->alert_command != NULL &&
+        sec_check_trusted_path(cfg->alert_command, 1, why, sizeof why) != 0)
+        return fail(ld, cmd, NULL, "alert_command %s", why);
     int64_t running = DEFAULT_ALERT_MAX_RUNNING;
     if (get_int(ld, root, "alert_max_running", 1, 64, &running) != 0)
         return -1;
     cfg->alert_max_running = (int)running;
+    int64_t timeout_s = DEFAULT_ALERT_TIMEOUT_S;
+    if (get_int(ld, root, "alert_timeout_s", 1, 3600, &timeout_s) != 0)
+        return -1;
+    cfg->alert_timeout_ms = timeout_s * 1000;
     return 0;
 }
 

@@ -34,6 +34,12 @@
  *     certificates it needs; an admin_url other than ipc://, abstract:// or
  *     inproc:// has an admin token; an admin_url other hosts can reach is
  *     tls+tcp:// (with a token). admin_token_file is an owner-only file.
+ *     Every participant URL authenticates the peer: ipc:// (whose socket
+ *     directory only sagad's user or root can write, like admin_url's) or
+ *     tls+tcp:// with tls.ca_file and a client certificate; anything else
+ *     only with insecure_participant_links = true (tests). alert_command is
+ *     a file only sagad's user or root can have written
+ *     (sec_check_trusted_path).
  * Relative paths in the orchestrator file (database, sagas_dir, ipc:// socket
  * paths) are resolved against its directory; the loaded paths are absolute.
  */
@@ -115,6 +121,10 @@ typedef struct {
     char *http_url;        /* metrics, JSON API and dashboard; NULL: off */
     char *alert_command;   /* resolved path run when a saga becomes FAILED; NULL: none */
     int alert_max_running; /* alert commands running at once */
+    int64_t alert_timeout_ms; /* an alert command's time limit */
+    /* 1: participant URLs that authenticate nobody (tcp://, ws://, abstract://,
+     * inproc://) are accepted, with a WARN at each load. For tests only. */
+    int insecure_participant_links;
 } orch_config;
 
 /* Loads path and every saga file of its sagas directory into *out.

@@ -963,9 +963,10 @@ engine *engine_create(const orch_config *cfg, char *err, size_t errlen)
     if (e->net == NULL)
         goto fail;
     e->metrics = om_create(cfg);
-    if (e->metrics == NULL || (cfg->alert_command != NULL &&
-                               (e->alerts = alert_create(cfg->alert_command, cfg->alert_max_running,
-                                                         e->metrics)) == NULL)) {
+    if (e->metrics == NULL ||
+        (cfg->alert_command != NULL &&
+         (e->alerts = alert_create(cfg->alert_command, cfg->alert_max_running,
+                                   cfg->alert_timeout_ms, e->metrics)) == NULL)) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }

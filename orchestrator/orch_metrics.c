@@ -33,7 +33,7 @@ struct orch_metrics {
     mt_counter replayed, conflicts, skips, commits;
     mt_histogram batch;
     atomic_uint_fast64_t in_flight;
-    mt_counter alerts[3];
+    mt_counter alerts[OM_ALERT_RESULTS];
 };
 
 static size_t find_or_add_op(orch_metrics *m, const char *participant, const char *operation)
@@ -286,9 +286,10 @@ void om_render(orch_metrics *m, strbuf *sb)
               "Sagas written per commit (group commit batch size).");
     mt_hist_write(sb, "saga_commit_batch_sagas", NULL, &m->batch);
 
-    static const char *const alert_results[] = {"started", "spawn_failed", "dropped"};
+    static const char *const alert_results[OM_ALERT_RESULTS] = {"started", "spawn_failed",
+                                                                "dropped", "timed_out"};
     mt_header(sb, "saga_alerts_total", "counter", "Alert commands for FAILED sagas, by result.");
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < OM_ALERT_RESULTS; k++) {
         lb.len = 0;
         sb_printf(&lb, "result=\"%s\"", alert_results[k]);
         mt_sample(sb, "saga_alerts_total", lb.data, mt_get(&m->alerts[k]));

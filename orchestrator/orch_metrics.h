@@ -41,8 +41,10 @@ void om_on_step_reply(orch_metrics *m, const saga *s, int step, int phase, int o
 void om_on_step_no_reply(orch_metrics *m, const saga *s, int step, int phase, int timeout);
 void om_on_commit(orch_metrics *m, size_t sagas_written);
 void om_set_in_flight(orch_metrics *m, uint64_t n);
-/* An alert command: started, failed to start, or dropped (too many running). */
-enum om_alert { OM_ALERT_STARTED, OM_ALERT_SPAWN_FAILED, OM_ALERT_DROPPED };
+/* An alert command: started, not started (spawn failed or the file is no
+ * longer trusted), dropped (too many waiting), or killed at its time limit. */
+enum om_alert { OM_ALERT_STARTED, OM_ALERT_SPAWN_FAILED, OM_ALERT_DROPPED, OM_ALERT_TIMED_OUT };
+#define OM_ALERT_RESULTS 4
 void om_on_alert(orch_metrics *m, enum om_alert what);
 
 /* ---- Any thread ------------------------------------------------------------ */

@@ -348,11 +348,12 @@ void pt_get_stats(participant *p, pt_stats *out)
 /*
  * The security policy of the listen address (docs/SECURITY.md), checked
  * before anything is created: TLS settings only with a tls+tcp:// URL, a
- * certificate for such a URL, and no address other hosts can reach without
- * mutual TLS.
+ * certificate for such a URL, no address other hosts can reach without
+ * mutual TLS, and an ipc:// socket only in a directory nobody else can write.
  */
 int pt_check_security(const pt_options *o, char *err, size_t errlen)
 {
+    char why[1024];
     const char *url = o->listen_url;
     int any_tls =
         o->tls_cert_file || o->tls_key_file || o->tls_ca_file || o->tls_require_client_cert;
@@ -370,6 +371,10 @@ int pt_check_security(const pt_options *o, char *err, size_t errlen)
         snprintf(err, errlen,
                  "requiring client certificates needs the CA that signs them "
                  "(--tls-ca)");
+        return -1;
+    }
+    if (sec_url_has_scheme(url, "ipc") && sec_check_socket_dir(url + 6, why, sizeof why) != 0) {
+        snprintf(err, errlen, "%s: --listen %s: %s", o->name ? o->name : "participant", url, why);
         return -1;
     }
     return sec_check_exposure(

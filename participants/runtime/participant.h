@@ -158,7 +158,8 @@ typedef struct {
 } pt_options;
 
 /*
- * The listen address's security policy alone (pt_create checks it first):
+ * The listen address's security policy alone (pt_create checks it first),
+ * the directory of an ipc:// socket included (sec_check_socket_dir):
  * returns 0, or -1 with what to configure in err. For a program that wants
  * to refuse a command line before it touches anything.
  */

@@ -147,7 +147,7 @@ static const char orch_text[] = "admin_url = \"ipc://admin.ipc\";\n"
                                 "sagas_dir = \"sagas\";\n"
                                 "participants = {\n"
                                 "  alpha = \"ipc://alpha.ipc\";\n"
-                                "  beta = \"tcp://127.0.0.1:7001\";\n"
+                                "  beta = \"ipc://beta.ipc\";\n"
                                 "};\n";
 
 static const char saga_text[] =
@@ -290,7 +290,8 @@ static void test_shipped_config(void **state)
 static void test_defaults_and_resolution(void **state)
 {
     fixture *f = *state;
-    put_orch(f, "participants = { alpha = \"ipc://alpha.ipc\"; beta = \"tcp://h:1\"; };\n");
+    put_orch(f, "participants = { alpha = \"ipc://alpha.ipc\"; beta = \"tcp://h:1\"; };\n"
+                "insecure_participant_links = true;\n");
     put(f->dir, "transfer.cfg", saga_text); /* sagas_dir defaults to ".": this dir */
     expect_ok(f);
     char want[512];
@@ -299,6 +300,8 @@ static void test_defaults_and_resolution(void **state)
     snprintf(want, sizeof want, "ipc://%s/alpha.ipc", f->dir);
     assert_string_equal(f->cfg.participants[0].url, want);
     assert_string_equal(f->cfg.participants[1].url, "tcp://h:1");
+    assert_int_equal(f->cfg.insecure_participant_links, 1);
+    assert_int_equal(f->cfg.alert_timeout_ms, 30000);
     snprintf(want, sizeof want, "%s/sagad.db", f->dir);
     assert_string_equal(f->cfg.database, want);
     assert_string_equal(f->cfg.sagas_dir, f->dir);
@@ -321,7 +324,8 @@ static void test_overrides_field_by_field(void **state)
                 "cpu_scheduling = \"normal\";\n"
                 "frame_max = 1;\n"
                 "max_in_flight = 7;\n"
-                "participants = { alpha = \"ipc:///tmp/a.ipc\"; beta = \"tcp://h:2\"; };\n"
+                "participants = { alpha = \"ipc:///a.ipc\"; beta = \"tcp://h:2\"; };\n"
+                "insecure_participant_links = true;\n"
                 "defaults = { timeout_ms = 300; retry = { max_attempts = 3; multiplier = 1.5; };\n"
                 "  compensation_retry = { max_backoff_ms = 60000; multiplier = 3; }; };\n");
     put_saga_edit(f, "t.cfg", "compensation = \"credit\";",
@@ -782,6 +786,87 @@ static void test_err_url_unsupported_scheme(void **state)
                  "(admin_url)", NULL);
 }
 
+/* ---- Participant links (docs/SECURITY.md) -------------------------------- */
+
+/* A link that authenticates nobody is refused at its line, whatever its host. */
+static void test_err_participant_link_unauthenticated(void **state)
+{
+    fixture *f = *state;
+    static const char *const urls[] = {"tcp://10.1.2.3:7401",
+                                       "ws://10.1.2.3:7401/saga",
+                                       "tcp://127.0.0.1:7401",
+                                       "TCP://127.0.0.1:7401",
+                                       "abstract://saga-beta",
+                                       "inproc://beta",
+                                       NULL};
+    put(f->sagas, "t.cfg", saga_text);
+    for (const char *const *u = urls; *u != NULL; u++) {
+        char text[512];
+        snprintf(text, sizeof text,
+                 "sagas_dir = \"sagas\";\nparticipants = {\n  alpha = \"ipc://a.ipc\";\n"
+                 "  beta = \"%s\";\n};\n",
+                 *u);
+        put_orch(f, text);
+        expect_error(f, f->orch, line_of(text, "beta"), "authenticates nobody", *u,
+                     "use an ipc:// path, or tls+tcp://", "insecure_participant_links",
+                     "(participants.beta)", NULL);
+    }
+}
+
+/* tls+tcp:// without sagad's client certificate is not mutual TLS. */
+static void test_err_participant_tls_without_client_cert(void **state)
+{
+    fixture *f = *state;
+    const char *text = "sagas_dir = \"sagas\";\n"
+                       "tls = { ca_file = \"ca.pem\"; };\n"
+                       "participants = {\n  alpha = \"ipc://a.ipc\";\n"
+                       "  beta = \"tls+tcp://10.1.2.3:7401\";\n};\n";
+    put(f->sagas, "t.cfg", saga_text);
+    put_orch(f, text);
+    expect_error(f, f->orch, line_of(text, "beta"), "tls.cert_file and tls.key_file", "mutual TLS",
+                 "(participants.beta)", NULL);
+}
+
+/* The explicit test setting lets them through (and sagad warns: test_sec_hooks). */
+static void test_insecure_participant_links_allowed(void **state)
+{
+    fixture *f = *state;
+    put(f->sagas, "t.cfg", saga_text);
+    put_orch(f, "sagas_dir = \"sagas\";\ninsecure_participant_links = true;\n"
+                "participants = { alpha = \"abstract://a\"; beta = \"ws://10.1.2.3:7401/x\"; };\n");
+    expect_ok(f);
+    assert_int_equal(f->cfg.insecure_participant_links, 1);
+    assert_string_equal(f->cfg.participants[1].url, "ws://10.1.2.3:7401/x");
+}
+
+/* An ipc:// socket in a directory others can write could be swapped for theirs. */
+static void test_err_socket_dir_writable(void **state)
+{
+    fixture *f = *state;
+    char shared[512];
+    snprintf(shared, sizeof shared, "%s/shared", f->dir);
+    assert_int_equal(mkdir(shared, 0700), 0);
+    assert_int_equal(chmod(shared, 0777), 0);
+    put(f->sagas, "t.cfg", saga_text);
+    const char *text = "sagas_dir = \"sagas\";\nparticipants = {\n"
+                       "  alpha = \"ipc://shared/a.ipc\";\n  beta = \"ipc://b.ipc\";\n};\n";
+    put_orch(f, text);
+    expect_error(f, f->orch, line_of(text, "alpha"),
+                 "/shared is writable by every user (mode 0777)", "(participants.alpha)", NULL);
+    /* Sticky, as /tmp: still refused. */
+    assert_int_equal(chmod(shared, 01777), 0);
+    expect_error(f, f->orch, line_of(text, "alpha"), "(mode 1777)",
+                 "a sticky directory such as /tmp is not enough", "(participants.alpha)", NULL);
+    /* The admin socket, too. */
+    assert_int_equal(chmod(shared, 0770), 0);
+    const char *admin =
+        "sagas_dir = \"sagas\";\nadmin_url = \"ipc://shared/admin.ipc\";\n"
+        "participants = {\n  alpha = \"ipc://a.ipc\";\n  beta = \"ipc://b.ipc\";\n};\n";
+    put_orch(f, admin);
+    expect_error(f, f->orch, line_of(admin, "admin_url"), "writable by its group", "(admin_url)",
+                 NULL);
+}
+
 static void test_err_url_without_port(void **state)
 {
     fixture *f = *state;
@@ -950,6 +1035,10 @@ int main(void)
         T(test_err_zero_steps),
         T(test_err_invalid_url),
         T(test_err_url_unsupported_scheme),
+        T(test_err_participant_link_unauthenticated),
+        T(test_err_participant_tls_without_client_cert),
+        T(test_insecure_participant_links_allowed),
+        T(test_err_socket_dir_writable),
         T(test_err_url_without_port),
         T(test_err_url_ipc_path_too_long),
         T(test_err_admin_url_is_participant),

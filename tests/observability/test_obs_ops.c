@@ -27,6 +27,7 @@ typedef struct {
     ofx f;
     int port;
     char *alert_out;
+    char *hook_dir; /* the alert command's: sagad trusts no file under /tmp */
     char failed_id[37], ok_id[37], refused_id[37];
 } sys;
 
@@ -55,7 +56,9 @@ static int setup_sys(void **state)
     *state = s;
     s->port = obs_free_port();
     s->alert_out = th_path(s->f.dir, "alert.out");
-    char *script_path = th_path(s->f.dir, "alert.sh");
+    if ((s->hook_dir = th_trusted_tempdir()) == NULL)
+        return -1;
+    char *script_path = th_path(s->hook_dir, "alert.sh");
     char *script =
         util_asprintf(alert_script, s->alert_out, s->alert_out, s->alert_out, s->alert_out);
     char *line = util_asprintf("alert_command = \"%s\";\n", script_path);
@@ -80,6 +83,8 @@ static int teardown_sys(void **state)
     sys *s = *state;
     if (s != NULL) {
         ofx_destroy(&s->f);
+        th_rmtree(s->hook_dir);
+        free(s->hook_dir);
         free(s->alert_out);
         free(s);
     }

@@ -13,6 +13,9 @@
  *   - sagactl against a socket of uid 65534: exit 5, saying whose socket it is;
  *   - sagad with a participant URL on such a socket: logs the refusal (with the
  *     uid), and the impostor receives no request (its database records none).
+ *     The socket lies in a directory sagad trusts (root's, 0711): the
+ *     impostor made it while the directory was still its own, so the
+ *     socket-directory rule alone would not have stopped it.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -45,11 +48,18 @@ static int setup(void **state)
         return 0;
     }
     fixture *f = calloc(1, sizeof *f);
-    if (f == NULL || (f->dir = th_tempdir()) == NULL || chmod(f->dir, 0777) != 0)
+    if (f == NULL || (f->dir = th_tempdir()) == NULL || chmod(f->dir, 0711) != 0)
         return -1;
     *state = f;
-    f->url = th_ipc_url(f->dir, "payment");
-    f->db = th_path(f->dir, "impostor.db");
+    /* The impostor's own directories: its database, and the socket's, which
+     * is first its own (a listener refuses a directory others can write) and
+     * then root's: a directory sagad trusts, holding another user's socket.
+     * Only the peer-uid check stands between sagad and that socket. */
+    char *home = th_path(f->dir, "impostor"), *sock = th_path(f->dir, "sock");
+    int ok = home && sock && mkdir(home, 0700) == 0 && chown(home, 65534, 65534) == 0 &&
+             mkdir(sock, 0711) == 0 && chown(sock, 65534, 65534) == 0;
+    f->url = th_ipc_url(sock, "payment");
+    f->db = th_path(home, "impostor.db");
     f->log = th_path(f->dir, "impostor.log");
     char *svc = util_asprintf("%s/payment-svc", getenv("SAGA_BIN_DIR"));
     const char *args[] = {"--reuid=" NOBODY,
@@ -61,11 +71,13 @@ static int setup(void **state)
                           "--db",
                           f->db,
                           NULL};
-    int rc = svc && th_spawn(SETPRIV, args, NULL, f->log, &f->impostor) == 0 &&
-                     th_wait_dial(f->url, f->impostor, WAIT_MS) == 0
+    int rc = ok && svc && th_spawn(SETPRIV, args, NULL, f->log, &f->impostor) == 0 &&
+                     th_wait_dial(f->url, f->impostor, WAIT_MS) == 0 && chown(sock, 0, 0) == 0
                  ? 0
                  : -1;
     free(svc);
+    free(home);
+    free(sock);
     return rc;
 }
 

@@ -35,6 +35,25 @@ char *th_tempdir(void)
     return dir;
 }
 
+char *th_trusted_tempdir(void)
+{
+    const char *bin = getenv("SAGA_BIN_DIR");
+    if (bin == NULL) {
+        fprintf(stderr, "harness: SAGA_BIN_DIR is not set (run the test with ctest)\n");
+        return NULL;
+    }
+    char *parent = util_asprintf("%s/..", bin), *base = parent ? realpath(parent, NULL) : NULL;
+    char *dir = base ? util_asprintf("%s/test-tmp-XXXXXX", base) : NULL;
+    free(parent);
+    free(base);
+    if (dir == NULL || mkdtemp(dir) == NULL) {
+        fprintf(stderr, "harness: trusted temp dir under %s/..: %s\n", bin, strerror(errno));
+        free(dir);
+        return NULL;
+    }
+    return dir;
+}
+
 static int th_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)st;
