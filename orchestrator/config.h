@@ -112,6 +112,11 @@ typedef struct {
     char *http_url;        /* metrics, JSON API and dashboard; NULL: off */
     char *alert_command;   /* resolved path run when a saga becomes FAILED; NULL: none */
     int alert_max_running; /* alert commands running at once */
+    /* Connections not yet authenticated, per listener (admin and http_url;
+     * docs/SECURITY.md "Bounded connections"). */
+    int conn_header_timeout_ms;   /* to authenticate (admin) or send a request header (HTTP) */
+    int conn_idle_timeout_ms;     /* HTTP keep-alive: between requests */
+    int conn_max_unauthenticated; /* beyond it, the oldest idle one is closed */
 } orch_config;
 
 /* Loads path and every saga file of its sagas directory into *out.

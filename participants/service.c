@@ -490,7 +490,7 @@ static void svc_metrics_get(void *arg, const char *path, const char *query, http
 static httpd *svc_metrics_start(const char *program, const char *url, svc_metrics *m)
 {
     char err[512];
-    httpd_opts o = {program, url, NULL, NULL, NULL};
+    httpd_opts o = {.name = program, .url = url}; /* the connection limits' defaults */
     httpd *h = httpd_open(&o, err, sizeof err);
     if (h == NULL) {
         log_error("--metrics-url: %s", err);
