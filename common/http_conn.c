@@ -92,13 +92,14 @@ static void conn_close_locked(http_conn *c)
 }
 
 /* Makes room for one more connection: closes the one that has waited
- * longest for a request; when all are being answered, returns 0. */
+ * longest for a request (the list is newest first: on a tie, the older);
+ * when all are being answered, returns 0. */
 static int make_room_locked(http_listener *l)
 {
     http_conn *victim = NULL;
     for (http_conn *c = l->live; c; c = c->next)
         if (c->state == CONN_READ && !c->closed &&
-            (victim == NULL || c->waiting_since < victim->waiting_since))
+            (victim == NULL || c->waiting_since <= victim->waiting_since))
             victim = c;
     if (victim == NULL)
         return 0;

@@ -17,6 +17,7 @@
 
 #include "cpu_sched.h"
 #include "crashpoint.h"
+#include "fd_limit.h"
 #include "httpd.h"
 #include "log.h"
 #include "metrics.h"
@@ -540,6 +541,7 @@ int svc_main(const svc_def *def, int argc, char **argv)
     log_set_level((enum log_level)args.log_level);
     log_set_json(args.log_json);
     crashpoint_init();
+    fd_limit_raise(); /* before a flood of connections can meet the soft limit */
     /* First, before nng or SQLite start a thread: they inherit it. */
     if (cpu_scheduling_apply(args.cpu_scheduling, err, sizeof err) != 0) {
         log_error("%s", err);
