@@ -4,7 +4,6 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <nng/nng.h>
-#include <nng/supplemental/http/http.h>
 #include <nng/supplemental/tls/tls.h>
 #include <nng/supplemental/util/platform.h>
 #include <stdio.h>
@@ -12,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "http_conn.h"
 #include "log.h"
 #include "security.h"
 #include "util.h"
@@ -19,6 +19,8 @@
 typedef struct route {
     struct route *next;
     httpd *owner;
+    char *path;
+    int tree;
     int auth;
     httpd_fn fn; /* NULL: static data */
     void *arg;
@@ -30,7 +32,7 @@ typedef struct route {
 /* A request for a route function, waiting for the worker. */
 typedef struct job {
     struct job *next;
-    nng_aio *aio;
+    http_conn *conn;
     route *r;
     char *path; /* malloc'd; the query points into it */
     const char *query;
@@ -40,10 +42,11 @@ struct httpd {
     const char *name;
     const char *token, *read_token; /* either opens the auth routes; NULL: not set */
     char *host;                     /* the URL's host, for the Host header check */
-    nng_url *url;
-    nng_http_server *srv;
+    const char *url;
+    nng_tls_config *tls; /* https:// only */
+    http_listener_opts limits;
+    http_listener *listener; /* after httpd_start */
     route *routes;
-    int started;
     /* Route functions run on this thread, not on nng's: they read SQLite,
      * and nng's few shared threads also carry sagad's step replies, which
      * must not wait behind a dashboard's query. */
@@ -135,11 +138,11 @@ static int host_allowed(const httpd *h, const char *host_header)
     return h->host[0] != '\0' && strcasecmp(host, h->host) == 0;
 }
 
-static int authorized(const httpd *h, nng_http_req *req)
+static int authorized(const httpd *h, const http_request *req)
 {
     if (h->token == NULL && h->read_token == NULL)
         return 1;
-    const char *auth = nng_http_req_get_header(req, "Authorization");
+    const char *auth = http_request_header(req, "Authorization");
     if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
         return 0;
     const char *given = auth + 7;
@@ -151,67 +154,78 @@ static int authorized(const httpd *h, nng_http_req *req)
     return ok_admin | ok_read;
 }
 
-static void respond(nng_aio *aio, int status, const char *content_type, const void *body,
+static void respond(http_conn *c, int status, const char *content_type, const void *body,
                     size_t len, int html)
 {
-    nng_http_res *res = NULL;
-    if (nng_http_res_alloc(&res) != 0) {
-        nng_aio_finish(aio, NNG_ENOMEM);
-        return;
-    }
-    nng_http_res_set_status(res, (uint16_t)status);
-    nng_http_res_set_header(res, "Content-Type", content_type);
-    nng_http_res_set_header(res, "X-Content-Type-Options", "nosniff");
-    nng_http_res_set_header(res, "Cache-Control", "no-store");
-    nng_http_res_set_header(res, "Referrer-Policy", "no-referrer");
-    if (html)
-        nng_http_res_set_header(res, "Content-Security-Policy",
-                                "default-src 'self'; frame-ancestors 'none'");
-    if (status == 401)
-        nng_http_res_set_header(res, "WWW-Authenticate", "Bearer realm=\"saga\"");
-    if (len > 0 && nng_http_res_copy_data(res, body, len) != 0) {
-        nng_http_res_free(res);
-        nng_aio_finish(aio, NNG_ENOMEM);
-        return;
-    }
-    nng_aio_set_output(aio, 0, res);
-    nng_aio_finish(aio, 0);
+    char headers[512];
+    snprintf(headers, sizeof headers,
+             "Content-Type: %s\r\n"
+             "X-Content-Type-Options: nosniff\r\n"
+             "Cache-Control: no-store\r\n"
+             "Referrer-Policy: no-referrer\r\n"
+             "%s%s",
+             content_type,
+             html ? "Content-Security-Policy: default-src 'self'; frame-ancestors 'none'\r\n" : "",
+             status == 401 ? "WWW-Authenticate: Bearer realm=\"saga\"\r\n" : "");
+    http_conn_respond(c, status, headers, body, len);
 }
 
-static void respond_error(nng_aio *aio, int status, const char *msg)
+static void respond_error(http_conn *c, int status, const char *msg)
 {
     char body[256];
     int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}\n", msg);
-    respond(aio, status, "application/json", body, (size_t)n, 0);
+    respond(c, status, "application/json", body, (size_t)n, 0);
 }
 
-static void httpd_cb(nng_aio *aio)
+/* The route for path: an exact one, else the longest tree route above it. */
+static route *find_route(const httpd *h, const char *path, size_t len)
 {
-    nng_http_req *req = nng_aio_get_input(aio, 0);
-    nng_http_handler *hh = nng_aio_get_input(aio, 1);
-    route *r = nng_http_handler_get_data(hh);
-    httpd *h = r->owner;
+    route *best = NULL;
+    size_t best_len = 0;
+    for (route *r = h->routes; r; r = r->next) {
+        size_t rlen = strlen(r->path);
+        if (rlen == len && strncmp(r->path, path, len) == 0)
+            return r;
+        if (r->tree && rlen < len && strncmp(r->path, path, rlen) == 0 &&
+            (path[rlen] == '/' || (rlen > 0 && r->path[rlen - 1] == '/')) && rlen >= best_len) {
+            best = r;
+            best_len = rlen;
+        }
+    }
+    return best;
+}
 
-    if (!host_allowed(h, nng_http_req_get_header(req, "Host"))) {
-        respond_error(aio, 403, "host not allowed");
+/* Every request, from http_conn (on nng's threads). */
+static void on_request(void *arg, http_conn *c, const http_request *req)
+{
+    httpd *h = arg;
+    const char *target = req->target;
+    size_t path_len = strcspn(target, "?");
+    route *r = find_route(h, target, path_len);
+
+    if (!host_allowed(h, http_request_header(req, "Host"))) {
+        respond_error(c, 403, "host not allowed");
+        return;
+    }
+    if (r == NULL) {
+        respond_error(c, 404, "not found");
         return;
     }
     if (r->fn == NULL) {
         const char *ct = r->content_type;
-        respond(aio, 200, ct, r->data, r->len, strncmp(ct, "text/html", 9) == 0);
+        respond(c, 200, ct, r->data, r->len, strncmp(ct, "text/html", 9) == 0);
         return;
     }
     if (r->auth && !authorized(h, req)) {
-        respond_error(aio, 401, "missing or wrong token (Authorization: Bearer TOKEN)");
+        respond_error(c, 401, "missing or wrong token (Authorization: Bearer TOKEN)");
         return;
     }
-    const char *uri = nng_http_req_get_uri(req);
     job *j = calloc(1, sizeof *j);
-    char *path = util_strdup(uri ? uri : "/");
+    char *path = util_strdup(target);
     if (j == NULL || path == NULL) {
         free(j);
         free(path);
-        respond_error(aio, 500, "out of memory");
+        respond_error(c, 500, "out of memory");
         return;
     }
     char *q = strchr(path, '?');
@@ -220,11 +234,11 @@ static void httpd_cb(nng_aio *aio)
         *q = '\0';
         j->query = q + 1;
     }
-    j->aio = aio;
+    j->conn = c;
     j->r = r;
     j->path = path;
-    /* nng waits for this aio to finish (also when stopping the server): the
-     * worker always finishes it, and runs until the server has stopped. */
+    /* The connection waits for its answer (also when stopping the server):
+     * the worker always answers, and runs until the server has stopped. */
     nng_mtx_lock(h->mtx);
     if (h->jobs_tail)
         h->jobs_tail->next = j;
@@ -240,9 +254,9 @@ static void run_job(job *j)
     httpd_response res = {200, "application/json", NULL, 0};
     j->r->fn(j->r->arg, j->path, j->query, &res);
     if (res.body == NULL && res.status == 200)
-        respond_error(j->aio, 500, "out of memory");
+        respond_error(j->conn, 500, "out of memory");
     else
-        respond(j->aio, res.status, res.content_type, res.body ? res.body : "",
+        respond(j->conn, res.status, res.content_type, res.body ? res.body : "",
                 res.body ? res.len : 0, strncmp(res.content_type, "text/html", 9) == 0);
     free(res.body);
     free(j->path);
@@ -292,23 +306,19 @@ static char *read_pem(const char *path, char *err, size_t errlen)
 
 static int setup_tls(httpd *h, const httpd_opts *o, char *err, size_t errlen)
 {
-    nng_tls_config *tc = NULL;
     char *cert = read_pem(o->tls_cert_file, err, errlen);
     char *key = cert ? read_pem(o->tls_key_file, err, errlen) : NULL;
     int rv = -1;
     if (key == NULL)
         goto out;
-    if ((rv = nng_tls_config_alloc(&tc, NNG_TLS_MODE_SERVER)) != 0 ||
-        (rv = nng_tls_config_own_cert(tc, cert, key, NULL)) != 0 ||
-        (rv = nng_http_server_set_tls(h->srv, tc)) != 0)
+    if ((rv = nng_tls_config_alloc(&h->tls, NNG_TLS_MODE_SERVER)) != 0 ||
+        (rv = nng_tls_config_own_cert(h->tls, cert, key, NULL)) != 0)
         snprintf(err, errlen, "TLS for %s: %s", o->url, nng_strerror(rv));
 out:
     if (key)
         sec_wipe(key, strlen(key));
     free(key);
     free(cert);
-    if (tc)
-        nng_tls_config_free(tc);
     return rv;
 }
 
@@ -326,11 +336,17 @@ httpd *httpd_open(const httpd_opts *o, char *err, size_t errlen)
     h->name = o->name;
     h->token = o->token;
     h->read_token = o->read_token;
-    int rv = nng_url_parse(&h->url, o->url);
+    h->url = o->url;
+    h->limits = (http_listener_opts){.max_conns = o->max_connections,
+                                     .header_timeout_ms = o->header_timeout_ms,
+                                     .idle_timeout_ms = o->idle_timeout_ms};
+    nng_url *u = NULL;
+    int rv = nng_url_parse(&u, o->url);
     if (rv == 0) {
-        h->host = util_strdup(h->url->u_hostname);
-        rv = h->host ? nng_http_server_hold(&h->srv, h->url) : NNG_ENOMEM;
+        h->host = util_strdup(u->u_hostname);
+        rv = h->host ? 0 : NNG_ENOMEM;
     }
+    nng_url_free(u);
     if (rv != 0) {
         snprintf(err, errlen, "%s: cannot serve %s: %s", o->name, o->url, nng_strerror(rv));
         httpd_close(h);
@@ -349,34 +365,22 @@ httpd *httpd_open(const httpd_opts *o, char *err, size_t errlen)
     return h;
 }
 
-/* One nng handler of r for method at path. 0 or -1. */
-static int add_handler(httpd *h, const char *path, int tree, const char *method, route *r)
-{
-    nng_http_handler *hh = NULL;
-    if (nng_http_handler_alloc(&hh, path, httpd_cb) != 0)
-        return -1;
-    if (nng_http_handler_set_method(hh, method) != 0 ||
-        (tree && nng_http_handler_set_tree(hh) != 0) ||
-        nng_http_handler_set_data(hh, r, NULL) != 0 ||
-        nng_http_server_add_handler(h->srv, hh) != 0) {
-        nng_http_handler_free(hh);
-        return -1;
-    }
-    return 0;
-}
-
-/*
- * GET and HEAD each get a handler: nng 1.5.2 hands a HEAD request to the
- * first GET handler whose path matches, which for /api/sagas was the /api
- * tree (404). With a HEAD handler of its own, the route is matched like GET.
- */
 static int add_route(httpd *h, const char *path, int tree, route *r)
 {
     r->owner = h;
-    r->next = h->routes; /* owned by the server from here on, freed by httpd_close */
-    h->routes = r;
-    if (add_handler(h, path, tree, "GET", r) != 0 || add_handler(h, path, tree, "HEAD", r) != 0)
+    r->tree = tree;
+    for (route *o = h->routes; o; o = o->next)
+        if (strcmp(o->path, path) == 0) {
+            free(r);
+            return -1;
+        }
+    r->path = util_strdup(path);
+    if (r->path == NULL) {
+        free(r);
         return -1;
+    }
+    r->next = h->routes;
+    h->routes = r;
     return 0;
 }
 
@@ -404,37 +408,30 @@ int httpd_static(httpd *h, const char *path, const void *data, size_t len, const
 
 int httpd_start(httpd *h, char *err, size_t errlen)
 {
-    int rv = nng_http_server_start(h->srv);
-    if (rv != 0) {
-        snprintf(err, errlen, "%s: cannot listen on %s: %s", h->name, h->url->u_rawurl,
-                 nng_strerror(rv));
-        return rv;
-    }
-    h->started = 1;
-    return 0;
+    http_listener_opts lo = h->limits;
+    lo.name = h->name;
+    lo.url = h->url;
+    lo.tls = h->tls;
+    lo.fn = on_request;
+    lo.arg = h;
+    return http_listener_start(&h->listener, &lo, err, errlen);
 }
 
 int httpd_port(httpd *h)
 {
-    nng_sockaddr sa;
-    if (h == NULL || nng_http_server_get_addr(h->srv, &sa) != 0)
-        return -1;
-    if (sa.s_family == NNG_AF_INET)
-        return ntohs(sa.s_in.sa_port);
-    if (sa.s_family == NNG_AF_INET6)
-        return ntohs(sa.s_in6.sa_port);
-    return -1;
+    return h ? http_listener_port(h->listener) : -1;
+}
+
+int httpd_connections(httpd *h)
+{
+    return h && h->listener ? http_listener_conns(h->listener) : 0;
 }
 
 void httpd_close(httpd *h)
 {
     if (h == NULL)
         return;
-    if (h->srv) {
-        if (h->started)
-            nng_http_server_stop(h->srv); /* the worker still answers meanwhile */
-        nng_http_server_release(h->srv);
-    }
+    http_listener_stop(h->listener); /* the worker still answers meanwhile */
     if (h->worker) {
         nng_mtx_lock(h->mtx);
         h->stopping = 1;
@@ -448,10 +445,11 @@ void httpd_close(httpd *h)
         nng_mtx_free(h->mtx);
     for (route *r = h->routes, *next; r; r = next) {
         next = r->next;
+        free(r->path);
         free(r);
     }
-    if (h->url)
-        nng_url_free(h->url);
+    if (h->tls)
+        nng_tls_config_free(h->tls);
     free(h->host);
     free(h);
 }

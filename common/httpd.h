@@ -1,7 +1,8 @@
 /*
  * httpd — the small HTTP server of the project's observability endpoints
- * (sagad's /metrics, JSON API and dashboard; each participant's /metrics),
- * on nng's HTTP server (nng/supplemental/http/http.h).
+ * (sagad's /metrics, JSON API and dashboard; each participant's /metrics):
+ * routes and policy. Connections, parsing and their limits (header and idle
+ * timeouts, a connection cap, GET and HEAD only) are http_conn's.
  *
  * What every endpoint gets, so that no caller can forget it:
  *   - exposure policy (httpd_check_url): an http:// URL must be loopback
@@ -19,10 +20,13 @@
  *   - GET (and HEAD) only; responses carry nosniff, no-store and, for HTML,
  *     a Content-Security-Policy that allows nothing from other origins.
  *
+ * Routes: an exact path first, else the longest tree route above it; none:
+ * 404.
+ *
  * Threads: route functions run one at a time on the server's own worker
  * thread, never on nng's shared threads (which also carry sagad's step
  * replies), so a slow query delays only other HTTP requests. Static files
- * and refusals (401, 403) are answered at once on nng's thread.
+ * and refusals (401, 403, 404) are answered at once on nng's thread.
  */
 #ifndef SAGA_HTTPD_H
 #define SAGA_HTTPD_H
@@ -50,6 +54,10 @@ typedef struct {
     const char *read_token;    /* also accepted (every route here only reads); may be NULL */
     const char *tls_cert_file; /* PEM, for https:// */
     const char *tls_key_file;
+    /* Connection limits (http_conn.h); 0: its defaults. */
+    int max_connections;
+    int header_timeout_ms;
+    int idle_timeout_ms;
 } httpd_opts;
 
 /*
@@ -70,6 +78,8 @@ int httpd_static(httpd *h, const char *path, const void *data, size_t len,
 int httpd_start(httpd *h, char *err, size_t errlen);
 /* The TCP port it listens on (useful with port 0), or -1. */
 int httpd_port(httpd *h);
+/* Connections open now (for tests and logs). */
+int httpd_connections(httpd *h);
 /* Stops and frees; safe on NULL. */
 void httpd_close(httpd *h);
 

@@ -4,7 +4,9 @@
 #include <nng/supplemental/util/platform.h>
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,24 +22,191 @@
 #define PROBE_TIMEOUT_MS 2000
 #define PROBE_POLL_MS    100 /* how often a waiting probe looks at `stopping` */
 
+/* A pipe that has not authenticated yet (opts.auth_timeout_ms > 0). */
+typedef struct pending_pipe {
+    struct pending_pipe *prev, *next;
+    nng_pipe pipe;
+    nng_time added;
+} pending_pipe;
+
 struct sp_listener {
     nng_socket sock;
     sp_listener_opts opts;
     nng_listener listener; /* after start, only the watchdog replaces it */
     nng_thread *watchdog;  /* ipc:// only */
-    nng_mtx *mtx;          /* guards pipes_added and stopping */
+    nng_thread *reaper;    /* with opts.auth_timeout_ms only */
+    nng_mtx *mtx;          /* guards pipes_added, stopping and the pending list */
     nng_cv *cv;
     unsigned long pipes_added;
     int stopping;
     atomic_uint restarts; /* read by other threads (metrics) */
+    /* Pipes not authenticated yet, oldest first. */
+    pending_pipe *pending_head, *pending_tail;
+    int n_pending;
+    unsigned long pending_closed;
+    uintptr_t id;             /* the pipe notifications' argument: see registry */
+    struct sp_listener *next; /* in registry */
 };
+
+/*
+ * nng calls a pipe notification outside its own lock, so one can still be
+ * running after sp_listener_close has unregistered it, and pipes closed by
+ * the close are notified later on nng's reaper. The notifications therefore
+ * carry an id, not a pointer, and find their listener here: under
+ * registry_mu, which sp_listener_close takes to remove it.
+ */
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static sp_listener *registry;
+static uintptr_t registry_next_id = 1;
+
+static sp_listener *registry_find(void *arg)
+{
+    for (sp_listener *l = registry; l; l = l->next)
+        if (l->id == (uintptr_t)arg)
+            return l;
+    return NULL;
+}
+
+static void registry_remove(sp_listener *l)
+{
+    pthread_mutex_lock(&registry_mu);
+    for (sp_listener **p = &registry; *p; p = &(*p)->next)
+        if (*p == l) {
+            *p = l->next;
+            break;
+        }
+    pthread_mutex_unlock(&registry_mu);
+}
+
+static int limits_on(const sp_listener *l)
+{
+    return l->opts.auth_timeout_ms > 0;
+}
+
+static void pending_unlink(sp_listener *l, pending_pipe *pp)
+{
+    if (pp->prev)
+        pp->prev->next = pp->next;
+    else
+        l->pending_head = pp->next;
+    if (pp->next)
+        pp->next->prev = pp->prev;
+    else
+        l->pending_tail = pp->prev;
+    l->n_pending--;
+    free(pp);
+}
+
+static pending_pipe *pending_find(sp_listener *l, nng_pipe pipe)
+{
+    for (pending_pipe *pp = l->pending_head; pp; pp = pp->next)
+        if (nng_pipe_id(pp->pipe) == nng_pipe_id(pipe))
+            return pp;
+    return NULL;
+}
 
 static void on_pipe_added(nng_pipe pipe, nng_pipe_ev ev, void *arg)
 {
-    sp_listener *l = arg;
+    nng_pipe evict = NNG_PIPE_INITIALIZER;
+    (void)ev;
+    pthread_mutex_lock(&registry_mu);
+    sp_listener *l = registry_find(arg);
+    if (l == NULL) {
+        pthread_mutex_unlock(&registry_mu);
+        return;
+    }
     nng_mtx_lock(l->mtx);
     l->pipes_added++;
+    if (limits_on(l)) {
+        pending_pipe *pp = calloc(1, sizeof *pp);
+        if (pp != NULL) {
+            pp->pipe = pipe;
+            pp->added = nng_clock();
+            pp->prev = l->pending_tail;
+            if (l->pending_tail)
+                l->pending_tail->next = pp;
+            else
+                l->pending_head = pp;
+            l->pending_tail = pp;
+            l->n_pending++;
+        } else {
+            evict = pipe; /* cannot track it: not kept */
+        }
+        if (nng_pipe_id(evict) <= 0 && l->n_pending > l->opts.max_unauthenticated) {
+            evict = l->pending_head->pipe; /* the oldest */
+            pending_unlink(l, l->pending_head);
+        }
+        if (nng_pipe_id(evict) > 0)
+            l->pending_closed++;
+    }
     nng_cv_wake(l->cv);
+    nng_mtx_unlock(l->mtx);
+    pthread_mutex_unlock(&registry_mu);
+    /* nng runs the removal notice later on its reaper, not in here. */
+    if (nng_pipe_id(evict) > 0)
+        nng_pipe_close(evict);
+}
+
+static void on_pipe_removed(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+{
+    (void)ev;
+    pthread_mutex_lock(&registry_mu);
+    sp_listener *l = registry_find(arg);
+    if (l != NULL) {
+        nng_mtx_lock(l->mtx);
+        pending_pipe *pp = pending_find(l, pipe);
+        if (pp != NULL)
+            pending_unlink(l, pp);
+        nng_mtx_unlock(l->mtx);
+    }
+    pthread_mutex_unlock(&registry_mu);
+}
+
+void sp_listener_authenticated(sp_listener *l, nng_pipe pipe)
+{
+    if (l == NULL || !limits_on(l))
+        return;
+    nng_mtx_lock(l->mtx);
+    pending_pipe *pp = pending_find(l, pipe);
+    if (pp != NULL)
+        pending_unlink(l, pp);
+    nng_mtx_unlock(l->mtx);
+}
+
+int sp_listener_unauthenticated(sp_listener *l, unsigned long *closed)
+{
+    nng_mtx_lock(l->mtx);
+    int n = l->n_pending;
+    if (closed)
+        *closed = l->pending_closed;
+    nng_mtx_unlock(l->mtx);
+    return n;
+}
+
+/* Closes the pipes that did not authenticate within auth_timeout_ms. */
+static void reaper_main(void *arg)
+{
+    sp_listener *l = arg;
+    nng_duration timeout = l->opts.auth_timeout_ms;
+    nng_mtx_lock(l->mtx);
+    while (!l->stopping) {
+        nng_time now = nng_clock();
+        pending_pipe *oldest = l->pending_head;
+        if (oldest == NULL) {
+            nng_cv_until(l->cv, now + timeout);
+            continue;
+        }
+        if (now < oldest->added + (nng_time)timeout) {
+            nng_cv_until(l->cv, oldest->added + (nng_time)timeout);
+            continue;
+        }
+        nng_pipe pipe = oldest->pipe;
+        pending_unlink(l, oldest);
+        l->pending_closed++;
+        nng_mtx_unlock(l->mtx);
+        nng_pipe_close(pipe);
+        nng_mtx_lock(l->mtx);
+    }
     nng_mtx_unlock(l->mtx);
 }
 
@@ -186,8 +355,16 @@ int sp_listener_open(sp_listener **out, nng_socket sock, const sp_listener_opts 
     }
     l->sock = sock;
     l->opts = *opts;
+    if (l->opts.max_unauthenticated <= 0)
+        l->opts.max_unauthenticated = SP_MAX_UNAUTHENTICATED;
+    pthread_mutex_lock(&registry_mu);
+    l->id = registry_next_id++;
+    l->next = registry;
+    registry = l;
+    pthread_mutex_unlock(&registry_mu);
     if ((rv = nng_mtx_alloc(&l->mtx)) != 0 || (rv = nng_cv_alloc(&l->cv, l->mtx)) != 0 ||
-        (rv = nng_pipe_notify(sock, NNG_PIPE_EV_ADD_POST, on_pipe_added, l)) != 0) {
+        (rv = nng_pipe_notify(sock, NNG_PIPE_EV_ADD_POST, on_pipe_added, (void *)l->id)) != 0 ||
+        (rv = nng_pipe_notify(sock, NNG_PIPE_EV_REM_POST, on_pipe_removed, (void *)l->id)) != 0) {
         snprintf(err, errlen, "%s: cannot set up the socket: %s", opts->url, nng_strerror(rv));
         goto fail;
     }
@@ -196,6 +373,10 @@ int sp_listener_open(sp_listener **out, nng_socket sock, const sp_listener_opts 
     if (sec_url_has_scheme(opts->url, "ipc") &&
         (rv = nng_thread_create(&l->watchdog, watchdog_main, l)) != 0) {
         snprintf(err, errlen, "cannot start the listener watchdog: %s", nng_strerror(rv));
+        goto fail;
+    }
+    if (limits_on(l) && (rv = nng_thread_create(&l->reaper, reaper_main, l)) != 0) {
+        snprintf(err, errlen, "cannot start the listener's reaper: %s", nng_strerror(rv));
         goto fail;
     }
     *out = l;
@@ -217,9 +398,15 @@ void sp_listener_close(sp_listener *l)
     }
     if (l->watchdog)
         nng_thread_destroy(l->watchdog); /* joins */
+    if (l->reaper)
+        nng_thread_destroy(l->reaper);
     if (nng_listener_id(l->listener) > 0)
         nng_listener_close(l->listener);
     nng_pipe_notify(l->sock, NNG_PIPE_EV_ADD_POST, NULL, NULL);
+    nng_pipe_notify(l->sock, NNG_PIPE_EV_REM_POST, NULL, NULL);
+    registry_remove(l); /* after it, no notification can reach l */
+    while (l->pending_head)
+        pending_unlink(l, l->pending_head);
     if (l->cv)
         nng_cv_free(l->cv);
     if (l->mtx)

@@ -977,6 +977,10 @@ static void handle_request(admin_ctx *c, nng_msg *msg)
     admin_checked k;
     char err[512];
     int status = check_request(srv->cfg, nng_msg_body(msg), nng_msg_len(msg), &k, err, sizeof err);
+    /* Past the token check (or, without a token, well formed): the pipe is
+     * no longer bounded as unauthenticated (common/listener.h). */
+    if (k.malformed == NULL && status != SAGA__V1__ADMIN_STATUS__ADMIN_UNAUTHORIZED)
+        sp_listener_authenticated(srv->listener, nng_msg_get_pipe(msg));
     nng_msg_free(msg);
     if (status != SAGA__V1__ADMIN_STATUS__ADMIN_OK) {
         if (k.malformed != NULL)
@@ -1060,7 +1064,8 @@ static void actx_cb(void *arg)
 /* ---- Lifecycle --------------------------------------------------------- */
 
 /* Listens on the admin URL through common/listener (receive limit, ipc://
- * files owner-only, and TLS from the config's tls group on tls+tcp://). */
+ * files owner-only, TLS from the config's tls group on tls+tcp://, and the
+ * bounds on connections that have not authenticated: conn_* settings). */
 static int listen_admin(admin_server *srv, char *err, size_t errlen)
 {
     const orch_config *cfg = srv->cfg;
@@ -1072,7 +1077,9 @@ static int listen_admin(admin_server *srv, char *err, size_t errlen)
                            .url = cfg->admin_url,
                            .recv_max = WIRE_RECV_MAX(ADMIN_MAX_REQUEST),
                            .configure = sec_listener_tls_hook,
-                           .configure_arg = &srv->tls};
+                           .configure_arg = &srv->tls,
+                           .auth_timeout_ms = cfg->conn_header_timeout_ms,
+                           .max_unauthenticated = cfg->conn_max_unauthenticated};
     char lerr[256];
     if (sp_listener_open(&srv->listener, srv->sock, &lo, lerr, sizeof lerr) != 0) {
         snprintf(err, errlen, "admin url: %s", lerr);

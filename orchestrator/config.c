@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "cpu_sched.h"
+#include "http_conn.h"
 #include "httpd.h"
 #include "log.h"
 #include "saga.h"
@@ -68,6 +69,9 @@
 #define DEFAULT_MAX_IN_FLIGHT 10000
 #define DEFAULT_TIMEOUT_MS    2000
 #define DEFAULT_RETENTION_S   (7 * 86400) /* the participants' default --retention-s */
+#define CFG_CONN_TIMEOUT_MIN_MS 100
+#define CFG_CONN_TIMEOUT_MAX_MS 3600000
+#define CFG_CONN_MAX            65536
 static const retry_policy default_retry = {5, 100, 5000, 2.0};
 static const retry_policy default_compensation_retry = {10, 200, 10000, 2.0};
 
@@ -91,6 +95,9 @@ static const char *const orchestrator_settings[] = {
     "idempotency_retention_s",
     "cpu_scheduling",
     "frame_max",
+    "conn_header_timeout_ms", /* see load_connection_limits */
+    "conn_idle_timeout_ms",
+    "conn_max_unauthenticated",
     NULL,
 };
 static const char *const defaults_settings[] = {"timeout_ms", "retry", "compensation_retry", NULL};
@@ -889,6 +896,25 @@ static int load_observability(loader *ld, const config_setting_t *root, const ch
     return 0;
 }
 
+/*
+ * The limits on connections that have not authenticated (docs/SECURITY.md,
+ * "Bounded connections"): on the admin API and on http_url.
+ */
+static int load_connection_limits(loader *ld, const config_setting_t *root, orch_config *cfg)
+{
+    int64_t header = HTTP_HEADER_TIMEOUT, idle = HTTP_IDLE_TIMEOUT, max = HTTP_MAX_CONNS;
+    if (get_int(ld, root, "conn_header_timeout_ms", CFG_CONN_TIMEOUT_MIN_MS,
+                CFG_CONN_TIMEOUT_MAX_MS, &header) != 0 ||
+        get_int(ld, root, "conn_idle_timeout_ms", CFG_CONN_TIMEOUT_MIN_MS, CFG_CONN_TIMEOUT_MAX_MS,
+                &idle) != 0 ||
+        get_int(ld, root, "conn_max_unauthenticated", 1, CFG_CONN_MAX, &max) != 0)
+        return -1;
+    cfg->conn_header_timeout_ms = (int)header;
+    cfg->conn_idle_timeout_ms = (int)idle;
+    cfg->conn_max_unauthenticated = (int)max;
+    return 0;
+}
+
 /* ---- The orchestrator file ----------------------------------------------- */
 
 static int load_participants(loader *ld, const config_setting_t *root, const char *dir,
@@ -975,6 +1001,9 @@ static int load_orchestrator(loader *ld, const config_setting_t *root, const cha
     if (v != NULL && (cfg->cpu_scheduling = cpu_scheduling_parse(v)) < 0)
         return fail(ld, config_setting_get_member(root, "cpu_scheduling"), NULL,
                     "\"cpu_scheduling\" must be \"batch\" or \"normal\", not \"%s\"", v);
+
+    if (load_connection_limits(ld, root, cfg) != 0)
+        return -1;
 
     int64_t frame_max = WIRE_BATCH_MAX;
     if (get_int(ld, root, "frame_max", 1, WIRE_BATCH_MAX, &frame_max) != 0)

@@ -118,13 +118,18 @@ typedef struct {
     char *tls_cert_file;
     char *tls_key_file;
     /* Observability settings (docs/OBSERVABILITY.md, load_observability). */
-    char *http_url;        /* metrics, JSON API and dashboard; NULL: off */
-    char *alert_command;   /* resolved path run when a saga becomes FAILED; NULL: none */
-    int alert_max_running; /* alert commands running at once */
+    char *http_url;           /* metrics, JSON API and dashboard; NULL: off */
+    char *alert_command;      /* resolved path run when a saga becomes FAILED; NULL: none */
+    int alert_max_running;    /* alert commands running at once */
     int64_t alert_timeout_ms; /* an alert command's time limit */
     /* 1: participant URLs that authenticate nobody (tcp://, ws://, abstract://,
      * inproc://) are accepted, with a WARN at each load. For tests only. */
     int insecure_participant_links;
+    /* Connections not yet authenticated, per listener (admin and http_url;
+     * docs/SECURITY.md "Bounded connections"). */
+    int conn_header_timeout_ms;   /* to authenticate (admin) or send a request header (HTTP) */
+    int conn_idle_timeout_ms;     /* HTTP keep-alive: between requests */
+    int conn_max_unauthenticated; /* beyond it, the oldest idle one is closed */
 } orch_config;
 
 /* Loads path and every saga file of its sagas directory into *out.

@@ -382,7 +382,10 @@ obs_http *obs_http_start(const orch_config *cfg, engine *e, char *err, size_t er
                      .token = cfg->admin_token,
                      .read_token = cfg->metrics_token,
                      .tls_cert_file = cfg->tls_cert_file,
-                     .tls_key_file = cfg->tls_key_file};
+                     .tls_key_file = cfg->tls_key_file,
+                     .max_connections = cfg->conn_max_unauthenticated,
+                     .header_timeout_ms = cfg->conn_header_timeout_ms,
+                     .idle_timeout_ms = cfg->conn_idle_timeout_ms};
     if ((o->server = httpd_open(&ho, err, errlen)) == NULL)
         goto fail;
     int rc = httpd_route(o->server, "/metrics", 0, 1, get_metrics, o) |

@@ -18,6 +18,7 @@
 #include "cpu_sched.h"
 #include "crashpoint.h"
 #include "engine.h"
+#include "fd_limit.h"
 #include "log.h"
 #include "obs_http.h"
 #include "util.h"
@@ -109,6 +110,7 @@ int main(int argc, char **argv)
         config_free(&cfg);
         return 0;
     }
+    fd_limit_raise(); /* before a flood of connections can meet the soft limit */
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

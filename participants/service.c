@@ -18,6 +18,7 @@
 
 #include "cpu_sched.h"
 #include "crashpoint.h"
+#include "fd_limit.h"
 #include "httpd.h"
 #include "log.h"
 #include "metrics.h"
@@ -497,7 +498,7 @@ static void svc_metrics_get(void *arg, const char *path, const char *query, http
 static httpd *svc_metrics_start(const char *program, const char *url, svc_metrics *m)
 {
     char err[512];
-    httpd_opts o = {.name = program, .url = url};
+    httpd_opts o = {.name = program, .url = url}; /* the connection limits' defaults */
     httpd *h = httpd_open(&o, err, sizeof err);
     if (h == NULL) {
         log_error("--metrics-url: %s", err);
@@ -550,6 +551,7 @@ int svc_main(const svc_def *def, int argc, char **argv)
     log_set_level((enum log_level)args.log_level);
     log_set_json(args.log_json);
     crashpoint_init();
+    fd_limit_raise(); /* before a flood of connections can meet the soft limit */
     /* First, before nng or SQLite start a thread: they inherit it. */
     if (cpu_scheduling_apply(args.cpu_scheduling, err, sizeof err) != 0) {
         log_error("%s", err);
