@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "security.h"
 #include "util.h"
 
 extern char **environ;
@@ -35,22 +36,46 @@ char *th_tempdir(void)
     return dir;
 }
 
-char *th_trusted_tempdir(void)
+/* A 0700 dir made under base whose every ancestor sagad would trust (the
+ * rule of sec_check_trusted_path, checked on a file made inside it), or NULL. */
+static char *th_trusted_dir_under(const char *base)
 {
-    const char *bin = getenv("SAGA_BIN_DIR");
-    if (bin == NULL) {
-        fprintf(stderr, "harness: SAGA_BIN_DIR is not set (run the test with ctest)\n");
-        return NULL;
-    }
-    char *parent = util_asprintf("%s/..", bin), *base = parent ? realpath(parent, NULL) : NULL;
-    char *dir = base ? util_asprintf("%s/test-tmp-XXXXXX", base) : NULL;
-    free(parent);
-    free(base);
+    char *dir = util_asprintf("%s/saga-test-XXXXXX", base);
     if (dir == NULL || mkdtemp(dir) == NULL) {
-        fprintf(stderr, "harness: trusted temp dir under %s/..: %s\n", bin, strerror(errno));
         free(dir);
         return NULL;
     }
+    char *probe = th_path(dir, "probe"), why[512];
+    int ok = probe != NULL && th_write_file(probe, "") == 0 &&
+             sec_check_trusted_path(probe, 0, why, sizeof why) == 0;
+    if (probe != NULL)
+        unlink(probe);
+    free(probe);
+    if (!ok) {
+        rmdir(dir);
+        free(dir);
+        return NULL;
+    }
+    return dir;
+}
+
+char *th_trusted_tempdir(void)
+{
+    /* The build tree first; a checkout under /tmp (sticky, writable by all)
+     * is not trusted, so then this user's home, then /run for root. */
+    const char *bin = getenv("SAGA_BIN_DIR"), *home = getenv("HOME");
+    char *parent = bin ? util_asprintf("%s/..", bin) : NULL;
+    char *build = parent ? realpath(parent, NULL) : NULL;
+    free(parent);
+    const char *bases[] = {build, home, geteuid() == 0 ? "/run" : NULL};
+    char *dir = NULL;
+    for (size_t i = 0; i < sizeof bases / sizeof bases[0] && dir == NULL; i++)
+        if (bases[i] != NULL && bases[i][0] == '/')
+            dir = th_trusted_dir_under(bases[i]);
+    if (dir == NULL)
+        fprintf(stderr, "harness: no directory sagad would trust under %s, $HOME or /run\n",
+                build ? build : "the build tree");
+    free(build);
     return dir;
 }
 

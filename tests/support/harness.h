@@ -45,10 +45,11 @@
 /* Makes /tmp/saga-test-XXXXXX (mode 0700); malloc'd path, or NULL. */
 char *th_tempdir(void);
 /*
- * Makes a 0700 temp dir under the build tree ($SAGA_BIN_DIR/..) rather than
- * /tmp, for a file sagad must trust (an alert_command): every directory
- * above it must be writable by nobody but its owner, which /tmp is not.
- * malloc'd path, or NULL (with the reason printed).
+ * Makes a 0700 temp dir for a file sagad must trust (an alert_command):
+ * every directory above it must be writable by nobody but its owner, which
+ * /tmp is not. Under the build tree ($SAGA_BIN_DIR/..) when that qualifies,
+ * else under $HOME, else (root) /run. malloc'd path, or NULL (with the
+ * reason printed).
  */
 char *th_trusted_tempdir(void);
 /* Removes path and everything below it (no-op for NULL). Returns 0 or -1. */
