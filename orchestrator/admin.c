@@ -56,11 +56,13 @@
 #include <nng/protocol/reqrep0/rep.h>
 
 #include "admin.pb-c.h"
+#include "catalog.h"
 #include "kv.h"
 #include "listener.h"
 #include "log.h"
 #include "saga.h"
 #include "security.h"
+#include "sha256.h"
 #include "store.h"
 #include "util.h"
 #include "wire.h"
@@ -82,6 +84,7 @@ typedef struct admin_ctx {
 struct admin_server {
     const orch_config *cfg;
     engine *eng;
+    catalog *defs; /* the engine's: current types for starts, versions for reads */
     store *st; /* read-only; reader thread only */
 
     nng_socket sock;
@@ -362,8 +365,9 @@ static int check_saga_id(const char *id, char *err, size_t errlen)
     return bad(err, errlen, "invalid saga id (expected a UUID)");
 }
 
-static int check_start(const orch_config *cfg, const Saga__V1__StartSaga *m, admin_checked *k,
-                       char *err, size_t errlen)
+/* defs NULL: the types of cfg (admin_handle_request_bytes, which runs without an engine). */
+static int check_start(const orch_config *cfg, catalog *defs, const Saga__V1__StartSaga *m,
+                       admin_checked *k, char *err, size_t errlen)
 {
     size_t total = 0;
     const char *type = nz(m->type), *key = nz(m->client_key);
@@ -372,7 +376,8 @@ static int check_start(const orch_config *cfg, const Saga__V1__StartSaga *m, adm
         return bad(err, errlen, "missing saga type");
     if (strlen(type) > ADMIN_MAX_TYPE || !is_text(type))
         return bad(err, errlen, "invalid saga type (at most %d bytes of UTF-8)", ADMIN_MAX_TYPE);
-    if ((k->def = config_find_saga(cfg, type)) == NULL)
+    k->def = defs != NULL ? catalog_current(defs, type) : config_find_saga(cfg, type);
+    if (k->def == NULL)
         return bad(err, errlen, "unknown saga type '%s'", type);
     if (strlen(key) > ADMIN_MAX_CLIENT_KEY || !is_text(key))
         return bad(err, errlen, "invalid client key (at most %d bytes of UTF-8)",
@@ -425,8 +430,8 @@ static int check_list(const Saga__V1__ListSagas *m, char *err, size_t errlen)
  * the reply's text in err and, for a malformed request, k->malformed set.
  * Either way the caller frees k with checked_free.
  */
-static int check_request(const orch_config *cfg, const void *buf, size_t len, admin_checked *k,
-                         char *err, size_t errlen)
+static int check_request(const orch_config *cfg, catalog *defs, const void *buf, size_t len,
+                         admin_checked *k, char *err, size_t errlen)
 {
     memset(k, 0, sizeof *k);
     k->req = saga__v1__admin_request__unpack(NULL, len, buf);
@@ -447,7 +452,7 @@ static int check_request(const orch_config *cfg, const void *buf, size_t len, ad
     const AdminRequest *req = k->req;
     switch (req->body_case) {
     case SAGA__V1__ADMIN_REQUEST__BODY_START:
-        return check_start(cfg, req->start, k, err, errlen);
+        return check_start(cfg, defs, req->start, k, err, errlen);
     case SAGA__V1__ADMIN_REQUEST__BODY_ABORT: {
         const char *reason = nz(req->abort->reason);
         int status = check_saga_id(nz(req->abort->saga_id), err, errlen);
@@ -466,7 +471,18 @@ static int check_request(const orch_config *cfg, const void *buf, size_t len, ad
     case SAGA__V1__ADMIN_REQUEST__BODY_LIST:
         return check_list(req->list, err, errlen);
     case SAGA__V1__ADMIN_REQUEST__BODY_STATS:
+    case SAGA__V1__ADMIN_REQUEST__BODY_RELOAD:
+    case SAGA__V1__ADMIN_REQUEST__BODY_TYPES:
         return SAGA__V1__ADMIN_STATUS__ADMIN_OK;
+    case SAGA__V1__ADMIN_REQUEST__BODY_DESCRIBE: {
+        const char *type = nz(req->describe->type);
+        if (*type == '\0')
+            return bad(err, errlen, "missing saga type");
+        if (strlen(type) > ADMIN_MAX_TYPE || !is_text(type))
+            return bad(err, errlen, "invalid saga type (at most %d bytes of UTF-8)",
+                       ADMIN_MAX_TYPE);
+        return SAGA__V1__ADMIN_STATUS__ADMIN_OK;
+    }
     default:
         k->malformed = "no command in the request";
         return bad(err, errlen, "malformed request: no command");
@@ -477,7 +493,7 @@ int admin_handle_request_bytes(const orch_config *cfg, const void *buf, size_t l
                                size_t errlen)
 {
     admin_checked k;
-    int status = check_request(cfg, buf, len, &k, err, errlen);
+    int status = check_request(cfg, NULL, buf, len, &k, err, errlen);
     if (status == SAGA__V1__ADMIN_STATUS__ADMIN_OK && errlen > 0)
         err[0] = '\0';
     checked_free(&k);
@@ -485,6 +501,16 @@ int admin_handle_request_bytes(const orch_config *cfg, const void *buf, size_t l
 }
 
 /* ---- Writes: validated here, performed by the engine ------------------ */
+
+/* The last touch of a context handed to the engine: from here on admin_stop
+ * may free it (invariant 4). */
+static void engine_call_finished(admin_server *srv)
+{
+    pthread_mutex_lock(&srv->mu);
+    if (--srv->engine_pending == 0)
+        pthread_cond_broadcast(&srv->pending_cv);
+    pthread_mutex_unlock(&srv->mu);
+}
 
 /* Called once per command, on the engine thread (invariant 3). */
 static void on_engine_done(void *arg, int status, const char *error, const char *saga_id,
@@ -504,11 +530,73 @@ static void on_engine_done(void *arg, int status, const char *error, const char 
         rep.started = &started;
     }
     actx_reply(c, &rep);
-    /* Last touch of c: from here on admin_stop may free it (invariant 4). */
-    pthread_mutex_lock(&srv->mu);
-    if (--srv->engine_pending == 0)
-        pthread_cond_broadcast(&srv->pending_cv);
-    pthread_mutex_unlock(&srv->mu);
+    engine_call_finished(srv);
+}
+
+/* The current definitions, for a reload's answer (on the engine thread). */
+typedef struct {
+    arena *a;
+    Saga__V1__SagaType **types;
+    size_t n, cap;
+    int oom;
+} current_list;
+
+static void add_current(const saga_def *def, void *arg)
+{
+    current_list *l = arg;
+    if (l->oom || l->n == l->cap)
+        return;
+    Saga__V1__SagaType *t = arena_calloc(l->a, 1, sizeof *t);
+    Saga__V1__TypeVersion *v = arena_calloc(l->a, 1, sizeof *v);
+    Saga__V1__TypeVersion **vs = arena_calloc(l->a, 1, sizeof *vs);
+    if (t == NULL || v == NULL || vs == NULL) {
+        l->oom = 1;
+        return;
+    }
+    saga__v1__saga_type__init(t);
+    saga__v1__type_version__init(v);
+    t->type = pb_str(def->name);
+    v->version = def->version;
+    v->current = 1;
+    vs[0] = v;
+    t->n_versions = 1;
+    t->versions = vs;
+    l->types[l->n++] = t;
+}
+
+/* Called once per reload, on the engine thread (invariant 3). */
+static void on_reload_done(void *arg, int status, const char *error, const char *saga_id,
+                           int existing)
+{
+    (void)saga_id;
+    (void)existing;
+    admin_ctx *c = arg;
+    admin_server *srv = c->srv;
+    AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
+    Saga__V1__ReloadReply reloaded = SAGA__V1__RELOAD_REPLY__INIT;
+    arena a = {NULL};
+    rep.status = (Saga__V1__AdminStatus)status;
+    if (status != ENGINE_OK) {
+        rep.error = pb_str(error != NULL && *error ? error : "reload refused");
+    } else {
+        /* Defs are never freed while the engine lives (catalog.h): names may be borrowed. */
+        current_list l = {&a, NULL, 0, ADMIN_LIST_MAX, 0};
+        l.types = arena_calloc(&a, l.cap, sizeof *l.types);
+        if (l.types != NULL)
+            catalog_each_current(srv->defs, add_current, &l);
+        if (l.types == NULL || l.oom) {
+            rep.status = SAGA__V1__ADMIN_STATUS__ADMIN_INTERNAL;
+            rep.error = "reloaded, but out of memory describing the result";
+        } else {
+            reloaded.n_types = l.n;
+            reloaded.types = l.types;
+            rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_RELOADED;
+            rep.reloaded = &reloaded;
+        }
+    }
+    actx_reply(c, &rep);
+    arena_free(&a);
+    engine_call_finished(srv);
 }
 
 /* Marks c as waiting for the engine; call right before an engine_* call. */
@@ -612,7 +700,7 @@ static void read_status(admin_ctx *c, const char *id)
     AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
     Saga__V1__SagaStatus status;
 
-    int rc = store_load_saga(c->srv->st, c->srv->cfg, id, &s);
+    int rc = store_load_saga(c->srv->st, id, &s);
     if (rc == STORE_NOT_FOUND) {
         actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_NOT_FOUND, "no saga %s", id);
         goto out;
@@ -621,6 +709,9 @@ static void read_status(admin_ctx *c, const char *id)
         reply_store_error(c, "status");
         goto out;
     }
+    /* Steps are named by the version the saga runs on; "#n" when it cannot load. */
+    char why[256];
+    catalog_bind(c->srv->defs, c->srv->st, s, why, sizeof why);
     if (status_from_saga(&a, s, &status) != 0) {
         reply_oom(c, "status");
         goto out;
@@ -709,7 +800,7 @@ static void read_history(admin_ctx *c, const char *id)
         goto out;
     }
     if (h->len == 0) { /* every saga has a saga_started event: does it exist? */
-        rc = store_load_saga(c->srv->st, c->srv->cfg, id, &s);
+        rc = store_load_saga(c->srv->st, id, &s);
         if (rc == STORE_NOT_FOUND) {
             actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_NOT_FOUND, "no saga %s", id);
             goto out;
@@ -870,6 +961,188 @@ static void read_stats(admin_ctx *c)
     actx_reply(c, &rep);
 }
 
+/* ---- Definition versions: types and describe ---------------------------- */
+
+typedef struct {
+    arena *a;
+    catalog *defs;
+    Saga__V1__SagaType **types;
+    size_t n, cap;
+    int oom;
+} types_ctx;
+
+static Saga__V1__SagaType *find_type(types_ctx *t, const char *type)
+{
+    for (size_t i = 0; i < t->n; i++)
+        if (strcmp(t->types[i]->type, type) == 0)
+            return t->types[i];
+    return NULL;
+}
+
+/* Appends one stored version (rows come by type, then version). */
+static int types_collect(const store_definition *d, void *arg)
+{
+    types_ctx *t = arg;
+    Saga__V1__SagaType *st = find_type(t, d->type);
+    if (st == NULL) {
+        if (t->n == t->cap) {
+            size_t cap = t->cap ? t->cap * 2 : 16;
+            Saga__V1__SagaType **grown = arena_calloc(t->a, cap, sizeof *grown);
+            if (grown == NULL)
+                return t->oom = 1;
+            if (t->n > 0)
+                memcpy(grown, t->types, t->n * sizeof *grown);
+            t->types = grown;
+            t->cap = cap;
+        }
+        st = arena_calloc(t->a, 1, sizeof *st);
+        if (st == NULL || (st->type = arena_strdup(t->a, d->type)) == NULL)
+            return t->oom = 1;
+        saga__v1__saga_type__init(st);
+        st->type = arena_strdup(t->a, d->type);
+        t->types[t->n++] = st;
+    }
+    Saga__V1__TypeVersion *v = arena_calloc(t->a, 1, sizeof *v);
+    Saga__V1__TypeVersion **vs = arena_calloc(t->a, st->n_versions + 1, sizeof *vs);
+    if (v == NULL || vs == NULL || st->type == NULL)
+        return t->oom = 1;
+    saga__v1__type_version__init(v);
+    v->version = d->version;
+    v->hash = arena_strdup(t->a, d->hash);
+    v->loaded_at_ms = d->loaded_at_ms;
+    const saga_def *cur = catalog_current(t->defs, d->type);
+    v->current = cur != NULL && cur->version == d->version;
+    if (v->hash == NULL)
+        return t->oom = 1;
+    if (st->n_versions > 0)
+        memcpy(vs, st->versions, st->n_versions * sizeof *vs);
+    vs[st->n_versions++] = v;
+    st->versions = vs;
+    return 0;
+}
+
+static int types_count(const char *type, uint32_t version, int state, uint64_t n, void *arg)
+{
+    types_ctx *t = arg;
+    Saga__V1__SagaType *st = find_type(t, type);
+    for (size_t i = 0; st != NULL && i < st->n_versions; i++) {
+        if (st->versions[i]->version != version)
+            continue;
+        if (state == SAGA_FAILED)
+            st->versions[i]->failed += n;
+        else
+            st->versions[i]->running += n;
+    }
+    return 0;
+}
+
+static void read_types(admin_ctx *c)
+{
+    arena a = {NULL};
+    types_ctx t = {&a, c->srv->defs, NULL, 0, 0, 0};
+    AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
+    Saga__V1__TypeList list = SAGA__V1__TYPE_LIST__INIT;
+    int rc = store_definitions(c->srv->st, types_collect, &t);
+    if (rc == 0 && !t.oom)
+        rc = store_count_by_version(c->srv->st, types_count, &t);
+    if (t.oom)
+        reply_oom(c, "types");
+    else if (rc != 0)
+        reply_store_error(c, "types");
+    else {
+        list.n_types = t.n;
+        list.types = t.types;
+        rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_TYPES;
+        rep.types = &list;
+        actx_reply(c, &rep);
+    }
+    arena_free(&a);
+}
+
+static Saga__V1__RetryPolicy *describe_retry(arena *a, const retry_policy *p)
+{
+    Saga__V1__RetryPolicy *r = arena_calloc(a, 1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    saga__v1__retry_policy__init(r);
+    r->max_attempts = p->max_attempts;
+    r->initial_backoff_ms = p->initial_backoff_ms;
+    r->max_backoff_ms = p->max_backoff_ms;
+    r->multiplier = p->multiplier;
+    return r;
+}
+
+/* def's steps into out (strings borrowed: defs live as long as the engine). */
+static int describe_def(arena *a, const saga_def *def, Saga__V1__TypeDescription *out)
+{
+    out->type = pb_str(def->name);
+    out->version = def->version;
+    out->n_inputs = def->n_inputs;
+    out->inputs = def->inputs;
+    Saga__V1__StepDefinition **v = arena_calloc(a, def->n_steps, sizeof *v);
+    Saga__V1__StepDefinition *st = arena_calloc(a, def->n_steps, sizeof *st);
+    if (v == NULL || st == NULL)
+        return -1;
+    for (size_t i = 0; i < def->n_steps; i++) {
+        const step_def *d = &def->steps[i];
+        Saga__V1__StepDefinition *o = &st[i];
+        saga__v1__step_definition__init(o);
+        o->name = pb_str(d->name);
+        o->participant = pb_str(d->participant);
+        o->action = pb_str(d->action);
+        o->compensation = pb_str(d->compensation);
+        o->all_inputs = !d->has_input_list;
+        o->n_inputs = d->n_inputs;
+        o->inputs = d->inputs;
+        o->n_outputs = d->n_outputs;
+        o->outputs = d->outputs;
+        o->timeout_ms = d->timeout_ms;
+        if ((o->retry = describe_retry(a, &d->retry)) == NULL)
+            return -1;
+        if (d->compensation != NULL &&
+            (o->compensation_retry = describe_retry(a, &d->compensation_retry)) == NULL)
+            return -1;
+        v[i] = o;
+    }
+    out->n_steps = def->n_steps;
+    out->steps = v;
+    return 0;
+}
+
+static void read_describe(admin_ctx *c, const Saga__V1__DescribeType *m)
+{
+    arena a = {NULL};
+    AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
+    Saga__V1__TypeDescription desc = SAGA__V1__TYPE_DESCRIPTION__INIT;
+    const saga_def *cur = catalog_current(c->srv->defs, m->type);
+    const saga_def *def = cur;
+    char why[300], hash[SHA256_HEX_LEN + 1];
+    if (m->version == 0 && cur == NULL) {
+        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_NOT_FOUND,
+                         "no saga file defines type '%.255s' now (sagactl types lists the stored "
+                         "versions; add --version)",
+                         m->type);
+        return;
+    }
+    if (m->version != 0 && (def = catalog_get(c->srv->defs, c->srv->st, m->type, m->version, why,
+                                              sizeof why)) == NULL) {
+        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_NOT_FOUND, "%s", why);
+        return;
+    }
+    if (describe_def(&a, def, &desc) != 0) {
+        reply_oom(c, "describe");
+        arena_free(&a);
+        return;
+    }
+    desc.current = def == cur;
+    if (catalog_hash(c->srv->defs, def, hash, sizeof hash) == 0)
+        desc.hash = hash;
+    rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_DESCRIPTION;
+    rep.description = &desc;
+    actx_reply(c, &rep);
+    arena_free(&a);
+}
+
 /* Answers one queued read; the request was validated on receipt. */
 static void serve_read(admin_ctx *c, const AdminRequest *req)
 {
@@ -882,6 +1155,12 @@ static void serve_read(admin_ctx *c, const AdminRequest *req)
         break;
     case SAGA__V1__ADMIN_REQUEST__BODY_LIST:
         read_list(c, req->list);
+        break;
+    case SAGA__V1__ADMIN_REQUEST__BODY_TYPES:
+        read_types(c);
+        break;
+    case SAGA__V1__ADMIN_REQUEST__BODY_DESCRIBE:
+        read_describe(c, req->describe);
         break;
     default:
         read_stats(c);
@@ -963,6 +1242,12 @@ static const char *request_kind(const AdminRequest *req)
         return "list";
     case SAGA__V1__ADMIN_REQUEST__BODY_STATS:
         return "stats";
+    case SAGA__V1__ADMIN_REQUEST__BODY_RELOAD:
+        return "reload";
+    case SAGA__V1__ADMIN_REQUEST__BODY_TYPES:
+        return "types";
+    case SAGA__V1__ADMIN_REQUEST__BODY_DESCRIBE:
+        return "describe";
     default:
         return "empty";
     }
@@ -976,7 +1261,8 @@ static void handle_request(admin_ctx *c, nng_msg *msg)
     admin_server *srv = c->srv;
     admin_checked k;
     char err[512];
-    int status = check_request(srv->cfg, nng_msg_body(msg), nng_msg_len(msg), &k, err, sizeof err);
+    int status = check_request(srv->cfg, srv->defs, nng_msg_body(msg), nng_msg_len(msg), &k, err,
+                               sizeof err);
     nng_msg_free(msg);
     if (status != SAGA__V1__ADMIN_STATUS__ADMIN_OK) {
         if (k.malformed != NULL)
@@ -1007,7 +1293,12 @@ static void handle_request(admin_ctx *c, nng_msg *msg)
         actx_to_engine(c);
         engine_resume_saga(srv->eng, req->resume->saga_id, on_engine_done, c);
         break;
-    default: /* status, history, list, stats: check_request let nothing else through */
+    case SAGA__V1__ADMIN_REQUEST__BODY_RELOAD:
+        log_info("admin: reload requested");
+        actx_to_engine(c);
+        engine_reload(srv->eng, on_reload_done, c);
+        break;
+    default: /* status, history, list, stats, types, describe: nothing else passed check_request */
         enqueue_read(c, k.req);
         k.req = NULL; /* the reader frees it */
         break;
@@ -1091,6 +1382,7 @@ admin_server *admin_start(const orch_config *cfg, engine *e, char *err, size_t e
     }
     srv->cfg = cfg;
     srv->eng = e;
+    srv->defs = engine_catalog(e);
     if (pthread_mutex_init(&srv->mu, NULL) != 0)
         goto fail_nosync;
     if (pthread_cond_init(&srv->reader_cv, NULL) != 0) {
