@@ -995,16 +995,16 @@ static int types_collect(const store_definition *d, void *arg)
             t->types = grown;
             t->cap = cap;
         }
-        st = arena_calloc(t->a, 1, sizeof *st);
-        if (st == NULL || (st->type = arena_strdup(t->a, d->type)) == NULL)
+        if ((st = arena_calloc(t->a, 1, sizeof *st)) == NULL)
             return t->oom = 1;
         saga__v1__saga_type__init(st);
-        st->type = arena_strdup(t->a, d->type);
+        if ((st->type = arena_strdup(t->a, d->type)) == NULL)
+            return t->oom = 1;
         t->types[t->n++] = st;
     }
     Saga__V1__TypeVersion *v = arena_calloc(t->a, 1, sizeof *v);
     Saga__V1__TypeVersion **vs = arena_calloc(t->a, st->n_versions + 1, sizeof *vs);
-    if (v == NULL || vs == NULL || st->type == NULL)
+    if (v == NULL || vs == NULL)
         return t->oom = 1;
     saga__v1__type_version__init(v);
     v->version = d->version;

@@ -1181,12 +1181,14 @@ int store_definition_max(store *st, const char *type, uint32_t *version)
     int step = sqlite3_step(q);
     int64_t v = step == SQLITE_ROW ? sqlite3_column_int64(q, 0) : -1; /* NULL reads as 0 */
     int rc = 0;
-    if (step != SQLITE_ROW)
+    if (step != SQLITE_ROW) {
         rc = db_fail(st, "read versions of", type);
-    else if (v < 0 || v > UINT32_MAX)
-        set_err(st, "definition of %s: corrupt version %" PRId64, type, v), rc = -1;
-    else
+    } else if (v < 0 || v > UINT32_MAX) {
+        set_err(st, "definition of %s: corrupt version %" PRId64, type, v);
+        rc = -1;
+    } else {
         *version = (uint32_t)v;
+    }
     finish(q);
     return rc;
 }

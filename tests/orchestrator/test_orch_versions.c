@@ -99,7 +99,8 @@ static int setup(void **state)
 {
     world *w = calloc(1, sizeof *w);
     *state = w;
-    ofx_opts o = {.action_attempts = 1000, .timeout_ms = 300, .max_backoff_ms = 200};
+    /* Slow retries: 100 sagas retry against a participant that drops every reply. */
+    ofx_opts o = {.action_attempts = 1000, .timeout_ms = 300, .max_backoff_ms = 1000};
     if (w == NULL || ofx_init(&w->f, &o) != 0)
         return -1;
     w->inv2.name = "inventory2";
