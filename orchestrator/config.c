@@ -46,6 +46,7 @@
 #include "log.h"
 #include "saga.h"
 #include "security.h"
+#include "strbuf.h"
 #include "util.h"
 #include "wire.h"
 
@@ -687,20 +688,24 @@ static int prescan(loader *ld, const char *text)
     return 0;
 }
 
+/* Parses text into the initialised config c, checking syntax. */
+static int parse_text(loader *ld, const char *text, config_t *c)
+{
+    if (prescan(ld, text) != 0)
+        return -1;
+    if (config_read_string(c, text) != CONFIG_TRUE)
+        return fail_line(ld, config_error_line(c), "%s",
+                         config_error_text(c) != NULL ? config_error_text(c) : "syntax error");
+    return 0;
+}
+
 /* Reads path into the initialised config c, checking syntax. */
 static int parse_file(loader *ld, const char *path, config_t *c)
 {
     char *text = NULL;
     int rc = -1;
-    if (read_text(ld, path, &text) != 0 || prescan(ld, text) != 0)
-        goto done;
-    if (config_read_string(c, text) != CONFIG_TRUE) {
-        fail_line(ld, config_error_line(c), "%s",
-                  config_error_text(c) != NULL ? config_error_text(c) : "syntax error");
-        goto done;
-    }
-    rc = 0;
-done:
+    if (read_text(ld, path, &text) == 0)
+        rc = parse_text(ld, text, c);
     free(text);
     return rc;
 }
@@ -1236,9 +1241,16 @@ static int check_retry_span(loader *ld, const config_setting_t *steps, const sag
                 def->name, span / 1000, (long long)(def->retention_ms / 1000));
 }
 
-/* Fills def (zeroed, owned by cfg) from the saga file's root group. */
+/*
+ * Fills def (zeroed) from the saga file's root group. A pinned definition
+ * (the stored text of a version sagas already run on) is not one of cfg's
+ * files, so its name is not checked against them; nor is its retry span
+ * checked again: it was when the version was loaded from its file, and
+ * sagas running on it must finish on it whatever the retention says now
+ * (sagad still sends nothing to a saga older than the retention).
+ */
 static int load_saga(loader *ld, const config_setting_t *root, const orch_config *cfg,
-                     saga_def *def)
+                     saga_def *def, int pinned)
 {
     const char *v;
     const config_setting_t *s;
@@ -1249,7 +1261,7 @@ static int load_saga(loader *ld, const config_setting_t *root, const orch_config
     if (get_string(ld, root, "name", 1, &v) != 0 ||
         check_name(ld, config_setting_get_member(root, "name"), "saga name", v) != 0)
         return -1;
-    for (size_t i = 0; i < cfg->n_sagas; i++)
+    for (size_t i = 0; !pinned && i < cfg->n_sagas; i++)
         if (&cfg->sagas[i] != def && cfg->sagas[i].name != NULL &&
             strcmp(cfg->sagas[i].name, v) == 0)
             return fail(ld, config_setting_get_member(root, "name"), NULL,
@@ -1277,7 +1289,7 @@ static int load_saga(loader *ld, const config_setting_t *root, const orch_config
                       &def->steps[i]) != 0)
             return -1;
     def->retention_ms = cfg->retention_ms;
-    if (check_retry_span(ld, s, def) != 0)
+    if (!pinned && check_retry_span(ld, s, def) != 0)
         return -1;
     return check_data_flow(ld, s, def);
 }
@@ -1293,7 +1305,7 @@ static int append_saga(loader *ld, const config_setting_t *root, orch_config *cf
     memset(def, 0, sizeof *def);
     if ((def->file = util_strdup(path)) == NULL)
         return fail_oom(ld);
-    return load_saga(ld, root, cfg, def);
+    return load_saga(ld, root, cfg, def, 0);
 }
 
 /*
@@ -1459,27 +1471,38 @@ done:
     return rc;
 }
 
+void config_free_saga(saga_def *d)
+{
+    if (d == NULL)
+        return;
+    for (size_t j = 0; j < d->n_steps; j++) {
+        step_def *st = &d->steps[j];
+        free(st->name);
+        free(st->participant);
+        free(st->action);
+        free(st->compensation);
+        free_names(st->inputs, st->n_inputs);
+        free_names(st->outputs, st->n_outputs);
+    }
+    free(d->steps);
+    free(d->name);
+    free(d->file);
+    free_names(d->inputs, d->n_inputs);
+    memset(d, 0, sizeof *d);
+}
+
+void config_free_sagas(saga_def *defs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        config_free_saga(&defs[i]);
+    free(defs);
+}
+
 void config_free(orch_config *cfg)
 {
     if (cfg == NULL)
         return;
-    for (size_t i = 0; i < cfg->n_sagas; i++) {
-        saga_def *d = &cfg->sagas[i];
-        for (size_t j = 0; j < d->n_steps; j++) {
-            step_def *st = &d->steps[j];
-            free(st->name);
-            free(st->participant);
-            free(st->action);
-            free(st->compensation);
-            free_names(st->inputs, st->n_inputs);
-            free_names(st->outputs, st->n_outputs);
-        }
-        free(d->steps);
-        free(d->name);
-        free(d->file);
-        free_names(d->inputs, d->n_inputs);
-    }
-    free(cfg->sagas);
+    config_free_sagas(cfg->sagas, cfg->n_sagas);
     for (size_t i = 0; i < cfg->n_participants; i++) {
         free(cfg->participants[i].name);
         free(cfg->participants[i].url);
@@ -1519,4 +1542,120 @@ int config_step_index(const saga_def *def, const char *name)
         if (strcmp(def->steps[i].name, name) == 0)
             return (int)i;
     return -1;
+}
+
+/* ---- Definition versions: canonical text, and reading it back ------------- */
+
+static void canonical_names(strbuf *sb, const char *key, char *const *names, size_t n)
+{
+    sb_printf(sb, "%s = [", key);
+    for (size_t i = 0; i < n; i++)
+        sb_printf(sb, "%s\"%s\"", i > 0 ? ", " : "", names[i]);
+    sb_puts(sb, "];\n");
+}
+
+static void canonical_retry(strbuf *sb, const char *key, const retry_policy *p)
+{
+    /* %.17g gives back the same double; the ".0" keeps it a float in the text. */
+    char mult[40];
+    snprintf(mult, sizeof mult, "%.17g", p->multiplier);
+    if (strpbrk(mult, ".e") == NULL)
+        strcat(mult, ".0");
+    sb_printf(sb,
+              "    %s = { max_attempts = %u; initial_backoff_ms = %lld; max_backoff_ms = %lld; "
+              "multiplier = %s; };\n",
+              key, p->max_attempts, (long long)p->initial_backoff_ms, (long long)p->max_backoff_ms,
+              mult);
+}
+
+/*
+ * Every setting is written out, defaults resolved, in one fixed order and
+ * layout; names need no escaping (valid_name allows none of '"' or '\\').
+ * The file name, line numbers and comments are not part of it.
+ */
+char *config_saga_canonical(const saga_def *def)
+{
+    strbuf sb = STRBUF_INIT;
+    sb_printf(&sb, "name = \"%s\";\n", def->name);
+    canonical_names(&sb, "inputs", def->inputs, def->n_inputs);
+    sb_puts(&sb, "steps = (\n");
+    for (size_t i = 0; i < def->n_steps; i++) {
+        const step_def *st = &def->steps[i];
+        sb_printf(&sb, "  {\n    name = \"%s\";\n    participant = \"%s\";\n", st->name,
+                  st->participant);
+        sb_printf(&sb, "    action = \"%s\";\n    compensation = \"%s\";\n", st->action,
+                  st->compensation != NULL ? st->compensation : CFG_COMPENSATION_NONE);
+        if (st->has_input_list) {
+            sb_puts(&sb, "    ");
+            canonical_names(&sb, "inputs", st->inputs, st->n_inputs);
+        }
+        sb_puts(&sb, "    ");
+        canonical_names(&sb, "outputs", st->outputs, st->n_outputs);
+        sb_printf(&sb, "    timeout_ms = %lld;\n", (long long)st->timeout_ms);
+        canonical_retry(&sb, "retry", &st->retry);
+        if (st->compensation != NULL)
+            canonical_retry(&sb, "compensation_retry", &st->compensation_retry);
+        sb_printf(&sb, "  }%s\n", i + 1 < def->n_steps ? "," : "");
+    }
+    sb_puts(&sb, ");\n");
+    return sb_take(&sb, NULL);
+}
+
+int config_parse_saga_text(const orch_config *cfg, const char *text, const char *origin,
+                           saga_def *out, char *err, size_t errlen)
+{
+    loader ld = {origin, err, errlen};
+    config_t c;
+    int rc = -1;
+    memset(out, 0, sizeof *out);
+    config_init(&c);
+    if (parse_text(&ld, text, &c) == 0) {
+        if ((out->file = util_strdup(origin)) == NULL)
+            fail_oom(&ld);
+        else
+            rc = load_saga(&ld, config_root_setting(&c), cfg, out, 1);
+    }
+    config_destroy(&c);
+    if (rc != 0)
+        config_free_saga(out);
+    return rc;
+}
+
+int config_load_sagas(const orch_config *cfg, saga_def **out, size_t *n, char *err, size_t errlen)
+{
+    /* A shallow copy whose saga list starts empty: load_saga_file appends to
+     * it and checks names against it; everything else is cfg's, borrowed. */
+    orch_config fresh = *cfg;
+    loader ld = {cfg->file, err, errlen};
+    char *self = realpath(cfg->file, NULL);
+    char **files = NULL;
+    size_t n_files = 0;
+    int rc = -1;
+    fresh.sagas = NULL;
+    fresh.n_sagas = 0;
+    *out = NULL;
+    *n = 0;
+    if (self == NULL) {
+        fail_line(&ld, 1, "cannot resolve the file's path: %s", strerror(errno));
+        goto done;
+    }
+    if (list_saga_files(&ld, NULL, &fresh, self, &files, &n_files) != 0)
+        goto done;
+    for (size_t i = 0; i < n_files; i++)
+        if (load_saga_file(&fresh, files[i], err, errlen) < 0)
+            goto done;
+    if (fresh.n_sagas == 0) {
+        fail_line(&ld, 1, "no saga files (*.cfg) in the sagas directory %s", cfg->sagas_dir);
+        goto done;
+    }
+    *out = fresh.sagas;
+    *n = fresh.n_sagas;
+    fresh.sagas = NULL;
+    fresh.n_sagas = 0;
+    rc = 0;
+done:
+    config_free_sagas(fresh.sagas, fresh.n_sagas);
+    free_names(files, n_files);
+    free(self);
+    return rc;
 }

@@ -82,6 +82,9 @@ typedef struct {
     size_t n_steps;
     /* orch_config.retention_ms: a saga older than this is sent nothing more */
     int64_t retention_ms;
+    /* Its version (docs/CONFIG.md#definition-versions): set by the catalog when
+     * it registers the definition; 0 for one that is not registered. */
+    uint32_t version;
 } saga_def;
 
 typedef struct {
@@ -138,6 +141,41 @@ int config_load(const char *path, orch_config *out, char *err, size_t errlen);
 /* Frees everything config_load allocated; safe on a zeroed struct. */
 void config_free(orch_config *cfg);
 const saga_def *config_find_saga(const orch_config *cfg, const char *name);
+
+/*
+ * Definition versions (docs/CONFIG.md#definition-versions).
+ *
+ * config_saga_canonical: the canonical text of def, malloc'd (NULL when out
+ * of memory): a saga file in which every setting is written out with its
+ * resolved value (defaults applied), in a fixed order and layout. Two
+ * definitions that behave the same have the same text, however their files
+ * were written (comments, spacing, the order of settings within a group,
+ * inherited or repeated defaults, file name); any change in what a saga does
+ * (steps, their order, participant names, operations, inputs, outputs,
+ * timeouts, retry policies, saga inputs) changes it. Participants appear by
+ * name: the URL a name stands for is the orchestrator file's, so a moved
+ * socket is not a new version.
+ *
+ * config_parse_saga_text: reads such a text (or any saga file's text) back
+ * into *out, with cfg's participants, as the loader reads a file, except that
+ * the name is not checked against cfg's sagas and the retry span is not
+ * checked again (see load_saga). origin names the text in messages
+ * ("origin:line: ..."). Returns 0, or -1 with the message in err and *out
+ * zeroed.
+ *
+ * config_load_sagas: the saga files of cfg->sagas_dir read again, as
+ * config_load reads them (same checks, same messages), into a new array
+ * *out of *n definitions; cfg is not changed. For a reload: on error (-1,
+ * "file:line: ..." in err) nothing is returned.
+ */
+char *config_saga_canonical(const saga_def *def);
+int config_parse_saga_text(const orch_config *cfg, const char *text, const char *origin,
+                           saga_def *out, char *err, size_t errlen);
+int config_load_sagas(const orch_config *cfg, saga_def **out, size_t *n, char *err, size_t errlen);
+/* Frees what one saga_def owns and zeroes it; safe on a zeroed one. */
+void config_free_saga(saga_def *def);
+/* config_free_saga on each of the n, then the array. */
+void config_free_sagas(saga_def *defs, size_t n);
 /* Index of the step named name in def, or -1. */
 int config_step_index(const saga_def *def, const char *name);
 

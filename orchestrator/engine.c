@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "alert.h"
+#include "catalog.h"
 #include "crashpoint.h"
 #include "db_files.h"
 #include "log.h"
@@ -128,7 +129,7 @@ static void table_del(saga_table *t, const char *key)
 
 /* ---- Events --------------------------------------------------------------- */
 
-enum event_kind { EV_CALL_DONE, EV_START, EV_ABORT, EV_RESUME };
+enum event_kind { EV_CALL_DONE, EV_START, EV_ABORT, EV_RESUME, EV_RELOAD };
 
 typedef struct event {
     struct event *next;
@@ -202,6 +203,7 @@ static int vec_reserve(void **items, size_t *cap, size_t len, size_t size)
 
 struct engine {
     const orch_config *cfg;
+    catalog *defs; /* every definition version in use, and the current ones */
     store *db;
     transport *net;
     nng_thread *thread;
@@ -443,7 +445,7 @@ static int add_saga(engine *e, saga *s)
 
 static void handle_start(engine *e, event *ev, const saga_env *env)
 {
-    const saga_def *def = config_find_saga(e->cfg, ev->type);
+    const saga_def *def = catalog_current(e->defs, ev->type);
     char msg[300];
     if (def == NULL) {
         snprintf(msg, sizeof msg, "unknown saga type '%s'", ev->type);
@@ -465,7 +467,7 @@ static void handle_start(engine *e, event *ev, const saga_env *env)
             char id[37];
             int rc = store_find_client_key(e->db, ev->client_key, id);
             if (rc == 0)
-                rc = store_load_saga(e->db, e->cfg, id, &loaded);
+                rc = store_load_saga(e->db, id, &loaded);
             if (rc < 0) {
                 answer(e, ev, ENGINE_INTERNAL, store_errmsg(e->db), NULL, 0);
                 return;
@@ -509,14 +511,15 @@ static void handle_start(engine *e, event *ev, const saga_env *env)
 
 /* Finds a saga for abort/resume: in memory, or FAILED/finished on disk.
  * *loaded is set when it was read from disk just now (and added to memory). */
-static saga *find_or_load(engine *e, event *ev, int *status, int *loaded_now)
+static saga *find_or_load(engine *e, event *ev, int *status, int *loaded_now, char *why,
+                          size_t whylen)
 {
     *loaded_now = 0;
     saga *s = table_get(&e->by_id, ev->saga_id);
     if (s != NULL)
         return s;
     saga *loaded = NULL;
-    int rc = store_load_saga(e->db, e->cfg, ev->saga_id, &loaded);
+    int rc = store_load_saga(e->db, ev->saga_id, &loaded);
     if (rc == STORE_NOT_FOUND) {
         *status = ENGINE_NOT_FOUND;
         return NULL;
@@ -525,8 +528,18 @@ static saga *find_or_load(engine *e, event *ev, int *status, int *loaded_now)
         *status = ENGINE_INTERNAL;
         return NULL;
     }
-    /* Only FAILED sagas rest on disk unfinished; finished ones take no command. */
-    if (loaded->state != SAGA_FAILED || loaded->def == NULL) {
+    /* Only FAILED sagas rest on disk unfinished; finished ones take no command.
+     * A FAILED saga continues on the version it started on, or not at all. */
+    if (loaded->state != SAGA_FAILED) {
+        snprintf(why, whylen, "saga %s is finished (%s)", ev->saga_id,
+                 saga_state_name(loaded->state));
+        *status = ENGINE_INVALID_STATE;
+        saga_free(loaded);
+        return NULL;
+    }
+    char reason[256];
+    if (catalog_bind(e->defs, e->db, loaded, reason, sizeof reason) != 0) {
+        snprintf(why, whylen, "saga %s: its definition cannot be loaded: %s", ev->saga_id, reason);
         *status = ENGINE_INVALID_STATE;
         saga_free(loaded);
         return NULL;
@@ -543,15 +556,14 @@ static saga *find_or_load(engine *e, event *ev, int *status, int *loaded_now)
 static void handle_operator(engine *e, event *ev, const saga_env *env)
 {
     int status = ENGINE_OK;
-    char msg[300];
+    char msg[400], why[350];
     int loaded_now;
-    saga *s = find_or_load(e, ev, &status, &loaded_now);
+    saga *s = find_or_load(e, ev, &status, &loaded_now, why, sizeof why);
     if (s == NULL) {
         if (status == ENGINE_NOT_FOUND)
             snprintf(msg, sizeof msg, "no saga %s", ev->saga_id);
         else if (status == ENGINE_INVALID_STATE)
-            snprintf(msg, sizeof msg, "saga %s is finished, or its type is not configured",
-                     ev->saga_id);
+            snprintf(msg, sizeof msg, "%s", why);
         else
             snprintf(msg, sizeof msg, "storage error: %s", store_errmsg(e->db));
         answer(e, ev, status, msg, NULL, 0);
@@ -588,6 +600,27 @@ static void handle_operator(engine *e, event *ev, const saga_env *env)
         return;
     }
     answer(e, ev, ENGINE_OK, NULL, s->id, 0);
+}
+
+/*
+ * The saga files read again; on success their definitions become the
+ * current ones (catalog_install). Sagas in flight keep the version they are
+ * bound to. A broken file changes nothing; the answer carries its file:line.
+ */
+static void handle_reload(engine *e, event *ev)
+{
+    char err[1024];
+    saga_def *defs = NULL;
+    size_t n = 0;
+    if (config_load_sagas(e->cfg, &defs, &n, err, sizeof err) != 0 ||
+        catalog_install(e->defs, e->db, defs, n, err, sizeof err) != 0) {
+        log_error("reload refused, the definitions in force stay: %s", err);
+        answer(e, ev, ENGINE_INVALID_CONFIG, err, NULL, 0);
+    } else {
+        log_info("reloaded %zu saga types from %s", n, e->cfg->sagas_dir);
+        answer(e, ev, ENGINE_OK, NULL, NULL, 0);
+    }
+    config_free_sagas(defs, n);
 }
 
 static void handle_call_done(engine *e, transport_call *c, const saga_env *env)
@@ -865,6 +898,9 @@ static void run_round(engine *e, event *events)
         case EV_RESUME:
             handle_operator(e, ev, &env);
             break;
+        case EV_RELOAD:
+            handle_reload(e, ev);
+            break;
         }
         event_free(ev);
     }
@@ -914,14 +950,13 @@ static int recover_one(saga *s, void *arg)
         saga_free(s);
         return -1;
     }
-    const char *why = NULL;
-    if (s->def == NULL)
-        why = "saga type is no longer configured";
-    else if (s->def->n_steps != s->n_steps)
-        why = "saga definition changed while the saga was in flight";
-    if (why != NULL) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "%s (type '%s')", why, s->type);
+    char why[256];
+    /* The version it started on, never the files' (catalog.h); one that
+     * cannot be loaded quarantines this saga, not sagad. */
+    if (catalog_bind(e->defs, e->db, s, why, sizeof why) != 0) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "cannot load its definition (type '%s' version %u): %s", s->type,
+                 s->def_version, why);
         log_error("saga %s: %s", s->id, msg);
         s->failed_phase = s->state == SAGA_COMPENSATING ? PHASE_COMPENSATE : PHASE_ACTION;
         free(s->last_error);
@@ -959,6 +994,13 @@ engine *engine_create(const orch_config *cfg, char *err, size_t errlen)
     e->db = store_open(cfg->database, cfg->durability_full, 0, err, errlen);
     if (e->db == NULL)
         goto fail;
+    e->defs = catalog_create(cfg);
+    if (e->defs == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (catalog_install(e->defs, e->db, cfg->sagas, cfg->n_sagas, err, errlen) != 0)
+        goto fail;
     e->net = transport_create(cfg, transport_done, e, err, errlen);
     if (e->net == NULL)
         goto fail;
@@ -980,7 +1022,7 @@ int engine_run_start(engine *e, char *err, size_t errlen)
 {
     /* Recovery runs before the thread starts taking commands: every
      * unfinished saga is back in memory and its step re-sent at once. */
-    int rc = store_load_unfinished(e->db, e->cfg, recover_one, e);
+    int rc = store_load_unfinished(e->db, recover_one, e);
     if (rc != 0) {
         snprintf(err, errlen, "cannot load unfinished sagas: %s", store_errmsg(e->db));
         return -1;
@@ -1038,6 +1080,7 @@ void engine_destroy(engine *e)
     free(e->answers.items);
     free(e->history.items);
     store_close(e->db);
+    catalog_free(e->defs);
     alert_destroy(e->alerts, 2000);
     om_free(e->metrics);
     if (e->cv)
@@ -1110,6 +1153,18 @@ void engine_abort_saga(engine *e, const char *saga_id, const char *reason, engin
 void engine_resume_saga(engine *e, const char *saga_id, engine_done_fn done, void *arg)
 {
     operator_command(e, EV_RESUME, saga_id, NULL, done, arg);
+}
+
+void engine_reload(engine *e, engine_done_fn done, void *arg)
+{
+    event *ev = command(EV_RELOAD, done, arg);
+    if (ev != NULL)
+        enqueue(e, ev);
+}
+
+struct catalog *engine_catalog(engine *e)
+{
+    return e->defs;
 }
 
 void engine_get_counters(engine *e, engine_counters *out)

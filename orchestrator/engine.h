@@ -17,8 +17,11 @@
  * from the last committed state, which never ran ahead of the network.
  * Clients whose start was not acknowledged retry with their client key.
  *
- * At start it loads every saga that is RUNNING or COMPENSATING and re-sends
- * their in-flight steps with their original idempotency keys, at once.
+ * At start it registers the definitions of the saga files (catalog.h: each
+ * version stored once), then loads every saga that is RUNNING or
+ * COMPENSATING, binds it to the definition version it started on, and
+ * re-sends its in-flight step with its original idempotency key, at once.
+ * A saga whose version cannot be loaded becomes FAILED with the reason.
  *
  * Crash points (SAGA_CRASH_POINT, see common/crashpoint.h):
  *   engine.after_intent_commit   intents committed, requests not sent yet
@@ -46,6 +49,7 @@ enum engine_status {
     ENGINE_INVALID_STATE = 4,
     ENGINE_BUSY = 5,
     ENGINE_INTERNAL = 6,
+    ENGINE_INVALID_CONFIG = 7, /* a reload found a broken saga file: nothing changed */
 };
 
 /* Called once the command's outcome is durable (or refused). error is NULL on success; saga_id is
@@ -80,6 +84,13 @@ void engine_start_saga(engine *e, const char *type, const char *client_key, cons
 void engine_abort_saga(engine *e, const char *saga_id, const char *reason, engine_done_fn done,
                        void *arg);
 void engine_resume_saga(engine *e, const char *saga_id, engine_done_fn done, void *arg);
+/* Reads the saga files again (config_load_sagas) and, when every one is
+ * valid, makes them the current definitions (catalog_install); done gets
+ * ENGINE_INVALID_CONFIG with "file:line: ..." otherwise. Sagas in flight
+ * finish on the version they started on. */
+void engine_reload(engine *e, engine_done_fn done, void *arg);
+/* The definitions (catalog.h): lives as long as the engine. */
+struct catalog *engine_catalog(engine *e);
 void engine_get_counters(engine *e, engine_counters *out);
 /* The engine's Prometheus metrics (orch_metrics.h): the engine thread updates
  * them, any thread may render them. Lives as long as the engine. */

@@ -12,6 +12,7 @@
 #include "metrics.h"
 #include "orch_metrics.h"
 #include "saga.h"
+#include "catalog.h"
 #include "store.h"
 #include "strbuf.h"
 #include "util.h"
@@ -209,7 +210,9 @@ static void get_status(obs_http *o, const char *id, httpd_response *res)
 {
     saga *s = NULL;
     char why[256] = "";
-    int rc = store_load_saga(o->st, o->cfg, id, &s);
+    int rc = store_load_saga(o->st, id, &s);
+    if (rc == 0) /* its steps are named by the version it runs on; unnamed if that cannot load */
+        catalog_bind(engine_catalog(o->eng), o->st, s, why, sizeof why);
     if (rc < 0)
         snprintf(why, sizeof why, "storage error: %s", store_errmsg(o->st));
     if (rc == STORE_NOT_FOUND) {
@@ -281,7 +284,7 @@ static void get_history(obs_http *o, const char *id, const char *query, httpd_re
     hist_ctx h = {&events, (uint64_t)after, 0, 0};
     char why[256] = "";
     saga *s = NULL;
-    int rc = store_load_saga(o->st, o->cfg, id, &s); /* tells "no saga" from "no events" */
+    int rc = store_load_saga(o->st, id, &s); /* tells "no saga" from "no events" */
     if (rc == 0)
         rc = store_history(o->st, id, hist_event, &h);
     if (rc < 0)

@@ -28,8 +28,6 @@ struct orch_metrics {
     type_counters *types; /* cfg->n_sagas + 1: the last is "_unconfigured" */
     op_counters *ops;
     size_t n_ops;
-    size_t *op_index; /* per saga def: base offset into op_slot */
-    size_t *op_slot;  /* [base + step * 2 + (phase == compensate)] -> ops index */
     mt_counter replayed, conflicts, skips, commits;
     mt_histogram batch;
     atomic_uint_fast64_t in_flight;
@@ -60,23 +58,18 @@ orch_metrics *om_create(const orch_config *cfg)
         slots += cfg->sagas[i].n_steps * 2;
     m->types = calloc(cfg->n_sagas + 1, sizeof *m->types);
     m->ops = calloc(slots ? slots : 1, sizeof *m->ops);
-    m->op_index = calloc(cfg->n_sagas ? cfg->n_sagas : 1, sizeof *m->op_index);
-    m->op_slot = calloc(slots ? slots : 1, sizeof *m->op_slot);
-    if (m->types == NULL || m->ops == NULL || m->op_index == NULL || m->op_slot == NULL) {
+    if (m->types == NULL || m->ops == NULL) {
         om_free(m);
         return NULL;
     }
-    size_t base = 0;
     for (size_t i = 0; i < cfg->n_sagas; i++) {
         const saga_def *d = &cfg->sagas[i];
-        m->op_index[i] = base;
         for (size_t j = 0; j < d->n_steps; j++) {
             const step_def *sd = &d->steps[j];
-            m->op_slot[base + j * 2] = find_or_add_op(m, sd->participant, sd->action);
-            m->op_slot[base + j * 2 + 1] =
-                sd->compensation ? find_or_add_op(m, sd->participant, sd->compensation) : 0;
+            find_or_add_op(m, sd->participant, sd->action);
+            if (sd->compensation)
+                find_or_add_op(m, sd->participant, sd->compensation);
         }
-        base += d->n_steps * 2;
     }
     mt_hist_init(&m->batch, mt_size_bounds, mt_size_n);
     return m;
@@ -88,28 +81,35 @@ void om_free(orch_metrics *m)
         return;
     free(m->types);
     free(m->ops);
-    free(m->op_index);
-    free(m->op_slot);
     free(m);
 }
 
-/* The counters of s's type: its def's slot, or the "_unconfigured" one. */
+/* The counters of s's type: its slot among the types configured at start, or
+ * the "_unconfigured" one. By name: s->def is the version s runs on (catalog.h),
+ * never one of cfg->sagas. */
 static type_counters *type_of(orch_metrics *m, const saga *s)
 {
-    if (s->def != NULL && s->def >= m->cfg->sagas && s->def < m->cfg->sagas + m->cfg->n_sagas)
-        return &m->types[s->def - m->cfg->sagas];
+    for (size_t i = 0; s->type != NULL && i < m->cfg->n_sagas; i++)
+        if (strcmp(m->cfg->sagas[i].name, s->type) == 0)
+            return &m->types[i];
     return &m->types[m->cfg->n_sagas];
 }
 
+/* The (participant, operation) counters of a step: NULL for a pair no
+ * definition at start had (one added by a reload is not counted). */
 static op_counters *op_of(orch_metrics *m, const saga *s, int step, int phase)
 {
-    if (s->def == NULL || s->def < m->cfg->sagas || s->def >= m->cfg->sagas + m->cfg->n_sagas ||
-        step < 0 || (size_t)step >= s->def->n_steps)
+    if (s->def == NULL || step < 0 || (size_t)step >= s->def->n_steps)
         return NULL;
-    if (phase == PHASE_COMPENSATE && s->def->steps[step].compensation == NULL)
+    const step_def *sd = &s->def->steps[step];
+    const char *op = phase == PHASE_COMPENSATE ? sd->compensation : sd->action;
+    if (op == NULL)
         return NULL;
-    size_t base = m->op_index[s->def - m->cfg->sagas];
-    return &m->ops[m->op_slot[base + (size_t)step * 2 + (phase == PHASE_COMPENSATE)]];
+    for (size_t i = 0; i < m->n_ops; i++)
+        if (strcmp(m->ops[i].operation, op) == 0 &&
+            strcmp(m->ops[i].participant, sd->participant) == 0)
+            return &m->ops[i];
+    return NULL;
 }
 
 void om_on_saga_started(orch_metrics *m, const saga *s)

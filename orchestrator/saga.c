@@ -46,6 +46,7 @@ saga *saga_new(const saga_def *def, const char *id, const char *client_key, cons
         return NULL;
     snprintf(s->id, sizeof s->id, "%s", id);
     s->def = def;
+    s->def_version = def->version;
     s->type = util_strdup(def->name);
     s->state = SAGA_RUNNING;
     s->client_key = client_key ? util_strdup(client_key) : NULL;

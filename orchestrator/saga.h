@@ -103,7 +103,8 @@ enum {
 typedef struct saga {
     char id[37];
     char *type;          /* saga type name, as stored */
-    const saga_def *def; /* NULL when the type is no longer configured */
+    const saga_def *def; /* the pinned version; NULL until bound (catalog_bind) */
+    uint32_t def_version; /* the version it started on; 0: stored before versions existed */
     saga_state state;
     int failed_phase; /* when FAILED: PHASE_ACTION or PHASE_COMPENSATE, what resume continues */
     char *client_key; /* NULL when the start had none */

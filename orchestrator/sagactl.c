@@ -23,6 +23,7 @@
  * in most command-line tools; every unpacked reply is freed by its command.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -115,6 +116,16 @@ static const char usage_text[] =
     "                      compensate the steps it has done\n"
     "  resume ID           continue a FAILED saga where it stopped\n"
     "  stats               saga counts by state and engine counters\n"
+    "  reload              read the saga files again: new sagas start on what they\n"
+    "                      define now, sagas in flight finish on the definition\n"
+    "                      they started with; a broken file is refused with its\n"
+    "                      file:line and nothing changes (exit 1)\n"
+    "  types               saga types, each with its definition versions, the\n"
+    "                      current one marked, and the sagas running on each\n"
+    "  describe TYPE [--version V]\n"
+    "                      steps, participants, actions, compensations, inputs,\n"
+    "                      outputs and retry policies of TYPE's current definition\n"
+    "                      (or of version V)\n"
     "  help                this text\n"
     "\n"
     "Options (anywhere on the line):\n"
@@ -1598,22 +1609,332 @@ out:
     return rc;
 }
 
+/* ---- Definitions: reload, types, describe -------------------------------- */
+
+static void jw_kraw(jw *w, const char *key, const char *raw)
+{
+    jw_key(w, key);
+    jw_item(w);
+    jw_raw(w, raw);
+}
+
+static int cmd_reload(client *cl, int argc, char **argv)
+{
+    char **pos = NULL;
+    int npos = 0, rc;
+    AdminReply *rep = NULL;
+    if ((rc = parse_cmd_args("reload", argc, argv, NULL, &pos, &npos)) != STATUS_OK)
+        return rc;
+    if (npos > 0) {
+        rc = usage_error("reload: unexpected argument '%s'", pos[0]);
+        goto out;
+    }
+    AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
+    Saga__V1__Reload reload = SAGA__V1__RELOAD__INIT;
+    req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_RELOAD;
+    req.reload = &reload;
+    if ((rc = client_request(cl, &req, SAGA__V1__ADMIN_REPLY__BODY_RELOADED, &rep)) != STATUS_OK)
+        goto out;
+    const Saga__V1__ReloadReply *r = rep->reloaded;
+    if (cl->json) {
+        jw w = {0};
+        jw_open(&w, "{");
+        jw_key(&w, "types");
+        jw_open(&w, "[");
+        for (size_t i = 0; i < r->n_types; i++) {
+            jw_open(&w, "{");
+            jw_kstr(&w, "type", r->types[i]->type);
+            jw_ku64(&w, "version",
+                    r->types[i]->n_versions > 0 ? r->types[i]->versions[0]->version : 0);
+            jw_close(&w, "}");
+        }
+        jw_close(&w, "]");
+        jw_close(&w, "}");
+        jw_print(&w);
+    } else {
+        printf("reloaded: %zu saga types\n", r->n_types);
+        for (size_t i = 0; i < r->n_types; i++) {
+            char *type = clean(r->types[i]->type);
+            printf("  %-32s version %u\n", type,
+                   r->types[i]->n_versions > 0 ? r->types[i]->versions[0]->version : 0);
+            free(type);
+        }
+    }
+out:
+    if (rep != NULL)
+        saga__v1__admin_reply__free_unpacked(rep, NULL);
+    free(pos);
+    return rc;
+}
+
+static int cmd_types(client *cl, int argc, char **argv)
+{
+    char **pos = NULL;
+    int npos = 0, rc;
+    AdminReply *rep = NULL;
+    if ((rc = parse_cmd_args("types", argc, argv, NULL, &pos, &npos)) != STATUS_OK)
+        return rc;
+    if (npos > 0) {
+        rc = usage_error("types: unexpected argument '%s'", pos[0]);
+        goto out;
+    }
+    AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
+    Saga__V1__ListTypes list = SAGA__V1__LIST_TYPES__INIT;
+    req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_TYPES;
+    req.types = &list;
+    if ((rc = client_request(cl, &req, SAGA__V1__ADMIN_REPLY__BODY_TYPES, &rep)) != STATUS_OK)
+        goto out;
+    const Saga__V1__TypeList *l = rep->types;
+    char when[32];
+    if (cl->json) {
+        jw w = {0};
+        jw_open(&w, "[");
+        for (size_t i = 0; i < l->n_types; i++) {
+            const Saga__V1__SagaType *t = l->types[i];
+            jw_open(&w, "{");
+            jw_kstr(&w, "type", t->type);
+            jw_key(&w, "versions");
+            jw_open(&w, "[");
+            for (size_t j = 0; j < t->n_versions; j++) {
+                const Saga__V1__TypeVersion *v = t->versions[j];
+                jw_open(&w, "{");
+                jw_ku64(&w, "version", v->version);
+                jw_kbool(&w, "current", v->current);
+                jw_kstr(&w, "hash", v->hash);
+                jw_kstr(&w, "loaded_at", iso_time(v->loaded_at_ms, when));
+                jw_ku64(&w, "running", v->running);
+                jw_ku64(&w, "failed", v->failed);
+                jw_close(&w, "}");
+            }
+            jw_close(&w, "]");
+            jw_close(&w, "}");
+        }
+        jw_close(&w, "]");
+        jw_print(&w);
+    } else if (l->n_types == 0) {
+        printf("no saga types stored\n");
+    } else {
+        printf("%-32s %-9s %-8s %-8s %-12s %s\n", "TYPE", "VERSION", "RUNNING", "FAILED", "HASH",
+               "LOADED");
+        for (size_t i = 0; i < l->n_types; i++) {
+            const Saga__V1__SagaType *t = l->types[i];
+            char *type = clean(t->type);
+            for (size_t j = 0; j < t->n_versions; j++) {
+                const Saga__V1__TypeVersion *v = t->versions[j];
+                char version[16], *hash = clean(v->hash);
+                snprintf(version, sizeof version, "%u%s", v->version, v->current ? "*" : "");
+                printf("%-32s %-9s %-8" PRIu64 " %-8" PRIu64 " %-12.12s %s\n", type, version,
+                       v->running, v->failed, hash, iso_time(v->loaded_at_ms, when));
+                free(hash);
+            }
+            free(type);
+        }
+        printf("(* current: new sagas of the type start on it)\n");
+    }
+out:
+    if (rep != NULL)
+        saga__v1__admin_reply__free_unpacked(rep, NULL);
+    free(pos);
+    return rc;
+}
+
+static void fmt_double(double v, char buf[40])
+{
+    snprintf(buf, 40, "%.17g", v);
+    /* The shortest of %g's forms that reads back the same, for people. */
+    for (int prec = 1; prec < 17; prec++) {
+        char tmp[40];
+        snprintf(tmp, sizeof tmp, "%.*g", prec, v);
+        if (strtod(tmp, NULL) == v) {
+            memcpy(buf, tmp, strlen(tmp) + 1);
+            break;
+        }
+    }
+}
+
+static void jw_retry(jw *w, const char *key, const Saga__V1__RetryPolicy *p)
+{
+    char mult[40];
+    jw_key(w, key);
+    if (p == NULL) {
+        jw_lit(w, "null");
+        return;
+    }
+    fmt_double(p->multiplier, mult);
+    jw_open(w, "{");
+    jw_ku64(w, "max_attempts", p->max_attempts);
+    jw_ki64(w, "initial_backoff_ms", p->initial_backoff_ms);
+    jw_ki64(w, "max_backoff_ms", p->max_backoff_ms);
+    jw_kraw(w, "multiplier", mult);
+    jw_close(w, "}");
+}
+
+static void jw_names(jw *w, const char *key, char **names, size_t n)
+{
+    jw_key(w, key);
+    jw_open(w, "[");
+    for (size_t i = 0; i < n; i++)
+        jw_str(w, names[i]);
+    jw_close(w, "]");
+}
+
+/* "a, b, c" with control characters escaped; malloc'd. */
+static char *joined(char **names, size_t n)
+{
+    size_t len = 1;
+    char **c = xcalloc(n + 1, sizeof *c);
+    for (size_t i = 0; i < n; i++) {
+        c[i] = clean(names[i]);
+        len += strlen(c[i]) + 2;
+    }
+    char *out = xcalloc(len, 1);
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            strcat(out, ", ");
+        strcat(out, c[i]);
+        free(c[i]);
+    }
+    free(c);
+    return out;
+}
+
+static void print_retry(const char *label, const Saga__V1__RetryPolicy *p)
+{
+    char mult[40];
+    if (p == NULL)
+        return;
+    fmt_double(p->multiplier, mult);
+    printf("    %-19s%u attempts, backoff %" PRId64 "..%" PRId64 " ms x%s\n", label,
+           p->max_attempts, p->initial_backoff_ms, p->max_backoff_ms, mult);
+}
+
+static int cmd_describe(client *cl, int argc, char **argv)
+{
+    const char *version_arg = NULL;
+    char **pos = NULL;
+    int npos = 0, rc;
+    AdminReply *rep = NULL;
+    const cmd_opt opts[] = {{"--version", &version_arg, NULL}, {NULL, NULL, NULL}};
+    if ((rc = parse_cmd_args("describe", argc, argv, opts, &pos, &npos)) != STATUS_OK)
+        return rc;
+    if (npos != 1) {
+        rc = npos == 0 ? usage_error("describe: missing saga type")
+                       : usage_error("describe: unexpected argument '%s'", pos[1]);
+        goto out;
+    }
+    uint32_t version = 0;
+    if (version_arg != NULL) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long v = strtoul(version_arg, &end, 10);
+        if (errno != 0 || end == version_arg || *end != '\0' || version_arg[0] == '-' || v < 1 ||
+            v > UINT32_MAX) {
+            rc = usage_error("describe: --version must be a version number (1, 2, ...), not '%s'",
+                             version_arg);
+            goto out;
+        }
+        version = (uint32_t)v;
+    }
+    AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
+    Saga__V1__DescribeType d = SAGA__V1__DESCRIBE_TYPE__INIT;
+    d.type = pos[0];
+    d.version = version;
+    req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_DESCRIBE;
+    req.describe = &d;
+    if ((rc = client_request(cl, &req, SAGA__V1__ADMIN_REPLY__BODY_DESCRIPTION, &rep)) != STATUS_OK)
+        goto out;
+    const Saga__V1__TypeDescription *t = rep->description;
+    if (cl->json) {
+        jw w = {0};
+        jw_open(&w, "{");
+        jw_kstr(&w, "type", t->type);
+        jw_ku64(&w, "version", t->version);
+        jw_kbool(&w, "current", t->current);
+        jw_kstr(&w, "hash", t->hash);
+        jw_names(&w, "inputs", t->inputs, t->n_inputs);
+        jw_key(&w, "steps");
+        jw_open(&w, "[");
+        for (size_t i = 0; i < t->n_steps; i++) {
+            const Saga__V1__StepDefinition *st = t->steps[i];
+            jw_open(&w, "{");
+            jw_kstr(&w, "name", st->name);
+            jw_kstr(&w, "participant", st->participant);
+            jw_kstr(&w, "action", st->action);
+            jw_key(&w, "compensation");
+            if (st->compensation != NULL && st->compensation[0] != '\0')
+                jw_str(&w, st->compensation);
+            else
+                jw_lit(&w, "null");
+            if (st->all_inputs) {
+                jw_key(&w, "inputs");
+                jw_lit(&w, "null");
+            } else {
+                jw_names(&w, "inputs", st->inputs, st->n_inputs);
+            }
+            jw_names(&w, "outputs", st->outputs, st->n_outputs);
+            jw_ki64(&w, "timeout_ms", st->timeout_ms);
+            jw_retry(&w, "retry", st->retry);
+            jw_retry(&w, "compensation_retry", st->compensation_retry);
+            jw_close(&w, "}");
+        }
+        jw_close(&w, "]");
+        jw_close(&w, "}");
+        jw_print(&w);
+    } else {
+        char *type = clean(t->type), *hash = clean(t->hash), *in = joined(t->inputs, t->n_inputs);
+        printf("%s version %u%s\nhash    %s\ninputs  %s\nsteps\n", type, t->version,
+               t->current ? " (current)" : "", hash, in);
+        free(type);
+        free(hash);
+        free(in);
+        for (size_t i = 0; i < t->n_steps; i++) {
+            const Saga__V1__StepDefinition *st = t->steps[i];
+            char *name = clean(st->name), *part = clean(st->participant), *act = clean(st->action),
+                 *comp = clean(st->compensation);
+            char *ins = st->all_inputs ? NULL : joined(st->inputs, st->n_inputs);
+            char *outs = joined(st->outputs, st->n_outputs);
+            printf("  %zu. %s\n", i + 1, name);
+            printf("    %-19s%s\n", "participant", part);
+            printf("    %-19s%s\n", "action", act);
+            printf("    %-19s%s\n", "compensation", *comp ? comp : "none (pivot)");
+            printf("    %-19s%s\n", "inputs", ins != NULL ? ins : "(everything available)");
+            printf("    %-19s%s\n", "outputs", *outs ? outs : "-");
+            printf("    %-19s%" PRId64 " ms\n", "timeout", st->timeout_ms);
+            print_retry("retry", st->retry);
+            print_retry("compensation retry", st->compensation_retry);
+            free(name);
+            free(part);
+            free(act);
+            free(comp);
+            free(ins);
+            free(outs);
+        }
+    }
+out:
+    if (rep != NULL)
+        saga__v1__admin_reply__free_unpacked(rep, NULL);
+    free(pos);
+    return rc;
+}
+
 /* ---- Main -------------------------------------------------------------- */
 
 static const struct {
     const char *name;
     int (*run)(client *cl, int argc, char **argv);
 } commands[] = {
-    {"start", cmd_start}, {"status", cmd_status}, {"history", cmd_history}, {"list", cmd_list},
-    {"abort", cmd_abort}, {"resume", cmd_resume}, {"stats", cmd_stats},     {"watch", cmd_watch},
+    {"start", cmd_start}, {"status", cmd_status},     {"history", cmd_history},
+    {"list", cmd_list},   {"abort", cmd_abort},       {"resume", cmd_resume},
+    {"stats", cmd_stats}, {"watch", cmd_watch},       {"reload", cmd_reload},
+    {"types", cmd_types}, {"describe", cmd_describe},
 };
 
 /* Command options that take a value: the global pass must not read that
  * value as an option of its own (e.g. `abort ID --reason --json`). */
 static int takes_value(const char *arg)
 {
-    static const char *const names[] = {"--key",   "--state",  "--type",
-                                        "--limit", "--reason", "--after"};
+    static const char *const names[] = {"--key",    "--state", "--type",   "--limit",
+                                        "--reason", "--after", "--version"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strcmp(arg, names[i]) == 0)
             return 1;

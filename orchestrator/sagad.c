@@ -6,6 +6,9 @@
  * SIGINT or SIGTERM. The signal handler only sets a flag; the main thread
  * notices it and shuts down in order: admin API first (no new commands),
  * then the engine (the round in progress commits and sends), then storage.
+ * SIGHUP likewise only sets a flag, on which the main thread asks the engine
+ * to read the saga files again (engine_reload, the same as `sagactl
+ * reload`): async-signal-safe, and the reload runs on the engine thread.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -23,12 +26,25 @@
 #include "obs_http.h"
 #include "util.h"
 
-static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t stop_requested, reload_requested;
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    stop_requested = 1;
+    if (sig == SIGHUP)
+        reload_requested = 1;
+    else
+        stop_requested = 1;
+}
+
+/* The engine logs the outcome of a reload (its file:line when refused). */
+static void on_reload_done(void *arg, int status, const char *error, const char *saga_id,
+                           int existing)
+{
+    (void)arg;
+    (void)status;
+    (void)error;
+    (void)saga_id;
+    (void)existing;
 }
 
 static void usage(FILE *out)
@@ -45,6 +61,8 @@ static void usage(FILE *out)
                  "\n"
                  "Environment: SAGA_CRASH_POINT=NAME[:N] kills the process at a named point\n"
                  "(tests only; see orchestrator/engine.h).\n"
+                 "Signals: SIGINT, SIGTERM stop; SIGHUP reloads the saga files (as\n"
+                 "`sagactl reload`; a broken file is refused, the definitions in force stay).\n"
                  "Exit status: 0 after a clean stop, 1 on a start-up error, 2 on bad usage.\n");
 }
 
@@ -117,6 +135,7 @@ int main(int argc, char **argv)
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     int status = 1;
@@ -143,8 +162,14 @@ int main(int argc, char **argv)
     log_info("serving %zu saga types on %s (database %s, durability %s, cpu scheduling %s)",
              cfg.n_sagas, cfg.admin_url, cfg.database, cfg.durability_full ? "full" : "off",
              cpu_scheduling_name(cfg.cpu_scheduling));
-    while (!stop_requested)
+    while (!stop_requested) {
+        if (reload_requested) {
+            reload_requested = 0;
+            log_info("SIGHUP: reloading the saga files");
+            engine_reload(eng, on_reload_done, NULL);
+        }
         util_sleep_ms(50);
+    }
     log_info("stopping");
     status = 0;
 out:

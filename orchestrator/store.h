@@ -48,13 +48,14 @@ int store_append_history(store *st, const char *saga_id, int64_t at_ms, const sa
 /* The saga started with this client key: its id into id_out. */
 int store_find_client_key(store *st, const char *client_key, char id_out[37]);
 
-/* Loads one saga (any state); *out is the caller's to saga_free. The def is
- * looked up in cfg by type (NULL if absent). STORE_NOT_FOUND if no such id. */
-int store_load_saga(store *st, const orch_config *cfg, const char *id, saga **out);
+/* Loads one saga (any state); *out is the caller's to saga_free. Its def is
+ * NULL and its def_version the stored one: the caller binds the definition
+ * (catalog_bind). STORE_NOT_FOUND if no such id. */
+int store_load_saga(store *st, const char *id, saga **out);
 /* Calls fn for each saga in RUNNING or COMPENSATING, oldest first; fn takes
- * ownership of s. A non-zero return from fn stops the walk and is returned. */
-int store_load_unfinished(store *st, const orch_config *cfg, int (*fn)(saga *s, void *arg),
-                          void *arg);
+ * ownership of s (loaded as by store_load_saga). A non-zero return from fn
+ * stops the walk and is returned. */
+int store_load_unfinished(store *st, int (*fn)(saga *s, void *arg), void *arg);
 
 typedef struct {
     const char *saga_id;
@@ -83,5 +84,36 @@ int store_history(store *st, const char *saga_id, int (*fn)(const store_event *e
                   void *arg);
 /* counts[state] for states 1..5 (index 0 unused). */
 int store_count_by_state(store *st, uint64_t counts[6]);
+
+/*
+ * Definition versions (table saga_definitions: each version of each saga
+ * type once, with its canonical text and its SHA-256; see catalog.h).
+ * Strings of a store_definition handed to a callback live until it returns.
+ */
+typedef struct {
+    const char *type;
+    uint32_t version; /* 1, 2, ... per type */
+    const char *hash; /* SHA-256 of text, hex */
+    const char *text; /* config_saga_canonical() */
+    int64_t loaded_at_ms;
+} store_definition;
+/* The version of type whose text has this hash, or STORE_NOT_FOUND. */
+int store_definition_version(store *st, const char *type, const char *hash, uint32_t *version);
+/* The highest version of type into *version, 0 when it has none. */
+int store_definition_max(store *st, const char *type, uint32_t *version);
+int store_definition_add(store *st, const store_definition *d);
+/* Calls fn with version `version` of type (its return is returned), or STORE_NOT_FOUND. */
+int store_definition_get(store *st, const char *type, uint32_t version,
+                         int (*fn)(const store_definition *d, void *arg), void *arg);
+/* Calls fn for every stored version, by type then version; stops at a non-zero return. */
+int store_definitions(store *st, int (*fn)(const store_definition *d, void *arg), void *arg);
+/* Calls fn with the number of unfinished sagas (RUNNING, COMPENSATING, FAILED) per type,
+ * version and state. */
+int store_count_by_version(store *st,
+                           int (*fn)(const char *type, uint32_t version, int state, uint64_t n,
+                                     void *arg),
+                           void *arg);
+/* Pins every saga of type stored before versions existed (def_version 0) to version. */
+int store_pin_unversioned(store *st, const char *type, uint32_t version);
 
 #endif

@@ -7,7 +7,7 @@
  * commit) and any number of read-only handles (the admin server) share the
  * file through WAL, so readers never block the writer nor see half a round.
  *
- * Schema (version 1, PRAGMA user_version; PRAGMA application_id = 'SAGA'):
+ * Schema (version 2, PRAGMA user_version; PRAGMA application_id = 'SAGA'):
  *
  *   sagas        one row per saga. seq is the rowid: it orders sagas by
  *                insertion (= creation) and is the stable paging key of
@@ -18,7 +18,17 @@
  *                index over the non-NULL keys: any number of sagas may have
  *                none, at no index cost).
  *                input is the kv_to_json text of the saga's input. n_steps is
- *                the number of saga_steps rows.
+ *                the number of saga_steps rows. def_version is the version of
+ *                its type's definition it runs on (saga_definitions); 0 for a
+ *                saga stored by a sagad before versions existed, until
+ *                store_pin_unversioned pins it (sagad does at start, to the
+ *                definition its files then hold: docs/CONFIG.md).
+ *   saga_definitions  each version of each saga type once: (type, version)
+ *                the key, 1, 2, ... per type; text is its canonical text
+ *                (config_saga_canonical), hash the SHA-256 of text, UNIQUE per
+ *                type (the same text is always the same version). Rows are
+ *                only ever inserted: a saga can always find the version it
+ *                started on.
  *   saga_steps   one row per (saga_id, idx), idx 0..n_steps-1, WITHOUT ROWID so
  *                a saga's steps are contiguous in one b-tree. name,
  *                participant, action, compensation (NULL: none) and the two
@@ -36,7 +46,8 @@
  *                events. See "Choices" for why not (saga_id, seq) WITHOUT
  *                ROWID with seq 1, 2, 3 per saga.
  *
- *   Indexes: sagas(state) for listing and counting by state (rowid follows
+ *   Indexes: sagas(type) WHERE def_version = 0 (sagas_unpinned, empty once
+ *   pinned); sagas(state) for listing and counting by state (rowid follows
  *   the key, so "state = ? ORDER BY seq DESC" needs no sort); sagas(type) for
  *   listing by type; a partial index on seq WHERE state IN (RUNNING,
  *   COMPENSATING) so recovery walks only unfinished sagas, oldest first,
@@ -48,10 +59,11 @@
  *      keys, checked at COMMIT so a round may append history before it saves
  *      a new saga).
  *   2. A saga has exactly n_steps step rows, idx 0..n_steps-1, n_steps <= 64.
- *   3. id, type, client_key, input, created_at_ms, n_steps and all of a step's
- *      definition columns and keys are written once, at insert, and never
- *      updated: the UPDATE statements do not name them, which also spares
- *      the client_key and type indexes any work on the hot path.
+ *   3. id, type, client_key, input, created_at_ms, n_steps, def_version and
+ *      all of a step's definition columns and keys are written once, at
+ *      insert, and never updated (def_version 0 alone is pinned once, by
+ *      store_pin_unversioned): the UPDATE statements do not name them, which
+ *      also spares the client_key and type indexes any work on the hot path.
  *   4. States are the saga.h enum values (sagas.state 1..5, step state 0..5).
  *   5. History seq is strictly increasing per saga (and globally).
  *   6. A read-only handle refuses a database whose schema is not exactly the
@@ -114,7 +126,7 @@
 #include "wal_checkpointer.h"
 #include "wire.h"
 
-#define STORE_SCHEMA_VERSION  1
+#define STORE_SCHEMA_VERSION  2
 #define STORE_APPLICATION_ID  0x53414741 /* "SAGA" = 1396787009 */
 #define STORE_BUSY_TIMEOUT_MS 5000
 /* Sagas the recovery walk reads per query (see store_load_unfinished). */
@@ -185,6 +197,23 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     "CREATE INDEX saga_history_by_saga ON saga_history(saga_id);"
     "PRAGMA application_id = 1396787009;" /* STORE_APPLICATION_ID */
     "PRAGMA user_version = 1;",
+    /* 1 -> 2: definition versions. Sagas stored before have def_version 0
+     * (unpinned) until store_pin_unversioned pins them; the partial index
+     * makes that a walk over the unpinned ones only, none after the first
+     * start. */
+    "CREATE TABLE saga_definitions ("
+    "  type TEXT NOT NULL,"
+    "  version INTEGER NOT NULL CHECK (version >= 1),"
+    "  hash TEXT NOT NULL CHECK (length(hash) = 64),"
+    "  text TEXT NOT NULL,"
+    "  loaded_at_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (type, version),"
+    "  UNIQUE (type, hash)"
+    ") STRICT;"
+    "ALTER TABLE sagas ADD COLUMN def_version INTEGER NOT NULL DEFAULT 0"
+    "  CHECK (def_version >= 0);"
+    "CREATE INDEX sagas_unpinned ON sagas(type) WHERE def_version = 0;"
+    "PRAGMA user_version = 2;",
 };
 
 /* ---- Statements ---------------------------------------------------------- */
@@ -205,6 +234,11 @@ enum stmt_id {
     Q_LIST_STATE_TYPE,
     Q_HISTORY,
     Q_COUNT,
+    Q_DEF_BY_HASH,
+    Q_DEF_MAX,
+    Q_DEF_GET,
+    Q_DEF_ALL,
+    Q_COUNT_BY_VERSION,
     N_READ_STMTS,
     /* Writes: prepared on writable handles only. */
     Q_BEGIN_WRITE = N_READ_STMTS,
@@ -213,13 +247,15 @@ enum stmt_id {
     Q_STEP_INSERT,
     Q_STEP_UPDATE,
     Q_HISTORY_INSERT,
+    Q_DEF_INSERT,
+    Q_PIN_UNVERSIONED,
     N_STMTS
 };
 
 /* The columns every saga read selects, in this order (see read_saga). */
 #define SAGA_COLUMNS                                                                               \
     "id, type, state, failed_phase, client_key, input, cursor, n_steps, last_error, "              \
-    "created_at_ms, updated_at_ms"
+    "created_at_ms, updated_at_ms, def_version"
 
 #define LIST_COLUMNS "id, type, state, created_at_ms, updated_at_ms, last_error"
 
@@ -251,10 +287,20 @@ static const char *const stmt_sql[N_STMTS] = {
     [Q_HISTORY] = "SELECT seq, at_ms, kind, step, phase, attempt, outcome, replayed, detail "
                   "FROM saga_history WHERE saga_id = ?1 ORDER BY seq",
     [Q_COUNT] = "SELECT state, count(*) FROM sagas GROUP BY state",
+    [Q_DEF_BY_HASH] = "SELECT version FROM saga_definitions WHERE type = ?1 AND hash = ?2",
+    [Q_DEF_MAX] = "SELECT max(version) FROM saga_definitions WHERE type = ?1",
+    [Q_DEF_GET] = "SELECT type, version, hash, text, loaded_at_ms FROM saga_definitions "
+                  "WHERE type = ?1 AND version = ?2",
+    [Q_DEF_ALL] = "SELECT type, version, hash, text, loaded_at_ms FROM saga_definitions "
+                  "ORDER BY type, version",
+    /* Unfinished sagas only (FAILED ones too: a resume continues on their
+     * version): sagas_by_state reads just those. */
+    [Q_COUNT_BY_VERSION] = "SELECT type, def_version, state, count(*) FROM sagas "
+                           "WHERE state IN (1, 2, 5) GROUP BY type, def_version, state",
     [Q_BEGIN_WRITE] = "BEGIN IMMEDIATE",
     [Q_SAGA_INSERT] = "INSERT INTO sagas (id, type, state, failed_phase, client_key, input, "
-                      "cursor, n_steps, last_error, created_at_ms, updated_at_ms) "
-                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                      "cursor, n_steps, last_error, created_at_ms, updated_at_ms, def_version) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     [Q_SAGA_UPDATE] = "UPDATE sagas SET state = ?2, failed_phase = ?3, cursor = ?4, "
                       "last_error = ?5, updated_at_ms = ?6 WHERE id = ?1",
     [Q_STEP_INSERT] = "INSERT INTO saga_steps (saga_id, idx, name, participant, action, "
@@ -269,6 +315,10 @@ static const char *const stmt_sql[N_STMTS] = {
     [Q_HISTORY_INSERT] = "INSERT INTO saga_history (saga_id, at_ms, kind, step, phase, attempt, "
                          "outcome, replayed, detail) "
                          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    [Q_DEF_INSERT] = "INSERT INTO saga_definitions (type, version, hash, text, loaded_at_ms) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5)",
+    [Q_PIN_UNVERSIONED] = "UPDATE sagas INDEXED BY sagas_unpinned SET def_version = ?2 "
+                          "WHERE type = ?1 AND def_version = 0",
 };
 
 struct store {
@@ -672,7 +722,7 @@ static int insert_saga(store *st, const saga *s)
         bind_text(q, 5, s->client_key) || bind_text(q, 6, input) ||
         sqlite3_bind_int(q, 7, s->cursor) || sqlite3_bind_int64(q, 8, (int64_t)s->n_steps) ||
         bind_text(q, 9, s->last_error) || sqlite3_bind_int64(q, 10, s->created_at_ms) ||
-        sqlite3_bind_int64(q, 11, s->updated_at_ms))
+        sqlite3_bind_int64(q, 11, s->updated_at_ms) || sqlite3_bind_int64(q, 12, s->def_version))
         rc = db_fail(st, "save saga", s->id);
     else
         rc = run(st, q, "save saga", s->id);
@@ -791,25 +841,8 @@ int store_append_history(store *st, const char *saga_id, int64_t at_ms, const sa
 
 /* ---- Loading ------------------------------------------------------------------ */
 
-/* The configured definition of type, or NULL. Done here rather than with
- * config_find_saga() to keep config.c (libconfig, nng) out of the store's
- * dependencies. read_saga and load_steps then drop it unless it still has
- * the stored shape (as many steps, same names, same order): the state machine
- * indexes def->steps by the stored step indexes, so a definition edited while
- * sagas of the old shape are unfinished must not be attached to them. */
-static const saga_def *find_def(const orch_config *cfg, const char *type)
-{
-    if (cfg == NULL)
-        return NULL;
-    for (size_t i = 0; i < cfg->n_sagas; i++)
-        if (cfg->sagas[i].name != NULL && strcmp(cfg->sagas[i].name, type) == 0)
-            return &cfg->sagas[i];
-    return NULL;
-}
-
-/* Fills s->steps from saga_steps; also checks the rows against def and drops
- * def (with a warning) when the shapes differ. */
-static int load_steps(store *st, saga *s, const saga_def **def)
+/* Fills s->steps from saga_steps. */
+static int load_steps(store *st, saga *s)
 {
     sqlite3_stmt *q = st->stmt[Q_STEPS_OF];
     int rc = -1;
@@ -837,13 +870,6 @@ static int load_steps(store *st, saga *s, const saga_def **def)
             goto out;
         }
         step_run *r = &s->steps[n];
-        const char *name = column_text_or_empty(q, 1);
-        if (*def != NULL && strcmp((*def)->steps[n].name, name) != 0) {
-            log_warn("store: saga %s: step %zu is '%s' in the store but '%s' in the definition "
-                     "of '%s': loaded without its definition",
-                     s->id, n, name, (*def)->steps[n].name, s->type);
-            *def = NULL;
-        }
         r->state = (step_state)state;
         r->action_attempts = (uint32_t)a_att;
         r->compensation_attempts = (uint32_t)c_att;
@@ -871,16 +897,18 @@ out:
 }
 
 /* Builds a saga from the current row of a SAGA_COLUMNS statement q. */
-static int read_saga(store *st, const orch_config *cfg, sqlite3_stmt *q, saga **out)
+static int read_saga(store *st, sqlite3_stmt *q, saga **out)
 {
     const char *id = column_text_or_empty(q, 0);
     int64_t state = sqlite3_column_int64(q, 2);
     int64_t failed_phase = sqlite3_column_int64(q, 3);
     int64_t cursor = sqlite3_column_int64(q, 6);
     int64_t n_steps = sqlite3_column_int64(q, 7);
-    if (strlen(id) == 0 || strlen(id) > 36 || state < SAGA_RUNNING || state > SAGA_FAILED ||
-        n_steps < 0 || n_steps > SAGA_MAX_STEPS || cursor < 0 ||
-        cursor >= (n_steps > 0 ? n_steps : 1) || failed_phase < INT_MIN || failed_phase > INT_MAX) {
+    int64_t def_version = sqlite3_column_int64(q, 11);
+    if (def_version < 0 || def_version > UINT32_MAX || strlen(id) == 0 || strlen(id) > 36 ||
+        state < SAGA_RUNNING || state > SAGA_FAILED || n_steps < 0 || n_steps > SAGA_MAX_STEPS ||
+        cursor < 0 || cursor >= (n_steps > 0 ? n_steps : 1) || failed_phase < INT_MIN ||
+        failed_phase > INT_MAX) {
         set_err(st, "load saga '%s': corrupt saga row", id);
         return -1;
     }
@@ -895,6 +923,7 @@ static int read_saga(store *st, const orch_config *cfg, sqlite3_stmt *q, saga **
     s->cursor = (int)cursor;
     s->created_at_ms = sqlite3_column_int64(q, 9);
     s->updated_at_ms = sqlite3_column_int64(q, 10);
+    s->def_version = (uint32_t)def_version;
     const char *input = column_text_or_empty(q, 5);
     if (column_dup(q, 1, &s->type) != 0 || s->type == NULL || column_dup(q, 4, &s->client_key) ||
         column_dup(q, 8, &s->last_error) != 0) {
@@ -905,16 +934,8 @@ static int read_saga(store *st, const orch_config *cfg, sqlite3_stmt *q, saga **
         set_err(st, "load saga %s: unreadable input", s->id);
         goto fail;
     }
-    const saga_def *def = find_def(cfg, s->type);
-    if (def != NULL && def->n_steps != s->n_steps) {
-        log_warn("store: saga %s has %zu steps but '%s' now defines %zu: loaded without its "
-                 "definition",
-                 s->id, s->n_steps, s->type, def->n_steps);
-        def = NULL;
-    }
-    if (load_steps(st, s, &def) != 0)
+    if (load_steps(st, s) != 0)
         goto fail;
-    s->def = def;
     /* Volatile fields: saga_alloc zeroed them; nothing is dirty or in flight. */
     *out = s;
     return 0;
@@ -923,7 +944,7 @@ fail:
     return -1;
 }
 
-int store_load_saga(store *st, const orch_config *cfg, const char *id, saga **out)
+int store_load_saga(store *st, const char *id, saga **out)
 {
     sqlite3_stmt *q = st->stmt[Q_SAGA_BY_ID];
     int rc;
@@ -933,7 +954,7 @@ int store_load_saga(store *st, const orch_config *cfg, const char *id, saga **ou
     }
     int step = sqlite3_step(q);
     if (step == SQLITE_ROW)
-        rc = read_saga(st, cfg, q, out);
+        rc = read_saga(st, q, out);
     else if (step == SQLITE_DONE)
         rc = STORE_NOT_FOUND;
     else
@@ -947,8 +968,7 @@ int store_load_saga(store *st, const orch_config *cfg, const char *id, saga **ou
  * open while fn runs, so fn may save (even finish) sagas through this handle,
  * and the seq cursor guarantees each saga is handed over at most once.
  */
-int store_load_unfinished(store *st, const orch_config *cfg, int (*fn)(saga *s, void *arg),
-                          void *arg)
+int store_load_unfinished(store *st, int (*fn)(saga *s, void *arg), void *arg)
 {
     sqlite3_stmt *q = st->stmt[Q_UNFINISHED];
     char(*ids)[37] = malloc(STORE_RECOVERY_BATCH * sizeof *ids);
@@ -984,7 +1004,7 @@ int store_load_unfinished(store *st, const orch_config *cfg, int (*fn)(saga *s, 
             break;
         for (size_t i = 0; rc == 0 && i < n; i++) {
             saga *s;
-            int found = store_load_saga(st, cfg, ids[i], &s);
+            int found = store_load_saga(st, ids[i], &s);
             if (found == STORE_NOT_FOUND)
                 continue; /* removed by an earlier fn */
             if (found != 0) {
@@ -1138,4 +1158,151 @@ int store_count_by_state(store *st, uint64_t counts[6])
     if (rc == 0)
         memcpy(counts, local, sizeof local);
     return rc;
+}
+
+/* ---- Definition versions ------------------------------------------------------ */
+
+int store_definition_version(store *st, const char *type, const char *hash, uint32_t *version)
+{
+    sqlite3_stmt *q = st->stmt[Q_DEF_BY_HASH];
+    int rc;
+    if (bind_text(q, 1, type) || bind_text(q, 2, hash)) {
+        finish(q);
+        return db_fail(st, "find definition of", type);
+    }
+    int step = sqlite3_step(q);
+    if (step == SQLITE_ROW) {
+        int64_t v = sqlite3_column_int64(q, 0);
+        if (v < 1 || v > UINT32_MAX) {
+            set_err(st, "definition of %s: corrupt version %" PRId64, type, v);
+            rc = -1;
+        } else {
+            *version = (uint32_t)v;
+            rc = 0;
+        }
+    } else if (step == SQLITE_DONE) {
+        rc = STORE_NOT_FOUND;
+    } else {
+        rc = db_fail(st, "find definition of", type);
+    }
+    finish(q);
+    return rc;
+}
+
+int store_definition_max(store *st, const char *type, uint32_t *version)
+{
+    sqlite3_stmt *q = st->stmt[Q_DEF_MAX];
+    if (bind_text(q, 1, type)) {
+        finish(q);
+        return db_fail(st, "read versions of", type);
+    }
+    int step = sqlite3_step(q);
+    int64_t v = step == SQLITE_ROW ? sqlite3_column_int64(q, 0) : -1; /* NULL reads as 0 */
+    int rc = 0;
+    if (step != SQLITE_ROW) {
+        rc = db_fail(st, "read versions of", type);
+    } else if (v < 0 || v > UINT32_MAX) {
+        set_err(st, "definition of %s: corrupt version %" PRId64, type, v);
+        rc = -1;
+    } else {
+        *version = (uint32_t)v;
+    }
+    finish(q);
+    return rc;
+}
+
+int store_definition_add(store *st, const store_definition *d)
+{
+    if (check_write(st, "add definition") != 0)
+        return -1;
+    sqlite3_stmt *q = st->stmt[Q_DEF_INSERT];
+    if (bind_text(q, 1, d->type) || sqlite3_bind_int64(q, 2, d->version) ||
+        bind_text(q, 3, d->hash) || bind_text(q, 4, d->text) ||
+        sqlite3_bind_int64(q, 5, d->loaded_at_ms)) {
+        finish(q);
+        return db_fail(st, "add definition of", d->type);
+    }
+    return run(st, q, "add definition of", d->type);
+}
+
+static int read_definition(store *st, sqlite3_stmt *q, store_definition *d)
+{
+    int64_t v = sqlite3_column_int64(q, 1);
+    if (v < 1 || v > UINT32_MAX) {
+        set_err(st, "corrupt definition version %" PRId64, v);
+        return -1;
+    }
+    d->type = column_text_or_empty(q, 0);
+    d->version = (uint32_t)v;
+    d->hash = column_text_or_empty(q, 2);
+    d->text = column_text_or_empty(q, 3);
+    d->loaded_at_ms = sqlite3_column_int64(q, 4);
+    return 0;
+}
+
+int store_definition_get(store *st, const char *type, uint32_t version,
+                         int (*fn)(const store_definition *d, void *arg), void *arg)
+{
+    sqlite3_stmt *q = st->stmt[Q_DEF_GET];
+    if (bind_text(q, 1, type) || sqlite3_bind_int64(q, 2, version)) {
+        finish(q);
+        return db_fail(st, "read definition of", type);
+    }
+    int rc, step = sqlite3_step(q);
+    store_definition d;
+    if (step == SQLITE_ROW)
+        rc = read_definition(st, q, &d) == 0 ? fn(&d, arg) : -1;
+    else if (step == SQLITE_DONE)
+        rc = STORE_NOT_FOUND;
+    else
+        rc = db_fail(st, "read definition of", type);
+    finish(q);
+    return rc;
+}
+
+int store_definitions(store *st, int (*fn)(const store_definition *d, void *arg), void *arg)
+{
+    sqlite3_stmt *q = st->stmt[Q_DEF_ALL];
+    int rc = 0, step;
+    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+        store_definition d;
+        if ((rc = read_definition(st, q, &d)) != 0 || (rc = fn(&d, arg)) != 0)
+            break;
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = db_fail(st, "list definitions", NULL);
+    finish(q);
+    return rc;
+}
+
+int store_count_by_version(store *st,
+                           int (*fn)(const char *type, uint32_t version, int state, uint64_t n,
+                                     void *arg),
+                           void *arg)
+{
+    sqlite3_stmt *q = st->stmt[Q_COUNT_BY_VERSION];
+    int rc = 0, step;
+    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+        int64_t v = sqlite3_column_int64(q, 1);
+        rc = fn(column_text_or_empty(q, 0), v < 0 || v > UINT32_MAX ? 0 : (uint32_t)v,
+                sqlite3_column_int(q, 2), (uint64_t)sqlite3_column_int64(q, 3), arg);
+        if (rc != 0)
+            break;
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = db_fail(st, "count sagas by version", NULL);
+    finish(q);
+    return rc;
+}
+
+int store_pin_unversioned(store *st, const char *type, uint32_t version)
+{
+    if (check_write(st, "pin sagas") != 0)
+        return -1;
+    sqlite3_stmt *q = st->stmt[Q_PIN_UNVERSIONED];
+    if (bind_text(q, 1, type) || sqlite3_bind_int64(q, 2, version)) {
+        finish(q);
+        return db_fail(st, "pin sagas of type", type);
+    }
+    return run(st, q, "pin sagas of type", type);
 }

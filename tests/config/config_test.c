@@ -993,11 +993,159 @@ static void test_err_include_refused(void **state)
     expect_error(f, f->orch, line_of(text, "@include"), "@include is not supported", NULL);
 }
 
+/* ---- Definition versions: the canonical text ------------------------------ */
+
+/* The canonical text of the saga defined by text (with orch_text); malloc'd. */
+static char *canonical_of(fixture *f, const char *text)
+{
+    config_free(&f->cfg);
+    put_orch(f, orch_text);
+    put(f->sagas, "t.cfg", text);
+    expect_ok(f);
+    char *c = config_saga_canonical(&f->cfg.sagas[0]);
+    assert_non_null(c);
+    return c;
+}
+
+static const char saga_text_reworded[] =
+    "# the same saga, written another way\n"
+    "steps = (\n"
+    "  { participant = \"alpha\"; name = \"debit\";   // settings in another order\n"
+    "    compensation = \"credit\"; action = \"debit\";\n"
+    "    outputs = [\"debit_id\"]; inputs = (\"from\", \"amount\");\n"
+    "    timeout_ms = 2000; /* the default, written out */\n"
+    "    retry = { multiplier = 2; max_attempts = 5; }; },\n"
+    "  { name = \"deposit\"; participant = \"beta\"; action = \"deposit\";\n"
+    "    compensation = \"none\"; inputs = [\"to\", \"amount\", \"debit_id\"]; }\n"
+    ");\n"
+    "inputs = [\"from\", \"to\", \"amount\"];\n"
+    "name = \"transfer\";\n";
+
+/* Comments, spacing, the order of settings and defaults written out do not
+ * make a new version. */
+static void test_canonical_ignores_form(void **state)
+{
+    fixture *f = *state;
+    char *a = canonical_of(f, saga_text);
+    char *b = canonical_of(f, saga_text_reworded);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+}
+
+/* Every change in what the saga does makes a new version. */
+static void test_canonical_follows_meaning(void **state)
+{
+    fixture *f = *state;
+    static const struct {
+        const char *from, *to;
+    } edits[] = {
+        {"participant = \"alpha\"", "participant = \"beta\""},
+        {"inputs = [\"from\", \"amount\"]", "inputs = [\"amount\"]"},
+        {"inputs = [\"from\", \"amount\"]; ", ""}, /* no list: everything */
+        {"outputs = [\"debit_id\"]; },", "outputs = [\"debit_id\"]; timeout_ms = 2001; },"},
+        {"outputs = [\"debit_id\"]; },",
+         "outputs = [\"debit_id\"]; retry = { max_attempts = 6; }; },"},
+        {"outputs = [\"debit_id\"]; },",
+         "outputs = [\"debit_id\"]; compensation_retry = { multiplier = 2.5; }; },"},
+        {"compensation = \"credit\"", "compensation = \"refund\""},
+        {"action = \"debit\"", "action = \"withdraw\""},
+        {"inputs = [\"from\", \"to\", \"amount\"]",
+         "inputs = [\"from\", \"to\", \"amount\", \"x\"]"},
+        {"name = \"deposit\"", "name = \"credit_to\""},
+    };
+    char *base = canonical_of(f, saga_text);
+    for (size_t i = 0; i < sizeof edits / sizeof edits[0]; i++) {
+        config_free(&f->cfg);
+        put_orch(f, orch_text);
+        put_saga_edit(f, "t.cfg", edits[i].from, edits[i].to);
+        expect_ok(f);
+        char *c = config_saga_canonical(&f->cfg.sagas[0]);
+        if (strcmp(c, base) == 0)
+            fail_msg("edit %zu (%s -> %s) kept the canonical text", i, edits[i].from, edits[i].to);
+        free(c);
+    }
+    /* A participant's URL is not part of the definition: only its name is. */
+    config_free(&f->cfg);
+    const char *moved = "admin_url = \"ipc://admin.ipc\";\n"
+                        "sagas_dir = \"sagas\";\n"
+                        "participants = {\n"
+                        "  alpha = \"ipc://elsewhere/alpha.ipc\";\n"
+                        "  beta = \"tcp://127.0.0.1:7002\";\n"
+                        "};\n";
+    put_orch(f, moved);
+    put(f->sagas, "t.cfg", saga_text);
+    expect_ok(f);
+    char *c = config_saga_canonical(&f->cfg.sagas[0]);
+    assert_string_equal(c, base);
+    free(c);
+    free(base);
+}
+
+/* The canonical text reads back to the same definition, and to itself. */
+static void test_canonical_reads_back(void **state)
+{
+    fixture *f = *state;
+    char *text = canonical_of(f, saga_text_reworded);
+    saga_def back;
+    char err[512];
+    assert_int_equal(config_parse_saga_text(&f->cfg, text, "stored", &back, err, sizeof err), 0);
+    char *again = config_saga_canonical(&back);
+    assert_string_equal(again, text);
+    assert_string_equal(back.steps[1].participant, "beta");
+    assert_int_equal(back.steps[1].participant_index, 1);
+    assert_null(back.steps[1].compensation);
+    assert_int_equal(back.steps[0].retry.max_attempts, 5);
+    free(again);
+    config_free_saga(&back);
+
+    /* A stored text naming a participant the orchestrator file lost. */
+    assert_int_equal(config_parse_saga_text(&f->cfg,
+                                            "name = \"t\";\nsteps = (\n"
+                                            "  { name = \"s\"; participant = \"gone\";\n"
+                                            "    action = \"a\"; compensation = \"none\"; });\n",
+                                            "t version 3 (stored)", &back, err, sizeof err),
+                     -1);
+    assert_non_null(strstr(err, "t version 3 (stored):3:"));
+    assert_non_null(strstr(err, "gone"));
+    free(text);
+}
+
+/* A reload reads the saga files again; a broken one is reported at its line. */
+static void test_load_sagas_again(void **state)
+{
+    fixture *f = *state;
+    put_orch(f, orch_text);
+    put(f->sagas, "t.cfg", saga_text);
+    expect_ok(f);
+    saga_def *defs;
+    size_t n;
+    put_saga_edit(f, "t.cfg", "participant = \"alpha\"", "participant = \"beta\"");
+    assert_int_equal(config_load_sagas(&f->cfg, &defs, &n, f->err, sizeof f->err), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(defs[0].steps[0].participant, "beta");
+    assert_string_equal(f->cfg.sagas[0].steps[0].participant, "alpha"); /* untouched */
+    config_free_sagas(defs, n);
+
+    put_saga_edit(f, "t.cfg", "participant = \"beta\"", "participant = \"nowhere\"");
+    assert_int_equal(config_load_sagas(&f->cfg, &defs, &n, f->err, sizeof f->err), -1);
+    char want[600];
+    snprintf(want, sizeof want, "%s:7:", saga_path(f, "t.cfg"));
+    if (strstr(f->err, want) == NULL)
+        fail_msg("'%s' lacks '%s'", f->err, want);
+    assert_null(defs);
+    assert_int_equal(n, 0);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_shipped_config),
+        T(test_canonical_ignores_form),
+        T(test_canonical_follows_meaning),
+        T(test_canonical_reads_back),
+        T(test_load_sagas_again),
         T(test_defaults_and_resolution),
         T(test_overrides_field_by_field),
         T(test_absent_inputs_means_everything),

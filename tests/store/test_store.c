@@ -40,21 +40,13 @@ static step_def trip_steps[] = {
     {.name = "flight", .participant = "airline", .action = "book", .compensation = "cancel"},
     {.name = "hotel", .participant = "hotels", .action = "book", .compensation = "cancel"},
 };
-/* "order" under another shape: what an edited configuration looks like. */
-static step_def order_v2_steps[] = {
-    {.name = "reserve", .participant = "inventory", .action = "reserve", .compensation = "release"},
-    {.name = "pay", .participant = "payments", .action = "charge", .compensation = "refund"},
-    {.name = "ship", .participant = "shipping", .action = "ship", .compensation = NULL},
-};
 
 static saga_def defs[] = {
-    {.name = "order", .steps = order_steps, .n_steps = 3},
-    {.name = "trip", .steps = trip_steps, .n_steps = 2},
+    {.name = "order", .steps = order_steps, .n_steps = 3, .version = 3},
+    {.name = "trip", .steps = trip_steps, .n_steps = 2, .version = 1},
 };
-static const orch_config cfg = {.sagas = defs, .n_sagas = 2};
-
-/* A definition that is not in cfg: sagas of it load with def == NULL. */
-static saga_def gone_def = {.name = "gone", .steps = trip_steps, .n_steps = 2};
+/* Another type, to tell types apart in the recovery walk. */
+static saga_def gone_def = {.name = "gone", .steps = trip_steps, .n_steps = 2, .version = 2};
 
 static int group_setup(void **state)
 {
@@ -194,7 +186,7 @@ static void assert_saga_equal(const saga *a, const saga *b)
 static saga *load(store *st, const char *id)
 {
     saga *s = NULL;
-    int rc = store_load_saga(st, &cfg, id, &s);
+    int rc = store_load_saga(st, id, &s);
     if (rc != 0)
         fail_msg("store_load_saga(%s) = %d: %s", id, rc, store_errmsg(st));
     assert_non_null(s);
@@ -213,7 +205,8 @@ static void roundtrip_insert_update_load(void **state)
     save_one(st, s);
     assert_int_equal(s->dirty, SAGA_DIRTY_NEW | SAGA_DIRTY_ROW); /* flags left alone */
     saga *got = load(st, s->id);
-    assert_ptr_equal(got->def, &defs[0]);
+    assert_null(got->def); /* the caller binds it (catalog_bind) */
+    assert_int_equal(got->def_version, 3);
     assert_saga_equal(s, got);
     assert_int_equal(got->steps[2].last_outcome, -1);
     saga_free(got);
@@ -329,7 +322,7 @@ static void step_rows_hold_definition_and_keys(void **state)
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
     version = sqlite3_column_int64(q, 0);
     sqlite3_finalize(q);
-    assert_int_equal(version, 1);
+    assert_int_equal(version, 2);
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
     assert_string_equal(sqlite3_column_text(q, 0), "wal");
@@ -409,7 +402,7 @@ static void save_errors_are_reported(void **state)
     saga *t = new_saga(&defs[0], 5, NULL, 1000);
     t->def = NULL;
     assert_int_equal(store_save_saga(st, t), -1);
-    assert_int_equal(store_load_saga(st, &cfg, t->id, &(saga *){NULL}), STORE_NOT_FOUND);
+    assert_int_equal(store_load_saga(st, t->id, &(saga *){NULL}), STORE_NOT_FOUND);
 
     /* The same id twice. */
     saga *dup = new_saga(&defs[0], 4, NULL, 1000);
@@ -786,7 +779,7 @@ static void client_keys(void **state)
     assert_int_equal(store_save_saga(st, dup), -1);
     assert_non_null(strstr(store_errmsg(st), "UNIQUE"));
     assert_non_null(strstr(store_errmsg(st), "client_key"));
-    assert_int_equal(store_load_saga(st, &cfg, dup->id, &(saga *){NULL}), STORE_NOT_FOUND);
+    assert_int_equal(store_load_saga(st, dup->id, &(saga *){NULL}), STORE_NOT_FOUND);
 
     saga *other = new_saga(&defs[1], 24, "order-9", 1000);
     assert_int_equal(store_begin(st), 0);
@@ -800,7 +793,7 @@ static void client_keys(void **state)
     assert_string_equal(id, a->id);
     saga *got = load(st, other->id);
     saga_free(got);
-    assert_int_equal(store_load_saga(st, &cfg, dup->id, &(saga *){NULL}), STORE_NOT_FOUND);
+    assert_int_equal(store_load_saga(st, dup->id, &(saga *){NULL}), STORE_NOT_FOUND);
 
     saga_free(other);
     saga_free(dup);
@@ -828,10 +821,9 @@ static int collect_unfinished(saga *s, void *arg)
     assert_true(w->n < w->cap);
     assert_true(s->state == SAGA_RUNNING || s->state == SAGA_COMPENSATING);
     assert_int_equal(s->dirty, 0);
-    if (s->def == NULL)
+    assert_null(s->def);
+    if (strcmp(s->type, "gone") == 0)
         w->null_defs++;
-    else
-        assert_string_equal(s->def->name, s->type);
     memcpy(w->ids[w->n++], s->id, 37);
     if (w->finish_id != NULL) {
         saga *other = load(w->st, w->finish_id);
@@ -872,7 +864,7 @@ static void load_unfinished_oldest_first(void **state)
 
     static char got[N][37];
     walk w = {.ids = got, .cap = N, .st = st};
-    assert_int_equal(store_load_unfinished(st, &cfg, collect_unfinished, &w), 0);
+    assert_int_equal(store_load_unfinished(st, collect_unfinished, &w), 0);
     assert_int_equal(w.n, n_want);
     for (size_t i = 0; i < n_want; i++)
         assert_string_equal(got[i], want[i]);
@@ -883,52 +875,158 @@ static void load_unfinished_oldest_first(void **state)
      * A stop: its value is returned, the sagas after it are never handed out
      * (and not leaked: the sanitizer build checks). */
     w = (walk){.ids = got, .cap = N, .st = st, .stop_after = 3};
-    assert_int_equal(store_load_unfinished(st, &cfg, collect_unfinished, &w), 42);
+    assert_int_equal(store_load_unfinished(st, collect_unfinished, &w), 42);
     assert_int_equal(w.n, 3);
 
     /* The callback may write through the same handle; a saga it finishes is
      * not handed out later. */
     w = (walk){.ids = got, .cap = N, .st = st, .finish_id = want[5]};
-    assert_int_equal(store_load_unfinished(st, &cfg, collect_unfinished, &w), 0);
+    assert_int_equal(store_load_unfinished(st, collect_unfinished, &w), 0);
     assert_int_equal(w.n, n_want - 1);
     for (size_t i = 0; i < w.n; i++)
         assert_string_not_equal(got[i], want[5]);
     store_close(st);
 }
 
-static void load_with_missing_or_changed_definition(void **state)
+/* A saga comes back pinned to the version it was stored with, whatever it is. */
+static void load_keeps_the_pinned_version(void **state)
 {
     char path[512];
     new_db_path(path, sizeof path);
     store *st = open_rw(path, 0);
     saga *s = new_saga(&defs[0], 30, NULL, 1000);
+    s->def_version = 4000000000u; /* the whole uint32 range */
     save_one(st, s);
 
     saga *got = NULL;
-    assert_int_equal(store_load_saga(st, NULL, s->id, &got), 0);
+    assert_int_equal(store_load_saga(st, s->id, &got), 0);
     assert_null(got->def);
     assert_string_equal(got->type, "order");
     assert_int_equal(got->n_steps, 3);
+    assert_int_equal(got->def_version, 4000000000u);
     saga_free(got);
 
-    /* Same type name, different step names: not attached. */
-    saga_def v2[] = {{.name = "order", .steps = order_v2_steps, .n_steps = 3}};
-    orch_config cfg2 = {.sagas = v2, .n_sagas = 1};
-    assert_int_equal(store_load_saga(st, &cfg2, s->id, &got), 0);
-    assert_null(got->def);
-    saga_free(got);
-
-    /* Same type name, fewer steps: not attached. */
-    saga_def shorter[] = {{.name = "order", .steps = order_steps, .n_steps = 2}};
-    orch_config cfg3 = {.sagas = shorter, .n_sagas = 1};
-    assert_int_equal(store_load_saga(st, &cfg3, s->id, &got), 0);
-    assert_null(got->def);
-    assert_int_equal(got->n_steps, 3);
-    saga_free(got);
-
-    assert_int_equal(store_load_saga(st, &cfg, "no-such-id", &got), STORE_NOT_FOUND);
+    assert_int_equal(store_load_saga(st, "no-such-id", &got), STORE_NOT_FOUND);
     saga_free(s);
     store_close(st);
+}
+
+static int copy_definition(const store_definition *d, void *arg)
+{
+    store_definition *out = arg;
+    *out = *d;
+    out->type = strdup(d->type);
+    out->hash = strdup(d->hash);
+    out->text = strdup(d->text);
+    return 0;
+}
+
+static void free_definition(store_definition *d)
+{
+    free((char *)d->type);
+    free((char *)d->hash);
+    free((char *)d->text);
+}
+
+static const char hash_a[] = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+static const char hash_b[] = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+/* Each version once per type: found by hash, read back by number; a text is
+ * never stored twice under one type. */
+static void definitions_are_stored_once(void **state)
+{
+    char path[512];
+    new_db_path(path, sizeof path);
+    store *st = open_rw(path, 0);
+    uint32_t v = 99;
+    assert_int_equal(store_definition_max(st, "order", &v), 0);
+    assert_int_equal(v, 0);
+    assert_int_equal(store_definition_version(st, "order", hash_a, &v), STORE_NOT_FOUND);
+    store_definition a = {"order", 1, hash_a, "name = \"order\";", 1000};
+    store_definition b = {"order", 2, hash_b, "name = \"order\"; # v2", 2000};
+    store_definition other = {"trip", 1, hash_a, "name = \"trip\";", 3000};
+    assert_int_equal(store_definition_add(st, &a), 0);
+    assert_int_equal(store_definition_add(st, &b), 0);
+    assert_int_equal(store_definition_add(st, &other), 0);
+    store_definition again = {"order", 3, hash_a, "name = \"order\";", 4000};
+    assert_int_equal(store_definition_add(st, &again), -1); /* UNIQUE (type, hash) */
+    assert_int_equal(store_definition_max(st, "order", &v), 0);
+    assert_int_equal(v, 2);
+    assert_int_equal(store_definition_version(st, "order", hash_b, &v), 0);
+    assert_int_equal(v, 2);
+
+    store *ro = open_ro(path);
+    store_definition got;
+    assert_int_equal(store_definition_get(ro, "order", 2, copy_definition, &got), 0);
+    assert_string_equal(got.text, b.text);
+    assert_string_equal(got.hash, hash_b);
+    assert_int_equal(got.loaded_at_ms, 2000);
+    free_definition(&got);
+    assert_int_equal(store_definition_get(ro, "order", 3, copy_definition, &got), STORE_NOT_FOUND);
+    store_close(ro);
+    store_close(st);
+}
+
+static int count_collect(const char *type, uint32_t version, int state, uint64_t n, void *arg)
+{
+    uint64_t *counts = arg; /* [version * 8 + state] for type "order" */
+    if (strcmp(type, "order") == 0 && version < 8)
+        counts[version * 8 + (unsigned)state] += n;
+    return 0;
+}
+
+static void raw_exec(const char *path, const char *sql);
+
+/*
+ * A database of schema version 1 (before definition versions) opens, is
+ * migrated, and its sagas come back unpinned (def_version 0) until
+ * store_pin_unversioned pins them; sagas of other types stay unpinned.
+ */
+static void migration_from_schema_1_pins_old_sagas(void **state)
+{
+    char path[512];
+    new_db_path(path, sizeof path);
+    store *st = open_rw(path, 0);
+    saga *running = new_saga(&defs[0], 40, "k40", 1000);
+    saga *failed = new_saga(&defs[0], 41, NULL, 1000);
+    saga *trip = new_saga(&defs[1], 42, NULL, 1000);
+    failed->state = SAGA_FAILED;
+    failed->last_error = strdup("stuck");
+    save_one(st, running);
+    save_one(st, failed);
+    save_one(st, trip);
+    store_close(st);
+    /* What a sagad of schema version 1 left behind. */
+    raw_exec(path, "DROP INDEX sagas_unpinned; ALTER TABLE sagas DROP COLUMN def_version; "
+                   "DROP TABLE saga_definitions; PRAGMA user_version = 1");
+
+    st = open_rw(path, 0);
+    saga *got = load(st, running->id);
+    assert_int_equal(got->def_version, 0);
+    assert_saga_equal(running, got);
+    saga_free(got);
+    assert_int_equal(store_begin(st), 0);
+    assert_int_equal(store_pin_unversioned(st, "order", 1), 0);
+    assert_int_equal(store_commit(st), 0);
+    got = load(st, running->id);
+    assert_int_equal(got->def_version, 1);
+    saga_free(got);
+    got = load(st, failed->id);
+    assert_int_equal(got->def_version, 1);
+    saga_free(got);
+    got = load(st, trip->id);
+    assert_int_equal(got->def_version, 0);
+    saga_free(got);
+    uint64_t counts[64] = {0};
+    assert_int_equal(store_count_by_version(st, count_collect, counts), 0);
+    assert_int_equal(counts[1 * 8 + SAGA_RUNNING], 1);
+    assert_int_equal(counts[1 * 8 + SAGA_FAILED], 1);
+    store_close(st);
+    /* The read-only handle knows the new schema. */
+    store_close(open_ro(path));
+    saga_free(running);
+    saga_free(failed);
+    saga_free(trip);
 }
 
 /* Rows that would hand the engine garbage are refused with a message. */
@@ -959,7 +1057,7 @@ static void load_refuses_corrupt_rows(void **state)
     for (size_t i = 0; i < sizeof breakages / sizeof breakages[0]; i++) {
         assert_int_equal(sqlite3_exec(db, breakages[i], NULL, NULL, NULL), SQLITE_OK);
         saga *got = NULL;
-        assert_int_equal(store_load_saga(st, &cfg, s->id, &got), -1);
+        assert_int_equal(store_load_saga(st, s->id, &got), -1);
         assert_null(got);
         assert_non_null(strstr(store_errmsg(st), s->id));
         if (strstr(store_errmsg(st), want[i]) == NULL)
@@ -997,7 +1095,7 @@ static void rollback_discards(void **state)
     saga_free(got);
     store_rollback(st);
 
-    assert_int_equal(store_load_saga(st, &cfg, s->id, &got), STORE_NOT_FOUND);
+    assert_int_equal(store_load_saga(st, s->id, &got), STORE_NOT_FOUND);
     char id[37];
     assert_int_equal(store_find_client_key(st, "k-41", id), STORE_NOT_FOUND);
     event_log log = {.n = 0};
@@ -1033,7 +1131,7 @@ static void failed_commit_rolls_back(void **state)
     assert_int_equal(store_commit(st), -1);
     assert_non_null(strstr(store_errmsg(st), "FOREIGN KEY"));
 
-    assert_int_equal(store_load_saga(st, &cfg, s->id, &(saga *){NULL}), STORE_NOT_FOUND);
+    assert_int_equal(store_load_saga(st, s->id, &(saga *){NULL}), STORE_NOT_FOUND);
     event_log log = {.n = 0};
     assert_int_equal(store_history(st, "orphan", collect_event, &log), 0);
     assert_int_equal(log.n, 0);
@@ -1070,10 +1168,10 @@ static void reopen_keeps_committed_data(void **state)
 
     st = open_rw(path, 1);
     saga *got = load(st, s->id);
-    assert_ptr_equal(got->def, &defs[1]);
+    assert_int_equal(got->def_version, defs[1].version);
     assert_saga_equal(s, got);
     saga_free(got);
-    assert_int_equal(store_load_saga(st, &cfg, t->id, &(saga *){NULL}), STORE_NOT_FOUND);
+    assert_int_equal(store_load_saga(st, t->id, &(saga *){NULL}), STORE_NOT_FOUND);
     event_log log = {.n = 0};
     assert_int_equal(store_history(st, s->id, collect_event, &log), 0);
     assert_int_equal(log.n, 1);
@@ -1123,7 +1221,7 @@ static void crash_keeps_committed_round_only(void **state)
     saga *got = load(st, committed->id);
     assert_saga_equal(committed, got);
     saga_free(got);
-    assert_int_equal(store_load_saga(st, &cfg, open_round->id, &(saga *){NULL}), STORE_NOT_FOUND);
+    assert_int_equal(store_load_saga(st, open_round->id, &(saga *){NULL}), STORE_NOT_FOUND);
     store_close(st);
 
     st = open_rw(path, 1);
@@ -1156,7 +1254,7 @@ static void read_only_sees_committed_only(void **state)
     saga *got = load(r, a->id);
     assert_int_equal(got->state, SAGA_RUNNING);
     saga_free(got);
-    assert_int_equal(store_load_saga(r, &cfg, b->id, &(saga *){NULL}), STORE_NOT_FOUND);
+    assert_int_equal(store_load_saga(r, b->id, &(saga *){NULL}), STORE_NOT_FOUND);
     list_log l = {.n = 0};
     assert_int_equal(store_list(r, 0, NULL, NULL, 0, collect_summary, &l), 0);
     assert_int_equal(l.n, 1);
@@ -1169,7 +1267,7 @@ static void read_only_sees_committed_only(void **state)
     assert_int_equal(store_begin(r), 0);
     assert_int_equal(store_count_by_state(r, counts), 0);
     assert_int_equal(store_commit(w), 0);
-    assert_int_equal(store_load_saga(r, &cfg, b->id, &(saga *){NULL}), STORE_NOT_FOUND);
+    assert_int_equal(store_load_saga(r, b->id, &(saga *){NULL}), STORE_NOT_FOUND);
     assert_int_equal(store_commit(r), 0);
 
     got = load(r, b->id);
@@ -1403,7 +1501,9 @@ int main(void)
         cmocka_unit_test(count_by_state),
         cmocka_unit_test(client_keys),
         cmocka_unit_test(load_unfinished_oldest_first),
-        cmocka_unit_test(load_with_missing_or_changed_definition),
+        cmocka_unit_test(load_keeps_the_pinned_version),
+        cmocka_unit_test(definitions_are_stored_once),
+        cmocka_unit_test(migration_from_schema_1_pins_old_sagas),
         cmocka_unit_test(load_refuses_corrupt_rows),
         cmocka_unit_test(rollback_discards),
         cmocka_unit_test(failed_commit_rolls_back),
