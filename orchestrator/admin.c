@@ -497,999 +497,1000 @@ static Saga__V1__AdminStatus admin_status_of(int engine_status)
     default:
         return SAGA__V1__ADMIN_STATUS__ADMIN_INTERNAL;
     }
-    /* The last touch of a context handed to the engine: from here on admin_stop
-     * may free it (invariant 4). */
-    static void engine_call_finished(admin_server * srv)
-    {
-        pthread_mutex_lock(&srv->mu);
-        if (--srv->engine_pending == 0)
-            pthread_cond_broadcast(&srv->pending_cv);
-        pthread_mutex_unlock(&srv->mu);
+}
+
+/* The last touch of a context handed to the engine: from here on admin_stop
+ * may free it (invariant 4). */
+static void engine_call_finished(admin_server *srv)
+{
+    pthread_mutex_lock(&srv->mu);
+    if (--srv->engine_pending == 0)
+        pthread_cond_broadcast(&srv->pending_cv);
+    pthread_mutex_unlock(&srv->mu);
+}
+
+/* Called once per command, on the engine thread (invariant 3). */
+static void on_engine_done(void *arg, int status, const char *error, const char *saga_id,
+                           int existing)
+{
+    admin_ctx *c = arg;
+    admin_server *srv = c->srv;
+    AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
+    Saga__V1__StartReply started = SAGA__V1__START_REPLY__INIT;
+    rep.status = admin_status_of(status);
+    if (status != ENGINE_OK) {
+        rep.error = pb_str(error != NULL && *error ? error : "the engine refused the command");
+    } else if (saga_id != NULL) {
+        started.saga_id = pb_str(saga_id);
+        started.existing = existing != 0;
+        rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_STARTED;
+        rep.started = &started;
     }
+    actx_reply(c, &rep);
+    engine_call_finished(srv);
+}
 
-    /* Called once per command, on the engine thread (invariant 3). */
-    static void on_engine_done(void *arg, int status, const char *error, const char *saga_id,
-                               int existing)
-    {
-        admin_ctx *c = arg;
-        admin_server *srv = c->srv;
-        AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
-        Saga__V1__StartReply started = SAGA__V1__START_REPLY__INIT;
-        rep.status = admin_status_of(status);
-        if (status != ENGINE_OK) {
-            rep.error = pb_str(error != NULL && *error ? error : "the engine refused the command");
-        } else if (saga_id != NULL) {
-            started.saga_id = pb_str(saga_id);
-            started.existing = existing != 0;
-            rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_STARTED;
-            rep.started = &started;
-        }
-        actx_reply(c, &rep);
-        engine_call_finished(srv);
+/* The current definitions, for a reload's answer (on the engine thread). */
+typedef struct {
+    arena *a;
+    Saga__V1__SagaType **types;
+    size_t n, cap;
+    int oom;
+} current_list;
+
+static void add_current(const saga_def *def, void *arg)
+{
+    current_list *l = arg;
+    if (l->oom || l->n == l->cap)
+        return;
+    Saga__V1__SagaType *t = arena_calloc(l->a, 1, sizeof *t);
+    Saga__V1__TypeVersion *v = arena_calloc(l->a, 1, sizeof *v);
+    Saga__V1__TypeVersion **vs = arena_calloc(l->a, 1, sizeof *vs);
+    if (t == NULL || v == NULL || vs == NULL) {
+        l->oom = 1;
+        return;
     }
+    saga__v1__saga_type__init(t);
+    saga__v1__type_version__init(v);
+    t->type = pb_str(def->name);
+    v->version = def->version;
+    v->current = 1;
+    vs[0] = v;
+    t->n_versions = 1;
+    t->versions = vs;
+    l->types[l->n++] = t;
+}
 
-    /* The current definitions, for a reload's answer (on the engine thread). */
-    typedef struct {
-        arena *a;
-        Saga__V1__SagaType **types;
-        size_t n, cap;
-        int oom;
-    } current_list;
-
-    static void add_current(const saga_def *def, void *arg)
-    {
-        current_list *l = arg;
-        if (l->oom || l->n == l->cap)
-            return;
-        Saga__V1__SagaType *t = arena_calloc(l->a, 1, sizeof *t);
-        Saga__V1__TypeVersion *v = arena_calloc(l->a, 1, sizeof *v);
-        Saga__V1__TypeVersion **vs = arena_calloc(l->a, 1, sizeof *vs);
-        if (t == NULL || v == NULL || vs == NULL) {
-            l->oom = 1;
-            return;
-        }
-        saga__v1__saga_type__init(t);
-        saga__v1__type_version__init(v);
-        t->type = pb_str(def->name);
-        v->version = def->version;
-        v->current = 1;
-        vs[0] = v;
-        t->n_versions = 1;
-        t->versions = vs;
-        l->types[l->n++] = t;
-    }
-
-    /* Called once per reload, on the engine thread (invariant 3). */
-    static void on_reload_done(void *arg, int status, const char *error, const char *saga_id,
-                               int existing)
-    {
-        (void)saga_id;
-        (void)existing;
-        admin_ctx *c = arg;
-        admin_server *srv = c->srv;
-        AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
-        Saga__V1__ReloadReply reloaded = SAGA__V1__RELOAD_REPLY__INIT;
-        arena a = {NULL};
-        rep.status = (Saga__V1__AdminStatus)status;
-        if (status != ENGINE_OK) {
-            rep.error = pb_str(error != NULL && *error ? error : "reload refused");
+/* Called once per reload, on the engine thread (invariant 3). */
+static void on_reload_done(void *arg, int status, const char *error, const char *saga_id,
+                           int existing)
+{
+    (void)saga_id;
+    (void)existing;
+    admin_ctx *c = arg;
+    admin_server *srv = c->srv;
+    AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
+    Saga__V1__ReloadReply reloaded = SAGA__V1__RELOAD_REPLY__INIT;
+    arena a = {NULL};
+    rep.status = admin_status_of(status);
+    if (status != ENGINE_OK) {
+        rep.error = pb_str(error != NULL && *error ? error : "reload refused");
+    } else {
+        /* Defs are never freed while the engine lives (catalog.h): names may be borrowed. */
+        current_list l = {&a, NULL, 0, ADMIN_LIST_MAX, 0};
+        l.types = arena_calloc(&a, l.cap, sizeof *l.types);
+        if (l.types != NULL)
+            catalog_each_current(srv->defs, add_current, &l);
+        if (l.types == NULL || l.oom) {
+            rep.status = SAGA__V1__ADMIN_STATUS__ADMIN_INTERNAL;
+            rep.error = "reloaded, but out of memory describing the result";
         } else {
-            /* Defs are never freed while the engine lives (catalog.h): names may be borrowed. */
-            current_list l = {&a, NULL, 0, ADMIN_LIST_MAX, 0};
-            l.types = arena_calloc(&a, l.cap, sizeof *l.types);
-            if (l.types != NULL)
-                catalog_each_current(srv->defs, add_current, &l);
-            if (l.types == NULL || l.oom) {
-                rep.status = SAGA__V1__ADMIN_STATUS__ADMIN_INTERNAL;
-                rep.error = "reloaded, but out of memory describing the result";
-            } else {
-                reloaded.n_types = l.n;
-                reloaded.types = l.types;
-                rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_RELOADED;
-                rep.reloaded = &reloaded;
-            }
+            reloaded.n_types = l.n;
+            reloaded.types = l.types;
+            rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_RELOADED;
+            rep.reloaded = &reloaded;
         }
-        actx_reply(c, &rep);
-        arena_free(&a);
-        engine_call_finished(srv);
     }
+    actx_reply(c, &rep);
+    arena_free(&a);
+    engine_call_finished(srv);
+}
 
-    /* Marks c as waiting for the engine; call right before an engine_* call. */
-    static void actx_to_engine(admin_ctx * c)
-    {
-        c->state = ACTX_ENGINE;
-        pthread_mutex_lock(&c->srv->mu);
-        c->srv->engine_pending++;
-        pthread_mutex_unlock(&c->srv->mu);
+/* Marks c as waiting for the engine; call right before an engine_* call. */
+static void actx_to_engine(admin_ctx *c)
+{
+    c->state = ACTX_ENGINE;
+    pthread_mutex_lock(&c->srv->mu);
+    c->srv->engine_pending++;
+    pthread_mutex_unlock(&c->srv->mu);
+}
+
+/* ---- Reads: served by the reader thread -------------------------------- */
+
+static Saga__V1__SagaStatus__InputEntry **status_inputs(arena *a, const kvmap *m)
+{
+    Saga__V1__SagaStatus__InputEntry **v = arena_calloc(a, m->len, sizeof *v);
+    Saga__V1__SagaStatus__InputEntry *e = arena_calloc(a, m->len, sizeof *e);
+    if (v == NULL || e == NULL)
+        return NULL;
+    for (size_t i = 0; i < m->len; i++) {
+        saga__v1__saga_status__input_entry__init(&e[i]);
+        e[i].key = m->items[i].key;
+        e[i].value = m->items[i].value;
+        v[i] = &e[i];
     }
+    return v;
+}
 
-    /* ---- Reads: served by the reader thread -------------------------------- */
-
-    static Saga__V1__SagaStatus__InputEntry **status_inputs(arena * a, const kvmap *m)
-    {
-        Saga__V1__SagaStatus__InputEntry **v = arena_calloc(a, m->len, sizeof *v);
-        Saga__V1__SagaStatus__InputEntry *e = arena_calloc(a, m->len, sizeof *e);
-        if (v == NULL || e == NULL)
-            return NULL;
-        for (size_t i = 0; i < m->len; i++) {
-            saga__v1__saga_status__input_entry__init(&e[i]);
-            e[i].key = m->items[i].key;
-            e[i].value = m->items[i].value;
-            v[i] = &e[i];
-        }
-        return v;
+static Saga__V1__StepStatus__ResultEntry **step_results(arena *a, const kvmap *m)
+{
+    Saga__V1__StepStatus__ResultEntry **v = arena_calloc(a, m->len, sizeof *v);
+    Saga__V1__StepStatus__ResultEntry *e = arena_calloc(a, m->len, sizeof *e);
+    if (v == NULL || e == NULL)
+        return NULL;
+    for (size_t i = 0; i < m->len; i++) {
+        saga__v1__step_status__result_entry__init(&e[i]);
+        e[i].key = m->items[i].key;
+        e[i].value = m->items[i].value;
+        v[i] = &e[i];
     }
+    return v;
+}
 
-    static Saga__V1__StepStatus__ResultEntry **step_results(arena * a, const kvmap *m)
-    {
-        Saga__V1__StepStatus__ResultEntry **v = arena_calloc(a, m->len, sizeof *v);
-        Saga__V1__StepStatus__ResultEntry *e = arena_calloc(a, m->len, sizeof *e);
-        if (v == NULL || e == NULL)
-            return NULL;
-        for (size_t i = 0; i < m->len; i++) {
-            saga__v1__step_status__result_entry__init(&e[i]);
-            e[i].key = m->items[i].key;
-            e[i].value = m->items[i].value;
-            v[i] = &e[i];
-        }
-        return v;
-    }
+/* Fills out from s; strings are borrowed from s, arrays come from a. */
+static int status_from_saga(arena *a, const saga *s, Saga__V1__SagaStatus *out)
+{
+    saga__v1__saga_status__init(out);
+    out->saga_id = pb_str(s->id);
+    out->type = pb_str(s->type);
+    out->state = (Saga__V1__SagaState)s->state;
+    out->client_key = pb_str(s->client_key);
+    out->created_at_ms = s->created_at_ms;
+    out->updated_at_ms = s->updated_at_ms;
+    out->last_error = pb_str(s->last_error);
+    out->n_input = s->input.len;
+    if ((out->input = status_inputs(a, &s->input)) == NULL)
+        return -1;
 
-    /* Fills out from s; strings are borrowed from s, arrays come from a. */
-    static int status_from_saga(arena * a, const saga *s, Saga__V1__SagaStatus *out)
-    {
-        saga__v1__saga_status__init(out);
-        out->saga_id = pb_str(s->id);
-        out->type = pb_str(s->type);
-        out->state = (Saga__V1__SagaState)s->state;
-        out->client_key = pb_str(s->client_key);
-        out->created_at_ms = s->created_at_ms;
-        out->updated_at_ms = s->updated_at_ms;
-        out->last_error = pb_str(s->last_error);
-        out->n_input = s->input.len;
-        if ((out->input = status_inputs(a, &s->input)) == NULL)
-            return -1;
-
-        Saga__V1__StepStatus **v = arena_calloc(a, s->n_steps, sizeof *v);
-        Saga__V1__StepStatus *st = arena_calloc(a, s->n_steps, sizeof *st);
-        if (v == NULL || st == NULL)
-            return -1;
-        for (size_t i = 0; i < s->n_steps; i++) {
-            const step_run *r = &s->steps[i];
-            /* The definition is absent when the saga's type is no longer configured. */
-            const step_def *d = s->def != NULL && i < s->def->n_steps ? &s->def->steps[i] : NULL;
-            Saga__V1__StepStatus *o = &st[i];
-            saga__v1__step_status__init(o);
-            if (d != NULL) {
-                o->name = pb_str(d->name);
-                o->participant = pb_str(d->participant);
-                o->action = pb_str(d->action);
-                o->compensation = pb_str(d->compensation);
-            } else {
-                char name[32];
-                snprintf(name, sizeof name, "#%zu", i + 1);
-                if ((o->name = arena_strdup(a, name)) == NULL)
-                    return -1;
-            }
-            o->state = (Saga__V1__StepState)r->state;
-            o->action_attempts = r->action_attempts;
-            o->compensation_attempts = r->compensation_attempts;
-            /* No reply yet (-1) is OUTCOME_UNSPECIFIED on the wire. */
-            o->last_outcome =
-                (Saga__V1__Outcome)(r->last_outcome < 0 ? OUTCOME_UNSPECIFIED : r->last_outcome);
-            o->n_result = r->result.len;
-            if ((o->result = step_results(a, &r->result)) == NULL)
+    Saga__V1__StepStatus **v = arena_calloc(a, s->n_steps, sizeof *v);
+    Saga__V1__StepStatus *st = arena_calloc(a, s->n_steps, sizeof *st);
+    if (v == NULL || st == NULL)
+        return -1;
+    for (size_t i = 0; i < s->n_steps; i++) {
+        const step_run *r = &s->steps[i];
+        /* The definition is absent when the saga's type is no longer configured. */
+        const step_def *d = s->def != NULL && i < s->def->n_steps ? &s->def->steps[i] : NULL;
+        Saga__V1__StepStatus *o = &st[i];
+        saga__v1__step_status__init(o);
+        if (d != NULL) {
+            o->name = pb_str(d->name);
+            o->participant = pb_str(d->participant);
+            o->action = pb_str(d->action);
+            o->compensation = pb_str(d->compensation);
+        } else {
+            char name[32];
+            snprintf(name, sizeof name, "#%zu", i + 1);
+            if ((o->name = arena_strdup(a, name)) == NULL)
                 return -1;
-            o->last_error = pb_str(r->last_error);
-            o->next_attempt_at_ms = r->next_attempt_at_ms;
-            v[i] = o;
         }
-        out->n_steps = s->n_steps;
-        out->steps = v;
-        return 0;
+        o->state = (Saga__V1__StepState)r->state;
+        o->action_attempts = r->action_attempts;
+        o->compensation_attempts = r->compensation_attempts;
+        /* No reply yet (-1) is OUTCOME_UNSPECIFIED on the wire. */
+        o->last_outcome =
+            (Saga__V1__Outcome)(r->last_outcome < 0 ? OUTCOME_UNSPECIFIED : r->last_outcome);
+        o->n_result = r->result.len;
+        if ((o->result = step_results(a, &r->result)) == NULL)
+            return -1;
+        o->last_error = pb_str(r->last_error);
+        o->next_attempt_at_ms = r->next_attempt_at_ms;
+        v[i] = o;
     }
+    out->n_steps = s->n_steps;
+    out->steps = v;
+    return 0;
+}
 
-    static void read_status(admin_ctx * c, const char *id)
-    {
-        saga *s = NULL;
-        arena a = {NULL};
-        AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
-        Saga__V1__SagaStatus status;
-        rep.status = SAGA__V1__ADMIN_STATUS__ADMIN_OK; /* 0 would be "no status" */
+static void read_status(admin_ctx *c, const char *id)
+{
+    saga *s = NULL;
+    arena a = {NULL};
+    AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
+    Saga__V1__SagaStatus status;
+    rep.status = SAGA__V1__ADMIN_STATUS__ADMIN_OK; /* 0 would be "no status" */
 
-        int rc = store_load_saga(c->srv->st, id, &s);
+    int rc = store_load_saga(c->srv->st, id, &s);
+    if (rc == STORE_NOT_FOUND) {
+        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_NOT_FOUND, "no saga %s", id);
+        goto out;
+    }
+    if (rc != 0) {
+        reply_store_error(c, "status");
+        goto out;
+    }
+    /* Steps are named by the version the saga runs on; "#n" when it cannot load. */
+    char why[256];
+    catalog_bind(c->srv->defs, c->srv->st, s, why, sizeof why);
+    if (status_from_saga(&a, s, &status) != 0) {
+        reply_oom(c, "status");
+        goto out;
+    }
+    rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_SAGA;
+    rep.saga = &status;
+    actx_reply(c, &rep);
+out:
+    arena_free(&a);
+    saga_free(s);
+}
+
+/* The newest ADMIN_HISTORY_MAX events of a saga, in a ring of copies. */
+typedef struct {
+    uint64_t seq;
+    int64_t at_ms;
+    char *kind, *step, *detail;
+    int phase;
+    uint32_t attempt;
+    int outcome;
+    int replayed;
+} hist_event;
+
+typedef struct {
+    hist_event ring[ADMIN_HISTORY_MAX];
+    size_t start, len;
+    uint64_t seen;
+    int oom;
+} hist_acc;
+
+static void hist_event_clear(hist_event *ev)
+{
+    free(ev->kind);
+    free(ev->step);
+    free(ev->detail);
+    memset(ev, 0, sizeof *ev);
+}
+
+static int hist_collect(const store_event *in, void *arg)
+{
+    hist_acc *h = arg;
+    hist_event *ev;
+    if (h->len == ADMIN_HISTORY_MAX) { /* drop the oldest */
+        ev = &h->ring[h->start];
+        hist_event_clear(ev);
+        h->start = (h->start + 1) % ADMIN_HISTORY_MAX;
+    } else {
+        ev = &h->ring[(h->start + h->len++) % ADMIN_HISTORY_MAX];
+    }
+    h->seen++;
+    ev->seq = in->seq;
+    ev->at_ms = in->at_ms;
+    ev->phase = in->phase;
+    ev->attempt = in->attempt;
+    ev->outcome = in->outcome;
+    ev->replayed = in->replayed;
+    ev->kind = util_strdup(nz(in->kind));
+    ev->step = util_strdup(nz(in->step));
+    ev->detail = util_strdup(nz(in->detail));
+    if (ev->kind == NULL || ev->step == NULL || ev->detail == NULL) {
+        h->oom = 1;
+        return 1; /* stops the walk */
+    }
+    return 0;
+}
+
+static void read_history(admin_ctx *c, const char *id)
+{
+    arena a = {NULL};
+    AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
+    Saga__V1__SagaHistory hist = SAGA__V1__SAGA_HISTORY__INIT;
+    rep.status = SAGA__V1__ADMIN_STATUS__ADMIN_OK; /* 0 would be "no status" */
+    hist_acc *h = calloc(1, sizeof *h);
+    saga *s = NULL;
+
+    if (h == NULL) {
+        reply_oom(c, "history");
+        goto out;
+    }
+    int rc = store_history(c->srv->st, id, hist_collect, h);
+    if (h->oom) {
+        reply_oom(c, "history");
+        goto out;
+    }
+    if (rc != 0) {
+        reply_store_error(c, "history");
+        goto out;
+    }
+    if (h->len == 0) { /* every saga has a saga_started event: does it exist? */
+        rc = store_load_saga(c->srv->st, id, &s);
         if (rc == STORE_NOT_FOUND) {
             actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_NOT_FOUND, "no saga %s", id);
-            goto out;
-        }
-        if (rc != 0) {
-            reply_store_error(c, "status");
-            goto out;
-        }
-        /* Steps are named by the version the saga runs on; "#n" when it cannot load. */
-        char why[256];
-        catalog_bind(c->srv->defs, c->srv->st, s, why, sizeof why);
-        if (status_from_saga(&a, s, &status) != 0) {
-            reply_oom(c, "status");
-            goto out;
-        }
-        rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_SAGA;
-        rep.saga = &status;
-        actx_reply(c, &rep);
-    out:
-        arena_free(&a);
-        saga_free(s);
-    }
-
-    /* The newest ADMIN_HISTORY_MAX events of a saga, in a ring of copies. */
-    typedef struct {
-        uint64_t seq;
-        int64_t at_ms;
-        char *kind, *step, *detail;
-        int phase;
-        uint32_t attempt;
-        int outcome;
-        int replayed;
-    } hist_event;
-
-    typedef struct {
-        hist_event ring[ADMIN_HISTORY_MAX];
-        size_t start, len;
-        uint64_t seen;
-        int oom;
-    } hist_acc;
-
-    static void hist_event_clear(hist_event * ev)
-    {
-        free(ev->kind);
-        free(ev->step);
-        free(ev->detail);
-        memset(ev, 0, sizeof *ev);
-    }
-
-    static int hist_collect(const store_event *in, void *arg)
-    {
-        hist_acc *h = arg;
-        hist_event *ev;
-        if (h->len == ADMIN_HISTORY_MAX) { /* drop the oldest */
-            ev = &h->ring[h->start];
-            hist_event_clear(ev);
-            h->start = (h->start + 1) % ADMIN_HISTORY_MAX;
-        } else {
-            ev = &h->ring[(h->start + h->len++) % ADMIN_HISTORY_MAX];
-        }
-        h->seen++;
-        ev->seq = in->seq;
-        ev->at_ms = in->at_ms;
-        ev->phase = in->phase;
-        ev->attempt = in->attempt;
-        ev->outcome = in->outcome;
-        ev->replayed = in->replayed;
-        ev->kind = util_strdup(nz(in->kind));
-        ev->step = util_strdup(nz(in->step));
-        ev->detail = util_strdup(nz(in->detail));
-        if (ev->kind == NULL || ev->step == NULL || ev->detail == NULL) {
-            h->oom = 1;
-            return 1; /* stops the walk */
-        }
-        return 0;
-    }
-
-    static void read_history(admin_ctx * c, const char *id)
-    {
-        arena a = {NULL};
-        AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
-        Saga__V1__SagaHistory hist = SAGA__V1__SAGA_HISTORY__INIT;
-        rep.status = SAGA__V1__ADMIN_STATUS__ADMIN_OK; /* 0 would be "no status" */
-        hist_acc *h = calloc(1, sizeof *h);
-        saga *s = NULL;
-
-        if (h == NULL) {
-            reply_oom(c, "history");
-            goto out;
-        }
-        int rc = store_history(c->srv->st, id, hist_collect, h);
-        if (h->oom) {
-            reply_oom(c, "history");
             goto out;
         }
         if (rc != 0) {
             reply_store_error(c, "history");
             goto out;
         }
-        if (h->len == 0) { /* every saga has a saga_started event: does it exist? */
-            rc = store_load_saga(c->srv->st, id, &s);
-            if (rc == STORE_NOT_FOUND) {
-                actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_NOT_FOUND, "no saga %s", id);
-                goto out;
-            }
-            if (rc != 0) {
-                reply_store_error(c, "history");
-                goto out;
-            }
-        }
-        if (h->seen > h->len)
-            log_debug("admin: history of %s: sending the newest %zu of %" PRIu64 " events", id,
-                      h->len, h->seen);
-        Saga__V1__HistoryEvent **v = arena_calloc(&a, h->len, sizeof *v);
-        Saga__V1__HistoryEvent *e = arena_calloc(&a, h->len, sizeof *e);
-        if (v == NULL || e == NULL) {
-            reply_oom(c, "history");
-            goto out;
-        }
-        for (size_t i = 0; i < h->len; i++) {
-            const hist_event *ev = &h->ring[(h->start + i) % ADMIN_HISTORY_MAX];
-            saga__v1__history_event__init(&e[i]);
-            e[i].seq = ev->seq;
-            e[i].at_ms = ev->at_ms;
-            e[i].kind = ev->kind;
-            e[i].step = ev->step;
-            e[i].phase = (Saga__V1__Phase)ev->phase;
-            e[i].attempt = ev->attempt;
-            e[i].outcome = (Saga__V1__Outcome)(ev->outcome < 0 ? OUTCOME_UNSPECIFIED : ev->outcome);
-            e[i].replayed = ev->replayed != 0;
-            e[i].detail = ev->detail;
-            v[i] = &e[i];
-        }
-        hist.saga_id = pb_str(id);
-        hist.n_events = h->len;
-        hist.events = v;
-        rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_HISTORY;
-        rep.history = &hist;
-        actx_reply(c, &rep);
-    out:
-        if (h != NULL) {
-            for (size_t i = 0; i < ADMIN_HISTORY_MAX; i++)
-                hist_event_clear(&h->ring[i]);
-            free(h);
-        }
-        arena_free(&a);
-        saga_free(s);
     }
-
-    typedef struct {
-        arena *a;
-        Saga__V1__SagaSummary **rows;
-        size_t n, cap;
-        int oom;
-    } list_acc;
-
-    /* Cuts s to at most max bytes without splitting a UTF-8 sequence, marking
-     * the cut with "...". Returns an arena copy. */
-    static char *arena_clip(arena * a, const char *s, size_t max)
-    {
-        size_t n = strlen(s);
-        if (n <= max)
-            return arena_strndup(a, s, n);
-        size_t keep = max - 3;
-        while (keep > 0 && ((unsigned char)s[keep] & 0xC0) == 0x80)
-            keep--;
-        char *d = arena_calloc(a, keep + 4, 1);
-        if (d != NULL) {
-            memcpy(d, s, keep);
-            memcpy(d + keep, "...", 3);
-        }
-        return d;
+    if (h->seen > h->len)
+        log_debug("admin: history of %s: sending the newest %zu of %" PRIu64 " events", id, h->len,
+                  h->seen);
+    Saga__V1__HistoryEvent **v = arena_calloc(&a, h->len, sizeof *v);
+    Saga__V1__HistoryEvent *e = arena_calloc(&a, h->len, sizeof *e);
+    if (v == NULL || e == NULL) {
+        reply_oom(c, "history");
+        goto out;
     }
-
-    static int list_collect(const store_summary *row, void *arg)
-    {
-        list_acc *l = arg;
-        if (l->n == l->cap) { /* the walk is bounded by the limit: cap is enough */
-            l->oom = 1;
-            return 1;
-        }
-        Saga__V1__SagaSummary *o = arena_calloc(l->a, 1, sizeof *o);
-        if (o == NULL) {
-            l->oom = 1;
-            return 1;
-        }
-        saga__v1__saga_summary__init(o);
-        o->saga_id = arena_strdup(l->a, row->saga_id);
-        o->type = arena_strdup(l->a, row->type);
-        o->state = (Saga__V1__SagaState)row->state;
-        o->created_at_ms = row->created_at_ms;
-        o->updated_at_ms = row->updated_at_ms;
-        o->last_error = arena_clip(l->a, nz(row->last_error), ADMIN_SUMMARY_ERROR);
-        if (o->saga_id == NULL || o->type == NULL || o->last_error == NULL) {
-            l->oom = 1;
-            return 1;
-        }
-        l->rows[l->n++] = o;
-        return 0;
+    for (size_t i = 0; i < h->len; i++) {
+        const hist_event *ev = &h->ring[(h->start + i) % ADMIN_HISTORY_MAX];
+        saga__v1__history_event__init(&e[i]);
+        e[i].seq = ev->seq;
+        e[i].at_ms = ev->at_ms;
+        e[i].kind = ev->kind;
+        e[i].step = ev->step;
+        e[i].phase = (Saga__V1__Phase)ev->phase;
+        e[i].attempt = ev->attempt;
+        e[i].outcome = (Saga__V1__Outcome)(ev->outcome < 0 ? OUTCOME_UNSPECIFIED : ev->outcome);
+        e[i].replayed = ev->replayed != 0;
+        e[i].detail = ev->detail;
+        v[i] = &e[i];
     }
-
-    static void read_list(admin_ctx * c, const Saga__V1__ListSagas *m)
-    {
-        arena a = {NULL};
-        AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
-        Saga__V1__SagaList list = SAGA__V1__SAGA_LIST__INIT;
-        rep.status = SAGA__V1__ADMIN_STATUS__ADMIN_OK; /* 0 would be "no status" */
-        uint32_t limit = m->limit == 0 ? ADMIN_LIST_DEFAULT : m->limit;
-        if (limit > ADMIN_LIST_MAX)
-            limit = ADMIN_LIST_MAX;
-        list_acc l = {&a, NULL, 0, limit, 0};
-
-        if ((l.rows = arena_calloc(&a, limit, sizeof *l.rows)) == NULL) {
-            reply_oom(c, "list");
-            goto out;
-        }
-        int rc = store_list(c->srv->st, (int)m->state, nz(m->type), nz(m->after_id), limit,
-                            list_collect, &l);
-        if (l.oom) {
-            reply_oom(c, "list");
-            goto out;
-        }
-        if (rc != 0) {
-            reply_store_error(c, "list");
-            goto out;
-        }
-        list.n_sagas = l.n;
-        list.sagas = l.rows;
-        rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_LIST;
-        rep.list = &list;
-        actx_reply(c, &rep);
-    out:
-        arena_free(&a);
+    hist.saga_id = pb_str(id);
+    hist.n_events = h->len;
+    hist.events = v;
+    rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_HISTORY;
+    rep.history = &hist;
+    actx_reply(c, &rep);
+out:
+    if (h != NULL) {
+        for (size_t i = 0; i < ADMIN_HISTORY_MAX; i++)
+            hist_event_clear(&h->ring[i]);
+        free(h);
     }
+    arena_free(&a);
+    saga_free(s);
+}
 
-    static void read_stats(admin_ctx * c)
-    {
-        uint64_t counts[6] = {0};
-        engine_counters ec;
-        AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
-        Saga__V1__Stats stats = SAGA__V1__STATS__INIT;
-        rep.status = SAGA__V1__ADMIN_STATUS__ADMIN_OK; /* 0 would be "no status" */
+typedef struct {
+    arena *a;
+    Saga__V1__SagaSummary **rows;
+    size_t n, cap;
+    int oom;
+} list_acc;
 
-        if (store_count_by_state(c->srv->st, counts) != 0) {
-            reply_store_error(c, "stats");
-            return;
-        }
-        engine_get_counters(c->srv->eng, &ec);
-        stats.running = counts[SAGA_RUNNING];
-        stats.compensating = counts[SAGA_COMPENSATING];
-        stats.completed = counts[SAGA_COMPLETED];
-        stats.compensated = counts[SAGA_COMPENSATED];
-        stats.failed = counts[SAGA_FAILED];
-        stats.in_flight = ec.in_flight;
-        stats.steps_sent = ec.steps_sent;
-        stats.retries = ec.retries;
-        stats.timeouts = ec.timeouts;
-        stats.replayed_replies = ec.replayed_replies;
-        rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_STATS;
-        rep.stats = &stats;
-        actx_reply(c, &rep);
+/* Cuts s to at most max bytes without splitting a UTF-8 sequence, marking
+ * the cut with "...". Returns an arena copy. */
+static char *arena_clip(arena *a, const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n <= max)
+        return arena_strndup(a, s, n);
+    size_t keep = max - 3;
+    while (keep > 0 && ((unsigned char)s[keep] & 0xC0) == 0x80)
+        keep--;
+    char *d = arena_calloc(a, keep + 4, 1);
+    if (d != NULL) {
+        memcpy(d, s, keep);
+        memcpy(d + keep, "...", 3);
     }
+    return d;
+}
 
-    /* ---- Definition versions: types and describe ---------------------------- */
-
-    typedef struct {
-        arena *a;
-        catalog *defs;
-        Saga__V1__SagaType **types;
-        size_t n, cap;
-        int oom;
-    } types_ctx;
-
-    static Saga__V1__SagaType *find_type(types_ctx * t, const char *type)
-    {
-        for (size_t i = 0; i < t->n; i++)
-            if (strcmp(t->types[i]->type, type) == 0)
-                return t->types[i];
-        return NULL;
+static int list_collect(const store_summary *row, void *arg)
+{
+    list_acc *l = arg;
+    if (l->n == l->cap) { /* the walk is bounded by the limit: cap is enough */
+        l->oom = 1;
+        return 1;
     }
+    Saga__V1__SagaSummary *o = arena_calloc(l->a, 1, sizeof *o);
+    if (o == NULL) {
+        l->oom = 1;
+        return 1;
+    }
+    saga__v1__saga_summary__init(o);
+    o->saga_id = arena_strdup(l->a, row->saga_id);
+    o->type = arena_strdup(l->a, row->type);
+    o->state = (Saga__V1__SagaState)row->state;
+    o->created_at_ms = row->created_at_ms;
+    o->updated_at_ms = row->updated_at_ms;
+    o->last_error = arena_clip(l->a, nz(row->last_error), ADMIN_SUMMARY_ERROR);
+    if (o->saga_id == NULL || o->type == NULL || o->last_error == NULL) {
+        l->oom = 1;
+        return 1;
+    }
+    l->rows[l->n++] = o;
+    return 0;
+}
 
-    /* Appends one stored version (rows come by type, then version). */
-    static int types_collect(const store_definition *d, void *arg)
-    {
-        types_ctx *t = arg;
-        Saga__V1__SagaType *st = find_type(t, d->type);
-        if (st == NULL) {
-            if (t->n == t->cap) {
-                size_t cap = t->cap ? t->cap * 2 : 16;
-                Saga__V1__SagaType **grown = arena_calloc(t->a, cap, sizeof *grown);
-                if (grown == NULL)
-                    return t->oom = 1;
-                if (t->n > 0)
-                    memcpy(grown, t->types, t->n * sizeof *grown);
-                t->types = grown;
-                t->cap = cap;
-            }
-            if ((st = arena_calloc(t->a, 1, sizeof *st)) == NULL)
+static void read_list(admin_ctx *c, const Saga__V1__ListSagas *m)
+{
+    arena a = {NULL};
+    AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
+    Saga__V1__SagaList list = SAGA__V1__SAGA_LIST__INIT;
+    rep.status = SAGA__V1__ADMIN_STATUS__ADMIN_OK; /* 0 would be "no status" */
+    uint32_t limit = m->limit == 0 ? ADMIN_LIST_DEFAULT : m->limit;
+    if (limit > ADMIN_LIST_MAX)
+        limit = ADMIN_LIST_MAX;
+    list_acc l = {&a, NULL, 0, limit, 0};
+
+    if ((l.rows = arena_calloc(&a, limit, sizeof *l.rows)) == NULL) {
+        reply_oom(c, "list");
+        goto out;
+    }
+    int rc = store_list(c->srv->st, (int)m->state, nz(m->type), nz(m->after_id), limit,
+                        list_collect, &l);
+    if (l.oom) {
+        reply_oom(c, "list");
+        goto out;
+    }
+    if (rc != 0) {
+        reply_store_error(c, "list");
+        goto out;
+    }
+    list.n_sagas = l.n;
+    list.sagas = l.rows;
+    rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_LIST;
+    rep.list = &list;
+    actx_reply(c, &rep);
+out:
+    arena_free(&a);
+}
+
+static void read_stats(admin_ctx *c)
+{
+    uint64_t counts[6] = {0};
+    engine_counters ec;
+    AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
+    Saga__V1__Stats stats = SAGA__V1__STATS__INIT;
+    rep.status = SAGA__V1__ADMIN_STATUS__ADMIN_OK; /* 0 would be "no status" */
+
+    if (store_count_by_state(c->srv->st, counts) != 0) {
+        reply_store_error(c, "stats");
+        return;
+    }
+    engine_get_counters(c->srv->eng, &ec);
+    stats.running = counts[SAGA_RUNNING];
+    stats.compensating = counts[SAGA_COMPENSATING];
+    stats.completed = counts[SAGA_COMPLETED];
+    stats.compensated = counts[SAGA_COMPENSATED];
+    stats.failed = counts[SAGA_FAILED];
+    stats.in_flight = ec.in_flight;
+    stats.steps_sent = ec.steps_sent;
+    stats.retries = ec.retries;
+    stats.timeouts = ec.timeouts;
+    stats.replayed_replies = ec.replayed_replies;
+    rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_STATS;
+    rep.stats = &stats;
+    actx_reply(c, &rep);
+}
+
+/* ---- Definition versions: types and describe ---------------------------- */
+
+typedef struct {
+    arena *a;
+    catalog *defs;
+    Saga__V1__SagaType **types;
+    size_t n, cap;
+    int oom;
+} types_ctx;
+
+static Saga__V1__SagaType *find_type(types_ctx *t, const char *type)
+{
+    for (size_t i = 0; i < t->n; i++)
+        if (strcmp(t->types[i]->type, type) == 0)
+            return t->types[i];
+    return NULL;
+}
+
+/* Appends one stored version (rows come by type, then version). */
+static int types_collect(const store_definition *d, void *arg)
+{
+    types_ctx *t = arg;
+    Saga__V1__SagaType *st = find_type(t, d->type);
+    if (st == NULL) {
+        if (t->n == t->cap) {
+            size_t cap = t->cap ? t->cap * 2 : 16;
+            Saga__V1__SagaType **grown = arena_calloc(t->a, cap, sizeof *grown);
+            if (grown == NULL)
                 return t->oom = 1;
-            saga__v1__saga_type__init(st);
-            if ((st->type = arena_strdup(t->a, d->type)) == NULL)
-                return t->oom = 1;
-            t->types[t->n++] = st;
+            if (t->n > 0)
+                memcpy(grown, t->types, t->n * sizeof *grown);
+            t->types = grown;
+            t->cap = cap;
         }
-        Saga__V1__TypeVersion *v = arena_calloc(t->a, 1, sizeof *v);
-        Saga__V1__TypeVersion **vs = arena_calloc(t->a, st->n_versions + 1, sizeof *vs);
-        if (v == NULL || vs == NULL)
+        if ((st = arena_calloc(t->a, 1, sizeof *st)) == NULL)
             return t->oom = 1;
-        saga__v1__type_version__init(v);
-        v->version = d->version;
-        v->hash = arena_strdup(t->a, d->hash);
-        v->loaded_at_ms = d->loaded_at_ms;
-        const saga_def *cur = catalog_current(t->defs, d->type);
-        v->current = cur != NULL && cur->version == d->version;
-        if (v->hash == NULL)
+        saga__v1__saga_type__init(st);
+        if ((st->type = arena_strdup(t->a, d->type)) == NULL)
             return t->oom = 1;
-        if (st->n_versions > 0)
-            memcpy(vs, st->versions, st->n_versions * sizeof *vs);
-        vs[st->n_versions++] = v;
-        st->versions = vs;
-        return 0;
+        t->types[t->n++] = st;
     }
+    Saga__V1__TypeVersion *v = arena_calloc(t->a, 1, sizeof *v);
+    Saga__V1__TypeVersion **vs = arena_calloc(t->a, st->n_versions + 1, sizeof *vs);
+    if (v == NULL || vs == NULL)
+        return t->oom = 1;
+    saga__v1__type_version__init(v);
+    v->version = d->version;
+    v->hash = arena_strdup(t->a, d->hash);
+    v->loaded_at_ms = d->loaded_at_ms;
+    const saga_def *cur = catalog_current(t->defs, d->type);
+    v->current = cur != NULL && cur->version == d->version;
+    if (v->hash == NULL)
+        return t->oom = 1;
+    if (st->n_versions > 0)
+        memcpy(vs, st->versions, st->n_versions * sizeof *vs);
+    vs[st->n_versions++] = v;
+    st->versions = vs;
+    return 0;
+}
 
-    static int types_count(const char *type, uint32_t version, int state, uint64_t n, void *arg)
-    {
-        types_ctx *t = arg;
-        Saga__V1__SagaType *st = find_type(t, type);
-        for (size_t i = 0; st != NULL && i < st->n_versions; i++) {
-            if (st->versions[i]->version != version)
-                continue;
-            if (state == SAGA_FAILED)
-                st->versions[i]->failed += n;
-            else
-                st->versions[i]->running += n;
-        }
-        return 0;
-    }
-
-    static void read_types(admin_ctx * c)
-    {
-        arena a = {NULL};
-        types_ctx t = {&a, c->srv->defs, NULL, 0, 0, 0};
-        AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
-        Saga__V1__TypeList list = SAGA__V1__TYPE_LIST__INIT;
-        int rc = store_definitions(c->srv->st, types_collect, &t);
-        if (rc == 0 && !t.oom)
-            rc = store_count_by_version(c->srv->st, types_count, &t);
-        if (t.oom)
-            reply_oom(c, "types");
-        else if (rc != 0)
-            reply_store_error(c, "types");
-        else {
-            list.n_types = t.n;
-            list.types = t.types;
-            rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_TYPES;
-            rep.types = &list;
-            actx_reply(c, &rep);
-        }
-        arena_free(&a);
-    }
-
-    static Saga__V1__RetryPolicy *describe_retry(arena * a, const retry_policy *p)
-    {
-        Saga__V1__RetryPolicy *r = arena_calloc(a, 1, sizeof *r);
-        if (r == NULL)
-            return NULL;
-        saga__v1__retry_policy__init(r);
-        r->max_attempts = p->max_attempts;
-        r->initial_backoff_ms = p->initial_backoff_ms;
-        r->max_backoff_ms = p->max_backoff_ms;
-        r->multiplier = p->multiplier;
-        return r;
-    }
-
-    /* def's steps into out (strings borrowed: defs live as long as the engine). */
-    static int describe_def(arena * a, const saga_def *def, Saga__V1__TypeDescription *out)
-    {
-        out->type = pb_str(def->name);
-        out->version = def->version;
-        out->n_inputs = def->n_inputs;
-        out->inputs = def->inputs;
-        Saga__V1__StepDefinition **v = arena_calloc(a, def->n_steps, sizeof *v);
-        Saga__V1__StepDefinition *st = arena_calloc(a, def->n_steps, sizeof *st);
-        if (v == NULL || st == NULL)
-            return -1;
-        for (size_t i = 0; i < def->n_steps; i++) {
-            const step_def *d = &def->steps[i];
-            Saga__V1__StepDefinition *o = &st[i];
-            saga__v1__step_definition__init(o);
-            o->name = pb_str(d->name);
-            o->participant = pb_str(d->participant);
-            o->action = pb_str(d->action);
-            o->compensation = pb_str(d->compensation);
-            o->all_inputs = !d->has_input_list;
-            o->n_inputs = d->n_inputs;
-            o->inputs = d->inputs;
-            o->n_outputs = d->n_outputs;
-            o->outputs = d->outputs;
-            o->timeout_ms = d->timeout_ms;
-            if ((o->retry = describe_retry(a, &d->retry)) == NULL)
-                return -1;
-            if (d->compensation != NULL &&
-                (o->compensation_retry = describe_retry(a, &d->compensation_retry)) == NULL)
-                return -1;
-            v[i] = o;
-        }
-        out->n_steps = def->n_steps;
-        out->steps = v;
-        return 0;
-    }
-
-    static void read_describe(admin_ctx * c, const Saga__V1__DescribeType *m)
-    {
-        arena a = {NULL};
-        AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
-        Saga__V1__TypeDescription desc = SAGA__V1__TYPE_DESCRIPTION__INIT;
-        const saga_def *cur = catalog_current(c->srv->defs, m->type);
-        const saga_def *def = cur;
-        char why[300], hash[SHA256_HEX_LEN + 1];
-        if (m->version == 0 && cur == NULL) {
-            actx_reply_error(
-                c, SAGA__V1__ADMIN_STATUS__ADMIN_NOT_FOUND,
-                "no saga file defines type '%.255s' now (sagactl types lists the stored "
-                "versions; add --version)",
-                m->type);
-            return;
-        }
-        if (m->version != 0 && (def = catalog_get(c->srv->defs, c->srv->st, m->type, m->version,
-                                                  why, sizeof why)) == NULL) {
-            actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_NOT_FOUND, "%s", why);
-            return;
-        }
-        if (describe_def(&a, def, &desc) != 0) {
-            reply_oom(c, "describe");
-            arena_free(&a);
-            return;
-        }
-        desc.current = def == cur;
-        if (catalog_hash(c->srv->defs, def, hash, sizeof hash) == 0)
-            desc.hash = hash;
-        rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_DESCRIPTION;
-        rep.description = &desc;
-        actx_reply(c, &rep);
-        arena_free(&a);
-    }
-
-    /* Answers one queued read; the request was validated on receipt. */
-    static void serve_read(admin_ctx * c, const AdminRequest *req)
-    {
-        switch (req->body_case) {
-        case SAGA__V1__ADMIN_REQUEST__BODY_STATUS:
-            read_status(c, req->status->saga_id);
-            break;
-        case SAGA__V1__ADMIN_REQUEST__BODY_HISTORY:
-            read_history(c, req->history->saga_id);
-            break;
-        case SAGA__V1__ADMIN_REQUEST__BODY_LIST:
-            read_list(c, req->list);
-            break;
-        case SAGA__V1__ADMIN_REQUEST__BODY_TYPES:
-            read_types(c);
-            break;
-        case SAGA__V1__ADMIN_REQUEST__BODY_DESCRIBE:
-            read_describe(c, req->describe);
-            break;
-        default:
-            read_stats(c);
-            break;
-        }
-    }
-
-    static void *reader_main(void *arg)
-    {
-        admin_server *srv = arg;
-        for (;;) {
-            pthread_mutex_lock(&srv->mu);
-            while (!srv->closing && srv->queue_head == NULL)
-                pthread_cond_wait(&srv->reader_cv, &srv->mu);
-            if (srv->closing) {
-                /* Drop what is queued: the socket is closing, nobody can get an answer. */
-                for (admin_ctx *q = srv->queue_head; q != NULL; q = q->next) {
-                    saga__v1__admin_request__free_unpacked(q->req, NULL);
-                    q->req = NULL;
-                    q->state = ACTX_IDLE;
-                }
-                srv->queue_head = srv->queue_tail = NULL;
-                pthread_mutex_unlock(&srv->mu);
-                return NULL;
-            }
-            admin_ctx *c = srv->queue_head;
-            srv->queue_head = c->next;
-            if (srv->queue_head == NULL)
-                srv->queue_tail = NULL;
-            pthread_mutex_unlock(&srv->mu);
-
-            AdminRequest *req = c->req;
-            c->req = NULL;
-            c->next = NULL;
-            serve_read(c, req);
-            saga__v1__admin_request__free_unpacked(req, NULL);
-        }
-    }
-
-    /* Hands c and its request to the reader thread (takes ownership of req). */
-    static void enqueue_read(admin_ctx * c, AdminRequest * req)
-    {
-        admin_server *srv = c->srv;
-        pthread_mutex_lock(&srv->mu);
-        if (srv->closing) {
-            pthread_mutex_unlock(&srv->mu);
-            saga__v1__admin_request__free_unpacked(req, NULL);
-            c->state = ACTX_IDLE;
-            return;
-        }
-        c->state = ACTX_QUEUED;
-        c->req = req;
-        c->next = NULL;
-        if (srv->queue_tail != NULL)
-            srv->queue_tail->next = c;
+static int types_count(const char *type, uint32_t version, int state, uint64_t n, void *arg)
+{
+    types_ctx *t = arg;
+    Saga__V1__SagaType *st = find_type(t, type);
+    for (size_t i = 0; st != NULL && i < st->n_versions; i++) {
+        if (st->versions[i]->version != version)
+            continue;
+        if (state == SAGA_FAILED)
+            st->versions[i]->failed += n;
         else
-            srv->queue_head = c;
-        srv->queue_tail = c;
-        pthread_cond_signal(&srv->reader_cv);
-        pthread_mutex_unlock(&srv->mu);
+            st->versions[i]->running += n;
     }
+    return 0;
+}
 
-    /* ---- Dispatch ---------------------------------------------------------- */
-
-    static const char *request_kind(const AdminRequest *req)
-    {
-        switch (req->body_case) {
-        case SAGA__V1__ADMIN_REQUEST__BODY_START:
-            return "start";
-        case SAGA__V1__ADMIN_REQUEST__BODY_ABORT:
-            return "abort";
-        case SAGA__V1__ADMIN_REQUEST__BODY_RESUME:
-            return "resume";
-        case SAGA__V1__ADMIN_REQUEST__BODY_STATUS:
-            return "status";
-        case SAGA__V1__ADMIN_REQUEST__BODY_HISTORY:
-            return "history";
-        case SAGA__V1__ADMIN_REQUEST__BODY_LIST:
-            return "list";
-        case SAGA__V1__ADMIN_REQUEST__BODY_STATS:
-            return "stats";
-        case SAGA__V1__ADMIN_REQUEST__BODY_RELOAD:
-            return "reload";
-        case SAGA__V1__ADMIN_REQUEST__BODY_TYPES:
-            return "types";
-        case SAGA__V1__ADMIN_REQUEST__BODY_DESCRIBE:
-            return "describe";
-        default:
-            return "empty";
-        }
+static void read_types(admin_ctx *c)
+{
+    arena a = {NULL};
+    types_ctx t = {&a, c->srv->defs, NULL, 0, 0, 0};
+    AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
+    Saga__V1__TypeList list = SAGA__V1__TYPE_LIST__INIT;
+    int rc = store_definitions(c->srv->st, types_collect, &t);
+    if (rc == 0 && !t.oom)
+        rc = store_count_by_version(c->srv->st, types_count, &t);
+    if (t.oom)
+        reply_oom(c, "types");
+    else if (rc != 0)
+        reply_store_error(c, "types");
+    else {
+        list.n_types = t.n;
+        list.types = t.types;
+        rep.status = SAGA__V1__ADMIN_STATUS__ADMIN_OK; /* 0 would be "no status" */
+        rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_TYPES;
+        rep.types = &list;
+        actx_reply(c, &rep);
     }
+    arena_free(&a);
+}
 
-    /* Decodes, authorizes and validates one request (check_request), then
-     * answers it, queues it for the reader or hands it to the engine. Takes
-     * ownership of msg. */
-    static void handle_request(admin_ctx * c, nng_msg * msg)
-    {
-        admin_server *srv = c->srv;
-        admin_checked k;
-        char err[512];
-        int status = check_request(srv->cfg, srv->defs, nng_msg_body(msg), nng_msg_len(msg), &k,
-                                   err, sizeof err);
-        /* Past the token check (or, without a token, well formed): the pipe is
-         * no longer bounded as unauthenticated (common/listener.h). */
-        if (k.malformed == NULL && status != SAGA__V1__ADMIN_STATUS__ADMIN_UNAUTHORIZED)
-            sp_listener_authenticated(srv->listener, nng_msg_get_pipe(msg));
-        nng_msg_free(msg);
-        if (status != SAGA__V1__ADMIN_STATUS__ADMIN_OK) {
-            if (k.malformed != NULL)
-                note_malformed(srv, k.malformed);
-            else if (status == SAGA__V1__ADMIN_STATUS__ADMIN_UNAUTHORIZED)
-                note_refused(srv, request_kind(k.req));
-            else if (status == SAGA__V1__ADMIN_STATUS__ADMIN_INTERNAL)
-                log_error("admin: %s", err);
-            actx_reply_error(c, status, "%s", err);
-            goto done;
-        }
-        const AdminRequest *req = k.req;
-        switch (req->body_case) {
-        case SAGA__V1__ADMIN_REQUEST__BODY_START: {
-            const char *key = nz(req->start->client_key);
-            actx_to_engine(c);
-            engine_start_saga(srv->eng, k.def->name, *key ? key : NULL, &k.input, on_engine_done,
-                              c);
-            break; /* the engine copied the input */
-        }
-        case SAGA__V1__ADMIN_REQUEST__BODY_ABORT: {
-            const char *reason = nz(req->abort->reason);
-            actx_to_engine(c);
-            engine_abort_saga(srv->eng, req->abort->saga_id, *reason ? reason : NULL,
-                              on_engine_done, c);
-            break;
-        }
-        case SAGA__V1__ADMIN_REQUEST__BODY_RESUME:
-            actx_to_engine(c);
-            engine_resume_saga(srv->eng, req->resume->saga_id, on_engine_done, c);
-            break;
-        case SAGA__V1__ADMIN_REQUEST__BODY_RELOAD:
-            log_info("admin: reload requested");
-            actx_to_engine(c);
-            engine_reload(srv->eng, on_reload_done, c);
-            break;
-        default: /* status, history, list, stats, types, describe: nothing else passed check_request
-                  */
-            enqueue_read(c, k.req);
-            k.req = NULL; /* the reader frees it */
-            break;
-        }
-    done:
-        checked_free(&k);
-    }
+static Saga__V1__RetryPolicy *describe_retry(arena *a, const retry_policy *p)
+{
+    Saga__V1__RetryPolicy *r = arena_calloc(a, 1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    saga__v1__retry_policy__init(r);
+    r->max_attempts = p->max_attempts;
+    r->initial_backoff_ms = p->initial_backoff_ms;
+    r->max_backoff_ms = p->max_backoff_ms;
+    r->multiplier = p->multiplier;
+    return r;
+}
 
-    static void actx_recv(admin_ctx * c)
-    {
-        if (srv_closing(c->srv)) {
-            c->state = ACTX_IDLE;
-            return;
-        }
-        c->state = ACTX_RECV;
-        nng_ctx_recv(c->ctx, c->aio);
-    }
-
-    /* The aio callback of every context: runs on nng's threads. */
-    static void actx_cb(void *arg)
-    {
-        admin_ctx *c = arg;
-        int rv = nng_aio_result(c->aio);
-        switch (c->state) {
-        case ACTX_RECV:
-            if (rv == NNG_ECLOSED || rv == NNG_ECANCELED) {
-                c->state = ACTX_IDLE;
-            } else if (rv != 0) {
-                log_warn("admin: receive failed: %s", nng_strerror(rv));
-                actx_recv(c);
-            } else {
-                handle_request(c, nng_aio_get_msg(c->aio));
-            }
-            break;
-        case ACTX_SEND:
-            if (rv != 0) {
-                /* The message is still ours when a send fails. */
-                nng_msg_free(nng_aio_get_msg(c->aio));
-                nng_aio_set_msg(c->aio, NULL);
-                if (rv != NNG_ECLOSED && rv != NNG_ECANCELED)
-                    log_warn("admin: reply not sent: %s", nng_strerror(rv));
-            }
-            actx_recv(c);
-            break;
-        default:
-            break; /* no operation was pending */
-        }
-    }
-
-    /* ---- Lifecycle --------------------------------------------------------- */
-
-    /* Listens on the admin URL through common/listener (receive limit, ipc://
-     * files owner-only, TLS from the config's tls group on tls+tcp://, and the
-     * bounds on connections that have not authenticated: conn_* settings). */
-    static int listen_admin(admin_server * srv, char *err, size_t errlen)
-    {
-        const orch_config *cfg = srv->cfg;
-        srv->tls =
-            (sec_tls_files){.ca_file = cfg->tls_ca_file,
-                            .cert_file = cfg->tls_cert_file,
-                            .key_file = cfg->tls_key_file,
-                            .require_peer_cert = 0}; /* clients authenticate with the token */
-        sp_listener_opts lo = {.name = "admin",
-                               .url = cfg->admin_url,
-                               .recv_max = WIRE_RECV_MAX(ADMIN_MAX_REQUEST),
-                               .configure = sec_listener_tls_hook,
-                               .configure_arg = &srv->tls,
-                               .auth_timeout_ms = cfg->conn_header_timeout_ms,
-                               .max_unauthenticated = cfg->conn_max_unauthenticated};
-        char lerr[256];
-        if (sp_listener_open(&srv->listener, srv->sock, &lo, lerr, sizeof lerr) != 0) {
-            snprintf(err, errlen, "admin url: %s", lerr);
+/* def's steps into out (strings borrowed: defs live as long as the engine). */
+static int describe_def(arena *a, const saga_def *def, Saga__V1__TypeDescription *out)
+{
+    out->type = pb_str(def->name);
+    out->version = def->version;
+    out->n_inputs = def->n_inputs;
+    out->inputs = def->inputs;
+    Saga__V1__StepDefinition **v = arena_calloc(a, def->n_steps, sizeof *v);
+    Saga__V1__StepDefinition *st = arena_calloc(a, def->n_steps, sizeof *st);
+    if (v == NULL || st == NULL)
+        return -1;
+    for (size_t i = 0; i < def->n_steps; i++) {
+        const step_def *d = &def->steps[i];
+        Saga__V1__StepDefinition *o = &st[i];
+        saga__v1__step_definition__init(o);
+        o->name = pb_str(d->name);
+        o->participant = pb_str(d->participant);
+        o->action = pb_str(d->action);
+        o->compensation = pb_str(d->compensation);
+        o->all_inputs = !d->has_input_list;
+        o->n_inputs = d->n_inputs;
+        o->inputs = d->inputs;
+        o->n_outputs = d->n_outputs;
+        o->outputs = d->outputs;
+        o->timeout_ms = d->timeout_ms;
+        if ((o->retry = describe_retry(a, &d->retry)) == NULL)
             return -1;
-        }
-        return 0;
+        if (d->compensation != NULL &&
+            (o->compensation_retry = describe_retry(a, &d->compensation_retry)) == NULL)
+            return -1;
+        v[i] = o;
     }
+    out->n_steps = def->n_steps;
+    out->steps = v;
+    return 0;
+}
 
-    admin_server *admin_start(const orch_config *cfg, engine *e, char *err, size_t errlen)
-    {
-        int rv;
-        admin_server *srv = calloc(1, sizeof *srv);
-        if (srv == NULL) {
-            snprintf(err, errlen, "admin: out of memory");
+static void read_describe(admin_ctx *c, const Saga__V1__DescribeType *m)
+{
+    arena a = {NULL};
+    AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
+    Saga__V1__TypeDescription desc = SAGA__V1__TYPE_DESCRIPTION__INIT;
+    const saga_def *cur = catalog_current(c->srv->defs, m->type);
+    const saga_def *def = cur;
+    char why[300], hash[SHA256_HEX_LEN + 1];
+    if (m->version == 0 && cur == NULL) {
+        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_NOT_FOUND,
+                         "no saga file defines type '%.255s' now (sagactl types lists the stored "
+                         "versions; add --version)",
+                         m->type);
+        return;
+    }
+    if (m->version != 0 && (def = catalog_get(c->srv->defs, c->srv->st, m->type, m->version, why,
+                                              sizeof why)) == NULL) {
+        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_NOT_FOUND, "%s", why);
+        return;
+    }
+    if (describe_def(&a, def, &desc) != 0) {
+        reply_oom(c, "describe");
+        arena_free(&a);
+        return;
+    }
+    desc.current = def == cur;
+    if (catalog_hash(c->srv->defs, def, hash, sizeof hash) == 0)
+        desc.hash = hash;
+    rep.status = SAGA__V1__ADMIN_STATUS__ADMIN_OK; /* 0 would be "no status" */
+    rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_DESCRIPTION;
+    rep.description = &desc;
+    actx_reply(c, &rep);
+    arena_free(&a);
+}
+
+/* Answers one queued read; the request was validated on receipt. */
+static void serve_read(admin_ctx *c, const AdminRequest *req)
+{
+    switch (req->body_case) {
+    case SAGA__V1__ADMIN_REQUEST__BODY_STATUS:
+        read_status(c, req->status->saga_id);
+        break;
+    case SAGA__V1__ADMIN_REQUEST__BODY_HISTORY:
+        read_history(c, req->history->saga_id);
+        break;
+    case SAGA__V1__ADMIN_REQUEST__BODY_LIST:
+        read_list(c, req->list);
+        break;
+    case SAGA__V1__ADMIN_REQUEST__BODY_TYPES:
+        read_types(c);
+        break;
+    case SAGA__V1__ADMIN_REQUEST__BODY_DESCRIBE:
+        read_describe(c, req->describe);
+        break;
+    default:
+        read_stats(c);
+        break;
+    }
+}
+
+static void *reader_main(void *arg)
+{
+    admin_server *srv = arg;
+    for (;;) {
+        pthread_mutex_lock(&srv->mu);
+        while (!srv->closing && srv->queue_head == NULL)
+            pthread_cond_wait(&srv->reader_cv, &srv->mu);
+        if (srv->closing) {
+            /* Drop what is queued: the socket is closing, nobody can get an answer. */
+            for (admin_ctx *q = srv->queue_head; q != NULL; q = q->next) {
+                saga__v1__admin_request__free_unpacked(q->req, NULL);
+                q->req = NULL;
+                q->state = ACTX_IDLE;
+            }
+            srv->queue_head = srv->queue_tail = NULL;
+            pthread_mutex_unlock(&srv->mu);
             return NULL;
         }
-        srv->cfg = cfg;
-        srv->eng = e;
-        srv->defs = engine_catalog(e);
-        if (pthread_mutex_init(&srv->mu, NULL) != 0)
-            goto fail_nosync;
-        if (pthread_cond_init(&srv->reader_cv, NULL) != 0) {
-            pthread_mutex_destroy(&srv->mu);
-            goto fail_nosync;
-        }
-        if (pthread_cond_init(&srv->pending_cv, NULL) != 0) {
-            pthread_cond_destroy(&srv->reader_cv);
-            pthread_mutex_destroy(&srv->mu);
-            goto fail_nosync;
-        }
+        admin_ctx *c = srv->queue_head;
+        srv->queue_head = c->next;
+        if (srv->queue_head == NULL)
+            srv->queue_tail = NULL;
+        pthread_mutex_unlock(&srv->mu);
 
-        char serr[256];
-        if ((srv->st = store_open(cfg->database, 1, 1, serr, sizeof serr)) == NULL) {
-            snprintf(err, errlen, "admin: read-only store: %s", serr);
-            goto fail;
-        }
-        if ((rv = nng_rep0_open(&srv->sock)) != 0) {
-            snprintf(err, errlen, "admin: rep socket: %s", nng_strerror(rv));
-            goto fail;
-        }
-        srv->sock_open = 1;
-        if ((rv = nng_socket_set_size(srv->sock, NNG_OPT_RECVMAXSZ,
-                                      WIRE_RECV_MAX(ADMIN_MAX_REQUEST))) != 0) {
-            snprintf(err, errlen, "admin: %s: %s", NNG_OPT_RECVMAXSZ, nng_strerror(rv));
-            goto fail;
-        }
-        for (size_t i = 0; i < ADMIN_CONTEXTS; i++) {
-            admin_ctx *c = &srv->ctxs[i];
-            c->srv = srv;
-            if ((rv = nng_aio_alloc(&c->aio, actx_cb, c)) != 0 ||
-                (rv = nng_ctx_open(&c->ctx, srv->sock)) != 0) {
-                snprintf(err, errlen, "admin: context: %s", nng_strerror(rv));
-                goto fail;
-            }
-        }
-        if (pthread_create(&srv->reader, NULL, reader_main, srv) != 0) {
-            snprintf(err, errlen, "admin: cannot start the reader thread");
-            goto fail;
-        }
-        srv->reader_started = 1;
-        if (listen_admin(srv, err, errlen) != 0)
-            goto fail;
-        for (size_t i = 0; i < ADMIN_CONTEXTS; i++)
-            actx_recv(&srv->ctxs[i]);
-        log_info("admin: listening on %s", cfg->admin_url);
-        return srv;
+        AdminRequest *req = c->req;
+        c->req = NULL;
+        c->next = NULL;
+        serve_read(c, req);
+        saga__v1__admin_request__free_unpacked(req, NULL);
+    }
+}
 
-    fail_nosync:
-        snprintf(err, errlen, "admin: cannot initialize locks");
-        free(srv);
-        return NULL;
-    fail:
-        admin_stop(srv);
+/* Hands c and its request to the reader thread (takes ownership of req). */
+static void enqueue_read(admin_ctx *c, AdminRequest *req)
+{
+    admin_server *srv = c->srv;
+    pthread_mutex_lock(&srv->mu);
+    if (srv->closing) {
+        pthread_mutex_unlock(&srv->mu);
+        saga__v1__admin_request__free_unpacked(req, NULL);
+        c->state = ACTX_IDLE;
+        return;
+    }
+    c->state = ACTX_QUEUED;
+    c->req = req;
+    c->next = NULL;
+    if (srv->queue_tail != NULL)
+        srv->queue_tail->next = c;
+    else
+        srv->queue_head = c;
+    srv->queue_tail = c;
+    pthread_cond_signal(&srv->reader_cv);
+    pthread_mutex_unlock(&srv->mu);
+}
+
+/* ---- Dispatch ---------------------------------------------------------- */
+
+static const char *request_kind(const AdminRequest *req)
+{
+    switch (req->body_case) {
+    case SAGA__V1__ADMIN_REQUEST__BODY_START:
+        return "start";
+    case SAGA__V1__ADMIN_REQUEST__BODY_ABORT:
+        return "abort";
+    case SAGA__V1__ADMIN_REQUEST__BODY_RESUME:
+        return "resume";
+    case SAGA__V1__ADMIN_REQUEST__BODY_STATUS:
+        return "status";
+    case SAGA__V1__ADMIN_REQUEST__BODY_HISTORY:
+        return "history";
+    case SAGA__V1__ADMIN_REQUEST__BODY_LIST:
+        return "list";
+    case SAGA__V1__ADMIN_REQUEST__BODY_STATS:
+        return "stats";
+    case SAGA__V1__ADMIN_REQUEST__BODY_RELOAD:
+        return "reload";
+    case SAGA__V1__ADMIN_REQUEST__BODY_TYPES:
+        return "types";
+    case SAGA__V1__ADMIN_REQUEST__BODY_DESCRIBE:
+        return "describe";
+    default:
+        return "empty";
+    }
+}
+
+/* Decodes, authorizes and validates one request (check_request), then
+ * answers it, queues it for the reader or hands it to the engine. Takes
+ * ownership of msg. */
+static void handle_request(admin_ctx *c, nng_msg *msg)
+{
+    admin_server *srv = c->srv;
+    admin_checked k;
+    char err[512];
+    int status = check_request(srv->cfg, srv->defs, nng_msg_body(msg), nng_msg_len(msg), &k, err,
+                               sizeof err);
+    /* Past the token check (or, without a token, well formed): the pipe is
+     * no longer bounded as unauthenticated (common/listener.h). */
+    if (k.malformed == NULL && status != SAGA__V1__ADMIN_STATUS__ADMIN_UNAUTHORIZED)
+        sp_listener_authenticated(srv->listener, nng_msg_get_pipe(msg));
+    nng_msg_free(msg);
+    if (status != SAGA__V1__ADMIN_STATUS__ADMIN_OK) {
+        if (k.malformed != NULL)
+            note_malformed(srv, k.malformed);
+        else if (status == SAGA__V1__ADMIN_STATUS__ADMIN_UNAUTHORIZED)
+            note_refused(srv, request_kind(k.req));
+        else if (status == SAGA__V1__ADMIN_STATUS__ADMIN_INTERNAL)
+            log_error("admin: %s", err);
+        actx_reply_error(c, status, "%s", err);
+        goto done;
+    }
+    const AdminRequest *req = k.req;
+    switch (req->body_case) {
+    case SAGA__V1__ADMIN_REQUEST__BODY_START: {
+        const char *key = nz(req->start->client_key);
+        actx_to_engine(c);
+        engine_start_saga(srv->eng, k.def->name, *key ? key : NULL, &k.input, on_engine_done, c);
+        break; /* the engine copied the input */
+    }
+    case SAGA__V1__ADMIN_REQUEST__BODY_ABORT: {
+        const char *reason = nz(req->abort->reason);
+        actx_to_engine(c);
+        engine_abort_saga(srv->eng, req->abort->saga_id, *reason ? reason : NULL, on_engine_done,
+                          c);
+        break;
+    }
+    case SAGA__V1__ADMIN_REQUEST__BODY_RESUME:
+        actx_to_engine(c);
+        engine_resume_saga(srv->eng, req->resume->saga_id, on_engine_done, c);
+        break;
+    case SAGA__V1__ADMIN_REQUEST__BODY_RELOAD:
+        log_info("admin: reload requested");
+        actx_to_engine(c);
+        engine_reload(srv->eng, on_reload_done, c);
+        break;
+    default: /* status, history, list, stats, types, describe: nothing else passed check_request
+              */
+        enqueue_read(c, k.req);
+        k.req = NULL; /* the reader frees it */
+        break;
+    }
+done:
+    checked_free(&k);
+}
+
+static void actx_recv(admin_ctx *c)
+{
+    if (srv_closing(c->srv)) {
+        c->state = ACTX_IDLE;
+        return;
+    }
+    c->state = ACTX_RECV;
+    nng_ctx_recv(c->ctx, c->aio);
+}
+
+/* The aio callback of every context: runs on nng's threads. */
+static void actx_cb(void *arg)
+{
+    admin_ctx *c = arg;
+    int rv = nng_aio_result(c->aio);
+    switch (c->state) {
+    case ACTX_RECV:
+        if (rv == NNG_ECLOSED || rv == NNG_ECANCELED) {
+            c->state = ACTX_IDLE;
+        } else if (rv != 0) {
+            log_warn("admin: receive failed: %s", nng_strerror(rv));
+            actx_recv(c);
+        } else {
+            handle_request(c, nng_aio_get_msg(c->aio));
+        }
+        break;
+    case ACTX_SEND:
+        if (rv != 0) {
+            /* The message is still ours when a send fails. */
+            nng_msg_free(nng_aio_get_msg(c->aio));
+            nng_aio_set_msg(c->aio, NULL);
+            if (rv != NNG_ECLOSED && rv != NNG_ECANCELED)
+                log_warn("admin: reply not sent: %s", nng_strerror(rv));
+        }
+        actx_recv(c);
+        break;
+    default:
+        break; /* no operation was pending */
+    }
+}
+
+/* ---- Lifecycle --------------------------------------------------------- */
+
+/* Listens on the admin URL through common/listener (receive limit, ipc://
+ * files owner-only, TLS from the config's tls group on tls+tcp://, and the
+ * bounds on connections that have not authenticated: conn_* settings). */
+static int listen_admin(admin_server *srv, char *err, size_t errlen)
+{
+    const orch_config *cfg = srv->cfg;
+    srv->tls = (sec_tls_files){.ca_file = cfg->tls_ca_file,
+                               .cert_file = cfg->tls_cert_file,
+                               .key_file = cfg->tls_key_file,
+                               .require_peer_cert = 0}; /* clients authenticate with the token */
+    sp_listener_opts lo = {.name = "admin",
+                           .url = cfg->admin_url,
+                           .recv_max = WIRE_RECV_MAX(ADMIN_MAX_REQUEST),
+                           .configure = sec_listener_tls_hook,
+                           .configure_arg = &srv->tls,
+                           .auth_timeout_ms = cfg->conn_header_timeout_ms,
+                           .max_unauthenticated = cfg->conn_max_unauthenticated};
+    char lerr[256];
+    if (sp_listener_open(&srv->listener, srv->sock, &lo, lerr, sizeof lerr) != 0) {
+        snprintf(err, errlen, "admin url: %s", lerr);
+        return -1;
+    }
+    return 0;
+}
+
+admin_server *admin_start(const orch_config *cfg, engine *e, char *err, size_t errlen)
+{
+    int rv;
+    admin_server *srv = calloc(1, sizeof *srv);
+    if (srv == NULL) {
+        snprintf(err, errlen, "admin: out of memory");
         return NULL;
     }
-
-    void admin_stop(admin_server * srv)
-    {
-        if (srv == NULL)
-            return;
-        /* 1. No context starts anything new; the reader drops its queue. */
-        pthread_mutex_lock(&srv->mu);
-        srv->closing = 1;
-        pthread_cond_broadcast(&srv->reader_cv);
-        pthread_mutex_unlock(&srv->mu);
-        /* 2. Close the listener (it joins its watchdog), then the socket:
-         *    pending receives and sends fail with ECLOSED. */
-        sp_listener_close(srv->listener);
-        if (srv->sock_open)
-            nng_close(srv->sock);
-        if (srv->reader_started)
-            pthread_join(srv->reader, NULL);
-        /* 3. Wait for the engine to call back every command it was given. */
-        pthread_mutex_lock(&srv->mu);
-        while (srv->engine_pending > 0) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_sec += 5;
-            if (pthread_cond_timedwait(&srv->pending_cv, &srv->mu, &until) != 0 &&
-                srv->engine_pending > 0)
-                log_warn("admin: still waiting for the engine to answer %zu command(s)",
-                         srv->engine_pending);
-        }
-        pthread_mutex_unlock(&srv->mu);
-        /* 4. Wait for callbacks still running, then free. */
-        for (size_t i = 0; i < ADMIN_CONTEXTS; i++) {
-            admin_ctx *c = &srv->ctxs[i];
-            if (c->aio != NULL) {
-                nng_aio_stop(c->aio);
-                nng_aio_free(c->aio);
-            }
-        }
-        store_close(srv->st);
-        pthread_cond_destroy(&srv->pending_cv);
+    srv->cfg = cfg;
+    srv->eng = e;
+    srv->defs = engine_catalog(e);
+    if (pthread_mutex_init(&srv->mu, NULL) != 0)
+        goto fail_nosync;
+    if (pthread_cond_init(&srv->reader_cv, NULL) != 0) {
+        pthread_mutex_destroy(&srv->mu);
+        goto fail_nosync;
+    }
+    if (pthread_cond_init(&srv->pending_cv, NULL) != 0) {
         pthread_cond_destroy(&srv->reader_cv);
         pthread_mutex_destroy(&srv->mu);
-        free(srv);
+        goto fail_nosync;
     }
+
+    char serr[256];
+    if ((srv->st = store_open(cfg->database, 1, 1, serr, sizeof serr)) == NULL) {
+        snprintf(err, errlen, "admin: read-only store: %s", serr);
+        goto fail;
+    }
+    if ((rv = nng_rep0_open(&srv->sock)) != 0) {
+        snprintf(err, errlen, "admin: rep socket: %s", nng_strerror(rv));
+        goto fail;
+    }
+    srv->sock_open = 1;
+    if ((rv = nng_socket_set_size(srv->sock, NNG_OPT_RECVMAXSZ,
+                                  WIRE_RECV_MAX(ADMIN_MAX_REQUEST))) != 0) {
+        snprintf(err, errlen, "admin: %s: %s", NNG_OPT_RECVMAXSZ, nng_strerror(rv));
+        goto fail;
+    }
+    for (size_t i = 0; i < ADMIN_CONTEXTS; i++) {
+        admin_ctx *c = &srv->ctxs[i];
+        c->srv = srv;
+        if ((rv = nng_aio_alloc(&c->aio, actx_cb, c)) != 0 ||
+            (rv = nng_ctx_open(&c->ctx, srv->sock)) != 0) {
+            snprintf(err, errlen, "admin: context: %s", nng_strerror(rv));
+            goto fail;
+        }
+    }
+    if (pthread_create(&srv->reader, NULL, reader_main, srv) != 0) {
+        snprintf(err, errlen, "admin: cannot start the reader thread");
+        goto fail;
+    }
+    srv->reader_started = 1;
+    if (listen_admin(srv, err, errlen) != 0)
+        goto fail;
+    for (size_t i = 0; i < ADMIN_CONTEXTS; i++)
+        actx_recv(&srv->ctxs[i]);
+    log_info("admin: listening on %s", cfg->admin_url);
+    return srv;
+
+fail_nosync:
+    snprintf(err, errlen, "admin: cannot initialize locks");
+    free(srv);
+    return NULL;
+fail:
+    admin_stop(srv);
+    return NULL;
+}
+
+void admin_stop(admin_server *srv)
+{
+    if (srv == NULL)
+        return;
+    /* 1. No context starts anything new; the reader drops its queue. */
+    pthread_mutex_lock(&srv->mu);
+    srv->closing = 1;
+    pthread_cond_broadcast(&srv->reader_cv);
+    pthread_mutex_unlock(&srv->mu);
+    /* 2. Close the listener (it joins its watchdog), then the socket:
+     *    pending receives and sends fail with ECLOSED. */
+    sp_listener_close(srv->listener);
+    if (srv->sock_open)
+        nng_close(srv->sock);
+    if (srv->reader_started)
+        pthread_join(srv->reader, NULL);
+    /* 3. Wait for the engine to call back every command it was given. */
+    pthread_mutex_lock(&srv->mu);
+    while (srv->engine_pending > 0) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 5;
+        if (pthread_cond_timedwait(&srv->pending_cv, &srv->mu, &until) != 0 &&
+            srv->engine_pending > 0)
+            log_warn("admin: still waiting for the engine to answer %zu command(s)",
+                     srv->engine_pending);
+    }
+    pthread_mutex_unlock(&srv->mu);
+    /* 4. Wait for callbacks still running, then free. */
+    for (size_t i = 0; i < ADMIN_CONTEXTS; i++) {
+        admin_ctx *c = &srv->ctxs[i];
+        if (c->aio != NULL) {
+            nng_aio_stop(c->aio);
+            nng_aio_free(c->aio);
+        }
+    }
+    store_close(srv->st);
+    pthread_cond_destroy(&srv->pending_cv);
+    pthread_cond_destroy(&srv->reader_cv);
+    pthread_mutex_destroy(&srv->mu);
+    free(srv);
+}

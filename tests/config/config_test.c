@@ -1071,8 +1071,11 @@ static void test_canonical_follows_meaning(void **state)
                         "sagas_dir = \"sagas\";\n"
                         "participants = {\n"
                         "  alpha = \"ipc://elsewhere/alpha.ipc\";\n"
-                        "  beta = \"tcp://127.0.0.1:7002\";\n"
+                        "  beta = \"ipc://beta-moved.ipc\";\n"
                         "};\n";
+    char elsewhere[300];
+    snprintf(elsewhere, sizeof elsewhere, "%s/elsewhere", f->dir);
+    assert_int_equal(mkdir(elsewhere, 0700), 0);
     put_orch(f, moved);
     put(f->sagas, "t.cfg", saga_text);
     expect_ok(f);
