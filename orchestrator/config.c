@@ -68,6 +68,11 @@
 #define DEFAULT_MAX_IN_FLIGHT 10000
 #define DEFAULT_TIMEOUT_MS    2000
 #define DEFAULT_RETENTION_S   (7 * 86400) /* the participants' default --retention-s */
+/* finished_retention_s: how long a COMPLETED/COMPENSATED saga stays in sagad.db
+ * (and its client key deduplicates). Below a minute a client retrying a start
+ * could see its finished saga gone and start a second one. */
+#define DEFAULT_FINISHED_RETENTION_S (30 * 86400)
+#define CFG_FINISHED_RETENTION_MIN_S 60
 static const retry_policy default_retry = {5, 100, 5000, 2.0};
 static const retry_policy default_compensation_retry = {10, 200, 10000, 2.0};
 
@@ -87,6 +92,7 @@ static const char *const orchestrator_settings[] = {
     "alert_command",
     "alert_max_running", /* see load_observability */
     "idempotency_retention_s",
+    "finished_retention_s",
     "cpu_scheduling",
     "frame_max",
     NULL,
@@ -932,6 +938,11 @@ static int load_orchestrator(loader *ld, const config_setting_t *root, const cha
                 &retention_s) != 0)
         return -1;
     cfg->retention_ms = retention_s * 1000;
+
+    cfg->finished_retention_s = DEFAULT_FINISHED_RETENTION_S;
+    if (get_int(ld, root, "finished_retention_s", CFG_FINISHED_RETENTION_MIN_S,
+                CFG_RETENTION_MAX_S, &cfg->finished_retention_s) != 0)
+        return -1;
 
     if (load_participants(ld, root, dir, cfg) != 0)
         return -1;
