@@ -1040,9 +1040,9 @@ int store_find_client_key(store *st, const char *client_key, char id_out[37])
 }
 
 /*
- * limit 0 means no limit. An after_id that names no saga yields no rows:
- * sagas are never deleted, so it can only be a cursor the caller made up, and
- * an empty page is the answer that cannot be misread as more data.
+ * limit 0 means no limit. An after_id that names no saga yields no rows: it
+ * is a cursor the caller made up or a saga purged since (store_purge_finished),
+ * and an empty page is the answer that cannot be misread as more data.
  */
 int store_list(store *st, int state, const char *type, const char *after_id, uint32_t limit,
                int (*fn)(const store_summary *row, void *arg), void *arg)
