@@ -64,15 +64,20 @@
 #define CFG_COMPENSATION_NONE "none"
 
 /* Built-in defaults, used when the orchestrator file omits a setting. */
-#define DEFAULT_ADMIN_SOCKET  "sagad.ipc" /* admin_url = "ipc://sagad.ipc" */
-#define DEFAULT_DATABASE      "sagad.db"
-#define DEFAULT_SAGAS_DIR     "."
-#define DEFAULT_MAX_IN_FLIGHT 10000
-#define DEFAULT_TIMEOUT_MS    2000
-#define DEFAULT_RETENTION_S   (7 * 86400) /* the participants' default --retention-s */
+#define DEFAULT_ADMIN_SOCKET    "sagad.ipc" /* admin_url = "ipc://sagad.ipc" */
+#define DEFAULT_DATABASE        "sagad.db"
+#define DEFAULT_SAGAS_DIR       "."
+#define DEFAULT_MAX_IN_FLIGHT   10000
+#define DEFAULT_TIMEOUT_MS      2000
+#define DEFAULT_RETENTION_S     (7 * 86400) /* the participants' default --retention-s */
 #define CFG_CONN_TIMEOUT_MIN_MS 100
 #define CFG_CONN_TIMEOUT_MAX_MS 3600000
 #define CFG_CONN_MAX            65536
+/* finished_retention_s: how long a COMPLETED/COMPENSATED saga stays in sagad.db
+ * (and its client key deduplicates). Below a minute a client retrying a start
+ * could see its finished saga gone and start a second one. */
+#define DEFAULT_FINISHED_RETENTION_S (30 * 86400)
+#define CFG_FINISHED_RETENTION_MIN_S 60
 static const retry_policy default_retry = {5, 100, 5000, 2.0};
 static const retry_policy default_compensation_retry = {10, 200, 10000, 2.0};
 
@@ -94,6 +99,7 @@ static const char *const orchestrator_settings[] = {
     "alert_timeout_s",            /* see load_observability */
     "insecure_participant_links", /* see check_participant_links */
     "idempotency_retention_s",
+    "finished_retention_s",
     "cpu_scheduling",
     "frame_max",
     "conn_header_timeout_ms", /* see load_connection_limits */
@@ -1025,6 +1031,11 @@ static int load_orchestrator(loader *ld, const config_setting_t *root, const cha
                 &retention_s) != 0)
         return -1;
     cfg->retention_ms = retention_s * 1000;
+
+    cfg->finished_retention_s = DEFAULT_FINISHED_RETENTION_S;
+    if (get_int(ld, root, "finished_retention_s", CFG_FINISHED_RETENTION_MIN_S, CFG_RETENTION_MAX_S,
+                &cfg->finished_retention_s) != 0)
+        return -1;
 
     if (load_participants(ld, root, dir, cfg) != 0)
         return -1;

@@ -105,6 +105,9 @@ typedef struct {
      * must be at least this): after it, a request could repeat an effect or
      * skip an undo, so no saga older than it is sent anything. */
     int64_t retention_ms;
+    /* COMPLETED and COMPENSATED sagas (and their history and client keys) are
+     * deleted this long after they finished; FAILED ones are kept. */
+    int64_t finished_retention_s;
     int64_t default_timeout_ms;
     retry_policy default_retry;
     retry_policy default_compensation_retry;

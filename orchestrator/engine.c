@@ -7,15 +7,24 @@
  *   2. Nothing leaves the process (request, admin answer) before the round
  *      that produced it has committed: sends and answers are collected in
  *      `round` and performed after store_commit succeeds.
- *   3. A commit that fails is fatal: the process exits and recovery rebuilds
- *      every saga from what is on disk, which never ran ahead of the network.
+ *   3. A commit that fails for a transient reason (a lock held by another
+ *      process, a full disk) is retried with backoff, writing the same round
+ *      again: memory is ahead of the disk meanwhile, but nothing of the round
+ *      has left the process, and new commands are answered BUSY. Any other
+ *      commit failure is fatal: the process exits and recovery rebuilds every
+ *      saga from what is on disk, which never ran ahead of the network.
  *   4. Every unfinished saga in memory is in `by_id`; one with a client key is
  *      also in `by_key`. A settled saga is freed after the round's commit.
+ *   5. One saga's bad data never stops the others: a row that cannot be read
+ *      at recovery, or a saga that breaks an invariant, is quarantined
+ *      (FAILED, last_error beginning with QUARANTINE_PREFIX, alert) and
+ *      refuses resume and abort.
  */
 #include "engine.h"
 
 #include <nng/nng.h>
 #include <nng/supplemental/util/platform.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -239,7 +248,22 @@ struct engine {
      * below, and the alert command run when a saga becomes FAILED. */
     orch_metrics *metrics;
     alerter *alerts;
+
+    /* Set while a round's commit is being retried (invariant 3); why is
+     * guarded by mtx, for the BUSY answers given on other threads. */
+    atomic_int store_unavailable;
+    char store_unavailable_why[256];
+    int64_t next_purge_ms; /* monotonic time of the next retention purge batch */
 };
+
+/* last_error of a quarantined saga begins with this. */
+#define QUARANTINE_PREFIX "quarantined: "
+
+static int is_quarantined(const saga *s)
+{
+    return s->state == SAGA_FAILED && s->last_error != NULL &&
+           strncmp(s->last_error, QUARANTINE_PREFIX, strlen(QUARANTINE_PREFIX)) == 0;
+}
 
 static int64_t mono_us(void)
 {
@@ -525,7 +549,7 @@ static saga *find_or_load(engine *e, event *ev, int *status, int *loaded_now, ch
         return NULL;
     }
     if (rc != 0) {
-        *status = ENGINE_INTERNAL;
+        *status = store_error_is_corrupt_row(e->db) ? ENGINE_INVALID_STATE : ENGINE_INTERNAL;
         return NULL;
     }
     /* Only FAILED sagas rest on disk unfinished; finished ones take no command.
@@ -562,6 +586,11 @@ static void handle_operator(engine *e, event *ev, const saga_env *env)
     if (s == NULL) {
         if (status == ENGINE_NOT_FOUND)
             snprintf(msg, sizeof msg, "no saga %s", ev->saga_id);
+        else if (status == ENGINE_INVALID_STATE && store_error_is_corrupt_row(e->db))
+            snprintf(msg, sizeof msg,
+                     "saga %s is quarantined: its stored row cannot be read (%s); inspect and "
+                     "settle it by hand",
+                     ev->saga_id, store_errmsg(e->db));
         else if (status == ENGINE_INVALID_STATE)
             snprintf(msg, sizeof msg, "%s", why);
         else
@@ -570,6 +599,23 @@ static void handle_operator(engine *e, event *ev, const saga_env *env)
         return;
     }
     saga_state before = s->state;
+    if (is_quarantined(s)) {
+        snprintf(msg, sizeof msg,
+                 "cannot %s saga %s: it is quarantined (%s); its stored state cannot be trusted, "
+                 "so a request could repeat an effect or skip an undo: inspect its history and "
+                 "settle it by hand",
+                 ev->kind == EV_ABORT ? "abort" : "resume", s->id,
+                 s->last_error + strlen(QUARANTINE_PREFIX));
+        answer(e, ev, ENGINE_INVALID_STATE, msg, s->id, 0);
+        if (loaded_now) {
+            table_del(&e->by_id, s->id);
+            if (s->client_key)
+                table_del(&e->by_key, s->client_key);
+            e->in_flight = e->by_id.len;
+            saga_free(s);
+        }
+        return;
+    }
     int rc = ev->kind == EV_ABORT ? saga_abort(s, env, ev->reason) : saga_resume(s, env);
     if (rc != 0) {
         const char *verb = ev->kind == EV_ABORT ? "abort" : "resume";
@@ -736,34 +782,125 @@ static void transport_done(void *arg, transport_call *const *calls, size_t n)
     nng_mtx_unlock(e->mtx);
 }
 
-static void commit_round(engine *e)
+/* Writes the round's sagas and history in one transaction: 0, or -1 with
+ * the transaction rolled back and the round's flags kept, so that the very
+ * same writes can be tried again. */
+static int write_round(engine *e)
 {
-    if (e->dirty.len == 0 && e->history.len == 0)
-        return;
-    if (e->round_had_replies)
-        crashpoint("engine.before_outcome_commit");
     if (store_begin(e->db) != 0)
-        engine_fatal(e, "cannot begin a transaction");
-    for (size_t i = 0; i < e->dirty.len; i++) {
-        saga *s = e->dirty.items[i];
-        const char *broken = saga_check_invariants(s);
-        if (broken != NULL) { /* a programming error: never store it */
-            log_error("saga %s violates an invariant: %s", s->id, broken);
-            abort();
-        }
-        if (store_save_saga(e->db, s) != 0)
-            engine_fatal(e, "cannot save a saga");
-    }
+        return -1;
+    for (size_t i = 0; i < e->dirty.len; i++)
+        if (store_save_saga(e->db, e->dirty.items[i]) != 0)
+            goto fail;
     for (size_t i = 0; i < e->history.len; i++) {
         pending_history *h = &e->history.items[i];
         if (store_append_history(e->db, h->saga_id, h->at_ms, &h->ev, h->step_name) != 0)
-            engine_fatal(e, "cannot append history");
+            goto fail;
     }
-    if (store_commit(e->db) != 0)
-        engine_fatal(e, "cannot commit");
+    return store_commit(e->db); /* rolls back itself when it fails */
+fail:
+    store_rollback(e->db);
+    return -1;
+}
+
+/* A saga whose state breaks an invariant (a programming error, or a stored
+ * row that decodes but makes no sense) becomes FAILED instead of stopping
+ * sagad: nothing more is sent for it, a reply to its request in flight is
+ * stale, and only a person can settle it (resume and abort refuse it). */
+static void quarantine_saga(engine *e, saga *s, const char *what, const char *broken)
+{
+    char msg[512];
+    snprintf(msg, sizeof msg, QUARANTINE_PREFIX "%s in state %s: %s", what,
+             saga_state_name(s->state), broken);
+    log_error("saga %s: %s", s->id, msg);
+    if (s->state != SAGA_FAILED)
+        s->failed_phase = s->state == SAGA_COMPENSATING ? PHASE_COMPENSATE : PHASE_ACTION;
+    free(s->last_error);
+    s->last_error = util_strdup(msg);
+    s->state = SAGA_FAILED;
+    s->in_flight = 0;
+    s->token = ++e->token_high; /* pending sends and late replies no longer match */
+    heap_remove(e, s);
+    s->updated_at_ms = util_wall_ms();
+    s->dirty |= SAGA_DIRTY_ROW;
+    mark_dirty(e, s);
+    saga_event ev = {"saga_quarantined", -1, s->failed_phase, 0, -1, 0, msg};
+    env_history(e, s, &ev);
+    env_settled(e, s);
+    om_on_quarantined(e->metrics);
+}
+
+/* Backoff of the commit retries: 10 ms doubling to 5 s. */
+#define STORE_RETRY_FIRST_MS 10
+#define STORE_RETRY_MAX_MS   5000
+
+/* Sleeps ms unless sagad is stopping; 1 when it is. Alert children are
+ * reaped meanwhile. */
+static int wait_unless_stopping(engine *e, int64_t ms)
+{
+    int64_t until = util_mono_ms() + ms;
+    nng_mtx_lock(e->mtx);
+    int64_t now;
+    while (!e->stopping && (now = util_mono_ms()) < until)
+        nng_cv_until(e->cv, nng_clock() + (nng_time)(until - now));
+    int stop = e->stopping;
+    nng_mtx_unlock(e->mtx);
+    alert_poll(e->alerts);
+    return stop;
+}
+
+/* Commits the round, retrying transient failures (invariant 3). 0 when
+ * committed (or nothing to commit); -1 when sagad is stopping with the round
+ * still uncommitted: the caller must then act on nothing of it. */
+static int commit_round(engine *e)
+{
+    if (e->dirty.len == 0 && e->history.len == 0)
+        return 0;
+    if (e->round_had_replies)
+        crashpoint("engine.before_outcome_commit");
+    /* quarantine_saga may append to dirty: the loop sees those too, and they pass. */
+    for (size_t i = 0; i < e->dirty.len; i++) {
+        saga *s = e->dirty.items[i];
+        const char *broken = saga_check_invariants(s);
+        if (broken != NULL) /* never store it as it is */
+            quarantine_saga(e, s, "internal invariant broken", broken);
+    }
+    int64_t delay = STORE_RETRY_FIRST_MS;
+    unsigned retries = 0;
+    while (write_round(e) != 0) {
+        if (!store_error_is_transient(e->db))
+            engine_fatal(e, "cannot commit a round, and the error is not one that passes");
+        retries++;
+        om_on_commit_retry(e->metrics);
+        if (retries == 1) {
+            nng_mtx_lock(e->mtx);
+            snprintf(e->store_unavailable_why, sizeof e->store_unavailable_why, "%s",
+                     store_errmsg(e->db));
+            nng_mtx_unlock(e->mtx);
+            atomic_store(&e->store_unavailable, 1);
+            om_set_store_unavailable(e->metrics, 1);
+        }
+        /* A line per backoff step; once at the cap, a line per retry (every 5 s). */
+        log_warn("store unavailable: %s; nothing of this round (%zu sagas) is sent or "
+                 "acknowledged; commit retry %u in %lld ms",
+                 store_errmsg(e->db), e->dirty.len, retries, (long long)delay);
+        if (wait_unless_stopping(e, delay)) {
+            log_error("stopping with a round not committed (%s): recovery at the next start "
+                      "resumes from the last committed state",
+                      store_errmsg(e->db));
+            return -1;
+        }
+        delay = delay * 2 > STORE_RETRY_MAX_MS ? STORE_RETRY_MAX_MS : delay * 2;
+    }
+    if (retries > 0) {
+        log_info("store available again: the round committed after %u retries", retries);
+        atomic_store(&e->store_unavailable, 0);
+        om_set_store_unavailable(e->metrics, 0);
+    }
     e->commits++;
     e->committed_sagas += e->dirty.len;
     om_on_commit(e->metrics, e->dirty.len);
+    return 0;
 }
 
 /* Sends the first n queued requests; requests queued meanwhile (a send that
@@ -835,11 +972,33 @@ static void clear_round_changes(engine *e)
     e->round_had_replies = 0;
 }
 
+/* sagad stops while the round cannot be committed: nothing of it is sent,
+ * no start is acknowledged, no alert fires; the sagas stay in by_id for
+ * engine_destroy to free, and the next start recovers the committed state. */
+static void abandon_round(engine *e)
+{
+    clear_round_changes(e);
+    e->sends.len = 0;
+    for (size_t i = 0; i < e->answers.len; i++) {
+        pending_answer *a = &e->answers.items[i];
+        a->done(a->arg, ENGINE_INTERNAL, "sagad stopped before this command could be committed",
+                NULL, 0);
+        free(a->error);
+    }
+    e->answers.len = 0;
+    for (size_t i = 0; i < e->settled.len; i++)
+        e->settled.items[i]->settle_pending = 0;
+    e->settled.len = 0;
+}
+
 /* Commit, then act: sends, answers, and freeing the sagas that settled. */
 static void finish_round(engine *e)
 {
     for (;;) {
-        commit_round(e);
+        if (commit_round(e) != 0) {
+            abandon_round(e);
+            return;
+        }
         clear_round_changes(e);
         if (e->sends.len == 0)
             break;
@@ -913,6 +1072,33 @@ static void run_round(engine *e, event *events)
     finish_round(e);
 }
 
+/* Retention (finished_retention_s): between rounds, at most one batch of
+ * finished sagas is deleted, so a round waits for one batch at worst. A full
+ * batch means more may be due: the next comes after the next round; otherwise
+ * the next pass starts PURGE_PASS_MS later. */
+#define PURGE_BATCH   500
+#define PURGE_PASS_MS 10000
+
+static void purge_some(engine *e)
+{
+    int64_t now = util_mono_ms();
+    if (now < e->next_purge_ms || atomic_load(&e->store_unavailable))
+        return;
+    uint64_t purged = 0;
+    int64_t cutoff = util_wall_ms() - e->cfg->finished_retention_s * 1000;
+    if (store_purge_finished(e->db, cutoff, PURGE_BATCH, &purged) != 0) {
+        log_warn("retention purge: %s; trying again in %d s", store_errmsg(e->db),
+                 PURGE_PASS_MS / 1000);
+        e->next_purge_ms = now + PURGE_PASS_MS;
+        return;
+    }
+    if (purged > 0) {
+        om_on_purged(e->metrics, purged);
+        log_debug("retention purge: %" PRIu64 " finished sagas deleted", purged);
+    }
+    e->next_purge_ms = purged == PURGE_BATCH ? now : now + PURGE_PASS_MS;
+}
+
 /* How long the engine sleeps at most, so that transport_maintain runs. */
 #define ENGINE_MAX_IDLE_MS 500
 
@@ -935,6 +1121,7 @@ static void engine_main(void *arg)
         run_round(e, events);
         transport_maintain(e->net);
         alert_poll(e->alerts);
+        purge_some(e);
         if (stop)
             break;
     }
@@ -970,7 +1157,33 @@ static int recover_one(saga *s, void *arg)
         env_settled(e, s);
         return 0;
     }
+    const char *broken = saga_check_invariants(s);
+    if (broken != NULL) { /* decodable, but nothing could be sent safely from it */
+        quarantine_saga(e, s, "stored state breaks an invariant", broken);
+        return 0;
+    }
     saga_recover(s, &env);
+    return 0;
+}
+
+/* A row store_load_unfinished cannot decode: the saga is marked FAILED on
+ * disk without being read, and recovery goes on with the others. When even
+ * that write fails, sagad still starts: the saga is not in memory, so nothing
+ * is sent for it, and the error says which one needs a person. */
+static int recover_corrupt(const char *saga_id, const char *why, void *arg)
+{
+    engine *e = arg;
+    char msg[700];
+    snprintf(msg, sizeof msg, QUARANTINE_PREFIX "unreadable row: %s", why);
+    om_on_quarantined(e->metrics);
+    if (store_quarantine_saga(e->db, saga_id, msg, util_wall_ms()) != 0) {
+        log_error("saga %s: %s; it could not be marked FAILED (%s): it is left out of "
+                  "recovery and is sent nothing",
+                  saga_id, msg, store_errmsg(e->db));
+        return 0;
+    }
+    log_error("saga %s: %s; marked FAILED, the others are recovered", saga_id, msg);
+    alert_fire(e->alerts, saga_id, "", msg);
     return 0;
 }
 
@@ -1022,7 +1235,9 @@ int engine_run_start(engine *e, char *err, size_t errlen)
 {
     /* Recovery runs before the thread starts taking commands: every
      * unfinished saga is back in memory and its step re-sent at once. */
+    store_set_corrupt_row_handler(e->db, recover_corrupt, e);
     int rc = store_load_unfinished(e->db, recover_one, e);
+    store_set_corrupt_row_handler(e->db, NULL, NULL);
     if (rc != 0) {
         snprintf(err, errlen, "cannot load unfinished sagas: %s", store_errmsg(e->db));
         return -1;
@@ -1093,6 +1308,16 @@ void engine_destroy(engine *e)
 static void enqueue(engine *e, event *ev)
 {
     nng_mtx_lock(e->mtx);
+    if (atomic_load(&e->store_unavailable)) {
+        char msg[400];
+        snprintf(msg, sizeof msg,
+                 "the store is unavailable (%s): nothing can be committed now; retry later",
+                 e->store_unavailable_why);
+        nng_mtx_unlock(e->mtx);
+        ev->done(ev->done_arg, ENGINE_BUSY, msg, NULL, 0);
+        event_free(ev);
+        return;
+    }
     if (e->stopping) {
         nng_mtx_unlock(e->mtx);
         ev->done(ev->done_arg, ENGINE_INTERNAL, "sagad is shutting down", NULL, 0);

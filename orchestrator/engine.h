@@ -11,11 +11,17 @@
  *   3. only then send the requests and answer the admin commands of the
  *      round (save before act: an acknowledged start, and every intent, is
  *      on disk before anyone hears of it).
- * If the commit fails (disk full, I/O error), nothing of the round is sent or
- * acknowledged: sagad logs the error and exits (status 70), because memory
- * is now ahead of the disk; at the next start recovery rebuilds every saga
- * from the last committed state, which never ran ahead of the network.
- * Clients whose start was not acknowledged retry with their client key.
+ * If the commit fails, nothing of the round is sent or acknowledged. A
+ * transient failure (another process holds the lock, disk full) is retried
+ * with backoff, writing the same round again, while new commands are
+ * answered BUSY; any other makes sagad log the error and exit (status 70),
+ * because memory is now ahead of the disk: at the next start recovery
+ * rebuilds every saga from the last committed state, which never ran ahead
+ * of the network. Clients whose start was not acknowledged retry with their
+ * client key. A saga whose row cannot be read at recovery, or whose state
+ * breaks an invariant, is quarantined (FAILED, alert); the others go on.
+ * Between rounds, finished sagas older than finished_retention_s are purged
+ * in small batches.
  *
  * At start it registers the definitions of the saga files (catalog.h: each
  * version stored once), then loads every saga that is RUNNING or

@@ -32,6 +32,9 @@ struct orch_metrics {
     mt_histogram batch;
     atomic_uint_fast64_t in_flight;
     mt_counter alerts[OM_ALERT_RESULTS];
+    /* Resilience (docs/OBSERVABILITY.md "Store failures and retention"). */
+    mt_counter commit_retries, quarantined, purged;
+    atomic_uint_fast64_t store_unavailable;
 };
 
 static size_t find_or_add_op(orch_metrics *m, const char *participant, const char *operation)
@@ -181,6 +184,30 @@ void om_set_in_flight(orch_metrics *m, uint64_t n)
         atomic_store_explicit(&m->in_flight, n, memory_order_relaxed);
 }
 
+void om_on_commit_retry(orch_metrics *m)
+{
+    if (m)
+        mt_add(&m->commit_retries, 1);
+}
+
+void om_set_store_unavailable(orch_metrics *m, int unavailable)
+{
+    if (m)
+        atomic_store_explicit(&m->store_unavailable, unavailable ? 1 : 0, memory_order_relaxed);
+}
+
+void om_on_quarantined(orch_metrics *m)
+{
+    if (m)
+        mt_add(&m->quarantined, 1);
+}
+
+void om_on_purged(orch_metrics *m, uint64_t sagas)
+{
+    if (m)
+        mt_add(&m->purged, sagas);
+}
+
 void om_on_alert(orch_metrics *m, enum om_alert what)
 {
     if (m)
@@ -285,6 +312,20 @@ void om_render(orch_metrics *m, strbuf *sb)
     mt_header(sb, "saga_commit_batch_sagas", "histogram",
               "Sagas written per commit (group commit batch size).");
     mt_hist_write(sb, "saga_commit_batch_sagas", NULL, &m->batch);
+    mt_header(sb, "saga_store_commit_retries_total", "counter",
+              "Rounds whose commit failed for a transient reason (lock, disk full) and was "
+              "retried.");
+    mt_sample(sb, "saga_store_commit_retries_total", NULL, mt_get(&m->commit_retries));
+    mt_header(sb, "saga_store_unavailable", "gauge",
+              "1 while the engine cannot commit and retries with backoff; new commands get BUSY.");
+    mt_sample(sb, "saga_store_unavailable", NULL,
+              atomic_load_explicit(&m->store_unavailable, memory_order_relaxed));
+    mt_header(sb, "saga_quarantined_total", "counter",
+              "Sagas made FAILED because their row was unreadable or an invariant broke.");
+    mt_sample(sb, "saga_quarantined_total", NULL, mt_get(&m->quarantined));
+    mt_header(sb, "saga_purged_total", "counter",
+              "Finished sagas deleted after finished_retention_s.");
+    mt_sample(sb, "saga_purged_total", NULL, mt_get(&m->purged));
 
     static const char *const alert_results[OM_ALERT_RESULTS] = {"started", "spawn_failed",
                                                                 "dropped", "timed_out"};

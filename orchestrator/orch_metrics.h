@@ -41,6 +41,13 @@ void om_on_step_reply(orch_metrics *m, const saga *s, int step, int phase, int o
 void om_on_step_no_reply(orch_metrics *m, const saga *s, int step, int phase, int timeout);
 void om_on_commit(orch_metrics *m, size_t sagas_written);
 void om_set_in_flight(orch_metrics *m, uint64_t n);
+/* A round's commit failed for a transient reason and will be retried. */
+void om_on_commit_retry(orch_metrics *m);
+void om_set_store_unavailable(orch_metrics *m, int unavailable);
+/* A saga was quarantined: FAILED because it could not be read or broke an invariant. */
+void om_on_quarantined(orch_metrics *m);
+/* Any thread: finished sagas deleted by the retention purge. */
+void om_on_purged(orch_metrics *m, uint64_t sagas);
 /* An alert command: started, not started (spawn failed or the file is no
  * longer trusted), dropped (too many waiting), or killed at its time limit. */
 enum om_alert { OM_ALERT_STARTED, OM_ALERT_SPAWN_FAILED, OM_ALERT_DROPPED, OM_ALERT_TIMED_OUT };

@@ -115,5 +115,24 @@ int store_count_by_version(store *st,
                            void *arg);
 /* Pins every saga of type stored before versions existed (def_version 0) to version. */
 int store_pin_unversioned(store *st, const char *type, uint32_t version);
+/* ---- Resilience (README "When the store fails") ---- */
+
+/* After a -1: whether the failure may pass by itself (a lock held by another
+ * process, a full disk): the same writes can be retried. */
+int store_error_is_transient(const store *st);
+/* After a -1 from store_load_saga: the row exists but cannot be decoded
+ * (corrupt values, unreadable JSON), as opposed to a storage error. */
+int store_error_is_corrupt_row(const store *st);
+/* Makes store_load_unfinished hand each unreadable row to fn (its id and
+ * why) and go on, instead of failing the walk; fn's non-zero return stops it. */
+void store_set_corrupt_row_handler(store *st,
+                                   int (*fn)(const char *saga_id, const char *why, void *arg),
+                                   void *arg);
+/* Marks the saga FAILED with why as its last_error (and a saga_quarantined
+ * history event) without reading its row: for rows that cannot be loaded. */
+int store_quarantine_saga(store *st, const char *saga_id, const char *why, int64_t now_ms);
+/* Deletes, in one transaction, up to batch COMPLETED/COMPENSATED sagas last
+ * updated before cutoff_ms, with their steps and history; *purged = how many. */
+int store_purge_finished(store *st, int64_t cutoff_ms, int batch, uint64_t *purged);
 
 #endif

@@ -111,6 +111,7 @@
  */
 #include "store.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -328,6 +329,12 @@ struct store {
     sqlite3_stmt *stmt[N_STMTS];
     wal_checkpointer *ckpt; /* writable handles only */
     char err[512];
+    /* What the last failure was, for store_error_is_transient and
+     * store_error_is_corrupt_row: SQLite's extended code and errno. */
+    int last_code, last_errno;
+    int corrupt_row; /* the last failure was an unreadable row, not the storage */
+    int (*on_corrupt)(const char *saga_id, const char *why, void *arg);
+    void *on_corrupt_arg;
 };
 
 /* ---- Errors -------------------------------------------------------------- */
@@ -345,6 +352,9 @@ static void set_err(store *st, const char *fmt, ...)
 static int db_fail(store *st, const char *what, const char *saga_id)
 {
     int code = sqlite3_extended_errcode(st->db);
+    st->last_code = code;
+    st->last_errno = sqlite3_system_errno(st->db);
+    st->corrupt_row = 0;
     if (saga_id != NULL)
         set_err(st, "%s %s: %s (%d)", what, saga_id, sqlite3_errmsg(st->db), code);
     else
@@ -867,6 +877,7 @@ static int load_steps(store *st, saga *s)
             state > STEP_COMPENSATED || a_att < 0 || a_att > UINT32_MAX || c_att < 0 ||
             c_att > UINT32_MAX || outcome < INT_MIN || outcome > INT_MAX) {
             set_err(st, "load saga %s: corrupt step row %" PRId64, s->id, idx);
+            st->corrupt_row = 1;
             goto out;
         }
         step_run *r = &s->steps[n];
@@ -878,6 +889,7 @@ static int load_steps(store *st, saga *s)
         const char *result = column_text_or_null(q, 6);
         if (result != NULL && kv_from_json(&r->result, result) != 0) {
             set_err(st, "load saga %s: step %zu: unreadable result", s->id, n);
+            st->corrupt_row = 1;
             goto out;
         }
         if (column_dup(q, 7, &r->last_error) != 0) {
@@ -888,6 +900,7 @@ static int load_steps(store *st, saga *s)
     }
     if (n != s->n_steps) {
         set_err(st, "load saga %s: %zu step rows, expected %zu", s->id, n, s->n_steps);
+        st->corrupt_row = 1;
         goto out;
     }
     rc = 0;
@@ -910,6 +923,7 @@ static int read_saga(store *st, sqlite3_stmt *q, saga **out)
         cursor < 0 || cursor >= (n_steps > 0 ? n_steps : 1) || failed_phase < INT_MIN ||
         failed_phase > INT_MAX) {
         set_err(st, "load saga '%s': corrupt saga row", id);
+        st->corrupt_row = 1;
         return -1;
     }
     saga *s = saga_alloc((size_t)n_steps);
@@ -932,6 +946,7 @@ static int read_saga(store *st, sqlite3_stmt *q, saga **out)
     }
     if (kv_from_json(&s->input, input) != 0) {
         set_err(st, "load saga %s: unreadable input", s->id);
+        st->corrupt_row = 1;
         goto fail;
     }
     if (load_steps(st, s) != 0)
@@ -952,6 +967,7 @@ int store_load_saga(store *st, const char *id, saga **out)
         finish(q);
         return db_fail(st, "load saga", id);
     }
+    st->corrupt_row = 0;
     int step = sqlite3_step(q);
     if (step == SQLITE_ROW)
         rc = read_saga(st, q, out);
@@ -1007,6 +1023,12 @@ int store_load_unfinished(store *st, int (*fn)(saga *s, void *arg), void *arg)
             int found = store_load_saga(st, ids[i], &s);
             if (found == STORE_NOT_FOUND)
                 continue; /* removed by an earlier fn */
+            if (found != 0 && st->corrupt_row && st->on_corrupt != NULL) {
+                char why[sizeof st->err];
+                memcpy(why, st->err, sizeof why);
+                rc = st->on_corrupt(ids[i], why, st->on_corrupt_arg);
+                continue;
+            }
             if (found != 0) {
                 rc = -1;
                 break;
@@ -1056,9 +1078,9 @@ int store_find_client_key(store *st, const char *client_key, char id_out[37])
 }
 
 /*
- * limit 0 means no limit. An after_id that names no saga yields no rows:
- * sagas are never deleted, so it can only be a cursor the caller made up, and
- * an empty page is the answer that cannot be misread as more data.
+ * limit 0 means no limit. An after_id that names no saga yields no rows: it
+ * is a cursor the caller made up or a saga purged since (store_purge_finished),
+ * and an empty page is the answer that cannot be misread as more data.
  */
 int store_list(store *st, int state, const char *type, const char *after_id, uint32_t limit,
                int (*fn)(const store_summary *row, void *arg), void *arg)
@@ -1305,4 +1327,118 @@ int store_pin_unversioned(store *st, const char *type, uint32_t version)
         return db_fail(st, "pin sagas of type", type);
     }
     return run(st, q, "pin sagas of type", type);
+}
+
+/* ---- Resilience: failure classes, quarantine, retention purge ---------------- */
+
+/*
+ * Transient: another process holds a lock (BUSY, LOCKED), or the disk is full
+ * (FULL, or an I/O error whose errno is ENOSPC/EDQUOT). SQLite rolls the
+ * transaction back on these and the handle stays usable, so the same writes
+ * can be tried again once the lock is released or space is freed.
+ */
+int store_error_is_transient(const store *st)
+{
+    int primary = st->last_code & 0xff;
+    if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED || primary == SQLITE_FULL)
+        return 1;
+    return primary == SQLITE_IOERR && (st->last_errno == ENOSPC || st->last_errno == EDQUOT);
+}
+
+int store_error_is_corrupt_row(const store *st)
+{
+    return st->corrupt_row;
+}
+
+void store_set_corrupt_row_handler(store *st,
+                                   int (*fn)(const char *saga_id, const char *why, void *arg),
+                                   void *arg)
+{
+    st->on_corrupt = fn;
+    st->on_corrupt_arg = arg;
+}
+
+/* Prepares one of the rarely used statements below (not cached: they run at
+ * recovery or once per purge batch). */
+static sqlite3_stmt *prepare_once(store *st, const char *sql, const char *what)
+{
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK) {
+        db_fail(st, what, NULL);
+        return NULL;
+    }
+    return q;
+}
+
+/*
+ * Only the saga row's state, last_error and updated_at_ms are written (and a
+ * history event): the columns that could not be read are left as they are,
+ * for an operator to inspect.
+ */
+int store_quarantine_saga(store *st, const char *saga_id, const char *why, int64_t now_ms)
+{
+    if (check_write(st, "quarantine saga") != 0)
+        return -1;
+    int own = !st->in_txn;
+    if (own && store_begin(st) != 0)
+        return -1;
+    sqlite3_stmt *q = prepare_once(
+        st, "UPDATE sagas SET state = 5, last_error = ?2, updated_at_ms = ?3 WHERE id = ?1",
+        "quarantine saga");
+    int rc = -1;
+    if (q != NULL) {
+        if (bind_text(q, 1, saga_id) || bind_text(q, 2, why) || sqlite3_bind_int64(q, 3, now_ms))
+            rc = db_fail(st, "quarantine saga", saga_id);
+        else
+            rc = run_update(st, q, "quarantine saga", saga_id);
+        sqlite3_finalize(q);
+    }
+    if (rc == 0) {
+        saga_event ev = {"saga_quarantined", -1, PHASE_ACTION, 0, -1, 0, why};
+        rc = store_append_history(st, saga_id, now_ms, &ev, NULL);
+    }
+    if (own) {
+        if (rc == 0)
+            rc = store_commit(st);
+        else
+            store_rollback(st);
+    }
+    return rc;
+}
+
+/*
+ * One transaction deleting up to `batch` COMPLETED or COMPENSATED sagas last
+ * updated before cutoff_ms; their step and history rows go with them (ON
+ * DELETE CASCADE). FAILED and unfinished sagas are never selected. The
+ * sagas_by_state index hands finished sagas oldest first, so a batch finds
+ * the expired ones without reading the rest, except on the pass's last batch.
+ */
+int store_purge_finished(store *st, int64_t cutoff_ms, int batch, uint64_t *purged)
+{
+    if (check_write(st, "purge finished sagas") != 0)
+        return -1;
+    if (store_begin(st) != 0)
+        return -1;
+    sqlite3_stmt *q = prepare_once(st,
+                                   "DELETE FROM sagas WHERE seq IN (SELECT seq FROM sagas "
+                                   "WHERE state IN (3, 4) AND updated_at_ms < ?1 LIMIT ?2)",
+                                   "purge finished sagas");
+    int rc = -1;
+    uint64_t n = 0;
+    if (q != NULL) {
+        if (sqlite3_bind_int64(q, 1, cutoff_ms) || sqlite3_bind_int(q, 2, batch))
+            rc = db_fail(st, "purge finished sagas", NULL);
+        else
+            rc = run(st, q, "purge finished sagas", NULL);
+        if (rc == 0)
+            n = (uint64_t)sqlite3_changes(st->db); /* the sagas rows; cascades not counted */
+        sqlite3_finalize(q);
+    }
+    if (rc == 0)
+        rc = store_commit(st);
+    else
+        store_rollback(st);
+    if (rc == 0)
+        *purged = n;
+    return rc;
 }
