@@ -53,6 +53,7 @@ static const char alert_script[] = "#!/bin/sh\n"
 typedef struct {
     ofx f;
     char *alert_out;
+    char *hook_dir;  /* the alert command's: a directory sagad trusts, not under /tmp */
     char *mount_dir; /* the tmpfs, when mounted */
     char *filler;
 } sys;
@@ -78,7 +79,9 @@ static int setup_with(void **state, const char *shipping_faults, int timeout_ms)
     if (ofx_init(&s->f, &o) != 0)
         return -1;
     s->alert_out = th_path(s->f.dir, "alert.out");
-    char *script_path = th_path(s->f.dir, "alert.sh");
+    if ((s->hook_dir = th_trusted_tempdir()) == NULL)
+        return -1;
+    char *script_path = th_path(s->hook_dir, "alert.sh");
     char *script = util_asprintf(alert_script, s->alert_out);
     char *line = util_asprintf("alert_command = \"%s\";\n", script_path);
     int rc = script && line && th_write_file(script_path, script) == 0 &&
@@ -112,12 +115,17 @@ static int teardown(void **state)
     int rc = 0;
     if (s->f.sagad.pid > 0 && ofx_stop_sagad(&s->f) != 0)
         rc = -1;
-    ofx_destroy(&s->f); /* kills whatever still runs */
     if (s->filler)
         unlink(s->filler);
+    /* Unmounted before the fixture removes the directory holding it. */
     if (s->mount_dir && umount2(s->mount_dir, MNT_DETACH) != 0) {
         print_message("umount %s: %s\n", s->mount_dir, strerror(errno));
         rc = -1;
+    }
+    ofx_destroy(&s->f); /* kills whatever still runs */
+    if (s->hook_dir) {
+        th_rmtree(s->hook_dir);
+        free(s->hook_dir);
     }
     free(s->filler);
     free(s->mount_dir);
