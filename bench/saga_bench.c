@@ -479,6 +479,7 @@ typedef struct {
     int contexts;     /* participant --contexts, 0: default */
     int max_in_flight;
     int timeout_ms;
+    int finished_retention_s; /* 0: sagad's default */
     char admin_url[460];
     char urls[4][460];
     pid_t svc[4];
@@ -597,8 +598,11 @@ static void start_services(cluster *c)
 
 static void write_sagad_cfg(cluster *c)
 {
-    char path[600], text[4096];
+    char path[600], text[4096], retention[64] = "";
     snprintf(path, sizeof path, "%s/sagad.cfg", c->dir);
+    if (c->finished_retention_s > 0)
+        snprintf(retention, sizeof retention, "finished_retention_s = %d;\n",
+                 c->finished_retention_s);
     snprintf(text, sizeof text,
              "admin_url = \"%s\";\n"
              "database = \"%s/sagad.db\";\n"
@@ -609,9 +613,9 @@ static void write_sagad_cfg(cluster *c)
              "  order = \"%s\";\n  payment = \"%s\";\n  inventory = \"%s\";\n"
              "  shipping = \"%s\";\n"
              "};\n"
-             "defaults = { timeout_ms = %d; };\n",
+             "defaults = { timeout_ms = %d; };\n%s",
              c->admin_url, c->dir, g_srcdir, c->durable ? "full" : "off", c->max_in_flight,
-             c->urls[0], c->urls[1], c->urls[2], c->urls[3], c->timeout_ms);
+             c->urls[0], c->urls[1], c->urls[2], c->urls[3], c->timeout_ms, retention);
     write_file(path, text);
 }
 
@@ -1665,6 +1669,8 @@ static void usage(void)
             "  --perf FILE    record a perf profile of sagad during the durable 256 run;\n"
             "                 with --growth-only, of all five programs of the grown cluster\n"
             "                 (FILE) and of the empty one (FILE.empty), in extra runs at 64\n"
+            "  --retention-run S  sagad.db's size every 15 s under a steady load for S s\n"
+            "                 with finished_retention_s = 60 (the purge keeps it bounded)\n"
             "  --point KIND:N one throughput point alone (KIND durable, relaxed, nobarrier\n"
             "                 or direct), with context switches per saga\n"
             "  --keep         keep the temp directory (databases, logs)\n"
@@ -1674,6 +1680,44 @@ static void usage(void)
 static void on_exit_kill(void)
 {
     kill_all();
+}
+
+/* Bytes of path, 0 when it does not exist. */
+static long long file_bytes(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long long)st.st_size : 0;
+}
+
+/*
+ * --retention-run S: sagad's database under a steady durable load at 64 in
+ * flight for S seconds with finished_retention_s = 60 (the smallest allowed),
+ * its size printed every 15 s: it grows for the first minute, then the purge
+ * frees as many finished sagas as the load adds and the file stops growing
+ * (SQLite reuses freed pages; it does not shrink).
+ */
+static int run_retention(double total_s)
+{
+    const double slice_s = 15;
+    cluster c;
+    cluster_init(&c, "retention", 1, 0);
+    c.finished_retention_s = 60;
+    cluster_start(&c);
+    char db[600], wal[600];
+    snprintf(db, sizeof db, "%s/sagad.db", c.dir);
+    snprintf(wal, sizeof wal, "%s/sagad.db-wal", c.dir);
+    printf("retention run: durable, 64 in flight, finished_retention_s = 60, %.0f s\n", total_s);
+    printf("  %7s %10s %12s %12s\n", "time s", "sagas/s", "sagad.db MB", "-wal MB");
+    int bad = 0;
+    for (double t = slice_s; t <= total_s + 0.5; t += slice_s) {
+        run_result r = run_closed(&c, 64, 0, slice_s, 0);
+        bad += r.bad != 0;
+        printf("  %7.0f %10.0f %12.1f %12.1f\n", t, r.rate, file_bytes(db) / 1e6,
+               file_bytes(wal) / 1e6);
+        fflush(stdout);
+    }
+    cluster_stop(&c);
+    return bad == 0 ? 0 : 1;
 }
 
 /*
@@ -1715,6 +1759,7 @@ int main(int argc, char **argv)
     double secs = -1;
     long growth = -1, recovery_n = -1, memory_n = -1;
     const char *perf = NULL, *tmpbase = "/tmp", *growth_from = NULL, *point = NULL;
+    double retention_s = 0;
     /* The databases, logs and reports it writes are this user's only, like
      * those of the programs it runs (docs/SECURITY.md, "Private files"). */
     umask(077);
@@ -1742,6 +1787,8 @@ int main(int argc, char **argv)
             recovery_only = 1;
         else if (strcmp(a, "--point") == 0 && i + 1 < argc)
             point = argv[++i];
+        else if (strcmp(a, "--retention-run") == 0 && i + 1 < argc)
+            retention_s = atof(argv[++i]);
         else if (strcmp(a, "--keep") == 0)
             g_keep = 1;
         else if (strcmp(a, "--tmp") == 0 && i + 1 < argc)
@@ -1795,6 +1842,8 @@ int main(int argc, char **argv)
     uint64_t rec_in_flight = 0;
     if (point != NULL)
         return run_point(point, quick ? 0.2 : 1.0, secs);
+    if (retention_s > 0)
+        return run_retention(retention_s);
     if (recovery_only)
         goto recovery;
     cluster cd, cr, cn;
