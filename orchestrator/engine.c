@@ -467,6 +467,16 @@ static int add_saga(engine *e, saga *s)
     return 0;
 }
 
+/* Forgets s, added by add_saga and never scheduled, and frees it. */
+static void drop_saga(engine *e, saga *s)
+{
+    table_del(&e->by_id, s->id);
+    if (s->client_key)
+        table_del(&e->by_key, s->client_key);
+    e->in_flight = e->by_id.len;
+    saga_free(s);
+}
+
 static void handle_start(engine *e, event *ev, const saga_env *env)
 {
     const saga_def *def = catalog_current(e->defs, ev->type);
@@ -607,13 +617,8 @@ static void handle_operator(engine *e, event *ev, const saga_env *env)
                  ev->kind == EV_ABORT ? "abort" : "resume", s->id,
                  s->last_error + strlen(QUARANTINE_PREFIX));
         answer(e, ev, ENGINE_INVALID_STATE, msg, s->id, 0);
-        if (loaded_now) {
-            table_del(&e->by_id, s->id);
-            if (s->client_key)
-                table_del(&e->by_key, s->client_key);
-            e->in_flight = e->by_id.len;
-            saga_free(s);
-        }
+        if (loaded_now)
+            drop_saga(e, s);
         return;
     }
     int rc = ev->kind == EV_ABORT ? saga_abort(s, env, ev->reason) : saga_resume(s, env);
@@ -636,13 +641,8 @@ static void handle_operator(engine *e, event *ev, const saga_env *env)
         /* Loaded just for this: drop it again. A saga that was already in
          * memory stays: it may have become FAILED earlier in this round and
          * be queued for saving and settling. */
-        if (loaded_now) {
-            table_del(&e->by_id, s->id);
-            if (s->client_key)
-                table_del(&e->by_key, s->client_key);
-            e->in_flight = e->by_id.len;
-            saga_free(s);
-        }
+        if (loaded_now)
+            drop_saga(e, s);
         return;
     }
     answer(e, ev, ENGINE_OK, NULL, s->id, 0);
