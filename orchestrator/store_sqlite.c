@@ -214,6 +214,10 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     "ALTER TABLE sagas ADD COLUMN def_version INTEGER NOT NULL DEFAULT 0"
     "  CHECK (def_version >= 0);"
     "CREATE INDEX sagas_unpinned ON sagas(type) WHERE def_version = 0;"
+    /* Protocol 2 numbers Outcome from OUTCOME_UNSPECIFIED = 0 (OK was 0, now 1);
+     * "no reply yet" was stored as -1 and is UNSPECIFIED now: +1 maps both. */
+    "UPDATE saga_steps SET last_outcome = last_outcome + 1;"
+    "UPDATE saga_history SET outcome = outcome + 1;"
     "PRAGMA user_version = 2;",
 };
 

@@ -16,6 +16,7 @@
 #include "db_files.h"
 #include "log.h"
 #include "wal_checkpointer.h"
+#include "wire.h"
 
 #define BARRIER_BUSY_TIMEOUT_MS 2000
 
@@ -47,6 +48,99 @@ static const char barrier_schema_sql[] =
     "INSERT OR IGNORE INTO pt_counters(name, value) VALUES"
     "  ('requests', 0), ('effects', 0), ('replays', 0), ('conflicts', 0),"
     "  ('skipped', 0), ('rejected', 0), ('purged', 0);";
+
+/*
+ * PRAGMA user_version of the runtime's tables. 0: written before protocol 2,
+ * whose Outcome numbers start at OUTCOME_UNSPECIFIED = 0 (OK was 0, now 1):
+ * migrate_outcomes() renumbers those records once, in the open's transaction.
+ */
+#define BARRIER_SCHEMA_VERSION 1
+
+/* Stored outcomes and the outcome inside each stored reply, old numbering to
+ * new (+1: OK 0 -> 1, ..., SKIPPED 4 -> 5). A stored reply that does not
+ * decode is left as it is: replayed, it reads as no reply, which sagad
+ * retries and then compensates, never counts as done. */
+static int migrate_outcomes(sqlite3 *db, char *err, size_t errlen)
+{
+    sqlite3_stmt *rows = NULL, *update = NULL;
+    int rc =
+        sqlite3_prepare_v2(db, "SELECT rowid, outcome, reply FROM pt_idempotency", -1, &rows, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db,
+                                "UPDATE pt_idempotency SET outcome = ?1, reply = ?2"
+                                " WHERE rowid = ?3",
+                                -1, &update, NULL);
+    long n = 0;
+    while (rc == SQLITE_OK && (rc = sqlite3_step(rows)) == SQLITE_ROW) {
+        int outcome = sqlite3_column_int(rows, 1) + 1;
+        const void *blob = sqlite3_column_blob(rows, 2);
+        size_t len = (size_t)sqlite3_column_bytes(rows, 2);
+        StepReply *r = saga__v1__step_reply__unpack(NULL, len, blob);
+        uint8_t *packed = NULL;
+        size_t packed_len = 0;
+        if (r != NULL) {
+            r->outcome = (Saga__V1__Outcome)outcome;
+            packed_len = saga__v1__step_reply__get_packed_size(r);
+            if ((packed = malloc(packed_len ? packed_len : 1)) != NULL)
+                saga__v1__step_reply__pack(r, packed);
+            saga__v1__step_reply__free_unpacked(r, NULL);
+            if (packed == NULL) {
+                rc = SQLITE_NOMEM;
+                break;
+            }
+        }
+        sqlite3_bind_int(update, 1, outcome);
+        if (packed != NULL)
+            sqlite3_bind_blob(update, 2, packed, (int)packed_len, SQLITE_TRANSIENT);
+        else
+            sqlite3_bind_blob(update, 2, blob, (int)len, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(update, 3, sqlite3_column_int64(rows, 0));
+        rc = sqlite3_step(update) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(db);
+        sqlite3_reset(update);
+        free(packed);
+        n++;
+    }
+    if (rc == SQLITE_DONE)
+        rc = SQLITE_OK;
+    if (rc != SQLITE_OK)
+        snprintf(err, errlen, "renumbering stored outcomes: %s", sqlite3_errmsg(db));
+    else if (n > 0)
+        log_info("participant database: %ld stored replies renumbered to protocol 2 outcomes", n);
+    sqlite3_finalize(rows);
+    sqlite3_finalize(update);
+    return rc == SQLITE_OK ? 0 : -1;
+}
+
+/* Inside the open's transaction, after the schema: brings an older database
+ * up to BARRIER_SCHEMA_VERSION, refuses a newer one. */
+static int barrier_migrate(sqlite3 *db, const char *path, char *err, size_t errlen)
+{
+    sqlite3_stmt *q = NULL;
+    int version = -1;
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &q, NULL) == SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW)
+        version = sqlite3_column_int(q, 0);
+    sqlite3_finalize(q);
+    if (version < 0) {
+        snprintf(err, errlen, "reading the schema version: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    if (version > BARRIER_SCHEMA_VERSION) {
+        snprintf(err, errlen,
+                 "%s was written by a newer participant runtime (schema %d, this one knows %d)",
+                 path, version, BARRIER_SCHEMA_VERSION);
+        return -1;
+    }
+    if (version == 0 && migrate_outcomes(db, err, errlen) != 0)
+        return -1;
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA user_version = %d", BARRIER_SCHEMA_VERSION);
+    if (version < BARRIER_SCHEMA_VERSION && sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "setting the schema version: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    return 0;
+}
 
 enum {
     ST_LOOKUP_KEY,
@@ -174,8 +268,15 @@ int barrier_open(const char *path, int synchronous_off, barrier_store **out, cha
         goto fail_msg;
     if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK)
         goto fail_msg;
-    if (sqlite3_exec(s->db, barrier_schema_sql, NULL, NULL, &msg) != SQLITE_OK ||
-        sqlite3_exec(s->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
+    if (sqlite3_exec(s->db, barrier_schema_sql, NULL, NULL, &msg) != SQLITE_OK) {
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        goto fail_msg;
+    }
+    if (barrier_migrate(s->db, path, err, errlen) != 0) {
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        goto fail;
+    }
+    if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         goto fail_msg;
     }

@@ -591,6 +591,77 @@ static void test_restart_replay_survives(void **state)
     bank_reply_free(&b);
 }
 
+/* Rewrites every stored record as a runtime of protocol 1 wrote it: outcomes
+ * numbered from OK = 0, in the column and inside the stored reply. */
+static void downgrade_to_protocol_1(const char *path)
+{
+    sqlite3 *db;
+    sqlite3_stmt *rows, *update;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT rowid, reply FROM pt_idempotency", -1, &rows, NULL),
+        SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "UPDATE pt_idempotency SET outcome = outcome - 1, "
+                                        "reply = ?1 WHERE rowid = ?2",
+                                        -1, &update, NULL),
+                     SQLITE_OK);
+    while (sqlite3_step(rows) == SQLITE_ROW) {
+        StepReply *r = saga__v1__step_reply__unpack(NULL, (size_t)sqlite3_column_bytes(rows, 1),
+                                                    sqlite3_column_blob(rows, 1));
+        assert_non_null(r);
+        r->outcome = (Saga__V1__Outcome)(r->outcome - 1);
+        uint8_t buf[4096];
+        size_t len = saga__v1__step_reply__pack(r, buf);
+        saga__v1__step_reply__free_unpacked(r, NULL);
+        sqlite3_bind_blob(update, 1, buf, (int)len, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(update, 2, sqlite3_column_int64(rows, 0));
+        assert_int_equal(sqlite3_step(update), SQLITE_DONE);
+        sqlite3_reset(update);
+    }
+    sqlite3_finalize(rows);
+    sqlite3_finalize(update);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 0", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
+/*
+ * A database of protocol 1 (OK = 0) is renumbered at open: a replay answers
+ * OK, not "no outcome", and a compensation still finds its action done.
+ */
+static void test_protocol_1_records_renumbered(void **state)
+{
+    fixture *f = *state;
+    bank_reply a, b, c;
+    bank_req q = debit("s1/pay/action", "s1", "30");
+    bank_req r = {"s2/pay/action", "s2", "pay", PHASE_ACTION, "debit", "alice", "900"};
+    bank_call(f->p, &q, &a);
+    bank_call(f->p, &r, &c);
+    assert_int_equal(c.outcome, OUTCOME_REJECTED);
+    bank_reply_free(&c);
+    pt_destroy(f->p);
+    downgrade_to_protocol_1(f->dir.db);
+    memset(&f->st, 0, sizeof f->st);
+    f->p = bank_open_simple(f->dir.db, &f->st, NULL);
+    assert_non_null(f->p);
+    bank_call(f->p, &q, &b);
+    assert_int_equal(b.outcome, OUTCOME_OK);
+    assert_true(b.replayed);
+    bank_call(f->p, &r, &c);
+    assert_int_equal(c.outcome, OUTCOME_REJECTED);
+    assert_true(c.replayed);
+    bank_reply_free(&c);
+    bank_req undo = credit("s1/pay/compensate", "s1");
+    bank_call(f->p, &undo, &c);
+    assert_int_equal(c.outcome, OUTCOME_OK);
+    assert_int_equal(f->st.credit_calls, 1);
+    assert_int_equal(bank_balance(f->p, "alice"), 100);
+    assert_int_equal(bank_query(pt_db(f->p), "PRAGMA user_version"), 1);
+    bank_reply_free(&a);
+    bank_reply_free(&b);
+    bank_reply_free(&c);
+}
+
 /* Rule 8: the purge deletes only expired records, in batches, with their barrier rows. */
 static void test_purge_old_records_in_batches(void **state)
 {
@@ -762,6 +833,7 @@ int main(void)
         T(test_handler_db_error_isolated),
         T(test_commit_failure_all_retry),
         T(test_restart_replay_survives),
+        T(test_protocol_1_records_renumbered),
         T(test_purge_old_records_in_batches),
         T(test_late_action_after_purge_still_fenced),
         T(test_saga_older_than_retention_refused),

@@ -992,13 +992,17 @@ static void migration_from_schema_1_pins_old_sagas(void **state)
     saga *trip = new_saga(&defs[1], 42, NULL, 1000);
     failed->state = SAGA_FAILED;
     failed->last_error = strdup("stuck");
+    running->steps[0].last_outcome = OUTCOME_REJECTED; /* one reply, the others none yet */
     save_one(st, running);
     save_one(st, failed);
     save_one(st, trip);
     store_close(st);
-    /* What a sagad of schema version 1 left behind. */
+    /* What a sagad of schema version 1 left behind: protocol 1 numbered
+     * outcomes from OK = 0, and stored "no reply yet" as -1. */
     raw_exec(path, "DROP INDEX sagas_unpinned; ALTER TABLE sagas DROP COLUMN def_version; "
-                   "DROP TABLE saga_definitions; PRAGMA user_version = 1");
+                   "DROP TABLE saga_definitions; "
+                   "UPDATE saga_steps SET last_outcome = last_outcome - 1; "
+                   "UPDATE saga_history SET outcome = outcome - 1; PRAGMA user_version = 1");
 
     st = open_rw(path, 0);
     saga *got = load(st, running->id);
