@@ -372,7 +372,9 @@ static void test_resume_failed(void **state)
 static void test_resume_failed_pivot(void **state)
 {
     ofx *f = *state;
-    ofx_opts o = {.timeout_ms = 1000, .action_attempts = 200, .pivot_attempts = 3};
+    /* 3 s per attempt: after the resume, the restarted order-svc must answer
+     * within the pivot's 3 attempts even on a loaded machine under ASan. */
+    ofx_opts o = {.timeout_ms = 3000, .action_attempts = 200, .pivot_attempts = 3};
     assert_int_equal(ofx_init(f, &o), 0);
     start_all_but(f, SVC_SHIPPING);
 
@@ -426,7 +428,7 @@ static void test_resume_failed_pivot(void **state)
 static void test_abort_failed_pivot(void **state)
 {
     ofx *f = *state;
-    ofx_opts o = {.timeout_ms = 1000, .action_attempts = 200, .pivot_attempts = 2};
+    ofx_opts o = {.timeout_ms = 3000, .action_attempts = 200, .pivot_attempts = 2};
     assert_int_equal(ofx_init(f, &o), 0);
     start_all_but(f, SVC_SHIPPING);
 

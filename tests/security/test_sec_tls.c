@@ -301,7 +301,7 @@ static void test_saga_over_mutual_tls(void **state)
     pid_t ctl;
     int status = -1;
     assert_int_equal(th_spawn("sagactl", cargs, NULL, ctl_out, &ctl), 0);
-    assert_int_equal(th_wait_exit(ctl, 60000, &status), 0);
+    assert_int_equal(th_wait_exit(ctl, 180000, &status), 0); /* loaded machine, ASan, TLS */
     char *out = th_read_file(ctl_out);
     if (!th_exited_with(status, 0)) {
         char *sl = th_read_file(sagad_log);
