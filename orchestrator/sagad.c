@@ -57,6 +57,7 @@ static void usage(FILE *out)
                  "  --check              validate the configuration and saga files, then exit\n"
                  "  --log-level LEVEL    debug, info (default), warn or error\n"
                  "  --log-format FORMAT  text (default) or json, one object per line\n"
+                 "  --version            print sagad's version\n"
                  "  --help               this text\n"
                  "\n"
                  "Environment: SAGA_CRASH_POINT=NAME[:N] kills the process at a named point\n"
@@ -78,6 +79,9 @@ int main(int argc, char **argv)
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
+            return 0;
+        } else if (strcmp(a, "--version") == 0) {
+            printf("sagad %s\n", SAGA_VERSION);
             return 0;
         } else if (strcmp(a, "--check") == 0) {
             check_only = 1;

@@ -97,6 +97,7 @@ static void svc_usage(const svc_def *def, const char *program, FILE *out)
             "  --metrics-url URL  serve Prometheus metrics at URL/metrics, e.g.\n"
             "                     http://127.0.0.1:9465 (loopback only; see\n"
             "                     docs/OBSERVABILITY.md). Default: off\n"
+            "  --version          print the version\n"
             "  --help             this text\n"
             "\n"
             "Operations (saga.v1 StepRequest.operation):\n"
@@ -139,7 +140,8 @@ static int svc_parse_args(const svc_def *def, const char *program, int argc, cha
         OPT_TLS_CA,
         OPT_TLS_REQUIRE,
         OPT_METRICS_URL,
-        OPT_HELP
+        OPT_HELP,
+        OPT_VERSION
     };
     static const struct option options[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
@@ -158,6 +160,7 @@ static int svc_parse_args(const svc_def *def, const char *program, int argc, cha
         {"tls-require-client-cert", no_argument, NULL, OPT_TLS_REQUIRE},
         {"metrics-url", required_argument, NULL, OPT_METRICS_URL},
         {"help", no_argument, NULL, OPT_HELP},
+        {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
     };
     int64_t n;
@@ -239,6 +242,10 @@ static int svc_parse_args(const svc_def *def, const char *program, int argc, cha
             break;
         case OPT_HELP:
             svc_usage(def, program, stdout);
+            *exit_now = 1;
+            return 0;
+        case OPT_VERSION:
+            printf("%s %s\n", program, SAGA_VERSION);
             *exit_now = 1;
             return 0;
         default: /* '?': unknown option or missing argument */

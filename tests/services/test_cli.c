@@ -90,6 +90,24 @@ static void test_help(void **state)
     assert_output_has(e, "approve");
 }
 
+/* Every program says its version (CMake's project(VERSION)) and exits 0. */
+static void test_version(void **state)
+{
+    cli_env *e = *state;
+    const char *args[] = {"--version", NULL};
+    const char *programs[] = {"order-svc", "payment-svc", "inventory-svc", "shipping-svc", "sagad",
+                              "sagactl",   NULL};
+    for (const char **p = programs; *p; p++) {
+        char want[64];
+        snprintf(want, sizeof want, "%s %s\n", *p, SAGA_VERSION);
+        assert_int_equal(run(e, *p, args, NULL), 0);
+        char *text = th_read_file(e->out);
+        assert_non_null(text);
+        assert_string_equal(text, want);
+        free(text);
+    }
+}
+
 static void test_bad_options_exit_2(void **state)
 {
     cli_env *e = *state;
@@ -377,6 +395,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_help),
+        T(test_version),
         T(test_bad_options_exit_2),
         T(test_default_listen_address),
         T(test_cpu_scheduling_of_threads),
