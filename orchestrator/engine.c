@@ -1023,8 +1023,13 @@ static void finish_round(engine *e)
         s->settle_pending = 0;
         if (s->state == SAGA_RUNNING || s->state == SAGA_COMPENSATING)
             continue; /* settled, then resumed in the same round */
-        log_info("saga %s (%s) %s%s%s", s->id, s->type, saga_state_name(s->state),
-                 s->last_error ? ": " : "", s->last_error ? s->last_error : "");
+        /* FAILED needs an operator: WARN, and ERROR when an undo could not be
+         * done (money or stock may be held until someone acts). */
+        enum log_level level = s->state != SAGA_FAILED               ? LOG_INFO
+                               : s->failed_phase == PHASE_COMPENSATE ? LOG_ERROR
+                                                                     : LOG_WARN;
+        log_msg(level, "saga %s (%s) %s%s%s", s->id, s->type, saga_state_name(s->state),
+                s->last_error ? ": " : "", s->last_error ? s->last_error : "");
         om_on_saga_settled(e->metrics, s);
         if (s->state == SAGA_FAILED) /* durable now: tell an operator */
             alert_fire(e->alerts, s->id, s->type, s->last_error);

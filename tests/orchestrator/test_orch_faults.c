@@ -295,6 +295,22 @@ static int listed(ofx *f, const char *state_filter, const char *id)
     return found;
 }
 
+/* sagad's log has a line at level (as the text format writes it) naming
+ * the saga as FAILED. */
+static void assert_logged(ofx *f, const char *level, const char *id)
+{
+    char *log = th_read_file(f->sagad.log);
+    assert_non_null(log);
+    int found = 0;
+    for (char *line = strtok(log, "\n"); line != NULL && !found; line = strtok(NULL, "\n"))
+        found = strstr(line, level) != NULL && strstr(line, id) != NULL &&
+                strstr(line, "FAILED") != NULL;
+    if (!found)
+        print_message("no %s line says saga %s is FAILED\n", level, id);
+    free(log);
+    assert_true(found);
+}
+
 static void test_resume_failed(void **state)
 {
     ofx *f = *state;
@@ -321,6 +337,7 @@ static void test_resume_failed(void **state)
     assert_int_equal(listed(f, "failed", id), 1);
     assert_int_equal(listed(f, "compensated", id), 0);
     /* FAILED holds: nothing undone yet, nothing retried any more. */
+    assert_logged(f, "ERROR", id); /* an undo that could not be done */
     assert_int_equal(balance(f, "alice"), SEED_ALICE - 2500);
     assert_int_equal(
         ofx_sql(f, SVC_INVENTORY, "SELECT count(*) FROM reservations WHERE state = 'reserved'"), 1);
@@ -394,6 +411,7 @@ static void test_resume_failed_pivot(void **state)
     assert_non_null(st);
     OFX_ASSERT_STR(oj_str(st, "state"), "FAILED");
     assert_has(oj_str(st, "last_error"), "has no compensation and its outcome is unknown");
+    assert_logged(f, "WARN", id); /* FAILED needs an operator: not an INFO line */
     OFX_ASSERT_STR(oj_str(ofx_step(st, "approve_order"), "state"), "ACTION_SENT");
     assert_int_equal(oj_int(ofx_step(st, "approve_order"), "action_attempts", 0), 3);
     OFX_ASSERT_STR(oj_str(ofx_step(st, "schedule_shipping"), "state"), "DONE");
