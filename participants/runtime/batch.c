@@ -65,9 +65,10 @@
 
 /* One request's state through the batch. */
 typedef struct {
-    StepRequest *req; /* unpacked; NULL when the message did not decode */
-    const pt_op *op;  /* NULL: no operation of that name for the request's phase */
-    int bad_text;     /* a string of the request is not UTF-8 or holds a NUL: never echoed */
+    StepRequest *req;     /* unpacked; NULL when the message did not decode */
+    const pt_op *op;      /* NULL: no operation of that name for the request's phase */
+    int bad_text;         /* a string of the request is not UTF-8 or holds a NUL: never echoed */
+    int outlived;         /* its saga is older than the retention (rule 9): only a replay is safe */
     uint8_t *fingerprint; /* malloc'd */
     size_t fingerprint_len;
     int in_txn;     /* well-formed: goes through the transaction */
@@ -80,6 +81,7 @@ typedef struct {
     barrier_counts counts;
     uint64_t retries;
     uint64_t malformed; /* requests refused after the key's lookup (unknown operation) */
+    uint64_t outlived;  /* rule 9 refusals */
 } pt_tally;
 
 /*
@@ -131,7 +133,12 @@ static void pt_work_malformed(participant *p, pt_work *w, const char *why, pt_st
  * Rule 9: a saga older than this participant's retention may have had its
  * keys purged here, so a late request could run its effect a second time.
  * Its age is read from its id when that is a version 7 UUID (as sagad's
- * are); any other id carries no time and is served as before.
+ * are); any other id carries no time and is served as before. Checked after
+ * the key's lookup (pt_request_run): a record still on file is replayed, as
+ * it is the truth; without one nothing can tell whether the effect happened
+ * and was purged, so the answer is CONFLICT, which claims no outcome and
+ * makes sagad stop for an operator, never REJECTED, which would say "no
+ * effect" and skip the step's compensation.
  */
 static int pt_saga_outlived_retention(const participant *p, const char *saga_id, int64_t now,
                                       char *why, size_t whylen)
@@ -142,7 +149,7 @@ static int pt_saga_outlived_retention(const participant *p, const char *saga_id,
     snprintf(why, whylen,
              "saga %s began %lld s ago, longer than this participant's retention of %lld s: its "
              "idempotency records may be purged, so the request is refused without effect "
-             "(sagad's idempotency_retention_s must not exceed --retention-s)",
+             "(sagad's idempotency_retention_s must stay below --retention-s)",
              saga_id, (long long)((now - born) / 1000), (long long)(p->retention_ms / 1000));
     return 1;
 }
@@ -181,12 +188,7 @@ static void pt_work_prepare(participant *p, const pt_item *it, pt_work *w, int64
         pt_work_malformed(p, w, why, stats);
         return;
     }
-    if (pt_saga_outlived_retention(p, w->req->saga_id, now, why, sizeof why)) {
-        log_warn("%s: %s", p->name, why);
-        stats->outlived++;
-        pt_work_answer(w, OUTCOME_REJECTED, NULL, why);
-        return;
-    }
+    w->outlived = pt_saga_outlived_retention(p, w->req->saga_id, now, why, sizeof why);
     /* An operation that is not registered is refused in step 3, after the
      * key's lookup: a stored key reused with it answers CONFLICT (rule 3). */
     w->op = pt_op_find(p, w->req->operation);
@@ -401,6 +403,13 @@ static int pt_request_run(participant *p, pt_work *w, int64_t now, pt_tally *t)
     if (rc != SQLITE_OK)
         goto rollback;
 #endif
+    if (w->outlived && d.verdict != BARRIER_REPLAY && d.verdict != BARRIER_CONFLICT) {
+        pt_saga_outlived_retention(p, rq->saga_id, now, why, sizeof why);
+        log_warn("%s: %s", p->name, why);
+        t->outlived++;
+        pt_work_answer(w, OUTCOME_CONFLICT, NULL, why);
+        goto release;
+    }
     if (w->op == NULL && d.verdict != BARRIER_REPLAY && d.verdict != BARRIER_CONFLICT) {
         /* The key is new here (or its own record says nothing against this
          * request): now the unknown operation is refused, nothing stored. */
@@ -518,6 +527,7 @@ static void pt_batch_transaction(participant *p, pt_work *work, size_t n, size_t
     stats->retries += t.retries;
     stats->malformed += t.malformed;
     stats->requests -= t.malformed;
+    stats->outlived += t.outlived;
     return;
 
 fail:

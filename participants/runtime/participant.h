@@ -28,9 +28,11 @@
  *      purged in small batches in the background: the retention is the
  *      bound on how late a retry may arrive.
  *   9. A request of a saga older than the retention (its id, a version 7
- *      UUID, carries its start time) is OUTCOME_REJECTED without effect: its
- *      keys may be purged already, and a replay must never become a second
- *      effect. The check needs no configuration to agree with sagad's.
+ *      UUID, carries its start time) runs nothing: a key still on record is
+ *      replayed; otherwise it is OUTCOME_CONFLICT (the effect may have
+ *      happened and its record been purged, so no outcome can be claimed;
+ *      sagad stops the saga for an operator). The check needs no
+ *      configuration to agree with sagad's.
  *
  * Threads: handlers run one at a time, never concurrently, so they need no
  * locking of their own; they run on whichever runtime thread serves at that

@@ -747,39 +747,60 @@ static void test_late_action_after_purge_still_fenced(void **state)
 }
 
 /*
- * Rule 9: a saga whose v7 id says it began longer ago than the retention is
- * refused without effect, its action and its compensation alike, whatever
- * sagad was told; a saga inside the retention is served.
+ * Rule 9: a request of a saga whose v7 id says it began longer ago than the
+ * retention runs nothing. A key still on record is replayed (the truth, even
+ * if late); one without a record answers CONFLICT, never REJECTED: REJECTED
+ * would tell sagad the action had no effect, and its compensation would be
+ * skipped although the effect may have happened and its record been purged.
  */
 static void test_saga_older_than_retention_refused(void **state)
 {
     fixture *f = *state;
+    char old_id[37], young_id[37], kept_id[37], old_key[64], young_key[64], comp_key[64],
+        kept_key[64];
+    assert_int_equal(util_uuid7_at(util_wall_ms() - 61000, old_id), 0);
+    assert_int_equal(util_uuid7_at(util_wall_ms() - 50000, young_id), 0);
+    assert_int_equal(util_uuid7_at(util_wall_ms() - 61000, kept_id), 0);
+    snprintf(old_key, sizeof old_key, "%s/pay/action", old_id);
+    snprintf(comp_key, sizeof comp_key, "%s/pay/compensate", old_id);
+    snprintf(young_key, sizeof young_key, "%s/pay/action", young_id);
+    snprintf(kept_key, sizeof kept_key, "%s/pay/action", kept_id);
+
+    /* Under a longer retention, kept_id's debit ran and is on record. */
+    pt_destroy(f->p);
+    pt_options longer = {.name = "bank", .retention_ms = 120000};
+    f->p = bank_open(&longer, f->dir.db, &f->st);
+    assert_non_null(f->p);
+    bank_reply r;
+    bank_req kept = debit(kept_key, kept_id, "10");
+    bank_call(f->p, &kept, &r);
+    assert_int_equal(r.outcome, OUTCOME_OK);
+    bank_reply_free(&r);
     pt_destroy(f->p);
     pt_options o = {.name = "bank", .retention_ms = 60000};
     f->p = bank_open(&o, f->dir.db, &f->st);
     assert_non_null(f->p);
-    char old_id[37], young_id[37], old_key[64], young_key[64], comp_key[64];
-    assert_int_equal(util_uuid7_at(util_wall_ms() - 61000, old_id), 0);
-    assert_int_equal(util_uuid7_at(util_wall_ms() - 50000, young_id), 0);
-    snprintf(old_key, sizeof old_key, "%s/pay/action", old_id);
-    snprintf(comp_key, sizeof comp_key, "%s/pay/compensate", old_id);
-    snprintf(young_key, sizeof young_key, "%s/pay/action", young_id);
+    memset(&f->st, 0, sizeof f->st);
 
-    bank_reply r;
     bank_req old = debit(old_key, old_id, "10");
     bank_call(f->p, &old, &r);
-    assert_int_equal(r.outcome, OUTCOME_REJECTED);
+    assert_int_equal(r.outcome, OUTCOME_CONFLICT);
     assert_non_null(strstr(r.error, "longer than this participant's retention of 60 s"));
     bank_reply_free(&r);
     bank_req comp = credit(comp_key, old_id);
     bank_call(f->p, &comp, &r);
-    assert_int_equal(r.outcome, OUTCOME_REJECTED);
+    assert_int_equal(r.outcome, OUTCOME_CONFLICT);
+    bank_reply_free(&r);
+    /* On record: replayed, not refused. */
+    bank_call(f->p, &kept, &r);
+    assert_int_equal(r.outcome, OUTCOME_OK);
+    assert_true(r.replayed);
     bank_reply_free(&r);
     assert_int_equal(f->st.debit_calls + f->st.credit_calls, 0);
-    assert_int_equal(bank_balance(f->p, "alice"), 100);
-    /* Nothing on record: not even the barrier row of the refused compensation. */
-    assert_int_equal(rows(f->p, "pt_idempotency"), 0);
-    assert_int_equal(rows(f->p, "pt_barrier"), 0);
+    assert_int_equal(bank_balance(f->p, "alice"), 90);
+    /* Nothing on record for the refused ones, not even a barrier row. */
+    assert_int_equal(rows(f->p, "pt_idempotency"), 1);
+    assert_int_equal(rows(f->p, "pt_barrier"), 1);
     pt_stats st;
     pt_get_stats(f->p, &st);
     assert_int_equal(st.outlived, 2);
@@ -788,7 +809,7 @@ static void test_saga_older_than_retention_refused(void **state)
     bank_call(f->p, &young, &r);
     assert_int_equal(r.outcome, OUTCOME_OK);
     bank_reply_free(&r);
-    assert_int_equal(bank_balance(f->p, "alice"), 90);
+    assert_int_equal(bank_balance(f->p, "alice"), 80);
 }
 
 /* pt_register refuses duplicates, clashing and invalid names, and half pairs. */
