@@ -991,13 +991,44 @@ static void abandon_round(engine *e)
     e->settled.len = 0;
 }
 
-/* Commit, then act: sends, answers, and freeing the sagas that settled. */
-static void finish_round(engine *e)
+/* Answers the round's commands: call only once what they did is committed. */
+static void deliver_answers(engine *e)
 {
-    for (;;) {
+    int answered = e->answers.len > 0;
+    for (size_t i = 0; i < e->answers.len; i++) {
+        pending_answer *a = &e->answers.items[i];
+        a->done(a->arg, a->status, a->error, a->saga_id[0] ? a->saga_id : NULL, a->existing);
+        free(a->error);
+    }
+    e->answers.len = 0;
+    if (answered)
+        crashpoint("engine.after_answer");
+}
+
+/*
+ * Commit, then act: sends, answers, and freeing the sagas that settled.
+ * Returns 0, or -1 when sagad stopped with changes of the round not
+ * committed: the engine thread must then end at once (engine_main), since
+ * memory is ahead of the disk and no later round may write on top of it.
+ */
+static int finish_round(engine *e)
+{
+    for (int pass = 0;; pass++) {
         if (commit_round(e) != 0) {
-            abandon_round(e);
-            return;
+            if (pass == 0) {
+                abandon_round(e);
+                return -1;
+            }
+            /* The commands and settlements of the round committed in the
+             * first pass: their answers are true and go out. Only what the
+             * failed sends changed since is dropped (recovery re-sends). */
+            clear_round_changes(e);
+            e->sends.len = 0;
+            deliver_answers(e);
+            for (size_t i = 0; i < e->settled.len; i++)
+                e->settled.items[i]->settle_pending = 0;
+            e->settled.len = 0;
+            return -1;
         }
         clear_round_changes(e);
         if (e->sends.len == 0)
@@ -1008,15 +1039,7 @@ static void finish_round(engine *e)
     }
 
     log_hold(); /* a line per settled saga: written together below */
-    int answered = e->answers.len > 0;
-    for (size_t i = 0; i < e->answers.len; i++) {
-        pending_answer *a = &e->answers.items[i];
-        a->done(a->arg, a->status, a->error, a->saga_id[0] ? a->saga_id : NULL, a->existing);
-        free(a->error);
-    }
-    e->answers.len = 0;
-    if (answered)
-        crashpoint("engine.after_answer");
+    deliver_answers(e);
 
     for (size_t i = 0; i < e->settled.len; i++) {
         saga *s = e->settled.items[i];
@@ -1043,9 +1066,11 @@ static void finish_round(engine *e)
     log_release();
     e->in_flight = e->by_id.len;
     om_set_in_flight(e->metrics, e->by_id.len);
+    return 0;
 }
 
-static void run_round(engine *e, event *events)
+/* One round: apply events and due timers, then finish_round (its return). */
+static int run_round(engine *e, event *events)
 {
     saga_env env = engine_env(e);
     while (events) {
@@ -1074,7 +1099,7 @@ static void run_round(engine *e, event *events)
         heap_remove(e, s);
         saga_on_timer(s, &env);
     }
-    finish_round(e);
+    return finish_round(e);
 }
 
 /* Retention (finished_retention_s): between rounds, at most one batch of
@@ -1123,7 +1148,8 @@ static void engine_main(void *arg)
         nng_mtx_unlock(e->mtx);
         if (stop && events == NULL)
             break;
-        run_round(e, events);
+        if (run_round(e, events) != 0)
+            break; /* stopped with the round not committed: nothing more may run */
         transport_maintain(e->net);
         alert_poll(e->alerts);
         purge_some(e);
@@ -1248,7 +1274,10 @@ int engine_run_start(engine *e, char *err, size_t errlen)
         return -1;
     }
     size_t recovered = e->by_id.len;
-    finish_round(e);
+    if (finish_round(e) != 0) {
+        snprintf(err, errlen, "stopped before the recovery round was committed");
+        return -1;
+    }
     if (recovered > 0)
         log_info("recovered %zu unfinished sagas", recovered);
     rc = nng_thread_create(&e->thread, engine_main, e);
