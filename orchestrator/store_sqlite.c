@@ -1337,7 +1337,7 @@ int store_pin_unversioned(store *st, const char *type, uint32_t version)
 
 /*
  * Transient: another process holds a lock (BUSY, LOCKED), or the disk is full
- * (FULL, or an I/O error whose errno is ENOSPC/EDQUOT). SQLite rolls the
+ * (FULL, or an I/O error whose errno is ENOSPC/EDQUOT, a failed fsync excepted). SQLite rolls the
  * transaction back on these and the handle stays usable, so the same writes
  * can be tried again once the lock is released or space is freed.
  */
@@ -1346,6 +1346,10 @@ int store_error_is_transient(const store *st)
     int primary = st->last_code & 0xff;
     if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED || primary == SQLITE_FULL)
         return 1;
+    /* A failed fsync is never retried: the kernel may have dropped the pages
+     * it could not write and report the next fsync as a success. */
+    if (st->last_code == SQLITE_IOERR_FSYNC || st->last_code == SQLITE_IOERR_DIR_FSYNC)
+        return 0;
     return primary == SQLITE_IOERR && (st->last_errno == ENOSPC || st->last_errno == EDQUOT);
 }
 
