@@ -42,6 +42,9 @@ static const char barrier_schema_sql[] =
     /* Indexes of earlier versions: every commit paid for them, only the purge used them. */
     "DROP INDEX IF EXISTS pt_idempotency_created;"
     "DROP INDEX IF EXISTS pt_barrier_owner;"
+    "CREATE TABLE IF NOT EXISTS pt_meta ("
+    "  name TEXT PRIMARY KEY NOT NULL,"
+    "  value INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS pt_counters ("
     "  name TEXT PRIMARY KEY NOT NULL,"
     "  value INTEGER NOT NULL) WITHOUT ROWID;"
@@ -50,7 +53,9 @@ static const char barrier_schema_sql[] =
     "  ('skipped', 0), ('rejected', 0), ('purged', 0);";
 
 /*
- * PRAGMA user_version of the runtime's tables. 0: written before protocol 2,
+ * Version of the runtime's tables, in pt_meta (not PRAGMA user_version: the
+ * database is the service's, which may version its own schema with it).
+ * 0 (no row): written before protocol 2,
  * whose Outcome numbers start at OUTCOME_UNSPECIFIED = 0 (OK was 0, now 1):
  * migrate_outcomes() renumbers those records once, in the open's transaction.
  */
@@ -117,12 +122,14 @@ static int barrier_migrate(sqlite3 *db, const char *path, char *err, size_t errl
 {
     sqlite3_stmt *q = NULL;
     int version = -1;
-    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &q, NULL) == SQLITE_OK &&
+    if (sqlite3_prepare_v2(db,
+                           "SELECT coalesce((SELECT value FROM pt_meta WHERE name = 'schema'), 0)",
+                           -1, &q, NULL) == SQLITE_OK &&
         sqlite3_step(q) == SQLITE_ROW)
         version = sqlite3_column_int(q, 0);
     sqlite3_finalize(q);
     if (version < 0) {
-        snprintf(err, errlen, "reading the schema version: %s", sqlite3_errmsg(db));
+        snprintf(err, errlen, "reading the runtime's schema version: %s", sqlite3_errmsg(db));
         return -1;
     }
     if (version > BARRIER_SCHEMA_VERSION) {
@@ -133,10 +140,11 @@ static int barrier_migrate(sqlite3 *db, const char *path, char *err, size_t errl
     }
     if (version == 0 && migrate_outcomes(db, err, errlen) != 0)
         return -1;
-    char sql[64];
-    snprintf(sql, sizeof sql, "PRAGMA user_version = %d", BARRIER_SCHEMA_VERSION);
+    char sql[96];
+    snprintf(sql, sizeof sql, "INSERT OR REPLACE INTO pt_meta(name, value) VALUES ('schema', %d)",
+             BARRIER_SCHEMA_VERSION);
     if (version < BARRIER_SCHEMA_VERSION && sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "setting the schema version: %s", sqlite3_errmsg(db));
+        snprintf(err, errlen, "setting the runtime's schema version: %s", sqlite3_errmsg(db));
         return -1;
     }
     return 0;

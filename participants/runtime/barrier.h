@@ -28,10 +28,12 @@
  *     kind 'fence'                  action phase only: a compensation came
  *                                   first; owner_key is its key
  *
- *   PRAGMA user_version 1: Outcome numbers of protocol 2 (OUTCOME_UNSPECIFIED
- *                    = 0, OK = 1). A database of version 0 (protocol 1, OK =
- *                    0) has its stored outcomes and replies renumbered once
- *                    at open, in the same transaction as the schema.
+ *   pt_meta          (name, value); 'schema' = 1: Outcome numbers of protocol 2
+ *                    (OUTCOME_UNSPECIFIED = 0, OK = 1). A database without
+ *                    it (protocol 1, OK = 0) has its stored outcomes and
+ *                    replies renumbered once at open, in the same transaction
+ *                    as the schema. (Not PRAGMA user_version: that belongs to
+ *                    the service, whose database this is.)
  *
  *   pt_counters      (name, value): requests, effects, replays, conflicts,
  *                    skipped, rejected, purged; updated in the same
