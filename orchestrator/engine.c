@@ -824,7 +824,7 @@ static void quarantine_saga(engine *e, saga *s, const char *what, const char *br
     s->updated_at_ms = util_wall_ms();
     s->dirty |= SAGA_DIRTY_ROW;
     mark_dirty(e, s);
-    saga_event ev = {"saga_quarantined", -1, s->failed_phase, 0, -1, 0, msg};
+    saga_event ev = {"saga_quarantined", -1, s->failed_phase, 0, OUTCOME_UNSPECIFIED, 0, msg};
     env_history(e, s, &ev);
     env_settled(e, s);
     om_on_quarantined(e->metrics);
@@ -1183,7 +1183,7 @@ static int recover_one(saga *s, void *arg)
         s->updated_at_ms = util_wall_ms();
         s->dirty |= SAGA_DIRTY_ROW;
         mark_dirty(e, s);
-        saga_event ev = {"saga_failed", -1, s->failed_phase, 0, -1, 0, msg};
+        saga_event ev = {"saga_failed", -1, s->failed_phase, 0, OUTCOME_UNSPECIFIED, 0, msg};
         env_history(e, s, &ev);
         env_settled(e, s);
         return 0;

@@ -193,7 +193,7 @@ static void json_status(strbuf *sb, const saga *s)
         sb_printf(sb, ",\"state\":\"%s\",\"action_attempts\":%u,\"compensation_attempts\":%u",
                   step_state_name(r->state), r->action_attempts, r->compensation_attempts);
         sb_puts(sb, ",\"last_outcome\":");
-        if (r->last_outcome < 0)
+        if (r->last_outcome <= OUTCOME_UNSPECIFIED)
             sb_puts(sb, "null");
         else
             sb_json_str(sb, wire_outcome_name(r->last_outcome));
@@ -260,7 +260,7 @@ static int hist_event(const store_event *ev, void *arg)
     else
         sb_json_str(sb, wire_phase_name(ev->phase));
     sb_printf(sb, ",\"attempt\":%u,\"outcome\":", ev->attempt);
-    if (ev->outcome < 0)
+    if (ev->outcome <= OUTCOME_UNSPECIFIED)
         sb_puts(sb, "null");
     else
         sb_json_str(sb, wire_outcome_name(ev->outcome));

@@ -34,7 +34,7 @@ saga *saga_alloc(size_t n_steps)
     }
     s->n_steps = n_steps;
     for (size_t i = 0; i < n_steps; i++)
-        s->steps[i].last_outcome = -1;
+        s->steps[i].last_outcome = OUTCOME_UNSPECIFIED;
     return s;
 }
 
@@ -229,7 +229,7 @@ static void send_attempt(saga *s, const saga_env *env, int step, int phase)
     s->token++;
     s->in_flight = 1;
     touch_step(s, env, step);
-    emit(s, env, "step_sent", step, phase, attempt, -1, 0, NULL);
+    emit(s, env, "step_sent", step, phase, attempt, OUTCOME_UNSPECIFIED, 0, NULL);
     env->send(env->ctx, s, step, phase, attempt, s->token);
 }
 
@@ -242,7 +242,7 @@ static void settle(saga *s, const saga_env *env, saga_state final, const char *k
     s->token++; /* anything still in flight is stale from now on */
     cancel_timer(s, env);
     touch(s, env);
-    emit(s, env, kind, -1, phase, 0, -1, 0, detail);
+    emit(s, env, kind, -1, phase, 0, OUTCOME_UNSPECIFIED, 0, detail);
     env->settled(env->ctx, s);
 }
 
@@ -267,7 +267,7 @@ static void compensate_from(saga *s, const saga_env *env, int from)
             send_attempt(s, env, i, PHASE_COMPENSATE);
             return;
         }
-        emit(s, env, "compensation_not_defined", i, PHASE_COMPENSATE, 0, -1, 0,
+        emit(s, env, "compensation_not_defined", i, PHASE_COMPENSATE, 0, OUTCOME_UNSPECIFIED, 0,
              "the step has no compensation; its effect stays");
     }
     s->cursor = 0;
@@ -279,7 +279,7 @@ static void begin_compensation(saga *s, const saga_env *env, int from, const cha
     s->state = SAGA_COMPENSATING;
     set_text(&s->last_error, why);
     touch(s, env);
-    emit(s, env, "compensation_started", -1, PHASE_COMPENSATE, 0, -1, 0, why);
+    emit(s, env, "compensation_started", -1, PHASE_COMPENSATE, 0, OUTCOME_UNSPECIFIED, 0, why);
     compensate_from(s, env, from);
 }
 
@@ -300,7 +300,7 @@ static void retry_or_give_up(saga *s, const saga_env *env, int phase, const char
         r->next_attempt_at_ms = env->now_wall(env->ctx) + delay;
         touch_step(s, env, step);
         snprintf(msg, sizeof msg, "attempt %u in %lld ms", attempts + 1, (long long)delay);
-        emit(s, env, "retry_scheduled", step, phase, attempts, -1, 0, msg);
+        emit(s, env, "retry_scheduled", step, phase, attempts, OUTCOME_UNSPECIFIED, 0, msg);
         env->schedule(env->ctx, s, s->timer_due);
         return;
     }
@@ -326,7 +326,7 @@ static void retry_or_give_up(saga *s, const saga_env *env, int phase, const char
 void saga_begin(saga *s, const saga_env *env)
 {
     assert(s->state == SAGA_RUNNING && s->cursor == 0 && s->def != NULL);
-    emit(s, env, "saga_started", -1, PHASE_ACTION, 0, -1, 0, s->client_key);
+    emit(s, env, "saga_started", -1, PHASE_ACTION, 0, OUTCOME_UNSPECIFIED, 0, s->client_key);
     send_attempt(s, env, 0, PHASE_ACTION);
 }
 
@@ -337,7 +337,7 @@ void saga_recover(saga *s, const saga_env *env)
     int phase = current_phase(s);
     int step = s->cursor;
     step_run *r = &s->steps[step];
-    emit(s, env, "recovered", step, phase, 0, -1, 0, "orchestrator restarted");
+    emit(s, env, "recovered", step, phase, 0, OUTCOME_UNSPECIFIED, 0, "orchestrator restarted");
     /* send_attempt checks this too; here it also ends a saga whose retry was
      * waiting out its backoff, at once rather than when the timer fires. */
     if (beyond_retention(s, env)) {
@@ -456,7 +456,7 @@ void saga_on_no_reply(saga *s, const saga_env *env, uint64_t token, const char *
     int step = s->cursor, phase = current_phase(s);
     step_run *r = &s->steps[step];
     uint32_t attempt = phase == PHASE_ACTION ? r->action_attempts : r->compensation_attempts;
-    emit(s, env, "step_no_reply", step, phase, attempt, -1, 0, why);
+    emit(s, env, "step_no_reply", step, phase, attempt, OUTCOME_UNSPECIFIED, 0, why);
     set_text(&r->last_error, why);
     touch_step(s, env, step);
     retry_or_give_up(s, env, phase, why);
@@ -492,7 +492,7 @@ int saga_abort(saga *s, const saga_env *env, const char *reason)
     char msg[512];
     snprintf(msg, sizeof msg, "aborted by operator%s%s", reason && *reason ? ": " : "",
              reason && *reason ? reason : "");
-    emit(s, env, "abort_requested", -1, PHASE_ACTION, 0, -1, 0, msg);
+    emit(s, env, "abort_requested", -1, PHASE_ACTION, 0, OUTCOME_UNSPECIFIED, 0, msg);
     begin_compensation(s, env, from, msg);
     return 0;
 }
@@ -505,7 +505,7 @@ int saga_resume(saga *s, const saga_env *env)
         return -2;
     int step = s->cursor;
     step_run *r = &s->steps[step];
-    emit(s, env, "resumed", step, s->failed_phase, 0, -1, 0, s->last_error);
+    emit(s, env, "resumed", step, s->failed_phase, 0, OUTCOME_UNSPECIFIED, 0, s->last_error);
     /* A fresh budget of attempts for the step that failed. */
     if (s->failed_phase == PHASE_COMPENSATE) {
         r->compensation_attempts = 0;

@@ -88,8 +88,8 @@ typedef struct {
     step_state state;
     uint32_t action_attempts;       /* requests sent for the action, persisted before each */
     uint32_t compensation_attempts; /* likewise for the compensation */
-    int last_outcome;               /* saga.v1 Outcome of the latest reply; -1: none */
-    kvmap result;                   /* the action's OK result */
+    int last_outcome; /* saga.v1 Outcome of the latest reply; OUTCOME_UNSPECIFIED: none yet */
+    kvmap result;     /* the action's OK result */
     char *last_error;
     int64_t next_attempt_at_ms; /* wall clock of a scheduled retry; 0: none */
 } step_run;
@@ -102,8 +102,8 @@ enum {
 
 typedef struct saga {
     char id[37];
-    char *type;          /* saga type name, as stored */
-    const saga_def *def; /* the pinned version; NULL until bound (catalog_bind) */
+    char *type;           /* saga type name, as stored */
+    const saga_def *def;  /* the pinned version; NULL until bound (catalog_bind) */
     uint32_t def_version; /* the version it started on; 0: stored before versions existed */
     saga_state state;
     int failed_phase; /* when FAILED: PHASE_ACTION or PHASE_COMPENSATE, what resume continues */
@@ -134,7 +134,7 @@ typedef struct {
     int step;         /* -1: saga-level */
     int phase;        /* PHASE_ACTION / PHASE_COMPENSATE */
     uint32_t attempt;
-    int outcome; /* -1: none */
+    int outcome; /* OUTCOME_UNSPECIFIED: none */
     int replayed;
     const char *detail; /* may be NULL */
 } saga_event;

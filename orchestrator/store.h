@@ -76,7 +76,7 @@ typedef struct {
     const char *step; /* "" for saga-level events */
     int phase;
     uint32_t attempt;
-    int outcome; /* -1: none */
+    int outcome; /* OUTCOME_UNSPECIFIED: none */
     int replayed;
     const char *detail;
 } store_event;

@@ -680,7 +680,7 @@ static void new_saga_copies_its_arguments(void **state)
     assert_steps(fx, "PENDING PENDING PENDING PENDING PENDING");
     for (int i = 0; i < N_STEPS; i++) {
         assert_attempts(fx, i, 0, 0);
-        assert_int_equal(s->steps[i].last_outcome, -1);
+        assert_int_equal(s->steps[i].last_outcome, OUTCOME_UNSPECIFIED);
         assert_int_equal(s->steps[i].result.len, 0);
     }
     assert_int_equal(fx->n_events + fx->n_sends + fx->n_timers, 0); /* nothing sent yet */
@@ -975,7 +975,7 @@ static void timeouts_then_compensation_includes_the_step(void **state)
     assert_detail(last_event(fx, "step_no_reply"), "timeout");
     assert_detail(last_event(fx, "retry_scheduled"), "attempt 2 in 50 ms");
     assert_string_equal(fx->s->steps[SHIP].last_error, "timeout");
-    assert_int_equal(fx->s->steps[SHIP].last_outcome, -1); /* no reply, no outcome */
+    assert_int_equal(fx->s->steps[SHIP].last_outcome, OUTCOME_UNSPECIFIED); /* no reply, no outcome */
     assert_int_equal(fx->armed, T0_MONO + 50);
     assert_dirty(fx, BIT(SHIP));
 

@@ -208,7 +208,7 @@ static void roundtrip_insert_update_load(void **state)
     assert_null(got->def); /* the caller binds it (catalog_bind) */
     assert_int_equal(got->def_version, 3);
     assert_saga_equal(s, got);
-    assert_int_equal(got->steps[2].last_outcome, -1);
+    assert_int_equal(got->steps[2].last_outcome, OUTCOME_UNSPECIFIED);
     saga_free(got);
 
     /* Change the saga row and steps 0 and 1; step 2 changes in memory only. */
