@@ -17,6 +17,15 @@ static atomic_long hits;
 void crashpoint_init(void)
 {
     char err[256];
+    const char *spec = getenv("SAGA_CRASH_POINT");
+    const char *vfs_spec = getenv("SAGA_TEST_VFS");
+    if (vfs_spec != NULL && *vfs_spec != '\0' && (spec == NULL || *spec == '\0')) {
+        /* Without a crash point the VFS would only keep every unsynced
+         * write's old bytes in memory: never in a process that is not a
+         * crash test, whatever its environment says. */
+        log_error("SAGA_TEST_VFS is set without SAGA_CRASH_POINT: refusing to run (tests only)");
+        exit(2);
+    }
     int vfs = powerloss_vfs_install_from_env(err, sizeof err);
     if (vfs < 0) {
         /* A test asked for a power cut it would not get: it must not pass
@@ -26,7 +35,6 @@ void crashpoint_init(void)
     }
     if (vfs > 0)
         log_warn("power-loss VFS active: a crash point also loses every unsynced write");
-    const char *spec = getenv("SAGA_CRASH_POINT");
     if (spec == NULL || *spec == '\0')
         return;
     strncpy(armed_name, spec, sizeof armed_name - 1);

@@ -17,7 +17,8 @@
 
 /* Reads SAGA_CRASH_POINT and SAGA_TEST_VFS once; call before any thread
  * starts and before any database is opened. A SAGA_TEST_VFS value it cannot
- * honour ends the process (status 2) with the reason logged. */
+ * honour, or SAGA_TEST_VFS without SAGA_CRASH_POINT, ends the process
+ * (status 2) with the reason logged. */
 void crashpoint_init(void);
 /* Dies here if this is the armed point and its hit count is reached. */
 void crashpoint(const char *name);
