@@ -589,6 +589,48 @@ done:
     return rc;
 }
 
+/*
+ * Could another user rename one of dir's ancestors away and put their own in
+ * its place (the socket would then be theirs to plant)? Each ancestor of the
+ * resolved path must be owned by this user or root, and not writable by
+ * group or others unless sticky: in a sticky directory such as /tmp only an
+ * entry's owner may rename it. 0, or -1 with the reason in err.
+ */
+static int ancestors_keep_their_entries(const char *dir, char *err, size_t errlen)
+{
+    char *real = realpath(dir, NULL);
+    if (real == NULL) {
+        snprintf(err, errlen, "directory %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    int rc = 0;
+    for (char *slash = strrchr(real, '/'); slash != NULL && rc == 0; slash = strrchr(real, '/')) {
+        if (slash == real && real[1] == '\0')
+            break;                           /* "/" was the last one checked */
+        slash[slash == real ? 1 : 0] = '\0'; /* the parent; "/" for "/x" */
+        struct stat st;
+        if (stat(real, &st) != 0) {
+            snprintf(err, errlen, "directory %s: %s", real, strerror(errno));
+            rc = -1;
+        } else if (!owner_trusted(st.st_uid)) {
+            snprintf(err, errlen,
+                     "directory %s is owned by uid %u, neither this user nor root, who could "
+                     "rename what it holds and put theirs in its place",
+                     real, (unsigned)st.st_uid);
+            rc = -1;
+        } else if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && !(st.st_mode & S_ISVTX)) {
+            snprintf(err, errlen,
+                     "directory %s is writable by %s (mode %04o) without the sticky bit: they "
+                     "could rename what it holds and put theirs in its place",
+                     real, (st.st_mode & S_IWOTH) ? "every user" : "its group",
+                     (unsigned)(st.st_mode & 07777));
+            rc = -1;
+        }
+    }
+    free(real);
+    return rc;
+}
+
 int sec_check_socket_dir(const char *socket_path, char *err, size_t errlen)
 {
     char why[768];
@@ -605,8 +647,8 @@ int sec_check_socket_dir(const char *socket_path, char *err, size_t errlen)
         snprintf(why, sizeof why, "directory %s: %s", dir, strerror(errno));
     else if (!S_ISDIR(st.st_mode))
         snprintf(why, sizeof why, "%s is not a directory", dir);
-    else
-        rc = dir_trusted(dir, &st, why, sizeof why);
+    else if (dir_trusted(dir, &st, why, sizeof why) == 0)
+        rc = ancestors_keep_their_entries(dir, why, sizeof why);
     if (rc != 0)
         snprintf(err, errlen, "socket %s: %s", socket_path, why);
     free(dir);

@@ -27,12 +27,14 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "admin.h"
 #include "admin.pb-c.h"
 #include "config.h"
 #include "httpd.h"
 #include "sec_fixture.h"
+#include "util.h"
 #include "wire.h"
 
 static void test_url_is_local(void **state)
@@ -181,6 +183,32 @@ static void test_http_url_port(void **state)
     assert_int_equal(httpd_check_url("http_url", "http://127.0.0.1:9464", 0, 1, err, sizeof err),
                      0);
     assert_int_equal(httpd_check_url("http_url", "http://[::1]:9464/", 0, 1, err, sizeof err), 0);
+}
+
+/* A socket's directory and every directory above it: nobody else may be able
+ * to rename one away and plant their own. */
+static void test_socket_dir_ancestors(void **state)
+{
+    (void)state;
+    char top[] = "/tmp/sec-sockdir-XXXXXX", err[1024];
+    assert_non_null(mkdtemp(top));
+    char *dir = util_asprintf("%s/run", top), *sock = util_asprintf("%s/run/x.ipc", top);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    assert_int_equal(chmod(top, 0755), 0);
+    assert_int_equal(sec_check_socket_dir(sock, err, sizeof err), 0);
+    assert_int_equal(chmod(top, 01777), 0); /* sticky: only run's owner may rename it */
+    assert_int_equal(sec_check_socket_dir(sock, err, sizeof err), 0);
+    assert_int_equal(chmod(top, 0777), 0);
+    assert_int_equal(sec_check_socket_dir(sock, err, sizeof err), -1);
+    print_message("%s\n", err);
+    assert_non_null(strstr(err, "without the sticky bit"));
+    assert_int_equal(chmod(dir, 0770), 0); /* the socket's own directory: no sticky excuse */
+    assert_int_equal(chmod(top, 0755), 0);
+    assert_int_equal(sec_check_socket_dir(sock, err, sizeof err), -1);
+    rmdir(dir);
+    rmdir(top);
+    free(dir);
+    free(sock);
 }
 
 static void test_equal(void **state)
@@ -586,6 +614,7 @@ int main(void)
         cmocka_unit_test(test_check_exposure),
         cmocka_unit_test(test_listen_host_names),
         cmocka_unit_test(test_http_url_port),
+        cmocka_unit_test(test_socket_dir_ancestors),
         cmocka_unit_test(test_equal),
         cmocka_unit_test(test_secret_file),
         cmocka_unit_test(test_config_token_and_tls),
