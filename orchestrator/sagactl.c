@@ -131,7 +131,7 @@ static const char usage_text[] =
     "Options (anywhere on the line):\n"
     "  --url URL           sagad's admin URL (its config's admin_url)\n"
     "  --json              print one JSON document instead of text\n"
-    "  --version           print sagactl's version and exit\n"
+    "  --version           (before the command) print sagactl's version and exit\n"
     "  --timeout MS        give up on a request after MS milliseconds (10000)\n"
     "  --token-file FILE   send the admin token held in FILE (owner-only, one\n"
     "                      line): required when sagad sets admin_token_file.\n"
@@ -2032,7 +2032,8 @@ int main(int argc, char **argv)
             cl.json = 1;
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             help = 1;
-        } else if (strcmp(a, "--version") == 0) {
+        } else if (strcmp(a, "--version") == 0 && n == 0) {
+            /* Before the command only: after it, --version V is describe's. */
             printf("sagactl %s\n", SAGA_VERSION);
             rc = STATUS_OK;
             goto out;
