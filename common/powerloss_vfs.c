@@ -482,16 +482,6 @@ int powerloss_vfs_active(void)
 
 /* ---- The cut ------------------------------------------------------------------ */
 
-static uint64_t mix(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return x;
-}
-
 static void write_all(int fd, const unsigned char *buf, int64_t len, int64_t off)
 {
     while (len > 0) {
@@ -512,7 +502,7 @@ static int64_t torn_prefix(const change *c)
 {
     int64_t first = c->offset / POWERLOSS_SECTOR;
     int64_t past = (c->offset + c->len + POWERLOSS_SECTOR - 1) / POWERLOSS_SECTOR;
-    int64_t kept = (int64_t)(mix(tear_seed ^ mix(c->seq)) % (uint64_t)(past - first));
+    int64_t kept = (int64_t)(util_mix64(tear_seed ^ util_mix64(c->seq)) % (uint64_t)(past - first));
     int64_t end = (first + kept) * POWERLOSS_SECTOR;
     return end > c->offset ? end - c->offset : 0;
 }

@@ -154,6 +154,16 @@ int util_utf8_valid(const char *s, size_t n)
     return 1;
 }
 
+uint64_t util_mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
 int util_parse_i64(const char *s, int64_t *out)
 {
     if (s == NULL || *s == '\0')

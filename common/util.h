@@ -44,6 +44,10 @@ int util_utf8_valid(const char *s, size_t n);
 /* Parses all of s as a decimal int64 (optional leading '-'); returns 0 or -1. */
 int util_parse_i64(const char *s, int64_t *out);
 
+/* Mixes the bits of x (MurmurHash3's 64-bit finalizer): turns related seeds
+ * (a seed plus an index) into unrelated ones. Not for secrets. */
+uint64_t util_mix64(uint64_t x);
+
 /* A xorshift64* generator for reproducible test schedules (not for secrets). */
 typedef struct {
     uint64_t state;

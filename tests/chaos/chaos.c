@@ -304,20 +304,10 @@ typedef struct {
     int conflict_unexpected; /* a key reuse with another input was not refused */
 } saga_rec;
 
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return x;
-}
-
 static void rec_init(saga_rec *r, uint64_t seed, int index, const char *tag)
 {
     util_prng rng;
-    util_prng_seed(&rng, mix64(seed) ^ mix64((uint64_t)index + 1));
+    util_prng_seed(&rng, util_mix64(seed) ^ util_mix64((uint64_t)index + 1));
     memset(r, 0, sizeof *r);
     snprintf(r->key, sizeof r->key, "chaos-%s-%" PRIu64 "-%d", tag, seed, index);
     unsigned roll = (unsigned)(util_prng_next(&rng) % 100);
@@ -527,8 +517,8 @@ static int proc_start(cluster *c, proc *p)
             snprintf(faults, sizeof faults,
                      "seed=%" PRIu64 ",drop_reply=%g,crash_before_commit=%g,"
                      "crash_after_commit=%g,delay=%g,delay_ms=%d,retry=%g",
-                     mix64(c->seed + (uint64_t)p->incarnation * 131 + (uint64_t)(p - c->svc)), r,
-                     r / 10, r / 10, r, FAULT_DELAY_MS, r);
+                     util_mix64(c->seed + (uint64_t)p->incarnation * 131 + (uint64_t)(p - c->svc)),
+                     r, r / 10, r / 10, r, FAULT_DELAY_MS, r);
             args[n++] = "--faults";
             args[n++] = faults;
         }
@@ -552,7 +542,7 @@ static int proc_start(cluster *c, proc *p)
         if (p->armed_power_loss) {
             /* The tear (how much of the last write survives) follows the seed. */
             snprintf(env_vfs, sizeof env_vfs, "SAGA_TEST_VFS=powerloss:%" PRIu64,
-                     mix64(c->seed ^ 0x9077e5) >> 1);
+                     util_mix64(c->seed ^ 0x9077e5) >> 1);
             env[1] = env_vfs;
         }
         snprintf(p->armed_point, sizeof p->armed_point, "%s", p->crash_point);
@@ -1681,7 +1671,7 @@ static int run_scenario(const chaos_opts *o, const scenario *sc, const char *dir
         goto out;
 
     /* The kill schedule: at random points of the run. */
-    util_prng_seed(&sched, mix64(o->seed ^ 0x5eed));
+    util_prng_seed(&sched, util_mix64(o->seed ^ 0x5eed));
     plan = calloc((size_t)n_plan + 1, sizeof *plan);
     for (int i = 0; i < n_plan; i++) {
         plan[i].after = (int)(sc->sagas * (0.05 + 0.85 * util_prng_unit(&sched)));
@@ -1710,7 +1700,7 @@ static int run_scenario(const chaos_opts *o, const scenario *sc, const char *dir
         client *cl = &clients[i];
         cl->w = &w;
         cl->index = i;
-        util_prng_seed(&cl->rng, mix64(o->seed + 1000 + (uint64_t)i));
+        util_prng_seed(&cl->rng, util_mix64(o->seed + 1000 + (uint64_t)i));
         if (admin_open(&cl->sock, c.sagad.url) != 0 ||
             pthread_create(&cl->thread, NULL, client_main, cl) != 0) {
             fprintf(stderr, "saga-chaos: cannot start client %d\n", i);
