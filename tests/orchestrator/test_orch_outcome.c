@@ -12,6 +12,10 @@
  * step (its effect is unknown): the saga ends COMPENSATED, never COMPLETED,
  * the hand-written participant receives the step's compensation, and the
  * books balance.
+ *
+ * The admin wire too: sagactl against a hand-written "sagad" whose reply
+ * has no status (0, ADMIN_STATUS_UNSPECIFIED) or a status from the future
+ * reports an error and exits 1, never reads it as ADMIN_OK.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -227,11 +231,57 @@ static void test_reply_with_future_outcome(void **state)
     run_against_fake(*state, 99);
 }
 
+/* sagactl stats against a socket that answers its one request with `reply`
+ * (len bytes); returns sagactl's exit code, its output in *out. */
+static int sagactl_against(const uint8_t *reply, size_t len, char **out)
+{
+    char *dir = th_tempdir();
+    assert_non_null(dir);
+    char *url = th_ipc_url(dir, "fake-sagad"), *out_path = th_path(dir, "ctl.out");
+    nng_socket s;
+    assert_int_equal(nng_rep0_open(&s), 0);
+    assert_int_equal(nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 20000), 0);
+    assert_int_equal(nng_listen(s, url, NULL, 0), 0);
+    const char *args[] = {"--url", url, "--timeout", "20000", "stats", NULL};
+    pid_t pid;
+    assert_int_equal(th_spawn("sagactl", args, NULL, out_path, &pid), 0);
+    nng_msg *req = NULL;
+    assert_int_equal(nng_recvmsg(s, &req, 0), 0);
+    nng_msg_free(req);
+    assert_int_equal(nng_send(s, (void *)reply, len, 0), 0);
+    int status = -1;
+    assert_int_equal(th_wait_exit(pid, OFX_CTL_MS, &status), 0);
+    nng_close(s);
+    *out = th_read_file(out_path);
+    th_rmtree(dir);
+    free(out_path);
+    free(url);
+    free(dir);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void test_admin_reply_without_status(void **state)
+{
+    (void)state;
+    static const uint8_t empty[1];                /* no field at all: status 0, no body */
+    static const uint8_t future[] = {0x08, 0x63}; /* status = 99 */
+    char *out = NULL;
+    assert_int_equal(sagactl_against(empty, 0, &out), 1);
+    print_message("no status: %s", out);
+    assert_non_null(strstr(out, "has no status"));
+    free(out);
+    assert_int_equal(sagactl_against(future, sizeof future, &out), 1);
+    print_message("status 99: %s", out);
+    assert_non_null(strstr(out, "unknown error"));
+    free(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_reply_without_outcome, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reply_with_future_outcome, setup, teardown),
+        cmocka_unit_test(test_admin_reply_without_status),
     };
     return cmocka_run_group_tests_name("orchestrator: replies without a known outcome", tests, NULL,
                                        NULL);
