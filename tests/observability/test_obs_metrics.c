@@ -211,6 +211,29 @@ static void test_metrics_after_sagas(void **state)
 
 /* ---- Security of the listener --------------------------------------------------------- */
 
+/* sagad --check on the fixture's file exits 1 with every string given
+ * (NULL-terminated) in what it says. */
+static void assert_check_refuses(ofx *f, ...)
+{
+    char *out = th_path(f->dir, "check.out");
+    const char *check[] = {"--config", f->cfg, "--check", NULL};
+    pid_t pid;
+    int status;
+    assert_int_equal(th_spawn("sagad", check, NULL, out, &pid), 0);
+    assert_int_equal(th_wait_exit(pid, OFX_START_MS, &status), 0);
+    assert_true(th_exited_with(status, 1));
+    char *text = th_read_file(out);
+    assert_non_null(text);
+    va_list ap;
+    va_start(ap, f);
+    for (const char *want = va_arg(ap, const char *); want; want = va_arg(ap, const char *))
+        if (strstr(text, want) == NULL)
+            fail_msg("sagad --check said \"%s\", without \"%s\"", text, want);
+    va_end(ap);
+    free(text);
+    free(out);
+}
+
 /*
  * metrics_token_file: a token that opens /metrics, /api and the dashboard
  * and nothing else, so Prometheus and viewers never hold the power to act.
@@ -273,17 +296,7 @@ static void test_read_only_token(void **state)
     /* The same token for both would hand readers the power to act. */
     assert_int_equal(ofx_stop_sagad(&f), 0);
     assert_int_equal(th_write_file(read_path, OBS_TOKEN "\n"), 0);
-    char *check_out = th_path(f.dir, "check.out");
-    const char *check[] = {"--config", f.cfg, "--check", NULL};
-    pid_t pid;
-    int status;
-    assert_int_equal(th_spawn("sagad", check, NULL, check_out, &pid), 0);
-    assert_int_equal(th_wait_exit(pid, OFX_START_MS, &status), 0);
-    assert_true(th_exited_with(status, 1));
-    char *text = th_read_file(check_out);
-    assert_non_null(strstr(text, "metrics_token_file holds the admin token"));
-    free(text);
-    free(check_out);
+    assert_check_refuses(&f, "metrics_token_file holds the admin token", NULL);
     free(read_path);
     ofx_destroy(&f);
 }
@@ -353,16 +366,7 @@ static void test_token_and_exposure(void **state)
     assert_int_equal(th_write_file(f.cfg, exposed), 0);
     free(cfg);
     free(exposed);
-    char *out = th_path(f.dir, "check.out");
-    const char *check[] = {"--config", f.cfg, "--check", NULL};
-    pid_t pid;
-    int status;
-    assert_int_equal(th_spawn("sagad", check, NULL, out, &pid), 0);
-    assert_int_equal(th_wait_exit(pid, OFX_START_MS, &status), 0);
-    assert_true(th_exited_with(status, 1));
-    char *text = th_read_file(out);
-    assert_non_null(strstr(text, "http_url: refusing to serve http://0.0.0.0"));
-    free(text);
+    assert_check_refuses(&f, "http_url: refusing to serve http://0.0.0.0", NULL);
 
     /* Loopback without a token: every local user could read the sagas. */
     cfg = th_read_file(f.cfg);
@@ -373,14 +377,7 @@ static void test_token_and_exposure(void **state)
     assert_int_equal(th_write_file(f.cfg, tokenless), 0);
     free(cfg);
     free(tokenless);
-    assert_int_equal(th_spawn("sagad", check, NULL, out, &pid), 0);
-    assert_int_equal(th_wait_exit(pid, OFX_START_MS, &status), 0);
-    assert_true(th_exited_with(status, 1));
-    text = th_read_file(out);
-    assert_non_null(strstr(text, "http_url"));
-    assert_non_null(strstr(text, "admin_token_file"));
-    free(text);
-    free(out);
+    assert_check_refuses(&f, "http_url", "admin_token_file", NULL);
     free(token_path);
     ofx_destroy(&f);
 }
