@@ -8,6 +8,8 @@ packages=(build-essential cmake pkg-config git
           libnng-dev nng-utils libsqlite3-dev sqlite3
           libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
           libconfig-dev libcmocka-dev
+          libpq-dev postgresql        # the PostgreSQL store (and its test clusters)
+          libjansson-dev
           clang libclang-rt-14-dev openssl)  # fuzz targets; test certificates
 
 # Only for the test suite (scripts/test.sh passes --test), never for the demo:
