@@ -29,6 +29,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <libconfig.h>
+#include <libpq-fe.h>
 #include <limits.h>
 #include <math.h>
 #include <nng/nng.h>
@@ -46,6 +47,7 @@
 #include "log.h"
 #include "saga.h"
 #include "security.h"
+#include "store.h"
 #include "strbuf.h"
 #include "util.h"
 #include "wire.h"
@@ -105,6 +107,8 @@ static const char *const orchestrator_settings[] = {
     "conn_header_timeout_ms", /* see load_connection_limits */
     "conn_idle_timeout_ms",
     "conn_max_unauthenticated",
+    "node_name", /* several nodes on PostgreSQL: see load_node */
+    "lease_ms",
     NULL,
 };
 static const char *const defaults_settings[] = {"timeout_ms", "retry", "compensation_retry", NULL};
@@ -958,6 +962,48 @@ static int load_participants(loader *ld, const config_setting_t *root, const cha
     return 0;
 }
 
+/*
+ * node_name and lease_ms: this sagad's identity and lease among the nodes
+ * sharing a PostgreSQL database (docs/SCALE-OUT.md). node_name defaults to
+ * host name and pid, unique per process; a fixed name makes a restarted node
+ * wait for its previous life's lease to expire. With a SQLite file there is
+ * one node, and both are refused rather than silently ignored.
+ */
+#define DEFAULT_LEASE_MS 5000
+#define CFG_LEASE_MIN_MS 500
+#define CFG_LEASE_MAX_MS 600000
+static int load_node(loader *ld, const config_setting_t *root, orch_config *cfg)
+{
+    const char *name;
+    int shared = store_is_url(cfg->database);
+    if (get_string(ld, root, "node_name", 0, &name) != 0)
+        return -1;
+    const config_setting_t *lease_s = config_setting_get_member(root, "lease_ms");
+    const config_setting_t *name_s = config_setting_get_member(root, "node_name");
+    if (!shared && (name_s || lease_s))
+        return fail(ld, name_s ? name_s : lease_s, NULL,
+                    "\"%s\" applies to a PostgreSQL database only (database is a SQLite file: "
+                    "one node)",
+                    name_s ? "node_name" : "lease_ms");
+    cfg->lease_ms = DEFAULT_LEASE_MS;
+    if (get_int(ld, root, "lease_ms", CFG_LEASE_MIN_MS, CFG_LEASE_MAX_MS, &cfg->lease_ms) != 0)
+        return -1;
+    if (name != NULL) {
+        size_t len = strlen(name);
+        if (len == 0 || len > 100 || !util_utf8_valid(name, len))
+            return fail(ld, name_s, NULL, "\"node_name\" must be 1 to 100 bytes of UTF-8");
+        cfg->node_name = util_strdup(name);
+    } else {
+        char host[256] = "";
+        if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0')
+            snprintf(host, sizeof host, "sagad");
+        char buf[300];
+        snprintf(buf, sizeof buf, "%.80s-%d", host, (int)getpid());
+        cfg->node_name = util_strdup(buf);
+    }
+    return cfg->node_name ? 0 : fail_oom(ld);
+}
+
 static int load_orchestrator(loader *ld, const config_setting_t *root, const char *dir,
                              orch_config *cfg, const config_setting_t **sagas_dir_setting)
 {
@@ -979,9 +1025,25 @@ static int load_orchestrator(loader *ld, const config_setting_t *root, const cha
 
     if (get_string(ld, root, "database", 0, &v) != 0)
         return -1;
-    cfg->database = resolve_path(dir, v != NULL ? v : DEFAULT_DATABASE);
+    if (store_is_url(v)) { /* PostgreSQL: the URI goes to libpq as it is */
+        char *why = NULL;
+        PQconninfoOption *opts = PQconninfoParse(v, &why);
+        PQconninfoFree(opts);
+        if (opts == NULL) {
+            int r = fail(ld, config_setting_get_member(root, "database"), NULL,
+                         "\"database\" is not a valid PostgreSQL URI: %s",
+                         why ? why : "out of memory");
+            PQfreemem(why);
+            return r;
+        }
+        cfg->database = util_strdup(v);
+    } else {
+        cfg->database = resolve_path(dir, v != NULL ? v : DEFAULT_DATABASE);
+    }
     if (cfg->database == NULL)
         return fail_oom(ld);
+    if (load_node(ld, root, cfg) != 0)
+        return -1;
 
     if (get_string(ld, root, "sagas_dir", 0, &v) != 0)
         return -1;
@@ -1522,6 +1584,7 @@ void config_free(orch_config *cfg)
     free(cfg->file);
     free(cfg->admin_url);
     free(cfg->database);
+    free(cfg->node_name);
     free(cfg->sagas_dir);
     if (cfg->metrics_token != NULL) {
         sec_wipe(cfg->metrics_token, strlen(cfg->metrics_token));

@@ -95,7 +95,9 @@ typedef struct {
 typedef struct {
     char *file; /* the orchestrator file, as given */
     char *admin_url;
-    char *database;         /* resolved path */
+    char *database;         /* resolved path, or a postgresql:// URI (store.h) */
+    char *node_name;        /* this node among those sharing a PostgreSQL database */
+    int64_t lease_ms;       /* its lease there (docs/SCALE-OUT.md) */
     char *sagas_dir;        /* resolved path */
     int durability_full;    /* 1: synchronous=FULL (default); 0: OFF, benchmarks only */
     int cpu_scheduling;     /* enum cpu_scheduling (cpu_sched.h): batch by default */

@@ -1,41 +1,69 @@
 /*
  * store — durable saga state behind a narrow interface.
  *
- * The engine is the only writer: it batches the changes of many sagas into
- * one transaction (group commit) between store_begin and store_commit. The
- * admin server opens a second, read-only handle. Everything above this
- * interface is storage-agnostic, so a PostgreSQL backend (several
- * orchestrators on one database) can implement the same functions.
+ * The engine is the only writer of its handle: it batches the changes of many
+ * sagas into one transaction (group commit) between store_begin and
+ * store_commit. The admin server opens a second, read-only handle.
+ * Everything above this interface is storage-agnostic.
  *
- * SQLite implementation (store_sqlite.c): WAL journal, synchronous=FULL by
- * default so a committed change survives a power loss. Tables: sagas (one row
- * per saga, with its input as JSON and client key unique), saga_steps (one row
- * per step, with its idempotency keys, attempts, state, result JSON and last
- * error) and saga_history (append-only events). Schema and invariants are
- * documented at the top of store_sqlite.c.
+ * Two implementations, chosen by store_open from the `database` setting:
+ *   - a path: SQLite (store_sqlite.c), one node. WAL journal,
+ *     synchronous=FULL by default so a committed change survives a power loss.
+ *   - a postgresql:// (or postgres://) libpq URI: PostgreSQL (store_pg.c),
+ *     where several sagad nodes share one database. Each node holds a lease
+ *     (store_node_join / store_node_renew) and owns the sagas it started or
+ *     claimed; every write of a round is conditional on that ownership and
+ *     on the lease (fencing), so a round of a node that lost either is
+ *     refused whole (store_commit returns STORE_REJECTED) and nothing of it
+ *     is acted on. docs/SCALE-OUT.md tells the protocol.
+ * Tables in both: sagas (one row per saga, with its input as JSON and client
+ * key unique), saga_steps (one row per step, with its idempotency keys,
+ * attempts, state, result JSON and last error), saga_history (append-only
+ * events) and saga_definitions. Schemas and invariants are documented at the
+ * top of each implementation.
  *
- * Return convention: 0 success, STORE_NOT_FOUND where stated, -1 on a storage
- * error (store_errmsg says what). Out-pointers are only written on success.
+ * Return convention: 0 success, STORE_NOT_FOUND or STORE_REJECTED where
+ * stated, -1 on a storage error (store_errmsg says what). Out-pointers are
+ * only written on success.
  */
 #ifndef SAGA_STORE_H
 #define SAGA_STORE_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "config.h"
 #include "saga.h"
 
 #define STORE_NOT_FOUND 1
+#define STORE_REJECTED  2 /* store_commit: refused by ownership rules (store_rejection) */
 
 typedef struct store store;
 
-/* Opens (creating and migrating when writable) the database at path. */
-store *store_open(const char *path, int durability_full, int read_only, char *err, size_t errlen);
+/* Whether `database` names a PostgreSQL database (a libpq URI) rather than a
+ * SQLite file. */
+static inline int store_is_url(const char *database)
+{
+    return database != NULL && (strncmp(database, "postgresql://", 13) == 0 ||
+                                strncmp(database, "postgres://", 11) == 0);
+}
+/* database for messages and logs: a URI's password left out. */
+void store_display_name(const char *database, char *out, size_t outlen);
+/* Opens (creating and migrating when writable) the database: a SQLite path,
+ * or a postgresql:// URI (a writable PostgreSQL handle waits, with backoff
+ * and a log line per try, while the server does not answer; it fails at once
+ * when the server refuses it: wrong credentials, no such database). */
+store *store_open(const char *database, int durability_full, int read_only, char *err,
+                  size_t errlen);
 void store_close(store *st);
 const char *store_errmsg(store *st);
+/* "sqlite" or "postgresql". */
+const char *store_backend_name(const store *st);
 
 int store_begin(store *st);
+/* 0, -1, or STORE_REJECTED (shared databases only): the round broke an
+ * ownership rule and was rolled back whole; store_rejection says which. */
 int store_commit(store *st);
 void store_rollback(store *st);
 
@@ -134,5 +162,41 @@ int store_quarantine_saga(store *st, const char *saga_id, const char *why, int64
 /* Deletes, in one transaction, up to batch COMPLETED/COMPENSATED sagas last
  * updated before cutoff_ms, with their steps and history; *purged = how many. */
 int store_purge_finished(store *st, int64_t cutoff_ms, int batch, uint64_t *purged);
+
+/* ---- Several nodes on one database (docs/SCALE-OUT.md) ----
+ * On SQLite there is one node: joining and renewing always succeed, there is
+ * never anything to claim, and nothing is ever rejected. */
+
+/* 1 when other sagad nodes may share the database (PostgreSQL). */
+int store_is_shared(const store *st);
+/* Registers this node under node_name with a lease of lease_ms (database
+ * time), waiting while a live node holds that name. From then on every round
+ * of this handle is fenced by the lease. */
+int store_node_join(store *st, const char *node_name, int64_t lease_ms);
+/* Renews the lease: 0; STORE_REJECTED when it was lost (it expired and
+ * another node fenced this one): the caller drops every saga it holds and
+ * joins again; -1 on a storage error. */
+int store_node_renew(store *st);
+/* Fences every node whose lease has expired, then claims, in one
+ * transaction, up to max unfinished (RUNNING, COMPENSATING) sagas owned by a
+ * fenced node or by an earlier life of any node, oldest first. fn gets each
+ * claimed id once the claim is committed; its non-zero return stops the
+ * calls (the rest stay claimed: the caller must load them). Returns how many
+ * were claimed, or -1. */
+int store_claim_orphans(store *st, uint32_t max, int (*fn)(const char *saga_id, void *arg),
+                        void *arg);
+/* Takes one saga over for an operator's command, whoever owns it (its owner's
+ * next write for it is rejected): 0, STORE_NOT_FOUND when no such saga, -1. */
+int store_claim_saga(store *st, const char *saga_id);
+
+enum store_rejection {
+    STORE_REJECT_NONE = 0,
+    STORE_REJECT_LEASE_LOST, /* this node's lease expired and it was fenced */
+    STORE_REJECT_NOT_OWNER,  /* another node claimed the saga */
+    STORE_REJECT_KEY_TAKEN,  /* another node started a saga with the client key */
+};
+/* After STORE_REJECTED: why, and the saga concerned (*saga_id, valid until the
+ * next call on st; NULL for STORE_REJECT_LEASE_LOST). */
+enum store_rejection store_rejection(const store *st, const char **saga_id);
 
 #endif

@@ -109,7 +109,7 @@
  * store_load_unfinished's callback may (it holds no statement open while fn
  * runs).
  */
-#include "store.h"
+#include "store_backend.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -326,7 +326,9 @@ static const char *const stmt_sql[N_STMTS] = {
                           "WHERE type = ?1 AND def_version = 0",
 };
 
-struct store {
+typedef struct sq_store sq_store;
+struct sq_store {
+    store base; /* first: the handle store.c dispatches on */
     sqlite3 *db;
     int read_only;
     int in_txn; /* between a successful store_begin and its commit or rollback */
@@ -343,8 +345,8 @@ struct store {
 
 /* ---- Errors -------------------------------------------------------------- */
 
-static void set_err(store *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void set_err(store *st, const char *fmt, ...)
+static void set_err(sq_store *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_err(sq_store *st, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -353,7 +355,7 @@ static void set_err(store *st, const char *fmt, ...)
 }
 
 /* Records "<what>: <SQLite's message> (code)" and returns -1. */
-static int db_fail(store *st, const char *what, const char *saga_id)
+static int db_fail(sq_store *st, const char *what, const char *saga_id)
 {
     int code = sqlite3_extended_errcode(st->db);
     st->last_code = code;
@@ -366,8 +368,9 @@ static int db_fail(store *st, const char *what, const char *saga_id)
     return -1;
 }
 
-const char *store_errmsg(store *st)
+static const char *sq_errmsg(store *base)
 {
+    sq_store *st = (sq_store *)base;
     if (st == NULL)
         return "no store";
     return st->err[0] ? st->err : "no error";
@@ -392,7 +395,7 @@ static int bind_text(sqlite3_stmt *q, int i, const char *s)
 }
 
 /* Steps a statement that returns no rows and finishes it: 0 or -1. */
-static int run(store *st, sqlite3_stmt *q, const char *what, const char *saga_id)
+static int run(sq_store *st, sqlite3_stmt *q, const char *what, const char *saga_id)
 {
     int rc = sqlite3_step(q);
     int ret = rc == SQLITE_DONE ? 0 : db_fail(st, what, saga_id);
@@ -444,7 +447,7 @@ static int pragma_int(sqlite3 *db, const char *sql, int64_t *out)
 }
 
 /* Creates or upgrades the schema of a writable handle. */
-static int migrate(store *st)
+static int migrate(sq_store *st)
 {
     int64_t version, app_id;
     if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
@@ -494,7 +497,7 @@ fail:
 }
 
 /* A read-only handle cannot migrate: it accepts only the current schema. */
-static int check_schema(store *st)
+static int check_schema(sq_store *st)
 {
     int64_t version, app_id;
     if (pragma_int(st->db, "PRAGMA user_version", &version) != 0 ||
@@ -516,7 +519,7 @@ static int check_schema(store *st)
     return 0;
 }
 
-static int configure_writer(store *st, int durability_full)
+static int configure_writer(sq_store *st, int durability_full)
 {
     sqlite3_stmt *q;
     if (sqlite3_prepare_v2(st->db, "PRAGMA journal_mode = WAL", -1, &q, NULL) != SQLITE_OK)
@@ -543,13 +546,17 @@ static int configure_writer(store *st, int durability_full)
     return 0;
 }
 
-store *store_open(const char *path, int durability_full, int read_only, char *err, size_t errlen)
+static void sq_close(store *base);
+
+store *store_sqlite_open(const char *path, int durability_full, int read_only, char *err,
+                         size_t errlen)
 {
-    store *st = calloc(1, sizeof *st);
+    sq_store *st = calloc(1, sizeof *st);
     if (st == NULL) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    st->base.be = &store_sqlite_backend;
     st->read_only = read_only;
     /* The files are private and nobody holds a lock that would stall the
      * open (db_files.h); checked again once the -wal and -shm exist. */
@@ -583,7 +590,7 @@ store *store_open(const char *path, int durability_full, int read_only, char *er
     }
     /* The -wal and -shm this open created or found. */
     if (dbf_check_private("database", path, err, errlen) != 0) {
-        store_close(st);
+        sq_close(&st->base);
         return NULL;
     }
     int n = read_only ? N_READ_STMTS : N_STMTS;
@@ -594,7 +601,7 @@ store *store_open(const char *path, int durability_full, int read_only, char *er
             goto fail;
         }
     }
-    return st;
+    return &st->base;
 fail:
     if (err != NULL && errlen > 0) {
         /* A lock another process holds is the usual reason for "database is
@@ -603,12 +610,13 @@ fail:
         dbf_describe_lock_holders(path, locks, sizeof locks);
         snprintf(err, errlen, "%s: %s%s%s", path, st->err, locks[0] ? "; " : "", locks);
     }
-    store_close(st);
+    sq_close(&st->base);
     return NULL;
 }
 
-void store_close(store *st)
+static void sq_close(store *base)
 {
+    sq_store *st = (sq_store *)base;
     if (st == NULL)
         return;
     wal_checkpointer_stop(st->ckpt); /* first: the writer's close is then the last one */
@@ -623,16 +631,18 @@ void store_close(store *st)
 
 /* ---- Transactions ------------------------------------------------------------ */
 
-int store_begin(store *st)
+static int sq_begin(store *base)
 {
+    sq_store *st = (sq_store *)base;
     if (run(st, st->stmt[st->read_only ? Q_BEGIN_READ : Q_BEGIN_WRITE], "begin", NULL) != 0)
         return -1;
     st->in_txn = 1;
     return 0;
 }
 
-int store_commit(store *st)
+static int sq_commit(store *base)
 {
+    sq_store *st = (sq_store *)base;
     st->in_txn = 0;
     if (run(st, st->stmt[Q_COMMIT], "commit", NULL) == 0)
         return 0;
@@ -647,8 +657,9 @@ int store_commit(store *st)
     return -1;
 }
 
-void store_rollback(store *st)
+static void sq_rollback(store *base)
 {
+    sq_store *st = (sq_store *)base;
     st->in_txn = 0;
     if (sqlite3_get_autocommit(st->db))
         return; /* nothing open (SQLite may already have rolled back on an error) */
@@ -661,7 +672,7 @@ void store_rollback(store *st)
  * transaction fails if SQLite already rolled that transaction back (it does
  * on some errors, e.g. SQLITE_FULL): executed in autocommit mode, the write
  * would be committed on its own, outside the round it belongs to. */
-static int check_write(store *st, const char *what)
+static int check_write(sq_store *st, const char *what)
 {
     if (st->read_only) {
         set_err(st, "%s: the store was opened read-only", what);
@@ -677,7 +688,8 @@ static int check_write(store *st, const char *what)
 /* ---- Saving ------------------------------------------------------------------ */
 
 /* kv_to_json of m into *json, or NULL when m is empty and empty_is_null. */
-static int to_json(store *st, const kvmap *m, int empty_is_null, char **json, const char *saga_id)
+static int to_json(sq_store *st, const kvmap *m, int empty_is_null, char **json,
+                   const char *saga_id)
 {
     *json = NULL;
     if (m->len == 0 && empty_is_null)
@@ -690,7 +702,7 @@ static int to_json(store *st, const kvmap *m, int empty_is_null, char **json, co
     return 0;
 }
 
-static int insert_step(store *st, const saga *s, int i)
+static int insert_step(sq_store *st, const saga *s, int i)
 {
     const step_def *sd = &s->def->steps[i];
     const step_run *r = &s->steps[i];
@@ -720,7 +732,7 @@ static int insert_step(store *st, const saga *s, int i)
     return rc;
 }
 
-static int insert_saga(store *st, const saga *s)
+static int insert_saga(sq_store *st, const saga *s)
 {
     if (s->def == NULL || s->def->n_steps != s->n_steps) {
         set_err(st, "save saga %s: a new saga needs its definition (%zu steps)", s->id, s->n_steps);
@@ -748,7 +760,7 @@ static int insert_saga(store *st, const saga *s)
 }
 
 /* Runs an UPDATE that must change exactly one row. */
-static int run_update(store *st, sqlite3_stmt *q, const char *what, const char *saga_id)
+static int run_update(sq_store *st, sqlite3_stmt *q, const char *what, const char *saga_id)
 {
     if (run(st, q, what, saga_id) != 0)
         return -1;
@@ -759,7 +771,7 @@ static int run_update(store *st, sqlite3_stmt *q, const char *what, const char *
     return 0;
 }
 
-static int update_saga_row(store *st, const saga *s)
+static int update_saga_row(sq_store *st, const saga *s)
 {
     sqlite3_stmt *q = st->stmt[Q_SAGA_UPDATE];
     if (sqlite3_bind_text(q, 1, s->id, -1, SQLITE_STATIC) ||
@@ -772,7 +784,7 @@ static int update_saga_row(store *st, const saga *s)
     return run_update(st, q, "save saga", s->id);
 }
 
-static int update_step(store *st, const saga *s, int i)
+static int update_step(sq_store *st, const saga *s, int i)
 {
     const step_run *r = &s->steps[i];
     sqlite3_stmt *q = st->stmt[Q_STEP_UPDATE];
@@ -794,7 +806,7 @@ static int update_step(store *st, const saga *s, int i)
     return rc;
 }
 
-static int save_saga(store *st, const saga *s)
+static int save_saga(sq_store *st, const saga *s)
 {
     if (s->dirty & SAGA_DIRTY_NEW)
         return insert_saga(st, s); /* the row and every step, as they are now */
@@ -814,8 +826,9 @@ static int save_saga(store *st, const saga *s)
 /* Inside the caller's transaction, a failure leaves part of the saga written:
  * the caller rolls the round back (the engine does). Outside one, the saga is
  * written atomically in a transaction of its own. */
-int store_save_saga(store *st, const saga *s)
+static int sq_save_saga(store *base, const saga *s)
 {
+    sq_store *st = (sq_store *)base;
     if (check_write(st, "save saga") != 0)
         return -1;
     if (s->dirty == 0 && s->dirty_steps == 0)
@@ -825,21 +838,22 @@ int store_save_saga(store *st, const saga *s)
         return -1;
     }
     int own = !st->in_txn;
-    if (own && store_begin(st) != 0)
+    if (own && sq_begin(&st->base) != 0)
         return -1;
     int rc = save_saga(st, s);
     if (own) {
         if (rc == 0)
-            rc = store_commit(st);
+            rc = sq_commit(&st->base);
         else
-            store_rollback(st);
+            sq_rollback(&st->base);
     }
     return rc;
 }
 
-int store_append_history(store *st, const char *saga_id, int64_t at_ms, const saga_event *ev,
-                         const char *step_name)
+static int sq_append_history(store *base, const char *saga_id, int64_t at_ms, const saga_event *ev,
+                             const char *step_name)
 {
+    sq_store *st = (sq_store *)base;
     if (check_write(st, "append history") != 0)
         return -1;
     sqlite3_stmt *q = st->stmt[Q_HISTORY_INSERT];
@@ -856,7 +870,7 @@ int store_append_history(store *st, const char *saga_id, int64_t at_ms, const sa
 /* ---- Loading ------------------------------------------------------------------ */
 
 /* Fills s->steps from saga_steps. */
-static int load_steps(store *st, saga *s)
+static int load_steps(sq_store *st, saga *s)
 {
     sqlite3_stmt *q = st->stmt[Q_STEPS_OF];
     int rc = -1;
@@ -914,7 +928,7 @@ out:
 }
 
 /* Builds a saga from the current row of a SAGA_COLUMNS statement q. */
-static int read_saga(store *st, sqlite3_stmt *q, saga **out)
+static int read_saga(sq_store *st, sqlite3_stmt *q, saga **out)
 {
     const char *id = column_text_or_empty(q, 0);
     int64_t state = sqlite3_column_int64(q, 2);
@@ -963,8 +977,9 @@ fail:
     return -1;
 }
 
-int store_load_saga(store *st, const char *id, saga **out)
+static int sq_load_saga(store *base, const char *id, saga **out)
 {
+    sq_store *st = (sq_store *)base;
     sqlite3_stmt *q = st->stmt[Q_SAGA_BY_ID];
     int rc;
     if (bind_text(q, 1, id) != SQLITE_OK) {
@@ -988,8 +1003,9 @@ int store_load_saga(store *st, const char *id, saga **out)
  * open while fn runs, so fn may save (even finish) sagas through this handle,
  * and the seq cursor guarantees each saga is handed over at most once.
  */
-int store_load_unfinished(store *st, int (*fn)(saga *s, void *arg), void *arg)
+static int sq_load_unfinished(store *base, int (*fn)(saga *s, void *arg), void *arg)
 {
+    sq_store *st = (sq_store *)base;
     sqlite3_stmt *q = st->stmt[Q_UNFINISHED];
     char(*ids)[37] = malloc(STORE_RECOVERY_BATCH * sizeof *ids);
     int64_t after = 0;
@@ -1024,7 +1040,7 @@ int store_load_unfinished(store *st, int (*fn)(saga *s, void *arg), void *arg)
             break;
         for (size_t i = 0; rc == 0 && i < n; i++) {
             saga *s;
-            int found = store_load_saga(st, ids[i], &s);
+            int found = sq_load_saga(&st->base, ids[i], &s);
             if (found == STORE_NOT_FOUND)
                 continue; /* removed by an earlier fn */
             if (found != 0 && st->corrupt_row && st->on_corrupt != NULL) {
@@ -1052,8 +1068,9 @@ int store_load_unfinished(store *st, int (*fn)(saga *s, void *arg), void *arg)
 
 /* ---- Queries for the admin server ------------------------------------------ */
 
-int store_find_client_key(store *st, const char *client_key, char id_out[37])
+static int sq_find_client_key(store *base, const char *client_key, char id_out[37])
 {
+    sq_store *st = (sq_store *)base;
     if (client_key == NULL)
         return STORE_NOT_FOUND;
     sqlite3_stmt *q = st->stmt[Q_CLIENT_KEY];
@@ -1086,9 +1103,10 @@ int store_find_client_key(store *st, const char *client_key, char id_out[37])
  * is a cursor the caller made up or a saga purged since (store_purge_finished),
  * and an empty page is the answer that cannot be misread as more data.
  */
-int store_list(store *st, int state, const char *type, const char *after_id, uint32_t limit,
-               int (*fn)(const store_summary *row, void *arg), void *arg)
+static int sq_list(store *base, int state, const char *type, const char *after_id, uint32_t limit,
+                   int (*fn)(const store_summary *row, void *arg), void *arg)
 {
+    sq_store *st = (sq_store *)base;
     int64_t before = INT64_MAX;
     if (after_id != NULL && after_id[0] != '\0') {
         sqlite3_stmt *q = st->stmt[Q_SEQ_OF_ID];
@@ -1137,9 +1155,10 @@ int store_list(store *st, int state, const char *type, const char *after_id, uin
     return rc;
 }
 
-int store_history(store *st, const char *saga_id, int (*fn)(const store_event *ev, void *arg),
-                  void *arg)
+static int sq_history(store *base, const char *saga_id, int (*fn)(const store_event *ev, void *arg),
+                      void *arg)
 {
+    sq_store *st = (sq_store *)base;
     sqlite3_stmt *q = st->stmt[Q_HISTORY];
     if (bind_text(q, 1, saga_id) != SQLITE_OK) {
         finish(q);
@@ -1169,8 +1188,9 @@ int store_history(store *st, const char *saga_id, int (*fn)(const store_event *e
     return rc;
 }
 
-int store_count_by_state(store *st, uint64_t counts[6])
+static int sq_count_by_state(store *base, uint64_t counts[6])
 {
+    sq_store *st = (sq_store *)base;
     uint64_t local[6] = {0};
     sqlite3_stmt *q = st->stmt[Q_COUNT];
     int step;
@@ -1188,8 +1208,9 @@ int store_count_by_state(store *st, uint64_t counts[6])
 
 /* ---- Definition versions ------------------------------------------------------ */
 
-int store_definition_version(store *st, const char *type, const char *hash, uint32_t *version)
+static int sq_definition_version(store *base, const char *type, const char *hash, uint32_t *version)
 {
+    sq_store *st = (sq_store *)base;
     sqlite3_stmt *q = st->stmt[Q_DEF_BY_HASH];
     int rc;
     if (bind_text(q, 1, type) || bind_text(q, 2, hash)) {
@@ -1215,8 +1236,9 @@ int store_definition_version(store *st, const char *type, const char *hash, uint
     return rc;
 }
 
-int store_definition_max(store *st, const char *type, uint32_t *version)
+static int sq_definition_max(store *base, const char *type, uint32_t *version)
 {
+    sq_store *st = (sq_store *)base;
     sqlite3_stmt *q = st->stmt[Q_DEF_MAX];
     if (bind_text(q, 1, type)) {
         finish(q);
@@ -1237,8 +1259,9 @@ int store_definition_max(store *st, const char *type, uint32_t *version)
     return rc;
 }
 
-int store_definition_add(store *st, const store_definition *d)
+static int sq_definition_add(store *base, const store_definition *d)
 {
+    sq_store *st = (sq_store *)base;
     if (check_write(st, "add definition") != 0)
         return -1;
     sqlite3_stmt *q = st->stmt[Q_DEF_INSERT];
@@ -1251,7 +1274,7 @@ int store_definition_add(store *st, const store_definition *d)
     return run(st, q, "add definition of", d->type);
 }
 
-static int read_definition(store *st, sqlite3_stmt *q, store_definition *d)
+static int read_definition(sq_store *st, sqlite3_stmt *q, store_definition *d)
 {
     int64_t v = sqlite3_column_int64(q, 1);
     if (v < 1 || v > UINT32_MAX) {
@@ -1266,9 +1289,10 @@ static int read_definition(store *st, sqlite3_stmt *q, store_definition *d)
     return 0;
 }
 
-int store_definition_get(store *st, const char *type, uint32_t version,
-                         int (*fn)(const store_definition *d, void *arg), void *arg)
+static int sq_definition_get(store *base, const char *type, uint32_t version,
+                             int (*fn)(const store_definition *d, void *arg), void *arg)
 {
+    sq_store *st = (sq_store *)base;
     sqlite3_stmt *q = st->stmt[Q_DEF_GET];
     if (bind_text(q, 1, type) || sqlite3_bind_int64(q, 2, version)) {
         finish(q);
@@ -1286,8 +1310,9 @@ int store_definition_get(store *st, const char *type, uint32_t version,
     return rc;
 }
 
-int store_definitions(store *st, int (*fn)(const store_definition *d, void *arg), void *arg)
+static int sq_definitions(store *base, int (*fn)(const store_definition *d, void *arg), void *arg)
 {
+    sq_store *st = (sq_store *)base;
     sqlite3_stmt *q = st->stmt[Q_DEF_ALL];
     int rc = 0, step;
     while ((step = sqlite3_step(q)) == SQLITE_ROW) {
@@ -1301,11 +1326,12 @@ int store_definitions(store *st, int (*fn)(const store_definition *d, void *arg)
     return rc;
 }
 
-int store_count_by_version(store *st,
-                           int (*fn)(const char *type, uint32_t version, int state, uint64_t n,
-                                     void *arg),
-                           void *arg)
+static int sq_count_by_version(store *base,
+                               int (*fn)(const char *type, uint32_t version, int state, uint64_t n,
+                                         void *arg),
+                               void *arg)
 {
+    sq_store *st = (sq_store *)base;
     sqlite3_stmt *q = st->stmt[Q_COUNT_BY_VERSION];
     int rc = 0, step;
     while ((step = sqlite3_step(q)) == SQLITE_ROW) {
@@ -1321,8 +1347,9 @@ int store_count_by_version(store *st,
     return rc;
 }
 
-int store_pin_unversioned(store *st, const char *type, uint32_t version)
+static int sq_pin_unversioned(store *base, const char *type, uint32_t version)
 {
+    sq_store *st = (sq_store *)base;
     if (check_write(st, "pin sagas") != 0)
         return -1;
     sqlite3_stmt *q = st->stmt[Q_PIN_UNVERSIONED];
@@ -1341,8 +1368,9 @@ int store_pin_unversioned(store *st, const char *type, uint32_t version)
  * transaction back on these and the handle stays usable, so the same writes
  * can be tried again once the lock is released or space is freed.
  */
-int store_error_is_transient(const store *st)
+static int sq_error_is_transient(const store *base)
 {
+    const sq_store *st = (const sq_store *)base;
     int primary = st->last_code & 0xff;
     if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED || primary == SQLITE_FULL)
         return 1;
@@ -1353,22 +1381,24 @@ int store_error_is_transient(const store *st)
     return primary == SQLITE_IOERR && (st->last_errno == ENOSPC || st->last_errno == EDQUOT);
 }
 
-int store_error_is_corrupt_row(const store *st)
+static int sq_error_is_corrupt_row(const store *base)
 {
+    const sq_store *st = (const sq_store *)base;
     return st->corrupt_row;
 }
 
-void store_set_corrupt_row_handler(store *st,
-                                   int (*fn)(const char *saga_id, const char *why, void *arg),
-                                   void *arg)
+static void sq_set_corrupt_row_handler(store *base,
+                                       int (*fn)(const char *saga_id, const char *why, void *arg),
+                                       void *arg)
 {
+    sq_store *st = (sq_store *)base;
     st->on_corrupt = fn;
     st->on_corrupt_arg = arg;
 }
 
 /* Prepares one of the rarely used statements below (not cached: they run at
  * recovery or once per purge batch). */
-static sqlite3_stmt *prepare_once(store *st, const char *sql, const char *what)
+static sqlite3_stmt *prepare_once(sq_store *st, const char *sql, const char *what)
 {
     sqlite3_stmt *q = NULL;
     if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK) {
@@ -1383,12 +1413,13 @@ static sqlite3_stmt *prepare_once(store *st, const char *sql, const char *what)
  * history event): the columns that could not be read are left as they are,
  * for an operator to inspect.
  */
-int store_quarantine_saga(store *st, const char *saga_id, const char *why, int64_t now_ms)
+static int sq_quarantine_saga(store *base, const char *saga_id, const char *why, int64_t now_ms)
 {
+    sq_store *st = (sq_store *)base;
     if (check_write(st, "quarantine saga") != 0)
         return -1;
     int own = !st->in_txn;
-    if (own && store_begin(st) != 0)
+    if (own && sq_begin(&st->base) != 0)
         return -1;
     sqlite3_stmt *q = prepare_once(
         st, "UPDATE sagas SET state = 5, last_error = ?2, updated_at_ms = ?3 WHERE id = ?1",
@@ -1403,13 +1434,13 @@ int store_quarantine_saga(store *st, const char *saga_id, const char *why, int64
     }
     if (rc == 0) {
         saga_event ev = {"saga_quarantined", -1, PHASE_ACTION, 0, -1, 0, why};
-        rc = store_append_history(st, saga_id, now_ms, &ev, NULL);
+        rc = sq_append_history(&st->base, saga_id, now_ms, &ev, NULL);
     }
     if (own) {
         if (rc == 0)
-            rc = store_commit(st);
+            rc = sq_commit(&st->base);
         else
-            store_rollback(st);
+            sq_rollback(&st->base);
     }
     return rc;
 }
@@ -1421,11 +1452,12 @@ int store_quarantine_saga(store *st, const char *saga_id, const char *why, int64
  * sagas_by_state index hands finished sagas oldest first, so a batch finds
  * the expired ones without reading the rest, except on the pass's last batch.
  */
-int store_purge_finished(store *st, int64_t cutoff_ms, int batch, uint64_t *purged)
+static int sq_purge_finished(store *base, int64_t cutoff_ms, int batch, uint64_t *purged)
 {
+    sq_store *st = (sq_store *)base;
     if (check_write(st, "purge finished sagas") != 0)
         return -1;
-    if (store_begin(st) != 0)
+    if (sq_begin(&st->base) != 0)
         return -1;
     sqlite3_stmt *q = prepare_once(st,
                                    "DELETE FROM sagas WHERE seq IN (SELECT seq FROM sagas "
@@ -1443,10 +1475,39 @@ int store_purge_finished(store *st, int64_t cutoff_ms, int batch, uint64_t *purg
         sqlite3_finalize(q);
     }
     if (rc == 0)
-        rc = store_commit(st);
+        rc = sq_commit(&st->base);
     else
-        store_rollback(st);
+        sq_rollback(&st->base);
     if (rc == 0)
         *purged = n;
     return rc;
 }
+
+const store_backend store_sqlite_backend = {
+    .name = "sqlite",
+    .close = sq_close,
+    .errmsg = sq_errmsg,
+    .begin = sq_begin,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+    .save_saga = sq_save_saga,
+    .append_history = sq_append_history,
+    .find_client_key = sq_find_client_key,
+    .load_saga = sq_load_saga,
+    .load_unfinished = sq_load_unfinished,
+    .list = sq_list,
+    .history = sq_history,
+    .count_by_state = sq_count_by_state,
+    .definition_version = sq_definition_version,
+    .definition_max = sq_definition_max,
+    .definition_add = sq_definition_add,
+    .definition_get = sq_definition_get,
+    .definitions = sq_definitions,
+    .count_by_version = sq_count_by_version,
+    .pin_unversioned = sq_pin_unversioned,
+    .error_is_transient = sq_error_is_transient,
+    .error_is_corrupt_row = sq_error_is_corrupt_row,
+    .set_corrupt_row_handler = sq_set_corrupt_row_handler,
+    .quarantine_saga = sq_quarantine_saga,
+    .purge_finished = sq_purge_finished,
+};
