@@ -1407,7 +1407,7 @@ admin_server *admin_start(const orch_config *cfg, engine *e, char *err, size_t e
         goto fail_nosync;
     }
 
-    char serr[256];
+    char serr[1024];
     if ((srv->st = store_open(cfg->database, 1, 1, serr, sizeof serr)) == NULL) {
         snprintf(err, errlen, "admin: read-only store: %s", serr);
         goto fail;

@@ -1030,9 +1030,9 @@ static int load_orchestrator(loader *ld, const config_setting_t *root, const cha
         PQconninfoOption *opts = PQconninfoParse(v, &why);
         PQconninfoFree(opts);
         if (opts == NULL) {
-            int r = fail(ld, config_setting_get_member(root, "database"), NULL,
-                         "\"database\" is not a valid PostgreSQL URI: %s",
-                         why ? why : "out of memory");
+            int r =
+                fail(ld, config_setting_get_member(root, "database"), NULL,
+                     "\"database\" is not a valid PostgreSQL URI: %s", why ? why : "out of memory");
             PQfreemem(why);
             return r;
         }

@@ -254,6 +254,12 @@ struct engine {
     atomic_int store_unavailable;
     char store_unavailable_why[256];
     int64_t next_purge_ms; /* monotonic time of the next retention purge batch */
+
+    /* Several nodes on one database (store_is_shared; docs/SCALE-OUT.md). */
+    int shared;
+    int64_t lease_sure_until_ms; /* monotonic: the lease is surely held until then */
+    int64_t next_renew_ms, next_claim_ms;
+    int renew_failing; /* renewals failing for a storage error: logged once */
 };
 
 /* last_error of a quarantined saga begins with this. */
@@ -277,8 +283,9 @@ static int64_t mono_us(void)
 static void engine_fatal(engine *e, const char *what)
 {
     /* "database is locked" from another process's lock: say whose. */
-    char locks[1024];
-    dbf_describe_lock_holders(e->cfg->database, locks, sizeof locks);
+    char locks[1024] = "";
+    if (!store_is_url(e->cfg->database))
+        dbf_describe_lock_holders(e->cfg->database, locks, sizeof locks);
     log_error("%s: %s%s%s; exiting so that recovery restarts from the committed state", what,
               store_errmsg(e->db), locks[0] ? "; " : "", locks);
     _exit(70);
@@ -543,6 +550,8 @@ static void handle_start(engine *e, event *ev, const saga_env *env)
     answer(e, ev, ENGINE_OK, NULL, s->id, 0);
 }
 
+static int recover_one(saga *s, void *arg);
+
 /* Finds a saga for abort/resume: in memory, or FAILED/finished on disk.
  * *loaded is set when it was read from disk just now (and added to memory). */
 static saga *find_or_load(engine *e, event *ev, int *status, int *loaded_now, char *why,
@@ -553,7 +562,11 @@ static saga *find_or_load(engine *e, event *ev, int *status, int *loaded_now, ch
     if (s != NULL)
         return s;
     saga *loaded = NULL;
-    int rc = store_load_saga(e->db, ev->saga_id, &loaded);
+    /* On a shared database the saga may be another node's: an operator's
+     * command takes it over (its owner's next write for it is refused). */
+    int rc = store_claim_saga(e->db, ev->saga_id);
+    if (rc == 0)
+        rc = store_load_saga(e->db, ev->saga_id, &loaded);
     if (rc == STORE_NOT_FOUND) {
         *status = ENGINE_NOT_FOUND;
         return NULL;
@@ -561,6 +574,17 @@ static saga *find_or_load(engine *e, event *ev, int *status, int *loaded_now, ch
     if (rc != 0) {
         *status = store_error_is_corrupt_row(e->db) ? ENGINE_INVALID_STATE : ENGINE_INTERNAL;
         return NULL;
+    }
+    /* Taken over from another node: resumed here as at recovery, then the
+     * command applies to it as to any saga in memory. */
+    if (e->shared && (loaded->state == SAGA_RUNNING || loaded->state == SAGA_COMPENSATING)) {
+        recover_one(loaded, e);
+        saga *s2 = table_get(&e->by_id, ev->saga_id);
+        if (s2 == NULL) {
+            *status = ENGINE_INTERNAL;
+            snprintf(why, whylen, "saga %s could not be taken over", ev->saga_id);
+        }
+        return s2;
     }
     /* Only FAILED sagas rest on disk unfinished; finished ones take no command.
      * A FAILED saga continues on the version it started on, or not at all. */
@@ -782,6 +806,199 @@ static void transport_done(void *arg, transport_call *const *calls, size_t n)
     nng_mtx_unlock(e->mtx);
 }
 
+/* ---- Several nodes: lease, takeover, rejected rounds ------------------------ */
+
+static int wait_unless_stopping(engine *e, int64_t ms);
+
+/* Removes every entry of this round that belongs to s (its writes, history
+ * and settlement), then s itself from memory, and frees it. Replies to its
+ * requests in flight find no saga and are ignored as late; its queued sends
+ * find no saga and are skipped. */
+static void forget_saga(engine *e, saga *s)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < e->dirty.len; i++)
+        if (e->dirty.items[i] != s)
+            e->dirty.items[j++] = e->dirty.items[i];
+    e->dirty.len = j;
+    j = 0;
+    for (size_t i = 0; i < e->settled.len; i++)
+        if (e->settled.items[i] != s)
+            e->settled.items[j++] = e->settled.items[i];
+    e->settled.len = j;
+    j = 0;
+    for (size_t i = 0; i < e->history.len; i++) {
+        pending_history *h = &e->history.items[i];
+        if (strcmp(h->saga_id, s->id) == 0) {
+            free(h->saga_id);
+            free(h->detail);
+            free(h->step_name);
+        } else {
+            e->history.items[j++] = *h;
+        }
+    }
+    e->history.len = j;
+    heap_remove(e, s);
+    table_del(&e->by_id, s->id);
+    if (s->client_key)
+        table_del(&e->by_key, s->client_key);
+    e->in_flight = e->by_id.len;
+    om_set_in_flight(e->metrics, e->by_id.len);
+    saga_free(s);
+}
+
+/* Rewrites the round's answers about saga_id (all of them when NULL) that
+ * would have said it went well. */
+static void refuse_answers(engine *e, const char *saga_id, int status, const char *why)
+{
+    for (size_t i = 0; i < e->answers.len; i++) {
+        pending_answer *a = &e->answers.items[i];
+        if (a->status != ENGINE_OK || (saga_id != NULL && strcmp(a->saga_id, saga_id) != 0))
+            continue;
+        a->status = status;
+        a->existing = 0;
+        free(a->error);
+        a->error = util_strdup(why);
+        if (saga_id == NULL)
+            a->saga_id[0] = '\0';
+    }
+}
+
+/* This node's lease is gone: another node fenced it and may run any of its
+ * sagas now. Nothing of the round is acted on, every saga leaves memory (the
+ * database is the truth; the other nodes, or this one after joining again,
+ * claim them), and the node joins again with a new epoch. It never exits. */
+static void lease_lost(engine *e)
+{
+    size_t n = e->by_id.len;
+    log_error("node '%s' lost its database lease (paused or cut off longer than lease_ms = %lld): "
+              "its %zu sagas in memory are dropped, another node (or this one) resumes them "
+              "from the database; nothing of the current round is sent or acknowledged",
+              e->cfg->node_name, (long long)e->cfg->lease_ms, n);
+    for (size_t i = 0; i < e->by_id.cap; i++) {
+        if (e->by_id.keys && e->by_id.keys[i] && e->by_id.keys[i] != table_tombstone) {
+            saga *s = e->by_id.vals[i];
+            forget_saga(e, s);
+        }
+    }
+    e->sends.len = 0;
+    refuse_answers(e, NULL, ENGINE_BUSY,
+                   "this sagad node lost its database lease before the command was committed; "
+                   "retry (a start with the same client key is safe to repeat)");
+    om_on_lease_lost(e->metrics);
+    while (store_node_join(e->db, e->cfg->node_name, e->cfg->lease_ms) != 0) {
+        log_warn("joining again as node '%s': %s; retrying in 1 s", e->cfg->node_name,
+                 store_errmsg(e->db));
+        if (wait_unless_stopping(e, 1000))
+            return;
+    }
+    e->lease_sure_until_ms = util_mono_ms();
+    e->next_renew_ms = e->lease_sure_until_ms; /* renewed at once: sure again */
+    e->next_claim_ms = e->lease_sure_until_ms;
+}
+
+/* Another node started a saga with this one's client key first: the start is
+ * answered as a repeat of that saga (or a conflict, as in handle_start). */
+static void key_taken(engine *e, saga *s)
+{
+    char winner[37] = "", msg[300];
+    saga *other = NULL;
+    int rc = store_find_client_key(e->db, s->client_key, winner);
+    if (rc == 0)
+        rc = store_load_saga(e->db, winner, &other);
+    for (size_t i = 0; i < e->answers.len; i++) {
+        pending_answer *a = &e->answers.items[i];
+        if (strcmp(a->saga_id, s->id) != 0 || a->status != ENGINE_OK)
+            continue;
+        free(a->error);
+        a->error = NULL;
+        if (rc != 0) {
+            snprintf(msg, sizeof msg,
+                     "client key taken by another node's saga, which cannot be "
+                     "read now: %s; retry",
+                     store_errmsg(e->db));
+            a->status = ENGINE_BUSY;
+            a->error = util_strdup(msg);
+            a->saga_id[0] = '\0';
+        } else if (strcmp(other->type, s->type) == 0 && kv_equal(&other->input, &s->input)) {
+            snprintf(a->saga_id, sizeof a->saga_id, "%s", other->id);
+            a->existing = 1;
+        } else {
+            a->status = ENGINE_CONFLICT;
+            a->error = util_strdup("client key already used for a saga with another type or input");
+            snprintf(a->saga_id, sizeof a->saga_id, "%s", other->id);
+        }
+    }
+    saga_free(other);
+    log_info("saga %s not started: client key taken by saga %s on another node", s->id,
+             winner[0] ? winner : "(unreadable)");
+    forget_saga(e, s);
+}
+
+/* store_commit refused the round (store.h, STORE_REJECTED): the saga that
+ * broke a rule leaves it (or every saga, when the lease is gone) and the
+ * caller writes the rest again. */
+static void on_rejected(engine *e)
+{
+    const char *id;
+    enum store_rejection why = store_rejection(e->db, &id);
+    saga *s = id ? table_get(&e->by_id, id) : NULL;
+    switch (why) {
+    case STORE_REJECT_KEY_TAKEN:
+        if (s != NULL) {
+            key_taken(e, s);
+            return;
+        }
+        break;
+    case STORE_REJECT_NOT_OWNER:
+        if (s != NULL) {
+            log_warn("saga %s was taken over by another node: dropped here, nothing of it is sent "
+                     "from this node",
+                     s->id);
+            refuse_answers(e, s->id, ENGINE_BUSY,
+                           "the saga was taken over by another sagad node meanwhile; retry");
+            forget_saga(e, s);
+            return;
+        }
+        break;
+    case STORE_REJECT_LEASE_LOST:
+        lease_lost(e);
+        return;
+    case STORE_REJECT_NONE:
+        break;
+    }
+    /* A rejection this engine cannot place would loop forever: treat it as
+     * the loss of the lease, which drops everything and starts clean. */
+    log_error("round refused (%s) for a saga not in memory: starting clean", store_errmsg(e->db));
+    lease_lost(e);
+}
+
+/* Before anything of a round leaves the process, the lease must surely be
+ * held: a node that was paused (SIGSTOP, a stalled VM) longer than its lease
+ * checks with the database before sending, so it never acts for sagas that
+ * another node may have claimed meanwhile. 0 to go on; -1: the lease is lost
+ * (everything was dropped). */
+static int lease_check_before_acting(engine *e)
+{
+    if (!e->shared || util_mono_ms() < e->lease_sure_until_ms)
+        return 0;
+    int64_t asked = util_mono_ms();
+    int rc = store_node_renew(e->db);
+    if (rc == 0) {
+        e->lease_sure_until_ms = asked + e->cfg->lease_ms;
+        return 0;
+    }
+    if (rc == STORE_REJECTED) {
+        lease_lost(e);
+        return -1;
+    }
+    /* Cannot tell (the database does not answer): hold the sends back; the
+     * next round tries again, and a rejection then drops them. */
+    log_warn("cannot confirm the lease before sending (%s): the round's requests wait",
+             store_errmsg(e->db));
+    return -1;
+}
+
 /* Writes the round's sagas and history in one transaction: 0, or -1 with
  * the transaction rolled back and the round's flags kept, so that the very
  * same writes can be tried again. */
@@ -867,7 +1084,14 @@ static int commit_round(engine *e)
     }
     int64_t delay = STORE_RETRY_FIRST_MS;
     unsigned retries = 0;
-    while (write_round(e) != 0) {
+    int rc;
+    while ((rc = write_round(e)) != 0) {
+        if (rc == STORE_REJECTED) { /* another node's rule: drop what broke it, write the rest */
+            on_rejected(e);
+            if (e->dirty.len == 0 && e->history.len == 0)
+                break;
+            continue;
+        }
         if (!store_error_is_transient(e->db))
             engine_fatal(e, "cannot commit a round, and the error is not one that passes");
         retries++;
@@ -1033,6 +1257,10 @@ static int finish_round(engine *e)
         clear_round_changes(e);
         if (e->sends.len == 0)
             break;
+        if (lease_check_before_acting(e) != 0) {
+            e->sends.len = 0; /* committed intents: the claiming node re-sends them */
+            break;
+        }
         perform_sends(e, e->sends.len);
         if (e->dirty.len == 0 && e->history.len == 0)
             break;
@@ -1129,6 +1357,87 @@ static void purge_some(engine *e)
     e->next_purge_ms = purged == PURGE_BATCH ? now : now + PURGE_PASS_MS;
 }
 
+/* Renews the lease every third of it (docs/SCALE-OUT.md). 0, or -1 when the
+ * engine must stop (it was stopping while joining again). */
+static int renew_lease(engine *e)
+{
+    int64_t now = util_mono_ms();
+    if (now < e->next_renew_ms)
+        return 0;
+    e->next_renew_ms = now + e->cfg->lease_ms / 3;
+    int rc = store_node_renew(e->db);
+    if (rc == 0) {
+        e->lease_sure_until_ms = now + e->cfg->lease_ms;
+        if (e->renew_failing)
+            log_info("lease renewed again");
+        e->renew_failing = 0;
+        return 0;
+    }
+    if (rc == STORE_REJECTED) {
+        lease_lost(e);
+        return finish_round(e); /* the refused commands are answered */
+    }
+    if (!e->renew_failing++)
+        log_warn("cannot renew the lease of node '%s': %s; other nodes take its sagas over once "
+                 "it expires",
+                 e->cfg->node_name, store_errmsg(e->db));
+    e->next_renew_ms = now + 200;
+    return 0;
+}
+
+static int recover_corrupt(const char *saga_id, const char *why, void *arg);
+
+/* A saga just claimed from the database: loaded and resumed like at
+ * recovery (its in-flight step re-sent with the same key). */
+static int recover_claimed(const char *saga_id, void *arg)
+{
+    engine *e = arg;
+    saga *s = NULL;
+    int rc = store_load_saga(e->db, saga_id, &s);
+    if (rc == STORE_NOT_FOUND)
+        return 0;
+    if (rc != 0 && store_error_is_corrupt_row(e->db))
+        return recover_corrupt(saga_id, store_errmsg(e->db), e);
+    if (rc != 0) {
+        log_error("claimed saga %s cannot be loaded: %s; it stays claimed and is taken again "
+                  "when this node joins anew",
+                  saga_id, store_errmsg(e->db));
+        return 0;
+    }
+    if (s->state != SAGA_RUNNING && s->state != SAGA_COMPENSATING) {
+        saga_free(s);
+        return 0;
+    }
+    return recover_one(s, e);
+}
+
+#define CLAIM_BATCH 256
+
+/* Claims the sagas of fenced nodes and resumes them: one batch per pass,
+ * passes every quarter of a lease (at most a second apart), and at once
+ * again while batches come back full. */
+static int take_over_some(engine *e)
+{
+    int64_t now = util_mono_ms();
+    if (now < e->next_claim_ms || atomic_load(&e->store_unavailable))
+        return 0;
+    int64_t every = e->cfg->lease_ms / 4 < 1000 ? e->cfg->lease_ms / 4 : 1000;
+    e->next_claim_ms = now + every;
+    size_t before = e->by_id.len;
+    int n = store_claim_orphans(e->db, CLAIM_BATCH, recover_claimed, e);
+    if (n < 0) {
+        log_warn("takeover pass: %s", store_errmsg(e->db));
+        return 0;
+    }
+    if (n == 0)
+        return 0;
+    log_info("took over %d sagas of nodes whose lease expired", n);
+    om_on_taken_over(e->metrics, (uint64_t)(e->by_id.len - before));
+    if (n == CLAIM_BATCH)
+        e->next_claim_ms = now;
+    return finish_round(e);
+}
+
 /* How long the engine sleeps at most, so that transport_maintain runs. */
 #define ENGINE_MAX_IDLE_MS 500
 
@@ -1153,6 +1462,8 @@ static void engine_main(void *arg)
         transport_maintain(e->net);
         alert_poll(e->alerts);
         purge_some(e);
+        if (e->shared && (renew_lease(e) != 0 || take_over_some(e) != 0))
+            break;
         if (stop)
             break;
     }
@@ -1245,6 +1556,16 @@ engine *engine_create(const orch_config *cfg, char *err, size_t errlen)
     }
     if (catalog_install(e->defs, e->db, cfg->sagas, cfg->n_sagas, err, errlen) != 0)
         goto fail;
+    e->shared = store_is_shared(e->db);
+    if (e->shared) {
+        int64_t asked = util_mono_ms();
+        if (store_node_join(e->db, cfg->node_name, cfg->lease_ms) != 0) {
+            snprintf(err, errlen, "cannot join as node '%s': %s", cfg->node_name,
+                     store_errmsg(e->db));
+            goto fail;
+        }
+        e->lease_sure_until_ms = asked + cfg->lease_ms;
+    }
     e->net = transport_create(cfg, transport_done, e, err, errlen);
     if (e->net == NULL)
         goto fail;
@@ -1266,9 +1587,20 @@ int engine_run_start(engine *e, char *err, size_t errlen)
 {
     /* Recovery runs before the thread starts taking commands: every
      * unfinished saga is back in memory and its step re-sent at once. */
-    store_set_corrupt_row_handler(e->db, recover_corrupt, e);
-    int rc = store_load_unfinished(e->db, recover_one, e);
-    store_set_corrupt_row_handler(e->db, NULL, NULL);
+    int rc = 0;
+    if (e->shared) {
+        /* Recovery on a shared database is a takeover: this node's previous
+         * life was fenced when it joined, so its sagas are claimable too. */
+        int n;
+        while ((n = store_claim_orphans(e->db, CLAIM_BATCH, recover_claimed, e)) == CLAIM_BATCH)
+            ;
+        rc = n < 0 ? -1 : 0;
+        e->next_renew_ms = util_mono_ms() + e->cfg->lease_ms / 3;
+    } else {
+        store_set_corrupt_row_handler(e->db, recover_corrupt, e);
+        rc = store_load_unfinished(e->db, recover_one, e);
+        store_set_corrupt_row_handler(e->db, NULL, NULL);
+    }
     if (rc != 0) {
         snprintf(err, errlen, "cannot load unfinished sagas: %s", store_errmsg(e->db));
         return -1;

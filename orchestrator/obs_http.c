@@ -377,7 +377,9 @@ obs_http *obs_http_start(const orch_config *cfg, engine *e, char *err, size_t er
     o->eng = e;
     char serr[512];
     if ((o->st = store_open(cfg->database, 1, 1, serr, sizeof serr)) == NULL) {
-        snprintf(err, errlen, "http_url: cannot open %s read-only: %s", cfg->database, serr);
+        char shown[512];
+        store_display_name(cfg->database, shown, sizeof shown);
+        snprintf(err, errlen, "http_url: cannot open %s read-only: %s", shown, serr);
         goto fail;
     }
     httpd_opts ho = {.name = "http_url",

@@ -34,6 +34,7 @@ struct orch_metrics {
     mt_counter alerts[OM_ALERT_RESULTS];
     /* Resilience (docs/OBSERVABILITY.md "Store failures and retention"). */
     mt_counter commit_retries, quarantined, purged;
+    mt_counter lease_lost, taken_over; /* several nodes (docs/SCALE-OUT.md) */
     atomic_uint_fast64_t store_unavailable;
 };
 
@@ -202,6 +203,18 @@ void om_on_quarantined(orch_metrics *m)
         mt_add(&m->quarantined, 1);
 }
 
+void om_on_lease_lost(orch_metrics *m)
+{
+    if (m)
+        mt_add(&m->lease_lost, 1);
+}
+
+void om_on_taken_over(orch_metrics *m, uint64_t sagas)
+{
+    if (m)
+        mt_add(&m->taken_over, sagas);
+}
+
 void om_on_purged(orch_metrics *m, uint64_t sagas)
 {
     if (m)
@@ -323,6 +336,12 @@ void om_render(orch_metrics *m, strbuf *sb)
     mt_header(sb, "saga_quarantined_total", "counter",
               "Sagas made FAILED because their row was unreadable or an invariant broke.");
     mt_sample(sb, "saga_quarantined_total", NULL, mt_get(&m->quarantined));
+    mt_header(sb, "saga_lease_lost_total", "counter",
+              "Times this node lost its database lease and dropped its sagas (PostgreSQL).");
+    mt_sample(sb, "saga_lease_lost_total", NULL, mt_get(&m->lease_lost));
+    mt_header(sb, "saga_taken_over_total", "counter",
+              "Sagas of fenced nodes this node claimed and resumed (PostgreSQL).");
+    mt_sample(sb, "saga_taken_over_total", NULL, mt_get(&m->taken_over));
     mt_header(sb, "saga_purged_total", "counter",
               "Finished sagas deleted after finished_retention_s.");
     mt_sample(sb, "saga_purged_total", NULL, mt_get(&m->purged));

@@ -46,6 +46,9 @@ void om_on_commit_retry(orch_metrics *m);
 void om_set_store_unavailable(orch_metrics *m, int unavailable);
 /* A saga was quarantined: FAILED because it could not be read or broke an invariant. */
 void om_on_quarantined(orch_metrics *m);
+/* Several nodes: this node lost its lease; it claimed sagas of fenced nodes. */
+void om_on_lease_lost(orch_metrics *m);
+void om_on_taken_over(orch_metrics *m, uint64_t sagas);
 /* Any thread: finished sagas deleted by the retention purge. */
 void om_on_purged(orch_metrics *m, uint64_t sagas);
 /* An alert command: started, not started (spawn failed or the file is no

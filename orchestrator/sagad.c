@@ -23,6 +23,7 @@
 #include "engine.h"
 #include "fd_limit.h"
 #include "log.h"
+#include "store.h"
 #include "obs_http.h"
 #include "util.h"
 
@@ -163,8 +164,11 @@ int main(int argc, char **argv)
         log_error("%s", err);
         goto out;
     }
-    log_info("serving %zu saga types on %s (database %s, durability %s, cpu scheduling %s)",
-             cfg.n_sagas, cfg.admin_url, cfg.database, cfg.durability_full ? "full" : "off",
+    char shown[512];
+    store_display_name(cfg.database, shown, sizeof shown);
+    log_info("serving %zu saga types on %s (database %s%s%s, durability %s, cpu scheduling %s)",
+             cfg.n_sagas, cfg.admin_url, shown, store_is_url(cfg.database) ? ", node " : "",
+             store_is_url(cfg.database) ? cfg.node_name : "", cfg.durability_full ? "full" : "off",
              cpu_scheduling_name(cfg.cpu_scheduling));
     while (!stop_requested) {
         if (reload_requested) {

@@ -285,8 +285,9 @@ typedef struct pg_store {
     PGconn *conn;
     char *url;
     int read_only, durability_full;
-    int in_txn;      /* between store_begin and store_commit / store_rollback */
-    int in_pipeline; /* writes queued, not yet synced */
+    int schema_ready; /* the schema exists: statements are prepared at each connect */
+    int in_txn;       /* between store_begin and store_commit / store_rollback */
+    int in_pipeline;  /* writes queued, not yet synced */
     pg_pending *pending;
     size_t n_pending, cap_pending;
     int defs_locked; /* holds PG_LOCK_DEFINITIONS until the end of the transaction */
@@ -452,7 +453,9 @@ static int connect_once(pg_store *st, int *refused)
     st->in_pipeline = 0;
     st->n_pending = 0;
     st->defs_locked = 0;
-    if (configure_session(st) != 0 || prepare_all(st) != 0) {
+    /* The statements name the tables: prepared once the schema is there. */
+    if (configure_session(st) != 0 || (st->schema_ready && prepare_all(st) != 0)) {
+        *refused = !st->transient;
         PQfinish(st->conn);
         st->conn = NULL;
         return -1;
@@ -533,6 +536,30 @@ out:
     return rc;
 }
 
+/* A read-only handle cannot create the schema: sagad's engine, which opens
+ * the writable one first, does. */
+static int check_schema(pg_store *st)
+{
+    PGresult *res = PQexec(st->conn, "SELECT CASE WHEN to_regclass('saga_meta') IS NULL THEN NULL "
+                                     "ELSE (SELECT value FROM saga_meta WHERE key = 'schema') END");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        res_fail(st, res, "read schema version", NULL);
+        PQclear(res);
+        return -1;
+    }
+    int rc = 0;
+    if (PQgetisnull(res, 0, 0)) {
+        set_err(st, "database has no sagad schema yet (sagad creates it)");
+        rc = -1;
+    } else if (strtol(PQgetvalue(res, 0, 0), NULL, 10) != PG_SCHEMA_VERSION) {
+        set_err(st, "database schema version %s, this program knows %d", PQgetvalue(res, 0, 0),
+                PG_SCHEMA_VERSION);
+        rc = -1;
+    }
+    PQclear(res);
+    return rc;
+}
+
 static void pg_close(store *base);
 
 store *store_pg_open(const char *url, int durability_full, int read_only, char *err, size_t errlen)
@@ -566,11 +593,12 @@ store *store_pg_open(const char *url, int durability_full, int read_only, char *
         nanosleep(&ts, NULL);
         delay_ms = delay_ms * 2 > 5000 ? 5000 : delay_ms * 2;
     }
-    if (!read_only && migrate(st) != 0) {
+    if ((read_only ? check_schema(st) : migrate(st)) != 0 || prepare_all(st) != 0) {
         snprintf(err, errlen, "%s: %s", shown, st->err);
         pg_close(&st->base);
         return NULL;
     }
+    st->schema_ready = 1;
     return &st->base;
 }
 
