@@ -63,7 +63,10 @@ typedef Saga__V1__AdminRequest AdminRequest;
 typedef Saga__V1__AdminReply AdminReply;
 
 typedef struct {
-    const char *url;
+    const char *url;  /* the node being asked */
+    char *url_list;   /* --url A,B,C: a copy, cut at the commas */
+    char *url_next;   /* the nodes not tried yet, or NULL */
+    int sent;         /* the current request left (a node that got it may have acted) */
     int json;
     int timeout_ms;
     nng_socket sock;
@@ -129,7 +132,9 @@ static const char usage_text[] =
     "  help                this text\n"
     "\n"
     "Options (anywhere on the line):\n"
-    "  --url URL           sagad's admin URL (its config's admin_url)\n"
+    "  --url URL[,URL...]  sagad's admin URL (its config's admin_url); several\n"
+    "                      nodes of one cluster: the next is tried when one\n"
+    "                      cannot be reached or does not answer\n"
     "  --json              print one JSON document instead of text\n"
     "  --version           (before the command) print sagactl's version and exit\n"
     "  --timeout MS        give up on a request after MS milliseconds (10000)\n"
@@ -670,7 +675,7 @@ static void client_close(client *cl)
  * status of a failure already reported on stderr. A reply whose status is
  * not ADMIN_OK is still STATUS_OK here: see reply_failed.
  */
-static int client_call(client *cl, const AdminRequest *req, AdminReply **out)
+static int client_call_one(client *cl, const AdminRequest *req, AdminReply **out)
 {
     int rc;
     uint8_t *buf = NULL;
@@ -700,6 +705,7 @@ static int client_call(client *cl, const AdminRequest *req, AdminReply **out)
     with_token.token = NULL;
     cl->unanswered = 1;
     int rv = nng_send(cl->sock, buf, len, 0);
+    cl->sent = rv == 0;
     if (rv == 0)
         rv = nng_recv(cl->sock, &answer, &answer_len, NNG_FLAG_ALLOC);
     if (rv == 0)
@@ -739,6 +745,35 @@ out:
         sec_wipe(buf, len); /* it holds the token */
     free(buf);
     return rc;
+}
+
+/*
+ * Asks the nodes of --url in turn. A node that cannot be reached is skipped;
+ * so is one that got the request and did not answer, except for a start
+ * without a client key: that node may have started the saga, and asking
+ * another would start a second one.
+ */
+static int client_call(client *cl, const AdminRequest *req, AdminReply **out)
+{
+    for (;;) {
+        int rc = client_call_one(cl, req, out);
+        if (rc != STATUS_UNREACHABLE || cl->url_next == NULL)
+            return rc;
+        if (cl->sent && req->start != NULL &&
+            (req->start->client_key == NULL || req->start->client_key[0] == '\0')) {
+            complain("not asking another node: %s may have started the saga; give the start a "
+                     "--key to make repeating it safe",
+                     cl->url);
+            return rc;
+        }
+        client_close(cl);
+        cl->url = cl->url_next;
+        char *comma = strchr(cl->url_next, ',');
+        cl->url_next = comma ? comma + 1 : NULL;
+        if (comma)
+            *comma = '\0';
+        complain("trying the next node, %s", cl->url);
+    }
 }
 
 /* Reports an error reply; 1 when rep is not ADMIN_OK, else 0. */
@@ -2092,6 +2127,13 @@ int main(int argc, char **argv)
                          "(the admin_url of sagad's configuration)");
         goto out;
     }
+    cl.url_list = xstrdup(cl.url);
+    cl.url = cl.url_list;
+    char *comma = strchr(cl.url_list, ',');
+    if (comma != NULL) {
+        *comma = '\0';
+        cl.url_next = comma + 1;
+    }
     if ((rc = check_tls_options(&cl)) != STATUS_OK ||
         (rc = load_token(&cl, token_file)) != STATUS_OK)
         goto out;
@@ -2102,6 +2144,7 @@ out:
         sec_wipe(cl.token, strlen(cl.token));
         free(cl.token);
     }
+    free(cl.url_list);
     free(rest);
     return rc;
 }
