@@ -789,6 +789,15 @@ static PGresult *read_query(pg_store *st, enum pg_stmt q, const params *p, const
     snprintf(name, sizeof name, "s%d", (int)q);
     PGresult *res = PQexecPrepared(st->conn, name, p ? p->n : 0, p ? p->v : NULL, NULL, NULL, 0);
     ExecStatusType s = PQresultStatus(res);
+    /* A connection that died while idle (the server restarted) is found
+     * here: outside a transaction a read is asked again on a new one. */
+    if (s == PGRES_FATAL_ERROR && PQstatus(st->conn) != CONNECTION_OK && !st->in_txn) {
+        PQclear(res);
+        if (ensure_connected(st) != 0)
+            return NULL;
+        res = PQexecPrepared(st->conn, name, p ? p->n : 0, p ? p->v : NULL, NULL, NULL, 0);
+        s = PQresultStatus(res);
+    }
     if (s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK) {
         res_fail(st, res, what, saga_id);
         PQclear(res);
