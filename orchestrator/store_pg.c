@@ -1088,8 +1088,10 @@ static int pg_load_saga(store *base, const char *id, saga **out)
     int own_txn = !st->in_pipeline && !st->in_txn;
     if (own_txn && ensure_connected(st) != 0)
         return -1;
-    if (own_txn && exec_simple(st, "BEGIN ISOLATION LEVEL REPEATABLE READ", "load saga") != 0)
-        return -1;
+    if (own_txn && exec_simple(st, "BEGIN ISOLATION LEVEL REPEATABLE READ", "load saga") != 0 &&
+        (PQstatus(st->conn) == CONNECTION_OK || ensure_connected(st) != 0 ||
+         exec_simple(st, "BEGIN ISOLATION LEVEL REPEATABLE READ", "load saga") != 0))
+        return -1; /* asked again once on a new connection when the old one had died */
     PGresult *res = read_query(st, P_SAGA_BY_ID, &p, "load saga", id);
     int rc = -1;
     saga *s = NULL;
