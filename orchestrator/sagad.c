@@ -142,6 +142,7 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    store_set_interrupt(&stop_requested); /* a database that never answers: SIGTERM still stops */
 
     int status = 1;
     admin_server *admin = NULL;

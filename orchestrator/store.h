@@ -29,6 +29,7 @@
 #ifndef SAGA_STORE_H
 #define SAGA_STORE_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -57,6 +58,9 @@ void store_display_name(const char *database, char *out, size_t outlen);
 store *store_open(const char *database, int durability_full, int read_only, char *err,
                   size_t errlen);
 void store_close(store *st);
+/* Makes the waits of store_open and store_node_join end (with an error) once
+ * *flag is set: sagad passes its stop flag, set by SIGTERM. */
+void store_set_interrupt(volatile sig_atomic_t *flag);
 const char *store_errmsg(store *st);
 /* "sqlite" or "postgresql". */
 const char *store_backend_name(const store *st);

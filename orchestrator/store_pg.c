@@ -58,6 +58,7 @@
 #include "store_backend.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -79,6 +80,24 @@
 #define PG_LOCK_DEFINITIONS 0x53414741002
 #define PG_RECOVERY_BATCH   256
 #define PG_MAX_PARAMS       18
+
+/* store_set_interrupt's flag: the waits for the server end when it is set. */
+static volatile sig_atomic_t *wait_interrupt;
+
+void store_set_interrupt(volatile sig_atomic_t *flag)
+{
+    wait_interrupt = flag;
+}
+
+/* Sleeps ms, unless a stop was asked for: 0, or -1 when it was. */
+static int wait_ms(int64_t ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    if (wait_interrupt != NULL && *wait_interrupt)
+        return -1;
+    nanosleep(&ts, NULL); /* a signal cuts it short */
+    return wait_interrupt != NULL && *wait_interrupt ? -1 : 0;
+}
 
 /* ---- Schema -------------------------------------------------------------- */
 
@@ -589,8 +608,11 @@ store *store_pg_open(const char *url, int durability_full, int read_only, char *
         }
         log_warn("store: PostgreSQL at %s does not answer (%s); trying again in %lld ms", shown,
                  st->err, (long long)delay_ms);
-        struct timespec ts = {delay_ms / 1000, (delay_ms % 1000) * 1000000L};
-        nanosleep(&ts, NULL);
+        if (wait_ms(delay_ms) != 0) {
+            snprintf(err, errlen, "%s: stopped while waiting for the server", shown);
+            pg_close(&st->base);
+            return NULL;
+        }
         delay_ms = delay_ms * 2 > 5000 ? 5000 : delay_ms * 2;
     }
     if ((read_only ? check_schema(st) : migrate(st)) != 0 || prepare_all(st) != 0) {
@@ -1610,8 +1632,10 @@ static int pg_node_join(store *base, const char *node_name, int64_t lease_ms)
             log_warn("store: node name '%s' is held by a live lease (another sagad with this "
                      "node_name, or this node's previous life); waiting for it to expire",
                      node_name);
-        struct timespec ts = {0, 200 * 1000000L};
-        nanosleep(&ts, NULL);
+        if (wait_ms(200) != 0) {
+            set_err(st, "stopped while waiting for the name '%s'", node_name);
+            return -1;
+        }
     }
     snprintf(st->node, sizeof st->node, "%s", node_name);
     /* Session timeouts follow the lease. */
