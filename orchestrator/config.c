@@ -1030,6 +1030,8 @@ static int load_orchestrator(loader *ld, const config_setting_t *root, const cha
         PQconninfoOption *opts = PQconninfoParse(v, &why);
         PQconninfoFree(opts);
         if (opts == NULL) {
+            if (why != NULL)
+                why[strcspn(why, "\n")] = '\0'; /* libpq ends its messages with one */
             int r =
                 fail(ld, config_setting_get_member(root, "database"), NULL,
                      "\"database\" is not a valid PostgreSQL URI: %s", why ? why : "out of memory");
