@@ -1,6 +1,8 @@
 /* orch_fixture — see orch_fixture.h. sagad and four participants under test. */
 #include "orch_fixture.h"
 
+#include "pg_cluster.h"
+
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -104,6 +106,31 @@ static int write_config(ofx *f, const ofx_opts *o)
     return rc;
 }
 
+/* SAGA_TEST_DATABASE=postgresql: one private server for the whole test
+ * program (pg_cluster.h), a fresh database in it per fixture. */
+static pg_cluster *shared_cluster;
+
+char *ofx_postgresql_database(void)
+{
+    static int n;
+    char err[2048];
+    if (shared_cluster == NULL && (shared_cluster = pgc_start(0, err, sizeof err)) == NULL) {
+        fprintf(stderr, "orch_fixture: cannot start PostgreSQL: %s\n", err);
+        return NULL;
+    }
+    char name[64];
+    snprintf(name, sizeof name, "sagad_%d_%d", (int)getpid(), ++n);
+    if (pgc_create_db(shared_cluster, name) != 0)
+        return NULL;
+    return pgc_url(shared_cluster, name);
+}
+
+int ofx_on_postgresql(void)
+{
+    const char *which = getenv("SAGA_TEST_DATABASE");
+    return which != NULL && strcmp(which, "postgresql") == 0;
+}
+
 int ofx_init(ofx *f, const ofx_opts *opts)
 {
     memset(f, 0, sizeof *f);
@@ -113,6 +140,11 @@ int ofx_init(ofx *f, const ofx_opts *opts)
     for (int i = 0; i < OFX_N_SVC; i++)
         proc_init(&f->svc[i], f->dir, svc_names[i]);
     proc_init(&f->sagad, f->dir, "sagad");
+    if (ofx_on_postgresql()) {
+        free(f->sagad.db);
+        if ((f->sagad.db = ofx_postgresql_database()) == NULL)
+            return -1;
+    }
     f->cfg = th_path(f->dir, "sagad.cfg");
     if (f->cfg == NULL || write_config(f, opts) != 0) {
         fprintf(stderr, "orch_fixture: cannot write the configuration in %s\n", f->dir);

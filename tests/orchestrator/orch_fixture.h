@@ -68,6 +68,13 @@ typedef struct {
     char *token_file;   /* set: sagactl gets SAGA_ADMIN_TOKEN_FILE (freed by ofx_destroy) */
 } ofx;
 
+/* SAGA_TEST_DATABASE=postgresql (ctest's *_pg variants): sagad's database
+ * is a fresh one in a private PostgreSQL server the test program starts once
+ * (tests/support/pg_cluster.h) and f->sagad.db its URI; otherwise sagad.db. */
+int ofx_on_postgresql(void);
+/* A fresh database in that server: its URI (malloc'd), or NULL. */
+char *ofx_postgresql_database(void);
+
 /* Makes the temp dir and writes the configuration; starts nothing. 0 or -1. */
 int ofx_init(ofx *f, const ofx_opts *opts);
 /* Starts participant i (with --faults faults when non-NULL); waits until it
