@@ -1,5 +1,5 @@
 /* harness — see harness.h. Test support: temp dirs, programs, steps, databases. */
-#define _XOPEN_SOURCE 700 /* nftw */
+#define _GNU_SOURCE /* nftw, posix_spawn_file_actions_addchdir_np, POSIX_SPAWN_SETSID */
 #include "harness.h"
 
 #include <errno.h>
@@ -268,10 +268,21 @@ pid_t th_waitpid(pid_t pid, int *status, int flags)
 int th_spawn(const char *program, const char *const *args, const char *const *env,
              const char *output, pid_t *pid)
 {
+    return th_spawn_with(NULL, program, args, env, output, pid);
+}
+
+int th_spawn_with(const th_spawn_opts *opts, const char *program, const char *const *args,
+                  const char *const *env, const char *output, pid_t *pid)
+{
+    static const th_spawn_opts defaults = {0};
     char *path = NULL, **argv = NULL, **envp = NULL;
     posix_spawn_file_actions_t actions;
-    int have_actions = 0, rc = -1;
+    posix_spawnattr_t attr;
+    int have_actions = 0, have_attr = 0, rc = -1;
     size_t n_args = 0;
+
+    if (opts == NULL)
+        opts = &defaults;
 
     if (strchr(program, '/')) {
         path = util_strdup(program);
@@ -295,24 +306,42 @@ int th_spawn(const char *program, const char *const *args, const char *const *en
     for (size_t i = 0; i < n_args; i++)
         argv[i + 1] = (char *)args[i];
 
-    if (output) {
+    if (output || opts->cwd || opts->stdin_fd > 0) {
         if (posix_spawn_file_actions_init(&actions) != 0)
             goto out;
         have_actions = 1;
-        if (posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, output,
-                                             O_WRONLY | O_CREAT | O_APPEND, 0600) != 0 ||
-            posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO) != 0)
+        /* The output file is opened before the chdir: a relative name is ours. */
+        if (output && (posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, output,
+                                                        O_WRONLY | O_CREAT | O_APPEND, 0600) != 0 ||
+                       posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO) != 0))
+            goto out;
+        if (opts->stdin_fd > 0 &&
+            posix_spawn_file_actions_adddup2(&actions, opts->stdin_fd, STDIN_FILENO) != 0)
+            goto out;
+        if (opts->cwd && posix_spawn_file_actions_addchdir_np(&actions, opts->cwd) != 0)
             goto out;
     }
-    int err = posix_spawn(pid, path, have_actions ? &actions : NULL, NULL, argv, envp);
+    if (opts->detach) {
+        if (posix_spawnattr_init(&attr) != 0)
+            goto out;
+        have_attr = 1;
+        if (posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID) != 0)
+            goto out;
+    }
+    int err = posix_spawn(pid, path, have_actions ? &actions : NULL, have_attr ? &attr : NULL,
+                          argv, envp);
     if (err != 0) {
-        fprintf(stderr, "harness: cannot start %s: %s\n", path, strerror(err));
+        fprintf(stderr, "harness: cannot start %s%s%s: %s\n", path, opts->cwd ? " in " : "",
+                opts->cwd ? opts->cwd : "", strerror(err));
         goto out;
     }
-    th_children_track(*pid);
+    if (!opts->detach)
+        th_children_track(*pid);
     rc = 0;
 
 out:
+    if (have_attr)
+        posix_spawnattr_destroy(&attr);
     if (have_actions)
         posix_spawn_file_actions_destroy(&actions);
     free(envp);

@@ -8,7 +8,9 @@
  *                 addresses inside it, so parallel tests never share one.
  *   programs      th_spawn() starts $SAGA_BIN_DIR/<program> (set by ctest,
  *                 see saga_add_test) with posix_spawn (nng is not fork-safe)
- *                 and extra environment (e.g. SAGA_CRASH_POINT=...).
+ *                 and extra environment (e.g. SAGA_CRASH_POINT=...);
+ *                 th_spawn_with() also sets its working directory, stdin,
+ *                 or detaches it.
  *                 th_wait_dial() waits, bounded, until the program's socket
  *                 accepts a dial; th_wait_exit() / th_stop() / th_kill() end
  *                 it and reap it with a timeout, giving the waitpid status.
@@ -77,6 +79,17 @@ char *th_read_file(const char *path);
  */
 int th_spawn(const char *program, const char *const *args, const char *const *env,
              const char *output, pid_t *pid);
+/* What th_spawn_with adds to th_spawn; zero-initialised means "as th_spawn". */
+typedef struct {
+    const char *cwd; /* the child's working directory; NULL: ours */
+    int stdin_fd;    /* > 0: becomes the child's stdin (its CLOEXEC flag does not matter) */
+    /* In its own session and not tracked: the exit-time clean-up leaves it
+     * running (a server that must outlive this process, e.g. pg-test-cluster's). */
+    int detach;
+} th_spawn_opts;
+/* th_spawn with opts (NULL: none). Returns 0 with *pid set, or -1. */
+int th_spawn_with(const th_spawn_opts *opts, const char *program, const char *const *args,
+                  const char *const *env, const char *output, pid_t *pid);
 /*
  * Waits until a req0 socket can dial url, for at most timeout_ms. With pid
  * > 0, gives up early (reaping it) when that process exits. Returns 0 or -1.
