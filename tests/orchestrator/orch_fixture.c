@@ -95,6 +95,14 @@ static int write_config(ofx *f, const ofx_opts *o)
                       f->svc[SVC_PAYMENT].url, f->svc[SVC_INVENTORY].url, f->svc[SVC_SHIPPING].url,
                       opt_or(o->timeout_ms, 300), opt_or(o->action_attempts, 20), backoff0,
                       backoff1, opt_or(o->comp_attempts, 30), backoff0, backoff1);
+    /* On PostgreSQL a restarted sagad is a new node: it resumes its previous
+     * life's sagas once that lease expires. Short, to keep crash tests quick;
+     * not so short that a loaded machine loses it. */
+    if (cfg != NULL && ofx_on_postgresql()) {
+        char *with_lease = util_asprintf("%slease_ms = 2000;\n", cfg);
+        free(cfg);
+        cfg = with_lease;
+    }
     int rc = -1;
     if (sagas_dir && saga_file && def && cfg && mkdir(sagas_dir, 0700) == 0 &&
         th_write_file(saga_file, def) == 0 && th_write_file(f->cfg, cfg) == 0)
