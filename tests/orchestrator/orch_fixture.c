@@ -133,6 +133,11 @@ char *ofx_postgresql_database(void)
     return pgc_url(shared_cluster, name);
 }
 
+pg_cluster *ofx_postgresql_cluster(void)
+{
+    return shared_cluster;
+}
+
 int ofx_on_postgresql(void)
 {
     const char *which = getenv("SAGA_TEST_DATABASE");

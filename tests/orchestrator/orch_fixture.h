@@ -74,6 +74,8 @@ typedef struct {
 int ofx_on_postgresql(void);
 /* A fresh database in that server: its URI (malloc'd), or NULL. */
 char *ofx_postgresql_database(void);
+/* That server (NULL before the first fixture on PostgreSQL), to stop and start it. */
+struct pg_cluster *ofx_postgresql_cluster(void);
 
 /* Makes the temp dir and writes the configuration; starts nothing. 0 or -1. */
 int ofx_init(ofx *f, const ofx_opts *opts);

@@ -1,0 +1,444 @@
+/*
+ * test_orch_nodes — several sagad nodes on one PostgreSQL database
+ * (docs/SCALE-OUT.md), each a real process, on a private server the test
+ * starts (tests/support/pg_cluster.h), with the four real participants.
+ *
+ *   takeover        a node SIGKILLed with sagas in flight: the other node
+ *                   claims them once its lease expires and finishes them,
+ *                   every participant effect once.
+ *   fencing         a node SIGSTOPped longer than its lease: the other claims
+ *                   its sagas; after SIGCONT the paused node finds its lease
+ *                   lost, drops them, joins again, keeps serving, and nothing
+ *                   is done twice.
+ *   client keys     the same key started on two nodes, one after the other and
+ *                   at once: one saga, the same id from both.
+ *   any node        status, list and stats on one node see the sagas of the
+ *                   other; abort on a node takes the saga over from the other.
+ *   database faults the server stopped with sagas in flight and started again:
+ *                   every saga finishes, each effect once; sagad started while
+ *                   the server is down waits and serves once it is up; a
+ *                   missing database is a clear error naming it.
+ *
+ * Payment is paused (SIGSTOP) to hold sagas in flight at charge_payment: its
+ * requests time out and are retried, so the sagas stay RUNNING until it is
+ * resumed, whatever the node running them.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "orch_fixture.h"
+#include "pg_cluster.h"
+#include "util.h"
+
+#define LEASE_MS 2000
+#define N_NODES  2
+
+/* The fixture drives one sagad (f->sagad, f->cfg); each node is swapped in
+ * to be driven. nodes[0] starts as the fixture's own. */
+typedef struct {
+    ofx f;
+    ofx_proc node[N_NODES];
+    char *node_cfg[N_NODES];
+    int current;
+} cluster;
+
+static void use_node(cluster *c, int i)
+{
+    if (c->current == i)
+        return;
+    c->node[c->current] = c->f.sagad;
+    c->node_cfg[c->current] = c->f.cfg;
+    c->f.sagad = c->node[i];
+    c->f.cfg = c->node_cfg[i];
+    c->current = i;
+}
+
+/* node 1's files: the same orchestrator file with its own admin socket and
+ * node name. */
+static int add_second_node(cluster *c)
+{
+    ofx *f = &c->f;
+    char *text = th_read_file(f->cfg);
+    if (text == NULL)
+        return -1;
+    char *url = th_ipc_url(f->dir, "sagad-b");
+    char *at = strstr(text, f->sagad.url);
+    if (url == NULL || at == NULL)
+        return -1;
+    *at = '\0';
+    char *cfg_b =
+        util_asprintf("%s%s%snode_name = \"node-b\";\n", text, url, at + strlen(f->sagad.url));
+    c->node_cfg[1] = th_path(f->dir, "sagad-b.cfg");
+    int rc = th_write_file(c->node_cfg[1], cfg_b);
+    c->node[1].name = "sagad-b";
+    c->node[1].url = url;
+    c->node[1].db = util_strdup(f->sagad.db);
+    c->node[1].log = th_path(f->dir, "sagad-b.log");
+    free(text);
+    free(cfg_b);
+    return rc;
+}
+
+static int setup(void **state)
+{
+    cluster *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return -1;
+    *state = c;
+    setenv("SAGA_TEST_DATABASE", "postgresql", 1);
+    ofx_opts o = {.timeout_ms = 400, .action_attempts = 1000};
+    if (ofx_init(&c->f, &o) != 0)
+        return -1;
+    if (add_second_node(c) != 0)
+        return -1;
+    char *text = th_read_file(c->f.cfg);
+    char *with = text ? util_asprintf("%snode_name = \"node-a\";\n", text) : NULL;
+    int rc = with ? th_write_file(c->f.cfg, with) : -1;
+    free(text);
+    free(with);
+    if (rc != 0)
+        return -1;
+    for (int i = 0; i < OFX_N_SVC; i++)
+        if (ofx_start_svc(&c->f, i, NULL) != 0)
+            return -1;
+    for (int i = N_NODES - 1; i >= 0; i--) {
+        use_node(c, i);
+        if (ofx_start_sagad(&c->f, NULL) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    cluster *c = *state;
+    if (c == NULL)
+        return 0;
+    if (c->f.svc[SVC_PAYMENT].pid > 0)
+        kill(c->f.svc[SVC_PAYMENT].pid, SIGCONT);
+    for (int i = 0; i < N_NODES; i++) {
+        use_node(c, i);
+        if (c->f.sagad.pid > 0)
+            kill(c->f.sagad.pid, SIGCONT);
+        if (i != 0) {
+            ofx_kill_sagad(&c->f);
+            free(c->f.sagad.url);
+            free(c->f.sagad.db);
+            free(c->f.sagad.log);
+            free(c->f.cfg);
+        }
+    }
+    use_node(c, 0);
+    ofx_destroy(&c->f);
+    free(c);
+    return 0;
+}
+
+/* Starts a saga on node i that completes once payment answers. */
+static void start_on(cluster *c, int i, const char *key, char id[37])
+{
+    use_node(c, i);
+    assert_int_equal(
+        ofx_start_order(&c->f, key, "alice", "WIDGET-1", "1", "100", "paris", id, NULL, NULL), 0);
+}
+
+static void pause_payment(cluster *c, int sig)
+{
+    assert_int_equal(kill(c->f.svc[SVC_PAYMENT].pid, sig), 0);
+}
+
+/* Every saga COMPLETED, and each took exactly one charge. */
+static void assert_all_completed_once(cluster *c, char (*ids)[37], int n)
+{
+    for (int i = 0; i < n; i++) {
+        oj *st = ofx_wait_final(&c->f, ids[i], OFX_WAIT_MS);
+        assert_non_null(st);
+        OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
+        oj_free(st);
+        assert_int_equal(
+            ofx_sql(&c->f, SVC_PAYMENT, "SELECT count(*) FROM charges WHERE saga_id = %Q", ids[i]),
+            1);
+        assert_int_equal(
+            ofx_sql(&c->f, SVC_ORDER, "SELECT count(*) FROM orders WHERE saga_id = %Q", ids[i]), 1);
+    }
+    assert_int_equal(ofx_books_balanced(&c->f), 0);
+}
+
+static int log_has(cluster *c, int i, const char *needle)
+{
+    use_node(c, i);
+    char *text = th_read_file(c->f.sagad.log);
+    int found = text != NULL && strstr(text, needle) != NULL;
+    free(text);
+    return found;
+}
+
+#define N_SAGAS 8
+
+static void takeover_after_sigkill(void **state)
+{
+    cluster *c = *state;
+    char ids[N_SAGAS][37];
+    pause_payment(c, SIGSTOP);
+    for (int i = 0; i < N_SAGAS; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "kill-%d", i);
+        start_on(c, 0, key, ids[i]);
+    }
+    use_node(c, 0);
+    ofx_kill_sagad(&c->f);
+    pause_payment(c, SIGCONT);
+    use_node(c, 1); /* node b, which never ran them, finishes them */
+    assert_all_completed_once(c, ids, N_SAGAS);
+    assert_true(log_has(c, 1, "took over"));
+    /* every one of them is node b's now */
+    int64_t owned = -1;
+    assert_int_equal(
+        pgc_sql_int(c->f.sagad.db, &owned, "SELECT count(*) FROM sagas WHERE owner = 'node-b'"), 0);
+    assert_int_equal(owned, N_SAGAS);
+}
+
+static void paused_node_is_fenced(void **state)
+{
+    cluster *c = *state;
+    char ids[N_SAGAS][37];
+    pause_payment(c, SIGSTOP);
+    for (int i = 0; i < N_SAGAS; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "pause-%d", i);
+        start_on(c, 0, key, ids[i]);
+    }
+    use_node(c, 0);
+    pid_t a = c->f.sagad.pid;
+    assert_int_equal(kill(a, SIGSTOP), 0);
+    /* node b claims them once node a's lease has expired */
+    use_node(c, 1);
+    int64_t claimed = 0;
+    for (int tries = 0; tries < 300 && claimed < N_SAGAS; tries++) {
+        usleep(100 * 1000);
+        assert_int_equal(pgc_sql_int(c->f.sagad.db, &claimed,
+                                     "SELECT count(*) FROM sagas WHERE owner = 'node-b'"),
+                         0);
+    }
+    assert_int_equal(claimed, N_SAGAS);
+    assert_int_equal(kill(a, SIGCONT), 0);
+    /* a finds its lease lost before anything else, and serves on */
+    for (int tries = 0; tries < 300 && !log_has(c, 0, "lost its database lease"); tries++)
+        usleep(100 * 1000);
+    assert_true(log_has(c, 0, "lost its database lease"));
+    pause_payment(c, SIGCONT);
+    use_node(c, 1);
+    assert_all_completed_once(c, ids, N_SAGAS);
+    use_node(c, 0);
+    char *out = NULL;
+    assert_int_equal(ofx_ctl(&c->f, &out, "stats", NULL), 0);
+    free(out);
+    assert_true(log_has(c, 0, "joined as node 'node-a'"));
+    /* No effect was repeated: each charge request of the paused node that
+     * came back later was answered from payment's record. */
+    assert_int_equal(ofx_sql(&c->f, SVC_PAYMENT, "SELECT count(*) FROM charges"), N_SAGAS);
+}
+
+/* The same client key on both nodes: one after the other, then at once. */
+static void client_key_is_unique_across_nodes(void **state)
+{
+    cluster *c = *state;
+    char id_a[37], id_b[37];
+    int existing = 0;
+    start_on(c, 0, "same-key", id_a);
+    use_node(c, 1);
+    assert_int_equal(ofx_start_order(&c->f, "same-key", "alice", "WIDGET-1", "1", "100", "paris",
+                                     id_b, &existing, NULL),
+                     0);
+    assert_string_equal(id_a, id_b);
+    assert_true(existing);
+    /* At once: two sagactl processes, one per node, for each of 10 keys. */
+    for (int k = 0; k < 10; k++) {
+        char key[32], outs[2][300];
+        snprintf(key, sizeof key, "race-%d", k);
+        pid_t pid[2];
+        char *files[2];
+        for (int i = 0; i < 2; i++) {
+            use_node(c, i);
+            files[i] = th_path(c->f.dir, i ? "race-b.out" : "race-a.out");
+            const char *args[] = {"--url",      c->f.sagad.url,      "--json",
+                                  "start",      "order_fulfillment", "--key",
+                                  key,          "customer=alice",    "sku=WIDGET-1",
+                                  "quantity=1", "amount=100",        "destination=paris",
+                                  NULL};
+            unlink(files[i]);
+            assert_int_equal(th_spawn("sagactl", args, NULL, files[i], &pid[i]), 0);
+        }
+        for (int i = 0; i < 2; i++) {
+            int status = 0;
+            assert_int_equal(th_wait_exit(pid[i], OFX_CTL_MS, &status), 0);
+            char *text = th_read_file(files[i]);
+            assert_non_null(text);
+            oj *doc = oj_parse(text);
+            if (doc == NULL || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                print_message("node %d: %s\n", i, text);
+            assert_non_null(doc);
+            snprintf(outs[i], sizeof outs[i], "%s",
+                     oj_str(doc, "saga_id") ? oj_str(doc, "saga_id") : "");
+            oj_free(doc);
+            free(text);
+            free(files[i]);
+        }
+        assert_true(outs[0][0] != '\0');
+        assert_string_equal(outs[0], outs[1]);
+        int64_t n = -1;
+        assert_int_equal(pgc_sql_int(c->f.sagad.db, &n,
+                                     "SELECT count(*) FROM sagas WHERE client_key = '%s'", key),
+                         0);
+        assert_int_equal(n, 1);
+    }
+}
+
+/* Reads on one node see the other's sagas; abort on one takes the saga over. */
+static void any_node_answers(void **state)
+{
+    cluster *c = *state;
+    char id[37];
+    pause_payment(c, SIGSTOP);
+    start_on(c, 0, "other-node", id);
+    use_node(c, 1);
+    oj *st = ofx_status(&c->f, id);
+    assert_non_null(st);
+    OFX_ASSERT_STR(oj_str(st, "state"), "RUNNING");
+    oj_free(st);
+    char *out = NULL;
+    assert_int_equal(ofx_ctl(&c->f, &out, "list", NULL), 0);
+    assert_non_null(strstr(out, id));
+    free(out);
+    /* abort on node b: b takes it over from a, which drops it */
+    assert_int_equal(ofx_ctl(&c->f, &out, "abort", id, "--reason", "test", NULL), 0);
+    free(out);
+    pause_payment(c, SIGCONT);
+    st = ofx_wait_final(&c->f, id, OFX_WAIT_MS);
+    assert_non_null(st);
+    OFX_ASSERT_STR(oj_str(st, "state"), "COMPENSATED");
+    oj_free(st);
+    int64_t owner_b = 0;
+    assert_int_equal(pgc_sql_int(c->f.sagad.db, &owner_b,
+                                 "SELECT count(*) FROM sagas WHERE id = '%s' AND owner = 'node-b'",
+                                 id),
+                     0);
+    assert_int_equal(owner_b, 1);
+    assert_int_equal(ofx_books_balanced(&c->f), 0);
+    /* --url with both nodes: the first does not answer (it is stopped), the
+     * second does */
+    use_node(c, 0);
+    ofx_kill_sagad(&c->f);
+    char *urls = util_asprintf("%s,%s", c->f.sagad.url, c->node[1].url);
+    char *saved = c->f.sagad.url;
+    c->f.sagad.url = urls;
+    int rc = ofx_ctl(&c->f, &out, "status", id, NULL);
+    c->f.sagad.url = saved;
+    if (rc != 0)
+        print_message("%s\n", out);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "trying the next node"));
+    free(out);
+    free(urls);
+}
+
+/* The server stopped with sagas in flight, then started again. */
+static void database_restart_loses_nothing(void **state)
+{
+    cluster *c = *state;
+    char ids[N_SAGAS][37];
+    for (int i = 0; i < N_SAGAS; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "restart-%d", i);
+        start_on(c, i % 2, key, ids[i]);
+    }
+    pg_cluster *pg = ofx_postgresql_cluster();
+    assert_non_null(pg);
+    assert_int_equal(pgc_stop_server(pg), 0);
+    usleep(500 * 1000);
+    assert_int_equal(pgc_start_server(pg), 0);
+    use_node(c, 1);
+    assert_all_completed_once(c, ids, N_SAGAS);
+    /* both nodes still serve */
+    for (int i = 0; i < N_NODES; i++) {
+        use_node(c, i);
+        char *out = NULL;
+        assert_int_equal(ofx_ctl(&c->f, &out, "stats", NULL), 0);
+        free(out);
+    }
+}
+
+/* sagad started while the server is down waits for it; a database that does
+ * not exist is refused at once, by name. */
+static void database_down_at_start(void **state)
+{
+    cluster *c = *state;
+    pg_cluster *pg = ofx_postgresql_cluster();
+    use_node(c, 0);
+    ofx_kill_sagad(&c->f);
+    assert_int_equal(pgc_stop_server(pg), 0);
+    const char *args[] = {"--config", c->f.cfg, NULL};
+    assert_int_equal(th_spawn("sagad", args, NULL, c->f.sagad.log, &c->f.sagad.pid), 0);
+    for (int tries = 0; tries < 100 && !log_has(c, 0, "does not answer"); tries++)
+        usleep(100 * 1000);
+    assert_true(log_has(c, 0, "does not answer"));
+    assert_int_equal(pgc_start_server(pg), 0);
+    int dialed = th_wait_dial(c->f.sagad.url, c->f.sagad.pid, OFX_START_MS);
+    if (dialed != 0)
+        ofx_print_log_tail(&c->f.sagad, 30);
+    assert_int_equal(dialed, 0);
+    char id[37];
+    start_on(c, 0, "after-down", id);
+    oj *st = ofx_wait_final(&c->f, id, OFX_WAIT_MS);
+    assert_non_null(st);
+    OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
+    oj_free(st);
+
+    /* A database that does not exist: exit 1 at once, naming it. */
+    char *text = th_read_file(c->f.cfg);
+    char *at = strstr(text, c->f.sagad.db);
+    assert_non_null(at);
+    char *q = strchr(at, '?');
+    *at = '\0';
+    char *bad = util_asprintf("%spostgresql:///no_such_db%s", text, q);
+    char *bad_cfg = th_path(c->f.dir, "bad.cfg");
+    char *bad_log = th_path(c->f.dir, "bad.log");
+    assert_int_equal(th_write_file(bad_cfg, bad), 0);
+    const char *bad_args[] = {"--config", bad_cfg, NULL};
+    pid_t pid;
+    int status = 0;
+    assert_int_equal(th_spawn("sagad", bad_args, NULL, bad_log, &pid), 0);
+    assert_int_equal(th_wait_exit(pid, OFX_START_MS, &status), 0);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+    char *log = th_read_file(bad_log);
+    assert_non_null(log);
+    assert_non_null(strstr(log, "database \"no_such_db\" does not exist"));
+    free(log);
+    free(text);
+    free(bad);
+    free(bad_cfg);
+    free(bad_log);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(takeover_after_sigkill, setup, teardown),
+        cmocka_unit_test_setup_teardown(paused_node_is_fenced, setup, teardown),
+        cmocka_unit_test_setup_teardown(client_key_is_unique_across_nodes, setup, teardown),
+        cmocka_unit_test_setup_teardown(any_node_answers, setup, teardown),
+        cmocka_unit_test_setup_teardown(database_restart_loses_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(database_down_at_start, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
