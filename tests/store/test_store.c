@@ -1493,6 +1493,24 @@ static void checkpoints_keep_the_log_bounded(void **state)
     store_close(st);
 }
 
+/* A PostgreSQL URI's password never reaches a message or a log line
+ * (docs/SECURITY.md); the rest of the URI stays, to say where. */
+static void database_names_hide_passwords(void **state)
+{
+    (void)state;
+    char out[256];
+    store_display_name("postgresql://sagad:s3cret@db1/sagas?sslmode=require", out, sizeof out);
+    assert_null(strstr(out, "s3cret"));
+    assert_string_equal(out, "postgresql://sagad@db1/sagas?sslmode=require");
+    store_display_name("postgres:///sagas?host=/run/pg&password=s3cret&user=u", out, sizeof out);
+    assert_null(strstr(out, "s3cret"));
+    assert_non_null(strstr(out, "user=u"));
+    store_display_name("postgresql://h/db?password=a&password=s3cret", out, sizeof out);
+    assert_null(strstr(out, "s3cret"));
+    store_display_name("/var/lib/sagad/sagad.db", out, sizeof out);
+    assert_string_equal(out, "/var/lib/sagad/sagad.db");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1517,6 +1535,7 @@ int main(void)
         cmocka_unit_test(open_refuses_foreign_databases),
         cmocka_unit_test(awkward_strings_survive),
         cmocka_unit_test(checkpoints_keep_the_log_bounded),
+        cmocka_unit_test(database_names_hide_passwords),
     };
     /* As sagad does: the databases this test makes with sqlite3_open are
      * private, or store_open refuses them (docs/SECURITY.md, "Private files"). */
