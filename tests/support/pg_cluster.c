@@ -136,8 +136,11 @@ static char *pgc_find_bindir(char *err, size_t errlen)
 {
     const char *env = getenv("SAGA_PG_BINDIR");
     if (env != NULL && env[0] != '\0') {
-        if (!pgc_has_server(env)) {
-            snprintf(err, errlen, "SAGA_PG_BINDIR=%s holds no executable initdb and postgres", env);
+        if (env[0] != '/' || !pgc_has_server(env)) {
+            snprintf(err, errlen,
+                     "SAGA_PG_BINDIR=%s is not an absolute path holding executable initdb and "
+                     "postgres",
+                     env);
             return NULL;
         }
         return util_strdup(env);
@@ -186,9 +189,14 @@ static int pgc_spawn_tool(const pg_cluster *c, const char *tool, const char *con
     for (size_t i = 0; args[i] != NULL && n < sizeof argv / sizeof argv[0] - 1; i++)
         argv[n++] = args[i];
     argv[n] = NULL;
-    /* Started in the cluster's dir: the tools need a working directory their user can read. */
-    th_spawn_opts opts = {.cwd = c->dir, .detach = detach};
+    /* Started in the cluster's dir (the tools need a working directory their
+     * user can read), reading nothing: a detached server must not hold a terminal. */
+    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (devnull < 0)
+        goto out;
+    th_spawn_opts opts = {.cwd = c->dir, .stdin_fd = devnull, .detach = detach};
     rc = th_spawn_with(&opts, c->as_root ? "/usr/bin/setpriv" : path, argv, NULL, log, pid);
+    close(devnull);
 out:
     free(path);
     free(reuid);

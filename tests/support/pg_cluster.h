@@ -29,12 +29,15 @@
  *              (sh, reading a pipe only this process holds) sees the pipe
  *              close when this process dies any other way (abort(), a
  *              signal) and then stops that cluster's server and removes its
- *              dir; a ctest timeout kills the whole process tree, server
- *              included. So no test leaves a postgres behind.
+ *              dir. A ctest timeout SIGKILLs the whole process tree, server
+ *              and guard included (the dir then stays in /tmp). So no test
+ *              leaves a postgres behind.
  *
  * Conventions as in harness.h: 0 / -1 with the reason printed to stderr (or
  * written to err where there is one), malloc'd strings, no cmocka asserts.
- * One thread at a time per cluster.
+ * One thread at a time per cluster; any thread may start one. The socket
+ * dir is 0700 (owned by postgres when root): only this user (or root)
+ * connects, so a sagad under test must run as the test's user.
  *
  * pg-test-cluster (tests/support/pg_test_cluster.c, built into bin/) is the
  * command-line form, for benchmarks and manual runs:
