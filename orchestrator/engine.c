@@ -871,10 +871,12 @@ static void refuse_answers(engine *e, const char *saga_id, int status, const cha
 static void lease_lost(engine *e)
 {
     size_t n = e->by_id.len;
-    log_error("node '%s' lost its database lease (paused or cut off longer than lease_ms = %lld): "
-              "its %zu sagas in memory are dropped, another node (or this one) resumes them "
-              "from the database; nothing of the current round is sent or acknowledged",
-              e->cfg->node_name, (long long)e->cfg->lease_ms, n);
+    const char *none;
+    if (store_rejection(e->db, &none) != STORE_REJECT_OUTCOME_UNKNOWN)
+        log_error("node '%s' lost its database lease (paused or cut off longer than lease_ms = "
+                  "%lld): its %zu sagas in memory are dropped, another node (or this one) resumes "
+                  "them from the database; nothing of the current round is sent or acknowledged",
+                  e->cfg->node_name, (long long)e->cfg->lease_ms, n);
     for (size_t i = 0; i < e->by_id.cap; i++) {
         if (e->by_id.keys && e->by_id.keys[i] && e->by_id.keys[i] != table_tombstone) {
             saga *s = e->by_id.vals[i];
@@ -962,6 +964,16 @@ static void on_rejected(engine *e)
         }
         break;
     case STORE_REJECT_LEASE_LOST:
+        lease_lost(e);
+        return;
+    case STORE_REJECT_OUTCOME_UNKNOWN:
+        /* Memory may be ahead of the database or behind it. Starting clean
+         * is what a restart would do, without the restart: joining again
+         * (lease_lost) fences this node's previous life, so its sagas are
+         * claimed back, this node included, from what was committed. */
+        log_error("the connection to the database died during a commit: whether the round "
+                  "(%zu sagas) committed is unknown, so the sagas are reloaded from the database",
+                  e->dirty.len);
         lease_lost(e);
         return;
     case STORE_REJECT_NONE:

@@ -198,9 +198,12 @@ enum store_rejection {
     STORE_REJECT_LEASE_LOST, /* this node's lease expired and it was fenced */
     STORE_REJECT_NOT_OWNER,  /* another node claimed the saga */
     STORE_REJECT_KEY_TAKEN,  /* another node started a saga with the client key */
+    /* The connection died after the round was sent: it may have committed or
+     * not. Only the database knows what is true now. */
+    STORE_REJECT_OUTCOME_UNKNOWN,
 };
 /* After STORE_REJECTED: why, and the saga concerned (*saga_id, valid until the
- * next call on st; NULL for STORE_REJECT_LEASE_LOST). */
+ * next call on st; NULL for STORE_REJECT_LEASE_LOST and _OUTCOME_UNKNOWN). */
 enum store_rejection store_rejection(const store *st, const char **saga_id);
 
 #endif

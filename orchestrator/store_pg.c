@@ -677,7 +677,8 @@ static int sync_pipeline(pg_store *st, int (*on_row)(pg_store *st, PGresult *res
     if (!st->in_pipeline)
         return 0;
     int rc = 0;
-    if (PQpipelineSync(st->conn) != 1)
+    int sent = PQpipelineSync(st->conn) == 1;
+    if (!sent)
         rc = res_fail(st, NULL, "sync", NULL);
     size_t idx = 0;
     int synced = rc != 0;
@@ -723,6 +724,14 @@ static int sync_pipeline(pg_store *st, int (*on_row)(pg_store *st, PGresult *res
                 rc = -1;
         }
         PQclear(res);
+    }
+    /* The Sync left and the connection died before its answer: the round
+     * may or may not have committed. Writing it again could repeat an insert;
+     * acting on it could act on nothing. Only the database can tell. */
+    if (sent && rc == -1 && PQstatus(st->conn) != CONNECTION_OK && st->n_pending > 0) {
+        st->rejection = STORE_REJECT_OUTCOME_UNKNOWN;
+        st->rejected_saga[0] = '\0';
+        rc = STORE_REJECTED;
     }
     st->n_pending = 0;
     if (PQstatus(st->conn) == CONNECTION_OK && PQexitPipelineMode(st->conn) != 1 && rc == 0)
@@ -1603,7 +1612,9 @@ static int pg_node_join(store *base, const char *node_name, int64_t lease_ms)
     char lease[24], pid[24];
     snprintf(lease, sizeof lease, "%" PRId64, lease_ms);
     snprintf(pid, sizeof pid, "%d", (int)getpid());
-    const char *v[3] = {node_name, lease, pid};
+    /* This node joining again (its lease lost, or a commit's outcome
+     * unknown) may replace its own live epoch at once. */
+    const char *v[4] = {node_name, lease, pid, st->node[0] ? st->epoch : "0"};
     int warned = 0;
     for (;;) {
         if (ensure_connected(st) != 0)
@@ -1615,8 +1626,8 @@ static int pg_node_join(store *base, const char *node_name, int64_t lease_ms)
             "clock_timestamp(), $3) ON CONFLICT (name) DO UPDATE SET epoch = n.epoch + 1, "
             "alive = true, lease_until = excluded.lease_until, joined_at = excluded.joined_at, "
             "pid = excluded.pid WHERE NOT n.alive OR n.lease_until < clock_timestamp() "
-            "RETURNING epoch",
-            3, NULL, v, NULL, NULL, 0);
+            "OR n.epoch = $4 RETURNING epoch",
+            4, NULL, v, NULL, NULL, 0);
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
             res_fail(st, res, "join as node", node_name);
             PQclear(res);
