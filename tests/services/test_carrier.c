@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <cmocka.h>
@@ -155,6 +156,9 @@ static void test_crash_between_call_and_commit_books_once(void **state)
                                          "booking_ref = 'BK-1' AND state = 'booked'"),
                      1);
     char *markers = util_asprintf("%s.external", f->svc.db);
+    struct stat st;
+    assert_int_equal(stat(markers, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600); /* private, like the database */
     assert_int_equal(th_sql_int(markers, "SELECT attempts FROM pt_external WHERE target = "
                                          "'carrier-book'"),
                      2);
@@ -225,6 +229,25 @@ static void test_unreachable_then_refusing_carrier(void **state)
     assert_int_equal(fx_stop(&f->svc), 0);
 }
 
+/* The carrier is reached over an owner-only ipc:// socket: anything else is refused (exit 2). */
+static void test_carrier_url_must_be_ipc(void **state)
+{
+    carrier_fx *f = *state;
+    int status;
+    pid_t pid;
+    const char *args[] = {
+        "--listen", f->svc.url, "--db", f->svc.db, "--carrier-url", "tcp://127.0.0.1:7409", NULL};
+    char *log = th_path(f->svc.dir, "cli.log");
+    assert_int_equal(th_spawn("shipping-svc", args, NULL, log, &pid), 0);
+    assert_int_equal(th_wait_exit(pid, FX_TIMEOUT_MS, &status), 0);
+    assert_true(th_exited_with(status, 2));
+    char *out = th_read_file(log);
+    assert_non_null(out);
+    assert_non_null(strstr(out, "--carrier-url: must be an ipc:// address"));
+    free(out);
+    free(log);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -233,6 +256,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_compensation_waits_for_undetermined_action, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_unreachable_then_refusing_carrier, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_carrier_url_must_be_ipc, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -110,6 +111,40 @@ static void test_bad_params_rejected_without_effect(void **state)
     }
     assert_int_equal(fx_sql_int(s, "SELECT count(*) FROM awards"), 0);
     assert_int_equal(fx_sql_int(s, "SELECT count(*) FROM accounts"), 0);
+}
+
+/*
+ * The private-file and socket rules of docs/SECURITY.md hold for the Python
+ * participant too: a database others may read is refused naming the fix
+ * (exit 1), an address other than ipc:// is refused (exit 2).
+ */
+static void test_refuses_loose_database_and_non_ipc(void **state)
+{
+    fx_svc *s = *state;
+    int status;
+    pid_t pid;
+    assert_int_equal(fx_stop(s), 0);
+    assert_int_equal(chmod(s->db, 0644), 0);
+    char *log = th_path(s->dir, "start.log");
+    const char *args[] = {"--listen", s->url, "--db", s->db, NULL};
+    assert_int_equal(th_spawn("loyalty-svc", args, NULL, log, &pid), 0);
+    assert_int_equal(th_wait_exit(pid, FX_TIMEOUT_MS, &status), 0);
+    assert_true(th_exited_with(status, 1));
+    char *out = th_read_file(log);
+    assert_non_null(out);
+    assert_non_null(strstr(out, "chmod 600"));
+    free(out);
+    assert_int_equal(chmod(s->db, 0600), 0);
+
+    const char *tcp[] = {"--listen", "tcp://127.0.0.1:7408", "--db", s->db, NULL};
+    assert_int_equal(th_spawn("loyalty-svc", tcp, NULL, log, &pid), 0);
+    assert_int_equal(th_wait_exit(pid, FX_TIMEOUT_MS, &status), 0);
+    assert_true(th_exited_with(status, 2));
+    out = th_read_file(log);
+    assert_non_null(strstr(out, "only ipc:// addresses are served"));
+    free(out);
+    free(log);
+    assert_int_equal(fx_start(s, NULL), 0); /* private again: it serves */
 }
 
 /* ---- The shipped saga through sagad --------------------------------------- */
@@ -213,6 +248,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_award_replayed_after_restart_and_revoked_once, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_bad_params_rejected_without_effect, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refuses_loose_database_and_non_ipc, setup, teardown),
         cmocka_unit_test(test_saga_awards_and_revokes_points),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
