@@ -96,7 +96,7 @@ static pid_t start_sagad(fixture *f, const char *admin_url, int tls, char **log)
     const char *args[] = {"--config", cfg, NULL};
     pid_t pid;
     assert_int_equal(th_spawn("sagad", args, NULL, *log, &pid), 0);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         free(p[i]);
     free(cfg);
     free(sagas);

@@ -293,7 +293,7 @@ static pid_t start_sagad(fixture *f, int admin_port, int http_port, char **log)
     int rc = th_spawn("sagad", args, NULL, *log, &pid);
     assert_int_equal(setrlimit(RLIMIT_NOFILE, &mine), 0);
     assert_int_equal(rc, 0);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         free(p[i]);
     free(cfg);
     free(sagas);
