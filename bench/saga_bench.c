@@ -612,10 +612,11 @@ static void write_sagad_cfg(cluster *c)
              "participants = {\n"
              "  order = \"%s\";\n  payment = \"%s\";\n  inventory = \"%s\";\n"
              "  shipping = \"%s\";\n"
+             "  loyalty = \"ipc://%s/loyalty.ipc\";\n" /* sagas/order_with_loyalty: never run */
              "};\n"
              "defaults = { timeout_ms = %d; };\n%s",
              c->admin_url, c->dir, g_srcdir, c->durable ? "full" : "off", c->max_in_flight,
-             c->urls[0], c->urls[1], c->urls[2], c->urls[3], c->timeout_ms, retention);
+             c->urls[0], c->urls[1], c->urls[2], c->urls[3], c->dir, c->timeout_ms, retention);
     write_file(path, text);
 }
 

@@ -99,13 +99,15 @@ static void svc_usage(const svc_def *def, const char *program, FILE *out)
             "                     docs/OBSERVABILITY.md). Default: off\n"
             "  --version          print the version\n"
             "  --help             this text\n"
+            "%s"
             "\n"
             "Operations (saga.v1 StepRequest.operation):\n"
             "%s"
             "\n"
             "Exit status: 0 after SIGINT/SIGTERM, 1 when the service cannot run,\n"
             "2 for a bad command line or seed file.\n",
-            program, def->summary, def->name, def->name, pt_faults_help(), def->operations);
+            program, def->summary, def->name, def->name, pt_faults_help(),
+            def->option_help ? def->option_help : "", def->operations);
 }
 
 /* Parses a positive integer option value in [min, max]; prints the error. */
@@ -141,9 +143,10 @@ static int svc_parse_args(const svc_def *def, const char *program, int argc, cha
         OPT_TLS_REQUIRE,
         OPT_METRICS_URL,
         OPT_HELP,
-        OPT_VERSION
+        OPT_VERSION,
+        OPT_SERVICE /* def->option_name */
     };
-    static const struct option options[] = {
+    static const struct option common_options[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
         {"db", required_argument, NULL, OPT_DB},
         {"seed", required_argument, NULL, OPT_SEED},
@@ -163,9 +166,18 @@ static int svc_parse_args(const svc_def *def, const char *program, int argc, cha
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
     };
+    struct option options[sizeof common_options / sizeof common_options[0] + 1];
+    char err[256];
     int64_t n;
     int opt;
 
+    /* The common options, then the service's own (if any), then the end mark. */
+    size_t n_common = sizeof common_options / sizeof common_options[0] - 1;
+    memcpy(options, common_options, sizeof common_options);
+    if (def->option_name != NULL) {
+        options[n_common] = (struct option){def->option_name, required_argument, NULL, OPT_SERVICE};
+        options[n_common + 1] = common_options[n_common];
+    }
     *exit_now = 0;
     a->log_level = LOG_INFO;
     a->cpu_scheduling = CPU_SCHED_BATCH;
@@ -239,6 +251,12 @@ static int svc_parse_args(const svc_def *def, const char *program, int argc, cha
             break;
         case OPT_METRICS_URL:
             a->metrics_url = optarg;
+            break;
+        case OPT_SERVICE:
+            if (def->option_set(optarg, err, sizeof err) != 0) {
+                fprintf(stderr, "%s: --%s: %s\n", program, def->option_name, err);
+                goto usage_error;
+            }
             break;
         case OPT_HELP:
             svc_usage(def, program, stdout);

@@ -90,6 +90,16 @@ typedef struct {
     const char *audit_sql;
     /* Registers the operations with pt_register. Returns 0 or -1. */
     int (*register_ops)(participant *p);
+    /*
+     * One command-line option of the service's own, or NULL:
+     * "--<option_name> VALUE", described in --help by option_help (lines
+     * end in \n). option_set checks and keeps the value; it runs while the
+     * command line is parsed, before anything is opened, and returns 0, or
+     * -1 with the reason in err (exit 2).
+     */
+    const char *option_name;
+    const char *option_help;
+    int (*option_set)(const char *value, char *err, size_t errlen);
 } svc_def;
 
 /* The program: returns the exit status for main() to return. */

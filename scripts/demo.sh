@@ -29,6 +29,9 @@ for svc in order payment inventory shipping; do
     --seed "$repo/participants/seeds/$svc.cfg" 2>>"$run/$svc.log" &
   pids+=($!)
 done
+# The fifth participant, written in Python (participants/loyalty/loyalty.py): no seed.
+"$bin/loyalty-svc" --listen "ipc://$run/loyalty.ipc" --db "$run/loyalty.db" 2>>"$run/loyalty.log" &
+pids+=($!)
 
 cat >"$run/sagad.cfg" <<CFG
 admin_url = "ipc://$run/sagad.ipc";
@@ -39,6 +42,7 @@ participants = {
   payment   = "ipc://$run/payment.ipc";
   inventory = "ipc://$run/inventory.ipc";
   shipping  = "ipc://$run/shipping.ipc";
+  loyalty   = "ipc://$run/loyalty.ipc";
 };
 CFG
 "$bin/sagad" --config "$run/sagad.cfg" 2>>"$run/sagad.log" &
@@ -48,13 +52,13 @@ export SAGA_ADMIN_URL="ipc://$run/sagad.ipc"
 ctl() { "$bin/sagactl" "$@"; }
 for _ in $(seq 100); do ctl stats >/dev/null 2>&1 && break; sleep 0.1; done
 
-show() { # $1 = title, rest = start arguments
-  local title=$1; shift
+show() { # $1 = title, rest = start arguments (SAGA=order_with_loyalty for the other saga)
+  local title=$1 saga=${SAGA:-order_fulfillment}; shift
   echo
   echo "=== $title"
-  echo "\$ sagactl start order_fulfillment $*"
+  echo "\$ sagactl start $saga $*"
   local id
-  id=$(ctl start order_fulfillment "$@")
+  id=$(ctl start "$saga" "$@")
   echo "$id"
   echo "\$ sagactl status --wait $id"
   ctl status --wait "$id" || true   # exit 3/4 report COMPENSATED/FAILED
@@ -63,6 +67,8 @@ show() { # $1 = title, rest = start arguments
 show "A saga that completes" --key demo-1 customer=alice sku=WIDGET-1 quantity=2 amount=2500 destination=paris
 show "Payment refused: the order is cancelled" --key demo-2 customer=carol sku=WIDGET-1 quantity=1 amount=90000 destination=paris
 show "Shipping refused: payment refunded, stock released, order cancelled" --key demo-3 customer=bob sku=GADGET-7 quantity=1 amount=1200 destination=atlantis
+SAGA=order_with_loyalty show "With loyalty points (a participant in Python)" --key demo-4 customer=dave sku=WIDGET-1 quantity=1 amount=2500 destination=berlin
+SAGA=order_with_loyalty show "Shipping refused: the points are revoked too" --key demo-5 customer=dave sku=WIDGET-1 quantity=1 amount=2500 destination=tokyo
 
 echo
 echo "=== All sagas"
@@ -79,3 +85,5 @@ sqlite3 "$run/payment.db" "SELECT '  money: balances ' || (SELECT SUM(balance) F
 sqlite3 "$run/inventory.db" "SELECT '  stock: available ' || (SELECT SUM(available) FROM skus)
   || ' + reserved ' || (SELECT SUM(reserved) FROM skus)
   || ' = seeded ' || (SELECT value FROM meta WHERE key = 'stock_total');"
+sqlite3 "$run/loyalty.db" "SELECT '  points: ' || customer || ' holds ' || points || ' = awarded '
+  || held || CASE WHEN balanced THEN ' (balanced)' ELSE ' (NOT balanced)' END FROM points_audit;"

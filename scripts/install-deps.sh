@@ -10,6 +10,7 @@ packages=(build-essential cmake pkg-config git
           libconfig-dev libcmocka-dev
           libpq-dev postgresql        # the PostgreSQL store (and its test clusters)
           libjansson-dev
+          python3 python3-protobuf libnng1  # loyalty-svc, the participant in Python
           clang libclang-rt-14-dev openssl)  # fuzz targets; test certificates
 
 # Only for the test suite (scripts/test.sh passes --test), never for the demo:

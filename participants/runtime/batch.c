@@ -266,6 +266,7 @@ static int pt_handler_run(participant *p, pt_work *w, const kvmap *action_result
         .params = &params,
         .action_result = (int)rq->phase == PHASE_COMPENSATE ? action_result : &none,
         .stmts = p->stmts,
+        .runtime = p,
     };
     if (pt_sp_exec(p, "SAVEPOINT pt_handler") != SQLITE_OK) {
         hr = pt_db_error(reply, db);
@@ -364,6 +365,37 @@ static void pt_work_conflict(participant *p, pt_work *w, const char *why, pt_tal
 }
 
 /*
+ * A compensation whose action has no record here would be a null
+ * compensation and fence the action. But if the action began a call to an
+ * external system (an in-flight marker, external.c) and never recorded its
+ * outcome, the external effect may exist: skipping would leave it undone.
+ * Such a compensation is answered RETRY, nothing stored, until the action's
+ * retry records an outcome; sagad retries it and, when its attempts are
+ * spent, stops the saga as FAILED for an operator (fail closed). Returns 1
+ * when w was answered so, 0 when the compensation may be skipped.
+ */
+static int pt_compensation_waits(participant *p, pt_work *w, pt_tally *t)
+{
+    char target[WIRE_MAX_NAME + 1], why[PT_ERROR_MAX];
+    int pending = pt_external_pending(p, w->req->saga_id, w->req->step, target, sizeof target);
+    if (pending == 0)
+        return 0;
+    if (pending > 0)
+        snprintf(why, sizeof why,
+                 "the action called external system '%s' and its outcome is not recorded: "
+                 "not compensated until the action is retried (nothing stored)",
+                 target);
+    else
+        snprintf(why, sizeof why,
+                 "external-call markers unreadable: cannot tell whether the "
+                 "action had an effect (nothing stored)");
+    log_warn("%s: compensation answered RETRY: %s", p->name, why);
+    t->retries++;
+    pt_work_answer(w, OUTCOME_RETRY, NULL, why);
+    return 1;
+}
+
+/*
  * Step 3 for one request. Returns 0 with w->reply set (RETRY when this
  * request was rolled back), or -1 when the batch transaction is unusable.
  */
@@ -434,6 +466,8 @@ static int pt_request_run(participant *p, pt_work *w, int64_t now, pt_tally *t)
         pt_work_conflict(p, w, d.reason, t);
         break;
     case BARRIER_SKIP:
+        if (d.fence_action && pt_compensation_waits(p, w, t) != 0)
+            goto release; /* answered RETRY, nothing stored */
         rc = pt_work_store(p, w, &br, OUTCOME_SKIPPED, NULL, d.reason, d.fence_action, now);
         if (rc != SQLITE_OK)
             goto rollback;

@@ -419,6 +419,9 @@ participant *pt_create(const pt_options *opts, char *err, size_t errlen)
         goto fail;
     if (nng_mtx_alloc(&p->mtx) != 0 || nng_cv_alloc(&p->cv, p->mtx) != 0)
         goto oom;
+    p->synchronous_off = opts->synchronous_off;
+    if (pt_external_path(opts->db_path, &p->external_path) != 0)
+        goto oom;
     if (barrier_open(opts->db_path, opts->synchronous_off, &p->store, err, errlen) != 0)
         goto fail;
     if ((p->stmts = pt_stmt_cache_new(barrier_db(p->store))) == NULL)
@@ -447,6 +450,9 @@ int pt_purge_once(participant *p, int64_t now_wall_ms)
         log_warn("%s: purge failed: %s", p->name, sqlite3_errstr(rc));
         return -1;
     }
+    /* Markers go with the records of the same age (external.c, invariant 3). */
+    if (pt_external_purge(p, now_wall_ms - p->retention_ms, p->purge_batch) < 0)
+        log_warn("%s: purge of external-call markers failed", p->name);
     if (purged > 0) {
         pt_stats d = {.purged = (uint64_t)purged};
         pt_stats_add(p, &d);
@@ -934,6 +940,8 @@ void pt_destroy(participant *p)
     pt_unlisten(p);               /* a pt_start that failed half-way left nothing; harmless twice */
     pt_stmt_cache_free(p->stmts); /* first: sqlite3_close refuses open statements */
     barrier_close(p->store);
+    pt_external_close(p);
+    free(p->external_path);
     for (size_t i = 0; i < p->n_ops; i++) {
         free(p->ops[i].name);
         free(p->ops[i].partner);

@@ -33,6 +33,12 @@
  *      happened and its record been purged, so no outcome can be claimed;
  *      sagad stops the saga for an operator). The check needs no
  *      configuration to agree with sagad's.
+ *  10. A call to an external system goes through pt_external_begin: its
+ *      downstream key is committed (a file of its own) before the call and
+ *      reused by every later attempt, so a crash between the call and the
+ *      commit never makes a second external effect; while such an action
+ *      has no recorded outcome, its compensation is OUTCOME_RETRY, never a
+ *      null compensation.
  *
  * Threads: handlers run one at a time, never concurrently, so they need no
  * locking of their own; they run on whichever runtime thread serves at that
@@ -58,6 +64,7 @@ enum pt_outcome {
 };
 
 typedef struct pt_stmt_cache pt_stmt_cache;
+typedef struct participant participant;
 
 /* A request as handlers see it. Everything is read-only and lives for the call. */
 typedef struct {
@@ -73,6 +80,8 @@ typedef struct {
     const kvmap *action_result;
     /* The runtime's prepared statements, for pt_prepare (not for handlers to touch). */
     pt_stmt_cache *stmts;
+    /* The runtime itself, for pt_external_begin (not for handlers to touch). */
+    participant *runtime;
 } pt_request;
 
 typedef struct pt_reply pt_reply;
@@ -131,9 +140,50 @@ int pt_param_str(const pt_request *req, pt_reply *reply, const char *name, const
 int pt_param_i64(const pt_request *req, pt_reply *reply, const char *name, int64_t min, int64_t max,
                  int64_t *out);
 
-/* ---- The runtime ------------------------------------------------------- */
+/* ---- Effects outside the database -------------------------------------- */
 
-typedef struct participant participant;
+/*
+ * A handler whose step calls an external system (a card network, a carrier)
+ * cannot put that effect in its transaction. Before the call it asks the
+ * runtime for the key to pass downstream:
+ *
+ *   pt_external_call call;
+ *   int rc = pt_external_begin(req, reply, "carrier-book", &call);
+ *   if (rc != PT_OK)
+ *       return rc;                          // PT_RETRY: nothing was called
+ *   ... call the system with call.downstream_key as ITS idempotency key ...
+ *   if (the call failed or timed out)
+ *       return pt_retry(reply, "...");      // undetermined: sagad retries
+ *   ... record what it returned in the service's tables, return PT_OK ...
+ *
+ * pt_external_begin records an in-flight marker (the attempt and the
+ * downstream key) and COMMITS it in a file of its own before returning, so
+ * the key survives any crash. A later delivery of the same request that
+ * runs the handler again (a crash between the call and the commit, a
+ * PT_RETRY, a lost batch) gets the SAME downstream key with attempt + 1,
+ * and the external system, which deduplicates on it, answers the first
+ * call's result: one external effect, never a second under a new key. The
+ * external system must therefore honour idempotency keys (as Stripe's and
+ * most payment and carrier APIs do), for at least the participant's
+ * retention. target names the call (1..64 printable ASCII bytes), so one
+ * handler may make several.
+ *
+ * While an action's marker exists without a recorded outcome, its
+ * compensation is not skipped as a null compensation (the external effect
+ * may exist): it is answered OUTCOME_RETRY, nothing stored, until the
+ * action is retried; sagad stops the saga as FAILED when that never comes.
+ *
+ * Returns PT_OK with call filled, or PT_RETRY (reply's error set) when the
+ * marker cannot be stored: the handler returns that without calling out.
+ */
+typedef struct {
+    char downstream_key[37]; /* a version 7 UUID, fixed at the first attempt */
+    uint32_t attempt;        /* 1: first call under this key; more: an earlier one may have acted */
+} pt_external_call;
+int pt_external_begin(const pt_request *req, pt_reply *reply, const char *target,
+                      pt_external_call *call);
+
+/* ---- The runtime ------------------------------------------------------- */
 
 typedef struct {
     const char *name;       /* service name, for logs ("payment") */

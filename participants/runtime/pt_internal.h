@@ -9,6 +9,7 @@
  *   barrier.c      the pt_ tables: idempotency, barrier, counters, purge
  *   faults.c       the fault-injection spec and its deterministic draws
  *   handler_api.c  the helpers handlers call (params, results, errors)
+ *   external.c     in-flight markers of calls to external systems
  */
 #ifndef SAGA_PT_INTERNAL_H
 #define SAGA_PT_INTERNAL_H
@@ -76,7 +77,10 @@ struct participant {
     int64_t retention_ms;
     int purge_batch;
     int64_t purge_every_ms;
+    int synchronous_off;
     barrier_store *store;
+    char *external_path;  /* external.c's marker file (malloc'd) */
+    sqlite3 *external_db; /* opened on first use; serving thread only */
     pt_stmt_cache
         *stmts; /* pt_prepare's statements on the store's connection; serving thread only */
     pt_op *ops;
@@ -116,6 +120,19 @@ void pt_stats_add(participant *p, const pt_stats *delta);
  * (then no reply is set).
  */
 int pt_batch_run(participant *p, pt_item *items, size_t n);
+
+/* external.c */
+/* The marker file of the participant database db_path (malloc'd into *out). 0 or -1. */
+int pt_external_path(const char *db_path, char **out);
+void pt_external_close(participant *p);
+/*
+ * Is an in-flight marker on file for the action of (saga_id, step)? 1 with
+ * its target in target, 0, or -1 when the markers cannot be read.
+ */
+int pt_external_pending(participant *p, const char *saga_id, const char *step, char *target,
+                        size_t target_len);
+/* Deletes up to limit markers created before cutoff_ms: how many, or -1. */
+int pt_external_purge(participant *p, int64_t cutoff_ms, int limit);
 
 /* faults.c */
 /* Parses spec (NULL or "" = off) into f. Returns 0, or -1 with err naming the bad option. */

@@ -12,10 +12,19 @@
  *                               (CHECK), and a served destination spelled as
  *                               in the destinations table
  *   meta('destination_count')   how many destinations the seed listed
+ *   carrier_bookings(shipment_id, booking_ref, state)
+ *                               with --carrier-url: the carrier's booking of
+ *                               each shipment, 'booked' -> 'cancelled'
+ *
+ * With --carrier-url, schedule books the parcel with the carrier and cancel
+ * cancels that booking: effects outside the database, each made under the
+ * key pt_external_begin gives (participant.h), so a retry after a crash
+ * between the carrier's answer and the commit books nothing twice.
  */
 #include <stdio.h>
 #include <string.h>
 
+#include "carrier.h"
 #include "log.h"
 #include "service.h"
 #include "util.h"
@@ -34,16 +43,48 @@ static const char shipping_schema[] =
     "  created_at_ms INTEGER NOT NULL,\n"
     "  updated_at_ms INTEGER NOT NULL,\n"
     "  CHECK (order_id IS NOT NULL OR customer IS NOT NULL)\n"
+    ");\n"
+    "CREATE TABLE IF NOT EXISTS carrier_bookings (\n"
+    "  shipment_id   TEXT PRIMARY KEY REFERENCES shipments (shipment_id),\n"
+    "  booking_ref   TEXT NOT NULL,\n"
+    "  state         TEXT NOT NULL CHECK (state IN ('booked', 'cancelled')),\n"
+    "  updated_at_ms INTEGER NOT NULL\n"
     ");\n";
 
 static const char shipping_count[] = "SELECT (SELECT count(*) FROM destinations) + "
                                      "(SELECT count(*) FROM shipments)";
 
-/* schedule(destination, [order_id], [customer]) -> shipment_id */
+/*
+ * One call to the carrier for req, under the downstream key of its
+ * in-flight marker (pt_external_begin): PT_OK with the booking reference in
+ * ref; PT_REJECTED when the carrier refused (no effect there); PT_RETRY
+ * when the outcome is unknown, so that the retry repeats the call under the
+ * same key.
+ */
+static int shipping_carrier(const pt_request *req, pt_reply *reply, const char *target,
+                            const char *verb, const char *arg, char ref[CARRIER_REF_MAX + 1])
+{
+    pt_external_call call;
+    char why[256];
+    int rc = pt_external_begin(req, reply, target, &call);
+    if (rc != PT_OK)
+        return rc;
+    switch (carrier_call(verb, call.downstream_key, arg, ref, why, sizeof why)) {
+    case 0:
+        return PT_OK;
+    case 1:
+        return pt_reject(reply, "%s", why);
+    default:
+        log_warn("saga %s: %s %s: %s", req->saga_id, verb, call.downstream_key, why);
+        return pt_retry(reply, "%s", why);
+    }
+}
+
+/* schedule(destination, [order_id], [customer]) -> shipment_id[, booking_ref] */
 static int shipping_schedule(sqlite3 *db, const pt_request *req, pt_reply *reply, void *arg)
 {
     const char *destination, *order_id, *customer;
-    char served[SVC_MAX_NAME + 1], shipment_id[37];
+    char served[SVC_MAX_NAME + 1], shipment_id[37], booking_ref[CARRIER_REF_MAX + 1] = "";
     int64_t now = util_wall_ms();
     sqlite3_stmt *st = NULL;
     int result = PT_OK;
@@ -71,9 +112,15 @@ static int shipping_schedule(sqlite3 *db, const pt_request *req, pt_reply *reply
         result = pt_db_error(reply, db);
         goto done;
     }
+    sqlite3_reset(st); /* the read is over: nothing stays active across the carrier call */
     if (util_uuid7(shipment_id) != 0) {
         result = pt_retry(reply, "no randomness for a shipment id");
         goto done;
+    }
+    if (carrier_enabled()) {
+        result = shipping_carrier(req, reply, "carrier-book", "BOOK", served, booking_ref);
+        if (result != PT_OK)
+            goto done;
     }
     if (svc_run(req,
                 "INSERT INTO shipments (shipment_id, saga_id, destination, order_id, customer, "
@@ -84,7 +131,16 @@ static int shipping_schedule(sqlite3 *db, const pt_request *req, pt_reply *reply
         result = pt_db_error(reply, db);
         goto done;
     }
-    if (pt_result_set(reply, "shipment_id", shipment_id) != 0) {
+    if (booking_ref[0] != '\0' &&
+        (svc_run(req,
+                 "INSERT INTO carrier_bookings (shipment_id, booking_ref, state, updated_at_ms) "
+                 "VALUES (?1, ?2, 'booked', ?3)",
+                 "tti", shipment_id, booking_ref, now) != SQLITE_OK)) {
+        result = pt_db_error(reply, db);
+        goto done;
+    }
+    if (pt_result_set(reply, "shipment_id", shipment_id) != 0 ||
+        (booking_ref[0] != '\0' && pt_result_set(reply, "booking_ref", booking_ref) != 0)) {
         result = pt_retry(reply, "out of memory");
         goto done;
     }
@@ -128,6 +184,34 @@ static int shipping_cancel(sqlite3 *db, const pt_request *req, pt_reply *reply, 
     scheduled = sqlite3_column_int(st, 0);
     sqlite3_reset(st);
 
+    if (scheduled && carrier_enabled()) {
+        /* The carrier's booking goes first: if it cannot be cancelled now,
+         * nothing here changes and the compensation is retried. */
+        char ref[CARRIER_REF_MAX + 1], cancelled[CARRIER_REF_MAX + 1];
+        if (svc_prepare(req, &st,
+                        "SELECT booking_ref FROM carrier_bookings "
+                        "WHERE shipment_id = ?1 AND state = 'booked'",
+                        "t", shipment_id) != SQLITE_OK)
+            return pt_db_error(reply, db);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            snprintf(ref, sizeof ref, "%s", (const char *)sqlite3_column_text(st, 0));
+            sqlite3_reset(st);
+            result = shipping_carrier(req, reply, "carrier-cancel", "CANCEL", ref, cancelled);
+            if (result != PT_OK)
+                goto done;
+            if (svc_run(req,
+                        "UPDATE carrier_bookings SET state = 'cancelled', updated_at_ms = ?2 "
+                        "WHERE shipment_id = ?1",
+                        "ti", shipment_id, now) != SQLITE_OK) {
+                result = pt_db_error(reply, db);
+                goto done;
+            }
+        } else if (rc != SQLITE_DONE) {
+            result = pt_db_error(reply, db);
+            goto done;
+        }
+    }
     if (scheduled) {
         if (svc_run(req,
                     "UPDATE shipments SET state = 'cancelled', updated_at_ms = ?2 "
@@ -196,6 +280,13 @@ static const svc_def shipping_def = {
     .seed = shipping_seed,
     .audit_sql = NULL,
     .register_ops = shipping_register,
+    .option_name = "carrier-url",
+    .option_help =
+        "  --carrier-url URL  ipc:// address of the carrier gateway: schedule books the\n"
+        "                     parcel there and cancel cancels it, each under an\n"
+        "                     idempotency key of its own (docs/PARTICIPANTS.md,\n"
+        "                     \"Effects outside the database\"). Default: none\n",
+    .option_set = carrier_set_url,
 };
 
 int main(int argc, char **argv)

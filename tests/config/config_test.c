@@ -222,15 +222,17 @@ static void test_shipped_config(void **state)
     assert_int_equal(cfg->default_compensation_retry.max_backoff_ms, 10000);
     assert_true(cfg->default_compensation_retry.multiplier == 2.0);
 
-    static const char *const participants[] = {"order", "payment", "inventory", "shipping"};
-    assert_int_equal(cfg->n_participants, 4);
-    for (size_t i = 0; i < 4; i++) {
+    static const char *const participants[] = {"order", "payment", "inventory", "shipping",
+                                               "loyalty"};
+    assert_int_equal(cfg->n_participants, 5);
+    for (size_t i = 0; i < 5; i++) {
         assert_string_equal(cfg->participants[i].name, participants[i]);
         snprintf(want, sizeof want, "ipc://%s/saga-%s.ipc", sagas, participants[i]);
         assert_string_equal(cfg->participants[i].url, want);
     }
 
-    assert_int_equal(cfg->n_sagas, 1); /* sagad.cfg itself is skipped */
+    /* sagad.cfg itself is skipped; order_with_loyalty is checked below */
+    assert_int_equal(cfg->n_sagas, 2);
     const saga_def *d = config_find_saga(cfg, "order_fulfillment");
     assert_ptr_equal(d, &cfg->sagas[0]);
     assert_null(config_find_saga(cfg, "nope"));
@@ -279,6 +281,17 @@ static void test_shipped_config(void **state)
     }
     assert_int_equal(config_step_index(d, "nope"), -1);
     assert_true(d->steps[0].line > 0 && d->steps[0].line < d->steps[4].line);
+
+    /* order_with_loyalty: the same steps with the Python participant's award_points. */
+    const saga_def *loyal = config_find_saga(cfg, "order_with_loyalty");
+    assert_non_null(loyal);
+    assert_int_equal(loyal->n_steps, 6);
+    assert_int_equal(config_step_index(loyal, "award_points"), 2);
+    const step_def *award = &loyal->steps[2];
+    assert_string_equal(award->participant, "loyalty");
+    assert_string_equal(cfg->participants[award->participant_index].name, "loyalty");
+    assert_string_equal(award->action, "award");
+    assert_string_equal(award->compensation, "revoke");
 
     config_free(cfg);
     assert_true(is_zeroed(cfg));
@@ -401,12 +414,14 @@ static void test_repo_sagas_dir_from_elsewhere(void **state)
     snprintf(text, sizeof text,
              "sagas_dir = \"%s/sagas\";\n"
              "participants = { order = \"ipc://o.ipc\"; payment = \"ipc://p.ipc\";\n"
-             "  inventory = \"ipc://i.ipc\"; shipping = \"ipc://s.ipc\"; };\n",
+             "  inventory = \"ipc://i.ipc\"; shipping = \"ipc://s.ipc\";\n"
+             "  loyalty = \"ipc://l.ipc\"; };\n",
              src);
     put_orch(f, text);
     expect_ok(f);
-    assert_int_equal(f->cfg.n_sagas, 1);
+    assert_int_equal(f->cfg.n_sagas, 2);
     assert_string_equal(f->cfg.sagas[0].name, "order_fulfillment");
+    assert_string_equal(f->cfg.sagas[1].name, "order_with_loyalty");
 }
 
 static void test_err_only_orchestrator_files(void **state)

@@ -77,9 +77,9 @@ static int teardown(void **state)
 static pid_t start_sagad(fixture *f, const char *admin_url, int tls, char **log)
 {
     char *cfg = th_path(f->dir, "sagad.cfg"), *sagas = th_source_path("sagas");
-    char *p[4];
-    const char *names[] = {"order", "payment", "inventory", "shipping"};
-    for (int i = 0; i < 4; i++)
+    char *p[5];
+    const char *names[] = {"order", "payment", "inventory", "shipping", "loyalty"};
+    for (int i = 0; i < 5; i++)
         p[i] = th_ipc_url(f->dir, names[i]);
     char *tls_group = tls ? util_asprintf("tls = {\n  ca_file = \"%s\";\n  cert_file = \"%s\";\n"
                                           "  key_file = \"%s\";\n};\n",
@@ -88,14 +88,15 @@ static pid_t start_sagad(fixture *f, const char *admin_url, int tls, char **log)
     char *text = util_asprintf(
         "admin_url = \"%s\";\nadmin_token_file = \"admin.token\";\ndatabase = \"%s\";\n"
         "sagas_dir = \"%s\";\nparticipants = {\n  order = \"%s\";\n  payment = \"%s\";\n"
-        "  inventory = \"%s\";\n  shipping = \"%s\";\n};\n%s",
-        admin_url, tls ? "sagad-tls.db" : "sagad.db", sagas, p[0], p[1], p[2], p[3], tls_group);
+        "  inventory = \"%s\";\n  shipping = \"%s\";\n  loyalty = \"%s\";\n};\n%s",
+        admin_url, tls ? "sagad-tls.db" : "sagad.db", sagas, p[0], p[1], p[2], p[3], p[4],
+        tls_group);
     assert_int_equal(th_write_file(cfg, text), 0);
     *log = th_path(f->dir, tls ? "sagad-tls.log" : "sagad.log");
     const char *args[] = {"--config", cfg, NULL};
     pid_t pid;
     assert_int_equal(th_spawn("sagad", args, NULL, *log, &pid), 0);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         free(p[i]);
     free(cfg);
     free(sagas);

@@ -268,17 +268,17 @@ static int http_get_status(int port, const char *path, const char *token)
 static pid_t start_sagad(fixture *f, int admin_port, int http_port, char **log)
 {
     char *cfg = th_path(f->dir, "sagad.cfg"), *sagas = th_source_path("sagas");
-    char *p[4];
-    const char *names[] = {"order", "payment", "inventory", "shipping"};
-    for (int i = 0; i < 4; i++)
+    char *p[5];
+    const char *names[] = {"order", "payment", "inventory", "shipping", "loyalty"};
+    for (int i = 0; i < 5; i++)
         p[i] = th_ipc_url(f->dir, names[i]);
     char *text = util_asprintf(
         "admin_url = \"tcp://127.0.0.1:%d\";\nadmin_token_file = \"admin.token\";\n"
         "http_url = \"http://127.0.0.1:%d\";\ndatabase = \"sagad.db\";\nsagas_dir = \"%s\";\n"
         "conn_header_timeout_ms = %d;\nconn_max_unauthenticated = 64;\n"
         "participants = {\n  order = \"%s\";\n  payment = \"%s\";\n"
-        "  inventory = \"%s\";\n  shipping = \"%s\";\n};\n",
-        admin_port, http_port, sagas, HEADER_TIMEOUT_MS, p[0], p[1], p[2], p[3]);
+        "  inventory = \"%s\";\n  shipping = \"%s\";\n  loyalty = \"%s\";\n};\n",
+        admin_port, http_port, sagas, HEADER_TIMEOUT_MS, p[0], p[1], p[2], p[3], p[4]);
     assert_int_equal(th_write_file(cfg, text), 0);
     *log = th_path(f->dir, "sagad.log");
     const char *args[] = {"--config", cfg, NULL};
@@ -293,7 +293,7 @@ static pid_t start_sagad(fixture *f, int admin_port, int http_port, char **log)
     int rc = th_spawn("sagad", args, NULL, *log, &pid);
     assert_int_equal(setrlimit(RLIMIT_NOFILE, &mine), 0);
     assert_int_equal(rc, 0);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         free(p[i]);
     free(cfg);
     free(sagas);

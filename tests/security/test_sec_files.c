@@ -62,8 +62,9 @@ static int setup(void **state)
     char *text =
         util_asprintf("admin_url = \"%s\";\ndatabase = \"sagad.db\";\nsagas_dir = \"%s\";\n"
                       "participants = {\n  order = \"ipc://%s/o.ipc\";\n  payment = \"%s\";\n"
-                      "  inventory = \"ipc://%s/i.ipc\";\n  shipping = \"ipc://%s/s.ipc\";\n};\n",
-                      f->sagad_url, sagas, f->dir, f->svc_url, f->dir, f->dir);
+                      "  inventory = \"ipc://%s/i.ipc\";\n  shipping = \"ipc://%s/s.ipc\";\n"
+                      "  loyalty = \"ipc://%s/l.ipc\";\n};\n",
+                      f->sagad_url, sagas, f->dir, f->svc_url, f->dir, f->dir, f->dir);
     int rc = sagas != NULL && text != NULL && th_write_file(f->cfg, text) == 0 ? 0 : -1;
     free(sagas);
     free(text);

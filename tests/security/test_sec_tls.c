@@ -273,9 +273,10 @@ static void test_saga_over_mutual_tls(void **state)
     char *text = util_asprintf(
         "admin_url = \"%s\";\ndatabase = \"sagad.db\";\nsagas_dir = \"%s\";\n"
         "participants = {\n  order = \"%s\";\n  payment = \"%s\";\n  inventory = \"%s\";\n"
-        "  shipping = \"%s\";\n};\n"
+        "  shipping = \"%s\";\n  loyalty = \"ipc://%s/loyalty.ipc\";\n};\n"
         "tls = {\n  ca_file = \"%s\";\n  cert_file = \"%s\";\n  key_file = \"%s\";\n};\n",
-        admin, sagas, urls[0], urls[1], urls[2], urls[3], c->ca, c->client_cert, c->client_key);
+        admin, sagas, urls[0], urls[1], urls[2], urls[3], f->dir, c->ca, c->client_cert,
+        c->client_key);
     assert_int_equal(th_write_file(cfg, text), 0);
     char *sagad_log = th_path(f->dir, "sagad.log");
     const char *sargs[] = {"--config", cfg, NULL};
