@@ -372,6 +372,9 @@ static int check_start(const orch_config *cfg, catalog *defs, const Saga__V1__St
     for (size_t i = 0; i < k->def->n_inputs; i++)
         if (kv_get(&k->input, k->def->inputs[i]) == NULL)
             return bad(err, errlen, "missing input '%s'", k->def->inputs[i]);
+    if (m->deadline_s > ADMIN_MAX_DEADLINE_S)
+        return bad(err, errlen, "deadline_s %u too large (at most %d, a year)", m->deadline_s,
+                   ADMIN_MAX_DEADLINE_S);
     return SAGA__V1__ADMIN_STATUS__ADMIN_OK;
 }
 
@@ -1287,7 +1290,9 @@ static void handle_request(admin_ctx *c, nng_msg *msg)
     case SAGA__V1__ADMIN_REQUEST__BODY_START: {
         const char *key = nz(req->start->client_key);
         actx_to_engine(c);
-        engine_start_saga(srv->eng, k.def->name, *key ? key : NULL, &k.input, on_engine_done, c);
+        engine_start_options opts = {.deadline_ms = (int64_t)req->start->deadline_s * 1000};
+        engine_start_saga_opts(srv->eng, k.def->name, *key ? key : NULL, &k.input, &opts,
+                               on_engine_done, c);
         break; /* the engine copied the input */
     }
     case SAGA__V1__ADMIN_REQUEST__BODY_ABORT: {

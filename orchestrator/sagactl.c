@@ -92,10 +92,12 @@ static const char usage_text[] =
     "               [--tls-ca FILE [--tls-cert FILE --tls-key FILE]] COMMAND [ARGS...]\n"
     "\n"
     "Commands:\n"
-    "  start TYPE [--key KEY] [--wait] [NAME=VALUE ...]\n"
+    "  start TYPE [--key KEY] [--deadline D] [--wait] [NAME=VALUE ...]\n"
     "                      start a saga of TYPE with these inputs; prints its id.\n"
     "                      --key KEY  idempotency key: the same key and input give the\n"
     "                                 same saga (\"existing\"), another input is an error\n"
+    "                      --deadline D  compensate if still RUNNING D after the start\n"
+    "                                 (90, 90s, 10m, 2h or 1d; overrides deadline_s)\n"
     "                      --wait     then wait until it is COMPLETED, COMPENSATED or\n"
     "                                 FAILED and print that state\n"
     "  status ID [--wait]  state, input and steps of one saga; --wait first waits\n"
@@ -896,6 +898,31 @@ static int settled_status(int state)
     return state == SAGA__V1__SAGA_STATE__SAGA_COMPENSATED ? STATUS_COMPENSATED : STATUS_FAILED;
 }
 
+/* "90", "90s", "10m", "2h", "1d" into seconds, 1 .. ADMIN_MAX_DEADLINE_S; -1 otherwise. */
+static int parse_duration_s(const char *text, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    if (!isdigit((unsigned char)text[0]))
+        return -1;
+    unsigned long long v = strtoull(text, &end, 10);
+    unsigned long long unit = 1;
+    if (*end == 'm')
+        unit = 60;
+    else if (*end == 'h')
+        unit = 3600;
+    else if (*end == 'd')
+        unit = 86400;
+    else if (*end != 's' && *end != '\0')
+        return -1;
+    if (*end != '\0' && end[1] != '\0')
+        return -1;
+    if (errno != 0 || v == 0 || v > ADMIN_MAX_DEADLINE_S / unit)
+        return -1;
+    *out = (uint32_t)(v * unit);
+    return 0;
+}
+
 static int cmd_start(client *cl, int argc, char **argv)
 {
     const char *key = NULL;
@@ -903,10 +930,21 @@ static int cmd_start(client *cl, int argc, char **argv)
     char **pos = NULL;
     Saga__V1__StartSaga__InputEntry *entries = NULL, **entry_ptrs = NULL;
     AdminReply *rep = NULL, *final = NULL;
-    const cmd_opt opts[] = {{"--key", &key, NULL}, {"--wait", NULL, &wait}, {NULL, NULL, NULL}};
+    const char *deadline_arg = NULL;
+    uint32_t deadline_s = 0;
+    const cmd_opt opts[] = {{"--key", &key, NULL},
+                            {"--deadline", &deadline_arg, NULL},
+                            {"--wait", NULL, &wait},
+                            {NULL, NULL, NULL}};
 
     if ((rc = parse_cmd_args("start", argc, argv, opts, &pos, &npos)) != STATUS_OK)
         return rc;
+    if (deadline_arg != NULL && parse_duration_s(deadline_arg, &deadline_s) != 0) {
+        rc = usage_error("start: bad --deadline '%s' (a number with s, m, h or d, from 1 s to "
+                         "%d days)",
+                         deadline_arg, ADMIN_MAX_DEADLINE_S / 86400);
+        goto out;
+    }
     if (npos < 1) {
         rc = usage_error("start: missing saga TYPE");
         goto out;
@@ -940,6 +978,7 @@ static int cmd_start(client *cl, int argc, char **argv)
     Saga__V1__StartSaga start = SAGA__V1__START_SAGA__INIT;
     start.type = pos[0];
     start.client_key = (char *)(key != NULL ? key : "");
+    start.deadline_s = deadline_s;
     start.n_input = n_input;
     start.input = entry_ptrs;
     req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_START;
@@ -1934,8 +1973,8 @@ static const struct {
  * value as an option of its own (e.g. `abort ID --reason --json`). */
 static int takes_value(const char *arg)
 {
-    static const char *const names[] = {"--key",    "--state", "--type",   "--limit",
-                                        "--reason", "--after", "--version"};
+    static const char *const names[] = {"--key",    "--state", "--type",    "--limit",
+                                        "--reason", "--after", "--version", "--deadline"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strcmp(arg, names[i]) == 0)
             return 1;

@@ -7,7 +7,7 @@
  * commit) and any number of read-only handles (the admin server) share the
  * file through WAL, so readers never block the writer nor see half a round.
  *
- * Schema (version 2, PRAGMA user_version; PRAGMA application_id = 'SAGA'):
+ * Schema (version 3, PRAGMA user_version; PRAGMA application_id = 'SAGA'):
  *
  *   sagas        one row per saga. seq is the rowid: it orders sagas by
  *                insertion (= creation) and is the stable paging key of
@@ -23,6 +23,9 @@
  *                saga stored by a sagad before versions existed, until
  *                store_pin_unversioned pins it (sagad does at start, to the
  *                definition its files then hold: docs/CONFIG.md).
+ *                deadline_at_ms is the wall clock at which a saga still
+ *                RUNNING compensates (saga.h), 0 for none; written once at
+ *                insert, like created_at_ms.
  *   saga_definitions  each version of each saga type once: (type, version)
  *                the key, 1, 2, ... per type; text is its canonical text
  *                (config_saga_canonical), hash the SHA-256 of text, UNIQUE per
@@ -59,9 +62,9 @@
  *      keys, checked at COMMIT so a round may append history before it saves
  *      a new saga).
  *   2. A saga has exactly n_steps step rows, idx 0..n_steps-1, n_steps <= 64.
- *   3. id, type, client_key, input, created_at_ms, n_steps, def_version and
- *      all of a step's definition columns and keys are written once, at
- *      insert, and never updated (def_version 0 alone is pinned once, by
+ *   3. id, type, client_key, input, created_at_ms, deadline_at_ms, n_steps,
+ *      def_version and all of a step's definition columns and keys are
+ *      written once, at insert, and never updated (def_version 0 alone is pinned once, by
  *      store_pin_unversioned): the UPDATE statements do not name them, which
  *      also spares the client_key and type indexes any work on the hot path.
  *   4. States are the saga.h enum values (sagas.state 1..5, step state 0..5).
@@ -127,7 +130,7 @@
 #include "wal_checkpointer.h"
 #include "wire.h"
 
-#define STORE_SCHEMA_VERSION  2
+#define STORE_SCHEMA_VERSION  3
 #define STORE_APPLICATION_ID  0x53414741 /* "SAGA" = 1396787009 */
 #define STORE_BUSY_TIMEOUT_MS 5000
 /* Sagas the recovery walk reads per query (see store_load_unfinished). */
@@ -219,6 +222,11 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     "UPDATE saga_steps SET last_outcome = last_outcome + 1;"
     "UPDATE saga_history SET outcome = outcome + 1;"
     "PRAGMA user_version = 2;",
+    /* 2 -> 3: saga deadlines (deadline_s, sagactl start --deadline). Sagas
+     * stored before have none. */
+    "ALTER TABLE sagas ADD COLUMN deadline_at_ms INTEGER NOT NULL DEFAULT 0"
+    "  CHECK (deadline_at_ms >= 0);"
+    "PRAGMA user_version = 3;",
 };
 
 /* ---- Statements ---------------------------------------------------------- */
@@ -260,7 +268,7 @@ enum stmt_id {
 /* The columns every saga read selects, in this order (see read_saga). */
 #define SAGA_COLUMNS                                                                               \
     "id, type, state, failed_phase, client_key, input, cursor, n_steps, last_error, "              \
-    "created_at_ms, updated_at_ms, def_version"
+    "created_at_ms, updated_at_ms, def_version, deadline_at_ms"
 
 #define LIST_COLUMNS "id, type, state, created_at_ms, updated_at_ms, last_error"
 
@@ -304,8 +312,9 @@ static const char *const stmt_sql[N_STMTS] = {
                            "WHERE state IN (1, 2, 5) GROUP BY type, def_version, state",
     [Q_BEGIN_WRITE] = "BEGIN IMMEDIATE",
     [Q_SAGA_INSERT] = "INSERT INTO sagas (id, type, state, failed_phase, client_key, input, "
-                      "cursor, n_steps, last_error, created_at_ms, updated_at_ms, def_version) "
-                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                      "cursor, n_steps, last_error, created_at_ms, updated_at_ms, def_version, "
+                      "deadline_at_ms) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     [Q_SAGA_UPDATE] = "UPDATE sagas SET state = ?2, failed_phase = ?3, cursor = ?4, "
                       "last_error = ?5, updated_at_ms = ?6 WHERE id = ?1",
     [Q_STEP_INSERT] = "INSERT INTO saga_steps (saga_id, idx, name, participant, action, "
@@ -736,7 +745,8 @@ static int insert_saga(store *st, const saga *s)
         bind_text(q, 5, s->client_key) || bind_text(q, 6, input) ||
         sqlite3_bind_int(q, 7, s->cursor) || sqlite3_bind_int64(q, 8, (int64_t)s->n_steps) ||
         bind_text(q, 9, s->last_error) || sqlite3_bind_int64(q, 10, s->created_at_ms) ||
-        sqlite3_bind_int64(q, 11, s->updated_at_ms) || sqlite3_bind_int64(q, 12, s->def_version))
+        sqlite3_bind_int64(q, 11, s->updated_at_ms) || sqlite3_bind_int64(q, 12, s->def_version) ||
+        sqlite3_bind_int64(q, 13, s->deadline_at_ms))
         rc = db_fail(st, "save saga", s->id);
     else
         rc = run(st, q, "save saga", s->id);
@@ -922,10 +932,11 @@ static int read_saga(store *st, sqlite3_stmt *q, saga **out)
     int64_t cursor = sqlite3_column_int64(q, 6);
     int64_t n_steps = sqlite3_column_int64(q, 7);
     int64_t def_version = sqlite3_column_int64(q, 11);
-    if (def_version < 0 || def_version > UINT32_MAX || strlen(id) == 0 || strlen(id) > 36 ||
-        state < SAGA_RUNNING || state > SAGA_FAILED || n_steps < 0 || n_steps > SAGA_MAX_STEPS ||
-        cursor < 0 || cursor >= (n_steps > 0 ? n_steps : 1) || failed_phase < INT_MIN ||
-        failed_phase > INT_MAX) {
+    int64_t deadline_at_ms = sqlite3_column_int64(q, 12);
+    if (deadline_at_ms < 0 || def_version < 0 || def_version > UINT32_MAX || strlen(id) == 0 ||
+        strlen(id) > 36 || state < SAGA_RUNNING || state > SAGA_FAILED || n_steps < 0 ||
+        n_steps > SAGA_MAX_STEPS || cursor < 0 || cursor >= (n_steps > 0 ? n_steps : 1) ||
+        failed_phase < INT_MIN || failed_phase > INT_MAX) {
         set_err(st, "load saga '%s': corrupt saga row", id);
         st->corrupt_row = 1;
         return -1;
@@ -942,6 +953,7 @@ static int read_saga(store *st, sqlite3_stmt *q, saga **out)
     s->created_at_ms = sqlite3_column_int64(q, 9);
     s->updated_at_ms = sqlite3_column_int64(q, 10);
     s->def_version = (uint32_t)def_version;
+    s->deadline_at_ms = deadline_at_ms;
     const char *input = column_text_or_empty(q, 5);
     if (column_dup(q, 1, &s->type) != 0 || s->type == NULL || column_dup(q, 4, &s->client_key) ||
         column_dup(q, 8, &s->last_error) != 0) {
