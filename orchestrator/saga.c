@@ -274,6 +274,17 @@ static int beyond_retention(const saga *s, const saga_env *env)
            env->now_wall(env->ctx) - s->created_at_ms >= s->def->retention_ms;
 }
 
+/* COMPENSATING, and no compensation has begun: actions are still awaited. */
+static int draining(const saga *s)
+{
+    if (s->state != SAGA_COMPENSATING)
+        return 0;
+    for (size_t i = 0; i < s->n_steps; i++)
+        if (s->steps[i].state == STEP_COMPENSATING || s->steps[i].state == STEP_COMPENSATED)
+            return 0;
+    return 1;
+}
+
 static int past_deadline(const saga *s, const saga_env *env)
 {
     return s->deadline_at_ms != 0 && env->now_wall(env->ctx) >= s->deadline_at_ms;
@@ -508,11 +519,10 @@ void saga_recover(saga *s, const saga_env *env)
             recover_step(s, env, (int)i);
         } else if (r->state == STEP_ACTION_SENT) {
             /* Draining: an action with a compensation is compensated through
-             * the barrier; a pivot's outcome is still to be learnt, while
-             * its budget lasts (an abort may have given up on it). */
-            if (s->state == SAGA_RUNNING ||
-                (!has_compensation(s, (int)i) &&
-                 r->action_attempts < s->def->steps[i].retry.max_attempts))
+             * the barrier; a pivot's outcome is still to be learnt. Once
+             * compensations have begun, the drain is over: an abort gave up
+             * on the pivots left unknown. */
+            if (s->state == SAGA_RUNNING || (!has_compensation(s, (int)i) && draining(s)))
                 recover_step(s, env, (int)i);
         }
     }
