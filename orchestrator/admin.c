@@ -650,6 +650,7 @@ static int status_from_saga(arena *a, const saga *s, Saga__V1__SagaStatus *out)
     out->client_key = pb_str(s->client_key);
     out->created_at_ms = s->created_at_ms;
     out->updated_at_ms = s->updated_at_ms;
+    out->deadline_at_ms = s->deadline_at_ms;
     out->last_error = pb_str(s->last_error);
     out->n_input = s->input.len;
     if ((out->input = status_inputs(a, &s->input)) == NULL)
@@ -687,6 +688,8 @@ static int status_from_saga(arena *a, const saga *s, Saga__V1__SagaStatus *out)
             return -1;
         o->last_error = pb_str(r->last_error);
         o->next_attempt_at_ms = r->next_attempt_at_ms;
+        o->started_at_ms = r->started_at_ms;
+        o->finished_at_ms = r->finished_at_ms;
         v[i] = o;
     }
     out->n_steps = s->n_steps;

@@ -309,6 +309,8 @@ static void send_attempt(saga *s, const saga_env *env, int step, int phase)
     if (phase == PHASE_ACTION) {
         r->state = STEP_ACTION_SENT;
         attempt = ++r->action_attempts;
+        if (r->started_at_ms == 0)
+            r->started_at_ms = env->now_wall(env->ctx);
     } else {
         r->state = STEP_COMPENSATING;
         attempt = ++r->compensation_attempts;
@@ -583,6 +585,8 @@ void saga_on_reply(saga *s, const saga_env *env, uint64_t token, int outcome, in
     r->last_outcome = outcome;
     set_text(&r->last_error, outcome == OUTCOME_OK ? NULL : error);
     touch_step(s, env, step);
+    if (phase == PHASE_ACTION && outcome != OUTCOME_RETRY && outcome != OUTCOME_CONFLICT)
+        r->finished_at_ms = env->now_wall(env->ctx);
 
     if (outcome == OUTCOME_CONFLICT) {
         snprintf(msg, sizeof msg, "idempotency conflict at step '%s' (%s): %s", name,

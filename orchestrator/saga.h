@@ -116,6 +116,11 @@ typedef struct {
     kvmap result;     /* the action's OK result */
     char *last_error;
     int64_t next_attempt_at_ms; /* wall clock of a scheduled retry; 0: none */
+    /* Wall clock of its first action request and of the answer that settled
+     * the action (OK, REJECTED, SKIPPED); 0: not yet. What shows which steps
+     * ran at the same time (sagactl status, the dashboard's timeline). */
+    int64_t started_at_ms;
+    int64_t finished_at_ms;
 
     /* Volatile: never stored. */
     uint64_t token;     /* of its request in flight */

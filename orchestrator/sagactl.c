@@ -1058,6 +1058,7 @@ static void json_status(const Saga__V1__SagaStatus *s)
     jw_close(&w, "}");
     jw_ki64(&w, "created_at_ms", s->created_at_ms);
     jw_ki64(&w, "updated_at_ms", s->updated_at_ms);
+    jw_ki64(&w, "deadline_at_ms", s->deadline_at_ms);
     jw_kstr(&w, "last_error", s->last_error);
     jw_key(&w, "steps");
     jw_open(&w, "[");
@@ -1083,6 +1084,8 @@ static void json_status(const Saga__V1__SagaStatus *s)
         jw_close(&w, "}");
         jw_kstr(&w, "last_error", st->last_error);
         jw_ki64(&w, "next_attempt_at_ms", st->next_attempt_at_ms);
+        jw_ki64(&w, "started_at_ms", st->started_at_ms);
+        jw_ki64(&w, "finished_at_ms", st->finished_at_ms);
         jw_close(&w, "}");
     }
     jw_close(&w, "]");
@@ -1099,6 +1102,10 @@ static void text_status(const Saga__V1__SagaStatus *s)
     print_field("client key", s->client_key);
     print_field("created", iso_time(s->created_at_ms, t1));
     print_field("updated", iso_time(s->updated_at_ms, t2));
+    if (s->deadline_at_ms != 0) {
+        char t3[32];
+        print_field("deadline", iso_time(s->deadline_at_ms, t3));
+    }
     print_field("last error", s->last_error);
     if (s->n_input == 0)
         print_field("input", NULL);
@@ -1114,13 +1121,15 @@ static void text_status(const Saga__V1__SagaStatus *s)
     for (size_t i = 0; i < s->n_steps; i++)
         any_next |= s->steps[i]->next_attempt_at_ms != 0;
     table t;
-    table_init(&t, any_next ? 9 : 8);
-    const char *head[] = {"STEP",   "PARTICIPANT", "ACTION/COMPENSATION",
-                          "STATE",  "ATTEMPTS",    "OUTCOME",
-                          "RESULT", "LAST ERROR",  "NEXT ATTEMPT"};
+    table_init(&t, any_next ? 10 : 9);
+    /* RAN: when the action ran, in ms after the saga's start: steps that ran
+     * at the same time (after = [...]) have overlapping spans. */
+    const char *head[] = {
+        "STEP",    "PARTICIPANT", "ACTION/COMPENSATION", "STATE",       "RAN (ms)", "ATTEMPTS",
+        "OUTCOME", "RESULT",      "LAST ERROR",          "NEXT ATTEMPT"};
     if (any_next) { /* the next attempt goes before the (long) last error */
-        head[7] = "NEXT ATTEMPT";
-        head[8] = "LAST ERROR";
+        head[8] = "NEXT ATTEMPT";
+        head[9] = "LAST ERROR";
     }
     table_row(&t, head);
     for (size_t i = 0; i < s->n_steps; i++) {
@@ -1136,16 +1145,25 @@ static void text_status(const Saga__V1__SagaStatus *s)
             free(result);
             result = r;
         }
-        char tn[32];
-        const char *row[] = {
-            st->name, st->participant,
-            ops,      step_state_str(st->state),
-            attempts, step_has_outcome(st) ? wire_outcome_name(st->last_outcome) : NULL,
-            result,   st->last_error,
-            NULL};
+        char tn[32], ran[48] = "";
+        if (st->started_at_ms != 0 && st->finished_at_ms >= st->started_at_ms)
+            snprintf(ran, sizeof ran, "%" PRId64 "-%" PRId64, st->started_at_ms - s->created_at_ms,
+                     st->finished_at_ms - s->created_at_ms);
+        else if (st->started_at_ms != 0)
+            snprintf(ran, sizeof ran, "%" PRId64 "-", st->started_at_ms - s->created_at_ms);
+        const char *row[] = {st->name,
+                             st->participant,
+                             ops,
+                             step_state_str(st->state),
+                             ran[0] ? ran : NULL,
+                             attempts,
+                             step_has_outcome(st) ? wire_outcome_name(st->last_outcome) : NULL,
+                             result,
+                             st->last_error,
+                             NULL};
         if (any_next) {
-            row[7] = iso_time(st->next_attempt_at_ms, tn);
-            row[8] = st->last_error;
+            row[8] = iso_time(st->next_attempt_at_ms, tn);
+            row[9] = st->last_error;
         }
         table_row(&t, row);
         free(result);
@@ -1236,11 +1254,36 @@ static int cmd_history(client *cl, int argc, char **argv)
         const char *head[] = {"TIME",    "KIND",    "STEP",     "PHASE",
                               "ATTEMPT", "OUTCOME", "REPLAYED", "DETAIL"};
         table_row(&t, head);
+        /* Steps whose request is out (sent, not answered yet): a step sent
+         * while others are is shown "beside" them, i.e. at the same time. */
+        const char *out[64];
+        size_t n_out = 0;
         for (size_t i = 0; i < h->n_events; i++) {
             const Saga__V1__HistoryEvent *ev = h->events[i];
             int saga_level = nz(ev->step)[0] == '\0';
             char when[32], attempt[16];
+            char *detail = NULL;
             snprintf(attempt, sizeof attempt, "%" PRIu32, ev->attempt);
+            if (strcmp(nz(ev->kind), "recovered") == 0 ||
+                strcmp(nz(ev->kind), "abort_requested") == 0 ||
+                (saga_level && strncmp(nz(ev->kind), "saga_", 5) == 0)) {
+                n_out = 0; /* what was out is not awaited any more */
+            } else if (!saga_level) {
+                for (size_t k = 0; k < n_out; k++)
+                    if (strcmp(out[k], ev->step) == 0)
+                        out[k--] = out[--n_out];
+                int sent = strcmp(nz(ev->kind), "step_sent") == 0;
+                if (sent && n_out > 0) {
+                    detail = xstrdup("beside");
+                    for (size_t k = 0; k < n_out; k++) {
+                        char *d = xasprintf("%s%s %s", detail, k ? "," : "", out[k]);
+                        free(detail);
+                        detail = d;
+                    }
+                }
+                if (sent && n_out < 64)
+                    out[n_out++] = ev->step;
+            }
             const char *row[] = {iso_time(ev->at_ms, when),
                                  ev->kind,
                                  ev->step,
@@ -1248,8 +1291,9 @@ static int cmd_history(client *cl, int argc, char **argv)
                                  ev->attempt ? attempt : NULL,
                                  event_has_outcome(ev) ? wire_outcome_name(ev->outcome) : NULL,
                                  ev->replayed ? "yes" : NULL,
-                                 ev->detail};
+                                 detail != NULL ? detail : ev->detail};
             table_row(&t, row);
+            free(detail);
         }
         table_print(&t);
         table_free(&t);

@@ -40,6 +40,9 @@
  *                insert so an operator reading the database sees exactly what
  *                was sent, even after the configuration changed. result is
  *                kv_to_json text, NULL when the map is empty.
+ *                started_at_ms and finished_at_ms: when the step's first
+ *                action request was sent and when its action was answered
+ *                for good (wall clock; 0: not yet).
  *   saga_history append-only. seq is the rowid: global, so it increases
  *                within every saga too (a new rowid is above every existing
  *                one, and a saga's events are never deleted while it lives).
@@ -226,6 +229,10 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
      * stored before have none. */
     "ALTER TABLE sagas ADD COLUMN deadline_at_ms INTEGER NOT NULL DEFAULT 0"
     "  CHECK (deadline_at_ms >= 0);"
+    /* ... and when each step's action started and was answered (0: not yet;
+     * steps stored before have 0). */
+    "ALTER TABLE saga_steps ADD COLUMN started_at_ms INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE saga_steps ADD COLUMN finished_at_ms INTEGER NOT NULL DEFAULT 0;"
     "PRAGMA user_version = 3;",
 };
 
@@ -278,8 +285,8 @@ static const char *const stmt_sql[N_STMTS] = {
     [Q_ROLLBACK] = "ROLLBACK",
     [Q_SAGA_BY_ID] = "SELECT " SAGA_COLUMNS " FROM sagas WHERE id = ?1",
     [Q_STEPS_OF] = "SELECT idx, name, state, action_attempts, compensation_attempts, "
-                   "last_outcome, result, last_error, next_attempt_at_ms "
-                   "FROM saga_steps WHERE saga_id = ?1 ORDER BY idx",
+                   "last_outcome, result, last_error, next_attempt_at_ms, started_at_ms, "
+                   "finished_at_ms FROM saga_steps WHERE saga_id = ?1 ORDER BY idx",
     /* Without statistics the planner prefers sagas_by_state plus a sort of
      * every unfinished saga per batch; INDEXED BY makes each batch a range
      * scan (and a missing index an error at open, not a slow recovery). The
@@ -320,12 +327,13 @@ static const char *const stmt_sql[N_STMTS] = {
     [Q_STEP_INSERT] = "INSERT INTO saga_steps (saga_id, idx, name, participant, action, "
                       "compensation, state, action_key, compensation_key, action_attempts, "
                       "compensation_attempts, last_outcome, result, last_error, "
-                      "next_attempt_at_ms) "
-                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                      "next_attempt_at_ms, started_at_ms, finished_at_ms) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
+                      "?16, ?17)",
     [Q_STEP_UPDATE] = "UPDATE saga_steps SET state = ?3, action_attempts = ?4, "
                       "compensation_attempts = ?5, last_outcome = ?6, result = ?7, "
-                      "last_error = ?8, next_attempt_at_ms = ?9 "
-                      "WHERE saga_id = ?1 AND idx = ?2",
+                      "last_error = ?8, next_attempt_at_ms = ?9, started_at_ms = ?10, "
+                      "finished_at_ms = ?11 WHERE saga_id = ?1 AND idx = ?2",
     [Q_HISTORY_INSERT] = "INSERT INTO saga_history (saga_id, at_ms, kind, step, phase, attempt, "
                          "outcome, replayed, detail) "
                          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -720,7 +728,8 @@ static int insert_step(store *st, const saga *s, int i)
         sqlite3_bind_int64(q, 10, r->action_attempts) ||
         sqlite3_bind_int64(q, 11, r->compensation_attempts) ||
         sqlite3_bind_int(q, 12, r->last_outcome) || bind_text(q, 13, result) ||
-        bind_text(q, 14, r->last_error) || sqlite3_bind_int64(q, 15, r->next_attempt_at_ms))
+        bind_text(q, 14, r->last_error) || sqlite3_bind_int64(q, 15, r->next_attempt_at_ms) ||
+        sqlite3_bind_int64(q, 16, r->started_at_ms) || sqlite3_bind_int64(q, 17, r->finished_at_ms))
         rc = db_fail(st, "save step of saga", s->id);
     else
         rc = run(st, q, "save step of saga", s->id);
@@ -794,7 +803,9 @@ static int update_step(store *st, const saga *s, int i)
         sqlite3_bind_int(q, 3, (int)r->state) || sqlite3_bind_int64(q, 4, r->action_attempts) ||
         sqlite3_bind_int64(q, 5, r->compensation_attempts) ||
         sqlite3_bind_int(q, 6, r->last_outcome) || bind_text(q, 7, result) ||
-        bind_text(q, 8, r->last_error) || sqlite3_bind_int64(q, 9, r->next_attempt_at_ms)) {
+        bind_text(q, 8, r->last_error) || sqlite3_bind_int64(q, 9, r->next_attempt_at_ms) ||
+        sqlite3_bind_int64(q, 10, r->started_at_ms) ||
+        sqlite3_bind_int64(q, 11, r->finished_at_ms)) {
         finish(q);
         rc = db_fail(st, "save step of saga", s->id);
     } else {
@@ -900,6 +911,8 @@ static int load_steps(store *st, saga *s)
         r->compensation_attempts = (uint32_t)c_att;
         r->last_outcome = (int)outcome;
         r->next_attempt_at_ms = sqlite3_column_int64(q, 8);
+        r->started_at_ms = sqlite3_column_int64(q, 9);
+        r->finished_at_ms = sqlite3_column_int64(q, 10);
         const char *result = column_text_or_null(q, 6);
         if (result != NULL && kv_from_json(&r->result, result) != 0) {
             set_err(st, "load saga %s: step %zu: unreadable result", s->id, n);

@@ -147,6 +147,27 @@ static void test_parallel_completes(void **state)
     assert_int_equal(ofx_history_count(h, "step_sent", NULL, "compensate"), 0);
     oj_free(h);
 
+    /* status shows when each step ran: the two branches' spans overlap, and
+     * shipping starts once both ended. */
+    const oj *charge = ofx_step(st, "charge_payment"), *reserve = ofx_step(st, "reserve_stock");
+    const oj *ship = ofx_step(st, "schedule_shipping");
+    int64_t c0 = oj_int(charge, "started_at_ms", 0), c1 = oj_int(charge, "finished_at_ms", 0);
+    int64_t r0 = oj_int(reserve, "started_at_ms", 0), r1 = oj_int(reserve, "finished_at_ms", 0);
+    assert_true(c0 > 0 && r0 > 0 && c1 >= c0 && r1 >= r0);
+    assert_true(c0 <= r1 && r0 <= c1);
+    assert_true(oj_int(ship, "started_at_ms", 0) >= (c1 > r1 ? c1 : r1));
+    char *text = NULL;
+    assert_int_equal(ofx_ctl(f, &text, "status", id, NULL), 0);
+    assert_non_null(strstr(text, "RAN (ms)"));
+    free(text);
+    /* history names the steps a step was sent beside. */
+    assert_int_equal(ofx_ctl(f, &text, "history", id, NULL), 0);
+    if (strstr(text, "beside charge_payment") == NULL &&
+        strstr(text, "beside reserve_stock") == NULL)
+        print_message("history without 'beside':\n%s\n", text);
+    assert_true(strstr(text, "beside charge_payment") || strstr(text, "beside reserve_stock"));
+    free(text);
+
     /* Exactly once, as the sequential saga. */
     assert_int_equal(ofx_counter(f, SVC_ORDER, "effects"), 2);
     assert_int_equal(ofx_counter(f, SVC_PAYMENT, "effects"), 1);

@@ -75,7 +75,7 @@ typedef struct {
     util_prng rng;
     saga_def def;
     step_def steps[MAX_STEPS];
-    char names[MAX_STEPS][8];
+    char names[MAX_STEPS][24];
     int after[MAX_STEPS][MAX_STEPS];
     saga_env env;
     saga *s;      /* in memory */

@@ -157,6 +157,8 @@ static void assert_step_equal(const step_run *a, const step_run *b)
     assert_kv_equal(&a->result, &b->result);
     assert_str_or_null(a->last_error, b->last_error);
     assert_int_equal(a->next_attempt_at_ms, b->next_attempt_at_ms);
+    assert_int_equal(a->started_at_ms, b->started_at_ms);
+    assert_int_equal(a->finished_at_ms, b->finished_at_ms);
 }
 
 /* Every stored field equal; the loaded one (b) has its volatile fields zero. */
@@ -203,6 +205,8 @@ static void roundtrip_insert_update_load(void **state)
     store *st = open_rw(path, 1);
     saga *s = new_saga(&defs[0], 1, "client-1", 1000);
     s->deadline_at_ms = 61000; /* a deadline is stored with the saga */
+    s->steps[0].started_at_ms = 1001; /* and when each step ran */
+    s->steps[0].finished_at_ms = 1009;
 
     save_one(st, s);
     assert_int_equal(s->dirty, SAGA_DIRTY_NEW | SAGA_DIRTY_ROW); /* flags left alone */
@@ -227,6 +231,8 @@ static void roundtrip_insert_update_load(void **state)
     assert_int_equal(kv_set(&s->steps[0].result, "reservation", "r-1"), 0);
     assert_int_equal(kv_set(&s->steps[0].result, "warehouse", "w-9"), 0);
     s->steps[1].state = STEP_COMPENSATING;
+    s->steps[1].started_at_ms = 1500; /* updated like the other step fields */
+    s->steps[1].finished_at_ms = 1900;
     s->steps[1].action_attempts = 3;
     s->steps[1].compensation_attempts = 1;
     s->steps[1].last_outcome = OUTCOME_REJECTED;
@@ -1002,6 +1008,8 @@ static void migration_from_schema_1_pins_old_sagas(void **state)
     /* What a sagad of schema version 1 left behind: protocol 1 numbered
      * outcomes from OK = 0, and stored "no reply yet" as -1. */
     raw_exec(path, "ALTER TABLE sagas DROP COLUMN deadline_at_ms; "
+                   "ALTER TABLE saga_steps DROP COLUMN started_at_ms; "
+                   "ALTER TABLE saga_steps DROP COLUMN finished_at_ms; "
                    "DROP INDEX sagas_unpinned; ALTER TABLE sagas DROP COLUMN def_version; "
                    "DROP TABLE saga_definitions; "
                    "UPDATE saga_steps SET last_outcome = last_outcome - 1; "
@@ -1050,7 +1058,9 @@ static void migration_from_schema_2_adds_deadlines(void **state)
     save_one(st, old);
     store_close(st);
     /* What a sagad of schema version 2 left behind. */
-    raw_exec(path, "ALTER TABLE sagas DROP COLUMN deadline_at_ms; PRAGMA user_version = 2");
+    raw_exec(path, "ALTER TABLE sagas DROP COLUMN deadline_at_ms; "
+                   "ALTER TABLE saga_steps DROP COLUMN started_at_ms; "
+                   "ALTER TABLE saga_steps DROP COLUMN finished_at_ms; PRAGMA user_version = 2");
 
     st = open_rw(path, 0);
     saga *got = load(st, old->id);
