@@ -7,7 +7,8 @@
  *   - starts the real programs (order/payment/inventory/shipping-svc and
  *     sagad, from the directory of this binary) on ipc:// addresses in a
  *     private temp directory, with generated seed files whose balances and
- *     stock cannot run out, and the shipped sagas/order_fulfillment.cfg;
+ *     stock cannot run out, and the shipped sagas/ (order_fulfillment.cfg;
+ *     --parallel compares it with order_fulfillment_parallel.cfg);
  *   - drives sagad through its admin protocol (req0, many outstanding
  *     StartSaga requests on nng contexts + aio), closed loop at a fixed
  *     number of sagas in flight, or open loop at a fixed rate;
@@ -713,6 +714,8 @@ static cpu_snap cluster_cpu(const cluster *c)
 
 static uint8_t *g_start_msg[N_START_MSGS];
 static size_t g_start_len[N_START_MSGS];
+/* The saga type every StartSaga names (both ship in sagas/). */
+static const char *g_saga_type = "order_fulfillment";
 
 static void pack_start_requests(void)
 {
@@ -732,13 +735,14 @@ static void pack_start_requests(void)
             pent[k] = &ent[k];
         }
         Saga__V1__StartSaga st = SAGA__V1__START_SAGA__INIT;
-        st.type = "order_fulfillment";
+        st.type = (char *)g_saga_type;
         st.n_input = 5;
         st.input = pent;
         Saga__V1__AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
         req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_START;
         req.start = &st;
         g_start_len[i] = saga__v1__admin_request__get_packed_size(&req);
+        free(g_start_msg[i]);
         g_start_msg[i] = malloc(g_start_len[i]);
         saga__v1__admin_request__pack(&req, g_start_msg[i]);
     }
@@ -1672,6 +1676,8 @@ static void usage(void)
             "                 (FILE) and of the empty one (FILE.empty), in extra runs at 64\n"
             "  --retention-run S  sagad.db's size every 15 s under a steady load for S s\n"
             "                 with finished_retention_s = 60 (the purge keeps it bounded)\n"
+            "  --parallel     p50 one at a time (durable) of order_fulfillment against\n"
+            "                 order_fulfillment_parallel, on one cluster\n"
             "  --point KIND:N one throughput point alone (KIND durable, relaxed, nobarrier\n"
             "                 or direct), with context switches per saga\n"
             "  --keep         keep the temp directory (databases, logs)\n"
@@ -1754,6 +1760,48 @@ static int run_point(const char *spec, double warm, double secs)
     return r.bad == 0 ? 0 : 1;
 }
 
+/*
+ * --parallel: latency one saga at a time (durable, so each round pays its
+ * fsync) of the sequential order_fulfillment against
+ * order_fulfillment_parallel, whose charge_payment and reserve_stock go in
+ * one round: about one step (a round trip and a commit) shorter. Both on
+ * one cluster, alternating in slices so that drift hits both alike.
+ */
+static int run_parallel_compare(double warm, double secs)
+{
+    cluster c;
+    cluster_init(&c, "parallel", 1, 0);
+    cluster_start(&c);
+    static const char *const types[2] = {"order_fulfillment", "order_fulfillment_parallel"};
+    double p50[2][3];
+    int bad = 0;
+    for (int round = 0; round < 3; round++) {
+        for (int t = 0; t < 2; t++) {
+            g_saga_type = types[t];
+            pack_start_requests();
+            run_result r = run_closed(&c, 1, warm, secs / 3, 0);
+            bad += r.bad != 0 || r.completed == 0;
+            p50[t][round] = r.p50;
+        }
+    }
+    cluster_stop(&c);
+    double med[2];
+    for (int t = 0; t < 2; t++) { /* the median of the three slices */
+        double a = p50[t][0], b = p50[t][1], d = p50[t][2];
+        med[t] = a > b ? (b > d ? b : (a > d ? d : a)) : (a > d ? a : (b > d ? d : b));
+    }
+    printf("one saga at a time, durable, p50 (median of 3 slices of %.1f s each):\n", secs / 3);
+    printf("  %-28s %8.2f ms  (slices %.2f %.2f %.2f)\n", types[0], med[0], p50[0][0],
+           p50[0][1], p50[0][2]);
+    printf("  %-28s %8.2f ms  (slices %.2f %.2f %.2f)\n", types[1], med[1], p50[1][0],
+           p50[1][1], p50[1][2]);
+    printf("  parallel saves %.2f ms (%.0f %%), a step of the sequential one is %.2f ms on "
+           "average\n",
+           med[0] - med[1], med[0] > 0 ? 100 * (med[0] - med[1]) / med[0] : 0, med[0] / 5);
+    g_saga_type = types[0];
+    return bad == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     int quick = 0, recovery_only = 0, growth_run = 0, growth_only = 0;
@@ -1761,6 +1809,7 @@ int main(int argc, char **argv)
     long growth = -1, recovery_n = -1, memory_n = -1;
     const char *perf = NULL, *tmpbase = "/tmp", *growth_from = NULL, *point = NULL;
     double retention_s = 0;
+    int parallel = 0;
     /* The databases, logs and reports it writes are this user's only, like
      * those of the programs it runs (docs/SECURITY.md, "Private files"). */
     umask(077);
@@ -1786,6 +1835,8 @@ int main(int argc, char **argv)
             perf = argv[++i];
         else if (strcmp(a, "--recovery-only") == 0)
             recovery_only = 1;
+        else if (strcmp(a, "--parallel") == 0)
+            parallel = 1;
         else if (strcmp(a, "--point") == 0 && i + 1 < argc)
             point = argv[++i];
         else if (strcmp(a, "--retention-run") == 0 && i + 1 < argc)
@@ -1843,6 +1894,8 @@ int main(int argc, char **argv)
     uint64_t rec_in_flight = 0;
     if (point != NULL)
         return run_point(point, quick ? 0.2 : 1.0, secs);
+    if (parallel)
+        return run_parallel_compare(warm, secs);
     if (retention_s > 0)
         return run_retention(retention_s);
     if (recovery_only)

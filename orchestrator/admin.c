@@ -372,6 +372,9 @@ static int check_start(const orch_config *cfg, catalog *defs, const Saga__V1__St
     for (size_t i = 0; i < k->def->n_inputs; i++)
         if (kv_get(&k->input, k->def->inputs[i]) == NULL)
             return bad(err, errlen, "missing input '%s'", k->def->inputs[i]);
+    if (m->deadline_s > ADMIN_MAX_DEADLINE_S)
+        return bad(err, errlen, "deadline_s %u too large (at most %d, a year)", m->deadline_s,
+                   ADMIN_MAX_DEADLINE_S);
     return SAGA__V1__ADMIN_STATUS__ADMIN_OK;
 }
 
@@ -647,6 +650,7 @@ static int status_from_saga(arena *a, const saga *s, Saga__V1__SagaStatus *out)
     out->client_key = pb_str(s->client_key);
     out->created_at_ms = s->created_at_ms;
     out->updated_at_ms = s->updated_at_ms;
+    out->deadline_at_ms = s->deadline_at_ms;
     out->last_error = pb_str(s->last_error);
     out->n_input = s->input.len;
     if ((out->input = status_inputs(a, &s->input)) == NULL)
@@ -684,6 +688,8 @@ static int status_from_saga(arena *a, const saga *s, Saga__V1__SagaStatus *out)
             return -1;
         o->last_error = pb_str(r->last_error);
         o->next_attempt_at_ms = r->next_attempt_at_ms;
+        o->started_at_ms = r->started_at_ms;
+        o->finished_at_ms = r->finished_at_ms;
         v[i] = o;
     }
     out->n_steps = s->n_steps;
@@ -1287,7 +1293,9 @@ static void handle_request(admin_ctx *c, nng_msg *msg)
     case SAGA__V1__ADMIN_REQUEST__BODY_START: {
         const char *key = nz(req->start->client_key);
         actx_to_engine(c);
-        engine_start_saga(srv->eng, k.def->name, *key ? key : NULL, &k.input, on_engine_done, c);
+        engine_start_options opts = {.deadline_ms = (int64_t)req->start->deadline_s * 1000};
+        engine_start_saga_opts(srv->eng, k.def->name, *key ? key : NULL, &k.input, &opts,
+                               on_engine_done, c);
         break; /* the engine copied the input */
     }
     case SAGA__V1__ADMIN_REQUEST__BODY_ABORT: {

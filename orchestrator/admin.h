@@ -38,6 +38,7 @@
  * requests, which must stay under WIRE_MAX_MSG with the results added. */
 #define ADMIN_MAX_INPUT_TOTAL (32 * 1024)
 #define ADMIN_MAX_REASON      1024 /* bytes in AbortSaga.reason */
+#define ADMIN_MAX_DEADLINE_S  (366 * 86400) /* StartSaga.deadline_s: a year */
 #define ADMIN_MAX_TYPE        255  /* bytes in a saga type (StartSaga, ListSagas filters) */
 #define ADMIN_LIST_DEFAULT    100  /* ListSagas.limit == 0 */
 #define ADMIN_LIST_MAX        1000 /* larger limits are lowered to this */

@@ -46,6 +46,7 @@
 #include "httpd.h"
 #include "log.h"
 #include "saga.h"
+#include "saga_dag.h"
 #include "security.h"
 #include "store.h"
 #include "strbuf.h"
@@ -56,6 +57,7 @@
 #define CFG_MAX_FILE_BYTES    (1024 * 1024)
 #define CFG_NAME_MAX          64
 #define CFG_TIMEOUT_MAX_MS    (3600 * 1000)
+#define CFG_DEADLINE_MAX_S    (366 * 24 * 3600) /* deadline_s: a year */
 #define CFG_ATTEMPTS_MAX      1000
 #define CFG_MULTIPLIER_MIN    1.0
 #define CFG_MULTIPLIER_MAX    10.0
@@ -114,10 +116,10 @@ static const char *const orchestrator_settings[] = {
 static const char *const defaults_settings[] = {"timeout_ms", "retry", "compensation_retry", NULL};
 static const char *const retry_settings[] = {"max_attempts", "initial_backoff_ms", "max_backoff_ms",
                                              "multiplier", NULL};
-static const char *const saga_settings[] = {"name", "inputs", "steps", NULL};
+static const char *const saga_settings[] = {"name", "inputs", "deadline_s", "steps", NULL};
 static const char *const step_settings[] = {
-    "name",    "participant", "action", "compensation",       "inputs",
-    "outputs", "timeout_ms",  "retry",  "compensation_retry", NULL,
+    "name",  "participant",        "action", "compensation", "inputs", "outputs", "timeout_ms",
+    "retry", "compensation_retry", "after",  NULL,
 };
 
 /* The file being loaded, and where its error message goes. */
@@ -1225,25 +1227,71 @@ static int load_step(loader *ld, const config_setting_t *s, const orch_config *c
 }
 
 /*
- * Where name comes from for step `upto`: -1 for a saga input, the index of
- * the earlier step declaring it as an output, or -2 when nothing before
- * `upto` provides it.
+ * Which step declares name as an output: its index, -1 for a saga input,
+ * -2 for none. Outputs are unique (check_data_flow), so there is one at most.
  */
-static int name_source(const saga_def *def, size_t upto, const char *name)
+static int name_source(const saga_def *def, const char *name)
 {
     if (name_in(name, def->inputs, def->n_inputs))
         return -1;
-    for (size_t j = 0; j < upto; j++)
+    for (size_t j = 0; j < def->n_steps; j++)
         if (name_in(name, def->steps[j].outputs, def->steps[j].n_outputs))
             return (int)j;
     return -2;
 }
 
 /*
+ * The `after` lists, once every step's name is known: each names another
+ * step of the saga, and the steps wait for one another without a cycle
+ * (saga_dag.h). A step without the list waits for the one before it.
+ */
+static int resolve_after(loader *ld, const config_setting_t *steps, saga_def *def)
+{
+    for (size_t i = 0; i < def->n_steps; i++) {
+        step_def *st = &def->steps[i];
+        const config_setting_t *s = config_setting_get_elem(steps, (unsigned)i);
+        char **names;
+        size_t n;
+        if (get_names(ld, s, "after", &names, &n, &st->has_after) != 0)
+            return -1;
+        if (n > 0 && (st->after = calloc(n, sizeof *st->after)) == NULL) {
+            free_names(names, n);
+            return fail_oom(ld);
+        }
+        const config_setting_t *list = config_setting_get_member(s, "after");
+        for (size_t k = 0; k < n; k++) {
+            int j = config_step_index(def, names[k]);
+            if (j < 0 || (size_t)j == i) {
+                fail(ld, config_setting_get_elem(list, (unsigned)k), NULL,
+                     j < 0 ? "\"after\" of step \"%s\" names \"%s\", which is not a step of "
+                             "this saga"
+                           : "step \"%s\" cannot wait for itself (\"after\" names \"%s\")",
+                     st->name, names[k]);
+                free_names(names, n);
+                return -1;
+            }
+            st->after[st->n_after++] = j;
+        }
+        free_names(names, n);
+    }
+    int cyc = saga_dag_find_cycle(def);
+    if (cyc >= 0) {
+        const config_setting_t *s = config_setting_get_elem(steps, (unsigned)cyc);
+        const config_setting_t *at = config_setting_get_member(s, "after");
+        return fail(ld, at != NULL ? at : s, NULL,
+                    "the steps wait for one another in a cycle: step \"%s\" is (through "
+                    "\"after\") among the steps it waits for",
+                    def->steps[cyc].name);
+    }
+    return 0;
+}
+
+/*
  * The data flow of a saga, once all its steps are read: each input of a step
- * must be provided by the saga's inputs or an earlier step's outputs, and
- * each output must be a new name (a step's params merge everything before
- * it, so a repeated name would silently replace the earlier value).
+ * must be provided by the saga's inputs or by the outputs of a step it waits
+ * for (directly or not: only those are sure to be done before it starts),
+ * and each output must be a new name (a step's params merge the results of
+ * the steps before it, so a repeated name would silently replace a value).
  */
 static int check_data_flow(loader *ld, const config_setting_t *steps, const saga_def *def)
 {
@@ -1251,34 +1299,38 @@ static int check_data_flow(loader *ld, const config_setting_t *steps, const saga
         const step_def *st = &def->steps[i];
         const config_setting_t *s = config_setting_get_elem(steps, (unsigned)i);
         const config_setting_t *in = config_setting_get_member(s, "inputs");
+        uint64_t before = saga_dag_ancestors(def, i);
         for (size_t k = 0; k < st->n_inputs; k++) {
-            if (name_source(def, i, st->inputs[k]) != -2)
+            int src = name_source(def, st->inputs[k]);
+            if (src == -1 || (src >= 0 && (before & SAGA_DAG_BIT(src))))
                 continue;
             const config_setting_t *at = config_setting_get_elem(in, (unsigned)k);
-            int later = name_source(def, def->n_steps, st->inputs[k]);
-            if (later >= 0)
+            if (src >= 0)
                 return fail(ld, at, NULL,
-                            "input \"%s\" of step \"%s\" is an output of step \"%s\", which "
-                            "runs %s",
-                            st->inputs[k], st->name, def->steps[later].name,
-                            (size_t)later == i ? "as this very step" : "later");
+                            "input \"%s\" of step \"%s\" is an output of step \"%s\", which %s",
+                            st->inputs[k], st->name, def->steps[src].name,
+                            (size_t)src == i ? "runs as this very step"
+                            : (saga_dag_descendants(def, i) & SAGA_DAG_BIT(src))
+                                ? "runs later"
+                                : "may run at the same time (name it, or a step after it, in "
+                                  "\"after\")");
             return fail(ld, at, NULL,
                         "input \"%s\" of step \"%s\" is neither a saga input nor an output of "
-                        "an earlier step",
+                        "a step it waits for",
                         st->inputs[k], st->name);
         }
         const config_setting_t *out = config_setting_get_member(s, "outputs");
         for (size_t k = 0; k < st->n_outputs; k++) {
-            int src = name_source(def, i, st->outputs[k]);
-            if (src == -2)
-                continue;
             const config_setting_t *at = config_setting_get_elem(out, (unsigned)k);
-            if (src == -1)
+            if (name_in(st->outputs[k], def->inputs, def->n_inputs))
                 return fail(ld, at, NULL, "output \"%s\" of step \"%s\" is already a saga input",
                             st->outputs[k], st->name);
-            return fail(ld, at, NULL,
-                        "output \"%s\" of step \"%s\" is already an output of step \"%s\"",
-                        st->outputs[k], st->name, def->steps[src].name);
+            for (size_t j = 0; j < i; j++)
+                if (name_in(st->outputs[k], def->steps[j].outputs, def->steps[j].n_outputs))
+                    return fail(ld, at, NULL,
+                                "output \"%s\" of step \"%s\" is already an output of step "
+                                "\"%s\"",
+                                st->outputs[k], st->name, def->steps[j].name);
         }
     }
     return 0;
@@ -1347,6 +1399,11 @@ static int load_saga(loader *ld, const config_setting_t *root, const orch_config
     if (get_names(ld, root, "inputs", &def->inputs, &def->n_inputs, &present) != 0)
         return -1;
 
+    int64_t deadline_s = 0;
+    if (get_int(ld, root, "deadline_s", 1, CFG_DEADLINE_MAX_S, &deadline_s) != 0)
+        return -1;
+    def->deadline_ms = deadline_s * 1000;
+
     if (get_member(ld, root, "steps", CONFIG_TYPE_LIST, 1, &s) != 0)
         return -1;
     int n = config_setting_length(s);
@@ -1365,6 +1422,8 @@ static int load_saga(loader *ld, const config_setting_t *root, const orch_config
             return -1;
     def->retention_ms = cfg->retention_ms;
     if (!pinned && check_retry_span(ld, s, def) != 0)
+        return -1;
+    if (resolve_after(ld, s, def) != 0)
         return -1;
     return check_data_flow(ld, s, def);
 }
@@ -1558,6 +1617,7 @@ void config_free_saga(saga_def *d)
         free(st->compensation);
         free_names(st->inputs, st->n_inputs);
         free_names(st->outputs, st->n_outputs);
+        free(st->after);
     }
     free(d->steps);
     free(d->name);
@@ -1654,6 +1714,10 @@ char *config_saga_canonical(const saga_def *def)
     strbuf sb = STRBUF_INIT;
     sb_printf(&sb, "name = \"%s\";\n", def->name);
     canonical_names(&sb, "inputs", def->inputs, def->n_inputs);
+    /* Written only when set, like after: a definition that uses neither keeps
+     * the text (and so the version) it had before they existed. */
+    if (def->deadline_ms > 0)
+        sb_printf(&sb, "deadline_s = %lld;\n", (long long)(def->deadline_ms / 1000));
     sb_puts(&sb, "steps = (\n");
     for (size_t i = 0; i < def->n_steps; i++) {
         const step_def *st = &def->steps[i];
@@ -1667,6 +1731,12 @@ char *config_saga_canonical(const saga_def *def)
         }
         sb_puts(&sb, "    ");
         canonical_names(&sb, "outputs", st->outputs, st->n_outputs);
+        if (st->has_after) {
+            sb_puts(&sb, "    after = [");
+            for (size_t k = 0; k < st->n_after; k++)
+                sb_printf(&sb, "%s\"%s\"", k > 0 ? ", " : "", def->steps[st->after[k]].name);
+            sb_puts(&sb, "];\n");
+        }
         sb_printf(&sb, "    timeout_ms = %lld;\n", (long long)st->timeout_ms);
         canonical_retry(&sb, "retry", &st->retry);
         if (st->compensation != NULL)

@@ -70,6 +70,11 @@ typedef struct {
     int has_input_list;
     char **outputs; /* result names later steps may ask for (declared, for checking) */
     size_t n_outputs;
+    /* The steps it waits for (indices into saga_def.steps; `after` in the
+     * file); has_after == 0: the step before it (saga_dag.h). */
+    int *after;
+    size_t n_after;
+    int has_after;
     int line; /* where it is defined, for messages */
 } step_def;
 
@@ -82,6 +87,8 @@ typedef struct {
     size_t n_steps;
     /* orch_config.retention_ms: a saga older than this is sent nothing more */
     int64_t retention_ms;
+    /* deadline_s: a saga still RUNNING this long after its start compensates; 0: none */
+    int64_t deadline_ms;
     /* Its version (docs/CONFIG.md#definition-versions): set by the catalog when
      * it registers the definition; 0 for one that is not registered. */
     uint32_t version;

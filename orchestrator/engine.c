@@ -147,7 +147,8 @@ typedef struct event {
     char *type;           /* EV_START */
     char *client_key;
     kvmap input;
-    char saga_id[40]; /* EV_ABORT, EV_RESUME */
+    int64_t deadline_ms; /* EV_START: 0, the type's deadline_s */
+    char saga_id[40];    /* EV_ABORT, EV_RESUME */
     char *reason;
     engine_done_fn done;
     void *done_arg;
@@ -545,6 +546,8 @@ static void handle_start(engine *e, event *ev, const saga_env *env)
         answer(e, ev, ENGINE_INTERNAL, "out of memory", NULL, 0);
         return;
     }
+    if (ev->deadline_ms > 0)
+        s->deadline_at_ms = now + ev->deadline_ms;
     saga_begin(s, env);
     om_on_saga_started(e->metrics, s);
     answer(e, ev, ENGINE_OK, NULL, s->id, 0);
@@ -699,9 +702,7 @@ static void handle_call_done(engine *e, transport_call *c, const saga_env *env)
     /* The token alone identifies the request in flight; the step and phase
      * are checked too, so that no bookkeeping slip can ever apply one step's
      * reply (an action's OK) to another (a compensation). */
-    if (s == NULL || !s->in_flight || c->token != s->token || c->step != s->cursor ||
-        s->steps[c->step].state !=
-            (c->phase == PHASE_ACTION ? STEP_ACTION_SENT : STEP_COMPENSATING)) {
+    if (s == NULL || !saga_request_current(s, c->step, c->phase, c->token)) {
         e->late++; /* stale: the saga moved on or finished */
         transport_release(e->net, c);
         return;
@@ -757,7 +758,7 @@ static void handle_call_done(engine *e, transport_call *c, const saga_env *env)
             if (rep->replayed)
                 e->replayed++;
             om_on_step_reply(e->metrics, s, c->step, c->phase, rep->outcome, rep->replayed,
-                             (double)(mono_us() - s->sent_at_us) / 1e6);
+                             (double)(mono_us() - s->steps[c->step].sent_at_us) / 1e6);
             saga_on_reply(s, env, c->token, rep->outcome, rep->replayed, &result, rep->error);
         }
         kv_free(&result);
@@ -1047,7 +1048,7 @@ static void quarantine_saga(engine *e, saga *s, const char *what, const char *br
     free(s->last_error);
     s->last_error = util_strdup(msg);
     s->state = SAGA_FAILED;
-    s->in_flight = 0;
+    saga_forget_in_flight(s);
     s->token = ++e->token_high; /* pending sends and late replies no longer match */
     heap_remove(e, s);
     s->updated_at_ms = util_wall_ms();
@@ -1152,7 +1153,7 @@ static void perform_sends(engine *e, size_t n)
     for (size_t i = 0; i < n; i++) {
         pending_send ps = e->sends.items[i]; /* a copy: the vector may grow below */
         saga *s = table_get(&e->by_id, ps.saga_id);
-        if (s == NULL || s->token != ps.token || !s->in_flight)
+        if (s == NULL || !saga_request_current(s, ps.step, ps.phase, ps.token))
             continue; /* superseded within the round */
         const step_def *sd = &s->def->steps[ps.step];
         const char *op = ps.phase == PHASE_ACTION ? sd->action : sd->compensation;
@@ -1174,7 +1175,7 @@ static void perform_sends(engine *e, size_t n)
             e->steps_sent++;
         if (ps.attempt > 1)
             e->retries++;
-        s->sent_at_us = mono_us();
+        s->steps[ps.step].sent_at_us = mono_us();
         om_on_step_sent(e->metrics, s, ps.step, ps.phase, ps.attempt);
         if (rv != 0) {
             /* Counts as an attempt without a reply: retried with backoff. */
@@ -1722,9 +1723,17 @@ static event *command(enum event_kind kind, engine_done_fn done, void *arg)
 void engine_start_saga(engine *e, const char *type, const char *client_key, const kvmap *input,
                        engine_done_fn done, void *arg)
 {
+    engine_start_saga_opts(e, type, client_key, input, NULL, done, arg);
+}
+
+void engine_start_saga_opts(engine *e, const char *type, const char *client_key, const kvmap *input,
+                            const engine_start_options *opts, engine_done_fn done, void *arg)
+{
     event *ev = command(EV_START, done, arg);
     if (ev == NULL)
         return;
+    if (opts != NULL)
+        ev->deadline_ms = opts->deadline_ms;
     ev->type = util_strdup(type);
     ev->client_key = client_key && *client_key ? util_strdup(client_key) : NULL;
     if (ev->type == NULL || (client_key && *client_key && ev->client_key == NULL) ||

@@ -87,6 +87,14 @@ void engine_destroy(engine *e);
  * these return. */
 void engine_start_saga(engine *e, const char *type, const char *client_key, const kvmap *input,
                        engine_done_fn done, void *arg);
+/* What a start may set beyond the type's definition. */
+typedef struct {
+    int64_t deadline_ms; /* > 0: compensate if still RUNNING this long after the start;
+                            0: the type's deadline_s */
+} engine_start_options;
+/* engine_start_saga with options; opts NULL: none. */
+void engine_start_saga_opts(engine *e, const char *type, const char *client_key, const kvmap *input,
+                            const engine_start_options *opts, engine_done_fn done, void *arg);
 void engine_abort_saga(engine *e, const char *saga_id, const char *reason, engine_done_fn done,
                        void *arg);
 void engine_resume_saga(engine *e, const char *saga_id, engine_done_fn done, void *arg);

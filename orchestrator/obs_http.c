@@ -169,8 +169,11 @@ static void json_status(strbuf *sb, const saga *s)
     sb_json_str(sb, s->client_key);
     sb_puts(sb, ",\"input\":");
     json_kv(sb, &s->input);
-    sb_printf(sb, ",\"created_at_ms\":%lld,\"updated_at_ms\":%lld,\"last_error\":",
-              (long long)s->created_at_ms, (long long)s->updated_at_ms);
+    sb_printf(sb,
+              ",\"created_at_ms\":%lld,\"updated_at_ms\":%lld,\"deadline_at_ms\":%lld,"
+              "\"last_error\":",
+              (long long)s->created_at_ms, (long long)s->updated_at_ms,
+              (long long)s->deadline_at_ms);
     sb_json_str(sb, s->last_error);
     sb_printf(sb, ",\"failed_phase\":%s",
               s->state != SAGA_FAILED               ? "null"
@@ -201,7 +204,10 @@ static void json_status(strbuf *sb, const saga *s)
         json_kv(sb, &r->result);
         sb_puts(sb, ",\"last_error\":");
         sb_json_str(sb, r->last_error);
-        sb_printf(sb, ",\"next_attempt_at_ms\":%lld}", (long long)r->next_attempt_at_ms);
+        sb_printf(sb,
+                  ",\"next_attempt_at_ms\":%lld,\"started_at_ms\":%lld,\"finished_at_ms\":%lld}",
+                  (long long)r->next_attempt_at_ms, (long long)r->started_at_ms,
+                  (long long)r->finished_at_ms);
     }
     sb_puts(sb, s->n_steps ? "\n]}" : "]}");
 }

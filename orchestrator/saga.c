@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "saga_dag.h"
 #include "util.h"
 #include "wire.h"
 
@@ -51,6 +52,7 @@ saga *saga_new(const saga_def *def, const char *id, const char *client_key, cons
     s->state = SAGA_RUNNING;
     s->client_key = client_key ? util_strdup(client_key) : NULL;
     s->created_at_ms = s->updated_at_ms = now_wall_ms;
+    s->deadline_at_ms = def->deadline_ms > 0 ? now_wall_ms + def->deadline_ms : 0;
     s->dirty = SAGA_DIRTY_NEW | SAGA_DIRTY_ROW;
     if (s->type == NULL || (client_key && s->client_key == NULL) || kv_merge(&s->input, input)) {
         saga_free(s);
@@ -117,9 +119,13 @@ int saga_step_params(const saga *s, int step, kvmap *out)
 {
     kvmap all = KVMAP_INIT;
     int rc = kv_merge(&all, &s->input);
-    /* Results of earlier steps, in order: a later output of the same name wins. */
-    for (int j = 0; rc == 0 && j < step; j++)
-        rc = kv_merge(&all, &s->steps[j].result);
+    /* Results of the steps it waits for, in index order (a later output of
+     * the same name wins): never of a step that may run beside it, whose
+     * result could appear between two attempts and change the fingerprint. */
+    uint64_t before = saga_dag_ancestors(s->def, (size_t)step);
+    for (int j = 0; rc == 0 && (size_t)j < s->n_steps; j++)
+        if (before & SAGA_DAG_BIT(j))
+            rc = kv_merge(&all, &s->steps[j].result);
     const step_def *sd = &s->def->steps[step];
     if (rc == 0 && !sd->has_input_list) {
         rc = kv_merge(out, &all);
@@ -174,12 +180,9 @@ static void emit(saga *s, const saga_env *env, const char *kind, int step, int p
     env->history(env->ctx, s, &ev);
 }
 
-static void cancel_timer(saga *s, const saga_env *env)
+static int is_live(const saga *s)
 {
-    if (s->timer_due != 0) {
-        s->timer_due = 0;
-        env->schedule(env->ctx, s, 0);
-    }
+    return s->state == SAGA_RUNNING || s->state == SAGA_COMPENSATING;
 }
 
 static int current_phase(const saga *s)
@@ -187,10 +190,80 @@ static int current_phase(const saga *s)
     return s->state == SAGA_COMPENSATING ? PHASE_COMPENSATE : PHASE_ACTION;
 }
 
+/* The phase of the request a step has (or had last) in flight. */
+static int step_phase(const step_run *r)
+{
+    return r->state == STEP_COMPENSATING ? PHASE_COMPENSATE : PHASE_ACTION;
+}
+
+static int has_compensation(const saga *s, int step)
+{
+    return s->def->steps[step].compensation != NULL;
+}
+
+/* A request in flight, or a retry waiting for its time. */
+static int awaited(const saga *s, int step)
+{
+    return s->steps[step].in_flight || s->steps[step].timer_due != 0;
+}
+
+/* May the step have had an effect that is not undone yet? */
+static int maybe_effect(step_state st)
+{
+    return st == STEP_DONE || st == STEP_ACTION_SENT || st == STEP_COMPENSATING;
+}
+
 static const retry_policy *policy_for(const saga *s, int step, int phase)
 {
     const step_def *sd = &s->def->steps[step];
     return phase == PHASE_ACTION ? &sd->retry : &sd->compensation_retry;
+}
+
+static uint32_t attempts_of(const step_run *r, int phase)
+{
+    return phase == PHASE_ACTION ? r->action_attempts : r->compensation_attempts;
+}
+
+/* Arms the saga's one timer at the earliest of its steps' retries and, while
+ * it runs, its deadline; cancels it when there is none. */
+static void rearm(saga *s, const saga_env *env)
+{
+    int64_t due = 0;
+    if (is_live(s)) {
+        for (size_t i = 0; i < s->n_steps; i++) {
+            int64_t d = s->steps[i].timer_due;
+            if (d != 0 && (due == 0 || d < due))
+                due = d;
+        }
+        if (s->state == SAGA_RUNNING && s->deadline_at_ms != 0) {
+            int64_t now = env->now_mono(env->ctx);
+            int64_t left = s->deadline_at_ms - env->now_wall(env->ctx);
+            int64_t d = now + (left > 0 ? left : 0);
+            if (d == 0)
+                d = 1; /* 0 means none */
+            if (due == 0 || d < due)
+                due = d;
+        }
+    }
+    if (due != s->timer_due) {
+        s->timer_due = due;
+        env->schedule(env->ctx, s, due);
+    }
+}
+
+static void forget_in_flight(saga *s)
+{
+    for (size_t i = 0; i < s->n_steps; i++) {
+        s->steps[i].in_flight = 0;
+        s->steps[i].timer_due = 0;
+    }
+    s->in_flight = 0;
+    s->token++; /* anything still in flight is stale from now on */
+}
+
+void saga_forget_in_flight(saga *s)
+{
+    forget_in_flight(s);
 }
 
 /* Has the saga outlived the participants' idempotency records? Then any
@@ -201,18 +274,34 @@ static int beyond_retention(const saga *s, const saga_env *env)
            env->now_wall(env->ctx) - s->created_at_ms >= s->def->retention_ms;
 }
 
+/* COMPENSATING, and no compensation has begun: actions are still awaited. */
+static int draining(const saga *s)
+{
+    if (s->state != SAGA_COMPENSATING)
+        return 0;
+    for (size_t i = 0; i < s->n_steps; i++)
+        if (s->steps[i].state == STEP_COMPENSATING || s->steps[i].state == STEP_COMPENSATED)
+            return 0;
+    return 1;
+}
+
+static int past_deadline(const saga *s, const saga_env *env)
+{
+    return s->deadline_at_ms != 0 && env->now_wall(env->ctx) >= s->deadline_at_ms;
+}
+
 #define BEYOND_RETENTION_MSG                                                                       \
     "the saga is older than idempotency_retention_s: the participants may have forgotten its "     \
     "keys, so a request now could repeat an effect or skip an undo; settle it by hand"
 
-static void fail(saga *s, const saga_env *env, int phase, const char *why);
+static void fail(saga *s, const saga_env *env, int phase, int step, const char *why);
 
 /* Records the intent of the next attempt and asks for the send. */
 static void send_attempt(saga *s, const saga_env *env, int step, int phase)
 {
-    /* Every request passes here: retries, the next step, compensations. */
+    /* Every request passes here: retries, the next steps, compensations. */
     if (beyond_retention(s, env)) {
-        fail(s, env, phase, BEYOND_RETENTION_MSG);
+        fail(s, env, phase, step, BEYOND_RETENTION_MSG);
         return;
     }
     step_run *r = &s->steps[step];
@@ -220,17 +309,22 @@ static void send_attempt(saga *s, const saga_env *env, int step, int phase)
     if (phase == PHASE_ACTION) {
         r->state = STEP_ACTION_SENT;
         attempt = ++r->action_attempts;
+        if (r->started_at_ms == 0)
+            r->started_at_ms = env->now_wall(env->ctx);
     } else {
         r->state = STEP_COMPENSATING;
         attempt = ++r->compensation_attempts;
     }
     r->next_attempt_at_ms = 0;
+    r->timer_due = 0;
     s->cursor = step;
-    s->token++;
-    s->in_flight = 1;
+    r->token = ++s->token;
+    if (!r->in_flight)
+        s->in_flight++;
+    r->in_flight = 1;
     touch_step(s, env, step);
     emit(s, env, "step_sent", step, phase, attempt, OUTCOME_UNSPECIFIED, 0, NULL);
-    env->send(env->ctx, s, step, phase, attempt, s->token);
+    env->send(env->ctx, s, step, phase, attempt, r->token);
 }
 
 static void settle(saga *s, const saga_env *env, saga_state final, const char *kind,
@@ -238,122 +332,145 @@ static void settle(saga *s, const saga_env *env, saga_state final, const char *k
 {
     int phase = final == SAGA_FAILED ? s->failed_phase : current_phase(s);
     s->state = final;
-    s->in_flight = 0;
-    s->token++; /* anything still in flight is stale from now on */
-    cancel_timer(s, env);
+    forget_in_flight(s);
+    rearm(s, env);
     touch(s, env);
     emit(s, env, kind, -1, phase, 0, OUTCOME_UNSPECIFIED, 0, detail);
     env->settled(env->ctx, s);
 }
 
-static void fail(saga *s, const saga_env *env, int phase, const char *why)
+static void fail(saga *s, const saga_env *env, int phase, int step, const char *why)
 {
     s->failed_phase = phase;
+    s->cursor = step;
     set_text(&s->last_error, why);
     settle(s, env, SAGA_FAILED, "saga_failed", why);
 }
 
-/* Compensates, from step `from` down to 0, every step that may have had an
- * effect; a step that cannot be undone is left as it is and noted. */
-static void compensate_from(saga *s, const saga_env *env, int from)
+/* RUNNING: sends every PENDING step whose dependencies are all DONE; the saga
+ * is COMPLETED when every step is. */
+static void run_ready_steps(saga *s, const saga_env *env)
 {
-    for (int i = from; i >= 0; i--) {
-        step_run *r = &s->steps[i];
-        int maybe_effect =
-            r->state == STEP_DONE || r->state == STEP_ACTION_SENT || r->state == STEP_COMPENSATING;
-        if (!maybe_effect)
-            continue;
-        if (s->def->steps[i].compensation != NULL) {
-            send_attempt(s, env, i, PHASE_COMPENSATE);
-            return;
-        }
-        emit(s, env, "compensation_not_defined", i, PHASE_COMPENSATE, 0, OUTCOME_UNSPECIFIED, 0,
-             "the step has no compensation; its effect stays");
+    uint64_t done = 0;
+    for (size_t i = 0; i < s->n_steps; i++)
+        if (s->steps[i].state == STEP_DONE)
+            done |= SAGA_DAG_BIT(i);
+    if (s->n_steps == 64 ? done == ~0ull : done == SAGA_DAG_BIT(s->n_steps) - 1) {
+        settle(s, env, SAGA_COMPLETED, "saga_completed", NULL);
+        return;
     }
-    s->cursor = 0;
-    settle(s, env, SAGA_COMPENSATED, "saga_compensated", s->last_error);
+    for (size_t i = 0; i < s->n_steps && s->state == SAGA_RUNNING; i++)
+        if (s->steps[i].state == STEP_PENDING && (saga_dag_deps(s->def, i) & ~done) == 0)
+            send_attempt(s, env, (int)i, PHASE_ACTION);
 }
 
-static void begin_compensation(saga *s, const saga_env *env, int from, const char *why)
+/* COMPENSATING: once no action is awaited, sends the compensation of every
+ * step that may have had an effect and whose dependents (directly or not)
+ * are all undone; the saga is COMPENSATED when nothing is left to undo. A
+ * step without compensation is passed over, its effect noted as staying. */
+static void compensate_ready_steps(saga *s, const saga_env *env)
 {
+    uint64_t to_undo = 0;
+    for (size_t i = 0; i < s->n_steps; i++) {
+        if (s->steps[i].state == STEP_ACTION_SENT && awaited(s, (int)i))
+            return; /* draining: its outcome decides what there is to undo */
+        if (maybe_effect(s->steps[i].state) && has_compensation(s, (int)i))
+            to_undo |= SAGA_DAG_BIT(i);
+    }
+    for (int i = (int)s->n_steps - 1; i >= 0 && s->state == SAGA_COMPENSATING; i--) {
+        step_run *r = &s->steps[i];
+        if (!maybe_effect(r->state) || awaited(s, i) ||
+            (saga_dag_descendants(s->def, (size_t)i) & to_undo) != 0)
+            continue;
+        if (has_compensation(s, i)) {
+            send_attempt(s, env, i, PHASE_COMPENSATE);
+        } else if (!r->noted) {
+            r->noted = 1;
+            emit(s, env, "compensation_not_defined", i, PHASE_COMPENSATE, 0, OUTCOME_UNSPECIFIED, 0,
+                 "the step has no compensation; its effect stays");
+        }
+    }
+    if (to_undo == 0 && s->state == SAGA_COMPENSATING) {
+        s->cursor = 0;
+        settle(s, env, SAGA_COMPENSATED, "saga_compensated", s->last_error);
+    }
+}
+
+/* Starts what the saga's state allows; the end of every event. */
+static void advance(saga *s, const saga_env *env)
+{
+    if (s->state == SAGA_RUNNING)
+        run_ready_steps(s, env);
+    else if (s->state == SAGA_COMPENSATING)
+        compensate_ready_steps(s, env);
+    rearm(s, env);
+}
+
+static void begin_compensation(saga *s, const saga_env *env, const char *why)
+{
+    if (s->state == SAGA_COMPENSATING)
+        return; /* already on its way back: the first reason stays */
     s->state = SAGA_COMPENSATING;
     set_text(&s->last_error, why);
     touch(s, env);
     emit(s, env, "compensation_started", -1, PHASE_COMPENSATE, 0, OUTCOME_UNSPECIFIED, 0, why);
-    compensate_from(s, env, from);
 }
 
-/* A transient failure of the attempt in flight: retry after a backoff, or,
- * when the step's attempts are spent, move on as the policy says. */
-static void retry_or_give_up(saga *s, const saga_env *env, int phase, const char *why)
+/* A transient failure of the step's attempt: retry after a backoff, or,
+ * when its attempts are spent, move on as the policy says. */
+static void retry_or_give_up(saga *s, const saga_env *env, int step, int phase, const char *why)
 {
-    int step = s->cursor;
     step_run *r = &s->steps[step];
     const retry_policy *p = policy_for(s, step, phase);
-    uint32_t attempts = phase == PHASE_ACTION ? r->action_attempts : r->compensation_attempts;
+    uint32_t attempts = attempts_of(r, phase);
     const char *name = s->def->steps[step].name;
     char msg[512];
 
+    if (phase == PHASE_ACTION && s->state == SAGA_COMPENSATING && has_compensation(s, step))
+        return; /* draining: no more tries; its compensation's barrier covers both outcomes */
     if (attempts < p->max_attempts) {
         int64_t delay = saga_backoff_ms(p, attempts + 1, env->random_unit(env->ctx));
-        s->timer_due = env->now_mono(env->ctx) + delay;
+        r->timer_due = env->now_mono(env->ctx) + delay;
         r->next_attempt_at_ms = env->now_wall(env->ctx) + delay;
         touch_step(s, env, step);
         snprintf(msg, sizeof msg, "attempt %u in %lld ms", attempts + 1, (long long)delay);
         emit(s, env, "retry_scheduled", step, phase, attempts, OUTCOME_UNSPECIFIED, 0, msg);
-        env->schedule(env->ctx, s, s->timer_due);
         return;
     }
     if (phase == PHASE_COMPENSATE) {
         snprintf(msg, sizeof msg, "compensation of step '%s' failed after %u attempts: %s", name,
                  attempts, why);
-        fail(s, env, PHASE_COMPENSATE, msg);
-    } else if (s->def->steps[step].compensation == NULL) {
+        fail(s, env, PHASE_COMPENSATE, step, msg);
+    } else if (!has_compensation(s, step)) {
         snprintf(msg, sizeof msg,
                  "step '%s' has no compensation and its outcome is unknown after %u attempts: %s",
                  name, attempts, why);
-        fail(s, env, PHASE_ACTION, msg);
+        fail(s, env, PHASE_ACTION, step, msg);
     } else {
         /* Outcome unknown: compensate it too; the participant's barrier makes
          * that safe whether or not the action happened. */
         snprintf(msg, sizeof msg, "step '%s' failed after %u attempts: %s", name, attempts, why);
-        begin_compensation(s, env, step, msg);
+        begin_compensation(s, env, msg);
     }
 }
 
-/* ---- Events ----------------------------------------------------------- */
-
-void saga_begin(saga *s, const saga_env *env)
+static void on_deadline(saga *s, const saga_env *env)
 {
-    assert(s->state == SAGA_RUNNING && s->cursor == 0 && s->def != NULL);
-    emit(s, env, "saga_started", -1, PHASE_ACTION, 0, OUTCOME_UNSPECIFIED, 0, s->client_key);
-    send_attempt(s, env, 0, PHASE_ACTION);
+    char msg[128];
+    snprintf(msg, sizeof msg, "deadline passed: still running %lld s after its start",
+             (long long)((s->deadline_at_ms - s->created_at_ms) / 1000));
+    emit(s, env, "deadline_passed", -1, PHASE_ACTION, 0, OUTCOME_UNSPECIFIED, 0, msg);
+    begin_compensation(s, env, msg);
 }
 
-void saga_recover(saga *s, const saga_env *env)
+/* After a restart, the request of step i (state ACTION_SENT or COMPENSATING)
+ * may or may not have reached its participant. */
+static void recover_step(saga *s, const saga_env *env, int step)
 {
-    if (s->state != SAGA_RUNNING && s->state != SAGA_COMPENSATING)
-        return;
-    int phase = current_phase(s);
-    int step = s->cursor;
     step_run *r = &s->steps[step];
-    emit(s, env, "recovered", step, phase, 0, OUTCOME_UNSPECIFIED, 0, "orchestrator restarted");
-    /* send_attempt checks this too; here it also ends a saga whose retry was
-     * waiting out its backoff, at once rather than when the timer fires. */
-    if (beyond_retention(s, env)) {
-        fail(s, env, phase, BEYOND_RETENTION_MSG);
-        return;
-    }
-    if (phase == PHASE_ACTION && r->state == STEP_PENDING) {
-        send_attempt(s, env, step, PHASE_ACTION);
-        return;
-    }
-    if (phase == PHASE_COMPENSATE && r->state != STEP_COMPENSATING) {
-        compensate_from(s, env, step);
-        return;
-    }
+    int phase = step_phase(r);
     const retry_policy *p = policy_for(s, step, phase);
-    uint32_t attempts = phase == PHASE_ACTION ? r->action_attempts : r->compensation_attempts;
+    uint32_t attempts = attempts_of(r, phase);
     int64_t wait = r->next_attempt_at_ms - env->now_wall(env->ctx);
     if (r->next_attempt_at_ms != 0 && wait > 0) {
         /* A retry was waiting out its backoff: keep waiting, not resend early.
@@ -361,8 +478,7 @@ void saga_recover(saga *s, const saga_env *env)
          * set back since the wait was stored. */
         if (wait > p->max_backoff_ms)
             wait = p->max_backoff_ms;
-        s->timer_due = env->now_mono(env->ctx) + wait;
-        env->schedule(env->ctx, s, s->timer_due);
+        r->timer_due = env->now_mono(env->ctx) + wait;
     } else if (attempts < p->max_attempts ||
                (r->next_attempt_at_ms == 0 && attempts == p->max_attempts)) {
         /* Same key: the participant replays or acts once. The last attempt,
@@ -372,14 +488,82 @@ void saga_recover(saga *s, const saga_env *env)
          * must not retry forever. */
         send_attempt(s, env, step, phase);
     } else {
-        retry_or_give_up(s, env, phase, "attempts spent before the restart");
+        retry_or_give_up(s, env, step, phase, "attempts spent before the restart");
     }
+}
+
+/* ---- Events ----------------------------------------------------------- */
+
+void saga_begin(saga *s, const saga_env *env)
+{
+    assert(s->state == SAGA_RUNNING && s->cursor == 0 && s->def != NULL);
+    emit(s, env, "saga_started", -1, PHASE_ACTION, 0, OUTCOME_UNSPECIFIED, 0, s->client_key);
+    advance(s, env);
+}
+
+void saga_recover(saga *s, const saga_env *env)
+{
+    if (!is_live(s))
+        return;
+    emit(s, env, "recovered", s->cursor, current_phase(s), 0, OUTCOME_UNSPECIFIED, 0,
+         "orchestrator restarted");
+    /* send_attempt checks this too; here it also ends a saga whose retry was
+     * waiting out its backoff, at once rather than when the timer fires. */
+    if (beyond_retention(s, env)) {
+        fail(s, env, current_phase(s), s->cursor, BEYOND_RETENTION_MSG);
+        return;
+    }
+    if (s->state == SAGA_RUNNING && past_deadline(s, env))
+        on_deadline(s, env);
+    for (size_t i = 0; i < s->n_steps && is_live(s); i++) {
+        step_run *r = &s->steps[i];
+        if (r->state == STEP_COMPENSATING) {
+            recover_step(s, env, (int)i);
+        } else if (r->state == STEP_ACTION_SENT) {
+            /* Draining: an action with a compensation is compensated through
+             * the barrier; a pivot's outcome is still to be learnt. Once
+             * compensations have begun, the drain is over: an abort gave up
+             * on the pivots left unknown. */
+            if (s->state == SAGA_RUNNING || (!has_compensation(s, (int)i) && draining(s)))
+                recover_step(s, env, (int)i);
+        }
+    }
+    if (is_live(s))
+        advance(s, env);
+}
+
+static int find_request(const saga *s, uint64_t token)
+{
+    if (s->in_flight == 0)
+        return -1;
+    for (size_t i = 0; i < s->n_steps; i++)
+        if (s->steps[i].in_flight && s->steps[i].token == token)
+            return (int)i;
+    return -1;
+}
+
+int saga_request_current(const saga *s, int step, int phase, uint64_t token)
+{
+    if (step < 0 || (size_t)step >= s->n_steps || !is_live(s))
+        return 0;
+    const step_run *r = &s->steps[step];
+    return r->in_flight && r->token == token &&
+           r->state == (phase == PHASE_ACTION ? STEP_ACTION_SENT : STEP_COMPENSATING);
+}
+
+/* The request of step i is answered, or given up on. */
+static void end_request(saga *s, int step)
+{
+    s->steps[step].in_flight = 0;
+    s->in_flight--;
+    s->cursor = step;
 }
 
 void saga_on_reply(saga *s, const saga_env *env, uint64_t token, int outcome, int replayed,
                    const kvmap *result, const char *error)
 {
-    if (!s->in_flight || token != s->token)
+    int step = find_request(s, token);
+    if (step < 0)
         return; /* stale: an earlier attempt, or the saga moved on */
     if (!wire_outcome_known(outcome)) {
         /* Unspecified (a reply without an outcome) or from a newer protocol:
@@ -390,110 +574,128 @@ void saga_on_reply(saga *s, const saga_env *env, uint64_t token, int outcome, in
         saga_on_no_reply(s, env, token, why);
         return;
     }
-    s->in_flight = 0;
-    int step = s->cursor, phase = current_phase(s);
+    end_request(s, step);
     step_run *r = &s->steps[step];
+    int phase = step_phase(r);
     const char *name = s->def->steps[step].name;
-    uint32_t attempt = phase == PHASE_ACTION ? r->action_attempts : r->compensation_attempts;
     char msg[512];
 
-    emit(s, env, "step_reply", step, phase, attempt, outcome, replayed,
+    emit(s, env, "step_reply", step, phase, attempts_of(r, phase), outcome, replayed,
          error && *error ? error : NULL);
     r->last_outcome = outcome;
     set_text(&r->last_error, outcome == OUTCOME_OK ? NULL : error);
     touch_step(s, env, step);
+    if (phase == PHASE_ACTION && outcome != OUTCOME_RETRY && outcome != OUTCOME_CONFLICT)
+        r->finished_at_ms = env->now_wall(env->ctx);
 
     if (outcome == OUTCOME_CONFLICT) {
         snprintf(msg, sizeof msg, "idempotency conflict at step '%s' (%s): %s", name,
                  wire_phase_name(phase), error ? error : "");
-        fail(s, env, phase, msg);
+        fail(s, env, phase, step, msg);
         return;
     }
     if (outcome == OUTCOME_RETRY) {
-        retry_or_give_up(s, env, phase, error && *error ? error : "participant asked to retry");
-        return;
-    }
-    if (phase == PHASE_ACTION) {
-        if (outcome == OUTCOME_OK) {
-            r->state = STEP_DONE;
-            kv_free(&r->result);
-            if (result && kv_merge(&r->result, result) != 0) {
-                /* Out of memory: keep the step unknown and retry; the replay
-                 * brings the result back. */
-                r->state = STEP_ACTION_SENT;
-                retry_or_give_up(s, env, phase, "out of memory storing the result");
-                return;
-            }
-            if ((size_t)step + 1 == s->n_steps)
-                settle(s, env, SAGA_COMPLETED, "saga_completed", NULL);
-            else
-                send_attempt(s, env, step + 1, PHASE_ACTION);
-            return;
+        retry_or_give_up(s, env, step, phase,
+                         error && *error ? error : "participant asked to retry");
+    } else if (phase == PHASE_ACTION && outcome == OUTCOME_OK) {
+        r->state = STEP_DONE;
+        kv_free(&r->result);
+        if (result && kv_merge(&r->result, result) != 0) {
+            /* Out of memory: keep the step unknown and retry; the replay
+             * brings the result back. */
+            r->state = STEP_ACTION_SENT;
+            retry_or_give_up(s, env, step, phase, "out of memory storing the result");
         }
+    } else if (phase == PHASE_ACTION) {
         /* REJECTED or SKIPPED: the action had no effect. */
         r->state = STEP_REJECTED;
         snprintf(msg, sizeof msg, "step '%s' %s: %s", name,
                  outcome == OUTCOME_REJECTED ? "refused" : "had no effect",
                  error && *error ? error : wire_outcome_name(outcome));
-        begin_compensation(s, env, step - 1, msg);
-        return;
-    }
-    if (outcome == OUTCOME_OK || outcome == OUTCOME_SKIPPED) {
+        begin_compensation(s, env, msg);
+    } else if (outcome == OUTCOME_OK || outcome == OUTCOME_SKIPPED) {
         r->state = STEP_COMPENSATED;
-        compensate_from(s, env, step - 1);
+    } else {
+        snprintf(msg, sizeof msg, "compensation of step '%s' refused: %s", name,
+                 error && *error ? error : wire_outcome_name(outcome));
+        fail(s, env, PHASE_COMPENSATE, step, msg);
         return;
     }
-    snprintf(msg, sizeof msg, "compensation of step '%s' refused: %s", name,
-             error && *error ? error : wire_outcome_name(outcome));
-    fail(s, env, PHASE_COMPENSATE, msg);
+    if (is_live(s))
+        advance(s, env);
 }
 
 void saga_on_no_reply(saga *s, const saga_env *env, uint64_t token, const char *why)
 {
-    if (!s->in_flight || token != s->token)
+    int step = find_request(s, token);
+    if (step < 0)
         return;
-    s->in_flight = 0;
-    int step = s->cursor, phase = current_phase(s);
+    end_request(s, step);
     step_run *r = &s->steps[step];
-    uint32_t attempt = phase == PHASE_ACTION ? r->action_attempts : r->compensation_attempts;
-    emit(s, env, "step_no_reply", step, phase, attempt, OUTCOME_UNSPECIFIED, 0, why);
+    int phase = step_phase(r);
+    emit(s, env, "step_no_reply", step, phase, attempts_of(r, phase), OUTCOME_UNSPECIFIED, 0, why);
     set_text(&r->last_error, why);
     touch_step(s, env, step);
-    retry_or_give_up(s, env, phase, why);
+    retry_or_give_up(s, env, step, phase, why);
+    if (is_live(s))
+        advance(s, env);
 }
 
 void saga_on_timer(saga *s, const saga_env *env)
 {
-    s->timer_due = 0;
-    if ((s->state != SAGA_RUNNING && s->state != SAGA_COMPENSATING) || s->in_flight)
+    s->timer_due = 0; /* the engine's timer fired: rearm decides the next */
+    if (!is_live(s))
         return;
-    send_attempt(s, env, s->cursor, current_phase(s));
+    if (s->state == SAGA_RUNNING && past_deadline(s, env))
+        on_deadline(s, env);
+    int64_t now = env->now_mono(env->ctx);
+    for (size_t i = 0; i < s->n_steps && is_live(s); i++) {
+        step_run *r = &s->steps[i];
+        if (r->in_flight || r->timer_due == 0 || r->timer_due > now)
+            continue;
+        r->timer_due = 0;
+        if (r->state == STEP_ACTION_SENT && s->state == SAGA_COMPENSATING &&
+            has_compensation(s, (int)i))
+            continue; /* draining: compensated through the barrier instead */
+        send_attempt(s, env, (int)i, step_phase(r));
+    }
+    if (is_live(s))
+        advance(s, env);
+    else
+        rearm(s, env);
 }
 
 int saga_abort(saga *s, const saga_env *env, const char *reason)
 {
-    int from = s->cursor;
     if (s->def == NULL)
         return -1;
     if (s->state == SAGA_RUNNING) {
         /* A step that cannot be undone while its outcome is unknown: wait. */
-        if (s->steps[from].state == STEP_ACTION_SENT && s->def->steps[from].compensation == NULL)
-            return -1;
+        for (size_t i = 0; i < s->n_steps; i++)
+            if (s->steps[i].state == STEP_ACTION_SENT && !has_compensation(s, (int)i))
+                return -1;
     } else if (!(s->state == SAGA_FAILED && s->failed_phase == PHASE_ACTION)) {
         return -1;
     }
     if (beyond_retention(s, env))
         return -2;
-    s->in_flight = 0;
-    s->token++;
-    cancel_timer(s, env);
-    s->steps[from].next_attempt_at_ms = 0;
-    touch_step(s, env, from);
+    /* Nothing more is awaited: what is in flight is compensated through the barrier. */
+    forget_in_flight(s);
+    for (size_t i = 0; i < s->n_steps; i++) {
+        if (s->steps[i].next_attempt_at_ms != 0) {
+            s->steps[i].next_attempt_at_ms = 0;
+            touch_step(s, env, (int)i);
+        }
+    }
+    touch_step(s, env, s->cursor);
     char msg[512];
     snprintf(msg, sizeof msg, "aborted by operator%s%s", reason && *reason ? ": " : "",
              reason && *reason ? reason : "");
     emit(s, env, "abort_requested", -1, PHASE_ACTION, 0, OUTCOME_UNSPECIFIED, 0, msg);
-    begin_compensation(s, env, from, msg);
+    if (s->state == SAGA_FAILED)
+        s->state = SAGA_RUNNING; /* begin_compensation leaves RUNNING only */
+    begin_compensation(s, env, msg);
+    advance(s, env);
     return 0;
 }
 
@@ -511,12 +713,26 @@ int saga_resume(saga *s, const saga_env *env)
         r->compensation_attempts = 0;
         s->state = SAGA_COMPENSATING;
         touch_step(s, env, step);
-        compensate_from(s, env, step);
+        /* Compensations cut short by the failure are asked again (same keys). */
+        for (size_t i = 0; i < s->n_steps && is_live(s); i++)
+            if (s->steps[i].state == STEP_COMPENSATING)
+                send_attempt(s, env, (int)i, PHASE_COMPENSATE);
     } else {
+        int rejected = 0;
+        for (size_t i = 0; i < s->n_steps; i++)
+            rejected |= s->steps[i].state == STEP_REJECTED;
         r->action_attempts = 0;
-        s->state = SAGA_RUNNING;
-        send_attempt(s, env, step, PHASE_ACTION);
+        touch_step(s, env, step);
+        /* A branch that failed for good keeps the saga on its way back: only
+         * the actions still to learn (pivots) are asked again. */
+        s->state = rejected ? SAGA_COMPENSATING : SAGA_RUNNING;
+        for (size_t i = 0; i < s->n_steps && is_live(s); i++)
+            if (s->steps[i].state == STEP_ACTION_SENT &&
+                (!rejected || !has_compensation(s, (int)i)))
+                send_attempt(s, env, (int)i, PHASE_ACTION);
     }
+    if (is_live(s))
+        advance(s, env);
     return 0;
 }
 
@@ -524,33 +740,47 @@ int saga_resume(saga *s, const saga_env *env)
 
 const char *saga_check_invariants(const saga *s)
 {
-    int c = s->cursor;
-    if (c < 0 || (size_t)c >= s->n_steps)
+    if (s->cursor < 0 || (size_t)s->cursor >= s->n_steps)
         return "cursor out of range";
+    if (s->def != NULL) {
+        for (size_t i = 0; i < s->n_steps; i++) {
+            step_state st = s->steps[i].state;
+            if (st == STEP_PENDING)
+                continue;
+            uint64_t deps = saga_dag_deps(s->def, i);
+            for (size_t j = 0; j < s->n_steps; j++) {
+                step_state dj = s->steps[j].state;
+                if ((deps & SAGA_DAG_BIT(j)) && dj != STEP_DONE && dj != STEP_COMPENSATING &&
+                    dj != STEP_COMPENSATED)
+                    return "a step was sent before a step it waits for was DONE";
+            }
+            if (st != STEP_COMPENSATING && st != STEP_COMPENSATED)
+                continue;
+            uint64_t after = saga_dag_descendants(s->def, i);
+            for (size_t j = 0; j < s->n_steps; j++)
+                if ((after & SAGA_DAG_BIT(j)) && maybe_effect(s->steps[j].state) &&
+                    has_compensation(s, (int)j))
+                    return "a step is compensated before a step that depends on it is undone";
+        }
+    }
+    int actions = 0, compensations = 0;
+    for (size_t i = 0; i < s->n_steps; i++) {
+        if (s->steps[i].in_flight && s->steps[i].state == STEP_ACTION_SENT)
+            actions++;
+        if (s->steps[i].in_flight && s->steps[i].state == STEP_COMPENSATING)
+            compensations++;
+    }
     switch (s->state) {
     case SAGA_RUNNING:
-        for (int i = 0; i < c; i++)
-            if (s->steps[i].state != STEP_DONE)
-                return "RUNNING: a step before the cursor is not DONE";
-        if (s->steps[c].state != STEP_ACTION_SENT && s->steps[c].state != STEP_PENDING)
-            return "RUNNING: the step at the cursor is neither sent nor pending";
-        for (size_t i = (size_t)c + 1; i < s->n_steps; i++)
-            if (s->steps[i].state != STEP_PENDING)
-                return "RUNNING: a step after the cursor is not PENDING";
+        for (size_t i = 0; i < s->n_steps; i++) {
+            step_state st = s->steps[i].state;
+            if (st == STEP_REJECTED || st == STEP_COMPENSATING || st == STEP_COMPENSATED)
+                return "RUNNING: a step is rejected or on its way back";
+        }
         break;
     case SAGA_COMPENSATING:
-        for (size_t i = 0, pending_seen = 0; i < s->n_steps; i++) {
-            if (s->steps[i].state == STEP_PENDING)
-                pending_seen = 1;
-            else if (pending_seen && s->steps[i].state == STEP_DONE)
-                return "COMPENSATING: a step is PENDING below a DONE one";
-        }
-        for (size_t i = (size_t)c + 1; i < s->n_steps; i++) {
-            step_state st = s->steps[i].state;
-            int undoable = s->def == NULL || s->def->steps[i].compensation != NULL;
-            if (undoable && (st == STEP_DONE || st == STEP_ACTION_SENT || st == STEP_COMPENSATING))
-                return "COMPENSATING: a step after the cursor is still to undo";
-        }
+        if (actions > 0 && compensations > 0)
+            return "COMPENSATING: a compensation is in flight beside an action";
         break;
     case SAGA_COMPLETED:
         for (size_t i = 0; i < s->n_steps; i++)
@@ -561,7 +791,7 @@ const char *saga_check_invariants(const saga *s)
         for (size_t i = 0; i < s->n_steps; i++) {
             step_state st = s->steps[i].state;
             int undoable = s->def == NULL || s->def->steps[i].compensation != NULL;
-            if (undoable && (st == STEP_DONE || st == STEP_ACTION_SENT || st == STEP_COMPENSATING))
+            if (undoable && maybe_effect(st))
                 return "COMPENSATED: a step with a compensation may still have its effect";
         }
         break;

@@ -6,51 +6,75 @@
  * engine in production, a fake in the unit tests), so the whole state machine
  * runs deterministically in tests with a fake clock and a fake transport.
  *
+ * A saga type's steps form a graph (saga_dag.h): each step waits for the
+ * steps its `after` names, or for the one before it. Every step whose
+ * dependencies are all DONE is sent at once, so several requests of one
+ * saga may be in flight together.
+ *
  * Saga states (values equal saga.v1 SagaState in proto/admin.proto):
  *
  *              start
  *                |
- *                v         last step OK
+ *                v         every step OK
  *           +---------+ ------------------------------> COMPLETED (final)
  *           | RUNNING |
  *           +---------+  REJECTED, attempts spent,
- *             |  |  ^    or abort                        every sent step undone
+ *             |  |  ^    deadline or abort                 every sent step undone
  *   CONFLICT, |  |  |  +--------------+ ---------------> COMPENSATED (final)
  *   pivot     |  +--|->| COMPENSATING |
  *   unknown   |     |  +--------------+
  *             v     |     |   ^
- *           +--------+ <--+   |  compensation attempts spent, REJECTED or CONFLICT
- *           | FAILED |        |
- *           +--------+ -------+  operator resume (failed_phase = compensate)
- *                 \------------> RUNNING: operator resume (failed_phase = action)
+ *           +--------+ <--+   |  compensation attempts spent, REJECTED or CONFLICT;
+ *           | FAILED |        |  an action awaited meanwhile: CONFLICT, pivot unknown
+ *           +--------+ -------+  operator resume (failed_phase = compensate, or
+ *                 \               action with a step REJECTED), saga_abort
+ *                  \-----------> RUNNING: operator resume (failed_phase = action)
  *
  * Transitions and the function that performs each:
  *   (new) -> RUNNING              saga_begin
- *   RUNNING -> COMPLETED          saga_on_reply (OK from the last step)
+ *   RUNNING -> COMPLETED          saga_on_reply (OK from the last step not yet DONE)
  *   RUNNING -> COMPENSATING       saga_on_reply (REJECTED/SKIPPED), attempts spent in
- *                                 saga_on_timeout / saga_on_reply (RETRY), saga_abort
+ *                                 saga_on_no_reply / saga_on_reply (RETRY), the
+ *                                 deadline (saga_on_timer, saga_recover), saga_abort
  *   RUNNING -> FAILED             CONFLICT; or the outcome of a step without
  *                                 compensation is still unknown when its attempts
  *                                 are spent (a pivot: compensating blindly could undo
  *                                 work around a step that did happen)
- *   COMPENSATING -> COMPENSATED   the last compensation answered OK or SKIPPED
- *   COMPENSATING -> FAILED        compensation attempts spent, REJECTED or CONFLICT
- *   FAILED -> COMPENSATING        saga_resume (failed in compensation), saga_abort
- *   FAILED -> RUNNING             saga_resume (failed in the action phase)
+ *   COMPENSATING -> COMPENSATED   no step with a compensation may still have its effect
+ *   COMPENSATING -> FAILED        compensation attempts spent, REJECTED or CONFLICT;
+ *                                 or, for an action still awaited, CONFLICT or a
+ *                                 pivot unknown (failed_phase = action)
+ *   FAILED -> COMPENSATING        saga_resume (failed in compensation, or in an
+ *                                 action while a step is REJECTED), saga_abort
+ *   FAILED -> RUNNING             saga_resume (failed in the action phase, no step REJECTED)
+ *
+ * COMPENSATING begins by draining: no new action starts, and the actions in
+ * flight (or waiting for a retry) are awaited. An awaited action with a
+ * compensation is not retried: its outcome stays unknown and the barrier of
+ * its compensation covers both cases. One without (a pivot) keeps its
+ * retries, and the pivot rule above applies to it. Once no action is awaited,
+ * every step that is DONE, or ACTION_SENT (outcome unknown), is compensated
+ * once all the steps that depend on it (directly or not) are undone:
+ * independent steps at once, in reverse dependency order. A PENDING step
+ * was never sent and is never compensated.
  *
  * Facts that hold in each state (asserted by saga_check_invariants):
- *   RUNNING:      steps [0, cursor) are DONE; step cursor is ACTION_SENT;
- *                 steps after cursor are PENDING.
- *   COMPENSATING: steps after cursor are not DONE/ACTION_SENT unless they
- *                 have no compensation; step cursor is COMPENSATING or is about
- *                 to be; no step is PENDING below a DONE one.
+ *   every state:  a step other than PENDING (it was sent) has every step it
+ *                 waits for DONE, COMPENSATING or COMPENSATED; a step being
+ *                 or already compensated has no step depending on it that
+ *                 may still have an effect to undo (DONE, ACTION_SENT or
+ *                 COMPENSATING, with a compensation).
+ *   RUNNING:      no step is REJECTED, COMPENSATING or COMPENSATED.
+ *   COMPENSATING: no compensation is in flight while an action is.
  *   COMPLETED:    every step is DONE.
  *   COMPENSATED:  no step with a compensation is DONE, ACTION_SENT or COMPENSATING.
  *   FAILED:       last_error is set.
- * A request is in flight for at most one step of a saga at a time; every
- * request carries the saga's current token, and a reply or timeout with an
- * older token is stale and ignored (its effect, if any, is covered by the
- * participant's idempotency: the retry with the same key gets the replay).
+ * A request is in flight for at most one phase of a step at a time; every
+ * request carries a token of its own (step_run.token), and a reply or
+ * timeout whose token is not the step's current one is stale and ignored
+ * (its effect, if any, is covered by the participant's idempotency: the
+ * retry with the same key gets the replay). s->cursor is the step an event
+ * last concerned: the one a resume gives a fresh budget of attempts.
  *
  * Step states (values equal saga.v1 StepState):
  *   PENDING -> ACTION_SENT -> DONE | REJECTED
@@ -92,6 +116,18 @@ typedef struct {
     kvmap result;     /* the action's OK result */
     char *last_error;
     int64_t next_attempt_at_ms; /* wall clock of a scheduled retry; 0: none */
+    /* Wall clock of its first action request and of the answer that settled
+     * the action (OK, REJECTED, SKIPPED); 0: not yet. What shows which steps
+     * ran at the same time (sagactl status, the dashboard's timeline). */
+    int64_t started_at_ms;
+    int64_t finished_at_ms;
+
+    /* Volatile: never stored. */
+    uint64_t token;     /* of its request in flight */
+    int in_flight;      /* 1 while that request is outstanding */
+    int64_t timer_due;  /* monotonic ms of its scheduled retry; 0: none */
+    int noted;          /* "compensation_not_defined" already recorded */
+    int64_t sent_at_us; /* engine: monotonic us when its request was sent (metrics) */
 } step_run;
 
 /* Bits of saga.dirty: what the store must write at the next commit. */
@@ -111,21 +147,21 @@ typedef struct saga {
     kvmap input;
     int64_t created_at_ms;
     int64_t updated_at_ms;
+    int64_t deadline_at_ms; /* wall clock: still RUNNING then, it compensates; 0: none */
     char *last_error;
-    int cursor; /* the step being run or compensated */
+    int cursor; /* the step the latest event concerned */
     size_t n_steps;
     step_run *steps;
 
     /* Volatile: owned by the engine, never stored. */
     unsigned dirty;       /* SAGA_DIRTY_* */
     uint64_t dirty_steps; /* bit i: step i changed */
-    uint64_t token;       /* identifies the request in flight */
-    int in_flight;        /* 1 while a request is outstanding */
-    int64_t timer_due;    /* monotonic ms of the scheduled retry; 0: none */
+    uint64_t token;       /* the latest token handed out; steps hold their own */
+    int in_flight;        /* requests outstanding (steps with in_flight set) */
+    int64_t timer_due;    /* monotonic ms of the saga's timer (retries, deadline); 0: none */
     size_t timer_slot;    /* engine's timer heap position, 1-based; 0: none */
     int settle_pending;   /* engine: queued to be freed after the round's commit */
     void *engine_data;    /* for the engine's own bookkeeping */
-    int64_t sent_at_us;   /* engine: monotonic us when the request in flight was sent (metrics) */
 } saga;
 
 /* One entry of a saga's append-only history. */
@@ -156,16 +192,18 @@ typedef struct {
 } saga_env;
 
 /* Allocates a saga of def's shape in state RUNNING at cursor 0, nothing sent.
- * Copies id, client_key (may be NULL) and input. NULL when out of memory. */
+ * Copies id, client_key (may be NULL) and input. Its deadline is the def's
+ * deadline_ms after now_wall_ms (none when 0; the caller may set another).
+ * NULL when out of memory. */
 saga *saga_new(const saga_def *def, const char *id, const char *client_key, const kvmap *input,
                int64_t now_wall_ms);
 /* Allocates an empty saga with n_steps steps, for the store to fill in. */
 saga *saga_alloc(size_t n_steps);
 void saga_free(saga *s);
 
-/* Starts a new saga: sends the first step. */
+/* Starts a new saga: sends every step that waits for none. */
 void saga_begin(saga *s, const saga_env *env);
-/* After a restart: re-sends the step in flight (same key, next attempt; once
+/* After a restart: re-sends each step in flight (same key, next attempt; once
  * past max_attempts when the last attempt's reply was lost with sagad), or
  * re-arms the retry timer. A saga older than its def's retention_ms becomes
  * FAILED instead (every send checks this). Does nothing for finished or
@@ -176,6 +214,12 @@ void saga_recover(saga *s, const saga_env *env);
  * (saga_on_no_reply): retried, then compensated like a timeout. */
 void saga_on_reply(saga *s, const saga_env *env, uint64_t token, int outcome, int replayed,
                    const kvmap *result, const char *error);
+/* 1 when (step, phase, token) is the request the saga awaits: a reply to
+ * anything else is stale. */
+int saga_request_current(const saga *s, int step, int phase, uint64_t token);
+/* Forgets every request in flight and every retry timer (the engine's
+ * quarantine); replies to them are stale from then on. */
+void saga_forget_in_flight(saga *s);
 /* The attempt with this token got no usable reply: timeout, unreachable or a
  * malformed reply; why says which. */
 void saga_on_no_reply(saga *s, const saga_env *env, uint64_t token, const char *why);
@@ -187,7 +231,8 @@ int saga_abort(saga *s, const saga_env *env, const char *reason);
 int saga_resume(saga *s, const saga_env *env);
 
 /* The params of a step's request: the saga input plus the results of the
- * steps before it, filtered by the step's input list. The same for every
+ * steps it waits for, directly or not (saga_dag_ancestors; results of steps
+ * that may run at once are never mixed in), filtered by the step's input list. The same for every
  * attempt and phase, so a retry's fingerprint matches the first delivery's. */
 int saga_step_params(const saga *s, int step, kvmap *out);
 /* "<saga_id>/<step name>/<action|compensate>" into buf. */

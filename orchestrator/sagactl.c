@@ -95,10 +95,12 @@ static const char usage_text[] =
     "               [--tls-ca FILE [--tls-cert FILE --tls-key FILE]] COMMAND [ARGS...]\n"
     "\n"
     "Commands:\n"
-    "  start TYPE [--key KEY] [--wait] [NAME=VALUE ...]\n"
+    "  start TYPE [--key KEY] [--deadline D] [--wait] [NAME=VALUE ...]\n"
     "                      start a saga of TYPE with these inputs; prints its id.\n"
     "                      --key KEY  idempotency key: the same key and input give the\n"
     "                                 same saga (\"existing\"), another input is an error\n"
+    "                      --deadline D  compensate if still RUNNING D after the start\n"
+    "                                 (90, 90s, 10m, 2h or 1d; overrides deadline_s)\n"
     "                      --wait     then wait until it is COMPLETED, COMPENSATED or\n"
     "                                 FAILED and print that state\n"
     "  status ID [--wait]  state, input and steps of one saga; --wait first waits\n"
@@ -931,6 +933,31 @@ static int settled_status(int state)
     return state == SAGA__V1__SAGA_STATE__SAGA_COMPENSATED ? STATUS_COMPENSATED : STATUS_FAILED;
 }
 
+/* "90", "90s", "10m", "2h", "1d" into seconds, 1 .. ADMIN_MAX_DEADLINE_S; -1 otherwise. */
+static int parse_duration_s(const char *text, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    if (!isdigit((unsigned char)text[0]))
+        return -1;
+    unsigned long long v = strtoull(text, &end, 10);
+    unsigned long long unit = 1;
+    if (*end == 'm')
+        unit = 60;
+    else if (*end == 'h')
+        unit = 3600;
+    else if (*end == 'd')
+        unit = 86400;
+    else if (*end != 's' && *end != '\0')
+        return -1;
+    if (*end != '\0' && end[1] != '\0')
+        return -1;
+    if (errno != 0 || v == 0 || v > ADMIN_MAX_DEADLINE_S / unit)
+        return -1;
+    *out = (uint32_t)(v * unit);
+    return 0;
+}
+
 static int cmd_start(client *cl, int argc, char **argv)
 {
     const char *key = NULL;
@@ -938,10 +965,21 @@ static int cmd_start(client *cl, int argc, char **argv)
     char **pos = NULL;
     Saga__V1__StartSaga__InputEntry *entries = NULL, **entry_ptrs = NULL;
     AdminReply *rep = NULL, *final = NULL;
-    const cmd_opt opts[] = {{"--key", &key, NULL}, {"--wait", NULL, &wait}, {NULL, NULL, NULL}};
+    const char *deadline_arg = NULL;
+    uint32_t deadline_s = 0;
+    const cmd_opt opts[] = {{"--key", &key, NULL},
+                            {"--deadline", &deadline_arg, NULL},
+                            {"--wait", NULL, &wait},
+                            {NULL, NULL, NULL}};
 
     if ((rc = parse_cmd_args("start", argc, argv, opts, &pos, &npos)) != STATUS_OK)
         return rc;
+    if (deadline_arg != NULL && parse_duration_s(deadline_arg, &deadline_s) != 0) {
+        rc = usage_error("start: bad --deadline '%s' (a number with s, m, h or d, from 1 s to "
+                         "%d days)",
+                         deadline_arg, ADMIN_MAX_DEADLINE_S / 86400);
+        goto out;
+    }
     if (npos < 1) {
         rc = usage_error("start: missing saga TYPE");
         goto out;
@@ -975,6 +1013,7 @@ static int cmd_start(client *cl, int argc, char **argv)
     Saga__V1__StartSaga start = SAGA__V1__START_SAGA__INIT;
     start.type = pos[0];
     start.client_key = (char *)(key != NULL ? key : "");
+    start.deadline_s = deadline_s;
     start.n_input = n_input;
     start.input = entry_ptrs;
     req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_START;
@@ -1054,6 +1093,7 @@ static void json_status(const Saga__V1__SagaStatus *s)
     jw_close(&w, "}");
     jw_ki64(&w, "created_at_ms", s->created_at_ms);
     jw_ki64(&w, "updated_at_ms", s->updated_at_ms);
+    jw_ki64(&w, "deadline_at_ms", s->deadline_at_ms);
     jw_kstr(&w, "last_error", s->last_error);
     jw_key(&w, "steps");
     jw_open(&w, "[");
@@ -1079,6 +1119,8 @@ static void json_status(const Saga__V1__SagaStatus *s)
         jw_close(&w, "}");
         jw_kstr(&w, "last_error", st->last_error);
         jw_ki64(&w, "next_attempt_at_ms", st->next_attempt_at_ms);
+        jw_ki64(&w, "started_at_ms", st->started_at_ms);
+        jw_ki64(&w, "finished_at_ms", st->finished_at_ms);
         jw_close(&w, "}");
     }
     jw_close(&w, "]");
@@ -1095,6 +1137,10 @@ static void text_status(const Saga__V1__SagaStatus *s)
     print_field("client key", s->client_key);
     print_field("created", iso_time(s->created_at_ms, t1));
     print_field("updated", iso_time(s->updated_at_ms, t2));
+    if (s->deadline_at_ms != 0) {
+        char t3[32];
+        print_field("deadline", iso_time(s->deadline_at_ms, t3));
+    }
     print_field("last error", s->last_error);
     if (s->n_input == 0)
         print_field("input", NULL);
@@ -1110,13 +1156,15 @@ static void text_status(const Saga__V1__SagaStatus *s)
     for (size_t i = 0; i < s->n_steps; i++)
         any_next |= s->steps[i]->next_attempt_at_ms != 0;
     table t;
-    table_init(&t, any_next ? 9 : 8);
-    const char *head[] = {"STEP",   "PARTICIPANT", "ACTION/COMPENSATION",
-                          "STATE",  "ATTEMPTS",    "OUTCOME",
-                          "RESULT", "LAST ERROR",  "NEXT ATTEMPT"};
+    table_init(&t, any_next ? 10 : 9);
+    /* RAN: when the action ran, in ms after the saga's start: steps that ran
+     * at the same time (after = [...]) have overlapping spans. */
+    const char *head[] = {
+        "STEP",    "PARTICIPANT", "ACTION/COMPENSATION", "STATE",       "RAN (ms)", "ATTEMPTS",
+        "OUTCOME", "RESULT",      "LAST ERROR",          "NEXT ATTEMPT"};
     if (any_next) { /* the next attempt goes before the (long) last error */
-        head[7] = "NEXT ATTEMPT";
-        head[8] = "LAST ERROR";
+        head[8] = "NEXT ATTEMPT";
+        head[9] = "LAST ERROR";
     }
     table_row(&t, head);
     for (size_t i = 0; i < s->n_steps; i++) {
@@ -1132,16 +1180,25 @@ static void text_status(const Saga__V1__SagaStatus *s)
             free(result);
             result = r;
         }
-        char tn[32];
-        const char *row[] = {
-            st->name, st->participant,
-            ops,      step_state_str(st->state),
-            attempts, step_has_outcome(st) ? wire_outcome_name(st->last_outcome) : NULL,
-            result,   st->last_error,
-            NULL};
+        char tn[32], ran[48] = "";
+        if (st->started_at_ms != 0 && st->finished_at_ms >= st->started_at_ms)
+            snprintf(ran, sizeof ran, "%" PRId64 "-%" PRId64, st->started_at_ms - s->created_at_ms,
+                     st->finished_at_ms - s->created_at_ms);
+        else if (st->started_at_ms != 0)
+            snprintf(ran, sizeof ran, "%" PRId64 "-", st->started_at_ms - s->created_at_ms);
+        const char *row[] = {st->name,
+                             st->participant,
+                             ops,
+                             step_state_str(st->state),
+                             ran[0] ? ran : NULL,
+                             attempts,
+                             step_has_outcome(st) ? wire_outcome_name(st->last_outcome) : NULL,
+                             result,
+                             st->last_error,
+                             NULL};
         if (any_next) {
-            row[7] = iso_time(st->next_attempt_at_ms, tn);
-            row[8] = st->last_error;
+            row[8] = iso_time(st->next_attempt_at_ms, tn);
+            row[9] = st->last_error;
         }
         table_row(&t, row);
         free(result);
@@ -1232,11 +1289,36 @@ static int cmd_history(client *cl, int argc, char **argv)
         const char *head[] = {"TIME",    "KIND",    "STEP",     "PHASE",
                               "ATTEMPT", "OUTCOME", "REPLAYED", "DETAIL"};
         table_row(&t, head);
+        /* Steps whose request is out (sent, not answered yet): a step sent
+         * while others are is shown "beside" them, i.e. at the same time. */
+        const char *out[64];
+        size_t n_out = 0;
         for (size_t i = 0; i < h->n_events; i++) {
             const Saga__V1__HistoryEvent *ev = h->events[i];
             int saga_level = nz(ev->step)[0] == '\0';
             char when[32], attempt[16];
+            char *detail = NULL;
             snprintf(attempt, sizeof attempt, "%" PRIu32, ev->attempt);
+            if (strcmp(nz(ev->kind), "recovered") == 0 ||
+                strcmp(nz(ev->kind), "abort_requested") == 0 ||
+                (saga_level && strncmp(nz(ev->kind), "saga_", 5) == 0)) {
+                n_out = 0; /* what was out is not awaited any more */
+            } else if (!saga_level) {
+                for (size_t k = 0; k < n_out; k++)
+                    if (strcmp(out[k], ev->step) == 0)
+                        out[k--] = out[--n_out];
+                int sent = strcmp(nz(ev->kind), "step_sent") == 0;
+                if (sent && n_out > 0) {
+                    detail = xstrdup("beside");
+                    for (size_t k = 0; k < n_out; k++) {
+                        char *d = xasprintf("%s%s %s", detail, k ? "," : "", out[k]);
+                        free(detail);
+                        detail = d;
+                    }
+                }
+                if (sent && n_out < 64)
+                    out[n_out++] = ev->step;
+            }
             const char *row[] = {iso_time(ev->at_ms, when),
                                  ev->kind,
                                  ev->step,
@@ -1244,8 +1326,9 @@ static int cmd_history(client *cl, int argc, char **argv)
                                  ev->attempt ? attempt : NULL,
                                  event_has_outcome(ev) ? wire_outcome_name(ev->outcome) : NULL,
                                  ev->replayed ? "yes" : NULL,
-                                 ev->detail};
+                                 detail != NULL ? detail : ev->detail};
             table_row(&t, row);
+            free(detail);
         }
         table_print(&t);
         table_free(&t);
@@ -1969,8 +2052,8 @@ static const struct {
  * value as an option of its own (e.g. `abort ID --reason --json`). */
 static int takes_value(const char *arg)
 {
-    static const char *const names[] = {"--key",    "--state", "--type",   "--limit",
-                                        "--reason", "--after", "--version"};
+    static const char *const names[] = {"--key",    "--state", "--type",    "--limit",
+                                        "--reason", "--after", "--version", "--deadline"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strcmp(arg, names[i]) == 0)
             return 1;

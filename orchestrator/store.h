@@ -22,6 +22,14 @@
  * events) and saga_definitions. Schemas and invariants are documented at the
  * top of each implementation.
  *
+ * What every backend must keep of a saga (store_save_saga / store_load_saga),
+ * beyond the obvious: saga.deadline_at_ms (written once, at insert; 0: none)
+ * and, per step, step_run.started_at_ms and finished_at_ms (written with the
+ * rest of the step). They came with steps at once (schema 3, no new function):
+ * the deadline must survive a restart, and the times show which steps ran
+ * together. Several steps of one saga may be ACTION_SENT or COMPENSATING at
+ * once: nothing here may assume one step in flight per saga.
+ *
  * Return convention: 0 success, STORE_NOT_FOUND or STORE_REJECTED where
  * stated, -1 on a storage error (store_errmsg says what). Out-pointers are
  * only written on success.

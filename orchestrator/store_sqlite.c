@@ -7,7 +7,7 @@
  * commit) and any number of read-only handles (the admin server) share the
  * file through WAL, so readers never block the writer nor see half a round.
  *
- * Schema (version 2, PRAGMA user_version; PRAGMA application_id = 'SAGA'):
+ * Schema (version 3, PRAGMA user_version; PRAGMA application_id = 'SAGA'):
  *
  *   sagas        one row per saga. seq is the rowid: it orders sagas by
  *                insertion (= creation) and is the stable paging key of
@@ -23,6 +23,9 @@
  *                saga stored by a sagad before versions existed, until
  *                store_pin_unversioned pins it (sagad does at start, to the
  *                definition its files then hold: docs/CONFIG.md).
+ *                deadline_at_ms is the wall clock at which a saga still
+ *                RUNNING compensates (saga.h), 0 for none; written once at
+ *                insert, like created_at_ms.
  *   saga_definitions  each version of each saga type once: (type, version)
  *                the key, 1, 2, ... per type; text is its canonical text
  *                (config_saga_canonical), hash the SHA-256 of text, UNIQUE per
@@ -37,6 +40,9 @@
  *                insert so an operator reading the database sees exactly what
  *                was sent, even after the configuration changed. result is
  *                kv_to_json text, NULL when the map is empty.
+ *                started_at_ms and finished_at_ms: when the step's first
+ *                action request was sent and when its action was answered
+ *                for good (wall clock; 0: not yet).
  *   saga_history append-only. seq is the rowid: global, so it increases
  *                within every saga too (a new rowid is above every existing
  *                one, and a saga's events are never deleted while it lives).
@@ -59,9 +65,9 @@
  *      keys, checked at COMMIT so a round may append history before it saves
  *      a new saga).
  *   2. A saga has exactly n_steps step rows, idx 0..n_steps-1, n_steps <= 64.
- *   3. id, type, client_key, input, created_at_ms, n_steps, def_version and
- *      all of a step's definition columns and keys are written once, at
- *      insert, and never updated (def_version 0 alone is pinned once, by
+ *   3. id, type, client_key, input, created_at_ms, deadline_at_ms, n_steps,
+ *      def_version and all of a step's definition columns and keys are
+ *      written once, at insert, and never updated (def_version 0 alone is pinned once, by
  *      store_pin_unversioned): the UPDATE statements do not name them, which
  *      also spares the client_key and type indexes any work on the hot path.
  *   4. States are the saga.h enum values (sagas.state 1..5, step state 0..5).
@@ -127,7 +133,7 @@
 #include "wal_checkpointer.h"
 #include "wire.h"
 
-#define STORE_SCHEMA_VERSION  2
+#define STORE_SCHEMA_VERSION  3
 #define STORE_APPLICATION_ID  0x53414741 /* "SAGA" = 1396787009 */
 #define STORE_BUSY_TIMEOUT_MS 5000
 /* Sagas the recovery walk reads per query (see store_load_unfinished). */
@@ -219,6 +225,15 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     "UPDATE saga_steps SET last_outcome = last_outcome + 1;"
     "UPDATE saga_history SET outcome = outcome + 1;"
     "PRAGMA user_version = 2;",
+    /* 2 -> 3: saga deadlines (deadline_s, sagactl start --deadline). Sagas
+     * stored before have none. */
+    "ALTER TABLE sagas ADD COLUMN deadline_at_ms INTEGER NOT NULL DEFAULT 0"
+    "  CHECK (deadline_at_ms >= 0);"
+    /* ... and when each step's action started and was answered (0: not yet;
+     * steps stored before have 0). */
+    "ALTER TABLE saga_steps ADD COLUMN started_at_ms INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE saga_steps ADD COLUMN finished_at_ms INTEGER NOT NULL DEFAULT 0;"
+    "PRAGMA user_version = 3;",
 };
 
 /* ---- Statements ---------------------------------------------------------- */
@@ -260,7 +275,7 @@ enum stmt_id {
 /* The columns every saga read selects, in this order (see read_saga). */
 #define SAGA_COLUMNS                                                                               \
     "id, type, state, failed_phase, client_key, input, cursor, n_steps, last_error, "              \
-    "created_at_ms, updated_at_ms, def_version"
+    "created_at_ms, updated_at_ms, def_version, deadline_at_ms"
 
 #define LIST_COLUMNS "id, type, state, created_at_ms, updated_at_ms, last_error"
 
@@ -270,8 +285,8 @@ static const char *const stmt_sql[N_STMTS] = {
     [Q_ROLLBACK] = "ROLLBACK",
     [Q_SAGA_BY_ID] = "SELECT " SAGA_COLUMNS " FROM sagas WHERE id = ?1",
     [Q_STEPS_OF] = "SELECT idx, name, state, action_attempts, compensation_attempts, "
-                   "last_outcome, result, last_error, next_attempt_at_ms "
-                   "FROM saga_steps WHERE saga_id = ?1 ORDER BY idx",
+                   "last_outcome, result, last_error, next_attempt_at_ms, started_at_ms, "
+                   "finished_at_ms FROM saga_steps WHERE saga_id = ?1 ORDER BY idx",
     /* Without statistics the planner prefers sagas_by_state plus a sort of
      * every unfinished saga per batch; INDEXED BY makes each batch a range
      * scan (and a missing index an error at open, not a slow recovery). The
@@ -304,19 +319,21 @@ static const char *const stmt_sql[N_STMTS] = {
                            "WHERE state IN (1, 2, 5) GROUP BY type, def_version, state",
     [Q_BEGIN_WRITE] = "BEGIN IMMEDIATE",
     [Q_SAGA_INSERT] = "INSERT INTO sagas (id, type, state, failed_phase, client_key, input, "
-                      "cursor, n_steps, last_error, created_at_ms, updated_at_ms, def_version) "
-                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                      "cursor, n_steps, last_error, created_at_ms, updated_at_ms, def_version, "
+                      "deadline_at_ms) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     [Q_SAGA_UPDATE] = "UPDATE sagas SET state = ?2, failed_phase = ?3, cursor = ?4, "
                       "last_error = ?5, updated_at_ms = ?6 WHERE id = ?1",
     [Q_STEP_INSERT] = "INSERT INTO saga_steps (saga_id, idx, name, participant, action, "
                       "compensation, state, action_key, compensation_key, action_attempts, "
                       "compensation_attempts, last_outcome, result, last_error, "
-                      "next_attempt_at_ms) "
-                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                      "next_attempt_at_ms, started_at_ms, finished_at_ms) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
+                      "?16, ?17)",
     [Q_STEP_UPDATE] = "UPDATE saga_steps SET state = ?3, action_attempts = ?4, "
                       "compensation_attempts = ?5, last_outcome = ?6, result = ?7, "
-                      "last_error = ?8, next_attempt_at_ms = ?9 "
-                      "WHERE saga_id = ?1 AND idx = ?2",
+                      "last_error = ?8, next_attempt_at_ms = ?9, started_at_ms = ?10, "
+                      "finished_at_ms = ?11 WHERE saga_id = ?1 AND idx = ?2",
     [Q_HISTORY_INSERT] = "INSERT INTO saga_history (saga_id, at_ms, kind, step, phase, attempt, "
                          "outcome, replayed, detail) "
                          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -723,7 +740,8 @@ static int insert_step(sq_store *st, const saga *s, int i)
         sqlite3_bind_int64(q, 10, r->action_attempts) ||
         sqlite3_bind_int64(q, 11, r->compensation_attempts) ||
         sqlite3_bind_int(q, 12, r->last_outcome) || bind_text(q, 13, result) ||
-        bind_text(q, 14, r->last_error) || sqlite3_bind_int64(q, 15, r->next_attempt_at_ms))
+        bind_text(q, 14, r->last_error) || sqlite3_bind_int64(q, 15, r->next_attempt_at_ms) ||
+        sqlite3_bind_int64(q, 16, r->started_at_ms) || sqlite3_bind_int64(q, 17, r->finished_at_ms))
         rc = db_fail(st, "save step of saga", s->id);
     else
         rc = run(st, q, "save step of saga", s->id);
@@ -748,7 +766,8 @@ static int insert_saga(sq_store *st, const saga *s)
         bind_text(q, 5, s->client_key) || bind_text(q, 6, input) ||
         sqlite3_bind_int(q, 7, s->cursor) || sqlite3_bind_int64(q, 8, (int64_t)s->n_steps) ||
         bind_text(q, 9, s->last_error) || sqlite3_bind_int64(q, 10, s->created_at_ms) ||
-        sqlite3_bind_int64(q, 11, s->updated_at_ms) || sqlite3_bind_int64(q, 12, s->def_version))
+        sqlite3_bind_int64(q, 11, s->updated_at_ms) || sqlite3_bind_int64(q, 12, s->def_version) ||
+        sqlite3_bind_int64(q, 13, s->deadline_at_ms))
         rc = db_fail(st, "save saga", s->id);
     else
         rc = run(st, q, "save saga", s->id);
@@ -796,7 +815,9 @@ static int update_step(sq_store *st, const saga *s, int i)
         sqlite3_bind_int(q, 3, (int)r->state) || sqlite3_bind_int64(q, 4, r->action_attempts) ||
         sqlite3_bind_int64(q, 5, r->compensation_attempts) ||
         sqlite3_bind_int(q, 6, r->last_outcome) || bind_text(q, 7, result) ||
-        bind_text(q, 8, r->last_error) || sqlite3_bind_int64(q, 9, r->next_attempt_at_ms)) {
+        bind_text(q, 8, r->last_error) || sqlite3_bind_int64(q, 9, r->next_attempt_at_ms) ||
+        sqlite3_bind_int64(q, 10, r->started_at_ms) ||
+        sqlite3_bind_int64(q, 11, r->finished_at_ms)) {
         finish(q);
         rc = db_fail(st, "save step of saga", s->id);
     } else {
@@ -904,6 +925,8 @@ static int load_steps(sq_store *st, saga *s)
         r->compensation_attempts = (uint32_t)c_att;
         r->last_outcome = (int)outcome;
         r->next_attempt_at_ms = sqlite3_column_int64(q, 8);
+        r->started_at_ms = sqlite3_column_int64(q, 9);
+        r->finished_at_ms = sqlite3_column_int64(q, 10);
         const char *result = column_text_or_null(q, 6);
         if (result != NULL && kv_from_json(&r->result, result) != 0) {
             set_err(st, "load saga %s: step %zu: unreadable result", s->id, n);
@@ -936,10 +959,11 @@ static int read_saga(sq_store *st, sqlite3_stmt *q, saga **out)
     int64_t cursor = sqlite3_column_int64(q, 6);
     int64_t n_steps = sqlite3_column_int64(q, 7);
     int64_t def_version = sqlite3_column_int64(q, 11);
-    if (def_version < 0 || def_version > UINT32_MAX || strlen(id) == 0 || strlen(id) > 36 ||
-        state < SAGA_RUNNING || state > SAGA_FAILED || n_steps < 0 || n_steps > SAGA_MAX_STEPS ||
-        cursor < 0 || cursor >= (n_steps > 0 ? n_steps : 1) || failed_phase < INT_MIN ||
-        failed_phase > INT_MAX) {
+    int64_t deadline_at_ms = sqlite3_column_int64(q, 12);
+    if (deadline_at_ms < 0 || def_version < 0 || def_version > UINT32_MAX || strlen(id) == 0 ||
+        strlen(id) > 36 || state < SAGA_RUNNING || state > SAGA_FAILED || n_steps < 0 ||
+        n_steps > SAGA_MAX_STEPS || cursor < 0 || cursor >= (n_steps > 0 ? n_steps : 1) ||
+        failed_phase < INT_MIN || failed_phase > INT_MAX) {
         set_err(st, "load saga '%s': corrupt saga row", id);
         st->corrupt_row = 1;
         return -1;
@@ -956,6 +980,7 @@ static int read_saga(sq_store *st, sqlite3_stmt *q, saga **out)
     s->created_at_ms = sqlite3_column_int64(q, 9);
     s->updated_at_ms = sqlite3_column_int64(q, 10);
     s->def_version = (uint32_t)def_version;
+    s->deadline_at_ms = deadline_at_ms;
     const char *input = column_text_or_empty(q, 5);
     if (column_dup(q, 1, &s->type) != 0 || s->type == NULL || column_dup(q, 4, &s->client_key) ||
         column_dup(q, 8, &s->last_error) != 0) {

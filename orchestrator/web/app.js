@@ -166,7 +166,9 @@ function renderSteps(s) {
     el('td', { class: 'err' }, st.last_error || ''))));
 }
 
-// Pairs each step_sent with the reply (or no reply) of the same attempt.
+// Pairs each step_sent with the reply (or no reply) of the same attempt;
+// attempts whose spans overlap (steps run at once, after = [...]) share one
+// row, side by side.
 function renderTimeline(events, final) {
   const items = [];
   const open = new Map();
@@ -184,35 +186,69 @@ function renderTimeline(events, final) {
       items.push({ ev, kind: 'event' });
     }
   }
-  const ol = $('timeline');
-  ol.replaceChildren(...items.map((it) => {
-    const ev = it.ev;
-    const when = el('span', { class: 'when' }, '+' + fmtDuration(ev.at_ms - t0));
-    if (it.kind === 'attempt') {
+  // Rows: an event, an attempt, or attempts that overlap in time. An attempt
+  // without a reply lasts until now while the saga lives; once it is final,
+  // its reply was lost (a restart), and it is drawn as an instant.
+  const endOf = (it) => (it.reply ? it.reply.at_ms : final ? it.ev.at_ms : Infinity);
+  const rows = [];
+  for (const it of items) {
+      const prev = rows[rows.length - 1];
+      if (it.kind === 'attempt' && prev && prev.kind === 'together' && it.ev.at_ms < prev.end) {
+          prev.its.push(it);
+          prev.end = Math.max(prev.end, endOf(it));
+      } else if (it.kind === 'attempt') {
+          rows.push({kind : 'together', its : [ it ], end : endOf(it)});
+      } else {
+          rows.push(it);
+      }
+  }
+  const attempt = (it, tag, attrs) => {
+      const ev = it.ev;
+      const when = el('span', {class : 'when'}, '+' + fmtDuration(ev.at_ms - t0));
       const comp = ev.phase === 'compensate';
       const r = it.reply;
       let cls = comp ? 'comp' : 'wait', outcome;
       if (r && r.kind === 'step_reply') {
-        outcome = r.outcome;
-        cls = r.outcome === 'OK' || r.outcome === 'SKIPPED' ? (comp ? 'comp' : 'ok') : 'bad';
+          outcome = r.outcome;
+          cls = r.outcome === 'OK' || r.outcome === 'SKIPPED' ? (comp ? 'comp' : 'ok') : 'bad';
       } else if (r) {
-        outcome = 'no reply'; cls = 'bad';
+          outcome = 'no reply';
+          cls = 'bad';
       } else {
-        outcome = final ? 'no reply recorded' : 'waiting…';
+          outcome = final ? 'no reply recorded' : 'waiting…';
       }
-      return el('li', { class: cls, 'data-kind': 'attempt', 'data-step': ev.step },
-        when, el('b', {}, ev.step), ' ', comp ? 'compensation' : 'action', ' attempt ', ev.attempt, ' → ',
-        el('b', { class: 'outcome' }, outcome),
-        r ? el('span', { class: 'tag dur' }, fmtDuration(r.at_ms - ev.at_ms)) : null,
-        r && r.replayed ? el('span', { class: 'tag replay' }, 'replayed') : null,
-        comp ? el('span', { class: 'tag comp' }, 'compensation') : null,
-        r && r.detail ? el('div', { class: 'err' }, r.detail) : null);
-    }
-    const bad = ev.kind === 'saga_failed';
-    const good = ev.kind === 'saga_completed';
-    return el('li', { class: bad ? 'bad' : good ? 'ok' : ev.kind.startsWith('compensation') || ev.kind === 'saga_compensated' ? 'comp' : '', 'data-kind': ev.kind },
-      when, el('b', {}, ev.kind.replace(/_/g, ' ')), ev.step ? ' ' + ev.step : '',
-      ev.detail ? el('span', { class: 'muted' }, ' — ' + ev.detail) : null);
+      return el(tag,
+                Object.assign({class : cls, 'data-kind' : 'attempt', 'data-step' : ev.step}, attrs),
+                when, el('b', {}, ev.step), ' ', comp ? 'compensation' : 'action', ' attempt ',
+                ev.attempt, ' → ', el('b', {class : 'outcome'}, outcome),
+                r ? el('span', {class : 'tag dur'}, fmtDuration(r.at_ms - ev.at_ms)) : null,
+                r && r.replayed ? el('span', {class : 'tag replay'}, 'replayed') : null,
+                comp ? el('span', {class : 'tag comp'}, 'compensation') : null,
+                r && r.detail ? el('div', {class : 'err'}, r.detail) : null);
+  };
+  const ol = $('timeline');
+  ol.replaceChildren(...rows.map((it) => {
+      if (it.kind === 'together') {
+          if (it.its.length === 1)
+              return attempt(it.its[0], 'li', {});
+          return el('li', {class : 'together', 'data-kind' : 'together'},
+                    el('span', {class : 'tag'}, it.its.length + ' at the same time'),
+                    el('div', {class : 'lanes'},
+                       ...it.its.map((a) => attempt(a, 'div', {'data-lane' : ''}))));
+      }
+      const ev = it.ev;
+      const when = el('span', {class : 'when'}, '+' + fmtDuration(ev.at_ms - t0));
+      const bad = ev.kind === 'saga_failed';
+      const good = ev.kind === 'saga_completed';
+      return el('li', {
+          class : bad                                                                    ? 'bad'
+                  : good                                                                 ? 'ok'
+                  : ev.kind.startsWith('compensation') || ev.kind === 'saga_compensated' ? 'comp'
+                                                                                         : '',
+          'data-kind' : ev.kind
+      },
+                when, el('b', {}, ev.kind.replace(/_/g, ' ')), ev.step ? ' ' + ev.step : '',
+                ev.detail ? el('span', {class : 'muted'}, ' — ' + ev.detail) : null);
   }));
 }
 

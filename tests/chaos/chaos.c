@@ -22,7 +22,9 @@
  *
  * The life of a run:
  *   1. setup: temp dir, seeds with known totals, sagad.cfg with short
- *      timeouts and generous attempts, the order_fulfillment saga;
+ *      timeouts and generous attempts, the order_fulfillment saga and its
+ *      parallel twin (charge_payment and reserve_stock at once; every other
+ *      saga of the run is one of those), checked by the same invariants;
  *   2. chaos: --clients threads start --sagas sagas (a seeded mix of inputs
  *      that complete and inputs refused at each step) while the main thread
  *      supervises the processes (restarts whatever died: waitpid WNOHANG)
@@ -294,6 +296,7 @@ static const char *const class_names[CLS_COUNT] = {"complete", "scarce",   "bad-
 typedef struct {
     char key[64];
     saga_class cls;
+    int parallel; /* order_fulfillment_parallel rather than order_fulfillment */
     char customer[16], sku[16], destination[16];
     int64_t quantity, amount;
     /* Written by the client that starts it. */
@@ -311,6 +314,7 @@ static void rec_init(saga_rec *r, uint64_t seed, int index, const char *tag)
     memset(r, 0, sizeof *r);
     snprintf(r->key, sizeof r->key, "chaos-%s-%" PRIu64 "-%d", tag, seed, index);
     unsigned roll = (unsigned)(util_prng_next(&rng) % 100);
+    r->parallel = index % 2;
     r->cls = roll < 50   ? CLS_COMPLETE
              : roll < 60 ? CLS_SCARCE
              : roll < 70 ? CLS_BAD_QUANTITY
@@ -641,10 +645,35 @@ static const char saga_def_text[] =
     "    retry = { max_attempts = %d; }; }\n"
     ");\n";
 
+/* The same steps as sagas/order_fulfillment_parallel.cfg: charge_payment and
+ * reserve_stock at once after create_order, schedule_shipping after both. */
+static const char parallel_def_text[] =
+    "name = \"order_fulfillment_parallel\";\n"
+    "inputs = [\"customer\", \"sku\", \"quantity\", \"amount\", \"destination\"];\n"
+    "steps = (\n"
+    "  { name = \"create_order\"; participant = \"order\"; action = \"create\";\n"
+    "    compensation = \"cancel\"; inputs = [\"customer\", \"sku\", \"quantity\", \"amount\"];\n"
+    "    outputs = [\"order_id\"]; },\n"
+    "  { name = \"charge_payment\"; participant = \"payment\"; action = \"charge\";\n"
+    "    compensation = \"refund\"; inputs = [\"customer\", \"amount\", \"order_id\"];\n"
+    "    outputs = [\"charge_id\"]; },\n"
+    "  { name = \"reserve_stock\"; participant = \"inventory\"; action = \"reserve\";\n"
+    "    compensation = \"release\"; after = [\"create_order\"];\n"
+    "    inputs = [\"sku\", \"quantity\", \"order_id\"]; outputs = [\"reservation_id\"]; },\n"
+    "  { name = \"schedule_shipping\"; participant = \"shipping\"; action = \"schedule\";\n"
+    "    compensation = \"cancel\"; after = [\"charge_payment\", \"reserve_stock\"];\n"
+    "    inputs = [\"destination\", \"order_id\", \"customer\"]; outputs = [\"shipment_id\"]; },\n"
+    "  { name = \"approve_order\"; participant = \"order\"; action = \"approve\";\n"
+    "    compensation = \"none\"; inputs = [\"order_id\"];\n"
+    "    retry = { max_attempts = %d; }; }\n"
+    ");\n";
+
 static int write_sagad_config(cluster *c)
 {
     char *sagas_dir = th_path(c->dir, "sagas");
     char *saga_file = th_path(sagas_dir, "order_fulfillment.cfg");
+    char *parallel_file = th_path(sagas_dir, "order_fulfillment_parallel.cfg");
+    char *parallel_def = util_asprintf(parallel_def_text, PIVOT_ATTEMPTS);
     char *db = th_path(c->dir, "sagad.db");
     char *def = util_asprintf(saga_def_text, PIVOT_ATTEMPTS);
     char *cfg = util_asprintf(
@@ -664,11 +693,14 @@ static int write_sagad_config(cluster *c)
         c->svc[SVC_ORDER].url, c->svc[SVC_PAYMENT].url, c->svc[SVC_INVENTORY].url,
         c->svc[SVC_SHIPPING].url, STEP_TIMEOUT_MS, ACTION_ATTEMPTS, COMPENSATION_ATTEMPT);
     int rc = -1;
-    if (sagas_dir && saga_file && db && def && cfg && mkdir(sagas_dir, 0700) == 0 &&
-        th_write_file(saga_file, def) == 0 && th_write_file(c->sagad_cfg, cfg) == 0)
+    if (sagas_dir && saga_file && parallel_file && db && def && parallel_def && cfg &&
+        mkdir(sagas_dir, 0700) == 0 && th_write_file(saga_file, def) == 0 &&
+        th_write_file(parallel_file, parallel_def) == 0 && th_write_file(c->sagad_cfg, cfg) == 0)
         rc = 0;
     free(sagas_dir);
     free(saga_file);
+    free(parallel_file);
+    free(parallel_def);
     free(db);
     free(def);
     free(cfg);
@@ -991,13 +1023,14 @@ static int client_call(client *cl, const AdminRequest *req, AdminReply **out)
  * AdminStatus, or -1 when the deadline passed; *id gets the saga id of OK
  * (and CONFLICT) answers, *existing the reply's flag.
  */
-static int client_start(client *cl, const char *key, const kvmap *input, char id[37], int *existing)
+static int client_start(client *cl, const char *type, const char *key, const kvmap *input,
+                        char id[37], int *existing)
 {
     workload *w = cl->w;
     AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
     Saga__V1__StartSaga start = SAGA__V1__START_SAGA__INIT;
     Saga__V1__StartSaga__InputEntry entries[8], *ptrs[8];
-    start.type = "order_fulfillment";
+    start.type = (char *)type;
     start.client_key = (char *)key;
     for (size_t i = 0; i < input->len && i < 8; i++) {
         Saga__V1__StartSaga__InputEntry e = SAGA__V1__START_SAGA__INPUT_ENTRY__INIT;
@@ -1045,6 +1078,11 @@ static int client_start(client *cl, const char *key, const kvmap *input, char id
     return -1;
 }
 
+static const char *rec_type(const saga_rec *r)
+{
+    return r->parallel ? "order_fulfillment_parallel" : "order_fulfillment";
+}
+
 /* Starts rec r; repeats it at once with some probability. */
 static void client_run_one(client *cl, saga_rec *r)
 {
@@ -1056,7 +1094,7 @@ static void client_run_one(client *cl, saga_rec *r)
         r->start_error = 1;
         return;
     }
-    int status = client_start(cl, r->key, &input, id, &existing);
+    int status = client_start(cl, rec_type(r), r->key, &input, id, &existing);
     if (status != SAGA__V1__ADMIN_STATUS__ADMIN_OK || id[0] == '\0') {
         r->start_error = 1;
         if (status == -1)
@@ -1070,7 +1108,7 @@ static void client_run_one(client *cl, saga_rec *r)
 
     if ((int)(util_prng_next(&cl->rng) % 100) < w->duplicate_pct) {
         atomic_fetch_add(&w->dup_checks, 1);
-        status = client_start(cl, r->key, &input, id, &existing);
+        status = client_start(cl, rec_type(r), r->key, &input, id, &existing);
         if (status != SAGA__V1__ADMIN_STATUS__ADMIN_OK || strcmp(id, r->id) != 0 || !existing)
             r->dup_mismatch = 1;
     }
@@ -1080,7 +1118,7 @@ static void client_run_one(client *cl, saga_rec *r)
         snprintf(other, sizeof other, "%" PRId64, r->amount + 1);
         kv_set(&input, "amount", other);
         atomic_fetch_add(&w->conflict_checks, 1);
-        status = client_start(cl, r->key, &input, id, &existing);
+        status = client_start(cl, rec_type(r), r->key, &input, id, &existing);
         if (status != SAGA__V1__ADMIN_STATUS__ADMIN_CONFLICT)
             r->conflict_unexpected = 1;
     }
@@ -1099,7 +1137,7 @@ static void client_late_duplicate(client *cl, saga_rec *r)
         return;
     }
     atomic_fetch_add(&cl->w->dup_checks, 1);
-    int status = client_start(cl, r->key, &input, id, &existing);
+    int status = client_start(cl, rec_type(r), r->key, &input, id, &existing);
     if (status != SAGA__V1__ADMIN_STATUS__ADMIN_OK || strcmp(id, r->id) != 0 || !existing)
         r->dup_mismatch = 1;
     kv_free(&input);
@@ -1301,11 +1339,12 @@ static int load_sagas(verdicts *v, sqlite3 *db, const workload *w)
 {
     if (exec_sql(db, "CREATE TABLE sagas(id TEXT PRIMARY KEY, state TEXT, client_key TEXT,"
                      " rec INTEGER, cls INTEGER, amount INTEGER, quantity INTEGER,"
-                     " sku TEXT, customer TEXT)") != 0)
+                     " sku TEXT, customer TEXT, type TEXT, want_type TEXT)") != 0)
         return -1;
     sqlite3_stmt *ins = NULL;
-    if (sqlite3_prepare_v2(db, "INSERT INTO sagas VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)", -1,
-                           &ins, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(
+            db, "INSERT INTO sagas VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)", -1, &ins,
+            NULL) != SQLITE_OK)
         return -1;
     exec_sql(db, "BEGIN");
     char after[37] = "";
@@ -1353,10 +1392,13 @@ static int load_sagas(verdicts *v, sqlite3 *db, const workload *w)
                 sqlite3_bind_int64(ins, 7, r->quantity);
                 sqlite3_bind_text(ins, 8, r->sku, -1, SQLITE_TRANSIENT);
                 sqlite3_bind_text(ins, 9, r->customer, -1, SQLITE_TRANSIENT);
+                sqlite3_bind_text(ins, 11, rec_type(r), -1, SQLITE_STATIC);
             } else {
                 for (int k = 4; k <= 9; k++)
                     sqlite3_bind_null(ins, k);
+                sqlite3_bind_null(ins, 11);
             }
+            sqlite3_bind_text(ins, 10, s->saga->type, -1, SQLITE_TRANSIENT);
             if (sqlite3_step(ins) != SQLITE_DONE) {
                 fprintf(stderr, "saga-chaos: saga %s listed twice?: %s\n", id, sqlite3_errmsg(db));
                 rc = -1;
@@ -1611,7 +1653,18 @@ static void check_invariants(verdicts *v, const cluster *c, const workload *w, c
                " replayed replies seen by sagad\n",
                replays, f->replays_sagad);
 
-    /* 10. Processes died only as planned or injected. */
+    /* 10. Both saga types ran, each saga as the type it was started as: the
+     *     invariants above held for the parallel one as for the sequential. */
+    bad = check_query(db, "SELECT id FROM sagas WHERE type IS NOT want_type", &ids);
+    int64_t n_parallel =
+        sql_int(db, "SELECT count(*) FROM sagas WHERE type = 'order_fulfillment_parallel'");
+    verdict(v, bad == 0 && (n_sagas < 2 || (n_parallel > 0 && n_parallel < n_sagas)), &ids,
+            "both saga types",
+            "%" PRId64 " order_fulfillment_parallel, %" PRId64 " order_fulfillment, %d of another "
+            "type than started",
+            n_parallel, (int64_t)n_sagas - n_parallel, bad);
+
+    /* 11. Processes died only as planned or injected. */
     verdict(v, f->unexpected_deaths == 0, NULL, "no unexpected deaths",
             "%d processes died other than by a planned or injected SIGKILL", f->unexpected_deaths);
 

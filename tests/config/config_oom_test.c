@@ -82,7 +82,7 @@ static void test_every_allocation_failure(void **state)
     assert_true(allocations < n);
     assert_true(n > 20); /* the wrappers did intercept config.c's allocations */
     print_message("%ld allocation failure points checked\n", n - 1);
-    assert_int_equal(cfg.n_sagas, 2); /* order_fulfillment, order_with_loyalty */
+    assert_int_equal(cfg.n_sagas, 3); /* order_fulfillment, its parallel twin, order_with_loyalty */
     config_free(&cfg);
 }
 

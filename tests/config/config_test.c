@@ -25,6 +25,7 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "saga_dag.h"
 #include "cpu_sched.h"
 #include "wire.h"
 #include "saga.h"
@@ -232,7 +233,19 @@ static void test_shipped_config(void **state)
     }
 
     /* sagad.cfg itself is skipped; order_with_loyalty is checked below */
-    assert_int_equal(cfg->n_sagas, 2);
+    assert_int_equal(cfg->n_sagas, 3);
+    /* The parallel one: charge_payment and reserve_stock both wait for
+     * create_order alone; schedule_shipping for both; approve_order for it. */
+    const saga_def *par = config_find_saga(cfg, "order_fulfillment_parallel");
+    assert_ptr_equal(par, &cfg->sagas[1]);
+    assert_int_equal(par->n_steps, 5);
+    assert_int_equal(saga_dag_deps(par, 0), 0);
+    assert_int_equal(saga_dag_deps(par, 1), SAGA_DAG_BIT(0));
+    assert_int_equal(saga_dag_deps(par, 2), SAGA_DAG_BIT(0));
+    assert_int_equal(saga_dag_deps(par, 3), SAGA_DAG_BIT(1) | SAGA_DAG_BIT(2));
+    assert_int_equal(saga_dag_deps(par, 4), SAGA_DAG_BIT(3));
+    assert_int_equal(saga_dag_ancestors(par, 4), 0xF);
+    assert_int_equal(saga_dag_descendants(par, 1), SAGA_DAG_BIT(3) | SAGA_DAG_BIT(4));
     const saga_def *d = config_find_saga(cfg, "order_fulfillment");
     assert_ptr_equal(d, &cfg->sagas[0]);
     assert_null(config_find_saga(cfg, "nope"));
@@ -419,9 +432,10 @@ static void test_repo_sagas_dir_from_elsewhere(void **state)
              src);
     put_orch(f, text);
     expect_ok(f);
-    assert_int_equal(f->cfg.n_sagas, 2);
+    assert_int_equal(f->cfg.n_sagas, 3);
     assert_string_equal(f->cfg.sagas[0].name, "order_fulfillment");
-    assert_string_equal(f->cfg.sagas[1].name, "order_with_loyalty");
+    assert_string_equal(f->cfg.sagas[1].name, "order_fulfillment_parallel");
+    assert_string_equal(f->cfg.sagas[2].name, "order_with_loyalty");
 }
 
 static void test_err_only_orchestrator_files(void **state)
@@ -703,8 +717,8 @@ static void test_err_input_not_available(void **state)
     const char *text =
         put_saga_edit(f, "t.cfg", "[\"from\", \"amount\"]", "[\"from\",\n \"iban\"]");
     expect_error(f, saga_path(f, "t.cfg"), line_of(text, "\"iban\""),
-                 "input \"iban\" of step \"debit\" is neither a saga input nor an output of an "
-                 "earlier step",
+                 "input \"iban\" of step \"debit\" is neither a saga input nor an output of a "
+                 "step it waits for",
                  "(steps[0].inputs[1])", NULL);
 }
 
@@ -1049,6 +1063,174 @@ static void test_canonical_ignores_form(void **state)
 }
 
 /* Every change in what the saga does makes a new version. */
+/* ---- Steps at once: after, and deadline_s --------------------------------- */
+
+/* Three steps: a, then b and c at once (c names a), then d after both. */
+static const char dag_text[] =
+    "name = \"dag\";\n"
+    "inputs = [\"amount\"];\n"
+    "deadline_s = 90;\n"
+    "steps = (\n"
+    "  { name = \"a\"; participant = \"alpha\"; action = \"a\"; compensation = \"ua\";\n"
+    "    outputs = [\"a_id\"]; },\n"
+    "  { name = \"b\"; participant = \"beta\"; action = \"b\"; compensation = \"ub\";\n"
+    "    inputs = [\"a_id\"]; outputs = [\"b_id\"]; },\n"
+    "  { name = \"c\"; participant = \"alpha\"; action = \"c\"; compensation = \"uc\";\n"
+    "    after = [\"a\"]; inputs = [\"amount\", \"a_id\"]; outputs = [\"c_id\"]; },\n"
+    "  { name = \"d\"; participant = \"beta\"; action = \"d\"; compensation = \"none\";\n"
+    "    after = [\"c\", \"b\"]; inputs = [\"b_id\", \"c_id\"]; }\n"
+    ");\n";
+
+/* dag_text with `from` replaced by `to`, written as sagas/dag.cfg. */
+static const char *put_dag_edit(fixture *f, const char *from, const char *to)
+{
+    static char text[8192];
+    const char *at = strstr(dag_text, from);
+    assert_non_null(at);
+    snprintf(text, sizeof text, "%.*s%s%s", (int)(at - dag_text), dag_text, to, at + strlen(from));
+    put(f->sagas, "dag.cfg", text);
+    return text;
+}
+
+static void test_after_and_deadline_resolve(void **state)
+{
+    fixture *f = *state;
+    put_orch(f, orch_text);
+    put(f->sagas, "dag.cfg", dag_text);
+    expect_ok(f);
+    const saga_def *d = &f->cfg.sagas[0];
+    assert_int_equal(d->deadline_ms, 90000);
+    assert_int_equal(d->steps[1].has_after, 0); /* the step before it */
+    assert_int_equal(saga_dag_deps(d, 1), SAGA_DAG_BIT(0));
+    assert_int_equal(saga_dag_deps(d, 2), SAGA_DAG_BIT(0));
+    assert_int_equal(d->steps[3].n_after, 2);
+    assert_int_equal(d->steps[3].after[0], 2);
+    assert_int_equal(d->steps[3].after[1], 1);
+    assert_int_equal(saga_dag_descendants(d, 1), SAGA_DAG_BIT(3));
+    assert_int_equal(saga_dag_descendants(d, 0), 0xE);
+
+    /* The canonical text keeps after and deadline_s, and reads back the same. */
+    char *text = config_saga_canonical(d);
+    assert_non_null(strstr(text, "deadline_s = 90;\n"));
+    assert_non_null(strstr(text, "after = [\"c\", \"b\"];\n"));
+    saga_def back;
+    char err[512];
+    assert_int_equal(config_parse_saga_text(&f->cfg, text, "stored", &back, err, sizeof err), 0);
+    char *again = config_saga_canonical(&back);
+    assert_string_equal(again, text);
+    assert_int_equal(saga_dag_deps(&back, 3), SAGA_DAG_BIT(1) | SAGA_DAG_BIT(2));
+    free(again);
+    free(text);
+    config_free_saga(&back);
+
+    /* A file without after or deadline_s keeps the canonical text it had:
+     * neither key appears, so its version does not change with this sagad. */
+    config_free(&f->cfg);
+    assert_int_equal(remove(saga_path(f, "dag.cfg")), 0);
+    char *plain = canonical_of(f, saga_text);
+    assert_null(strstr(plain, "after"));
+    assert_null(strstr(plain, "deadline_s"));
+    free(plain);
+}
+
+/* A changed graph, or deadline, is a changed definition: a new version. */
+static void test_canonical_follows_after(void **state)
+{
+    fixture *f = *state;
+    static const struct {
+        const char *from, *to;
+    } edits[] = {
+        {"after = [\"a\"]; ", ""},                     /* c: after b, the step before */
+        {"after = [\"c\", \"b\"]", "after = [\"c\"]"}, /* b's output would be missing: */
+        {"deadline_s = 90;\n", "deadline_s = 91;\n"},
+        {"deadline_s = 90;\n", ""},
+    };
+    put_orch(f, orch_text);
+    put(f->sagas, "dag.cfg", dag_text);
+    expect_ok(f);
+    char *base = config_saga_canonical(&f->cfg.sagas[0]);
+    for (size_t i = 0; i < sizeof edits / sizeof edits[0]; i++) {
+        if (i == 1)
+            continue; /* refused: see test_err_input_not_guaranteed */
+        config_free(&f->cfg);
+        put_orch(f, orch_text);
+        put_dag_edit(f, edits[i].from, edits[i].to);
+        expect_ok(f);
+        char *c = config_saga_canonical(&f->cfg.sagas[0]);
+        if (strcmp(c, base) == 0)
+            fail_msg("edit %zu (%s -> %s) kept the canonical text", i, edits[i].from, edits[i].to);
+        free(c);
+    }
+    free(base);
+}
+
+static void test_err_after_unknown_step(void **state)
+{
+    fixture *f = *state;
+    put_orch(f, orch_text);
+    const char *text = put_dag_edit(f, "after = [\"a\"]", "after = [\"a\",\n \"z\"]");
+    expect_error(f, saga_path(f, "dag.cfg"), line_of(text, "\"z\"]"),
+                 "\"after\" of step \"c\" names \"z\", which is not a step of this saga",
+                 "(steps[2].after[1])", NULL);
+}
+
+static void test_err_after_itself(void **state)
+{
+    fixture *f = *state;
+    put_orch(f, orch_text);
+    const char *text = put_dag_edit(f, "after = [\"a\"]", "after = [\"c\"]");
+    expect_error(f, saga_path(f, "dag.cfg"), line_of(text, "after = [\"c\"]"),
+                 "step \"c\" cannot wait for itself", "(steps[2].after[0])", NULL);
+}
+
+static void test_err_after_cycle(void **state)
+{
+    fixture *f = *state;
+    put_orch(f, orch_text);
+    /* a waits for d, which waits (through b and c) for a. */
+    const char *text = put_dag_edit(f, "compensation = \"ua\";\n",
+                                    "compensation = \"ua\";\n    after = [\"d\"];\n");
+    expect_error(f, saga_path(f, "dag.cfg"), line_of(text, "after = [\"d\"]"),
+                 "the steps wait for one another in a cycle: step \"a\"", "(steps[0].after)", NULL);
+}
+
+static void test_err_after_wrong_type(void **state)
+{
+    fixture *f = *state;
+    put_orch(f, orch_text);
+    const char *text = put_dag_edit(f, "after = [\"a\"]", "after = \"a\"");
+    expect_error(f, saga_path(f, "dag.cfg"), line_of(text, "after = \"a\""), "\"after\"", NULL);
+}
+
+/* An input from a step that may run at the same time is refused: it might
+ * not exist yet when the step starts. */
+static void test_err_input_not_guaranteed(void **state)
+{
+    fixture *f = *state;
+    put_orch(f, orch_text);
+    const char *text = put_dag_edit(f, "inputs = [\"amount\", \"a_id\"]",
+                                    "inputs = [\"amount\", \"a_id\",\n \"b_id\"]");
+    expect_error(f, saga_path(f, "dag.cfg"), line_of(text, "\"b_id\"]; outputs = [\"c_id\"]"),
+                 "input \"b_id\" of step \"c\" is an output of step \"b\", which may run at the "
+                 "same time (name it, or a step after it, in \"after\")",
+                 "(steps[2].inputs[2])", NULL);
+    config_free(&f->cfg);
+    /* d waiting for c alone cannot count on b's output either. */
+    text = put_dag_edit(f, "after = [\"c\", \"b\"]", "after = [\"c\"]");
+    expect_error(f, saga_path(f, "dag.cfg"), line_of(text, "\"b_id\", \"c_id\"]"),
+                 "input \"b_id\" of step \"d\" is an output of step \"b\", which may run at the "
+                 "same time",
+                 "(steps[3].inputs[0])", NULL);
+}
+
+static void test_err_deadline_range(void **state)
+{
+    fixture *f = *state;
+    put_orch(f, orch_text);
+    const char *text = put_dag_edit(f, "deadline_s = 90;", "deadline_s = 0;");
+    expect_error(f, saga_path(f, "dag.cfg"), line_of(text, "deadline_s"), "deadline_s", NULL);
+}
+
 static void test_canonical_follows_meaning(void **state)
 {
     fixture *f = *state;
@@ -1163,6 +1345,14 @@ int main(void)
         T(test_canonical_ignores_form),
         T(test_canonical_follows_meaning),
         T(test_canonical_reads_back),
+        T(test_after_and_deadline_resolve),
+        T(test_canonical_follows_after),
+        T(test_err_after_unknown_step),
+        T(test_err_after_itself),
+        T(test_err_after_cycle),
+        T(test_err_after_wrong_type),
+        T(test_err_input_not_guaranteed),
+        T(test_err_deadline_range),
         T(test_load_sagas_again),
         T(test_defaults_and_resolution),
         T(test_overrides_field_by_field),

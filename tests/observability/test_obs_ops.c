@@ -8,7 +8,9 @@
  * One system for the whole file: order-svc is down at first, so the first
  * saga's create_order and its compensation time out until their attempts
  * are spent (FAILED); then order-svc starts and two more sagas run, one
- * completing and one refused at the charge (COMPENSATED).
+ * completing and one refused at the charge (COMPENSATED). Last, a saga of
+ * the shipped order_fulfillment_parallel: its timeline shows charge_payment
+ * and reserve_stock side by side.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -62,14 +64,21 @@ static int setup_sys(void **state)
     char *script =
         util_asprintf(alert_script, s->alert_out, s->alert_out, s->alert_out, s->alert_out);
     char *line = util_asprintf("alert_command = \"%s\";\n", script_path);
+    const char *src = getenv("SAGA_SOURCE_DIR");
+    char *par_from = src ? util_asprintf("%s/sagas/order_fulfillment_parallel.cfg", src) : NULL;
+    char *par_text = par_from ? th_read_file(par_from) : NULL;
+    char *par_to = util_asprintf("%s/sagas/order_fulfillment_parallel.cfg", s->f.dir);
     int rc = -1;
-    if (script && line && th_write_file(script_path, script) == 0 &&
-        chmod(script_path, 0700) == 0 && obs_append_config(&s->f, line) == 0 &&
-        obs_enable_http(&s->f, s->port) == 0)
+    if (script && line && par_text && par_to && th_write_file(par_to, par_text) == 0 &&
+        th_write_file(script_path, script) == 0 && chmod(script_path, 0700) == 0 &&
+        obs_append_config(&s->f, line) == 0 && obs_enable_http(&s->f, s->port) == 0)
         rc = 0;
     free(script_path);
     free(script);
     free(line);
+    free(par_from);
+    free(par_text);
+    free(par_to);
     if (rc != 0)
         return -1;
     for (int i = SVC_PAYMENT; i < OFX_N_SVC; i++)
@@ -406,6 +415,41 @@ static void test_dashboard_in_browser(void **state)
     assert_non_null(strstr(dom, "data-kind=\"saga_compensated\""));
     free(dom);
     snprintf(png, sizeof png, "--screenshot=%s/dashboard-saga.png", s->f.dir);
+    assert_int_equal(run_chromium(s, chromium, saga_url, png, "/dev/null"), 0);
+    assert_png(png + strlen("--screenshot="));
+
+    /* Steps that ran at the same time share a timeline row, side by side. */
+    char *out = NULL;
+    assert_int_equal(ofx_ctl(&s->f, &out, "--json", "start", "order_fulfillment_parallel",
+                             "customer=bob", "sku=WIDGET-1", "quantity=1", "amount=100",
+                             "destination=paris", NULL),
+                     0);
+    oj *doc = oj_parse(out);
+    char par_id[37];
+    snprintf(par_id, sizeof par_id, "%s", oj_str(doc, "saga_id") ? oj_str(doc, "saga_id") : "");
+    oj_free(doc);
+    free(out);
+    oj *st = ofx_wait_final(&s->f, par_id, OFX_WAIT_MS);
+    assert_non_null(st);
+    OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
+    oj_free(st);
+    snprintf(saga_url, sizeof saga_url, "%s#saga=%s", url, par_id);
+    snprintf(dom_path, sizeof dom_path, "%s/saga-parallel.html", s->f.dir);
+    assert_int_equal(run_chromium(s, chromium, saga_url, "--dump-dom", dom_path), 0);
+    dom = th_read_file(dom_path);
+    assert_non_null(dom);
+    char *row = strstr(dom, "data-kind=\"together\"");
+    if (row == NULL)
+        print_message("DOM:\n%s\n", dom);
+    assert_non_null(row);
+    char *row_end = strstr(row, "</li>");
+    assert_non_null(row_end);
+    *row_end = '\0'; /* both lanes inside this one row */
+    assert_non_null(strstr(row, "2 at the same time"));
+    assert_non_null(strstr(row, "data-step=\"charge_payment\""));
+    assert_non_null(strstr(row, "data-step=\"reserve_stock\""));
+    free(dom);
+    snprintf(png, sizeof png, "--screenshot=%s/dashboard-parallel.png", s->f.dir);
     assert_int_equal(run_chromium(s, chromium, saga_url, png, "/dev/null"), 0);
     assert_png(png + strlen("--screenshot="));
     free(chromium);

@@ -379,6 +379,12 @@ static void restart(fixture *fx)
     s->token = 0;
     s->in_flight = 0;
     s->timer_due = 0;
+    for (size_t i = 0; i < s->n_steps; i++) {
+        s->steps[i].token = 0;
+        s->steps[i].in_flight = 0;
+        s->steps[i].timer_due = 0;
+        s->steps[i].noted = 0;
+    }
     s->timer_slot = 0;
     fx->last_token = 0;
     fx->armed = 0;
@@ -1819,20 +1825,25 @@ static void invariants_detect_broken_states(void **state)
     SET_STEPS(STEP_DONE, STEP_DONE, STEP_PENDING, STEP_PENDING, STEP_PENDING);
     FINE(); /* loaded before its first send */
     SET_STEPS(STEP_DONE, STEP_REJECTED, STEP_ACTION_SENT, STEP_PENDING, STEP_PENDING);
-    BROKEN("RUNNING: a step before the cursor is not DONE");
-    SET_STEPS(STEP_DONE, STEP_DONE, STEP_DONE, STEP_PENDING, STEP_PENDING);
-    BROKEN("RUNNING: the step at the cursor is neither sent nor pending");
+    BROKEN("a step was sent before a step it waits for was DONE");
     SET_STEPS(STEP_DONE, STEP_DONE, STEP_ACTION_SENT, STEP_PENDING, STEP_DONE);
-    BROKEN("RUNNING: a step after the cursor is not PENDING");
+    BROKEN("a step was sent before a step it waits for was DONE");
+    SET_STEPS(STEP_DONE, STEP_REJECTED, STEP_PENDING, STEP_PENDING, STEP_PENDING);
+    BROKEN("RUNNING: a step is rejected or on its way back");
 
     s->state = SAGA_COMPENSATING;
     s->cursor = CHARGE;
     SET_STEPS(STEP_DONE, STEP_COMPENSATING, STEP_COMPENSATED, STEP_REJECTED, STEP_PENDING);
     FINE();
     SET_STEPS(STEP_DONE, STEP_COMPENSATING, STEP_DONE, STEP_REJECTED, STEP_PENDING);
-    BROKEN("COMPENSATING: a step after the cursor is still to undo");
+    BROKEN("a step is compensated before a step that depends on it is undone");
     SET_STEPS(STEP_DONE, STEP_COMPENSATING, STEP_COMPENSATING, STEP_REJECTED, STEP_PENDING);
-    BROKEN("COMPENSATING: a step after the cursor is still to undo");
+    BROKEN("a step is compensated before a step that depends on it is undone");
+    SET_STEPS(STEP_DONE, STEP_DONE, STEP_COMPENSATING, STEP_DONE, STEP_ACTION_SENT);
+    st[SHIP].in_flight = st[NOTIFY].in_flight = 1;
+    st[INVOICE].state = STEP_COMPENSATED;
+    BROKEN("COMPENSATING: a compensation is in flight beside an action");
+    st[SHIP].in_flight = st[NOTIFY].in_flight = 0;
     SET_STEPS(STEP_DONE, STEP_COMPENSATING, STEP_COMPENSATED, STEP_COMPENSATED, STEP_ACTION_SENT);
     FINE(); /* notify cannot be undone */
 
@@ -1845,7 +1856,7 @@ static void invariants_detect_broken_states(void **state)
     s->state = SAGA_COMPENSATED;
     SET_STEPS(STEP_COMPENSATED, STEP_COMPENSATED, STEP_REJECTED, STEP_PENDING, STEP_PENDING);
     FINE();
-    SET_STEPS(STEP_COMPENSATED, STEP_ACTION_SENT, STEP_REJECTED, STEP_PENDING, STEP_PENDING);
+    SET_STEPS(STEP_DONE, STEP_REJECTED, STEP_PENDING, STEP_PENDING, STEP_PENDING);
     BROKEN("COMPENSATED: a step with a compensation may still have its effect");
     SET_STEPS(STEP_COMPENSATED, STEP_COMPENSATED, STEP_COMPENSATED, STEP_COMPENSATED, STEP_DONE);
     FINE();

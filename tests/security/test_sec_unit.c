@@ -507,6 +507,24 @@ static uint8_t *pack_with_nul(const ProtobufCMessage *m, size_t *len)
     return buf;
 }
 
+/* StartSaga.deadline_s: up to a year; beyond, refused naming it, before anything is stored. */
+static void test_start_deadline_bounded(void **state)
+{
+    (void)state;
+    char err[512];
+    orch_config open = {.sagas = &order_saga, .n_sagas = 1};
+    START_REQUEST(start, NULL, "alice");
+    start.start->deadline_s = ADMIN_MAX_DEADLINE_S;
+    assert_int_equal(verdict(&open, &start, err, sizeof err), SAGA__V1__ADMIN_STATUS__ADMIN_OK);
+    start.start->deadline_s = ADMIN_MAX_DEADLINE_S + 1;
+    assert_int_equal(verdict(&open, &start, err, sizeof err),
+                     SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST);
+    assert_non_null(strstr(err, "deadline_s 31622401 too large"));
+    start.start->deadline_s = UINT32_MAX;
+    assert_int_equal(verdict(&open, &start, err, sizeof err),
+                     SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST);
+}
+
 static void test_nul_bytes_refused(void **state)
 {
     (void)state;
@@ -620,6 +638,7 @@ int main(void)
         cmocka_unit_test(test_config_token_and_tls),
         cmocka_unit_test(test_admin_token_every_request),
         cmocka_unit_test(test_nul_bytes_refused),
+        cmocka_unit_test(test_start_deadline_bounded),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

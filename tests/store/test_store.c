@@ -157,6 +157,8 @@ static void assert_step_equal(const step_run *a, const step_run *b)
     assert_kv_equal(&a->result, &b->result);
     assert_str_or_null(a->last_error, b->last_error);
     assert_int_equal(a->next_attempt_at_ms, b->next_attempt_at_ms);
+    assert_int_equal(a->started_at_ms, b->started_at_ms);
+    assert_int_equal(a->finished_at_ms, b->finished_at_ms);
 }
 
 /* Every stored field equal; the loaded one (b) has its volatile fields zero. */
@@ -170,6 +172,7 @@ static void assert_saga_equal(const saga *a, const saga *b)
     assert_kv_equal(&a->input, &b->input);
     assert_int_equal(a->created_at_ms, b->created_at_ms);
     assert_int_equal(a->updated_at_ms, b->updated_at_ms);
+    assert_int_equal(a->deadline_at_ms, b->deadline_at_ms);
     assert_str_or_null(a->last_error, b->last_error);
     assert_int_equal(a->cursor, b->cursor);
     assert_int_equal(a->n_steps, b->n_steps);
@@ -201,6 +204,9 @@ static void roundtrip_insert_update_load(void **state)
     new_db_path(path, sizeof path);
     store *st = open_rw(path, 1);
     saga *s = new_saga(&defs[0], 1, "client-1", 1000);
+    s->deadline_at_ms = 61000; /* a deadline is stored with the saga */
+    s->steps[0].started_at_ms = 1001; /* and when each step ran */
+    s->steps[0].finished_at_ms = 1009;
 
     save_one(st, s);
     assert_int_equal(s->dirty, SAGA_DIRTY_NEW | SAGA_DIRTY_ROW); /* flags left alone */
@@ -225,6 +231,8 @@ static void roundtrip_insert_update_load(void **state)
     assert_int_equal(kv_set(&s->steps[0].result, "reservation", "r-1"), 0);
     assert_int_equal(kv_set(&s->steps[0].result, "warehouse", "w-9"), 0);
     s->steps[1].state = STEP_COMPENSATING;
+    s->steps[1].started_at_ms = 1500; /* updated like the other step fields */
+    s->steps[1].finished_at_ms = 1900;
     s->steps[1].action_attempts = 3;
     s->steps[1].compensation_attempts = 1;
     s->steps[1].last_outcome = OUTCOME_REJECTED;
@@ -322,7 +330,7 @@ static void step_rows_hold_definition_and_keys(void **state)
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
     version = sqlite3_column_int64(q, 0);
     sqlite3_finalize(q);
-    assert_int_equal(version, 2);
+    assert_int_equal(version, 3);
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
     assert_string_equal(sqlite3_column_text(q, 0), "wal");
@@ -999,7 +1007,10 @@ static void migration_from_schema_1_pins_old_sagas(void **state)
     store_close(st);
     /* What a sagad of schema version 1 left behind: protocol 1 numbered
      * outcomes from OK = 0, and stored "no reply yet" as -1. */
-    raw_exec(path, "DROP INDEX sagas_unpinned; ALTER TABLE sagas DROP COLUMN def_version; "
+    raw_exec(path, "ALTER TABLE sagas DROP COLUMN deadline_at_ms; "
+                   "ALTER TABLE saga_steps DROP COLUMN started_at_ms; "
+                   "ALTER TABLE saga_steps DROP COLUMN finished_at_ms; "
+                   "DROP INDEX sagas_unpinned; ALTER TABLE sagas DROP COLUMN def_version; "
                    "DROP TABLE saga_definitions; "
                    "UPDATE saga_steps SET last_outcome = last_outcome - 1; "
                    "UPDATE saga_history SET outcome = outcome - 1; PRAGMA user_version = 1");
@@ -1031,6 +1042,43 @@ static void migration_from_schema_1_pins_old_sagas(void **state)
     saga_free(running);
     saga_free(failed);
     saga_free(trip);
+}
+
+/*
+ * A database of schema version 2 (before deadlines) opens, is migrated, and
+ * its sagas come back with no deadline, their pinned versions kept; a new
+ * saga's deadline is stored.
+ */
+static void migration_from_schema_2_adds_deadlines(void **state)
+{
+    char path[512];
+    new_db_path(path, sizeof path);
+    store *st = open_rw(path, 0);
+    saga *old = new_saga(&defs[0], 43, "k43", 1000);
+    save_one(st, old);
+    store_close(st);
+    /* What a sagad of schema version 2 left behind. */
+    raw_exec(path, "ALTER TABLE sagas DROP COLUMN deadline_at_ms; "
+                   "ALTER TABLE saga_steps DROP COLUMN started_at_ms; "
+                   "ALTER TABLE saga_steps DROP COLUMN finished_at_ms; PRAGMA user_version = 2");
+
+    st = open_rw(path, 0);
+    saga *got = load(st, old->id);
+    assert_int_equal(got->deadline_at_ms, 0);
+    assert_int_equal(got->def_version, old->def_version);
+    assert_saga_equal(old, got);
+    saga_free(got);
+    saga *fresh = new_saga(&defs[0], 44, NULL, 2000);
+    fresh->deadline_at_ms = 32000;
+    save_one(st, fresh);
+    got = load(st, fresh->id);
+    assert_int_equal(got->deadline_at_ms, 32000);
+    saga_free(got);
+    store_close(st);
+    /* The read-only handle knows the new schema. */
+    store_close(open_ro(path));
+    saga_free(old);
+    saga_free(fresh);
 }
 
 /* Rows that would hand the engine garbage are refused with a message. */
@@ -1526,6 +1574,7 @@ int main(void)
         cmocka_unit_test(load_keeps_the_pinned_version),
         cmocka_unit_test(definitions_are_stored_once),
         cmocka_unit_test(migration_from_schema_1_pins_old_sagas),
+        cmocka_unit_test(migration_from_schema_2_adds_deadlines),
         cmocka_unit_test(load_refuses_corrupt_rows),
         cmocka_unit_test(rollback_discards),
         cmocka_unit_test(failed_commit_rolls_back),
