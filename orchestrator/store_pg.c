@@ -126,7 +126,8 @@ static const char schema_sql[] =
     "  updated_at_ms bigint NOT NULL,"
     "  def_version bigint NOT NULL CHECK (def_version >= 0),"
     "  owner text NOT NULL,"
-    "  owner_epoch bigint NOT NULL"
+    "  owner_epoch bigint NOT NULL,"
+    "  deadline_at_ms bigint NOT NULL CHECK (deadline_at_ms >= 0)"
     ");"
     "CREATE UNIQUE INDEX sagas_by_client_key ON sagas(client_key) WHERE client_key IS NOT NULL;"
     "CREATE INDEX sagas_by_state ON sagas(state, seq);"
@@ -149,6 +150,8 @@ static const char schema_sql[] =
     "  result text,"
     "  last_error text,"
     "  next_attempt_at_ms bigint NOT NULL,"
+    "  started_at_ms bigint NOT NULL,"
+    "  finished_at_ms bigint NOT NULL,"
     "  PRIMARY KEY (saga_id, idx)"
     ");"
     "CREATE TABLE saga_history ("
@@ -216,7 +219,7 @@ enum pg_stmt {
 
 #define SAGA_COLUMNS                                                                               \
     "id, type, state, failed_phase, client_key, input, cursor, n_steps, last_error, "              \
-    "created_at_ms, updated_at_ms, def_version"
+    "created_at_ms, updated_at_ms, def_version, deadline_at_ms"
 
 static const char *const pg_sql[N_PG_STMTS] = {
     [P_FENCE] = "SELECT CASE WHEN EXISTS (SELECT 1 FROM saga_nodes WHERE name = $1 AND epoch = $2 "
@@ -224,12 +227,13 @@ static const char *const pg_sql[N_PG_STMTS] = {
     [P_SAGA_INSERT] =
         "INSERT INTO sagas (id, type, state, failed_phase, client_key, input, cursor, "
         "n_steps, last_error, created_at_ms, updated_at_ms, def_version, owner, "
-        "owner_epoch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
-        "$13, $14)",
+        "owner_epoch, deadline_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+        "$11, $12, $13, $14, $15)",
     [P_SAGA_INSERT_KEYED] =
         "WITH i AS (INSERT INTO sagas (id, type, state, failed_phase, client_key, input, cursor, "
-        "n_steps, last_error, created_at_ms, updated_at_ms, def_version, owner, owner_epoch) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
+        "n_steps, last_error, created_at_ms, updated_at_ms, def_version, owner, owner_epoch, "
+        "deadline_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "
+        "$15) "
         "ON CONFLICT (client_key) WHERE client_key IS NOT NULL DO NOTHING RETURNING 1) "
         "SELECT CASE WHEN EXISTS (SELECT 1 FROM i) THEN 1 ELSE saga_reject('key_taken', $1) END",
     [P_SAGA_UPDATE] = "WITH u AS (UPDATE sagas SET state = $2, failed_phase = $3, cursor = $4, "
@@ -243,18 +247,20 @@ static const char *const pg_sql[N_PG_STMTS] = {
     [P_STEP_INSERT] = "INSERT INTO saga_steps (saga_id, idx, name, participant, action, "
                       "compensation, state, action_key, compensation_key, action_attempts, "
                       "compensation_attempts, last_outcome, result, last_error, "
-                      "next_attempt_at_ms) "
-                      "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                      "next_attempt_at_ms, started_at_ms, finished_at_ms) "
+                      "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
+                      "$16, $17)",
     [P_STEP_UPDATE] = "UPDATE saga_steps SET state = $3, action_attempts = $4, "
                       "compensation_attempts = $5, last_outcome = $6, result = $7, "
-                      "last_error = $8, next_attempt_at_ms = $9 WHERE saga_id = $1 AND idx = $2",
+                      "last_error = $8, next_attempt_at_ms = $9, started_at_ms = $10, "
+                      "finished_at_ms = $11 WHERE saga_id = $1 AND idx = $2",
     [P_HISTORY_INSERT] = "INSERT INTO saga_history (saga_id, at_ms, kind, step, phase, attempt, "
                          "outcome, replayed, detail) "
                          "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     [P_SAGA_BY_ID] = "SELECT " SAGA_COLUMNS " FROM sagas WHERE id = $1",
     [P_STEPS_OF] = "SELECT idx, name, state, action_attempts, compensation_attempts, "
-                   "last_outcome, result, last_error, next_attempt_at_ms "
-                   "FROM saga_steps WHERE saga_id = $1 ORDER BY idx",
+                   "last_outcome, result, last_error, next_attempt_at_ms, started_at_ms, "
+                   "finished_at_ms FROM saga_steps WHERE saga_id = $1 ORDER BY idx",
     [P_CLIENT_KEY] = "SELECT id FROM sagas WHERE client_key = $1",
     [P_HISTORY] = "SELECT seq, at_ms, kind, step, phase, attempt, outcome, replayed, detail "
                   "FROM saga_history WHERE saga_id = $1 ORDER BY seq",
@@ -901,6 +907,7 @@ static int insert_saga(pg_store *st, const saga *s)
     p_int(&p, s->def_version);
     p_text(&p, st->node[0] ? st->node : "-");
     p_text(&p, st->node[0] ? st->epoch : "0");
+    p_int(&p, s->deadline_at_ms);
     int rc = queue(st, s->client_key ? P_SAGA_INSERT_KEYED : P_SAGA_INSERT, &p, s->id);
     free(input);
     for (size_t i = 0; rc == 0 && i < s->n_steps; i++) {
@@ -928,6 +935,8 @@ static int insert_saga(pg_store *st, const saga *s)
         p_text(&q, result);
         p_text(&q, r->last_error);
         p_int(&q, r->next_attempt_at_ms);
+        p_int(&q, r->started_at_ms);
+        p_int(&q, r->finished_at_ms);
         rc = queue(st, P_STEP_INSERT, &q, s->id);
         free(result);
     }
@@ -973,6 +982,8 @@ static int update_saga(pg_store *st, const saga *s)
         p_text(&q, result);
         p_text(&q, r->last_error);
         p_int(&q, r->next_attempt_at_ms);
+        p_int(&q, r->started_at_ms);
+        p_int(&q, r->finished_at_ms);
         int rc = queue(st, P_STEP_UPDATE, &q, s->id);
         free(result);
         if (rc != 0)
@@ -1092,6 +1103,8 @@ static int load_steps(pg_store *st, saga *s)
         r->compensation_attempts = (uint32_t)c_att;
         r->last_outcome = (int)outcome;
         r->next_attempt_at_ms = val_int(res, row, 8);
+        r->started_at_ms = val_int(res, row, 9);
+        r->finished_at_ms = val_int(res, row, 10);
         const char *result = val_or_null(res, row, 6);
         if (result != NULL && kv_from_json(&r->result, result) != 0) {
             corrupt(st, "load saga %s: unreadable step result", s->id);
@@ -1155,6 +1168,7 @@ static int pg_load_saga(store *base, const char *id, saga **out)
     s->created_at_ms = val_int(res, 0, 9);
     s->updated_at_ms = val_int(res, 0, 10);
     s->def_version = (uint32_t)def_version;
+    s->deadline_at_ms = val_int(res, 0, 12);
     if (dup_or_null(res, 0, 1, &s->type) != 0 || s->type == NULL ||
         dup_or_null(res, 0, 4, &s->client_key) != 0 || dup_or_null(res, 0, 8, &s->last_error)) {
         set_err(st, "load saga %s: out of memory", id);
