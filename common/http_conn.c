@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "json_util.h"
 #include "log.h"
 
 #define ACCEPT_RETRY_MS 100 /* after a failed accept (out of descriptors) */
@@ -212,12 +213,13 @@ void http_conn_respond(http_conn *c, int status, const char *headers, const void
 static void respond_refusal(http_conn *c, int status, const char *extra, const char *msg)
 {
     char headers[128];
-    char body[160];
-    int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}\n", msg);
+    size_t n = 0;
+    char *body = ju_error_line(msg, &n); /* NULL (out of memory): the status alone */
     snprintf(headers, sizeof headers, "Content-Type: application/json\r\n%s", extra);
     c->keep_alive = 0;
     c->head = 0;
-    http_conn_respond(c, status, headers, body, (size_t)n);
+    http_conn_respond(c, status, headers, body ? body : "", n);
+    free(body);
 }
 
 /* ---- Requests ---------------------------------------------------------- */

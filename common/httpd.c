@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "http_conn.h"
+#include "json_util.h"
 #include "log.h"
 #include "security.h"
 #include "util.h"
@@ -172,9 +173,10 @@ static void respond(http_conn *c, int status, const char *content_type, const vo
 
 static void respond_error(http_conn *c, int status, const char *msg)
 {
-    char body[256];
-    int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}\n", msg);
-    respond(c, status, "application/json", body, (size_t)n, 0);
+    size_t n = 0;
+    char *body = ju_error_line(msg, &n); /* NULL (out of memory): the status alone */
+    respond(c, status, "application/json", body ? body : "", n, 0);
+    free(body);
 }
 
 /* The route for path: an exact one, else the longest tree route above it. */

@@ -3,9 +3,11 @@
  *
  * Invariants: keys are unique and kept sorted by strcmp, so iteration order,
  * the JSON text and the canonical encoding are the same for equal maps.
- * The map owns copies of every key and value. kv_free on a zeroed map is a
- * no-op. Functions returning int give 0 on success and -1 on out-of-memory
- * (or, for kv_from_json, malformed text).
+ * The map owns copies of every key and value. JSON carries only UTF-8: in
+ * the JSON text, invalid UTF-8 bytes of a key or value are U+FFFD (the admin
+ * API and the wire refuse such strings before they reach a stored map). kv_free on a zeroed map is
+ * a no-op. Functions returning int give 0 on success and -1 on out-of-memory (or, for kv_from_json,
+ * malformed text).
  */
 #ifndef SAGA_KV_H
 #define SAGA_KV_H
@@ -34,11 +36,11 @@ const char *kv_get(const kvmap *m, const char *key);
 int kv_merge(kvmap *dst, const kvmap *src);
 int kv_equal(const kvmap *a, const kvmap *b);
 
-/* A JSON object of strings, e.g. {"a":"1"}; malloc'd, caller frees. */
+/* A compact JSON object of strings, e.g. {"a":"1"}, written by jansson (the
+ * stored form of inputs and results); malloc'd, caller frees. */
 char *kv_to_json(const kvmap *m);
-/* Parses what kv_to_json writes (a flat JSON object of strings) into m. */
+/* Parses a flat JSON object of strings (what kv_to_json writes, and what
+ * older versions wrote by hand: the same JSON) into m. */
 int kv_from_json(kvmap *m, const char *json);
-/* Appends s as a quoted JSON string to a growing buffer; used by CLI output. */
-int kv_json_quote(char **buf, size_t *len, size_t *cap, const char *s);
 
 #endif

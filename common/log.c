@@ -3,9 +3,13 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "json_util.h"
+#include "util.h"
 
 static const char *log_program = "saga";
 static enum log_level log_threshold = LOG_INFO;
@@ -70,20 +74,44 @@ int log_level_parse(const char *name)
     return -1;
 }
 
-/* Appends s to buf as the inside of a JSON string; returns the new length. */
-static size_t json_escape_into(char *buf, size_t len, size_t cap, const char *s)
+/*
+ * The JSON form of one line into line (cap bytes, newline included); returns
+ * its length, or 0 when it cannot be built. msg is repaired to valid UTF-8
+ * and, when the escaped line would not fit, cut (at a character boundary) and
+ * marked with "truncated": a log line is always one whole JSON object.
+ */
+static size_t json_line(char *line, size_t cap, const char *stamp, const char *level,
+                        const char *msg)
 {
-    for (; *s && len + 7 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            buf[len++] = '\\';
-            buf[len++] = (char)c;
-        } else if (c < 0x20) {
-            len += (size_t)snprintf(buf + len, cap - len, "\\u%04x", c);
-        } else {
-            buf[len++] = (char)c;
+    json_t *obj = json_object();
+    char *text = util_utf8_repair(msg);
+    size_t len = 0;
+    if (obj == NULL || text == NULL ||
+        (ju_set(obj, "ts", json_string(stamp)) | ju_set(obj, "level", json_string(level)) |
+         ju_set(obj, "program", ju_str(log_program))) != 0)
+        goto out;
+    size_t keep = strlen(text);
+    for (;;) {
+        text[keep] = '\0';
+        if (ju_set(obj, "msg", json_string(text)) != 0)
+            goto out;
+        size_t n = json_dumpb(obj, line, cap - 1, JSON_COMPACT);
+        if (n > 0 && n < cap - 1) {
+            line[n] = '\n';
+            len = n + 1;
+            break;
         }
+        if (keep == 0)
+            goto out;
+        keep /= 2; /* escapes grow a byte up to 6: halving fits in a few rounds */
+        while (keep > 0 && ((unsigned char)text[keep] & 0xC0) == 0x80)
+            keep--; /* not inside a character */
+        if (ju_set(obj, "truncated", json_true()) != 0)
+            goto out;
     }
+out:
+    free(text);
+    json_decref(obj);
     return len;
 }
 
@@ -108,12 +136,9 @@ void log_msg(enum log_level level, const char *fmt, ...)
     char line[LOG_LINE_MAX];
     size_t len;
     if (log_json) {
-        len = (size_t)snprintf(line, sizeof line, "{\"ts\":\"%s\",\"level\":\"%s\",\"program\":\"",
-                               stamp, level_names[level]);
-        len = json_escape_into(line, len, sizeof line, log_program);
-        len += (size_t)snprintf(line + len, sizeof line - len, "\",\"msg\":\"");
-        len = json_escape_into(line, len, sizeof line - 3, msg);
-        len += (size_t)snprintf(line + len, sizeof line - len, "\"}\n");
+        len = json_line(line, sizeof line, stamp, level_names[level], msg);
+        if (len == 0)
+            return; /* out of memory: the line is dropped, never written half-built */
     } else {
         len = (size_t)snprintf(line, sizeof line, "%s %-5s %s: %s\n", stamp, level_names[level],
                                log_program, msg);

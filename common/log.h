@@ -2,7 +2,10 @@
  * log — one line per event on stderr, for every program of the project.
  *
  * Lines look like "2026-11-22T07:15:14.123Z INFO  sagad: message" or, with
- * log_set_json(1), one JSON object per line for log collectors. Thread-safe:
+ * log_set_json(1), one JSON object per line for log collectors:
+ * {"ts","level","program","msg"} (and "truncated":true when msg was cut to
+ * fit), always valid JSON: invalid UTF-8 in a message (a saga type or key
+ * from a peer) becomes U+FFFD. Thread-safe:
  * each line is formatted into a local buffer and written with one write(2).
  * Messages longer than the buffer are truncated, never split.
  */

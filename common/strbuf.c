@@ -6,8 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util.h"
-
 static int sb_reserve(strbuf *sb, size_t more)
 {
     if (sb->failed)
@@ -58,37 +56,6 @@ void sb_printf(strbuf *sb, const char *fmt, ...)
     vsnprintf(sb->data + sb->len, (size_t)n + 1, fmt, ap);
     va_end(ap);
     sb->len += (size_t)n;
-}
-
-void sb_json_str(strbuf *sb, const char *s)
-{
-    if (s == NULL) {
-        sb_puts(sb, "null");
-        return;
-    }
-    sb_append(sb, "\"", 1);
-    const unsigned char *p = (const unsigned char *)s, *end = p + strlen(s);
-    while (*p) {
-        unsigned char c = *p;
-        if (c == '"' || c == '\\') {
-            char esc[2] = {'\\', (char)c};
-            sb_append(sb, esc, 2);
-            p++;
-        } else if (c < 0x20 || c == 0x7f) {
-            sb_printf(sb, "\\u%04x", c);
-            p++;
-        } else {
-            size_t n = util_utf8_seq_len(p, (size_t)(end - p));
-            if (n == 0) {
-                sb_puts(sb, "\\ufffd");
-                p++;
-            } else {
-                sb_append(sb, (const char *)p, n);
-                p += n;
-            }
-        }
-    }
-    sb_append(sb, "\"", 1);
 }
 
 void sb_label_value(strbuf *sb, const char *s)

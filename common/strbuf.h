@@ -1,6 +1,7 @@
 /*
  * strbuf — a growable, always NUL-terminated byte buffer for building text
- * (Prometheus expositions, JSON documents) without counting lengths by hand.
+ * (Prometheus expositions; JSON is built with jansson, json_util.h) without counting lengths by
+ * hand.
  *
  * An allocation failure is sticky: the buffer stops growing, sb->failed is
  * set and every later append is a no-op, so a caller checks once at the end
@@ -26,9 +27,6 @@ typedef struct {
 void sb_append(strbuf *sb, const char *s, size_t n);
 void sb_puts(strbuf *sb, const char *s);
 void sb_printf(strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* s as a JSON string literal, quotes included ("null" for NULL). Invalid
- * UTF-8 bytes become U+FFFD so the output is always valid JSON. */
-void sb_json_str(strbuf *sb, const char *s);
 /* s escaped as a Prometheus label value (backslash, quote, newline). */
 void sb_label_value(strbuf *sb, const char *s);
 /* 1 when no append failed. */

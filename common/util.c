@@ -154,6 +154,32 @@ int util_utf8_valid(const char *s, size_t n)
     return 1;
 }
 
+char *util_utf8_repair(const char *s)
+{
+    size_t n = strlen(s);
+    if (n > (SIZE_MAX - 1) / 3)
+        return NULL;
+    char *out = malloc(n * 3 + 1); /* each byte becomes at most one U+FFFD */
+    if (out == NULL)
+        return NULL;
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    size_t o = 0;
+    while (p < end) {
+        size_t len = util_utf8_seq_len(p, (size_t)(end - p));
+        if (len > 0) {
+            memcpy(out + o, p, len);
+            o += len;
+            p += len;
+        } else {
+            memcpy(out + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            p++;
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
 uint64_t util_mix64(uint64_t x)
 {
     x ^= x >> 33;

@@ -1,6 +1,6 @@
 /*
  * util — small helpers shared by every program: clocks, randomness, UUIDs,
- * strict number parsing, UTF-8 validation and temp-safe string copies.
+ * strict number parsing, UTF-8 validation and repair, and temp-safe string copies.
  */
 #ifndef SAGA_UTIL_H
 #define SAGA_UTIL_H
@@ -40,6 +40,9 @@ int util_uuid7_time_ms(const char *s, int64_t *ms);
 size_t util_utf8_seq_len(const unsigned char *s, size_t avail);
 /* Is s (n bytes) well-formed UTF-8? NUL bytes count as valid here. */
 int util_utf8_valid(const char *s, size_t n);
+/* A malloc'd copy of s (NUL-terminated) with each byte that does not start a
+ * well-formed sequence replaced by U+FFFD; NULL when out of memory. */
+char *util_utf8_repair(const char *s);
 
 /* Parses all of s as a decimal int64 (optional leading '-'); returns 0 or -1. */
 int util_parse_i64(const char *s, int64_t *out);

@@ -79,6 +79,7 @@ typedef struct admin_ctx {
     enum actx_state state;
     AdminRequest *req;      /* while QUEUED: the read to serve */
     struct admin_ctx *next; /* reader queue link */
+    AdminReply **captured;  /* admin_read: the reply goes here, unpacked, not to nng */
 } admin_ctx;
 
 struct admin_server {
@@ -195,6 +196,15 @@ static void actx_reply(admin_ctx *c, const AdminReply *rep)
         too_big.status = SAGA__V1__ADMIN_STATUS__ADMIN_INTERNAL;
         too_big.error = "reply too large";
         actx_reply(c, &too_big);
+        return;
+    }
+    if (c->captured != NULL) { /* admin_read: an unpacked copy the caller owns */
+        uint8_t *buf = malloc(len ? len : 1);
+        if (buf != NULL) {
+            protobuf_c_message_pack(&rep->base, buf);
+            *c->captured = saga__v1__admin_reply__unpack(NULL, len, buf);
+        }
+        free(buf);
         return;
     }
     nng_msg *msg;
@@ -652,6 +662,7 @@ static int status_from_saga(arena *a, const saga *s, Saga__V1__SagaStatus *out)
     out->updated_at_ms = s->updated_at_ms;
     out->deadline_at_ms = s->deadline_at_ms;
     out->last_error = pb_str(s->last_error);
+    out->failed_phase = (Saga__V1__Phase)(s->state == SAGA_FAILED ? s->failed_phase : PHASE_ACTION);
     out->n_input = s->input.len;
     if ((out->input = status_inputs(a, &s->input)) == NULL)
         return -1;
@@ -729,7 +740,7 @@ out:
     saga_free(s);
 }
 
-/* The newest ADMIN_HISTORY_MAX events of a saga, in a ring of copies. */
+/* Copies of the oldest ADMIN_HISTORY_MAX events after after_seq. */
 typedef struct {
     uint64_t seq;
     int64_t at_ms;
@@ -741,9 +752,10 @@ typedef struct {
 } hist_event;
 
 typedef struct {
-    hist_event ring[ADMIN_HISTORY_MAX];
-    size_t start, len;
-    uint64_t seen;
+    hist_event events[ADMIN_HISTORY_MAX];
+    size_t len;
+    uint64_t after_seq;
+    int more; /* events past the limit were left out */
     int oom;
 } hist_acc;
 
@@ -758,15 +770,13 @@ static void hist_event_clear(hist_event *ev)
 static int hist_collect(const store_event *in, void *arg)
 {
     hist_acc *h = arg;
-    hist_event *ev;
-    if (h->len == ADMIN_HISTORY_MAX) { /* drop the oldest */
-        ev = &h->ring[h->start];
-        hist_event_clear(ev);
-        h->start = (h->start + 1) % ADMIN_HISTORY_MAX;
-    } else {
-        ev = &h->ring[(h->start + h->len++) % ADMIN_HISTORY_MAX];
+    if (in->seq <= h->after_seq)
+        return 0;
+    if (h->len == ADMIN_HISTORY_MAX) {
+        h->more = 1;
+        return 1; /* stops the walk: the page is full */
     }
-    h->seen++;
+    hist_event *ev = &h->events[h->len++];
     ev->seq = in->seq;
     ev->at_ms = in->at_ms;
     ev->phase = in->phase;
@@ -783,8 +793,9 @@ static int hist_collect(const store_event *in, void *arg)
     return 0;
 }
 
-static void read_history(admin_ctx *c, const char *id)
+static void read_history(admin_ctx *c, const Saga__V1__GetHistory *m)
 {
+    const char *id = m->saga_id;
     arena a = {NULL};
     AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
     Saga__V1__SagaHistory hist = SAGA__V1__SAGA_HISTORY__INIT;
@@ -796,29 +807,23 @@ static void read_history(admin_ctx *c, const char *id)
         reply_oom(c, "history");
         goto out;
     }
-    int rc = store_history(c->srv->st, id, hist_collect, h);
+    h->after_seq = m->after_seq;
+    /* The saga first: tells "no saga" from "no events", and gives its state. */
+    int rc = store_load_saga(c->srv->st, id, &s);
+    if (rc == STORE_NOT_FOUND) {
+        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_NOT_FOUND, "no saga %s", id);
+        goto out;
+    }
+    if (rc == 0)
+        rc = store_history(c->srv->st, id, hist_collect, h);
     if (h->oom) {
         reply_oom(c, "history");
         goto out;
     }
-    if (rc != 0) {
+    if (rc < 0) {
         reply_store_error(c, "history");
         goto out;
     }
-    if (h->len == 0) { /* every saga has a saga_started event: does it exist? */
-        rc = store_load_saga(c->srv->st, id, &s);
-        if (rc == STORE_NOT_FOUND) {
-            actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_NOT_FOUND, "no saga %s", id);
-            goto out;
-        }
-        if (rc != 0) {
-            reply_store_error(c, "history");
-            goto out;
-        }
-    }
-    if (h->seen > h->len)
-        log_debug("admin: history of %s: sending the newest %zu of %" PRIu64 " events", id, h->len,
-                  h->seen);
     Saga__V1__HistoryEvent **v = arena_calloc(&a, h->len, sizeof *v);
     Saga__V1__HistoryEvent *e = arena_calloc(&a, h->len, sizeof *e);
     if (v == NULL || e == NULL) {
@@ -826,7 +831,7 @@ static void read_history(admin_ctx *c, const char *id)
         goto out;
     }
     for (size_t i = 0; i < h->len; i++) {
-        const hist_event *ev = &h->ring[(h->start + i) % ADMIN_HISTORY_MAX];
+        const hist_event *ev = &h->events[i];
         saga__v1__history_event__init(&e[i]);
         e[i].seq = ev->seq;
         e[i].at_ms = ev->at_ms;
@@ -842,13 +847,15 @@ static void read_history(admin_ctx *c, const char *id)
     hist.saga_id = pb_str(id);
     hist.n_events = h->len;
     hist.events = v;
+    hist.state = (Saga__V1__SagaState)s->state;
+    hist.more = h->more != 0;
     rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_HISTORY;
     rep.history = &hist;
     actx_reply(c, &rep);
 out:
     if (h != NULL) {
-        for (size_t i = 0; i < ADMIN_HISTORY_MAX; i++)
-            hist_event_clear(&h->ring[i]);
+        for (size_t i = 0; i < h->len; i++)
+            hist_event_clear(&h->events[i]);
         free(h);
     }
     arena_free(&a);
@@ -922,7 +929,11 @@ static void read_list(admin_ctx *c, const Saga__V1__ListSagas *m)
         reply_oom(c, "list");
         goto out;
     }
-    int rc = store_list(c->srv->st, (int)m->state, nz(m->type), nz(m->after_id), limit,
+    uint64_t counts[6] = {0};
+    Saga__V1__StateCounts state_counts = SAGA__V1__STATE_COUNTS__INIT;
+    int rc = store_count_by_state(c->srv->st, counts);
+    if (rc == 0)
+        rc = store_list(c->srv->st, (int)m->state, nz(m->type), nz(m->after_id), limit,
                         list_collect, &l);
     if (l.oom) {
         reply_oom(c, "list");
@@ -934,6 +945,14 @@ static void read_list(admin_ctx *c, const Saga__V1__ListSagas *m)
     }
     list.n_sagas = l.n;
     list.sagas = l.rows;
+    state_counts.running = counts[SAGA_RUNNING];
+    state_counts.compensating = counts[SAGA_COMPENSATING];
+    state_counts.completed = counts[SAGA_COMPLETED];
+    state_counts.compensated = counts[SAGA_COMPENSATED];
+    state_counts.failed = counts[SAGA_FAILED];
+    list.counts = &state_counts;
+    /* A full page may have a successor; a short one is the last. */
+    list.next_after = pb_str(l.n == limit ? l.rows[l.n - 1]->saga_id : NULL);
     rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_LIST;
     rep.list = &list;
     actx_reply(c, &rep);
@@ -1161,7 +1180,7 @@ static void serve_read(admin_ctx *c, const AdminRequest *req)
         read_status(c, req->status->saga_id);
         break;
     case SAGA__V1__ADMIN_REQUEST__BODY_HISTORY:
-        read_history(c, req->history->saga_id);
+        read_history(c, req->history);
         break;
     case SAGA__V1__ADMIN_REQUEST__BODY_LIST:
         read_list(c, req->list);
@@ -1176,6 +1195,15 @@ static void serve_read(admin_ctx *c, const AdminRequest *req)
         read_stats(c);
         break;
     }
+}
+
+AdminReply *admin_read(engine *e, store *st, const AdminRequest *req)
+{
+    admin_server srv = {.eng = e, .defs = engine_catalog(e), .st = st};
+    AdminReply *rep = NULL;
+    admin_ctx c = {.srv = &srv, .captured = &rep};
+    serve_read(&c, req);
+    return rep;
 }
 
 static void *reader_main(void *arg)

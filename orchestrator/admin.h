@@ -42,7 +42,7 @@
 #define ADMIN_MAX_TYPE        255  /* bytes in a saga type (StartSaga, ListSagas filters) */
 #define ADMIN_LIST_DEFAULT    100  /* ListSagas.limit == 0 */
 #define ADMIN_LIST_MAX        1000 /* larger limits are lowered to this */
-#define ADMIN_HISTORY_MAX     1000 /* a history reply holds at most the newest this many events */
+#define ADMIN_HISTORY_MAX     1000 /* events in a history reply: the oldest after after_seq */
 #define ADMIN_SUMMARY_ERROR   256  /* bytes of last_error kept in a list row */
 
 typedef struct admin_server admin_server;
@@ -74,5 +74,19 @@ int admin_handle_request_bytes(const orch_config *cfg, const void *buf, size_t l
  * called exactly once), then frees everything. Safe on NULL.
  */
 void admin_stop(admin_server *srv);
+
+/*
+ * Serves one read request (status, history, list or stats) exactly as the
+ * admin socket does, from st (read-only, used by the caller's thread only),
+ * the engine's catalog and counters, and returns the reply, unpacked (free
+ * it with saga__v1__admin_reply__free_unpacked); NULL when out of memory.
+ * For sagad's HTTP API (obs_http.h), so that both serve the same documents
+ * (saga_json.h) from the same reads.
+ */
+struct Saga__V1__AdminRequest;
+struct Saga__V1__AdminReply;
+struct store;
+struct Saga__V1__AdminReply *admin_read(engine *e, struct store *st,
+                                        const struct Saga__V1__AdminRequest *req);
 
 #endif

@@ -7,17 +7,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin.h"
+#include "admin.pb-c.h"
 #include "httpd.h"
+#include "json_util.h"
 #include "log.h"
 #include "metrics.h"
 #include "orch_metrics.h"
 #include "saga.h"
-#include "catalog.h"
+#include "saga_json.h"
 #include "store.h"
 #include "strbuf.h"
 #include "util.h"
 #include "web_assets.h"
-#include "wire.h"
 
 struct obs_http {
     const orch_config *cfg;
@@ -28,24 +30,20 @@ struct obs_http {
 
 /* ---- Helpers -------------------------------------------------------------------- */
 
-static void set_json(httpd_response *res, strbuf *sb)
+/* Sends doc (a new reference, NULL when it could not be built) as the body. */
+static void set_json(httpd_response *res, json_t *doc)
 {
-    sb_puts(sb, "\n");
     res->content_type = "application/json";
-    res->body = sb_take(sb, &res->len);
+    res->body = ju_line(doc, &res->len);
     if (res->body == NULL)
         res->status = 500;
 }
 
 static void set_error(httpd_response *res, int status, const char *msg)
 {
-    strbuf sb = STRBUF_INIT;
-    sb_puts(&sb, "{\"error\":");
-    sb_json_str(&sb, msg);
-    sb_puts(&sb, "}");
     res->status = status;
-    set_json(res, &sb);
-    res->status = status;
+    res->content_type = "application/json";
+    res->body = ju_error_line(msg, &res->len);
 }
 
 /* ---- /metrics ----------------------------------------------------------------------- */
@@ -67,38 +65,56 @@ static void get_metrics(void *arg, const char *path, const char *query, httpd_re
     res->body = sb_take(&sb, &res->len);
 }
 
-/* ---- /api/sagas ---------------------------------------------------------------------- */
+/* ---- /api/sagas: the admin API's reads, as saga_json documents ------------------------ */
 
-typedef struct {
-    strbuf *sb;
-    size_t n;
-    char last_id[37];
-} list_ctx;
-
-static int list_row(const store_summary *row, void *arg)
+/* Serves req through admin_read and answers the document build makes of the
+ * reply's body, or the reply's error with the matching HTTP status. */
+static void serve(obs_http *o, const Saga__V1__AdminRequest *req, httpd_response *res,
+                  json_t *(*build)(const Saga__V1__AdminReply *rep))
 {
-    list_ctx *lc = arg;
-    strbuf *sb = lc->sb;
-    sb_puts(sb, lc->n++ ? ",\n  {" : "\n  {");
-    sb_puts(sb, "\"saga_id\":");
-    sb_json_str(sb, row->saga_id);
-    sb_puts(sb, ",\"type\":");
-    sb_json_str(sb, row->type);
-    sb_printf(sb, ",\"state\":\"%s\",\"created_at_ms\":%lld,\"updated_at_ms\":%lld",
-              saga_state_name((saga_state)row->state), (long long)row->created_at_ms,
-              (long long)row->updated_at_ms);
-    sb_puts(sb, ",\"last_error\":");
-    sb_json_str(sb, row->last_error);
-    sb_puts(sb, "}");
-    snprintf(lc->last_id, sizeof lc->last_id, "%s", row->saga_id);
-    return 0;
+    Saga__V1__AdminReply *rep = admin_read(o->eng, o->st, req);
+    if (rep == NULL) {
+        set_error(res, 500, "out of memory");
+        return;
+    }
+    switch (rep->status) {
+    case SAGA__V1__ADMIN_STATUS__ADMIN_OK:
+        set_json(res, build(rep));
+        break;
+    case SAGA__V1__ADMIN_STATUS__ADMIN_NOT_FOUND:
+        set_error(res, 404, "no such saga");
+        break;
+    case SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST:
+        set_error(res, 400, rep->error);
+        break;
+    default:
+        set_error(res, 500, rep->error);
+        break;
+    }
+    saga__v1__admin_reply__free_unpacked(rep, NULL);
+}
+
+static json_t *build_list(const Saga__V1__AdminReply *rep)
+{
+    return rep->body_case == SAGA__V1__ADMIN_REPLY__BODY_LIST ? saga_json_list(rep->list) : NULL;
+}
+
+static json_t *build_status(const Saga__V1__AdminReply *rep)
+{
+    return rep->body_case == SAGA__V1__ADMIN_REPLY__BODY_SAGA ? saga_json_status(rep->saga) : NULL;
+}
+
+static json_t *build_history(const Saga__V1__AdminReply *rep)
+{
+    return rep->body_case == SAGA__V1__ADMIN_REPLY__BODY_HISTORY ? saga_json_history(rep->history)
+                                                                 : NULL;
 }
 
 static void get_list(obs_http *o, const char *query, httpd_response *res)
 {
-    char state_arg[32] = "", type[256] = "", limit_arg[16] = "", after[64] = "";
+    char state_arg[32] = "", type[ADMIN_MAX_TYPE + 1] = "", limit_arg[16] = "", after[64] = "";
     int state = 0;
-    int64_t limit = OBS_LIST_DEFAULT;
+    int64_t limit = ADMIN_LIST_DEFAULT;
     httpd_query_param(query, "state", state_arg, sizeof state_arg);
     httpd_query_param(query, "type", type, sizeof type);
     httpd_query_param(query, "limit", limit_arg, sizeof limit_arg);
@@ -112,172 +128,34 @@ static void get_list(obs_http *o, const char *query, httpd_response *res)
         set_error(res, 400, "limit must be a positive integer");
         return;
     }
-    if (limit > OBS_LIST_MAX)
-        limit = OBS_LIST_MAX;
+    if (limit > ADMIN_LIST_MAX)
+        limit = ADMIN_LIST_MAX;
     if (after[0] && !util_is_uuid(after)) {
         set_error(res, 400, "after must be a saga id");
         return;
     }
-    strbuf sb = STRBUF_INIT;
-    uint64_t counts[6] = {0};
-    list_ctx lc = {&sb, 0, ""};
-    int rc = store_count_by_state(o->st, counts);
-    if (rc == 0) {
-        sb_puts(&sb, "{\"counts\":{");
-        for (int s = SAGA_RUNNING; s <= SAGA_FAILED; s++)
-            sb_printf(&sb, "%s\"%s\":%llu", s > SAGA_RUNNING ? "," : "",
-                      saga_state_name((saga_state)s), (unsigned long long)counts[s]);
-        sb_puts(&sb, "},\"sagas\":[");
-        rc =
-            store_list(o->st, state, type, after[0] ? after : NULL, (uint32_t)limit, list_row, &lc);
-    }
-    char why[256];
-    snprintf(why, sizeof why, "storage error: %s", store_errmsg(o->st));
-    if (rc != 0) {
-        sb_free(&sb);
-        set_error(res, 500, why);
-        return;
-    }
-    sb_puts(&sb, lc.n ? "\n],\"next_after\":" : "],\"next_after\":");
-    sb_json_str(&sb, lc.n == (size_t)limit ? lc.last_id : NULL);
-    sb_puts(&sb, "}");
-    set_json(res, &sb);
+    Saga__V1__AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
+    Saga__V1__ListSagas list = SAGA__V1__LIST_SAGAS__INIT;
+    list.state = (Saga__V1__SagaState)state;
+    list.type = type;
+    list.limit = (uint32_t)limit;
+    list.after_id = after;
+    req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_LIST;
+    req.list = &list;
+    serve(o, &req, res, build_list);
 }
 
-/* ---- /api/sagas/ID --------------------------------------------------------------------- */
-
-static void json_kv(strbuf *sb, const kvmap *m)
+static void get_status(obs_http *o, char *id, httpd_response *res)
 {
-    sb_puts(sb, "{");
-    for (size_t i = 0; i < m->len; i++) {
-        if (i)
-            sb_puts(sb, ",");
-        sb_json_str(sb, m->items[i].key);
-        sb_puts(sb, ":");
-        sb_json_str(sb, m->items[i].value);
-    }
-    sb_puts(sb, "}");
+    Saga__V1__AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
+    Saga__V1__GetStatus get = SAGA__V1__GET_STATUS__INIT;
+    get.saga_id = id;
+    req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_STATUS;
+    req.status = &get;
+    serve(o, &req, res, build_status);
 }
 
-static void json_status(strbuf *sb, const saga *s)
-{
-    sb_puts(sb, "{\"saga_id\":");
-    sb_json_str(sb, s->id);
-    sb_puts(sb, ",\"type\":");
-    sb_json_str(sb, s->type);
-    sb_printf(sb, ",\"state\":\"%s\",\"client_key\":", saga_state_name(s->state));
-    sb_json_str(sb, s->client_key);
-    sb_puts(sb, ",\"input\":");
-    json_kv(sb, &s->input);
-    sb_printf(sb,
-              ",\"created_at_ms\":%lld,\"updated_at_ms\":%lld,\"deadline_at_ms\":%lld,"
-              "\"last_error\":",
-              (long long)s->created_at_ms, (long long)s->updated_at_ms,
-              (long long)s->deadline_at_ms);
-    sb_json_str(sb, s->last_error);
-    sb_printf(sb, ",\"failed_phase\":%s",
-              s->state != SAGA_FAILED               ? "null"
-              : s->failed_phase == PHASE_COMPENSATE ? "\"compensate\""
-                                                    : "\"action\"");
-    sb_puts(sb, ",\"steps\":[");
-    for (size_t i = 0; i < s->n_steps; i++) {
-        const step_run *r = &s->steps[i];
-        const step_def *d = s->def != NULL && i < s->def->n_steps ? &s->def->steps[i] : NULL;
-        char name[32];
-        snprintf(name, sizeof name, "#%zu", i + 1);
-        sb_puts(sb, i ? ",\n  {\"name\":" : "\n  {\"name\":");
-        sb_json_str(sb, d ? d->name : name);
-        sb_puts(sb, ",\"participant\":");
-        sb_json_str(sb, d ? d->participant : NULL);
-        sb_puts(sb, ",\"action\":");
-        sb_json_str(sb, d ? d->action : NULL);
-        sb_puts(sb, ",\"compensation\":");
-        sb_json_str(sb, d ? d->compensation : NULL);
-        sb_printf(sb, ",\"state\":\"%s\",\"action_attempts\":%u,\"compensation_attempts\":%u",
-                  step_state_name(r->state), r->action_attempts, r->compensation_attempts);
-        sb_puts(sb, ",\"last_outcome\":");
-        if (r->last_outcome <= OUTCOME_UNSPECIFIED)
-            sb_puts(sb, "null");
-        else
-            sb_json_str(sb, wire_outcome_name(r->last_outcome));
-        sb_puts(sb, ",\"result\":");
-        json_kv(sb, &r->result);
-        sb_puts(sb, ",\"last_error\":");
-        sb_json_str(sb, r->last_error);
-        sb_printf(sb,
-                  ",\"next_attempt_at_ms\":%lld,\"started_at_ms\":%lld,\"finished_at_ms\":%lld}",
-                  (long long)r->next_attempt_at_ms, (long long)r->started_at_ms,
-                  (long long)r->finished_at_ms);
-    }
-    sb_puts(sb, s->n_steps ? "\n]}" : "]}");
-}
-
-static void get_status(obs_http *o, const char *id, httpd_response *res)
-{
-    saga *s = NULL;
-    char why[256] = "";
-    int rc = store_load_saga(o->st, id, &s);
-    if (rc == 0) /* its steps are named by the version it runs on; unnamed if that cannot load */
-        catalog_bind(engine_catalog(o->eng), o->st, s, why, sizeof why);
-    if (rc < 0)
-        snprintf(why, sizeof why, "storage error: %s", store_errmsg(o->st));
-    if (rc == STORE_NOT_FOUND) {
-        set_error(res, 404, "no such saga");
-        return;
-    }
-    if (rc != 0) {
-        set_error(res, 500, why);
-        return;
-    }
-    strbuf sb = STRBUF_INIT;
-    json_status(&sb, s);
-    saga_free(s);
-    set_json(res, &sb);
-}
-
-/* ---- /api/sagas/ID/history ----------------------------------------------------------------- */
-
-typedef struct {
-    strbuf *sb; /* events, each preceded by ",\n  " */
-    uint64_t after_seq;
-    size_t total;
-    int more; /* events past OBS_HISTORY_MAX were left out: ask again with after_seq */
-} hist_ctx;
-
-static int hist_event(const store_event *ev, void *arg)
-{
-    hist_ctx *h = arg;
-    if (ev->seq <= h->after_seq || h->more)
-        return 0;
-    if (h->total == OBS_HISTORY_MAX) {
-        h->more = 1;
-        return 0;
-    }
-    strbuf *sb = h->sb;
-    int saga_level = ev->step == NULL || ev->step[0] == '\0';
-    sb_printf(sb, ",\n  {\"seq\":%llu,\"at_ms\":%lld,\"kind\":", (unsigned long long)ev->seq,
-              (long long)ev->at_ms);
-    sb_json_str(sb, ev->kind);
-    sb_puts(sb, ",\"step\":");
-    sb_json_str(sb, ev->step ? ev->step : "");
-    sb_puts(sb, ",\"phase\":");
-    if (saga_level)
-        sb_puts(sb, "null");
-    else
-        sb_json_str(sb, wire_phase_name(ev->phase));
-    sb_printf(sb, ",\"attempt\":%u,\"outcome\":", ev->attempt);
-    if (ev->outcome <= OUTCOME_UNSPECIFIED)
-        sb_puts(sb, "null");
-    else
-        sb_json_str(sb, wire_outcome_name(ev->outcome));
-    sb_printf(sb, ",\"replayed\":%s,\"detail\":", ev->replayed ? "true" : "false");
-    sb_json_str(sb, ev->detail);
-    sb_puts(sb, "}");
-    h->total++;
-    return 0;
-}
-
-static void get_history(obs_http *o, const char *id, const char *query, httpd_response *res)
+static void get_history(obs_http *o, char *id, const char *query, httpd_response *res)
 {
     char after_arg[24] = "";
     int64_t after = 0;
@@ -286,39 +164,13 @@ static void get_history(obs_http *o, const char *id, const char *query, httpd_re
         set_error(res, 400, "after_seq must be a non-negative integer");
         return;
     }
-    strbuf events = STRBUF_INIT;
-    hist_ctx h = {&events, (uint64_t)after, 0, 0};
-    char why[256] = "";
-    saga *s = NULL;
-    int rc = store_load_saga(o->st, id, &s); /* tells "no saga" from "no events" */
-    if (rc == 0)
-        rc = store_history(o->st, id, hist_event, &h);
-    if (rc < 0)
-        snprintf(why, sizeof why, "storage error: %s", store_errmsg(o->st));
-    if (rc == STORE_NOT_FOUND) {
-        sb_free(&events);
-        set_error(res, 404, "no such saga");
-        return;
-    }
-    if (rc != 0) {
-        sb_free(&events);
-        saga_free(s);
-        set_error(res, 500, why);
-        return;
-    }
-    strbuf sb = STRBUF_INIT;
-    sb_puts(&sb, "{\"saga_id\":");
-    sb_json_str(&sb, id);
-    sb_printf(&sb, ",\"state\":\"%s\",\"final\":%s,\"events\":[", saga_state_name(s->state),
-              saga_is_final(s->state) ? "true" : "false");
-    saga_free(s);
-    if (events.len > 2)
-        sb_append(&sb, events.data + 1, events.len - 1); /* without the first comma */
-    sb_printf(&sb, "%s,\"more\":%s}", h.total ? "\n]" : "]", h.more ? "true" : "false");
-    if (!sb_ok(&events))
-        sb.failed = 1;
-    sb_free(&events);
-    set_json(res, &sb);
+    Saga__V1__AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
+    Saga__V1__GetHistory get = SAGA__V1__GET_HISTORY__INIT;
+    get.saga_id = id;
+    get.after_seq = (uint64_t)after;
+    req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_HISTORY;
+    req.history = &get;
+    serve(o, &req, res, build_history);
 }
 
 /* /api/sagas, /api/sagas/ID, /api/sagas/ID/history */

@@ -5,18 +5,23 @@
  *   GET /metrics                    Prometheus text format (orch_metrics.h)
  *   GET /api/sagas?state=&type=&limit=&after=
  *                                   saga summaries, newest first, and the
- *                                   count of sagas in each state
+ *                                   count of sagas in each state (as sagactl list)
  *   GET /api/sagas/ID               one saga with its steps (as sagactl status)
  *   GET /api/sagas/ID/history?after_seq=N
  *                                   its events after seq N, oldest first (as
- *                                   sagactl history), at most OBS_HISTORY_MAX
+ *                                   sagactl history), at most ADMIN_HISTORY_MAX
  *                                   ("more": true when more follow)
+ *
+ * The /api documents are the admin API's replies (admin_read: the same reads
+ * as the admin socket) written by saga_json, so they are the documents of
+ * `sagactl --json`, field for field. Every answer under /api, refusals (400,
+ * 401, 404, 405) included, is JSON.
  *   GET /  /app.js  /style.css      the dashboard (orchestrator/web/, embedded
  *                                   in the binary at build time)
  *
  * Everything is read-only: the API answers from its own read-only store
  * handle (SQLite WAL lets it read while the engine writes), used by one
- * request at a time under a mutex; metrics are read from the engine's
+ * request at a time (httpd runs route functions one at a time); metrics are read from the engine's
  * atomics. Security follows the admin API (common/httpd.h): loopback-only
  * unless https:// with a certificate and the admin token, and with an admin
  * token configured, /metrics and /api/ require "Authorization: Bearer TOKEN".
@@ -31,10 +36,6 @@
 
 #include "config.h"
 #include "engine.h"
-
-#define OBS_LIST_DEFAULT 100
-#define OBS_LIST_MAX     1000
-#define OBS_HISTORY_MAX  2000 /* events in one history answer (the oldest after after_seq) */
 
 typedef struct obs_http obs_http;
 

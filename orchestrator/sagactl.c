@@ -12,9 +12,11 @@
  *    saga ended COMPENSATED/FAILED, 5 sagad could not be reached.
  *  - stdout carries only results; every diagnostic goes to stderr, prefixed
  *    "sagactl: ".
- *  - --json output is always valid JSON: strings are escaped with
- *    kv_json_quote and invalid UTF-8 is replaced by U+FFFD. Text output
- *    escapes control characters, so stored data cannot drive the terminal.
+ *  - --json output is always valid JSON, written by jansson: status, list,
+ *    history and stats are saga_json's documents (the very ones sagad's
+ *    /api serves), invalid UTF-8 becomes U+FFFD (json_util.h). watch and
+ *    list --watch print NDJSON: one document per line. Text output escapes
+ *    control characters, so stored data cannot drive the terminal.
  *  - Every request is bounded by --timeout; REQ resends are disabled so a
  *    request is sent once per connection (a start without --key is only
  *    safe to retry by hand when its first attempt is known to have failed).
@@ -40,7 +42,8 @@
 
 #include "admin.h"
 #include "admin.pb-c.h"
-#include "kv.h"
+#include "json_util.h"
+#include "saga_json.h"
 #include "security.h"
 #include "util.h"
 #include "wire.h"
@@ -105,7 +108,7 @@ static const char usage_text[] =
     "                                 FAILED and print that state\n"
     "  status ID [--wait]  state, input and steps of one saga; --wait first waits\n"
     "                      until it is COMPLETED, COMPENSATED or FAILED\n"
-    "  history ID          its events, oldest first (at most the newest 1000)\n"
+    "  history ID          all its events, oldest first\n"
     "  watch ID            follow one saga live: print each new event as it\n"
     "                      happens until the saga is COMPLETED, COMPENSATED or\n"
     "                      FAILED (exit status as for --wait); --json: one JSON\n"
@@ -115,7 +118,8 @@ static const char usage_text[] =
     "                      completed, compensated or failed; N is 1..1000 (100);\n"
     "                      --after ID continues a list after saga ID;\n"
     "                      --watch redraws counts and the list every second until\n"
-    "                      interrupted (not a terminal: prints them every second)\n"
+    "                      interrupted (not a terminal: prints them every second;\n"
+    "                      --json: one list document per line)\n"
     "  abort ID [--reason TEXT]\n"
     "                      stop a RUNNING saga (or one FAILED in its actions) and\n"
     "                      compensate the steps it has done\n"
@@ -414,179 +418,42 @@ static void print_field(const char *label, const char *value)
 
 /* ---- JSON output ------------------------------------------------------- */
 
-#define JSON_MAX_DEPTH 8
-
-/* A JSON writer that places commas, line breaks and indentation itself:
- * one item per line, two spaces per level (readable, and line-based tools
- * such as grep and sed find a field on its own line). */
-typedef struct {
-    char *buf;
-    size_t len, cap;
-    int depth;
-    int has_items[JSON_MAX_DEPTH]; /* the open container already holds an item */
-    int after_key;                 /* the next value completes a "key": pair */
-} jw;
-
-static void jw_raw(jw *w, const char *s)
+/* Prints doc (a new reference from a builder) indented, one field a line (so
+ * line-based tools such as grep and sed find a field on its own line), and
+ * frees it. A document that could not be built is out of memory. */
+static void print_json(json_t *doc)
 {
-    size_t n = strlen(s);
-    if (w->len + n + 1 > w->cap) {
-        size_t ncap = w->cap ? w->cap : 256;
-        while (ncap < w->len + n + 1)
-            ncap *= 2;
-        char *nb = realloc(w->buf, ncap);
-        if (nb == NULL)
-            die_oom();
-        w->buf = nb;
-        w->cap = ncap;
-    }
-    memcpy(w->buf + w->len, s, n + 1);
-    w->len += n;
-}
-
-static void jw_newline(jw *w, int depth)
-{
-    jw_raw(w, "\n");
-    for (int i = 0; i < depth; i++)
-        jw_raw(w, "  ");
-}
-
-/* Before any value or key: a comma unless it is the first item of its
- * container, then a new line; nothing before the value of a key. */
-static void jw_item(jw *w)
-{
-    if (w->after_key) {
-        w->after_key = 0;
-        return;
-    }
-    if (w->depth == 0)
-        return;
-    if (w->has_items[w->depth - 1])
-        jw_raw(w, ",");
-    w->has_items[w->depth - 1] = 1;
-    jw_newline(w, w->depth);
-}
-
-static void jw_open(jw *w, const char *bracket)
-{
-    jw_item(w);
-    jw_raw(w, bracket);
-    if (w->depth == JSON_MAX_DEPTH)
-        abort(); /* a programming error: the documents here are shallow */
-    w->has_items[w->depth++] = 0;
-}
-
-static void jw_close(jw *w, const char *bracket)
-{
-    w->depth--;
-    if (w->has_items[w->depth])
-        jw_newline(w, w->depth);
-    jw_raw(w, bracket);
-}
-
-/* Replaces every invalid UTF-8 sequence of s by U+FFFD; NULL when s is valid. */
-static char *utf8_repair(const char *s)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    char *out = NULL;
-    size_t o = 0;
-    int bad = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        if (pass == 1) {
-            if (!bad)
-                return NULL;
-            out = xcalloc(strlen(s) * 3 + 1, 1); /* each byte at most one U+FFFD */
-            p = (const unsigned char *)s;
-        }
-        const unsigned char *end = p + strlen((const char *)p);
-        while (*p) {
-            size_t len = util_utf8_seq_len(p, (size_t)(end - p));
-            if (len > 0) {
-                if (pass == 1)
-                    memcpy(out + o, p, len), o += len;
-                p += len;
-            } else {
-                bad = 1;
-                if (pass == 1)
-                    memcpy(out + o, "\xEF\xBF\xBD", 3), o += 3;
-                p++;
-            }
-        }
-    }
-    out[o] = '\0';
-    return out;
-}
-
-static void jw_str(jw *w, const char *s)
-{
-    jw_item(w);
-    char *fixed = utf8_repair(nz(s));
-    if (kv_json_quote(&w->buf, &w->len, &w->cap, fixed != NULL ? fixed : nz(s)) != 0)
+    if (doc == NULL || json_dumpf(doc, stdout, JSON_INDENT(2)) != 0)
         die_oom();
-    free(fixed);
+    putchar('\n');
+    json_decref(doc);
 }
 
-static void jw_key(jw *w, const char *key)
+/* Prints doc on one line (an NDJSON record: watch, list --watch) and frees it. */
+static void print_json_line(json_t *doc)
 {
-    jw_str(w, key);
-    jw_raw(w, ": ");
-    w->after_key = 1;
+    size_t len;
+    char *line = ju_line(doc, &len);
+    if (line == NULL)
+        die_oom();
+    fwrite(line, 1, len, stdout);
+    free(line);
 }
 
-static void jw_u64(jw *w, uint64_t v)
+/* A new object, or the end of the program. */
+static json_t *new_object(void)
 {
-    char num[32];
-    snprintf(num, sizeof num, "%" PRIu64, v);
-    jw_item(w);
-    jw_raw(w, num);
+    json_t *o = json_object();
+    if (o == NULL)
+        die_oom();
+    return o;
 }
 
-static void jw_i64(jw *w, int64_t v)
+/* obj[key] = value (a new reference); out of memory ends the program. */
+static void put(json_t *obj, const char *key, json_t *value)
 {
-    char num[32];
-    snprintf(num, sizeof num, "%" PRId64, v);
-    jw_item(w);
-    jw_raw(w, num);
-}
-
-static void jw_lit(jw *w, const char *literal) /* true, false, null */
-{
-    jw_item(w);
-    jw_raw(w, literal);
-}
-
-static void jw_kstr(jw *w, const char *key, const char *v)
-{
-    jw_key(w, key);
-    jw_str(w, v);
-}
-
-static void jw_ku64(jw *w, const char *key, uint64_t v)
-{
-    jw_key(w, key);
-    jw_u64(w, v);
-}
-
-static void jw_ki64(jw *w, const char *key, int64_t v)
-{
-    jw_key(w, key);
-    jw_i64(w, v);
-}
-
-static void jw_kbool(jw *w, const char *key, int v)
-{
-    jw_key(w, key);
-    jw_lit(w, v ? "true" : "false");
-}
-
-/* Prints the document and frees it. */
-static void jw_print(jw *w)
-{
-    if (w->buf != NULL)
-        puts(w->buf);
-    free(w->buf);
-    w->buf = NULL;
-    w->len = w->cap = 0;
+    if (ju_set(obj, key, value) != 0)
+        die_oom();
 }
 
 /* ---- Transport --------------------------------------------------------- */
@@ -1023,12 +890,10 @@ static int cmd_start(client *cl, int argc, char **argv)
     const char *id = nz(rep->started->saga_id);
     if (!wait) {
         if (cl->json) {
-            jw w = {0};
-            jw_open(&w, "{");
-            jw_kstr(&w, "saga_id", id);
-            jw_kbool(&w, "existing", rep->started->existing);
-            jw_close(&w, "}");
-            jw_print(&w);
+            json_t *doc = new_object();
+            put(doc, "saga_id", ju_str(id));
+            put(doc, "existing", json_boolean(rep->started->existing));
+            print_json(doc);
         } else {
             char *clean_id = clean(id);
             puts(clean_id);
@@ -1053,14 +918,12 @@ static int cmd_start(client *cl, int argc, char **argv)
     }
     const Saga__V1__SagaStatus *s = final->saga;
     if (cl->json) {
-        jw w = {0};
-        jw_open(&w, "{");
-        jw_kstr(&w, "saga_id", id);
-        jw_kbool(&w, "existing", rep->started->existing);
-        jw_kstr(&w, "state", saga_state_str(s->state));
-        jw_kstr(&w, "last_error", s->last_error);
-        jw_close(&w, "}");
-        jw_print(&w);
+        json_t *doc = new_object();
+        put(doc, "saga_id", ju_str(id));
+        put(doc, "existing", json_boolean(rep->started->existing));
+        put(doc, "state", ju_str(saga_state_str(s->state)));
+        put(doc, "last_error", ju_str_or_null(s->last_error));
+        print_json(doc);
     } else {
         puts(saga_state_str(s->state));
         if (nz(s->last_error)[0] != '\0')
@@ -1076,56 +939,6 @@ out:
     free(entries);
     free(pos);
     return rc;
-}
-
-static void json_status(const Saga__V1__SagaStatus *s)
-{
-    jw w = {0};
-    jw_open(&w, "{");
-    jw_kstr(&w, "saga_id", s->saga_id);
-    jw_kstr(&w, "type", s->type);
-    jw_kstr(&w, "state", saga_state_str(s->state));
-    jw_kstr(&w, "client_key", s->client_key);
-    jw_key(&w, "input");
-    jw_open(&w, "{");
-    for (size_t i = 0; i < s->n_input; i++)
-        jw_kstr(&w, nz(s->input[i]->key), s->input[i]->value);
-    jw_close(&w, "}");
-    jw_ki64(&w, "created_at_ms", s->created_at_ms);
-    jw_ki64(&w, "updated_at_ms", s->updated_at_ms);
-    jw_ki64(&w, "deadline_at_ms", s->deadline_at_ms);
-    jw_kstr(&w, "last_error", s->last_error);
-    jw_key(&w, "steps");
-    jw_open(&w, "[");
-    for (size_t i = 0; i < s->n_steps; i++) {
-        const Saga__V1__StepStatus *st = s->steps[i];
-        jw_open(&w, "{");
-        jw_kstr(&w, "name", st->name);
-        jw_kstr(&w, "participant", st->participant);
-        jw_kstr(&w, "action", st->action);
-        jw_kstr(&w, "compensation", st->compensation);
-        jw_kstr(&w, "state", step_state_str(st->state));
-        jw_ku64(&w, "action_attempts", st->action_attempts);
-        jw_ku64(&w, "compensation_attempts", st->compensation_attempts);
-        jw_key(&w, "last_outcome");
-        if (step_has_outcome(st))
-            jw_str(&w, wire_outcome_name(st->last_outcome));
-        else
-            jw_lit(&w, "null");
-        jw_key(&w, "result");
-        jw_open(&w, "{");
-        for (size_t j = 0; j < st->n_result; j++)
-            jw_kstr(&w, nz(st->result[j]->key), st->result[j]->value);
-        jw_close(&w, "}");
-        jw_kstr(&w, "last_error", st->last_error);
-        jw_ki64(&w, "next_attempt_at_ms", st->next_attempt_at_ms);
-        jw_ki64(&w, "started_at_ms", st->started_at_ms);
-        jw_ki64(&w, "finished_at_ms", st->finished_at_ms);
-        jw_close(&w, "}");
-    }
-    jw_close(&w, "]");
-    jw_close(&w, "}");
-    jw_print(&w);
 }
 
 static void text_status(const Saga__V1__SagaStatus *s)
@@ -1222,7 +1035,7 @@ static int cmd_status(client *cl, int argc, char **argv)
     if ((rc = want_saga_id("status", npos, pos, &id)) == STATUS_OK &&
         (rc = wait ? wait_settled(cl, id, &rep) : fetch_status(cl, id, &rep)) == STATUS_OK) {
         if (cl->json)
-            json_status(rep->saga);
+            print_json(saga_json_status(rep->saga));
         else
             text_status(rep->saga);
         if (wait)
@@ -1233,67 +1046,64 @@ static int cmd_status(client *cl, int argc, char **argv)
     return rc;
 }
 
-/* One history event as a JSON object (history, watch --json). */
-static void jw_event(jw *w, const Saga__V1__HistoryEvent *ev)
+static int fetch_history(client *cl, const char *id, uint64_t after_seq, AdminReply **out)
 {
-    int saga_level = nz(ev->step)[0] == '\0';
-    jw_open(w, "{");
-    jw_ku64(w, "seq", ev->seq);
-    jw_ki64(w, "at_ms", ev->at_ms);
-    jw_kstr(w, "kind", ev->kind);
-    jw_kstr(w, "step", ev->step);
-    jw_key(w, "phase");
-    if (saga_level)
-        jw_lit(w, "null");
-    else
-        jw_str(w, wire_phase_name(ev->phase));
-    jw_ku64(w, "attempt", ev->attempt);
-    jw_key(w, "outcome");
-    if (event_has_outcome(ev))
-        jw_str(w, wire_outcome_name(ev->outcome));
-    else
-        jw_lit(w, "null");
-    jw_kbool(w, "replayed", ev->replayed);
-    jw_kstr(w, "detail", ev->detail);
-    jw_close(w, "}");
+    AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
+    Saga__V1__GetHistory get = SAGA__V1__GET_HISTORY__INIT;
+    get.saga_id = (char *)id;
+    get.after_seq = after_seq;
+    req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_HISTORY;
+    req.history = &get;
+    return client_request(cl, &req, SAGA__V1__ADMIN_REPLY__BODY_HISTORY, out);
 }
 
+/* Every event of the saga: the pages of ADMIN_HISTORY_MAX sagad sends, one
+ * after the other, as one document (saga_json_history's, "more": false) or
+ * one table. */
 static int cmd_history(client *cl, int argc, char **argv)
 {
     char **pos = NULL;
     int npos = 0, rc;
     const char *id = NULL;
     AdminReply *rep = NULL;
+    json_t *doc = NULL;
+    table t;
+    table_init(&t, 8);
     if ((rc = parse_cmd_args("history", argc, argv, NULL, &pos, &npos)) != STATUS_OK)
-        return rc;
+        goto out;
     if ((rc = want_saga_id("history", npos, pos, &id)) != STATUS_OK)
         goto out;
-    AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
-    Saga__V1__GetHistory get = SAGA__V1__GET_HISTORY__INIT;
-    get.saga_id = (char *)id;
-    req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_HISTORY;
-    req.history = &get;
-    if ((rc = client_request(cl, &req, SAGA__V1__ADMIN_REPLY__BODY_HISTORY, &rep)) != STATUS_OK)
-        goto out;
-    const Saga__V1__SagaHistory *h = rep->history;
-    if (cl->json) {
-        jw w = {0};
-        jw_open(&w, "[");
-        for (size_t i = 0; i < h->n_events; i++)
-            jw_event(&w, h->events[i]);
-        jw_close(&w, "]");
-        jw_print(&w);
-    } else {
-        table t;
-        table_init(&t, 8);
-        const char *head[] = {"TIME",    "KIND",    "STEP",     "PHASE",
-                              "ATTEMPT", "OUTCOME", "REPLAYED", "DETAIL"};
-        table_row(&t, head);
-        /* Steps whose request is out (sent, not answered yet): a step sent
-         * while others are is shown "beside" them, i.e. at the same time. */
-        const char *out[64];
-        size_t n_out = 0;
-        for (size_t i = 0; i < h->n_events; i++) {
+    const char *head[] = {"TIME",    "KIND",    "STEP",     "PHASE",
+                          "ATTEMPT", "OUTCOME", "REPLAYED", "DETAIL"};
+    table_row(&t, head);
+    /* Steps whose request is out (sent, not answered yet): a step sent
+     * while others are is shown "beside" them, i.e. at the same time.
+     * Copied: a page's reply is freed before the next is read. */
+    char out[64][WIRE_MAX_NAME + 1];
+    size_t n_out = 0;
+    uint64_t after_seq = 0;
+    int more = 1;
+    while (more) {
+        if ((rc = fetch_history(cl, id, after_seq, &rep)) != STATUS_OK)
+            goto out;
+        const Saga__V1__SagaHistory *h = rep->history;
+        if (h->n_events == 0 || h->events[h->n_events - 1]->seq <= after_seq)
+            more = 0; /* no progress: a page with "more" always holds events */
+        else
+            more = h->more;
+        json_t *page = cl->json ? saga_json_history(h) : NULL;
+        if (cl->json && page == NULL)
+            die_oom();
+        if (doc == NULL) {
+            doc = page;
+        } else if (page != NULL) { /* this page's events after the others, its state */
+            if (json_array_extend(json_object_get(doc, "events"), json_object_get(page, "events")))
+                die_oom();
+            put(doc, "state", json_incref(json_object_get(page, "state")));
+            put(doc, "final", json_incref(json_object_get(page, "final")));
+            json_decref(page);
+        }
+        for (size_t i = 0; i < h->n_events && !cl->json; i++) {
             const Saga__V1__HistoryEvent *ev = h->events[i];
             int saga_level = nz(ev->step)[0] == '\0';
             char when[32], attempt[16];
@@ -1305,8 +1115,8 @@ static int cmd_history(client *cl, int argc, char **argv)
                 n_out = 0; /* what was out is not awaited any more */
             } else if (!saga_level) {
                 for (size_t k = 0; k < n_out; k++)
-                    if (strcmp(out[k], ev->step) == 0)
-                        out[k--] = out[--n_out];
+                    if (strcmp(out[k], ev->step) == 0 && k != --n_out)
+                        memcpy(out[k--], out[n_out], sizeof out[0]);
                 int sent = strcmp(nz(ev->kind), "step_sent") == 0;
                 if (sent && n_out > 0) {
                     detail = xstrdup("beside");
@@ -1317,7 +1127,7 @@ static int cmd_history(client *cl, int argc, char **argv)
                     }
                 }
                 if (sent && n_out < 64)
-                    out[n_out++] = ev->step;
+                    snprintf(out[n_out++], sizeof out[0], "%s", ev->step);
             }
             const char *row[] = {iso_time(ev->at_ms, when),
                                  ev->kind,
@@ -1330,10 +1140,21 @@ static int cmd_history(client *cl, int argc, char **argv)
             table_row(&t, row);
             free(detail);
         }
+        if (h->n_events > 0)
+            after_seq = h->events[h->n_events - 1]->seq;
+        saga__v1__admin_reply__free_unpacked(rep, NULL);
+        rep = NULL;
+    }
+    if (cl->json) {
+        put(doc, "more", json_false());
+        print_json(doc);
+        doc = NULL;
+    } else {
         table_print(&t);
-        table_free(&t);
     }
 out:
+    json_decref(doc);
+    table_free(&t);
     if (rep != NULL)
         saga__v1__admin_reply__free_unpacked(rep, NULL);
     free(pos);
@@ -1343,24 +1164,6 @@ out:
 /* ---- watch: one saga, live ------------------------------------------------ */
 
 #define WATCH_POLL_MS 200 /* how often watch asks for new events */
-
-/* Prints w's document on one line (NDJSON) and resets it: the writer's line
- * breaks and indentation go; strings hold no raw newline (they are escaped). */
-static void jw_print_line(jw *w)
-{
-    size_t o = 0;
-    for (size_t i = 0; w->buf != NULL && i < w->len; i++) {
-        if (w->buf[i] == '\n') {
-            while (i + 1 < w->len && w->buf[i + 1] == ' ')
-                i++;
-            continue;
-        }
-        w->buf[o++] = w->buf[i];
-    }
-    if (w->buf != NULL)
-        w->buf[o] = '\0';
-    jw_print(w);
-}
 
 /* One event as text on one line: time, kind, step and phase, attempt,
  * outcome, replayed, detail (control characters escaped). */
@@ -1385,39 +1188,31 @@ static void print_event_line(const Saga__V1__HistoryEvent *ev)
     free(detail);
 }
 
-static int fetch_history(client *cl, const char *id, AdminReply **out)
-{
-    AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
-    Saga__V1__GetHistory get = SAGA__V1__GET_HISTORY__INIT;
-    get.saga_id = (char *)id;
-    req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_HISTORY;
-    req.history = &get;
-    return client_request(cl, &req, SAGA__V1__ADMIN_REPLY__BODY_HISTORY, out);
-}
-
-/* Prints the events after *last_seq and advances it. */
+/* Prints the events after *last_seq (every page of them) and advances it. */
 static int print_new_events(client *cl, const char *id, uint64_t *last_seq)
 {
-    AdminReply *rep = NULL;
-    int rc = fetch_history(cl, id, &rep);
-    if (rc != STATUS_OK)
-        return rc;
-    const Saga__V1__SagaHistory *h = rep->history;
-    for (size_t i = 0; i < h->n_events; i++) {
-        const Saga__V1__HistoryEvent *ev = h->events[i];
-        if (ev->seq <= *last_seq)
-            continue;
-        if (cl->json) {
-            jw w = {0};
-            jw_event(&w, ev);
-            jw_print_line(&w);
-        } else {
-            print_event_line(ev);
+    int more = 1;
+    while (more) {
+        AdminReply *rep = NULL;
+        int rc = fetch_history(cl, id, *last_seq, &rep);
+        if (rc != STATUS_OK)
+            return rc;
+        const Saga__V1__SagaHistory *h = rep->history;
+        more = 0;
+        for (size_t i = 0; i < h->n_events; i++) {
+            const Saga__V1__HistoryEvent *ev = h->events[i];
+            if (ev->seq <= *last_seq)
+                continue;
+            if (cl->json)
+                print_json_line(saga_json_event(ev));
+            else
+                print_event_line(ev);
+            *last_seq = ev->seq;
+            more = h->more; /* only after progress: never loops on a stuck page */
         }
-        *last_seq = ev->seq;
+        saga__v1__admin_reply__free_unpacked(rep, NULL);
     }
     fflush(stdout);
-    saga__v1__admin_reply__free_unpacked(rep, NULL);
     return STATUS_OK;
 }
 
@@ -1463,9 +1258,11 @@ out:
 #define LIST_WATCH_MS 1000 /* list --watch: one redraw a second */
 
 /*
- * list --watch: before each list, the time and the counts by state (stats).
- * On a terminal the screen is cleared first (a redraw in place); otherwise
- * (a pipe, a file) each round follows the last, behind a "----" line.
+ * list --watch (text): before each list, the time and the counts by state
+ * (stats). On a terminal the screen is cleared first (a redraw in place);
+ * otherwise (a pipe, a file) each round follows the last, behind a "----"
+ * line. With --json each round is one line instead: the list document (its
+ * counts included), NDJSON.
  */
 static int print_watch_header(client *cl)
 {
@@ -1479,28 +1276,14 @@ static int print_watch_header(client *cl)
         return rc;
     const Saga__V1__Stats *s = rep->stats;
     char now[32];
-    if (cl->json) {
-        jw w = {0};
-        jw_open(&w, "{");
-        jw_ki64(&w, "at_ms", (int64_t)time(NULL) * 1000);
-        jw_ku64(&w, "running", s->running);
-        jw_ku64(&w, "compensating", s->compensating);
-        jw_ku64(&w, "completed", s->completed);
-        jw_ku64(&w, "compensated", s->compensated);
-        jw_ku64(&w, "failed", s->failed);
-        jw_ku64(&w, "in_flight", s->in_flight);
-        jw_close(&w, "}");
-        jw_print_line(&w);
-    } else {
-        if (isatty(STDOUT_FILENO))
-            fputs("\033[H\033[2J", stdout);
-        else
-            puts("----");
-        printf("%s  running %" PRIu64 "  compensating %" PRIu64 "  completed %" PRIu64
-               "  compensated %" PRIu64 "  FAILED %" PRIu64 "\n\n",
-               iso_time((int64_t)time(NULL) * 1000, now), s->running, s->compensating, s->completed,
-               s->compensated, s->failed);
-    }
+    if (isatty(STDOUT_FILENO))
+        fputs("\033[H\033[2J", stdout);
+    else
+        puts("----");
+    printf("%s  running %" PRIu64 "  compensating %" PRIu64 "  completed %" PRIu64
+           "  compensated %" PRIu64 "  FAILED %" PRIu64 "\n\n",
+           iso_time((int64_t)time(NULL) * 1000, now), s->running, s->compensating, s->completed,
+           s->compensated, s->failed);
     saga__v1__admin_reply__free_unpacked(rep, NULL);
     return STATUS_OK;
 }
@@ -1549,27 +1332,15 @@ static int cmd_list(client *cl, int argc, char **argv)
     req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_LIST;
     req.list = &list;
 redraw:
-    if (watch && (rc = print_watch_header(cl)) != STATUS_OK)
+    if (watch && !cl->json && (rc = print_watch_header(cl)) != STATUS_OK)
         goto out;
     if ((rc = client_request(cl, &req, SAGA__V1__ADMIN_REPLY__BODY_LIST, &rep)) != STATUS_OK)
         goto out;
     const Saga__V1__SagaList *l = rep->list;
-    if (cl->json) {
-        jw w = {0};
-        jw_open(&w, "[");
-        for (size_t i = 0; i < l->n_sagas; i++) {
-            const Saga__V1__SagaSummary *s = l->sagas[i];
-            jw_open(&w, "{");
-            jw_kstr(&w, "saga_id", s->saga_id);
-            jw_kstr(&w, "type", s->type);
-            jw_kstr(&w, "state", saga_state_str(s->state));
-            jw_ki64(&w, "created_at_ms", s->created_at_ms);
-            jw_ki64(&w, "updated_at_ms", s->updated_at_ms);
-            jw_kstr(&w, "last_error", s->last_error);
-            jw_close(&w, "}");
-        }
-        jw_close(&w, "]");
-        jw_print(&w);
+    if (cl->json && watch) {
+        print_json_line(saga_json_list(l));
+    } else if (cl->json) {
+        print_json(saga_json_list(l));
     } else if (l->n_sagas == 0) {
         fputs("no sagas\n", stderr);
     } else {
@@ -1615,12 +1386,10 @@ out:
 static void print_accepted(const client *cl, const char *what, const char *id)
 {
     if (cl->json) {
-        jw w = {0};
-        jw_open(&w, "{");
-        jw_kstr(&w, "saga_id", id);
-        jw_kbool(&w, "accepted", 1);
-        jw_close(&w, "}");
-        jw_print(&w);
+        json_t *doc = new_object();
+        put(doc, "saga_id", ju_str(id));
+        put(doc, "accepted", json_true());
+        print_json(doc);
     } else {
         printf("%s %s\n", what, id);
     }
@@ -1695,28 +1464,18 @@ static int cmd_stats(client *cl, int argc, char **argv)
         goto out;
     const Saga__V1__Stats *s = rep->stats;
     const struct {
-        const char *label, *key;
+        const char *label;
         uint64_t value;
     } rows[] = {
-        {"running", "running", s->running},
-        {"compensating", "compensating", s->compensating},
-        {"completed", "completed", s->completed},
-        {"compensated", "compensated", s->compensated},
-        {"failed", "failed", s->failed},
-        {"in flight", "in_flight", s->in_flight},
-        {"steps sent", "steps_sent", s->steps_sent},
-        {"retries", "retries", s->retries},
-        {"timeouts", "timeouts", s->timeouts},
-        {"replayed replies", "replayed_replies", s->replayed_replies},
+        {"running", s->running},       {"compensating", s->compensating},
+        {"completed", s->completed},   {"compensated", s->compensated},
+        {"failed", s->failed},         {"in flight", s->in_flight},
+        {"steps sent", s->steps_sent}, {"retries", s->retries},
+        {"timeouts", s->timeouts},     {"replayed replies", s->replayed_replies},
     };
     size_t n = sizeof rows / sizeof rows[0];
     if (cl->json) {
-        jw w = {0};
-        jw_open(&w, "{");
-        for (size_t i = 0; i < n; i++)
-            jw_ku64(&w, rows[i].key, rows[i].value);
-        jw_close(&w, "}");
-        jw_print(&w);
+        print_json(saga_json_stats(s));
     } else {
         for (size_t i = 0; i < n; i++)
             printf("%-18s%" PRIu64 "\n", rows[i].label, rows[i].value);
@@ -1729,13 +1488,6 @@ out:
 }
 
 /* ---- Definitions: reload, types, describe -------------------------------- */
-
-static void jw_kraw(jw *w, const char *key, const char *raw)
-{
-    jw_key(w, key);
-    jw_item(w);
-    jw_raw(w, raw);
-}
 
 static int cmd_reload(client *cl, int argc, char **argv)
 {
@@ -1756,20 +1508,17 @@ static int cmd_reload(client *cl, int argc, char **argv)
         goto out;
     const Saga__V1__ReloadReply *r = rep->reloaded;
     if (cl->json) {
-        jw w = {0};
-        jw_open(&w, "{");
-        jw_key(&w, "types");
-        jw_open(&w, "[");
+        json_t *doc = new_object(), *types = json_array();
         for (size_t i = 0; i < r->n_types; i++) {
-            jw_open(&w, "{");
-            jw_kstr(&w, "type", r->types[i]->type);
-            jw_ku64(&w, "version",
-                    r->types[i]->n_versions > 0 ? r->types[i]->versions[0]->version : 0);
-            jw_close(&w, "}");
+            json_t *o = new_object();
+            put(o, "type", ju_str(r->types[i]->type));
+            put(o, "version",
+                json_integer(r->types[i]->n_versions > 0 ? r->types[i]->versions[0]->version : 0));
+            if (ju_append(types, o) != 0)
+                die_oom();
         }
-        jw_close(&w, "]");
-        jw_close(&w, "}");
-        jw_print(&w);
+        put(doc, "types", types);
+        print_json(doc);
     } else {
         printf("reloaded: %zu saga types\n", r->n_types);
         for (size_t i = 0; i < r->n_types; i++) {
@@ -1806,30 +1555,28 @@ static int cmd_types(client *cl, int argc, char **argv)
     const Saga__V1__TypeList *l = rep->types;
     char when[32];
     if (cl->json) {
-        jw w = {0};
-        jw_open(&w, "[");
+        json_t *doc = json_array();
         for (size_t i = 0; i < l->n_types; i++) {
             const Saga__V1__SagaType *t = l->types[i];
-            jw_open(&w, "{");
-            jw_kstr(&w, "type", t->type);
-            jw_key(&w, "versions");
-            jw_open(&w, "[");
+            json_t *o = new_object(), *versions = json_array();
+            put(o, "type", ju_str(t->type));
             for (size_t j = 0; j < t->n_versions; j++) {
                 const Saga__V1__TypeVersion *v = t->versions[j];
-                jw_open(&w, "{");
-                jw_ku64(&w, "version", v->version);
-                jw_kbool(&w, "current", v->current);
-                jw_kstr(&w, "hash", v->hash);
-                jw_kstr(&w, "loaded_at", iso_time(v->loaded_at_ms, when));
-                jw_ku64(&w, "running", v->running);
-                jw_ku64(&w, "failed", v->failed);
-                jw_close(&w, "}");
+                json_t *vo = new_object();
+                put(vo, "version", json_integer(v->version));
+                put(vo, "current", json_boolean(v->current));
+                put(vo, "hash", ju_str(v->hash));
+                put(vo, "loaded_at", ju_str(iso_time(v->loaded_at_ms, when)));
+                put(vo, "running", json_integer((json_int_t)v->running));
+                put(vo, "failed", json_integer((json_int_t)v->failed));
+                if (ju_append(versions, vo) != 0)
+                    die_oom();
             }
-            jw_close(&w, "]");
-            jw_close(&w, "}");
+            put(o, "versions", versions);
+            if (ju_append(doc, o) != 0)
+                die_oom();
         }
-        jw_close(&w, "]");
-        jw_print(&w);
+        print_json(doc);
     } else if (l->n_types == 0) {
         printf("no saga types stored\n");
     } else {
@@ -1871,30 +1618,28 @@ static void fmt_double(double v, char buf[40])
     }
 }
 
-static void jw_retry(jw *w, const char *key, const Saga__V1__RetryPolicy *p)
+/* A retry policy as JSON; null when there is none. The multiplier is a number
+ * (an integer when it is whole, as 2 rather than 2.0). */
+static json_t *retry_json(const Saga__V1__RetryPolicy *p)
 {
-    char mult[40];
-    jw_key(w, key);
-    if (p == NULL) {
-        jw_lit(w, "null");
-        return;
-    }
-    fmt_double(p->multiplier, mult);
-    jw_open(w, "{");
-    jw_ku64(w, "max_attempts", p->max_attempts);
-    jw_ki64(w, "initial_backoff_ms", p->initial_backoff_ms);
-    jw_ki64(w, "max_backoff_ms", p->max_backoff_ms);
-    jw_kraw(w, "multiplier", mult);
-    jw_close(w, "}");
+    if (p == NULL)
+        return json_null();
+    json_t *o = new_object();
+    double m = p->multiplier;
+    put(o, "max_attempts", json_integer(p->max_attempts));
+    put(o, "initial_backoff_ms", json_integer(p->initial_backoff_ms));
+    put(o, "max_backoff_ms", json_integer(p->max_backoff_ms));
+    put(o, "multiplier", m == (double)(json_int_t)m ? json_integer((json_int_t)m) : json_real(m));
+    return o;
 }
 
-static void jw_names(jw *w, const char *key, char **names, size_t n)
+static json_t *names_json(char **names, size_t n)
 {
-    jw_key(w, key);
-    jw_open(w, "[");
+    json_t *arr = json_array();
     for (size_t i = 0; i < n; i++)
-        jw_str(w, names[i]);
-    jw_close(w, "]");
+        if (ju_append(arr, ju_str(names[i])) != 0)
+            die_oom();
+    return arr;
 }
 
 /* "a, b, c" with control characters escaped; malloc'd. */
@@ -1964,41 +1709,29 @@ static int cmd_describe(client *cl, int argc, char **argv)
         goto out;
     const Saga__V1__TypeDescription *t = rep->description;
     if (cl->json) {
-        jw w = {0};
-        jw_open(&w, "{");
-        jw_kstr(&w, "type", t->type);
-        jw_ku64(&w, "version", t->version);
-        jw_kbool(&w, "current", t->current);
-        jw_kstr(&w, "hash", t->hash);
-        jw_names(&w, "inputs", t->inputs, t->n_inputs);
-        jw_key(&w, "steps");
-        jw_open(&w, "[");
+        json_t *doc = new_object(), *steps = json_array();
+        put(doc, "type", ju_str(t->type));
+        put(doc, "version", json_integer(t->version));
+        put(doc, "current", json_boolean(t->current));
+        put(doc, "hash", ju_str(t->hash));
+        put(doc, "inputs", names_json(t->inputs, t->n_inputs));
         for (size_t i = 0; i < t->n_steps; i++) {
             const Saga__V1__StepDefinition *st = t->steps[i];
-            jw_open(&w, "{");
-            jw_kstr(&w, "name", st->name);
-            jw_kstr(&w, "participant", st->participant);
-            jw_kstr(&w, "action", st->action);
-            jw_key(&w, "compensation");
-            if (st->compensation != NULL && st->compensation[0] != '\0')
-                jw_str(&w, st->compensation);
-            else
-                jw_lit(&w, "null");
-            if (st->all_inputs) {
-                jw_key(&w, "inputs");
-                jw_lit(&w, "null");
-            } else {
-                jw_names(&w, "inputs", st->inputs, st->n_inputs);
-            }
-            jw_names(&w, "outputs", st->outputs, st->n_outputs);
-            jw_ki64(&w, "timeout_ms", st->timeout_ms);
-            jw_retry(&w, "retry", st->retry);
-            jw_retry(&w, "compensation_retry", st->compensation_retry);
-            jw_close(&w, "}");
+            json_t *o = new_object();
+            put(o, "name", ju_str(st->name));
+            put(o, "participant", ju_str(st->participant));
+            put(o, "action", ju_str(st->action));
+            put(o, "compensation", ju_str_or_null(st->compensation));
+            put(o, "inputs", st->all_inputs ? json_null() : names_json(st->inputs, st->n_inputs));
+            put(o, "outputs", names_json(st->outputs, st->n_outputs));
+            put(o, "timeout_ms", json_integer(st->timeout_ms));
+            put(o, "retry", retry_json(st->retry));
+            put(o, "compensation_retry", retry_json(st->compensation_retry));
+            if (ju_append(steps, o) != 0)
+                die_oom();
         }
-        jw_close(&w, "]");
-        jw_close(&w, "}");
-        jw_print(&w);
+        put(doc, "steps", steps);
+        print_json(doc);
     } else {
         char *type = clean(t->type), *hash = clean(t->hash), *in = joined(t->inputs, t->n_inputs);
         printf("%s version %u%s\nhash    %s\ninputs  %s\nsteps\n", type, t->version,

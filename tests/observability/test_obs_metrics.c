@@ -52,10 +52,10 @@ static void run_order(ofx *f, const char *key, const char *customer, const char 
 {
     assert_int_equal(
         ofx_start_order(f, key, customer, "WIDGET-1", "1", amount, "paris", id, NULL, NULL), 0);
-    oj *st = ofx_wait_final(f, id, OFX_WAIT_MS);
+    json_t *st = ofx_wait_final(f, id, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), expect);
-    oj_free(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), expect);
+    json_decref(st);
 }
 
 static char *get_ok(int port, const char *path)
@@ -118,76 +118,94 @@ static void test_metrics_after_sagas(void **state)
 
     /* ---- The JSON API mirrors list, status and history. */
     char *body = get_ok(http_port, "/api/sagas");
-    oj *list = oj_parse(body);
+    json_t *list = tj_parse(body);
     free(body);
     assert_non_null(list);
-    assert_int_equal(oj_int(oj_get(list, "counts"), "COMPLETED", -1), 1);
-    assert_int_equal(oj_int(oj_get(list, "counts"), "COMPENSATED", -1), 1);
-    assert_int_equal(oj_int(oj_get(list, "counts"), "FAILED", -1), 0);
-    const oj *sagas = oj_get(list, "sagas");
-    assert_int_equal(oj_len(sagas), 2);
-    OFX_ASSERT_STR(oj_str(oj_at(sagas, 0), "saga_id"), refused_id); /* newest first */
-    OFX_ASSERT_STR(oj_str(oj_at(sagas, 0), "state"), "COMPENSATED");
-    OFX_ASSERT_STR(oj_str(oj_at(sagas, 1), "saga_id"), ok_id);
-    oj_free(list);
+    assert_int_equal(tj_int(json_object_get(list, "counts"), "COMPLETED", -1), 1);
+    assert_int_equal(tj_int(json_object_get(list, "counts"), "COMPENSATED", -1), 1);
+    assert_int_equal(tj_int(json_object_get(list, "counts"), "FAILED", -1), 0);
+    const json_t *sagas = json_object_get(list, "sagas");
+    assert_int_equal(json_array_size(sagas), 2);
+    OFX_ASSERT_STR(tj_str(json_array_get(sagas, 0), "saga_id"), refused_id); /* newest first */
+    OFX_ASSERT_STR(tj_str(json_array_get(sagas, 0), "state"), "COMPENSATED");
+    OFX_ASSERT_STR(tj_str(json_array_get(sagas, 1), "saga_id"), ok_id);
+    json_decref(list);
 
     body = get_ok(http_port, "/api/sagas?state=completed&type=order_fulfillment&limit=10");
-    list = oj_parse(body);
+    list = tj_parse(body);
     free(body);
-    assert_int_equal(oj_len(oj_get(list, "sagas")), 1);
-    OFX_ASSERT_STR(oj_str(oj_at(oj_get(list, "sagas"), 0), "saga_id"), ok_id);
-    oj_free(list);
+    assert_int_equal(json_array_size(json_object_get(list, "sagas")), 1);
+    OFX_ASSERT_STR(tj_str(json_array_get(json_object_get(list, "sagas"), 0), "saga_id"), ok_id);
+    json_decref(list);
 
     body = get_ok(http_port, "/api/sagas?limit=1");
-    list = oj_parse(body);
+    list = tj_parse(body);
     free(body);
-    assert_int_equal(oj_len(oj_get(list, "sagas")), 1);
-    OFX_ASSERT_STR(oj_str(list, "next_after"), refused_id); /* paging */
-    oj_free(list);
+    assert_int_equal(json_array_size(json_object_get(list, "sagas")), 1);
+    OFX_ASSERT_STR(tj_str(list, "next_after"), refused_id); /* paging */
+    json_decref(list);
 
     char path[128];
     snprintf(path, sizeof path, "/api/sagas/%s", refused_id);
     body = get_ok(http_port, path);
-    oj *st = oj_parse(body);
+    json_t *st = tj_parse(body);
     free(body);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "COMPENSATED");
-    OFX_ASSERT_STR(oj_str(oj_get(st, "input"), "customer"), "carol");
-    const oj *charge = ofx_step(st, "charge_payment");
-    OFX_ASSERT_STR(oj_str(charge, "state"), "REJECTED");
-    OFX_ASSERT_STR(oj_str(charge, "last_outcome"), "REJECTED");
-    OFX_ASSERT_STR(oj_str(ofx_step(st, "create_order"), "state"), "COMPENSATED");
-    oj_free(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPENSATED");
+    OFX_ASSERT_STR(tj_str(json_object_get(st, "input"), "customer"), "carol");
+    const json_t *charge = ofx_step(st, "charge_payment");
+    OFX_ASSERT_STR(tj_str(charge, "state"), "REJECTED");
+    OFX_ASSERT_STR(tj_str(charge, "last_outcome"), "REJECTED");
+    OFX_ASSERT_STR(tj_str(ofx_step(st, "create_order"), "state"), "COMPENSATED");
+    json_decref(st);
 
     snprintf(path, sizeof path, "/api/sagas/%s/history", refused_id);
     body = get_ok(http_port, path);
-    oj *h = oj_parse(body);
+    json_t *h = tj_parse(body);
     free(body);
     assert_non_null(h);
-    assert_true(oj_get(h, "final")->num);
-    const oj *events = oj_get(h, "events");
-    assert_true(oj_len(events) >= 6);
-    OFX_ASSERT_STR(oj_str(oj_at(events, 0), "kind"), "saga_started");
-    OFX_ASSERT_STR(oj_str(oj_at(events, oj_len(events) - 1), "kind"), "saga_compensated");
+    assert_true(json_is_true(json_object_get(h, "final")));
+    const json_t *events = json_object_get(h, "events");
+    assert_true(json_array_size(events) >= 6);
+    OFX_ASSERT_STR(tj_str(json_array_get(events, 0), "kind"), "saga_started");
+    OFX_ASSERT_STR(tj_str(json_array_get(events, json_array_size(events) - 1), "kind"),
+                   "saga_compensated");
     assert_int_equal(ofx_history_count(events, "step_reply", "charge_payment", "action"), 1);
-    int64_t last_seq = oj_int(oj_at(events, oj_len(events) - 2), "seq", -1);
-    oj_free(h);
+    int64_t last_seq = tj_int(json_array_get(events, json_array_size(events) - 2), "seq", -1);
+    json_decref(h);
     /* after_seq: only what follows (how watchers poll). */
     snprintf(path, sizeof path, "/api/sagas/%s/history?after_seq=%lld", refused_id,
              (long long)last_seq);
     body = get_ok(http_port, path);
-    h = oj_parse(body);
+    h = tj_parse(body);
     free(body);
-    assert_int_equal(oj_len(oj_get(h, "events")), 1);
-    oj_free(h);
+    assert_int_equal(json_array_size(json_object_get(h, "events")), 1);
+    json_decref(h);
 
-    /* Errors are JSON with a status. */
-    assert_int_equal(
-        obs_get(http_port, "/api/sagas/00000000-0000-4000-8000-000000000000", NULL, NULL, 5000, &r),
-        0);
-    assert_int_equal(r.status, 404);
-    assert_non_null(strstr(r.body, "\"error\""));
-    obs_response_free(&r);
+    /* Errors are JSON with a status: {"error": reason}, under /api and beside it,
+     * for an unknown saga or path and for a method other than GET and HEAD. */
+    const struct {
+        const char *method, *path;
+        int status;
+    } refused[] = {
+        {"GET", "/api/sagas/00000000-0000-4000-8000-000000000000", 404},
+        {"GET", "/api/nothing-here", 404},
+        {"GET", "/no-such-page", 404},
+        {"POST", "/api/sagas", 405},
+        {"DELETE", "/api/sagas/00000000-0000-4000-8000-000000000000", 405},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        assert_int_equal(
+            obs_request(refused[i].method, http_port, refused[i].path, NULL, NULL, 5000, &r), 0);
+        json_t *err = tj_parse(r.body);
+        if (r.status != refused[i].status || err == NULL || tj_str(err, "error") == NULL)
+            print_message("%s %s: %d %s\n", refused[i].method, refused[i].path, r.status, r.body);
+        assert_int_equal(r.status, refused[i].status);
+        assert_non_null(strstr(r.headers, "Content-Type: application/json"));
+        assert_non_null(tj_str(err, "error"));
+        json_decref(err);
+        obs_response_free(&r);
+    }
     assert_int_equal(obs_get(http_port, "/api/sagas?state=BOGUS", NULL, NULL, 5000, &r), 0);
     assert_int_equal(r.status, 400);
     obs_response_free(&r);
@@ -345,15 +363,15 @@ static void test_token_and_exposure(void **state)
     char *nl = strchr(log, '\n');
     assert_non_null(nl);
     *nl = '\0';
-    oj *first = oj_parse(log);
+    json_t *first = tj_parse(log);
     if (first == NULL)
         print_message("first log line: %s\n", log);
     assert_non_null(first);
-    OFX_ASSERT_STR(oj_str(first, "program"), "sagad");
-    assert_non_null(oj_str(first, "level"));
-    assert_non_null(oj_str(first, "ts"));
-    assert_non_null(oj_str(first, "msg"));
-    oj_free(first);
+    OFX_ASSERT_STR(tj_str(first, "program"), "sagad");
+    assert_non_null(tj_str(first, "level"));
+    assert_non_null(tj_str(first, "ts"));
+    assert_non_null(tj_str(first, "msg"));
+    json_decref(first);
     assert_null(strstr(nl + 1, "s3cret-token")); /* the token is never logged */
     free(log);
 
@@ -380,6 +398,85 @@ static void test_token_and_exposure(void **state)
     assert_check_refuses(&f, "http_url", "admin_token_file", NULL);
     free(token_path);
     ofx_destroy(&f);
+}
+
+/* ---- --log-format json: always valid JSON ------------------------------------------------- */
+
+/* Runs sagad --config config --log-format json (which refuses the file: it
+ * does not exist), its log into dir/log_name, and returns each line of its log parsed,
+ * NULL-terminated; fails the test when a line is not one JSON object. */
+static json_t **json_log_of(const char *dir, const char *log_name, const char *config)
+{
+    char *log_path = th_path(dir, log_name);
+    const char *args[] = {"--config", config, "--log-format", "json", NULL};
+    pid_t pid;
+    int status;
+    assert_int_equal(th_spawn("sagad", args, NULL, log_path, &pid), 0);
+    assert_int_equal(th_wait_exit(pid, OFX_CTL_MS, &status), 0);
+    assert_true(th_exited_with(status, 1));
+    char *log = th_read_file(log_path);
+    assert_non_null(log);
+    json_t **lines = calloc(64, sizeof *lines);
+    size_t n = 0;
+    for (char *line = log, *nl; *line; line = nl + 1) {
+        nl = strchr(line, '\n');
+        assert_non_null(nl); /* every line ends: nothing cut in the middle */
+        *nl = '\0';
+        json_t *obj = tj_parse(line); /* jansson refuses invalid UTF-8 */
+        if (!json_is_object(obj))
+            print_message("not a JSON object: %s\n", line);
+        assert_true(json_is_object(obj));
+        assert_true(n < 63);
+        lines[n++] = obj;
+    }
+    assert_true(n >= 1);
+    free(log);
+    free(log_path);
+    return lines;
+}
+
+static void free_lines(json_t **lines)
+{
+    for (size_t i = 0; lines[i] != NULL; i++)
+        json_decref(lines[i]);
+    free(lines);
+}
+
+static void test_json_log_always_valid(void **state)
+{
+    char *dir = th_tempdir();
+    assert_non_null(dir);
+    /* A name with invalid UTF-8 (a lone continuation byte, a truncated
+     * sequence), a quote, a backslash and control characters reaches the
+     * error line: the bytes that are no UTF-8 become U+FFFD. */
+    char *config = util_asprintf("%s/bad\xff\xfe\"\\\x01\x7f\xc3.cfg", dir);
+    json_t **lines = json_log_of(dir, "invalid-utf8.log", config);
+    const char *msg = tj_str(lines[0], "msg");
+    OFX_ASSERT_STR(tj_str(lines[0], "level"), "ERROR");
+    OFX_ASSERT_STR(tj_str(lines[0], "program"), "sagad");
+    char *want = util_asprintf("%s/bad\xef\xbf\xbd\xef\xbf\xbd\"\\\x01\x7f\xef\xbf\xbd.cfg", dir);
+    assert_non_null(msg);
+    if (strstr(msg, want) == NULL)
+        print_message("msg: %s\n", msg);
+    assert_non_null(strstr(msg, want));
+    assert_null(json_object_get(lines[0], "truncated"));
+    free_lines(lines);
+    free(want);
+    free(config);
+
+    /* A message whose escapes would not fit a line (control characters
+     * take six bytes each) is cut, said so, and still one JSON object. */
+    char *ctl = calloc(1, 1601);
+    memset(ctl, '\x01', 1600);
+    config = util_asprintf("%s/%s\xff", dir, ctl);
+    lines = json_log_of(dir, "too-long.log", config);
+    assert_true(json_is_true(json_object_get(lines[0], "truncated")));
+    assert_non_null(strstr(tj_str(lines[0], "msg"), "\x01\x01\x01"));
+    free_lines(lines);
+    free(config);
+    free(ctl);
+    th_rmtree(dir);
+    free(dir);
 }
 
 /* ---- A participant's metrics and JSON log ------------------------------------------------- */
@@ -463,14 +560,14 @@ static void test_participant_metrics(void **state)
         nl = strchr(line, '\n');
         assert_non_null(nl);
         *nl = '\0';
-        oj *o = oj_parse(line);
+        json_t *o = tj_parse(line);
         if (o == NULL)
             print_message("not JSON: %s\n", line);
         assert_non_null(o);
-        OFX_ASSERT_STR(oj_str(o, "program"), "payment-svc");
-        assert_non_null(oj_str(o, "level"));
-        assert_non_null(oj_str(o, "msg"));
-        oj_free(o);
+        OFX_ASSERT_STR(tj_str(o, "program"), "payment-svc");
+        assert_non_null(tj_str(o, "level"));
+        assert_non_null(tj_str(o, "msg"));
+        json_decref(o);
         lines++;
     }
     assert_true(lines >= 3);
@@ -498,6 +595,7 @@ int main(void)
         cmocka_unit_test(test_token_and_exposure),
         cmocka_unit_test(test_read_only_token),
         cmocka_unit_test(test_participant_metrics),
+        cmocka_unit_test(test_json_log_always_valid),
     };
     return cmocka_run_group_tests_name("observability", tests, NULL, NULL);
 }

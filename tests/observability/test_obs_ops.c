@@ -113,11 +113,11 @@ static void test_failed_saga_runs_alert(void **state)
     const char *watch_args[] = {"--url", s->f.sagad.url, "watch", s->failed_id, NULL};
     pid_t watcher;
     assert_int_equal(th_spawn("sagactl", watch_args, obs_ctl_env, watch_out, &watcher), 0);
-    oj *st = ofx_wait_final(&s->f, s->failed_id, OFX_WAIT_MS);
+    json_t *st = ofx_wait_final(&s->f, s->failed_id, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "FAILED");
-    char *reason = util_strdup(oj_str(st, "last_error"));
-    oj_free(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "FAILED");
+    char *reason = util_strdup(tj_str(st, "last_error"));
+    json_decref(st);
 
     char *got = NULL;
     for (int64_t end = util_mono_ms() + 10000; got == NULL && util_mono_ms() < end;) {
@@ -197,10 +197,10 @@ static void test_failed_saga_runs_alert(void **state)
                          0);
         st = ofx_wait_final(&s->f, s->ok_id, OFX_WAIT_MS);
         assert_non_null(st);
-        int done = strcmp(oj_str(st, "state"), "COMPLETED") == 0;
+        int done = strcmp(tj_str(st, "state"), "COMPLETED") == 0;
         if (!done)
-            assert_string_equal(oj_str(st, "state"), "COMPENSATED");
-        oj_free(st);
+            assert_string_equal(tj_str(st, "state"), "COMPENSATED");
+        json_decref(st);
         if (done) {
             state_now = "COMPLETED";
             break;
@@ -211,8 +211,108 @@ static void test_failed_saga_runs_alert(void **state)
                                      s->refused_id, NULL, NULL),
                      0);
     st = ofx_wait_final(&s->f, s->refused_id, OFX_WAIT_MS);
-    OFX_ASSERT_STR(oj_str(st, "state"), "COMPENSATED");
-    oj_free(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPENSATED");
+    json_decref(st);
+}
+
+/* ---- One document, two doors: sagactl --json and /api ------------------------------------- */
+
+/* sagactl --json with up to three arguments, parsed; fails the test otherwise. */
+static json_t *ctl_doc(sys *s, const char *a, const char *b, const char *c)
+{
+    char *out = NULL;
+    int code = ofx_ctl(&s->f, &out, "--json", a, b, c, NULL);
+    if (code != 0)
+        print_message("sagactl --json %s %s %s: exit %d: %s\n", a, b ? b : "", c ? c : "", code,
+                      out ? out : "");
+    assert_int_equal(code, 0);
+    json_t *doc = tj_parse(out);
+    assert_non_null(doc);
+    free(out);
+    return doc;
+}
+
+static json_t *api_doc(sys *s, const char *path)
+{
+    obs_response r;
+    assert_int_equal(obs_get(s->port, path, NULL, NULL, 5000, &r), 0);
+    if (r.status != 200)
+        print_message("GET %s: %d %s\n", path, r.status, r.body);
+    assert_int_equal(r.status, 200);
+    json_t *doc = tj_parse(r.body);
+    assert_non_null(doc);
+    obs_response_free(&r);
+    return doc;
+}
+
+/* The two documents are equal field by field; else names the first field
+ * that differs and shows both. */
+static void assert_same_doc(const json_t *ctl, const json_t *api, const char *what)
+{
+    char where[256];
+    if (tj_diff(ctl, api, where, sizeof where) != 0) {
+        char *a = json_dumps(ctl, JSON_INDENT(1)), *b = json_dumps(api, JSON_INDENT(1));
+        print_message("%s: sagactl --json and /api differ at '%s'\nsagactl: %s\napi: %s\n", what,
+                      where, a, b);
+        free(a);
+        free(b);
+        fail();
+    }
+}
+
+static void test_sagactl_and_api_agree(void **state)
+{
+    sys *s = *state;
+    const char *ids[] = {s->failed_id, s->ok_id, s->refused_id};
+    char path[128];
+    for (size_t i = 0; i < 3; i++) { /* every saga is settled: neither read can see a change */
+        snprintf(path, sizeof path, "/api/sagas/%s", ids[i]);
+        json_t *ctl = ctl_doc(s, "status", ids[i], NULL), *api = api_doc(s, path);
+        assert_same_doc(ctl, api, "status");
+        json_decref(api);
+        /* The contract: absent texts are null, failed_phase only when FAILED. */
+        if (i == 0) {
+            OFX_ASSERT_STR(tj_str(ctl, "state"), "FAILED");
+            OFX_ASSERT_STR(tj_str(ctl, "failed_phase"), "compensate");
+            assert_non_null(tj_str(ctl, "last_error"));
+            OFX_ASSERT_STR(tj_str(ctl, "client_key"), "a-fail");
+        } else {
+            assert_true(json_is_null(json_object_get(ctl, "failed_phase")));
+        }
+        if (i == 1) {
+            assert_true(json_is_null(json_object_get(ctl, "last_error")));
+            const json_t *step = ofx_step(ctl, "create_order");
+            assert_true(json_is_null(json_object_get(step, "last_error")));
+        }
+        json_decref(ctl);
+
+        snprintf(path, sizeof path, "/api/sagas/%s/history", ids[i]);
+        ctl = ctl_doc(s, "history", ids[i], NULL);
+        api = api_doc(s, path);
+        assert_same_doc(ctl, api, "history");
+        const json_t *first = json_array_get(json_object_get(ctl, "events"), 0);
+        OFX_ASSERT_STR(tj_str(first, "kind"), "saga_started"); /* saga-level: no step */
+        assert_true(json_is_null(json_object_get(first, "step")));
+        assert_true(json_is_null(json_object_get(first, "phase")));
+        assert_true(json_is_false(json_object_get(ctl, "more")));
+        json_decref(ctl);
+        json_decref(api);
+    }
+
+    json_t *ctl = ctl_doc(s, "list", NULL, NULL), *api = api_doc(s, "/api/sagas");
+    assert_same_doc(ctl, api, "list");
+    assert_int_equal(tj_int(json_object_get(ctl, "counts"), "FAILED", -1), 1);
+    assert_true(json_is_null(json_object_get(ctl, "next_after"))); /* the one page */
+    json_decref(ctl);
+    json_decref(api);
+    /* A full page names where the next begins, the same on both. */
+    ctl = ctl_doc(s, "list", "--limit", "1");
+    api = api_doc(s, "/api/sagas?limit=1");
+    assert_same_doc(ctl, api, "list --limit 1");
+    OFX_ASSERT_STR(tj_str(ctl, "next_after"),
+                   tj_str(json_array_get(json_object_get(ctl, "sagas"), 0), "saga_id"));
+    json_decref(ctl);
+    json_decref(api);
 }
 
 /* ---- sagactl watch --json and list --watch ------------------------------------------------- */
@@ -230,13 +330,13 @@ static void test_watch_json_and_list_watch(void **state)
         nl = strchr(line, '\n');
         assert_non_null(nl);
         *nl = '\0';
-        oj *ev = oj_parse(line); /* one JSON object per line */
+        json_t *ev = tj_parse(line); /* one JSON object per line */
         assert_non_null(ev);
-        assert_true(oj_int(ev, "seq", -1) > last_seq);
-        last_seq = oj_int(ev, "seq", -1);
-        if (oj_str(ev, "outcome") && strcmp(oj_str(ev, "outcome"), "REJECTED") == 0)
+        assert_true(tj_int(ev, "seq", -1) > last_seq);
+        last_seq = tj_int(ev, "seq", -1);
+        if (tj_str(ev, "outcome") && strcmp(tj_str(ev, "outcome"), "REJECTED") == 0)
             rejected++;
-        oj_free(ev);
+        json_decref(ev);
         lines++;
     }
     assert_true(lines >= 6);
@@ -275,6 +375,40 @@ static void test_watch_json_and_list_watch(void **state)
     assert_non_null(strstr(text, s->failed_id));
     assert_non_null(strstr(text, s->ok_id));
     assert_null(strstr(text, "\033[")); /* no screen control into a file */
+    free(text);
+    text = NULL;
+
+    /* list --watch --json: NDJSON, each round one line, the list document. */
+    free(path);
+    path = th_path(s->f.dir, "list-watch-json.out");
+    const char *json_args[] = {"--url", s->f.sagad.url, "--json", "list", "--watch", NULL};
+    assert_int_equal(th_spawn("sagactl", json_args, obs_ctl_env, path, &pid), 0);
+    int records = 0;
+    for (int64_t end = util_mono_ms() + 15000; records < 2 && util_mono_ms() < end;) {
+        util_sleep_ms(200);
+        free(text);
+        text = th_read_file(path);
+        records = 0;
+        for (const char *p = text; p && (p = strchr(p, '\n')) != NULL; p++)
+            records++;
+    }
+    th_stop(pid, 5000, &status);
+    free(text);
+    text = th_read_file(path);
+    assert_non_null(text);
+    records = 0;
+    for (char *line = text, *nl; (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
+        *nl = '\0';
+        json_t *doc = tj_parse(line);
+        if (doc == NULL)
+            print_message("list --watch --json line %d: %s\n", records + 1, line);
+        assert_non_null(doc);
+        assert_int_equal(tj_int(json_object_get(doc, "counts"), "FAILED", -1), 1);
+        assert_true(json_array_size(json_object_get(doc, "sagas")) >= 3);
+        json_decref(doc);
+        records++;
+    }
+    assert_true(records >= 2);
     free(text);
     free(path);
 }
@@ -424,15 +558,15 @@ static void test_dashboard_in_browser(void **state)
                              "customer=bob", "sku=WIDGET-1", "quantity=1", "amount=100",
                              "destination=paris", NULL),
                      0);
-    oj *doc = oj_parse(out);
+    json_t *doc = tj_parse(out);
     char par_id[37];
-    snprintf(par_id, sizeof par_id, "%s", oj_str(doc, "saga_id") ? oj_str(doc, "saga_id") : "");
-    oj_free(doc);
+    snprintf(par_id, sizeof par_id, "%s", tj_str(doc, "saga_id") ? tj_str(doc, "saga_id") : "");
+    json_decref(doc);
     free(out);
-    oj *st = ofx_wait_final(&s->f, par_id, OFX_WAIT_MS);
+    json_t *st = ofx_wait_final(&s->f, par_id, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
-    oj_free(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPLETED");
+    json_decref(st);
     snprintf(saga_url, sizeof saga_url, "%s#saga=%s", url, par_id);
     snprintf(dom_path, sizeof dom_path, "%s/saga-parallel.html", s->f.dir);
     assert_int_equal(run_chromium(s, chromium, saga_url, "--dump-dom", dom_path), 0);
@@ -459,6 +593,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_failed_saga_runs_alert),
+        cmocka_unit_test(test_sagactl_and_api_agree),
         cmocka_unit_test(test_watch_json_and_list_watch),
         cmocka_unit_test(test_dashboard_in_browser),
     };

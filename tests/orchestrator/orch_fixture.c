@@ -417,15 +417,15 @@ int ofx_start_order(ofx *f, const char *key, const char *customer, const char *s
     if (id)
         id[0] = '\0';
     if (code == 0) {
-        oj *doc = oj_parse(text);
-        const char *sid = oj_str(doc, "saga_id");
+        json_t *doc = tj_parse(text);
+        const char *sid = tj_str(doc, "saga_id");
         if (sid && id)
             snprintf(id, 37, "%s", sid);
         if (existing)
-            *existing = (int)oj_int(doc, "existing", -1);
+            *existing = (int)tj_int(doc, "existing", -1);
         if (sid == NULL)
             fprintf(stderr, "orch_fixture: start printed no saga_id: %s\n", text);
-        oj_free(doc);
+        json_decref(doc);
     }
     for (int i = 0; i < 5; i++)
         free(inputs[i]);
@@ -436,13 +436,13 @@ int ofx_start_order(ofx *f, const char *key, const char *customer, const char *s
     return code;
 }
 
-static oj *ctl_json(ofx *f, const char *cmd, const char *id)
+static json_t *ctl_json(ofx *f, const char *cmd, const char *id)
 {
     char *text = NULL;
     int code = ofx_ctl(f, &text, "--json", cmd, id, NULL);
-    oj *doc = NULL;
+    json_t *doc = NULL;
     if (code == 0)
-        doc = oj_parse(text);
+        doc = tj_parse(text);
     else
         fprintf(stderr, "orch_fixture: sagactl %s %s exited %d: %s", cmd, id, code,
                 text ? text : "");
@@ -450,29 +450,32 @@ static oj *ctl_json(ofx *f, const char *cmd, const char *id)
     return doc;
 }
 
-oj *ofx_status(ofx *f, const char *id)
+json_t *ofx_status(ofx *f, const char *id)
 {
     return ctl_json(f, "status", id);
 }
 
-oj *ofx_history(ofx *f, const char *id)
+json_t *ofx_history(ofx *f, const char *id)
 {
-    return ctl_json(f, "history", id);
+    json_t *doc = ctl_json(f, "history", id);
+    json_t *events = json_incref(json_object_get(doc, "events"));
+    json_decref(doc);
+    return events;
 }
 
-const oj *ofx_step(const oj *status, const char *name)
+const json_t *ofx_step(const json_t *status, const char *name)
 {
-    const oj *steps = oj_get(status, "steps");
-    for (size_t i = 0; i < oj_len(steps); i++) {
-        const char *n = oj_str(oj_at(steps, i), "name");
+    const json_t *steps = json_object_get(status, "steps");
+    for (size_t i = 0; i < json_array_size(steps); i++) {
+        const char *n = tj_str(json_array_get(steps, i), "name");
         if (n && strcmp(n, name) == 0)
-            return oj_at(steps, i);
+            return json_array_get(steps, i);
     }
     return NULL;
 }
 
-oj *ofx_wait(ofx *f, const char *id, int (*pred)(const oj *status, const void *arg),
-             const void *arg, int timeout_ms)
+json_t *ofx_wait(ofx *f, const char *id, int (*pred)(const json_t *status, const void *arg),
+                 const void *arg, int timeout_ms)
 {
     int64_t deadline = util_mono_ms() + timeout_ms;
     char *last = NULL;
@@ -480,13 +483,13 @@ oj *ofx_wait(ofx *f, const char *id, int (*pred)(const oj *status, const void *a
         char *text = NULL;
         int code = ofx_ctl(f, &text, "--json", "status", id, NULL);
         if (code == 0) {
-            oj *st = oj_parse(text);
+            json_t *st = tj_parse(text);
             if (st && pred(st, arg)) {
                 free(text);
                 free(last);
                 return st;
             }
-            oj_free(st);
+            json_decref(st);
         }
         free(last);
         last = text;
@@ -503,14 +506,14 @@ oj *ofx_wait(ofx *f, const char *id, int (*pred)(const oj *status, const void *a
     return NULL;
 }
 
-static int is_final(const oj *st, const void *arg)
+static int is_final(const json_t *st, const void *arg)
 {
-    const char *s = oj_str(st, "state");
+    const char *s = tj_str(st, "state");
     return s && (strcmp(s, "COMPLETED") == 0 || strcmp(s, "COMPENSATED") == 0 ||
                  strcmp(s, "FAILED") == 0);
 }
 
-oj *ofx_wait_final(ofx *f, const char *id, int timeout_ms)
+json_t *ofx_wait_final(ofx *f, const char *id, int timeout_ms)
 {
     return ofx_wait(f, id, is_final, NULL, timeout_ms);
 }
@@ -520,38 +523,40 @@ typedef struct {
     int n;
 } attempts_arg;
 
-static int has_attempts(const oj *st, const void *arg)
+static int has_attempts(const json_t *st, const void *arg)
 {
     const attempts_arg *a = arg;
-    return oj_int(ofx_step(st, a->step), "action_attempts", 0) >= a->n;
+    return tj_int(ofx_step(st, a->step), "action_attempts", 0) >= a->n;
 }
 
-oj *ofx_wait_attempts(ofx *f, const char *id, const char *step, int n, int timeout_ms)
+json_t *ofx_wait_attempts(ofx *f, const char *id, const char *step, int n, int timeout_ms)
 {
     attempts_arg a = {step, n};
     return ofx_wait(f, id, has_attempts, &a, timeout_ms);
 }
 
-static int event_matches(const oj *ev, const char *kind, const char *step, const char *phase)
+static int event_matches(const json_t *ev, const char *kind, const char *step, const char *phase)
 {
-    const char *k = oj_str(ev, "kind"), *s = oj_str(ev, "step"), *p = oj_str(ev, "phase");
+    const char *k = tj_str(ev, "kind"), *s = tj_str(ev, "step"), *p = tj_str(ev, "phase");
     return k && strcmp(k, kind) == 0 && (step == NULL || (s && strcmp(s, step) == 0)) &&
            (phase == NULL || (p && strcmp(p, phase) == 0));
 }
 
-char *ofx_history_steps(const oj *history, const char *kind, const char *phase)
+char *ofx_history_steps(const json_t *history, const char *kind, const char *phase)
 {
     size_t cap = 1;
-    for (size_t i = 0; i < oj_len(history); i++)
-        cap +=
-            strlen(oj_str(oj_at(history, i), "step") ? oj_str(oj_at(history, i), "step") : "") + 1;
+    for (size_t i = 0; i < json_array_size(history); i++)
+        cap += strlen(tj_str(json_array_get(history, i), "step")
+                          ? tj_str(json_array_get(history, i), "step")
+                          : "") +
+               1;
     char *out = calloc(1, cap);
     const char *last = NULL;
     if (out == NULL)
         return NULL;
-    for (size_t i = 0; i < oj_len(history); i++) {
-        const oj *ev = oj_at(history, i);
-        const char *step = oj_str(ev, "step") ? oj_str(ev, "step") : "";
+    for (size_t i = 0; i < json_array_size(history); i++) {
+        const json_t *ev = json_array_get(history, i);
+        const char *step = tj_str(ev, "step") ? tj_str(ev, "step") : "";
         if (!event_matches(ev, kind, NULL, phase) || (last && strcmp(last, step) == 0))
             continue; /* a retry of the same step is listed once */
         if (out[0])
@@ -562,11 +567,11 @@ char *ofx_history_steps(const oj *history, const char *kind, const char *phase)
     return out;
 }
 
-int ofx_history_count(const oj *history, const char *kind, const char *step, const char *phase)
+int ofx_history_count(const json_t *history, const char *kind, const char *step, const char *phase)
 {
     int n = 0;
-    for (size_t i = 0; i < oj_len(history); i++)
-        n += event_matches(oj_at(history, i), kind, step, phase);
+    for (size_t i = 0; i < json_array_size(history); i++)
+        n += event_matches(json_array_get(history, i), kind, step, phase);
     return n;
 }
 

@@ -6,7 +6,7 @@
  * whose timeouts and backoffs are short so that retries cost little time.
  *
  * sagad is driven with the real sagactl binary (--json output parsed with
- * ojson.h); the participants' databases are read with the harness
+ * jansson, tjson.h); the participants' databases are read with the harness
  * (tests/support/harness.h). Every wait polls with a deadline; nothing here
  * depends on timing for correctness, only for speed.
  *
@@ -22,7 +22,7 @@
 #include <sys/types.h>
 
 #include "harness.h"
-#include "ojson.h"
+#include "tjson.h"
 
 /* Generous bounds: a loaded 2-core machine running the sanitizer build. */
 #define OFX_WAIT_MS  30000 /* a saga reaching a state, a process starting */
@@ -119,27 +119,27 @@ int ofx_start_order(ofx *f, const char *key, const char *customer, const char *s
                     int *existing, char **out);
 
 /* sagactl --json status id: the parsed document, or NULL. */
-oj *ofx_status(ofx *f, const char *id);
-/* sagactl --json history id: the parsed array, or NULL. */
-oj *ofx_history(ofx *f, const char *id);
+json_t *ofx_status(ofx *f, const char *id);
+/* sagactl --json history id: its "events" array, or NULL. */
+json_t *ofx_history(ofx *f, const char *id);
 /* The step object named name in a status document, or NULL. */
-const oj *ofx_step(const oj *status, const char *name);
+const json_t *ofx_step(const json_t *status, const char *name);
 
 /* Polls the status every ~100 ms until pred(status, arg) is true; returns
  * that status, or NULL at the deadline (printing the last one and sagad's log). */
-oj *ofx_wait(ofx *f, const char *id, int (*pred)(const oj *status, const void *arg),
-             const void *arg, int timeout_ms);
+json_t *ofx_wait(ofx *f, const char *id, int (*pred)(const json_t *status, const void *arg),
+                 const void *arg, int timeout_ms);
 /* Until the saga is COMPLETED, COMPENSATED or FAILED. */
-oj *ofx_wait_final(ofx *f, const char *id, int timeout_ms);
+json_t *ofx_wait_final(ofx *f, const char *id, int timeout_ms);
 /* Until step `step` has at least n action attempts and the saga is still RUNNING. */
-oj *ofx_wait_attempts(ofx *f, const char *id, const char *step, int n, int timeout_ms);
+json_t *ofx_wait_attempts(ofx *f, const char *id, const char *step, int n, int timeout_ms);
 
 /* The step names of the history's events of this kind and phase ("action",
  * "compensate"), in order, joined with ','; consecutive events of one step
  * (its retries) count once; malloc'd ("" when none). */
-char *ofx_history_steps(const oj *history, const char *kind, const char *phase);
+char *ofx_history_steps(const json_t *history, const char *kind, const char *phase);
 /* Events of this kind (and step and phase when non-NULL) that match. */
-int ofx_history_count(const oj *history, const char *kind, const char *step, const char *phase);
+int ofx_history_count(const json_t *history, const char *kind, const char *step, const char *phase);
 
 /* th_sql_int on participant i's database. */
 #define ofx_sql(f, i, ...) th_sql_int((f)->svc[i].db, __VA_ARGS__)

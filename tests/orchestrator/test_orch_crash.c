@@ -151,11 +151,11 @@ static void crash_scenario(ofx *f, const char *point, int hit, int refused)
     if (first_id[0])
         assert_string_equal(id, first_id);
 
-    oj *st = ofx_wait_final(f, id, OFX_WAIT_MS);
+    json_t *st = ofx_wait_final(f, id, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), refused ? "COMPENSATED" : "COMPLETED");
-    oj_free(st);
-    oj *h = ofx_history(f, id);
+    OFX_ASSERT_STR(tj_str(st, "state"), refused ? "COMPENSATED" : "COMPLETED");
+    json_decref(st);
+    json_t *h = ofx_history(f, id);
     assert_non_null(h);
     /* It was recovered by the restart, not finished before the kill. */
     assert_int_equal(ofx_history_count(h, "recovered", NULL, NULL), 1);
@@ -164,7 +164,7 @@ static void crash_scenario(ofx *f, const char *point, int hit, int refused)
         OFX_ASSERT_STR(order, "reserve_stock,charge_payment,create_order");
         free(order);
     }
-    oj_free(h);
+    json_decref(h);
 
     /* Exactly once, in every participant. */
     take_snapshot(f, &after);
@@ -290,13 +290,13 @@ static void bulk_reap(bulk_saga *b)
     b->pid = 0;
     if (b->first_code == 0) {
         char *text = th_read_file(b->out_path);
-        oj *doc = oj_parse(text);
-        const char *id = oj_str(doc, "saga_id");
+        json_t *doc = tj_parse(text);
+        const char *id = tj_str(doc, "saga_id");
         if (id)
             snprintf(b->id, sizeof b->id, "%s", id);
         else
             b->first_code = -1;
-        oj_free(doc);
+        json_decref(doc);
         free(text);
     }
 }
@@ -364,20 +364,20 @@ static void test_random_kill_many_in_flight(void **state)
             expect_charged += atoi(b[i].amount);
     }
     for (int i = 0; i < BULK_SAGAS; i++) {
-        oj *st = ofx_wait_final(f, b[i].id, OFX_WAIT_MS);
+        json_t *st = ofx_wait_final(f, b[i].id, OFX_WAIT_MS);
         assert_non_null(st);
-        OFX_ASSERT_STR(oj_str(st, "state"),
+        OFX_ASSERT_STR(tj_str(st, "state"),
                        b[i].cls == BULK_COMPLETE ? "COMPLETED" : "COMPENSATED");
-        oj_free(st);
+        json_decref(st);
     }
 
     /* How many the restart had to recover. */
     int recovered = 0;
     for (int i = 0; i < BULK_SAGAS; i++) {
-        oj *h = ofx_history(f, b[i].id);
+        json_t *h = ofx_history(f, b[i].id);
         assert_non_null(h);
         recovered += ofx_history_count(h, "recovered", NULL, NULL) > 0;
-        oj_free(h);
+        json_decref(h);
     }
     print_message("random kill: %d sagas recovered by the restart\n", recovered);
     if (!during_starts)
@@ -386,11 +386,11 @@ static void test_random_kill_many_in_flight(void **state)
     /* One saga per key: the list holds exactly the 50. */
     char *out = NULL;
     assert_int_equal(ofx_ctl(f, &out, "--json", "list", "--limit", "1000", NULL), 0);
-    oj *list = oj_parse(out);
+    json_t *list = tj_parse(out);
     free(out);
     assert_non_null(list);
-    assert_int_equal(oj_len(list), BULK_SAGAS);
-    oj_free(list);
+    assert_int_equal(json_array_size(json_object_get(list, "sagas")), BULK_SAGAS);
+    json_decref(list);
 
     /* Orders: one per saga, approved or cancelled as the input says. */
     assert_int_equal(ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders"), BULK_SAGAS);
@@ -457,14 +457,14 @@ static void test_sigterm_in_flight(void **state)
     int recovered = 0;
     int64_t charged = 0;
     for (int i = 0; i < N; i++) {
-        oj *st = ofx_wait_final(f, ids[i], OFX_WAIT_MS);
+        json_t *st = ofx_wait_final(f, ids[i], OFX_WAIT_MS);
         assert_non_null(st);
-        OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
-        oj_free(st);
-        oj *h = ofx_history(f, ids[i]);
+        OFX_ASSERT_STR(tj_str(st, "state"), "COMPLETED");
+        json_decref(st);
+        json_t *h = ofx_history(f, ids[i]);
         assert_non_null(h);
         recovered += ofx_history_count(h, "recovered", NULL, NULL);
-        oj_free(h);
+        json_decref(h);
         charged += 500 + i;
     }
     print_message("sigterm: %d sagas recovered by the restart\n", recovered);

@@ -142,27 +142,27 @@ static void test_participant_down_then_up(void **state)
     assert_int_equal(
         ofx_start_order(f, "down-1", "alice", "WIDGET-1", "2", "2500", "paris", id, NULL, NULL), 0);
     /* It is stuck on the charge, retrying. */
-    oj *st = ofx_wait_attempts(f, id, "charge_payment", 3, OFX_WAIT_MS);
+    json_t *st = ofx_wait_attempts(f, id, "charge_payment", 3, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "RUNNING");
-    OFX_ASSERT_STR(oj_str(ofx_step(st, "create_order"), "state"), "DONE");
-    OFX_ASSERT_STR(oj_str(ofx_step(st, "charge_payment"), "state"), "ACTION_SENT");
-    assert_non_null(oj_str(ofx_step(st, "charge_payment"), "last_error"));
-    assert_true(strlen(oj_str(ofx_step(st, "charge_payment"), "last_error")) > 0);
-    oj_free(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "RUNNING");
+    OFX_ASSERT_STR(tj_str(ofx_step(st, "create_order"), "state"), "DONE");
+    OFX_ASSERT_STR(tj_str(ofx_step(st, "charge_payment"), "state"), "ACTION_SENT");
+    assert_non_null(tj_str(ofx_step(st, "charge_payment"), "last_error"));
+    assert_true(strlen(tj_str(ofx_step(st, "charge_payment"), "last_error")) > 0);
+    json_decref(st);
 
     assert_int_equal(ofx_start_svc(f, SVC_PAYMENT, NULL), 0);
     st = ofx_wait_final(f, id, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
-    assert_true(oj_int(ofx_step(st, "charge_payment"), "action_attempts", 0) >= 3);
-    oj *h = ofx_history(f, id);
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPLETED");
+    assert_true(tj_int(ofx_step(st, "charge_payment"), "action_attempts", 0) >= 3);
+    json_t *h = ofx_history(f, id);
     assert_non_null(h);
     assert_true(ofx_history_count(h, "step_no_reply", "charge_payment", "action") >= 2);
     assert_true(ofx_history_count(h, "retry_scheduled", "charge_payment", "action") >= 2);
     assert_int_equal(ofx_history_count(h, "step_sent", NULL, "compensate"), 0);
-    oj_free(h);
-    oj_free(st);
+    json_decref(h);
+    json_decref(st);
     assert_completed_once(f, id);
 }
 
@@ -182,27 +182,27 @@ static void test_slow_participant(void **state)
     char id[37];
     assert_int_equal(
         ofx_start_order(f, "slow-1", "alice", "WIDGET-1", "2", "2500", "paris", id, NULL, NULL), 0);
-    oj *st = ofx_wait_final(f, id, OFX_WAIT_MS);
+    json_t *st = ofx_wait_final(f, id, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
-    assert_true(oj_int(ofx_step(st, "charge_payment"), "action_attempts", 0) >= 2);
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPLETED");
+    assert_true(tj_int(ofx_step(st, "charge_payment"), "action_attempts", 0) >= 2);
 
-    oj *h = ofx_history(f, id);
+    json_t *h = ofx_history(f, id);
     assert_non_null(h);
     assert_true(ofx_history_count(h, "step_no_reply", "charge_payment", "action") >= 1);
     /* The reply that counted was the stored one: replayed. */
     int replayed = 0;
-    for (size_t i = 0; i < oj_len(h); i++) {
-        const oj *ev = oj_at(h, i);
-        if (strcmp(oj_str(ev, "kind"), "step_reply") == 0 &&
-            strcmp(oj_str(ev, "step"), "charge_payment") == 0) {
-            OFX_ASSERT_STR(oj_str(ev, "outcome"), "OK");
-            replayed += (int)oj_int(ev, "replayed", 0);
+    for (size_t i = 0; i < json_array_size(h); i++) {
+        const json_t *ev = json_array_get(h, i);
+        if (strcmp(tj_str(ev, "kind"), "step_reply") == 0 &&
+            strcmp(tj_str(ev, "step"), "charge_payment") == 0) {
+            OFX_ASSERT_STR(tj_str(ev, "outcome"), "OK");
+            replayed += (int)tj_int(ev, "replayed", 0);
         }
     }
     assert_int_equal(replayed, 1);
-    oj_free(h);
-    oj_free(st);
+    json_decref(h);
+    json_decref(st);
 
     /* payment-svc saw the charge more than once and applied it once. */
     assert_true(ofx_counter(f, SVC_PAYMENT, "requests") >= 2);
@@ -224,43 +224,44 @@ static void test_abort_running(void **state)
     assert_int_equal(
         ofx_start_order(f, "abort-1", "alice", "WIDGET-1", "2", "2500", "paris", id, NULL, NULL),
         0);
-    oj *st = ofx_wait_attempts(f, id, "schedule_shipping", 2, OFX_WAIT_MS);
+    json_t *st = ofx_wait_attempts(f, id, "schedule_shipping", 2, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "RUNNING");
-    OFX_ASSERT_STR(oj_str(ofx_step(st, "reserve_stock"), "state"), "DONE");
-    oj_free(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "RUNNING");
+    OFX_ASSERT_STR(tj_str(ofx_step(st, "reserve_stock"), "state"), "DONE");
+    json_decref(st);
     /* Its effects so far are in place. */
     assert_int_equal(balance(f, "alice"), SEED_ALICE - 2500);
 
     char *out = NULL;
     int code = ofx_ctl(f, &out, "--json", "abort", id, "--reason", "customer called", NULL);
     assert_int_equal(code, 0);
-    oj *ack = oj_parse(out);
+    json_t *ack = tj_parse(out);
     free(out);
     assert_non_null(ack);
-    OFX_ASSERT_STR(oj_str(ack, "saga_id"), id);
-    assert_int_equal(oj_int(ack, "accepted", 0), 1);
-    oj_free(ack);
+    OFX_ASSERT_STR(tj_str(ack, "saga_id"), id);
+    assert_int_equal(tj_int(ack, "accepted", 0), 1);
+    json_decref(ack);
 
     /* The stuck step is compensated too (its outcome is unknown): shipping
      * must answer, and its barrier says there is nothing to undo. */
     assert_int_equal(ofx_start_svc(f, SVC_SHIPPING, NULL), 0);
     st = ofx_wait_final(f, id, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "COMPENSATED");
-    assert_has(oj_str(st, "last_error"), "aborted by operator: customer called");
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPENSATED");
+    assert_has(tj_str(st, "last_error"), "aborted by operator: customer called");
     for (int i = 0; i < 4; i++)
-        OFX_ASSERT_STR(oj_str(oj_at(oj_get(st, "steps"), (size_t)i), "state"), "COMPENSATED");
-    OFX_ASSERT_STR(oj_str(ofx_step(st, "approve_order"), "state"), "PENDING");
-    oj_free(st);
+        OFX_ASSERT_STR(tj_str(json_array_get(json_object_get(st, "steps"), (size_t)i), "state"),
+                       "COMPENSATED");
+    OFX_ASSERT_STR(tj_str(ofx_step(st, "approve_order"), "state"), "PENDING");
+    json_decref(st);
 
-    oj *h = ofx_history(f, id);
+    json_t *h = ofx_history(f, id);
     assert_non_null(h);
     assert_int_equal(ofx_history_count(h, "abort_requested", NULL, NULL), 1);
     char *order = ofx_history_steps(h, "step_sent", "compensate");
     OFX_ASSERT_STR(order, "schedule_shipping,reserve_stock,charge_payment,create_order");
     free(order);
-    oj_free(h);
+    json_decref(h);
     assert_net_zero(f, id);
     /* Every shipment that may have been made late is cancelled (normally none). */
     assert_int_equal(ofx_sql(f, SVC_SHIPPING,
@@ -282,16 +283,17 @@ static int listed(ofx *f, const char *state_filter, const char *id)
 {
     char *out = NULL;
     int code = ofx_ctl(f, &out, "--json", "list", "--state", state_filter, NULL);
-    oj *list = code == 0 ? oj_parse(out) : NULL;
+    json_t *list = code == 0 ? tj_parse(out) : NULL;
     free(out);
     if (list == NULL)
         return -1;
     int found = 0;
-    for (size_t i = 0; i < oj_len(list); i++) {
-        const char *sid = oj_str(oj_at(list, i), "saga_id");
+    const json_t *sagas = json_object_get(list, "sagas");
+    for (size_t i = 0; i < json_array_size(sagas); i++) {
+        const char *sid = tj_str(json_array_get(sagas, i), "saga_id");
         found += sid && strcmp(sid, id) == 0;
     }
-    oj_free(list);
+    json_decref(list);
     return found;
 }
 
@@ -326,14 +328,14 @@ static void test_resume_failed(void **state)
     assert_int_equal(
         ofx_start_order(f, "resume-1", "alice", "WIDGET-1", "2", "2500", "paris", id, NULL, NULL),
         0);
-    oj *st = ofx_wait_final(f, id, 60000);
+    json_t *st = ofx_wait_final(f, id, 60000);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "FAILED");
-    assert_has(oj_str(st, "last_error"), "compensation of step 'schedule_shipping' failed");
-    OFX_ASSERT_STR(oj_str(ofx_step(st, "schedule_shipping"), "state"), "COMPENSATING");
-    assert_int_equal(oj_int(ofx_step(st, "schedule_shipping"), "compensation_attempts", 0), 3);
-    OFX_ASSERT_STR(oj_str(ofx_step(st, "reserve_stock"), "state"), "DONE");
-    oj_free(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "FAILED");
+    assert_has(tj_str(st, "last_error"), "compensation of step 'schedule_shipping' failed");
+    OFX_ASSERT_STR(tj_str(ofx_step(st, "schedule_shipping"), "state"), "COMPENSATING");
+    assert_int_equal(tj_int(ofx_step(st, "schedule_shipping"), "compensation_attempts", 0), 3);
+    OFX_ASSERT_STR(tj_str(ofx_step(st, "reserve_stock"), "state"), "DONE");
+    json_decref(st);
     assert_int_equal(listed(f, "failed", id), 1);
     assert_int_equal(listed(f, "compensated", id), 0);
     /* FAILED holds: nothing undone yet, nothing retried any more. */
@@ -358,22 +360,23 @@ static void test_resume_failed(void **state)
 
     st = ofx_wait_final(f, id, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "COMPENSATED");
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPENSATED");
     for (int i = 0; i < 4; i++)
-        OFX_ASSERT_STR(oj_str(oj_at(oj_get(st, "steps"), (size_t)i), "state"), "COMPENSATED");
-    OFX_ASSERT_STR(oj_str(ofx_step(st, "schedule_shipping"), "last_outcome"), "SKIPPED");
-    oj_free(st);
+        OFX_ASSERT_STR(tj_str(json_array_get(json_object_get(st, "steps"), (size_t)i), "state"),
+                       "COMPENSATED");
+    OFX_ASSERT_STR(tj_str(ofx_step(st, "schedule_shipping"), "last_outcome"), "SKIPPED");
+    json_decref(st);
     assert_int_equal(listed(f, "failed", id), 0);
     assert_int_equal(listed(f, "compensated", id), 1);
 
-    oj *h = ofx_history(f, id);
+    json_t *h = ofx_history(f, id);
     assert_non_null(h);
     assert_int_equal(ofx_history_count(h, "saga_failed", NULL, NULL), 1);
     assert_int_equal(ofx_history_count(h, "resumed", NULL, NULL), 1);
     char *order = ofx_history_steps(h, "step_sent", "compensate");
     OFX_ASSERT_STR(order, "schedule_shipping,reserve_stock,charge_payment,create_order");
     free(order);
-    oj_free(h);
+    json_decref(h);
     assert_net_zero(f, id);
     assert_int_equal(ofx_sql(f, SVC_SHIPPING, "SELECT count(*) FROM shipments"), 0);
 
@@ -401,21 +404,21 @@ static void test_resume_failed_pivot(void **state)
         0);
     /* Held at shipping while order-svc goes away; then shipping comes up,
      * and the pivot meets a dead order-svc. */
-    oj *st = ofx_wait_attempts(f, id, "schedule_shipping", 1, OFX_WAIT_MS);
+    json_t *st = ofx_wait_attempts(f, id, "schedule_shipping", 1, OFX_WAIT_MS);
     assert_non_null(st);
-    oj_free(st);
+    json_decref(st);
     assert_int_equal(ofx_stop_svc(f, SVC_ORDER), 0);
     assert_int_equal(ofx_start_svc(f, SVC_SHIPPING, NULL), 0);
 
     st = ofx_wait_final(f, id, 60000);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "FAILED");
-    assert_has(oj_str(st, "last_error"), "has no compensation and its outcome is unknown");
+    OFX_ASSERT_STR(tj_str(st, "state"), "FAILED");
+    assert_has(tj_str(st, "last_error"), "has no compensation and its outcome is unknown");
     assert_logged(f, "WARN", id); /* FAILED needs an operator: not an INFO line */
-    OFX_ASSERT_STR(oj_str(ofx_step(st, "approve_order"), "state"), "ACTION_SENT");
-    assert_int_equal(oj_int(ofx_step(st, "approve_order"), "action_attempts", 0), 3);
-    OFX_ASSERT_STR(oj_str(ofx_step(st, "schedule_shipping"), "state"), "DONE");
-    oj_free(st);
+    OFX_ASSERT_STR(tj_str(ofx_step(st, "approve_order"), "state"), "ACTION_SENT");
+    assert_int_equal(tj_int(ofx_step(st, "approve_order"), "action_attempts", 0), 3);
+    OFX_ASSERT_STR(tj_str(ofx_step(st, "schedule_shipping"), "state"), "DONE");
+    json_decref(st);
     assert_int_equal(listed(f, "failed", id), 1);
     /* Nothing was compensated around the pivot. */
     assert_int_equal(balance(f, "alice"), SEED_ALICE - 2500);
@@ -431,13 +434,13 @@ static void test_resume_failed_pivot(void **state)
     free(out);
     st = ofx_wait_final(f, id, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
-    oj_free(st);
-    oj *h = ofx_history(f, id);
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPLETED");
+    json_decref(st);
+    json_t *h = ofx_history(f, id);
     assert_non_null(h);
     assert_int_equal(ofx_history_count(h, "resumed", NULL, NULL), 1);
     assert_int_equal(ofx_history_count(h, "step_sent", NULL, "compensate"), 0);
-    oj_free(h);
+    json_decref(h);
     assert_completed_once(f, id);
 }
 
@@ -454,15 +457,15 @@ static void test_abort_failed_pivot(void **state)
     assert_int_equal(
         ofx_start_order(f, "pivot-2", "alice", "WIDGET-1", "2", "2500", "paris", id, NULL, NULL),
         0);
-    oj *st = ofx_wait_attempts(f, id, "schedule_shipping", 1, OFX_WAIT_MS);
+    json_t *st = ofx_wait_attempts(f, id, "schedule_shipping", 1, OFX_WAIT_MS);
     assert_non_null(st);
-    oj_free(st);
+    json_decref(st);
     assert_int_equal(ofx_stop_svc(f, SVC_ORDER), 0);
     assert_int_equal(ofx_start_svc(f, SVC_SHIPPING, NULL), 0);
     st = ofx_wait_final(f, id, 60000);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "FAILED");
-    oj_free(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "FAILED");
+    json_decref(st);
 
     assert_int_equal(ofx_start_svc(f, SVC_ORDER, NULL), 0);
     char *out = NULL;
@@ -473,17 +476,18 @@ static void test_abort_failed_pivot(void **state)
     free(out);
     st = ofx_wait_final(f, id, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "COMPENSATED");
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPENSATED");
     for (int i = 0; i < 4; i++)
-        OFX_ASSERT_STR(oj_str(oj_at(oj_get(st, "steps"), (size_t)i), "state"), "COMPENSATED");
-    oj_free(st);
-    oj *h = ofx_history(f, id);
+        OFX_ASSERT_STR(tj_str(json_array_get(json_object_get(st, "steps"), (size_t)i), "state"),
+                       "COMPENSATED");
+    json_decref(st);
+    json_t *h = ofx_history(f, id);
     assert_non_null(h);
     assert_int_equal(ofx_history_count(h, "compensation_not_defined", "approve_order", NULL), 1);
     char *order = ofx_history_steps(h, "step_sent", "compensate");
     OFX_ASSERT_STR(order, "schedule_shipping,reserve_stock,charge_payment,create_order");
     free(order);
-    oj_free(h);
+    json_decref(h);
     /* The approval never reached order-svc: the order is cancelled, and
      * everything else is back to the seeds. */
     assert_net_zero(f, id);

@@ -61,14 +61,14 @@ static int teardown(void **state)
 }
 
 /* A step's field from a status document. */
-static const char *step_str(const oj *st, int step, const char *field)
+static const char *step_str(const json_t *st, int step, const char *field)
 {
-    return oj_str(ofx_step(st, step_names[step]), field);
+    return tj_str(ofx_step(st, step_names[step]), field);
 }
 
-static const char *step_result(const oj *st, int step, const char *key)
+static const char *step_result(const json_t *st, int step, const char *key)
 {
-    return oj_str(oj_get(ofx_step(st, step_names[step]), "result"), key);
+    return tj_str(json_object_get(ofx_step(st, step_names[step]), "result"), key);
 }
 
 static int64_t balance(ofx *f, const char *customer)
@@ -93,16 +93,16 @@ static void test_saga_completes(void **state)
                      0);
     assert_int_equal(existing, 0);
 
-    oj *st = ofx_wait_final(f, id, OFX_WAIT_MS);
+    json_t *st = ofx_wait_final(f, id, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
-    OFX_ASSERT_STR(oj_str(st, "client_key"), "order-1");
-    OFX_ASSERT_STR(oj_str(st, "last_error"), "");
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPLETED");
+    OFX_ASSERT_STR(tj_str(st, "client_key"), "order-1");
+    assert_true(json_is_null(json_object_get(st, "last_error"))); /* absent: null, never "" */
     for (int i = 0; i < N_STEPS; i++) {
         OFX_ASSERT_STR(step_str(st, i, "state"), "DONE");
         OFX_ASSERT_STR(step_str(st, i, "last_outcome"), "OK");
-        assert_true(oj_int(ofx_step(st, step_names[i]), "action_attempts", 0) >= 1);
-        assert_int_equal(oj_int(ofx_step(st, step_names[i]), "compensation_attempts", -1), 0);
+        assert_true(tj_int(ofx_step(st, step_names[i]), "action_attempts", 0) >= 1);
+        assert_int_equal(tj_int(ofx_step(st, step_names[i]), "compensation_attempts", -1), 0);
     }
     const char *order_id = step_result(st, ST_CREATE, "order_id");
     const char *charge_id = step_result(st, ST_CHARGE, "charge_id");
@@ -155,7 +155,7 @@ static void test_saga_completes(void **state)
     assert_int_equal(ofx_books_balanced(f), 0);
 
     /* The history tells the same story: five actions, no compensation. */
-    oj *h = ofx_history(f, id);
+    json_t *h = ofx_history(f, id);
     assert_non_null(h);
     char *sent = ofx_history_steps(h, "step_sent", "action");
     OFX_ASSERT_STR(sent,
@@ -163,8 +163,8 @@ static void test_saga_completes(void **state)
     assert_int_equal(ofx_history_count(h, "step_sent", NULL, "compensate"), 0);
     assert_int_equal(ofx_history_count(h, "saga_completed", NULL, NULL), 1);
     free(sent);
-    oj_free(h);
-    oj_free(st);
+    json_decref(h);
+    json_decref(st);
 }
 
 /* ---- 2. A refusal at each step compensates the steps before it ----------- */
@@ -182,10 +182,10 @@ static void run_refusal(ofx *f, const refusal_case *c)
     assert_int_equal(ofx_start_order(f, "refused-1", c->customer, c->sku, c->quantity, c->amount,
                                      c->destination, id, NULL, NULL),
                      0);
-    oj *st = ofx_wait_final(f, id, OFX_WAIT_MS);
+    json_t *st = ofx_wait_final(f, id, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "COMPENSATED");
-    const char *err = oj_str(st, "last_error");
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPENSATED");
+    const char *err = tj_str(st, "last_error");
     assert_non_null(err);
     if (strstr(err, c->error_phrase) == NULL)
         print_message("last_error '%s' lacks '%s'\n", err, c->error_phrase);
@@ -193,32 +193,32 @@ static void run_refusal(ofx *f, const refusal_case *c)
 
     /* Steps: undone before the refusal, refused at it, untouched after. */
     for (int i = 0; i < N_STEPS; i++) {
-        const oj *step = ofx_step(st, step_names[i]);
+        const json_t *step = ofx_step(st, step_names[i]);
         if (i < c->refused) {
-            OFX_ASSERT_STR(oj_str(step, "state"), "COMPENSATED");
-            assert_true(oj_int(step, "compensation_attempts", 0) >= 1);
+            OFX_ASSERT_STR(tj_str(step, "state"), "COMPENSATED");
+            assert_true(tj_int(step, "compensation_attempts", 0) >= 1);
         } else if (i == c->refused) {
-            OFX_ASSERT_STR(oj_str(step, "state"), "REJECTED");
-            OFX_ASSERT_STR(oj_str(step, "last_outcome"), "REJECTED");
-            assert_int_equal(oj_int(step, "compensation_attempts", -1), 0);
+            OFX_ASSERT_STR(tj_str(step, "state"), "REJECTED");
+            OFX_ASSERT_STR(tj_str(step, "last_outcome"), "REJECTED");
+            assert_int_equal(tj_int(step, "compensation_attempts", -1), 0);
         } else {
-            OFX_ASSERT_STR(oj_str(step, "state"), "PENDING");
-            assert_int_equal(oj_int(step, "action_attempts", -1), 0);
+            OFX_ASSERT_STR(tj_str(step, "state"), "PENDING");
+            assert_int_equal(tj_int(step, "action_attempts", -1), 0);
         }
     }
 
     /* History: compensations in reverse order, each answered OK. */
-    oj *h = ofx_history(f, id);
+    json_t *h = ofx_history(f, id);
     assert_non_null(h);
     char *order = ofx_history_steps(h, "step_sent", "compensate");
     OFX_ASSERT_STR(order, c->expected_order);
     free(order);
     int replies = 0;
-    for (size_t i = 0; i < oj_len(h); i++) {
-        const oj *ev = oj_at(h, i);
-        if (strcmp(oj_str(ev, "kind"), "step_reply") == 0 &&
-            strcmp(oj_str(ev, "phase") ? oj_str(ev, "phase") : "", "compensate") == 0) {
-            OFX_ASSERT_STR(oj_str(ev, "outcome"), "OK");
+    for (size_t i = 0; i < json_array_size(h); i++) {
+        const json_t *ev = json_array_get(h, i);
+        if (strcmp(tj_str(ev, "kind"), "step_reply") == 0 &&
+            strcmp(tj_str(ev, "phase") ? tj_str(ev, "phase") : "", "compensate") == 0) {
+            OFX_ASSERT_STR(tj_str(ev, "outcome"), "OK");
             replies++;
         }
     }
@@ -226,7 +226,7 @@ static void run_refusal(ofx *f, const refusal_case *c)
     assert_int_equal(ofx_history_count(h, "compensation_started", NULL, NULL), 1);
     assert_int_equal(ofx_history_count(h, "saga_compensated", NULL, NULL), 1);
     assert_int_equal(ofx_history_count(h, "step_sent", step_names[ST_APPROVE], NULL), 0);
-    oj_free(h);
+    json_decref(h);
 
     /* Net zero in every participant. */
     assert_int_equal(
@@ -253,7 +253,7 @@ static void run_refusal(ofx *f, const refusal_case *c)
     assert_int_equal(ofx_counter(f, SVC_PAYMENT, "effects"), c->refused > ST_CHARGE ? 2 : 0);
     assert_int_equal(ofx_counter(f, SVC_INVENTORY, "effects"), c->refused > ST_RESERVE ? 2 : 0);
     assert_int_equal(ofx_counter(f, SVC_SHIPPING, "effects"), 0);
-    oj_free(st);
+    json_decref(st);
 }
 
 static void test_refused_at_create(void **state)
@@ -324,10 +324,10 @@ static void test_idempotent_start(void **state)
     assert_string_equal(id2, id1);
     assert_int_equal(existing, 1);
 
-    oj *st = ofx_wait_final(f, id1, OFX_WAIT_MS);
+    json_t *st = ofx_wait_final(f, id1, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
-    oj_free(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPLETED");
+    json_decref(st);
     /* And once it has finished (found on disk, not in memory). */
     assert_int_equal(
         ofx_start_order(f, "key-A", "bob", "GADGET-7", "1", "1000", "berlin", id3, &existing, NULL),
@@ -357,12 +357,13 @@ static void test_idempotent_start(void **state)
     /* Nothing of the refused starts was created: one saga, one order. */
     code = ofx_ctl(f, &out, "--json", "list", NULL);
     assert_int_equal(code, 0);
-    oj *list = oj_parse(out);
+    json_t *list = tj_parse(out);
     free(out);
     assert_non_null(list);
-    assert_int_equal(oj_len(list), 1);
-    OFX_ASSERT_STR(oj_str(oj_at(list, 0), "saga_id"), id1);
-    oj_free(list);
+    const json_t *sagas = json_object_get(list, "sagas");
+    assert_int_equal(json_array_size(sagas), 1);
+    OFX_ASSERT_STR(tj_str(json_array_get(sagas, 0), "saga_id"), id1);
+    json_decref(list);
     assert_int_equal(ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders"), 1);
     assert_int_equal(ofx_sql(f, SVC_PAYMENT, "SELECT count(*) FROM charges"), 1);
     assert_int_equal(ofx_sql(f, SVC_PAYMENT, "SELECT balance FROM accounts WHERE customer = 'bob'"),
@@ -382,12 +383,12 @@ static void test_idempotent_start(void **state)
     assert_int_equal(existing, 0);
     st = ofx_wait_final(f, id2, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
-    oj_free(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPLETED");
+    json_decref(st);
     st = ofx_wait_final(f, id3, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
-    oj_free(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPLETED");
+    json_decref(st);
     assert_int_equal(ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders WHERE state = 'approved'"),
                      3);
     assert_int_equal(ofx_sql(f, SVC_PAYMENT, "SELECT count(*) FROM charges"), 3);
@@ -419,21 +420,21 @@ static void test_concurrent_same_key(void **state)
         assert_int_equal(th_wait_exit(pids[i], OFX_CTL_MS, &status), 0);
         assert_true(th_exited_with(status, 0));
         char *text = th_read_file(paths[i]);
-        oj *doc = oj_parse(text);
+        json_t *doc = tj_parse(text);
         free(text);
-        assert_non_null(oj_str(doc, "saga_id"));
+        assert_non_null(tj_str(doc, "saga_id"));
         if (first[0] == '\0')
-            snprintf(first, sizeof first, "%s", oj_str(doc, "saga_id"));
-        OFX_ASSERT_STR(oj_str(doc, "saga_id"), first);
-        fresh += oj_int(doc, "existing", -1) == 0;
-        oj_free(doc);
+            snprintf(first, sizeof first, "%s", tj_str(doc, "saga_id"));
+        OFX_ASSERT_STR(tj_str(doc, "saga_id"), first);
+        fresh += tj_int(doc, "existing", -1) == 0;
+        json_decref(doc);
         free(paths[i]);
     }
     assert_int_equal(fresh, 1); /* exactly one client created it */
-    oj *st = ofx_wait_final(f, first, OFX_WAIT_MS);
+    json_t *st = ofx_wait_final(f, first, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
-    oj_free(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPLETED");
+    json_decref(st);
     assert_int_equal(ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders"), 1);
     assert_int_equal(ofx_sql(f, SVC_PAYMENT, "SELECT count(*) FROM charges"), 1);
     assert_int_equal(balance(f, "bob"), SEED_BOB - 300);

@@ -161,10 +161,10 @@ static void pause_payment(cluster *c, int sig)
 static void assert_all_completed_once(cluster *c, char (*ids)[37], int n)
 {
     for (int i = 0; i < n; i++) {
-        oj *st = ofx_wait_final(&c->f, ids[i], OFX_WAIT_MS);
+        json_t *st = ofx_wait_final(&c->f, ids[i], OFX_WAIT_MS);
         assert_non_null(st);
-        OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
-        oj_free(st);
+        OFX_ASSERT_STR(tj_str(st, "state"), "COMPLETED");
+        json_decref(st);
         assert_int_equal(
             ofx_sql(&c->f, SVC_PAYMENT, "SELECT count(*) FROM charges WHERE saga_id = %Q", ids[i]),
             1);
@@ -284,13 +284,13 @@ static void client_key_is_unique_across_nodes(void **state)
             assert_int_equal(th_wait_exit(pid[i], OFX_CTL_MS, &status), 0);
             char *text = th_read_file(files[i]);
             assert_non_null(text);
-            oj *doc = oj_parse(text);
+            json_t *doc = tj_parse(text);
             if (doc == NULL || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
                 print_message("node %d: %s\n", i, text);
             assert_non_null(doc);
             snprintf(outs[i], sizeof outs[i], "%s",
-                     oj_str(doc, "saga_id") ? oj_str(doc, "saga_id") : "");
-            oj_free(doc);
+                     tj_str(doc, "saga_id") ? tj_str(doc, "saga_id") : "");
+            json_decref(doc);
             free(text);
             free(files[i]);
         }
@@ -312,10 +312,10 @@ static void any_node_answers(void **state)
     pause_payment(c, SIGSTOP);
     start_on(c, 0, "other-node", id);
     use_node(c, 1);
-    oj *st = ofx_status(&c->f, id);
+    json_t *st = ofx_status(&c->f, id);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "RUNNING");
-    oj_free(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "RUNNING");
+    json_decref(st);
     char *out = NULL;
     assert_int_equal(ofx_ctl(&c->f, &out, "list", NULL), 0);
     assert_non_null(strstr(out, id));
@@ -326,8 +326,8 @@ static void any_node_answers(void **state)
     pause_payment(c, SIGCONT);
     st = ofx_wait_final(&c->f, id, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "COMPENSATED");
-    oj_free(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPENSATED");
+    json_decref(st);
     int64_t owner_b = 0;
     assert_int_equal(pgc_sql_int(c->f.sagad.db, &owner_b,
                                  "SELECT count(*) FROM sagas WHERE id = '%s' AND owner = 'node-b'",
@@ -399,10 +399,10 @@ static void database_down_at_start(void **state)
     assert_int_equal(dialed, 0);
     char id[37];
     start_on(c, 0, "after-down", id);
-    oj *st = ofx_wait_final(&c->f, id, OFX_WAIT_MS);
+    json_t *st = ofx_wait_final(&c->f, id, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
-    oj_free(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPLETED");
+    json_decref(st);
 
     /* A database that does not exist: exit 1 at once, naming it. */
     char *text = th_read_file(c->f.cfg);

@@ -197,14 +197,14 @@ static void run_against_fake(outcome_fixture *x, int action_outcome)
     assert_int_equal(
         ofx_start_order(f, "outcome-1", "alice", "WIDGET-1", "2", "2500", "paris", id, NULL, NULL),
         0);
-    oj *st = ofx_wait_final(f, id, OFX_WAIT_MS);
+    json_t *st = ofx_wait_final(f, id, OFX_WAIT_MS);
     assert_non_null(st);
     /* Never taken as OK (COMPLETED), never as "no effect" (the step's own
      * compensation skipped). */
-    OFX_ASSERT_STR(oj_str(st, "state"), "COMPENSATED");
-    OFX_ASSERT_STR(oj_str(ofx_step(st, "schedule_shipping"), "state"), "COMPENSATED");
-    OFX_ASSERT_STR(oj_str(ofx_step(st, "approve_order"), "state"), "PENDING");
-    oj_free(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPENSATED");
+    OFX_ASSERT_STR(tj_str(ofx_step(st, "schedule_shipping"), "state"), "COMPENSATED");
+    OFX_ASSERT_STR(tj_str(ofx_step(st, "approve_order"), "state"), "PENDING");
+    json_decref(st);
     assert_int_equal(atomic_load(&x->fp.actions), ACTION_ATTEMPTS);
     assert_int_equal(atomic_load(&x->fp.mismatched_keys), 0);
     assert_true(atomic_load(&x->fp.compensations) >= 1);
@@ -212,12 +212,12 @@ static void run_against_fake(outcome_fixture *x, int action_outcome)
     snprintf(expected_key, sizeof expected_key, "%s/schedule_shipping/action", id);
     assert_string_equal(x->fp.action_key, expected_key);
 
-    oj *h = ofx_history(f, id);
+    json_t *h = ofx_history(f, id);
     assert_non_null(h);
     assert_int_equal(ofx_history_count(h, "step_no_reply", "schedule_shipping", "action"),
                      ACTION_ATTEMPTS);
     assert_int_equal(ofx_history_count(h, "step_reply", "schedule_shipping", "action"), 0);
-    oj_free(h);
+    json_decref(h);
     assert_int_equal(ofx_books_balanced(f), 0);
 }
 

@@ -83,11 +83,11 @@ static int start_parallel(ofx *f, const char *customer, const char *sku, const c
                                 "amount=2500", "destination=paris", NULL);
     id[0] = '\0';
     if (code == 0) {
-        oj *doc = oj_parse(text);
-        const char *sid = oj_str(doc, "saga_id");
+        json_t *doc = tj_parse(text);
+        const char *sid = tj_str(doc, "saga_id");
         if (sid)
             snprintf(id, 37, "%s", sid);
-        oj_free(doc);
+        json_decref(doc);
     }
     if (out)
         *out = text;
@@ -99,11 +99,11 @@ static int start_parallel(ofx *f, const char *customer, const char *sku, const c
 }
 
 /* Index in the history of the first event of kind for step (and phase); -1: none. */
-static int first_event(const oj *h, const char *kind, const char *step, const char *phase)
+static int first_event(const json_t *h, const char *kind, const char *step, const char *phase)
 {
-    for (size_t i = 0; i < oj_len(h); i++) {
-        const oj *ev = oj_at(h, i);
-        const char *k = oj_str(ev, "kind"), *s = oj_str(ev, "step"), *p = oj_str(ev, "phase");
+    for (size_t i = 0; i < json_array_size(h); i++) {
+        const json_t *ev = json_array_get(h, i);
+        const char *k = tj_str(ev, "kind"), *s = tj_str(ev, "step"), *p = tj_str(ev, "phase");
         if (k && strcmp(k, kind) == 0 && s && strcmp(s, step) == 0 &&
             (phase == NULL || (p && strcmp(p, phase) == 0)))
             return (int)i;
@@ -111,9 +111,9 @@ static int first_event(const oj *h, const char *kind, const char *step, const ch
     return -1;
 }
 
-static const char *step_state(const oj *st, const char *step)
+static const char *step_state(const json_t *st, const char *step)
 {
-    return oj_str(ofx_step(st, step), "state");
+    return tj_str(ofx_step(st, step), "state");
 }
 
 /* ---- The parallel saga completes, its branches side by side --------------- */
@@ -123,12 +123,12 @@ static void test_parallel_completes(void **state)
     ofx *f = *state;
     char id[37];
     assert_int_equal(start_parallel(f, "alice", "WIDGET-1", NULL, NULL, id, NULL), 0);
-    oj *st = ofx_wait_final(f, id, OFX_WAIT_MS);
+    json_t *st = ofx_wait_final(f, id, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
-    OFX_ASSERT_STR(oj_str(st, "type"), PARALLEL);
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPLETED");
+    OFX_ASSERT_STR(tj_str(st, "type"), PARALLEL);
 
-    oj *h = ofx_history(f, id);
+    json_t *h = ofx_history(f, id);
     assert_non_null(h);
     /* Both branches left in one round, before either answered. */
     int charge_sent = first_event(h, "step_sent", "charge_payment", "action");
@@ -145,17 +145,17 @@ static void test_parallel_completes(void **state)
                 first_event(h, "step_reply", "schedule_shipping", "action"));
     assert_true(first_event(h, "step_sent", "create_order", "action") < charge_sent);
     assert_int_equal(ofx_history_count(h, "step_sent", NULL, "compensate"), 0);
-    oj_free(h);
+    json_decref(h);
 
     /* status shows when each step ran: the two branches' spans overlap, and
      * shipping starts once both ended. */
-    const oj *charge = ofx_step(st, "charge_payment"), *reserve = ofx_step(st, "reserve_stock");
-    const oj *ship = ofx_step(st, "schedule_shipping");
-    int64_t c0 = oj_int(charge, "started_at_ms", 0), c1 = oj_int(charge, "finished_at_ms", 0);
-    int64_t r0 = oj_int(reserve, "started_at_ms", 0), r1 = oj_int(reserve, "finished_at_ms", 0);
+    const json_t *charge = ofx_step(st, "charge_payment"), *reserve = ofx_step(st, "reserve_stock");
+    const json_t *ship = ofx_step(st, "schedule_shipping");
+    int64_t c0 = tj_int(charge, "started_at_ms", 0), c1 = tj_int(charge, "finished_at_ms", 0);
+    int64_t r0 = tj_int(reserve, "started_at_ms", 0), r1 = tj_int(reserve, "finished_at_ms", 0);
     assert_true(c0 > 0 && r0 > 0 && c1 >= c0 && r1 >= r0);
     assert_true(c0 <= r1 && r0 <= c1);
-    assert_true(oj_int(ship, "started_at_ms", 0) >= (c1 > r1 ? c1 : r1));
+    assert_true(tj_int(ship, "started_at_ms", 0) >= (c1 > r1 ? c1 : r1));
     char *text = NULL;
     assert_int_equal(ofx_ctl(f, &text, "status", id, NULL), 0);
     assert_non_null(strstr(text, "RAN (ms)"));
@@ -176,7 +176,7 @@ static void test_parallel_completes(void **state)
     assert_int_equal(ofx_sql(f, SVC_PAYMENT, "SELECT balance FROM accounts WHERE customer = 'alice'"),
                      SEED_ALICE - 2500);
     assert_int_equal(ofx_books_balanced(f), 0);
-    oj_free(st);
+    json_decref(st);
 }
 
 /* ---- A branch refused while the other is in flight ------------------------- */
@@ -190,17 +190,17 @@ static void test_branch_refused_compensates_the_other(void **state)
     assert_int_equal(ofx_start_svc(f, SVC_PAYMENT, "delay=1,delay_ms=150"), 0);
     char id[37];
     assert_int_equal(start_parallel(f, "alice", "GIZMO-9", NULL, NULL, id, NULL), 0);
-    oj *st = ofx_wait_final(f, id, OFX_WAIT_MS);
+    json_t *st = ofx_wait_final(f, id, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "COMPENSATED");
-    assert_non_null(strstr(oj_str(st, "last_error"), "out of stock"));
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPENSATED");
+    assert_non_null(strstr(tj_str(st, "last_error"), "out of stock"));
     OFX_ASSERT_STR(step_state(st, "reserve_stock"), "REJECTED");
     OFX_ASSERT_STR(step_state(st, "charge_payment"), "COMPENSATED");
     OFX_ASSERT_STR(step_state(st, "create_order"), "COMPENSATED");
     OFX_ASSERT_STR(step_state(st, "schedule_shipping"), "PENDING");
     OFX_ASSERT_STR(step_state(st, "approve_order"), "PENDING");
 
-    oj *h = ofx_history(f, id);
+    json_t *h = ofx_history(f, id);
     assert_non_null(h);
     /* Reverse dependency order: the order is cancelled after the refund. */
     char *order = ofx_history_steps(h, "step_sent", "compensate");
@@ -211,7 +211,7 @@ static void test_branch_refused_compensates_the_other(void **state)
                 first_event(h, "step_sent", "charge_payment", "compensate"));
     assert_int_equal(ofx_history_count(h, "step_sent", "schedule_shipping", NULL), 0);
     assert_int_equal(ofx_history_count(h, "compensation_started", NULL, NULL), 1);
-    oj_free(h);
+    json_decref(h);
 
     /* Net zero: the charge refunded, the order cancelled, no stock held. */
     assert_int_equal(ofx_sql(f, SVC_PAYMENT, "SELECT balance FROM accounts WHERE customer = 'alice'"),
@@ -223,15 +223,15 @@ static void test_branch_refused_compensates_the_other(void **state)
     assert_int_equal(ofx_sql(f, SVC_INVENTORY, "SELECT sum(reserved) FROM skus"), 0);
     assert_int_equal(ofx_sql(f, SVC_SHIPPING, "SELECT count(*) FROM shipments"), 0);
     assert_int_equal(ofx_books_balanced(f), 0);
-    oj_free(st);
+    json_decref(st);
 }
 
 /* ---- A deadline ------------------------------------------------------------ */
 
-static int is_compensating_or_final(const oj *st, const void *arg)
+static int is_compensating_or_final(const json_t *st, const void *arg)
 {
     (void)arg;
-    const char *s = oj_str(st, "state");
+    const char *s = tj_str(st, "state");
     return s && strcmp(s, "RUNNING") != 0;
 }
 
@@ -253,28 +253,28 @@ static void test_deadline_compensates(void **state)
      * longer than the deadline. */
     assert_int_equal(ofx_stop_svc(f, SVC_SHIPPING), 0);
     assert_int_equal(start_parallel(f, "alice", "WIDGET-1", "--deadline", "1s", id, NULL), 0);
-    oj *st = ofx_wait(f, id, is_compensating_or_final, NULL, OFX_WAIT_MS);
+    json_t *st = ofx_wait(f, id, is_compensating_or_final, NULL, OFX_WAIT_MS);
     assert_non_null(st);
-    assert_non_null(strstr(oj_str(st, "last_error"), "deadline passed"));
-    oj_free(st);
+    assert_non_null(strstr(tj_str(st, "last_error"), "deadline passed"));
+    json_decref(st);
     /* Its compensation needs shipping back (the barrier answers it). */
     assert_int_equal(ofx_start_svc(f, SVC_SHIPPING, NULL), 0);
     st = ofx_wait_final(f, id, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "COMPENSATED");
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPENSATED");
     OFX_ASSERT_STR(step_state(st, "approve_order"), "PENDING");
-    oj *h = ofx_history(f, id);
+    json_t *h = ofx_history(f, id);
     assert_non_null(h);
     assert_int_equal(ofx_history_count(h, "deadline_passed", NULL, NULL), 1);
     assert_int_equal(ofx_history_count(h, "step_sent", "approve_order", NULL), 0);
-    oj_free(h);
+    json_decref(h);
     assert_int_equal(ofx_sql(f, SVC_PAYMENT, "SELECT balance FROM accounts WHERE customer = 'alice'"),
                      SEED_ALICE);
     assert_int_equal(ofx_sql(f, SVC_SHIPPING, "SELECT count(*) FROM shipments WHERE state = "
                                               "'scheduled'"),
                      0);
     assert_int_equal(ofx_books_balanced(f), 0);
-    oj_free(st);
+    json_decref(st);
 
     /* sagad kept serving: the sequential saga still completes. */
     assert_int_equal(ofx_start_order(f, NULL, "bob", "WIDGET-1", "1", "100", "paris", id, NULL,
@@ -282,8 +282,8 @@ static void test_deadline_compensates(void **state)
                      0);
     st = ofx_wait_final(f, id, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
-    oj_free(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPLETED");
+    json_decref(st);
 }
 
 int main(void)

@@ -151,10 +151,10 @@ static int log_contains(const ofx_proc *p, const char *needle)
 
 static void assert_completed(ofx *f, const char *id)
 {
-    oj *st = ofx_wait_final(f, id, OFX_WAIT_MS);
+    json_t *st = ofx_wait_final(f, id, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
-    oj_free(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPLETED");
+    json_decref(st);
 }
 
 /* ---- corrupt rows ---------------------------------------------------------- */
@@ -174,9 +174,9 @@ static void test_corrupt_rows_are_quarantined(void **state)
     }
     /* All four wait on shipping's held reply: kill sagad with them in flight. */
     for (int i = 0; i < N; i++) {
-        oj *st = ofx_wait_attempts(f, ids[i], "schedule_shipping", 1, OFX_WAIT_MS);
+        json_t *st = ofx_wait_attempts(f, ids[i], "schedule_shipping", 1, OFX_WAIT_MS);
         assert_non_null(st);
-        oj_free(st);
+        json_decref(st);
     }
     ofx_kill_sagad(f);
     /* Saga 0: input that is not JSON. Saga 1: decodable, but its last step is
@@ -201,11 +201,11 @@ static void test_corrupt_rows_are_quarantined(void **state)
     assert_non_null(strstr(out, ids[1]));
     assert_null(strstr(out, ids[2]));
     free(out);
-    oj *st = ofx_status(f, ids[1]);
+    json_t *st = ofx_status(f, ids[1]);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "FAILED");
-    assert_non_null(strstr(oj_str(st, "last_error"), "quarantined: "));
-    oj_free(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "FAILED");
+    assert_non_null(strstr(tj_str(st, "last_error"), "quarantined: "));
+    json_decref(st);
     assert_int_equal(th_sql_int(f->sagad.db, "SELECT count(*) FROM sagas WHERE state = 5 AND "
                                              "last_error LIKE 'quarantined: unreadable row:%%'"),
                      1);

@@ -135,11 +135,11 @@ static int teardown(void **state)
 }
 
 /* sagactl --json ARGS...: the parsed document (exit 0 expected), or NULL. */
-static oj *ctl_json(ofx *f, const char *a, const char *b, const char *c, const char *d)
+static json_t *ctl_json(ofx *f, const char *a, const char *b, const char *c, const char *d)
 {
     char *out = NULL;
     int rc = ofx_ctl(f, &out, "--json", a, b, c, d, NULL);
-    oj *doc = rc == 0 && out != NULL ? oj_parse(out) : NULL;
+    json_t *doc = rc == 0 && out != NULL ? tj_parse(out) : NULL;
     if (doc == NULL)
         print_message("sagactl --json %s %s: exit %d: %s\n", a, b ? b : "", rc, out ? out : "");
     free(out);
@@ -149,13 +149,13 @@ static oj *ctl_json(ofx *f, const char *a, const char *b, const char *c, const c
 /* The participant of step `step` in `sagactl describe` of version (NULL: current). */
 static char *described_participant(ofx *f, const char *version, int step)
 {
-    oj *d = version ? ctl_json(f, "describe", "order_fulfillment", "--version", version)
-                    : ctl_json(f, "describe", "order_fulfillment", NULL, NULL);
-    const oj *steps = d ? oj_get(d, "steps") : NULL;
-    const oj *st = steps ? oj_at(steps, (size_t)step) : NULL;
-    const char *p = st ? oj_str(st, "participant") : NULL;
+    json_t *d = version ? ctl_json(f, "describe", "order_fulfillment", "--version", version)
+                        : ctl_json(f, "describe", "order_fulfillment", NULL, NULL);
+    const json_t *steps = d ? json_object_get(d, "steps") : NULL;
+    const json_t *st = steps ? json_array_get(steps, (size_t)step) : NULL;
+    const char *p = st ? tj_str(st, "participant") : NULL;
     char *copy = p ? util_strdup(p) : NULL;
-    oj_free(d);
+    json_decref(d);
     return copy;
 }
 
@@ -201,9 +201,9 @@ static void old_sagas_finish_on_their_version(void **state)
 
     /* The new definition: loaded by sagactl reload, then by SIGHUP too. */
     assert_int_equal(th_write_file(w->saga_file, saga_v2_fmt), 0);
-    oj *r = ctl_json(f, "reload", NULL, NULL, NULL);
+    json_t *r = ctl_json(f, "reload", NULL, NULL, NULL);
     assert_non_null(r);
-    oj_free(r);
+    json_decref(r);
     p = described_participant(f, NULL, 2);
     OFX_ASSERT_STR(p, "inventory2");
     free(p);
@@ -217,16 +217,16 @@ static void old_sagas_finish_on_their_version(void **state)
     free(out);
 
     /* types: version 1 holds the 100 old sagas, version 2 is current. */
-    oj *types = ctl_json(f, "types", NULL, NULL, NULL);
+    json_t *types = ctl_json(f, "types", NULL, NULL, NULL);
     assert_non_null(types);
-    const oj *t0 = oj_at(types, 0);
-    OFX_ASSERT_STR(oj_str(t0, "type"), "order_fulfillment");
-    const oj *versions = oj_get(t0, "versions");
-    assert_int_equal(oj_len(versions), 2);
-    assert_int_equal(oj_int(oj_at(versions, 0), "running", -1), N_OLD);
-    assert_int_equal(oj_int(oj_at(versions, 0), "current", -1), 0);
-    assert_int_equal(oj_int(oj_at(versions, 1), "current", -1), 1);
-    oj_free(types);
+    const json_t *t0 = json_array_get(types, 0);
+    OFX_ASSERT_STR(tj_str(t0, "type"), "order_fulfillment");
+    const json_t *versions = json_object_get(t0, "versions");
+    assert_int_equal(json_array_size(versions), 2);
+    assert_int_equal(tj_int(json_array_get(versions, 0), "running", -1), N_OLD);
+    assert_int_equal(tj_int(json_array_get(versions, 0), "current", -1), 0);
+    assert_int_equal(tj_int(json_array_get(versions, 1), "current", -1), 1);
+    json_decref(types);
 
     /* A restart reads the pinned versions from the store, not the file. */
     assert_int_equal(ofx_stop_sagad(f), 0);
@@ -243,11 +243,11 @@ static void old_sagas_finish_on_their_version(void **state)
     assert_int_equal(ofx_start_svc(f, SVC_INVENTORY, NULL), 0);
 
     for (int i = 0; i < N_OLD; i++) {
-        oj *st = ofx_wait_final(f, ids[i], OFX_WAIT_MS * 4);
+        json_t *st = ofx_wait_final(f, ids[i], OFX_WAIT_MS * 4);
         assert_non_null(st);
-        OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
-        OFX_ASSERT_STR(oj_str(ofx_step(st, "reserve_stock"), "participant"), "inventory");
-        oj_free(st);
+        OFX_ASSERT_STR(tj_str(st, "state"), "COMPLETED");
+        OFX_ASSERT_STR(tj_str(ofx_step(st, "reserve_stock"), "participant"), "inventory");
+        json_decref(st);
         /* Exactly once, on the old participant, with the old inputs. */
         assert_int_equal(ofx_sql(f, SVC_INVENTORY,
                                  "SELECT count(*) FROM reservations WHERE saga_id = %Q "
@@ -260,11 +260,11 @@ static void old_sagas_finish_on_their_version(void **state)
                          0);
     }
     for (int i = 0; i < N_NEW; i++) {
-        oj *st = ofx_wait_final(f, new_ids[i], OFX_WAIT_MS);
+        json_t *st = ofx_wait_final(f, new_ids[i], OFX_WAIT_MS);
         assert_non_null(st);
-        OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
-        OFX_ASSERT_STR(oj_str(ofx_step(st, "reserve_stock"), "participant"), "inventory2");
-        oj_free(st);
+        OFX_ASSERT_STR(tj_str(st, "state"), "COMPLETED");
+        OFX_ASSERT_STR(tj_str(ofx_step(st, "reserve_stock"), "participant"), "inventory2");
+        json_decref(st);
         assert_int_equal(th_sql_int(w->inv2.db,
                                     "SELECT count(*) FROM reservations WHERE saga_id = %Q "
                                     "AND order_id IS NULL",

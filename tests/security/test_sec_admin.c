@@ -50,10 +50,10 @@ static size_t saga_count(ofx *f)
 {
     char *out = NULL;
     assert_int_equal(ofx_ctl(f, &out, "--json", "list", "--limit", "1000", NULL), 0);
-    oj *list = oj_parse(out);
+    json_t *list = tj_parse(out);
     assert_non_null(list);
-    size_t n = oj_len(list);
-    oj_free(list);
+    size_t n = json_array_size(json_object_get(list, "sagas"));
+    json_decref(list);
     free(out);
     return n;
 }
@@ -61,11 +61,11 @@ static size_t saga_count(ofx *f)
 /* The saga's input value for name, from sagactl --json status (malloc'd). */
 static char *status_input(ofx *f, const char *id, const char *name)
 {
-    oj *st = ofx_status(f, id);
+    json_t *st = ofx_status(f, id);
     assert_non_null(st);
-    const char *v = oj_str(oj_get(st, "input"), name);
+    const char *v = tj_str(json_object_get(st, "input"), name);
     char *copy = v ? util_strdup(v) : NULL;
-    oj_free(st);
+    json_decref(st);
     return copy;
 }
 
@@ -79,10 +79,10 @@ static void test_quotes_stored_and_echoed(void **state)
     assert_int_equal(
         ofx_start_order(f, NULL, evil, "WIDGET-1", "1", "100", "paris", id, NULL, &out), 0);
     free(out);
-    oj *st = ofx_wait_final(f, id, OFX_WAIT_MS);
+    json_t *st = ofx_wait_final(f, id, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "COMPENSATED");
-    oj_free(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPENSATED");
+    json_decref(st);
     char *echo = status_input(f, id, "customer");
     OFX_ASSERT_STR(echo, evil);
     free(echo);
@@ -109,14 +109,14 @@ static void test_limits_and_utf8(void **state)
                              "sku=WIDGET-1", "quantity=1", "amount=100", "destination=paris", note,
                              utf8, NULL),
                      0);
-    oj *started = oj_parse(out);
+    json_t *started = tj_parse(out);
     assert_non_null(started);
-    snprintf(id, sizeof id, "%s", oj_str(started, "saga_id"));
-    oj_free(started);
+    snprintf(id, sizeof id, "%s", tj_str(started, "saga_id"));
+    json_decref(started);
     free(out);
-    oj *st = ofx_wait_final(f, id, OFX_WAIT_MS);
-    OFX_ASSERT_STR(oj_str(st, "state"), "COMPLETED");
-    oj_free(st);
+    json_t *st = ofx_wait_final(f, id, OFX_WAIT_MS);
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPLETED");
+    json_decref(st);
     char *echo = status_input(f, id, "note");
     OFX_ASSERT_STR(echo, at_limit);
     free(echo);

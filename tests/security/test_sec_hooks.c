@@ -363,10 +363,10 @@ static void fail_one_saga(hook_sys *s, const char *key, char id[37])
 {
     assert_int_equal(
         ofx_start_order(&s->f, key, "alice", "WIDGET-1", "1", "1000", "paris", id, NULL, NULL), 0);
-    oj *st = ofx_wait_final(&s->f, id, OFX_WAIT_MS);
+    json_t *st = ofx_wait_final(&s->f, id, OFX_WAIT_MS);
     assert_non_null(st);
-    OFX_ASSERT_STR(oj_str(st, "state"), "FAILED");
-    oj_free(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "FAILED");
+    json_decref(st);
 }
 
 /* Waits until sagad's log holds needle; its text (malloc'd), or NULL. */

@@ -1,0 +1,183 @@
+/* saga_json — see saga_json.h. */
+#include "saga_json.h"
+
+#include "json_util.h"
+#include "saga.h"
+#include "wire.h"
+
+static json_t *state_name(int state)
+{
+    return json_string(saga_state_name((saga_state)state));
+}
+
+/* An outcome, null for OUTCOME_UNSPECIFIED (no reply yet / not a reply). */
+static json_t *outcome_or_null(int outcome)
+{
+    return outcome == OUTCOME_UNSPECIFIED ? json_null() : json_string(wire_outcome_name(outcome));
+}
+
+static json_t *map_input(Saga__V1__SagaStatus__InputEntry **e, size_t n)
+{
+    json_t *obj = json_object();
+    int bad = obj == NULL;
+    for (size_t i = 0; i < n && !bad; i++)
+        bad = ju_set(obj, e[i]->key, ju_str(e[i]->value));
+    if (bad)
+        json_decref(obj);
+    return bad ? NULL : obj;
+}
+
+static json_t *map_result(Saga__V1__StepStatus__ResultEntry **e, size_t n)
+{
+    json_t *obj = json_object();
+    int bad = obj == NULL;
+    for (size_t i = 0; i < n && !bad; i++)
+        bad = ju_set(obj, e[i]->key, ju_str(e[i]->value));
+    if (bad)
+        json_decref(obj);
+    return bad ? NULL : obj;
+}
+
+/* Hands back obj, or frees it and gives NULL when building it failed. */
+static json_t *done(json_t *obj, int bad)
+{
+    if (obj != NULL && !bad)
+        return obj;
+    json_decref(obj);
+    return NULL;
+}
+
+static json_t *step_json(const Saga__V1__StepStatus *st)
+{
+    json_t *o = json_object();
+    if (o == NULL)
+        return NULL;
+    int bad = ju_set(o, "name", ju_str(st->name)) |
+              ju_set(o, "participant", ju_str_or_null(st->participant)) |
+              ju_set(o, "action", ju_str_or_null(st->action)) |
+              ju_set(o, "compensation", ju_str_or_null(st->compensation)) |
+              ju_set(o, "state", json_string(step_state_name((step_state)st->state))) |
+              ju_set(o, "action_attempts", json_integer(st->action_attempts)) |
+              ju_set(o, "compensation_attempts", json_integer(st->compensation_attempts)) |
+              ju_set(o, "last_outcome", outcome_or_null(st->last_outcome)) |
+              ju_set(o, "result", map_result(st->result, st->n_result)) |
+              ju_set(o, "last_error", ju_str_or_null(st->last_error)) |
+              ju_set(o, "next_attempt_at_ms", json_integer(st->next_attempt_at_ms)) |
+              ju_set(o, "started_at_ms", json_integer(st->started_at_ms)) |
+              ju_set(o, "finished_at_ms", json_integer(st->finished_at_ms));
+    return done(o, bad);
+}
+
+json_t *saga_json_status(const Saga__V1__SagaStatus *s)
+{
+    json_t *o = json_object(), *steps = json_array();
+    int bad = o == NULL || steps == NULL;
+    for (size_t i = 0; i < s->n_steps && !bad; i++)
+        bad = ju_append(steps, step_json(s->steps[i]));
+    if (bad) {
+        json_decref(steps);
+        return done(o, 1);
+    }
+    json_t *failed_phase = s->state == SAGA__V1__SAGA_STATE__SAGA_FAILED
+                               ? json_string(wire_phase_name(s->failed_phase))
+                               : json_null();
+    bad = ju_set(o, "saga_id", ju_str(s->saga_id)) | ju_set(o, "type", ju_str(s->type)) |
+          ju_set(o, "state", state_name(s->state)) |
+          ju_set(o, "client_key", ju_str_or_null(s->client_key)) |
+          ju_set(o, "input", map_input(s->input, s->n_input)) |
+          ju_set(o, "created_at_ms", json_integer(s->created_at_ms)) |
+          ju_set(o, "updated_at_ms", json_integer(s->updated_at_ms)) |
+          ju_set(o, "deadline_at_ms", json_integer(s->deadline_at_ms)) |
+          ju_set(o, "last_error", ju_str_or_null(s->last_error)) |
+          ju_set(o, "failed_phase", failed_phase) | ju_set(o, "steps", steps);
+    return done(o, bad);
+}
+
+static json_t *summary_json(const Saga__V1__SagaSummary *r)
+{
+    json_t *o = json_object();
+    if (o == NULL)
+        return NULL;
+    int bad = ju_set(o, "saga_id", ju_str(r->saga_id)) | ju_set(o, "type", ju_str(r->type)) |
+              ju_set(o, "state", state_name(r->state)) |
+              ju_set(o, "created_at_ms", json_integer(r->created_at_ms)) |
+              ju_set(o, "updated_at_ms", json_integer(r->updated_at_ms)) |
+              ju_set(o, "last_error", ju_str_or_null(r->last_error));
+    return done(o, bad);
+}
+
+json_t *saga_json_list(const Saga__V1__SagaList *l)
+{
+    static const Saga__V1__StateCounts none = SAGA__V1__STATE_COUNTS__INIT;
+    const Saga__V1__StateCounts *c = l->counts != NULL ? l->counts : &none;
+    json_t *o = json_object(), *counts = json_object(), *sagas = json_array();
+    int bad = o == NULL || counts == NULL || sagas == NULL;
+    for (size_t i = 0; i < l->n_sagas && !bad; i++)
+        bad = ju_append(sagas, summary_json(l->sagas[i]));
+    if (!bad)
+        bad = ju_set(counts, "RUNNING", json_integer((json_int_t)c->running)) |
+              ju_set(counts, "COMPENSATING", json_integer((json_int_t)c->compensating)) |
+              ju_set(counts, "COMPLETED", json_integer((json_int_t)c->completed)) |
+              ju_set(counts, "COMPENSATED", json_integer((json_int_t)c->compensated)) |
+              ju_set(counts, "FAILED", json_integer((json_int_t)c->failed));
+    if (bad) {
+        json_decref(counts);
+        json_decref(sagas);
+        return done(o, 1);
+    }
+    bad = ju_set(o, "counts", counts) | ju_set(o, "sagas", sagas) |
+          ju_set(o, "next_after", ju_str_or_null(l->next_after));
+    return done(o, bad);
+}
+
+json_t *saga_json_event(const Saga__V1__HistoryEvent *ev)
+{
+    int saga_level = ev->step == NULL || ev->step[0] == '\0';
+    json_t *o = json_object();
+    if (o == NULL)
+        return NULL;
+    int bad =
+        ju_set(o, "seq", json_integer((json_int_t)ev->seq)) |
+        ju_set(o, "at_ms", json_integer(ev->at_ms)) | ju_set(o, "kind", ju_str(ev->kind)) |
+        ju_set(o, "step", ju_str_or_null(ev->step)) |
+        ju_set(o, "phase", saga_level ? json_null() : json_string(wire_phase_name(ev->phase))) |
+        ju_set(o, "attempt", json_integer(ev->attempt)) |
+        ju_set(o, "outcome", outcome_or_null(ev->outcome)) |
+        ju_set(o, "replayed", json_boolean(ev->replayed)) |
+        ju_set(o, "detail", ju_str_or_null(ev->detail));
+    return done(o, bad);
+}
+
+json_t *saga_json_history(const Saga__V1__SagaHistory *h)
+{
+    json_t *o = json_object(), *events = json_array();
+    int bad = o == NULL || events == NULL;
+    for (size_t i = 0; i < h->n_events && !bad; i++)
+        bad = ju_append(events, saga_json_event(h->events[i]));
+    if (bad) {
+        json_decref(events);
+        return done(o, 1);
+    }
+    bad = ju_set(o, "saga_id", ju_str(h->saga_id)) | ju_set(o, "state", state_name(h->state)) |
+          ju_set(o, "final", json_boolean(saga_is_final((saga_state)h->state))) |
+          ju_set(o, "events", events) | ju_set(o, "more", json_boolean(h->more));
+    return done(o, bad);
+}
+
+json_t *saga_json_stats(const Saga__V1__Stats *st)
+{
+    json_t *o = json_object();
+    if (o == NULL)
+        return NULL;
+    int bad = ju_set(o, "running", json_integer((json_int_t)st->running)) |
+              ju_set(o, "compensating", json_integer((json_int_t)st->compensating)) |
+              ju_set(o, "completed", json_integer((json_int_t)st->completed)) |
+              ju_set(o, "compensated", json_integer((json_int_t)st->compensated)) |
+              ju_set(o, "failed", json_integer((json_int_t)st->failed)) |
+              ju_set(o, "in_flight", json_integer((json_int_t)st->in_flight)) |
+              ju_set(o, "steps_sent", json_integer((json_int_t)st->steps_sent)) |
+              ju_set(o, "retries", json_integer((json_int_t)st->retries)) |
+              ju_set(o, "timeouts", json_integer((json_int_t)st->timeouts)) |
+              ju_set(o, "replayed_replies", json_integer((json_int_t)st->replayed_replies));
+    return done(o, bad);
+}
