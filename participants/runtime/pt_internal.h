@@ -76,6 +76,7 @@ struct participant {
     int64_t retention_ms;
     int purge_batch;
     int64_t purge_every_ms;
+    int synchronous_off; /* commits skip fdatasync (benchmarks only): not counted as syncs */
     barrier_store *store;
     pt_stmt_cache
         *stmts; /* pt_prepare's statements on the store's connection; serving thread only */
