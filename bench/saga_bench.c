@@ -1878,6 +1878,8 @@ static int run_peers(double warm, double secs, int repeat)
         repeat == 1 ? ""
                     : "s (figures below: the last run; ratios: median and "
                       "spread of all)");
+    out("  a peer's window stays open until as many sagas as are in flight finished in it (at "
+        "most 10x): slow engines finish in waves\n");
     out("  ours    = sagad durability \"full\" + the four services, their defaults "
         "(synchronous=FULL, WAL), ipc://; driven over nng (admin StartSaga)\n"
         "            per step: sagad's commit of the intent (with the previous reply) and the "

@@ -8,7 +8,10 @@
 //                          "measuring" once WARM s have passed and CONC sagas
 //                          have finished (the loop has turned over once: at
 //                          256 in flight a slow engine needs more than WARM),
-//                          "stop DONE BAD SECS" after SECS more, then
+//                          "stop DONE BAD SECS" once SECS more have passed
+//                          and CONC sagas have finished in the window (an
+//                          engine that finishes its sagas in waves would
+//                          otherwise show 0; at most 10 x SECS), then
 //                          (in-flight ones drained)
 //                          "result P50 P99 MAX" in ms, of the sagas that
 //                          finished inside the measured window;
@@ -30,13 +33,22 @@ function oneSaga() {
       method: 'POST', agent,
       headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
     }, (res) => {
-      res.resume();
-      res.on('end', () => resolve({ ok: res.statusCode === 200,
-        ms: Number(process.hrtime.bigint() - t0) / 1e6 }));
+      let text = '';
+      res.on('data', (d) => { if (res.statusCode !== 200) text += d; });
+      res.on('end', () => {
+        if (res.statusCode !== 200) failed(`HTTP ${res.statusCode}: ${text.slice(0, 300)}`);
+        resolve({ ok: res.statusCode === 200, ms: Number(process.hrtime.bigint() - t0) / 1e6 });
+      });
     });
-    req.on('error', () => resolve({ ok: false, ms: 0 }));
+    req.on('error', (e) => { failed(String(e)); resolve({ ok: false, ms: 0 }); });
     req.end(body);
   });
+}
+
+// The first few failures go to stderr (saga-bench keeps it as driver.log).
+let failures = 0;
+function failed(why) {
+  if (failures++ < 5) process.stderr.write(`saga failed: ${why}\n`);
 }
 
 function pct(sorted, p) {
@@ -45,18 +57,24 @@ function pct(sorted, p) {
 
 async function closedLoop(conc, warm, secs) {
   let measuring = false, stopped = false, warmed = false, done = 0, bad = 0, turned = 0;
-  let tMeas = 0n, stopTimer = null;
+  let tMeas = 0n, minTimer = null, capTimer = null, minPassed = false;
   const lat = [];
+  function stop() {
+    if (stopped) return;
+    stopped = true;
+    const s = Number(process.hrtime.bigint() - tMeas) / 1e9;
+    process.stdout.write(`stop ${done} ${bad} ${s.toFixed(3)}\n`);
+  }
+  function maybeStop() {
+    if (measuring && minPassed && done + bad >= conc) stop();
+  }
   function maybeMeasure() {
     if (measuring || !warmed || turned < conc) return;
     measuring = true;
     tMeas = process.hrtime.bigint();
     process.stdout.write('measuring\n');
-    stopTimer = setTimeout(() => {
-      stopped = true;
-      const s = Number(process.hrtime.bigint() - tMeas) / 1e9;
-      process.stdout.write(`stop ${done} ${bad} ${s.toFixed(3)}\n`);
-    }, secs * 1000);
+    minTimer = setTimeout(() => { minPassed = true; maybeStop(); }, secs * 1000);
+    capTimer = setTimeout(stop, secs * 10000);
   }
   const warmTimer = setTimeout(() => { warmed = true; maybeMeasure(); }, warm * 1000);
   async function worker() {
@@ -67,12 +85,14 @@ async function closedLoop(conc, warm, secs) {
         if (r.ok) { done++; lat.push(r.ms); } else bad++;
       }
       maybeMeasure();
+      maybeStop();
       if (!r.ok && !stopped) await new Promise((w) => setTimeout(w, 10));
     }
   }
   await Promise.all(Array.from({ length: conc }, worker));
   clearTimeout(warmTimer);
-  clearTimeout(stopTimer);
+  clearTimeout(minTimer);
+  clearTimeout(capTimer);
   lat.sort((a, b) => a - b);
   process.stdout.write(`result ${pct(lat, 0.5).toFixed(3)} ${pct(lat, 0.99).toFixed(3)} ` +
     `${(lat.length ? lat[lat.length - 1] : 0).toFixed(3)}\n`);
