@@ -22,7 +22,12 @@
  *     requests per "saga", for the orchestration overhead;
  *   - kills sagad with SIGKILL under load and restarts it, builds a large
  *     database, and holds 100,000 sagas in flight, for recovery, growth and
- *     memory figures.
+ *     memory figures;
+ *   - reads the programs' sync counters from their /metrics (served on
+ *     127.0.0.1) for the syncs per saga; with --repeat N, runs the
+ *     throughput points N times for the median and spread of each ratio
+ *     (bench_stats.c); with --peers, runs Restate and DBOS beside our
+ *     durable cluster instead (peers.c).
  *
  * Processes are started with posix_spawn (nng is not fork-safe) and all of
  * them are killed at exit; the temp directory is removed unless --keep.
