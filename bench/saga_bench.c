@@ -23,16 +23,23 @@
  *     requests per "saga", for the orchestration overhead;
  *   - kills sagad with SIGKILL under load and restarts it, builds a large
  *     database, and holds 100,000 sagas in flight, for recovery, growth and
- *     memory figures.
+ *     memory figures;
+ *   - reads the programs' sync counters from their /metrics (served on
+ *     127.0.0.1) for the syncs per saga; with --repeat N, runs the
+ *     throughput points N times for the median and spread of each ratio
+ *     (bench_stats.c); with --peers, runs Restate and DBOS beside our
+ *     durable cluster instead (peers.c).
  *
  * Processes are started with posix_spawn (nng is not fork-safe) and all of
  * them are killed at exit; the temp directory is removed unless --keep.
  */
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
@@ -42,6 +49,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -54,7 +62,10 @@
 #include <sqlite3.h>
 
 #include "admin.pb-c.h"
+#include "bench.h"
+#include "bench_stats.h"
 #include "kv.h"
+#include "peers.h"
 #include "util.h"
 #include "wire.h"
 
@@ -177,6 +188,39 @@ static double proc_cpu(pid_t pid)
     if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
         return 0;
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* ---- bench.h: for the other files of bench/ ------------------------------- */
+
+void bench_track(pid_t pid)
+{
+    for (size_t i = 0; i < g_nprocs; i++)
+        if (g_procs[i] == 0) {
+            g_procs[i] = pid; /* a slot a finished child left */
+            return;
+        }
+    if (g_nprocs < MAX_PROCS)
+        g_procs[g_nprocs++] = pid;
+}
+
+void bench_untrack(pid_t pid)
+{
+    forget_proc(pid);
+}
+
+void bench_note(const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    note("%s", msg);
+}
+
+double bench_proc_cpu(pid_t pid)
+{
+    return proc_cpu(pid);
 }
 
 /* Context switches (voluntary + involuntary) of every thread of pid. */
@@ -481,6 +525,8 @@ typedef struct {
     int max_in_flight;
     int timeout_ms;
     int finished_retention_s; /* 0: sagad's default */
+    int metrics_port[5];      /* the four services', then sagad's /metrics; 0: not served */
+    char metrics_token[40];   /* sagad's metrics_token_file holds it */
     char admin_url[460];
     char urls[4][460];
     pid_t svc[4];
@@ -538,6 +584,78 @@ static void cluster_init(cluster *c, const char *name, int durable, int nobarrie
     write_seeds(c->dir);
 }
 
+int bench_free_port(void)
+{
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int port = -1;
+    if (s >= 0 && bind(s, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(s, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    if (s >= 0)
+        close(s);
+    return port;
+}
+
+/* The programs of c serve /metrics on 127.0.0.1, for their sync counters
+ * (saga_store_syncs_total, saga_participant_syncs_total). Before the start. */
+static void cluster_serve_metrics(cluster *c)
+{
+    for (int i = 0; i < 5; i++)
+        if ((c->metrics_port[i] = bench_free_port()) <= 0)
+            die("%s: no free port for /metrics", c->name);
+    uint64_t r = util_mix64((uint64_t)now_ns() ^ (uint64_t)getpid());
+    snprintf(c->metrics_token, sizeof c->metrics_token, "bench-%016llx", (unsigned long long)r);
+    char path[600];
+    snprintf(path, sizeof path, "%s/metrics.token", c->dir);
+    write_file(path, c->metrics_token); /* 0600: saga-bench's umask */
+}
+
+/* The sum of the samples of metric `name` at 127.0.0.1:port/metrics; -1 when
+ * it cannot be read. A minimal HTTP/1.1 GET: the bench's only client. */
+static double scrape(int port, const char *token, const char *name)
+{
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) != 0) {
+        if (s >= 0)
+            close(s);
+        return -1;
+    }
+    char req[256];
+    int n = snprintf(req, sizeof req,
+                     "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%s%s%sConnection: "
+                     "close\r\n\r\n",
+                     port, token ? "Authorization: Bearer " : "", token ? token : "",
+                     token ? "\r\n" : "");
+    static __thread char buf[1 << 18];
+    size_t have = 0;
+    if (write(s, req, (size_t)n) != n) {
+        close(s);
+        return -1;
+    }
+    for (ssize_t r; have < sizeof buf - 1 && (r = read(s, buf + have, sizeof buf - 1 - have)) > 0;)
+        have += (size_t)r;
+    close(s);
+    buf[have] = 0;
+    if (strncmp(buf, "HTTP/1.1 200", 12) != 0)
+        return -1;
+    double sum = 0;
+    size_t len = strlen(name);
+    for (char *line = strstr(buf, "\r\n\r\n"); line != NULL; line = strchr(line + 1, '\n')) {
+        char *l = line + 1;
+        if (strncmp(l, name, len) == 0 && (l[len] == ' ' || l[len] == '{')) {
+            char *v = strchr(l + len, l[len] == '{' ? '}' : ' ');
+            if (v != NULL)
+                sum += strtod(v + 1, NULL);
+        }
+    }
+    return sum;
+}
+
 static int wait_dial(const char *url, int timeout_ms)
 {
     nng_socket s;
@@ -584,6 +702,12 @@ static void start_services(cluster *c)
             argv[a++] = "--contexts";
             argv[a++] = ctx;
         }
+        char murl[64];
+        if (c->metrics_port[i] > 0) {
+            snprintf(murl, sizeof murl, "http://127.0.0.1:%d", c->metrics_port[i]);
+            argv[a++] = "--metrics-url";
+            argv[a++] = murl;
+        }
         argv[a] = NULL;
         int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
         if (fd < 0)
@@ -599,11 +723,16 @@ static void start_services(cluster *c)
 
 static void write_sagad_cfg(cluster *c)
 {
-    char path[600], text[4096], retention[64] = "";
+    char path[600], text[4096], retention[64] = "", http[900] = "";
     snprintf(path, sizeof path, "%s/sagad.cfg", c->dir);
     if (c->finished_retention_s > 0)
         snprintf(retention, sizeof retention, "finished_retention_s = %d;\n",
                  c->finished_retention_s);
+    if (c->metrics_port[4] > 0)
+        snprintf(
+            http, sizeof http,
+            "http_url = \"http://127.0.0.1:%d\";\nmetrics_token_file = \"%s/metrics.token\";\n",
+            c->metrics_port[4], c->dir);
     snprintf(text, sizeof text,
              "admin_url = \"%s\";\n"
              "database = \"%s/sagad.db\";\n"
@@ -615,9 +744,10 @@ static void write_sagad_cfg(cluster *c)
              "  shipping = \"%s\";\n"
              "  loyalty = \"ipc://%s/loyalty.ipc\";\n" /* sagas/order_with_loyalty: never run */
              "};\n"
-             "defaults = { timeout_ms = %d; };\n%s",
+             "defaults = { timeout_ms = %d; };\n%s%s",
              c->admin_url, c->dir, g_srcdir, c->durable ? "full" : "off", c->max_in_flight,
-             c->urls[0], c->urls[1], c->urls[2], c->urls[3], c->dir, c->timeout_ms, retention);
+             c->urls[0], c->urls[1], c->urls[2], c->urls[3], c->dir, c->timeout_ms, retention,
+             http);
     write_file(path, text);
 }
 
@@ -694,16 +824,25 @@ static void cluster_stop(cluster *c)
 }
 
 typedef struct {
-    double sagad, svcs;         /* CPU seconds */
-    double csw_sagad, csw_svcs; /* context switches */
+    double sagad, svcs;             /* CPU seconds */
+    double csw_sagad, csw_svcs;     /* context switches */
+    double syncs_sagad, syncs_svcs; /* the programs' sync counters; -1 when not served */
 } cpu_snap;
 
 static cpu_snap cluster_cpu(const cluster *c)
 {
-    cpu_snap s = {proc_cpu(c->sagad.pid), 0, proc_ctxsw(c->sagad.pid), 0};
+    cpu_snap s = {proc_cpu(c->sagad.pid), 0, proc_ctxsw(c->sagad.pid), 0, -1, -1};
     for (int i = 0; i < 4; i++) {
         s.svcs += proc_cpu(c->svc[i]);
         s.csw_svcs += proc_ctxsw(c->svc[i]);
+    }
+    if (c->metrics_port[4] > 0) {
+        s.syncs_sagad = scrape(c->metrics_port[4], c->metrics_token, "saga_store_syncs_total");
+        s.syncs_svcs = 0;
+        for (int i = 0; i < 4 && s.syncs_svcs >= 0; i++) {
+            double v = scrape(c->metrics_port[i], NULL, "saga_participant_syncs_total");
+            s.syncs_svcs = v < 0 ? -1 : s.syncs_svcs + v;
+        }
     }
     return s;
 }
@@ -932,6 +1071,7 @@ typedef struct {
     double p50, p99, max;
     double cpu_sagad, cpu_svcs; /* ms per completed saga */
     double csw_sagad, csw_svcs; /* context switches per completed saga */
+    double syncs_sagad, syncs_svcs; /* durable commits per completed saga; -1: not counted */
 } run_result;
 
 /* Fills r's per-saga CPU and context switches from two snapshots. */
@@ -944,6 +1084,10 @@ static void per_saga_costs(run_result *r, const cpu_snap *a, const cpu_snap *b)
     r->cpu_svcs = (b->svcs - a->svcs) * 1000.0 / n;
     r->csw_sagad = (b->csw_sagad - a->csw_sagad) / n;
     r->csw_svcs = (b->csw_svcs - a->csw_svcs) / n;
+    int counted =
+        a->syncs_sagad >= 0 && b->syncs_sagad >= 0 && a->syncs_svcs >= 0 && b->syncs_svcs >= 0;
+    r->syncs_sagad = counted ? (b->syncs_sagad - a->syncs_sagad) / n : -1;
+    r->syncs_svcs = counted ? (b->syncs_svcs - a->syncs_svcs) / n : -1;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -1653,12 +1797,188 @@ static void perf_cluster(cluster *c, const char *file, double secs)
     forget_proc(perf_pid);
 }
 
+/* ---- --peers: Restate and DBOS beside our durable cluster ------------------- */
+
+#define MAX_REPEAT 20
+#define SYNC_SAGAS 50 /* sagas one at a time while strace counts syncs */
+
+typedef struct {
+    cluster *c;
+} ours_seq_arg;
+
+static void ours_sequential(void *arg)
+{
+    ours_seq_arg *a = arg;
+    run_closed(a->c, 1, 0, 0, SYNC_SAGAS);
+}
+
+static void peer_sequential(void *arg)
+{
+    if (peer_run_sequential(arg, SYNC_SAGAS) != 0)
+        bench_note("peers: a saga failed while syncs were counted");
+}
+
+/* "0.67" or, over several runs, "0.67 (0.62-0.71, spread 0.09, 3 runs)". */
+static const char *ratio_text(const double *v, int n, char *buf, size_t len)
+{
+    bs_summary s = bs_summarize(v, (size_t)n);
+    if (n == 1)
+        snprintf(buf, len, s.n ? "%.2f" : "n/a", s.median);
+    else
+        bs_format(&s, 2, buf, len);
+    return buf;
+}
+
+/*
+ * saga-bench --peers: our durable cluster, Restate and DBOS take turns at 1,
+ * 64 and 256 in flight (repeat times), so drift on this shared machine hits
+ * them alike; then each runs SYNC_SAGAS sagas one at a time under strace to
+ * count its syncs. Prints throughput, latency one at a time, CPU per saga,
+ * syncs per saga and our ratio to each (median and spread over the runs).
+ */
+static int run_peers(double warm, double secs, int repeat)
+{
+    char peers_dir[600], err[512];
+    snprintf(peers_dir, sizeof peers_dir, "%s/bench/peers", g_srcdir);
+    if (peers_install(peers_dir, err, sizeof err) != 0)
+        die("--peers: %s", err);
+    cluster cd;
+    cluster_init(&cd, "durable", 1, 0);
+    cluster_serve_metrics(&cd);
+    note("starting our durable cluster, Restate and DBOS");
+    cluster_start(&cd);
+    peer *peers[2];
+    const char *names[2] = {"Restate", "DBOS"};
+    for (int i = 0; i < 2; i++)
+        if ((peers[i] = peer_start(i == 0 ? PEER_RESTATE : PEER_DBOS, peers_dir, g_tmp, err,
+                                   sizeof err)) == NULL)
+            die("--peers: %s: %s", names[i], err);
+
+    static const int concs[3] = {1, 64, 256};
+    static run_result ours[MAX_REPEAT][3];
+    static peer_result theirs[2][MAX_REPEAT][3];
+    for (int r = 0; r < repeat; r++)
+        for (int k = 0; k < 3; k++) {
+            note("run %d of %d: %d in flight", r + 1, repeat, concs[k]);
+            ours[r][k] = run_closed(&cd, concs[k], warm, secs, 0);
+            for (int i = 0; i < 2; i++)
+                if (peer_run(peers[i], concs[k], warm, secs, &theirs[i][r][k]) != 0)
+                    die("--peers: %s stopped answering (see %s)", names[i], g_tmp);
+        }
+
+    note("syncs: %d sagas one at a time under strace, each system", SYNC_SAGAS);
+    long syncs[3];
+    pid_t pids[512];
+    size_t n = 0;
+    pids[n++] = cd.sagad.pid;
+    for (int i = 0; i < 4; i++)
+        pids[n++] = cd.svc[i];
+    ours_seq_arg oa = {&cd};
+    syncs[0] = count_syncs(pids, n, ours_sequential, &oa, cd.dir);
+    for (int i = 0; i < 2; i++) {
+        n = peer_pids(peers[i], pids, 200);
+        syncs[1 + i] = count_syncs(pids, n, peer_sequential, peers[i], g_tmp);
+    }
+
+    /* ---- The table ---- */
+    out("saga-bench --peers: order_fulfillment, five sequential steps, each a small durable "
+        "write that records its idempotency key; the three systems take turns at each point\n");
+    machine_info();
+    out("settings: %.1f s measured per point after %.1f s warm-up, closed loop; %d run%s\n", secs,
+        warm, repeat,
+        repeat == 1 ? ""
+                    : "s (figures below: the last run; ratios: median and "
+                      "spread of all)");
+    out("  a peer's window stays open until as many sagas as are in flight finished in it (at "
+        "most 10x): slow engines finish in waves\n");
+    out("  ours    = sagad durability \"full\" + the four services, their defaults "
+        "(synchronous=FULL, WAL), ipc://; driven over nng (admin StartSaga)\n"
+        "            per step: sagad's commit of the intent (with the previous reply) and the "
+        "participant's commit (effect + key), one WAL fdatasync each\n");
+    for (int i = 0; i < 2; i++)
+        out("  %-7s = %s, their defaults; driven over HTTP (bench/peers/driver.mjs)\n"
+            "            per step: %s\n",
+            names[i], peer_label(peers[i]), peer_durability(peers[i]));
+    out("\nTHROUGHPUT, sagas/s\n%-10s %9s %9s %9s %14s %14s\n", "in flight", "ours", "Restate",
+        "DBOS", "ours/Restate", "ours/DBOS");
+    int last = repeat - 1;
+    double ratio[2][3][MAX_REPEAT], p50_ratio[2][MAX_REPEAT];
+    for (int k = 0; k < 3; k++) {
+        for (int i = 0; i < 2; i++)
+            for (int r = 0; r < repeat; r++) /* NaN when nothing finished: left out */
+                ratio[i][k][r] =
+                    theirs[i][r][k].completed ? ours[r][k].rate / theirs[i][r][k].rate : NAN;
+        char a[32], b[32];
+        out("%-10d %9.0f %9.0f %9.0f %14s %14s\n", concs[k], ours[last][k].rate,
+            theirs[0][last][k].rate, theirs[1][last][k].rate,
+            ratio_text(&ratio[0][k][last], 1, a, sizeof a),
+            ratio_text(&ratio[1][k][last], 1, b, sizeof b));
+    }
+    for (int i = 0; i < 2; i++)
+        for (int r = 0; r < repeat; r++)
+            p50_ratio[i][r] =
+                theirs[i][r][0].completed ? theirs[i][r][0].p50 / ours[r][0].p50 : NAN;
+    out("\nLATENCY one at a time, ms (whole saga)\n%-10s %9s %9s %9s\n", "", "p50", "p99", "sagas");
+    out("%-10s %9.2f %9.2f %9" PRIu64 "\n", "ours", ours[last][0].p50, ours[last][0].p99,
+        ours[last][0].completed);
+    for (int i = 0; i < 2; i++)
+        out("%-10s %9.2f %9.2f %9" PRIu64 "\n", names[i], theirs[i][last][0].p50,
+            theirs[i][last][0].p99, theirs[i][last][0].completed);
+    out("\nCPU per saga, ms (every process of the system; not the load generators)\n%-10s %9s "
+        "%9s %9s\n",
+        "in flight", "ours", "Restate", "DBOS");
+    for (int k = 0; k < 3; k++)
+        out("%-10d %9.2f %9.2f %9.2f\n", concs[k], ours[last][k].cpu_sagad + ours[last][k].cpu_svcs,
+            theirs[0][last][k].cpu_ms, theirs[1][last][k].cpu_ms);
+    out("\nSYNCS per saga one at a time, all waited for one after the other (one saga in "
+        "flight)\n");
+    if (ours[last][0].syncs_sagad >= 0)
+        out("  ours, the programs' counters over the 1-in-flight point: sagad %.2f + services "
+            "%.2f = %.2f\n",
+            ours[last][0].syncs_sagad, ours[last][0].syncs_svcs,
+            ours[last][0].syncs_sagad + ours[last][0].syncs_svcs);
+    out("  strace -f -c (fsync, fdatasync, sync_file_range, syncfs; every thread, checkpoints "
+        "included), %d sagas:",
+        SYNC_SAGAS);
+    for (int i = 0; i < 3; i++) {
+        if (syncs[i] < 0)
+            out(" %s n/a", i == 0 ? "ours" : names[i - 1]);
+        else
+            out(" %s %.2f%s", i == 0 ? "ours" : names[i - 1], (double)syncs[i] / SYNC_SAGAS,
+                i < 2 ? "," : "");
+    }
+    out("\n\nOURS / THEIRS (target >= 5 in throughput at 64 and 256 and in p50 one at a time)\n");
+    for (int i = 0; i < 2; i++) {
+        char a[96], b[96], c[96];
+        bs_summary s64 = bs_summarize(ratio[i][1], (size_t)repeat);
+        bs_summary s256 = bs_summarize(ratio[i][2], (size_t)repeat);
+        bs_summary sp = bs_summarize(p50_ratio[i], (size_t)repeat);
+        out("  %-7s throughput at 64: %s, at 256: %s; p50 one at a time (theirs/ours): %s -> %s\n",
+            names[i], ratio_text(ratio[i][1], repeat, a, sizeof a),
+            ratio_text(ratio[i][2], repeat, b, sizeof b),
+            ratio_text(p50_ratio[i], repeat, c, sizeof c),
+            verdict(s64.median >= 5 && s256.median >= 5 && sp.median >= 5));
+    }
+    uint64_t bad = 0;
+    for (int r = 0; r < repeat; r++)
+        for (int k = 0; k < 3; k++)
+            bad += ours[r][k].bad + theirs[0][r][k].bad + theirs[1][r][k].bad;
+    out("start errors: %" PRIu64 "; sagas that failed: %" PRIu64 "\n", (uint64_t)g_start_errors,
+        bad);
+    fwrite(g_out.text, 1, g_out.len, stdout);
+    for (int i = 0; i < 2; i++)
+        peer_stop(peers[i]);
+    cluster_stop(&cd);
+    return bad == 0 ? 0 : 1;
+}
+
 static void usage(void)
 {
     fprintf(stderr,
             "usage: saga-bench [--quick] [--secs S] [--growth N] [--growth-run] [--recovery N]\n"
             "                  [--growth-from DIR] [--memory N]\n"
-            "                  [--perf FILE] [--point KIND:N] [--keep] [--tmp DIR]\n"
+            "                  [--perf FILE] [--point KIND:N] [--repeat N] [--peers]\n"
+            "                  [--keep] [--tmp DIR]\n"
             "  --quick        short runs and small sizes: finishes in under a minute\n"
             "  --secs S       measured seconds per throughput point (default 5; quick 1)\n"
             "  --growth N     finished sagas in the grown databases (default 1000000; quick\n"
@@ -1680,8 +2000,28 @@ static void usage(void)
             "                 order_fulfillment_parallel, on one cluster\n"
             "  --point KIND:N one throughput point alone (KIND durable, relaxed, nobarrier\n"
             "                 or direct), with context switches per saga\n"
+            "  --repeat N     run the throughput points (1-4) N times (at most 20) and print\n"
+            "                 the median and spread of every ratio; recovery, growth and\n"
+            "                 memory still run once. With --peers, repeats its points\n"
+            "  --peers        Restate and DBOS beside our durable cluster (bench/peers/):\n"
+            "                 installs their npm packages and PostgreSQL 15 when missing\n"
             "  --keep         keep the temp directory (databases, logs)\n"
             "  --tmp DIR      where to make the temp directory (default /tmp)\n");
+}
+
+/* Removes the temp directory unless --keep. */
+static void remove_tmp(void)
+{
+    if (!g_keep) {
+        char *rm[] = {"/bin/rm", "-rf", g_tmp, NULL};
+        int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        pid_t p = spawn(rm, devnull);
+        waitpid(p, NULL, 0);
+        forget_proc(p);
+        close(devnull);
+    } else {
+        note("files kept in %s", g_tmp);
+    }
 }
 
 static void on_exit_kill(void)
@@ -1809,7 +2149,7 @@ int main(int argc, char **argv)
     long growth = -1, recovery_n = -1, memory_n = -1;
     const char *perf = NULL, *tmpbase = "/tmp", *growth_from = NULL, *point = NULL;
     double retention_s = 0;
-    int parallel = 0;
+    int parallel = 0, repeat = 1, peers = 0;
     /* The databases, logs and reports it writes are this user's only, like
      * those of the programs it runs (docs/SECURITY.md, "Private files"). */
     umask(077);
@@ -1841,6 +2181,19 @@ int main(int argc, char **argv)
             point = argv[++i];
         else if (strcmp(a, "--retention-run") == 0 && i + 1 < argc)
             retention_s = atof(argv[++i]);
+        else if (strcmp(a, "--repeat") == 0 && i + 1 < argc) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end != 0 || v < 1 || v > MAX_REPEAT) {
+                fprintf(stderr,
+                        "saga-bench: --repeat wants a number of runs from 1 to %d, not "
+                        "'%s'\n",
+                        MAX_REPEAT, argv[i]);
+                return 2;
+            }
+            repeat = (int)v;
+        } else if (strcmp(a, "--peers") == 0)
+            peers = 1;
         else if (strcmp(a, "--keep") == 0)
             g_keep = 1;
         else if (strcmp(a, "--tmp") == 0 && i + 1 < argc)
@@ -1898,12 +2251,23 @@ int main(int argc, char **argv)
         return run_parallel_compare(warm, secs);
     if (retention_s > 0)
         return run_retention(retention_s);
+    if (peers) {
+        /* At 256 in flight a peer's saga takes seconds: the warm-up must
+         * outlast a few of them before the window opens. */
+        int rc = run_peers(quick ? warm : 3.0, secs, repeat);
+        remove_tmp();
+        return rc;
+    }
     if (recovery_only)
         goto recovery;
     cluster cd, cr, cn;
     cluster_init(&cd, "durable", 1, 0);
     cluster_init(&cr, "relaxed", 0, 0);
     cluster_init(&cn, "nobarrier", 1, 1);
+    /* All three serve /metrics alike; the sync counters are read from them. */
+    cluster_serve_metrics(&cd);
+    cluster_serve_metrics(&cr);
+    cluster_serve_metrics(&cn);
     note("starting the durable, relaxed and no-barrier clusters");
     cluster_start(&cd);
     if (growth_only)
@@ -1912,30 +2276,40 @@ int main(int argc, char **argv)
     cluster_start(&cn);
 
     /* 1, 2, 3, 7: the three clusters in turn at each concurrency, so that
-     * the machine's drift hits them alike. */
-    for (int k = 0; k < 4; k++) {
-        note("throughput at %d in flight", concs[k]);
-        pid_t perf_pid = 0;
-        dur[k] = run_closed(&cd, concs[k], warm, secs, 0);
-        rel[k] = run_closed(&cr, concs[k], warm, secs, 0);
-        if (perf && concs[k] == 256) {
-            char pidbuf[16], secbuf[16];
-            snprintf(pidbuf, sizeof pidbuf, "%d", (int)cd.sagad.pid);
-            snprintf(secbuf, sizeof secbuf, "%.1f", secs);
-            char *pargv[] = {
-                "/usr/bin/perf", "record", "-g",    "-F",   "999", "-o", (char *)perf, "-p",
-                pidbuf,          "--",     "sleep", secbuf, NULL};
-            int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
-            perf_pid = spawn(pargv, devnull);
-            close(devnull);
-            sleep_ms(300);
-            run_result pr = run_closed(&cd, 256, 0, secs, 0);
-            note("durable 256 under perf: %.0f sagas/s", pr.rate);
-            waitpid(perf_pid, NULL, 0);
-            forget_proc(perf_pid);
+     * the machine's drift hits them alike; `repeat` times, for the spread of
+     * the ratios (the table shows the last run). */
+    static double r_dur_rel[4][MAX_REPEAT], r_barrier[4][MAX_REPEAT], r_direct[4][MAX_REPEAT];
+    static double r_dur_rate[4][MAX_REPEAT];
+    for (int r = 0; r < repeat; r++)
+        for (int k = 0; k < 4; k++) {
+            if (repeat > 1)
+                note("run %d of %d: throughput at %d in flight", r + 1, repeat, concs[k]);
+            else
+                note("throughput at %d in flight", concs[k]);
+            pid_t perf_pid = 0;
+            dur[k] = run_closed(&cd, concs[k], warm, secs, 0);
+            rel[k] = run_closed(&cr, concs[k], warm, secs, 0);
+            if (perf && concs[k] == 256 && r == 0) {
+                char pidbuf[16], secbuf[16];
+                snprintf(pidbuf, sizeof pidbuf, "%d", (int)cd.sagad.pid);
+                snprintf(secbuf, sizeof secbuf, "%.1f", secs);
+                char *pargv[] = {
+                    "/usr/bin/perf", "record", "-g",    "-F",   "999", "-o", (char *)perf, "-p",
+                    pidbuf,          "--",     "sleep", secbuf, NULL};
+                int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+                perf_pid = spawn(pargv, devnull);
+                close(devnull);
+                sleep_ms(300);
+                run_result pr = run_closed(&cd, 256, 0, secs, 0);
+                note("durable 256 under perf: %.0f sagas/s", pr.rate);
+                waitpid(perf_pid, NULL, 0);
+                forget_proc(perf_pid);
+            }
+            nob[k] = run_closed(&cn, concs[k], warm, secs, 0);
+            r_dur_rel[k][r] = dur[k].rate / rel[k].rate;
+            r_barrier[k][r] = dur[k].rate / nob[k].rate;
+            r_dur_rate[k][r] = dur[k].rate;
         }
-        nob[k] = run_closed(&cn, concs[k], warm, secs, 0);
-    }
     cluster_stop(&cr);
     cluster_stop(&cn);
 
@@ -1947,10 +2321,12 @@ int main(int argc, char **argv)
     half = run_open(&cd, best / 2, secs);
 
     /* 4: the participants driven directly, no sagad. */
-    for (int k = 0; k < 4; k++) {
-        note("direct participants at %d in flight", concs[k]);
-        dir[k] = run_direct(&cd, concs[k], warm, secs);
-    }
+    for (int r = 0; r < repeat; r++)
+        for (int k = 0; k < 4; k++) {
+            note("direct participants at %d in flight", concs[k]);
+            dir[k] = run_direct(&cd, concs[k], warm, secs);
+            r_direct[k][r] = r_dur_rate[k][r] / dir[k].rate;
+        }
 
     /* 6a: growth. Durable throughput at 64 on the (nearly empty) durable
      * cluster and on one grown to `growth` finished sagas, back to back. */
@@ -2134,12 +2510,39 @@ table:;
         best / 2, half.p50, half.p99, half.max, half.completed);
     out("   one at a time durable p50 %.2f ms (target <= 2 ms: %s)\n", dur[0].p50,
         verdict(dur[0].p50 <= 2.0));
+    if (dur[0].syncs_sagad >= 0)
+        out("   syncs per saga, 1 in flight (saga_store_syncs_total, saga_participant_syncs_total "
+            "over the point): sagad %.2f + services %.2f = %.2f, waited for one after the "
+            "other: %.2f (with one saga in flight every counted commit is on its path); "
+            "relaxed: %.2f\n",
+            dur[0].syncs_sagad, dur[0].syncs_svcs, dur[0].syncs_sagad + dur[0].syncs_svcs,
+            dur[0].syncs_sagad + dur[0].syncs_svcs, rel[0].syncs_sagad + rel[0].syncs_svcs);
     out("4. ORCHESTRATION: participants driven directly, 5 steps per saga, durable\n");
     out("%-10s %10s %10s %12s %14s\n", "in flight", "direct", "sagad", "sagad/direct",
         "svc cpu direct");
     for (int k = 0; k < 4; k++)
         out("%-10d %10.0f %10.0f %12.2f %11.2f ms\n", concs[k], dir[k].rate, dur[k].rate,
             dur[k].rate / dir[k].rate, dir[k].cpu_svcs);
+    if (repeat > 1) {
+        out("R. RATIOS over %d runs of 1, 2 and 4: median (min-max, spread)\n", repeat);
+        for (int k = 0; k < 4; k++) {
+            char a[96], b[96], c[96];
+            out("   %3d in flight: durable/relaxed %s; with/without barrier %s; sagad/direct %s\n",
+                concs[k], ratio_text(r_dur_rel[k], repeat, a, sizeof a),
+                ratio_text(r_barrier[k], repeat, b, sizeof b),
+                ratio_text(r_direct[k], repeat, c, sizeof c));
+        }
+        bs_summary b64 = bs_summarize(r_barrier[2], (size_t)repeat);
+        bs_summary b256 = bs_summarize(r_barrier[3], (size_t)repeat);
+        bs_summary d64 = bs_summarize(r_dur_rel[2], (size_t)repeat);
+        bs_summary d256 = bs_summarize(r_dur_rel[3], (size_t)repeat);
+        out("   durable/relaxed >= 0.9 at 64 and 256: median %s, in every run %s; barrier >= "
+            "0.97 at 64 and 256: median %s, in every run %s\n",
+            verdict(d64.median >= 0.9 && d256.median >= 0.9),
+            verdict(d64.min >= 0.9 && d256.min >= 0.9),
+            verdict(b64.median >= 0.97 && b256.median >= 0.97),
+            verdict(b64.min >= 0.97 && b256.min >= 0.97));
+    }
     out("5. RECOVERY: %" PRIu64 " sagas, services hold every reply %d ms (4096 contexts), step "
         "timeout 120 s\n",
         rn, delay_ms);
@@ -2183,16 +2586,6 @@ table_growth:
 table_end:
     out("total time %.0f s\n", (double)(now_ns() - t_all) / 1e9);
     fwrite(g_out.text, 1, g_out.len, stdout);
-
-    if (!g_keep) {
-        char *rm[] = {"/bin/rm", "-rf", g_tmp, NULL};
-        int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
-        pid_t p = spawn(rm, devnull);
-        waitpid(p, NULL, 0);
-        forget_proc(p);
-        close(devnull);
-    } else {
-        note("files kept in %s", g_tmp);
-    }
+    remove_tmp();
     return 0;
 }

@@ -29,6 +29,8 @@ struct orch_metrics {
     op_counters *ops;
     size_t n_ops;
     mt_counter replayed, conflicts, skips, commits;
+    /* Commits under durability "full": each waits for one fdatasync of the WAL. */
+    mt_counter syncs;
     mt_histogram batch;
     atomic_uint_fast64_t in_flight;
     mt_counter alerts[OM_ALERT_RESULTS];
@@ -176,6 +178,8 @@ void om_on_commit(orch_metrics *m, size_t sagas_written)
     if (m == NULL)
         return;
     mt_add(&m->commits, 1);
+    if (m->cfg->durability_full)
+        mt_add(&m->syncs, 1);
     mt_hist_observe(&m->batch, (double)sagas_written);
 }
 
@@ -322,6 +326,10 @@ void om_render(orch_metrics *m, strbuf *sb)
     mt_sample(sb, "saga_barrier_skips_total", NULL, mt_get(&m->skips));
     mt_header(sb, "saga_commits_total", "counter", "Store transactions committed by the engine.");
     mt_sample(sb, "saga_commits_total", NULL, mt_get(&m->commits));
+    mt_header(sb, "saga_store_syncs_total", "counter",
+              "Engine commits that waited for an fdatasync of the WAL (durability full; "
+              "checkpoints not counted).");
+    mt_sample(sb, "saga_store_syncs_total", NULL, mt_get(&m->syncs));
     mt_header(sb, "saga_commit_batch_sagas", "histogram",
               "Sagas written per commit (group commit batch size).");
     mt_hist_write(sb, "saga_commit_batch_sagas", NULL, &m->batch);

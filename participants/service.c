@@ -504,6 +504,10 @@ static void svc_metrics_get(void *arg, const char *path, const char *query, http
         {"saga_participant_listener_restarts_total",
          "Times the ipc:// listener was found deaf (nng 1.5.2 defect) and restarted.",
          offsetof(pt_stats, listener_restarts)},
+        {"saga_participant_syncs_total",
+         "Batch commits that waited for an fdatasync of the WAL (0 under --unsafe-no-fsync; "
+         "purges and checkpoints not counted).",
+         offsetof(pt_stats, syncs)},
     };
     strbuf sb = STRBUF_INIT, labels = STRBUF_INIT;
     sb_puts(&labels, "service=\"");

@@ -531,6 +531,8 @@ static void pt_batch_transaction(participant *p, pt_work *work, size_t n, size_t
     const char *stage = "BEGIN IMMEDIATE";
     char why[PT_ERROR_MAX];
     int64_t now = util_wall_ms();
+    /* A commit that wrote nothing writes no WAL frame and so does not sync. */
+    sqlite3_int64 changes_before = sqlite3_total_changes64(db);
 
     memset(&t, 0, sizeof t);
     if (barrier_begin(s) != SQLITE_OK)
@@ -562,6 +564,7 @@ static void pt_batch_transaction(participant *p, pt_work *work, size_t n, size_t
     stats->malformed += t.malformed;
     stats->requests -= t.malformed;
     stats->outlived += t.outlived;
+    stats->syncs += !p->synchronous_off && sqlite3_total_changes64(db) != changes_before;
     return;
 
 fail:

@@ -332,6 +332,7 @@ void pt_stats_add(participant *p, const pt_stats *d)
     p->stats.purged += d->purged;
     p->stats.frames += d->frames;
     p->stats.outlived += d->outlived;
+    p->stats.syncs += d->syncs;
     nng_mtx_unlock(p->mtx);
 }
 
@@ -415,6 +416,7 @@ participant *pt_create(const pt_options *opts, char *err, size_t errlen)
     p->retention_ms = opts->retention_ms ? opts->retention_ms : PT_RETENTION_MS;
     p->purge_batch = opts->purge_batch ? opts->purge_batch : PT_PURGE_BATCH;
     p->purge_every_ms = opts->purge_every_ms ? opts->purge_every_ms : PT_PURGE_EVERY_MS;
+    p->synchronous_off = opts->synchronous_off;
     if (pt_faults_parse(opts->faults, &p->faults, err, errlen) != 0)
         goto fail;
     if (nng_mtx_alloc(&p->mtx) != 0 || nng_cv_alloc(&p->cv, p->mtx) != 0)

@@ -265,6 +265,7 @@ typedef struct {
     uint64_t frames;            /* frames received (several requests in one message) */
     uint64_t outlived;          /* refused: the saga is older than the retention (rule 9) */
     uint64_t listener_restarts; /* ipc:// listener found deaf and restarted (common/listener.h) */
+    uint64_t syncs; /* batch commits that waited for an fdatasync (not synchronous_off) */
 } pt_stats;
 void pt_get_stats(participant *p, pt_stats *out);
 

@@ -77,7 +77,7 @@ struct participant {
     int64_t retention_ms;
     int purge_batch;
     int64_t purge_every_ms;
-    int synchronous_off;
+    int synchronous_off; /* commits skip fdatasync (benchmarks only): not counted as syncs */
     barrier_store *store;
     char *external_path;  /* external.c's marker file (malloc'd) */
     sqlite3 *external_db; /* opened on first use; serving thread only */

@@ -112,6 +112,8 @@ static void test_metrics_after_sagas(void **state)
     double commits = obs_metric(m, "saga_commits_total");
     assert_true(commits >= 2);
     assert_int_equal((int)obs_metric(m, "saga_commit_batch_sagas_count"), (int)commits);
+    /* durability "full" (the default): every engine commit waited for its fdatasync. */
+    assert_int_equal((int)obs_metric(m, "saga_store_syncs_total"), (int)commits);
     assert_non_null(strstr(m, "# TYPE saga_step_duration_seconds histogram\n"));
     assert_non_null(strstr(m, "# TYPE saga_sagas_started_total counter\n"));
     obs_response_free(&r);
@@ -545,6 +547,9 @@ static void test_participant_metrics(void **state)
     assert_int_equal((int)PM("saga_participant_conflicts_total"), 0);
     assert_int_equal((int)PM("saga_participant_barrier_skips_total"), 0);
     assert_int_equal((int)PM("saga_participant_idempotency_records_purged_total"), 0);
+    /* One durable commit per batch: the first charge, the duplicate (its replay is counted in
+     * pt_counters, a write) and the frame. */
+    assert_int_equal((int)PM("saga_participant_syncs_total"), 3);
 #undef PM
     obs_response_free(&r);
     int status;
