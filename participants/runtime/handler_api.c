@@ -77,6 +77,11 @@ const char *pt_param(const pt_request *req, const char *name)
     return kv_get(req->params, name);
 }
 
+const char *pt_action_result(const pt_request *req, const char *name)
+{
+    return req->action_result != NULL ? kv_get(req->action_result, name) : NULL;
+}
+
 int pt_param_str(const pt_request *req, pt_reply *reply, const char *name, const char **out)
 {
     const char *v = pt_param(req, name);

@@ -48,7 +48,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kv.h"
+/* The parameter and result maps: opaque here, read with pt_param and
+ * pt_action_result (this header is installed on its own). */
+typedef struct kvmap kvmap;
+
+/* libsaga_participant is built with -fvisibility=hidden: what this header
+ * declares is its whole exported API (and libsaga_participant.map keeps
+ * everything else local). */
+#pragma GCC visibility push(default)
 
 /* What a handler returns: the step's outcome (values of saga.v1 Outcome). */
 enum pt_outcome {
@@ -121,6 +128,9 @@ int pt_prepare(const pt_request *req, const char *sql, sqlite3_stmt **st);
 
 /* The parameter's value, or NULL when absent. */
 const char *pt_param(const pt_request *req, const char *name);
+/* For a compensation: the value of name in its action's result, or NULL
+ * when absent (and always for an action). */
+const char *pt_action_result(const pt_request *req, const char *name);
 /*
  * Required parameters: on success store the value and return 0; when the
  * parameter is missing or malformed, set a reply error naming it (e.g.
@@ -220,5 +230,7 @@ void pt_get_stats(participant *p, pt_stats *out);
 
 /* One line per fault-spec option, for --help. */
 const char *pt_faults_help(void);
+
+#pragma GCC visibility pop
 
 #endif
