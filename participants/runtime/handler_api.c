@@ -10,6 +10,12 @@
 
 #include "pt_internal.h"
 
+/* participant.h spells the wire's phases without its generated headers. */
+_Static_assert((int)PT_PHASE_ACTION == (int)PHASE_ACTION,
+               "PT_PHASE_ACTION is saga.v1 PHASE_ACTION");
+_Static_assert((int)PT_PHASE_COMPENSATE == (int)PHASE_COMPENSATE,
+               "PT_PHASE_COMPENSATE is saga.v1 PHASE_COMPENSATE");
+
 void pt_reply_init(pt_reply *r)
 {
     kvmap empty = KVMAP_INIT;

@@ -64,6 +64,12 @@ enum pt_outcome {
     PT_RETRY = 2,    /* transient: roll back, store nothing, the caller retries */
 };
 
+/* Which half of a step a request is (values of saga.v1 Phase). */
+enum pt_phase {
+    PT_PHASE_ACTION = 0,     /* do the step's effect */
+    PT_PHASE_COMPENSATE = 1, /* undo it */
+};
+
 typedef struct pt_stmt_cache pt_stmt_cache;
 
 /* A request as handlers see it. Everything is read-only and lives for the call. */
@@ -72,7 +78,7 @@ typedef struct {
     const char *saga_id;
     const char *step;
     const char *operation;
-    int phase;        /* PHASE_ACTION or PHASE_COMPENSATE (wire.h) */
+    int phase;        /* PT_PHASE_ACTION or PT_PHASE_COMPENSATE */
     uint32_t attempt; /* informational: 1 for the first delivery */
     const kvmap *params;
     /* For a compensation: the result map of its action's OK reply (so a
