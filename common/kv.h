@@ -19,7 +19,7 @@ typedef struct {
     char *value;
 } kv_pair;
 
-typedef struct {
+typedef struct kvmap { /* tagged: participant.h names it without this header */
     kv_pair *items;
     size_t len;
     size_t cap;

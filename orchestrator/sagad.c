@@ -9,6 +9,8 @@
  * SIGHUP likewise only sets a flag, on which the main thread asks the engine
  * to read the saga files again (engine_reload, the same as `sagactl
  * reload`): async-signal-safe, and the reload runs on the engine thread.
+ * Under a Type=notify unit it tells systemd READY=1 once recovery is done
+ * and the admin API listens, and STOPPING=1 when it starts shutting down.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -20,6 +22,7 @@
 #include "config.h"
 #include "cpu_sched.h"
 #include "crashpoint.h"
+#include "daemon_notify.h"
 #include "engine.h"
 #include "fd_limit.h"
 #include "log.h"
@@ -171,6 +174,9 @@ int main(int argc, char **argv)
              cfg.n_sagas, cfg.admin_url, shown, store_is_url(cfg.database) ? ", node " : "",
              store_is_url(cfg.database) ? cfg.node_name : "", cfg.durability_full ? "full" : "off",
              cpu_scheduling_name(cfg.cpu_scheduling));
+    /* Recovery ran in engine_create and every socket listens: a unit
+     * ordered after sagad.service can use it now. */
+    daemon_notify_ready("serving");
     while (!stop_requested) {
         if (reload_requested) {
             reload_requested = 0;
@@ -180,6 +186,7 @@ int main(int argc, char **argv)
         util_sleep_ms(50);
     }
     log_info("stopping");
+    daemon_notify_stopping();
     status = 0;
 out:
     obs_http_stop(web);

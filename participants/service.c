@@ -18,6 +18,7 @@
 
 #include "cpu_sched.h"
 #include "crashpoint.h"
+#include "daemon_notify.h"
 #include "fd_limit.h"
 #include "httpd.h"
 #include "log.h"
@@ -669,11 +670,13 @@ int svc_main(const svc_def *def, int argc, char **argv)
         pt_stop(p);
         goto out;
     }
+    daemon_notify_ready("serving"); /* the socket (and metrics) listen: Type=notify */
 
     while (!svc_stop_requested)
         util_sleep_ms(50);
 
     log_info("stopping on signal");
+    daemon_notify_stopping();
     httpd_close(metrics);
     metrics = NULL;
     pt_stop(p);
@@ -804,7 +807,7 @@ int svc_param_name_opt(const pt_request *req, pt_reply *reply, const char *name,
 
 int svc_action_id(const pt_request *req, pt_reply *reply, const char *name, const char **out)
 {
-    *out = req->action_result ? kv_get(req->action_result, name) : NULL;
+    *out = pt_action_result(req, name);
     if (*out == NULL || !svc_name_ok(*out)) {
         pt_reject(reply, "action result has no valid '%s'", name);
         return -1;

@@ -25,6 +25,9 @@
  *      file:line); its content (names, amounts, duplicates) is checked as it
  *      is loaded into an empty database (also exit 2, with file:line).
  *
+ * Under a Type=notify unit (packaging/systemd/) it tells systemd READY=1
+ * once the socket (and metrics) listen, and STOPPING=1 when it stops.
+ *
  * Exit status: 0 after a clean stop, 1 when the service cannot run (database,
  * socket, broken invariants), 2 for a bad command line or seed file.
  *

@@ -11,6 +11,8 @@ packages=(build-essential cmake pkg-config git
           libpq-dev postgresql        # the PostgreSQL store (and its test clusters)
           libjansson-dev
           python3 python3-protobuf libnng1  # loyalty-svc, the participant in Python
+          libsystemd-dev              # sd_notify for the Type=notify units (packaging/)
+          dpkg-dev groff-base man-db systemd  # cpack -G DEB (dpkg-shlibdeps) and its tests
           clang libclang-rt-14-dev openssl)  # fuzz targets; test certificates
 
 # Only for the test suite (scripts/test.sh passes --test), never for the demo:

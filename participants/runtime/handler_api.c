@@ -10,6 +10,12 @@
 
 #include "pt_internal.h"
 
+/* participant.h spells the wire's phases without its generated headers. */
+_Static_assert((int)PT_PHASE_ACTION == (int)PHASE_ACTION,
+               "PT_PHASE_ACTION is saga.v1 PHASE_ACTION");
+_Static_assert((int)PT_PHASE_COMPENSATE == (int)PHASE_COMPENSATE,
+               "PT_PHASE_COMPENSATE is saga.v1 PHASE_COMPENSATE");
+
 void pt_reply_init(pt_reply *r)
 {
     kvmap empty = KVMAP_INIT;
@@ -75,6 +81,11 @@ int pt_db_error(pt_reply *reply, sqlite3 *db)
 const char *pt_param(const pt_request *req, const char *name)
 {
     return kv_get(req->params, name);
+}
+
+const char *pt_action_result(const pt_request *req, const char *name)
+{
+    return req->action_result != NULL ? kv_get(req->action_result, name) : NULL;
 }
 
 int pt_param_str(const pt_request *req, pt_reply *reply, const char *name, const char **out)

@@ -54,13 +54,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kv.h"
+/* The parameter and result maps: opaque here, read with pt_param and
+ * pt_action_result (this header is installed on its own). */
+typedef struct kvmap kvmap;
+
+/* libsaga_participant is built with -fvisibility=hidden: what this header
+ * declares is its whole exported API (and libsaga_participant.map keeps
+ * everything else local). */
+#pragma GCC visibility push(default)
 
 /* What a handler returns: the step's outcome (values of saga.v1 Outcome). */
 enum pt_outcome {
     PT_OK = 0,       /* effect done; commit it */
     PT_REJECTED = 1, /* business refusal: roll the handler's SQL back, store the reply */
     PT_RETRY = 2,    /* transient: roll back, store nothing, the caller retries */
+};
+
+/* Which half of a step a request is (values of saga.v1 Phase). */
+enum pt_phase {
+    PT_PHASE_ACTION = 0,     /* do the step's effect */
+    PT_PHASE_COMPENSATE = 1, /* undo it */
 };
 
 typedef struct pt_stmt_cache pt_stmt_cache;
@@ -72,7 +85,7 @@ typedef struct {
     const char *saga_id;
     const char *step;
     const char *operation;
-    int phase;        /* PHASE_ACTION or PHASE_COMPENSATE (wire.h) */
+    int phase;        /* PT_PHASE_ACTION or PT_PHASE_COMPENSATE */
     uint32_t attempt; /* informational: 1 for the first delivery */
     const kvmap *params;
     /* For a compensation: the result map of its action's OK reply (so a
@@ -130,6 +143,9 @@ int pt_prepare(const pt_request *req, const char *sql, sqlite3_stmt **st);
 
 /* The parameter's value, or NULL when absent. */
 const char *pt_param(const pt_request *req, const char *name);
+/* For a compensation: the value of name in its action's result, or NULL
+ * when absent (and always for an action). */
+const char *pt_action_result(const pt_request *req, const char *name);
 /*
  * Required parameters: on success store the value and return 0; when the
  * parameter is missing or malformed, set a reply error naming it (e.g.
@@ -271,5 +287,7 @@ void pt_get_stats(participant *p, pt_stats *out);
 
 /* One line per fault-spec option, for --help. */
 const char *pt_faults_help(void);
+
+#pragma GCC visibility pop
 
 #endif
