@@ -142,8 +142,9 @@ static char *write_sagad_config(notify_env *e, const char *admin_url, const char
                               "sagas_dir = \"%s\";\n"
                               "participants = { order = \"ipc://%s/o.ipc\"; payment = "
                               "\"ipc://%s/p.ipc\"; inventory = \"ipc://%s/i.ipc\"; shipping = "
-                              "\"ipc://%s/s.ipc\"; };\n%s",
-                              admin_url, e->dir, sagas, e->dir, e->dir, e->dir, e->dir, extra) > 0,
+                              "\"ipc://%s/s.ipc\"; loyalty = \"ipc://%s/l.ipc\"; };\n%s",
+                              admin_url, e->dir, sagas, e->dir, e->dir, e->dir, e->dir, e->dir,
+                              extra) > 0,
                      1);
     assert_int_equal(th_write_file(cfg, text), 0);
     free(text);
