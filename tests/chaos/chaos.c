@@ -50,6 +50,24 @@
  * passes only when an invariant FAILED, which proves that the matrix sees a
  * missing sync (and that the VFS did not quietly become a no-op).
  *
+ * --nodes N --database postgresql runs N sagad nodes (1..5) on one database
+ * of a private PostgreSQL server (tests/support/pg_cluster.h; lease_ms
+ * NODE_LEASE_MS) instead of one sagad on its SQLite file; several nodes need
+ * postgresql, and the power-loss VFS is SQLite's, so --power-loss is refused
+ * with it. Clients' sockets dial every node (nng spreads the requests and a
+ * retry with the same key goes to another node when one is down or paused);
+ * --kills SIGKILL random nodes, each restarted after a random delay (the
+ * first one always longer than the lease, so another node must claim its
+ * sagas), and --pauses SIGSTOP random nodes and participants, SIGCONT after a
+ * pause either shorter or longer than the lease (a node paused longer is
+ * fenced, finds its lease lost and joins again). On top of the invariants
+ * below, each saga a killed node owned unfinished at its death must end
+ * final, moved on by another node or a later life of it (never the dead
+ * one), and with such sagas at least one takeover must be logged ("took over
+ * N sagas", nodes run at log level info). The sagas are read through the
+ * admin API of any node, as with SQLite; the ownership facts straight from
+ * PostgreSQL (libpq, pgc_sql_*).
+ *
  * No assertion here depends on timing: every wait polls with a deadline, and
  * reaching a deadline is reported as what did not happen.
  */
@@ -72,6 +90,7 @@
 #include "admin.pb-c.h"
 #include "harness.h"
 #include "kv.h"
+#include "pg_cluster.h"
 #include "util.h"
 
 typedef Saga__V1__AdminRequest AdminRequest;
@@ -97,6 +116,8 @@ typedef Saga__V1__AdminReply AdminReply;
 #define MONITOR_CALL_MS 500  /* one stats poll of the main loop */
 #define READY_MS        15000
 #define TICK_MS         20
+#define MAX_NODES       5    /* --nodes */
+#define NODE_LEASE_MS   2000 /* sagad's lease_ms on PostgreSQL: takeovers come quickly */
 #define HISTORY_SHOWN   3  /* sagas whose history a failing invariant prints */
 #define IDS_SHOWN       10 /* offending ids printed per invariant */
 
@@ -117,6 +138,9 @@ typedef struct {
     int no_sync;            /* every process runs without fsync (test of the test) */
     int expect_loss;        /* a matrix row passes only if an invariant fails */
     const char *crash_only; /* "proc:point,...": the matrix rows to run; NULL all */
+    int nodes;              /* sagad processes (several only on PostgreSQL) */
+    int postgresql;         /* sagad's database: a private PostgreSQL server */
+    int pauses;             /* SIGSTOP/SIGCONT of random nodes and participants */
 } chaos_opts;
 
 static void usage(FILE *out)
@@ -144,7 +168,14 @@ static void usage(FILE *out)
             "  --no-sync              run sagad and the services without fsync (durability\n"
             "                         \"off\", --unsafe-no-fsync): to prove the checks see it\n"
             "  --expect-loss          with --crash-matrix: a row passes only if an invariant\n"
-            "                         fails (use with --power-loss --no-sync)\n");
+            "                         fails (use with --power-loss --no-sync)\n"
+            "  --database KIND        sqlite (default: sagad's own file) or postgresql (a\n"
+            "                         private server; not with --power-loss)\n"
+            "  --nodes N              sagad nodes on that database, 1..5 (default 1; more\n"
+            "                         than 1 needs --database postgresql)\n"
+            "  --pauses N             SIGSTOP/SIGCONT of random nodes and participants,\n"
+            "                         shorter or longer than the lease (default 0 with one\n"
+            "                         node, 3 with several)\n");
 }
 
 static int parse_int_opt(const char *name, const char *v, int min, int max, int *out)
@@ -158,6 +189,38 @@ static int parse_int_opt(const char *name, const char *v, int min, int max, int 
     return 0;
 }
 
+static int parse_database_opt(const char *v, int *postgresql)
+{
+    if (v != NULL && (strcmp(v, "sqlite") == 0 || strcmp(v, "postgresql") == 0)) {
+        *postgresql = strcmp(v, "postgresql") == 0;
+        return 0;
+    }
+    fprintf(stderr, "saga-chaos: --database needs 'sqlite' or 'postgresql', not '%s'\n",
+            v ? v : "(nothing)");
+    return -1;
+}
+
+/* The combinations of --nodes, --database and the crash modes that make
+ * sense; the default of --pauses. */
+static int check_node_opts(chaos_opts *o)
+{
+    if (o->nodes > 1 && !o->postgresql) {
+        fprintf(stderr,
+                "saga-chaos: --nodes %d needs --database postgresql: sagad nodes share "
+                "only a PostgreSQL database (SQLite is one node's own file)\n",
+                o->nodes);
+        return -1;
+    }
+    if (o->power_loss && o->postgresql) {
+        fprintf(stderr, "saga-chaos: --power-loss cuts the power under SQLite files (the "
+                        "power-loss VFS); it cannot be combined with --database postgresql\n");
+        return -1;
+    }
+    if (o->pauses < 0)
+        o->pauses = o->nodes > 1 ? 3 : 0;
+    return 0;
+}
+
 static int parse_opts(int argc, char **argv, chaos_opts *o)
 {
     memset(o, 0, sizeof *o);
@@ -168,6 +231,8 @@ static int parse_opts(int argc, char **argv, chaos_opts *o)
     o->faults_rate = 0.05;
     o->duration_limit_s = 600;
     o->bin_dir = getenv("SAGA_BIN_DIR");
+    o->nodes = 1;
+    o->pauses = -1; /* default after parsing: it depends on --nodes */
     int have_seed = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -221,6 +286,12 @@ static int parse_opts(int argc, char **argv, chaos_opts *o)
         } else if (strcmp(a, "--expect-loss") == 0) {
             o->expect_loss = 1;
             takes = 0;
+        } else if (strcmp(a, "--nodes") == 0) {
+            rc = parse_int_opt(a, v, 1, MAX_NODES, &o->nodes);
+        } else if (strcmp(a, "--pauses") == 0) {
+            rc = parse_int_opt(a, v, 0, 10000, &o->pauses);
+        } else if (strcmp(a, "--database") == 0) {
+            rc = parse_database_opt(v, &o->postgresql);
         } else {
             fprintf(stderr, "saga-chaos: unknown option '%s'\n", a);
             rc = -1;
@@ -233,6 +304,10 @@ static int parse_opts(int argc, char **argv, chaos_opts *o)
     }
     if ((o->expect_loss || o->crash_only) && !o->crash_matrix) {
         fprintf(stderr, "saga-chaos: --expect-loss and --crash-only need --crash-matrix\n");
+        usage(stderr);
+        return -1;
+    }
+    if (check_node_opts(o) != 0) {
         usage(stderr);
         return -1;
     }
@@ -377,16 +452,35 @@ typedef struct {
     char crash_point[96]; /* SAGA_CRASH_POINT for the next start; "" none */
     int power_loss;       /* ... and with the power-loss VFS */
     int armed_power_loss; /* this incarnation runs with it */
+    char *cfg;            /* sagad nodes only: its configuration file */
+    char node_name[16];   /* sagad nodes on PostgreSQL: node_name */
+    int64_t restart_at;   /* mono ms: the supervisor restarts it no earlier */
+    int64_t resume_at;    /* mono ms: > 0 while SIGSTOPped, SIGCONT then */
     /* Deaths by cause. */
     int planned_deaths, fault_deaths, crash_point_hits, unexpected_deaths;
 } proc;
 
+/* The sagas a node owned unfinished when it was SIGKILLed (PostgreSQL):
+ * "id:owner_epoch,..." as PostgreSQL listed them. */
+typedef struct {
+    char node_name[16];
+    char *sagas; /* NULL when it owned none */
+    int n;
+    int restart_ms; /* its restart delay: beyond the lease, only others can claim */
+} node_death;
+
 typedef struct {
     uint64_t seed;
     char *dir;
-    char *sagad_cfg;
     proc svc[N_SVC];
-    proc sagad;
+    proc sagad;                      /* node 0: the only one on SQLite */
+    proc extra_nodes[MAX_NODES - 1]; /* nodes 1.. (cluster_node) */
+    int n_nodes;
+    char *admin_urls; /* every node's admin URL, comma-separated */
+    pg_cluster *pg;   /* PostgreSQL: the private server, else NULL */
+    char *db_url;     /* PostgreSQL: sagad's database */
+    node_death *deaths;
+    int n_deaths;
     int faults_on;
     double faults_rate;
     int no_sync; /* sagad durability "off", services --unsafe-no-fsync */
@@ -417,6 +511,7 @@ static void proc_init(proc *p, const char *dir, const char *name, int participan
 
 static void proc_free(proc *p)
 {
+    free(p->cfg);
     free(p->url);
     free(p->db);
     free(p->seed);
@@ -530,10 +625,10 @@ static int proc_start(cluster *c, proc *p)
             args[n++] = "--unsafe-no-fsync";
     } else {
         args[n++] = "--config";
-        args[n++] = c->sagad_cfg;
+        args[n++] = p->cfg;
     }
     args[n++] = "--log-level";
-    args[n++] = "warn";
+    args[n++] = c->pg ? "info" : "warn"; /* info: "took over N sagas" */
     args[n] = NULL;
 
     char env_cp[128], env_vfs[64];
@@ -555,6 +650,7 @@ static int proc_start(cluster *c, proc *p)
     }
     p->incarnation++;
     p->kill_planned = 0;
+    p->resume_at = 0;
     if (th_spawn(p->program, args, env, p->log, &p->pid) != 0) {
         p->pid = 0;
         return -1;
@@ -568,6 +664,7 @@ static void proc_kill(cluster *c, proc *p)
     if (p->pid <= 0)
         return;
     p->kill_planned = 1;
+    p->resume_at = 0;
     kill(p->pid, SIGKILL);
     int st;
     if (th_waitpid(p->pid, &st, 0) == p->pid)
@@ -580,6 +677,9 @@ static void proc_stop(proc *p)
     if (p->pid <= 0)
         return;
     int st;
+    if (p->resume_at > 0)
+        kill(p->pid, SIGCONT); /* a stopped process would not see the SIGTERM */
+    p->resume_at = 0;
     th_stop(p->pid, 10000, &st);
     p->pid = 0;
 }
@@ -668,14 +768,19 @@ static const char parallel_def_text[] =
     "    retry = { max_attempts = %d; }; }\n"
     ");\n";
 
-static int write_sagad_config(cluster *c)
+/* Node i (0 on SQLite): sagad's database, and on PostgreSQL its name and
+ * lease. */
+static proc *cluster_node(cluster *c, int i)
 {
-    char *sagas_dir = th_path(c->dir, "sagas");
-    char *saga_file = th_path(sagas_dir, "order_fulfillment.cfg");
-    char *parallel_file = th_path(sagas_dir, "order_fulfillment_parallel.cfg");
-    char *parallel_def = util_asprintf(parallel_def_text, PIVOT_ATTEMPTS);
-    char *db = th_path(c->dir, "sagad.db");
-    char *def = util_asprintf(saga_def_text, PIVOT_ATTEMPTS);
+    return i == 0 ? &c->sagad : &c->extra_nodes[i - 1];
+}
+
+static int write_node_config(cluster *c, proc *node, const char *sagas_dir)
+{
+    char *db = c->db_url ? util_strdup(c->db_url) : th_path(c->dir, "sagad.db");
+    char *node_lines = c->db_url ? util_asprintf("node_name = \"%s\";\nlease_ms = %d;\n",
+                                                 node->node_name, NODE_LEASE_MS)
+                                 : util_strdup("");
     char *cfg = util_asprintf(
         "admin_url = \"%s\";\n"
         "database = \"%s\";\n"
@@ -688,28 +793,92 @@ static int write_sagad_config(cluster *c)
         "  retry = { max_attempts = %d; initial_backoff_ms = 20; max_backoff_ms = 400;"
         " multiplier = 2.0; };\n"
         "  compensation_retry = { max_attempts = %d; initial_backoff_ms = 20;"
-        " max_backoff_ms = 1000; multiplier = 2.0; };\n};\n",
-        c->sagad.url, db, sagas_dir, MAX_IN_FLIGHT, c->no_sync ? "off" : "full",
-        c->svc[SVC_ORDER].url, c->svc[SVC_PAYMENT].url, c->svc[SVC_INVENTORY].url,
-        c->svc[SVC_SHIPPING].url, STEP_TIMEOUT_MS, ACTION_ATTEMPTS, COMPENSATION_ATTEMPT);
-    int rc = -1;
-    if (sagas_dir && saga_file && parallel_file && db && def && parallel_def && cfg &&
-        mkdir(sagas_dir, 0700) == 0 && th_write_file(saga_file, def) == 0 &&
-        th_write_file(parallel_file, parallel_def) == 0 && th_write_file(c->sagad_cfg, cfg) == 0)
-        rc = 0;
-    free(sagas_dir);
-    free(saga_file);
-    free(parallel_file);
-    free(parallel_def);
+        " max_backoff_ms = 1000; multiplier = 2.0; };\n};\n%s",
+        node->url, db, sagas_dir, MAX_IN_FLIGHT, c->no_sync ? "off" : "full", c->svc[SVC_ORDER].url,
+        c->svc[SVC_PAYMENT].url, c->svc[SVC_INVENTORY].url, c->svc[SVC_SHIPPING].url,
+        STEP_TIMEOUT_MS, ACTION_ATTEMPTS, COMPENSATION_ATTEMPT, node_lines);
+    int rc = db && node_lines && cfg && th_write_file(node->cfg, cfg) == 0 ? 0 : -1;
     free(db);
-    free(def);
+    free(node_lines);
     free(cfg);
     return rc;
 }
 
+/* The saga definition and every node's configuration. */
+static int write_sagad_config(cluster *c)
+{
+    char *sagas_dir = th_path(c->dir, "sagas");
+    char *saga_file = th_path(sagas_dir, "order_fulfillment.cfg");
+    char *parallel_file = th_path(sagas_dir, "order_fulfillment_parallel.cfg");
+    char *def = util_asprintf(saga_def_text, PIVOT_ATTEMPTS);
+    char *parallel_def = util_asprintf(parallel_def_text, PIVOT_ATTEMPTS);
+    int rc = -1;
+    if (sagas_dir && saga_file && parallel_file && def && parallel_def &&
+        mkdir(sagas_dir, 0700) == 0 && th_write_file(saga_file, def) == 0 &&
+        th_write_file(parallel_file, parallel_def) == 0) {
+        rc = 0;
+        for (int i = 0; i < c->n_nodes && rc == 0; i++)
+            rc = write_node_config(c, cluster_node(c, i), sagas_dir);
+    }
+    free(sagas_dir);
+    free(saga_file);
+    free(parallel_file);
+    free(def);
+    free(parallel_def);
+    return rc;
+}
+
+/* The private PostgreSQL server and sagad's database on it. Not durable:
+ * the chaos kills sagad nodes and participants, never the server, and the
+ * power-loss mode (the one that would need it) is SQLite's only. */
+static int cluster_setup_postgresql(cluster *c)
+{
+    char err[1024];
+    c->pg = pgc_start(0, err, sizeof err);
+    if (c->pg == NULL) {
+        fprintf(stderr, "saga-chaos: cannot start a PostgreSQL server: %s\n", err);
+        return -1;
+    }
+    if (pgc_create_db(c->pg, "chaos") != 0 || (c->db_url = pgc_url(c->pg, "chaos")) == NULL) {
+        fprintf(stderr, "saga-chaos: cannot create the database 'chaos'\n");
+        return -1;
+    }
+    printf("  sagad's database: %s\n", c->db_url);
+    return 0;
+}
+
+/* The n_nodes sagad processes: node 0 keeps the single node's files
+ * (sagad.cfg, sagad.log, the sagad socket); node i is sagad-<letter>. */
+static int cluster_init_nodes(cluster *c, const char *dir, int n_nodes)
+{
+    static const char *const names[MAX_NODES] = {"sagad", "sagad-b", "sagad-c", "sagad-d",
+                                                 "sagad-e"};
+    c->n_nodes = n_nodes;
+    size_t urls_len = 1;
+    for (int i = 0; i < n_nodes; i++) {
+        proc *p = cluster_node(c, i);
+        proc_init(p, dir, names[i], 0);
+        snprintf(p->program, sizeof p->program, "sagad");
+        snprintf(p->node_name, sizeof p->node_name, "node-%c", 'a' + i);
+        char file[32];
+        snprintf(file, sizeof file, "%s.cfg", names[i]);
+        p->cfg = th_path(dir, file);
+        urls_len += strlen(p->url) + 1;
+    }
+    c->admin_urls = calloc(1, urls_len);
+    if (c->admin_urls == NULL)
+        return -1;
+    for (int i = 0; i < n_nodes; i++) {
+        if (i > 0)
+            strcat(c->admin_urls, ",");
+        strcat(c->admin_urls, cluster_node(c, i)->url);
+    }
+    return 0;
+}
+
 /* Makes dir's files and starts everything (participants first). */
 static int cluster_setup(cluster *c, const char *dir, uint64_t seed, double faults_rate,
-                         int no_sync)
+                         int no_sync, int n_nodes, int postgresql)
 {
     memset(c, 0, sizeof *c);
     c->seed = seed;
@@ -719,8 +888,9 @@ static int cluster_setup(cluster *c, const char *dir, uint64_t seed, double faul
     c->faults_on = faults_rate > 0;
     for (int i = 0; i < N_SVC; i++)
         proc_init(&c->svc[i], dir, svc_names[i], 1);
-    proc_init(&c->sagad, dir, "sagad", 0);
-    c->sagad_cfg = th_path(dir, "sagad.cfg");
+    if (cluster_init_nodes(c, dir, n_nodes) != 0 ||
+        (postgresql && cluster_setup_postgresql(c) != 0))
+        return -1;
     if (write_seeds(c) != 0 || write_sagad_config(c) != 0) {
         fprintf(stderr, "saga-chaos: cannot write the configuration in %s\n", dir);
         return -1;
@@ -736,16 +906,20 @@ static int cluster_start(cluster *c)
                     c->svc[i].log);
             return -1;
         }
-    if (proc_start(c, &c->sagad) != 0) {
-        fprintf(stderr, "saga-chaos: sagad did not start; see %s\n", c->sagad.log);
-        return -1;
+    for (int i = 0; i < c->n_nodes; i++) {
+        proc *p = cluster_node(c, i);
+        if (proc_start(c, p) != 0) {
+            fprintf(stderr, "saga-chaos: %s did not start; see %s\n", p->name, p->log);
+            return -1;
+        }
     }
     return 0;
 }
 
 static void cluster_stop(cluster *c)
 {
-    proc_stop(&c->sagad);
+    for (int i = 0; i < c->n_nodes; i++)
+        proc_stop(cluster_node(c, i));
     for (int i = 0; i < N_SVC; i++)
         proc_stop(&c->svc[i]);
 }
@@ -754,9 +928,28 @@ static void cluster_free(cluster *c)
 {
     for (int i = 0; i < N_SVC; i++)
         proc_free(&c->svc[i]);
-    proc_free(&c->sagad);
-    free(c->sagad_cfg);
+    for (int i = 0; i < c->n_nodes; i++)
+        proc_free(cluster_node(c, i));
+    for (int i = 0; i < c->n_deaths; i++)
+        free(c->deaths[i].sagas);
+    free(c->deaths);
+    free(c->admin_urls);
+    free(c->db_url);
+    pgc_destroy(c->pg); /* after every node stopped */
     free(c->dir);
+}
+
+/* SIGCONT for whatever was paused and is due (or every paused process). */
+static void cluster_resume_due(cluster *c, int all)
+{
+    int64_t now = util_mono_ms();
+    for (int i = 0; i < N_SVC + c->n_nodes; i++) {
+        proc *p = i < N_SVC ? &c->svc[i] : cluster_node(c, i - N_SVC);
+        if (p->pid > 0 && p->resume_at > 0 && (all || now >= p->resume_at)) {
+            kill(p->pid, SIGCONT);
+            p->resume_at = 0;
+        }
+    }
 }
 
 /* Reaps whatever died and restarts it: the supervisor's one round. */
@@ -769,18 +962,26 @@ static void cluster_supervise(cluster *c)
             fprintf(stderr, "saga-chaos: cannot restart %s (will retry)\n", p->name);
     }
     proc_reap(c, &c->sagad);
-    if (c->sagad.pid <= 0) {
+    if (c->sagad.pid <= 0 && util_mono_ms() >= c->sagad.restart_at) {
         c->replayed_before += c->replayed_seen;
         c->replayed_seen = 0;
         c->stats_fresh = 0;
         if (proc_start(c, &c->sagad) != 0)
             fprintf(stderr, "saga-chaos: cannot restart sagad (will retry)\n");
     }
+    for (int i = 1; i < c->n_nodes; i++) {
+        proc *p = cluster_node(c, i);
+        proc_reap(c, p);
+        if (p->pid <= 0 && util_mono_ms() >= p->restart_at && proc_start(c, p) != 0)
+            fprintf(stderr, "saga-chaos: cannot restart %s (will retry)\n", p->name);
+    }
+    cluster_resume_due(c, 0);
 }
 
 /* ---- The admin protocol ------------------------------------------------------ */
 
-static int admin_open(nng_socket *s, const char *url)
+/* urls: one admin URL or several, comma-separated (every sagad node). */
+static int admin_open(nng_socket *s, const char *urls)
 {
     int rv;
     if ((rv = nng_req0_open(s)) != 0)
@@ -791,10 +992,22 @@ static int admin_open(nng_socket *s, const char *url)
     if ((rv = nng_socket_set_ms(*s, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE)) != 0 ||
         (rv = nng_socket_set_ms(*s, NNG_OPT_RECONNMINT, 20)) != 0 ||
         (rv = nng_socket_set_ms(*s, NNG_OPT_RECONNMAXT, 200)) != 0 ||
-        (rv = nng_socket_set_size(*s, NNG_OPT_RECVMAXSZ, 32 * 1024 * 1024)) != 0 ||
-        (rv = nng_dial(*s, url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
+        (rv = nng_socket_set_size(*s, NNG_OPT_RECVMAXSZ, 32 * 1024 * 1024)) != 0) {
         nng_close(*s);
         return rv;
+    }
+    /* One dialer per node: req0 hands each request to the next connected
+     * node in turn, so starts spread over the nodes and a retry after a
+     * node stopped answering goes to another. */
+    for (const char *at = urls; *at != '\0';) {
+        size_t len = strcspn(at, ",");
+        char url[512];
+        snprintf(url, sizeof url, "%.*s", (int)len, at);
+        if ((rv = nng_dial(*s, url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
+            nng_close(*s);
+            return rv;
+        }
+        at += len + (at[len] == ',');
     }
     return 0;
 }
@@ -1010,7 +1223,7 @@ static int client_call(client *cl, const AdminRequest *req, AdminReply **out)
     if (rv == 0) {
         cl->failures_in_row = 0;
     } else if (++cl->failures_in_row >= REOPEN_AFTER &&
-               socket_reopen(&cl->sock, cl->w->c->sagad.url, cl->sock_tainted) == 0) {
+               socket_reopen(&cl->sock, cl->w->c->admin_urls, cl->sock_tainted) == 0) {
         cl->failures_in_row = 0;
         cl->sock_tainted = 0;
         atomic_fetch_add(&cl->w->reopened, 1);
@@ -1168,7 +1381,9 @@ static void *client_main(void *arg)
  * count of acknowledged starts, which may all come early). */
 typedef struct {
     int after;
-    int svc;
+    int svc;      /* -1: a sagad node */
+    int node;     /* which node (several nodes) */
+    int pause_ms; /* > 0: SIGSTOP for that long instead of SIGKILL */
 } planned_kill;
 
 static int kill_cmp(const void *a, const void *b)
@@ -1180,7 +1395,10 @@ static int kill_cmp(const void *a, const void *b)
 /* Polls sagad's stats (short timeout); updates the cluster's view. */
 static void monitor_poll(cluster *c, nng_socket *mon)
 {
-    if (c->sagad.pid <= 0) {
+    int running = 0;
+    for (int i = 0; i < c->n_nodes; i++)
+        running += cluster_node(c, i)->pid > 0;
+    if (running == 0) {
         c->stats_fresh = 0;
         return;
     }
@@ -1190,7 +1408,7 @@ static void monitor_poll(cluster *c, nng_socket *mon)
     if (rep == NULL) {
         /* The same remedy as the clients' (socket_reopen). */
         if (++c->monitor_failures >= REOPEN_AFTER &&
-            socket_reopen(mon, c->sagad.url, atomic_load(&admin_abandoned) != abandoned) == 0)
+            socket_reopen(mon, c->admin_urls, atomic_load(&admin_abandoned) != abandoned) == 0)
             c->monitor_failures = 0;
         return;
     }
@@ -1676,7 +1894,7 @@ static void check_invariants(verdicts *v, const cluster *c, const workload *w, c
 typedef struct {
     const char *label; /* for the key tag */
     int sagas, clients;
-    int kills, participant_kills;
+    int kills, participant_kills, pauses;
     double faults_rate;
     int duplicate_pct, conflict_pct;
     const char *crash_proc;  /* "sagad" or a service name, or NULL */
@@ -1687,6 +1905,7 @@ typedef struct {
     int passed, failed;
     int crash_hits;
     int sagad_kills_done, participant_kills_done;
+    int pauses_done, long_pauses_done;
 } run_result;
 
 static proc *cluster_find(cluster *c, const char *name)
@@ -1699,6 +1918,209 @@ static proc *cluster_find(cluster *c, const char *name)
     return NULL;
 }
 
+/* ---- Several nodes: pauses, node kills and what they leave ---------------- */
+
+/* The pauses of the plan: the first of a node, longer than the lease (it is
+ * fenced), then any node or participant, every other one longer than the
+ * lease (or than a step's timeout), the others shorter. */
+static void plan_pause(planned_kill *k, int j, int n_nodes, util_prng *rng)
+{
+    int target = j == 0 ? (int)(util_prng_next(rng) % (uint64_t)n_nodes)
+                        : (int)(util_prng_next(rng) % (uint64_t)(n_nodes + N_SVC));
+    int is_long = j % 2 == 0;
+    k->svc = target < n_nodes ? -1 : target - n_nodes;
+    k->node = target < n_nodes ? target : 0;
+    if (k->svc < 0)
+        k->pause_ms = is_long
+                          ? NODE_LEASE_MS * 2 + (int)(util_prng_next(rng) % NODE_LEASE_MS)
+                          : NODE_LEASE_MS / 4 + (int)(util_prng_next(rng) % (NODE_LEASE_MS / 4));
+    else
+        k->pause_ms = is_long ? STEP_TIMEOUT_MS * 3 + (int)(util_prng_next(rng) % 2000)
+                              : 50 + (int)(util_prng_next(rng) % (STEP_TIMEOUT_MS / 2));
+}
+
+/* The process a planned kill or pause hits: a node down at that moment is
+ * replaced by the next one running (nothing when none is). */
+static proc *planned_target(cluster *c, const planned_kill *k)
+{
+    if (k->svc >= 0)
+        return &c->svc[k->svc];
+    for (int i = 0; i < c->n_nodes; i++) {
+        proc *p = cluster_node(c, (k->node + i) % c->n_nodes);
+        if (p->pid > 0)
+            return p;
+    }
+    return NULL;
+}
+
+/* How many unfinished sagas node p owns in the database (-1 on error). */
+static int64_t node_unfinished(const cluster *c, const proc *p)
+{
+    int64_t n = -1;
+    if (pgc_sql_int(c->db_url, &n,
+                    "SELECT count(*) FROM sagas WHERE owner = '%s' AND state IN (1, 2)",
+                    p->node_name) != 0)
+        return -1;
+    return n;
+}
+
+/* Right after node p was SIGKILLed: which unfinished sagas it owned (its
+ * life can commit nothing more), for check_node_deaths. */
+static void record_node_death(cluster *c, const proc *p, int restart_ms)
+{
+    node_death *d = realloc(c->deaths, ((size_t)c->n_deaths + 1) * sizeof *d);
+    if (d == NULL)
+        return;
+    c->deaths = d;
+    d = &c->deaths[c->n_deaths++];
+    memset(d, 0, sizeof *d);
+    snprintf(d->node_name, sizeof d->node_name, "%s", p->node_name);
+    d->restart_ms = restart_ms;
+    d->sagas =
+        pgc_sql_text(c->db_url,
+                     "SELECT COALESCE(string_agg(id || ':' || owner_epoch, ',' ORDER BY id), '')"
+                     " FROM sagas WHERE owner = '%s' AND state IN (1, 2)",
+                     p->node_name);
+    if (d->sagas == NULL)
+        fprintf(stderr, "saga-chaos: cannot read the sagas %s owned\n", p->node_name);
+    for (const char *at = d->sagas; at != NULL && *at != '\0'; at = strchr(at + 1, ','))
+        d->n++;
+    printf("  %s (%s) killed owning %d unfinished sagas, restarted in %d ms\n", p->name,
+           p->node_name, d->n, restart_ms);
+}
+
+/* The next planned event on PostgreSQL: SIGSTOP (resumed by the supervisor)
+ * or SIGKILL (restarted after a random delay: the first kill of a node
+ * waits longer than the lease, so that another node must claim its sagas). */
+static void perform_planned(cluster *c, const planned_kill *k, run_result *res, util_prng *rng)
+{
+    proc *p = planned_target(c, k);
+    if (p == NULL || p->pid <= 0)
+        return;
+    if (k->pause_ms > 0) {
+        if (p->resume_at > 0)
+            return; /* already paused */
+        kill(p->pid, SIGSTOP);
+        p->resume_at = util_mono_ms() + k->pause_ms;
+        res->pauses_done++;
+        res->long_pauses_done +=
+            k->pause_ms > (k->svc < 0 ? NODE_LEASE_MS : STEP_TIMEOUT_MS) ? 1 : 0;
+        printf("  %s paused for %d ms\n", p->name, k->pause_ms);
+        return;
+    }
+    proc_kill(c, p);
+    if (k->svc >= 0) {
+        res->participant_kills_done++;
+        return;
+    }
+    int delay = res->sagad_kills_done == 0
+                    ? NODE_LEASE_MS * 2 + (int)(util_prng_next(rng) % NODE_LEASE_MS)
+                    : (int)(util_prng_next(rng) % (NODE_LEASE_MS * 5 / 2));
+    p->restart_at = util_mono_ms() + delay;
+    res->sagad_kills_done++;
+    record_node_death(c, p, delay);
+}
+
+/* The sum of N over a log's "took over N sagas" lines, or of the count of
+ * lines holding needle when counting is 0. */
+static int64_t log_count(const char *path, const char *needle, int counting)
+{
+    char *text = th_read_file(path);
+    int64_t total = 0;
+    for (const char *at = text; at != NULL && (at = strstr(at, needle)) != NULL;
+         at += strlen(needle))
+        total += counting ? strtoll(at + strlen(needle), NULL, 10) : 1;
+    free(text);
+    return total;
+}
+
+/*
+ * Every saga a killed node owned unfinished ends final, moved on by another
+ * node or a later life of the same one (never by the life that died); and
+ * when there were such sagas, a takeover was logged.
+ */
+static void check_node_deaths(verdicts *v, cluster *c, const run_result *res)
+{
+    id_list ids = {0};
+    int owned = 0, owned_long = 0, errors = 0;
+    int64_t by_other_node = 0, by_other_long = 0;
+    for (int i = 0; i < c->n_deaths; i++) {
+        const node_death *d = &c->deaths[i];
+        if (d->sagas == NULL)
+            errors++;
+        if (d->n == 0)
+            continue;
+        owned += d->n;
+        int restarted_late = d->restart_ms > NODE_LEASE_MS + 1000; /* the claim pass: <= 1 s */
+        owned_long += restarted_late ? d->n : 0;
+        /* "id:epoch,..." as a VALUES list; ids are sagad's UUIDs. */
+        size_t cap = strlen(d->sagas) * 2 + 16, len = 0;
+        char *values = malloc(cap);
+        if (values == NULL) {
+            errors++;
+            continue;
+        }
+        for (const char *at = d->sagas; *at != '\0';) {
+            size_t item = strcspn(at, ","), colon = strcspn(at, ":");
+            len += (size_t)snprintf(values + len, cap - len, "%s('%.*s', %.*s)", len ? "," : "",
+                                    (int)colon, at, (int)(item - colon - 1), at + colon + 1);
+            at += item + (at[item] == ',');
+        }
+        char *bad =
+            pgc_sql_text(c->db_url,
+                         "SELECT COALESCE(string_agg(k.id, ','), '') FROM (VALUES %s) k(id, epoch)"
+                         " LEFT JOIN sagas s ON s.id = k.id WHERE s.id IS NULL"
+                         " OR s.state NOT IN (3, 4, 5)"
+                         " OR (s.owner = '%s' AND s.owner_epoch = k.epoch)",
+                         values, d->node_name);
+        if (bad == NULL)
+            errors++;
+        for (const char *at = bad; at != NULL && *at != '\0';) {
+            char id[37];
+            size_t item = strcspn(at, ",");
+            snprintf(id, sizeof id, "%.*s", (int)item, at);
+            ids_add(&ids, id);
+            at += item + (at[item] == ',');
+        }
+        free(bad);
+        int64_t moved = 0;
+        if (pgc_sql_int(c->db_url, &moved,
+                        "SELECT count(*) FROM (VALUES %s) k(id, epoch) JOIN sagas s ON s.id = k.id"
+                        " WHERE s.owner <> '%s'",
+                        values, d->node_name) != 0)
+            errors++;
+        by_other_node += moved;
+        by_other_long += restarted_late ? moved : 0;
+        free(values);
+    }
+    int64_t taken_over = 0, leases_lost = 0;
+    for (int i = 0; i < c->n_nodes; i++) {
+        const proc *p = cluster_node(c, i);
+        taken_over += log_count(p->log, "took over ", 1);
+        leases_lost += log_count(p->log, "lost its database lease", 0);
+    }
+    int n_bad = (int)ids.n;
+    verdict(v, n_bad == 0 && errors == 0, &ids, "killed nodes' sagas",
+            "%d node kills left %d unfinished sagas: %d not final or not moved on since, "
+            "%" PRId64 " now owned by another node%s",
+            res->sagad_kills_done, owned, n_bad, by_other_node,
+            errors ? " (some queries FAILED)" : "");
+    /* A node restarted later than the lease finds its sagas claimed by the
+     * others (they may pass back to it only if their new owner dies too).
+     * A single node can only take over from its earlier life, and only when
+     * a kill caught it with sagas unfinished (not required: one node runs
+     * few at a time). */
+    int proven = c->n_nodes == 1 ? owned == 0 || taken_over > 0
+                                 : owned_long > 0 && by_other_long > 0 && taken_over > 0;
+    verdict(v, res->sagad_kills_done == 0 || proven, NULL, "takeover seen",
+            "%" PRId64 " of %d sagas of nodes restarted after their lease now owned by another "
+            "node; %" PRId64
+            " sagas taken over (\"took over N sagas\" in the nodes' logs), %" PRId64
+            " leases lost, %d pauses (%d longer than the lease or step timeout)",
+            by_other_long, owned_long, taken_over, leases_lost, res->pauses_done,
+            res->long_pauses_done);
+}
+
 static int run_scenario(const chaos_opts *o, const scenario *sc, const char *dir, run_result *res)
 {
     cluster c;
@@ -1708,12 +2130,12 @@ static int run_scenario(const chaos_opts *o, const scenario *sc, const char *dir
     int mon_open = 0, started = 0, rc = -1;
     util_prng sched;
     planned_kill *plan = NULL;
-    int n_plan = sc->kills + sc->participant_kills, next_kill = 0;
+    int n_plan = sc->kills + sc->participant_kills + sc->pauses, next_kill = 0;
     int64_t t0 = util_mono_ms();
 
     memset(res, 0, sizeof *res);
     memset(&w, 0, sizeof w);
-    if (cluster_setup(&c, dir, o->seed, sc->faults_rate, o->no_sync) != 0)
+    if (cluster_setup(&c, dir, o->seed, sc->faults_rate, o->no_sync, o->nodes, o->postgresql) != 0)
         goto out;
     if (sc->crash_proc) {
         proc *p = cluster_find(&c, sc->crash_proc);
@@ -1729,6 +2151,10 @@ static int run_scenario(const chaos_opts *o, const scenario *sc, const char *dir
     for (int i = 0; i < n_plan; i++) {
         plan[i].after = (int)(sc->sagas * (0.05 + 0.85 * util_prng_unit(&sched)));
         plan[i].svc = i < sc->kills ? -1 : (int)(util_prng_next(&sched) % N_SVC);
+        if (i < sc->kills && o->nodes > 1)
+            plan[i].node = (int)(util_prng_next(&sched) % (uint64_t)o->nodes);
+        if (i >= sc->kills + sc->participant_kills)
+            plan_pause(&plan[i], i - sc->kills - sc->participant_kills, o->nodes, &sched);
     }
     qsort(plan, (size_t)n_plan, sizeof *plan, kill_cmp);
 
@@ -1746,7 +2172,7 @@ static int run_scenario(const chaos_opts *o, const scenario *sc, const char *dir
     for (int i = 0; i < w.n; i++)
         rec_init(&w.recs[i], o->seed, i, sc->label);
     pthread_barrier_init(&w.barrier, NULL, (unsigned)sc->clients);
-    if (admin_open(&mon, c.sagad.url) != 0)
+    if (admin_open(&mon, c.admin_urls) != 0)
         goto out;
     mon_open = 1;
     for (int i = 0; i < sc->clients; i++) {
@@ -1754,7 +2180,7 @@ static int run_scenario(const chaos_opts *o, const scenario *sc, const char *dir
         cl->w = &w;
         cl->index = i;
         util_prng_seed(&cl->rng, util_mix64(o->seed + 1000 + (uint64_t)i));
-        if (admin_open(&cl->sock, c.sagad.url) != 0 ||
+        if (admin_open(&cl->sock, c.admin_urls) != 0 ||
             pthread_create(&cl->thread, NULL, client_main, cl) != 0) {
             fprintf(stderr, "saga-chaos: cannot start client %d\n", i);
             goto out; /* the clients started so far stop at the deadline */
@@ -1774,7 +2200,25 @@ static int run_scenario(const chaos_opts *o, const scenario *sc, const char *dir
         if (next_kill < n_plan && c.stats_fresh && util_mono_ms() - last_kill_at >= 300 &&
             c.last_settled >= (uint64_t)plan[next_kill].after) {
             planned_kill *k = &plan[next_kill];
-            if (k->svc < 0 && res->sagad_kills_done == 0) {
+            if (c.pg != NULL || k->pause_ms > 0) {
+                /* A node kill waits (a bounded while) until the node owns
+                 * unfinished sagas, so that another must resume them. */
+                proc *target = planned_target(&c, k);
+                if (c.pg != NULL && k->svc < 0 && k->pause_ms == 0 && target != NULL) {
+                    if (waited_in_flight_since == 0)
+                        waited_in_flight_since = util_mono_ms();
+                    if (util_mono_ms() - waited_in_flight_since < 5000 &&
+                        node_unfinished(&c, target) < 1) {
+                        util_sleep_ms(100);
+                        continue;
+                    }
+                }
+                waited_in_flight_since = 0;
+                perform_planned(&c, k, res, &sched);
+                last_kill_at = util_mono_ms();
+                next_kill++;
+                continue;
+            } else if (k->svc < 0 && res->sagad_kills_done == 0) {
                 /* The first kill of sagad waits (a bounded while) for many
                  * sagas in flight, so that recovery has work to do. */
                 if (waited_in_flight_since == 0)
@@ -1807,7 +2251,11 @@ static int run_scenario(const chaos_opts *o, const scenario *sc, const char *dir
            (double)(util_mono_ms() - t0) / 1000, atomic_load(&w.acked), res->sagad_kills_done,
            res->participant_kills_done);
 
-    /* Settle: participants without faults, then wait for quiet. */
+    /* Settle: nothing paused or waiting for a restart, participants without
+     * faults, then wait for quiet. */
+    cluster_resume_due(&c, 1);
+    for (int i = 0; i < c.n_nodes; i++)
+        cluster_node(&c, i)->restart_at = 0;
     if (c.faults_on) {
         c.faults_on = 0;
         for (int i = 0; i < N_SVC; i++) {
@@ -1839,10 +2287,15 @@ static int run_scenario(const chaos_opts *o, const scenario *sc, const char *dir
         f.unexpected_deaths += c.svc[i].unexpected_deaths;
         res->crash_hits += c.svc[i].crash_point_hits;
     }
-    f.unexpected_deaths += c.sagad.unexpected_deaths;
-    res->crash_hits += c.sagad.crash_point_hits;
-    printf("  deaths: sagad %d planned, %d crash point; participants:", c.sagad.planned_deaths,
-           c.sagad.crash_point_hits);
+    for (int i = 0; i < c.n_nodes; i++) {
+        f.unexpected_deaths += cluster_node(&c, i)->unexpected_deaths;
+        res->crash_hits += cluster_node(&c, i)->crash_point_hits;
+    }
+    printf("  deaths:");
+    for (int i = 0; i < c.n_nodes; i++)
+        printf("%s %s %d planned, %d crash point", i ? "," : "", cluster_node(&c, i)->name,
+               cluster_node(&c, i)->planned_deaths, cluster_node(&c, i)->crash_point_hits);
+    printf("; participants:");
     for (int i = 0; i < N_SVC; i++)
         printf(" %s %d planned/%d injected/%d crash point", c.svc[i].name, c.svc[i].planned_deaths,
                c.svc[i].fault_deaths, c.svc[i].crash_point_hits);
@@ -1851,6 +2304,8 @@ static int run_scenario(const chaos_opts *o, const scenario *sc, const char *dir
 
     verdicts v = {.seed = o->seed, .admin = mon, .deadline = util_mono_ms() + 120000};
     check_invariants(&v, &c, &w, &f);
+    if (c.pg != NULL)
+        check_node_deaths(&v, &c, res);
     res->passed = v.passed;
     res->failed = v.failed;
     rc = 0;
@@ -1883,12 +2338,18 @@ static int run_chaos(const chaos_opts *o, const char *dir)
                    .clients = o->clients,
                    .kills = o->kills,
                    .participant_kills = o->participant_kills,
+                   .pauses = o->pauses,
                    .faults_rate = o->faults_rate,
                    .duplicate_pct = 10,
                    .conflict_pct = 2};
     run_result res;
     printf("chaos: %d sagas, %d clients, %d sagad kills, %d participant kills, faults rate %g\n",
            o->sagas, o->clients, o->kills, o->participant_kills, o->faults_rate);
+    if (o->postgresql)
+        printf("chaos: %d sagad node%s on PostgreSQL (lease %d ms), %d pauses\n", o->nodes,
+               o->nodes > 1 ? "s" : "", NODE_LEASE_MS, o->pauses);
+    else if (o->pauses > 0)
+        printf("chaos: %d pauses\n", o->pauses);
     if (run_scenario(o, &sc, dir, &res) != 0) {
         printf("FAIL  setup                  the run could not be set up (seed %" PRIu64 ")\n",
                o->seed);
