@@ -1894,6 +1894,12 @@ static int run_nodes(const int *nodes, int n_counts, double warm, double secs)
     } else {
         printf("  (no 1-node configuration in --nodes: the targets compare against it)\n");
     }
+    for (int k = 0; k < n_cf; k++)
+        for (int p = 0; p < PG_POINTS; p++)
+            if (cf[k].r[p].completed == 0)
+                printf("  note: %s completed no saga in the measured window at %d in flight "
+                       "(its ratios read 0): measure longer (--secs)\n",
+                       cf[k].label, concs[p]);
     printf("sagas not COMPLETED: %" PRIu64 "; start errors: %llu\n", bad,
            (unsigned long long)g_start_errors);
     free(cf);
