@@ -1990,6 +1990,22 @@ static int run_takeover(int n_nodes, uint64_t n, int delay_ms)
     return final_at_kill == 0 && held > 0 ? 0 : 1;
 }
 
+/* Removes the temp directory unless --keep; returns rc, main's exit status. */
+static int finish_run(int rc)
+{
+    if (!g_keep) {
+        char *rm[] = {"/bin/rm", "-rf", g_tmp, NULL};
+        int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        pid_t p = spawn(rm, devnull);
+        waitpid(p, NULL, 0);
+        forget_proc(p);
+        close(devnull);
+    } else {
+        note("files kept in %s", g_tmp);
+    }
+    return rc;
+}
+
 /* ---- main ------------------------------------------------------------------------ */
 
 /* Records a perf profile (call graphs) of all five programs of c into
@@ -2286,13 +2302,13 @@ int main(int argc, char **argv)
     double rec_base = 0, rec_after = 0, rec_first = 0, rec_total = 0, rec_kill_at = 0;
     uint64_t rec_in_flight = 0;
     if (point != NULL)
-        return run_point(point, quick ? 0.2 : 1.0, secs);
+        return finish_run(run_point(point, quick ? 0.2 : 1.0, secs));
     if (retention_s > 0)
-        return run_retention(retention_s);
+        return finish_run(run_retention(retention_s));
     if (takeover)
-        return run_takeover(g_point_nodes, quick ? 1000 : 5000, quick ? 2000 : 4000);
+        return finish_run(run_takeover(g_point_nodes, quick ? 1000 : 5000, quick ? 2000 : 4000));
     if (n_counts > 0)
-        return run_nodes(nodes, n_counts, warm, secs);
+        return finish_run(run_nodes(nodes, n_counts, warm, secs));
     if (recovery_only)
         goto recovery;
     cluster cd, cr, cn;
@@ -2579,15 +2595,5 @@ table_end:
     out("total time %.0f s\n", (double)(now_ns() - t_all) / 1e9);
     fwrite(g_out.text, 1, g_out.len, stdout);
 
-    if (!g_keep) {
-        char *rm[] = {"/bin/rm", "-rf", g_tmp, NULL};
-        int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
-        pid_t p = spawn(rm, devnull);
-        waitpid(p, NULL, 0);
-        forget_proc(p);
-        close(devnull);
-    } else {
-        note("files kept in %s", g_tmp);
-    }
-    return 0;
+    return finish_run(0);
 }
