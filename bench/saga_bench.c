@@ -66,6 +66,7 @@
 #include "bench_stats.h"
 #include "kv.h"
 #include "peers.h"
+#include "pg_cluster.h"
 #include "util.h"
 #include "wire.h"
 
@@ -90,6 +91,9 @@ static void sleep_ms(int64_t ms)
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+#define MAX_NODES 8
+static int g_lease_ms = 2000; /* sagad's lease_ms on PostgreSQL (--lease-ms) */
+static int g_point_nodes;     /* nodes of --point / --takeover on PostgreSQL; 0: SQLite */
 static char g_tmp[256];
 static int g_keep;
 static int64_t g_t_start; /* for the elapsed time in progress notes */
@@ -450,6 +454,7 @@ typedef struct {
     atomic_int ready;
     atomic_llong recovered_ns; /* when "recovered N unfinished sagas" was read */
     atomic_llong last_settle_ns;
+    atomic_ullong settled; /* completion lines read: how the load spread over nodes */
 } sagad_proc;
 
 static void handle_line(sagad_proc *sp, char *line, int64_t t)
@@ -466,6 +471,7 @@ static void handle_line(sagad_proc *sp, char *line, int64_t t)
             if (st != NULL) {
                 st += 2;
                 atomic_store(&sp->last_settle_ns, t);
+                atomic_fetch_add(&sp->settled, 1);
                 tr_settled(id, strncmp(st, "COMPLETED", 9) == 0, t);
                 if (strncmp(st, "COMPLETED", 9) == 0)
                     return;
@@ -527,10 +533,14 @@ typedef struct {
     int finished_retention_s; /* 0: sagad's default */
     int metrics_port[5];      /* the four services', then sagad's /metrics; 0: not served */
     char metrics_token[40];   /* sagad's metrics_token_file holds it */
-    char admin_url[460];
+    int faults_order_only;    /* faults on order-svc (the first step) alone */
+    const char *pg_url;       /* sagad's PostgreSQL database; NULL: SQLite sagad.db */
+    int n_nodes;              /* sagad nodes on pg_url (1 on SQLite) */
+    char admin_url[460];      /* node 0's; node i's is sagad-<i>.ipc */
     char urls[4][460];
     pid_t svc[4];
-    sagad_proc sagad;
+    sagad_proc sagad;                      /* node 0 */
+    sagad_proc other_nodes[MAX_NODES - 1]; /* nodes 1.. on PostgreSQL */
     int sagad_gen;
     /* admin client */
     nng_socket sock;
@@ -539,6 +549,27 @@ typedef struct {
 
 #define N_CUSTOMERS 16
 #define N_SKUS      16
+
+static sagad_proc *node_proc(cluster *c, int i)
+{
+    return i == 0 ? &c->sagad : &c->other_nodes[i - 1];
+}
+
+/* Node 0's files are sagad.<suffix> (as with one sagad), node i's sagad-<i>.<suffix>. */
+static void node_file(const cluster *c, int i, const char *suffix, char *buf, size_t len)
+{
+    if (i == 0)
+        snprintf(buf, len, "%s/sagad.%s", c->dir, suffix);
+    else
+        snprintf(buf, len, "%s/sagad-%d.%s", c->dir, i, suffix);
+}
+
+static void node_admin_url(const cluster *c, int i, char *buf, size_t len)
+{
+    char path[440];
+    node_file(c, i, "ipc", path, sizeof path);
+    snprintf(buf, len, "ipc://%s", path);
+}
 
 static void write_seeds(const char *dir)
 {
@@ -578,6 +609,7 @@ static void cluster_init(cluster *c, const char *name, int durable, int nobarrie
     c->nobarrier = nobarrier;
     c->max_in_flight = 10000;
     c->timeout_ms = 2000;
+    c->n_nodes = 1;
     snprintf(c->admin_url, sizeof c->admin_url, "ipc://%s/sagad.ipc", c->dir);
     for (int i = 0; i < 4; i++)
         snprintf(c->urls[i], sizeof c->urls[i], "ipc://%s/%s.ipc", c->dir, svc_names[i]);
@@ -694,7 +726,7 @@ static void start_services(cluster *c)
         argv[a++] = "warn";
         if (!c->durable)
             argv[a++] = "--unsafe-no-fsync";
-        if (c->faults[0]) {
+        if (c->faults[0] && (i == 0 || !c->faults_order_only)) {
             argv[a++] = "--faults";
             argv[a++] = c->faults;
         }
@@ -721,21 +753,28 @@ static void start_services(cluster *c)
                 c->urls[i], c->dir, svc_names[i]);
 }
 
-static void write_sagad_cfg(cluster *c)
+static void write_sagad_cfg(cluster *c, int node)
 {
-    char path[600], text[4096], retention[64] = "", http[900] = "";
-    snprintf(path, sizeof path, "%s/sagad.cfg", c->dir);
+    char path[600], text[4096], retention[64] = "", url[460], database[1024], http[900] = "";
+    node_file(c, node, "cfg", path, sizeof path);
+    node_admin_url(c, node, url, sizeof url);
     if (c->finished_retention_s > 0)
         snprintf(retention, sizeof retention, "finished_retention_s = %d;\n",
                  c->finished_retention_s);
-    if (c->metrics_port[4] > 0)
+    if (c->pg_url != NULL)
+        snprintf(database, sizeof database,
+                 "database = \"%s\";\nnode_name = \"bench-node-%d\";\nlease_ms = %d;\n", c->pg_url,
+                 node, g_lease_ms);
+    else
+        snprintf(database, sizeof database, "database = \"%s/sagad.db\";\n", c->dir);
+    if (node == 0 && c->metrics_port[4] > 0) /* node 0 serves sagad's metrics */
         snprintf(
             http, sizeof http,
             "http_url = \"http://127.0.0.1:%d\";\nmetrics_token_file = \"%s/metrics.token\";\n",
             c->metrics_port[4], c->dir);
     snprintf(text, sizeof text,
              "admin_url = \"%s\";\n"
-             "database = \"%s/sagad.db\";\n"
+             "%s"
              "sagas_dir = \"%s/sagas\";\n"
              "durability = \"%s\";\n"
              "max_in_flight = %d;\n"
@@ -745,9 +784,8 @@ static void write_sagad_cfg(cluster *c)
              "  loyalty = \"ipc://%s/loyalty.ipc\";\n" /* sagas/order_with_loyalty: never run */
              "};\n"
              "defaults = { timeout_ms = %d; };\n%s%s",
-             c->admin_url, c->dir, g_srcdir, c->durable ? "full" : "off", c->max_in_flight,
-             c->urls[0], c->urls[1], c->urls[2], c->urls[3], c->dir, c->timeout_ms, retention,
-             http);
+             url, database, g_srcdir, c->durable ? "full" : "off", c->max_in_flight, c->urls[0],
+             c->urls[1], c->urls[2], c->urls[3], c->dir, c->timeout_ms, retention, http);
     write_file(path, text);
 }
 
@@ -764,12 +802,13 @@ static void admin_close(cluster *c)
     c->sock_open = 0;
 }
 
-static void start_sagad(cluster *c)
+static void start_node(cluster *c, int node)
 {
-    write_sagad_cfg(c);
-    char cfg[600], logp[600];
-    snprintf(cfg, sizeof cfg, "%s/sagad.cfg", c->dir);
-    snprintf(logp, sizeof logp, "%s/sagad.%d.log", c->dir, ++c->sagad_gen);
+    write_sagad_cfg(c, node);
+    char cfg[600], logp[600], gen[32];
+    node_file(c, node, "cfg", cfg, sizeof cfg);
+    snprintf(gen, sizeof gen, "%d.log", ++c->sagad_gen);
+    node_file(c, node, gen, logp, sizeof logp);
     int p[2];
     if (pipe(p) != 0 || fcntl(p[0], F_SETFD, FD_CLOEXEC) != 0 ||
         fcntl(p[1], F_SETFD, FD_CLOEXEC) != 0)
@@ -777,9 +816,10 @@ static void start_sagad(cluster *c)
     char prog[600];
     snprintf(prog, sizeof prog, "%s/sagad", g_bindir);
     char *argv[] = {prog, "--config", cfg, NULL};
-    sagad_proc *sp = &c->sagad;
+    sagad_proc *sp = node_proc(c, node);
     atomic_store(&sp->ready, 0);
     atomic_store(&sp->recovered_ns, 0);
+    atomic_store(&sp->settled, 0);
     sp->log = fopen(logp, "w");
     sp->fd = p[0];
     sp->pid = spawn(argv, p[1]);
@@ -794,17 +834,34 @@ static void start_sagad(cluster *c)
     }
 }
 
-/* Stops sagad (SIGKILL: a crash; SIGTERM: clean) and joins its log reader. */
+/* Every node of c (one on SQLite), each ready to serve. */
+static void start_sagad(cluster *c)
+{
+    for (int i = 0; i < c->n_nodes; i++)
+        start_node(c, i);
+}
+
+/* Stops one node (SIGKILL: a crash; SIGTERM: clean) and joins its log reader. */
+static void stop_node(cluster *c, int node, int sig)
+{
+    sagad_proc *sp = node_proc(c, node);
+    if (sp->pid <= 0)
+        return;
+    stop_proc(sp->pid, sig);
+    sp->pid = 0;
+    pthread_join(sp->reader, NULL);
+    close(sp->fd);
+    if (sp->log)
+        fclose(sp->log);
+    sp->log = NULL;
+}
+
+/* Stops every node of c and closes the admin socket. */
 static void stop_sagad(cluster *c, int sig)
 {
     admin_close(c);
-    stop_proc(c->sagad.pid, sig);
-    c->sagad.pid = 0;
-    pthread_join(c->sagad.reader, NULL);
-    close(c->sagad.fd);
-    if (c->sagad.log)
-        fclose(c->sagad.log);
-    c->sagad.log = NULL;
+    for (int i = 0; i < c->n_nodes; i++)
+        stop_node(c, i, sig);
 }
 
 static void cluster_start(cluster *c)
@@ -815,8 +872,7 @@ static void cluster_start(cluster *c)
 
 static void cluster_stop(cluster *c)
 {
-    if (c->sagad.pid > 0)
-        stop_sagad(c, SIGTERM);
+    stop_sagad(c, SIGTERM);
     for (int i = 0; i < 4; i++) {
         stop_proc(c->svc[i], SIGTERM);
         c->svc[i] = 0;
@@ -827,11 +883,52 @@ typedef struct {
     double sagad, svcs;             /* CPU seconds */
     double csw_sagad, csw_svcs;     /* context switches */
     double syncs_sagad, syncs_svcs; /* the programs' sync counters; -1 when not served */
+    double pg;                      /* CPU seconds of the PostgreSQL server, all its processes */
 } cpu_snap;
 
-static cpu_snap cluster_cpu(const cluster *c)
+static pg_cluster *g_pg; /* the private server of --database postgresql */
+
+/* CPU seconds of the postmaster and of every process it started (backends,
+ * WAL writer, checkpointer...); backends live as long as sagad's sessions. */
+static double pg_server_cpu(void)
 {
-    cpu_snap s = {proc_cpu(c->sagad.pid), 0, proc_ctxsw(c->sagad.pid), 0, -1, -1};
+    pid_t pm = g_pg ? pgc_server_pid(g_pg) : 0;
+    if (pm <= 0)
+        return 0;
+    double sum = proc_cpu(pm);
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    while (d != NULL && (de = readdir(d)) != NULL) {
+        char path[300], buf[512];
+        if (de->d_name[0] < '1' || de->d_name[0] > '9')
+            continue;
+        snprintf(path, sizeof path, "/proc/%s/stat", de->d_name);
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            continue;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        char *p = strrchr(buf, ')');
+        int ppid = 0;
+        if (p != NULL && sscanf(p + 2, "%*c %d", &ppid) == 1 && ppid == pm)
+            sum += proc_cpu((pid_t)atoi(de->d_name));
+    }
+    if (d != NULL)
+        closedir(d);
+    return sum;
+}
+
+static cpu_snap cluster_cpu(cluster *c)
+{
+    cpu_snap s = {0};
+    s.syncs_sagad = s.syncs_svcs = -1;
+    for (int i = 0; i < c->n_nodes; i++) {
+        s.sagad += proc_cpu(node_proc(c, i)->pid);
+        s.csw_sagad += proc_ctxsw(node_proc(c, i)->pid);
+    }
+    if (c->pg_url != NULL)
+        s.pg = pg_server_cpu();
     for (int i = 0; i < 4; i++) {
         s.svcs += proc_cpu(c->svc[i]);
         s.csw_svcs += proc_ctxsw(c->svc[i]);
@@ -972,9 +1069,15 @@ static void admin_open(cluster *c)
         die("nng_req0_open");
     nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
     nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, 16 << 20);
-    int rv = nng_dial(c->sock, c->admin_url, NULL, 0);
-    if (rv != 0)
-        die("cannot dial %s: %s", c->admin_url, nng_strerror(rv));
+    /* One pipe per node: req0 sends each request on a pipe that is ready
+     * for one, so starts spread over every node that keeps up. */
+    for (int i = 0; i < c->n_nodes; i++) {
+        char url[460];
+        node_admin_url(c, i, url, sizeof url);
+        int rv = nng_dial(c->sock, url, NULL, 0);
+        if (rv != 0)
+            die("cannot dial %s: %s", url, nng_strerror(rv));
+    }
     c->sock_open = 1;
 bind:
     g_actx_owner = c;
@@ -1070,6 +1173,7 @@ typedef struct {
     double rate; /* completed sagas/s */
     double p50, p99, max;
     double cpu_sagad, cpu_svcs; /* ms per completed saga */
+    double cpu_pg;              /* ms of the PostgreSQL server per completed saga */
     double csw_sagad, csw_svcs; /* context switches per completed saga */
     double syncs_sagad, syncs_svcs; /* durable commits per completed saga; -1: not counted */
 } run_result;
@@ -1082,6 +1186,7 @@ static void per_saga_costs(run_result *r, const cpu_snap *a, const cpu_snap *b)
     double n = (double)r->completed;
     r->cpu_sagad = (b->sagad - a->sagad) * 1000.0 / n;
     r->cpu_svcs = (b->svcs - a->svcs) * 1000.0 / n;
+    r->cpu_pg = (b->pg - a->pg) * 1000.0 / n;
     r->csw_sagad = (b->csw_sagad - a->csw_sagad) / n;
     r->csw_svcs = (b->csw_svcs - a->csw_svcs) / n;
     int counted =
@@ -1774,6 +1879,282 @@ static void machine_info(void)
     out("temp dir: %s (file system of the databases)\n", g_tmp);
 }
 
+/* ---- Several nodes on PostgreSQL ---------------------------------------------- */
+
+/*
+ * Starts the private PostgreSQL server once (pg_cluster.h), durable: fsync,
+ * synchronous_commit and full_page_writes as PostgreSQL ships them, so that
+ * it is compared durable against durable with SQLite.
+ */
+static void pg_server_start(void)
+{
+    if (g_pg != NULL)
+        return;
+    /* pg_cluster keeps its initdb template beside the binaries. */
+    setenv("SAGA_BIN_DIR", g_bindir, 0);
+    char err[1024];
+    g_pg = pgc_start(1, err, sizeof err);
+    if (g_pg == NULL)
+        die("cannot start a PostgreSQL server: %s", err);
+    note("PostgreSQL server in %s (durable)", pgc_dir(g_pg));
+}
+
+/* Puts c's sagad on a fresh database of that server, as n_nodes nodes. */
+static void cluster_use_pg(cluster *c, int n_nodes)
+{
+    pg_server_start();
+    if (pgc_create_db(g_pg, c->name) != 0)
+        die("%s: cannot create database %s", c->name, c->name);
+    c->pg_url = pgc_url(g_pg, c->name);
+    if (c->pg_url == NULL)
+        die("out of memory");
+    c->n_nodes = n_nodes;
+}
+
+/* Stops the server (after every node that used it) and removes its files. */
+static void pg_server_stop(void)
+{
+    pgc_destroy(g_pg);
+    g_pg = NULL;
+}
+
+static void cluster_free_pg(cluster *c)
+{
+    free((char *)c->pg_url);
+    c->pg_url = NULL;
+}
+
+/* "how the completions spread over the nodes": e.g. "34/33/33 %". */
+static void node_shares(cluster *c, const uint64_t before[MAX_NODES], char *buf, size_t len)
+{
+    uint64_t d[MAX_NODES], total = 0;
+    for (int i = 0; i < c->n_nodes; i++)
+        total += d[i] = atomic_load(&node_proc(c, i)->settled) - before[i];
+    size_t o = 0;
+    buf[0] = 0;
+    for (int i = 0; i < c->n_nodes && o < len; i++)
+        o += (size_t)snprintf(buf + o, len - o, "%s%.0f", i ? "/" : "",
+                              total ? 100.0 * (double)d[i] / (double)total : 0.0);
+    if (o < len)
+        snprintf(buf + o, len - o, " %%");
+}
+
+#define PG_POINTS 3 /* 1, 64 and 256 in flight */
+
+typedef struct {
+    char label[32];
+    cluster c;
+    run_result r[PG_POINTS];
+    char shares[64]; /* at 256 */
+} pg_config;
+
+/*
+ * --database postgresql [--nodes LIST]: durable SQLite (one sagad) beside
+ * sagad on PostgreSQL with each node count of LIST, one configuration after
+ * the other at each concurrency (so that drift hits them alike), each on its
+ * own services and, for PostgreSQL, its own database of one private server.
+ */
+static int run_nodes(const int *nodes, int n_counts, double warm, double secs)
+{
+    static const int concs[PG_POINTS] = {1, 64, 256};
+    pg_config *cf = calloc((size_t)n_counts + 1, sizeof *cf);
+    if (cf == NULL)
+        die("out of memory");
+    int n_cf = n_counts + 1;
+    snprintf(cf[0].label, sizeof cf[0].label, "sqlite, 1 node");
+    cluster_init(&cf[0].c, "sqlite", 1, 0);
+    for (int k = 0; k < n_counts; k++) {
+        char name[32];
+        snprintf(cf[k + 1].label, sizeof cf[k + 1].label, "postgresql, %d node%s", nodes[k],
+                 nodes[k] > 1 ? "s" : "");
+        snprintf(name, sizeof name, "pg%d", nodes[k]);
+        cluster_init(&cf[k + 1].c, name, 1, 0);
+        cluster_use_pg(&cf[k + 1].c, nodes[k]);
+    }
+    note("starting %d configurations", n_cf);
+    for (int k = 0; k < n_cf; k++)
+        cluster_start(&cf[k].c);
+    uint64_t bad = 0;
+    for (int p = 0; p < PG_POINTS; p++) {
+        note("throughput at %d in flight", concs[p]);
+        for (int k = 0; k < n_cf; k++) {
+            uint64_t before[MAX_NODES];
+            for (int i = 0; i < cf[k].c.n_nodes; i++)
+                before[i] = atomic_load(&node_proc(&cf[k].c, i)->settled);
+            cf[k].r[p] = run_closed(&cf[k].c, concs[p], warm, secs, 0);
+            bad += cf[k].r[p].bad;
+            if (concs[p] == 256)
+                node_shares(&cf[k].c, before, cf[k].shares, sizeof cf[k].shares);
+        }
+    }
+    for (int k = 0; k < n_cf; k++) {
+        cluster_stop(&cf[k].c);
+        cluster_free_pg(&cf[k].c);
+    }
+    pg_server_stop();
+
+    printf("saga-bench: order_fulfillment, 5 steps, ipc://, sagad on SQLite and on PostgreSQL\n");
+    g_out.len = 0;
+    machine_info();
+    fputs(g_out.text, stdout);
+    printf("settings: %.1f s measured per point after %.1f s warm-up; closed loop; all durable:\n"
+           "  sqlite = sagad durability \"full\" on its SQLite file\n"
+           "  postgresql = sagad durability \"full\" (synchronous_commit on) on one database of\n"
+           "    a private PostgreSQL server with its defaults (fsync on, full_page_writes on),\n"
+           "    N nodes (lease_ms %d); the bench's req0 socket dials every node and requests\n"
+           "    go to whichever node's pipe is ready\n"
+           "  services: durable (synchronous=FULL, WAL), the same for every configuration\n"
+           "  cpu = ms per completed saga: sagad (all nodes) + services + PostgreSQL server\n",
+           secs, warm, g_lease_ms);
+    printf("\n8. SEVERAL NODES ON POSTGRESQL (sagas/s; p50 ms one at a time; cpu at 256)\n");
+    printf("%-22s %8s %8s %9s %9s   %-26s %s\n", "configuration", "64", "256", "p50 1", "p99 1",
+           "cpu@256 sagad+svc+pg ms", "share per node@256");
+    for (int k = 0; k < n_cf; k++) {
+        char cpu[64];
+        snprintf(cpu, sizeof cpu, "%.2f + %.2f + %.2f", cf[k].r[2].cpu_sagad, cf[k].r[2].cpu_svcs,
+                 cf[k].r[2].cpu_pg);
+        printf("%-22s %8.0f %8.0f %9.2f %9.2f   %-26s %s\n", cf[k].label, cf[k].r[1].rate,
+               cf[k].r[2].rate, cf[k].r[0].p50, cf[k].r[0].p99, cpu, cf[k].shares);
+    }
+    const run_result *sq = cf[0].r;
+    const run_result *one = NULL, *most = NULL;
+    int most_n = 0;
+    for (int k = 0; k < n_counts; k++) {
+        if (nodes[k] == 1)
+            one = cf[k + 1].r;
+        if (nodes[k] > most_n)
+            most_n = nodes[k], most = cf[k + 1].r;
+    }
+    printf("ratios (targets):\n");
+    if (one != NULL) {
+        double r64 = sq[1].rate > 0 ? one[1].rate / sq[1].rate : 0;
+        double r256 = sq[2].rate > 0 ? one[2].rate / sq[2].rate : 0;
+        double rp50 = sq[0].p50 > 0 ? one[0].p50 / sq[0].p50 : 0;
+        printf("  postgresql 1 node / sqlite at 64: %.2f, at 256: %.2f (target >= 0.5: %s)\n", r64,
+               r256, verdict(r64 >= 0.5 && r256 >= 0.5));
+        printf("  p50 one at a time, postgresql 1 node / sqlite: %.2f (target <= 1.5: %s)\n", rp50,
+               verdict(rp50 > 0 && rp50 <= 1.5));
+        if (most_n > 1) {
+            double m64 = one[1].rate > 0 ? most[1].rate / one[1].rate : 0;
+            double m256 = one[2].rate > 0 ? most[2].rate / one[2].rate : 0;
+            printf("  postgresql %d nodes / 1 node at 64: %.2f, at 256: %.2f (target >= 1: %s)\n",
+                   most_n, m64, m256, verdict(m64 >= 1 && m256 >= 1));
+        }
+    } else {
+        printf("  (no 1-node configuration in --nodes: the targets compare against it)\n");
+    }
+    for (int k = 0; k < n_cf; k++)
+        for (int p = 0; p < PG_POINTS; p++)
+            if (cf[k].r[p].completed == 0)
+                printf("  note: %s completed no saga in the measured window at %d in flight "
+                       "(its ratios read 0): measure longer (--secs)\n",
+                       cf[k].label, concs[p]);
+    printf("sagas not COMPLETED: %" PRIu64 "; start errors: %llu\n", bad,
+           (unsigned long long)g_start_errors);
+    free(cf);
+    return bad == 0 && g_start_errors == 0 ? 0 : 1;
+}
+
+/*
+ * One takeover run: `n` sagas started as fast as the nodes take them, held
+ * in flight by order-svc (the first step) holding every reply delay_ms; with
+ * kill, the last node gets SIGKILL once every start is acknowledged. Returns
+ * the seconds from the first start until all n are final (GetStats of node
+ * 0, which counts the shared database); *held gets the unfinished sagas the
+ * killed node owned and *final_at_kill those already final when it died.
+ */
+static double takeover_run(int n_nodes, uint64_t n, int delay_ms, int kill_node, int64_t *held,
+                           uint64_t *final_at_kill)
+{
+    cluster c;
+    cluster_init(&c, kill_node ? "takeover-kill" : "takeover-base", 1, 0);
+    cluster_use_pg(&c, n_nodes);
+    snprintf(c.faults, sizeof c.faults, "seed=1,delay=1,delay_ms=%d", delay_ms);
+    c.faults_order_only = 1;
+    c.contexts = 4096;
+    c.timeout_ms = 120000;
+    c.max_in_flight = (int)n * 2;
+    cluster_start(&c);
+    tr_reset();
+    int64_t t0 = now_ns();
+    burst(&c, n);
+    int64_t t_acked = now_ns();
+    if (kill_node) {
+        uint64_t inf = 0;
+        *final_at_kill = 0;
+        get_stats(&c, final_at_kill, &inf);
+        char owner[32];
+        snprintf(owner, sizeof owner, "bench-node-%d", n_nodes - 1);
+        stop_node(&c, n_nodes - 1, SIGKILL);
+        if (pgc_sql_int(c.pg_url, held,
+                        "SELECT count(*) FROM sagas WHERE owner = '%s' AND state IN (1, 2)",
+                        owner) != 0)
+            *held = -1;
+        note("takeover: all %" PRIu64 " started in %.2f s; %" PRIu64
+             " final when node %d got SIGKILL, which owned %" PRId64 " unfinished",
+             n, (double)(t_acked - t0) / 1e9, *final_at_kill, n_nodes - 1, *held);
+    }
+    double secs = (double)(wait_finished(&c, n, 600) - t0) / 1e9;
+    int64_t completed = -1;
+    pgc_sql_int(c.pg_url, &completed, "SELECT count(*) FROM sagas WHERE state = 3");
+    if (completed != (int64_t)n)
+        die("%s: %" PRId64 " of %" PRIu64 " sagas COMPLETED (see %s)", c.name, completed, n, c.dir);
+    cluster_stop(&c);
+    cluster_free_pg(&c);
+    return secs;
+}
+
+/*
+ * --takeover: the same burst of `n` sagas on `n_nodes` nodes, once without
+ * and once with a SIGKILL of one node while all of them are in flight.
+ */
+static int run_takeover(int n_nodes, uint64_t n, int delay_ms)
+{
+    if (n_nodes < 2) {
+        fprintf(stderr, "saga-bench: --takeover needs --nodes 2 or more\n");
+        return 2;
+    }
+    int64_t held = 0;
+    uint64_t final_at_kill = 0;
+    note("takeover: %" PRIu64 " sagas on %d nodes without a kill", n, n_nodes);
+    double base = takeover_run(n_nodes, n, delay_ms, 0, &held, &final_at_kill);
+    note("takeover: %" PRIu64 " sagas on %d nodes, SIGKILL of one", n, n_nodes);
+    double killed = takeover_run(n_nodes, n, delay_ms, 1, &held, &final_at_kill);
+    pg_server_stop();
+    double extra = killed - base, bound = g_lease_ms / 1000.0 + 2.0;
+    printf("saga-bench: takeover on PostgreSQL\n");
+    g_out.len = 0;
+    machine_info();
+    fputs(g_out.text, stdout);
+    printf("9. TAKEOVER: %" PRIu64 " sagas on %d sagad nodes (lease_ms %d), order-svc holds every "
+           "reply %d ms\n",
+           n, n_nodes, g_lease_ms, delay_ms);
+    printf("   no kill: all final %.2f s after the first start\n", base);
+    printf("   SIGKILL of node %d once every start was acknowledged (%" PRIu64
+           " final then; it owned %" PRId64 " unfinished): all final %.2f s after the first "
+           "start\n",
+           n_nodes - 1, final_at_kill, held, killed);
+    printf("   kill - no kill: %.2f s (target <= lease + 2 s = %.1f s: %s)\n", extra, bound,
+           verdict(extra <= bound));
+    return final_at_kill == 0 && held > 0 ? 0 : 1;
+}
+
+/* Removes the temp directory unless --keep; returns rc, main's exit status. */
+static int finish_run(int rc)
+{
+    if (!g_keep) {
+        char *rm[] = {"/bin/rm", "-rf", g_tmp, NULL};
+        int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        pid_t p = spawn(rm, devnull);
+        waitpid(p, NULL, 0);
+        forget_proc(p);
+        close(devnull);
+    } else {
+        note("files kept in %s", g_tmp);
+    }
+    return rc;
+}
+
 /* ---- main ------------------------------------------------------------------------ */
 
 /* Records a perf profile (call graphs) of all five programs of c into
@@ -1972,6 +2353,58 @@ static int run_peers(double warm, double secs, int repeat)
     return bad == 0 ? 0 : 1;
 }
 
+/*
+ * --database, --nodes and --takeover: on PostgreSQL, nodes[] gets the node
+ * counts to compare (--nodes LIST, default 1,2,3) and g_point_nodes the
+ * largest (what --point and --takeover run); on SQLite there is one node.
+ * 0, or -1 with the reason printed.
+ */
+static int parse_backend(const char *database, const char *nodes_arg, int takeover, int *nodes,
+                         int *n_counts)
+{
+    *n_counts = 0;
+    if (strcmp(database, "sqlite") == 0) {
+        if (nodes_arg != NULL && strcmp(nodes_arg, "1") != 0) {
+            fprintf(stderr,
+                    "saga-bench: --nodes %s: sagad on SQLite is one node; several "
+                    "need --database postgresql\n",
+                    nodes_arg);
+            return -1;
+        }
+        if (takeover) {
+            fprintf(stderr, "saga-bench: --takeover needs --database postgresql\n");
+            return -1;
+        }
+        return 0;
+    }
+    if (strcmp(database, "postgresql") != 0) {
+        fprintf(stderr, "saga-bench: --database '%s': want sqlite or postgresql\n", database);
+        return -1;
+    }
+    if (g_lease_ms < 100) {
+        fprintf(stderr, "saga-bench: --lease-ms wants milliseconds >= 100\n");
+        return -1;
+    }
+    const char *p = nodes_arg ? nodes_arg : (takeover ? "3" : "1,2,3");
+    while (*p) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > MAX_NODES || (*end != ',' && *end != 0) ||
+            *n_counts == MAX_NODES) {
+            fprintf(stderr,
+                    "saga-bench: --nodes '%s': want node counts 1..%d separated by commas, "
+                    "e.g. 1,2,3\n",
+                    nodes_arg, MAX_NODES);
+            return -1;
+        }
+        nodes[(*n_counts)++] = (int)v;
+        if ((int)v > g_point_nodes)
+            g_point_nodes = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
 static void usage(void)
 {
     fprintf(stderr,
@@ -1979,6 +2412,7 @@ static void usage(void)
             "                  [--growth-from DIR] [--memory N]\n"
             "                  [--perf FILE] [--point KIND:N] [--repeat N] [--peers]\n"
             "                  [--keep] [--tmp DIR]\n"
+            "                  [--database sqlite|postgresql] [--nodes LIST] [--takeover]\n"
             "  --quick        short runs and small sizes: finishes in under a minute\n"
             "  --secs S       measured seconds per throughput point (default 5; quick 1)\n"
             "  --growth N     finished sagas in the grown databases (default 1000000; quick\n"
@@ -2006,22 +2440,15 @@ static void usage(void)
             "  --peers        Restate and DBOS beside our durable cluster (bench/peers/):\n"
             "                 installs their npm packages and PostgreSQL 15 when missing\n"
             "  --keep         keep the temp directory (databases, logs)\n"
-            "  --tmp DIR      where to make the temp directory (default /tmp)\n");
-}
-
-/* Removes the temp directory unless --keep. */
-static void remove_tmp(void)
-{
-    if (!g_keep) {
-        char *rm[] = {"/bin/rm", "-rf", g_tmp, NULL};
-        int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
-        pid_t p = spawn(rm, devnull);
-        waitpid(p, NULL, 0);
-        forget_proc(p);
-        close(devnull);
-    } else {
-        note("files kept in %s", g_tmp);
-    }
+            "  --tmp DIR      where to make the temp directory (default /tmp)\n"
+            "  --database sqlite|postgresql  where sagad keeps its state (default sqlite);\n"
+            "                 postgresql: a private durable server, and figure 8 (each node\n"
+            "                 count of --nodes beside SQLite) instead of the full run\n"
+            "  --nodes LIST   sagad nodes on PostgreSQL, e.g. 3 or 1,2,3 (the default);\n"
+            "                 --point and --takeover use the largest\n"
+            "  --takeover     with postgresql: 5,000 sagas in flight, SIGKILL of one node,\n"
+            "                 time until all are final against the same run without a kill\n"
+            "  --lease-ms MS  the nodes' lease_ms (default 2000)\n");
 }
 
 static void on_exit_kill(void)
@@ -2089,6 +2516,8 @@ static int run_point(const char *spec, double warm, double secs)
     }
     cluster c;
     cluster_init(&c, kind, durable, strcmp(kind, "nobarrier") == 0);
+    if (g_point_nodes > 0 && !direct)
+        cluster_use_pg(&c, g_point_nodes);
     cluster_start(&c);
     run_result r = direct ? run_direct(&c, conc, warm, secs) : run_closed(&c, conc, warm, secs, 0);
     printf("%s at %d in flight: %.0f sagas/s over %.1f s; p50 %.2f ms p99 %.2f ms\n", kind, conc,
@@ -2096,7 +2525,12 @@ static int run_point(const char *spec, double warm, double secs)
     printf("  per saga: cpu %.3f ms sagad + %.3f ms services; context switches %.1f sagad + "
            "%.1f services\n",
            r.cpu_sagad, r.cpu_svcs, r.csw_sagad, r.csw_svcs);
+    if (c.pg_url != NULL)
+        printf("  PostgreSQL, %d node%s: %.3f ms of server cpu per saga\n", c.n_nodes,
+               c.n_nodes > 1 ? "s" : "", r.cpu_pg);
     cluster_stop(&c);
+    cluster_free_pg(&c);
+    pg_server_stop();
     return r.bad == 0 ? 0 : 1;
 }
 
@@ -2150,6 +2584,8 @@ int main(int argc, char **argv)
     const char *perf = NULL, *tmpbase = "/tmp", *growth_from = NULL, *point = NULL;
     double retention_s = 0;
     int parallel = 0, repeat = 1, peers = 0;
+    const char *database = "sqlite", *nodes_arg = NULL;
+    int takeover = 0, nodes[MAX_NODES], n_counts = 0;
     /* The databases, logs and reports it writes are this user's only, like
      * those of the programs it runs (docs/SECURITY.md, "Private files"). */
     umask(077);
@@ -2198,11 +2634,21 @@ int main(int argc, char **argv)
             g_keep = 1;
         else if (strcmp(a, "--tmp") == 0 && i + 1 < argc)
             tmpbase = argv[++i];
+        else if (strcmp(a, "--database") == 0 && i + 1 < argc)
+            database = argv[++i];
+        else if (strcmp(a, "--nodes") == 0 && i + 1 < argc)
+            nodes_arg = argv[++i];
+        else if (strcmp(a, "--takeover") == 0)
+            takeover = 1;
+        else if (strcmp(a, "--lease-ms") == 0 && i + 1 < argc)
+            g_lease_ms = atoi(argv[++i]);
         else {
             usage();
             return a[0] == '-' && a[1] == 'h' ? 0 : 2;
         }
     }
+    if (parse_backend(database, nodes_arg, takeover, nodes, &n_counts) != 0)
+        return 2;
     if (secs <= 0)
         secs = quick ? 0.7 : 5.0;
     double warm = quick ? 0.2 : 1.0;
@@ -2246,17 +2692,19 @@ int main(int argc, char **argv)
     double rec_base = 0, rec_after = 0, rec_first = 0, rec_total = 0, rec_kill_at = 0;
     uint64_t rec_in_flight = 0;
     if (point != NULL)
-        return run_point(point, quick ? 0.2 : 1.0, secs);
+        return finish_run(run_point(point, quick ? 0.2 : 1.0, secs));
     if (parallel)
-        return run_parallel_compare(warm, secs);
+        return finish_run(run_parallel_compare(warm, secs));
     if (retention_s > 0)
-        return run_retention(retention_s);
+        return finish_run(run_retention(retention_s));
+    if (takeover)
+        return finish_run(run_takeover(g_point_nodes, quick ? 1000 : 5000, quick ? 2000 : 4000));
+    if (n_counts > 0)
+        return finish_run(run_nodes(nodes, n_counts, warm, secs));
     if (peers) {
         /* At 256 in flight a peer's saga takes seconds: the warm-up must
          * outlast a few of them before the window opens. */
-        int rc = run_peers(quick ? warm : 3.0, secs, repeat);
-        remove_tmp();
-        return rc;
+        return finish_run(run_peers(quick ? warm : 3.0, secs, repeat));
     }
     if (recovery_only)
         goto recovery;
@@ -2586,6 +3034,5 @@ table_growth:
 table_end:
     out("total time %.0f s\n", (double)(now_ns() - t_all) / 1e9);
     fwrite(g_out.text, 1, g_out.len, stdout);
-    remove_tmp();
-    return 0;
+    return finish_run(0);
 }
