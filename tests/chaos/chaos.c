@@ -118,8 +118,8 @@ typedef Saga__V1__AdminReply AdminReply;
 #define TICK_MS         20
 #define MAX_NODES       5    /* --nodes */
 #define NODE_LEASE_MS   2000 /* sagad's lease_ms on PostgreSQL: takeovers come quickly */
-#define HISTORY_SHOWN   3  /* sagas whose history a failing invariant prints */
-#define IDS_SHOWN       10 /* offending ids printed per invariant */
+#define HISTORY_SHOWN   3    /* sagas whose history a failing invariant prints */
+#define IDS_SHOWN       10   /* offending ids printed per invariant */
 
 /* ---- Options ------------------------------------------------------------ */
 
@@ -1992,11 +1992,30 @@ static void record_node_death(cluster *c, const proc *p, int restart_ms)
 /* The next planned event on PostgreSQL: SIGSTOP (resumed by the supervisor)
  * or SIGKILL (restarted after a random delay: the first kill of a node
  * waits longer than the lease, so that another node must claim its sagas). */
+/* Nodes other than p that run and are not paused: those that can claim p's
+ * sagas once its lease expires. */
+static int nodes_serving_besides(cluster *c, const proc *p)
+{
+    int n = 0;
+    for (int i = 0; i < c->n_nodes; i++) {
+        const proc *q = cluster_node(c, i);
+        n += q != p && q->pid > 0 && q->resume_at == 0;
+    }
+    return n;
+}
+
 static void perform_planned(cluster *c, const planned_kill *k, run_result *res, util_prng *rng)
 {
     proc *p = planned_target(c, k);
     if (p == NULL || p->pid <= 0)
         return;
+    /* A node is killed or paused only while another one serves: the check
+     * "takeover seen" needs a node to take its sagas over. (A lone node is
+     * killed regardless: its later life takes over.) */
+    if (k->svc < 0 && c->n_nodes > 1 && nodes_serving_besides(c, p) == 0)
+        return;
+    if (k->svc < 0 && k->pause_ms > 0 && nodes_serving_besides(c, p) < c->n_nodes - 1)
+        return; /* pause a node only while every other one serves */
     if (k->pause_ms > 0) {
         if (p->resume_at > 0)
             return; /* already paused */
