@@ -121,7 +121,13 @@ static int ck_exchange(const ck_ctx *c, const void *msg, size_t len, uint8_t **r
         }
         nng_free(buf, n);
     }
-    nng_close(s);
+    /* A request left unanswered (a participant that dropped the connection,
+     * as it may for an oversized message) can make nng 1.5.2's REQ socket
+     * hang in nng_close while it resends (nng issue #648; sagactl's
+     * client_close says the same): such a socket is left open, and the
+     * process's exit releases it. */
+    if (rv == 0)
+        nng_close(s);
     return rv;
 }
 
@@ -333,7 +339,8 @@ static void *ck_copy_run(void *arg)
             nanosleep(&(struct timespec){0, CK_RETRY_MS * 1000000L}, NULL);
         }
     }
-    nng_close(s);
+    if (rv == 0) /* unanswered: left open, as in ck_exchange */
+        nng_close(s);
     return NULL;
 }
 
