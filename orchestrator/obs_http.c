@@ -121,7 +121,9 @@ static void get_healthz(void *arg, const char *path, const char *query, httpd_re
         return;
     }
     res->status = 503;
-    set_json(res, json_pack("{s:s, s:s}", "status", "unavailable", "reason", why));
+    /* ju_str: the store's error text may hold bytes that are not UTF-8 (a file name). */
+    json_t *doc = json_pack("{s:s, s:o}", "status", "unavailable", "reason", ju_str(why));
+    set_json(res, doc);
 }
 
 /* ---- /api/sagas: the admin API's reads, as saga_json documents ------------------------ */
