@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <pthread.h>
+#include <sqlite3.h>
 
 #include "obs_fixture.h"
 #include "util.h"
@@ -621,6 +623,35 @@ static int setup_order_svc_retrying(void **state)
     return ofx_start_sagad(f, NULL);
 }
 
+typedef struct {
+    ofx *f;
+    int code;
+} bg_order;
+
+static void *bg_order_main(void *arg)
+{
+    bg_order *b = arg;
+    char id[37];
+    b->code = ofx_start_order(b->f, "g-locked", "alice", "WIDGET-1", "1", "1000", "paris", id, NULL,
+                              NULL);
+    return NULL;
+}
+
+/* GETs /healthz without a token until it answers want (up to 30 s); the last answer. */
+static void wait_healthz(int port, int want, obs_response *r)
+{
+    for (int64_t end = util_mono_ms() + 30000;;) {
+        assert_int_equal(obs_get(port, "/healthz", NULL, "", 5000, r), 0);
+        if (r->status == want || util_mono_ms() > end)
+            break;
+        obs_response_free(r);
+        usleep(100 * 1000);
+    }
+    if (r->status != want)
+        print_message("/healthz: %d %s\n", r->status, r->body);
+    assert_int_equal(r->status, want);
+}
+
 /* A FAILED saga, then a COMPLETED one once order-svc answers; saga_sagas counts them from the
  * store, so the FAILED one is still there after sagad restarts, when every in-memory counter is 0.
  */
@@ -697,6 +728,40 @@ static void test_store_gauges_and_healthz(void **state)
     assert_int_equal((int)obs_metric(m, "saga_sagas" STATE("COMPLETED")), 1);
     assert_true(obs_metric(m, "saga_oldest_age_seconds" STATE("FAILED")) >= 1);
     free(m);
+
+    /* SQLite: another process holds the write lock past the engine's busy
+     * timeout (5 s): commits are retried, /healthz says 503 and why, then 200
+     * once the lock goes. */
+    if (ofx_on_postgresql())
+        return;
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->sagad.db, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    assert_int_equal(sqlite3_exec(db, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
+    f->ctl_timeout_ms = 60000;
+    bg_order b = {.f = f, .code = -1};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, bg_order_main, &b), 0);
+    obs_response r503 = {0};
+    for (int64_t end = util_mono_ms() + 30000; util_mono_ms() < end;) {
+        obs_response_free(&r503);
+        if (obs_get(port, "/healthz", NULL, "", 5000, &r503) != 0 || r503.status == 503)
+            break;
+        usleep(100 * 1000);
+    }
+    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL); /* releases the lock, whatever was seen */
+    sqlite3_close(db);
+    pthread_join(t, NULL);
+    assert_int_equal(b.code, 0);
+    assert_int_equal(r503.status, 503);
+    json_t *doc = tj_parse(r503.body);
+    assert_non_null(doc);
+    OFX_ASSERT_STR(tj_str(doc, "status"), "unavailable");
+    assert_non_null(strstr(tj_str(doc, "reason"), "store is unavailable"));
+    json_decref(doc);
+    obs_response_free(&r503);
+    wait_healthz(port, 200, &r);
+    obs_response_free(&r);
 }
 
 int main(void)
