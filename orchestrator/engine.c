@@ -1633,6 +1633,20 @@ int engine_run_start(engine *e, char *err, size_t errlen)
     return 0;
 }
 
+int engine_health(engine *e, char *why, size_t whylen)
+{
+    int sick = 1;
+    nng_mtx_lock(e->mtx);
+    if (e->stopping)
+        snprintf(why, whylen, "sagad is stopping");
+    else if (atomic_load(&e->store_unavailable))
+        snprintf(why, whylen, "the store is unavailable: %s", e->store_unavailable_why);
+    else
+        sick = 0;
+    nng_mtx_unlock(e->mtx);
+    return sick;
+}
+
 void engine_stop(engine *e)
 {
     if (e == NULL || e->thread == NULL)

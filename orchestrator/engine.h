@@ -106,6 +106,9 @@ void engine_reload(engine *e, engine_done_fn done, void *arg);
 /* The definitions (catalog.h): lives as long as the engine. */
 struct catalog *engine_catalog(engine *e);
 void engine_get_counters(engine *e, engine_counters *out);
+/* Any thread: 0 while the engine takes commands; otherwise 1 with the reason
+ * in why (sagad is stopping, or the store refuses commits: the BUSY case). */
+int engine_health(engine *e, char *why, size_t whylen);
 /* The engine's Prometheus metrics (orch_metrics.h): the engine thread updates
  * them, any thread may render them. Lives as long as the engine. */
 struct orch_metrics *engine_metrics(engine *e);

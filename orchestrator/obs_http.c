@@ -48,6 +48,39 @@ static void set_error(httpd_response *res, int status, const char *msg)
 
 /* ---- /metrics ----------------------------------------------------------------------- */
 
+/* The gauges read from the store at scrape time: they survive restarts (the
+ * FAILED backlog an operator must clear) and count every node's sagas when
+ * the store is shared. When the store cannot answer they are left out (a
+ * warning is logged) rather than reported as 0, so that an alert on them
+ * cannot be silenced by an unreadable store (docs/OBSERVABILITY.md). */
+static void store_gauges(obs_http *o, strbuf *sb)
+{
+    uint64_t counts[6];
+    int64_t oldest[2];
+    static const int aged[2] = {SAGA_RUNNING, SAGA_FAILED};
+    if (store_count_by_state(o->st, counts) != 0 ||
+        store_oldest_created(o->st, aged[0], &oldest[0]) != 0 ||
+        store_oldest_created(o->st, aged[1], &oldest[1]) != 0) {
+        log_warn("/metrics: saga_sagas and saga_oldest_age_seconds left out: %s",
+                 store_errmsg(o->st));
+        return;
+    }
+    char labels[64];
+    mt_header(sb, "saga_sagas", "gauge", "Sagas in the store, by state (read at scrape time).");
+    for (int state = SAGA_RUNNING; state <= SAGA_FAILED; state++) {
+        snprintf(labels, sizeof labels, "state=\"%s\"", saga_state_name(state));
+        mt_sample(sb, "saga_sagas", labels, counts[state]);
+    }
+    mt_header(sb, "saga_oldest_age_seconds", "gauge",
+              "Age (now - created) of the oldest saga in the state; 0 when there is none.");
+    int64_t now = util_wall_ms();
+    for (int i = 0; i < 2; i++) {
+        int64_t age_ms = oldest[i] > 0 && now > oldest[i] ? now - oldest[i] : 0;
+        snprintf(labels, sizeof labels, "state=\"%s\"", saga_state_name(aged[i]));
+        mt_sample(sb, "saga_oldest_age_seconds", labels, (uint64_t)(age_ms / 1000));
+    }
+}
+
 static void get_metrics(void *arg, const char *path, const char *query, httpd_response *res)
 {
     obs_http *o = arg;
@@ -61,8 +94,36 @@ static void get_metrics(void *arg, const char *path, const char *query, httpd_re
     mt_sample(&sb, "saga_late_replies_total", NULL, c.late_completions);
     mt_header(&sb, "saga_process_info", "gauge", "Always 1; the label says which program.");
     mt_sample(&sb, "saga_process_info", "program=\"sagad\"", 1);
+    mt_header(&sb, "saga_build_info", "gauge", "Always 1; the label says which version runs.");
+    mt_sample(&sb, "saga_build_info", "version=\"" SAGA_VERSION "\"", 1);
+    store_gauges(o, &sb);
     res->content_type = MT_CONTENT_TYPE;
     res->body = sb_take(&sb, &res->len);
+}
+
+/* ---- /healthz ------------------------------------------------------------------------ */
+
+/* For load balancers' and supervisors' probes, so served without the token:
+ * the answer says only "ok" or why not (stopping, store unavailable), nothing
+ * about any saga. The store read is the same one /metrics makes. */
+static void get_healthz(void *arg, const char *path, const char *query, httpd_response *res)
+{
+    obs_http *o = arg;
+    char why[512];
+    uint64_t counts[6];
+    int sick = engine_health(o->eng, why, sizeof why);
+    if (!sick && store_count_by_state(o->st, counts) != 0) {
+        snprintf(why, sizeof why, "the store cannot be read: %s", store_errmsg(o->st));
+        sick = 1;
+    }
+    if (!sick) {
+        set_json(res, json_pack("{s:s}", "status", "ok"));
+        return;
+    }
+    res->status = 503;
+    /* ju_str: the store's error text may hold bytes that are not UTF-8 (a file name). */
+    json_t *doc = json_pack("{s:s, s:o}", "status", "unavailable", "reason", ju_str(why));
+    set_json(res, doc);
 }
 
 /* ---- /api/sagas: the admin API's reads, as saga_json documents ------------------------ */
@@ -253,7 +314,8 @@ obs_http *obs_http_start(const orch_config *cfg, engine *e, char *err, size_t er
         goto fail;
     int rc = httpd_route(o->server, "/metrics", 0, 1, get_metrics, o) |
              httpd_route(o->server, "/api/sagas", 1, 1, get_api_sagas, o) |
-             httpd_route(o->server, "/api", 1, 1, get_api_unknown, o);
+             httpd_route(o->server, "/api", 1, 1, get_api_unknown, o) |
+             httpd_route(o->server, "/healthz", 0, 0, get_healthz, o);
     for (size_t i = 0; i < web_assets_count; i++) {
         const web_asset *a = &web_assets[i];
         char path[128];
@@ -266,7 +328,8 @@ obs_http *obs_http_start(const orch_config *cfg, engine *e, char *err, size_t er
     }
     if (httpd_start(o->server, err, errlen) != 0)
         goto fail;
-    log_info("metrics, JSON API and dashboard on %s (port %d); /metrics and /api need the token",
+    log_info("metrics, JSON API and dashboard on %s (port %d); /metrics and /api need the token "
+             "(/healthz does not)",
              cfg->http_url, httpd_port(o->server));
     return o;
 fail:

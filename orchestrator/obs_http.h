@@ -2,7 +2,13 @@
  * obs_http — sagad's HTTP listener for people and monitoring systems
  * (docs/OBSERVABILITY.md), on cfg->http_url, off when it is unset:
  *
- *   GET /metrics                    Prometheus text format (orch_metrics.h)
+ *   GET /metrics                    Prometheus text format (orch_metrics.h),
+ *                                   plus saga_sagas{state} and
+ *                                   saga_oldest_age_seconds{state} read from
+ *                                   the store at each scrape
+ *   GET /healthz                    {"status":"ok"} (200) or {"status":
+ *                                   "unavailable","reason":...} (503); no token:
+ *                                   it names no saga
  *   GET /api/sagas?state=&type=&limit=&after=
  *                                   saga summaries, newest first, and the
  *                                   count of sagas in each state (as sagactl list)
@@ -21,10 +27,12 @@
  *
  * Everything is read-only: the API answers from its own read-only store
  * handle (SQLite WAL lets it read while the engine writes), used by one
- * request at a time (httpd runs route functions one at a time); metrics are read from the engine's
- * atomics. Security follows the admin API (common/httpd.h): loopback-only
+ * request at a time (httpd runs route functions one at a time); metrics are
+ * read from the engine's atomics and, for the per-state gauges, from that
+ * handle. Security follows the admin API (common/httpd.h): loopback-only
  * unless https:// with a certificate and the admin token, and with an admin
- * token configured, /metrics and /api/ require "Authorization: Bearer TOKEN".
+ * token configured, /metrics and /api/ require "Authorization: Bearer TOKEN"
+ * (/healthz does not).
  *
  * sagad's main starts it after the engine (which creates the database) and
  * stops it before the engine.

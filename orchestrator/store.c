@@ -107,6 +107,11 @@ int store_count_by_state(store *st, uint64_t counts[6])
     return st->be->count_by_state(st, counts);
 }
 
+int store_oldest_created(store *st, int state, int64_t *ms)
+{
+    return st->be->oldest_created(st, state, ms);
+}
+
 int store_definition_version(store *st, const char *type, const char *hash, uint32_t *version)
 {
     return st->be->definition_version(st, type, hash, version);

@@ -124,6 +124,9 @@ int store_history(store *st, const char *saga_id, int (*fn)(const store_event *e
                   void *arg);
 /* counts[state] for states 1..5 (index 0 unused). */
 int store_count_by_state(store *st, uint64_t counts[6]);
+/* *ms = the smallest created_at_ms of the sagas in state (1..5), 0 when there
+ * is none: the age of the oldest stuck saga without walking them all. */
+int store_oldest_created(store *st, int state, int64_t *ms);
 
 /*
  * Definition versions (table saga_definitions: each version of each saga

@@ -37,6 +37,7 @@ struct store_backend {
     int (*history)(store *st, const char *saga_id, int (*fn)(const store_event *ev, void *arg),
                    void *arg);
     int (*count_by_state)(store *st, uint64_t counts[6]);
+    int (*oldest_created)(store *st, int state, int64_t *ms);
     int (*definition_version)(store *st, const char *type, const char *hash, uint32_t *version);
     int (*definition_max)(store *st, const char *type, uint32_t *version);
     int (*definition_add)(store *st, const store_definition *d);

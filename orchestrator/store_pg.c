@@ -200,6 +200,7 @@ enum pg_stmt {
     P_CLIENT_KEY,
     P_HISTORY,
     P_COUNT,
+    P_OLDEST_CREATED,
     P_DEF_BY_HASH,
     P_DEF_MAX,
     P_DEF_GET,
@@ -265,6 +266,7 @@ static const char *const pg_sql[N_PG_STMTS] = {
     [P_HISTORY] = "SELECT seq, at_ms, kind, step, phase, attempt, outcome, replayed, detail "
                   "FROM saga_history WHERE saga_id = $1 ORDER BY seq",
     [P_COUNT] = "SELECT state, count(*) FROM sagas GROUP BY state",
+    [P_OLDEST_CREATED] = "SELECT coalesce(min(created_at_ms), 0) FROM sagas WHERE state = $1",
     [P_DEF_BY_HASH] = "SELECT version FROM saga_definitions WHERE type = $1 AND hash = $2",
     [P_DEF_MAX] = "SELECT coalesce(max(version), 0) FROM saga_definitions WHERE type = $1",
     [P_DEF_GET] = "SELECT type, version, hash, text, loaded_at_ms FROM saga_definitions "
@@ -1391,6 +1393,19 @@ static int pg_count_by_state(store *base, uint64_t counts[6])
     return 0;
 }
 
+static int pg_oldest_created(store *base, int state, int64_t *ms)
+{
+    pg_store *st = (pg_store *)base;
+    params p = {0};
+    p_int(&p, state);
+    PGresult *res = read_query(st, P_OLDEST_CREATED, &p, "find the oldest saga", NULL);
+    if (res == NULL)
+        return -1;
+    *ms = PQntuples(res) == 1 ? val_int(res, 0, 0) : 0;
+    PQclear(res);
+    return 0;
+}
+
 /* ---- Definition versions ------------------------------------------------------ */
 
 /* Nodes starting together register their definitions one after the other:
@@ -1792,6 +1807,7 @@ const store_backend store_pg_backend = {
     .list = pg_list,
     .history = pg_history,
     .count_by_state = pg_count_by_state,
+    .oldest_created = pg_oldest_created,
     .definition_version = pg_definition_version,
     .definition_max = pg_definition_max,
     .definition_add = pg_definition_add,

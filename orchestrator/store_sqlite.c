@@ -254,6 +254,7 @@ enum stmt_id {
     Q_LIST_STATE_TYPE,
     Q_HISTORY,
     Q_COUNT,
+    Q_OLDEST_CREATED,
     Q_DEF_BY_HASH,
     Q_DEF_MAX,
     Q_DEF_GET,
@@ -307,6 +308,7 @@ static const char *const stmt_sql[N_STMTS] = {
     [Q_HISTORY] = "SELECT seq, at_ms, kind, step, phase, attempt, outcome, replayed, detail "
                   "FROM saga_history WHERE saga_id = ?1 ORDER BY seq",
     [Q_COUNT] = "SELECT state, count(*) FROM sagas GROUP BY state",
+    [Q_OLDEST_CREATED] = "SELECT coalesce(min(created_at_ms), 0) FROM sagas WHERE state = ?1",
     [Q_DEF_BY_HASH] = "SELECT version FROM saga_definitions WHERE type = ?1 AND hash = ?2",
     [Q_DEF_MAX] = "SELECT max(version) FROM saga_definitions WHERE type = ?1",
     [Q_DEF_GET] = "SELECT type, version, hash, text, loaded_at_ms FROM saga_definitions "
@@ -1231,6 +1233,21 @@ static int sq_count_by_state(store *base, uint64_t counts[6])
     return rc;
 }
 
+static int sq_oldest_created(store *base, int state, int64_t *ms)
+{
+    sq_store *st = (sq_store *)base;
+    sqlite3_stmt *q = st->stmt[Q_OLDEST_CREATED];
+    int rc = -1;
+    if (sqlite3_bind_int(q, 1, state) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW) {
+        *ms = sqlite3_column_int64(q, 0);
+        rc = 0;
+    } else {
+        rc = db_fail(st, "find the oldest saga", NULL);
+    }
+    finish(q);
+    return rc;
+}
+
 /* ---- Definition versions ------------------------------------------------------ */
 
 static int sq_definition_version(store *base, const char *type, const char *hash, uint32_t *version)
@@ -1523,6 +1540,7 @@ const store_backend store_sqlite_backend = {
     .list = sq_list,
     .history = sq_history,
     .count_by_state = sq_count_by_state,
+    .oldest_created = sq_oldest_created,
     .definition_version = sq_definition_version,
     .definition_max = sq_definition_max,
     .definition_add = sq_definition_add,

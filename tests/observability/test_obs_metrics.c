@@ -12,6 +12,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
+#include <pthread.h>
+#include <sqlite3.h>
 
 #include "obs_fixture.h"
 #include "util.h"
@@ -593,6 +596,174 @@ static void test_participant_metrics(void **state)
     free(dir);
 }
 
+/* ---- The store's gauges and /healthz ------------------------------------------------- */
+
+#define STATE(st) "{state=\"" st "\"}"
+
+/* order-svc answers every request RETRY (--faults retry=1) and sagad gives
+ * up after 3 attempts: an order becomes FAILED at once (neither create nor
+ * its cancel ever succeeds). No step can time out on a loaded machine. */
+static int setup_order_svc_retrying(void **state)
+{
+    ofx *f = calloc(1, sizeof *f);
+    ofx_opts o = {.timeout_ms = 10000,
+                  .action_attempts = 3,
+                  .comp_attempts = 3,
+                  .initial_backoff_ms = 20,
+                  .max_backoff_ms = 50};
+    *state = f;
+    if (f == NULL || ofx_init(f, &o) != 0)
+        return -1;
+    http_port = obs_free_port();
+    if (obs_enable_http(f, http_port) != 0)
+        return -1;
+    for (int i = 0; i < OFX_N_SVC; i++)
+        if (ofx_start_svc(f, i, i == SVC_ORDER ? "retry=1" : NULL) != 0)
+            return -1;
+    return ofx_start_sagad(f, NULL);
+}
+
+typedef struct {
+    ofx *f;
+    int code;
+} bg_order;
+
+static void *bg_order_main(void *arg)
+{
+    bg_order *b = arg;
+    char id[37];
+    b->code = ofx_start_order(b->f, "g-locked", "alice", "WIDGET-1", "1", "1000", "paris", id, NULL,
+                              NULL);
+    return NULL;
+}
+
+/* GETs /healthz without a token until it answers want (up to 30 s); the last answer. */
+static void wait_healthz(int port, int want, obs_response *r)
+{
+    for (int64_t end = util_mono_ms() + 30000;;) {
+        assert_int_equal(obs_get(port, "/healthz", NULL, "", 5000, r), 0);
+        if (r->status == want || util_mono_ms() > end)
+            break;
+        obs_response_free(r);
+        usleep(100 * 1000);
+    }
+    if (r->status != want)
+        print_message("/healthz: %d %s\n", r->status, r->body);
+    assert_int_equal(r->status, want);
+}
+
+/* A FAILED saga, then a COMPLETED one once order-svc answers; saga_sagas counts them from the
+ * store, so the FAILED one is still there after sagad restarts, when every in-memory counter is 0.
+ */
+static void test_store_gauges_and_healthz(void **state)
+{
+    ofx *f = *state;
+    int port = http_port;
+
+    /* Nothing yet: every state 0, no age. */
+    char *m = get_ok(port, "/metrics");
+    for (int i = 0; i < 5; i++) {
+        static const char *const names[5] = {STATE("RUNNING"), STATE("COMPENSATING"),
+                                             STATE("COMPLETED"), STATE("COMPENSATED"),
+                                             STATE("FAILED")};
+        char sample[64];
+        snprintf(sample, sizeof sample, "saga_sagas%s", names[i]);
+        assert_int_equal((int)obs_metric(m, sample), 0);
+    }
+    assert_int_equal((int)obs_metric(m, "saga_oldest_age_seconds" STATE("FAILED")), 0);
+    assert_int_equal((int)obs_metric(m, "saga_oldest_age_seconds" STATE("RUNNING")), 0);
+    assert_int_equal((int)obs_metric(m, "saga_build_info{version=\"" SAGA_VERSION "\"}"), 1);
+    assert_non_null(strstr(m, "# TYPE saga_sagas gauge\n"));
+    assert_non_null(strstr(m, "# TYPE saga_oldest_age_seconds gauge\n"));
+    free(m);
+
+    int64_t before_failed = util_wall_ms();
+    char failed_id[37], ok_id[37];
+    run_order(f, "g-fail", "alice", "1000", failed_id, "FAILED");
+    int64_t failed_seen = util_wall_ms();
+    assert_int_equal(ofx_stop_svc(f, SVC_ORDER), 0);
+    assert_int_equal(ofx_start_svc(f, SVC_ORDER, NULL), 0);
+    run_order(f, "g-ok", "alice", "1000", ok_id, "COMPLETED");
+    /* The FAILED saga is at least a second old (its age is in whole seconds). */
+    while (util_wall_ms() < failed_seen + 1100)
+        usleep(50 * 1000);
+
+    m = get_ok(port, "/metrics");
+    int64_t scraped = util_wall_ms();
+    assert_int_equal((int)obs_metric(m, "saga_sagas" STATE("COMPLETED")), 1);
+    assert_int_equal((int)obs_metric(m, "saga_sagas" STATE("FAILED")), 1);
+    assert_int_equal((int)obs_metric(m, "saga_sagas" STATE("RUNNING")), 0);
+    assert_int_equal((int)obs_metric(m, "saga_sagas" STATE("COMPENSATED")), 0);
+    assert_int_equal((int)obs_metric(m, "saga_sagas_failed_total" SAMPLE_TYPE), 1);
+    double age = obs_metric(m, "saga_oldest_age_seconds" STATE("FAILED"));
+    assert_true(age >= 1);
+    assert_true(age <= (double)(scraped - before_failed) / 1000 + 1);
+    assert_int_equal((int)obs_metric(m, "saga_oldest_age_seconds" STATE("RUNNING")), 0);
+    free(m);
+
+    /* /healthz: no token needed, and it says nothing but "ok". */
+    obs_response r;
+    assert_int_equal(obs_get(port, "/healthz", NULL, "", 5000, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.headers, "application/json"));
+    assert_string_equal(r.body, "{\"status\":\"ok\"}\n");
+    obs_response_free(&r);
+    /* A wrong token changes nothing there, and still opens nothing else. */
+    assert_int_equal(obs_get(port, "/healthz", NULL, "Authorization: Bearer wrong", 5000, &r), 0);
+    assert_int_equal(r.status, 200);
+    obs_response_free(&r);
+    assert_int_equal(obs_get(port, "/metrics", NULL, "", 5000, &r), 0);
+    assert_int_equal(r.status, 401);
+    obs_response_free(&r);
+    assert_int_equal(obs_get(port, "/healthz/../api/sagas", NULL, "", 5000, &r), 0);
+    assert_int_not_equal(r.status, 200);
+    obs_response_free(&r);
+
+    /* A restart: the counters start again from 0, the store's gauge does not. */
+    assert_int_equal(ofx_stop_sagad(f), 0);
+    assert_int_equal(ofx_start_sagad(f, NULL), 0);
+    m = get_ok(port, "/metrics");
+    assert_int_equal((int)obs_metric(m, "saga_sagas_failed_total" SAMPLE_TYPE), 0);
+    assert_int_equal((int)obs_metric(m, "saga_sagas" STATE("FAILED")), 1);
+    assert_int_equal((int)obs_metric(m, "saga_sagas" STATE("COMPLETED")), 1);
+    assert_true(obs_metric(m, "saga_oldest_age_seconds" STATE("FAILED")) >= 1);
+    free(m);
+
+    /* SQLite: another process holds the write lock past the engine's busy
+     * timeout (5 s): commits are retried, /healthz says 503 and why, then 200
+     * once the lock goes. */
+    if (ofx_on_postgresql())
+        return;
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->sagad.db, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    assert_int_equal(sqlite3_exec(db, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
+    f->ctl_timeout_ms = 60000;
+    bg_order b = {.f = f, .code = -1};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, bg_order_main, &b), 0);
+    obs_response r503 = {0};
+    for (int64_t end = util_mono_ms() + 30000; util_mono_ms() < end;) {
+        obs_response_free(&r503);
+        if (obs_get(port, "/healthz", NULL, "", 5000, &r503) != 0 || r503.status == 503)
+            break;
+        usleep(100 * 1000);
+    }
+    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL); /* releases the lock, whatever was seen */
+    sqlite3_close(db);
+    pthread_join(t, NULL);
+    assert_int_equal(b.code, 0);
+    assert_int_equal(r503.status, 503);
+    json_t *doc = tj_parse(r503.body);
+    assert_non_null(doc);
+    OFX_ASSERT_STR(tj_str(doc, "status"), "unavailable");
+    assert_non_null(strstr(tj_str(doc, "reason"), "store is unavailable"));
+    json_decref(doc);
+    obs_response_free(&r503);
+    wait_healthz(port, 200, &r);
+    obs_response_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -601,6 +772,8 @@ int main(void)
         cmocka_unit_test(test_read_only_token),
         cmocka_unit_test(test_participant_metrics),
         cmocka_unit_test(test_json_log_always_valid),
+        cmocka_unit_test_setup_teardown(test_store_gauges_and_healthz, setup_order_svc_retrying,
+                                        teardown_system),
     };
     return cmocka_run_group_tests_name("observability", tests, NULL, NULL);
 }

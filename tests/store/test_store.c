@@ -759,6 +759,46 @@ static void count_by_state(void **state)
     store_close(st);
 }
 
+/* The minimum created_at, not the first row stored: a saga may be stored
+ * after a newer one (another node, a clock step); read-only handles answer too. */
+static void oldest_created(void **state)
+{
+    char path[512];
+    new_db_path(path, sizeof path);
+    store *st = open_rw(path, 0);
+    int64_t ms = -1;
+    assert_int_equal(store_oldest_created(st, SAGA_FAILED, &ms), 0);
+    assert_int_equal(ms, 0);
+
+    static const struct {
+        int n, state;
+        int64_t created;
+    } rows[] = {{200, SAGA_FAILED, 5000},
+                {201, SAGA_FAILED, 3000},
+                {202, SAGA_RUNNING, 4000},
+                {203, SAGA_COMPLETED, 1000}};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        saga *s = new_saga(&defs[0], rows[i].n, NULL, rows[i].created);
+        s->state = rows[i].state;
+        save_one(st, s);
+        saga_free(s);
+    }
+    char err[256];
+    store *ro = store_open(path, 0, 1, err, sizeof err);
+    assert_non_null(ro);
+    store *handles[] = {st, ro};
+    for (int h = 0; h < 2; h++) {
+        assert_int_equal(store_oldest_created(handles[h], SAGA_FAILED, &ms), 0);
+        assert_int_equal(ms, 3000);
+        assert_int_equal(store_oldest_created(handles[h], SAGA_RUNNING, &ms), 0);
+        assert_int_equal(ms, 4000);
+        assert_int_equal(store_oldest_created(handles[h], SAGA_COMPENSATING, &ms), 0);
+        assert_int_equal(ms, 0);
+    }
+    store_close(ro);
+    store_close(st);
+}
+
 /* ---- Client keys ------------------------------------------------------------------ */
 
 static void client_keys(void **state)
@@ -1584,6 +1624,7 @@ int main(void)
         cmocka_unit_test(history_appends_in_order),
         cmocka_unit_test(list_filters_and_pages),
         cmocka_unit_test(count_by_state),
+        cmocka_unit_test(oldest_created),
         cmocka_unit_test(client_keys),
         cmocka_unit_test(load_unfinished_oldest_first),
         cmocka_unit_test(load_keeps_the_pinned_version),
