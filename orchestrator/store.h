@@ -234,14 +234,14 @@ int store_claim_saga(store *st, const char *saga_id);
  *       once, and by S1 at least once.
  */
 typedef struct {
-    char id[37];          /* the id of the saga it starts */
-    char *type;           /* the saga type, as asked */
-    char *client_key;     /* NULL: none */
-    kvmap input;          /* checked against the type when scheduled, and again when it fires */
-    int64_t start_at_ms;  /* wall clock: due then */
-    int64_t deadline_ms;  /* > 0: the start's own deadline, counted from when it fires */
+    char id[37];         /* the id of the saga it starts */
+    char *type;          /* the saga type, as asked */
+    char *client_key;    /* NULL: none */
+    kvmap input;         /* checked against the type when scheduled, and again when it fires */
+    int64_t start_at_ms; /* wall clock: due then */
+    int64_t deadline_ms; /* > 0: the start's own deadline, counted from when it fires */
     int64_t created_at_ms;
-    int64_t retry_at_ms;  /* not fired before this (it could not start: unknown type); 0 */
+    int64_t retry_at_ms; /* not fired before this (it could not start: unknown type); 0 */
 } store_schedule;
 /* Frees what s holds (not s itself); s is zeroed. */
 void store_schedule_clear(store_schedule *s);

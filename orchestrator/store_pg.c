@@ -638,8 +638,7 @@ static int migrate(pg_store *st)
             exec_simple(st, "ROLLBACK", "rollback");
             goto out;
         }
-        log_info("store: PostgreSQL schema upgraded from version %ld to %ld", version,
-                 version + 1);
+        log_info("store: PostgreSQL schema upgraded from version %ld to %ld", version, version + 1);
     }
     if (version != PG_SCHEMA_VERSION) {
         set_err(st, "database schema version %ld, this sagad knows %d", version, PG_SCHEMA_VERSION);
@@ -2033,14 +2032,13 @@ static int pg_schedule_cancel(store *base, const char *id)
     return n == 1 ? 0 : STORE_NOT_FOUND;
 }
 
-static int pg_schedule_get(store *base, const char *id, const char *client_key,
-                           store_schedule *out)
+static int pg_schedule_get(store *base, const char *id, const char *client_key, store_schedule *out)
 {
     pg_store *st = (pg_store *)base;
     params p = {0};
     p_text(&p, id != NULL ? id : client_key);
-    PGresult *res = read_query(st, id != NULL ? P_SCHED_BY_ID : P_SCHED_BY_KEY, &p,
-                               "read scheduled start", id);
+    PGresult *res =
+        read_query(st, id != NULL ? P_SCHED_BY_ID : P_SCHED_BY_KEY, &p, "read scheduled start", id);
     if (res == NULL)
         return -1;
     int rc = PQntuples(res) == 0 ? STORE_NOT_FOUND : read_schedule(st, res, 0, out);

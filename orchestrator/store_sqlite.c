@@ -1719,8 +1719,7 @@ static int sq_schedule_cancel(store *base, const char *id)
     return sq_commit(base) != 0 ? -1 : rc;
 }
 
-static int sq_schedule_get(store *base, const char *id, const char *client_key,
-                           store_schedule *out)
+static int sq_schedule_get(store *base, const char *id, const char *client_key, store_schedule *out)
 {
     sq_store *st = (sq_store *)base;
     sqlite3_stmt *q = st->stmt[id != NULL ? Q_SCHED_BY_ID : Q_SCHED_BY_KEY];
