@@ -385,13 +385,22 @@ static int check_start(const orch_config *cfg, catalog *defs, const Saga__V1__St
     if (m->deadline_s > ADMIN_MAX_DEADLINE_S)
         return bad(err, errlen, "deadline_s %u too large (at most %d, a year)", m->deadline_s,
                    ADMIN_MAX_DEADLINE_S);
+    /* A start time a little in the past is a clock apart or a slow client:
+     * it starts now. Further back, it is a mistake worth telling. */
+    int64_t now = util_wall_ms();
+    if (m->start_at_ms != 0 && m->start_at_ms < now - ADMIN_START_AT_PAST_MS)
+        return bad(err, errlen, "start_at_ms %lld is in the past (now is %lld)",
+                   (long long)m->start_at_ms, (long long)now);
+    if (m->start_at_ms > now + ADMIN_MAX_START_AHEAD_MS)
+        return bad(err, errlen, "start_at_ms %lld is more than %d days ahead",
+                   (long long)m->start_at_ms, (int)(ADMIN_MAX_START_AHEAD_MS / 86400000));
     return SAGA__V1__ADMIN_STATUS__ADMIN_OK;
 }
 
 static int check_list(const Saga__V1__ListSagas *m, char *err, size_t errlen)
 {
     const char *after = nz(m->after_id), *type = nz(m->type);
-    if ((int)m->state < 0 || (int)m->state > SAGA_FAILED)
+    if ((int)m->state < 0 || (int)m->state > SAGA__V1__SAGA_STATE__SAGA_SCHEDULED)
         return bad(err, errlen, "unknown saga state %d", (int)m->state);
     if (strlen(type) > ADMIN_MAX_TYPE || !is_text(type))
         return bad(err, errlen, "invalid saga type (at most %d bytes of UTF-8)", ADMIN_MAX_TYPE);
@@ -708,6 +717,31 @@ static int status_from_saga(arena *a, const saga *s, Saga__V1__SagaStatus *out)
     return 0;
 }
 
+/* The status of a start waiting for its time: no step has a state yet. */
+static void reply_scheduled(admin_ctx *c, const store_schedule *sc)
+{
+    arena a = {NULL};
+    AdminReply rep = SAGA__V1__ADMIN_REPLY__INIT;
+    Saga__V1__SagaStatus status = SAGA__V1__SAGA_STATUS__INIT;
+    rep.status = SAGA__V1__ADMIN_STATUS__ADMIN_OK;
+    status.saga_id = pb_str(sc->id);
+    status.type = pb_str(sc->type);
+    status.state = SAGA__V1__SAGA_STATE__SAGA_SCHEDULED;
+    status.client_key = pb_str(sc->client_key);
+    status.created_at_ms = sc->created_at_ms;
+    status.updated_at_ms = sc->created_at_ms;
+    status.start_at_ms = sc->start_at_ms;
+    status.n_input = sc->input.len;
+    if ((status.input = status_inputs(&a, &sc->input)) == NULL) {
+        reply_oom(c, "status");
+    } else {
+        rep.body_case = SAGA__V1__ADMIN_REPLY__BODY_SAGA;
+        rep.saga = &status;
+        actx_reply(c, &rep);
+    }
+    arena_free(&a);
+}
+
 static void read_status(admin_ctx *c, const char *id)
 {
     saga *s = NULL;
@@ -718,7 +752,15 @@ static void read_status(admin_ctx *c, const char *id)
 
     int rc = store_load_saga(c->srv->st, id, &s);
     if (rc == STORE_NOT_FOUND) {
-        actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_NOT_FOUND, "no saga %s", id);
+        store_schedule sc = {0};
+        rc = store_schedule_get(c->srv->st, id, NULL, &sc);
+        if (rc == 0)
+            reply_scheduled(c, &sc);
+        else if (rc == STORE_NOT_FOUND)
+            actx_reply_error(c, SAGA__V1__ADMIN_STATUS__ADMIN_NOT_FOUND, "no saga %s", id);
+        else
+            reply_store_error(c, "status");
+        store_schedule_clear(&sc);
         goto out;
     }
     if (rc != 0) {
@@ -914,6 +956,23 @@ static int list_collect(const store_summary *row, void *arg)
     return 0;
 }
 
+/* ListSagas with state SCHEDULED: the starts waiting, newest first. */
+static int list_collect_scheduled(const store_schedule *sc, void *arg)
+{
+    store_summary row = {sc->id,
+                         sc->type,
+                         SAGA__V1__SAGA_STATE__SAGA_SCHEDULED,
+                         sc->created_at_ms,
+                         sc->created_at_ms,
+                         NULL};
+    list_acc *l = arg;
+    size_t n = l->n;
+    int rc = list_collect(&row, arg);
+    if (rc == 0 && l->n > n)
+        l->rows[n]->start_at_ms = sc->start_at_ms;
+    return rc;
+}
+
 static void read_list(admin_ctx *c, const Saga__V1__ListSagas *m)
 {
     arena a = {NULL};
@@ -931,8 +990,14 @@ static void read_list(admin_ctx *c, const Saga__V1__ListSagas *m)
     }
     uint64_t counts[6] = {0};
     Saga__V1__StateCounts state_counts = SAGA__V1__STATE_COUNTS__INIT;
+    uint64_t scheduled = 0;
     int rc = store_count_by_state(c->srv->st, counts);
     if (rc == 0)
+        rc = store_schedule_count(c->srv->st, &scheduled);
+    if (rc == 0 && m->state == SAGA__V1__SAGA_STATE__SAGA_SCHEDULED)
+        rc = store_schedule_list(c->srv->st, nz(m->type), nz(m->after_id), limit,
+                                 list_collect_scheduled, &l);
+    else if (rc == 0)
         rc = store_list(c->srv->st, (int)m->state, nz(m->type), nz(m->after_id), limit,
                         list_collect, &l);
     if (l.oom) {
@@ -950,6 +1015,7 @@ static void read_list(admin_ctx *c, const Saga__V1__ListSagas *m)
     state_counts.completed = counts[SAGA_COMPLETED];
     state_counts.compensated = counts[SAGA_COMPENSATED];
     state_counts.failed = counts[SAGA_FAILED];
+    state_counts.scheduled = scheduled;
     list.counts = &state_counts;
     /* A full page may have a successor; a short one is the last. */
     list.next_after = pb_str(l.n == limit ? l.rows[l.n - 1]->saga_id : NULL);
@@ -1321,7 +1387,8 @@ static void handle_request(admin_ctx *c, nng_msg *msg)
     case SAGA__V1__ADMIN_REQUEST__BODY_START: {
         const char *key = nz(req->start->client_key);
         actx_to_engine(c);
-        engine_start_options opts = {.deadline_ms = (int64_t)req->start->deadline_s * 1000};
+        engine_start_options opts = {.deadline_ms = (int64_t)req->start->deadline_s * 1000,
+                                     .start_at_ms = req->start->start_at_ms};
         engine_start_saga_opts(srv->eng, k.def->name, *key ? key : NULL, &k.input, &opts,
                                on_engine_done, c);
         break; /* the engine copied the input */
@@ -1329,8 +1396,11 @@ static void handle_request(admin_ctx *c, nng_msg *msg)
     case SAGA__V1__ADMIN_REQUEST__BODY_ABORT: {
         const char *reason = nz(req->abort->reason);
         actx_to_engine(c);
-        engine_abort_saga(srv->eng, req->abort->saga_id, *reason ? reason : NULL, on_engine_done,
-                          c);
+        if (req->abort->scheduled_only)
+            engine_cancel_start(srv->eng, req->abort->saga_id, on_engine_done, c);
+        else
+            engine_abort_saga(srv->eng, req->abort->saga_id, *reason ? reason : NULL,
+                              on_engine_done, c);
         break;
     }
     case SAGA__V1__ADMIN_REQUEST__BODY_RESUME:

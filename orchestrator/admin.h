@@ -45,6 +45,11 @@
 #define ADMIN_HISTORY_MAX     1000 /* events in a history reply: the oldest after after_seq */
 #define ADMIN_SUMMARY_ERROR   256  /* bytes of last_error kept in a list row */
 
+/* StartSaga.start_at_ms: at most this far back (a clock apart: it starts
+ * now), and this far ahead (ten years). */
+#define ADMIN_START_AT_PAST_MS   (60 * 1000LL)
+#define ADMIN_MAX_START_AHEAD_MS (3660 * 86400 * 1000LL)
+
 typedef struct admin_server admin_server;
 
 /*

@@ -243,6 +243,17 @@ static void answer(engine *e, event *ev, int status, const char *error, const ch
     }
 }
 
+void eng_answer(engine *e, event *ev, int status, const char *error, const char *saga_id,
+                int existing)
+{
+    answer(e, ev, status, error, saga_id, existing);
+}
+
+saga_env eng_env(engine *e)
+{
+    return engine_env(e);
+}
+
 static int add_saga(engine *e, saga *s)
 {
     s->token = e->token_high;
@@ -254,6 +265,11 @@ static int add_saga(engine *e, saga *s)
     }
     e->in_flight = e->by_id.len;
     return 0;
+}
+
+int eng_add_saga(engine *e, saga *s)
+{
+    return add_saga(e, s);
 }
 
 /* Forgets s, added by add_saga and never scheduled, and frees it. */
@@ -308,6 +324,12 @@ static void handle_start(engine *e, event *ev, const saga_env *env)
             saga_free(loaded);
             return;
         }
+        if (eng_sched_twin(e, ev) != 0) /* a scheduled start holds the key */
+            return;
+    }
+    if (ev->start_at_ms > util_wall_ms()) {
+        eng_sched_add(e, ev, def);
+        return;
     }
     if (e->by_id.len >= e->cfg->max_in_flight) {
         snprintf(msg, sizeof msg, "%u sagas in flight, the configured limit; retry later",
@@ -399,6 +421,10 @@ static void handle_operator(engine *e, event *ev, const saga_env *env)
     char msg[400], why[350];
     int loaded_now;
     saga *s = find_or_load(e, ev, &status, &loaded_now, why, sizeof why);
+    /* No saga: aborting a start that has not fired yet cancels it. */
+    if (s == NULL && status == ENGINE_NOT_FOUND && ev->kind == EV_ABORT &&
+        eng_sched_cancel(e, ev, 1))
+        return;
     if (s == NULL) {
         if (status == ENGINE_NOT_FOUND)
             snprintf(msg, sizeof msg, "no saga %s", ev->saga_id);
@@ -593,6 +619,8 @@ static int write_round(engine *e)
 {
     if (store_begin(e->db) != 0)
         return -1;
+    if (eng_sched_write(e) != 0)
+        goto fail;
     for (size_t i = 0; i < e->dirty.len; i++)
         if (store_save_saga(e->db, e->dirty.items[i]) != 0)
             goto fail;
@@ -658,7 +686,7 @@ int eng_wait_unless_stopping(engine *e, int64_t ms)
  * still uncommitted: the caller must then act on nothing of it. */
 static int commit_round(engine *e)
 {
-    if (e->dirty.len == 0 && e->history.len == 0)
+    if (e->dirty.len == 0 && e->history.len == 0 && e->sched_adds.len == 0 && e->fires.len == 0)
         return 0;
     if (e->round_had_replies)
         crashpoint("engine.before_outcome_commit");
@@ -675,7 +703,8 @@ static int commit_round(engine *e)
     while ((rc = write_round(e)) != 0) {
         if (rc == STORE_REJECTED) { /* another node's rule: drop what broke it, write the rest */
             eng_on_rejected(e);
-            if (e->dirty.len == 0 && e->history.len == 0)
+            if (e->dirty.len == 0 && e->history.len == 0 && e->sched_adds.len == 0 &&
+                e->fires.len == 0)
                 break;
             continue;
         }
@@ -711,6 +740,7 @@ static int commit_round(engine *e)
     e->commits++;
     e->committed_sagas += e->dirty.len;
     om_on_commit(e->metrics, e->dirty.len);
+    eng_sched_committed(e);
     return 0;
 }
 
@@ -789,6 +819,7 @@ static void clear_round_changes(engine *e)
 static void abandon_round(engine *e)
 {
     clear_round_changes(e);
+    eng_sched_abandon(e);
     e->sends.len = 0;
     for (size_t i = 0; i < e->answers.len; i++) {
         pending_answer *a = &e->answers.items[i];
@@ -905,6 +936,9 @@ static int run_round(engine *e, event *events)
         case EV_RELOAD:
             handle_reload(e, ev);
             break;
+        case EV_CANCEL:
+            eng_sched_cancel(e, ev, 0);
+            break;
         }
         event_free(ev);
     }
@@ -963,7 +997,7 @@ static void engine_main(void *arg)
         nng_mtx_unlock(e->mtx);
         if (stop && events == NULL)
             break;
-        if (run_round(e, events) != 0)
+        if (run_round(e, events) != 0 || eng_sched_fire_due(e) != 0)
             break; /* stopped with the round not committed: nothing more may run */
         transport_maintain(e->net);
         alert_poll(e->alerts);
@@ -1177,6 +1211,9 @@ void engine_destroy(engine *e)
     free(e->sends.items);
     free(e->answers.items);
     free(e->history.items);
+    eng_sched_abandon(e);
+    free(e->sched_adds.items);
+    free(e->fires.items);
     store_close(e->db);
     catalog_free(e->defs);
     alert_destroy(e->alerts, 2000);
@@ -1236,8 +1273,10 @@ void engine_start_saga_opts(engine *e, const char *type, const char *client_key,
     event *ev = command(EV_START, done, arg);
     if (ev == NULL)
         return;
-    if (opts != NULL)
+    if (opts != NULL) {
         ev->deadline_ms = opts->deadline_ms;
+        ev->start_at_ms = opts->start_at_ms;
+    }
     ev->type = util_strdup(type);
     ev->client_key = client_key && *client_key ? util_strdup(client_key) : NULL;
     if (ev->type == NULL || (client_key && *client_key && ev->client_key == NULL) ||
@@ -1264,6 +1303,11 @@ void engine_abort_saga(engine *e, const char *saga_id, const char *reason, engin
                        void *arg)
 {
     operator_command(e, EV_ABORT, saga_id, reason, done, arg);
+}
+
+void engine_cancel_start(engine *e, const char *saga_id, engine_done_fn done, void *arg)
+{
+    operator_command(e, EV_CANCEL, saga_id, NULL, done, arg);
 }
 
 void engine_resume_saga(engine *e, const char *saga_id, engine_done_fn done, void *arg)

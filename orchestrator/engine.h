@@ -35,6 +35,17 @@
  *   engine.before_outcome_commit replies applied in memory, not committed
  *   engine.in_compensation       a compensation intent committed, not sent
  *   engine.after_answer          admin answers (started saga ids) handed out
+ *   engine.after_schedule_commit a scheduled start committed, not answered
+ *   engine.before_fire_commit    due starts fired in memory, not committed
+ *   engine.after_fire_commit     their sagas and the rows' deletes committed,
+ *                                nothing sent
+ *
+ * Scheduled starts (sagactl start --at / --in; engine_sched.c, store.h)
+ * are rows of their own until they fire: between rounds the engine reads
+ * (on several nodes: claims) the due ones, about every second, and starts
+ * each as a saga of the id it was promised, deleting the row in the same
+ * commit. One that comes due while sagad is down fires at the next start,
+ * however late ("saga_scheduled" in its history says how late).
  */
 #ifndef SAGA_ENGINE_H
 #define SAGA_ENGINE_H
@@ -91,12 +102,17 @@ void engine_start_saga(engine *e, const char *type, const char *client_key, cons
 typedef struct {
     int64_t deadline_ms; /* > 0: compensate if still RUNNING this long after the start;
                             0: the type's deadline_s */
+    int64_t start_at_ms; /* > 0 and in the future (wall clock): store the start and run it
+                            then (engine_sched.c); otherwise: now */
 } engine_start_options;
 /* engine_start_saga with options; opts NULL: none. */
 void engine_start_saga_opts(engine *e, const char *type, const char *client_key, const kvmap *input,
                             const engine_start_options *opts, engine_done_fn done, void *arg);
 void engine_abort_saga(engine *e, const char *saga_id, const char *reason, engine_done_fn done,
                        void *arg);
+/* Cancels a scheduled start that has not fired: ENGINE_NOT_FOUND when there
+ * is none, ENGINE_INVALID_STATE (naming its state) when its saga started. */
+void engine_cancel_start(engine *e, const char *saga_id, engine_done_fn done, void *arg);
 void engine_resume_saga(engine *e, const char *saga_id, engine_done_fn done, void *arg);
 /* Reads the saga files again (config_load_sagas) and, when every one is
  * valid, makes them the current definitions (catalog_install); done gets

@@ -30,7 +30,7 @@
 
 /* ---- Events --------------------------------------------------------------- */
 
-enum event_kind { EV_CALL_DONE, EV_START, EV_ABORT, EV_RESUME, EV_RELOAD };
+enum event_kind { EV_CALL_DONE, EV_START, EV_ABORT, EV_RESUME, EV_RELOAD, EV_CANCEL };
 
 typedef struct event {
     struct event *next;
@@ -40,7 +40,8 @@ typedef struct event {
     char *client_key;
     kvmap input;
     int64_t deadline_ms; /* EV_START: 0, the type's deadline_s */
-    char saga_id[40];    /* EV_ABORT, EV_RESUME */
+    int64_t start_at_ms; /* EV_START: > 0, a scheduled start (engine_sched.c) */
+    char saga_id[40];    /* EV_ABORT, EV_RESUME, EV_CANCEL */
     char *reason;
     engine_done_fn done;
     void *done_arg;
@@ -62,6 +63,12 @@ typedef struct {
     char saga_id[37];
     int existing;
 } pending_answer;
+
+/* A scheduled start fired in this round: its row is deleted with the
+ * saga's insert (store.h S1). */
+typedef struct {
+    char id[37];
+} pending_fire;
 
 typedef struct {
     char *saga_id;
@@ -117,6 +124,8 @@ struct engine {
     VEC(pending_send) sends;
     VEC(pending_answer) answers;
     VEC(pending_history) history;
+    VEC(store_schedule) sched_adds; /* scheduled starts to insert (engine_sched.c) */
+    VEC(pending_fire) fires;        /* scheduled starts whose saga the round inserts */
     int round_had_replies;
 
     /* The highest request token ever handed to the transport. A saga that
@@ -144,6 +153,8 @@ struct engine {
     int64_t lease_sure_until_ms; /* monotonic: the lease is surely held until then */
     int64_t next_renew_ms, next_claim_ms;
     int renew_failing; /* renewals failing for a storage error: logged once */
+
+    int64_t next_sched_poll_ms; /* monotonic: the next look for due scheduled starts */
 };
 
 /* ---- engine.c, for engine_nodes.c ---------------------------------------- */
@@ -164,6 +175,41 @@ int eng_recover_corrupt(const char *saga_id, const char *why, void *arg);
 
 /* Sleeps ms unless sagad is stopping: 1 when it is. */
 int eng_wait_unless_stopping(engine *e, int64_t ms);
+
+/* Queues the answer to a command, delivered once the round has committed. */
+void eng_answer(engine *e, event *ev, int status, const char *error, const char *saga_id,
+                int existing);
+/* Brings a new saga into memory (by_id, by_key): 0 or -1 (out of memory). */
+int eng_add_saga(engine *e, saga *s);
+saga_env eng_env(engine *e);
+
+/* ---- engine_sched.c: scheduled starts ------------------------------------- */
+
+/* EV_START with start_at_ms in the future, once the type and input passed
+ * and no saga holds the client key: the start is stored in this round and
+ * answered with the id its saga will have. */
+void eng_sched_add(engine *e, event *ev, const saga_def *def);
+/* A client key held by a scheduled start (stored, or in this round): 1 with
+ * the start answered (existing, or a conflict), 0 when none, -1 after an
+ * answer saying the store failed. */
+int eng_sched_twin(engine *e, event *ev);
+/* EV_CANCEL, and EV_ABORT of an id that names no saga: 1 when answered. */
+int eng_sched_cancel(engine *e, event *ev, int from_abort);
+/* Between rounds: fires the starts that are due (one round), unless the
+ * store is unavailable or memory full. 0, or -1 when the engine must stop. */
+int eng_sched_fire_due(engine *e);
+/* The round's scheduled-start writes, in store_begin .. store_commit:
+ * deletes of fired starts first (before their sagas' inserts), then new
+ * starts. */
+int eng_sched_write(engine *e);
+/* After the round committed (crash points), or was abandoned. */
+void eng_sched_committed(engine *e);
+void eng_sched_abandon(engine *e);
+/* The database refused the round for saga_id: 1 when that was one of the
+ * round's scheduled starts (dealt with: the caller writes the rest again). */
+int eng_sched_rejected(engine *e, enum store_rejection why, const char *saga_id);
+/* s leaves memory with its round's traces: a firing of it too. */
+void eng_sched_forget(engine *e, const char *saga_id);
 
 /* ---- engine_nodes.c -------------------------------------------------------- */
 

@@ -50,6 +50,7 @@ static void forget_saga(engine *e, saga *s)
     }
     e->history.len = j;
     eng_timer_cancel(e, s);
+    eng_sched_forget(e, s->id);
     saga_table_del(&e->by_id, s->id);
     if (s->client_key)
         saga_table_del(&e->by_key, s->client_key);
@@ -94,6 +95,7 @@ static void lease_lost(engine *e)
             forget_saga(e, s); /* deleting the slot walked is safe (saga_table.h) */
     }
     e->sends.len = 0;
+    eng_sched_abandon(e);
     refuse_answers(e, NULL, ENGINE_BUSY,
                    "this sagad node lost its database lease before the command was committed; "
                    "retry (a start with the same client key is safe to repeat)");
@@ -154,6 +156,8 @@ void eng_on_rejected(engine *e)
 {
     const char *id;
     enum store_rejection why = store_rejection(e->db, &id);
+    if (id != NULL && eng_sched_rejected(e, why, id))
+        return;
     saga *s = id ? saga_table_get(&e->by_id, id) : NULL;
     switch (why) {
     case STORE_REJECT_KEY_TAKEN:

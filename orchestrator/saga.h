@@ -76,6 +76,10 @@
  * retry with the same key gets the replay). s->cursor is the step an event
  * last concerned: the one a resume gives a fresh budget of attempts.
  *
+ * A scheduled start (sagactl start --at / --in) is not a state: it is a row
+ * of its own until it fires (store.h "Scheduled starts", engine_sched.c),
+ * and its saga begins here, RUNNING, through saga_begin.
+ *
  * Step states (values equal saga.v1 StepState):
  *   PENDING -> ACTION_SENT -> DONE | REJECTED
  *   ACTION_SENT | DONE -> COMPENSATING -> COMPENSATED

@@ -7,6 +7,8 @@
 
 static json_t *state_name(int state)
 {
+    if (state == SAGA__V1__SAGA_STATE__SAGA_SCHEDULED) /* a start, not a saga state */
+        return json_string("SCHEDULED");
     return json_string(saga_state_name((saga_state)state));
 }
 
@@ -88,6 +90,7 @@ json_t *saga_json_status(const Saga__V1__SagaStatus *s)
           ju_set(o, "created_at_ms", json_integer(s->created_at_ms)) |
           ju_set(o, "updated_at_ms", json_integer(s->updated_at_ms)) |
           ju_set(o, "deadline_at_ms", json_integer(s->deadline_at_ms)) |
+          ju_set(o, "start_at_ms", json_integer(s->start_at_ms)) |
           ju_set(o, "last_error", ju_str_or_null(s->last_error)) |
           ju_set(o, "failed_phase", failed_phase) | ju_set(o, "steps", steps);
     return done(o, bad);
@@ -102,7 +105,8 @@ static json_t *summary_json(const Saga__V1__SagaSummary *r)
               ju_set(o, "state", state_name(r->state)) |
               ju_set(o, "created_at_ms", json_integer(r->created_at_ms)) |
               ju_set(o, "updated_at_ms", json_integer(r->updated_at_ms)) |
-              ju_set(o, "last_error", ju_str_or_null(r->last_error));
+              ju_set(o, "last_error", ju_str_or_null(r->last_error)) |
+              ju_set(o, "start_at_ms", json_integer(r->start_at_ms));
     return done(o, bad);
 }
 
@@ -119,7 +123,8 @@ json_t *saga_json_list(const Saga__V1__SagaList *l)
               ju_set(counts, "COMPENSATING", json_integer((json_int_t)c->compensating)) |
               ju_set(counts, "COMPLETED", json_integer((json_int_t)c->completed)) |
               ju_set(counts, "COMPENSATED", json_integer((json_int_t)c->compensated)) |
-              ju_set(counts, "FAILED", json_integer((json_int_t)c->failed));
+              ju_set(counts, "FAILED", json_integer((json_int_t)c->failed)) |
+              ju_set(counts, "SCHEDULED", json_integer((json_int_t)c->scheduled));
     if (bad) {
         json_decref(counts);
         json_decref(sagas);

@@ -98,12 +98,17 @@ static const char usage_text[] =
     "               [--tls-ca FILE [--tls-cert FILE --tls-key FILE]] COMMAND [ARGS...]\n"
     "\n"
     "Commands:\n"
-    "  start TYPE [--key KEY] [--deadline D] [--wait] [NAME=VALUE ...]\n"
+    "  start TYPE [--key KEY] [--deadline D] [--at TIME | --in D] [--wait]\n"
+    "        [NAME=VALUE ...]\n"
     "                      start a saga of TYPE with these inputs; prints its id.\n"
     "                      --key KEY  idempotency key: the same key and input give the\n"
     "                                 same saga (\"existing\"), another input is an error\n"
     "                      --deadline D  compensate if still RUNNING D after the start\n"
     "                                 (90, 90s, 10m, 2h or 1d; overrides deadline_s)\n"
+    "                      --at TIME  start it then, not now: RFC 3339 with a zone,\n"
+    "                                 2026-12-03T09:00:00Z or ...T10:00:00+01:00; sagad\n"
+    "                                 stores it (list --state scheduled) until then\n"
+    "                      --in D     start it D from now (90s, 10m, 2h, 1d)\n"
     "                      --wait     then wait until it is COMPLETED, COMPENSATED or\n"
     "                                 FAILED and print that state\n"
     "  status ID [--wait]  state, input and steps of one saga; --wait first waits\n"
@@ -115,7 +120,8 @@ static const char usage_text[] =
     "                      object per event and line\n"
     "  list [--state STATE] [--type TYPE] [--limit N] [--after ID] [--watch]\n"
     "                      sagas, newest first; STATE is running, compensating,\n"
-    "                      completed, compensated or failed; N is 1..1000 (100);\n"
+    "                      completed, compensated, failed or scheduled (starts\n"
+    "                      waiting for their time, with it); N is 1..1000 (100);\n"
     "                      --after ID continues a list after saga ID;\n"
     "                      --watch redraws counts and the list every second until\n"
     "                      interrupted (not a terminal: prints them every second;\n"
@@ -123,6 +129,8 @@ static const char usage_text[] =
     "  abort ID [--reason TEXT]\n"
     "                      stop a RUNNING saga (or one FAILED in its actions) and\n"
     "                      compensate the steps it has done\n"
+    "  cancel ID           cancel a scheduled start before it fires (once its\n"
+    "                      saga started: refused, use abort); abort does it too\n"
     "  resume ID           continue a FAILED saga where it stopped\n"
     "  stats               saga counts by state and engine counters\n"
     "  reload              read the saga files again: new sagas start on what they\n"
@@ -825,6 +833,77 @@ static int parse_duration_s(const char *text, uint32_t *out)
     return 0;
 }
 
+/* --in: "90", "90s", "10m", "2h", "1d" into ms, at most ADMIN_MAX_START_AHEAD_MS. */
+static int parse_delay_ms(const char *text, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (!isdigit((unsigned char)text[0]))
+        return -1;
+    unsigned long long v = strtoull(text, &end, 10);
+    unsigned long long unit = *end == 'm'   ? 60000
+                              : *end == 'h' ? 3600000
+                              : *end == 'd' ? 86400000
+                                            : 1000;
+    if ((*end != '\0' && strchr("smhd", *end) == NULL) || (*end != '\0' && end[1] != '\0'))
+        return -1;
+    if (errno != 0 || v == 0 || v > (unsigned long long)ADMIN_MAX_START_AHEAD_MS / unit)
+        return -1;
+    *out = (int64_t)(v * unit);
+    return 0;
+}
+
+/* --at: RFC 3339 / ISO 8601 with a zone, "2026-12-03T09:00:00Z",
+ * "2026-12-03T10:00+01:00", seconds and a fraction optional, 'T' or ' '.
+ * A time without a zone is refused: it would mean the clock of whichever
+ * machine reads it. 0 with *ms, or -1 with why. */
+static int parse_at_ms(const char *text, int64_t *ms, const char **why)
+{
+    int y, mo, d, h, mi, n = 0;
+    double sec = 0;
+    *why = "expected YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM|-HH:MM]";
+    if (sscanf(text, "%4d-%2d-%2d%*1[Tt ]%2d:%2d%n", &y, &mo, &d, &h, &mi, &n) != 5 || n == 0)
+        return -1;
+    const char *p = text + n;
+    if (*p == ':') {
+        char *end;
+        if (!isdigit((unsigned char)p[1]) || !isdigit((unsigned char)p[2]))
+            return -1;
+        sec = strtod(p + 1, &end);
+        p = end;
+    }
+    int off_min;
+    if (*p == 'Z' || *p == 'z') {
+        off_min = 0;
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int oh, om, k = 0;
+        if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &k) != 2 || k != 5 || oh > 23 || om > 59)
+            return -1;
+        off_min = (oh * 60 + om) * (*p == '-' ? -1 : 1);
+        p += 6;
+    } else {
+        *why = "no time zone: add Z (UTC) or an offset such as +01:00";
+        return -1;
+    }
+    if (*p != '\0' || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec < 0 ||
+        sec >= 61)
+        return -1;
+    struct tm tm = {0};
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1 || tm.tm_mday != d) { /* 2026-02-30 normalized away */
+        *why = "no such date";
+        return -1;
+    }
+    *ms = ((int64_t)t - (int64_t)off_min * 60) * 1000 + (int64_t)(sec * 1000);
+    return 0;
+}
+
 static int cmd_start(client *cl, int argc, char **argv)
 {
     const char *key = NULL;
@@ -832,12 +911,12 @@ static int cmd_start(client *cl, int argc, char **argv)
     char **pos = NULL;
     Saga__V1__StartSaga__InputEntry *entries = NULL, **entry_ptrs = NULL;
     AdminReply *rep = NULL, *final = NULL;
-    const char *deadline_arg = NULL;
+    const char *deadline_arg = NULL, *at_arg = NULL, *in_arg = NULL;
     uint32_t deadline_s = 0;
-    const cmd_opt opts[] = {{"--key", &key, NULL},
-                            {"--deadline", &deadline_arg, NULL},
-                            {"--wait", NULL, &wait},
-                            {NULL, NULL, NULL}};
+    int64_t start_at_ms = 0;
+    const cmd_opt opts[] = {{"--key", &key, NULL},   {"--deadline", &deadline_arg, NULL},
+                            {"--at", &at_arg, NULL}, {"--in", &in_arg, NULL},
+                            {"--wait", NULL, &wait}, {NULL, NULL, NULL}};
 
     if ((rc = parse_cmd_args("start", argc, argv, opts, &pos, &npos)) != STATUS_OK)
         return rc;
@@ -846,6 +925,32 @@ static int cmd_start(client *cl, int argc, char **argv)
                          "%d days)",
                          deadline_arg, ADMIN_MAX_DEADLINE_S / 86400);
         goto out;
+    }
+    if (at_arg != NULL && in_arg != NULL) {
+        rc = usage_error("start: --at and --in both given: one start time only");
+        goto out;
+    }
+    if (at_arg != NULL) {
+        const char *why;
+        if (parse_at_ms(at_arg, &start_at_ms, &why) != 0) {
+            rc = usage_error("start: bad --at '%s': %s", at_arg, why);
+            goto out;
+        }
+        if (start_at_ms <= util_wall_ms()) {
+            rc = usage_error("start: --at '%s' is in the past (leave --at out to start now)",
+                             at_arg);
+            goto out;
+        }
+    }
+    if (in_arg != NULL) {
+        int64_t delay;
+        if (parse_delay_ms(in_arg, &delay) != 0) {
+            rc = usage_error("start: bad --in '%s' (a number with s, m, h or d, from 1 s to "
+                             "%d days)",
+                             in_arg, (int)(ADMIN_MAX_START_AHEAD_MS / 86400000));
+            goto out;
+        }
+        start_at_ms = util_wall_ms() + delay;
     }
     if (npos < 1) {
         rc = usage_error("start: missing saga TYPE");
@@ -881,6 +986,7 @@ static int cmd_start(client *cl, int argc, char **argv)
     start.type = pos[0];
     start.client_key = (char *)(key != NULL ? key : "");
     start.deadline_s = deadline_s;
+    start.start_at_ms = start_at_ms;
     start.n_input = n_input;
     start.input = entry_ptrs;
     req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_START;
@@ -893,10 +999,18 @@ static int cmd_start(client *cl, int argc, char **argv)
             json_t *doc = new_object();
             put(doc, "saga_id", ju_str(id));
             put(doc, "existing", json_boolean(rep->started->existing));
+            if (start_at_ms > 0)
+                put(doc, "start_at_ms", json_integer(start_at_ms));
             print_json(doc);
         } else {
             char *clean_id = clean(id);
-            puts(clean_id);
+            char when[32];
+            if (start_at_ms > 0 && !rep->started->existing)
+                printf("%s (scheduled for %s)\n", clean_id, iso_time(start_at_ms, when));
+            else if (rep->started->existing)
+                printf("%s (existing)\n", clean_id);
+            else
+                puts(clean_id);
             free(clean_id);
         }
         rc = STATUS_OK;
@@ -950,6 +1064,10 @@ static void text_status(const Saga__V1__SagaStatus *s)
     print_field("client key", s->client_key);
     print_field("created", iso_time(s->created_at_ms, t1));
     print_field("updated", iso_time(s->updated_at_ms, t2));
+    if (s->start_at_ms != 0) {
+        char t4[32];
+        print_field("starts at", iso_time(s->start_at_ms, t4));
+    }
     if (s->deadline_at_ms != 0) {
         char t3[32];
         print_field("deadline", iso_time(s->deadline_at_ms, t3));
@@ -1309,7 +1427,7 @@ static int cmd_list(client *cl, int argc, char **argv)
         int st = saga_state_parse_arg(state_arg);
         if (st < 0) {
             rc = usage_error("list: unknown state '%s' (running, compensating, completed, "
-                             "compensated or failed)",
+                             "compensated, failed or scheduled)",
                              state_arg);
             goto out;
         }
@@ -1345,8 +1463,12 @@ redraw:
         fputs("no sagas\n", stderr);
     } else {
         table t;
+        /* Scheduled starts: when each starts, in place of UPDATED. */
+        int scheduled = list.state == SAGA__V1__SAGA_STATE__SAGA_SCHEDULED;
         table_init(&t, 6);
-        const char *head[] = {"SAGA ID", "TYPE", "STATE", "CREATED", "UPDATED", "LAST ERROR"};
+        const char *head[] = {
+            "SAGA ID",   "TYPE", "STATE", "CREATED", scheduled ? "STARTS AT" : "UPDATED",
+            "LAST ERROR"};
         table_row(&t, head);
         for (size_t i = 0; i < l->n_sagas; i++) {
             const Saga__V1__SagaSummary *s = l->sagas[i];
@@ -1355,7 +1477,7 @@ redraw:
                                  s->type,
                                  saga_state_str(s->state),
                                  iso_time(s->created_at_ms, t1),
-                                 iso_time(s->updated_at_ms, t2),
+                                 iso_time(scheduled ? s->start_at_ms : s->updated_at_ms, t2),
                                  s->last_error};
             table_row(&t, row);
         }
@@ -1414,6 +1536,33 @@ static int cmd_abort(client *cl, int argc, char **argv)
     req.abort = &abort_msg;
     if ((rc = client_request(cl, &req, SAGA__V1__ADMIN_REPLY__BODY__NOT_SET, &rep)) == STATUS_OK) {
         print_accepted(cl, "abort accepted:", id);
+        saga__v1__admin_reply__free_unpacked(rep, NULL);
+    }
+out:
+    free(pos);
+    return rc;
+}
+
+/* cancel ID: an abort that touches only a scheduled start (AbortSaga.scheduled_only). */
+static int cmd_cancel(client *cl, int argc, char **argv)
+{
+    const char *id = NULL;
+    char **pos = NULL;
+    int npos = 0, rc;
+    AdminReply *rep = NULL;
+    if ((rc = parse_cmd_args("cancel", argc, argv, NULL, &pos, &npos)) != STATUS_OK)
+        return rc;
+    if ((rc = want_saga_id("cancel", npos, pos, &id)) != STATUS_OK)
+        goto out;
+    AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
+    Saga__V1__AbortSaga cancel = SAGA__V1__ABORT_SAGA__INIT;
+    cancel.saga_id = (char *)id;
+    cancel.reason = "";
+    cancel.scheduled_only = 1;
+    req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_ABORT;
+    req.abort = &cancel;
+    if ((rc = client_request(cl, &req, SAGA__V1__ADMIN_REPLY__BODY__NOT_SET, &rep)) == STATUS_OK) {
+        print_accepted(cl, "cancelled:", id);
         saga__v1__admin_reply__free_unpacked(rep, NULL);
     }
 out:
@@ -1778,15 +1927,15 @@ static const struct {
     {"start", cmd_start}, {"status", cmd_status},     {"history", cmd_history},
     {"list", cmd_list},   {"abort", cmd_abort},       {"resume", cmd_resume},
     {"stats", cmd_stats}, {"watch", cmd_watch},       {"reload", cmd_reload},
-    {"types", cmd_types}, {"describe", cmd_describe},
+    {"types", cmd_types}, {"describe", cmd_describe}, {"cancel", cmd_cancel},
 };
 
 /* Command options that take a value: the global pass must not read that
  * value as an option of its own (e.g. `abort ID --reason --json`). */
 static int takes_value(const char *arg)
 {
-    static const char *const names[] = {"--key",    "--state", "--type",    "--limit",
-                                        "--reason", "--after", "--version", "--deadline"};
+    static const char *const names[] = {"--key",   "--state",   "--type",     "--limit", "--reason",
+                                        "--after", "--version", "--deadline", "--at",    "--in"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strcmp(arg, names[i]) == 0)
             return 1;

@@ -5,6 +5,7 @@
 #include "store_backend.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* A libpq URI may carry a password (user:password@host, or password=...):
@@ -212,4 +213,54 @@ enum store_rejection store_rejection(const store *st, const char **saga_id)
         return st->be->rejection(st, saga_id);
     *saga_id = NULL;
     return STORE_REJECT_NONE;
+}
+
+void store_schedule_clear(store_schedule *s)
+{
+    free(s->type);
+    free(s->client_key);
+    kv_free(&s->input);
+    memset(s, 0, sizeof *s);
+}
+
+int store_schedule_add(store *st, const store_schedule *s)
+{
+    return st->be->schedule_add(st, s);
+}
+
+int store_schedule_fire(store *st, const char *id)
+{
+    return st->be->schedule_fire(st, id);
+}
+
+int store_schedule_due(store *st, int64_t now_ms, uint32_t max,
+                       int (*fn)(const store_schedule *s, void *arg), void *arg)
+{
+    return st->be->schedule_due(st, now_ms, max, fn, arg);
+}
+
+int store_schedule_postpone(store *st, const char *id, int64_t retry_at_ms)
+{
+    return st->be->schedule_postpone(st, id, retry_at_ms);
+}
+
+int store_schedule_cancel(store *st, const char *id)
+{
+    return st->be->schedule_cancel(st, id);
+}
+
+int store_schedule_get(store *st, const char *id, const char *client_key, store_schedule *out)
+{
+    return st->be->schedule_get(st, id, client_key, out);
+}
+
+int store_schedule_list(store *st, const char *type, const char *after_id, uint32_t limit,
+                        int (*fn)(const store_schedule *s, void *arg), void *arg)
+{
+    return st->be->schedule_list(st, type, after_id, limit, fn, arg);
+}
+
+int store_schedule_count(store *st, uint64_t *n)
+{
+    return st->be->schedule_count(st, n);
 }

@@ -19,8 +19,9 @@
  * Tables in both: sagas (one row per saga, with its input as JSON and client
  * key unique), saga_steps (one row per step, with its idempotency keys,
  * attempts, state, result JSON and last error), saga_history (append-only
- * events) and saga_definitions. Schemas and invariants are documented at the
- * top of each implementation.
+ * events), saga_definitions and scheduled_starts (starts waiting for their
+ * time, "Scheduled starts" below). Schemas and invariants are documented at
+ * the top of each implementation.
  *
  * What every backend must keep of a saga (store_save_saga / store_load_saga),
  * beyond the obvious: saga.deadline_at_ms (written once, at insert; 0: none)
@@ -203,6 +204,74 @@ int store_claim_orphans(store *st, uint32_t max, int (*fn)(const char *saga_id, 
 /* Takes one saga over for an operator's command, whoever owns it (its owner's
  * next write for it is rejected): 0, STORE_NOT_FOUND when no such saga, -1. */
 int store_claim_saga(store *st, const char *saga_id);
+
+/* ---- Scheduled starts (sagactl start --at / --in) ----
+ *
+ * A start asked for a later time is a row of scheduled_starts, not a saga:
+ * no saga row, no step, no state of saga.h exists before it fires, so the
+ * state machine is untouched and a saga is RUNNING from its first row on.
+ * The row carries the id the saga will have, its type, client key, input,
+ * due time (start_at_ms) and the start's own deadline.
+ *
+ * Invariants (both backends; the engine relies on them):
+ *   S1. A scheduled start and a saga never both exist for one id: firing
+ *       deletes the row (store_schedule_fire) in the very transaction that
+ *       inserts the saga (store_save_saga), so a crash leaves the row (it
+ *       fires again, once) or the saga (it is recovered), never both, never
+ *       neither.
+ *   S2. A row is written at once, whole, and never updated but for its
+ *       claim and retry_at_ms (below): what sagactl was told is what fires.
+ *   S3. A client key is held by at most one row, and store_schedule_get
+ *       finds it, so the engine answers a repeat with the scheduled start
+ *       (one node: exact; several nodes: a start of the same key on another
+ *       node in the same instant can win, see store_pg.c).
+ *   S4. Shared database: a row fires only on the node that claimed it
+ *       (store_schedule_due: claimed in a committed UPDATE ... FOR UPDATE
+ *       SKIP LOCKED, taken over only from a fenced node or an earlier life),
+ *       and its delete in the firing round is conditional on that claim
+ *       (F5-like): a start cancelled or claimed away meanwhile refuses the
+ *       round (STORE_REJECT_NOT_OWNER naming its id), so it fires at most
+ *       once, and by S1 at least once.
+ */
+typedef struct {
+    char id[37];         /* the id of the saga it starts */
+    char *type;          /* the saga type, as asked */
+    char *client_key;    /* NULL: none */
+    kvmap input;         /* checked against the type when scheduled, and again when it fires */
+    int64_t start_at_ms; /* wall clock: due then */
+    int64_t deadline_ms; /* > 0: the start's own deadline, counted from when it fires */
+    int64_t created_at_ms;
+    int64_t retry_at_ms; /* not fired before this (it could not start: unknown type); 0 */
+} store_schedule;
+/* Frees what s holds (not s itself); s is zeroed. */
+void store_schedule_clear(store_schedule *s);
+/* In a round: inserts the row (a new id). On a shared database a client
+ * key another node's saga or scheduled start holds refuses the round at
+ * commit (STORE_REJECT_KEY_TAKEN naming s->id). */
+int store_schedule_add(store *st, const store_schedule *s);
+/* In a round, with the saga's insert: deletes the row (S1, S4). */
+int store_schedule_fire(store *st, const char *id);
+/* Outside a round: the starts due at now_ms (start_at_ms and retry_at_ms
+ * past), earliest first, at most max; fn borrows each (a non-zero return
+ * stops the walk and is returned). On a shared database each is claimed for
+ * this node first, in its own committed transaction (S4). */
+int store_schedule_due(store *st, int64_t now_ms, uint32_t max,
+                       int (*fn)(const store_schedule *s, void *arg), void *arg);
+/* Outside a round, committed at once: a start that cannot fire now is not
+ * tried again before retry_at_ms. */
+int store_schedule_postpone(store *st, const char *id, int64_t retry_at_ms);
+/* Outside a round, committed at once: deletes the row, whoever claimed it.
+ * 0, or STORE_NOT_FOUND when there is none (it fired, or never was). */
+int store_schedule_cancel(store *st, const char *id);
+/* The row with this id (client_key NULL) or this client key (id NULL) into
+ * *out (the caller clears it), or STORE_NOT_FOUND. */
+int store_schedule_get(store *st, const char *id, const char *client_key, store_schedule *out);
+/* Newest first (by id: ids are time-ordered), continuing after after_id
+ * (NULL or "": from the newest), type NULL/"" = any. */
+int store_schedule_list(store *st, const char *type, const char *after_id, uint32_t limit,
+                        int (*fn)(const store_schedule *s, void *arg), void *arg);
+/* How many starts wait. */
+int store_schedule_count(store *st, uint64_t *n);
 
 enum store_rejection {
     STORE_REJECT_NONE = 0,

@@ -56,6 +56,17 @@ struct store_backend {
                                     void *arg);
     int (*quarantine_saga)(store *st, const char *saga_id, const char *why, int64_t now_ms);
     int (*purge_finished)(store *st, int64_t cutoff_ms, int batch, uint64_t *purged);
+    /* Scheduled starts (store.h). */
+    int (*schedule_add)(store *st, const store_schedule *s);
+    int (*schedule_fire)(store *st, const char *id);
+    int (*schedule_due)(store *st, int64_t now_ms, uint32_t max,
+                        int (*fn)(const store_schedule *s, void *arg), void *arg);
+    int (*schedule_postpone)(store *st, const char *id, int64_t retry_at_ms);
+    int (*schedule_cancel)(store *st, const char *id);
+    int (*schedule_get)(store *st, const char *id, const char *client_key, store_schedule *out);
+    int (*schedule_list)(store *st, const char *type, const char *after_id, uint32_t limit,
+                         int (*fn)(const store_schedule *s, void *arg), void *arg);
+    int (*schedule_count)(store *st, uint64_t *n);
     /* Several nodes (NULL: one node only). */
     int (*node_join)(store *st, const char *node_name, int64_t lease_ms);
     int (*node_renew)(store *st);

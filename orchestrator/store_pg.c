@@ -6,13 +6,16 @@
  * tables, same columns, same invariants 1-5 stated there), in a database
  * that several nodes write at once, each only the sagas it owns.
  *
- * Schema (version 1, in saga_meta 'schema'; created under an advisory lock so
- * that nodes starting together create it once):
+ * Schema (version 2, in saga_meta 'schema'; created, and upgraded by
+ * migrations[], under an advisory lock so that nodes starting together
+ * create it once):
  *   saga_nodes   one row per node name: epoch (bumped at every join and at
  *                every fencing), alive, lease_until (database time).
  *   sagas        as in SQLite, plus owner (node name) and owner_epoch: the
  *                life of the node that runs it. seq is an identity column.
  *   saga_steps, saga_history, saga_definitions: as in SQLite.
+ *   scheduled_starts  as in SQLite (version 2), plus owner and owner_epoch:
+ *                the node that claimed it to fire it ('' and 0: none yet).
  *
  * Ownership and fencing (the rules every node follows):
  *   F1. A node joins with a fresh epoch; it renews its lease (lease_until =
@@ -33,7 +36,18 @@
  *       even when its old owner still holds its lease.
  *   F6. A client key insert is ON CONFLICT DO NOTHING and raises when
  *       another node's saga has the key (the round is refused; the engine
- *       answers with that saga).
+ *       answers with that saga). A scheduled start's insert raises
+ *       likewise when a saga or another scheduled start has its key. A
+ *       saga insert does not look at scheduled_starts: a start and a
+ *       scheduled start of one key sent to two nodes in the same instant
+ *       may both be taken; the scheduled one then fails to fire on F6
+ *       and is dropped with a warning (the key's saga exists: store.h S3).
+ *   F7. A node fires a scheduled start only after claiming it (owner,
+ *       owner_epoch) in a committed UPDATE ... FOR UPDATE SKIP LOCKED of
+ *       rows unclaimed, claimed by itself, or by a fenced or earlier life;
+ *       the firing round deletes the row conditionally on that claim and
+ *       raises not_owner otherwise (a cancel, or a takeover after this node
+ *       was fenced): a start fires once (store.h S4).
  * The raise is `saga_reject(why, saga_id)`, SQLSTATE SG001: the round, which
  * is one implicit transaction of a pipeline, is rolled back whole, and
  * store_commit returns STORE_REJECTED with why and the saga.
@@ -74,7 +88,7 @@
 #include "util.h"
 #include "wire.h"
 
-#define PG_SCHEMA_VERSION 1
+#define PG_SCHEMA_VERSION 2
 /* pg_advisory_lock keys: schema creation, definition registration. */
 #define PG_LOCK_SCHEMA      0x53414741001
 #define PG_LOCK_DEFINITIONS 0x53414741002
@@ -184,6 +198,25 @@ static const char schema_sql[] =
     " END $$;"
     "INSERT INTO saga_meta VALUES ('schema', '1'), ('application', 'sagad');";
 
+/* migrations[v - 1] upgrades schema version v to v + 1, in one transaction. */
+static const char *const pg_migrations[PG_SCHEMA_VERSION - 1] = {
+    /* 1 -> 2: scheduled starts (store.h). A table of its own. */
+    "CREATE TABLE scheduled_starts ("
+    "  id text PRIMARY KEY CHECK (length(id) BETWEEN 1 AND 36),"
+    "  type text NOT NULL,"
+    "  client_key text UNIQUE,"
+    "  input text NOT NULL,"
+    "  start_at_ms bigint NOT NULL,"
+    "  deadline_ms bigint NOT NULL CHECK (deadline_ms >= 0),"
+    "  created_at_ms bigint NOT NULL,"
+    "  retry_at_ms bigint NOT NULL DEFAULT 0,"
+    "  owner text NOT NULL DEFAULT '',"
+    "  owner_epoch bigint NOT NULL DEFAULT 0"
+    ");"
+    "CREATE INDEX scheduled_starts_due ON scheduled_starts(start_at_ms);"
+    "UPDATE saga_meta SET value = '2' WHERE key = 'schema';",
+};
+
 /* ---- Statements ---------------------------------------------------------- */
 
 enum pg_stmt {
@@ -215,12 +248,26 @@ enum pg_stmt {
     P_PURGE,
     P_LIST,
     P_ABORT,
+    P_SCHED_INSERT,
+    P_SCHED_FIRE,
+    P_SCHED_CLAIM,
+    P_SCHED_POSTPONE,
+    P_SCHED_DELETE,
+    P_SCHED_BY_ID,
+    P_SCHED_BY_KEY,
+    P_SCHED_LIST,
+    P_SCHED_COUNT,
     N_PG_STMTS
 };
 
 #define SAGA_COLUMNS                                                                               \
     "id, type, state, failed_phase, client_key, input, cursor, n_steps, last_error, "              \
     "created_at_ms, updated_at_ms, def_version, deadline_at_ms"
+
+/* The columns of a scheduled start, in this order (see read_schedule). */
+#define SCHED_COLUMNS                                                                              \
+    "id, type, client_key, input, start_at_ms, deadline_ms, created_at_ms, retry_at_ms"
+#define SCHED_N_COLUMNS 8
 
 static const char *const pg_sql[N_PG_STMTS] = {
     [P_FENCE] = "SELECT CASE WHEN EXISTS (SELECT 1 FROM saga_nodes WHERE name = $1 AND epoch = $2 "
@@ -299,6 +346,32 @@ static const char *const pg_sql[N_PG_STMTS] = {
                "ORDER BY seq DESC LIMIT $4",
     /* Ends a pipeline that must not commit: the failure rolls it back. */
     [P_ABORT] = "SELECT saga_reject('rollback', NULL)",
+    /* F6 for scheduled starts: its key free among starts and sagas. */
+    [P_SCHED_INSERT] =
+        "WITH i AS (INSERT INTO scheduled_starts (" SCHED_COLUMNS ") "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING RETURNING 1) "
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM i) AND NOT EXISTS (SELECT 1 FROM sagas "
+        "WHERE client_key = $3) THEN 1 ELSE saga_reject('key_taken', $1) END",
+    /* F7: fired only under this node's claim. */
+    [P_SCHED_FIRE] = "WITH d AS (DELETE FROM scheduled_starts WHERE id = $1 AND owner = $2 AND "
+                     "owner_epoch = $3 RETURNING 1) "
+                     "SELECT CASE WHEN EXISTS (SELECT 1 FROM d) THEN 1 "
+                     "ELSE saga_reject('not_owner', $1) END",
+    [P_SCHED_CLAIM] = "UPDATE scheduled_starts SET owner = $1, owner_epoch = $2 WHERE id IN ("
+                      "SELECT s.id FROM scheduled_starts s WHERE s.start_at_ms <= $3 AND "
+                      "s.retry_at_ms <= $3 AND ((s.owner = $1 AND s.owner_epoch = $2) OR "
+                      "NOT EXISTS (SELECT 1 FROM saga_nodes n WHERE n.name = s.owner AND "
+                      "n.epoch = s.owner_epoch AND n.alive)) "
+                      "ORDER BY s.start_at_ms LIMIT $4 FOR UPDATE OF s SKIP LOCKED) "
+                      "RETURNING " SCHED_COLUMNS,
+    [P_SCHED_POSTPONE] = "UPDATE scheduled_starts SET retry_at_ms = $2 WHERE id = $1",
+    [P_SCHED_DELETE] = "DELETE FROM scheduled_starts WHERE id = $1",
+    [P_SCHED_BY_ID] = "SELECT " SCHED_COLUMNS " FROM scheduled_starts WHERE id = $1",
+    [P_SCHED_BY_KEY] = "SELECT " SCHED_COLUMNS " FROM scheduled_starts WHERE client_key = $1",
+    [P_SCHED_LIST] = "SELECT " SCHED_COLUMNS " FROM scheduled_starts "
+                     "WHERE ($1 = '' OR id < $1) AND ($2 = '' OR type = $2) "
+                     "ORDER BY id DESC LIMIT $3",
+    [P_SCHED_COUNT] = "SELECT count(*) FROM scheduled_starts",
 };
 
 /* What a queued statement of the pipeline was, to read its result. */
@@ -560,6 +633,23 @@ static int migrate(pg_store *st)
     }
     long version = strtol(PQgetvalue(res, 0, 0), NULL, 10);
     PQclear(res);
+    for (; version >= 1 && version < PG_SCHEMA_VERSION; version++) {
+        size_t len = strlen(pg_migrations[version - 1]) + 32;
+        char *step = malloc(len);
+        if (step == NULL) {
+            set_err(st, "out of memory");
+            rc = -1;
+            goto out;
+        }
+        snprintf(step, len, "BEGIN;%sCOMMIT;", pg_migrations[version - 1]);
+        rc = exec_simple(st, step, "migrate schema");
+        free(step);
+        if (rc != 0) {
+            exec_simple(st, "ROLLBACK", "rollback");
+            goto out;
+        }
+        log_info("store: PostgreSQL schema upgraded from version %ld to %ld", version, version + 1);
+    }
     if (version != PG_SCHEMA_VERSION) {
         set_err(st, "database schema version %ld, this sagad knows %d", version, PG_SCHEMA_VERSION);
         rc = -1;
@@ -1802,6 +1892,200 @@ static enum store_rejection pg_rejection(const store *base, const char **saga_id
     return st->rejection;
 }
 
+/* ---- Scheduled starts (store.h; F6, F7) ------------------------------------ */
+
+/* Row `row` of res (SCHED_COLUMNS) into *out: 0 or -1. */
+static int read_schedule(pg_store *st, PGresult *res, int row, store_schedule *out)
+{
+    memset(out, 0, sizeof *out);
+    const char *id = PQgetvalue(res, row, 0);
+    if (strlen(id) == 0 || strlen(id) > 36)
+        return corrupt(st, "read scheduled start: corrupt id '%.40s'", id);
+    memcpy(out->id, id, strlen(id) + 1);
+    if (dup_or_null(res, row, 1, &out->type) != 0 || out->type == NULL ||
+        dup_or_null(res, row, 2, &out->client_key) != 0 ||
+        kv_from_json(&out->input, PQgetvalue(res, row, 3)) != 0) {
+        store_schedule_clear(out);
+        return corrupt(st, "read scheduled start %s: out of memory or unreadable input", id);
+    }
+    out->start_at_ms = val_int(res, row, 4);
+    out->deadline_ms = val_int(res, row, 5);
+    out->created_at_ms = val_int(res, row, 6);
+    out->retry_at_ms = val_int(res, row, 7);
+    return 0;
+}
+
+/* Hands every row of res to fn (borrowed): fn's first non-zero return, or -1. */
+static int walk_schedules(pg_store *st, PGresult *res,
+                          int (*fn)(const store_schedule *s, void *arg), void *arg)
+{
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < PQntuples(res); i++) {
+        store_schedule s;
+        if (read_schedule(st, res, i, &s) != 0)
+            return -1;
+        rc = fn(&s, arg);
+        store_schedule_clear(&s);
+    }
+    return rc;
+}
+
+static int pg_schedule_add(store *base, const store_schedule *s)
+{
+    pg_store *st = (pg_store *)base;
+    if (check_write(st, "schedule start") != 0)
+        return -1;
+    int failed;
+    char *input = to_json(st, &s->input, 0, &failed);
+    if (failed)
+        return -1;
+    params p = {0};
+    p_text(&p, s->id);
+    p_text(&p, s->type);
+    p_text(&p, s->client_key);
+    p_text(&p, input);
+    p_int(&p, s->start_at_ms);
+    p_int(&p, s->deadline_ms);
+    p_int(&p, s->created_at_ms);
+    p_int(&p, s->retry_at_ms);
+    int own = !st->in_txn;
+    int rc = own ? pg_begin(base) : 0;
+    if (rc == 0)
+        rc = queue(st, P_SCHED_INSERT, &p, s->id);
+    free(input);
+    if (own) {
+        if (rc == 0)
+            return pg_commit(base);
+        pg_rollback(base);
+    }
+    return rc;
+}
+
+static int pg_schedule_fire(store *base, const char *id)
+{
+    pg_store *st = (pg_store *)base;
+    if (check_write(st, "fire scheduled start") != 0)
+        return -1;
+    params p = {0};
+    p_text(&p, id);
+    p_text(&p, st->node[0] ? st->node : "-");
+    p_text(&p, st->node[0] ? st->epoch : "0");
+    return queue(st, P_SCHED_FIRE, &p, id);
+}
+
+typedef struct {
+    PGresult *rows; /* the claim's result, kept */
+} claim_rows;
+
+static int keep_claimed(pg_store *st, PGresult *res, void *arg)
+{
+    claim_rows *c = arg;
+    (void)st;
+    if (PQnfields(res) != SCHED_N_COLUMNS || c->rows != NULL)
+        return 0; /* the fence check's row */
+    /* sync_pipeline clears res after this call: copy what fn needs. */
+    c->rows = PQcopyResult(res, PG_COPYRES_ATTRS | PG_COPYRES_TUPLES);
+    return c->rows == NULL ? -1 : 0;
+}
+
+/* F7: claimed in one committed transaction (this node's lease checked
+ * first, F3), then handed out. */
+static int pg_schedule_due(store *base, int64_t now_ms, uint32_t max,
+                           int (*fn)(const store_schedule *s, void *arg), void *arg)
+{
+    pg_store *st = (pg_store *)base;
+    if (check_write(st, "claim due starts") != 0)
+        return -1;
+    params p = {0};
+    p_text(&p, st->node[0] ? st->node : "-");
+    p_text(&p, st->node[0] ? st->epoch : "0");
+    p_int(&p, now_ms);
+    p_int(&p, max);
+    claim_rows c = {NULL};
+    int rc = pg_begin(base);
+    if (rc == 0)
+        rc = queue(st, P_SCHED_CLAIM, &p, NULL);
+    st->in_txn = 0;
+    if (rc == 0)
+        rc = sync_pipeline(st, keep_claimed, &c);
+    else
+        pg_rollback(base);
+    if (rc == STORE_REJECTED) /* this node is fenced: it claims nothing */
+        rc = 0;
+    if (rc == 0 && c.rows != NULL)
+        rc = walk_schedules(st, c.rows, fn, arg);
+    PQclear(c.rows);
+    return rc;
+}
+
+static int pg_schedule_postpone(store *base, const char *id, int64_t retry_at_ms)
+{
+    pg_store *st = (pg_store *)base;
+    if (check_write(st, "postpone scheduled start") != 0)
+        return -1;
+    params p = {0};
+    p_text(&p, id);
+    p_int(&p, retry_at_ms);
+    return write_now(st, P_SCHED_POSTPONE, &p, "postpone scheduled start", id, NULL);
+}
+
+static int pg_schedule_cancel(store *base, const char *id)
+{
+    pg_store *st = (pg_store *)base;
+    if (check_write(st, "cancel scheduled start") != 0)
+        return -1;
+    params p = {0};
+    p_text(&p, id);
+    int64_t n = 0;
+    if (write_now(st, P_SCHED_DELETE, &p, "cancel scheduled start", id, &n) != 0)
+        return -1;
+    return n == 1 ? 0 : STORE_NOT_FOUND;
+}
+
+static int pg_schedule_get(store *base, const char *id, const char *client_key, store_schedule *out)
+{
+    pg_store *st = (pg_store *)base;
+    params p = {0};
+    p_text(&p, id != NULL ? id : client_key);
+    PGresult *res =
+        read_query(st, id != NULL ? P_SCHED_BY_ID : P_SCHED_BY_KEY, &p, "read scheduled start", id);
+    if (res == NULL)
+        return -1;
+    int rc = PQntuples(res) == 0 ? STORE_NOT_FOUND : read_schedule(st, res, 0, out);
+    PQclear(res);
+    return rc;
+}
+
+static int pg_schedule_list(store *base, const char *type, const char *after_id, uint32_t limit,
+                            int (*fn)(const store_schedule *s, void *arg), void *arg)
+{
+    pg_store *st = (pg_store *)base;
+    params p = {0};
+    p_text(&p, after_id ? after_id : "");
+    p_text(&p, type ? type : "");
+    if (limit == 0)
+        p_text(&p, NULL); /* LIMIT NULL: none */
+    else
+        p_int(&p, limit);
+    PGresult *res = read_query(st, P_SCHED_LIST, &p, "list scheduled starts", NULL);
+    if (res == NULL)
+        return -1;
+    int rc = walk_schedules(st, res, fn, arg);
+    PQclear(res);
+    return rc;
+}
+
+static int pg_schedule_count(store *base, uint64_t *n)
+{
+    pg_store *st = (pg_store *)base;
+    PGresult *res = read_query(st, P_SCHED_COUNT, NULL, "count scheduled starts", NULL);
+    if (res == NULL)
+        return -1;
+    *n = (uint64_t)val_int(res, 0, 0);
+    PQclear(res);
+    return 0;
+}
+
 const store_backend store_pg_backend = {
     .name = "postgresql",
     .close = pg_close,
@@ -1835,4 +2119,12 @@ const store_backend store_pg_backend = {
     .claim_orphans = pg_claim_orphans,
     .claim_saga = pg_claim_saga,
     .rejection = pg_rejection,
+    .schedule_add = pg_schedule_add,
+    .schedule_fire = pg_schedule_fire,
+    .schedule_due = pg_schedule_due,
+    .schedule_postpone = pg_schedule_postpone,
+    .schedule_cancel = pg_schedule_cancel,
+    .schedule_get = pg_schedule_get,
+    .schedule_list = pg_schedule_list,
+    .schedule_count = pg_schedule_count,
 };

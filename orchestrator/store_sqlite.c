@@ -7,7 +7,7 @@
  * commit) and any number of read-only handles (the admin server) share the
  * file through WAL, so readers never block the writer nor see half a round.
  *
- * Schema (version 3, PRAGMA user_version; PRAGMA application_id = 'SAGA'):
+ * Schema (version 4, PRAGMA user_version; PRAGMA application_id = 'SAGA'):
  *
  *   sagas        one row per saga. seq is the rowid: it orders sagas by
  *                insertion (= creation) and is the stable paging key of
@@ -51,6 +51,14 @@
  *                events in order. step is the step name, NULL for saga-level
  *                events. See "Choices" for why not (saga_id, seq) WITHOUT
  *                ROWID with seq 1, 2, 3 per saga.
+ *
+ *   scheduled_starts  one row per start waiting for its time (store.h,
+ *                invariants S1-S4), WITHOUT ROWID keyed by the id the saga
+ *                will have, so a listing by id is by scheduling time. input
+ *                is kv_to_json text; client_key is UNIQUE (NULLs apart), and
+ *                unique with the sagas' keys because the one engine checks
+ *                both before it schedules or starts (S3). Indexed by
+ *                start_at_ms for the due walk.
  *
  *   Indexes: sagas(type) WHERE def_version = 0 (sagas_unpinned, empty once
  *   pinned); sagas(state) for listing and counting by state (rowid follows
@@ -133,7 +141,7 @@
 #include "wal_checkpointer.h"
 #include "wire.h"
 
-#define STORE_SCHEMA_VERSION  3
+#define STORE_SCHEMA_VERSION  4
 #define STORE_APPLICATION_ID  0x53414741 /* "SAGA" = 1396787009 */
 #define STORE_BUSY_TIMEOUT_MS 5000
 /* Sagas the recovery walk reads per query (see store_load_unfinished). */
@@ -234,6 +242,20 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     "ALTER TABLE saga_steps ADD COLUMN started_at_ms INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE saga_steps ADD COLUMN finished_at_ms INTEGER NOT NULL DEFAULT 0;"
     "PRAGMA user_version = 3;",
+    /* 3 -> 4: scheduled starts (store.h "Scheduled starts"). A table of its
+     * own: nothing of the sagas tables changes. */
+    "CREATE TABLE scheduled_starts ("
+    "  id TEXT PRIMARY KEY CHECK (length(id) BETWEEN 1 AND 36),"
+    "  type TEXT NOT NULL,"
+    "  client_key TEXT UNIQUE,"
+    "  input TEXT NOT NULL,"
+    "  start_at_ms INTEGER NOT NULL,"
+    "  deadline_ms INTEGER NOT NULL CHECK (deadline_ms >= 0),"
+    "  created_at_ms INTEGER NOT NULL,"
+    "  retry_at_ms INTEGER NOT NULL DEFAULT 0"
+    ") STRICT, WITHOUT ROWID;"
+    "CREATE INDEX scheduled_starts_due ON scheduled_starts(start_at_ms);"
+    "PRAGMA user_version = 4;",
 };
 
 /* ---- Statements ---------------------------------------------------------- */
@@ -260,6 +282,11 @@ enum stmt_id {
     Q_DEF_GET,
     Q_DEF_ALL,
     Q_COUNT_BY_VERSION,
+    Q_SCHED_BY_ID,
+    Q_SCHED_BY_KEY,
+    Q_SCHED_DUE,
+    Q_SCHED_LIST,
+    Q_SCHED_COUNT,
     N_READ_STMTS,
     /* Writes: prepared on writable handles only. */
     Q_BEGIN_WRITE = N_READ_STMTS,
@@ -270,6 +297,9 @@ enum stmt_id {
     Q_HISTORY_INSERT,
     Q_DEF_INSERT,
     Q_PIN_UNVERSIONED,
+    Q_SCHED_INSERT,
+    Q_SCHED_DELETE,
+    Q_SCHED_POSTPONE,
     N_STMTS
 };
 
@@ -279,6 +309,10 @@ enum stmt_id {
     "created_at_ms, updated_at_ms, def_version, deadline_at_ms"
 
 #define LIST_COLUMNS "id, type, state, created_at_ms, updated_at_ms, last_error"
+
+/* The columns of a scheduled start, in this order (see read_schedule). */
+#define SCHED_COLUMNS                                                                              \
+    "id, type, client_key, input, start_at_ms, deadline_ms, created_at_ms, retry_at_ms"
 
 static const char *const stmt_sql[N_STMTS] = {
     [Q_BEGIN_READ] = "BEGIN DEFERRED",
@@ -319,6 +353,15 @@ static const char *const stmt_sql[N_STMTS] = {
      * version): sagas_by_state reads just those. */
     [Q_COUNT_BY_VERSION] = "SELECT type, def_version, state, count(*) FROM sagas "
                            "WHERE state IN (1, 2, 5) GROUP BY type, def_version, state",
+    [Q_SCHED_BY_ID] = "SELECT " SCHED_COLUMNS " FROM scheduled_starts WHERE id = ?1",
+    [Q_SCHED_BY_KEY] = "SELECT " SCHED_COLUMNS " FROM scheduled_starts WHERE client_key = ?1",
+    [Q_SCHED_DUE] = "SELECT " SCHED_COLUMNS " FROM scheduled_starts WHERE start_at_ms <= ?1 "
+                    "AND retry_at_ms <= ?1 ORDER BY start_at_ms LIMIT ?2",
+    /* ?1: continue below this id ('' : from the newest); ?2 type ('' any). */
+    [Q_SCHED_LIST] = "SELECT " SCHED_COLUMNS " FROM scheduled_starts "
+                     "WHERE (?1 = '' OR id < ?1) AND (?2 = '' OR type = ?2) "
+                     "ORDER BY id DESC LIMIT ?3",
+    [Q_SCHED_COUNT] = "SELECT count(*) FROM scheduled_starts",
     [Q_BEGIN_WRITE] = "BEGIN IMMEDIATE",
     [Q_SAGA_INSERT] = "INSERT INTO sagas (id, type, state, failed_phase, client_key, input, "
                       "cursor, n_steps, last_error, created_at_ms, updated_at_ms, def_version, "
@@ -343,6 +386,10 @@ static const char *const stmt_sql[N_STMTS] = {
                      "VALUES (?1, ?2, ?3, ?4, ?5)",
     [Q_PIN_UNVERSIONED] = "UPDATE sagas INDEXED BY sagas_unpinned SET def_version = ?2 "
                           "WHERE type = ?1 AND def_version = 0",
+    [Q_SCHED_INSERT] = "INSERT INTO scheduled_starts (" SCHED_COLUMNS ") "
+                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [Q_SCHED_DELETE] = "DELETE FROM scheduled_starts WHERE id = ?1",
+    [Q_SCHED_POSTPONE] = "UPDATE scheduled_starts SET retry_at_ms = ?2 WHERE id = ?1",
 };
 
 typedef struct sq_store sq_store;
@@ -1525,6 +1572,196 @@ static int sq_purge_finished(store *base, int64_t cutoff_ms, int batch, uint64_t
     return rc;
 }
 
+/* ---- Scheduled starts (store.h) ------------------------------------------------ */
+
+/* The current row of q (SCHED_COLUMNS) into *out: 0, or -1 (out of memory,
+ * or an input that is not the JSON this store writes). */
+static int read_schedule(sq_store *st, sqlite3_stmt *q, store_schedule *out)
+{
+    memset(out, 0, sizeof *out);
+    const char *id = column_text_or_empty(q, 0);
+    if (strlen(id) == 0 || strlen(id) > 36) {
+        set_err(st, "read scheduled start: corrupt id '%s'", id);
+        return -1;
+    }
+    memcpy(out->id, id, strlen(id) + 1);
+    if (column_dup(q, 1, &out->type) != 0 || out->type == NULL ||
+        column_dup(q, 2, &out->client_key) != 0 ||
+        kv_from_json(&out->input, column_text_or_empty(q, 3)) != 0) {
+        set_err(st, "read scheduled start %s: out of memory or unreadable input", out->id);
+        store_schedule_clear(out);
+        return -1;
+    }
+    out->start_at_ms = sqlite3_column_int64(q, 4);
+    out->deadline_ms = sqlite3_column_int64(q, 5);
+    out->created_at_ms = sqlite3_column_int64(q, 6);
+    out->retry_at_ms = sqlite3_column_int64(q, 7);
+    return 0;
+}
+
+/* Steps q (bound) and hands each row to fn; finishes q. */
+static int walk_schedules(sq_store *st, sqlite3_stmt *q, const char *what,
+                          int (*fn)(const store_schedule *s, void *arg), void *arg)
+{
+    int rc = 0, step;
+    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+        store_schedule s;
+        if (read_schedule(st, q, &s) != 0) {
+            rc = -1;
+            break;
+        }
+        rc = fn(&s, arg);
+        store_schedule_clear(&s);
+        if (rc != 0)
+            break;
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = db_fail(st, what, NULL);
+    finish(q);
+    return rc;
+}
+
+static int sq_schedule_add(store *base, const store_schedule *s)
+{
+    sq_store *st = (sq_store *)base;
+    if (check_write(st, "schedule start") != 0)
+        return -1;
+    char *input = NULL;
+    if (to_json(st, &s->input, 0, &input, s->id) != 0)
+        return -1;
+    sqlite3_stmt *q = st->stmt[Q_SCHED_INSERT];
+    int rc;
+    if (bind_text(q, 1, s->id) || bind_text(q, 2, s->type) || bind_text(q, 3, s->client_key) ||
+        bind_text(q, 4, input) || sqlite3_bind_int64(q, 5, s->start_at_ms) ||
+        sqlite3_bind_int64(q, 6, s->deadline_ms) || sqlite3_bind_int64(q, 7, s->created_at_ms) ||
+        sqlite3_bind_int64(q, 8, s->retry_at_ms)) {
+        finish(q);
+        rc = db_fail(st, "schedule start", s->id);
+    } else {
+        rc = run(st, q, "schedule start", s->id);
+    }
+    free(input);
+    return rc;
+}
+
+/* Deletes the row of id: 0, STORE_NOT_FOUND when there was none, -1. */
+static int delete_schedule(sq_store *st, const char *id, const char *what)
+{
+    sqlite3_stmt *q = st->stmt[Q_SCHED_DELETE];
+    if (bind_text(q, 1, id) != SQLITE_OK) {
+        finish(q);
+        return db_fail(st, what, id);
+    }
+    if (run(st, q, what, id) != 0)
+        return -1;
+    return sqlite3_changes(st->db) == 1 ? 0 : STORE_NOT_FOUND;
+}
+
+/* One node: the engine fires only what it read and did not cancel, so a row
+ * that is gone here is a bug, and the round must not commit (S1). */
+static int sq_schedule_fire(store *base, const char *id)
+{
+    sq_store *st = (sq_store *)base;
+    if (check_write(st, "fire scheduled start") != 0)
+        return -1;
+    int rc = delete_schedule(st, id, "fire scheduled start");
+    if (rc == STORE_NOT_FOUND) {
+        set_err(st, "fire scheduled start %s: no such row", id);
+        st->last_code = SQLITE_CONSTRAINT;
+        st->last_errno = 0;
+        return -1;
+    }
+    return rc;
+}
+
+static int sq_schedule_due(store *base, int64_t now_ms, uint32_t max,
+                           int (*fn)(const store_schedule *s, void *arg), void *arg)
+{
+    sq_store *st = (sq_store *)base;
+    sqlite3_stmt *q = st->stmt[Q_SCHED_DUE];
+    if (sqlite3_bind_int64(q, 1, now_ms) || sqlite3_bind_int64(q, 2, max)) {
+        finish(q);
+        return db_fail(st, "read due starts", NULL);
+    }
+    return walk_schedules(st, q, "read due starts", fn, arg);
+}
+
+/* A write of its own transaction (the engine, between rounds). */
+static int sq_schedule_postpone(store *base, const char *id, int64_t retry_at_ms)
+{
+    sq_store *st = (sq_store *)base;
+    if (check_write(st, "postpone scheduled start") != 0 || sq_begin(base) != 0)
+        return -1;
+    sqlite3_stmt *q = st->stmt[Q_SCHED_POSTPONE];
+    int rc;
+    if (bind_text(q, 1, id) || sqlite3_bind_int64(q, 2, retry_at_ms)) {
+        finish(q);
+        rc = db_fail(st, "postpone scheduled start", id);
+    } else {
+        rc = run(st, q, "postpone scheduled start", id);
+    }
+    if (rc == 0)
+        return sq_commit(base);
+    sq_rollback(base);
+    return rc;
+}
+
+static int sq_schedule_cancel(store *base, const char *id)
+{
+    sq_store *st = (sq_store *)base;
+    if (check_write(st, "cancel scheduled start") != 0 || sq_begin(base) != 0)
+        return -1;
+    int rc = delete_schedule(st, id, "cancel scheduled start");
+    if (rc < 0) {
+        sq_rollback(base);
+        return rc;
+    }
+    return sq_commit(base) != 0 ? -1 : rc;
+}
+
+static int sq_schedule_get(store *base, const char *id, const char *client_key, store_schedule *out)
+{
+    sq_store *st = (sq_store *)base;
+    sqlite3_stmt *q = st->stmt[id != NULL ? Q_SCHED_BY_ID : Q_SCHED_BY_KEY];
+    if (bind_text(q, 1, id != NULL ? id : client_key) != SQLITE_OK) {
+        finish(q);
+        return db_fail(st, "read scheduled start", id);
+    }
+    int rc, step = sqlite3_step(q);
+    if (step == SQLITE_ROW)
+        rc = read_schedule(st, q, out);
+    else if (step == SQLITE_DONE)
+        rc = STORE_NOT_FOUND;
+    else
+        rc = db_fail(st, "read scheduled start", id);
+    finish(q);
+    return rc;
+}
+
+static int sq_schedule_list(store *base, const char *type, const char *after_id, uint32_t limit,
+                            int (*fn)(const store_schedule *s, void *arg), void *arg)
+{
+    sq_store *st = (sq_store *)base;
+    sqlite3_stmt *q = st->stmt[Q_SCHED_LIST];
+    if (bind_text(q, 1, after_id ? after_id : "") || bind_text(q, 2, type ? type : "") ||
+        sqlite3_bind_int64(q, 3, limit == 0 ? -1 : (int64_t)limit)) {
+        finish(q);
+        return db_fail(st, "list scheduled starts", NULL);
+    }
+    return walk_schedules(st, q, "list scheduled starts", fn, arg);
+}
+
+static int sq_schedule_count(store *base, uint64_t *n)
+{
+    sq_store *st = (sq_store *)base;
+    sqlite3_stmt *q = st->stmt[Q_SCHED_COUNT];
+    int rc = sqlite3_step(q) == SQLITE_ROW ? 0 : db_fail(st, "count scheduled starts", NULL);
+    if (rc == 0)
+        *n = (uint64_t)sqlite3_column_int64(q, 0);
+    finish(q);
+    return rc;
+}
+
 const store_backend store_sqlite_backend = {
     .name = "sqlite",
     .close = sq_close,
@@ -1553,4 +1790,12 @@ const store_backend store_sqlite_backend = {
     .set_corrupt_row_handler = sq_set_corrupt_row_handler,
     .quarantine_saga = sq_quarantine_saga,
     .purge_finished = sq_purge_finished,
+    .schedule_add = sq_schedule_add,
+    .schedule_fire = sq_schedule_fire,
+    .schedule_due = sq_schedule_due,
+    .schedule_postpone = sq_schedule_postpone,
+    .schedule_cancel = sq_schedule_cancel,
+    .schedule_get = sq_schedule_get,
+    .schedule_list = sq_schedule_list,
+    .schedule_count = sq_schedule_count,
 };

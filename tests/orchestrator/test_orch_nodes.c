@@ -14,6 +14,10 @@
  *                   at once: one saga, the same id from both.
  *   any node        status, list and stats on one node see the sagas of the
  *                   other; abort on a node takes the saga over from the other.
+ *   scheduled       starts scheduled on both nodes, due at the same moment:
+ *                   both nodes claim due starts (store_pg.c F7), each start
+ *                   fires once; starts scheduled on a node SIGKILLed before
+ *                   their time fire on the other.
  *   database faults the server stopped with sagas in flight and started again:
  *                   every saga finishes, each effect once; sagad started while
  *                   the server is down waits and serves once it is up; a
@@ -430,6 +434,62 @@ static void database_down_at_start(void **state)
     free(bad_log);
 }
 
+/* How many times needle occurs in node i's log. */
+static int log_count(cluster *c, int i, const char *needle)
+{
+    use_node(c, i);
+    char *text = th_read_file(c->f.sagad.log);
+    int n = 0;
+    for (const char *p = text; p != NULL && (p = strstr(p, needle)) != NULL; p++)
+        n++;
+    free(text);
+    return n;
+}
+
+#define N_SCHED        10
+#define N_SCHED_KILLED 4
+
+static void scheduled_start_fires_once(void **state)
+{
+    cluster *c = *state;
+    char ids[N_SCHED + N_SCHED_KILLED][37];
+    for (int i = 0; i < N_SCHED + N_SCHED_KILLED; i++) {
+        /* The last ones on node-a, which dies before their time. */
+        use_node(c, i < N_SCHED ? i % 2 : 0);
+        char key[64], *text = NULL;
+        snprintf(key, sizeof key, "sched/nodes/%d", i);
+        assert_int_equal(ofx_ctl(&c->f, &text, "--json", "start", "order_fulfillment", "--key", key,
+                                 "--in", "5s", "customer=alice", "sku=WIDGET-1", "quantity=1",
+                                 "amount=100", "destination=paris", NULL),
+                         0);
+        json_t *doc = tj_parse(text);
+        assert_non_null(tj_str(doc, "saga_id"));
+        snprintf(ids[i], sizeof ids[i], "%s", tj_str(doc, "saga_id"));
+        json_decref(doc);
+        free(text);
+    }
+    /* Whichever node claims a start fires it; each is listed on both. */
+    use_node(c, 1);
+    char *out = NULL;
+    assert_int_equal(ofx_ctl(&c->f, &out, "list", "--state", "scheduled", NULL), 0);
+    free(out);
+    use_node(c, 0);
+    ofx_kill_sagad(&c->f);
+    use_node(c, 1);
+    assert_all_completed_once(c, ids, N_SCHED + N_SCHED_KILLED);
+    int fired = 0;
+    for (int i = 0; i < N_SCHED + N_SCHED_KILLED; i++) {
+        json_t *h = ofx_history(&c->f, ids[i]);
+        assert_non_null(h);
+        assert_int_equal(ofx_history_count(h, "saga_scheduled", NULL, NULL), 1);
+        json_decref(h);
+    }
+    for (int i = 0; i < N_NODES; i++)
+        fired += log_count(c, i, "started: scheduled for");
+    /* Node-a may have fired some before it died; none fired twice. */
+    assert_int_equal(fired, N_SCHED + N_SCHED_KILLED);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -439,6 +499,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(any_node_answers, setup, teardown),
         cmocka_unit_test_setup_teardown(database_restart_loses_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(database_down_at_start, setup, teardown),
+        cmocka_unit_test_setup_teardown(scheduled_start_fires_once, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

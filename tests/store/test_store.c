@@ -204,7 +204,7 @@ static void roundtrip_insert_update_load(void **state)
     new_db_path(path, sizeof path);
     store *st = open_rw(path, 1);
     saga *s = new_saga(&defs[0], 1, "client-1", 1000);
-    s->deadline_at_ms = 61000; /* a deadline is stored with the saga */
+    s->deadline_at_ms = 61000;        /* a deadline is stored with the saga */
     s->steps[0].started_at_ms = 1001; /* and when each step ran */
     s->steps[0].finished_at_ms = 1009;
 
@@ -330,7 +330,7 @@ static void step_rows_hold_definition_and_keys(void **state)
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
     version = sqlite3_column_int64(q, 0);
     sqlite3_finalize(q);
-    assert_int_equal(version, 3);
+    assert_int_equal(version, 4);
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
     assert_string_equal(sqlite3_column_text(q, 0), "wal");
@@ -1047,7 +1047,7 @@ static void migration_from_schema_1_pins_old_sagas(void **state)
     store_close(st);
     /* What a sagad of schema version 1 left behind: protocol 1 numbered
      * outcomes from OK = 0, and stored "no reply yet" as -1. */
-    raw_exec(path, "ALTER TABLE sagas DROP COLUMN deadline_at_ms; "
+    raw_exec(path, "DROP TABLE scheduled_starts; ALTER TABLE sagas DROP COLUMN deadline_at_ms; "
                    "ALTER TABLE saga_steps DROP COLUMN started_at_ms; "
                    "ALTER TABLE saga_steps DROP COLUMN finished_at_ms; "
                    "DROP INDEX sagas_unpinned; ALTER TABLE sagas DROP COLUMN def_version; "
@@ -1098,7 +1098,7 @@ static void migration_from_schema_2_adds_deadlines(void **state)
     save_one(st, old);
     store_close(st);
     /* What a sagad of schema version 2 left behind. */
-    raw_exec(path, "ALTER TABLE sagas DROP COLUMN deadline_at_ms; "
+    raw_exec(path, "DROP TABLE scheduled_starts; ALTER TABLE sagas DROP COLUMN deadline_at_ms; "
                    "ALTER TABLE saga_steps DROP COLUMN started_at_ms; "
                    "ALTER TABLE saga_steps DROP COLUMN finished_at_ms; PRAGMA user_version = 2");
 
@@ -1415,7 +1415,7 @@ static void open_refuses_foreign_databases(void **state)
 
     /* Some other application's database. */
     new_db_path(path, sizeof path);
-    raw_exec(path, "PRAGMA application_id = 7; PRAGMA user_version = 3");
+    raw_exec(path, "PRAGMA application_id = 7; PRAGMA user_version = 4");
     err[0] = '\0';
     assert_null(store_open(path, 1, 0, err, sizeof err));
     assert_non_null(strstr(err, "not a sagad database"));
