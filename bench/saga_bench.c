@@ -1172,9 +1172,9 @@ typedef struct {
     uint64_t completed, bad, refused;
     double rate; /* completed sagas/s */
     double p50, p99, max;
-    double cpu_sagad, cpu_svcs; /* ms per completed saga */
-    double cpu_pg;              /* ms of the PostgreSQL server per completed saga */
-    double csw_sagad, csw_svcs; /* context switches per completed saga */
+    double cpu_sagad, cpu_svcs;     /* ms per completed saga */
+    double cpu_pg;                  /* ms of the PostgreSQL server per completed saga */
+    double csw_sagad, csw_svcs;     /* context switches per completed saga */
     double syncs_sagad, syncs_svcs; /* durable commits per completed saga; -1: not counted */
 } run_result;
 
@@ -2424,6 +2424,7 @@ static void usage(void)
             "  --recovery N   sagas in flight when sagad is killed (default 10000)\n"
             "  --memory N     sagas held in flight for the memory figure (default 100000)\n"
             "  --recovery-only  run only the recovery figure (5.)\n"
+            "  --memory-only  run only sagad's memory per saga in flight (under 6.)\n"
             "  --growth-only  run only the growth figure (6.)\n"
             "  --perf FILE    record a perf profile of sagad during the durable 256 run;\n"
             "                 with --growth-only, of all five programs of the grown cluster\n"
@@ -2565,10 +2566,10 @@ static int run_parallel_compare(double warm, double secs)
         med[t] = a > b ? (b > d ? b : (a > d ? d : a)) : (a > d ? a : (b > d ? d : b));
     }
     printf("one saga at a time, durable, p50 (median of 3 slices of %.1f s each):\n", secs / 3);
-    printf("  %-28s %8.2f ms  (slices %.2f %.2f %.2f)\n", types[0], med[0], p50[0][0],
-           p50[0][1], p50[0][2]);
-    printf("  %-28s %8.2f ms  (slices %.2f %.2f %.2f)\n", types[1], med[1], p50[1][0],
-           p50[1][1], p50[1][2]);
+    printf("  %-28s %8.2f ms  (slices %.2f %.2f %.2f)\n", types[0], med[0], p50[0][0], p50[0][1],
+           p50[0][2]);
+    printf("  %-28s %8.2f ms  (slices %.2f %.2f %.2f)\n", types[1], med[1], p50[1][0], p50[1][1],
+           p50[1][2]);
     printf("  parallel saves %.2f ms (%.0f %%), a step of the sequential one is %.2f ms on "
            "average\n",
            med[0] - med[1], med[0] > 0 ? 100 * (med[0] - med[1]) / med[0] : 0, med[0] / 5);
@@ -2578,7 +2579,7 @@ static int run_parallel_compare(double warm, double secs)
 
 int main(int argc, char **argv)
 {
-    int quick = 0, recovery_only = 0, growth_run = 0, growth_only = 0;
+    int quick = 0, recovery_only = 0, memory_only = 0, growth_run = 0, growth_only = 0;
     double secs = -1;
     long growth = -1, recovery_n = -1, memory_n = -1;
     const char *perf = NULL, *tmpbase = "/tmp", *growth_from = NULL, *point = NULL;
@@ -2611,6 +2612,8 @@ int main(int argc, char **argv)
             perf = argv[++i];
         else if (strcmp(a, "--recovery-only") == 0)
             recovery_only = 1;
+        else if (strcmp(a, "--memory-only") == 0)
+            memory_only = 1;
         else if (strcmp(a, "--parallel") == 0)
             parallel = 1;
         else if (strcmp(a, "--point") == 0 && i + 1 < argc)
@@ -2708,6 +2711,8 @@ int main(int argc, char **argv)
     }
     if (recovery_only)
         goto recovery;
+    if (memory_only)
+        goto memory;
     cluster cd, cr, cn;
     cluster_init(&cd, "durable", 1, 0);
     cluster_init(&cr, "relaxed", 0, 0);
@@ -2884,6 +2889,7 @@ recovery:;
 
     if (recovery_only)
         goto table;
+memory:;
     /* 6b: memory per saga in flight. order-svc holds each reply 60 s with
      * 64 contexts, so nearly every saga waits at its first step. */
     note("memory: %ld sagas in flight", memory_n);
@@ -2910,6 +2916,12 @@ recovery:;
         cm.svc[i] = 0;
     }
     per_saga = minf ? (double)(rss1 - rss0) * 1024.0 / (double)minf : 0;
+    if (memory_only) {
+        out("MEMORY: sagad RSS %ld KiB idle, %ld KiB with %" PRIu64 " in flight -> %.0f bytes per "
+            "saga in flight\n",
+            rss0, rss1, minf, per_saga);
+        goto table_end;
+    }
 
 table:;
     /* ---- The table ---- */
