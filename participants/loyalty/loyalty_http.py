@@ -143,9 +143,7 @@ class _Handler:
     def __init__(self, request, client_address, server):
         self.sock, self.server = request, server
         self.buf = bytearray()
-        self.conn = server.conn_added(request)
-        if self.conn is None:
-            return  # closed at accept: every connection is being answered
+        self.conn = server.conn_of(request)
         try:
             self.serve()
         except OSError:
@@ -312,7 +310,8 @@ class Server(http.server.ThreadingHTTPServer):
     # -- the connection table (the cap) --
 
     def process_request(self, request, client_address):
-        # On the accepting thread: make room before a thread is started for it.
+        # On the accepting thread, in accept order: make room, and enter the connection in the
+        # table before its thread starts, so that the next accept already counts it.
         with self._lock:
             live = [c for c in self._conns if not c.evicted]
             if len(live) >= MAX_CONNS:
@@ -323,13 +322,12 @@ class Server(http.server.ThreadingHTTPServer):
                 oldest = min(idle, key=lambda c: c.waiting_since)
                 oldest.evicted = True
                 _shut(oldest.sock)
+            self._conns.append(_Conn(request))
         super().process_request(request, client_address)
 
-    def conn_added(self, sock):
+    def conn_of(self, sock):
         with self._lock:
-            c = _Conn(sock)
-            self._conns.append(c)
-            return c
+            return next(c for c in self._conns if c.sock is sock)
 
     def conn_removed(self, c):
         with self._lock:
