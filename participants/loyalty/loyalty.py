@@ -6,8 +6,8 @@ undone ("revoke").
 
 Layers, top to bottom:
   Nng        Debian's libnng through ctypes: one rep0 socket, served one
-             message at a time (the participant needs no threads: SQLite
-             serialises the writes anyway).
+             message at a time on the main thread (SQLite serialises the
+             writes anyway).
   Store      the participant's own SQLite file: the business tables and the
              idempotency records and barrier rows (tables lt_*), written in
              ONE transaction per message, committed before the reply is sent.
