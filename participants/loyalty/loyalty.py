@@ -6,12 +6,17 @@ undone ("revoke").
 
 Layers, top to bottom:
   Nng        Debian's libnng through ctypes: one rep0 socket, served one
-             message at a time (the participant needs no threads: SQLite
-             serialises the writes anyway).
+             message at a time on the main thread (SQLite serialises the
+             writes anyway).
   Store      the participant's own SQLite file: the business tables and the
              idempotency records and barrier rows (tables lt_*), written in
              ONE transaction per message, committed before the reply is sent.
   Loyalty    the two handlers: business SQL only, inside the transaction.
+  Metrics    with --metrics-url, GET /metrics and /healthz on a loopback HTTP
+             listener of its own threads (loyalty_metrics.py, loyalty_http.py):
+             the C services' series and rules (docs/OBSERVABILITY.md). The
+             serving loop only adds to the counters, once per message, after
+             its COMMIT; nothing it does waits for HTTP.
 
 Invariants (saga.proto rules 1-5, docs/PARTICIPANTS.md):
   1. A key's effect, its stored reply and its barrier row commit together or
@@ -28,6 +33,8 @@ Invariants (saga.proto rules 1-5, docs/PARTICIPANTS.md):
      participant.h): a stored key replays, any other is CONFLICT.
   6. Points are conserved: accounts.points = the sum of the customer's
      awards in state 'awarded' (view points_audit), checked at start.
+  7. Only the serving thread uses the participant's SQLite connection; the
+     HTTP threads read the metrics' copy and open their own read-only one.
 """
 
 import ctypes
@@ -40,7 +47,10 @@ import sqlite3
 import stat
 import sys
 import time
+import urllib.parse
 
+import loyalty_http
+import loyalty_metrics
 import saga_pb2  # generated at build time: protoc --python_out (participants/loyalty/CMakeLists.txt)
 
 VERSION = "0.3.0"
@@ -317,11 +327,25 @@ def check_request(req):
     return None
 
 
+def metric_operation(req):
+    """The operation label of req: its operation when served for its phase, else None ("_unknown")."""
+    op = OPERATIONS.get(req.operation)
+    return req.operation if op is not None and op[0] == int(req.phase) else None
+
+
 class Participant:
     def __init__(self, db, retention_s):
         self.db = db
         self.retention_ms = retention_s * 1000
         self.last_purge = 0.0
+        self.metrics = loyalty_metrics.Metrics(NAME, [(name, op[0]) for name, op in OPERATIONS.items()])
+        # The open transaction's counts (loyalty_metrics.TOTALS' names), kept only if it commits,
+        # and whether the request being decided is not a request (unknown operation).
+        self.tally = {}
+        self.not_a_request = False
+
+    def count(self, what):
+        self.tally[what] = self.tally.get(what, 0) + 1
 
     def decode(self, msg):
         """A StepRequest, or the packed REJECTED reply for a message that breaks the rules."""
@@ -348,35 +372,52 @@ class Participant:
             except Exception:
                 batch = None
             if len(msg) > MAX_MSG or batch is None or not 1 <= len(batch.items) <= BATCH_MAX:
+                self.metrics.record(totals={"malformed": 1})
                 return pack_reply("", REJECTED, error="malformed frame")
+            self.metrics.record(totals={"frames": 1})
             answers = self.run_transaction([bytes(i) for i in batch.items])
             return bytes([BATCH_MARK]) + saga_pb2.StepBatch(items=answers).SerializeToString()
         return self.run_transaction([msg])[0]
 
     def run_transaction(self, msgs):
         """Every message's reply; the well-formed ones go through ONE transaction."""
-        replies, work = [None] * len(msgs), []
+        started = time.monotonic()
+        replies, work, malformed = [None] * len(msgs), [], 0
         for i, m in enumerate(msgs):
             req, bad = self.decode(m)
             if bad is not None:
                 log("WARN", "rejected a malformed request")
                 replies[i] = bad
+                malformed += 1
             else:
                 work.append((i, req))
         if not work:
+            self.metrics.record(totals={"malformed": malformed})
             return replies
         db = self.db
+        self.tally, counted = {}, []
         try:
+            changes = db.total_changes
             db.execute("BEGIN IMMEDIATE")
             for i, req in work:
+                self.not_a_request = False
                 replies[i] = self.run_request(req)
+                if not self.not_a_request:
+                    counted.append((i, req))
             db.execute("COMMIT")
+            if db.total_changes != changes:
+                self.count("syncs")  # synchronous=FULL: this COMMIT waited for the WAL's fsync
         except sqlite3.Error as e:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             log("WARN", "transaction rolled back, every request answers RETRY: %s" % e)
+            self.tally, counted = {"retries": len(work)}, work
             for i, req in work:
                 replies[i] = pack_reply(req.idempotency_key, RETRY, error="database error, nothing stored: %s" % e)
+        self.tally["malformed"] = self.tally.get("malformed", 0) + malformed
+        answered = [(metric_operation(req), int(req.phase), saga_pb2.StepReply.FromString(replies[i]).outcome)
+                    for i, req in counted]
+        self.metrics.record(answered, time.monotonic() - started, self.tally)
         return replies
 
     def run_request(self, req):
@@ -384,14 +425,17 @@ class Participant:
         db, key = self.db, req.idempotency_key
         fp = fingerprint(req)
         db.execute("SAVEPOINT lt_request")
+        before = dict(self.tally)  # what this request counted goes with its rollback
         try:
             reply = self.decide(req, fp)
             db.execute("RELEASE lt_request")
             return reply
         except sqlite3.Error as e:
+            self.tally, self.not_a_request = before, False
             db.execute("ROLLBACK TO lt_request")
             db.execute("RELEASE lt_request")
             log("WARN", "request answered RETRY: %s" % e)
+            self.count("retries")
             return pack_reply(key, RETRY, error="database error, nothing stored: %s" % e)
 
     def decide(self, req, fp):
@@ -403,15 +447,21 @@ class Participant:
             stored = saga_pb2.StepReply()
             stored.ParseFromString(bytes(row[1]))
             stored.replayed = True
+            self.count("replays")
             return stored.SerializeToString()
         born = uuid7_time_ms(req.saga_id)
         now = int(time.time() * 1000)
         if born is not None and now - born > self.retention_ms:
-            return self.conflict(key, "saga %s began %d s ago, longer than this participant's retention of %d s"
-                                 % (req.saga_id, (now - born) // 1000, self.retention_ms // 1000))
+            why = "saga %s began %d s ago, longer than this participant's retention of %d s" % (
+                req.saga_id, (now - born) // 1000, self.retention_ms // 1000)
+            log("WARN", why)
+            self.count("outlived")
+            return pack_reply(key, CONFLICT, error=why)
         op = OPERATIONS.get(req.operation)
         if op is None or op[0] != phase:
             log("WARN", "rejected a malformed request: unknown operation")
+            self.count("malformed")
+            self.not_a_request = True
             return pack_reply(key, REJECTED, error="unknown operation '%s' for phase %s"
                               % (req.operation, "action" if phase == ACTION else "compensate"))
         rows = dict(((r[0], r[1]), r[2]) for r in db.execute(
@@ -443,6 +493,7 @@ class Participant:
 
     def conflict(self, key, why):
         log("WARN", "CONFLICT: %s" % why)
+        self.count("conflicts")
         return pack_reply(key, CONFLICT, error=why)
 
     def run_handler(self, req, fp, op, action_result):
@@ -459,7 +510,9 @@ class Participant:
             db.execute("RELEASE lt_handler")
             raise
         db.execute("RELEASE lt_handler")
-        return self.store(req, fp, OK, result, "")
+        reply = self.store(req, fp, OK, result, "")
+        self.count("effects")
+        return reply
 
     def store(self, req, fp, outcome, result, error, fence=False):
         """Stores the reply with its record and barrier row (and the action's fence)."""
@@ -477,6 +530,8 @@ class Participant:
             (req.saga_id, req.step, int(req.phase), key))
         if cur.rowcount != 1:
             raise sqlite3.IntegrityError("the step's phase already has a record")
+        if outcome == SKIPPED:
+            self.count("skipped")
         return reply
 
     def purge(self):
@@ -491,6 +546,7 @@ class Participant:
                 self.db.execute("DELETE FROM lt_idempotency WHERE idempotency_key = ?", (key,))
             self.db.execute("COMMIT")
             if old:
+                self.metrics.record(totals={"purged": len(old)})
                 log("INFO", "purged %d idempotency records older than the retention" % len(old))
         except sqlite3.Error as e:
             if self.db.in_transaction:
@@ -500,18 +556,21 @@ class Participant:
 
 # ---- Command line ----------------------------------------------------------------
 
-USAGE = """usage: loyalty-svc [--listen URL] [--db PATH] [--retention-s S]
+USAGE = """usage: loyalty-svc [--listen URL] [--db PATH] [--retention-s S] [--metrics-url URL]
 The loyalty participant (Python): award(customer, amount[, order_id]) -> award_id, points
 (one point per 100 minor units); revoke, its compensation, takes them back.
   --listen URL       ipc:// address (default ipc://$XDG_RUNTIME_DIR/saga-loyalty.ipc)
   --db PATH          SQLite database, created 0600 (default loyalty.db)
   --retention-s S    how long idempotency records are kept (default 604800)
+  --metrics-url URL  serve Prometheus metrics at URL/metrics and a health
+                     check at URL/healthz, e.g. http://127.0.0.1:9465
   --version, --help
 """
 
 
 def parse_args(argv):
-    opts = {"listen": None, "db": "loyalty.db", "retention_s": DEFAULT_RETENTION_S}
+    opts = {"listen": None, "db": "loyalty.db", "retention_s": DEFAULT_RETENTION_S, "metrics_url": None,
+            "metrics_addr": None}
     i = 0
     while i < len(argv):
         a = argv[i]
@@ -521,7 +580,7 @@ def parse_args(argv):
         if a == "--version":
             print("loyalty-svc %s" % VERSION)
             sys.exit(0)
-        if a not in ("--listen", "--db", "--retention-s"):
+        if a not in ("--listen", "--db", "--retention-s", "--metrics-url"):
             raise ValueError("unknown option '%s'" % a)
         if i + 1 >= len(argv):
             raise ValueError("%s needs a value" % a)
@@ -530,6 +589,9 @@ def parse_args(argv):
             if not (v.isdigit() and 60 <= int(v) <= 10 * 365 * 86400):
                 raise ValueError("--retention-s must be an integer in [60, 315360000]")
             opts["retention_s"] = int(v)
+        elif a == "--metrics-url":
+            opts["metrics_addr"] = loyalty_http.check_url("--metrics-url", v)  # ValueError: exit 2
+            opts["metrics_url"] = v
         else:
             opts[a[2:]] = v
         i += 2
@@ -552,6 +614,43 @@ def check_socket_dir(url):
                            " (chmod go-w %s)" % (d, d))
 
 
+def health(db_path, stopping):
+    """/healthz, like the C services' (participants/service.c): 200 {"status":"ok"} when serving
+    and the database answers a read on a read-only connection opened for this probe (so a file
+    removed, replaced or damaged shows at once); 503 with the reason otherwise. No token: the
+    answer names no customer, amount or key; the reason is SQLite's error text, as in the log."""
+    why = None
+    if stopping:
+        why = "stopping"
+    else:
+        try:
+            uri = "file:%s?mode=ro" % urllib.parse.quote(os.path.abspath(db_path))
+            probe = sqlite3.connect(uri, uri=True, timeout=1.0)
+            try:
+                probe.execute("SELECT 1 FROM lt_barrier LIMIT 1").fetchall()
+            finally:
+                probe.close()
+        except sqlite3.Error as e:
+            why = "database %s: %s" % (db_path, e)
+    doc = {"status": "ok"} if why is None else {"status": "unavailable", "reason": why}
+    body = (json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    return (200 if why is None else 503), "application/json", body
+
+
+def start_metrics(opts, p, stopping):
+    """The HTTP listener of --metrics-url, serving; raises OSError when it cannot listen."""
+    family, host, port = opts["metrics_addr"]
+    routes = {
+        "/metrics": lambda: (200, loyalty_metrics.CONTENT_TYPE, p.metrics.text()),
+        "/healthz": lambda: health(opts["db"], stopping),
+    }
+    server = loyalty_http.Server(family, host, port, routes, log)
+    server.start()
+    url = opts["metrics_url"].rstrip("/")
+    log("INFO", "metrics on %s/metrics, health check on %s/healthz (port %d)" % (url, url, server.port))
+    return server
+
+
 def main(argv):
     try:
         opts = parse_args(argv)
@@ -571,6 +670,15 @@ def main(argv):
         return 1
     p = Participant(db, opts["retention_s"])
     log("INFO", "serving on %s, database %s" % (opts["listen"], opts["db"]))
+    metrics = None
+    if opts["metrics_url"] is not None:
+        try:
+            metrics = start_metrics(opts, p, stopping)
+        except OSError as e:
+            log("ERROR", "--metrics-url: cannot serve %s: %s" % (opts["metrics_url"], e.strerror or e))
+            sock.close()
+            db.close()
+            return 1
     served = 0
     while not stopping:
         if time.monotonic() - p.last_purge >= PURGE_EVERY_S:
@@ -585,6 +693,8 @@ def main(argv):
             continue
         sock.send(p.handle(msg))
         served += 1
+    if metrics is not None:
+        metrics.close()  # /healthz said "stopping" since the signal
     sock.close()
     db.close()
     log("INFO", "stopped after %d messages" % served)
