@@ -74,8 +74,28 @@ PURGE_EVERY_S, PURGE_BATCH = 60, 500
 MAX_AMOUNT = 1000000000
 
 
+LOG_JSON = False  # --log-format json
+LOG_LINE_MAX = 4096  # as common/log.c: a longer message is cut and marked
+
+
 def log(level, msg):
-    sys.stderr.write("%s %s loyalty: %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), level, msg))
+    """One line on stderr, in the C programs' format (common/log.c): UTC time
+    with ms, level, program, message; with --log-format json one JSON object
+    (ts, level, program, msg) that is always valid JSON."""
+    now = time.time()
+    ts = "%s.%03dZ" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)), int(now * 1000) % 1000)
+    msg = str(msg)
+    truncated = len(msg) > LOG_LINE_MAX
+    if truncated:
+        msg = msg[:LOG_LINE_MAX]
+    if LOG_JSON:
+        line = {"ts": ts, "level": level, "program": "loyalty-svc", "msg": msg}
+        if truncated:
+            line["truncated"] = True
+        # ensure_ascii: lone surrogates (undecodable bytes) are escaped, never raw
+        sys.stderr.write(json.dumps(line, ensure_ascii=True) + "\n")
+    else:
+        sys.stderr.write("%s %-5s loyalty-svc: %s\n" % (ts, level, msg.replace("\n", " ")))
     sys.stderr.flush()
 
 
@@ -564,11 +584,13 @@ The loyalty participant (Python): award(customer, amount[, order_id]) -> award_i
   --retention-s S    how long idempotency records are kept (default 604800)
   --metrics-url URL  serve Prometheus metrics at URL/metrics and a health
                      check at URL/healthz, e.g. http://127.0.0.1:9465
+  --log-format F     text (default) or json: one JSON object per line
   --version, --help
 """
 
 
 def parse_args(argv):
+    global LOG_JSON
     opts = {"listen": None, "db": "loyalty.db", "retention_s": DEFAULT_RETENTION_S, "metrics_url": None,
             "metrics_addr": None}
     i = 0
@@ -580,7 +602,7 @@ def parse_args(argv):
         if a == "--version":
             print("loyalty-svc %s" % VERSION)
             sys.exit(0)
-        if a not in ("--listen", "--db", "--retention-s", "--metrics-url"):
+        if a not in ("--listen", "--db", "--retention-s", "--metrics-url", "--log-format"):
             raise ValueError("unknown option '%s'" % a)
         if i + 1 >= len(argv):
             raise ValueError("%s needs a value" % a)
@@ -589,6 +611,10 @@ def parse_args(argv):
             if not (v.isdigit() and 60 <= int(v) <= 10 * 365 * 86400):
                 raise ValueError("--retention-s must be an integer in [60, 315360000]")
             opts["retention_s"] = int(v)
+        elif a == "--log-format":
+            if v not in ("text", "json"):
+                raise ValueError("--log-format must be 'text' or 'json', not '%s'" % v)
+            LOG_JSON = v == "json"
         elif a == "--metrics-url":
             opts["metrics_addr"] = loyalty_http.check_url("--metrics-url", v)  # ValueError: exit 2
             opts["metrics_url"] = v

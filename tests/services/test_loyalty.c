@@ -26,6 +26,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <jansson.h>
+#include <signal.h>
 
 #include "fixture.h"
 #include "util.h"
@@ -147,6 +149,63 @@ static void test_refuses_loose_database_and_non_ipc(void **state)
     assert_int_equal(fx_start(s, NULL), 0); /* private again: it serves */
 }
 
+/*
+ * --log-format json, as every program takes it (docs/OBSERVABILITY.md): each
+ * line one JSON object with ts, level, program and msg, also for a message
+ * carrying a quote, a backslash and a control character; an unknown format
+ * is refused (exit 2).
+ */
+static void test_json_log_lines(void **state)
+{
+    fx_svc *s = *state;
+    int status;
+    pid_t pid;
+    assert_int_equal(fx_stop(s), 0);
+    char *log = th_path(s->dir, "json.log");
+    const char *bad[] = {"--listen", s->url, "--db", s->db, "--log-format", "xml", NULL};
+    assert_int_equal(th_spawn("loyalty-svc", bad, NULL, log, &pid), 0);
+    assert_int_equal(th_wait_exit(pid, FX_TIMEOUT_MS, &status), 0);
+    assert_true(th_exited_with(status, 2));
+    char *out = th_read_file(log);
+    assert_non_null(strstr(out, "--log-format must be 'text' or 'json'"));
+    free(out);
+
+    free(log);
+    log = th_path(s->dir, "json2.log");
+    const char *args[] = {"--listen", s->url, "--db", s->db, "--log-format", "json", NULL};
+    assert_int_equal(th_spawn("loyalty-svc", args, NULL, log, &pid), 0);
+    assert_int_equal(th_wait_dial(s->url, pid, FX_TIMEOUT_MS), 0);
+    /* A request with an operation it does not have is logged with its name. */
+    char saga[37];
+    fx_saga_id(saga);
+    StepReply *r = fx_step(s, saga, "points", PHASE_ACTION, "no\"such\\op\x01", NULL);
+    assert_non_null(r);
+    th_reply_free(r);
+    kill(pid, SIGTERM);
+    assert_int_equal(th_wait_exit(pid, FX_TIMEOUT_MS, &status), 0);
+    out = th_read_file(log);
+    assert_non_null(out);
+    int lines = 0, warned = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"), lines++) {
+        json_error_t jerr;
+        json_t *o = json_loads(line, 0, &jerr);
+        if (o == NULL)
+            fail_msg("not JSON: %s (%s)", line, jerr.text);
+        assert_non_null(json_string_value(json_object_get(o, "ts")));
+        assert_non_null(json_string_value(json_object_get(o, "msg")));
+        assert_string_equal(json_string_value(json_object_get(o, "program")), "loyalty-svc");
+        const char *level = json_string_value(json_object_get(o, "level"));
+        assert_non_null(level);
+        warned += strcmp(level, "WARN") == 0;
+        json_decref(o);
+    }
+    assert_true(lines >= 2); /* serving ..., stopped ... */
+    assert_true(warned >= 1);
+    free(out);
+    free(log);
+    assert_int_equal(fx_start(s, NULL), 0);
+}
+
 /* ---- The shipped saga through sagad --------------------------------------- */
 
 typedef struct {
@@ -249,6 +308,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_bad_params_rejected_without_effect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuses_loose_database_and_non_ipc, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_json_log_lines, setup, teardown),
         cmocka_unit_test(test_saga_awards_and_revokes_points),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
