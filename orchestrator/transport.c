@@ -298,6 +298,13 @@ static int peer_connected(peer *p)
     return connected;
 }
 
+int transport_replica_connected(transport *t, size_t participant, size_t replica)
+{
+    if (participant >= t->n_services || replica >= t->services[participant].n)
+        return 0;
+    return peer_connected(&t->peers[t->services[participant].first + replica]);
+}
+
 /*
  * The replica of sv that gets the next request (transport.h, "Replicas").
  * Usable: connected, and either answering (no failure since its last

@@ -130,6 +130,8 @@ void transport_set_metrics(transport *t, struct orch_metrics *m);
 /* How many URLs participant i has, and the URL of one (NULL out of range). */
 size_t transport_replicas(const transport *t, size_t participant);
 const char *transport_replica_url(const transport *t, size_t participant, size_t replica);
+/* 1 while sagad holds a connection to that replica (any thread). */
+int transport_replica_connected(transport *t, size_t participant, size_t replica);
 /* Replaces the dialer of any replica that has had no connection for
  * 2 s. nng 1.5.2's dialer can stop reconnecting when its peer dies while a
  * connection is being set up (upstream issue 970): without this, sagad
