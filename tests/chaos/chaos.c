@@ -922,7 +922,7 @@ static int cluster_setup(cluster *c, const char *dir, uint64_t seed, double faul
     for (int i = N_SVC; i < c->n_svc; i++) { /* same program, database and seed */
         proc *p = &c->svc[i], *first = &c->svc[i - N_SVC];
         proc_init(p, dir, replica_names[i - N_SVC], 1);
-        snprintf(p->program, sizeof p->program, "%s", first->program);
+        memcpy(p->program, first->program, sizeof p->program);
         free(p->db);
         free(p->seed);
         p->db = util_strdup(first->db);
