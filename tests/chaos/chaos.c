@@ -650,7 +650,8 @@ static int proc_start(cluster *c, proc *p)
         args[n++] = p->cfg;
     }
     args[n++] = "--log-level";
-    args[n++] = c->pg ? "info" : "warn"; /* info: "took over N sagas" */
+    /* info: "took over N sagas" (nodes), "stopped: N requests" (replicas) */
+    args[n++] = c->pg || c->n_svc > N_SVC ? "info" : "warn";
     args[n] = NULL;
 
     char env_cp[128], env_vfs[64];
@@ -2363,6 +2364,17 @@ static int run_scenario(const chaos_opts *o, const scenario *sc, const char *dir
     printf("\n");
     fflush(stdout);
 
+    if (c.n_svc > N_SVC) {
+        /* How the requests spread: what each replica's clean stops logged
+         * (an incarnation SIGKILLed takes its count along, so this is a
+         * lower bound, for information, not an invariant). */
+        printf("info  requests served by replicas a/b (logged at clean stops):");
+        for (int i = 0; i < N_SVC; i++)
+            printf(" %s %" PRId64 "/%" PRId64, svc_names[i],
+                   log_count(c.svc[i].log, "stopped: ", 1),
+                   log_count(c.svc[N_SVC + i].log, "stopped: ", 1));
+        printf("\n");
+    }
     verdicts v = {.seed = o->seed, .admin = mon, .deadline = util_mono_ms() + 120000};
     check_invariants(&v, &c, &w, &f);
     if (c.pg != NULL)
