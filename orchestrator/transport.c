@@ -198,6 +198,40 @@ static int peer_dial(peer *p, char *err, size_t errlen)
     return rv;
 }
 
+/* Opens and dials p's socket (p->name and p->url set). */
+static int peer_open(transport *t, peer *p, char *err, size_t errlen)
+{
+    int rv = nng_req0_open(&p->sock);
+    if (rv != 0) {
+        snprintf(err, errlen, "participant %s: cannot open socket: %s", p->name, nng_strerror(rv));
+        return rv;
+    }
+    p->tls = &t->tls;
+    if (sec_url_is_tls(p->url) && (p->tls_host = sec_url_host(p->url)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NNG_ENOMEM;
+    }
+    if ((rv = nng_mtx_alloc(&p->mtx)) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return rv;
+    }
+    p->disconnected_since = util_mono_ms();
+    /* Our own attempts and timeouts decide when to resend; nng only
+     * resends when the connection carrying a request is lost. */
+    nng_socket_set_ms(p->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+    /* The answer to a frame holds up to WIRE_BATCH_MAX replies; the engine
+     * refuses a single reply over WIRE_MAX_MSG (wire.h, WIRE_RECV_SLACK). */
+    nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ,
+                        WIRE_RECV_MAX(t->frame_max > 1 ? WIRE_MAX_BATCH_REPLY : WIRE_MAX_MSG));
+    if ((rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_PRE, peer_pipe_check, p)) != 0 ||
+        (rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_POST, peer_pipe_event, p)) != 0 ||
+        (rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_REM_POST, peer_pipe_event, p)) != 0) {
+        snprintf(err, errlen, "participant %s: %s", p->name, nng_strerror(rv));
+        return rv;
+    }
+    return peer_dial(p, err, errlen);
+}
+
 transport *transport_create(const orch_config *cfg, transport_done_fn done, void *arg, char *err,
                             size_t errlen)
 {
@@ -227,43 +261,13 @@ transport *transport_create(const orch_config *cfg, transport_done_fn done, void
         t->services[i] = (service){.first = k, .n = pd->n_urls, .next = 0};
         for (size_t j = 0; j < pd->n_urls; j++, k++) {
             peer *p = &t->peers[k];
-            int rv = nng_req0_open(&p->sock);
-            if (rv != 0) {
-                snprintf(err, errlen, "participant %s: cannot open socket: %s", pd->name,
-                         nng_strerror(rv));
-                goto fail;
-            }
-            t->n_peers = k + 1;
             p->name = pd->name;
             p->url = pd->urls[j];
             p->participant = i;
             p->replica = j;
             p->n_replicas = pd->n_urls;
-            p->tls = &t->tls;
-            if (sec_url_is_tls(p->url) && (p->tls_host = sec_url_host(p->url)) == NULL) {
-                snprintf(err, errlen, "out of memory");
-                goto fail;
-            }
-            if ((rv = nng_mtx_alloc(&p->mtx)) != 0) {
-                snprintf(err, errlen, "out of memory");
-                goto fail;
-            }
-            p->disconnected_since = util_mono_ms();
-            /* Our own attempts and timeouts decide when to resend; nng only
-             * resends when the connection carrying a request is lost. */
-            nng_socket_set_ms(p->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
-            /* The answer to a frame holds up to WIRE_BATCH_MAX replies; the engine
-             * refuses a single reply over WIRE_MAX_MSG (wire.h, WIRE_RECV_SLACK). */
-            nng_socket_set_size(
-                p->sock, NNG_OPT_RECVMAXSZ,
-                WIRE_RECV_MAX(t->frame_max > 1 ? WIRE_MAX_BATCH_REPLY : WIRE_MAX_MSG));
-            if ((rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_PRE, peer_pipe_check, p)) != 0 ||
-                (rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_POST, peer_pipe_event, p)) != 0 ||
-                (rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_REM_POST, peer_pipe_event, p)) != 0) {
-                snprintf(err, errlen, "participant %s: %s", p->name, nng_strerror(rv));
-                goto fail;
-            }
-            if ((rv = peer_dial(p, err, errlen)) != 0)
+            t->n_peers = k + 1; /* destroy handles a half-opened peer */
+            if (peer_open(t, p, err, errlen) != 0)
                 goto fail;
         }
     }
