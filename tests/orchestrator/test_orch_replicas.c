@@ -15,7 +15,11 @@
  *     so calls are in flight on it): every saga completes, one charge each;
  *   - a replica SIGSTOPped (connected but silent): the steps sent to it time
  *     out once and are retried on the other, the history names the silent
- *     replica, every saga completes; after SIGCONT it answers again.
+ *     replica, every saga completes; after SIGCONT it answers again;
+ *   - the same key sent to both replicas at the same moment (raw requests,
+ *     no sagad), for many keys: one charge per key; each replica answers OK
+ *     with the one charge id (one of them replayed) or RETRY, and a RETRY
+ *     repeated gets the replay.
  * Every case ends with the books balanced (money and stock, as seeded).
  */
 #include <stdarg.h>
@@ -24,6 +28,9 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,8 +38,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "kv.h"
 #include "obs_fixture.h"
 #include "util.h"
+#include "wire.h"
 
 typedef struct {
     ofx f;
@@ -274,6 +283,131 @@ static void test_sigstop_one(void **state)
     expect_charged_once(x, ids, n);
 }
 
+/* ---- The same key at both replicas at once -------------------------------- */
+
+#define DUP_KEYS 24
+
+typedef struct {
+    nng_socket sock;
+    pthread_barrier_t *barrier;
+    const uint8_t *req;
+    size_t len;
+    StepReply *reply; /* unpacked; NULL when none came */
+} dup_sender;
+
+static void *dup_send(void *arg)
+{
+    dup_sender *d = arg;
+    nng_msg *msg = NULL;
+    pthread_barrier_wait(d->barrier);
+    if (nng_send(d->sock, (void *)d->req, d->len, 0) == 0 && nng_recvmsg(d->sock, &msg, 0) == 0) {
+        d->reply = saga__v1__step_reply__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg));
+        nng_msg_free(msg);
+    }
+    return NULL;
+}
+
+/* Sends req on sock (alone) until the answer is not RETRY; that answer. */
+static StepReply *send_until_answered(nng_socket sock, const uint8_t *req, size_t len)
+{
+    for (int i = 0; i < 100; i++) {
+        nng_msg *msg = NULL;
+        if (nng_send(sock, (void *)req, len, 0) != 0 || nng_recvmsg(sock, &msg, 0) != 0)
+            return NULL;
+        StepReply *r = saga__v1__step_reply__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg));
+        nng_msg_free(msg);
+        if (r == NULL || (int)r->outcome != OUTCOME_RETRY)
+            return r;
+        saga__v1__step_reply__free_unpacked(r, NULL);
+        usleep(20 * 1000);
+    }
+    return NULL;
+}
+
+static const char *charge_id_of(const StepReply *r)
+{
+    for (size_t i = 0; i < r->n_result; i++)
+        if (strcmp(r->result[i]->key, "charge_id") == 0)
+            return r->result[i]->value;
+    return NULL;
+}
+
+static void test_same_key_both_at_once(void **state)
+{
+    fixture *x = *state;
+    ofx *f = &x->f;
+    assert_int_equal(ofx_start_svc(f, SVC_PAYMENT, NULL), 0);
+    assert_int_equal(ofx_start_replica(f, SVC_PAYMENT, NULL), 0);
+    dup_sender d[2];
+    const char *urls[2] = {f->svc[SVC_PAYMENT].url, f->replica[SVC_PAYMENT].url};
+    for (int i = 0; i < 2; i++) {
+        memset(&d[i], 0, sizeof d[i]);
+        assert_int_equal(nng_req0_open(&d[i].sock), 0);
+        nng_socket_set_ms(d[i].sock, NNG_OPT_RECVTIMEO, OFX_WAIT_MS);
+        nng_socket_set_ms(d[i].sock, NNG_OPT_SENDTIMEO, OFX_WAIT_MS);
+        assert_int_equal(nng_dial(d[i].sock, urls[i], NULL, 0), 0);
+    }
+    pthread_barrier_t barrier;
+    pthread_barrier_init(&barrier, NULL, 2);
+    int replayed = 0, retried = 0;
+    for (int k = 0; k < DUP_KEYS; k++) {
+        char saga_id[40], key[80], order_id[16];
+        snprintf(saga_id, sizeof saga_id, "00000000-0000-4000-8000-%012d", k);
+        snprintf(key, sizeof key, "%s/charge_payment/action", saga_id);
+        snprintf(order_id, sizeof order_id, "o-%d", k);
+        kvmap params = KVMAP_INIT;
+        assert_int_equal(
+            th_kv(&params, "customer", "dave", "amount", "100", "order_id", order_id, NULL), 0);
+        size_t len;
+        uint8_t *req = wire_pack_request(key, saga_id, "charge_payment", PHASE_ACTION, "charge", 1,
+                                         &params, &len);
+        kv_free(&params);
+        assert_non_null(req);
+        pthread_t th[2];
+        for (int i = 0; i < 2; i++) {
+            d[i].barrier = &barrier;
+            d[i].req = req;
+            d[i].len = len;
+            d[i].reply = NULL;
+            assert_int_equal(pthread_create(&th[i], NULL, dup_send, &d[i]), 0);
+        }
+        for (int i = 0; i < 2; i++)
+            pthread_join(th[i], NULL);
+        const char *charge = NULL;
+        for (int i = 0; i < 2; i++) {
+            assert_non_null(d[i].reply);
+            if ((int)d[i].reply->outcome == OUTCOME_RETRY) { /* fine: asked again, it replays */
+                retried++;
+                saga__v1__step_reply__free_unpacked(d[i].reply, NULL);
+                d[i].reply = send_until_answered(d[i].sock, req, len);
+                assert_non_null(d[i].reply);
+            }
+            assert_int_equal((int)d[i].reply->outcome, OUTCOME_OK);
+            replayed += d[i].reply->replayed ? 1 : 0;
+            const char *id = charge_id_of(d[i].reply);
+            assert_non_null(id);
+            if (charge == NULL)
+                charge = id;
+            else
+                assert_string_equal(id, charge); /* one charge, whoever answered */
+        }
+        assert_int_equal(d[0].reply->replayed + d[1].reply->replayed, 1);
+        for (int i = 0; i < 2; i++)
+            saga__v1__step_reply__free_unpacked(d[i].reply, NULL);
+        free(req);
+        assert_int_equal(
+            ofx_sql(f, SVC_PAYMENT, "SELECT count(*) FROM charges WHERE saga_id = %Q", saga_id), 1);
+    }
+    pthread_barrier_destroy(&barrier);
+    for (int i = 0; i < 2; i++)
+        nng_close(d[i].sock);
+    print_message("%d keys at both replicas at once: %d replays, %d RETRY answers\n", DUP_KEYS,
+                  replayed, retried);
+    assert_int_equal(replayed, DUP_KEYS);
+    assert_int_equal(ofx_sql(f, SVC_PAYMENT, "SELECT count(*) FROM charges"), DUP_KEYS);
+    assert_int_equal(ofx_counter(f, SVC_PAYMENT, "effects"), DUP_KEYS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -281,6 +415,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_killed_after_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigkill_mid_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigstop_one, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_same_key_both_at_once, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
