@@ -37,8 +37,9 @@
  *     wait for a connection as with one URL.
  * A failure is a call that completed without an answer (timeout, or a
  * frame answered wrongly); any answer clears the replica's failures. So a
- * replica that dies (its connection drops) or hangs (SIGSTOP: connected,
- * silent) costs the steps in flight on it one attempt timeout: the engine's
+ * replica that dies costs the steps in flight on it one attempt (nng fails
+ * them at once with NNG_ECONNRESET when the connection drops), one that
+ * hangs (SIGSTOP: connected, silent) one attempt timeout; the engine's
  * retry, same key, goes to another replica. A participant with one URL
  * behaves exactly as before (no choice, no pause).
  *
