@@ -47,13 +47,13 @@
  * and resends on another connection when one drops: nng sends to whichever
  * connection can take a message, and a hung replica's connection keeps
  * taking them (the kernel buffers), so retries would keep landing on it at
- * random and a step could fail its attempts on one stopped process; and
- * nothing would tell which replica answered. A socket per replica lets the
- * choice above avoid a silent replica and count each one (/metrics:
- * saga_replica_*).
+ * random and a step could spend its attempts on one stopped process; nng
+ * offers no way to keep a request off one of a socket's connections. A
+ * socket per replica lets the choice above avoid a silent replica, and
+ * count each one (/metrics: saga_replica_*).
  *
  * Frames: transport_send only queues a request; transport_flush sends what
- * is queued. Requests queued for one participant with the same timeout go
+ * is queued. Requests queued for one replica with the same timeout go
  * out together (in the order queued) as one frame (StepBatch in proto/saga.proto, at most
  * frame_max requests and WIRE_MAX_MSG bytes), carried by the first call of
  * the frame: one nng message each way instead of one per step, which is
