@@ -755,6 +755,49 @@ static int load_secret(loader *ld, const config_setting_t *root, const char *nam
     return 0;
 }
 
+/* The setting of URL j of participant member s: s itself for a single string. */
+static const config_setting_t *participant_url_setting(const config_setting_t *s, size_t j)
+{
+    return s->type == CONFIG_TYPE_STRING ? s : config_setting_get_elem(s, (unsigned)j);
+}
+
+/* The rule of check_participant_links for URL j of participant p. */
+static int check_participant_link(loader *ld, const config_setting_t *group, const orch_config *cfg,
+                                  const participant_def *p, size_t j)
+{
+    const char *url = p->urls[j];
+    char why[1024];
+    const config_setting_t *s = config_setting_get_member(group, p->name);
+    if (s != NULL)
+        s = participant_url_setting(s, j);
+    if (sec_url_has_scheme(url, "ipc")) {
+        if (sec_check_socket_dir(url + 6, why, sizeof why) != 0)
+            return fail(ld, s, NULL, "participant \"%s\": %s", p->name, why);
+    } else if (sec_url_is_tls(url)) {
+        if (cfg->tls_ca_file == NULL || cfg->tls_cert_file == NULL)
+            return fail(ld, s, NULL,
+                        "participant \"%s\" is a tls+tcp:// URL: set tls.ca_file (the CA "
+                        "that signs its certificate), tls.cert_file and tls.key_file (sagad's "
+                        "client certificate, which the participant must require: mutual TLS)",
+                        p->name);
+    } else if (!cfg->insecure_participant_links) {
+        return fail(ld, s, NULL,
+                    "participant \"%s\" = %s authenticates nobody: sagad would send steps "
+                    "and customer data %s; use an ipc:// path, or tls+tcp:// with "
+                    "tls.ca_file, tls.cert_file and tls.key_file (mutual TLS) "
+                    "(insecure_participant_links = true; allows it, for tests only)",
+                    p->name, url,
+                    sec_url_is_local(url) ? "to whichever user of this host listens there"
+                                          : "in clear text to whoever answers");
+    } else {
+        log_warn("%s:%d: INSECURE participant link: \"%s\" = %s authenticates nobody and is "
+                 "not encrypted; allowed by insecure_participant_links, which is for tests "
+                 "only",
+                 ld->file, s != NULL ? config_setting_source_line(s) : 1, p->name, url);
+    }
+    return 0;
+}
+
 /*
  * The links sagad dials carry steps and customer data, so each must prove
  * who is at the other end: an ipc:// socket (the transport hangs up on a
@@ -770,7 +813,6 @@ static int check_participant_links(loader *ld, const config_setting_t *root, orc
     const config_setting_t *group = config_setting_get_member(root, "participants");
     const config_setting_t *insecure =
         config_setting_get_member(root, "insecure_participant_links");
-    char why[1024];
     if (insecure != NULL) {
         if (insecure->type != CONFIG_TYPE_BOOL)
             return fail(ld, insecure, NULL,
@@ -779,33 +821,9 @@ static int check_participant_links(loader *ld, const config_setting_t *root, orc
         cfg->insecure_participant_links = config_setting_get_bool(insecure);
     }
     for (size_t i = 0; i < cfg->n_participants; i++) {
-        const participant_def *p = &cfg->participants[i];
-        const config_setting_t *s = config_setting_get_member(group, p->name);
-        if (sec_url_has_scheme(p->url, "ipc")) {
-            if (sec_check_socket_dir(p->url + 6, why, sizeof why) != 0)
-                return fail(ld, s, NULL, "participant \"%s\": %s", p->name, why);
-        } else if (sec_url_is_tls(p->url)) {
-            if (cfg->tls_ca_file == NULL || cfg->tls_cert_file == NULL)
-                return fail(ld, s, NULL,
-                            "participant \"%s\" is a tls+tcp:// URL: set tls.ca_file (the CA "
-                            "that signs its certificate), tls.cert_file and tls.key_file (sagad's "
-                            "client certificate, which the participant must require: mutual TLS)",
-                            p->name);
-        } else if (!cfg->insecure_participant_links) {
-            return fail(ld, s, NULL,
-                        "participant \"%s\" = %s authenticates nobody: sagad would send steps "
-                        "and customer data %s; use an ipc:// path, or tls+tcp:// with "
-                        "tls.ca_file, tls.cert_file and tls.key_file (mutual TLS) "
-                        "(insecure_participant_links = true; allows it, for tests only)",
-                        p->name, p->url,
-                        sec_url_is_local(p->url) ? "to whichever user of this host listens there"
-                                                 : "in clear text to whoever answers");
-        } else {
-            log_warn("%s:%d: INSECURE participant link: \"%s\" = %s authenticates nobody and is "
-                     "not encrypted; allowed by insecure_participant_links, which is for tests "
-                     "only",
-                     ld->file, s != NULL ? config_setting_source_line(s) : 1, p->name, p->url);
-        }
+        for (size_t j = 0; j < cfg->participants[i].n_urls; j++)
+            if (check_participant_link(ld, group, cfg, &cfg->participants[i], j) != 0)
+                return -1;
     }
     return 0;
 }
@@ -934,6 +952,51 @@ static int load_connection_limits(loader *ld, const config_setting_t *root, orch
 
 /* ---- The orchestrator file ----------------------------------------------- */
 
+/*
+ * One participant: name = "URL"; or name = ["URL", "URL", ...]; (a list in
+ * parentheses too): the replicas of one service, each checked like a single
+ * URL, none twice (after relative ipc:// paths are resolved).
+ */
+static int load_participant(loader *ld, const config_setting_t *s, const char *dir,
+                            participant_def *p)
+{
+    int is_list = s->type == CONFIG_TYPE_ARRAY || s->type == CONFIG_TYPE_LIST;
+    if (s->type != CONFIG_TYPE_STRING && !is_list)
+        return fail(ld, s, NULL,
+                    "participant \"%s\" must be a URL string or a list of URL strings (its "
+                    "replicas), not %s",
+                    s->name, type_name(s->type));
+    if (check_name(ld, s, "participant", s->name) != 0)
+        return -1;
+    if ((p->name = util_strdup(s->name)) == NULL)
+        return fail_oom(ld);
+    int n = is_list ? config_setting_length(s) : 1;
+    if (n == 0)
+        return fail(ld, s, NULL, "participant \"%s\" has an empty list of URLs: give at least one",
+                    s->name);
+    if (n > CFG_MAX_REPLICAS)
+        return fail(ld, s, NULL, "participant \"%s\" lists %d URLs; at most %d replicas", s->name,
+                    n, CFG_MAX_REPLICAS);
+    if ((p->urls = calloc((size_t)n, sizeof *p->urls)) == NULL)
+        return fail_oom(ld);
+    for (size_t j = 0; j < (size_t)n; j++) {
+        const config_setting_t *u = participant_url_setting(s, j);
+        if (u->type != CONFIG_TYPE_STRING)
+            return fail(ld, u, NULL, "participant \"%s\": URL %zu must be a string, not %s",
+                        s->name, j + 1, type_name(u->type));
+        if (check_url(ld, u, dir, 1, &p->urls[j]) != 0)
+            return -1;
+        p->n_urls = j + 1;
+        for (size_t k = 0; k < j; k++)
+            if (strcmp(p->urls[k], p->urls[j]) == 0)
+                return fail(ld, u, NULL,
+                            "participant \"%s\": URL %zu (%s) repeats URL %zu: list each "
+                            "replica once",
+                            s->name, j + 1, p->urls[j], k + 1);
+    }
+    return 0;
+}
+
 static int load_participants(loader *ld, const config_setting_t *root, const char *dir,
                              orch_config *cfg)
 {
@@ -948,17 +1011,8 @@ static int load_participants(loader *ld, const config_setting_t *root, const cha
         return fail_oom(ld);
     for (int i = 0; i < n; i++) {
         const config_setting_t *s = config_setting_get_elem(group, (unsigned)i);
-        participant_def *p = &cfg->participants[cfg->n_participants];
-        if (s->type != CONFIG_TYPE_STRING)
-            return fail(ld, s, NULL, "participant \"%s\" must be a URL string, not %s", s->name,
-                        type_name(s->type));
-        if (check_name(ld, s, "participant", s->name) != 0)
-            return -1;
-        p->name = util_strdup(s->name);
-        if (p->name == NULL)
-            return fail_oom(ld);
-        cfg->n_participants++;
-        if (check_url(ld, s, dir, 1, &p->url) != 0)
+        participant_def *p = &cfg->participants[cfg->n_participants++];
+        if (load_participant(ld, s, dir, p) != 0)
             return -1;
     }
     return 0;
@@ -1106,11 +1160,12 @@ static int load_orchestrator(loader *ld, const config_setting_t *root, const cha
     if (load_participants(ld, root, dir, cfg) != 0)
         return -1;
     for (size_t i = 0; i < cfg->n_participants; i++)
-        if (strcmp(cfg->participants[i].url, cfg->admin_url) == 0)
-            return fail(ld, config_setting_get_member(root, "admin_url"),
-                        config_setting_get_member(root, "admin_url") ? NULL : "admin_url",
-                        "admin_url %s is also the URL of participant \"%s\"", cfg->admin_url,
-                        cfg->participants[i].name);
+        for (size_t j = 0; j < cfg->participants[i].n_urls; j++)
+            if (strcmp(cfg->participants[i].urls[j], cfg->admin_url) == 0)
+                return fail(ld, config_setting_get_member(root, "admin_url"),
+                            config_setting_get_member(root, "admin_url") ? NULL : "admin_url",
+                            "admin_url %s is also the URL of participant \"%s\"", cfg->admin_url,
+                            cfg->participants[i].name);
 
     const config_setting_t *defaults;
     if (get_member(ld, root, "defaults", CONFIG_TYPE_GROUP, 0, &defaults) != 0)
@@ -1640,7 +1695,9 @@ void config_free(orch_config *cfg)
     config_free_sagas(cfg->sagas, cfg->n_sagas);
     for (size_t i = 0; i < cfg->n_participants; i++) {
         free(cfg->participants[i].name);
-        free(cfg->participants[i].url);
+        for (size_t j = 0; j < cfg->participants[i].n_urls; j++)
+            free(cfg->participants[i].urls[j]);
+        free(cfg->participants[i].urls);
     }
     free(cfg->participants);
     free(cfg->file);

@@ -12,7 +12,9 @@
  * Invariants of a loaded orch_config (config_load checks them all, and on any
  * violation returns an error naming the file and line and frees everything:
  * nothing half-loaded is ever returned):
- *   - every participant has a non-empty name and a URL nng accepts;
+ *   - every participant has a non-empty name and 1..CFG_MAX_REPLICAS URLs
+ *     nng accepts (a string, or a list of strings: several replicas of one
+ *     service), none repeated within the participant;
  *   - saga names are unique; step names are unique within a saga;
  *   - every step names a known participant, a non-empty action, and either a
  *     compensation or the explicit `compensation = "none"`;
@@ -23,7 +25,7 @@
  *   - every saga has 1..SAGA_MAX_STEPS steps; saga, step, participant,
  *     operation, input and output names are 1..64 of [A-Za-z0-9_.-];
  *   - no step output repeats a saga input or an earlier step's output;
- *   - admin_url is a valid URL distinct from every participant's;
+ *   - admin_url is a valid URL distinct from every participant URL;
  *   - sagas_dir is an existing directory holding at least one saga file;
  *   - every saga's retries end well inside idempotency_retention_s: the sum
  *     over its steps of attempts x (timeout + max backoff), action and
@@ -94,9 +96,16 @@ typedef struct {
     uint32_t version;
 } saga_def;
 
+/* Replicas of one participant service sagad may list (docs/CONFIG.md). */
+#define CFG_MAX_REPLICAS 16
+
 typedef struct {
     char *name;
-    char *url;
+    /* The replicas of the service, in file order: one URL each (1..CFG_MAX_REPLICAS).
+     * Each runs the same service on one shared database, so any of them may
+     * answer any step (transport.h spreads them). */
+    char **urls;
+    size_t n_urls;
 } participant_def;
 
 typedef struct {

@@ -524,6 +524,13 @@ static void handle_call_done(engine *e, transport_call *c, const saga_env *env)
             snprintf(why, sizeof why, "participant %s unreachable: %s",
                      s->def->steps[c->step].participant, nng_strerror(c->result));
         }
+        /* Which replica, when there are several: the history then shows the
+         * retry moving to another one (transport.h, "Replicas"). */
+        if (transport_replicas(e->net, c->participant) > 1) {
+            size_t used = strlen(why);
+            snprintf(why + used, sizeof why - used, " (replica %s)",
+                     transport_replica_url(e->net, c->participant, c->replica));
+        }
         saga_on_no_reply(s, env, c->token, why);
         transport_release(e->net, c);
         return;
@@ -1110,6 +1117,8 @@ engine *engine_create(const orch_config *cfg, char *err, size_t errlen)
     if (e->net == NULL)
         goto fail;
     e->metrics = om_create(cfg);
+    if (e->metrics != NULL)
+        transport_set_metrics(e->net, e->metrics);
     if (e->metrics == NULL ||
         (cfg->alert_command != NULL &&
          (e->alerts = alert_create(cfg->alert_command, cfg->alert_max_running,

@@ -34,8 +34,19 @@ typedef struct {
     mt_histogram duration;
 } op_counters;
 
+/* Counters of one replica (one URL) of a participant. */
+typedef struct {
+    const char *participant;
+    const char *url;
+    mt_counter requests, answered, failed;
+    atomic_uint_fast64_t connected;
+} replica_counters;
+
 struct orch_metrics {
     const orch_config *cfg;
+    replica_counters *replicas; /* every URL of every participant, in order */
+    size_t *first_replica;      /* per participant: its first in replicas */
+    size_t n_replicas;
     type_counters *types; /* cfg->n_sagas + 1: the last is "_unconfigured" */
     op_counters *ops;
     size_t n_ops;
@@ -75,7 +86,12 @@ orch_metrics *om_create(const orch_config *cfg)
         slots += cfg->sagas[i].n_steps * 2;
     m->types = calloc(cfg->n_sagas + 1, sizeof *m->types);
     m->ops = calloc(slots ? slots : 1, sizeof *m->ops);
-    if (m->types == NULL || m->ops == NULL) {
+    for (size_t i = 0; i < cfg->n_participants; i++)
+        m->n_replicas += cfg->participants[i].n_urls;
+    m->replicas = calloc(m->n_replicas ? m->n_replicas : 1, sizeof *m->replicas);
+    m->first_replica =
+        calloc(cfg->n_participants ? cfg->n_participants : 1, sizeof *m->first_replica);
+    if (m->types == NULL || m->ops == NULL || m->replicas == NULL || m->first_replica == NULL) {
         om_free(m);
         return NULL;
     }
@@ -92,6 +108,13 @@ orch_metrics *om_create(const orch_config *cfg)
                 find_or_add_op(m, sd->participant, sd->compensation);
         }
     }
+    for (size_t i = 0, k = 0; i < cfg->n_participants; i++) {
+        m->first_replica[i] = k;
+        for (size_t j = 0; j < cfg->participants[i].n_urls; j++, k++) {
+            m->replicas[k].participant = cfg->participants[i].name;
+            m->replicas[k].url = cfg->participants[i].urls[j];
+        }
+    }
     mt_hist_init(&m->batch, mt_size_bounds, mt_size_n);
     return m;
 }
@@ -102,6 +125,8 @@ void om_free(orch_metrics *m)
         return;
     free(m->types);
     free(m->ops);
+    free(m->replicas);
+    free(m->first_replica);
     free(m);
 }
 
@@ -246,6 +271,36 @@ void om_on_purged(orch_metrics *m, uint64_t sagas)
         mt_add(&m->purged, sagas);
 }
 
+/* The counters of a replica; NULL out of range. */
+static replica_counters *replica_of(orch_metrics *m, size_t participant, size_t replica)
+{
+    if (m == NULL || participant >= m->cfg->n_participants ||
+        replica >= m->cfg->participants[participant].n_urls)
+        return NULL;
+    return &m->replicas[m->first_replica[participant] + replica];
+}
+
+void om_on_replica_sent(orch_metrics *m, size_t participant, size_t replica)
+{
+    replica_counters *r = replica_of(m, participant, replica);
+    if (r != NULL)
+        mt_add(&r->requests, 1);
+}
+
+void om_on_replica_result(orch_metrics *m, size_t participant, size_t replica, int answered)
+{
+    replica_counters *r = replica_of(m, participant, replica);
+    if (r != NULL)
+        mt_add(answered ? &r->answered : &r->failed, 1);
+}
+
+void om_set_replica_connected(orch_metrics *m, size_t participant, size_t replica, int connected)
+{
+    replica_counters *r = replica_of(m, participant, replica);
+    if (r != NULL)
+        atomic_store_explicit(&r->connected, connected ? 1 : 0, memory_order_relaxed);
+}
+
 void om_on_alert(orch_metrics *m, enum om_alert what)
 {
     if (m)
@@ -270,6 +325,27 @@ static void op_labels(strbuf *sb, const op_counters *o)
     sb_puts(sb, "\",operation=\"");
     sb_label_value(sb, o->operation);
     sb_puts(sb, "\"");
+}
+
+static void replica_labels(strbuf *sb, const replica_counters *r)
+{
+    sb->len = 0;
+    sb_puts(sb, "participant=\"");
+    sb_label_value(sb, r->participant);
+    sb_puts(sb, "\",url=\"");
+    sb_label_value(sb, r->url);
+    sb_puts(sb, "\"");
+}
+
+static void per_replica(strbuf *sb, strbuf *lb, orch_metrics *m, const char *name, const char *type,
+                        const char *help, size_t offset)
+{
+    mt_header(sb, name, type, help);
+    for (size_t i = 0; i < m->n_replicas; i++) {
+        const mt_counter *c = (const mt_counter *)((const char *)&m->replicas[i] + offset);
+        replica_labels(lb, &m->replicas[i]);
+        mt_sample(sb, name, lb->data, mt_get(c));
+    }
 }
 
 static void per_type(strbuf *sb, strbuf *lb, orch_metrics *m, const char *name, const char *help,
@@ -346,6 +422,19 @@ void om_render(orch_metrics *m, strbuf *sb)
         op_labels(&lb, &m->ops[i]);
         mt_hist_write(sb, "saga_step_duration_seconds", lb.data, &m->ops[i].duration);
     }
+
+    per_replica(sb, &lb, m, "saga_replica_requests_total", "counter",
+                "Step requests sent to this replica (URL) of the participant.",
+                offsetof(replica_counters, requests));
+    per_replica(sb, &lb, m, "saga_replica_answered_total", "counter",
+                "Step requests this replica answered.", offsetof(replica_counters, answered));
+    per_replica(sb, &lb, m, "saga_replica_failures_total", "counter",
+                "Step requests this replica left unanswered (timeout, lost connection); the "
+                "retry goes to another replica when one answers.",
+                offsetof(replica_counters, failed));
+    per_replica(sb, &lb, m, "saga_replica_connected", "gauge",
+                "1 while sagad holds a connection to this replica.",
+                offsetof(replica_counters, connected));
 
     mt_header(sb, "saga_replayed_replies_total", "counter",
               "Replies a participant served from its idempotency record (duplicates absorbed).");

@@ -13,7 +13,8 @@
  * stored saga whose type is gone), participant and operation (from the step
  * definitions: one series per distinct pair), outcome (OK, REJECTED, RETRY,
  * CONFLICT, SKIPPED), state (the final state of saga_duration_seconds:
- * COMPLETED, COMPENSATED, FAILED).
+ * COMPLETED, COMPENSATED, FAILED); per replica of a participant
+ * (transport.h), participant and url (one of its configured URLs).
  */
 #ifndef SAGA_ORCH_METRICS_H
 #define SAGA_ORCH_METRICS_H
@@ -58,6 +59,13 @@ void om_on_purged(orch_metrics *m, uint64_t sagas);
 enum om_alert { OM_ALERT_STARTED, OM_ALERT_SPAWN_FAILED, OM_ALERT_DROPPED, OM_ALERT_TIMED_OUT };
 #define OM_ALERT_RESULTS 4
 void om_on_alert(orch_metrics *m, enum om_alert what);
+
+/* Per replica of a participant (the transport, on the engine thread): a
+ * request queued for it; a call released answered or not (timeout, error);
+ * its connection, as transport_maintain last saw it. */
+void om_on_replica_sent(orch_metrics *m, size_t participant, size_t replica);
+void om_on_replica_result(orch_metrics *m, size_t participant, size_t replica, int answered);
+void om_set_replica_connected(orch_metrics *m, size_t participant, size_t replica, int connected);
 
 /* ---- Any thread ------------------------------------------------------------ */
 /* Appends the whole exposition to sb. */

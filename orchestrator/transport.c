@@ -8,16 +8,19 @@
 #include <string.h>
 
 #include "log.h"
+#include "orch_metrics.h"
 #include "security.h"
 #include "util.h"
 #include "wire.h"
 
-#define PEER_MAX_PIPES      16   /* connections tracked per participant (normally one) */
-#define REDIAL_AFTER_MS     2000 /* without a connection this long: replace the dialer */
-#define PIPE_AUDIT_EVERY_MS 1000 /* how often the pipe sets are checked against nng */
+#define PEER_MAX_PIPES      16    /* connections tracked per participant (normally one) */
+#define REDIAL_AFTER_MS     2000  /* without a connection this long: replace the dialer */
+#define PIPE_AUDIT_EVERY_MS 1000  /* how often the pipe sets are checked against nng */
+#define AVOID_MIN_MS        500   /* a replica that failed: first pause before a probe */
+#define AVOID_MAX_MS        10000 /* ... doubling per failure up to this */
 
-/* One participant. The pipe fields are written by nng's pipe callbacks and
- * read by the engine thread, under mtx.
+/* One replica of a participant (one URL, one socket). The pipe fields are written by nng's pipe
+ * callbacks and read by the engine thread, under mtx.
  *
  * nng runs a pipe's ADD_POST callback outside its socket lock, after the
  * pipe has started: a peer that hangs up at once can have the pipe's
@@ -27,7 +30,7 @@
  * So a REM_POST for a pipe not yet added is remembered (gone[]) and its
  * late ADD_POST ignored; and transport_maintain drops any pipe nng no longer
  * knows, whatever the order of events. */
-typedef struct {
+typedef struct transport_peer {
     nng_socket sock;
     const char *name;
     const char *url;
@@ -45,11 +48,27 @@ typedef struct {
     unsigned redials;              /* in the current outage; 0 while connected */
     log_throttle untrusted_log;    /* reports of a socket of another user */
     log_throttle frame_error_log;  /* reports of a frame answered wrongly */
+    /* Engine thread only: the choice of a replica (transport.h). */
+    size_t participant, replica; /* indexes in the configuration */
+    size_t n_replicas;           /* of its participant */
+    uint64_t in_use;             /* calls queued, in flight, or not released yet */
+    unsigned fails;              /* failures since its last answer */
+    int64_t avoid_until;         /* monotonic ms; while fails > 0, no probe before */
+    int connected_shown;         /* the metrics' gauge, as last set */
 } peer;
 
+/* The replicas of one participant: peers[first .. first + n). */
+typedef struct {
+    size_t first, n;
+    size_t next; /* round-robin start among equally good replicas */
+} service;
+
 struct transport {
-    peer *peers;
+    peer *peers; /* every replica of every participant, participant by participant */
     size_t n_peers;
+    service *services; /* one per participant */
+    size_t n_services;
+    orch_metrics *metrics; /* per-replica counters; NULL: none */
     transport_done_fn done;
     void *done_arg;
     sec_tls_files tls;        /* borrowed from the orch_config */
@@ -179,12 +198,53 @@ static int peer_dial(peer *p, char *err, size_t errlen)
     return rv;
 }
 
+/* Opens and dials p's socket (p->name and p->url set). */
+static int peer_open(transport *t, peer *p, char *err, size_t errlen)
+{
+    int rv = nng_req0_open(&p->sock);
+    if (rv != 0) {
+        snprintf(err, errlen, "participant %s: cannot open socket: %s", p->name, nng_strerror(rv));
+        return rv;
+    }
+    p->tls = &t->tls;
+    if (sec_url_is_tls(p->url) && (p->tls_host = sec_url_host(p->url)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NNG_ENOMEM;
+    }
+    if ((rv = nng_mtx_alloc(&p->mtx)) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return rv;
+    }
+    p->disconnected_since = util_mono_ms();
+    /* Our own attempts and timeouts decide when to resend; nng only
+     * resends when the connection carrying a request is lost. */
+    nng_socket_set_ms(p->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+    /* The answer to a frame holds up to WIRE_BATCH_MAX replies; the engine
+     * refuses a single reply over WIRE_MAX_MSG (wire.h, WIRE_RECV_SLACK). */
+    nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ,
+                        WIRE_RECV_MAX(t->frame_max > 1 ? WIRE_MAX_BATCH_REPLY : WIRE_MAX_MSG));
+    if ((rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_PRE, peer_pipe_check, p)) != 0 ||
+        (rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_POST, peer_pipe_event, p)) != 0 ||
+        (rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_REM_POST, peer_pipe_event, p)) != 0) {
+        snprintf(err, errlen, "participant %s: %s", p->name, nng_strerror(rv));
+        return rv;
+    }
+    return peer_dial(p, err, errlen);
+}
+
 transport *transport_create(const orch_config *cfg, transport_done_fn done, void *arg, char *err,
                             size_t errlen)
 {
+    size_t n_urls = 0;
+    for (size_t i = 0; i < cfg->n_participants; i++)
+        n_urls += cfg->participants[i].n_urls;
     transport *t = calloc(1, sizeof *t);
-    if (t == NULL || (t->peers = calloc(cfg->n_participants, sizeof *t->peers)) == NULL) {
+    if (t == NULL || (t->peers = calloc(n_urls ? n_urls : 1, sizeof *t->peers)) == NULL ||
+        (t->services =
+             calloc(cfg->n_participants ? cfg->n_participants : 1, sizeof *t->services)) == NULL) {
         snprintf(err, errlen, "out of memory");
+        if (t != NULL)
+            free(t->peers);
         free(t);
         return NULL;
     }
@@ -195,42 +255,21 @@ transport *transport_create(const orch_config *cfg, transport_done_fn done, void
     t->tls = (sec_tls_files){.ca_file = cfg->tls_ca_file,
                              .cert_file = cfg->tls_cert_file,
                              .key_file = cfg->tls_key_file};
-    for (size_t i = 0; i < cfg->n_participants; i++) {
-        peer *p = &t->peers[i];
-        int rv = nng_req0_open(&p->sock);
-        if (rv != 0) {
-            snprintf(err, errlen, "participant %s: cannot open socket: %s",
-                     cfg->participants[i].name, nng_strerror(rv));
-            goto fail;
+    t->n_services = cfg->n_participants;
+    for (size_t i = 0, k = 0; i < cfg->n_participants; i++) {
+        const participant_def *pd = &cfg->participants[i];
+        t->services[i] = (service){.first = k, .n = pd->n_urls, .next = 0};
+        for (size_t j = 0; j < pd->n_urls; j++, k++) {
+            peer *p = &t->peers[k];
+            p->name = pd->name;
+            p->url = pd->urls[j];
+            p->participant = i;
+            p->replica = j;
+            p->n_replicas = pd->n_urls;
+            t->n_peers = k + 1; /* destroy handles a half-opened peer */
+            if (peer_open(t, p, err, errlen) != 0)
+                goto fail;
         }
-        t->n_peers = i + 1;
-        p->name = cfg->participants[i].name;
-        p->url = cfg->participants[i].url;
-        p->tls = &t->tls;
-        if (sec_url_is_tls(p->url) && (p->tls_host = sec_url_host(p->url)) == NULL) {
-            snprintf(err, errlen, "out of memory");
-            goto fail;
-        }
-        if ((rv = nng_mtx_alloc(&p->mtx)) != 0) {
-            snprintf(err, errlen, "out of memory");
-            goto fail;
-        }
-        p->disconnected_since = util_mono_ms();
-        /* Our own attempts and timeouts decide when to resend; nng only
-         * resends when the connection carrying a request is lost. */
-        nng_socket_set_ms(p->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
-        /* The answer to a frame holds up to WIRE_BATCH_MAX replies; the engine
-         * refuses a single reply over WIRE_MAX_MSG (wire.h, WIRE_RECV_SLACK). */
-        nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ,
-                            WIRE_RECV_MAX(t->frame_max > 1 ? WIRE_MAX_BATCH_REPLY : WIRE_MAX_MSG));
-        if ((rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_PRE, peer_pipe_check, p)) != 0 ||
-            (rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_POST, peer_pipe_event, p)) != 0 ||
-            (rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_REM_POST, peer_pipe_event, p)) != 0) {
-            snprintf(err, errlen, "participant %s: %s", p->name, nng_strerror(rv));
-            goto fail;
-        }
-        if ((rv = peer_dial(p, err, errlen)) != 0)
-            goto fail;
     }
     return t;
 fail:
@@ -238,12 +277,108 @@ fail:
     return NULL;
 }
 
-static transport_call *call_get(transport *t, size_t participant)
+void transport_set_metrics(transport *t, orch_metrics *m)
 {
-    peer *p = &t->peers[participant];
+    t->metrics = m;
+}
+
+size_t transport_replicas(const transport *t, size_t participant)
+{
+    return participant < t->n_services ? t->services[participant].n : 0;
+}
+
+const char *transport_replica_url(const transport *t, size_t participant, size_t replica)
+{
+    if (participant >= t->n_services || replica >= t->services[participant].n)
+        return NULL;
+    return t->peers[t->services[participant].first + replica].url;
+}
+
+static int peer_connected(peer *p)
+{
+    nng_mtx_lock(p->mtx);
+    int connected = p->n_pipes > 0;
+    nng_mtx_unlock(p->mtx);
+    return connected;
+}
+
+int transport_replica_connected(transport *t, size_t participant, size_t replica)
+{
+    if (participant >= t->n_services || replica >= t->services[participant].n)
+        return 0;
+    return peer_connected(&t->peers[t->services[participant].first + replica]);
+}
+
+/*
+ * The replica of sv that gets the next request (transport.h, "Replicas").
+ * Usable: connected, and either answering (no failure since its last
+ * answer) or due a probe (its pause is over and nothing of it is
+ * outstanding). Among the usable, the fewest calls outstanding; when none
+ * is usable, the fewest failures, then the fewest outstanding. Ties go
+ * round-robin.
+ */
+static peer *choose_replica(transport *t, service *sv)
+{
+    if (sv->n == 1)
+        return &t->peers[sv->first];
+    int64_t now = util_mono_ms();
+    peer *best = NULL;
+    size_t best_k = 0;
+    int best_usable = 0;
+    for (size_t i = 0; i < sv->n; i++) {
+        size_t k = (sv->next + i) % sv->n;
+        peer *p = &t->peers[sv->first + k];
+        int usable =
+            peer_connected(p) && (p->fails == 0 || (now >= p->avoid_until && p->in_use == 0));
+        int better;
+        if (best == NULL || usable != best_usable)
+            better = best == NULL || usable;
+        else if (!usable && p->fails != best->fails)
+            better = p->fails < best->fails;
+        else
+            better = p->in_use < best->in_use;
+        if (better) {
+            best = p;
+            best_k = k;
+            best_usable = usable;
+        }
+    }
+    sv->next = (best_k + 1) % sv->n;
+    return best;
+}
+
+/* Engine thread: c's replica answered (result 0) or did not. */
+static void peer_note_result(transport *t, peer *p, int result)
+{
+    if (result == NNG_ECLOSED)
+        return; /* shutting down: says nothing of the replica */
+    om_on_replica_result(t->metrics, p->participant, p->replica, result == 0);
+    if (result == 0) {
+        if (p->fails > 0 && p->n_replicas > 1)
+            log_info("participant %s: replica %s answers again", p->name, p->url);
+        p->fails = 0;
+        p->avoid_until = 0;
+        return;
+    }
+    int64_t now = util_mono_ms();
+    if (now < p->avoid_until)
+        return; /* one failure per pause: a frame's calls fail together */
+    unsigned shift = p->fails < 5 ? p->fails : 5;
+    int64_t pause = (int64_t)AVOID_MIN_MS << shift;
+    p->fails++;
+    p->avoid_until = now + (pause < AVOID_MAX_MS ? pause : AVOID_MAX_MS);
+    if (p->fails == 1 && p->n_replicas > 1)
+        log_warn("participant %s: replica %s did not answer (%s): sending to the other "
+                 "replicas, probing it again in %lld ms",
+                 p->name, p->url, nng_strerror(result), (long long)(p->avoid_until - now));
+}
+
+static transport_call *call_get(transport *t, peer *p)
+{
     transport_call *c = p->free_calls;
     if (c != NULL) {
         p->free_calls = c->next_free;
+        p->in_use++;
         return c;
     }
     if (t->n_all == t->cap_all) {
@@ -263,15 +398,28 @@ static transport_call *call_get(transport *t, size_t participant)
         return NULL;
     }
     c->owner = t;
-    c->participant = participant;
+    c->peer = p;
+    c->participant = p->participant;
+    c->replica = p->replica;
     t->all[t->n_all++] = c;
+    p->in_use++;
     return c;
+}
+
+/* Back to its replica's pool. */
+static void call_put(transport_call *c)
+{
+    peer *p = c->peer;
+    c->next_free = p->free_calls;
+    p->free_calls = c;
+    p->in_use--;
 }
 
 int transport_send(transport *t, size_t participant, const char *saga_id, uint64_t token, int step,
                    int phase, const void *buf, size_t len, int64_t timeout_ms)
 {
-    transport_call *c = call_get(t, participant);
+    peer *p = choose_replica(t, &t->services[participant]);
+    transport_call *c = call_get(t, p);
     if (c == NULL)
         return NNG_ENOMEM;
     nng_msg *msg;
@@ -279,7 +427,7 @@ int transport_send(transport *t, size_t participant, const char *saga_id, uint64
     if (rv == 0 && (rv = nng_msg_append(msg, buf, len)) != 0)
         nng_msg_free(msg);
     if (rv != 0) {
-        transport_release(t, c);
+        call_put(c);
         return rv;
     }
     snprintf(c->saga_id, sizeof c->saga_id, "%s", saga_id);
@@ -292,12 +440,12 @@ int transport_send(transport *t, size_t participant, const char *saga_id, uint64
     c->timeout_ms = timeout_ms;
     c->frame_next = NULL;
     c->next_queued = NULL;
-    peer *p = &t->peers[participant];
     if (p->queued_tail)
         p->queued_tail->next_queued = c;
     else
         p->queued_head = c;
     p->queued_tail = c;
+    om_on_replica_sent(t->metrics, p->participant, p->replica);
     return 0;
 }
 
@@ -427,7 +575,7 @@ static void frame_done(transport_call *c, int rv, nng_msg *answer)
     if (rv == 0) {
         b = wire_unpack_batch(nng_msg_body(answer), nng_msg_len(answer));
         if (b == NULL || b->n_items != n) {
-            frame_error_report(&c->owner->peers[c->participant], n, b != NULL);
+            frame_error_report(c->peer, n, b != NULL);
             rv = NNG_EPROTO;
         }
     }
@@ -485,13 +633,12 @@ static void call_callback(void *arg)
 
 void transport_release(transport *t, transport_call *c)
 {
+    peer_note_result(t, c->peer, c->result);
     if (c->reply != NULL) {
         nng_msg_free(c->reply);
         c->reply = NULL;
     }
-    peer *p = &t->peers[c->participant];
-    c->next_free = p->free_calls;
-    p->free_calls = c;
+    call_put(c);
 }
 
 void transport_maintain(transport *t)
@@ -506,6 +653,7 @@ void transport_maintain(transport *t)
         if (audit)
             peer_drop_dead_pipes(p);
         nng_mtx_lock(p->mtx);
+        int connected = p->n_pipes > 0;
         int stuck = p->n_pipes == 0 && p->disconnected_since != 0 &&
                     now - p->disconnected_since >= REDIAL_AFTER_MS;
         unsigned redials = 0;
@@ -514,6 +662,10 @@ void transport_maintain(transport *t)
             redials = ++p->redials;
         }
         nng_mtx_unlock(p->mtx);
+        if (connected != p->connected_shown) {
+            p->connected_shown = connected;
+            om_set_replica_connected(t->metrics, p->participant, p->replica, connected);
+        }
         if (!stuck)
             continue;
         /* Once per outage at WARN: a participant that is down stays quiet. */
@@ -556,5 +708,6 @@ void transport_destroy(transport *t)
         free(t->peers[i].tls_host);
     }
     free(t->peers);
+    free(t->services);
     free(t);
 }

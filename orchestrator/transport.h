@@ -1,7 +1,8 @@
 /*
  * transport — sends step requests to participants over nng, asynchronously.
  *
- * One req0 socket per participant, dialed in the background (a tls+tcp://
+ * One req0 socket per participant URL (a participant can list several: its
+ * replicas, below), dialed in the background (a tls+tcp://
  * participant with cfg's tls certificates: the participant must present a
  * certificate for its URL's host signed by tls.ca_file, and sagad presents
  * tls.cert_file as its client certificate; nng reconnects
@@ -15,10 +16,44 @@
  * off the receive. When a call is DONE, the completion function runs on an
  * nng thread and must only hand the call over (the engine queues it); the
  * owner then reads it and gives it back with transport_release(). Calls are
- * pooled per participant, so a busy orchestrator allocates nothing per step.
+ * pooled per replica, so a busy orchestrator allocates nothing per step.
+ *
+ * Replicas: `payment = ["ipc://.../payment-a.ipc", "ipc://.../payment-b.ipc"]`
+ * runs one service as several processes on one shared database; any of them
+ * may answer any step, and exactly-once never depends on which does (every
+ * attempt of a step carries the same idempotency key, and the replicas'
+ * shared barrier gives one effect per key). transport_send picks the replica
+ * of each request, at the moment it is queued:
+ *   - usable replicas are the connected ones that answer (no failure since
+ *     their last answer), plus a failed one that is due a probe: its pause
+ *     (AVOID_MIN_MS, doubling per failure up to AVOID_MAX_MS) is over and
+ *     nothing of it is outstanding, so a probe is one request at a time;
+ *   - among the usable, the one with the fewest calls outstanding (queued,
+ *     in flight, or not yet released), ties round-robin: load spreads, and
+ *     a replica that stops answering collects outstanding calls and stops
+ *     being chosen even before its first timeout;
+ *   - when none is usable (all down, or all failing), the fewest failures
+ *     and then the fewest outstanding: requests still go somewhere, and
+ *     wait for a connection as with one URL.
+ * A failure is a call that completed without an answer (timeout, or a
+ * frame answered wrongly); any answer clears the replica's failures. So a
+ * replica that dies costs the steps in flight on it one attempt (nng fails
+ * them at once with NNG_ECONNRESET when the connection drops), one that
+ * hangs (SIGSTOP: connected, silent) one attempt timeout; the engine's
+ * retry, same key, goes to another replica. A participant with one URL
+ * behaves exactly as before (no choice, no pause).
+ *
+ * Why not one req0 socket with a dialer per replica, which nng load-balances
+ * and resends on another connection when one drops: nng sends to whichever
+ * connection can take a message, and a hung replica's connection keeps
+ * taking them (the kernel buffers), so retries would keep landing on it at
+ * random and a step could spend its attempts on one stopped process; nng
+ * offers no way to keep a request off one of a socket's connections. A
+ * socket per replica lets the choice above avoid a silent replica, and
+ * count each one (/metrics: saga_replica_*).
  *
  * Frames: transport_send only queues a request; transport_flush sends what
- * is queued. Requests queued for one participant with the same timeout go
+ * is queued. Requests queued for one replica with the same timeout go
  * out together (in the order queued) as one frame (StepBatch in proto/saga.proto, at most
  * frame_max requests and WIRE_MAX_MSG bytes), carried by the first call of
  * the frame: one nng message each way instead of one per step, which is
@@ -45,6 +80,8 @@ typedef struct transport transport;
 typedef struct transport_call {
     /* What the request was for, copied in by transport_send. */
     char saga_id[37];
+    size_t participant; /* its index in the configuration */
+    size_t replica;     /* which of its URLs carried it (transport_replica_url) */
     uint64_t token;
     int step;
     int phase;
@@ -60,7 +97,7 @@ typedef struct transport_call {
     nng_msg *request;                   /* queued, not sent yet */
     int64_t timeout_ms;
     transport *owner;
-    size_t participant;
+    struct transport_peer *peer; /* the replica whose socket ctx is on */
     nng_ctx ctx;
     nng_aio *aio;
     int receiving;
@@ -71,7 +108,7 @@ typedef struct transport_call {
  * nng thread and must only hand them over. */
 typedef void (*transport_done_fn)(void *arg, transport_call *const *calls, size_t n);
 
-/* Opens and dials one socket per participant of cfg (cfg->frame_max: steps
+/* Opens and dials one socket per participant URL of cfg (cfg->frame_max: steps
  * per frame, 1 = never frames). NULL with err on failure. */
 transport *transport_create(const orch_config *cfg, transport_done_fn done, void *arg, char *err,
                             size_t errlen);
@@ -83,9 +120,20 @@ int transport_send(transport *t, size_t participant, const char *saga_id, uint64
 /* Sends everything queued: frames where several requests share a participant
  * and a timeout. A send that fails completes its calls with the error. */
 void transport_flush(transport *t);
-/* Frees the call's reply and returns it to its pool. */
+/* Notes whether the call's replica answered (transport.h, "Replicas"),
+ * frees the call's reply and returns it to its pool. */
 void transport_release(transport *t, transport_call *call);
-/* Replaces the dialer of any participant that has had no connection for
+/* Per-replica counters go to m (orch_metrics.h; NULL: none): a request
+ * queued, a call released with or without an answer, a connection that came
+ * or went (seen by transport_maintain). Set before the first send. */
+struct orch_metrics;
+void transport_set_metrics(transport *t, struct orch_metrics *m);
+/* How many URLs participant i has, and the URL of one (NULL out of range). */
+size_t transport_replicas(const transport *t, size_t participant);
+const char *transport_replica_url(const transport *t, size_t participant, size_t replica);
+/* 1 while sagad holds a connection to that replica (any thread). */
+int transport_replica_connected(transport *t, size_t participant, size_t replica);
+/* Replaces the dialer of any replica that has had no connection for
  * 2 s. nng 1.5.2's dialer can stop reconnecting when its peer dies while a
  * connection is being set up (upstream issue 970): without this, sagad
  * could lose a participant until restarted. Engine thread; call often. */

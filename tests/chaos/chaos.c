@@ -68,6 +68,14 @@
  * admin API of any node, as with SQLite; the ownership facts straight from
  * PostgreSQL (libpq, pgc_sql_*).
  *
+ * --replicas 2 runs every service as two processes on its one SQLite
+ * database, both listed in sagad's file (orchestrator/transport.h,
+ * "Replicas"): the second replica, <svc>-b, starts once the first has seeded
+ * the database; --participant-kills and --pauses hit either replica at random
+ * (the supervisor restarts a killed one), and every invariant below must
+ * hold as with one process per service: a step retried on the other replica
+ * carries the same key, and the shared barrier gives one effect.
+ *
  * No assertion here depends on timing: every wait polls with a deadline, and
  * reaching a deadline is reported as what did not happen.
  */
@@ -117,6 +125,7 @@ typedef Saga__V1__AdminReply AdminReply;
 #define READY_MS        15000
 #define TICK_MS         20
 #define MAX_NODES       5    /* --nodes */
+#define MAX_REPLICAS    2    /* --replicas */
 #define NODE_LEASE_MS   2000 /* sagad's lease_ms on PostgreSQL: takeovers come quickly */
 #define HISTORY_SHOWN   3    /* sagas whose history a failing invariant prints */
 #define IDS_SHOWN       10   /* offending ids printed per invariant */
@@ -141,6 +150,7 @@ typedef struct {
     int nodes;              /* sagad processes (several only on PostgreSQL) */
     int postgresql;         /* sagad's database: a private PostgreSQL server */
     int pauses;             /* SIGSTOP/SIGCONT of random nodes and participants */
+    int replicas;           /* processes per service, 1 or 2, on one database */
 } chaos_opts;
 
 static void usage(FILE *out)
@@ -175,7 +185,10 @@ static void usage(FILE *out)
             "                         than 1 needs --database postgresql)\n"
             "  --pauses N             SIGSTOP/SIGCONT of random nodes and participants,\n"
             "                         shorter or longer than the lease (default 0 with one\n"
-            "                         node, 3 with several)\n");
+            "                         node, 3 with several)\n"
+            "  --replicas N           processes per participant service, 1 or 2 (default 1):\n"
+            "                         two share the service's database, sagad lists both URLs,\n"
+            "                         kills and pauses hit either one\n");
 }
 
 static int parse_int_opt(const char *name, const char *v, int min, int max, int *out)
@@ -232,6 +245,7 @@ static int parse_opts(int argc, char **argv, chaos_opts *o)
     o->duration_limit_s = 600;
     o->bin_dir = getenv("SAGA_BIN_DIR");
     o->nodes = 1;
+    o->replicas = 1;
     o->pauses = -1; /* default after parsing: it depends on --nodes */
     int have_seed = 0;
     for (int i = 1; i < argc; i++) {
@@ -288,6 +302,8 @@ static int parse_opts(int argc, char **argv, chaos_opts *o)
             takes = 0;
         } else if (strcmp(a, "--nodes") == 0) {
             rc = parse_int_opt(a, v, 1, MAX_NODES, &o->nodes);
+        } else if (strcmp(a, "--replicas") == 0) {
+            rc = parse_int_opt(a, v, 1, MAX_REPLICAS, &o->replicas);
         } else if (strcmp(a, "--pauses") == 0) {
             rc = parse_int_opt(a, v, 0, 10000, &o->pauses);
         } else if (strcmp(a, "--database") == 0) {
@@ -436,6 +452,9 @@ static int rec_input(const saga_rec *r, kvmap *in)
 
 enum { SVC_ORDER, SVC_PAYMENT, SVC_INVENTORY, SVC_SHIPPING, N_SVC };
 static const char *const svc_names[N_SVC] = {"order", "payment", "inventory", "shipping"};
+/* The second replica of each service (--replicas 2). */
+static const char *const replica_names[N_SVC] = {"order-b", "payment-b", "inventory-b",
+                                                 "shipping-b"};
 
 /* One supervised program: a participant service or sagad. */
 typedef struct {
@@ -472,7 +491,10 @@ typedef struct {
 typedef struct {
     uint64_t seed;
     char *dir;
-    proc svc[N_SVC];
+    /* Participant processes: svc[i] for service i, and with --replicas 2 its
+     * second replica svc[N_SVC + i] on the same database; n_svc of them. */
+    proc svc[N_SVC * MAX_REPLICAS];
+    int n_svc;
     proc sagad;                      /* node 0: the only one on SQLite */
     proc extra_nodes[MAX_NODES - 1]; /* nodes 1.. (cluster_node) */
     int n_nodes;
@@ -628,7 +650,8 @@ static int proc_start(cluster *c, proc *p)
         args[n++] = p->cfg;
     }
     args[n++] = "--log-level";
-    args[n++] = c->pg ? "info" : "warn"; /* info: "took over N sagas" */
+    /* info: "took over N sagas" (nodes), "stopped: N requests" (replicas) */
+    args[n++] = c->pg || c->n_svc > N_SVC ? "info" : "warn";
     args[n] = NULL;
 
     char env_cp[128], env_vfs[64];
@@ -781,23 +804,31 @@ static int write_node_config(cluster *c, proc *node, const char *sagas_dir)
     char *node_lines = c->db_url ? util_asprintf("node_name = \"%s\";\nlease_ms = %d;\n",
                                                  node->node_name, NODE_LEASE_MS)
                                  : util_strdup("");
+    /* Each service's URL, or the list of its replicas' URLs. */
+    char *urls[N_SVC];
+    for (int i = 0; i < N_SVC; i++)
+        urls[i] = c->n_svc > N_SVC
+                      ? util_asprintf("[\"%s\", \"%s\"]", c->svc[i].url, c->svc[N_SVC + i].url)
+                      : util_asprintf("\"%s\"", c->svc[i].url);
     char *cfg = util_asprintf(
         "admin_url = \"%s\";\n"
         "database = \"%s\";\n"
         "sagas_dir = \"%s\";\n"
         "max_in_flight = %d;\n"
         "durability = \"%s\";\n"
-        "participants = {\n  order = \"%s\";\n  payment = \"%s\";\n"
-        "  inventory = \"%s\";\n  shipping = \"%s\";\n};\n"
+        "participants = {\n  order = %s;\n  payment = %s;\n"
+        "  inventory = %s;\n  shipping = %s;\n};\n"
         "defaults = {\n  timeout_ms = %d;\n"
         "  retry = { max_attempts = %d; initial_backoff_ms = 20; max_backoff_ms = 400;"
         " multiplier = 2.0; };\n"
         "  compensation_retry = { max_attempts = %d; initial_backoff_ms = 20;"
         " max_backoff_ms = 1000; multiplier = 2.0; };\n};\n%s",
-        node->url, db, sagas_dir, MAX_IN_FLIGHT, c->no_sync ? "off" : "full", c->svc[SVC_ORDER].url,
-        c->svc[SVC_PAYMENT].url, c->svc[SVC_INVENTORY].url, c->svc[SVC_SHIPPING].url,
-        STEP_TIMEOUT_MS, ACTION_ATTEMPTS, COMPENSATION_ATTEMPT, node_lines);
+        node->url, db, sagas_dir, MAX_IN_FLIGHT, c->no_sync ? "off" : "full", urls[SVC_ORDER],
+        urls[SVC_PAYMENT], urls[SVC_INVENTORY], urls[SVC_SHIPPING], STEP_TIMEOUT_MS,
+        ACTION_ATTEMPTS, COMPENSATION_ATTEMPT, node_lines);
     int rc = db && node_lines && cfg && th_write_file(node->cfg, cfg) == 0 ? 0 : -1;
+    for (int i = 0; i < N_SVC; i++)
+        free(urls[i]);
     free(db);
     free(node_lines);
     free(cfg);
@@ -878,7 +909,7 @@ static int cluster_init_nodes(cluster *c, const char *dir, int n_nodes)
 
 /* Makes dir's files and starts everything (participants first). */
 static int cluster_setup(cluster *c, const char *dir, uint64_t seed, double faults_rate,
-                         int no_sync, int n_nodes, int postgresql)
+                         int no_sync, int n_nodes, int postgresql, int replicas)
 {
     memset(c, 0, sizeof *c);
     c->seed = seed;
@@ -886,8 +917,18 @@ static int cluster_setup(cluster *c, const char *dir, uint64_t seed, double faul
     c->dir = util_strdup(dir);
     c->faults_rate = faults_rate;
     c->faults_on = faults_rate > 0;
+    c->n_svc = N_SVC * replicas;
     for (int i = 0; i < N_SVC; i++)
         proc_init(&c->svc[i], dir, svc_names[i], 1);
+    for (int i = N_SVC; i < c->n_svc; i++) { /* same program, database and seed */
+        proc *p = &c->svc[i], *first = &c->svc[i - N_SVC];
+        proc_init(p, dir, replica_names[i - N_SVC], 1);
+        memcpy(p->program, first->program, sizeof p->program);
+        free(p->db);
+        free(p->seed);
+        p->db = util_strdup(first->db);
+        p->seed = util_strdup(first->seed);
+    }
     if (cluster_init_nodes(c, dir, n_nodes) != 0 ||
         (postgresql && cluster_setup_postgresql(c) != 0))
         return -1;
@@ -900,7 +941,8 @@ static int cluster_setup(cluster *c, const char *dir, uint64_t seed, double faul
 
 static int cluster_start(cluster *c)
 {
-    for (int i = 0; i < N_SVC; i++)
+    /* First replicas first: each seeds its database before a second opens it. */
+    for (int i = 0; i < c->n_svc; i++)
         if (proc_start(c, &c->svc[i]) != 0) {
             fprintf(stderr, "saga-chaos: %s did not start; see %s\n", c->svc[i].name,
                     c->svc[i].log);
@@ -920,13 +962,13 @@ static void cluster_stop(cluster *c)
 {
     for (int i = 0; i < c->n_nodes; i++)
         proc_stop(cluster_node(c, i));
-    for (int i = 0; i < N_SVC; i++)
+    for (int i = 0; i < c->n_svc; i++)
         proc_stop(&c->svc[i]);
 }
 
 static void cluster_free(cluster *c)
 {
-    for (int i = 0; i < N_SVC; i++)
+    for (int i = 0; i < c->n_svc; i++)
         proc_free(&c->svc[i]);
     for (int i = 0; i < c->n_nodes; i++)
         proc_free(cluster_node(c, i));
@@ -943,8 +985,8 @@ static void cluster_free(cluster *c)
 static void cluster_resume_due(cluster *c, int all)
 {
     int64_t now = util_mono_ms();
-    for (int i = 0; i < N_SVC + c->n_nodes; i++) {
-        proc *p = i < N_SVC ? &c->svc[i] : cluster_node(c, i - N_SVC);
+    for (int i = 0; i < c->n_svc + c->n_nodes; i++) {
+        proc *p = i < c->n_svc ? &c->svc[i] : cluster_node(c, i - c->n_svc);
         if (p->pid > 0 && p->resume_at > 0 && (all || now >= p->resume_at)) {
             kill(p->pid, SIGCONT);
             p->resume_at = 0;
@@ -955,7 +997,7 @@ static void cluster_resume_due(cluster *c, int all)
 /* Reaps whatever died and restarts it: the supervisor's one round. */
 static void cluster_supervise(cluster *c)
 {
-    for (int i = 0; i < N_SVC; i++) {
+    for (int i = 0; i < c->n_svc; i++) {
         proc *p = &c->svc[i];
         proc_reap(c, p);
         if (p->pid <= 0 && proc_start(c, p) != 0)
@@ -1923,10 +1965,10 @@ static proc *cluster_find(cluster *c, const char *name)
 /* The pauses of the plan: the first of a node, longer than the lease (it is
  * fenced), then any node or participant, every other one longer than the
  * lease (or than a step's timeout), the others shorter. */
-static void plan_pause(planned_kill *k, int j, int n_nodes, util_prng *rng)
+static void plan_pause(planned_kill *k, int j, int n_nodes, int n_svc, util_prng *rng)
 {
     int target = j == 0 ? (int)(util_prng_next(rng) % (uint64_t)n_nodes)
-                        : (int)(util_prng_next(rng) % (uint64_t)(n_nodes + N_SVC));
+                        : (int)(util_prng_next(rng) % (uint64_t)(n_nodes + n_svc));
     int is_long = j % 2 == 0;
     k->svc = target < n_nodes ? -1 : target - n_nodes;
     k->node = target < n_nodes ? target : 0;
@@ -2154,7 +2196,8 @@ static int run_scenario(const chaos_opts *o, const scenario *sc, const char *dir
 
     memset(res, 0, sizeof *res);
     memset(&w, 0, sizeof w);
-    if (cluster_setup(&c, dir, o->seed, sc->faults_rate, o->no_sync, o->nodes, o->postgresql) != 0)
+    if (cluster_setup(&c, dir, o->seed, sc->faults_rate, o->no_sync, o->nodes, o->postgresql,
+                      o->replicas) != 0)
         goto out;
     if (sc->crash_proc) {
         proc *p = cluster_find(&c, sc->crash_proc);
@@ -2169,11 +2212,11 @@ static int run_scenario(const chaos_opts *o, const scenario *sc, const char *dir
     plan = calloc((size_t)n_plan + 1, sizeof *plan);
     for (int i = 0; i < n_plan; i++) {
         plan[i].after = (int)(sc->sagas * (0.05 + 0.85 * util_prng_unit(&sched)));
-        plan[i].svc = i < sc->kills ? -1 : (int)(util_prng_next(&sched) % N_SVC);
+        plan[i].svc = i < sc->kills ? -1 : (int)(util_prng_next(&sched) % (uint64_t)c.n_svc);
         if (i < sc->kills && o->nodes > 1)
             plan[i].node = (int)(util_prng_next(&sched) % (uint64_t)o->nodes);
         if (i >= sc->kills + sc->participant_kills)
-            plan_pause(&plan[i], i - sc->kills - sc->participant_kills, o->nodes, &sched);
+            plan_pause(&plan[i], i - sc->kills - sc->participant_kills, o->nodes, c.n_svc, &sched);
     }
     qsort(plan, (size_t)n_plan, sizeof *plan, kill_cmp);
 
@@ -2277,7 +2320,7 @@ static int run_scenario(const chaos_opts *o, const scenario *sc, const char *dir
         cluster_node(&c, i)->restart_at = 0;
     if (c.faults_on) {
         c.faults_on = 0;
-        for (int i = 0; i < N_SVC; i++) {
+        for (int i = 0; i < c.n_svc; i++) {
             proc_stop(&c.svc[i]);
             if (proc_start(&c, &c.svc[i]) != 0)
                 fprintf(stderr, "saga-chaos: cannot restart %s\n", c.svc[i].name);
@@ -2297,12 +2340,12 @@ static int run_scenario(const chaos_opts *o, const scenario *sc, const char *dir
            (double)(util_mono_ms() - t0) / 1000);
 
     /* Check. */
-    for (int i = 0; i < N_SVC; i++)
+    for (int i = 0; i < c.n_svc; i++)
         proc_stop(&c.svc[i]); /* stable databases to read */
     run_facts f = {.settled_in_time = quiet,
                    .replays_sagad = c.replayed_before + c.replayed_seen,
                    .require_replays = sc->faults_rate > 0};
-    for (int i = 0; i < N_SVC; i++) {
+    for (int i = 0; i < c.n_svc; i++) {
         f.unexpected_deaths += c.svc[i].unexpected_deaths;
         res->crash_hits += c.svc[i].crash_point_hits;
     }
@@ -2315,12 +2358,23 @@ static int run_scenario(const chaos_opts *o, const scenario *sc, const char *dir
         printf("%s %s %d planned, %d crash point", i ? "," : "", cluster_node(&c, i)->name,
                cluster_node(&c, i)->planned_deaths, cluster_node(&c, i)->crash_point_hits);
     printf("; participants:");
-    for (int i = 0; i < N_SVC; i++)
+    for (int i = 0; i < c.n_svc; i++)
         printf(" %s %d planned/%d injected/%d crash point", c.svc[i].name, c.svc[i].planned_deaths,
                c.svc[i].fault_deaths, c.svc[i].crash_point_hits);
     printf("\n");
     fflush(stdout);
 
+    if (c.n_svc > N_SVC) {
+        /* How the requests spread: what each replica's clean stops logged
+         * (an incarnation SIGKILLed takes its count along, so this is a
+         * lower bound, for information, not an invariant). */
+        printf("info  requests served by replicas a/b (logged at clean stops):");
+        for (int i = 0; i < N_SVC; i++)
+            printf(" %s %" PRId64 "/%" PRId64, svc_names[i],
+                   log_count(c.svc[i].log, "stopped: ", 1),
+                   log_count(c.svc[N_SVC + i].log, "stopped: ", 1));
+        printf("\n");
+    }
     verdicts v = {.seed = o->seed, .admin = mon, .deadline = util_mono_ms() + 120000};
     check_invariants(&v, &c, &w, &f);
     if (c.pg != NULL)
@@ -2364,6 +2418,8 @@ static int run_chaos(const chaos_opts *o, const char *dir)
     run_result res;
     printf("chaos: %d sagas, %d clients, %d sagad kills, %d participant kills, faults rate %g\n",
            o->sagas, o->clients, o->kills, o->participant_kills, o->faults_rate);
+    if (o->replicas > 1)
+        printf("chaos: %d replicas of each participant service on its one database\n", o->replicas);
     if (o->postgresql)
         printf("chaos: %d sagad node%s on PostgreSQL (lease %d ms), %d pauses\n", o->nodes,
                o->nodes > 1 ? "s" : "", NODE_LEASE_MS, o->pauses);

@@ -229,7 +229,7 @@ static void test_shipped_config(void **state)
     for (size_t i = 0; i < 5; i++) {
         assert_string_equal(cfg->participants[i].name, participants[i]);
         snprintf(want, sizeof want, "ipc://%s/saga-%s.ipc", sagas, participants[i]);
-        assert_string_equal(cfg->participants[i].url, want);
+        assert_string_equal(cfg->participants[i].urls[0], want);
     }
 
     /* sagad.cfg itself is skipped; order_with_loyalty is checked below */
@@ -324,8 +324,8 @@ static void test_defaults_and_resolution(void **state)
     snprintf(want, sizeof want, "ipc://%s/sagad.ipc", f->dir);
     assert_string_equal(f->cfg.admin_url, want);
     snprintf(want, sizeof want, "ipc://%s/alpha.ipc", f->dir);
-    assert_string_equal(f->cfg.participants[0].url, want);
-    assert_string_equal(f->cfg.participants[1].url, "tcp://h:1");
+    assert_string_equal(f->cfg.participants[0].urls[0], want);
+    assert_string_equal(f->cfg.participants[1].urls[0], "tcp://h:1");
     assert_int_equal(f->cfg.insecure_participant_links, 1);
     assert_int_equal(f->cfg.alert_timeout_ms, 30000);
     snprintf(want, sizeof want, "%s/sagad.db", f->dir);
@@ -865,7 +865,7 @@ static void test_insecure_participant_links_allowed(void **state)
                 "participants = { alpha = \"abstract://a\"; beta = \"ws://10.1.2.3:7401/x\"; };\n");
     expect_ok(f);
     assert_int_equal(f->cfg.insecure_participant_links, 1);
-    assert_string_equal(f->cfg.participants[1].url, "ws://10.1.2.3:7401/x");
+    assert_string_equal(f->cfg.participants[1].urls[0], "ws://10.1.2.3:7401/x");
 }
 
 /* An ipc:// socket in a directory others can write could be swapped for theirs. */
@@ -925,6 +925,86 @@ static void test_err_admin_url_is_participant(void **state)
     put_orch(f, text);
     expect_error(f, f->orch, line_of(text, "admin_url"), "also the URL of participant \"alpha\"",
                  "(admin_url)", NULL);
+}
+
+/* ---- Replicas: several URLs for one participant ------------------------- */
+
+static void test_replicas_loaded(void **state)
+{
+    fixture *f = *state;
+    put_orch(f, "participants = {\n"
+                "  alpha = [\"ipc://alpha-a.ipc\", \"ipc://alpha-b.ipc\"];\n"
+                "  beta = (\"ipc://beta.ipc\");\n"
+                "};\n");
+    put(f->dir, "transfer.cfg", saga_text);
+    expect_ok(f);
+    char want[512];
+    assert_int_equal(f->cfg.participants[0].n_urls, 2);
+    snprintf(want, sizeof want, "ipc://%s/alpha-a.ipc", f->dir);
+    assert_string_equal(f->cfg.participants[0].urls[0], want);
+    snprintf(want, sizeof want, "ipc://%s/alpha-b.ipc", f->dir);
+    assert_string_equal(f->cfg.participants[0].urls[1], want);
+    assert_int_equal(f->cfg.participants[1].n_urls, 1);
+    snprintf(want, sizeof want, "ipc://%s/beta.ipc", f->dir);
+    assert_string_equal(f->cfg.participants[1].urls[0], want);
+}
+
+static void test_err_replicas_empty(void **state)
+{
+    fixture *f = *state;
+    const char *text = "participants = {\n  beta = \"ipc://beta.ipc\";\n  alpha = [];\n};\n";
+    put_orch(f, text);
+    expect_error(f, f->orch, line_of(text, "alpha"), "participant \"alpha\" has an empty list",
+                 "(participants.alpha)", NULL);
+}
+
+static void test_err_replicas_duplicate(void **state)
+{
+    fixture *f = *state;
+    /* The same socket written two ways: duplicates are found after resolution. */
+    const char *text = "participants = {\n  alpha = [\"ipc://alpha.ipc\",\n"
+                       "    \"ipc://./alpha.ipc\"];\n};\n";
+    put_orch(f, text);
+    expect_error(f, f->orch, line_of(text, "./alpha"), "participant \"alpha\": URL 2",
+                 "repeats URL 1", "(participants.alpha[1])", NULL);
+}
+
+static void test_err_replicas_not_string(void **state)
+{
+    fixture *f = *state;
+    const char *text = "participants = {\n  alpha = (\"ipc://alpha.ipc\",\n    42);\n};\n";
+    put_orch(f, text);
+    expect_error(f, f->orch, line_of(text, "42"), "participant \"alpha\": URL 2 must be a string",
+                 "(participants.alpha[1])", NULL);
+}
+
+static void test_err_replicas_group(void **state)
+{
+    fixture *f = *state;
+    const char *text = "participants = {\n  alpha = { url = \"ipc://alpha.ipc\"; };\n};\n";
+    put_orch(f, text);
+    expect_error(f, f->orch, line_of(text, "alpha"),
+                 "must be a URL string or a list of URL strings", NULL);
+}
+
+static void test_err_replicas_insecure_second(void **state)
+{
+    fixture *f = *state;
+    /* Each replica's link is checked on its own line. */
+    const char *text = "participants = {\n  alpha = [\"ipc://alpha.ipc\",\n"
+                       "    \"tcp://h:7401\"];\n};\n";
+    put_orch(f, text);
+    expect_error(f, f->orch, line_of(text, "tcp://"), "authenticates nobody", NULL);
+}
+
+static void test_err_replicas_admin_url(void **state)
+{
+    fixture *f = *state;
+    const char *text = "admin_url = \"ipc://b.ipc\";\n"
+                       "participants = { alpha = [\"ipc://a.ipc\", \"ipc://b.ipc\"]; };\n";
+    put_orch(f, text);
+    expect_error(f, f->orch, line_of(text, "admin_url"), "also the URL of participant \"alpha\"",
+                 NULL);
 }
 
 static void test_err_unknown_setting_step(void **state)
@@ -1398,6 +1478,13 @@ int main(void)
         T(test_err_url_without_port),
         T(test_err_url_ipc_path_too_long),
         T(test_err_admin_url_is_participant),
+        T(test_replicas_loaded),
+        T(test_err_replicas_empty),
+        T(test_err_replicas_duplicate),
+        T(test_err_replicas_not_string),
+        T(test_err_replicas_group),
+        T(test_err_replicas_insecure_second),
+        T(test_err_replicas_admin_url),
         T(test_err_unknown_setting_step),
         T(test_err_unknown_setting_orchestrator),
         T(test_err_compensation_retry_without_compensation),

@@ -12,7 +12,9 @@
  *
  * Layout of the temp dir: sagad.cfg, sagad.db, sagas/order_fulfillment.cfg,
  * <svc>.db and <svc>.ipc per service, <proc>.log per process (appended across
- * restarts), ctl-<n>.out for each sagactl run. Set SAGA_TEST_KEEP=1 to keep
+ * restarts), ctl-<n>.out for each sagactl run. A service of opts.replicated
+ * has a second replica, <svc>-b.ipc and <svc>-b.log, on the same <svc>.db:
+ * the orchestrator file lists both URLs for it. Set SAGA_TEST_KEEP=1 to keep
  * the dir after the test (its path is printed).
  */
 #ifndef SAGA_TEST_ORCH_FIXTURE_H
@@ -48,6 +50,7 @@ typedef struct {
     int pivot_attempts;     /* approve_order's retry.max_attempts [40] */
     int initial_backoff_ms; /* both policies [20] */
     int max_backoff_ms;     /* both policies [200] */
+    unsigned replicated;    /* bits 1 << SVC_*: services with a second replica [none] */
 } ofx_opts;
 
 typedef struct {
@@ -62,6 +65,8 @@ typedef struct {
     char *dir;
     char *cfg; /* the orchestrator file */
     ofx_proc svc[OFX_N_SVC];
+    ofx_proc replica[OFX_N_SVC]; /* the second replica ("<svc>-b") of a replicated service */
+    unsigned replicated;         /* opts.replicated */
     ofx_proc sagad;
     int ctl_runs;
     int ctl_timeout_ms; /* sagactl --timeout for each request; 0: 10000 */
@@ -84,6 +89,9 @@ int ofx_init(ofx *f, const ofx_opts *opts);
 int ofx_start_svc(ofx *f, int i, const char *faults);
 /* SIGTERM and reap participant i. 0 when it exited 0. */
 int ofx_stop_svc(ofx *f, int i);
+/* The same for the second replica of service i (replicated in opts). */
+int ofx_start_replica(ofx *f, int i, const char *faults);
+int ofx_stop_replica(ofx *f, int i);
 /* Starts sagad (with SAGA_CRASH_POINT=crash_point when non-NULL) and waits
  * until its admin socket accepts dials. 0 or -1. */
 int ofx_start_sagad(ofx *f, const char *crash_point);
@@ -93,7 +101,7 @@ int ofx_stop_sagad(ofx *f);
 void ofx_kill_sagad(ofx *f);
 /* Waits up to timeout_ms for sagad to die by itself; 0 when it died of SIGKILL. */
 int ofx_wait_sagad_killed(ofx *f, int timeout_ms);
-/* All four participants, then sagad. 0 or -1. */
+/* All four participants (and their second replicas), then sagad. 0 or -1. */
 int ofx_start_all(ofx *f);
 /* Kills whatever runs and removes the dir (unless SAGA_TEST_KEEP). */
 void ofx_destroy(ofx *f);

@@ -92,7 +92,7 @@ static int teardown(void **state)
 
 static void open_transport(fixture *f, int frame_max)
 {
-    participant_def pd = {.name = "p", .url = f->url};
+    participant_def pd = {.name = "p", .urls = &f->url, .n_urls = 1};
     orch_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.participants = &pd;
