@@ -3034,8 +3034,8 @@ table_growth:
     if (growth_only)
         goto table_end;
     out("   MEMORY: sagad RSS %ld KiB idle, %ld KiB with %" PRIu64 " in flight -> %.0f bytes per "
-        "saga in flight (target <= 4096: %s)\n",
-        rss0, rss1, minf, per_saga, verdict(per_saga <= 4096));
+        "saga in flight (target <= 2048: %s)\n",
+        rss0, rss1, minf, per_saga, verdict(per_saga <= 2048));
     out("7. CPU per saga: see the table under 1 (sagad ms + the four services' ms, from "
         "/proc/<pid>/stat utime+stime over the measured window)\n");
     uint64_t errs = g_start_errors;

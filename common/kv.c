@@ -7,12 +7,26 @@
 #include "json_util.h"
 #include "util.h"
 
+/* A pair's key and value share one allocation, "key\0value\0", owned through
+ * key: one malloc per pair instead of two (a saga in memory holds a map of
+ * inputs per saga and one of results per step). */
+static int pair_make(kv_pair *p, const char *key, const char *value)
+{
+    size_t klen = strlen(key), vlen = strlen(value);
+    char *block = malloc(klen + vlen + 2);
+    if (block == NULL)
+        return -1;
+    memcpy(block, key, klen + 1);
+    memcpy(block + klen + 1, value, vlen + 1);
+    p->key = block;
+    p->value = block + klen + 1;
+    return 0;
+}
+
 void kv_free(kvmap *m)
 {
-    for (size_t i = 0; i < m->len; i++) {
-        free(m->items[i].key);
-        free(m->items[i].value);
-    }
+    for (size_t i = 0; i < m->len; i++)
+        free(m->items[i].key); /* the value with it (pair_make) */
     free(m->items);
     m->items = NULL;
     m->len = m->cap = 0;
@@ -42,33 +56,26 @@ int kv_set(kvmap *m, const char *key, const char *value)
 {
     int found;
     size_t at = kv_find(m, key, &found);
-    char *v = util_strdup(value);
-    if (v == NULL)
+    kv_pair pair;
+    if (pair_make(&pair, key, value) != 0)
         return -1;
     if (found) {
-        free(m->items[at].value);
-        m->items[at].value = v;
+        free(m->items[at].key);
+        m->items[at] = pair;
         return 0;
     }
-    char *k = util_strdup(key);
-    if (k == NULL) {
-        free(v);
-        return -1;
-    }
     if (m->len == m->cap) {
-        size_t cap = m->cap ? m->cap * 2 : 8;
+        size_t cap = m->cap ? m->cap * 2 : 4;
         kv_pair *items = realloc(m->items, cap * sizeof *items);
         if (items == NULL) {
-            free(k);
-            free(v);
+            free(pair.key);
             return -1;
         }
         m->items = items;
         m->cap = cap;
     }
     memmove(&m->items[at + 1], &m->items[at], (m->len - at) * sizeof *m->items);
-    m->items[at].key = k;
-    m->items[at].value = v;
+    m->items[at] = pair;
     m->len++;
     return 0;
 }

@@ -126,11 +126,12 @@ typedef struct {
     int64_t started_at_ms;
     int64_t finished_at_ms;
 
-    /* Volatile: never stored. */
+    /* Volatile: never stored. (The two ints side by side: no padding, as
+     * every saga in memory holds one of these per step.) */
     uint64_t token;     /* of its request in flight */
     int in_flight;      /* 1 while that request is outstanding */
-    int64_t timer_due;  /* monotonic ms of its scheduled retry; 0: none */
     int noted;          /* "compensation_not_defined" already recorded */
+    int64_t timer_due;  /* monotonic ms of its scheduled retry; 0: none */
     int64_t sent_at_us; /* engine: monotonic us when its request was sent (metrics) */
 } step_run;
 

@@ -19,6 +19,18 @@
 #define AVOID_MIN_MS        500   /* a replica that failed: first pause before a probe */
 #define AVOID_MAX_MS        10000 /* ... doubling per failure up to this */
 
+/* What carries one message in flight (transport.h): the frame's first call
+ * says which calls it answers. Taken and given back on the engine thread;
+ * its callback runs on an nng thread. */
+typedef struct transport_carrier {
+    nng_ctx ctx;
+    nng_aio *aio;
+    transport_call *call; /* the first call of the frame it carries */
+    struct transport_carrier *next_free;
+    int receiving;
+    int64_t deadline_mono;
+} carrier;
+
 /* One replica of a participant (one URL, one socket). The pipe fields are written by nng's pipe
  * callbacks and read by the engine thread, under mtx.
  *
@@ -38,6 +50,7 @@ typedef struct transport_peer {
     char *tls_host;           /* the URL's host: the name its certificate must carry */
     nng_dialer dialer;
     transport_call *free_calls;
+    carrier *free_carriers;
     transport_call *queued_head, *queued_tail; /* sent by transport_flush */
     nng_mtx *mtx;
     uint32_t pipes[PEER_MAX_PIPES]; /* ids of connected pipes; 0: free slot */
@@ -74,12 +87,15 @@ struct transport {
     sec_tls_files tls;        /* borrowed from the orch_config */
     int64_t pipes_audited_ms; /* last peer_drop_dead_pipes pass (engine thread) */
     size_t frame_max;         /* requests per frame; 1: never frames */
-    /* Every call ever made, so destroy can free them. Engine thread only. */
+    /* Every call and carrier ever made, so destroy can free them. Engine
+     * thread only. */
     transport_call **all;
     size_t n_all, cap_all;
+    carrier **all_carriers;
+    size_t n_carriers, cap_carriers;
 };
 
-static void call_callback(void *arg);
+static void carrier_callback(void *arg);
 
 /* Is a throttled report of p due now (log.h: at most once a minute)? */
 static int peer_report_due(peer *p, log_throttle *t)
@@ -392,11 +408,6 @@ static transport_call *call_get(transport *t, peer *p)
     c = calloc(1, sizeof *c);
     if (c == NULL)
         return NULL;
-    if (nng_ctx_open(&c->ctx, p->sock) != 0 || nng_aio_alloc(&c->aio, call_callback, c) != 0) {
-        nng_ctx_close(c->ctx);
-        free(c);
-        return NULL;
-    }
     c->owner = t;
     c->peer = p;
     c->participant = p->participant;
@@ -413,6 +424,38 @@ static void call_put(transport_call *c)
     c->next_free = p->free_calls;
     p->free_calls = c;
     p->in_use--;
+}
+
+/* A carrier on p's socket, from its pool or new; NULL when out of memory. */
+static carrier *carrier_get(transport *t, peer *p)
+{
+    carrier *k = p->free_carriers;
+    if (k != NULL) {
+        p->free_carriers = k->next_free;
+        return k;
+    }
+    if (t->n_carriers == t->cap_carriers) {
+        size_t cap = t->cap_carriers ? t->cap_carriers * 2 : 64;
+        carrier **all = realloc(t->all_carriers, cap * sizeof *all);
+        if (all == NULL)
+            return NULL;
+        t->all_carriers = all;
+        t->cap_carriers = cap;
+    }
+    k = calloc(1, sizeof *k);
+    if (k == NULL)
+        return NULL;
+    if (nng_ctx_open(&k->ctx, p->sock) != 0) {
+        free(k);
+        return NULL;
+    }
+    if (nng_aio_alloc(&k->aio, carrier_callback, k) != 0) {
+        nng_ctx_close(k->ctx);
+        free(k);
+        return NULL;
+    }
+    t->all_carriers[t->n_carriers++] = k;
+    return k;
 }
 
 int transport_send(transport *t, size_t participant, const char *saga_id, uint64_t token, int step,
@@ -440,6 +483,7 @@ int transport_send(transport *t, size_t participant, const char *saga_id, uint64
     c->timeout_ms = timeout_ms;
     c->frame_next = NULL;
     c->next_queued = NULL;
+    c->carrier = NULL;
     if (p->queued_tail)
         p->queued_tail->next_queued = c;
     else
@@ -449,16 +493,28 @@ int transport_send(transport *t, size_t participant, const char *saga_id, uint64
     return 0;
 }
 
-/* Starts c's aio on its message (c->request, now the aio's). */
+static void frame_done(transport_call *c, int rv, nng_msg *answer);
+
+/* Sends c's message (c->request, now the carrier's) and the frame that
+ * follows c (frame_next) on a carrier of its replica. Without one (out of
+ * memory) the frame completes at once with NNG_ENOMEM, as a failed send. */
 static void call_start(transport_call *c)
 {
     nng_msg *msg = c->request;
     c->request = NULL;
-    c->receiving = 0;
-    c->deadline_mono = util_mono_ms() + c->timeout_ms;
-    nng_aio_set_msg(c->aio, msg);
-    nng_aio_set_timeout(c->aio, (nng_duration)c->timeout_ms);
-    nng_ctx_send(c->ctx, c->aio);
+    carrier *k = carrier_get(c->owner, c->peer);
+    if (k == NULL) {
+        nng_msg_free(msg);
+        frame_done(c, NNG_ENOMEM, NULL);
+        return;
+    }
+    c->carrier = k;
+    k->call = c;
+    k->receiving = 0;
+    k->deadline_mono = util_mono_ms() + c->timeout_ms;
+    nng_aio_set_msg(k->aio, msg);
+    nng_aio_set_timeout(k->aio, (nng_duration)c->timeout_ms);
+    nng_ctx_send(k->ctx, k->aio);
 }
 
 /*
@@ -601,13 +657,14 @@ static void frame_done(transport_call *c, int rv, nng_msg *answer)
 }
 
 /* Runs on an nng thread: advance SENDING -> RECEIVING -> DONE. */
-static void call_callback(void *arg)
+static void carrier_callback(void *arg)
 {
-    transport_call *c = arg;
-    int rv = nng_aio_result(c->aio);
-    if (!c->receiving) {
+    carrier *k = arg;
+    transport_call *c = k->call;
+    int rv = nng_aio_result(k->aio);
+    if (!k->receiving) {
         if (rv != 0) {
-            nng_msg_free(nng_aio_get_msg(c->aio)); /* a failed send leaves it with us */
+            nng_msg_free(nng_aio_get_msg(k->aio)); /* a failed send leaves it with us */
             if (c->frame_next != NULL) {
                 frame_done(c, rv, NULL);
                 return;
@@ -616,18 +673,18 @@ static void call_callback(void *arg)
             c->owner->done(c->owner->done_arg, &c, 1);
             return;
         }
-        int64_t left = c->deadline_mono - util_mono_ms();
-        c->receiving = 1;
-        nng_aio_set_timeout(c->aio, (nng_duration)(left > 0 ? left : 1));
-        nng_ctx_recv(c->ctx, c->aio);
+        int64_t left = k->deadline_mono - util_mono_ms();
+        k->receiving = 1;
+        nng_aio_set_timeout(k->aio, (nng_duration)(left > 0 ? left : 1));
+        nng_ctx_recv(k->ctx, k->aio);
         return;
     }
-    if (c->frame_next != NULL) { /* the carrier of a frame */
-        frame_done(c, rv, rv == 0 ? nng_aio_get_msg(c->aio) : NULL);
+    if (c->frame_next != NULL) { /* a frame */
+        frame_done(c, rv, rv == 0 ? nng_aio_get_msg(k->aio) : NULL);
         return;
     }
     c->result = rv;
-    c->reply = rv == 0 ? nng_aio_get_msg(c->aio) : NULL;
+    c->reply = rv == 0 ? nng_aio_get_msg(k->aio) : NULL;
     c->owner->done(c->owner->done_arg, &c, 1);
 }
 
@@ -637,6 +694,13 @@ void transport_release(transport *t, transport_call *c)
     if (c->reply != NULL) {
         nng_msg_free(c->reply);
         c->reply = NULL;
+    }
+    if (c->carrier != NULL) { /* the first call of its frame: the carrier is done with */
+        carrier *k = c->carrier;
+        c->carrier = NULL;
+        k->call = NULL;
+        k->next_free = c->peer->free_carriers;
+        c->peer->free_carriers = k;
     }
     call_put(c);
 }
@@ -689,12 +753,16 @@ void transport_destroy(transport *t)
     if (t == NULL)
         return;
     transport_close(t);
-    /* Every aio first: a frame's callback completes the frame's other calls,
+    /* Every aio first: a frame's callback completes the frame's calls,
      * which must all still exist when it runs. */
-    for (size_t i = 0; i < t->n_all; i++)
-        nng_aio_stop(t->all[i]->aio); /* waits for a callback in progress */
+    for (size_t i = 0; i < t->n_carriers; i++)
+        nng_aio_stop(t->all_carriers[i]->aio); /* waits for a callback in progress */
+    for (size_t i = 0; i < t->n_carriers; i++) {
+        nng_aio_free(t->all_carriers[i]->aio);
+        free(t->all_carriers[i]);
+    }
+    free(t->all_carriers);
     for (size_t i = 0; i < t->n_all; i++) {
-        nng_aio_free(t->all[i]->aio);
         if (t->all[i]->reply)
             nng_msg_free(t->all[i]->reply);
         if (t->all[i]->request) /* queued, never flushed */

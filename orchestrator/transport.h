@@ -7,16 +7,21 @@
  * certificate for its URL's host signed by tls.ca_file, and sagad presents
  * tls.cert_file as its client certificate; nng reconnects
  * by itself when a participant restarts, and transport_maintain replaces a
- * dialer that stopped trying). Each request in flight owns a
- * transport_call: an nng context and an aio driven by a small state machine
+ * dialer that stopped trying). Each request owns a transport_call; each
+ * message in flight (a frame of calls, or one call) a carrier: an nng
+ * context and an aio driven by a small state machine
  *
  *     SENDING --sent--> RECEIVING --reply / timeout / error--> DONE
  *
+ * A carrier is taken when a frame leaves and given back when its first call
+ * is released, so a busy orchestrator holds one nng context and aio (most of
+ * a request's memory) per frame in flight, not per step.
  * The attempt's timeout covers both halves: what the send used up is taken
  * off the receive. When a call is DONE, the completion function runs on an
  * nng thread and must only hand the call over (the engine queues it); the
- * owner then reads it and gives it back with transport_release(). Calls are
- * pooled per replica, so a busy orchestrator allocates nothing per step.
+ * owner then reads it and gives it back with transport_release(). Calls and
+ * carriers are pooled per replica, so a busy orchestrator allocates nothing
+ * per step.
  *
  * Replicas: `payment = ["ipc://.../payment-a.ipc", "ipc://.../payment-b.ipc"]`
  * runs one service as several processes on one shared database; any of them
@@ -97,11 +102,8 @@ typedef struct transport_call {
     nng_msg *request;                   /* queued, not sent yet */
     int64_t timeout_ms;
     transport *owner;
-    struct transport_peer *peer; /* the replica whose socket ctx is on */
-    nng_ctx ctx;
-    nng_aio *aio;
-    int receiving;
-    int64_t deadline_mono;
+    struct transport_peer *peer;       /* the replica it was queued for */
+    struct transport_carrier *carrier; /* sent: what carries its frame (the first call's) */
 } transport_call;
 
 /* Completion of n calls: one, or every call of a frame at once. Runs on an
