@@ -42,6 +42,7 @@ typedef struct event {
     int64_t deadline_ms; /* EV_START: 0, the type's deadline_s */
     char saga_id[40];    /* EV_ABORT, EV_RESUME */
     char *reason;
+    char *who; /* abort/resume: the operator, for the history and the log; may be NULL */
     engine_done_fn done;
     void *done_arg;
 } event;

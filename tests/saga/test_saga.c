@@ -357,7 +357,7 @@ static void fire_timer(fixture *fx)
 static int do_abort(fixture *fx, const char *reason)
 {
     commit(fx);
-    int rc = saga_abort(fx->s, &fx->env, reason);
+    int rc = saga_abort(fx->s, &fx->env, NULL, reason);
     check_invariants(fx);
     return rc;
 }
@@ -365,7 +365,7 @@ static int do_abort(fixture *fx, const char *reason)
 static int do_resume(fixture *fx)
 {
     commit(fx);
-    int rc = saga_resume(fx->s, &fx->env);
+    int rc = saga_resume(fx->s, &fx->env, NULL, NULL);
     check_invariants(fx);
     return rc;
 }
@@ -981,7 +981,8 @@ static void timeouts_then_compensation_includes_the_step(void **state)
     assert_detail(last_event(fx, "step_no_reply"), "timeout");
     assert_detail(last_event(fx, "retry_scheduled"), "attempt 2 in 50 ms");
     assert_string_equal(fx->s->steps[SHIP].last_error, "timeout");
-    assert_int_equal(fx->s->steps[SHIP].last_outcome, OUTCOME_UNSPECIFIED); /* no reply, no outcome */
+    assert_int_equal(fx->s->steps[SHIP].last_outcome,
+                     OUTCOME_UNSPECIFIED); /* no reply, no outcome */
     assert_int_equal(fx->armed, T0_MONO + 50);
     assert_dirty(fx, BIT(SHIP));
 
@@ -1659,8 +1660,8 @@ static void beyond_retention_nothing_is_sent(void **state)
     assert_string_equal(events_str(fx, 0), "recovered(charge/action) saga_failed");
 
     clear_log(fx);
-    assert_int_equal(saga_resume(fx->s, &fx->env), -2);
-    assert_int_equal(saga_abort(fx->s, &fx->env, "too late"), -2);
+    assert_int_equal(saga_resume(fx->s, &fx->env, NULL, NULL), -2);
+    assert_int_equal(saga_abort(fx->s, &fx->env, NULL, "too late"), -2);
     assert_state(fx, SAGA_FAILED);
     assert_int_equal(fx->n_sends, 0);
     assert_int_equal(fx->n_events, 0);
@@ -1864,6 +1865,8 @@ static void invariants_detect_broken_states(void **state)
     s->state = SAGA_FAILED;
     BROKEN("FAILED without last_error");
     s->last_error = strdup("x");
+    BROKEN("FAILED without root_cause");
+    s->root_cause = strdup("x");
     FINE();
 
     s->state = (saga_state)0;
