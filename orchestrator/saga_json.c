@@ -35,6 +35,13 @@ static json_t *iso_or_null(int64_t ms)
     return json_string(buf);
 }
 
+/* COMPLETED, COMPENSATED or FAILED: the saga's times stay put until an
+ * operator acts, so its duration is a fact both doors read alike. */
+static int settled(int state)
+{
+    return saga_is_final((saga_state)state) || state == SAGA_FAILED;
+}
+
 /* to - from, null unless both are known (a duration still running has no
  * fixed value: the two doors, read at different times, must agree). */
 static json_t *duration_or_null(int64_t from, int64_t to)
@@ -133,7 +140,7 @@ json_t *saga_json_status(const Saga__V1__SagaStatus *s)
     }
     int failed = s->state == SAGA__V1__SAGA_STATE__SAGA_FAILED;
     json_t *failed_phase = failed ? json_string(wire_phase_name(s->failed_phase)) : json_null();
-    int final = saga_is_final((saga_state)s->state);
+    int final = settled(s->state);
     bad = ju_set(o, "saga_id", ju_str(s->saga_id)) | ju_set(o, "type", ju_str(s->type)) |
           ju_set(o, "state", state_name(s->state)) |
           ju_set(o, "client_key", ju_str_or_null(s->client_key)) |
@@ -169,9 +176,8 @@ static json_t *summary_json(const Saga__V1__SagaSummary *r)
               ju_set(o, "created_at", iso_or_null(r->created_at_ms)) |
               ju_set(o, "updated_at", iso_or_null(r->updated_at_ms)) |
               ju_set(o, "duration_ms",
-                     saga_is_final((saga_state)r->state)
-                         ? duration_or_null(r->created_at_ms, r->updated_at_ms)
-                         : json_null());
+                     settled(r->state) ? duration_or_null(r->created_at_ms, r->updated_at_ms)
+                                       : json_null());
     return done(o, bad);
 }
 
