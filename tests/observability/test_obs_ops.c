@@ -276,14 +276,35 @@ static void test_sagactl_and_api_agree(void **state)
             OFX_ASSERT_STR(tj_str(ctl, "failed_phase"), "compensate");
             assert_non_null(tj_str(ctl, "last_error"));
             OFX_ASSERT_STR(tj_str(ctl, "client_key"), "a-fail");
+            /* The step it stopped at, named and flagged; the first cause
+             * (its action's attempts spent) apart from the last error (its
+             * compensation's). */
+            OFX_ASSERT_STR(tj_str(ctl, "failed_step"), "create_order");
+            assert_true(json_is_true(json_object_get(ofx_step(ctl, "create_order"), "failed")));
+            assert_non_null(
+                strstr(tj_str(ctl, "root_cause"), "step 'create_order' failed after 2"));
+            assert_non_null(strstr(tj_str(ctl, "last_error"), "compensation of step"));
         } else {
             assert_true(json_is_null(json_object_get(ctl, "failed_phase")));
+            assert_true(json_is_null(json_object_get(ctl, "failed_step")));
         }
         if (i == 1) {
             assert_true(json_is_null(json_object_get(ctl, "last_error")));
+            assert_true(json_is_null(json_object_get(ctl, "root_cause")));
             const json_t *step = ofx_step(ctl, "create_order");
             assert_true(json_is_null(json_object_get(step, "last_error")));
+            /* What the step was sent, when, and how long it took. */
+            OFX_ASSERT_STR(tj_str(json_object_get(step, "params"), "customer"), "alice");
+            assert_true(tj_int(step, "duration_ms", -1) >= 0);
+            assert_true(tj_int(ctl, "duration_ms", -1) >= tj_int(step, "duration_ms", -1));
+            const char *at = tj_str(ctl, "created_at");
+            assert_non_null(at);
+            assert_int_equal(strlen(at), 24); /* 2026-12-02T23:48:32.123Z */
+            assert_int_equal(at[23], 'Z');
+            assert_true(json_is_null(json_object_get(ctl, "deadline_at")));
         }
+        if (i == 2) /* refused at the charge: that is its first cause */
+            assert_non_null(strstr(tj_str(ctl, "root_cause"), "charge_payment"));
         json_decref(ctl);
 
         snprintf(path, sizeof path, "/api/sagas/%s/history", ids[i]);
@@ -295,9 +316,53 @@ static void test_sagactl_and_api_agree(void **state)
         assert_true(json_is_null(json_object_get(first, "step")));
         assert_true(json_is_null(json_object_get(first, "phase")));
         assert_true(json_is_false(json_object_get(ctl, "more")));
+        /* Each request's params, each action's result. */
+        int sent = 0, results = 0;
+        const json_t *events = json_object_get(ctl, "events");
+        for (size_t e = 0; e < json_array_size(events); e++) {
+            const json_t *ev = json_array_get(events, e);
+            const char *kind = tj_str(ev, "kind");
+            if (strcmp(kind, "step_sent") == 0) {
+                assert_true(json_is_object(json_object_get(ev, "params")));
+                sent++;
+            } else if (json_object_get(ev, "result") != NULL &&
+                       json_is_object(json_object_get(ev, "result"))) {
+                OFX_ASSERT_STR(kind, "step_reply");
+                OFX_ASSERT_STR(tj_str(ev, "outcome"), "OK");
+                results++;
+            } else {
+                assert_true(json_is_null(json_object_get(ev, "params")));
+            }
+            assert_non_null(tj_str(ev, "at"));
+        }
+        assert_true(sent > 0);
+        if (i == 1)
+            assert_true(results > 0);
         json_decref(ctl);
         json_decref(api);
     }
+    /* By the beginning of its id, the same document as by its id. */
+    char prefix[16];
+    snprintf(prefix, sizeof prefix, "%.12s", s->refused_id);
+    snprintf(path, sizeof path, "/api/sagas/%s", s->refused_id);
+    json_t *by_prefix = ctl_doc(s, "status", prefix, NULL), *by_id = api_doc(s, path);
+    assert_same_doc(by_prefix, by_id, "status PREFIX");
+    json_decref(by_prefix);
+    json_decref(by_id);
+    /* Searches: by client key and creation time, the same on both. */
+    by_prefix = ctl_doc(s, "list", "--key", "a-refused");
+    by_id = api_doc(s, "/api/sagas?key=a-refused");
+    assert_same_doc(by_prefix, by_id, "list --key");
+    assert_int_equal(json_array_size(json_object_get(by_prefix, "sagas")), 1);
+    OFX_ASSERT_STR(tj_str(json_array_get(json_object_get(by_prefix, "sagas"), 0), "client_key"),
+                   "a-refused");
+    json_decref(by_prefix);
+    json_decref(by_id);
+    by_prefix = ctl_doc(s, "list", "--since", "1");
+    by_id = api_doc(s, "/api/sagas?since_ms=1");
+    assert_same_doc(by_prefix, by_id, "list --since");
+    json_decref(by_prefix);
+    json_decref(by_id);
 
     json_t *ctl = ctl_doc(s, "list", NULL, NULL), *api = api_doc(s, "/api/sagas");
     assert_same_doc(ctl, api, "list");
@@ -547,6 +612,35 @@ static void test_dashboard_in_browser(void **state)
     assert_non_null(undo);
     assert_non_null(strstr(dom, "compensation attempt"));
     assert_non_null(strstr(dom, "data-kind=\"saga_compensated\""));
+    /* What each step was sent and gave back, in its row and its attempts. */
+    assert_non_null(strstr(dom, "<td class=\"params\">"));
+    assert_non_null(strstr(dom, "customer=carol"));
+    assert_non_null(strstr(dom, "params: "));
+    assert_non_null(strstr(dom, "result: "));
+    assert_non_null(strstr(dom, " UTC)"));
+    free(dom);
+
+    /* The FAILED saga: the step it stopped at reads FAILED, in red, not a
+     * blue COMPENSATING; the first cause apart from the last error. */
+    snprintf(saga_url, sizeof saga_url, "%s#saga=%s", url, s->failed_id);
+    snprintf(dom_path, sizeof dom_path, "%s/saga-failed.html", s->f.dir);
+    assert_int_equal(run_chromium(s, chromium, saga_url, "--dump-dom", dom_path), 0);
+    dom = th_read_file(dom_path);
+    assert_non_null(dom);
+    char *step_row = strstr(dom, "<tr data-step=\"create_order\">");
+    if (step_row == NULL)
+        print_message("DOM:\n%s\n", dom);
+    assert_non_null(step_row);
+    char *step_end = strstr(step_row, "</tr>");
+    assert_non_null(step_end);
+    *step_end = '\0';
+    assert_non_null(strstr(step_row, "<td class=\"st-FAILED\" data-failed=\"\">FAILED "
+                                     "(compensation)</td>"));
+    assert_null(strstr(step_row, "st-COMPENSATING"));
+    *step_end = '<';
+    assert_non_null(strstr(dom, "id=\"failed-step\">step create_order (compensation)"));
+    assert_non_null(strstr(dom, "id=\"root-cause\">step 'create_order' failed after 2"));
+    assert_non_null(strstr(dom, "sagactl resume "));
     free(dom);
     snprintf(png, sizeof png, "--screenshot=%s/dashboard-saga.png", s->f.dir);
     assert_int_equal(run_chromium(s, chromium, saga_url, png, "/dev/null"), 0);
