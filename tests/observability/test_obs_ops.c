@@ -683,6 +683,107 @@ static void test_dashboard_in_browser(void **state)
     free(chromium);
 }
 
+/* ---- A saga COMPLETED after a resume: recovered, never red ------------------------------- */
+
+/* A system of its own: long attempts, so that the pivot (approve_order, no
+ * compensation) can be made to fail while everything before it is done. */
+static int setup_pivot(void **state)
+{
+    sys *s = calloc(1, sizeof *s);
+    ofx_opts o = {.timeout_ms = 3000, .action_attempts = 200, .pivot_attempts = 3};
+    if (s == NULL || ofx_init(&s->f, &o) != 0)
+        return -1;
+    *state = s;
+    s->port = obs_free_port();
+    if (obs_enable_http(&s->f, s->port) != 0)
+        return -1;
+    for (int i = 0; i < OFX_N_SVC; i++)
+        if (i != SVC_SHIPPING && ofx_start_svc(&s->f, i, NULL) != 0)
+            return -1;
+    return ofx_start_sagad(&s->f, NULL);
+}
+
+static void test_recovered_saga_in_browser(void **state)
+{
+    sys *s = *state;
+    char *chromium = find_chromium();
+    if (chromium == NULL) {
+        print_message("chromium is not installed (apt-get install chromium; "
+                      "scripts/install-deps.sh --test installs it): skipping the browser test\n");
+        skip();
+    }
+    char id[37];
+    assert_int_equal(
+        ofx_start_order(&s->f, "r-1", "alice", "WIDGET-1", "1", "1000", "paris", id, NULL, NULL),
+        0);
+    /* Held at shipping while order-svc goes away; then the pivot meets it dead. */
+    json_t *st = ofx_wait_attempts(&s->f, id, "schedule_shipping", 1, OFX_WAIT_MS);
+    assert_non_null(st);
+    json_decref(st);
+    assert_int_equal(ofx_stop_svc(&s->f, SVC_ORDER), 0);
+    assert_int_equal(ofx_start_svc(&s->f, SVC_SHIPPING, NULL), 0);
+    st = ofx_wait_final(&s->f, id, 60000);
+    assert_non_null(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "FAILED");
+    char *cause = util_strdup(tj_str(st, "root_cause"));
+    assert_non_null(cause);
+    json_decref(st);
+    assert_int_equal(ofx_start_svc(&s->f, SVC_ORDER, NULL), 0);
+    char *out = NULL;
+    assert_int_equal(ofx_ctl(&s->f, &out, "resume", id, "--reason", "order-svc restarted", NULL),
+                     0);
+    free(out);
+    st = ofx_wait_final(&s->f, id, OFX_WAIT_MS);
+    assert_non_null(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPLETED");
+    json_decref(st);
+
+    char url[256], dom_path[512], probe[512];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/?token=%s", s->port, OBS_TOKEN);
+    /* The list: its row says what it recovered from, muted; nothing red. */
+    snprintf(dom_path, sizeof dom_path, "%s/list-recovered.html", s->f.dir);
+    assert_int_equal(run_chromium(s, chromium, url, "--dump-dom", dom_path), 0);
+    char *dom = th_read_file(dom_path);
+    assert_non_null(dom);
+    snprintf(probe, sizeof probe, "<tr data-saga=\"%s\" data-state=\"COMPLETED\">", id);
+    char *row = strstr(dom, probe);
+    if (row == NULL)
+        print_message("DOM:\n%s\n", dom);
+    assert_non_null(row);
+    char *end = strstr(row, "</tr>");
+    assert_non_null(end);
+    *end = '\0';
+    assert_non_null(strstr(row, "<td class=\"recovered\">recovered from: step 'approve_order'"));
+    assert_null(strstr(row, "class=\"err\""));
+    free(dom);
+    /* The saga: "recovered from", no "last error", nothing in red. */
+    char saga_url[320];
+    snprintf(saga_url, sizeof saga_url, "%s#saga=%s", url, id);
+    snprintf(dom_path, sizeof dom_path, "%s/saga-recovered.html", s->f.dir);
+    assert_int_equal(run_chromium(s, chromium, saga_url, "--dump-dom", dom_path), 0);
+    dom = th_read_file(dom_path);
+    assert_non_null(dom);
+    char *head = strstr(dom, "<dt>recovered from</dt>");
+    if (head == NULL)
+        print_message("DOM:\n%s\n", dom);
+    assert_non_null(head);
+    assert_non_null(strstr(head, "<span class=\"recovered\" id=\"root-cause\">"));
+    assert_non_null(strstr(head, cause));
+    assert_null(strstr(dom, "<dt>last error</dt>"));
+    assert_null(strstr(dom, "<dt>root cause</dt>"));
+    assert_null(strstr(dom, "data-failed"));
+    /* Its history still tells the story: the failure, then who resumed it. */
+    assert_non_null(strstr(dom, "data-kind=\"saga_failed\""));
+    assert_non_null(strstr(dom, "order-svc restarted"));
+    free(dom);
+    char png[512];
+    snprintf(png, sizeof png, "--screenshot=%s/dashboard-recovered.png", s->f.dir);
+    assert_int_equal(run_chromium(s, chromium, saga_url, png, "/dev/null"), 0);
+    assert_png(png + strlen("--screenshot="));
+    free(cause);
+    free(chromium);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -691,5 +792,10 @@ int main(void)
         cmocka_unit_test(test_watch_json_and_list_watch),
         cmocka_unit_test(test_dashboard_in_browser),
     };
-    return cmocka_run_group_tests_name("observability_ops", tests, setup_sys, teardown_sys);
+    const struct CMUnitTest pivot[] = {
+        cmocka_unit_test(test_recovered_saga_in_browser),
+    };
+    int failed = cmocka_run_group_tests_name("observability_ops", tests, setup_sys, teardown_sys);
+    return failed +
+           cmocka_run_group_tests_name("observability_recovered", pivot, setup_pivot, teardown_sys);
 }
