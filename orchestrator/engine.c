@@ -1208,7 +1208,8 @@ void engine_destroy(engine *e)
     for (event *ev = e->queue_head, *next; ev; ev = next) {
         next = ev->next;
         if (ev->kind != EV_CALL_DONE && ev->done)
-            ev->done(ev->done_arg, ENGINE_INTERNAL, "sagad is shutting down", NULL, 0);
+            ev->done(ev->done_arg, ENGINE_INTERNAL,
+                     "sagad is shutting down: nothing was done; retry once it is back", NULL, 0);
         event_free(ev);
     }
     for (size_t i = 0; i < e->by_id.cap; i++)
@@ -1247,7 +1248,8 @@ static void enqueue(engine *e, event *ev)
     }
     if (e->stopping) {
         nng_mtx_unlock(e->mtx);
-        ev->done(ev->done_arg, ENGINE_INTERNAL, "sagad is shutting down", NULL, 0);
+        ev->done(ev->done_arg, ENGINE_INTERNAL,
+                 "sagad is shutting down: nothing was done; retry once it is back", NULL, 0);
         event_free(ev);
         return;
     }

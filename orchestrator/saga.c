@@ -403,7 +403,8 @@ static void compensate_ready_steps(saga *s, const saga_env *env)
     }
     if (to_undo == 0 && s->state == SAGA_COMPENSATING) {
         s->cursor = 0;
-        settle(s, env, SAGA_COMPENSATED, "saga_compensated", s->last_error);
+        settle(s, env, SAGA_COMPENSATED, "saga_compensated",
+               s->last_error != NULL ? s->last_error : s->root_cause);
     }
 }
 
@@ -728,6 +729,9 @@ int saga_resume(saga *s, const saga_env *env, const char *who, const char *reaso
     else
         snprintf(msg, sizeof msg, "%s", s->last_error ? s->last_error : "");
     emit(s, env, "resumed", step, s->failed_phase, 0, OUTCOME_UNSPECIFIED, 0, msg);
+    /* The saga moves on: the error is history now (root_cause, and this
+     * event's detail), not the state of a saga an operator sent back to work. */
+    set_text(&s->last_error, NULL);
     /* A fresh budget of attempts for the step that failed. */
     if (s->failed_phase == PHASE_COMPENSATE) {
         r->compensation_attempts = 0;

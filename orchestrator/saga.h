@@ -82,8 +82,9 @@
  * COMPLETED (why it compensates, why it is FAILED); root_cause is the first
  * one, kept when later errors replace last_error (a compensation that then
  * fails too): what an operator needs to fix before a resume. Both are set
- * together the first time. Reaching COMPLETED (after a resume) clears
- * last_error: nothing is wrong any more, and root_cause tells what was.
+ * together the first time. A resume clears last_error (the saga moves on;
+ * the "resumed" event keeps what it had failed with), and so does reaching
+ * COMPLETED: nothing is wrong any more, and root_cause tells what was.
  *
  * Step states (values equal saga.v1 StepState):
  *   PENDING -> ACTION_SENT -> DONE | REJECTED

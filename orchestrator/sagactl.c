@@ -785,6 +785,9 @@ static int reply_failed(const AdminReply *rep)
         complain("sagad's reply has no status%s%s", *text ? ": " : "", text);
     } else if (*text) {
         complain("%s", text);
+        if (rep->status == SAGA__V1__ADMIN_STATUS__ADMIN_UNAUTHORIZED)
+            complain("give the token file sagad's admin_token_file names: --token-file FILE or "
+                     "SAGA_ADMIN_TOKEN_FILE");
     } else {
         const char *name = enum_name(&saga__v1__admin_status__descriptor, (int)rep->status, "");
         complain("sagad answered %s", name != NULL ? name : "an unknown error");
