@@ -896,7 +896,8 @@ static int hist_collect(const store_event *in, void *arg)
 
 /* step_sent: the request's params; step_reply OK to an action: the step's
  * result. 0, or -1 when out of memory. */
-static int hist_add_data(arena *a, const saga *s, const hist_event *ev, Saga__V1__HistoryEvent *out)
+static int hist_add_data(arena *a, const saga *s, const hist_event *ev, Saga__V1__HistoryEvent *out,
+                         size_t *budget)
 {
     static const Saga__V1__HistoryEvent__ResultEntry rinit =
         SAGA__V1__HISTORY_EVENT__RESULT_ENTRY__INIT;
@@ -909,9 +910,24 @@ static int hist_add_data(arena *a, const saga *s, const hist_event *ev, Saga__V1
         void *params;
         if (step_params(a, s, (size_t)i, &out->n_params, &params) != 0)
             return -1;
+        size_t bytes = 0;
+        for (size_t k = 0; k < out->n_params; k++)
+            bytes += strlen(out->params[k]->key) + strlen(out->params[k]->value);
+        if (bytes > *budget) {
+            out->n_params = 0; /* past the reply's share: left out (see ADMIN_HISTORY_DATA_MAX) */
+            return 0;
+        }
+        *budget -= bytes;
         out->params = params;
     } else if (strcmp(ev->kind, "step_reply") == 0 && ev->phase == PHASE_ACTION &&
                ev->outcome == OUTCOME_OK && s->steps[i].result.len > 0) {
+        size_t bytes = 0;
+        for (size_t k = 0; k < s->steps[i].result.len; k++)
+            bytes +=
+                strlen(s->steps[i].result.items[k].key) + strlen(s->steps[i].result.items[k].value);
+        if (bytes > *budget)
+            return 0;
+        *budget -= bytes;
         void *result = map_entries(a, &s->steps[i].result, &rinit);
         if (result == NULL)
             return -1;
@@ -962,10 +978,11 @@ static void read_history(admin_ctx *c, const Saga__V1__GetHistory *m)
      * a step): named by the version it runs on, none when it cannot load. */
     char why[256];
     catalog_bind(c->srv->defs, c->srv->st, s, why, sizeof why);
+    size_t budget = ADMIN_HISTORY_DATA_MAX;
     for (size_t i = 0; i < h->len; i++) {
         const hist_event *ev = &h->events[i];
         saga__v1__history_event__init(&e[i]);
-        if (hist_add_data(&a, s, ev, &e[i]) != 0) {
+        if (hist_add_data(&a, s, ev, &e[i], &budget) != 0) {
             reply_oom(c, "history");
             goto out;
         }

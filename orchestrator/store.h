@@ -27,8 +27,11 @@
  * and, per step, step_run.started_at_ms and finished_at_ms (written with the
  * rest of the step). They came with steps at once (schema 3, no new function):
  * the deadline must survive a restart, and the times show which steps ran
- * together. Several steps of one saga may be ACTION_SENT or COMPENSATING at
- * once: nothing here may assume one step in flight per saga.
+ * together. saga.root_cause (SQLite schema 4, PostgreSQL schema 2, each a
+ * migration of its own) is written with last_error, both at insert and at
+ * every update of the row: the first error must survive a restart apart
+ * from the latest. Several steps of one saga may be ACTION_SENT or
+ * COMPENSATING at once: nothing here may assume one step in flight per saga.
  *
  * Return convention: 0 success, STORE_NOT_FOUND or STORE_REJECTED where
  * stated, -1 on a storage error (store_errmsg says what). Out-pointers are
