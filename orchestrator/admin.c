@@ -910,9 +910,10 @@ static int hist_add_data(arena *a, const saga *s, const hist_event *ev, Saga__V1
         void *params;
         if (step_params(a, s, (size_t)i, &out->n_params, &params) != 0)
             return -1;
+        Saga__V1__HistoryEvent__ParamsEntry **entries = params;
         size_t bytes = 0;
         for (size_t k = 0; k < out->n_params; k++)
-            bytes += strlen(out->params[k]->key) + strlen(out->params[k]->value);
+            bytes += strlen(entries[k]->key) + strlen(entries[k]->value);
         if (bytes > *budget) {
             out->n_params = 0; /* past the reply's share: left out (see ADMIN_HISTORY_DATA_MAX) */
             return 0;
