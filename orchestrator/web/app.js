@@ -93,7 +93,7 @@ function showError(err) {
   if (err) { p.textContent = String(err.message || err); p.hidden = false; } else { p.hidden = true; }
 }
 
-function stamp() { $('refreshed').textContent = 'updated ' + new Date().toLocaleTimeString(); }
+function stamp() { $('refreshed').textContent = 'updated ' + new Date().toISOString().slice(11, 19) + ' UTC'; }
 
 // ---- The list ---------------------------------------------------------------
 
