@@ -349,6 +349,28 @@ static void test_sagactl_and_api_agree(void **state)
     assert_same_doc(by_prefix, by_id, "status PREFIX");
     json_decref(by_prefix);
     json_decref(by_id);
+    /* A prefix two sagas share is ambiguous: both are listed, nothing is shown. */
+    size_t common = 0;
+    while (s->failed_id[common] == s->ok_id[common])
+        common++;
+    assert_true(common >= 1 && common < 36);
+    char shared[40];
+    snprintf(shared, sizeof shared, "%.*s", (int)common, s->failed_id);
+    char *out = NULL;
+    int code = ofx_ctl(&s->f, &out, "status", shared, NULL);
+    assert_int_equal(code, 1);
+    assert_non_null(strstr(out, "is ambiguous"));
+    assert_non_null(strstr(out, s->failed_id));
+    assert_non_null(strstr(out, s->ok_id));
+    assert_null(strstr(out, "state       ")); /* no status printed */
+    free(out);
+    code = ofx_ctl(&s->f, &out, "history", "ffffffff", NULL);
+    assert_int_equal(code, 1);
+    assert_non_null(strstr(out, "no saga whose ID begins with 'ffffffff'"));
+    free(out);
+    code = ofx_ctl(&s->f, &out, "status", "not-an-id", NULL);
+    assert_int_equal(code, 2);
+    free(out);
     /* Searches: by client key and creation time, the same on both. */
     by_prefix = ctl_doc(s, "list", "--key", "a-refused");
     by_id = api_doc(s, "/api/sagas?key=a-refused");
