@@ -372,9 +372,26 @@ static void test_resume_failed(void **state)
     assert_int_equal(ofx_start_sagad(f, NULL), 0);
     assert_int_equal(listed(f, "failed", id), 1);
 
-    assert_int_equal(ofx_start_svc(f, SVC_SHIPPING, NULL), 0);
+    /* An abort has nothing left to do: the refusal names the command that does. */
     char *out = NULL;
-    int code = ofx_ctl(f, &out, "resume", id, NULL);
+    int code = ofx_ctl(f, &out, "abort", id, "--reason", "try", NULL);
+    assert_int_equal(code, 1);
+    assert_has(out, "it FAILED while compensating");
+    char *next = util_asprintf("`sagactl resume %s` retries the compensation", id);
+    assert_has(out, next);
+    free(next);
+    free(out);
+    /* Its stuck step reads failed (compensation), the others left out halted. */
+    st = ofx_status(f, id);
+    assert_non_null(st);
+    OFX_ASSERT_STR(tj_str(st, "failed_phase"), "compensate");
+    const char *stuck = tj_str(st, "failed_step");
+    assert_non_null(stuck);
+    assert_true(json_is_true(json_object_get(ofx_step(st, stuck), "failed")));
+    json_decref(st);
+
+    assert_int_equal(ofx_start_svc(f, SVC_SHIPPING, NULL), 0);
+    code = ofx_ctl(f, &out, "resume", id, NULL);
     if (code != 0)
         print_message("resume: %s\n", out);
     assert_int_equal(code, 0);
