@@ -52,6 +52,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <arpa/inet.h>
+#include <pwd.h>
+
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 
@@ -337,7 +340,9 @@ static int check_saga_id(const char *id, char *err, size_t errlen)
         return SAGA__V1__ADMIN_STATUS__ADMIN_OK;
     if (*id == '\0')
         return bad(err, errlen, "missing saga id");
-    return bad(err, errlen, "invalid saga id (expected a UUID)");
+    return bad(err, errlen,
+               "invalid saga id (expected a UUID; `sagactl status PREFIX` finds a saga by the "
+               "beginning of its id)");
 }
 
 /* defs NULL: the types of cfg (admin_handle_request_bytes, which runs without an engine). */
@@ -352,8 +357,13 @@ static int check_start(const orch_config *cfg, catalog *defs, const Saga__V1__St
     if (strlen(type) > ADMIN_MAX_TYPE || !is_text(type))
         return bad(err, errlen, "invalid saga type (at most %d bytes of UTF-8)", ADMIN_MAX_TYPE);
     k->def = defs != NULL ? catalog_current(defs, type) : config_find_saga(cfg, type);
-    if (k->def == NULL)
-        return bad(err, errlen, "unknown saga type '%s'", type);
+    if (k->def == NULL) {
+        if (defs != NULL)
+            catalog_unknown_type_msg(defs, type, err, errlen);
+        else
+            config_unknown_type_msg(cfg->sagas, cfg->n_sagas, type, err, errlen);
+        return SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST;
+    }
     if (strlen(key) > ADMIN_MAX_CLIENT_KEY || !is_text(key))
         return bad(err, errlen, "invalid client key (at most %d bytes of UTF-8)",
                    ADMIN_MAX_CLIENT_KEY);
@@ -379,9 +389,8 @@ static int check_start(const orch_config *cfg, catalog *defs, const Saga__V1__St
             return SAGA__V1__ADMIN_STATUS__ADMIN_INTERNAL;
         }
     }
-    for (size_t i = 0; i < k->def->n_inputs; i++)
-        if (kv_get(&k->input, k->def->inputs[i]) == NULL)
-            return bad(err, errlen, "missing input '%s'", k->def->inputs[i]);
+    if (saga_missing_inputs_msg(k->def, &k->input, err, errlen) != 0)
+        return SAGA__V1__ADMIN_STATUS__ADMIN_BAD_REQUEST;
     if (m->deadline_s > ADMIN_MAX_DEADLINE_S)
         return bad(err, errlen, "deadline_s %u too large (at most %d, a year)", m->deadline_s,
                    ADMIN_MAX_DEADLINE_S);
@@ -397,15 +406,39 @@ static int check_start(const orch_config *cfg, catalog *defs, const Saga__V1__St
     return SAGA__V1__ADMIN_STATUS__ADMIN_OK;
 }
 
-static int check_list(const Saga__V1__ListSagas *m, char *err, size_t errlen)
+/* An id prefix: 1 to 36 of the characters of an id (lowercase hex digits
+ * and '-'); uppercase digits are lowered in place. */
+static int id_prefix_ok(char *p)
 {
-    const char *after = nz(m->after_id), *type = nz(m->type);
+    size_t n = strlen(p);
+    if (n == 0 || n > 36)
+        return 0;
+    for (char *c = p; *c; c++) {
+        if (*c >= 'A' && *c <= 'F')
+            *c = (char)(*c - 'A' + 'a');
+        if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f') || *c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+static int check_list(Saga__V1__ListSagas *m, char *err, size_t errlen)
+{
+    const char *after = nz(m->after_id), *type = nz(m->type), *key = nz(m->client_key);
     if ((int)m->state < 0 || (int)m->state > SAGA__V1__SAGA_STATE__SAGA_SCHEDULED)
         return bad(err, errlen, "unknown saga state %d", (int)m->state);
     if (strlen(type) > ADMIN_MAX_TYPE || !is_text(type))
         return bad(err, errlen, "invalid saga type (at most %d bytes of UTF-8)", ADMIN_MAX_TYPE);
     if (*after != '\0' && !util_is_uuid(after))
         return bad(err, errlen, "invalid after_id (expected a UUID)");
+    if (m->id_prefix != NULL && m->id_prefix[0] != '\0' && !id_prefix_ok(m->id_prefix))
+        return bad(err, errlen,
+                   "invalid id_prefix (1 to 36 hex digits and '-', the beginning of a saga id)");
+    if (strlen(key) > ADMIN_MAX_CLIENT_KEY || !is_text(key))
+        return bad(err, errlen, "invalid client key (at most %d bytes of UTF-8)",
+                   ADMIN_MAX_CLIENT_KEY);
+    if (m->created_after_ms < 0 || m->created_before_ms < 0)
+        return bad(err, errlen, "created_after_ms and created_before_ms must not be negative");
     return SAGA__V1__ADMIN_STATUS__ADMIN_OK;
 }
 
@@ -457,8 +490,15 @@ static int check_request(const orch_config *cfg, catalog *defs, const void *buf,
                 bad(err, errlen, "invalid reason (at most %d bytes of UTF-8)", ADMIN_MAX_REASON);
         return status;
     }
-    case SAGA__V1__ADMIN_REQUEST__BODY_RESUME:
-        return check_saga_id(nz(req->resume->saga_id), err, errlen);
+    case SAGA__V1__ADMIN_REQUEST__BODY_RESUME: {
+        const char *reason = nz(req->resume->reason);
+        int status = check_saga_id(nz(req->resume->saga_id), err, errlen);
+        if (status == SAGA__V1__ADMIN_STATUS__ADMIN_OK &&
+            (strlen(reason) > ADMIN_MAX_REASON || !is_text(reason)))
+            status =
+                bad(err, errlen, "invalid reason (at most %d bytes of UTF-8)", ADMIN_MAX_REASON);
+        return status;
+    }
     case SAGA__V1__ADMIN_REQUEST__BODY_STATUS:
         return check_saga_id(nz(req->status->saga_id), err, errlen);
     case SAGA__V1__ADMIN_REQUEST__BODY_HISTORY:
@@ -659,6 +699,56 @@ static Saga__V1__StepStatus__ResultEntry **step_results(arena *a, const kvmap *m
     return v;
 }
 
+/* Every map<string, string> entry protobuf-c generates has this layout. */
+typedef struct {
+    ProtobufCMessage base;
+    char *key;
+    char *value;
+} pb_kv_entry;
+_Static_assert(sizeof(pb_kv_entry) == sizeof(Saga__V1__StepStatus__ParamsEntry) &&
+                   sizeof(pb_kv_entry) == sizeof(Saga__V1__HistoryEvent__ParamsEntry) &&
+                   sizeof(pb_kv_entry) == sizeof(Saga__V1__HistoryEvent__ResultEntry),
+               "map entries share one layout");
+
+/* The entries of map m (copied into a: m may be freed before the reply is
+ * packed), each begun as *init. NULL when out of memory. */
+static void *map_entries(arena *a, const kvmap *m, const void *init)
+{
+    pb_kv_entry **v = arena_calloc(a, m->len, sizeof *v);
+    pb_kv_entry *e = arena_calloc(a, m->len, sizeof *e);
+    if (v == NULL || e == NULL)
+        return NULL;
+    for (size_t i = 0; i < m->len; i++) {
+        memcpy(&e[i], init, sizeof e[i]);
+        e[i].key = arena_strdup(a, m->items[i].key);
+        e[i].value = arena_strdup(a, m->items[i].value);
+        if (e[i].key == NULL || e[i].value == NULL)
+            return NULL;
+        v[i] = &e[i];
+    }
+    return v;
+}
+
+/* The params of step i's requests into *out (entries from a): none while it
+ * was never sent, or when s has no definition. -1 when out of memory. */
+static int step_params(arena *a, const saga *s, size_t i, size_t *n_out, void **out)
+{
+    static const Saga__V1__StepStatus__ParamsEntry init = SAGA__V1__STEP_STATUS__PARAMS_ENTRY__INIT;
+    *n_out = 0;
+    *out = NULL;
+    if (s->def == NULL || s->steps[i].state == STEP_PENDING)
+        return 0;
+    kvmap params = KVMAP_INIT;
+    if (saga_step_params(s, (int)i, &params) != 0) {
+        kv_free(&params);
+        return -1;
+    }
+    *out = map_entries(a, &params, &init);
+    *n_out = params.len;
+    kv_free(&params);
+    return *out != NULL ? 0 : -1;
+}
+
 /* Fills out from s; strings are borrowed from s, arrays come from a. */
 static int status_from_saga(arena *a, const saga *s, Saga__V1__SagaStatus *out)
 {
@@ -672,6 +762,10 @@ static int status_from_saga(arena *a, const saga *s, Saga__V1__SagaStatus *out)
     out->deadline_at_ms = s->deadline_at_ms;
     out->last_error = pb_str(s->last_error);
     out->failed_phase = (Saga__V1__Phase)(s->state == SAGA_FAILED ? s->failed_phase : PHASE_ACTION);
+    out->root_cause = pb_str(s->root_cause);
+    int stuck = s->state == SAGA_FAILED && s->cursor >= 0 && (size_t)s->cursor < s->n_steps
+                    ? s->cursor
+                    : -1;
     out->n_input = s->input.len;
     if ((out->input = status_inputs(a, &s->input)) == NULL)
         return -1;
@@ -710,6 +804,13 @@ static int status_from_saga(arena *a, const saga *s, Saga__V1__SagaStatus *out)
         o->next_attempt_at_ms = r->next_attempt_at_ms;
         o->started_at_ms = r->started_at_ms;
         o->finished_at_ms = r->finished_at_ms;
+        o->failed = stuck == (int)i;
+        if (o->failed)
+            out->failed_step = o->name;
+        void *params;
+        if (step_params(a, s, i, &o->n_params, &params) != 0)
+            return -1;
+        o->params = params;
         v[i] = o;
     }
     out->n_steps = s->n_steps;
@@ -835,6 +936,50 @@ static int hist_collect(const store_event *in, void *arg)
     return 0;
 }
 
+/* step_sent: the request's params; step_reply OK to an action: the step's
+ * result. 0, or -1 when out of memory. */
+static int hist_add_data(arena *a, const saga *s, const hist_event *ev, Saga__V1__HistoryEvent *out,
+                         size_t *budget)
+{
+    static const Saga__V1__HistoryEvent__ResultEntry rinit =
+        SAGA__V1__HISTORY_EVENT__RESULT_ENTRY__INIT;
+    if (s->def == NULL || ev->step[0] == '\0')
+        return 0;
+    int i = config_step_index(s->def, ev->step);
+    if (i < 0 || (size_t)i >= s->n_steps)
+        return 0;
+    if (strcmp(ev->kind, "step_sent") == 0) {
+        void *params;
+        if (step_params(a, s, (size_t)i, &out->n_params, &params) != 0)
+            return -1;
+        Saga__V1__HistoryEvent__ParamsEntry **entries = params;
+        size_t bytes = 0;
+        for (size_t k = 0; k < out->n_params; k++)
+            bytes += strlen(entries[k]->key) + strlen(entries[k]->value);
+        if (bytes > *budget) {
+            out->n_params = 0; /* past the reply's share: left out (see ADMIN_HISTORY_DATA_MAX) */
+            return 0;
+        }
+        *budget -= bytes;
+        out->params = params;
+    } else if (strcmp(ev->kind, "step_reply") == 0 && ev->phase == PHASE_ACTION &&
+               ev->outcome == OUTCOME_OK && s->steps[i].result.len > 0) {
+        size_t bytes = 0;
+        for (size_t k = 0; k < s->steps[i].result.len; k++)
+            bytes +=
+                strlen(s->steps[i].result.items[k].key) + strlen(s->steps[i].result.items[k].value);
+        if (bytes > *budget)
+            return 0;
+        *budget -= bytes;
+        void *result = map_entries(a, &s->steps[i].result, &rinit);
+        if (result == NULL)
+            return -1;
+        out->result = result;
+        out->n_result = s->steps[i].result.len;
+    }
+    return 0;
+}
+
 static void read_history(admin_ctx *c, const Saga__V1__GetHistory *m)
 {
     const char *id = m->saga_id;
@@ -872,9 +1017,18 @@ static void read_history(admin_ctx *c, const Saga__V1__GetHistory *m)
         reply_oom(c, "history");
         goto out;
     }
+    /* Params and results come from the saga (the same for every attempt of
+     * a step): named by the version it runs on, none when it cannot load. */
+    char why[256];
+    catalog_bind(c->srv->defs, c->srv->st, s, why, sizeof why);
+    size_t budget = ADMIN_HISTORY_DATA_MAX;
     for (size_t i = 0; i < h->len; i++) {
         const hist_event *ev = &h->events[i];
         saga__v1__history_event__init(&e[i]);
+        if (hist_add_data(&a, s, ev, &e[i], &budget) != 0) {
+            reply_oom(c, "history");
+            goto out;
+        }
         e[i].seq = ev->seq;
         e[i].at_ms = ev->at_ms;
         e[i].kind = ev->kind;
@@ -948,7 +1102,10 @@ static int list_collect(const store_summary *row, void *arg)
     o->created_at_ms = row->created_at_ms;
     o->updated_at_ms = row->updated_at_ms;
     o->last_error = arena_clip(l->a, nz(row->last_error), ADMIN_SUMMARY_ERROR);
-    if (o->saga_id == NULL || o->type == NULL || o->last_error == NULL) {
+    o->root_cause = arena_clip(l->a, nz(row->root_cause), ADMIN_SUMMARY_ERROR);
+    o->client_key = arena_strdup(l->a, row->client_key);
+    if (o->saga_id == NULL || o->type == NULL || o->last_error == NULL || o->root_cause == NULL ||
+        o->client_key == NULL) {
         l->oom = 1;
         return 1;
     }
@@ -959,12 +1116,12 @@ static int list_collect(const store_summary *row, void *arg)
 /* ListSagas with state SCHEDULED: the starts waiting, newest first. */
 static int list_collect_scheduled(const store_schedule *sc, void *arg)
 {
-    store_summary row = {sc->id,
-                         sc->type,
-                         SAGA__V1__SAGA_STATE__SAGA_SCHEDULED,
-                         sc->created_at_ms,
-                         sc->created_at_ms,
-                         NULL};
+    store_summary row = {.saga_id = sc->id,
+                         .type = sc->type,
+                         .state = SAGA__V1__SAGA_STATE__SAGA_SCHEDULED,
+                         .created_at_ms = sc->created_at_ms,
+                         .updated_at_ms = sc->created_at_ms,
+                         .client_key = sc->client_key};
     list_acc *l = arg;
     size_t n = l->n;
     int rc = list_collect(&row, arg);
@@ -994,9 +1151,21 @@ static void read_list(admin_ctx *c, const Saga__V1__ListSagas *m)
     int rc = store_count_by_state(c->srv->st, counts);
     if (rc == 0)
         rc = store_schedule_count(c->srv->st, &scheduled);
+    int search = nz(m->id_prefix)[0] != '\0' || nz(m->client_key)[0] != '\0' ||
+                 m->created_after_ms > 0 || m->created_before_ms > 0;
+    store_search_filter f = {.state = (int)m->state,
+                             .type = nz(m->type),
+                             .after_id = nz(m->after_id),
+                             .limit = limit,
+                             .id_prefix = nz(m->id_prefix),
+                             .client_key = nz(m->client_key),
+                             .created_after_ms = m->created_after_ms,
+                             .created_before_ms = m->created_before_ms};
     if (rc == 0 && m->state == SAGA__V1__SAGA_STATE__SAGA_SCHEDULED)
         rc = store_schedule_list(c->srv->st, nz(m->type), nz(m->after_id), limit,
                                  list_collect_scheduled, &l);
+    else if (rc == 0 && search)
+        rc = store_search(c->srv->st, &f, list_collect, &l);
     else if (rc == 0)
         rc = store_list(c->srv->st, (int)m->state, nz(m->type), nz(m->after_id), limit,
                         list_collect, &l);
@@ -1357,6 +1526,39 @@ static const char *request_kind(const AdminRequest *req)
     }
 }
 
+/* Who sent a request, for the history and the log of abort and resume: on
+ * an ipc:// socket the peer's uid (and user name); elsewhere the holder of
+ * the admin token, with the peer's address when nng gives it. */
+static void peer_name(nng_pipe pipe, const admin_server *srv, char *out, size_t len)
+{
+    uint64_t uid;
+    if (nng_pipe_get_uint64(pipe, NNG_OPT_IPC_PEER_UID, &uid) == 0) {
+        struct passwd pw, *found = NULL;
+        char buf[1024];
+        if (getpwuid_r((uid_t)uid, &pw, buf, sizeof buf, &found) == 0 && found != NULL)
+            snprintf(out, len, "uid %" PRIu64 " (%s)", uid, found->pw_name);
+        else
+            snprintf(out, len, "uid %" PRIu64, uid);
+        return;
+    }
+    nng_sockaddr sa;
+    const char *holder = srv->cfg->admin_token != NULL ? "the admin token's holder" : "a client";
+    if (nng_pipe_get_addr(pipe, NNG_OPT_REMADDR, &sa) == 0 &&
+        (sa.s_family == NNG_AF_INET || sa.s_family == NNG_AF_INET6)) {
+        char addr[64] = "";
+        if (sa.s_family == NNG_AF_INET) {
+            const uint8_t *b = (const uint8_t *)&sa.s_in.sa_addr;
+            snprintf(addr, sizeof addr, "%u.%u.%u.%u:%u", b[0], b[1], b[2], b[3],
+                     (unsigned)ntohs(sa.s_in.sa_port));
+        } else {
+            snprintf(addr, sizeof addr, "[ipv6]:%u", (unsigned)ntohs(sa.s_in6.sa_port));
+        }
+        snprintf(out, len, "%s at %s", holder, addr);
+        return;
+    }
+    snprintf(out, len, "%s", holder);
+}
+
 /* Decodes, authorizes and validates one request (check_request), then
  * answers it, queues it for the reader or hands it to the engine. Takes
  * ownership of msg. */
@@ -1367,6 +1569,11 @@ static void handle_request(admin_ctx *c, nng_msg *msg)
     char err[512];
     int status = check_request(srv->cfg, srv->defs, nng_msg_body(msg), nng_msg_len(msg), &k, err,
                                sizeof err);
+    char who[128] = "operator";
+    if (status == SAGA__V1__ADMIN_STATUS__ADMIN_OK &&
+        (k.req->body_case == SAGA__V1__ADMIN_REQUEST__BODY_ABORT ||
+         k.req->body_case == SAGA__V1__ADMIN_REQUEST__BODY_RESUME))
+        peer_name(nng_msg_get_pipe(msg), srv, who, sizeof who);
     /* Past the token check (or, without a token, well formed): the pipe is
      * no longer bounded as unauthenticated (common/listener.h). */
     if (k.malformed == NULL && status != SAGA__V1__ADMIN_STATUS__ADMIN_UNAUTHORIZED)
@@ -1399,13 +1606,15 @@ static void handle_request(admin_ctx *c, nng_msg *msg)
         if (req->abort->scheduled_only)
             engine_cancel_start(srv->eng, req->abort->saga_id, on_engine_done, c);
         else
-            engine_abort_saga(srv->eng, req->abort->saga_id, *reason ? reason : NULL,
+            engine_abort_saga(srv->eng, req->abort->saga_id, who, *reason ? reason : NULL,
                               on_engine_done, c);
         break;
     }
     case SAGA__V1__ADMIN_REQUEST__BODY_RESUME:
         actx_to_engine(c);
-        engine_resume_saga(srv->eng, req->resume->saga_id, on_engine_done, c);
+        engine_resume_saga(srv->eng, req->resume->saga_id, who,
+                           *nz(req->resume->reason) ? req->resume->reason : NULL, on_engine_done,
+                           c);
         break;
     case SAGA__V1__ADMIN_REQUEST__BODY_RELOAD:
         log_info("admin: reload requested");

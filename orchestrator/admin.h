@@ -37,13 +37,17 @@
 /* Bytes of all input names and values together: the input travels in step
  * requests, which must stay under WIRE_MAX_MSG with the results added. */
 #define ADMIN_MAX_INPUT_TOTAL (32 * 1024)
-#define ADMIN_MAX_REASON      1024 /* bytes in AbortSaga.reason */
+#define ADMIN_MAX_REASON      1024          /* bytes in AbortSaga.reason */
 #define ADMIN_MAX_DEADLINE_S  (366 * 86400) /* StartSaga.deadline_s: a year */
 #define ADMIN_MAX_TYPE        255  /* bytes in a saga type (StartSaga, ListSagas filters) */
 #define ADMIN_LIST_DEFAULT    100  /* ListSagas.limit == 0 */
 #define ADMIN_LIST_MAX        1000 /* larger limits are lowered to this */
 #define ADMIN_HISTORY_MAX     1000 /* events in a history reply: the oldest after after_seq */
-#define ADMIN_SUMMARY_ERROR   256  /* bytes of last_error kept in a list row */
+/* Bytes of params and results (keys and values) one history reply carries at
+ * most: 1000 events with 32 KiB of input each would pass ADMIN_MAX_REPLY.
+ * The events past it have none (their step's status still shows them). */
+#define ADMIN_HISTORY_DATA_MAX (4 * 1024 * 1024)
+#define ADMIN_SUMMARY_ERROR    256 /* bytes of last_error kept in a list row */
 
 /* StartSaga.start_at_ms: at most this far back (a clock apart: it starts
  * now), and this far ahead (ten years). */

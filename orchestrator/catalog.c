@@ -340,3 +340,57 @@ int catalog_bind(catalog *c, store *st, saga *s, char *why, size_t whylen)
     s->def = def;
     return 0;
 }
+
+/* ---- Messages ---------------------------------------------------------- */
+
+typedef struct {
+    char *buf;
+    size_t len, used;
+    size_t n;
+} names_acc;
+
+static void add_name(names_acc *a, const char *name)
+{
+    if (a->used >= a->len)
+        return;
+    int w = snprintf(a->buf + a->used, a->len - a->used, "%s%s", a->n++ ? ", " : "", name);
+    a->used += w > 0 ? (size_t)w : 0;
+}
+
+static void add_def_name(const saga_def *def, void *arg)
+{
+    add_name(arg, def->name);
+}
+
+/* "unknown saga type 'T'; known types: a, b (`sagactl types` lists their versions)". */
+static void unknown_type_finish(names_acc *a, const char *type, char *buf, size_t len)
+{
+    if (a->n == 0)
+        snprintf(buf, len,
+                 "unknown saga type '%s': no saga type is defined (add a saga file to "
+                 "sagas_dir, then `sagactl reload`)",
+                 type);
+    else
+        snprintf(buf, len,
+                 "unknown saga type '%s'; known types: %s (`sagactl describe TYPE` "
+                 "shows one)",
+                 type, a->buf);
+}
+
+void catalog_unknown_type_msg(catalog *c, const char *type, char *buf, size_t len)
+{
+    char names[768] = "";
+    names_acc a = {names, sizeof names, 0, 0};
+    catalog_each_current(c, add_def_name, &a);
+    unknown_type_finish(&a, type, buf, len);
+}
+
+void config_unknown_type_msg(const saga_def *defs, size_t n, const char *type, char *buf,
+                             size_t len)
+{
+    char names[768] = "";
+    names_acc a = {names, sizeof names, 0, 0};
+    for (size_t i = 0; i < n; i++)
+        add_name(&a, defs[i].name);
+    unknown_type_finish(&a, type, buf, len);
+}

@@ -72,5 +72,10 @@ int catalog_hash(catalog *c, const saga_def *def, char *hash, size_t len);
 
 /* Calls fn for each current definition, in type order. */
 void catalog_each_current(catalog *c, void (*fn)(const saga_def *def, void *arg), void *arg);
+/* The refusal of a start of an unknown type, naming the known ones, into buf. */
+void catalog_unknown_type_msg(catalog *c, const char *type, char *buf, size_t len);
+/* The same for the types of a configuration (no catalog: the fuzz target's checks). */
+void config_unknown_type_msg(const saga_def *defs, size_t n, const char *type, char *buf,
+                             size_t len);
 
 #endif

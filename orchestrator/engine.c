@@ -41,6 +41,7 @@ static void event_free(event *ev)
     free(ev->client_key);
     kv_free(&ev->input);
     free(ev->reason);
+    free(ev->who);
     free(ev);
 }
 
@@ -285,19 +286,17 @@ static void drop_saga(engine *e, saga *s)
 static void handle_start(engine *e, event *ev, const saga_env *env)
 {
     const saga_def *def = catalog_current(e->defs, ev->type);
-    char msg[300];
+    char msg[1024];
+    /* admin.c checked both against the definitions it saw; a reload may
+     * have changed them since. */
     if (def == NULL) {
-        snprintf(msg, sizeof msg, "unknown saga type '%s'", ev->type);
+        catalog_unknown_type_msg(e->defs, ev->type, msg, sizeof msg);
         answer(e, ev, ENGINE_BAD_REQUEST, msg, NULL, 0);
         return;
     }
-    for (size_t i = 0; i < def->n_inputs; i++) {
-        if (kv_get(&ev->input, def->inputs[i]) == NULL) {
-            snprintf(msg, sizeof msg, "missing input '%s' for saga type '%s'", def->inputs[i],
-                     def->name);
-            answer(e, ev, ENGINE_BAD_REQUEST, msg, NULL, 0);
-            return;
-        }
+    if (saga_missing_inputs_msg(def, &ev->input, msg, sizeof msg) != 0) {
+        answer(e, ev, ENGINE_BAD_REQUEST, msg, NULL, 0);
+        return;
     }
     if (ev->client_key) {
         saga *twin = saga_table_get(&e->by_key, ev->client_key);
@@ -317,10 +316,14 @@ static void handle_start(engine *e, event *ev, const saga_env *env)
             int same = strcmp(twin->type, ev->type) == 0 && kv_equal(&twin->input, &ev->input);
             if (same)
                 answer(e, ev, ENGINE_OK, NULL, twin->id, 1);
-            else
-                answer(e, ev, ENGINE_CONFLICT,
-                       "client key already used for a saga with another type or input", twin->id,
-                       0);
+            else {
+                snprintf(msg, sizeof msg,
+                         "client key already used by saga %s (type %s, %s) with another %s; "
+                         "`sagactl status %s` shows it; start a new saga with another key",
+                         twin->id, twin->type, saga_state_name(twin->state),
+                         strcmp(twin->type, ev->type) != 0 ? "type" : "input", twin->id);
+                answer(e, ev, ENGINE_CONFLICT, msg, twin->id, 0);
+            }
             saga_free(loaded);
             return;
         }
@@ -393,8 +396,10 @@ static saga *find_or_load(engine *e, event *ev, int *status, int *loaded_now, ch
     /* Only FAILED sagas rest on disk unfinished; finished ones take no command.
      * A FAILED saga continues on the version it started on, or not at all. */
     if (loaded->state != SAGA_FAILED) {
-        snprintf(why, whylen, "saga %s is finished (%s)", ev->saga_id,
-                 saga_state_name(loaded->state));
+        snprintf(why, whylen,
+                 "saga %s is finished (%s): there is nothing to abort or resume; `sagactl "
+                 "history %s` tells what happened, a new saga needs `sagactl start`",
+                 ev->saga_id, saga_state_name(loaded->state), ev->saga_id);
         *status = ENGINE_INVALID_STATE;
         saga_free(loaded);
         return NULL;
@@ -415,11 +420,46 @@ static saga *find_or_load(engine *e, event *ev, int *status, int *loaded_now, ch
     return loaded;
 }
 
+/* Why a saga in this state refuses abort or resume, and the command that
+ * helps instead: every refusal names what to do next. */
+static void refusal_msg(const saga *s, int aborting, saga_state before, char *msg, size_t len)
+{
+    const char *id = s->id;
+    if (aborting && before == SAGA_RUNNING)
+        snprintf(msg, len,
+                 "cannot abort saga %s yet: a step without compensation is in flight and could "
+                 "not be undone; retry once it has answered (`sagactl watch %s` follows it)",
+                 id, id);
+    else if (aborting && before == SAGA_COMPENSATING)
+        snprintf(msg, len,
+                 "cannot abort saga %s: it is already COMPENSATING (undoing its steps); "
+                 "`sagactl watch %s` follows it",
+                 id, id);
+    else if (aborting && before == SAGA_FAILED)
+        snprintf(msg, len,
+                 "cannot abort saga %s: it FAILED while compensating, so there is nothing left "
+                 "to abort; fix the cause (`sagactl status %s`), then `sagactl resume %s` "
+                 "retries the compensation",
+                 id, id, id);
+    else if (!aborting && (before == SAGA_RUNNING || before == SAGA_COMPENSATING))
+        snprintf(msg, len,
+                 "cannot resume saga %s: it is %s, not FAILED, so it is still on its way; "
+                 "`sagactl watch %s` follows it%s",
+                 id, saga_state_name(before), id,
+                 before == SAGA_RUNNING ? ", `sagactl abort ID --reason TEXT` stops it" : "");
+    else
+        snprintf(msg, len, "cannot %s saga %s in state %s; `sagactl status %s` shows it",
+                 aborting ? "abort" : "resume", id, saga_state_name(before), id);
+}
+
 static void handle_operator(engine *e, event *ev, const saga_env *env)
 {
     int status = ENGINE_OK;
-    char msg[400], why[350];
+    char msg[700], why[350];
     int loaded_now;
+    int aborting = ev->kind == EV_ABORT;
+    const char *verb = aborting ? "abort" : "resume";
+    const char *who = ev->who ? ev->who : "operator";
     saga *s = find_or_load(e, ev, &status, &loaded_now, why, sizeof why);
     /* No saga: aborting a start that has not fired yet cancels it. */
     if (s == NULL && status == ENGINE_NOT_FOUND && ev->kind == EV_ABORT &&
@@ -427,16 +467,21 @@ static void handle_operator(engine *e, event *ev, const saga_env *env)
         return;
     if (s == NULL) {
         if (status == ENGINE_NOT_FOUND)
-            snprintf(msg, sizeof msg, "no saga %s", ev->saga_id);
+            snprintf(msg, sizeof msg,
+                     "no saga %s; `sagactl list` shows the sagas, `sagactl status PREFIX` finds "
+                     "one by the beginning of its id",
+                     ev->saga_id);
         else if (status == ENGINE_INVALID_STATE && store_error_is_corrupt_row(e->db))
             snprintf(msg, sizeof msg,
                      "saga %s is quarantined: its stored row cannot be read (%s); inspect and "
-                     "settle it by hand",
-                     ev->saga_id, store_errmsg(e->db));
+                     "settle it by hand (`sagactl history %s`)",
+                     ev->saga_id, store_errmsg(e->db), ev->saga_id);
         else if (status == ENGINE_INVALID_STATE)
             snprintf(msg, sizeof msg, "%s", why);
         else
-            snprintf(msg, sizeof msg, "storage error: %s", store_errmsg(e->db));
+            snprintf(msg, sizeof msg, "storage error: %s; nothing was changed, retry later",
+                     store_errmsg(e->db));
+        log_info("saga %s: %s by %s refused: %s", ev->saga_id, verb, who, msg);
         answer(e, ev, status, msg, NULL, 0);
         return;
     }
@@ -444,18 +489,18 @@ static void handle_operator(engine *e, event *ev, const saga_env *env)
     if (is_quarantined(s)) {
         snprintf(msg, sizeof msg,
                  "cannot %s saga %s: it is quarantined (%s); its stored state cannot be trusted, "
-                 "so a request could repeat an effect or skip an undo: inspect its history and "
-                 "settle it by hand",
-                 ev->kind == EV_ABORT ? "abort" : "resume", s->id,
-                 s->last_error + strlen(QUARANTINE_PREFIX));
+                 "so a request could repeat an effect or skip an undo: inspect its history "
+                 "(`sagactl history %s`) and settle it by hand",
+                 verb, s->id, s->last_error + strlen(QUARANTINE_PREFIX), s->id);
+        log_info("saga %s: %s by %s refused: %s", s->id, verb, who, msg);
         answer(e, ev, ENGINE_INVALID_STATE, msg, s->id, 0);
         if (loaded_now)
             drop_saga(e, s);
         return;
     }
-    int rc = ev->kind == EV_ABORT ? saga_abort(s, env, ev->reason) : saga_resume(s, env);
+    int rc = aborting ? saga_abort(s, env, ev->who, ev->reason)
+                      : saga_resume(s, env, ev->who, ev->reason);
     if (rc != 0) {
-        const char *verb = ev->kind == EV_ABORT ? "abort" : "resume";
         if (rc == -2)
             snprintf(msg, sizeof msg,
                      "cannot %s saga %s: it is older than idempotency_retention_s, so the "
@@ -463,12 +508,8 @@ static void handle_operator(engine *e, event *ev, const saga_env *env)
                      "effect or skip an undo; settle it by hand (docs/CONFIG.md)",
                      verb, s->id);
         else
-            snprintf(msg, sizeof msg, "cannot %s saga %s in state %s%s", verb, s->id,
-                     saga_state_name(before),
-                     ev->kind == EV_ABORT && before == SAGA_RUNNING
-                         ? " while a step without compensation is in flight; retry when it has "
-                           "answered"
-                         : "");
+            refusal_msg(s, aborting, before, msg, sizeof msg);
+        log_info("saga %s: %s by %s refused: %s", s->id, verb, who, msg);
         answer(e, ev, ENGINE_INVALID_STATE, msg, s->id, 0);
         /* Loaded just for this: drop it again. A saga that was already in
          * memory stays: it may have become FAILED earlier in this round and
@@ -477,6 +518,11 @@ static void handle_operator(engine *e, event *ev, const saga_env *env)
             drop_saga(e, s);
         return;
     }
+    /* Who and why, with the state it left: the audit trail of operator
+     * actions (the history event holds the same). An abort undoes work: WARN. */
+    log_msg(aborting ? LOG_WARN : LOG_INFO, "saga %s (%s): %s by %s (it was %s): %s", s->id,
+            s->type, aborting ? "aborted" : "resumed", who, saga_state_name(before),
+            ev->reason ? ev->reason : "no reason given");
     answer(e, ev, ENGINE_OK, NULL, s->id, 0);
 }
 
@@ -654,8 +700,7 @@ static void quarantine_saga(engine *e, saga *s, const char *what, const char *br
     log_error("saga %s: %s", s->id, msg);
     if (s->state != SAGA_FAILED)
         s->failed_phase = s->state == SAGA_COMPENSATING ? PHASE_COMPENSATE : PHASE_ACTION;
-    free(s->last_error);
-    s->last_error = util_strdup(msg);
+    saga_set_error(s, msg);
     s->state = SAGA_FAILED;
     saga_forget_in_flight(s);
     s->token = ++e->token_high; /* pending sends and late replies no longer match */
@@ -1035,8 +1080,7 @@ int eng_recover_one(saga *s, void *arg)
                  s->def_version, why);
         log_error("saga %s: %s", s->id, msg);
         s->failed_phase = s->state == SAGA_COMPENSATING ? PHASE_COMPENSATE : PHASE_ACTION;
-        free(s->last_error);
-        s->last_error = util_strdup(msg);
+        saga_set_error(s, msg);
         s->state = SAGA_FAILED;
         s->updated_at_ms = util_wall_ms();
         s->dirty |= SAGA_DIRTY_ROW;
@@ -1207,7 +1251,8 @@ void engine_destroy(engine *e)
     for (event *ev = e->queue_head, *next; ev; ev = next) {
         next = ev->next;
         if (ev->kind != EV_CALL_DONE && ev->done)
-            ev->done(ev->done_arg, ENGINE_INTERNAL, "sagad is shutting down", NULL, 0);
+            ev->done(ev->done_arg, ENGINE_INTERNAL,
+                     "sagad is shutting down: nothing was done; retry once it is back", NULL, 0);
         event_free(ev);
     }
     for (size_t i = 0; i < e->by_id.cap; i++)
@@ -1249,7 +1294,8 @@ static void enqueue(engine *e, event *ev)
     }
     if (e->stopping) {
         nng_mtx_unlock(e->mtx);
-        ev->done(ev->done_arg, ENGINE_INTERNAL, "sagad is shutting down", NULL, 0);
+        ev->done(ev->done_arg, ENGINE_INTERNAL,
+                 "sagad is shutting down: nothing was done; retry once it is back", NULL, 0);
         event_free(ev);
         return;
     }
@@ -1297,31 +1343,38 @@ void engine_start_saga_opts(engine *e, const char *type, const char *client_key,
     enqueue(e, ev);
 }
 
-static void operator_command(engine *e, enum event_kind kind, const char *saga_id,
+static void operator_command(engine *e, enum event_kind kind, const char *saga_id, const char *who,
                              const char *reason, engine_done_fn done, void *arg)
 {
     event *ev = command(kind, done, arg);
     if (ev == NULL)
         return;
     snprintf(ev->saga_id, sizeof ev->saga_id, "%s", saga_id);
-    ev->reason = reason ? util_strdup(reason) : NULL;
+    ev->reason = reason && *reason ? util_strdup(reason) : NULL;
+    ev->who = who && *who ? util_strdup(who) : NULL;
+    if ((reason && *reason && ev->reason == NULL) || (who && *who && ev->who == NULL)) {
+        done(arg, ENGINE_INTERNAL, "out of memory", NULL, 0);
+        event_free(ev);
+        return;
+    }
     enqueue(e, ev);
 }
 
-void engine_abort_saga(engine *e, const char *saga_id, const char *reason, engine_done_fn done,
-                       void *arg)
+void engine_abort_saga(engine *e, const char *saga_id, const char *who, const char *reason,
+                       engine_done_fn done, void *arg)
 {
-    operator_command(e, EV_ABORT, saga_id, reason, done, arg);
+    operator_command(e, EV_ABORT, saga_id, who, reason, done, arg);
 }
 
 void engine_cancel_start(engine *e, const char *saga_id, engine_done_fn done, void *arg)
 {
-    operator_command(e, EV_CANCEL, saga_id, NULL, done, arg);
+    operator_command(e, EV_CANCEL, saga_id, NULL, NULL, done, arg);
 }
 
-void engine_resume_saga(engine *e, const char *saga_id, engine_done_fn done, void *arg)
+void engine_resume_saga(engine *e, const char *saga_id, const char *who, const char *reason,
+                        engine_done_fn done, void *arg)
 {
-    operator_command(e, EV_RESUME, saga_id, NULL, done, arg);
+    operator_command(e, EV_RESUME, saga_id, who, reason, done, arg);
 }
 
 void engine_reload(engine *e, engine_done_fn done, void *arg)

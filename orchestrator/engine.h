@@ -108,12 +108,15 @@ typedef struct {
 /* engine_start_saga with options; opts NULL: none. */
 void engine_start_saga_opts(engine *e, const char *type, const char *client_key, const kvmap *input,
                             const engine_start_options *opts, engine_done_fn done, void *arg);
-void engine_abort_saga(engine *e, const char *saga_id, const char *reason, engine_done_fn done,
-                       void *arg);
+/* Operator commands. who names the operator for the history and the log
+ * ("uid 1000 (alice)"; NULL: "operator"); reason says why (NULL: none). */
+void engine_abort_saga(engine *e, const char *saga_id, const char *who, const char *reason,
+                       engine_done_fn done, void *arg);
 /* Cancels a scheduled start that has not fired: ENGINE_NOT_FOUND when there
  * is none, ENGINE_INVALID_STATE (naming its state) when its saga started. */
 void engine_cancel_start(engine *e, const char *saga_id, engine_done_fn done, void *arg);
-void engine_resume_saga(engine *e, const char *saga_id, engine_done_fn done, void *arg);
+void engine_resume_saga(engine *e, const char *saga_id, const char *who, const char *reason,
+                        engine_done_fn done, void *arg);
 /* Reads the saga files again (config_load_sagas) and, when every one is
  * valid, makes them the current definitions (catalog_install); done gets
  * ENGINE_INVALID_CONFIG with "file:line: ..." otherwise. Sagas in flight

@@ -43,6 +43,7 @@ typedef struct event {
     int64_t start_at_ms; /* EV_START: > 0, a scheduled start (engine_sched.c) */
     char saga_id[40];    /* EV_ABORT, EV_RESUME, EV_CANCEL */
     char *reason;
+    char *who; /* abort/resume: the operator, for the history and the log; may be NULL */
     engine_done_fn done;
     void *done_arg;
 } event;

@@ -1,6 +1,8 @@
 /* obs_http — see obs_http.h. */
 #include "obs_http.h"
 
+#include <ctype.h>
+
 #include <nng/nng.h>
 #include <nng/supplemental/util/platform.h>
 #include <stdio.h>
@@ -174,8 +176,30 @@ static json_t *build_history(const Saga__V1__AdminReply *rep)
 static void get_list(obs_http *o, const char *query, httpd_response *res)
 {
     char state_arg[32] = "", type[ADMIN_MAX_TYPE + 1] = "", limit_arg[16] = "", after[64] = "";
+    char key[ADMIN_MAX_CLIENT_KEY + 1] = "", prefix[40] = "", since_arg[24] = "",
+                                    until_arg[24] = "";
     int state = 0;
-    int64_t limit = ADMIN_LIST_DEFAULT;
+    int64_t limit = ADMIN_LIST_DEFAULT, since = 0, until = 0;
+    httpd_query_param(query, "key", key, sizeof key);
+    httpd_query_param(query, "id_prefix", prefix, sizeof prefix);
+    httpd_query_param(query, "since_ms", since_arg, sizeof since_arg);
+    httpd_query_param(query, "until_ms", until_arg, sizeof until_arg);
+    if ((since_arg[0] && (util_parse_i64(since_arg, &since) != 0 || since < 0)) ||
+        (until_arg[0] && (util_parse_i64(until_arg, &until) != 0 || until < 0))) {
+        set_error(res, 400, "since_ms and until_ms must be milliseconds since the epoch");
+        return;
+    }
+    for (char *c = prefix; *c; c++) {
+        *c = (char)tolower((unsigned char)*c);
+        if (!isxdigit((unsigned char)*c) && *c != '-') {
+            set_error(res, 400, "id_prefix must be the beginning of a saga id");
+            return;
+        }
+    }
+    if (!util_utf8_valid(key, strlen(key))) {
+        set_error(res, 400, "key must be UTF-8");
+        return;
+    }
     httpd_query_param(query, "state", state_arg, sizeof state_arg);
     httpd_query_param(query, "type", type, sizeof type);
     httpd_query_param(query, "limit", limit_arg, sizeof limit_arg);
@@ -201,6 +225,10 @@ static void get_list(obs_http *o, const char *query, httpd_response *res)
     list.type = type;
     list.limit = (uint32_t)limit;
     list.after_id = after;
+    list.client_key = key;
+    list.id_prefix = prefix;
+    list.created_after_ms = since;
+    list.created_before_ms = until;
     req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_LIST;
     req.list = &list;
     serve(o, &req, res, build_list);

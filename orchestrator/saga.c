@@ -74,6 +74,7 @@ void saga_free(saga *s)
     free(s->type);
     free(s->client_key);
     free(s->last_error);
+    free(s->root_cause);
     free(s);
 }
 
@@ -171,6 +172,13 @@ static void set_text(char **slot, const char *text)
     char *copy = text ? util_strdup(text) : NULL;
     free(*slot);
     *slot = copy; /* on out-of-memory the message is lost, never the state */
+}
+
+void saga_set_error(saga *s, const char *why)
+{
+    set_text(&s->last_error, why);
+    if (s->root_cause == NULL && why != NULL)
+        set_text(&s->root_cause, why);
 }
 
 static void emit(saga *s, const saga_env *env, const char *kind, int step, int phase,
@@ -343,7 +351,7 @@ static void fail(saga *s, const saga_env *env, int phase, int step, const char *
 {
     s->failed_phase = phase;
     s->cursor = step;
-    set_text(&s->last_error, why);
+    saga_set_error(s, why);
     settle(s, env, SAGA_FAILED, "saga_failed", why);
 }
 
@@ -356,7 +364,10 @@ static void run_ready_steps(saga *s, const saga_env *env)
         if (s->steps[i].state == STEP_DONE)
             done |= SAGA_DAG_BIT(i);
     if (s->n_steps == 64 ? done == ~0ull : done == SAGA_DAG_BIT(s->n_steps) - 1) {
-        settle(s, env, SAGA_COMPLETED, "saga_completed", NULL);
+        /* Nothing is wrong any more; root_cause keeps what it recovered from. */
+        set_text(&s->last_error, NULL);
+        settle(s, env, SAGA_COMPLETED, "saga_completed",
+               s->root_cause != NULL ? "recovered after a resume" : NULL);
         return;
     }
     for (size_t i = 0; i < s->n_steps && s->state == SAGA_RUNNING; i++)
@@ -392,7 +403,8 @@ static void compensate_ready_steps(saga *s, const saga_env *env)
     }
     if (to_undo == 0 && s->state == SAGA_COMPENSATING) {
         s->cursor = 0;
-        settle(s, env, SAGA_COMPENSATED, "saga_compensated", s->last_error);
+        settle(s, env, SAGA_COMPENSATED, "saga_compensated",
+               s->last_error != NULL ? s->last_error : s->root_cause);
     }
 }
 
@@ -411,7 +423,7 @@ static void begin_compensation(saga *s, const saga_env *env, const char *why)
     if (s->state == SAGA_COMPENSATING)
         return; /* already on its way back: the first reason stays */
     s->state = SAGA_COMPENSATING;
-    set_text(&s->last_error, why);
+    saga_set_error(s, why);
     touch(s, env);
     emit(s, env, "compensation_started", -1, PHASE_COMPENSATE, 0, OUTCOME_UNSPECIFIED, 0, why);
 }
@@ -665,7 +677,7 @@ void saga_on_timer(saga *s, const saga_env *env)
         rearm(s, env);
 }
 
-int saga_abort(saga *s, const saga_env *env, const char *reason)
+int saga_abort(saga *s, const saga_env *env, const char *who, const char *reason)
 {
     if (s->def == NULL)
         return -1;
@@ -689,8 +701,8 @@ int saga_abort(saga *s, const saga_env *env, const char *reason)
     }
     touch_step(s, env, s->cursor);
     char msg[512];
-    snprintf(msg, sizeof msg, "aborted by operator%s%s", reason && *reason ? ": " : "",
-             reason && *reason ? reason : "");
+    snprintf(msg, sizeof msg, "aborted by %s%s%s", who && *who ? who : "operator",
+             reason && *reason ? ": " : "", reason && *reason ? reason : "");
     emit(s, env, "abort_requested", -1, PHASE_ACTION, 0, OUTCOME_UNSPECIFIED, 0, msg);
     if (s->state == SAGA_FAILED)
         s->state = SAGA_RUNNING; /* begin_compensation leaves RUNNING only */
@@ -699,7 +711,7 @@ int saga_abort(saga *s, const saga_env *env, const char *reason)
     return 0;
 }
 
-int saga_resume(saga *s, const saga_env *env)
+int saga_resume(saga *s, const saga_env *env, const char *who, const char *reason)
 {
     if (s->state != SAGA_FAILED || s->def == NULL)
         return -1;
@@ -707,7 +719,19 @@ int saga_resume(saga *s, const saga_env *env)
         return -2;
     int step = s->cursor;
     step_run *r = &s->steps[step];
-    emit(s, env, "resumed", step, s->failed_phase, 0, OUTCOME_UNSPECIFIED, 0, s->last_error);
+    /* Who and why, then what it had failed with (the error stays last_error
+     * until the saga settles again). */
+    char msg[2048];
+    if ((who && *who) || (reason && *reason))
+        snprintf(msg, sizeof msg, "resumed by %s%s%s; it had failed with: %s",
+                 who && *who ? who : "operator", reason && *reason ? ": " : "",
+                 reason && *reason ? reason : "", s->last_error ? s->last_error : "");
+    else
+        snprintf(msg, sizeof msg, "%s", s->last_error ? s->last_error : "");
+    emit(s, env, "resumed", step, s->failed_phase, 0, OUTCOME_UNSPECIFIED, 0, msg);
+    /* The saga moves on: the error is history now (root_cause, and this
+     * event's detail), not the state of a saga an operator sent back to work. */
+    set_text(&s->last_error, NULL);
     /* A fresh budget of attempts for the step that failed. */
     if (s->failed_phase == PHASE_COMPENSATE) {
         r->compensation_attempts = 0;
@@ -734,6 +758,32 @@ int saga_resume(saga *s, const saga_env *env)
     if (is_live(s))
         advance(s, env);
     return 0;
+}
+
+int saga_missing_inputs_msg(const saga_def *def, const kvmap *input, char *buf, size_t len)
+{
+    char missing[512] = "", needs[512] = "";
+    size_t n_missing = 0, m = 0, k = 0;
+    for (size_t i = 0; i < def->n_inputs; i++) {
+        const char *name = def->inputs[i];
+        if (k < sizeof needs) {
+            int w = snprintf(needs + k, sizeof needs - k, "%s%s", i ? ", " : "", name);
+            k += w > 0 ? (size_t)w : 0;
+        }
+        if (kv_get(input, name) != NULL)
+            continue;
+        if (m < sizeof missing) {
+            int w =
+                snprintf(missing + m, sizeof missing - m, "%s'%s'", n_missing ? ", " : "", name);
+            m += w > 0 ? (size_t)w : 0;
+        }
+        n_missing++;
+    }
+    if (n_missing == 0)
+        return 0;
+    snprintf(buf, len, "missing input%s %s for saga type '%s' (it needs %s)",
+             n_missing > 1 ? "s" : "", missing, def->name, needs);
+    return 1;
 }
 
 /* ---- Invariants ------------------------------------------------------- */
@@ -783,6 +833,8 @@ const char *saga_check_invariants(const saga *s)
             return "COMPENSATING: a compensation is in flight beside an action";
         break;
     case SAGA_COMPLETED:
+        if (s->last_error != NULL)
+            return "COMPLETED with a last_error";
         for (size_t i = 0; i < s->n_steps; i++)
             if (s->steps[i].state != STEP_DONE)
                 return "COMPLETED: a step is not DONE";
@@ -798,6 +850,8 @@ const char *saga_check_invariants(const saga *s)
     case SAGA_FAILED:
         if (s->last_error == NULL)
             return "FAILED without last_error";
+        if (s->root_cause == NULL)
+            return "FAILED without root_cause";
         break;
     default:
         return "unknown saga state";

@@ -68,7 +68,9 @@
  *   COMPENSATING: no compensation is in flight while an action is.
  *   COMPLETED:    every step is DONE.
  *   COMPENSATED:  no step with a compensation is DONE, ACTION_SENT or COMPENSATING.
- *   FAILED:       last_error is set.
+ *   COMPLETED:    last_error is NULL (a saga completed after a resume keeps
+ *                 what it recovered from in root_cause only).
+ *   FAILED:       last_error and root_cause are set.
  * A request is in flight for at most one phase of a step at a time; every
  * request carries a token of its own (step_run.token), and a reply or
  * timeout whose token is not the step's current one is stale and ignored
@@ -79,6 +81,14 @@
  * A scheduled start (sagactl start --at / --in) is not a state: it is a row
  * of its own until it fires (store.h "Scheduled starts", engine_sched.c),
  * and its saga begins here, RUNNING, through saga_begin.
+ *
+ * Errors: last_error is the latest reason the saga is off its way to
+ * COMPLETED (why it compensates, why it is FAILED); root_cause is the first
+ * one, kept when later errors replace last_error (a compensation that then
+ * fails too): what an operator needs to fix before a resume. Both are set
+ * together the first time. A resume clears last_error (the saga moves on;
+ * the "resumed" event keeps what it had failed with), and so does reaching
+ * COMPLETED: nothing is wrong any more, and root_cause tells what was.
  *
  * Step states (values equal saga.v1 StepState):
  *   PENDING -> ACTION_SENT -> DONE | REJECTED
@@ -154,6 +164,10 @@ typedef struct saga {
     int64_t updated_at_ms;
     int64_t deadline_at_ms; /* wall clock: still RUNNING then, it compensates; 0: none */
     char *last_error;
+    /* The first cause of trouble (see "Errors" above): set once, with the
+     * first last_error; never replaced. NULL: the saga never left its way to
+     * COMPLETED. */
+    char *root_cause;
     int cursor; /* the step the latest event concerned */
     size_t n_steps;
     step_run *steps;
@@ -232,14 +246,24 @@ void saga_on_timer(saga *s, const saga_env *env);
 /* Operator commands; return 0, -1 when the state does not allow it, or -2
  * when the saga is older than its def's retention_ms (participants may have
  * purged its idempotency records: only a person can settle it safely). */
-int saga_abort(saga *s, const saga_env *env, const char *reason);
-int saga_resume(saga *s, const saga_env *env);
+/* who: the operator, for the history ("uid 1000 (alice)"); NULL: "operator".
+ * reason: why, or NULL. Both go into the event's detail (and, for an abort,
+ * into last_error). */
+int saga_abort(saga *s, const saga_env *env, const char *who, const char *reason);
+int saga_resume(saga *s, const saga_env *env, const char *who, const char *reason);
+/* Sets last_error, and root_cause when the saga had none: every error of a
+ * saga passes here (the store's quarantine aside). */
+void saga_set_error(saga *s, const char *why);
 
 /* The params of a step's request: the saga input plus the results of the
  * steps it waits for, directly or not (saga_dag_ancestors; results of steps
  * that may run at once are never mixed in), filtered by the step's input list. The same for every
  * attempt and phase, so a retry's fingerprint matches the first delivery's. */
 int saga_step_params(const saga *s, int step, kvmap *out);
+/* The inputs def requires that input lacks: 0 when none; otherwise 1 with
+ * every missing one named in buf ("missing inputs 'a', 'b' for saga type
+ * 'T' (it needs a, b, c)"): a caller fixes them all in one go. */
+int saga_missing_inputs_msg(const saga_def *def, const kvmap *input, char *buf, size_t len);
 /* "<saga_id>/<step name>/<action|compensate>" into buf. */
 void saga_step_key(const saga *s, int step, int phase, char *buf, size_t len);
 /* Backoff before attempt number `attempt` (>= 2): the capped exponential

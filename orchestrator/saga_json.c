@@ -1,6 +1,9 @@
 /* saga_json — see saga_json.h. */
 #include "saga_json.h"
 
+#include <stdio.h>
+#include <time.h>
+
 #include "json_util.h"
 #include "saga.h"
 #include "wire.h"
@@ -16,6 +19,57 @@ static json_t *state_name(int state)
 static json_t *outcome_or_null(int outcome)
 {
     return outcome == OUTCOME_UNSPECIFIED ? json_null() : json_string(wire_outcome_name(outcome));
+}
+
+/* A wall-clock time as ISO 8601 UTC with milliseconds ("...T12:00:00.000Z"),
+ * null for 0 (not yet, none): beside every *_ms field. */
+static json_t *iso_or_null(int64_t ms)
+{
+    if (ms <= 0)
+        return json_null();
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    char buf[40];
+    if (gmtime_r(&secs, &tm) == NULL)
+        return json_null();
+    size_t n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, sizeof buf - n, ".%03dZ", (int)(ms % 1000));
+    return json_string(buf);
+}
+
+/* COMPLETED, COMPENSATED or FAILED: the saga's times stay put until an
+ * operator acts, so its duration is a fact both doors read alike. */
+static int settled(int state)
+{
+    return saga_is_final((saga_state)state) || state == SAGA_FAILED;
+}
+
+/* to - from, null unless both are known (a duration still running has no
+ * fixed value: the two doors, read at different times, must agree). */
+static json_t *duration_or_null(int64_t from, int64_t to)
+{
+    return from > 0 && to >= from ? json_integer(to - from) : json_null();
+}
+
+/* A map's entries (protobuf-c lays every map<string, string> entry out
+ * alike) as an object. */
+typedef struct {
+    ProtobufCMessage base;
+    char *key;
+    char *value;
+} kv_entry;
+
+static json_t *map_object(void *const *entries, size_t n)
+{
+    json_t *obj = json_object();
+    int bad = obj == NULL;
+    for (size_t i = 0; i < n && !bad; i++) {
+        const kv_entry *e = entries[i];
+        bad = ju_set(obj, e->key, ju_str(e->value));
+    }
+    if (bad)
+        json_decref(obj);
+    return bad ? NULL : obj;
 }
 
 static json_t *map_input(Saga__V1__SagaStatus__InputEntry **e, size_t n)
@@ -66,7 +120,13 @@ static json_t *step_json(const Saga__V1__StepStatus *st)
               ju_set(o, "last_error", ju_str_or_null(st->last_error)) |
               ju_set(o, "next_attempt_at_ms", json_integer(st->next_attempt_at_ms)) |
               ju_set(o, "started_at_ms", json_integer(st->started_at_ms)) |
-              ju_set(o, "finished_at_ms", json_integer(st->finished_at_ms));
+              ju_set(o, "finished_at_ms", json_integer(st->finished_at_ms)) |
+              ju_set(o, "next_attempt_at", iso_or_null(st->next_attempt_at_ms)) |
+              ju_set(o, "started_at", iso_or_null(st->started_at_ms)) |
+              ju_set(o, "finished_at", iso_or_null(st->finished_at_ms)) |
+              ju_set(o, "duration_ms", duration_or_null(st->started_at_ms, st->finished_at_ms)) |
+              ju_set(o, "params", map_object((void *const *)st->params, st->n_params)) |
+              ju_set(o, "failed", json_boolean(st->failed));
     return done(o, bad);
 }
 
@@ -80,9 +140,9 @@ json_t *saga_json_status(const Saga__V1__SagaStatus *s)
         json_decref(steps);
         return done(o, 1);
     }
-    json_t *failed_phase = s->state == SAGA__V1__SAGA_STATE__SAGA_FAILED
-                               ? json_string(wire_phase_name(s->failed_phase))
-                               : json_null();
+    int failed = s->state == SAGA__V1__SAGA_STATE__SAGA_FAILED;
+    json_t *failed_phase = failed ? json_string(wire_phase_name(s->failed_phase)) : json_null();
+    int final = settled(s->state);
     bad = ju_set(o, "saga_id", ju_str(s->saga_id)) | ju_set(o, "type", ju_str(s->type)) |
           ju_set(o, "state", state_name(s->state)) |
           ju_set(o, "client_key", ju_str_or_null(s->client_key)) |
@@ -92,7 +152,15 @@ json_t *saga_json_status(const Saga__V1__SagaStatus *s)
           ju_set(o, "deadline_at_ms", json_integer(s->deadline_at_ms)) |
           ju_set(o, "start_at_ms", json_integer(s->start_at_ms)) |
           ju_set(o, "last_error", ju_str_or_null(s->last_error)) |
-          ju_set(o, "failed_phase", failed_phase) | ju_set(o, "steps", steps);
+          ju_set(o, "failed_phase", failed_phase) |
+          ju_set(o, "failed_step", failed ? ju_str_or_null(s->failed_step) : json_null()) |
+          ju_set(o, "root_cause", ju_str_or_null(s->root_cause)) |
+          ju_set(o, "created_at", iso_or_null(s->created_at_ms)) |
+          ju_set(o, "updated_at", iso_or_null(s->updated_at_ms)) |
+          ju_set(o, "deadline_at", iso_or_null(s->deadline_at_ms)) |
+          ju_set(o, "duration_ms",
+                 final ? duration_or_null(s->created_at_ms, s->updated_at_ms) : json_null()) |
+          ju_set(o, "steps", steps);
     return done(o, bad);
 }
 
@@ -106,7 +174,14 @@ static json_t *summary_json(const Saga__V1__SagaSummary *r)
               ju_set(o, "created_at_ms", json_integer(r->created_at_ms)) |
               ju_set(o, "updated_at_ms", json_integer(r->updated_at_ms)) |
               ju_set(o, "last_error", ju_str_or_null(r->last_error)) |
-              ju_set(o, "start_at_ms", json_integer(r->start_at_ms));
+              ju_set(o, "start_at_ms", json_integer(r->start_at_ms)) |
+              ju_set(o, "root_cause", ju_str_or_null(r->root_cause)) |
+              ju_set(o, "client_key", ju_str_or_null(r->client_key)) |
+              ju_set(o, "created_at", iso_or_null(r->created_at_ms)) |
+              ju_set(o, "updated_at", iso_or_null(r->updated_at_ms)) |
+              ju_set(o, "duration_ms",
+                     settled(r->state) ? duration_or_null(r->created_at_ms, r->updated_at_ms)
+                                       : json_null());
     return done(o, bad);
 }
 
@@ -149,7 +224,11 @@ json_t *saga_json_event(const Saga__V1__HistoryEvent *ev)
         ju_set(o, "attempt", json_integer(ev->attempt)) |
         ju_set(o, "outcome", outcome_or_null(ev->outcome)) |
         ju_set(o, "replayed", json_boolean(ev->replayed)) |
-        ju_set(o, "detail", ju_str_or_null(ev->detail));
+        ju_set(o, "detail", ju_str_or_null(ev->detail)) | ju_set(o, "at", iso_or_null(ev->at_ms)) |
+        ju_set(o, "params",
+               ev->n_params ? map_object((void *const *)ev->params, ev->n_params) : json_null()) |
+        ju_set(o, "result",
+               ev->n_result ? map_object((void *const *)ev->result, ev->n_result) : json_null());
     return done(o, bad);
 }
 

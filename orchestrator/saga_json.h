@@ -13,6 +13,19 @@
  *    ("OK"); phases are "action" / "compensate";
  *  - failed_phase is set only when state is FAILED;
  *  - a list's next_after is null when the page was not full.
+ *  - every wall-clock *_ms field (milliseconds since the epoch, 0: none) has
+ *    an ISO 8601 UTC twin without the suffix ("created_at":
+ *    "2026-12-02T23:48:32.123Z"), null for 0;
+ *  - duration_ms: a saga's (created to last update) once it is COMPLETED,
+ *    COMPENSATED or FAILED, a step's (first request to the answer that
+ *    settled its action) once answered; null before (a running duration
+ *    would differ between two reads);
+ *  - root_cause: the first cause of trouble (saga.h "Errors"), null when
+ *    none; failed_step: the step a FAILED saga stopped at (its "failed":
+ *    true), null otherwise;
+ *  - a step's params: what its requests carry ({} while never sent); an
+ *    event's params (step_sent) and result (step_reply OK of an action),
+ *    null for the other events.
  * Every string is valid UTF-8 (json_util.h). Each function returns a new
  * reference, or NULL when out of memory.
  */

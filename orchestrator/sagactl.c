@@ -24,6 +24,7 @@
  * Memory: allocation failure ends the program (exit 1, "out of memory"), as
  * in most command-line tools; every unpacked reply is freed by its command.
  */
+#define _GNU_SOURCE /* strptime, timegm: list --since/--until */
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -66,10 +67,10 @@ typedef Saga__V1__AdminRequest AdminRequest;
 typedef Saga__V1__AdminReply AdminReply;
 
 typedef struct {
-    const char *url;  /* the node being asked */
-    char *url_list;   /* --url A,B,C: a copy, cut at the commas */
-    char *url_next;   /* the nodes not tried yet, or NULL */
-    int sent;         /* the current request left (a node that got it may have acted) */
+    const char *url; /* the node being asked */
+    char *url_list;  /* --url A,B,C: a copy, cut at the commas */
+    char *url_next;  /* the nodes not tried yet, or NULL */
+    int sent;        /* the current request left (a node that got it may have acted) */
     int json;
     int timeout_ms;
     nng_socket sock;
@@ -102,7 +103,8 @@ static const char usage_text[] =
     "        [NAME=VALUE ...]\n"
     "                      start a saga of TYPE with these inputs; prints its id.\n"
     "                      --key KEY  idempotency key: the same key and input give the\n"
-    "                                 same saga (\"existing\"), another input is an error\n"
+    "                                 same saga (\"(existing)\" on stderr), another input\n"
+    "                                 is an error naming that saga\n"
     "                      --deadline D  compensate if still RUNNING D after the start\n"
     "                                 (90, 90s, 10m, 2h or 1d; overrides deadline_s)\n"
     "                      --at TIME  start it then, not now: RFC 3339 with a zone,\n"
@@ -111,27 +113,40 @@ static const char usage_text[] =
     "                      --in D     start it D from now (90s, 10m, 2h, 1d)\n"
     "                      --wait     then wait until it is COMPLETED, COMPENSATED or\n"
     "                                 FAILED and print that state\n"
-    "  status ID [--wait]  state, input and steps of one saga; --wait first waits\n"
-    "                      until it is COMPLETED, COMPENSATED or FAILED\n"
-    "  history ID          all its events, oldest first\n"
+    "  status ID [--wait]  state, input, root cause, durations and steps (with their\n"
+    "                      params and results) of one saga; --wait first waits\n"
+    "                      until it is COMPLETED, COMPENSATED or FAILED. Wherever a\n"
+    "                      command takes an ID, the beginning of one does when only\n"
+    "                      one saga's ID begins so (else the candidates are listed)\n"
+    "  history ID          all its events, oldest first (times in UTC), with the\n"
+    "                      params of each request and the result of each action\n"
     "  watch ID            follow one saga live: print each new event as it\n"
     "                      happens until the saga is COMPLETED, COMPENSATED or\n"
     "                      FAILED (exit status as for --wait); --json: one JSON\n"
     "                      object per event and line\n"
-    "  list [--state STATE] [--type TYPE] [--limit N] [--after ID] [--watch]\n"
+    "  list [--state STATE] [--type TYPE] [--key KEY] [--since T] [--until T]\n"
+    "       [--limit N] [--after ID] [--watch]\n"
     "                      sagas, newest first; STATE is running, compensating,\n"
     "                      completed, compensated, failed or scheduled (starts\n"
     "                      waiting for their time, with it); N is 1..1000 (100);\n"
     "                      --after ID continues a list after saga ID;\n"
+    "                      --key KEY: the saga started with this client key;\n"
+    "                      --since/--until T: created at or after / before T, a\n"
+    "                      span back from now (90s, 10m, 2h, 7d), a UTC date\n"
+    "                      (2026-12-02) or time (2026-12-02T23:00[:05][Z]), or\n"
+    "                      epoch milliseconds;\n"
     "                      --watch redraws counts and the list every second until\n"
     "                      interrupted (not a terminal: prints them every second;\n"
     "                      --json: one list document per line)\n"
     "  abort ID [--reason TEXT]\n"
     "                      stop a RUNNING saga (or one FAILED in its actions) and\n"
-    "                      compensate the steps it has done\n"
+    "                      compensate the steps it has done; the reason and who\n"
+    "                      asked go into its history and sagad's log\n"
     "  cancel ID           cancel a scheduled start before it fires (once its\n"
     "                      saga started: refused, use abort); abort does it too\n"
-    "  resume ID           continue a FAILED saga where it stopped\n"
+    "  resume ID [--reason TEXT]\n"
+    "                      continue a FAILED saga where it stopped (once its\n"
+    "                      cause is fixed); reason and who as for abort\n"
     "  stats               saga counts by state and engine counters\n"
     "  reload              read the saga files again: new sagas start on what they\n"
     "                      define now, sagas in flight finish on the definition\n"
@@ -316,6 +331,119 @@ static const char *iso_time(int64_t ms, char buf[32])
     size_t n = strftime(buf, 32, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(buf + n, 32 - n, ".%03dZ", frac);
     return buf;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A span of time for people: "850 ms", "12.3 s", "4m 05s", "2h 03m", "3d 4h". */
+static void fmt_span(int64_t ms, char *buf, size_t len)
+{
+    if (ms < 0)
+        ms = -ms;
+    if (ms < 1000)
+        snprintf(buf, len, "%" PRId64 " ms", ms);
+    else if (ms < 60000)
+        snprintf(buf, len, "%.1f s", (double)ms / 1000);
+    else if (ms < 3600000)
+        snprintf(buf, len, "%" PRId64 "m %02" PRId64 "s", ms / 60000, ms / 1000 % 60);
+    else if (ms < 86400000)
+        snprintf(buf, len, "%" PRId64 "h %02" PRId64 "m", ms / 3600000, ms / 60000 % 60);
+    else
+        snprintf(buf, len, "%" PRId64 "d %" PRId64 "h", ms / 86400000, ms / 3600000 % 24);
+}
+
+/* A wall-clock time for people: how long ago (or from now) and when, the
+ * zone stated: "2m 05s ago (2026-12-02 23:46:32 UTC)"; "-" for 0. */
+static const char *rel_time(int64_t ms, char buf[96])
+{
+    if (ms == 0)
+        return "-";
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    char when[40] = "?", span[32];
+    if (gmtime_r(&secs, &tm) != NULL)
+        strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+    int64_t d = now_ms() - ms;
+    fmt_span(d, span, sizeof span);
+    if (d >= 0 && d < 1000)
+        snprintf(buf, 96, "just now (%s)", when);
+    else
+        snprintf(buf, 96, "%s%s%s (%s)", d < 0 ? "in " : "", span, d < 0 ? "" : " ago", when);
+    return buf;
+}
+
+/* Only how long ago, for tables: "2m 05s ago"; "-" for 0. */
+static const char *ago(int64_t ms, char buf[48])
+{
+    if (ms == 0)
+        return "-";
+    char span[32];
+    int64_t d = now_ms() - ms;
+    fmt_span(d, span, sizeof span);
+    snprintf(buf, 48, "%s%s%s", d < 0 ? "in " : "", span, d < 0 ? "" : " ago");
+    return buf;
+}
+
+/*
+ * A point in time given on the command line (list --since/--until), into
+ * milliseconds since the epoch: a span back from now ("90s", "10m", "2h",
+ * "7d"), a UTC date ("2026-12-02": its midnight) or date and time
+ * ("2026-12-02T23:00", "2026-12-02 23:00:05", with or without a final "Z";
+ * other zones are refused: times are UTC), or epoch milliseconds (digits
+ * only, as the JSON's *_ms fields). 0, or -1 when it is none of these.
+ */
+static int parse_time_arg(const char *text, int64_t *out)
+{
+    size_t n = strlen(text);
+    if (n == 0)
+        return -1;
+    char *end;
+    errno = 0;
+    if (isdigit((unsigned char)text[0]) && strchr(text, '-') == NULL) {
+        unsigned long long v = strtoull(text, &end, 10);
+        long long unit = 0;
+        if (*end == '\0')
+            unit = -1; /* epoch ms */
+        else if (strcmp(end, "s") == 0)
+            unit = 1000;
+        else if (strcmp(end, "m") == 0)
+            unit = 60000;
+        else if (strcmp(end, "h") == 0)
+            unit = 3600000;
+        else if (strcmp(end, "d") == 0)
+            unit = 86400000;
+        if (unit == 0 || errno != 0 || v > (unsigned long long)INT64_MAX / 86400000)
+            return -1;
+        *out = unit < 0 ? (int64_t)v : now_ms() - (int64_t)v * unit;
+        return 0;
+    }
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *rest = strptime(text, "%Y-%m-%d", &tm);
+    if (rest == NULL)
+        return -1;
+    if (*rest == 'T' || *rest == ' ') {
+        const char *r2 = strptime(rest + 1, "%H:%M:%S", &tm);
+        if (r2 == NULL)
+            r2 = strptime(rest + 1, "%H:%M", &tm);
+        if (r2 == NULL)
+            return -1;
+        rest = r2;
+    }
+    if (*rest == 'Z')
+        rest++;
+    if (*rest != '\0')
+        return -1;
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1)
+        return -1;
+    *out = (int64_t)t * 1000;
+    return 0;
 }
 
 /* A copy of s safe to print on a terminal: C0/C1 controls and DEL escaped. */
@@ -665,6 +793,9 @@ static int reply_failed(const AdminReply *rep)
         complain("sagad's reply has no status%s%s", *text ? ": " : "", text);
     } else if (*text) {
         complain("%s", text);
+        if (rep->status == SAGA__V1__ADMIN_STATUS__ADMIN_UNAUTHORIZED)
+            complain("give the token file sagad's admin_token_file names: --token-file FILE or "
+                     "SAGA_ADMIN_TOKEN_FILE");
     } else {
         const char *name = enum_name(&saga__v1__admin_status__descriptor, (int)rep->status, "");
         complain("sagad answered %s", name != NULL ? name : "an unknown error");
@@ -753,16 +884,70 @@ static int parse_cmd_args(const char *cmd, int argc, char **argv, const cmd_opt 
     return STATUS_OK;
 }
 
-static int want_saga_id(const char *cmd, int npos, char **pos, const char **id)
+static int is_id_prefix(const char *s)
 {
+    size_t n = strlen(s);
+    if (n == 0 || n > 36)
+        return 0;
+    for (; *s; s++)
+        if (!isxdigit((unsigned char)*s) && *s != '-')
+            return 0;
+    return 1;
+}
+
+#define PREFIX_CANDIDATES 10 /* shown when a prefix is ambiguous */
+
+/* The saga ID a command names: a whole ID as given, or the one saga whose ID
+ * begins with a prefix ("0193a1" finds 0193a1f2-...): like git's short
+ * hashes. An ambiguous prefix lists the candidates (exit 1). */
+static int want_saga_id(client *cl, const char *cmd, int npos, char **pos, const char **id)
+{
+    static char resolved[37];
     if (npos < 1)
         return usage_error("%s: missing saga ID", cmd);
     if (npos > 1)
         return usage_error("%s: unexpected argument '%s'", cmd, pos[1]);
-    if (!util_is_uuid(pos[0]))
-        return usage_error("%s: '%s' is not a saga ID (a UUID)", cmd, pos[0]);
-    *id = pos[0];
-    return STATUS_OK;
+    if (util_is_uuid(pos[0])) {
+        *id = pos[0];
+        return STATUS_OK;
+    }
+    if (!is_id_prefix(pos[0]))
+        return usage_error("%s: '%s' is not a saga ID (a UUID) nor the beginning of one", cmd,
+                           pos[0]);
+    AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
+    Saga__V1__ListSagas list = SAGA__V1__LIST_SAGAS__INIT;
+    AdminReply *rep = NULL;
+    list.id_prefix = pos[0];
+    list.limit = PREFIX_CANDIDATES;
+    req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_LIST;
+    req.list = &list;
+    int rc = client_request(cl, &req, SAGA__V1__ADMIN_REPLY__BODY_LIST, &rep);
+    if (rc != STATUS_OK)
+        return rc;
+    const Saga__V1__SagaList *l = rep->list;
+    if (l->n_sagas == 1) {
+        snprintf(resolved, sizeof resolved, "%s", nz(l->sagas[0]->saga_id));
+        *id = resolved;
+    } else if (l->n_sagas == 0) {
+        complain("%s: no saga whose ID begins with '%s' (`sagactl list` shows the sagas)", cmd,
+                 pos[0]);
+        rc = STATUS_SERVER_ERROR;
+    } else {
+        complain("%s: '%s' is ambiguous: %s%zu sagas begin with it; give more of the ID:", cmd,
+                 pos[0], l->next_after && *l->next_after ? "at least " : "", l->n_sagas);
+        for (size_t i = 0; i < l->n_sagas; i++) {
+            char when[32];
+            char *sid = clean(l->sagas[i]->saga_id), *type = clean(l->sagas[i]->type);
+            fprintf(stderr, "  %s  %-12s %-12s created %s\n", sid,
+                    saga_state_str(l->sagas[i]->state), type,
+                    iso_time(l->sagas[i]->created_at_ms, when));
+            free(sid);
+            free(type);
+        }
+        rc = STATUS_SERVER_ERROR;
+    }
+    saga__v1__admin_reply__free_unpacked(rep, NULL);
+    return rc;
 }
 
 /* ---- Commands ---------------------------------------------------------- */
@@ -904,6 +1089,20 @@ static int parse_at_ms(const char *text, int64_t *ms, const char **why)
     return 0;
 }
 
+/* A start that found the saga of its client key started nothing: said on
+ * stderr, so that stdout stays the id alone for scripts. */
+static void note_existing(int existing, const char *key)
+{
+    if (!existing)
+        return;
+    char *k = clean(key);
+    fprintf(stderr,
+            "(existing) a saga with client key '%s' and this input was started before: "
+            "this is its id; nothing new was started\n",
+            k);
+    free(k);
+}
+
 static int cmd_start(client *cl, int argc, char **argv)
 {
     const char *key = NULL;
@@ -1012,6 +1211,7 @@ static int cmd_start(client *cl, int argc, char **argv)
             else
                 puts(clean_id);
             free(clean_id);
+            note_existing(rep->started->existing, key);
         }
         rc = STATUS_OK;
         goto out;
@@ -1021,6 +1221,7 @@ static int cmd_start(client *cl, int argc, char **argv)
         puts(clean_id);
         free(clean_id);
         fflush(stdout);
+        note_existing(rep->started->existing, key);
     }
     if ((rc = wait_settled(cl, id, &final)) != STATUS_OK) {
         if (cl->json) { /* stdout stays one JSON document or nothing: name it on stderr */
@@ -1042,6 +1243,8 @@ static int cmd_start(client *cl, int argc, char **argv)
         puts(saga_state_str(s->state));
         if (nz(s->last_error)[0] != '\0')
             print_field("last error", s->last_error);
+        else if (nz(s->root_cause)[0] != '\0')
+            print_field("recovered from", s->root_cause);
     }
     rc = settled_status(s->state);
 out:
@@ -1055,24 +1258,86 @@ out:
     return rc;
 }
 
+/* "a=1, b=2" of a map's entries (every map<string, string> entry has one
+ * layout); "" when empty. */
+typedef struct {
+    ProtobufCMessage base;
+    char *key;
+    char *value;
+} kv_entry;
+
+static char *map_text(void *const *entries, size_t n)
+{
+    char *out = xstrdup("");
+    for (size_t j = 0; j < n; j++) {
+        const kv_entry *e = entries[j];
+        char *r = xasprintf("%s%s%s=%s", out, j ? ", " : "", nz(e->key), nz(e->value));
+        free(out);
+        out = r;
+    }
+    return out;
+}
+
+/* A step's state as an operator reads it: the step a FAILED saga stopped at
+ * is FAILED (its action or its compensation), whatever its stored state. */
+static char *step_state_text(const Saga__V1__SagaStatus *s, const Saga__V1__StepStatus *st)
+{
+    if (st->failed)
+        return xasprintf("FAILED (%s)", s->failed_phase == SAGA__V1__PHASE__PHASE_COMPENSATE
+                                            ? "compensation"
+                                            : "action");
+    if (s->state == SAGA__V1__SAGA_STATE__SAGA_FAILED &&
+        (st->state == SAGA__V1__STEP_STATE__STEP_ACTION_SENT ||
+         st->state == SAGA__V1__STEP_STATE__STEP_COMPENSATING))
+        return xasprintf("HALTED (%s)", step_state_str(st->state)); /* nothing in flight */
+    return xstrdup(step_state_str(st->state));
+}
+
 static void text_status(const Saga__V1__SagaStatus *s)
 {
-    char t1[32], t2[32];
+    char t1[96], t2[96];
+    int completed = s->state == SAGA__V1__SAGA_STATE__SAGA_COMPLETED;
     print_field("saga", s->saga_id);
     print_field("type", s->type);
-    print_field("state", saga_state_str(s->state));
+    if (s->state == SAGA__V1__SAGA_STATE__SAGA_FAILED) {
+        char *st = xasprintf("FAILED at step %s (%s)", nz(s->failed_step),
+                             s->failed_phase == SAGA__V1__PHASE__PHASE_COMPENSATE ? "compensation"
+                                                                                  : "action");
+        print_field("state", st);
+        free(st);
+    } else {
+        print_field("state", saga_state_str(s->state));
+    }
     print_field("client key", s->client_key);
-    print_field("created", iso_time(s->created_at_ms, t1));
-    print_field("updated", iso_time(s->updated_at_ms, t2));
+    print_field("created", rel_time(s->created_at_ms, t1));
+    print_field("updated", rel_time(s->updated_at_ms, t2));
     if (s->start_at_ms != 0) {
-        char t4[32];
-        print_field("starts at", iso_time(s->start_at_ms, t4));
+        char t4[96];
+        print_field("starts at", rel_time(s->start_at_ms, t4));
+    }
+    char span[32];
+    if (s->state >= SAGA__V1__SAGA_STATE__SAGA_COMPLETED && s->updated_at_ms >= s->created_at_ms) {
+        fmt_span(s->updated_at_ms - s->created_at_ms, span, sizeof span);
+        print_field("duration", span);
+    } else if (s->created_at_ms > 0) {
+        fmt_span(now_ms() - s->created_at_ms, span, sizeof span);
+        char *d = xasprintf("%s so far", span);
+        print_field("duration", d);
+        free(d);
     }
     if (s->deadline_at_ms != 0) {
-        char t3[32];
-        print_field("deadline", iso_time(s->deadline_at_ms, t3));
+        char t3[96];
+        print_field("deadline", rel_time(s->deadline_at_ms, t3));
     }
-    print_field("last error", s->last_error);
+    /* The first cause apart from the latest error; on a COMPLETED saga
+     * (resumed) it is history, not an error. */
+    if (completed && nz(s->root_cause)[0] != '\0') {
+        print_field("recovered from", s->root_cause);
+    } else {
+        print_field("last error", s->last_error);
+        if (nz(s->root_cause)[0] != '\0' && strcmp(nz(s->root_cause), nz(s->last_error)) != 0)
+            print_field("root cause", s->root_cause);
+    }
     if (s->n_input == 0)
         print_field("input", NULL);
     for (size_t i = 0; i < s->n_input; i++) {
@@ -1087,15 +1352,16 @@ static void text_status(const Saga__V1__SagaStatus *s)
     for (size_t i = 0; i < s->n_steps; i++)
         any_next |= s->steps[i]->next_attempt_at_ms != 0;
     table t;
-    table_init(&t, any_next ? 10 : 9);
+    table_init(&t, any_next ? 12 : 11);
     /* RAN: when the action ran, in ms after the saga's start: steps that ran
      * at the same time (after = [...]) have overlapping spans. */
-    const char *head[] = {
-        "STEP",    "PARTICIPANT", "ACTION/COMPENSATION", "STATE",       "RAN (ms)", "ATTEMPTS",
-        "OUTCOME", "RESULT",      "LAST ERROR",          "NEXT ATTEMPT"};
+    const char *head[] = {"STEP",     "PARTICIPANT", "ACTION/COMPENSATION",
+                          "STATE",    "RAN (ms)",    "TOOK",
+                          "ATTEMPTS", "OUTCOME",     "PARAMS",
+                          "RESULT",   "LAST ERROR",  "NEXT ATTEMPT"};
     if (any_next) { /* the next attempt goes before the (long) last error */
-        head[8] = "NEXT ATTEMPT";
-        head[9] = "LAST ERROR";
+        head[10] = "NEXT ATTEMPT";
+        head[11] = "LAST ERROR";
     }
     table_row(&t, head);
     for (size_t i = 0; i < s->n_steps; i++) {
@@ -1104,14 +1370,12 @@ static void text_status(const Saga__V1__SagaStatus *s)
             xasprintf("%s/%s", nz(st->action), nz(st->compensation)[0] ? st->compensation : "-");
         char *attempts =
             xasprintf("%" PRIu32 "/%" PRIu32, st->action_attempts, st->compensation_attempts);
-        char *result = xstrdup("");
-        for (size_t j = 0; j < st->n_result; j++) {
-            char *r = xasprintf("%s%s%s=%s", result, j ? ", " : "", nz(st->result[j]->key),
-                                nz(st->result[j]->value));
-            free(result);
-            result = r;
-        }
-        char tn[32], ran[48] = "";
+        char *result = map_text((void *const *)st->result, st->n_result);
+        char *params = map_text((void *const *)st->params, st->n_params);
+        char *state = step_state_text(s, st);
+        char tn[48], ran[48] = "", took[32] = "";
+        if (st->started_at_ms != 0 && st->finished_at_ms >= st->started_at_ms)
+            fmt_span(st->finished_at_ms - st->started_at_ms, took, sizeof took);
         if (st->started_at_ms != 0 && st->finished_at_ms >= st->started_at_ms)
             snprintf(ran, sizeof ran, "%" PRId64 "-%" PRId64, st->started_at_ms - s->created_at_ms,
                      st->finished_at_ms - s->created_at_ms);
@@ -1120,18 +1384,22 @@ static void text_status(const Saga__V1__SagaStatus *s)
         const char *row[] = {st->name,
                              st->participant,
                              ops,
-                             step_state_str(st->state),
+                             state,
                              ran[0] ? ran : NULL,
+                             took[0] ? took : NULL,
                              attempts,
                              step_has_outcome(st) ? wire_outcome_name(st->last_outcome) : NULL,
+                             params,
                              result,
                              st->last_error,
                              NULL};
         if (any_next) {
-            row[8] = iso_time(st->next_attempt_at_ms, tn);
-            row[9] = st->last_error;
+            row[10] = ago(st->next_attempt_at_ms, tn);
+            row[11] = st->last_error;
         }
         table_row(&t, row);
+        free(state);
+        free(params);
         free(result);
         free(attempts);
         free(ops);
@@ -1150,7 +1418,7 @@ static int cmd_status(client *cl, int argc, char **argv)
     const cmd_opt opts[] = {{"--wait", NULL, &wait}, {NULL, NULL, NULL}};
     if ((rc = parse_cmd_args("status", argc, argv, opts, &pos, &npos)) != STATUS_OK)
         return rc;
-    if ((rc = want_saga_id("status", npos, pos, &id)) == STATUS_OK &&
+    if ((rc = want_saga_id(cl, "status", npos, pos, &id)) == STATUS_OK &&
         (rc = wait ? wait_settled(cl, id, &rep) : fetch_status(cl, id, &rep)) == STATUS_OK) {
         if (cl->json)
             print_json(saga_json_status(rep->saga));
@@ -1189,10 +1457,10 @@ static int cmd_history(client *cl, int argc, char **argv)
     table_init(&t, 8);
     if ((rc = parse_cmd_args("history", argc, argv, NULL, &pos, &npos)) != STATUS_OK)
         goto out;
-    if ((rc = want_saga_id("history", npos, pos, &id)) != STATUS_OK)
+    if ((rc = want_saga_id(cl, "history", npos, pos, &id)) != STATUS_OK)
         goto out;
-    const char *head[] = {"TIME",    "KIND",    "STEP",     "PHASE",
-                          "ATTEMPT", "OUTCOME", "REPLAYED", "DETAIL"};
+    const char *head[] = {"TIME (UTC)", "KIND",    "STEP",     "PHASE",
+                          "ATTEMPT",    "OUTCOME", "REPLAYED", "DETAIL"};
     table_row(&t, head);
     /* Steps whose request is out (sent, not answered yet): a step sent
      * while others are is shown "beside" them, i.e. at the same time.
@@ -1246,6 +1514,17 @@ static int cmd_history(client *cl, int argc, char **argv)
                 }
                 if (sent && n_out < 64)
                     snprintf(out[n_out++], sizeof out[0], "%s", ev->step);
+            }
+            /* What the request carried and what the action gave back. */
+            if (ev->n_params > 0 || ev->n_result > 0) {
+                char *data = ev->n_params > 0 ? map_text((void *const *)ev->params, ev->n_params)
+                                              : map_text((void *const *)ev->result, ev->n_result);
+                const char *first = detail != NULL ? detail : nz(ev->detail);
+                char *d = xasprintf("%s%s%s: %s", first, *first ? "; " : "",
+                                    ev->n_params > 0 ? "params" : "result", data);
+                free(data);
+                free(detail);
+                detail = d;
             }
             const char *row[] = {iso_time(ev->at_ms, when),
                                  ev->kind,
@@ -1348,7 +1627,7 @@ static int cmd_watch(client *cl, int argc, char **argv)
     uint64_t last_seq = 0;
     if ((rc = parse_cmd_args("watch", argc, argv, NULL, &pos, &npos)) != STATUS_OK)
         return rc;
-    if ((rc = want_saga_id("watch", npos, pos, &id)) != STATUS_OK)
+    if ((rc = want_saga_id(cl, "watch", npos, pos, &id)) != STATUS_OK)
         goto out;
     for (;;) {
         AdminReply *st = NULL;
@@ -1374,6 +1653,9 @@ out:
 }
 
 #define LIST_WATCH_MS 1000 /* list --watch: one redraw a second */
+#define TIME_ARG_FORMS                                                                             \
+    "a span back from now such as 90s, 10m, 2h or 7d; a UTC date 2026-12-02 or time "              \
+    "2026-12-02T23:00[:05][Z]; or epoch milliseconds"
 
 /*
  * list --watch (text): before each list, the time and the counts by state
@@ -1409,12 +1691,14 @@ static int print_watch_header(client *cl)
 static int cmd_list(client *cl, int argc, char **argv)
 {
     const char *state_arg = NULL, *type = NULL, *limit_arg = NULL, *after = NULL;
+    const char *key = NULL, *since = NULL, *until = NULL;
     char **pos = NULL;
     int npos = 0, rc, watch = 0;
     AdminReply *rep = NULL;
-    const cmd_opt opts[] = {{"--state", &state_arg, NULL}, {"--type", &type, NULL},
-                            {"--limit", &limit_arg, NULL}, {"--after", &after, NULL},
-                            {"--watch", NULL, &watch},     {NULL, NULL, NULL}};
+    const cmd_opt opts[] = {
+        {"--state", &state_arg, NULL}, {"--type", &type, NULL},   {"--limit", &limit_arg, NULL},
+        {"--after", &after, NULL},     {"--key", &key, NULL},     {"--since", &since, NULL},
+        {"--until", &until, NULL},     {"--watch", NULL, &watch}, {NULL, NULL, NULL}};
     if ((rc = parse_cmd_args("list", argc, argv, opts, &pos, &npos)) != STATUS_OK)
         return rc;
     AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
@@ -1445,8 +1729,20 @@ static int cmd_list(client *cl, int argc, char **argv)
         rc = usage_error("list: --after '%s' is not a saga ID (a UUID)", after);
         goto out;
     }
+    int64_t since_ms = 0, until_ms = 0;
+    if (since != NULL && parse_time_arg(since, &since_ms) != 0) {
+        rc = usage_error("list: bad --since '%s' (%s)", since, TIME_ARG_FORMS);
+        goto out;
+    }
+    if (until != NULL && parse_time_arg(until, &until_ms) != 0) {
+        rc = usage_error("list: bad --until '%s' (%s)", until, TIME_ARG_FORMS);
+        goto out;
+    }
     list.type = (char *)(type != NULL ? type : "");
     list.after_id = (char *)(after != NULL ? after : "");
+    list.client_key = (char *)(key != NULL ? key : "");
+    list.created_after_ms = since_ms;
+    list.created_before_ms = until_ms;
     req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_LIST;
     req.list = &list;
 redraw:
@@ -1465,21 +1761,29 @@ redraw:
         table t;
         /* Scheduled starts: when each starts, in place of UPDATED. */
         int scheduled = list.state == SAGA__V1__SAGA_STATE__SAGA_SCHEDULED;
-        table_init(&t, 6);
-        const char *head[] = {
-            "SAGA ID",   "TYPE", "STATE", "CREATED", scheduled ? "STARTS AT" : "UPDATED",
-            "LAST ERROR"};
+        table_init(&t, 7);
+        const char *head[] = {"SAGA ID",       "TYPE", "STATE",
+                              "CREATED (UTC)", "AGE",  scheduled ? "STARTS" : "UPDATED",
+                              "ERROR"};
         table_row(&t, head);
         for (size_t i = 0; i < l->n_sagas; i++) {
             const Saga__V1__SagaSummary *s = l->sagas[i];
-            char t1[32], t2[32];
+            char t1[32], t2[48], t3[48];
+            /* A COMPLETED saga's old error is what it recovered from, not an error. */
+            char *err =
+                s->state == SAGA__V1__SAGA_STATE__SAGA_COMPLETED
+                    ? (nz(s->root_cause)[0] ? xasprintf("(recovered from: %s)", s->root_cause)
+                                            : NULL)
+                    : xstrdup(nz(s->last_error));
             const char *row[] = {s->saga_id,
                                  s->type,
                                  saga_state_str(s->state),
                                  iso_time(s->created_at_ms, t1),
-                                 iso_time(scheduled ? s->start_at_ms : s->updated_at_ms, t2),
-                                 s->last_error};
+                                 ago(s->created_at_ms, t2),
+                                 ago(scheduled ? s->start_at_ms : s->updated_at_ms, t3),
+                                 err};
             table_row(&t, row);
+            free(err);
         }
         table_print(&t);
         table_free(&t);
@@ -1526,7 +1830,7 @@ static int cmd_abort(client *cl, int argc, char **argv)
     const cmd_opt opts[] = {{"--reason", &reason, NULL}, {NULL, NULL, NULL}};
     if ((rc = parse_cmd_args("abort", argc, argv, opts, &pos, &npos)) != STATUS_OK)
         return rc;
-    if ((rc = want_saga_id("abort", npos, pos, &id)) != STATUS_OK)
+    if ((rc = want_saga_id(cl, "abort", npos, pos, &id)) != STATUS_OK)
         goto out;
     AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
     Saga__V1__AbortSaga abort_msg = SAGA__V1__ABORT_SAGA__INIT;
@@ -1552,7 +1856,7 @@ static int cmd_cancel(client *cl, int argc, char **argv)
     AdminReply *rep = NULL;
     if ((rc = parse_cmd_args("cancel", argc, argv, NULL, &pos, &npos)) != STATUS_OK)
         return rc;
-    if ((rc = want_saga_id("cancel", npos, pos, &id)) != STATUS_OK)
+    if ((rc = want_saga_id(cl, "cancel", npos, pos, &id)) != STATUS_OK)
         goto out;
     AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
     Saga__V1__AbortSaga cancel = SAGA__V1__ABORT_SAGA__INIT;
@@ -1572,17 +1876,19 @@ out:
 
 static int cmd_resume(client *cl, int argc, char **argv)
 {
-    const char *id = NULL;
+    const char *id = NULL, *reason = NULL;
     char **pos = NULL;
     int npos = 0, rc;
     AdminReply *rep = NULL;
-    if ((rc = parse_cmd_args("resume", argc, argv, NULL, &pos, &npos)) != STATUS_OK)
+    const cmd_opt opts[] = {{"--reason", &reason, NULL}, {NULL, NULL, NULL}};
+    if ((rc = parse_cmd_args("resume", argc, argv, opts, &pos, &npos)) != STATUS_OK)
         return rc;
-    if ((rc = want_saga_id("resume", npos, pos, &id)) != STATUS_OK)
+    if ((rc = want_saga_id(cl, "resume", npos, pos, &id)) != STATUS_OK)
         goto out;
     AdminRequest req = SAGA__V1__ADMIN_REQUEST__INIT;
     Saga__V1__ResumeSaga resume = SAGA__V1__RESUME_SAGA__INIT;
     resume.saga_id = (char *)id;
+    resume.reason = (char *)(reason != NULL ? reason : "");
     req.body_case = SAGA__V1__ADMIN_REQUEST__BODY_RESUME;
     req.resume = &resume;
     if ((rc = client_request(cl, &req, SAGA__V1__ADMIN_REPLY__BODY__NOT_SET, &rep)) == STATUS_OK) {

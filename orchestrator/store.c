@@ -97,6 +97,27 @@ int store_list(store *st, int state, const char *type, const char *after_id, uin
     return st->be->list(st, state, type, after_id, limit, fn, arg);
 }
 
+int store_search(store *st, const store_search_filter *f,
+                 int (*fn)(const store_summary *row, void *arg), void *arg)
+{
+    store_search_filter g = *f;
+    char end[40] = "";
+    size_t n = g.id_prefix != NULL ? strlen(g.id_prefix) : 0;
+    if (n >= sizeof end)
+        return 0; /* longer than any id: nothing matches */
+    if (n > 0) {
+        /* The ids beginning with the prefix are those in [prefix, end), end
+         * being the prefix with its last character raised by one: ids are
+         * ASCII, so bytewise order is the BINARY collation's. */
+        memcpy(end, g.id_prefix, n + 1);
+        end[n - 1] = (char)(end[n - 1] + 1);
+        g.id_prefix_end = end;
+    } else {
+        g.id_prefix_end = NULL;
+    }
+    return st->be->search(st, &g, fn, arg);
+}
+
 int store_history(store *st, const char *saga_id, int (*fn)(const store_event *ev, void *arg),
                   void *arg)
 {

@@ -28,8 +28,11 @@
  * and, per step, step_run.started_at_ms and finished_at_ms (written with the
  * rest of the step). They came with steps at once (schema 3, no new function):
  * the deadline must survive a restart, and the times show which steps ran
- * together. Several steps of one saga may be ACTION_SENT or COMPENSATING at
- * once: nothing here may assume one step in flight per saga.
+ * together. saga.root_cause (SQLite schema 4, PostgreSQL schema 2, each a
+ * migration of its own) is written with last_error, both at insert and at
+ * every update of the row: the first error must survive a restart apart
+ * from the latest. Several steps of one saga may be ACTION_SENT or
+ * COMPENSATING at once: nothing here may assume one step in flight per saga.
  *
  * Return convention: 0 success, STORE_NOT_FOUND or STORE_REJECTED where
  * stated, -1 on a storage error (store_errmsg says what). Out-pointers are
@@ -105,10 +108,31 @@ typedef struct {
     int64_t created_at_ms;
     int64_t updated_at_ms;
     const char *last_error; /* may be NULL */
+    const char *root_cause; /* may be NULL */
+    const char *client_key; /* may be NULL */
 } store_summary;
 /* Newest first; state 0 = any, type NULL/"" = any, after_id: continue after it. */
 int store_list(store *st, int state, const char *type, const char *after_id, uint32_t limit,
                int (*fn)(const store_summary *row, void *arg), void *arg);
+/* What an operator searches sagas by (sagactl list --key/--since/--until,
+ * status PREFIX): every field optional (0, NULL or ""), all ANDed. */
+typedef struct {
+    int state;
+    const char *type;
+    const char *after_id;  /* continue after this saga, as store_list */
+    uint32_t limit;        /* 0: no limit */
+    const char *id_prefix; /* lowercase hex digits and '-' (the form of ids) */
+    const char *client_key;
+    int64_t created_after_ms;  /* > 0: created at or after */
+    int64_t created_before_ms; /* > 0: created before */
+    /* Internal: set by store_search from id_prefix. */
+    const char *id_prefix_end;
+} store_search_filter;
+/* Like store_list, with the filters of f; newest first. A scan of the sagas
+ * from the newest down that the limit stops: an operator's query, not a hot
+ * path (no index serves the combinations). */
+int store_search(store *st, const store_search_filter *f,
+                 int (*fn)(const store_summary *row, void *arg), void *arg);
 
 typedef struct {
     uint64_t seq;

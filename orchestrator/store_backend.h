@@ -34,6 +34,8 @@ struct store_backend {
     int (*load_unfinished)(store *st, int (*fn)(saga *s, void *arg), void *arg);
     int (*list)(store *st, int state, const char *type, const char *after_id, uint32_t limit,
                 int (*fn)(const store_summary *row, void *arg), void *arg);
+    int (*search)(store *st, const store_search_filter *f,
+                  int (*fn)(const store_summary *row, void *arg), void *arg);
     int (*history)(store *st, const char *saga_id, int (*fn)(const store_event *ev, void *arg),
                    void *arg);
     int (*count_by_state)(store *st, uint64_t counts[6]);

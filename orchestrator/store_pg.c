@@ -6,13 +6,14 @@
  * tables, same columns, same invariants 1-5 stated there), in a database
  * that several nodes write at once, each only the sagas it owns.
  *
- * Schema (version 2, in saga_meta 'schema'; created, and upgraded by
- * migrations[], under an advisory lock so that nodes starting together
- * create it once):
+ * Schema (version 3, in saga_meta 'schema'; created under an advisory lock so
+ * that nodes starting together create it once, as version 1 followed by the
+ * upgrades of pg_migrations[], which also upgrade an older database):
  *   saga_nodes   one row per node name: epoch (bumped at every join and at
  *                every fencing), alive, lease_until (database time).
  *   sagas        as in SQLite, plus owner (node name) and owner_epoch: the
  *                life of the node that runs it. seq is an identity column.
+ *                root_cause (version 3): as in SQLite's schema 5.
  *   saga_steps, saga_history, saga_definitions: as in SQLite.
  *   scheduled_starts  as in SQLite (version 2), plus owner and owner_epoch:
  *                the node that claimed it to fire it ('' and 0: none yet).
@@ -88,7 +89,7 @@
 #include "util.h"
 #include "wire.h"
 
-#define PG_SCHEMA_VERSION 2
+#define PG_SCHEMA_VERSION 3
 /* pg_advisory_lock keys: schema creation, definition registration. */
 #define PG_LOCK_SCHEMA      0x53414741001
 #define PG_LOCK_DEFINITIONS 0x53414741002
@@ -198,7 +199,8 @@ static const char schema_sql[] =
     " END $$;"
     "INSERT INTO saga_meta VALUES ('schema', '1'), ('application', 'sagad');";
 
-/* migrations[v - 1] upgrades schema version v to v + 1, in one transaction. */
+/* pg_migrations[v - 1] upgrades the schema from version v to v + 1 and
+ * records it, in one transaction (migrate() runs it under the schema lock). */
 static const char *const pg_migrations[PG_SCHEMA_VERSION - 1] = {
     /* 1 -> 2: scheduled starts (store.h). A table of its own. */
     "CREATE TABLE scheduled_starts ("
@@ -215,6 +217,11 @@ static const char *const pg_migrations[PG_SCHEMA_VERSION - 1] = {
     ");"
     "CREATE INDEX scheduled_starts_due ON scheduled_starts(start_at_ms);"
     "UPDATE saga_meta SET value = '2' WHERE key = 'schema';",
+    /* 2 -> 3: root_cause (store_sqlite.c's 4 -> 5). */
+    "ALTER TABLE sagas ADD COLUMN root_cause text;"
+    "UPDATE sagas SET root_cause = last_error WHERE last_error IS NOT NULL;"
+    "UPDATE sagas SET last_error = NULL WHERE state = 3;"
+    "UPDATE saga_meta SET value = '3' WHERE key = 'schema';",
 };
 
 /* ---- Statements ---------------------------------------------------------- */
@@ -262,7 +269,7 @@ enum pg_stmt {
 
 #define SAGA_COLUMNS                                                                               \
     "id, type, state, failed_phase, client_key, input, cursor, n_steps, last_error, "              \
-    "created_at_ms, updated_at_ms, def_version, deadline_at_ms"
+    "created_at_ms, updated_at_ms, def_version, deadline_at_ms, root_cause"
 
 /* The columns of a scheduled start, in this order (see read_schedule). */
 #define SCHED_COLUMNS                                                                              \
@@ -275,18 +282,18 @@ static const char *const pg_sql[N_PG_STMTS] = {
     [P_SAGA_INSERT] =
         "INSERT INTO sagas (id, type, state, failed_phase, client_key, input, cursor, "
         "n_steps, last_error, created_at_ms, updated_at_ms, def_version, owner, "
-        "owner_epoch, deadline_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
-        "$11, $12, $13, $14, $15)",
+        "owner_epoch, deadline_at_ms, root_cause) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
+        "$10, $11, $12, $13, $14, $15, $16)",
     [P_SAGA_INSERT_KEYED] =
         "WITH i AS (INSERT INTO sagas (id, type, state, failed_phase, client_key, input, cursor, "
         "n_steps, last_error, created_at_ms, updated_at_ms, def_version, owner, owner_epoch, "
-        "deadline_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "
-        "$15) "
+        "deadline_at_ms, root_cause) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
+        "$13, $14, $15, $16) "
         "ON CONFLICT (client_key) WHERE client_key IS NOT NULL DO NOTHING RETURNING 1) "
         "SELECT CASE WHEN EXISTS (SELECT 1 FROM i) THEN 1 ELSE saga_reject('key_taken', $1) END",
     [P_SAGA_UPDATE] = "WITH u AS (UPDATE sagas SET state = $2, failed_phase = $3, cursor = $4, "
-                      "last_error = $5, updated_at_ms = $6 WHERE id = $1 AND owner = $7 AND "
-                      "owner_epoch = $8 RETURNING 1) "
+                      "last_error = $5, updated_at_ms = $6, root_cause = $9 WHERE id = $1 AND "
+                      "owner = $7 AND owner_epoch = $8 RETURNING 1) "
                       "SELECT CASE WHEN EXISTS (SELECT 1 FROM u) THEN 1 "
                       "ELSE saga_reject('not_owner', $1) END",
     [P_SAGA_OWNED] = "SELECT CASE WHEN EXISTS (SELECT 1 FROM sagas WHERE id = $1 AND owner = $2 "
@@ -336,13 +343,20 @@ static const char *const pg_sql[N_PG_STMTS] = {
                 "AND n.alive) ORDER BY s.seq LIMIT $3 FOR UPDATE OF s SKIP LOCKED) "
                 "RETURNING id, seq",
     [P_CLAIM_ONE] = "UPDATE sagas SET owner = $2, owner_epoch = $3 WHERE id = $1 RETURNING 1",
-    [P_QUARANTINE] = "UPDATE sagas SET state = 5, last_error = $2, updated_at_ms = $3 "
-                     "WHERE id = $1",
+    [P_QUARANTINE] = "UPDATE sagas SET state = 5, last_error = $2, "
+                     "root_cause = coalesce(root_cause, $2), updated_at_ms = $3 WHERE id = $1",
     [P_PURGE] = "DELETE FROM sagas WHERE seq IN (SELECT seq FROM sagas WHERE state IN (3, 4) "
                 "AND updated_at_ms < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-    /* Newest first, continuing below seq $1; $2 state (0 any), $3 type ('' any). */
-    [P_LIST] = "SELECT id, type, state, created_at_ms, updated_at_ms, last_error, seq FROM sagas "
+    /* Newest first, continuing below seq $1; $2 state (0 any), $3 type ('' any),
+     * $5 client key, $6 id prefix (left(): equality is bytewise under any
+     * deterministic collation, a range would not be), $7/$8 created at or
+     * after / before (0: any). */
+    [P_LIST] = "SELECT id, type, state, created_at_ms, updated_at_ms, last_error, seq, "
+               "root_cause, client_key FROM sagas "
                "WHERE seq < $1 AND ($2 = 0 OR state = $2) AND ($3 = '' OR type = $3) "
+               "AND ($5 = '' OR client_key = $5) AND ($6 = '' OR left(id, length($6)) = $6) "
+               "AND ($7::bigint = 0 OR created_at_ms >= $7::bigint) "
+               "AND ($8::bigint = 0 OR created_at_ms < $8::bigint) "
                "ORDER BY seq DESC LIMIT $4",
     /* Ends a pipeline that must not commit: the failure rolls it back. */
     [P_ABORT] = "SELECT saga_reject('rollback', NULL)",
@@ -633,22 +647,24 @@ static int migrate(pg_store *st)
     }
     long version = strtol(PQgetvalue(res, 0, 0), NULL, 10);
     PQclear(res);
-    for (; version >= 1 && version < PG_SCHEMA_VERSION; version++) {
-        size_t len = strlen(pg_migrations[version - 1]) + 32;
+    for (long from = version; from >= 1 && from < PG_SCHEMA_VERSION; from++) {
+        size_t len = strlen(pg_migrations[from - 1]) + 32;
         char *step = malloc(len);
         if (step == NULL) {
             set_err(st, "out of memory");
             rc = -1;
             goto out;
         }
-        snprintf(step, len, "BEGIN;%sCOMMIT;", pg_migrations[version - 1]);
-        rc = exec_simple(st, step, "migrate schema");
+        snprintf(step, len, "BEGIN;%sCOMMIT;", pg_migrations[from - 1]);
+        rc = exec_simple(st, step, "upgrade schema");
         free(step);
         if (rc != 0) {
             exec_simple(st, "ROLLBACK", "rollback");
             goto out;
         }
-        log_info("store: PostgreSQL schema upgraded from version %ld to %ld", version, version + 1);
+        if (exists) /* a new database is created at 1 and brought up quietly */
+            log_info("store: PostgreSQL schema upgraded from version %ld to %ld", from, from + 1);
+        version = from + 1;
     }
     if (version != PG_SCHEMA_VERSION) {
         set_err(st, "database schema version %ld, this sagad knows %d", version, PG_SCHEMA_VERSION);
@@ -1010,6 +1026,7 @@ static int insert_saga(pg_store *st, const saga *s)
     p_text(&p, st->node[0] ? st->node : "-");
     p_text(&p, st->node[0] ? st->epoch : "0");
     p_int(&p, s->deadline_at_ms);
+    p_text(&p, s->root_cause);
     int rc = queue(st, s->client_key ? P_SAGA_INSERT_KEYED : P_SAGA_INSERT, &p, s->id);
     free(input);
     for (size_t i = 0; rc == 0 && i < s->n_steps; i++) {
@@ -1059,6 +1076,7 @@ static int update_saga(pg_store *st, const saga *s)
         p_int(&p, s->updated_at_ms);
         p_text(&p, owner);
         p_text(&p, epoch);
+        p_text(&p, s->root_cause);
         if (queue(st, P_SAGA_UPDATE, &p, s->id) != 0)
             return -1;
     } else {
@@ -1272,7 +1290,8 @@ static int pg_load_saga(store *base, const char *id, saga **out)
     s->def_version = (uint32_t)def_version;
     s->deadline_at_ms = val_int(res, 0, 12);
     if (dup_or_null(res, 0, 1, &s->type) != 0 || s->type == NULL ||
-        dup_or_null(res, 0, 4, &s->client_key) != 0 || dup_or_null(res, 0, 8, &s->last_error)) {
+        dup_or_null(res, 0, 4, &s->client_key) != 0 || dup_or_null(res, 0, 8, &s->last_error) ||
+        dup_or_null(res, 0, 13, &s->root_cause) != 0) {
         set_err(st, "load saga %s: out of memory", id);
         goto out;
     }
@@ -1395,17 +1414,17 @@ static int pg_find_client_key(store *base, const char *client_key, char id_out[3
     return rc;
 }
 
-static int pg_list(store *base, int state, const char *type, const char *after_id, uint32_t limit,
-                   int (*fn)(const store_summary *row, void *arg), void *arg)
+static int pg_search(store *base, const store_search_filter *f,
+                     int (*fn)(const store_summary *row, void *arg), void *arg)
 {
     pg_store *st = (pg_store *)base;
     int64_t before = INT64_MAX;
-    if (after_id != NULL && after_id[0] != '\0') {
+    if (f->after_id != NULL && f->after_id[0] != '\0') {
         char sql[64];
         snprintf(sql, sizeof sql, "SELECT seq FROM sagas WHERE id = $1");
         if (ensure_connected(st) != 0)
             return -1;
-        const char *v[1] = {after_id};
+        const char *v[1] = {f->after_id};
         PGresult *res = PQexecParams(st->conn, sql, 1, NULL, v, NULL, NULL, 0);
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
             res_fail(st, res, "list sagas", NULL);
@@ -1421,12 +1440,16 @@ static int pg_list(store *base, int state, const char *type, const char *after_i
     }
     params p = {0};
     p_int(&p, before);
-    p_int(&p, state);
-    p_text(&p, type ? type : "");
-    if (limit == 0)
+    p_int(&p, f->state);
+    p_text(&p, f->type ? f->type : "");
+    if (f->limit == 0)
         p_text(&p, NULL); /* LIMIT NULL: all */
     else
-        p_int(&p, limit);
+        p_int(&p, f->limit);
+    p_text(&p, f->client_key ? f->client_key : "");
+    p_text(&p, f->id_prefix ? f->id_prefix : "");
+    p_int(&p, f->created_after_ms);
+    p_int(&p, f->created_before_ms);
     PGresult *res = read_query(st, P_LIST, &p, "list sagas", NULL);
     if (res == NULL)
         return -1;
@@ -1439,11 +1462,20 @@ static int pg_list(store *base, int state, const char *type, const char *after_i
             .created_at_ms = val_int(res, i, 3),
             .updated_at_ms = val_int(res, i, 4),
             .last_error = val_or_null(res, i, 5),
+            .root_cause = val_or_null(res, i, 7),
+            .client_key = val_or_null(res, i, 8),
         };
         rc = fn(&row, arg);
     }
     PQclear(res);
     return rc;
+}
+
+static int pg_list(store *base, int state, const char *type, const char *after_id, uint32_t limit,
+                   int (*fn)(const store_summary *row, void *arg), void *arg)
+{
+    store_search_filter f = {.state = state, .type = type, .after_id = after_id, .limit = limit};
+    return pg_search(base, &f, fn, arg);
 }
 
 static int pg_history(store *base, const char *saga_id, int (*fn)(const store_event *ev, void *arg),
@@ -2099,6 +2131,7 @@ const store_backend store_pg_backend = {
     .load_saga = pg_load_saga,
     .load_unfinished = pg_load_unfinished,
     .list = pg_list,
+    .search = pg_search,
     .history = pg_history,
     .count_by_state = pg_count_by_state,
     .oldest_created = pg_oldest_created,

@@ -26,6 +26,8 @@
  *                deadline_at_ms is the wall clock at which a saga still
  *                RUNNING compensates (saga.h), 0 for none; written once at
  *                insert, like created_at_ms.
+ *                root_cause (schema 4) is the first error of the saga, NULL
+ *                while it has none (saga.h "Errors"); last_error the latest.
  *   saga_definitions  each version of each saga type once: (type, version)
  *                the key, 1, 2, ... per type; text is its canonical text
  *                (config_saga_canonical), hash the SHA-256 of text, UNIQUE per
@@ -141,7 +143,7 @@
 #include "wal_checkpointer.h"
 #include "wire.h"
 
-#define STORE_SCHEMA_VERSION  4
+#define STORE_SCHEMA_VERSION  5
 #define STORE_APPLICATION_ID  0x53414741 /* "SAGA" = 1396787009 */
 #define STORE_BUSY_TIMEOUT_MS 5000
 /* Sagas the recovery walk reads per query (see store_load_unfinished). */
@@ -256,6 +258,13 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     ") STRICT, WITHOUT ROWID;"
     "CREATE INDEX scheduled_starts_due ON scheduled_starts(start_at_ms);"
     "PRAGMA user_version = 4;",
+    /* 4 -> 5: root_cause, the first cause of trouble (saga.h "Errors"). The
+     * best known for sagas stored before is their last error; a COMPLETED
+     * one (after a resume) keeps it there only, as a new one would. */
+    "ALTER TABLE sagas ADD COLUMN root_cause TEXT;"
+    "UPDATE sagas SET root_cause = last_error WHERE last_error IS NOT NULL;"
+    "UPDATE sagas SET last_error = NULL WHERE state = 3;"
+    "PRAGMA user_version = 5;",
 };
 
 /* ---- Statements ---------------------------------------------------------- */
@@ -274,6 +283,7 @@ enum stmt_id {
     Q_LIST_STATE,
     Q_LIST_TYPE,
     Q_LIST_STATE_TYPE,
+    Q_SEARCH,
     Q_HISTORY,
     Q_COUNT,
     Q_OLDEST_CREATED,
@@ -306,9 +316,10 @@ enum stmt_id {
 /* The columns every saga read selects, in this order (see read_saga). */
 #define SAGA_COLUMNS                                                                               \
     "id, type, state, failed_phase, client_key, input, cursor, n_steps, last_error, "              \
-    "created_at_ms, updated_at_ms, def_version, deadline_at_ms"
+    "created_at_ms, updated_at_ms, def_version, deadline_at_ms, root_cause"
 
-#define LIST_COLUMNS "id, type, state, created_at_ms, updated_at_ms, last_error"
+#define LIST_COLUMNS                                                                               \
+    "id, type, state, created_at_ms, updated_at_ms, last_error, root_cause, client_key"
 
 /* The columns of a scheduled start, in this order (see read_schedule). */
 #define SCHED_COLUMNS                                                                              \
@@ -339,6 +350,14 @@ static const char *const stmt_sql[N_STMTS] = {
     [Q_LIST_STATE_TYPE] = "SELECT " LIST_COLUMNS " FROM sagas "
                           "WHERE state = ?3 AND type = ?4 AND seq < ?1 "
                           "ORDER BY seq DESC LIMIT ?2",
+    /* store_search: every filter optional (0 or ''); a scan from the newest
+     * down, stopped by the limit. The id prefix is a range of the id index's
+     * order (BINARY collation): [?6, ?7). */
+    [Q_SEARCH] = "SELECT " LIST_COLUMNS " FROM sagas WHERE seq < ?1 "
+                 "AND (?3 = 0 OR state = ?3) AND (?4 = '' OR type = ?4) "
+                 "AND (?5 = '' OR client_key = ?5) AND (?6 = '' OR (id >= ?6 AND id < ?7)) "
+                 "AND (?8 = 0 OR created_at_ms >= ?8) AND (?9 = 0 OR created_at_ms < ?9) "
+                 "ORDER BY seq DESC LIMIT ?2",
     [Q_HISTORY] = "SELECT seq, at_ms, kind, step, phase, attempt, outcome, replayed, detail "
                   "FROM saga_history WHERE saga_id = ?1 ORDER BY seq",
     [Q_COUNT] = "SELECT state, count(*) FROM sagas GROUP BY state",
@@ -365,10 +384,10 @@ static const char *const stmt_sql[N_STMTS] = {
     [Q_BEGIN_WRITE] = "BEGIN IMMEDIATE",
     [Q_SAGA_INSERT] = "INSERT INTO sagas (id, type, state, failed_phase, client_key, input, "
                       "cursor, n_steps, last_error, created_at_ms, updated_at_ms, def_version, "
-                      "deadline_at_ms) "
-                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                      "deadline_at_ms, root_cause) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     [Q_SAGA_UPDATE] = "UPDATE sagas SET state = ?2, failed_phase = ?3, cursor = ?4, "
-                      "last_error = ?5, updated_at_ms = ?6 WHERE id = ?1",
+                      "last_error = ?5, updated_at_ms = ?6, root_cause = ?7 WHERE id = ?1",
     [Q_STEP_INSERT] = "INSERT INTO saga_steps (saga_id, idx, name, participant, action, "
                       "compensation, state, action_key, compensation_key, action_attempts, "
                       "compensation_attempts, last_outcome, result, last_error, "
@@ -816,7 +835,7 @@ static int insert_saga(sq_store *st, const saga *s)
         sqlite3_bind_int(q, 7, s->cursor) || sqlite3_bind_int64(q, 8, (int64_t)s->n_steps) ||
         bind_text(q, 9, s->last_error) || sqlite3_bind_int64(q, 10, s->created_at_ms) ||
         sqlite3_bind_int64(q, 11, s->updated_at_ms) || sqlite3_bind_int64(q, 12, s->def_version) ||
-        sqlite3_bind_int64(q, 13, s->deadline_at_ms))
+        sqlite3_bind_int64(q, 13, s->deadline_at_ms) || bind_text(q, 14, s->root_cause))
         rc = db_fail(st, "save saga", s->id);
     else
         rc = run(st, q, "save saga", s->id);
@@ -845,7 +864,7 @@ static int update_saga_row(sq_store *st, const saga *s)
     if (sqlite3_bind_text(q, 1, s->id, -1, SQLITE_STATIC) ||
         sqlite3_bind_int(q, 2, (int)s->state) || sqlite3_bind_int(q, 3, s->failed_phase) ||
         sqlite3_bind_int(q, 4, s->cursor) || bind_text(q, 5, s->last_error) ||
-        sqlite3_bind_int64(q, 6, s->updated_at_ms)) {
+        sqlite3_bind_int64(q, 6, s->updated_at_ms) || bind_text(q, 7, s->root_cause)) {
         finish(q);
         return db_fail(st, "save saga", s->id);
     }
@@ -1032,7 +1051,7 @@ static int read_saga(sq_store *st, sqlite3_stmt *q, saga **out)
     s->deadline_at_ms = deadline_at_ms;
     const char *input = column_text_or_empty(q, 5);
     if (column_dup(q, 1, &s->type) != 0 || s->type == NULL || column_dup(q, 4, &s->client_key) ||
-        column_dup(q, 8, &s->last_error) != 0) {
+        column_dup(q, 8, &s->last_error) != 0 || column_dup(q, 13, &s->root_cause) != 0) {
         set_err(st, "load saga %s: out of memory", s->id);
         goto fail;
     }
@@ -1218,6 +1237,8 @@ static int sq_list(store *base, int state, const char *type, const char *after_i
             .created_at_ms = sqlite3_column_int64(q, 3),
             .updated_at_ms = sqlite3_column_int64(q, 4),
             .last_error = column_text_or_null(q, 5),
+            .root_cause = column_text_or_null(q, 6),
+            .client_key = column_text_or_null(q, 7),
         };
         rc = fn(&row, arg);
         if (rc != 0)
@@ -1225,6 +1246,58 @@ static int sq_list(store *base, int state, const char *type, const char *after_i
     }
     if (rc == 0 && step != SQLITE_DONE)
         rc = db_fail(st, "list sagas", NULL);
+    finish(q);
+    return rc;
+}
+
+static int sq_search(store *base, const store_search_filter *f,
+                     int (*fn)(const store_summary *row, void *arg), void *arg)
+{
+    sq_store *st = (sq_store *)base;
+    int64_t before = INT64_MAX;
+    if (f->after_id != NULL && f->after_id[0] != '\0') {
+        sqlite3_stmt *q = st->stmt[Q_SEQ_OF_ID];
+        int step = bind_text(q, 1, f->after_id) == SQLITE_OK ? sqlite3_step(q) : SQLITE_ERROR;
+        if (step == SQLITE_ROW)
+            before = sqlite3_column_int64(q, 0);
+        else if (step != SQLITE_DONE)
+            db_fail(st, "search sagas", NULL);
+        finish(q);
+        if (step == SQLITE_DONE)
+            return 0;
+        if (step != SQLITE_ROW)
+            return -1;
+    }
+    sqlite3_stmt *q = st->stmt[Q_SEARCH];
+    int bad = sqlite3_bind_int64(q, 1, before) ||
+              sqlite3_bind_int64(q, 2, f->limit == 0 ? -1 : (int64_t)f->limit) ||
+              sqlite3_bind_int(q, 3, f->state) || bind_text(q, 4, f->type ? f->type : "") ||
+              bind_text(q, 5, f->client_key ? f->client_key : "") ||
+              bind_text(q, 6, f->id_prefix ? f->id_prefix : "") ||
+              bind_text(q, 7, f->id_prefix_end) || sqlite3_bind_int64(q, 8, f->created_after_ms) ||
+              sqlite3_bind_int64(q, 9, f->created_before_ms);
+    if (bad) {
+        finish(q);
+        return db_fail(st, "search sagas", NULL);
+    }
+    int rc = 0, step;
+    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+        store_summary row = {
+            .saga_id = column_text_or_empty(q, 0),
+            .type = column_text_or_empty(q, 1),
+            .state = sqlite3_column_int(q, 2),
+            .created_at_ms = sqlite3_column_int64(q, 3),
+            .updated_at_ms = sqlite3_column_int64(q, 4),
+            .last_error = column_text_or_null(q, 5),
+            .root_cause = column_text_or_null(q, 6),
+            .client_key = column_text_or_null(q, 7),
+        };
+        rc = fn(&row, arg);
+        if (rc != 0)
+            break;
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = db_fail(st, "search sagas", NULL);
     finish(q);
     return rc;
 }
@@ -1511,7 +1584,9 @@ static int sq_quarantine_saga(store *base, const char *saga_id, const char *why,
     if (own && sq_begin(&st->base) != 0)
         return -1;
     sqlite3_stmt *q = prepare_once(
-        st, "UPDATE sagas SET state = 5, last_error = ?2, updated_at_ms = ?3 WHERE id = ?1",
+        st,
+        "UPDATE sagas SET state = 5, last_error = ?2, root_cause = coalesce(root_cause, ?2), "
+        "updated_at_ms = ?3 WHERE id = ?1",
         "quarantine saga");
     int rc = -1;
     if (q != NULL) {
@@ -1775,6 +1850,7 @@ const store_backend store_sqlite_backend = {
     .load_saga = sq_load_saga,
     .load_unfinished = sq_load_unfinished,
     .list = sq_list,
+    .search = sq_search,
     .history = sq_history,
     .count_by_state = sq_count_by_state,
     .oldest_created = sq_oldest_created,

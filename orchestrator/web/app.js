@@ -24,10 +24,44 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
+// Times are UTC, and say so; beside them, how long ago.
 function fmtTime(ms) {
   if (!ms) return '';
   const d = new Date(ms);
-  return d.toISOString().replace('T', ' ').replace('Z', '');
+  return d.toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
+}
+
+function fmtAgo(ms) {
+  if (!ms) return '';
+  const d = Date.now() - ms;
+  if (d >= 0 && d < 1000) return 'just now';
+  return d < 0 ? 'in ' + fmtDuration(-d) : fmtDuration(d) + ' ago';
+}
+
+function fmtWhen(ms) {
+  if (!ms) return '';
+  return el('span', { title: fmtTime(ms) }, fmtAgo(ms), el('span', { class: 'muted' }, ' (' + fmtTime(ms) + ')'));
+}
+
+function fmtMap(m) { return Object.entries(m || {}).map(([k, v]) => k + '=' + v).join(', '); }
+
+// A saga's error cell: red while something is wrong; on a COMPLETED saga the
+// old error is what it recovered from, shown muted, never red.
+function errorCell(s, tag) {
+  if (s.state === 'COMPLETED')
+    return s.root_cause ? el(tag, { class: 'recovered' }, 'recovered from: ' + s.root_cause) : el(tag, {}, '');
+  return el(tag, { class: 'err' }, s.last_error || '');
+}
+
+// A step as an operator reads it: the step a FAILED saga stopped at is
+// FAILED (red), the others left in flight are halted (grey), never "live".
+function stepState(s, st) {
+  if (st.failed)
+    return el('td', { class: 'st-FAILED', 'data-failed': '' },
+      'FAILED (' + (s.failed_phase === 'compensate' ? 'compensation' : 'action') + ')');
+  if (s.state === 'FAILED' && (st.state === 'ACTION_SENT' || st.state === 'COMPENSATING'))
+    return el('td', { class: 'st-HALTED' }, 'halted (' + st.state + ')');
+  return el('td', { class: 'st-' + st.state }, st.state);
 }
 
 function fmtDuration(ms) {
@@ -59,7 +93,7 @@ function showError(err) {
   if (err) { p.textContent = String(err.message || err); p.hidden = false; } else { p.hidden = true; }
 }
 
-function stamp() { $('refreshed').textContent = 'updated ' + new Date().toLocaleTimeString(); }
+function stamp() { $('refreshed').textContent = 'updated ' + new Date().toISOString().slice(11, 19) + ' UTC'; }
 
 // ---- The list ---------------------------------------------------------------
 
@@ -82,9 +116,9 @@ function sagaRow(s) {
     el('td', { class: 'id' }, el('a', { href: '#saga=' + s.saga_id }, s.saga_id)),
     el('td', {}, s.type),
     el('td', {}, stateBadge(s.state)),
-    el('td', {}, fmtTime(s.created_at_ms)),
-    el('td', {}, fmtTime(s.updated_at_ms)),
-    el('td', { class: 'err' }, s.last_error || ''));
+    el('td', {}, fmtWhen(s.created_at_ms)),
+    el('td', {}, fmtAgo(s.updated_at_ms)),
+    errorCell(s, 'td'));
 }
 
 function updateTypes(sagas) {
@@ -118,10 +152,11 @@ async function refreshList() {
       const ul = el('ul', {});
       for (const s of failed.sagas)
         ul.append(el('li', { 'data-saga': s.saga_id }, el('a', { href: '#saga=' + s.saga_id }, s.saga_id), ' ',
-          el('span', { class: 'muted' }, s.type), ' ', el('span', { class: 'err' }, s.last_error || '')));
+          el('span', { class: 'muted' }, s.type), ' ', el('span', { class: 'err' }, s.last_error || ''),
+          s.root_cause && s.root_cause !== s.last_error ? el('span', { class: 'muted' }, ' (root cause: ' + s.root_cause + ')') : null));
       att.append(el('div', { class: 'panel', id: 'needs-attention' },
         el('h2', {}, 'Needs attention: ' + list.counts.FAILED + ' FAILED'), ul,
-        el('p', { class: 'muted' }, 'Resume or abort with sagactl resume ID / sagactl abort ID.')));
+        el('p', { class: 'muted' }, 'Fix the cause, then sagactl resume ID --reason TEXT (or sagactl abort ID --reason TEXT); an ID prefix is enough.')));
     }
     // FAILED first, then newest first (the API's order).
     const rows = list.sagas.slice().sort((a, b) => (b.state === 'FAILED') - (a.state === 'FAILED'));
@@ -141,13 +176,28 @@ function renderHead(s) {
   add('saga', el('code', { id: 'saga-id' }, s.saga_id));
   add('type', s.type);
   add('state', stateBadge(s.state));
+  if (s.state === 'FAILED')
+    add('failed at', el('span', { class: 'err', id: 'failed-step' }, 'step ' + s.failed_step + ' (' +
+      (s.failed_phase === 'compensate' ? 'compensation' : 'action') + ')'));
   if (s.client_key) add('client key', s.client_key);
-  add('created', fmtTime(s.created_at_ms));
-  add('updated', fmtTime(s.updated_at_ms));
+  add('created', fmtWhen(s.created_at_ms));
+  add('updated', fmtWhen(s.updated_at_ms));
+  add('duration', s.duration_ms !== null ? fmtDuration(s.duration_ms)
+    : fmtDuration(Math.max(0, Date.now() - s.created_at_ms)) + ' so far');
+  if (s.deadline_at_ms) add('deadline', fmtWhen(s.deadline_at_ms));
   const input = Object.entries(s.input).map(([k, v]) => k + '=' + v).join('  ');
   add('input', input);
-  if (s.last_error) add('last error', el('span', { class: 'err' }, s.last_error));
-  if (s.state === 'FAILED') add('what now', 'needs an operator: sagactl resume ' + s.saga_id + ' or sagactl abort ' + s.saga_id);
+  if (s.state === 'COMPLETED') {
+    if (s.root_cause) add('recovered from', el('span', { class: 'recovered', id: 'root-cause' }, s.root_cause));
+  } else {
+    if (s.last_error) add('last error', el('span', { class: 'err' }, s.last_error));
+    if (s.root_cause && s.root_cause !== s.last_error)
+      add('root cause', el('span', { class: 'err', id: 'root-cause' }, s.root_cause));
+  }
+  if (s.state === 'FAILED')
+    add('what now', s.failed_phase === 'compensate'
+      ? 'fix the cause, then sagactl resume ' + s.saga_id + ' --reason TEXT (retries the compensation)'
+      : 'fix the cause, then sagactl resume ' + s.saga_id + ' --reason TEXT, or sagactl abort ' + s.saga_id + ' --reason TEXT');
   const live = !['COMPLETED', 'COMPENSATED', 'FAILED'].includes(s.state);
   $('saga-head').replaceChildren(el('h2', {}, 'Saga ', s.type, ' ', live ? el('span', { class: 'live' }, '● live') : null), dl);
 }
@@ -159,10 +209,12 @@ function renderSteps(s) {
     el('td', {}, st.name),
     el('td', {}, st.participant || ''),
     el('td', {}, (st.action || '') + ' / ' + (st.compensation || '—')),
-    el('td', { class: 'st-' + st.state }, st.state),
+    stepState(s, st),
+    el('td', {}, st.duration_ms !== null ? fmtDuration(st.duration_ms) : ''),
     el('td', {}, st.action_attempts + (st.compensation_attempts ? ' + ' + st.compensation_attempts + ' comp.' : '')),
     el('td', {}, st.last_outcome || ''),
-    el('td', {}, Object.entries(st.result).map(([k, v]) => k + '=' + v).join(', ')),
+    el('td', { class: 'params' }, fmtMap(st.params)),
+    el('td', {}, fmtMap(st.result)),
     el('td', { class: 'err' }, st.last_error || ''))));
 }
 
@@ -224,7 +276,9 @@ function renderTimeline(events, final) {
                 r ? el('span', {class : 'tag dur'}, fmtDuration(r.at_ms - ev.at_ms)) : null,
                 r && r.replayed ? el('span', {class : 'tag replay'}, 'replayed') : null,
                 comp ? el('span', {class : 'tag comp'}, 'compensation') : null,
-                r && r.detail ? el('div', {class : 'err'}, r.detail) : null);
+                r && r.detail ? el('div', {class : 'err'}, r.detail) : null,
+                ev.params ? el('div', {class : 'muted params'}, 'params: ' + fmtMap(ev.params)) : null,
+                r && r.result ? el('div', {class : 'muted result'}, 'result: ' + fmtMap(r.result)) : null);
   };
   const ol = $('timeline');
   ol.replaceChildren(...rows.map((it) => {

@@ -276,14 +276,35 @@ static void test_sagactl_and_api_agree(void **state)
             OFX_ASSERT_STR(tj_str(ctl, "failed_phase"), "compensate");
             assert_non_null(tj_str(ctl, "last_error"));
             OFX_ASSERT_STR(tj_str(ctl, "client_key"), "a-fail");
+            /* The step it stopped at, named and flagged; the first cause
+             * (its action's attempts spent) apart from the last error (its
+             * compensation's). */
+            OFX_ASSERT_STR(tj_str(ctl, "failed_step"), "create_order");
+            assert_true(json_is_true(json_object_get(ofx_step(ctl, "create_order"), "failed")));
+            assert_non_null(
+                strstr(tj_str(ctl, "root_cause"), "step 'create_order' failed after 2"));
+            assert_non_null(strstr(tj_str(ctl, "last_error"), "compensation of step"));
         } else {
             assert_true(json_is_null(json_object_get(ctl, "failed_phase")));
+            assert_true(json_is_null(json_object_get(ctl, "failed_step")));
         }
         if (i == 1) {
             assert_true(json_is_null(json_object_get(ctl, "last_error")));
+            assert_true(json_is_null(json_object_get(ctl, "root_cause")));
             const json_t *step = ofx_step(ctl, "create_order");
             assert_true(json_is_null(json_object_get(step, "last_error")));
+            /* What the step was sent, when, and how long it took. */
+            OFX_ASSERT_STR(tj_str(json_object_get(step, "params"), "customer"), "alice");
+            assert_true(tj_int(step, "duration_ms", -1) >= 0);
+            assert_true(tj_int(ctl, "duration_ms", -1) >= tj_int(step, "duration_ms", -1));
+            const char *at = tj_str(ctl, "created_at");
+            assert_non_null(at);
+            assert_int_equal(strlen(at), 24); /* 2026-12-02T23:48:32.123Z */
+            assert_int_equal(at[23], 'Z');
+            assert_true(json_is_null(json_object_get(ctl, "deadline_at")));
         }
+        if (i == 2) /* refused at the charge: that is its first cause */
+            assert_non_null(strstr(tj_str(ctl, "root_cause"), "charge_payment"));
         json_decref(ctl);
 
         snprintf(path, sizeof path, "/api/sagas/%s/history", ids[i]);
@@ -295,9 +316,75 @@ static void test_sagactl_and_api_agree(void **state)
         assert_true(json_is_null(json_object_get(first, "step")));
         assert_true(json_is_null(json_object_get(first, "phase")));
         assert_true(json_is_false(json_object_get(ctl, "more")));
+        /* Each request's params, each action's result. */
+        int sent = 0, results = 0;
+        const json_t *events = json_object_get(ctl, "events");
+        for (size_t e = 0; e < json_array_size(events); e++) {
+            const json_t *ev = json_array_get(events, e);
+            const char *kind = tj_str(ev, "kind");
+            if (strcmp(kind, "step_sent") == 0) {
+                assert_true(json_is_object(json_object_get(ev, "params")));
+                sent++;
+            } else if (json_object_get(ev, "result") != NULL &&
+                       json_is_object(json_object_get(ev, "result"))) {
+                OFX_ASSERT_STR(kind, "step_reply");
+                OFX_ASSERT_STR(tj_str(ev, "outcome"), "OK");
+                results++;
+            } else {
+                assert_true(json_is_null(json_object_get(ev, "params")));
+            }
+            assert_non_null(tj_str(ev, "at"));
+        }
+        assert_true(sent > 0);
+        if (i == 1)
+            assert_true(results > 0);
         json_decref(ctl);
         json_decref(api);
     }
+    /* By the beginning of its id, the same document as by its id. */
+    char prefix[16];
+    snprintf(prefix, sizeof prefix, "%.12s", s->refused_id);
+    snprintf(path, sizeof path, "/api/sagas/%s", s->refused_id);
+    json_t *by_prefix = ctl_doc(s, "status", prefix, NULL), *by_id = api_doc(s, path);
+    assert_same_doc(by_prefix, by_id, "status PREFIX");
+    json_decref(by_prefix);
+    json_decref(by_id);
+    /* A prefix two sagas share is ambiguous: both are listed, nothing is shown. */
+    size_t common = 0;
+    while (s->failed_id[common] == s->ok_id[common])
+        common++;
+    assert_true(common >= 1 && common < 36);
+    char shared[40];
+    snprintf(shared, sizeof shared, "%.*s", (int)common, s->failed_id);
+    char *out = NULL;
+    int code = ofx_ctl(&s->f, &out, "status", shared, NULL);
+    assert_int_equal(code, 1);
+    assert_non_null(strstr(out, "is ambiguous"));
+    assert_non_null(strstr(out, s->failed_id));
+    assert_non_null(strstr(out, s->ok_id));
+    assert_null(strstr(out, "state       ")); /* no status printed */
+    free(out);
+    code = ofx_ctl(&s->f, &out, "history", "ffffffff", NULL);
+    assert_int_equal(code, 1);
+    assert_non_null(strstr(out, "no saga whose ID begins with 'ffffffff'"));
+    free(out);
+    code = ofx_ctl(&s->f, &out, "status", "not-an-id", NULL);
+    assert_int_equal(code, 2);
+    free(out);
+    /* Searches: by client key and creation time, the same on both. */
+    by_prefix = ctl_doc(s, "list", "--key", "a-refused");
+    by_id = api_doc(s, "/api/sagas?key=a-refused");
+    assert_same_doc(by_prefix, by_id, "list --key");
+    assert_int_equal(json_array_size(json_object_get(by_prefix, "sagas")), 1);
+    OFX_ASSERT_STR(tj_str(json_array_get(json_object_get(by_prefix, "sagas"), 0), "client_key"),
+                   "a-refused");
+    json_decref(by_prefix);
+    json_decref(by_id);
+    by_prefix = ctl_doc(s, "list", "--since", "1");
+    by_id = api_doc(s, "/api/sagas?since_ms=1");
+    assert_same_doc(by_prefix, by_id, "list --since");
+    json_decref(by_prefix);
+    json_decref(by_id);
 
     json_t *ctl = ctl_doc(s, "list", NULL, NULL), *api = api_doc(s, "/api/sagas");
     assert_same_doc(ctl, api, "list");
@@ -547,6 +634,35 @@ static void test_dashboard_in_browser(void **state)
     assert_non_null(undo);
     assert_non_null(strstr(dom, "compensation attempt"));
     assert_non_null(strstr(dom, "data-kind=\"saga_compensated\""));
+    /* What each step was sent and gave back, in its row and its attempts. */
+    assert_non_null(strstr(dom, "<td class=\"params\">"));
+    assert_non_null(strstr(dom, "customer=carol"));
+    assert_non_null(strstr(dom, "params: "));
+    assert_non_null(strstr(dom, "result: "));
+    assert_non_null(strstr(dom, " UTC)"));
+    free(dom);
+
+    /* The FAILED saga: the step it stopped at reads FAILED, in red, not a
+     * blue COMPENSATING; the first cause apart from the last error. */
+    snprintf(saga_url, sizeof saga_url, "%s#saga=%s", url, s->failed_id);
+    snprintf(dom_path, sizeof dom_path, "%s/saga-failed.html", s->f.dir);
+    assert_int_equal(run_chromium(s, chromium, saga_url, "--dump-dom", dom_path), 0);
+    dom = th_read_file(dom_path);
+    assert_non_null(dom);
+    char *step_row = strstr(dom, "<tr data-step=\"create_order\">");
+    if (step_row == NULL)
+        print_message("DOM:\n%s\n", dom);
+    assert_non_null(step_row);
+    char *step_end = strstr(step_row, "</tr>");
+    assert_non_null(step_end);
+    *step_end = '\0';
+    assert_non_null(strstr(step_row, "<td class=\"st-FAILED\" data-failed=\"\">FAILED "
+                                     "(compensation)</td>"));
+    assert_null(strstr(step_row, "st-COMPENSATING"));
+    *step_end = '<';
+    assert_non_null(strstr(dom, "id=\"failed-step\">step create_order (compensation)"));
+    assert_non_null(strstr(dom, "id=\"root-cause\">step 'create_order' failed after 2"));
+    assert_non_null(strstr(dom, "sagactl resume "));
     free(dom);
     snprintf(png, sizeof png, "--screenshot=%s/dashboard-saga.png", s->f.dir);
     assert_int_equal(run_chromium(s, chromium, saga_url, png, "/dev/null"), 0);
@@ -589,6 +705,107 @@ static void test_dashboard_in_browser(void **state)
     free(chromium);
 }
 
+/* ---- A saga COMPLETED after a resume: recovered, never red ------------------------------- */
+
+/* A system of its own: long attempts, so that the pivot (approve_order, no
+ * compensation) can be made to fail while everything before it is done. */
+static int setup_pivot(void **state)
+{
+    sys *s = calloc(1, sizeof *s);
+    ofx_opts o = {.timeout_ms = 3000, .action_attempts = 200, .pivot_attempts = 3};
+    if (s == NULL || ofx_init(&s->f, &o) != 0)
+        return -1;
+    *state = s;
+    s->port = obs_free_port();
+    if (obs_enable_http(&s->f, s->port) != 0)
+        return -1;
+    for (int i = 0; i < OFX_N_SVC; i++)
+        if (i != SVC_SHIPPING && ofx_start_svc(&s->f, i, NULL) != 0)
+            return -1;
+    return ofx_start_sagad(&s->f, NULL);
+}
+
+static void test_recovered_saga_in_browser(void **state)
+{
+    sys *s = *state;
+    char *chromium = find_chromium();
+    if (chromium == NULL) {
+        print_message("chromium is not installed (apt-get install chromium; "
+                      "scripts/install-deps.sh --test installs it): skipping the browser test\n");
+        skip();
+    }
+    char id[37];
+    assert_int_equal(
+        ofx_start_order(&s->f, "r-1", "alice", "WIDGET-1", "1", "1000", "paris", id, NULL, NULL),
+        0);
+    /* Held at shipping while order-svc goes away; then the pivot meets it dead. */
+    json_t *st = ofx_wait_attempts(&s->f, id, "schedule_shipping", 1, OFX_WAIT_MS);
+    assert_non_null(st);
+    json_decref(st);
+    assert_int_equal(ofx_stop_svc(&s->f, SVC_ORDER), 0);
+    assert_int_equal(ofx_start_svc(&s->f, SVC_SHIPPING, NULL), 0);
+    st = ofx_wait_final(&s->f, id, 60000);
+    assert_non_null(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "FAILED");
+    char *cause = util_strdup(tj_str(st, "root_cause"));
+    assert_non_null(cause);
+    json_decref(st);
+    assert_int_equal(ofx_start_svc(&s->f, SVC_ORDER, NULL), 0);
+    char *out = NULL;
+    assert_int_equal(ofx_ctl(&s->f, &out, "resume", id, "--reason", "order-svc restarted", NULL),
+                     0);
+    free(out);
+    st = ofx_wait_final(&s->f, id, OFX_WAIT_MS);
+    assert_non_null(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPLETED");
+    json_decref(st);
+
+    char url[256], dom_path[512], probe[512];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/?token=%s", s->port, OBS_TOKEN);
+    /* The list: its row says what it recovered from, muted; nothing red. */
+    snprintf(dom_path, sizeof dom_path, "%s/list-recovered.html", s->f.dir);
+    assert_int_equal(run_chromium(s, chromium, url, "--dump-dom", dom_path), 0);
+    char *dom = th_read_file(dom_path);
+    assert_non_null(dom);
+    snprintf(probe, sizeof probe, "<tr data-saga=\"%s\" data-state=\"COMPLETED\">", id);
+    char *row = strstr(dom, probe);
+    if (row == NULL)
+        print_message("DOM:\n%s\n", dom);
+    assert_non_null(row);
+    char *end = strstr(row, "</tr>");
+    assert_non_null(end);
+    *end = '\0';
+    assert_non_null(strstr(row, "<td class=\"recovered\">recovered from: step 'approve_order'"));
+    assert_null(strstr(row, "class=\"err\""));
+    free(dom);
+    /* The saga: "recovered from", no "last error", nothing in red. */
+    char saga_url[320];
+    snprintf(saga_url, sizeof saga_url, "%s#saga=%s", url, id);
+    snprintf(dom_path, sizeof dom_path, "%s/saga-recovered.html", s->f.dir);
+    assert_int_equal(run_chromium(s, chromium, saga_url, "--dump-dom", dom_path), 0);
+    dom = th_read_file(dom_path);
+    assert_non_null(dom);
+    char *head = strstr(dom, "<dt>recovered from</dt>");
+    if (head == NULL)
+        print_message("DOM:\n%s\n", dom);
+    assert_non_null(head);
+    assert_non_null(strstr(head, "<span class=\"recovered\" id=\"root-cause\">"));
+    assert_non_null(strstr(head, cause));
+    assert_null(strstr(dom, "<dt>last error</dt>"));
+    assert_null(strstr(dom, "<dt>root cause</dt>"));
+    assert_null(strstr(dom, "data-failed"));
+    /* Its history still tells the story: the failure, then who resumed it. */
+    assert_non_null(strstr(dom, "data-kind=\"saga_failed\""));
+    assert_non_null(strstr(dom, "order-svc restarted"));
+    free(dom);
+    char png[512];
+    snprintf(png, sizeof png, "--screenshot=%s/dashboard-recovered.png", s->f.dir);
+    assert_int_equal(run_chromium(s, chromium, saga_url, png, "/dev/null"), 0);
+    assert_png(png + strlen("--screenshot="));
+    free(cause);
+    free(chromium);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -597,5 +814,10 @@ int main(void)
         cmocka_unit_test(test_watch_json_and_list_watch),
         cmocka_unit_test(test_dashboard_in_browser),
     };
-    return cmocka_run_group_tests_name("observability_ops", tests, setup_sys, teardown_sys);
+    const struct CMUnitTest pivot[] = {
+        cmocka_unit_test(test_recovered_saga_in_browser),
+    };
+    int failed = cmocka_run_group_tests_name("observability_ops", tests, setup_sys, teardown_sys);
+    return failed +
+           cmocka_run_group_tests_name("observability_recovered", pivot, setup_pivot, teardown_sys);
 }

@@ -245,9 +245,9 @@ static int operator(fixture *f, int abort, const char *id)
     command c;
     command_init(&c);
     if (abort)
-        engine_abort_saga(f->eng, id, "test", command_done, &c);
+        engine_abort_saga(f->eng, id, NULL, "test", command_done, &c);
     else
-        engine_resume_saga(f->eng, id, command_done, &c);
+        engine_resume_saga(f->eng, id, NULL, NULL, command_done, &c);
     return command_wait(&c);
 }
 
@@ -347,7 +347,7 @@ static void test_refused_command_in_the_round_of_failure(void **state)
     util_sleep_ms(200);
     command abort_cmd;
     command_init(&abort_cmd);
-    engine_abort_saga(f->eng, id, "test", command_done, &abort_cmd);
+    engine_abort_saga(f->eng, id, NULL, "test", command_done, &abort_cmd);
     util_sleep_ms(100);
     assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);

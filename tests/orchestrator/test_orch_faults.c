@@ -32,8 +32,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "orch_fixture.h"
+#include "util.h"
 
 static int setup_fixture(void **state)
 {
@@ -64,6 +66,20 @@ static void assert_has(const char *text, const char *needle)
         print_message("'%s' lacks '%s'\n", text ? text : "(null)", needle);
     assert_non_null(text);
     assert_non_null(strstr(text, needle));
+}
+
+/* A line of sagad's log names saga id and holds both a and b. */
+static void assert_log_has(ofx *f, const char *id, const char *a, const char *b)
+{
+    char *log = th_read_file(f->sagad.log);
+    assert_non_null(log);
+    int found = 0;
+    for (char *line = strtok(log, "\n"); line != NULL && !found; line = strtok(NULL, "\n"))
+        found = strstr(line, id) != NULL && strstr(line, a) != NULL && strstr(line, b) != NULL;
+    if (!found)
+        print_message("no log line of saga %s holds '%s' and '%s'\n", id, a, b);
+    free(log);
+    assert_true(found);
 }
 
 static int64_t balance(ofx *f, const char *customer)
@@ -248,7 +264,13 @@ static void test_abort_running(void **state)
     st = ofx_wait_final(f, id, OFX_WAIT_MS);
     assert_non_null(st);
     OFX_ASSERT_STR(tj_str(st, "state"), "COMPENSATED");
-    assert_has(tj_str(st, "last_error"), "aborted by operator: customer called");
+    /* Who (the admin socket's peer) and why, in the error and the log. */
+    char *by = util_asprintf("aborted by uid %u", (unsigned)geteuid());
+    assert_has(tj_str(st, "last_error"), by);
+    assert_has(tj_str(st, "last_error"), ": customer called");
+    OFX_ASSERT_STR(tj_str(st, "root_cause"), tj_str(st, "last_error"));
+    assert_log_has(f, id, by, "customer called");
+    free(by);
     for (int i = 0; i < 4; i++)
         OFX_ASSERT_STR(tj_str(json_array_get(json_object_get(st, "steps"), (size_t)i), "state"),
                        "COMPENSATED");
@@ -350,9 +372,26 @@ static void test_resume_failed(void **state)
     assert_int_equal(ofx_start_sagad(f, NULL), 0);
     assert_int_equal(listed(f, "failed", id), 1);
 
-    assert_int_equal(ofx_start_svc(f, SVC_SHIPPING, NULL), 0);
+    /* An abort has nothing left to do: the refusal names the command that does. */
     char *out = NULL;
-    int code = ofx_ctl(f, &out, "resume", id, NULL);
+    int code = ofx_ctl(f, &out, "abort", id, "--reason", "try", NULL);
+    assert_int_equal(code, 1);
+    assert_has(out, "it FAILED while compensating");
+    char *next = util_asprintf("`sagactl resume %s` retries the compensation", id);
+    assert_has(out, next);
+    free(next);
+    free(out);
+    /* Its stuck step reads failed (compensation), the others left out halted. */
+    st = ofx_status(f, id);
+    assert_non_null(st);
+    OFX_ASSERT_STR(tj_str(st, "failed_phase"), "compensate");
+    const char *stuck = tj_str(st, "failed_step");
+    assert_non_null(stuck);
+    assert_true(json_is_true(json_object_get(ofx_step(st, stuck), "failed")));
+    json_decref(st);
+
+    assert_int_equal(ofx_start_svc(f, SVC_SHIPPING, NULL), 0);
+    code = ofx_ctl(f, &out, "resume", id, NULL);
     if (code != 0)
         print_message("resume: %s\n", out);
     assert_int_equal(code, 0);
@@ -418,7 +457,31 @@ static void test_resume_failed_pivot(void **state)
     OFX_ASSERT_STR(tj_str(ofx_step(st, "approve_order"), "state"), "ACTION_SENT");
     assert_int_equal(tj_int(ofx_step(st, "approve_order"), "action_attempts", 0), 3);
     OFX_ASSERT_STR(tj_str(ofx_step(st, "schedule_shipping"), "state"), "DONE");
+    /* The stuck step is the failed one, named; the first cause kept apart. */
+    OFX_ASSERT_STR(tj_str(st, "failed_step"), "approve_order");
+    assert_true(json_is_true(json_object_get(ofx_step(st, "approve_order"), "failed")));
+    assert_true(json_is_false(json_object_get(ofx_step(st, "schedule_shipping"), "failed")));
+    OFX_ASSERT_STR(tj_str(st, "root_cause"), tj_str(st, "last_error"));
+    /* What each step was sent: the saga input its inputs name, and the
+     * results of the steps before it. */
+    const json_t *params = json_object_get(ofx_step(st, "charge_payment"), "params");
+    OFX_ASSERT_STR(tj_str(params, "customer"), "alice");
+    OFX_ASSERT_STR(tj_str(params, "amount"), "2500");
+    assert_true(json_object_size(json_object_get(ofx_step(st, "approve_order"), "params")) > 0);
+    assert_true(tj_int(ofx_step(st, "charge_payment"), "duration_ms", -1) >= 0);
+    assert_true(json_is_null(json_object_get(st, "duration_ms")) == 0); /* FAILED is settled */
     json_decref(st);
+    /* sagactl status, as an operator reads it: by the beginning of the id. */
+    char prefix[14];
+    snprintf(prefix, sizeof prefix, "%.13s", id);
+    char *text = NULL;
+    assert_int_equal(ofx_ctl(f, &text, "status", prefix, NULL), 0);
+    assert_has(text, "FAILED at step approve_order (action)");
+    assert_has(text, "FAILED (action)");
+    assert_has(text, " ago (");
+    assert_has(text, " UTC)");
+    assert_has(text, "customer=alice");
+    free(text);
     assert_int_equal(listed(f, "failed", id), 1);
     /* Nothing was compensated around the pivot. */
     assert_int_equal(balance(f, "alice"), SEED_ALICE - 2500);
@@ -427,7 +490,7 @@ static void test_resume_failed_pivot(void **state)
 
     assert_int_equal(ofx_start_svc(f, SVC_ORDER, NULL), 0);
     char *out = NULL;
-    int code = ofx_ctl(f, &out, "resume", id, NULL);
+    int code = ofx_ctl(f, &out, "resume", prefix, "--reason", "order-svc is back", NULL);
     if (code != 0)
         print_message("resume: %s\n", out);
     assert_int_equal(code, 0);
@@ -435,10 +498,41 @@ static void test_resume_failed_pivot(void **state)
     st = ofx_wait_final(f, id, OFX_WAIT_MS);
     assert_non_null(st);
     OFX_ASSERT_STR(tj_str(st, "state"), "COMPLETED");
+    /* Nothing is wrong any more: no last error; the first cause is what it
+     * recovered from, and no step reads failed. */
+    assert_true(json_is_null(json_object_get(st, "last_error")));
+    assert_has(tj_str(st, "root_cause"), "has no compensation and its outcome is unknown");
+    assert_true(json_is_null(json_object_get(st, "failed_step")));
+    assert_true(json_is_false(json_object_get(ofx_step(st, "approve_order"), "failed")));
     json_decref(st);
+    assert_int_equal(ofx_ctl(f, &text, "status", id, NULL), 0);
+    assert_has(text, "recovered from");
+    if (strstr(text, "last error  ") != NULL && strstr(text, "last error  -") == NULL)
+        print_message("a COMPLETED saga shows a last error:\n%s\n", text);
+    assert_true(strstr(text, "last error  ") == NULL || strstr(text, "last error  -") != NULL);
+    free(text);
+    /* Who resumed it and why: in its history and in sagad's log. */
+    char *by = util_asprintf("resumed by uid %u", (unsigned)geteuid());
     json_t *h = ofx_history(f, id);
     assert_non_null(h);
     assert_int_equal(ofx_history_count(h, "resumed", NULL, NULL), 1);
+    for (size_t i = 0; i < json_array_size(h); i++) {
+        const json_t *ev = json_array_get(h, i);
+        if (strcmp(tj_str(ev, "kind"), "resumed") == 0) {
+            assert_has(tj_str(ev, "detail"), by);
+            assert_has(tj_str(ev, "detail"), ": order-svc is back; it had failed with: step");
+        }
+        if (strcmp(tj_str(ev, "kind"), "step_sent") == 0)
+            assert_true(json_is_object(json_object_get(ev, "params")));
+    }
+    assert_log_has(f, id, by, "order-svc is back");
+    free(by);
+    /* A resume of the COMPLETED saga is refused, saying what to do instead. */
+    code = ofx_ctl(f, &out, "resume", id, NULL);
+    assert_int_equal(code, 1);
+    assert_has(out, "is finished (COMPLETED)");
+    assert_has(out, "sagactl history");
+    free(out);
     assert_int_equal(ofx_history_count(h, "step_sent", NULL, "compensate"), 0);
     json_decref(h);
     assert_completed_once(f, id);

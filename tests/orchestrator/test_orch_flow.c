@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "orch_fixture.h"
+#include "util.h"
 
 static const char *const step_names[] = {"create_order", "charge_payment", "reserve_stock",
                                          "schedule_shipping", "approve_order"};
@@ -340,18 +341,74 @@ static void test_idempotent_start(void **state)
         ofx_start_order(f, "key-A", "bob", "GADGET-7", "1", "1001", "berlin", NULL, NULL, &out);
     assert_int_equal(code, 1);
     assert_output_has(out, "client key");
+    /* ... naming the saga that holds the key, and what to run. */
+    char *holder = util_asprintf("client key already used by saga %s (type order_fulfillment", id1);
+    assert_output_has(out, holder);
+    free(holder);
+    holder = util_asprintf("`sagactl status %s`", id1);
+    assert_output_has(out, holder);
+    free(holder);
+    free(out);
+    /* The same start again in text: the id on stdout, "(existing)" beside it. */
+    code = ofx_ctl(f, &out, "start", "order_fulfillment", "--key", "key-A", "customer=bob",
+                   "sku=GADGET-7", "quantity=1", "amount=1000", "destination=berlin", NULL);
+    assert_int_equal(code, 0);
+    assert_output_has(out, id1);
+    assert_output_has(out, "(existing)");
+    free(out);
+    /* Found by its key: list --key. */
+    code = ofx_ctl(f, &out, "--json", "list", "--key", "key-A", NULL);
+    assert_int_equal(code, 0);
+    json_t *by_key = tj_parse(out);
+    free(out);
+    assert_non_null(by_key);
+    assert_int_equal(json_array_size(json_object_get(by_key, "sagas")), 1);
+    const json_t *row = json_array_get(json_object_get(by_key, "sagas"), 0);
+    OFX_ASSERT_STR(tj_str(row, "saga_id"), id1);
+    OFX_ASSERT_STR(tj_str(row, "client_key"), "key-A");
+    json_decref(by_key);
+    code = ofx_ctl(f, &out, "--json", "list", "--key", "no-such-key", NULL);
+    assert_int_equal(code, 0);
+    by_key = tj_parse(out);
+    free(out);
+    assert_int_equal(json_array_size(json_object_get(by_key, "sagas")), 0);
+    json_decref(by_key);
+    /* --since/--until, in the same forms: a span back from now, a UTC time. */
+    code = ofx_ctl(f, &out, "--json", "list", "--since", "1h", NULL);
+    assert_int_equal(code, 0);
+    by_key = tj_parse(out);
+    free(out);
+    assert_int_equal(json_array_size(json_object_get(by_key, "sagas")), 1);
+    json_decref(by_key);
+    code = ofx_ctl(f, &out, "--json", "list", "--until", "2001-01-01T00:00Z", NULL);
+    assert_int_equal(code, 0);
+    by_key = tj_parse(out);
+    free(out);
+    assert_int_equal(json_array_size(json_object_get(by_key, "sagas")), 0);
+    json_decref(by_key);
+    code = ofx_ctl(f, &out, "list", "--since", "yesterday", NULL);
+    assert_int_equal(code, 2);
+    assert_output_has(out, "bad --since 'yesterday'");
     free(out);
 
     /* An unknown saga type. */
     code = ofx_ctl(f, &out, "start", "no_such_saga", "--key", "key-B", "customer=bob", NULL);
     assert_int_equal(code, 1);
-    assert_output_has(out, "unknown saga type 'no_such_saga'");
+    assert_output_has(out, "unknown saga type 'no_such_saga'; known types: ");
+    assert_output_has(out, "order_fulfillment");
     free(out);
 
     /* A missing input. */
     code = ofx_start_order(f, "key-C", "bob", "GADGET-7", "1", "1000", NULL, NULL, NULL, &out);
     assert_int_equal(code, 1);
     assert_output_has(out, "missing input 'destination'");
+    free(out);
+    /* Every missing input at once, not the first only. */
+    code = ofx_ctl(f, &out, "start", "order_fulfillment", "--key", "key-D", "customer=bob",
+                   "sku=GADGET-7", "quantity=1", NULL);
+    assert_int_equal(code, 1);
+    assert_output_has(out, "missing inputs 'amount', 'destination' for saga type "
+                           "'order_fulfillment'");
     free(out);
 
     /* Nothing of the refused starts was created: one saga, one order. */

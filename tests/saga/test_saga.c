@@ -357,7 +357,7 @@ static void fire_timer(fixture *fx)
 static int do_abort(fixture *fx, const char *reason)
 {
     commit(fx);
-    int rc = saga_abort(fx->s, &fx->env, reason);
+    int rc = saga_abort(fx->s, &fx->env, NULL, reason);
     check_invariants(fx);
     return rc;
 }
@@ -365,7 +365,7 @@ static int do_abort(fixture *fx, const char *reason)
 static int do_resume(fixture *fx)
 {
     commit(fx);
-    int rc = saga_resume(fx->s, &fx->env);
+    int rc = saga_resume(fx->s, &fx->env, NULL, NULL);
     check_invariants(fx);
     return rc;
 }
@@ -981,7 +981,8 @@ static void timeouts_then_compensation_includes_the_step(void **state)
     assert_detail(last_event(fx, "step_no_reply"), "timeout");
     assert_detail(last_event(fx, "retry_scheduled"), "attempt 2 in 50 ms");
     assert_string_equal(fx->s->steps[SHIP].last_error, "timeout");
-    assert_int_equal(fx->s->steps[SHIP].last_outcome, OUTCOME_UNSPECIFIED); /* no reply, no outcome */
+    assert_int_equal(fx->s->steps[SHIP].last_outcome,
+                     OUTCOME_UNSPECIFIED); /* no reply, no outcome */
     assert_int_equal(fx->armed, T0_MONO + 50);
     assert_dirty(fx, BIT(SHIP));
 
@@ -1286,6 +1287,80 @@ static void stale_replies_are_ignored(void **state)
     assert_unchanged(fx, before);
     no_reply(fx, "timeout");
     assert_unchanged(fx, before);
+}
+
+/* ---- Errors: root_cause and last_error ------------------------------------------- */
+
+/* The first cause stays when a later error replaces last_error; a resume
+ * records who and why and clears last_error; a saga COMPLETED after it has
+ * no error left, only what it recovered from. */
+static void root_cause_outlives_later_errors(void **state)
+{
+    fixture *fx = *state;
+    run_to_step(fx, NOTIFY);
+    assert_null(fx->s->root_cause);
+    time_out_all_attempts(fx);
+    assert_state(fx, SAGA_FAILED);
+    const char *why = "step 'notify' has no compensation and its outcome is unknown after 3 "
+                      "attempts: timeout";
+    assert_last_error(fx, why);
+    assert_string_equal(fx->s->root_cause, why);
+
+    commit(fx);
+    assert_int_equal(saga_resume(fx->s, &fx->env, "uid 7 (ops)", "network fixed"), 0);
+    check_invariants(fx);
+    assert_detail(last_event(fx, "resumed"),
+                  "resumed by uid 7 (ops): network fixed; it had failed with: step 'notify' has "
+                  "no compensation and its outcome is unknown after 3 attempts: timeout");
+    assert_null(fx->s->last_error);
+    assert_string_equal(fx->s->root_cause, why);
+    assert_true(fx->s->dirty & SAGA_DIRTY_ROW);
+    reply_standard_ok(fx, NOTIFY);
+    assert_state(fx, SAGA_COMPLETED);
+    assert_null(fx->s->last_error);
+    assert_string_equal(fx->s->root_cause, why);
+    assert_detail(last_event(fx, "saga_completed"), "recovered after a resume");
+}
+
+/* A refusal, then a compensation that fails: last_error says the latter,
+ * root_cause the former. */
+static void root_cause_is_the_first_error(void **state)
+{
+    fixture *fx = *state;
+    run_to_step(fx, SHIP);
+    reply(fx, OUTCOME_REJECTED, "address invalid");
+    assert_state(fx, SAGA_COMPENSATING);
+    const char *first = "step 'ship' refused: address invalid";
+    assert_last_error(fx, first);
+    assert_string_equal(fx->s->root_cause, first);
+    for (uint32_t a = 1; a < compensation_retry.max_attempts; a++) {
+        no_reply(fx, "timeout");
+        fire_timer(fx);
+    }
+    no_reply(fx, "timeout");
+    assert_state(fx, SAGA_FAILED);
+    assert_last_error(fx, "compensation of step 'charge' failed after 2 attempts: timeout");
+    assert_string_equal(fx->s->root_cause, first);
+    /* Resumed, it compensates to the end: the settle event names the first cause. */
+    assert_int_equal(do_resume(fx), 0);
+    assert_null(fx->s->last_error);
+    reply(fx, OUTCOME_OK, NULL);
+    reply(fx, OUTCOME_OK, NULL);
+    assert_state(fx, SAGA_COMPENSATED);
+    assert_detail(last_event(fx, "saga_compensated"), first);
+}
+
+/* An abort names who asked and why, in last_error and its event. */
+static void abort_names_who_and_why(void **state)
+{
+    fixture *fx = *state;
+    run_to_step(fx, CHARGE);
+    commit(fx);
+    assert_int_equal(saga_abort(fx->s, &fx->env, "uid 7 (ops)", "customer called"), 0);
+    check_invariants(fx);
+    assert_last_error(fx, "aborted by uid 7 (ops): customer called");
+    assert_string_equal(fx->s->root_cause, "aborted by uid 7 (ops): customer called");
+    assert_detail(last_event(fx, "abort_requested"), "aborted by uid 7 (ops): customer called");
 }
 
 /* ---- Compensation failures --------------------------------------------------------- */
@@ -1659,8 +1734,8 @@ static void beyond_retention_nothing_is_sent(void **state)
     assert_string_equal(events_str(fx, 0), "recovered(charge/action) saga_failed");
 
     clear_log(fx);
-    assert_int_equal(saga_resume(fx->s, &fx->env), -2);
-    assert_int_equal(saga_abort(fx->s, &fx->env, "too late"), -2);
+    assert_int_equal(saga_resume(fx->s, &fx->env, NULL, NULL), -2);
+    assert_int_equal(saga_abort(fx->s, &fx->env, NULL, "too late"), -2);
     assert_state(fx, SAGA_FAILED);
     assert_int_equal(fx->n_sends, 0);
     assert_int_equal(fx->n_events, 0);
@@ -1864,6 +1939,8 @@ static void invariants_detect_broken_states(void **state)
     s->state = SAGA_FAILED;
     BROKEN("FAILED without last_error");
     s->last_error = strdup("x");
+    BROKEN("FAILED without root_cause");
+    s->root_cause = strdup("x");
     FINE();
 
     s->state = (saga_state)0;
@@ -1987,6 +2064,9 @@ int main(void)
         T(timer_without_retry_does_nothing),
         T(stale_replies_are_ignored),
         T(compensation_spent_fails_then_resume),
+        T(root_cause_outlives_later_errors),
+        T(root_cause_is_the_first_error),
+        T(abort_names_who_and_why),
         T(compensation_rejected_fails),
         T(conflict_in_action_fails),
         T(conflict_in_compensation_fails),

@@ -81,7 +81,7 @@ typedef struct {
     saga *s;      /* in memory */
     saga *stored; /* as committed */
     int64_t mono, wall, armed;
-    uint64_t token_high; /* as the engine: a restarted saga's tokens start above it */
+    uint64_t token_high;       /* as the engine: a restarted saga's tokens start above it */
     request pending[MAX_REQS]; /* asked for in this event, not committed yet */
     size_t n_pending;
     request inflight[MAX_REQS]; /* left, awaited by the saga */
@@ -97,7 +97,7 @@ typedef struct {
         if (!(cond)) {                                                                             \
             char what_[512];                                                                       \
             snprintf(what_, sizeof what_, __VA_ARGS__);                                            \
-            fail_msg("seed %llu: %s\n  trace:%s", (unsigned long long)(w)->seed, what_,          \
+            fail_msg("seed %llu: %s\n  trace:%s", (unsigned long long)(w)->seed, what_,            \
                      (w)->trace);                                                                  \
         }                                                                                          \
     } while (0)
@@ -197,6 +197,7 @@ static saga *copy_stored(const saga *s)
     c->updated_at_ms = s->updated_at_ms;
     c->deadline_at_ms = s->deadline_at_ms;
     set_copy(&c->last_error, s->last_error);
+    set_copy(&c->root_cause, s->root_cause);
     c->cursor = s->cursor;
     for (size_t i = 0; i < s->n_steps; i++) {
         const step_run *a = &s->steps[i];
@@ -257,8 +258,8 @@ static void check_leaving(world *w, const request *r)
                       r->step, j);
         w->m[r->step].action_left = 1;
     } else {
-        CHECK(w, d->steps[r->step].compensation != NULL,
-              "compensation of step %d, which has none", r->step);
+        CHECK(w, d->steps[r->step].compensation != NULL, "compensation of step %d, which has none",
+              r->step);
         CHECK(w, w->m[r->step].action_left, "compensation of step %d whose action never left",
               r->step);
         uint64_t later = saga_dag_descendants(d, (size_t)r->step);
@@ -385,14 +386,14 @@ static void one_event(world *w, int calm)
         note(w, "timer");
         saga_on_timer(s, &w->env);
     } else if (s->state == SAGA_FAILED) {
-        int rc = (!calm && chance(w, 0.3)) ? saga_abort(s, &w->env, "operator")
-                                           : saga_resume(s, &w->env);
+        int rc = (!calm && chance(w, 0.3)) ? saga_abort(s, &w->env, NULL, "operator")
+                                           : saga_resume(s, &w->env, NULL, NULL);
         if (rc != 0)
-            rc = saga_resume(s, &w->env);
+            rc = saga_resume(s, &w->env, NULL, NULL);
         note(w, "operator(%d)", rc);
         CHECK(w, rc == 0, "neither resume nor abort accepted a FAILED saga: %d", rc);
     } else if (!calm && s->state == SAGA_RUNNING && chance(w, 0.2)) {
-        note(w, "abort(%d)", saga_abort(s, &w->env, "operator"));
+        note(w, "abort(%d)", saga_abort(s, &w->env, NULL, "operator"));
     } else if (w->n_inflight == 0 && w->n_ghosts == 0 && !is_final(s)) {
         CHECK(w, 0, "stuck in %s: nothing in flight, no timer", saga_state_name(s->state));
     }

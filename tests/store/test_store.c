@@ -174,6 +174,7 @@ static void assert_saga_equal(const saga *a, const saga *b)
     assert_int_equal(a->updated_at_ms, b->updated_at_ms);
     assert_int_equal(a->deadline_at_ms, b->deadline_at_ms);
     assert_str_or_null(a->last_error, b->last_error);
+    assert_str_or_null(a->root_cause, b->root_cause);
     assert_int_equal(a->cursor, b->cursor);
     assert_int_equal(a->n_steps, b->n_steps);
     for (size_t i = 0; i < a->n_steps; i++)
@@ -330,7 +331,7 @@ static void step_rows_hold_definition_and_keys(void **state)
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
     version = sqlite3_column_int64(q, 0);
     sqlite3_finalize(q);
-    assert_int_equal(version, 4);
+    assert_int_equal(version, 5);
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
     assert_string_equal(sqlite3_column_text(q, 0), "wal");
@@ -1047,7 +1048,8 @@ static void migration_from_schema_1_pins_old_sagas(void **state)
     store_close(st);
     /* What a sagad of schema version 1 left behind: protocol 1 numbered
      * outcomes from OK = 0, and stored "no reply yet" as -1. */
-    raw_exec(path, "DROP TABLE scheduled_starts; ALTER TABLE sagas DROP COLUMN deadline_at_ms; "
+    raw_exec(path, "DROP TABLE scheduled_starts; ALTER TABLE sagas DROP COLUMN root_cause; "
+                   "ALTER TABLE sagas DROP COLUMN deadline_at_ms; "
                    "ALTER TABLE saga_steps DROP COLUMN started_at_ms; "
                    "ALTER TABLE saga_steps DROP COLUMN finished_at_ms; "
                    "DROP INDEX sagas_unpinned; ALTER TABLE sagas DROP COLUMN def_version; "
@@ -1098,7 +1100,8 @@ static void migration_from_schema_2_adds_deadlines(void **state)
     save_one(st, old);
     store_close(st);
     /* What a sagad of schema version 2 left behind. */
-    raw_exec(path, "DROP TABLE scheduled_starts; ALTER TABLE sagas DROP COLUMN deadline_at_ms; "
+    raw_exec(path, "DROP TABLE scheduled_starts; ALTER TABLE sagas DROP COLUMN root_cause; "
+                   "ALTER TABLE sagas DROP COLUMN deadline_at_ms; "
                    "ALTER TABLE saga_steps DROP COLUMN started_at_ms; "
                    "ALTER TABLE saga_steps DROP COLUMN finished_at_ms; PRAGMA user_version = 2");
 
@@ -1119,6 +1122,178 @@ static void migration_from_schema_2_adds_deadlines(void **state)
     store_close(open_ro(path));
     saga_free(old);
     saga_free(fresh);
+}
+
+/* store_search's rows, with the fields the operator's views show. */
+typedef struct {
+    char ids[32][37];
+    char keys[32][64];
+    char causes[32][64];
+    size_t n;
+} search_log;
+
+static int collect_search(const store_summary *row, void *arg)
+{
+    search_log *l = arg;
+    assert_true(l->n < 32);
+    snprintf(l->ids[l->n], sizeof l->ids[0], "%s", row->saga_id);
+    snprintf(l->keys[l->n], sizeof l->keys[0], "%s", row->client_key ? row->client_key : "-");
+    snprintf(l->causes[l->n], sizeof l->causes[0], "%s", row->root_cause ? row->root_cause : "-");
+    l->n++;
+    return 0;
+}
+
+/* Sagas 200..212, keys k200.., created at 1000 + i; every third FAILED with a
+ * root cause distinct from its last error. */
+static void insert_search_fleet(store *st)
+{
+    assert_int_equal(store_begin(st), 0);
+    for (int i = 0; i < 13; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%d", 200 + i);
+        saga *s = new_saga(&defs[0], 200 + i, key, 1000 + i);
+        if (i % 3 == 0) {
+            s->state = SAGA_FAILED;
+            set_str(&s->last_error, "compensation refused");
+            set_str(&s->root_cause, "card declined");
+        }
+        assert_int_equal(store_save_saga(st, s), 0);
+        saga_free(s);
+    }
+    assert_int_equal(store_commit(st), 0);
+}
+
+/* sagactl status PREFIX, list --key, --since/--until: each filter, combined,
+ * paged; on the read-only handle sagactl's reads use. */
+static void search_by_prefix_key_and_time(void **state)
+{
+    char path[512];
+    new_db_path(path, sizeof path);
+    store *rw = open_rw(path, 0);
+    insert_search_fleet(rw);
+    store *st = open_ro(path);
+    char id[37];
+
+    search_log l = {.n = 0};
+    store_search_filter f = {.id_prefix = "00000000-0000-4000-8000-00000000020"};
+    assert_int_equal(store_search(st, &f, collect_search, &l), 0);
+    assert_int_equal(l.n, 10); /* 200..209, newest first */
+    for (size_t i = 0; i < 10; i++) {
+        make_id(id, 209 - (int)i);
+        assert_string_equal(l.ids[i], id);
+    }
+    /* A whole id is a prefix of itself; one past every id matches nothing. */
+    l.n = 0;
+    make_id(id, 211);
+    f.id_prefix = id;
+    assert_int_equal(store_search(st, &f, collect_search, &l), 0);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.ids[0], id);
+    l.n = 0;
+    f.id_prefix = "1";
+    assert_int_equal(store_search(st, &f, collect_search, &l), 0);
+    assert_int_equal(l.n, 0);
+
+    /* By client key: that saga, its key and root cause in the row. */
+    l.n = 0;
+    store_search_filter k = {.client_key = "k206"};
+    assert_int_equal(store_search(st, &k, collect_search, &l), 0);
+    assert_int_equal(l.n, 1);
+    make_id(id, 206);
+    assert_string_equal(l.ids[0], id);
+    assert_string_equal(l.keys[0], "k206");
+    assert_string_equal(l.causes[0], "card declined");
+    l.n = 0;
+    k.client_key = "k9999";
+    assert_int_equal(store_search(st, &k, collect_search, &l), 0);
+    assert_int_equal(l.n, 0);
+
+    /* Created in [1005, 1008): 207, 206, 205; with state FAILED: 206. */
+    l.n = 0;
+    store_search_filter t = {.created_after_ms = 1005, .created_before_ms = 1008};
+    assert_int_equal(store_search(st, &t, collect_search, &l), 0);
+    assert_int_equal(l.n, 3);
+    make_id(id, 207);
+    assert_string_equal(l.ids[0], id);
+    make_id(id, 205);
+    assert_string_equal(l.ids[2], id);
+    l.n = 0;
+    t.state = SAGA_FAILED;
+    assert_int_equal(store_search(st, &t, collect_search, &l), 0);
+    assert_int_equal(l.n, 1);
+    make_id(id, 206);
+    assert_string_equal(l.ids[0], id);
+    assert_string_equal(l.causes[0], "card declined");
+
+    /* Pages: limit and after_id, as store_list. */
+    l.n = 0;
+    store_search_filter p = {.created_after_ms = 1000, .limit = 4};
+    assert_int_equal(store_search(st, &p, collect_search, &l), 0);
+    assert_int_equal(l.n, 4);
+    char after[37];
+    snprintf(after, sizeof after, "%s", l.ids[3]);
+    l.n = 0;
+    p.after_id = after;
+    assert_int_equal(store_search(st, &p, collect_search, &l), 0);
+    assert_int_equal(l.n, 4);
+    make_id(id, 208);
+    assert_string_equal(l.ids[0], id);
+    store_close(st);
+    store_close(rw);
+}
+
+/* root_cause is stored apart from last_error, both ways and through
+ * updates; schema 3 databases gain it: their last error is the best known
+ * first cause, and a COMPLETED saga keeps it there only (saga.h "Errors"). */
+static void root_cause_kept_and_migrated(void **state)
+{
+    char path[512];
+    new_db_path(path, sizeof path);
+    store *st = open_rw(path, 0);
+    saga *s = new_saga(&defs[0], 60, NULL, 1000);
+    set_str(&s->last_error, "compensation refused");
+    set_str(&s->root_cause, "card declined");
+    s->state = SAGA_FAILED;
+    save_one(st, s);
+    saga *got = load(st, s->id);
+    assert_saga_equal(s, got);
+    saga_free(got);
+    /* Completed after a resume: last_error cleared, root_cause kept. */
+    set_str(&s->last_error, NULL);
+    s->state = SAGA_COMPLETED;
+    s->dirty = SAGA_DIRTY_ROW;
+    save_one(st, s);
+    got = load(st, s->id);
+    assert_null(got->last_error);
+    assert_string_equal(got->root_cause, "card declined");
+    saga_free(got);
+
+    saga *done = new_saga(&defs[0], 61, NULL, 1000);
+    done->state = SAGA_COMPLETED;
+    saga *failed = new_saga(&defs[0], 62, NULL, 1000);
+    failed->state = SAGA_FAILED;
+    set_str(&failed->last_error, "stuck");
+    set_str(&failed->root_cause, "stuck");
+    save_one(st, done);
+    save_one(st, failed);
+    store_close(st);
+    /* What a sagad of schema version 4 left behind: a COMPLETED saga (resumed)
+     * with its old error as last_error, a FAILED one. */
+    raw_exec(path, "UPDATE sagas SET last_error = 'was stuck' WHERE state = 3; "
+                   "ALTER TABLE sagas DROP COLUMN root_cause; PRAGMA user_version = 4");
+    st = open_rw(path, 0);
+    got = load(st, done->id);
+    assert_null(got->last_error);
+    assert_string_equal(got->root_cause, "was stuck");
+    saga_free(got);
+    got = load(st, failed->id);
+    assert_saga_equal(failed, got);
+    saga_free(got);
+    store_close(st);
+    store_close(open_ro(path));
+    saga_free(s);
+    saga_free(done);
+    saga_free(failed);
 }
 
 /* Rows that would hand the engine garbage are refused with a message. */
@@ -1631,6 +1806,8 @@ int main(void)
         cmocka_unit_test(definitions_are_stored_once),
         cmocka_unit_test(migration_from_schema_1_pins_old_sagas),
         cmocka_unit_test(migration_from_schema_2_adds_deadlines),
+        cmocka_unit_test(search_by_prefix_key_and_time),
+        cmocka_unit_test(root_cause_kept_and_migrated),
         cmocka_unit_test(load_refuses_corrupt_rows),
         cmocka_unit_test(rollback_discards),
         cmocka_unit_test(failed_commit_rolls_back),
