@@ -141,10 +141,9 @@ static int pg_code(PGconn *conn, const PGresult *res)
  * result_fmt. On success *out holds the result (the caller PQclears it) when
  * out is not NULL. Returns a store.h status, the message kept in s->err.
  */
-static int pg_params(pg_store *s, PGconn *conn, const char *sql, int n, const char *const *vals,
-                     const int *lens, const int *fmts, int result_fmt, PGresult **out)
+/* Takes res: the status of a finished statement (see pg_params). */
+static int pg_finish(pg_store *s, PGconn *conn, PGresult *res, PGresult **out)
 {
-    PGresult *res = PQexecParams(conn, sql, n, NULL, vals, lens, fmts, result_fmt);
     ExecStatusType st = PQresultStatus(res);
     if (out)
         *out = NULL;
@@ -162,10 +161,16 @@ static int pg_params(pg_store *s, PGconn *conn, const char *sql, int n, const ch
     return rc;
 }
 
-/* A statement without parameters or results. */
+static int pg_params(pg_store *s, PGconn *conn, const char *sql, int n, const char *const *vals,
+                     const int *lens, const int *fmts, int result_fmt, PGresult **out)
+{
+    return pg_finish(s, conn, PQexecParams(conn, sql, n, NULL, vals, lens, fmts, result_fmt), out);
+}
+
+/* Statements without parameters or results (several, ;-separated, allowed). */
 static int pg_cmd(pg_store *s, PGconn *conn, const char *sql)
 {
-    return pg_params(s, conn, sql, 0, NULL, NULL, NULL, 0, NULL);
+    return pg_finish(s, conn, PQexec(conn, sql), NULL);
 }
 
 /* Server notices (CREATE ... IF NOT EXISTS "already exists") are not errors. */
@@ -641,15 +646,9 @@ static int pg_query(pt_tx *tx, pt_rows *r, const char *sql, int n, const pt_bind
 static int pg_script(pt_tx *tx, const char *sql)
 {
     pg_store *s = pg_of(tx->p);
-    PGresult *res = PQexec(s->conn, sql);
-    ExecStatusType st = PQresultStatus(res);
-    int rc = SQLITE_OK;
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        rc = pg_code(s->conn, res);
-        pg_set_err(s, PQerrorMessage(s->conn));
+    int rc = pg_cmd(s, s->conn, sql);
+    if (rc != SQLITE_OK)
         snprintf(tx->err, sizeof tx->err, "%s", s->err);
-    }
-    PQclear(res);
     return rc;
 }
 
