@@ -75,7 +75,9 @@ static void svc_usage(const svc_def *def, const char *program, FILE *out)
             "                     Default: ipc://$XDG_RUNTIME_DIR/saga-%s.ipc; required when\n"
             "                     XDG_RUNTIME_DIR is not set (no shared /tmp default: another\n"
             "                     user could take the address first).\n"
-            "  --db PATH          SQLite database (created when missing). Default: %s.db\n"
+            "  --db PATH|URL      SQLite database (created when missing), or the\n"
+            "                     postgresql:// URI of an existing database (payment;\n"
+            "                     replicas may share one). Default: %s.db\n"
             "  --seed FILE        libconfig seed file, loaded only into an empty database\n"
             "  --faults SPEC      fault injection for tests, comma-separated options:\n"
             "%s"
@@ -283,7 +285,7 @@ static int svc_parse_args(const svc_def *def, const char *program, int argc, cha
         fprintf(stderr, "%s: --listen and --db must not be empty\n", program);
         goto usage_error;
     }
-    if (a->seed_path && def->seed == NULL) {
+    if (a->seed_path && def->seed == NULL && def->seed_tx == NULL) {
         fprintf(stderr, "%s: this service has no seed data; drop --seed\n", program);
         goto usage_error;
     }
@@ -321,99 +323,121 @@ static const char svc_meta_sql[] = "CREATE TABLE IF NOT EXISTS meta (\n"
                                    "  value INTEGER NOT NULL\n"
                                    ");\n";
 
+static const char svc_meta_sql_pg[] = "CREATE TABLE IF NOT EXISTS meta (\n"
+                                      "  key   TEXT PRIMARY KEY,\n"
+                                      "  value BIGINT NOT NULL\n"
+                                      ");\n";
+
 /* Runs a single-integer query. Returns 0, or -1 with err set. */
-static int svc_query_i64(sqlite3 *db, const char *sql, int64_t *out, char *err, size_t errlen)
+static int svc_query_i64(pt_tx *tx, const char *sql, int64_t *out, char *err, size_t errlen)
 {
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (rc != SQLITE_ROW) {
-        snprintf(err, errlen, "query failed: %s", sqlite3_errmsg(db));
-        sqlite3_finalize(st);
+    if (pt_query_int(tx, out, sql, "") == 1)
+        return 0;
+    snprintf(err, errlen, "query failed: %s", pt_tx_errmsg(tx));
+    return -1;
+}
+
+/* svc_prepare_db's transaction (pt_run). */
+typedef struct {
+    const svc_def *def;
+    const config_t *seed;
+    const char *seed_path;
+    int rc; /* SVC_SEED_* */
+    char *err;
+    size_t errlen;
+} svc_setup;
+
+static int svc_setup_run(pt_tx *tx, void *arg)
+{
+    svc_setup *c = arg;
+    const svc_def *def = c->def;
+    char *err = c->err;
+    size_t errlen = c->errlen;
+    int pg = pt_tx_backend(tx) == PT_BACKEND_POSTGRESQL;
+    int64_t version = 0, rows = 0;
+    c->rc = SVC_SEED_DB_ERROR;
+
+    if (pt_exec_script(tx, pg ? svc_meta_sql_pg : svc_meta_sql) != PT_DB_OK ||
+        pt_exec(tx,
+                "INSERT INTO meta (key, value) VALUES ('schema_version', $1)"
+                " ON CONFLICT (key) DO NOTHING",
+                "i", (int64_t)SVC_SCHEMA_VERSION) != PT_DB_OK) {
+        snprintf(err, errlen, "cannot create the meta table: %s", pt_tx_errmsg(tx));
         return -1;
     }
-    *out = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    if (svc_query_i64(tx, "SELECT value FROM meta WHERE key = 'schema_version'", &version, err,
+                      errlen) != 0)
+        return -1;
+    if (version != SVC_SCHEMA_VERSION) {
+        snprintf(err, errlen, "database schema version is %lld, this program uses %d",
+                 (long long)version, SVC_SCHEMA_VERSION);
+        return -1;
+    }
+    if (pt_exec_script(tx, pg ? def->schema_pg : def->schema_sql) != PT_DB_OK) {
+        snprintf(err, errlen, "cannot create the %s schema: %s", def->name, pt_tx_errmsg(tx));
+        return -1;
+    }
+    if (c->seed != NULL) {
+        if (svc_query_i64(tx, def->count_sql, &rows, err, errlen) != 0)
+            return -1;
+        if (rows == 0) {
+            int rc = def->seed_tx ? def->seed_tx(tx, c->seed, err, errlen)
+                                  : def->seed(pt_tx_sqlite(tx), c->seed, err, errlen);
+            if (rc == SVC_SEED_OK)
+                rc = svc_meta_set_tx(tx, "seeded_at_ms", util_wall_ms(), err, errlen);
+            if (rc != SVC_SEED_OK) {
+                c->rc = rc;
+                return -1;
+            }
+            log_info("seeded the empty database from %s", c->seed_path);
+        } else {
+            log_info("database already holds %lld business rows: seed %s not loaded",
+                     (long long)rows, c->seed_path);
+        }
+    }
+    if (def->audit_sql) {
+        int64_t violations = 0;
+        if (svc_query_i64(tx, def->audit_sql, &violations, err, errlen) != 0)
+            return -1;
+        if (violations != 0) {
+            snprintf(err, errlen,
+                     "the %s books do not balance (%lld invariant violations; see the audit "
+                     "view in docs/PARTICIPANTS.md): refusing to serve",
+                     def->name, (long long)violations);
+            return -1;
+        }
+    }
+    c->rc = SVC_SEED_OK;
     return 0;
 }
 
 /*
  * Creates meta and the service schema, checks the schema version and, when
  * a seed is given and the database holds no business rows, loads it; then
- * checks the service's invariants. All in one immediate transaction. Returns SVC_SEED_OK, or
- * SVC_SEED_INVALID (bad seed content) or SVC_SEED_DB_ERROR with err set.
+ * checks the service's invariants. All in one transaction (pt_run: on
+ * PostgreSQL under the setup lock, so replicas starting together seed
+ * once). Returns SVC_SEED_OK, or SVC_SEED_INVALID (bad seed content) or
+ * SVC_SEED_DB_ERROR with err set.
  */
-static int svc_prepare_db(const svc_def *def, sqlite3 *db, const config_t *seed,
+static int svc_prepare_db(const svc_def *def, participant *p, const config_t *seed,
                           const char *seed_path, char *err, size_t errlen)
 {
-    int64_t version = 0, rows = 0;
-    int rc = SVC_SEED_DB_ERROR;
-
-    /* The business schemas declare REFERENCES; have SQLite enforce them (per connection). */
-    if (sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL) != SQLITE_OK) {
+    char why[512];
+    svc_setup c = {def, seed, seed_path, SVC_SEED_DB_ERROR, err, errlen};
+    sqlite3 *db = pt_db(p);
+    err[0] = '\0';
+    /* The business schemas declare REFERENCES; have SQLite enforce them (per
+     * connection, outside any transaction). PostgreSQL always does. */
+    if (db != NULL && sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "cannot enable foreign keys: %s", sqlite3_errmsg(db));
         return SVC_SEED_DB_ERROR;
     }
-    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "cannot begin the schema transaction: %s", sqlite3_errmsg(db));
-        return SVC_SEED_DB_ERROR;
-    }
-    if (sqlite3_exec(db, svc_meta_sql, NULL, NULL, NULL) != SQLITE_OK ||
-        svc_exec(db, "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?1)", "i",
-                 (int64_t)SVC_SCHEMA_VERSION) != SQLITE_OK) {
-        snprintf(err, errlen, "cannot create the meta table: %s", sqlite3_errmsg(db));
-        goto rollback;
-    }
-    if (svc_query_i64(db, "SELECT value FROM meta WHERE key = 'schema_version'", &version, err,
-                      errlen) != 0)
-        goto rollback;
-    if (version != SVC_SCHEMA_VERSION) {
-        snprintf(err, errlen, "database schema version is %lld, this program uses %d",
-                 (long long)version, SVC_SCHEMA_VERSION);
-        goto rollback;
-    }
-    if (sqlite3_exec(db, def->schema_sql, NULL, NULL, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "cannot create the %s schema: %s", def->name, sqlite3_errmsg(db));
-        goto rollback;
-    }
-    if (seed != NULL) {
-        if (svc_query_i64(db, def->count_sql, &rows, err, errlen) != 0)
-            goto rollback;
-        if (rows == 0) {
-            rc = def->seed(db, seed, err, errlen);
-            if (rc == SVC_SEED_OK)
-                rc = svc_meta_set(db, "seeded_at_ms", util_wall_ms(), err, errlen);
-            if (rc != SVC_SEED_OK)
-                goto rollback;
-            log_info("seeded the empty database from %s", seed_path);
-        } else {
-            log_info("database already holds %lld business rows: seed %s not loaded",
-                     (long long)rows, seed_path);
-        }
-    }
-    if (def->audit_sql) {
-        int64_t violations = 0;
-        if (svc_query_i64(db, def->audit_sql, &violations, err, errlen) != 0)
-            goto rollback;
-        if (violations != 0) {
-            snprintf(err, errlen,
-                     "the %s books do not balance (%lld invariant violations; see the audit "
-                     "view in docs/PARTICIPANTS.md): refusing to serve",
-                     def->name, (long long)violations);
-            goto rollback;
-        }
-    }
-    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "cannot commit the schema transaction: %s", sqlite3_errmsg(db));
-        rc = SVC_SEED_DB_ERROR;
-        goto rollback;
+    if (pt_run(p, svc_setup_run, &c, why, sizeof why) != 0) {
+        if (err[0] == '\0')
+            snprintf(err, errlen, "%s", why);
+        return c.rc == SVC_SEED_OK ? SVC_SEED_DB_ERROR : c.rc;
     }
     return SVC_SEED_OK;
-
-rollback:
-    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-    return rc;
 }
 
 /*
@@ -634,8 +658,13 @@ int svc_main(const svc_def *def, int argc, char **argv)
         }
         goto out;
     }
+    if (pt_backend(p) == PT_BACKEND_POSTGRESQL && def->schema_pg == NULL) {
+        log_error("the %s service runs on SQLite only: --db must be a file path", def->name);
+        status = 2;
+        goto out;
+    }
     switch (
-        svc_prepare_db(def, pt_db(p), have_seed ? &seed : NULL, args.seed_path, err, sizeof err)) {
+        svc_prepare_db(def, p, have_seed ? &seed : NULL, args.seed_path, err, sizeof err)) {
     case SVC_SEED_OK:
         break;
     case SVC_SEED_INVALID:
@@ -846,6 +875,17 @@ int svc_seed_only_keys(const config_t *cfg, const config_setting_t *s, const cha
             return svc_seed_error(err, errlen, m, "unknown setting '%s'", name ? name : "?");
     }
     return SVC_SEED_OK;
+}
+
+int svc_meta_set_tx(pt_tx *tx, const char *key, int64_t value, char *err, size_t errlen)
+{
+    if (pt_exec(tx,
+                "INSERT INTO meta (key, value) VALUES ($1, $2)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                "ti", key, value) == PT_DB_OK)
+        return SVC_SEED_OK;
+    snprintf(err, errlen, "cannot set meta '%s': %s", key, pt_tx_errmsg(tx));
+    return SVC_SEED_DB_ERROR;
 }
 
 int svc_meta_set(sqlite3 *db, const char *key, int64_t value, char *err, size_t errlen)

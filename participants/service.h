@@ -83,6 +83,13 @@ typedef struct {
      * data and refuses --seed.
      */
     int (*seed)(sqlite3 *db, const config_t *cfg, char *err, size_t errlen);
+    /* The same on the neutral API (either backend); used instead of seed when set. */
+    int (*seed_tx)(pt_tx *tx, const config_t *cfg, char *err, size_t errlen);
+    /*
+     * schema_sql for PostgreSQL, or NULL when the service runs on SQLite only
+     * (its handlers use pt_register): then a postgresql:// --db is refused.
+     */
+    const char *schema_pg;
     /*
      * SELECT returning one integer: how many of the service's conservation
      * invariants are violated (0 when the books balance), or NULL when the
@@ -167,5 +174,7 @@ int svc_seed_only_keys(const config_t *cfg, const config_setting_t *s, const cha
  * SVC_SEED_OK or SVC_SEED_DB_ERROR with err set.
  */
 int svc_meta_set(sqlite3 *db, const char *key, int64_t value, char *err, size_t errlen);
+/* svc_meta_set on the neutral API (either backend). */
+int svc_meta_set_tx(pt_tx *tx, const char *key, int64_t value, char *err, size_t errlen);
 
 #endif
