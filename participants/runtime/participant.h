@@ -5,8 +5,10 @@
  * A service registers one handler per operation and writes only business
  * SQL. The runtime serves saga.v1 StepRequests (proto/saga.proto) on an nng
  * REP socket with several contexts in flight, and runs each handler inside
- * the same SQLite transaction as the idempotency record of the request, so
- * that the business effect and the record commit together or not at all.
+ * the same transaction as the idempotency record of the request (SQLite,
+ * or PostgreSQL where replicas may share one database: see the neutral
+ * pt_tx API below), so that the business effect and the record commit
+ * together or not at all.
  *
  * Rules the runtime enforces (all in the service's own database):
  *   1. First delivery of a key: run the handler, store the reply with the
