@@ -214,7 +214,7 @@ static void respond_refusal(http_conn *c, int status, const char *extra, const c
 {
     char headers[128];
     size_t n = 0;
-    char *body = ju_error_line(msg, &n); /* NULL (out of memory): the status alone */
+    char *body = ju_error_line(status, msg, &n); /* NULL (out of memory): the status alone */
     snprintf(headers, sizeof headers, "Content-Type: application/json\r\n%s", extra);
     c->keep_alive = 0;
     c->head = 0;

@@ -174,7 +174,7 @@ static void respond(http_conn *c, int status, const char *content_type, const vo
 static void respond_error(http_conn *c, int status, const char *msg)
 {
     size_t n = 0;
-    char *body = ju_error_line(msg, &n); /* NULL (out of memory): the status alone */
+    char *body = ju_error_line(status, msg, &n); /* NULL (out of memory): the status alone */
     respond(c, status, "application/json", body ? body : "", n, 0);
     free(body);
 }

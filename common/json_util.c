@@ -65,10 +65,11 @@ char *ju_line(json_t *v, size_t *len)
     return line;
 }
 
-char *ju_error_line(const char *message, size_t *len)
+char *ju_error_line(int status, const char *message, size_t *len)
 {
     json_t *o = json_object();
-    if (o != NULL && ju_set(o, "error", ju_str(message)) != 0) {
+    if (o != NULL && (ju_set(o, "error", ju_str(message)) != 0 ||
+                      ju_set(o, "status", json_integer(status)) != 0)) {
         json_decref(o);
         return NULL;
     }

@@ -29,7 +29,8 @@ int ju_append(json_t *arr, json_t *value);
  * record), malloc'd, its length in *len; NULL when out of memory. Takes the
  * reference to v (NULL v gives NULL), so a builder's result can be passed. */
 char *ju_line(json_t *v, size_t *len);
-/* ju_line of {"error": message}: how every HTTP refusal is answered. */
-char *ju_error_line(const char *message, size_t *len);
+/* ju_line of {"error": message, "status": status}: how every HTTP refusal is
+ * answered (the status repeated in the body, for clients that log bodies only). */
+char *ju_error_line(int status, const char *message, size_t *len);
 
 #endif

@@ -1,5 +1,6 @@
 /*
  * engine — drives every saga in flight; see engine.h for the round structure.
+ * What only a node of several on one database does is in engine_nodes.c.
  *
  * Invariants:
  *   1. Only the engine thread touches sagas, the writable store, the timer
@@ -20,139 +21,19 @@
  *      (FAILED, last_error beginning with QUARANTINE_PREFIX, alert) and
  *      refuses resume and abort.
  */
-#include "engine.h"
-
-#include <nng/nng.h>
-#include <nng/supplemental/util/platform.h>
 #include <inttypes.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "alert.h"
-#include "catalog.h"
 #include "crashpoint.h"
 #include "db_files.h"
+#include "engine_internal.h"
 #include "log.h"
-#include "orch_metrics.h"
-#include "saga.h"
-#include "store.h"
-#include "transport.h"
-#include "util.h"
 #include "wire.h"
-
-/* ---- A small string-keyed hash table of sagas ------------------------- */
-
-typedef struct {
-    const char **keys; /* point into the saga they map to */
-    saga **vals;
-    size_t cap, len, used; /* used counts tombstones too */
-} saga_table;
-
-static const char table_tombstone[] = "";
-
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
-static int table_grow(saga_table *t)
-{
-    size_t cap = t->cap ? t->cap * 2 : 1024;
-    if (t->len * 4 < t->cap)
-        cap = t->cap; /* mostly tombstones: rehash in place */
-    const char **keys = calloc(cap, sizeof *keys);
-    saga **vals = calloc(cap, sizeof *vals);
-    if (keys == NULL || vals == NULL) {
-        free(keys);
-        free(vals);
-        return -1;
-    }
-    for (size_t i = 0; i < t->cap; i++) {
-        if (t->keys[i] == NULL || t->keys[i] == table_tombstone)
-            continue;
-        size_t j = hash_str(t->keys[i]) & (cap - 1);
-        while (keys[j] != NULL)
-            j = (j + 1) & (cap - 1);
-        keys[j] = t->keys[i];
-        vals[j] = t->vals[i];
-    }
-    free(t->keys);
-    free(t->vals);
-    t->keys = keys;
-    t->vals = vals;
-    t->cap = cap;
-    t->used = t->len;
-    return 0;
-}
-
-static saga *table_get(const saga_table *t, const char *key)
-{
-    if (t->cap == 0)
-        return NULL;
-    for (size_t j = hash_str(key) & (t->cap - 1);; j = (j + 1) & (t->cap - 1)) {
-        if (t->keys[j] == NULL)
-            return NULL;
-        if (t->keys[j] != table_tombstone && strcmp(t->keys[j], key) == 0)
-            return t->vals[j];
-    }
-}
-
-static int table_put(saga_table *t, const char *key, saga *s)
-{
-    if ((t->used + 1) * 2 > t->cap && table_grow(t) != 0)
-        return -1;
-    size_t j = hash_str(key) & (t->cap - 1);
-    while (t->keys[j] != NULL && t->keys[j] != table_tombstone)
-        j = (j + 1) & (t->cap - 1);
-    if (t->keys[j] == NULL)
-        t->used++;
-    t->keys[j] = key;
-    t->vals[j] = s;
-    t->len++;
-    return 0;
-}
-
-static void table_del(saga_table *t, const char *key)
-{
-    if (t->cap == 0)
-        return;
-    for (size_t j = hash_str(key) & (t->cap - 1);; j = (j + 1) & (t->cap - 1)) {
-        if (t->keys[j] == NULL)
-            return;
-        if (t->keys[j] != table_tombstone && strcmp(t->keys[j], key) == 0) {
-            t->keys[j] = table_tombstone;
-            t->vals[j] = NULL;
-            t->len--;
-            return;
-        }
-    }
-}
-
-/* ---- Events --------------------------------------------------------------- */
-
-enum event_kind { EV_CALL_DONE, EV_START, EV_ABORT, EV_RESUME, EV_RELOAD };
-
-typedef struct event {
-    struct event *next;
-    enum event_kind kind;
-    transport_call *call; /* EV_CALL_DONE */
-    char *type;           /* EV_START */
-    char *client_key;
-    kvmap input;
-    int64_t deadline_ms; /* EV_START: 0, the type's deadline_s */
-    char saga_id[40];    /* EV_ABORT, EV_RESUME */
-    char *reason;
-    engine_done_fn done;
-    void *done_arg;
-} event;
 
 static void event_free(event *ev)
 {
@@ -162,106 +43,6 @@ static void event_free(event *ev)
     free(ev->reason);
     free(ev);
 }
-
-/* What a round will do once its commit has succeeded. */
-typedef struct {
-    char saga_id[37];
-    uint64_t token;
-    int step, phase;
-    uint32_t attempt;
-} pending_send;
-
-typedef struct {
-    engine_done_fn done;
-    void *arg;
-    int status;
-    char *error;
-    char saga_id[37];
-    int existing;
-} pending_answer;
-
-typedef struct {
-    char *saga_id;
-    int64_t at_ms;
-    saga_event ev; /* strings below are owned copies */
-    char *detail;
-    char *step_name;
-} pending_history;
-
-#define VEC(T)                                                                                     \
-    struct {                                                                                       \
-        T *items;                                                                                  \
-        size_t len, cap;                                                                           \
-    }
-
-static int vec_reserve(void **items, size_t *cap, size_t len, size_t size)
-{
-    if (len < *cap)
-        return 0;
-    size_t ncap = *cap ? *cap * 2 : 64;
-    void *n = realloc(*items, ncap * size);
-    if (n == NULL)
-        return -1;
-    *items = n;
-    *cap = ncap;
-    return 0;
-}
-#define VEC_PUSH(v, x)                                                                             \
-    (vec_reserve((void **)&(v).items, &(v).cap, (v).len, sizeof *(v).items) == 0                   \
-         ? ((v).items[(v).len++] = (x), 0)                                                         \
-         : -1)
-
-struct engine {
-    const orch_config *cfg;
-    catalog *defs; /* every definition version in use, and the current ones */
-    store *db;
-    transport *net;
-    nng_thread *thread;
-
-    nng_mtx *mtx; /* guards the queue and `stopping` */
-    nng_cv *cv;
-    event *queue_head, *queue_tail;
-    int stopping;
-    atomic_int closing; /* transport completions are ignored from now on */
-
-    saga_table by_id, by_key;
-    VEC(saga *) timers; /* binary min-heap on timer_due */
-    util_prng rng;
-
-    /* The current round. */
-    VEC(saga *) dirty;
-    VEC(saga *) settled;
-    VEC(pending_send) sends;
-    VEC(pending_answer) answers;
-    VEC(pending_history) history;
-    int round_had_replies;
-
-    /* The highest request token ever handed to the transport. A saga that
-     * enters memory (new, recovered, or loaded again for an operator) starts
-     * its tokens above it, so a reply still outstanding from an earlier time
-     * the same saga was in memory can never match one of its new requests. */
-    uint64_t token_high;
-
-    atomic_uint_fast64_t in_flight, steps_sent, retries, timeouts, replayed, late, commits,
-        committed_sagas;
-
-    /* Observability (docs/OBSERVABILITY.md): metrics updated by the hooks
-     * below, and the alert command run when a saga becomes FAILED. */
-    orch_metrics *metrics;
-    alerter *alerts;
-
-    /* Set while a round's commit is being retried (invariant 3); why is
-     * guarded by mtx, for the BUSY answers given on other threads. */
-    atomic_int store_unavailable;
-    char store_unavailable_why[256];
-    int64_t next_purge_ms; /* monotonic time of the next retention purge batch */
-
-    /* Several nodes on one database (store_is_shared; docs/SCALE-OUT.md). */
-    int shared;
-    int64_t lease_sure_until_ms; /* monotonic: the lease is surely held until then */
-    int64_t next_renew_ms, next_claim_ms;
-    int renew_failing; /* renewals failing for a storage error: logged once */
-};
 
 /* last_error of a quarantined saga begins with this. */
 #define QUARANTINE_PREFIX "quarantined: "
@@ -330,7 +111,7 @@ static void heap_down(engine *e, size_t i)
 }
 
 /* timer_slot is 1-based so that 0 means "not in the heap". */
-static void heap_remove(engine *e, saga *s)
+void eng_timer_cancel(engine *e, saga *s)
 {
     if (s->timer_slot == 0)
         return;
@@ -347,7 +128,7 @@ static void heap_remove(engine *e, saga *s)
 
 static void heap_set(engine *e, saga *s, int64_t due)
 {
-    heap_remove(e, s);
+    eng_timer_cancel(e, s);
     if (due == 0)
         return;
     s->timer_due = due;
@@ -465,10 +246,10 @@ static void answer(engine *e, event *ev, int status, const char *error, const ch
 static int add_saga(engine *e, saga *s)
 {
     s->token = e->token_high;
-    if (table_put(&e->by_id, s->id, s) != 0)
+    if (saga_table_put(&e->by_id, s->id, s) != 0)
         return -1;
-    if (s->client_key && table_put(&e->by_key, s->client_key, s) != 0) {
-        table_del(&e->by_id, s->id);
+    if (s->client_key && saga_table_put(&e->by_key, s->client_key, s) != 0) {
+        saga_table_del(&e->by_id, s->id);
         return -1;
     }
     e->in_flight = e->by_id.len;
@@ -478,9 +259,9 @@ static int add_saga(engine *e, saga *s)
 /* Forgets s, added by add_saga and never scheduled, and frees it. */
 static void drop_saga(engine *e, saga *s)
 {
-    table_del(&e->by_id, s->id);
+    saga_table_del(&e->by_id, s->id);
     if (s->client_key)
-        table_del(&e->by_key, s->client_key);
+        saga_table_del(&e->by_key, s->client_key);
     e->in_flight = e->by_id.len;
     saga_free(s);
 }
@@ -503,7 +284,7 @@ static void handle_start(engine *e, event *ev, const saga_env *env)
         }
     }
     if (ev->client_key) {
-        saga *twin = table_get(&e->by_key, ev->client_key);
+        saga *twin = saga_table_get(&e->by_key, ev->client_key);
         saga *loaded = NULL;
         if (twin == NULL) {
             char id[37];
@@ -553,15 +334,13 @@ static void handle_start(engine *e, event *ev, const saga_env *env)
     answer(e, ev, ENGINE_OK, NULL, s->id, 0);
 }
 
-static int recover_one(saga *s, void *arg);
-
 /* Finds a saga for abort/resume: in memory, or FAILED/finished on disk.
  * *loaded is set when it was read from disk just now (and added to memory). */
 static saga *find_or_load(engine *e, event *ev, int *status, int *loaded_now, char *why,
                           size_t whylen)
 {
     *loaded_now = 0;
-    saga *s = table_get(&e->by_id, ev->saga_id);
+    saga *s = saga_table_get(&e->by_id, ev->saga_id);
     if (s != NULL)
         return s;
     saga *loaded = NULL;
@@ -581,8 +360,8 @@ static saga *find_or_load(engine *e, event *ev, int *status, int *loaded_now, ch
     /* Taken over from another node: resumed here as at recovery, then the
      * command applies to it as to any saga in memory. */
     if (e->shared && (loaded->state == SAGA_RUNNING || loaded->state == SAGA_COMPENSATING)) {
-        recover_one(loaded, e);
-        saga *s2 = table_get(&e->by_id, ev->saga_id);
+        eng_recover_one(loaded, e);
+        saga *s2 = saga_table_get(&e->by_id, ev->saga_id);
         if (s2 == NULL) {
             *status = ENGINE_INTERNAL;
             snprintf(why, whylen, "saga %s could not be taken over", ev->saga_id);
@@ -698,7 +477,7 @@ static void handle_reload(engine *e, event *ev)
 
 static void handle_call_done(engine *e, transport_call *c, const saga_env *env)
 {
-    saga *s = table_get(&e->by_id, c->saga_id);
+    saga *s = saga_table_get(&e->by_id, c->saga_id);
     /* The token alone identifies the request in flight; the step and phase
      * are checked too, so that no bookkeeping slip can ever apply one step's
      * reply (an action's OK) to another (a compensation). */
@@ -807,211 +586,6 @@ static void transport_done(void *arg, transport_call *const *calls, size_t n)
     nng_mtx_unlock(e->mtx);
 }
 
-/* ---- Several nodes: lease, takeover, rejected rounds ------------------------ */
-
-static int wait_unless_stopping(engine *e, int64_t ms);
-
-/* Removes every entry of this round that belongs to s (its writes, history
- * and settlement), then s itself from memory, and frees it. Replies to its
- * requests in flight find no saga and are ignored as late; its queued sends
- * find no saga and are skipped. */
-static void forget_saga(engine *e, saga *s)
-{
-    size_t j = 0;
-    for (size_t i = 0; i < e->dirty.len; i++)
-        if (e->dirty.items[i] != s)
-            e->dirty.items[j++] = e->dirty.items[i];
-    e->dirty.len = j;
-    j = 0;
-    for (size_t i = 0; i < e->settled.len; i++)
-        if (e->settled.items[i] != s)
-            e->settled.items[j++] = e->settled.items[i];
-    e->settled.len = j;
-    j = 0;
-    for (size_t i = 0; i < e->history.len; i++) {
-        pending_history *h = &e->history.items[i];
-        if (strcmp(h->saga_id, s->id) == 0) {
-            free(h->saga_id);
-            free(h->detail);
-            free(h->step_name);
-        } else {
-            e->history.items[j++] = *h;
-        }
-    }
-    e->history.len = j;
-    heap_remove(e, s);
-    table_del(&e->by_id, s->id);
-    if (s->client_key)
-        table_del(&e->by_key, s->client_key);
-    e->in_flight = e->by_id.len;
-    om_set_in_flight(e->metrics, e->by_id.len);
-    saga_free(s);
-}
-
-/* Rewrites the round's answers about saga_id (all of them when NULL) that
- * would have said it went well. */
-static void refuse_answers(engine *e, const char *saga_id, int status, const char *why)
-{
-    for (size_t i = 0; i < e->answers.len; i++) {
-        pending_answer *a = &e->answers.items[i];
-        if (a->status != ENGINE_OK || (saga_id != NULL && strcmp(a->saga_id, saga_id) != 0))
-            continue;
-        a->status = status;
-        a->existing = 0;
-        free(a->error);
-        a->error = util_strdup(why);
-        if (saga_id == NULL)
-            a->saga_id[0] = '\0';
-    }
-}
-
-/* This node's lease is gone: another node fenced it and may run any of its
- * sagas now. Nothing of the round is acted on, every saga leaves memory (the
- * database is the truth; the other nodes, or this one after joining again,
- * claim them), and the node joins again with a new epoch. It never exits. */
-static void lease_lost(engine *e)
-{
-    size_t n = e->by_id.len;
-    const char *none;
-    if (store_rejection(e->db, &none) != STORE_REJECT_OUTCOME_UNKNOWN)
-        log_error("node '%s' lost its database lease (paused or cut off longer than lease_ms = "
-                  "%lld): its %zu sagas in memory are dropped, another node (or this one) resumes "
-                  "them from the database; nothing of the current round is sent or acknowledged",
-                  e->cfg->node_name, (long long)e->cfg->lease_ms, n);
-    for (size_t i = 0; i < e->by_id.cap; i++) {
-        if (e->by_id.keys && e->by_id.keys[i] && e->by_id.keys[i] != table_tombstone) {
-            saga *s = e->by_id.vals[i];
-            forget_saga(e, s);
-        }
-    }
-    e->sends.len = 0;
-    refuse_answers(e, NULL, ENGINE_BUSY,
-                   "this sagad node lost its database lease before the command was committed; "
-                   "retry (a start with the same client key is safe to repeat)");
-    om_on_lease_lost(e->metrics);
-    while (store_node_join(e->db, e->cfg->node_name, e->cfg->lease_ms) != 0) {
-        log_warn("joining again as node '%s': %s; retrying in 1 s", e->cfg->node_name,
-                 store_errmsg(e->db));
-        if (wait_unless_stopping(e, 1000))
-            return;
-    }
-    e->lease_sure_until_ms = util_mono_ms();
-    e->next_renew_ms = e->lease_sure_until_ms; /* renewed at once: sure again */
-    e->next_claim_ms = e->lease_sure_until_ms;
-}
-
-/* Another node started a saga with this one's client key first: the start is
- * answered as a repeat of that saga (or a conflict, as in handle_start). */
-static void key_taken(engine *e, saga *s)
-{
-    char winner[37] = "", msg[300];
-    saga *other = NULL;
-    int rc = store_find_client_key(e->db, s->client_key, winner);
-    if (rc == 0)
-        rc = store_load_saga(e->db, winner, &other);
-    for (size_t i = 0; i < e->answers.len; i++) {
-        pending_answer *a = &e->answers.items[i];
-        if (strcmp(a->saga_id, s->id) != 0 || a->status != ENGINE_OK)
-            continue;
-        free(a->error);
-        a->error = NULL;
-        if (rc != 0) {
-            snprintf(msg, sizeof msg,
-                     "client key taken by another node's saga, which cannot be "
-                     "read now: %s; retry",
-                     store_errmsg(e->db));
-            a->status = ENGINE_BUSY;
-            a->error = util_strdup(msg);
-            a->saga_id[0] = '\0';
-        } else if (strcmp(other->type, s->type) == 0 && kv_equal(&other->input, &s->input)) {
-            snprintf(a->saga_id, sizeof a->saga_id, "%s", other->id);
-            a->existing = 1;
-        } else {
-            a->status = ENGINE_CONFLICT;
-            a->error = util_strdup("client key already used for a saga with another type or input");
-            snprintf(a->saga_id, sizeof a->saga_id, "%s", other->id);
-        }
-    }
-    saga_free(other);
-    log_info("saga %s not started: client key taken by saga %s on another node", s->id,
-             winner[0] ? winner : "(unreadable)");
-    forget_saga(e, s);
-}
-
-/* store_commit refused the round (store.h, STORE_REJECTED): the saga that
- * broke a rule leaves it (or every saga, when the lease is gone) and the
- * caller writes the rest again. */
-static void on_rejected(engine *e)
-{
-    const char *id;
-    enum store_rejection why = store_rejection(e->db, &id);
-    saga *s = id ? table_get(&e->by_id, id) : NULL;
-    switch (why) {
-    case STORE_REJECT_KEY_TAKEN:
-        if (s != NULL) {
-            key_taken(e, s);
-            return;
-        }
-        break;
-    case STORE_REJECT_NOT_OWNER:
-        if (s != NULL) {
-            log_warn("saga %s was taken over by another node: dropped here, nothing of it is sent "
-                     "from this node",
-                     s->id);
-            refuse_answers(e, s->id, ENGINE_BUSY,
-                           "the saga was taken over by another sagad node meanwhile; retry");
-            forget_saga(e, s);
-            return;
-        }
-        break;
-    case STORE_REJECT_LEASE_LOST:
-        lease_lost(e);
-        return;
-    case STORE_REJECT_OUTCOME_UNKNOWN:
-        /* Memory may be ahead of the database or behind it. Starting clean
-         * is what a restart would do, without the restart: joining again
-         * (lease_lost) fences this node's previous life, so its sagas are
-         * claimed back, this node included, from what was committed. */
-        log_error("the connection to the database died during a commit: whether the round "
-                  "(%zu sagas) committed is unknown, so the sagas are reloaded from the database",
-                  e->dirty.len);
-        lease_lost(e);
-        return;
-    case STORE_REJECT_NONE:
-        break;
-    }
-    /* A rejection this engine cannot place would loop forever: treat it as
-     * the loss of the lease, which drops everything and starts clean. */
-    log_error("round refused (%s) for a saga not in memory: starting clean", store_errmsg(e->db));
-    lease_lost(e);
-}
-
-/* Before anything of a round leaves the process, the lease must surely be
- * held: a node that was paused (SIGSTOP, a stalled VM) longer than its lease
- * checks with the database before sending, so it never acts for sagas that
- * another node may have claimed meanwhile. 0 to go on; -1: the lease is lost
- * (everything was dropped). */
-static int lease_check_before_acting(engine *e)
-{
-    if (!e->shared || util_mono_ms() < e->lease_sure_until_ms)
-        return 0;
-    int64_t asked = util_mono_ms();
-    int rc = store_node_renew(e->db);
-    if (rc == 0) {
-        e->lease_sure_until_ms = asked + e->cfg->lease_ms;
-        return 0;
-    }
-    if (rc == STORE_REJECTED) {
-        lease_lost(e);
-        return -1;
-    }
-    /* Cannot tell (the database does not answer): hold the sends back; the
-     * next round tries again, and a rejection then drops them. */
-    log_warn("cannot confirm the lease before sending (%s): the round's requests wait",
-             store_errmsg(e->db));
-    return -1;
-}
-
 /* Writes the round's sagas and history in one transaction: 0, or -1 with
  * the transaction rolled back and the round's flags kept, so that the very
  * same writes can be tried again. */
@@ -1050,7 +624,7 @@ static void quarantine_saga(engine *e, saga *s, const char *what, const char *br
     s->state = SAGA_FAILED;
     saga_forget_in_flight(s);
     s->token = ++e->token_high; /* pending sends and late replies no longer match */
-    heap_remove(e, s);
+    eng_timer_cancel(e, s);
     s->updated_at_ms = util_wall_ms();
     s->dirty |= SAGA_DIRTY_ROW;
     mark_dirty(e, s);
@@ -1066,7 +640,7 @@ static void quarantine_saga(engine *e, saga *s, const char *what, const char *br
 
 /* Sleeps ms unless sagad is stopping; 1 when it is. Alert children are
  * reaped meanwhile. */
-static int wait_unless_stopping(engine *e, int64_t ms)
+int eng_wait_unless_stopping(engine *e, int64_t ms)
 {
     int64_t until = util_mono_ms() + ms;
     nng_mtx_lock(e->mtx);
@@ -1100,7 +674,7 @@ static int commit_round(engine *e)
     int rc;
     while ((rc = write_round(e)) != 0) {
         if (rc == STORE_REJECTED) { /* another node's rule: drop what broke it, write the rest */
-            on_rejected(e);
+            eng_on_rejected(e);
             if (e->dirty.len == 0 && e->history.len == 0)
                 break;
             continue;
@@ -1121,7 +695,7 @@ static int commit_round(engine *e)
         log_warn("store unavailable: %s; nothing of this round (%zu sagas) is sent or "
                  "acknowledged; commit retry %u in %lld ms",
                  store_errmsg(e->db), e->dirty.len, retries, (long long)delay);
-        if (wait_unless_stopping(e, delay)) {
+        if (eng_wait_unless_stopping(e, delay)) {
             log_error("stopping with a round not committed (%s): recovery at the next start "
                       "resumes from the last committed state",
                       store_errmsg(e->db));
@@ -1152,7 +726,7 @@ static void perform_sends(engine *e, size_t n)
         crashpoint("engine.in_compensation");
     for (size_t i = 0; i < n; i++) {
         pending_send ps = e->sends.items[i]; /* a copy: the vector may grow below */
-        saga *s = table_get(&e->by_id, ps.saga_id);
+        saga *s = saga_table_get(&e->by_id, ps.saga_id);
         if (s == NULL || !saga_request_current(s, ps.step, ps.phase, ps.token))
             continue; /* superseded within the round */
         const step_def *sd = &s->def->steps[ps.step];
@@ -1248,7 +822,7 @@ static void deliver_answers(engine *e)
  * committed: the engine thread must then end at once (engine_main), since
  * memory is ahead of the disk and no later round may write on top of it.
  */
-static int finish_round(engine *e)
+int eng_finish_round(engine *e)
 {
     for (int pass = 0;; pass++) {
         if (commit_round(e) != 0) {
@@ -1270,7 +844,7 @@ static int finish_round(engine *e)
         clear_round_changes(e);
         if (e->sends.len == 0)
             break;
-        if (lease_check_before_acting(e) != 0) {
+        if (eng_lease_check_before_acting(e) != 0) {
             e->sends.len = 0; /* committed intents: the claiming node re-sends them */
             break;
         }
@@ -1297,10 +871,10 @@ static int finish_round(engine *e)
         om_on_saga_settled(e->metrics, s);
         if (s->state == SAGA_FAILED) /* durable now: tell an operator */
             alert_fire(e->alerts, s->id, s->type, s->last_error);
-        heap_remove(e, s);
-        table_del(&e->by_id, s->id);
+        eng_timer_cancel(e, s);
+        saga_table_del(&e->by_id, s->id);
         if (s->client_key)
-            table_del(&e->by_key, s->client_key);
+            saga_table_del(&e->by_key, s->client_key);
         saga_free(s);
     }
     e->settled.len = 0;
@@ -1337,10 +911,10 @@ static int run_round(engine *e, event *events)
     int64_t now = util_mono_ms();
     while (e->timers.len > 0 && e->timers.items[0]->timer_due <= now) {
         saga *s = e->timers.items[0];
-        heap_remove(e, s);
+        eng_timer_cancel(e, s);
         saga_on_timer(s, &env);
     }
-    return finish_round(e);
+    return eng_finish_round(e);
 }
 
 /* Retention (finished_retention_s): between rounds, at most one batch of
@@ -1370,87 +944,6 @@ static void purge_some(engine *e)
     e->next_purge_ms = purged == PURGE_BATCH ? now : now + PURGE_PASS_MS;
 }
 
-/* Renews the lease every third of it (docs/SCALE-OUT.md). 0, or -1 when the
- * engine must stop (it was stopping while joining again). */
-static int renew_lease(engine *e)
-{
-    int64_t now = util_mono_ms();
-    if (now < e->next_renew_ms)
-        return 0;
-    e->next_renew_ms = now + e->cfg->lease_ms / 3;
-    int rc = store_node_renew(e->db);
-    if (rc == 0) {
-        e->lease_sure_until_ms = now + e->cfg->lease_ms;
-        if (e->renew_failing)
-            log_info("lease renewed again");
-        e->renew_failing = 0;
-        return 0;
-    }
-    if (rc == STORE_REJECTED) {
-        lease_lost(e);
-        return finish_round(e); /* the refused commands are answered */
-    }
-    if (!e->renew_failing++)
-        log_warn("cannot renew the lease of node '%s': %s; other nodes take its sagas over once "
-                 "it expires",
-                 e->cfg->node_name, store_errmsg(e->db));
-    e->next_renew_ms = now + 200;
-    return 0;
-}
-
-static int recover_corrupt(const char *saga_id, const char *why, void *arg);
-
-/* A saga just claimed from the database: loaded and resumed like at
- * recovery (its in-flight step re-sent with the same key). */
-static int recover_claimed(const char *saga_id, void *arg)
-{
-    engine *e = arg;
-    saga *s = NULL;
-    int rc = store_load_saga(e->db, saga_id, &s);
-    if (rc == STORE_NOT_FOUND)
-        return 0;
-    if (rc != 0 && store_error_is_corrupt_row(e->db))
-        return recover_corrupt(saga_id, store_errmsg(e->db), e);
-    if (rc != 0) {
-        log_error("claimed saga %s cannot be loaded: %s; it stays claimed and is taken again "
-                  "when this node joins anew",
-                  saga_id, store_errmsg(e->db));
-        return 0;
-    }
-    if (s->state != SAGA_RUNNING && s->state != SAGA_COMPENSATING) {
-        saga_free(s);
-        return 0;
-    }
-    return recover_one(s, e);
-}
-
-#define CLAIM_BATCH 256
-
-/* Claims the sagas of fenced nodes and resumes them: one batch per pass,
- * passes every quarter of a lease (at most a second apart), and at once
- * again while batches come back full. */
-static int take_over_some(engine *e)
-{
-    int64_t now = util_mono_ms();
-    if (now < e->next_claim_ms || atomic_load(&e->store_unavailable))
-        return 0;
-    int64_t every = e->cfg->lease_ms / 4 < 1000 ? e->cfg->lease_ms / 4 : 1000;
-    e->next_claim_ms = now + every;
-    size_t before = e->by_id.len;
-    int n = store_claim_orphans(e->db, CLAIM_BATCH, recover_claimed, e);
-    if (n < 0) {
-        log_warn("takeover pass: %s", store_errmsg(e->db));
-        return 0;
-    }
-    if (n == 0)
-        return 0;
-    log_info("took over %d sagas of nodes whose lease expired", n);
-    om_on_taken_over(e->metrics, (uint64_t)(e->by_id.len - before));
-    if (n == CLAIM_BATCH)
-        e->next_claim_ms = now;
-    return finish_round(e);
-}
-
 /* How long the engine sleeps at most, so that transport_maintain runs. */
 #define ENGINE_MAX_IDLE_MS 500
 
@@ -1475,7 +968,7 @@ static void engine_main(void *arg)
         transport_maintain(e->net);
         alert_poll(e->alerts);
         purge_some(e);
-        if (e->shared && (renew_lease(e) != 0 || take_over_some(e) != 0))
+        if (e->shared && (eng_renew_lease(e) != 0 || eng_take_over_some(e) != 0))
             break;
         if (stop)
             break;
@@ -1484,7 +977,7 @@ static void engine_main(void *arg)
 
 /* ---- Recovery --------------------------------------------------------------- */
 
-static int recover_one(saga *s, void *arg)
+int eng_recover_one(saga *s, void *arg)
 {
     engine *e = arg;
     saga_env env = engine_env(e);
@@ -1525,7 +1018,7 @@ static int recover_one(saga *s, void *arg)
  * disk without being read, and recovery goes on with the others. When even
  * that write fails, sagad still starts: the saga is not in memory, so nothing
  * is sent for it, and the error says which one needs a person. */
-static int recover_corrupt(const char *saga_id, const char *why, void *arg)
+int eng_recover_corrupt(const char *saga_id, const char *why, void *arg)
 {
     engine *e = arg;
     char msg[700];
@@ -1605,13 +1098,13 @@ int engine_run_start(engine *e, char *err, size_t errlen)
         /* Recovery on a shared database is a takeover: this node's previous
          * life was fenced when it joined, so its sagas are claimable too. */
         int n;
-        while ((n = store_claim_orphans(e->db, CLAIM_BATCH, recover_claimed, e)) == CLAIM_BATCH)
+        while ((n = store_claim_orphans(e->db, CLAIM_BATCH, eng_recover_claimed, e)) == CLAIM_BATCH)
             ;
         rc = n < 0 ? -1 : 0;
         e->next_renew_ms = util_mono_ms() + e->cfg->lease_ms / 3;
     } else {
-        store_set_corrupt_row_handler(e->db, recover_corrupt, e);
-        rc = store_load_unfinished(e->db, recover_one, e);
+        store_set_corrupt_row_handler(e->db, eng_recover_corrupt, e);
+        rc = store_load_unfinished(e->db, eng_recover_one, e);
         store_set_corrupt_row_handler(e->db, NULL, NULL);
     }
     if (rc != 0) {
@@ -1619,7 +1112,7 @@ int engine_run_start(engine *e, char *err, size_t errlen)
         return -1;
     }
     size_t recovered = e->by_id.len;
-    if (finish_round(e) != 0) {
+    if (eng_finish_round(e) != 0) {
         snprintf(err, errlen, "stopped before the recovery round was committed");
         return -1;
     }
@@ -1675,12 +1168,9 @@ void engine_destroy(engine *e)
         event_free(ev);
     }
     for (size_t i = 0; i < e->by_id.cap; i++)
-        if (e->by_id.keys && e->by_id.keys[i] && e->by_id.keys[i] != table_tombstone)
-            saga_free(e->by_id.vals[i]);
-    free(e->by_id.keys);
-    free(e->by_id.vals);
-    free(e->by_key.keys);
-    free(e->by_key.vals);
+        saga_free(saga_table_slot(&e->by_id, i));
+    saga_table_free(&e->by_id);
+    saga_table_free(&e->by_key);
     free(e->timers.items);
     free(e->dirty.items);
     free(e->settled.items);

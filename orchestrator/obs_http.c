@@ -43,7 +43,7 @@ static void set_error(httpd_response *res, int status, const char *msg)
 {
     res->status = status;
     res->content_type = "application/json";
-    res->body = ju_error_line(msg, &res->len);
+    res->body = ju_error_line(status, msg, &res->len);
 }
 
 /* ---- /metrics ----------------------------------------------------------------------- */

@@ -9,9 +9,20 @@
 
 #define N_OUTCOMES (OUTCOME_SKIPPED - OUTCOME_OK + 1) /* answers: OUTCOME_OK .. OUTCOME_SKIPPED */
 
+/* The final states a saga's duration is observed in, in this order. */
+static const int settled_states[] = {SAGA_COMPLETED, SAGA_COMPENSATED, SAGA_FAILED};
+#define N_SETTLED 3
+
+/* Saga durations (created to settled), in seconds: from a few milliseconds
+ * (all steps local) to a day (long retry policies, a FAILED saga resumed
+ * by an operator the next morning). */
+static const double saga_duration_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,   1,
+                                              2.5,   10,   60,    300,  900, 3600, 14400, 86400};
+
 /* Counters of one saga type. */
 typedef struct {
     mt_counter started, completed, compensated, failed;
+    mt_histogram duration[N_SETTLED]; /* by settled_states */
 } type_counters;
 
 /* Counters of one (participant, operation) pair. */
@@ -68,6 +79,10 @@ orch_metrics *om_create(const orch_config *cfg)
         om_free(m);
         return NULL;
     }
+    for (size_t i = 0; i <= cfg->n_sagas; i++)
+        for (int k = 0; k < N_SETTLED; k++)
+            mt_hist_init(&m->types[i].duration[k], saga_duration_bounds,
+                         sizeof saga_duration_bounds / sizeof saga_duration_bounds[0]);
     for (size_t i = 0; i < cfg->n_sagas; i++) {
         const saga_def *d = &cfg->sagas[i];
         for (size_t j = 0; j < d->n_steps; j++) {
@@ -135,6 +150,12 @@ void om_on_saga_settled(orch_metrics *m, const saga *s)
         mt_add(&t->compensated, 1);
     else if (s->state == SAGA_FAILED)
         mt_add(&t->failed, 1);
+    /* From its creation (wall clock, stored: it survives restarts) to the
+     * transition just committed; a resumed saga's includes its time FAILED. */
+    int64_t ms = s->updated_at_ms - s->created_at_ms;
+    for (int k = 0; k < N_SETTLED; k++)
+        if ((int)s->state == settled_states[k])
+            mt_hist_observe(&t->duration[k], ms > 0 ? (double)ms / 1000.0 : 0);
 }
 
 void om_on_step_sent(orch_metrics *m, const saga *s, int step, int phase, uint32_t attempt)
@@ -286,6 +307,17 @@ void om_render(orch_metrics *m, strbuf *sb)
              offsetof(type_counters, compensated));
     per_type(sb, &lb, m, "saga_sagas_failed_total", "Sagas that became FAILED (need an operator).",
              offsetof(type_counters, failed));
+    mt_header(sb, "saga_duration_seconds", "histogram",
+              "Time from a saga's creation to reaching COMPLETED, COMPENSATED or FAILED.");
+    for (size_t i = 0; i <= m->cfg->n_sagas; i++)
+        for (int k = 0; k < N_SETTLED; k++) {
+            const mt_histogram *h = &m->types[i].duration[k];
+            if (i == m->cfg->n_sagas && mt_get(&h->count) == 0)
+                continue; /* "_unconfigured" only once it has happened */
+            type_labels(&lb, m, i);
+            sb_printf(&lb, ",state=\"%s\"", saga_state_name(settled_states[k]));
+            mt_hist_write(sb, "saga_duration_seconds", lb.data, h);
+        }
     mt_header(sb, "saga_sagas_in_flight", "gauge",
               "Unfinished sagas held in memory (RUNNING, COMPENSATING, or FAILED being handled).");
     mt_sample(sb, "saga_sagas_in_flight", NULL,

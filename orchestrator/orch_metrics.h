@@ -12,7 +12,8 @@
  * Labels: saga_type (a configured saga name, or "_unconfigured" for a
  * stored saga whose type is gone), participant and operation (from the step
  * definitions: one series per distinct pair), outcome (OK, REJECTED, RETRY,
- * CONFLICT, SKIPPED).
+ * CONFLICT, SKIPPED), state (the final state of saga_duration_seconds:
+ * COMPLETED, COMPENSATED, FAILED).
  */
 #ifndef SAGA_ORCH_METRICS_H
 #define SAGA_ORCH_METRICS_H
@@ -32,7 +33,8 @@ void om_free(orch_metrics *m);
 
 /* ---- Engine thread ------------------------------------------------------ */
 void om_on_saga_started(orch_metrics *m, const saga *s);
-/* s reached COMPLETED, COMPENSATED or FAILED (after its round committed). */
+/* s reached COMPLETED, COMPENSATED or FAILED (after its round committed):
+ * counted, and its duration (updated_at_ms - created_at_ms) observed. */
 void om_on_saga_settled(orch_metrics *m, const saga *s);
 void om_on_step_sent(orch_metrics *m, const saga *s, int step, int phase, uint32_t attempt);
 void om_on_step_reply(orch_metrics *m, const saga *s, int step, int phase, int outcome,

@@ -463,18 +463,28 @@ static int connect_once(pg_store *st, int *refused)
     *refused = 0;
     if (st->conn != NULL)
         PQfinish(st->conn);
-    st->conn = PQconnectdbParams(keys, vals, 1);
-    if (st->conn == NULL) {
-        set_err(st, "out of memory");
-        return -1;
-    }
-    if (PQstatus(st->conn) != CONNECTION_OK) {
+    /* libpq does not say why a connection failed, so PQping tells: a server
+     * that accepts connections refused ours for good (credentials, database,
+     * URI). But the server may have become ready between our attempt and the
+     * ping ("the database system is starting up", then OK): a refusal counts
+     * only when an attempt made after a ping that said OK fails too. */
+    for (int attempt = 0;; attempt++) {
+        st->conn = PQconnectdbParams(keys, vals, 1);
+        if (st->conn == NULL) {
+            set_err(st, "out of memory");
+            return -1;
+        }
+        if (PQstatus(st->conn) == CONNECTION_OK)
+            break;
         set_err(st, "cannot connect: %s", conn_msg(st));
-        PGPing ping = PQpingParams(keys, vals, 1);
-        *refused = ping == PQPING_OK || ping == PQPING_NO_ATTEMPT;
-        st->transient = !*refused;
         PQfinish(st->conn);
         st->conn = NULL;
+        PGPing ping = PQpingParams(keys, vals, 1);
+        int server_accepts = ping == PQPING_OK || ping == PQPING_NO_ATTEMPT;
+        if (server_accepts && attempt == 0 && ping == PQPING_OK)
+            continue;
+        *refused = server_accepts;
+        st->transient = !*refused;
         return -1;
     }
     st->in_pipeline = 0;

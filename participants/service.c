@@ -21,6 +21,7 @@
 #include "daemon_notify.h"
 #include "fd_limit.h"
 #include "httpd.h"
+#include "json_util.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
@@ -97,9 +98,9 @@ static void svc_usage(const svc_def *def, const char *program, FILE *out)
             "                     policy the service was started with)\n"
             "  --log-level LEVEL  debug, info (default), warn or error\n"
             "  --log-format FMT   text (default) or json\n"
-            "  --metrics-url URL  serve Prometheus metrics at URL/metrics, e.g.\n"
-            "                     http://127.0.0.1:9465 (loopback only; see\n"
-            "                     docs/OBSERVABILITY.md). Default: off\n"
+            "  --metrics-url URL  serve Prometheus metrics at URL/metrics and a health\n"
+            "                     check at URL/healthz, e.g. http://127.0.0.1:9465\n"
+            "                     (loopback only; see docs/OBSERVABILITY.md). Default: off\n"
             "  --version          print the version\n"
             "  --help             this text\n"
             "%s"
@@ -491,6 +492,7 @@ static int svc_faults_rejected(const char *faults)
 typedef struct {
     participant *p;
     const char *service;
+    const char *db_path; /* /healthz reads it */
 } svc_metrics;
 
 static void svc_metrics_get(void *arg, const char *path, const char *query, httpd_response *res)
@@ -502,8 +504,6 @@ static void svc_metrics_get(void *arg, const char *path, const char *query, http
         const char *name, *help;
         size_t offset;
     } counters[] = {
-        {"saga_participant_requests_total", "Well-formed step requests processed.",
-         offsetof(pt_stats, requests)},
         {"saga_participant_effects_total", "Handler calls that committed an effect (OK).",
          offsetof(pt_stats, effects)},
         {"saga_participant_replays_total",
@@ -544,8 +544,49 @@ static void svc_metrics_get(void *arg, const char *path, const char *query, http
                   *(const uint64_t *)((const char *)&st + counters[i].offset));
     }
     sb_free(&labels);
+    /* Requests by operation, phase and outcome, and their latency (the runtime's). */
+    size_t n = 0;
+    char *per_op = pt_metrics_text(m->p, m->service, &n);
+    if (per_op != NULL)
+        sb_append(&sb, per_op, n);
+    free(per_op);
     res->content_type = MT_CONTENT_TYPE;
-    res->body = sb_take(&sb, &res->len);
+    res->body = per_op ? sb_take(&sb, &res->len) : NULL; /* NULL: 500, out of memory */
+    if (per_op == NULL)
+        sb_free(&sb);
+}
+
+/*
+ * /healthz, for probes, without a token (like sagad's): 200 {"status":"ok"}
+ * when the service is serving and its database answers a read on a
+ * connection of its own, opened read-only for each probe (so a file that
+ * was removed, replaced or damaged shows at once); 503 {"status":
+ * "unavailable","reason":...} otherwise. The answer names no customer,
+ * amount or key; the reason is SQLite's error text, as in the log.
+ */
+static void svc_healthz_get(void *arg, const char *path, const char *query, httpd_response *res)
+{
+    const svc_metrics *m = arg;
+    char why[512] = "";
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    if (svc_stop_requested) {
+        snprintf(why, sizeof why, "stopping");
+    } else if (sqlite3_open_v2(m->db_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+               sqlite3_busy_timeout(db, 1000) != SQLITE_OK ||
+               sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = 'schema_version'", -1,
+                                  &st, NULL) != SQLITE_OK ||
+               sqlite3_step(st) != SQLITE_ROW) {
+        snprintf(why, sizeof why, "database %s: %s", m->db_path,
+                 db ? sqlite3_errmsg(db) : "out of memory");
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    json_t *doc = why[0] ? json_pack("{s:s, s:o}", "status", "unavailable", "reason", ju_str(why))
+                         : json_pack("{s:s}", "status", "ok");
+    res->status = why[0] ? 503 : 200;
+    res->content_type = "application/json";
+    res->body = ju_line(doc, &res->len); /* NULL: 500 */
 }
 
 /* Serves /metrics on url; NULL (reason logged) when it cannot. */
@@ -559,12 +600,14 @@ static httpd *svc_metrics_start(const char *program, const char *url, svc_metric
         return NULL;
     }
     if (httpd_route(h, "/metrics", 0, 0, svc_metrics_get, m) != 0 ||
+        httpd_route(h, "/healthz", 0, 0, svc_healthz_get, m) != 0 ||
         httpd_start(h, err, sizeof err) != 0) {
-        log_error("--metrics-url: %s", err[0] ? err : "cannot register /metrics");
+        log_error("--metrics-url: %s", err[0] ? err : "cannot register /metrics and /healthz");
         httpd_close(h);
         return NULL;
     }
-    log_info("metrics on %s/metrics (port %d)", url, httpd_port(h));
+    log_info("metrics on %s/metrics, health check on %s/healthz (port %d)", url, url,
+             httpd_port(h));
     return h;
 }
 
@@ -590,7 +633,7 @@ int svc_main(const svc_def *def, int argc, char **argv)
     int have_seed = 0, exit_now = 0, status;
     participant *p = NULL;
     httpd *metrics = NULL;
-    svc_metrics metrics_arg = {NULL, def->name};
+    svc_metrics metrics_arg = {NULL, def->name, NULL};
     char err[512] = "";
 
     /* Before anything is created: the database, its -wal and -shm, and the
@@ -693,6 +736,7 @@ int svc_main(const svc_def *def, int argc, char **argv)
     }
     log_info("serving %s on %s, database %s", def->name, args.listen_url, args.db_path);
     metrics_arg.p = p;
+    metrics_arg.db_path = args.db_path;
     if (args.metrics_url != NULL &&
         (metrics = svc_metrics_start(program, args.metrics_url, &metrics_arg)) == NULL) {
         status = 1;

@@ -59,6 +59,7 @@
 #include "crashpoint.h"
 #include "log.h"
 #include "pt_internal.h"
+#include "pt_metrics.h"
 
 /* Room left in a stored reply for the replayed flag (tag + varint). */
 #define PT_REPLY_MAX (WIRE_MAX_MSG - 16)
@@ -74,6 +75,8 @@ typedef struct {
     int in_txn;     /* well-formed: goes through the transaction */
     uint8_t *reply; /* malloc'd; moved into the item at the end */
     size_t reply_len;
+    int outcome; /* of reply (pt_metrics) */
+    int counted; /* in stats.requests: observed in pt_metrics once the batch is done */
 } pt_work;
 
 /* What one transaction counted: persisted and published only after COMMIT. */
@@ -111,6 +114,7 @@ static int pt_work_answer(pt_work *w, int outcome, const kvmap *result, const ch
         strlen(w->req->idempotency_key) <= WIRE_MAX_KEY)
         key = w->req->idempotency_key;
     free(w->reply);
+    w->outcome = outcome;
     w->reply = wire_pack_reply(key, outcome, 0, result, error, &w->reply_len);
     return w->reply ? 0 : -1;
 }
@@ -191,6 +195,7 @@ static void pt_work_prepare(participant *p, const pt_item *it, pt_work *w, int64
     if (w->op != NULL && w->op->phase != (int)w->req->phase)
         w->op = NULL;
     stats->requests++;
+    w->counted = 1;
     if (pt_faults_roll(&p->faults, p->faults.retry)) {
         stats->retries++;
         pt_work_answer(w, OUTCOME_RETRY, NULL, "fault injected: retry (nothing stored)");
@@ -344,6 +349,7 @@ static int pt_work_replay(pt_work *w, const barrier_decision *d)
     if (stored == NULL)
         return -1;
     stored->replayed = 1;
+    w->outcome = (int)stored->outcome;
     size_t n = saga__v1__step_reply__get_packed_size(stored);
     free(w->reply);
     w->reply = malloc(n ? n : 1);
@@ -448,6 +454,7 @@ static int pt_request_run(participant *p, pt_work *w, int64_t now, pt_tally *t)
         log_warn("%s: rejected a malformed request: %s", p->name, reply.error);
         t->malformed++;
         t->counts.requests--; /* not a request processed: pt_counters stay as they were */
+        w->counted = 0;       /* nor in pt_metrics (unless the batch fails: see below) */
         pt_work_answer(w, OUTCOME_REJECTED, NULL, reply.error);
         goto release;
     }
@@ -569,6 +576,7 @@ fail:
     for (size_t i = 0; i < n; i++) {
         if (!work[i].in_txn)
             continue;
+        work[i].counted = 1; /* stats->requests keeps it: t.malformed is not subtracted */
         stats->retries++;
         pt_work_answer(&work[i], OUTCOME_RETRY, NULL, why);
     }
@@ -582,6 +590,7 @@ int pt_batch_run(participant *p, pt_item *items, size_t n)
     if (work == NULL)
         return -1;
     memset(&stats, 0, sizeof stats);
+    double started = pt_metrics_now();
     int64_t now = util_wall_ms();
     for (size_t i = 0; i < n; i++) {
         pt_work_prepare(p, &items[i], &work[i], now, &stats);
@@ -589,7 +598,11 @@ int pt_batch_run(participant *p, pt_item *items, size_t n)
     }
     if (in_txn > 0)
         pt_batch_transaction(p, work, n, in_txn, &stats);
+    double seconds = pt_metrics_now() - started;
     for (size_t i = 0; i < n; i++) {
+        if (work[i].counted)
+            pt_metrics_observe(p->metrics, work[i].op ? work[i].op - p->ops : -1,
+                               (int)work[i].req->phase, work[i].outcome, seconds);
         items[i].reply = work[i].reply; /* ownership moves to the item */
         items[i].reply_len = work[i].reply ? work[i].reply_len : 0;
         free(work[i].fingerprint);

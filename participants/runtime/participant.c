@@ -62,6 +62,7 @@
 #include "crashpoint.h"
 #include "log.h"
 #include "pt_internal.h"
+#include "pt_metrics.h"
 
 #define PT_RETENTION_MS   (7LL * 24 * 3600 * 1000)
 #define PT_PURGE_BATCH    500
@@ -779,6 +780,11 @@ int pt_start(participant *p, char *err, size_t errlen)
         return NNG_ESTATE;
     }
     pt_set_stopping(p, 0);
+    /* Before any thread serves: the registry is frozen from here on. */
+    if (p->metrics == NULL && (p->metrics = pt_metrics_create(p)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NNG_ENOMEM;
+    }
     if (p->listen_url && (rv = pt_listen(p, err, errlen)) != 0)
         goto fail;
     if ((rv = nng_thread_create(&p->worker, pt_worker_main, p)) != 0) {
@@ -833,6 +839,7 @@ void pt_destroy(participant *p)
         p->be->close(p);
     pt_external_close(p);
     free(p->external_path);
+    pt_metrics_free(p->metrics); /* before the registry: it borrows the names */
     for (size_t i = 0; i < p->n_ops; i++) {
         free(p->ops[i].name);
         free(p->ops[i].partner);

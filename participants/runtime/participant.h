@@ -387,6 +387,18 @@ typedef struct {
 } pt_stats;
 void pt_get_stats(participant *p, pt_stats *out);
 
+/*
+ * The per-operation metrics in the Prometheus text format, for a service's
+ * /metrics (docs/OBSERVABILITY.md): saga_participant_requests_total
+ * {service,operation,phase,outcome} and the histogram
+ * saga_participant_request_seconds{service,operation,phase}, one series per
+ * registered operation from pt_start on (their sum is pt_stats.requests).
+ * service is the label's value (escaped here). Returns a malloc'd
+ * NUL-terminated text the caller frees, its length in *len (may be NULL),
+ * or NULL when out of memory. Any thread, at any time after pt_start.
+ */
+char *pt_metrics_text(participant *p, const char *service, size_t *len);
+
 /* One line per fault-spec option, for --help. */
 const char *pt_faults_help(void);
 

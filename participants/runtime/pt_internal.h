@@ -14,6 +14,7 @@
  *   faults.c       the fault-injection spec and its deterministic draws
  *   handler_api.c  the helpers handlers call (params, results, errors)
  *   external.c     in-flight markers of calls to external systems
+ *   pt_metrics.c   per-operation request counters and latency histograms
  */
 #ifndef SAGA_PT_INTERNAL_H
 #define SAGA_PT_INTERNAL_H
@@ -96,6 +97,7 @@ struct participant {
     pt_op *ops;
     size_t n_ops;
     pt_faults faults;
+    struct pt_metrics *metrics; /* pt_metrics.h: laid out at pt_start; NULL before */
 
     /* mtx guards stats, the queue, serving, serve_waiters, stopping and replies_pending. */
     nng_mtx *mtx;

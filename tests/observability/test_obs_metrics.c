@@ -119,6 +119,22 @@ static void test_metrics_after_sagas(void **state)
     assert_int_equal((int)obs_metric(m, "saga_store_syncs_total"), (int)commits);
     assert_non_null(strstr(m, "# TYPE saga_step_duration_seconds histogram\n"));
     assert_non_null(strstr(m, "# TYPE saga_sagas_started_total counter\n"));
+    /* Saga durations by type and final state: one COMPLETED, one COMPENSATED,
+     * each observed once (with a positive time) in the bucket +Inf and in the
+     * one-day bucket; the FAILED series is there with 0. */
+#define SD(suffix, state, extra)                                                                   \
+    obs_metric(m, "saga_duration_seconds_" suffix                                                  \
+                  "{saga_type=\"order_fulfillment\",state=\"" state "\"" extra "}")
+    assert_int_equal((int)SD("count", "COMPLETED", ""), 1);
+    assert_int_equal((int)SD("count", "COMPENSATED", ""), 1);
+    assert_int_equal((int)SD("count", "FAILED", ""), 0);
+    assert_int_equal((int)SD("bucket", "COMPLETED", ",le=\"+Inf\""), 1);
+    assert_int_equal((int)SD("bucket", "COMPENSATED", ",le=\"86400\""), 1);
+    assert_int_equal((int)SD("bucket", "FAILED", ",le=\"+Inf\""), 0);
+    assert_true(SD("sum", "COMPLETED", "") > 0);
+    assert_true(SD("sum", "COMPENSATED", "") < 86400);
+#undef SD
+    assert_non_null(strstr(m, "# TYPE saga_duration_seconds histogram\n"));
     obs_response_free(&r);
 
     /* ---- The JSON API mirrors list, status and history. */
@@ -208,6 +224,15 @@ static void test_metrics_after_sagas(void **state)
         assert_int_equal(r.status, refused[i].status);
         assert_non_null(strstr(r.headers, "Content-Type: application/json"));
         assert_non_null(tj_str(err, "error"));
+        assert_int_equal(tj_int(err, "status", -1), refused[i].status);
+        /* 405 names what is allowed; nothing else carries Allow. */
+        if (refused[i].status == 405) {
+            const char *allow = strstr(r.headers, "\r\nAllow: GET, HEAD");
+            assert_non_null(allow);
+            allow += strlen("\r\nAllow: GET, HEAD");
+            assert_true(*allow == '\r' || *allow == '\0'); /* the whole value */
+        } else
+            assert_null(strstr(r.headers, "Allow:"));
         json_decref(err);
         obs_response_free(&r);
     }
@@ -541,9 +566,10 @@ static void test_participant_metrics(void **state)
     assert_int_equal(obs_get(port, "/metrics", NULL, NULL, 5000, &r), 0);
     assert_int_equal(r.status, 200);
     const char *svc = "{service=\"payment\"}";
-    char sample[128];
+    char sample[256];
 #define PM(name) (snprintf(sample, sizeof sample, "%s%s", name, svc), obs_metric(r.body, sample))
-    assert_int_equal((int)PM("saga_participant_requests_total"), 4);
+    /* Requests are counted per operation now (below): no series without it. */
+    assert_true(PM("saga_participant_requests_total") < 0);
     assert_int_equal((int)PM("saga_participant_effects_total"), 3);
     assert_int_equal((int)PM("saga_participant_frames_total"), 1);
     assert_int_equal((int)PM("saga_participant_replays_total"), 1);
@@ -554,6 +580,77 @@ static void test_participant_metrics(void **state)
      * pt_counters, a write) and the frame. */
     assert_int_equal((int)PM("saga_participant_syncs_total"), 3);
 #undef PM
+    /* Per operation, phase and outcome: the four charges answered OK (the
+     * replay included), each observed once in the latency histogram; the
+     * refund is there with 0; no "_unknown" series (every request named an
+     * operation of payment's). */
+#define PO(name, op, phase, extra)                                                                 \
+    (snprintf(sample, sizeof sample, "%s{service=\"payment\",operation=\"%s\",phase=\"%s\"%s}",    \
+              name, op, phase, extra),                                                             \
+     obs_metric(r.body, sample))
+    assert_int_equal(
+        (int)PO("saga_participant_requests_total", "charge", "action", ",outcome=\"OK\""), 4);
+    assert_int_equal(
+        (int)PO("saga_participant_requests_total", "charge", "action", ",outcome=\"REJECTED\""), 0);
+    assert_int_equal(
+        (int)PO("saga_participant_requests_total", "refund", "compensate", ",outcome=\"OK\""), 0);
+    assert_int_equal((int)PO("saga_participant_request_seconds_count", "charge", "action", ""), 4);
+    assert_int_equal(
+        (int)PO("saga_participant_request_seconds_bucket", "charge", "action", ",le=\"+Inf\""), 4);
+    assert_true(PO("saga_participant_request_seconds_sum", "charge", "action", "") > 0);
+    assert_int_equal((int)PO("saga_participant_request_seconds_count", "refund", "compensate", ""),
+                     0);
+    assert_null(strstr(r.body, "operation=\"_unknown\""));
+    assert_non_null(strstr(r.body, "# TYPE saga_participant_request_seconds histogram\n"));
+    obs_response_free(&r);
+
+    /* A refused charge (carol holds 500) and its refund (SKIPPED: the barrier
+     * knows the charge had no effect) each show under their outcome. */
+    kvmap big = KVMAP_INIT;
+    assert_int_equal(th_kv(&big, "customer", "carol", "amount", "900", NULL), 0);
+    StepReply *rep = NULL;
+    assert_int_equal(
+        th_call(url, 5000, "s4/charge/action", "s4", "charge", PHASE_ACTION, "charge", &big, &rep),
+        0);
+    assert_int_equal(rep->outcome, OUTCOME_REJECTED);
+    th_reply_free(rep);
+    assert_int_equal(th_call(url, 5000, "s4/charge/compensate", "s4", "charge", PHASE_COMPENSATE,
+                             "refund", &big, &rep),
+                     0);
+    assert_int_equal(rep->outcome, OUTCOME_SKIPPED);
+    th_reply_free(rep);
+    kv_free(&big);
+    assert_int_equal(obs_get(port, "/metrics", NULL, NULL, 5000, &r), 0);
+    assert_int_equal(
+        (int)PO("saga_participant_requests_total", "charge", "action", ",outcome=\"REJECTED\""), 1);
+    assert_int_equal(
+        (int)PO("saga_participant_requests_total", "refund", "compensate", ",outcome=\"SKIPPED\""),
+        1);
+    assert_int_equal((int)PO("saga_participant_request_seconds_count", "charge", "action", ""), 5);
+#undef PO
+    obs_response_free(&r);
+
+    /* /healthz: no token, 200 while the database answers; 503 with the reason
+     * while the file is gone (moved away), 200 again once it is back. */
+    assert_int_equal(obs_get(port, "/healthz", NULL, "", 5000, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.headers, "Content-Type: application/json"));
+    assert_string_equal(r.body, "{\"status\":\"ok\"}\n");
+    obs_response_free(&r);
+    char *moved = th_path(dir, "payment.db.moved");
+    assert_int_equal(rename(db, moved), 0);
+    assert_int_equal(obs_get(port, "/healthz", NULL, "", 5000, &r), 0);
+    int sick_status = r.status;
+    json_t *sick = tj_parse(r.body);
+    assert_int_equal(rename(moved, db), 0); /* first: the service keeps its file */
+    assert_int_equal(sick_status, 503);
+    OFX_ASSERT_STR(tj_str(sick, "status"), "unavailable");
+    assert_non_null(strstr(tj_str(sick, "reason"), "payment.db"));
+    json_decref(sick);
+    obs_response_free(&r);
+    free(moved);
+    assert_int_equal(obs_get(port, "/healthz", NULL, "", 5000, &r), 0);
+    assert_int_equal(r.status, 200);
     obs_response_free(&r);
     int status;
     assert_int_equal(th_stop(pid, OFX_START_MS, &status), 0);
@@ -695,6 +792,15 @@ static void test_store_gauges_and_healthz(void **state)
     assert_int_equal((int)obs_metric(m, "saga_sagas" STATE("RUNNING")), 0);
     assert_int_equal((int)obs_metric(m, "saga_sagas" STATE("COMPENSATED")), 0);
     assert_int_equal((int)obs_metric(m, "saga_sagas_failed_total" SAMPLE_TYPE), 1);
+    /* The duration of the FAILED saga, observed when it became FAILED. */
+    assert_int_equal((int)obs_metric(m,
+                                     "saga_duration_seconds_count{saga_type=\"order_fulfillment\","
+                                     "state=\"FAILED\"}"),
+                     1);
+    assert_int_equal((int)obs_metric(m,
+                                     "saga_duration_seconds_count{saga_type=\"order_fulfillment\","
+                                     "state=\"COMPLETED\"}"),
+                     1);
     double age = obs_metric(m, "saga_oldest_age_seconds" STATE("FAILED"));
     assert_true(age >= 1);
     assert_true(age <= (double)(scraped - before_failed) / 1000 + 1);
