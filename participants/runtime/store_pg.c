@@ -296,169 +296,75 @@ static int pg_changed(participant *p, int mark)
     return !mark;
 }
 
-/* ---- The barrier (barrier.h's rules, decided as barrier.c does) ---------- */
+/* ---- The barrier (barrier_rules, on these tables) ------------------------ */
 
-/* Step 1: the key itself (barrier.c's barrier_check_key). */
-static int pg_check_key(pg_store *s, const barrier_request *r, barrier_decision *d, int *found)
-{
-    PGresult *res;
-    const char *vals[1] = {r->key};
-    *found = 0;
-    int rc = pg_params(s, s->conn,
-                       "SELECT fingerprint, reply FROM pt_idempotency WHERE idempotency_key = $1",
-                       1, vals, NULL, NULL, 1, &res);
-    if (rc != SQLITE_OK)
-        return rc;
-    if (PQntuples(res) == 0) {
-        PQclear(res);
-        return SQLITE_OK;
-    }
-    *found = 1;
-    size_t fp_len = (size_t)PQgetlength(res, 0, 0);
-    if (fp_len == 0 || fp_len != r->fingerprint_len ||
-        memcmp(PQgetvalue(res, 0, 0), r->fingerprint, fp_len) != 0) {
-        d->verdict = BARRIER_CONFLICT;
-        snprintf(d->reason, sizeof d->reason, "idempotency key reused with a different request");
-        PQclear(res);
-        return SQLITE_OK;
-    }
-    size_t reply_len = (size_t)PQgetlength(res, 0, 1);
-    d->stored_reply = malloc(reply_len ? reply_len : 1);
-    if (d->stored_reply == NULL) {
-        PQclear(res);
-        return SQLITE_NOMEM;
-    }
-    if (reply_len)
-        memcpy(d->stored_reply, PQgetvalue(res, 0, 1), reply_len);
-    d->stored_reply_len = reply_len;
-    d->verdict = BARRIER_REPLAY;
-    PQclear(res);
-    return SQLITE_OK;
-}
-
-enum pg_row { PG_ROW_NONE, PG_ROW_RECORD, PG_ROW_FENCE };
-
-/* Step 2: the barrier rows of (saga_id, step) (barrier.c's barrier_read_rows). */
-static int pg_read_rows(pg_store *s, const barrier_request *r, enum pg_row *own, enum pg_row *other,
-                        char other_owner[WIRE_MAX_KEY + 1])
-{
-    PGresult *res;
-    const char *vals[2] = {r->saga_id, r->step};
-    *own = *other = PG_ROW_NONE;
-    other_owner[0] = '\0';
-    int rc = pg_params(s, s->conn,
-                       "SELECT phase, kind, owner_key FROM pt_barrier"
-                       " WHERE saga_id = $1 AND step = $2",
-                       2, vals, NULL, NULL, 0, &res);
-    if (rc != SQLITE_OK)
-        return rc;
-    for (int i = 0; i < PQntuples(res); i++) {
-        int phase = atoi(PQgetvalue(res, i, 0));
-        enum pg_row row =
-            strcmp(PQgetvalue(res, i, 1), "fence") == 0 ? PG_ROW_FENCE : PG_ROW_RECORD;
-        const char *owner = PQgetvalue(res, i, 2);
-        if (phase == r->phase) {
-            *own = row;
-        } else {
-            *other = row;
-            if (strlen(owner) > WIRE_MAX_KEY) {
-                log_error("pt_barrier: bad owner key for saga %s step %s", r->saga_id, r->step);
-                PQclear(res);
-                return SQLITE_CORRUPT;
-            }
-            strcpy(other_owner, owner);
-        }
-    }
-    PQclear(res);
-    return SQLITE_OK;
-}
-
-/* A compensation after a recorded action (barrier.c's barrier_check_action_record). */
-static int pg_check_action_record(pg_store *s, const barrier_request *r, const char *action_key,
-                                  barrier_decision *d)
-{
-    PGresult *res;
-    const char *vals[1] = {action_key};
-    int rc = pg_params(s, s->conn,
-                       "SELECT outcome, operation, result FROM pt_idempotency"
-                       " WHERE idempotency_key = $1",
-                       1, vals, NULL, NULL, 0, &res);
-    if (rc != SQLITE_OK)
-        return rc;
-    if (PQntuples(res) == 0) {
-        log_error("pt_barrier: action of saga %s step %s has a barrier row but no record",
-                  r->saga_id, r->step);
-        PQclear(res);
-        return SQLITE_CORRUPT;
-    }
-    int outcome = atoi(PQgetvalue(res, 0, 0));
-    const char *operation = PQgetvalue(res, 0, 1);
-    const char *result = PQgetvalue(res, 0, 2);
-    rc = SQLITE_OK;
-    if (outcome != OUTCOME_OK) {
-        d->verdict = BARRIER_SKIP;
-        snprintf(d->reason, sizeof d->reason, "action had no effect (%s): nothing to compensate",
-                 wire_outcome_name(outcome));
-    } else if (strlen(operation) > WIRE_MAX_NAME || kv_from_json(&d->action_result, result) != 0) {
-        log_error("pt_idempotency: unreadable action record for saga %s step %s", r->saga_id,
-                  r->step);
-        rc = SQLITE_CORRUPT;
-    } else {
-        strcpy(d->action_operation, operation);
-        d->verdict = BARRIER_RUN;
-    }
-    PQclear(res);
-    return rc;
-}
-
-/* barrier.c's barrier_decide, on these tables: keep the two in step. */
+/*
+ * barrier_rules' facts, one query per fact it asks for. The results stay
+ * until the rules decide (the facts borrow their values).
+ */
 static int pg_decide(participant *p, const barrier_request *r, barrier_decision *d)
 {
     pg_store *s = pg_of(p);
-    enum pg_row own, other;
-    char other_owner[WIRE_MAX_KEY + 1];
-    int found;
+    barrier_facts f;
+    PGresult *res[3] = {NULL, NULL, NULL};
+    int nres = 0, rc;
 
-    int rc = pg_check_key(s, r, d, &found);
-    if (rc != SQLITE_OK || found)
-        return rc;
-    rc = pg_read_rows(s, r, &own, &other, other_owner);
-    if (rc != SQLITE_OK)
-        return rc;
-    if (own == PG_ROW_RECORD) {
-        d->verdict = BARRIER_CONFLICT;
-        snprintf(d->reason, sizeof d->reason,
-                 "%s of this saga step is already recorded under another idempotency key",
-                 wire_phase_name(r->phase));
-        return SQLITE_OK;
-    }
-    if (r->phase == PHASE_ACTION) {
-        if (own == PG_ROW_FENCE || other != PG_ROW_NONE) {
-            d->verdict = BARRIER_SKIP;
-            snprintf(d->reason, sizeof d->reason,
-                     "action fenced: its compensation was processed first");
+    barrier_facts_init(&f);
+    while ((rc = barrier_rules(r, &f, d)) < 0) {
+        if (rc == BARRIER_NEED_KEY) {
+            const char *vals[1] = {r->key};
+            /* Binary results: fingerprint and reply are bytea. */
+            rc = pg_params(s, s->conn,
+                           "SELECT fingerprint, reply FROM pt_idempotency"
+                           " WHERE idempotency_key = $1",
+                           1, vals, NULL, NULL, 1, &res[nres]);
+            if (rc != SQLITE_OK)
+                break;
+            PGresult *k = res[nres++];
+            f.key_read = 1;
+            if (PQntuples(k) > 0) {
+                f.key_found = 1;
+                f.fingerprint = PQgetvalue(k, 0, 0);
+                f.fingerprint_len = (size_t)PQgetlength(k, 0, 0);
+                f.reply = PQgetvalue(k, 0, 1);
+                f.reply_len = (size_t)PQgetlength(k, 0, 1);
+            }
+        } else if (rc == BARRIER_NEED_ROWS) {
+            const char *vals[2] = {r->saga_id, r->step};
+            rc = pg_params(s, s->conn,
+                           "SELECT phase, kind, owner_key FROM pt_barrier"
+                           " WHERE saga_id = $1 AND step = $2",
+                           2, vals, NULL, NULL, 0, &res[nres]);
+            if (rc != SQLITE_OK)
+                break;
+            PGresult *rows = res[nres++];
+            f.rows_read = 1;
+            for (int i = 0; i < PQntuples(rows) && rc == SQLITE_OK; i++)
+                rc = barrier_facts_row(&f, r, atoi(PQgetvalue(rows, i, 0)), PQgetvalue(rows, i, 1),
+                                       PQgetvalue(rows, i, 2));
+            if (rc != SQLITE_OK)
+                break;
         } else {
-            d->verdict = BARRIER_RUN;
+            const char *vals[1] = {f.other_owner};
+            rc = pg_params(s, s->conn,
+                           "SELECT outcome, operation, result FROM pt_idempotency"
+                           " WHERE idempotency_key = $1",
+                           1, vals, NULL, NULL, 0, &res[nres]);
+            if (rc != SQLITE_OK)
+                break;
+            PGresult *a = res[nres++];
+            f.action_read = 1;
+            if (PQntuples(a) > 0) {
+                f.action_found = 1;
+                f.action_outcome = atoi(PQgetvalue(a, 0, 0));
+                f.action_operation = PQgetvalue(a, 0, 1);
+                f.action_result = PQgetvalue(a, 0, 2);
+            }
         }
-        return SQLITE_OK;
     }
-    if (own == PG_ROW_FENCE) {
-        log_error("pt_barrier: fence on a compensation of saga %s step %s", r->saga_id, r->step);
-        return SQLITE_CORRUPT;
-    }
-    if (other == PG_ROW_NONE) {
-        d->verdict = BARRIER_SKIP;
-        d->fence_action = 1;
-        snprintf(d->reason, sizeof d->reason,
-                 "action never ran here: nothing to compensate (action fenced)");
-        return SQLITE_OK;
-    }
-    if (other == PG_ROW_FENCE) {
-        d->verdict = BARRIER_SKIP;
-        snprintf(d->reason, sizeof d->reason, "action already fenced: nothing to compensate");
-        return SQLITE_OK;
-    }
-    return pg_check_action_record(s, r, other_owner, d);
+    for (int i = 0; i < nres; i++)
+        PQclear(res[i]);
+    return rc;
 }
 
 static int pg_store_record(participant *p, const barrier_request *r, int outcome,
