@@ -250,7 +250,7 @@ static const svc_def payment_def = {
     .schema_sql = payment_schema,
     .schema_pg = payment_schema_pg,
     .count_sql = payment_count,
-    .seed_tx = payment_seed,
+    .seed = payment_seed,
     .audit_sql = "SELECT NOT balanced FROM money_audit",
     .register_ops = payment_register,
 };
