@@ -150,6 +150,7 @@ typedef struct {
      * barrier_facts_row. */
     int rows_read;
     barrier_row own, other;             /* of r's phase, of the other phase */
+    char own_owner[WIRE_MAX_KEY + 1];   /* r's phase's owner_key */
     char other_owner[WIRE_MAX_KEY + 1]; /* the other phase's owner_key */
     /* BARRIER_NEED_ACTION: the record of other_owner (outcome, operation, result). */
     int action_read, action_found, action_outcome;
@@ -166,8 +167,10 @@ int barrier_facts_row(barrier_facts *f, const barrier_request *r, int phase, con
 /*
  * Applies the idempotency and barrier rules to r with what f holds. Returns
  * SQLITE_OK with d filled; a BARRIER_NEED_* (read that, set its *_read flag,
- * call again); SQLITE_NOMEM; or SQLITE_CORRUPT when the tables break the
- * invariants above (logged).
+ * call again); SQLITE_BUSY when r's own key was recorded between the reads
+ * (a replica on PostgreSQL: answer RETRY, the redelivery replays);
+ * SQLITE_NOMEM; or SQLITE_CORRUPT when the tables break the invariants above
+ * (logged).
  */
 int barrier_rules(const barrier_request *r, const barrier_facts *f, barrier_decision *d);
 

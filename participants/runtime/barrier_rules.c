@@ -42,16 +42,17 @@ int barrier_facts_row(barrier_facts *f, const barrier_request *r, int phase, con
                       const char *owner)
 {
     barrier_row row = kind && strcmp(kind, "fence") == 0 ? BARRIER_ROW_FENCE : BARRIER_ROW_RECORD;
-    if (phase == r->phase) {
-        f->own = row;
-        return SQLITE_OK;
-    }
-    f->other = row;
     if (owner == NULL || strlen(owner) > WIRE_MAX_KEY) {
         log_error("pt_barrier: bad owner key for saga %s step %s", r->saga_id, r->step);
         return SQLITE_CORRUPT;
     }
-    strcpy(f->other_owner, owner);
+    if (phase == r->phase) {
+        f->own = row;
+        strcpy(f->own_owner, owner);
+    } else {
+        f->other = row;
+        strcpy(f->other_owner, owner);
+    }
     return SQLITE_OK;
 }
 
@@ -109,6 +110,17 @@ int barrier_rules(const barrier_request *r, const barrier_facts *f, barrier_deci
         return BARRIER_NEED_ROWS;
 
     /* Step 2: the barrier rows of (saga_id, step). */
+    if (f->own == BARRIER_ROW_RECORD && strcmp(f->own_owner, r->key) == 0) {
+        /*
+         * This very key, recorded between the key's lookup and this read: a
+         * replica committed it meanwhile (PostgreSQL, READ COMMITTED: each
+         * statement sees what committed before it). Not a conflict: RETRY,
+         * whose redelivery finds the record and replays it. (On SQLite the
+         * batch holds the write lock, so this cannot happen there.)
+         */
+        log_warn("pt_barrier: key %s was recorded concurrently: RETRY", r->key);
+        return SQLITE_BUSY;
+    }
     if (f->own == BARRIER_ROW_RECORD) {
         d->verdict = BARRIER_CONFLICT;
         snprintf(d->reason, sizeof d->reason,
