@@ -16,6 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <libpq-fe.h>
+
 #include "cpu_sched.h"
 #include "crashpoint.h"
 #include "daemon_notify.h"
@@ -76,7 +78,9 @@ static void svc_usage(const svc_def *def, const char *program, FILE *out)
             "                     Default: ipc://$XDG_RUNTIME_DIR/saga-%s.ipc; required when\n"
             "                     XDG_RUNTIME_DIR is not set (no shared /tmp default: another\n"
             "                     user could take the address first).\n"
-            "  --db PATH          SQLite database (created when missing). Default: %s.db\n"
+            "  --db PATH|URL      SQLite database (created when missing), or the\n"
+            "                     postgresql:// URI of an existing database (replicas of\n"
+            "                     the service may share one). Default: %s.db\n"
             "  --seed FILE        libconfig seed file, loaded only into an empty database\n"
             "  --faults SPEC      fault injection for tests, comma-separated options:\n"
             "%s"
@@ -322,99 +326,120 @@ static const char svc_meta_sql[] = "CREATE TABLE IF NOT EXISTS meta (\n"
                                    "  value INTEGER NOT NULL\n"
                                    ");\n";
 
+static const char svc_meta_sql_pg[] = "CREATE TABLE IF NOT EXISTS meta (\n"
+                                      "  key   TEXT PRIMARY KEY,\n"
+                                      "  value BIGINT NOT NULL\n"
+                                      ");\n";
+
 /* Runs a single-integer query. Returns 0, or -1 with err set. */
-static int svc_query_i64(sqlite3 *db, const char *sql, int64_t *out, char *err, size_t errlen)
+static int svc_query_i64(pt_tx *tx, const char *sql, int64_t *out, char *err, size_t errlen)
 {
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (rc != SQLITE_ROW) {
-        snprintf(err, errlen, "query failed: %s", sqlite3_errmsg(db));
-        sqlite3_finalize(st);
+    if (pt_query_int(tx, out, sql, "") == 1)
+        return 0;
+    snprintf(err, errlen, "query failed: %s", pt_tx_errmsg(tx));
+    return -1;
+}
+
+/* svc_prepare_db's transaction (pt_run). */
+typedef struct {
+    const svc_def *def;
+    const config_t *seed;
+    const char *seed_path;
+    int rc; /* SVC_SEED_* */
+    char *err;
+    size_t errlen;
+} svc_setup;
+
+static int svc_setup_run(pt_tx *tx, void *arg)
+{
+    svc_setup *c = arg;
+    const svc_def *def = c->def;
+    char *err = c->err;
+    size_t errlen = c->errlen;
+    int pg = pt_tx_backend(tx) == PT_BACKEND_POSTGRESQL;
+    int64_t version = 0, rows = 0;
+    c->rc = SVC_SEED_DB_ERROR;
+
+    if (pt_exec_script(tx, pg ? svc_meta_sql_pg : svc_meta_sql) != PT_DB_OK ||
+        pt_exec(tx,
+                "INSERT INTO meta (key, value) VALUES ('schema_version', $1)"
+                " ON CONFLICT (key) DO NOTHING",
+                "i", (int64_t)SVC_SCHEMA_VERSION) != PT_DB_OK) {
+        snprintf(err, errlen, "cannot create the meta table: %s", pt_tx_errmsg(tx));
         return -1;
     }
-    *out = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    if (svc_query_i64(tx, "SELECT value FROM meta WHERE key = 'schema_version'", &version, err,
+                      errlen) != 0)
+        return -1;
+    if (version != SVC_SCHEMA_VERSION) {
+        snprintf(err, errlen, "database schema version is %lld, this program uses %d",
+                 (long long)version, SVC_SCHEMA_VERSION);
+        return -1;
+    }
+    if (pt_exec_script(tx, pg ? def->schema_pg : def->schema_sql) != PT_DB_OK) {
+        snprintf(err, errlen, "cannot create the %s schema: %s", def->name, pt_tx_errmsg(tx));
+        return -1;
+    }
+    if (c->seed != NULL) {
+        if (svc_query_i64(tx, def->count_sql, &rows, err, errlen) != 0)
+            return -1;
+        if (rows == 0) {
+            int rc = def->seed(tx, c->seed, err, errlen);
+            if (rc == SVC_SEED_OK)
+                rc = svc_meta_set_tx(tx, "seeded_at_ms", util_wall_ms(), err, errlen);
+            if (rc != SVC_SEED_OK) {
+                c->rc = rc;
+                return -1;
+            }
+            log_info("seeded the empty database from %s", c->seed_path);
+        } else {
+            log_info("database already holds %lld business rows: seed %s not loaded",
+                     (long long)rows, c->seed_path);
+        }
+    }
+    if (def->audit_sql) {
+        int64_t violations = 0;
+        if (svc_query_i64(tx, def->audit_sql, &violations, err, errlen) != 0)
+            return -1;
+        if (violations != 0) {
+            snprintf(err, errlen,
+                     "the %s books do not balance (%lld invariant violations; see the audit "
+                     "view in docs/PARTICIPANTS.md): refusing to serve",
+                     def->name, (long long)violations);
+            return -1;
+        }
+    }
+    c->rc = SVC_SEED_OK;
     return 0;
 }
 
 /*
  * Creates meta and the service schema, checks the schema version and, when
  * a seed is given and the database holds no business rows, loads it; then
- * checks the service's invariants. All in one immediate transaction. Returns SVC_SEED_OK, or
- * SVC_SEED_INVALID (bad seed content) or SVC_SEED_DB_ERROR with err set.
+ * checks the service's invariants. All in one transaction (pt_run: on
+ * PostgreSQL under the setup lock, so replicas starting together seed
+ * once). Returns SVC_SEED_OK, or SVC_SEED_INVALID (bad seed content) or
+ * SVC_SEED_DB_ERROR with err set.
  */
-static int svc_prepare_db(const svc_def *def, sqlite3 *db, const config_t *seed,
+static int svc_prepare_db(const svc_def *def, participant *p, const config_t *seed,
                           const char *seed_path, char *err, size_t errlen)
 {
-    int64_t version = 0, rows = 0;
-    int rc = SVC_SEED_DB_ERROR;
-
-    /* The business schemas declare REFERENCES; have SQLite enforce them (per connection). */
-    if (sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL) != SQLITE_OK) {
+    char why[512];
+    svc_setup c = {def, seed, seed_path, SVC_SEED_DB_ERROR, err, errlen};
+    sqlite3 *db = pt_db(p);
+    err[0] = '\0';
+    /* The business schemas declare REFERENCES; have SQLite enforce them (per
+     * connection, outside any transaction). PostgreSQL always does. */
+    if (db != NULL && sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "cannot enable foreign keys: %s", sqlite3_errmsg(db));
         return SVC_SEED_DB_ERROR;
     }
-    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "cannot begin the schema transaction: %s", sqlite3_errmsg(db));
-        return SVC_SEED_DB_ERROR;
-    }
-    if (sqlite3_exec(db, svc_meta_sql, NULL, NULL, NULL) != SQLITE_OK ||
-        svc_exec(db, "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?1)", "i",
-                 (int64_t)SVC_SCHEMA_VERSION) != SQLITE_OK) {
-        snprintf(err, errlen, "cannot create the meta table: %s", sqlite3_errmsg(db));
-        goto rollback;
-    }
-    if (svc_query_i64(db, "SELECT value FROM meta WHERE key = 'schema_version'", &version, err,
-                      errlen) != 0)
-        goto rollback;
-    if (version != SVC_SCHEMA_VERSION) {
-        snprintf(err, errlen, "database schema version is %lld, this program uses %d",
-                 (long long)version, SVC_SCHEMA_VERSION);
-        goto rollback;
-    }
-    if (sqlite3_exec(db, def->schema_sql, NULL, NULL, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "cannot create the %s schema: %s", def->name, sqlite3_errmsg(db));
-        goto rollback;
-    }
-    if (seed != NULL) {
-        if (svc_query_i64(db, def->count_sql, &rows, err, errlen) != 0)
-            goto rollback;
-        if (rows == 0) {
-            rc = def->seed(db, seed, err, errlen);
-            if (rc == SVC_SEED_OK)
-                rc = svc_meta_set(db, "seeded_at_ms", util_wall_ms(), err, errlen);
-            if (rc != SVC_SEED_OK)
-                goto rollback;
-            log_info("seeded the empty database from %s", seed_path);
-        } else {
-            log_info("database already holds %lld business rows: seed %s not loaded",
-                     (long long)rows, seed_path);
-        }
-    }
-    if (def->audit_sql) {
-        int64_t violations = 0;
-        if (svc_query_i64(db, def->audit_sql, &violations, err, errlen) != 0)
-            goto rollback;
-        if (violations != 0) {
-            snprintf(err, errlen,
-                     "the %s books do not balance (%lld invariant violations; see the audit "
-                     "view in docs/PARTICIPANTS.md): refusing to serve",
-                     def->name, (long long)violations);
-            goto rollback;
-        }
-    }
-    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "cannot commit the schema transaction: %s", sqlite3_errmsg(db));
-        rc = SVC_SEED_DB_ERROR;
-        goto rollback;
+    if (pt_run(p, svc_setup_run, &c, why, sizeof why) != 0) {
+        if (err[0] == '\0')
+            snprintf(err, errlen, "%s", why);
+        return c.rc == SVC_SEED_OK ? SVC_SEED_DB_ERROR : c.rc;
     }
     return SVC_SEED_OK;
-
-rollback:
-    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-    return rc;
 }
 
 /*
@@ -533,31 +558,78 @@ static void svc_metrics_get(void *arg, const char *path, const char *query, http
 }
 
 /*
+ * A --db for messages and logs: a postgresql:// URI's password left out
+ * (user:password@host, or password=...), as sagad's store_display_name does.
+ */
+static void svc_db_display(const char *db, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s", db ? db : "");
+    if (strncmp(out, "postgresql://", 13) != 0 && strncmp(out, "postgres://", 11) != 0)
+        return;
+    char *authority = strstr(out, "://") + 3;
+    char *at = strchr(authority, '@');
+    char *colon = strchr(authority, ':');
+    if (at != NULL && colon != NULL && colon < at)
+        memmove(colon, at, strlen(at) + 1);
+    for (char *pw = strstr(out, "password="); pw != NULL; pw = strstr(pw + 9, "password=")) {
+        char *end = pw + 9 + strcspn(pw + 9, "&");
+        memmove(pw + 9, end, strlen(end) + 1);
+    }
+}
+
+/* /healthz's read on SQLite: "" or the reason in why. */
+static void svc_healthz_sqlite(const char *path, char *why, size_t whylen)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+        sqlite3_busy_timeout(db, 1000) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = 'schema_version'", -1, &st,
+                           NULL) != SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_ROW)
+        snprintf(why, whylen, "database %s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+/* /healthz's read on PostgreSQL (a connection of its own, 2 s to connect). */
+static void svc_healthz_pg(const char *url, char *why, size_t whylen)
+{
+    const char *keys[] = {"dbname", "connect_timeout", NULL};
+    const char *vals[] = {url, "2", NULL};
+    char shown[512];
+    PGconn *conn = PQconnectdbParams(keys, vals, 1); /* dbname is expanded as the URI */
+    PGresult *res = NULL;
+    if (conn != NULL && PQstatus(conn) == CONNECTION_OK)
+        res = PQexec(conn, "SELECT value FROM meta WHERE key = 'schema_version'");
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        const char *msg = conn ? PQerrorMessage(conn) : "out of memory";
+        svc_db_display(url, shown, sizeof shown);
+        snprintf(why, whylen, "database %s: %.*s", shown, (int)strcspn(msg, "\n"), msg);
+    }
+    PQclear(res);
+    PQfinish(conn);
+}
+
+/*
  * /healthz, for probes, without a token (like sagad's): 200 {"status":"ok"}
  * when the service is serving and its database answers a read on a
- * connection of its own, opened read-only for each probe (so a file that
- * was removed, replaced or damaged shows at once); 503 {"status":
- * "unavailable","reason":...} otherwise. The answer names no customer,
- * amount or key; the reason is SQLite's error text, as in the log.
+ * connection of its own, opened for each probe (read-only on SQLite, so a
+ * file that was removed, replaced or damaged shows at once); 503
+ * {"status":"unavailable","reason":...} otherwise. The answer names no
+ * customer, amount, key or password; the reason is the database's error
+ * text, as in the log.
  */
 static void svc_healthz_get(void *arg, const char *path, const char *query, httpd_response *res)
 {
     const svc_metrics *m = arg;
-    char why[512] = "";
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    if (svc_stop_requested) {
+    char why[768] = "";
+    if (svc_stop_requested)
         snprintf(why, sizeof why, "stopping");
-    } else if (sqlite3_open_v2(m->db_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
-               sqlite3_busy_timeout(db, 1000) != SQLITE_OK ||
-               sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = 'schema_version'", -1,
-                                  &st, NULL) != SQLITE_OK ||
-               sqlite3_step(st) != SQLITE_ROW) {
-        snprintf(why, sizeof why, "database %s: %s", m->db_path,
-                 db ? sqlite3_errmsg(db) : "out of memory");
-    }
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    else if (pt_backend(m->p) == PT_BACKEND_POSTGRESQL)
+        svc_healthz_pg(m->db_path, why, sizeof why);
+    else
+        svc_healthz_sqlite(m->db_path, why, sizeof why);
     json_t *doc = why[0] ? json_pack("{s:s, s:o}", "status", "unavailable", "reason", ju_str(why))
                          : json_pack("{s:s}", "status", "ok");
     res->status = why[0] ? 503 : 200;
@@ -610,7 +682,7 @@ int svc_main(const svc_def *def, int argc, char **argv)
     participant *p = NULL;
     httpd *metrics = NULL;
     svc_metrics metrics_arg = {NULL, def->name, NULL};
-    char err[512] = "";
+    char err[512] = "", shown[512];
 
     /* Before anything is created: the database, its -wal and -shm, and the
      * socket file are this user's only (docs/SECURITY.md, "Private files"). */
@@ -620,6 +692,7 @@ int svc_main(const svc_def *def, int argc, char **argv)
     if (exit_now)
         goto out;
 
+    svc_db_display(args.db_path, shown, sizeof shown); /* no password in the log */
     log_init(program);
     log_set_level((enum log_level)args.log_level);
     log_set_json(args.log_json);
@@ -672,13 +745,12 @@ int svc_main(const svc_def *def, int argc, char **argv)
                     err, program);
             status = 2;
         } else {
-            log_error("cannot open %s: %s", args.db_path, err);
+            log_error("cannot open %s: %s", shown, err);
             status = 1;
         }
         goto out;
     }
-    switch (
-        svc_prepare_db(def, pt_db(p), have_seed ? &seed : NULL, args.seed_path, err, sizeof err)) {
+    switch (svc_prepare_db(def, p, have_seed ? &seed : NULL, args.seed_path, err, sizeof err)) {
     case SVC_SEED_OK:
         break;
     case SVC_SEED_INVALID:
@@ -686,7 +758,7 @@ int svc_main(const svc_def *def, int argc, char **argv)
         status = 2;
         goto out;
     default:
-        log_error("%s: %s", args.db_path, err);
+        log_error("%s: %s", shown, err);
         status = 1;
         goto out;
     }
@@ -705,7 +777,7 @@ int svc_main(const svc_def *def, int argc, char **argv)
         status = 1;
         goto out;
     }
-    log_info("serving %s on %s, database %s", def->name, args.listen_url, args.db_path);
+    log_info("serving %s on %s, database %s", def->name, args.listen_url, shown);
     metrics_arg.p = p;
     metrics_arg.db_path = args.db_path;
     if (args.metrics_url != NULL &&
@@ -744,75 +816,6 @@ out:
 }
 
 /* ---- Helpers for handlers ---------------------------------------------- */
-
-/* Binds st's parameters from ap as types says (svc_prepare). Returns an SQLite code. */
-static int svc_vbind(sqlite3_stmt *st, const char *types, va_list ap)
-{
-    int rc = SQLITE_OK;
-    for (int i = 0; rc == SQLITE_OK && types[i]; i++) {
-        if (types[i] == 't') {
-            const char *s = va_arg(ap, const char *);
-            rc = s ? sqlite3_bind_text(st, i + 1, s, -1, SQLITE_TRANSIENT)
-                   : sqlite3_bind_null(st, i + 1);
-        } else if (types[i] == 'i') {
-            rc = sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
-        } else {
-            rc = SQLITE_MISUSE; /* a programmer error in the types string */
-        }
-    }
-    return rc;
-}
-
-/* The cached statement (the runtime owns it: no finalize here, even on error). */
-static int svc_vprepare(const pt_request *req, sqlite3_stmt **st, const char *sql,
-                        const char *types, va_list ap)
-{
-    int rc = pt_prepare(req, sql, st);
-    if (rc == SQLITE_OK && (rc = svc_vbind(*st, types, ap)) != SQLITE_OK)
-        *st = NULL;
-    return rc;
-}
-
-int svc_prepare(const pt_request *req, sqlite3_stmt **st, const char *sql, const char *types, ...)
-{
-    va_list ap;
-    va_start(ap, types);
-    int rc = svc_vprepare(req, st, sql, types, ap);
-    va_end(ap);
-    return rc;
-}
-
-int svc_run(const pt_request *req, const char *sql, const char *types, ...)
-{
-    sqlite3_stmt *st = NULL;
-    va_list ap;
-    va_start(ap, types);
-    int rc = svc_vprepare(req, &st, sql, types, ap);
-    va_end(ap);
-    if (rc != SQLITE_OK)
-        return rc;
-    rc = sqlite3_step(st);
-    sqlite3_reset(st); /* done: the same SQL may run again in this handler */
-    return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
-}
-
-int svc_exec(sqlite3 *db, const char *sql, const char *types, ...)
-{
-    sqlite3_stmt *st = NULL;
-    va_list ap;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-    if (rc == SQLITE_OK) {
-        va_start(ap, types);
-        rc = svc_vbind(st, types, ap);
-        va_end(ap);
-    }
-    if (rc == SQLITE_OK) {
-        rc = sqlite3_step(st);
-        rc = rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
-    }
-    sqlite3_finalize(st);
-    return rc;
-}
 
 int svc_name_ok(const char *s)
 {
@@ -892,11 +895,13 @@ int svc_seed_only_keys(const config_t *cfg, const config_setting_t *s, const cha
     return SVC_SEED_OK;
 }
 
-int svc_meta_set(sqlite3 *db, const char *key, int64_t value, char *err, size_t errlen)
+int svc_meta_set_tx(pt_tx *tx, const char *key, int64_t value, char *err, size_t errlen)
 {
-    if (svc_exec(db, "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", "ti", key,
-                 value) == SQLITE_OK)
+    if (pt_exec(tx,
+                "INSERT INTO meta (key, value) VALUES ($1, $2)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                "ti", key, value) == PT_DB_OK)
         return SVC_SEED_OK;
-    snprintf(err, errlen, "cannot set meta '%s': %s", key, sqlite3_errmsg(db));
+    snprintf(err, errlen, "cannot set meta '%s': %s", key, pt_tx_errmsg(tx));
     return SVC_SEED_DB_ERROR;
 }

@@ -31,8 +31,10 @@
  * Exit status: 0 after a clean stop, 1 when the service cannot run (database,
  * socket, broken invariants), 2 for a bad command line or seed file.
  *
- * Also here: small helpers for handlers and seed loaders (statement binding,
- * name validation, seed error reporting), used by the four services only.
+ * Also here: small helpers for handlers and seed loaders (name validation,
+ * seed error reporting, meta), used by the four services only. The handlers
+ * use the runtime's neutral pt_tx API (participant.h), so every service runs
+ * on SQLite or PostgreSQL (--db postgresql://...) with the same rules.
  */
 #ifndef SAGA_SERVICE_H
 #define SAGA_SERVICE_H
@@ -66,10 +68,12 @@ typedef struct {
     const char *summary;    /* one line for --help */
     const char *operations; /* --help text describing each operation (lines end in \n) */
     /*
-     * CREATE TABLE IF NOT EXISTS ... for the business tables (the meta table
-     * is created by svc_main). Runs inside the startup transaction.
+     * CREATE TABLE IF NOT EXISTS ... for the business tables on SQLite and on
+     * PostgreSQL (the meta table is created by svc_main). Both required: every
+     * service runs on either backend. Runs inside the startup transaction.
      */
     const char *schema_sql;
+    const char *schema_pg;
     /*
      * SELECT returning one integer: how many business rows exist. The seed is
      * only loaded when it returns 0.
@@ -77,12 +81,12 @@ typedef struct {
     const char *count_sql;
     /*
      * Loads the parsed seed into the (empty) database inside the startup
-     * transaction, including its totals in meta. Returns SVC_SEED_OK,
-     * SVC_SEED_INVALID for bad content (from svc_seed_error, with file:line
-     * in err) or SVC_SEED_DB_ERROR (err set). NULL: the service has no seed
-     * data and refuses --seed.
+     * transaction (pt_tx, either backend), including its totals in meta.
+     * Returns SVC_SEED_OK, SVC_SEED_INVALID for bad content (from
+     * svc_seed_error, with file:line in err) or SVC_SEED_DB_ERROR (err set).
+     * NULL: the service has no seed data and refuses --seed.
      */
-    int (*seed)(sqlite3 *db, const config_t *cfg, char *err, size_t errlen);
+    int (*seed)(pt_tx *tx, const config_t *cfg, char *err, size_t errlen);
     /*
      * SELECT returning one integer: how many of the service's conservation
      * invariants are violated (0 when the books balance), or NULL when the
@@ -91,7 +95,7 @@ typedef struct {
      * until an operator has looked.
      */
     const char *audit_sql;
-    /* Registers the operations with pt_register. Returns 0 or -1. */
+    /* Registers the operations with pt_register_tx. Returns 0 or -1. */
     int (*register_ops)(participant *p);
     /*
      * One command-line option of the service's own, or NULL:
@@ -109,23 +113,6 @@ typedef struct {
 int svc_main(const svc_def *def, int argc, char **argv);
 
 /* ---- Helpers for handlers ---------------------------------------------- */
-
-/*
- * For handlers: the runtime's cached statement for sql (pt_prepare) in *st,
- * with its parameters bound from the varargs, one per character of types:
- * 't' a const char * (NULL binds NULL), 'i' an int64_t (pass int64_t, not
- * int). Returns SQLITE_OK, or an SQLite error code with *st NULL. Never
- * finalize *st: the runtime resets it when the handler returns (call
- * sqlite3_reset to end a read before then).
- */
-int svc_prepare(const pt_request *req, sqlite3_stmt **st, const char *sql, const char *types, ...);
-/* For handlers: runs a cached statement that returns no rows (bound as above); SQLite code. */
-int svc_run(const pt_request *req, const char *sql, const char *types, ...);
-/*
- * Outside handlers (schema, seed loaders): prepares sql on db, binds as
- * above, steps once and finalizes. Returns an SQLite code.
- */
-int svc_exec(sqlite3 *db, const char *sql, const char *types, ...);
 
 /*
  * A required name-like parameter (customer, sku, destination, ids): like
@@ -166,6 +153,6 @@ int svc_seed_only_keys(const config_t *cfg, const config_setting_t *s, const cha
  * Sets meta[key] = value (inside the caller's transaction). Returns
  * SVC_SEED_OK or SVC_SEED_DB_ERROR with err set.
  */
-int svc_meta_set(sqlite3 *db, const char *key, int64_t value, char *err, size_t errlen);
+int svc_meta_set_tx(pt_tx *tx, const char *key, int64_t value, char *err, size_t errlen);
 
 #endif

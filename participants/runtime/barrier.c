@@ -1,7 +1,9 @@
 /*
  * barrier — the runtime's idempotency records, (saga_id, step, phase)
  * barrier, counters and purge in SQL. The schema and its invariants are
- * documented in barrier.h; this file only keeps them.
+ * documented in barrier.h; this file only keeps them. The rules that decide
+ * a request are barrier_rules.c's (shared with store_pg.c): this file reads
+ * the facts they ask for.
  *
  * Every statement is prepared once at open (SQLITE_PREPARE_PERSISTENT) and
  * reset after each use, so no statement stays active across a COMMIT,
@@ -197,9 +199,6 @@ struct barrier_store {
     wal_checkpointer *ckpt; /* checkpoints off the commit path: wal_checkpointer.h */
 };
 
-/* What pt_barrier holds for one phase of a (saga_id, step). */
-enum barrier_row { BARRIER_ROW_NONE, BARRIER_ROW_RECORD, BARRIER_ROW_FENCE };
-
 sqlite3 *barrier_db(barrier_store *s)
 {
     return s->db;
@@ -341,19 +340,6 @@ void barrier_rollback(barrier_store *s)
         log_error("ROLLBACK failed: %s", sqlite3_errmsg(s->db));
 }
 
-void barrier_decision_init(barrier_decision *d)
-{
-    memset(d, 0, sizeof *d);
-    d->verdict = BARRIER_RUN;
-}
-
-void barrier_decision_free(barrier_decision *d)
-{
-    free(d->stored_reply);
-    d->stored_reply = NULL;
-    kv_free(&d->action_result);
-}
-
 /* Resets st and returns rc, so a statement never stays active. */
 static int barrier_done(sqlite3_stmt *st, int rc)
 {
@@ -362,153 +348,63 @@ static int barrier_done(sqlite3_stmt *st, int rc)
     return rc;
 }
 
-/* Step 1: the key itself. Sets *found; fills d for REPLAY or CONFLICT. */
-static int barrier_check_key(barrier_store *s, const barrier_request *r, barrier_decision *d,
-                             int *found)
-{
-    sqlite3_stmt *st = s->st[ST_LOOKUP_KEY];
-    *found = 0;
-    sqlite3_bind_text(st, 1, r->key, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE)
-        return barrier_done(st, SQLITE_OK);
-    if (rc != SQLITE_ROW)
-        return barrier_done(st, rc);
-    *found = 1;
-    const void *fp = sqlite3_column_blob(st, 0);
-    size_t fp_len = (size_t)sqlite3_column_bytes(st, 0);
-    if (fp_len == 0 || fp_len != r->fingerprint_len || memcmp(fp, r->fingerprint, fp_len) != 0) {
-        d->verdict = BARRIER_CONFLICT;
-        snprintf(d->reason, sizeof d->reason, "idempotency key reused with a different request");
-        return barrier_done(st, SQLITE_OK);
-    }
-    const void *reply = sqlite3_column_blob(st, 1);
-    size_t reply_len = (size_t)sqlite3_column_bytes(st, 1);
-    d->stored_reply = malloc(reply_len ? reply_len : 1);
-    if (d->stored_reply == NULL)
-        return barrier_done(st, SQLITE_NOMEM);
-    if (reply_len)
-        memcpy(d->stored_reply, reply, reply_len);
-    d->stored_reply_len = reply_len;
-    d->verdict = BARRIER_REPLAY;
-    return barrier_done(st, SQLITE_OK);
-}
-
 /*
- * Step 2: the barrier rows of (saga_id, step). Sets own/other to what exists
- * for the request's phase and for the other phase, and copies the other
- * phase's owner key into other_owner.
+ * barrier_rules' facts from the prepared statements. A statement that found
+ * its row stays on it (the facts borrow its columns) until the rules decide.
  */
-static int barrier_read_rows(barrier_store *s, const barrier_request *r, enum barrier_row *own,
-                             enum barrier_row *other, char other_owner[WIRE_MAX_KEY + 1])
-{
-    sqlite3_stmt *st = s->st[ST_BARRIER_ROWS];
-    int rc;
-    *own = *other = BARRIER_ROW_NONE;
-    other_owner[0] = '\0';
-    sqlite3_bind_text(st, 1, r->saga_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, r->step, -1, SQLITE_STATIC);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        int phase = sqlite3_column_int(st, 0);
-        const char *kind = (const char *)sqlite3_column_text(st, 1);
-        const char *owner = (const char *)sqlite3_column_text(st, 2);
-        enum barrier_row row =
-            kind && strcmp(kind, "fence") == 0 ? BARRIER_ROW_FENCE : BARRIER_ROW_RECORD;
-        if (phase == r->phase) {
-            *own = row;
-        } else {
-            *other = row;
-            if (owner == NULL || strlen(owner) > WIRE_MAX_KEY) {
-                log_error("pt_barrier: bad owner key for saga %s step %s", r->saga_id, r->step);
-                return barrier_done(st, SQLITE_CORRUPT);
-            }
-            strcpy(other_owner, owner);
-        }
-    }
-    return barrier_done(st, rc == SQLITE_DONE ? SQLITE_OK : rc);
-}
-
-/* A compensation after a recorded action: RUN after OK, SKIP after no effect. */
-static int barrier_check_action_record(barrier_store *s, const barrier_request *r,
-                                       const char *action_key, barrier_decision *d)
-{
-    sqlite3_stmt *st = s->st[ST_ACTION_RECORD];
-    sqlite3_bind_text(st, 1, action_key, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) {
-        log_error("pt_barrier: action of saga %s step %s has a barrier row but no record",
-                  r->saga_id, r->step);
-        return barrier_done(st, SQLITE_CORRUPT);
-    }
-    if (rc != SQLITE_ROW)
-        return barrier_done(st, rc);
-    int outcome = sqlite3_column_int(st, 0);
-    const char *operation = (const char *)sqlite3_column_text(st, 1);
-    const char *result = (const char *)sqlite3_column_text(st, 2);
-    if (outcome != OUTCOME_OK) {
-        d->verdict = BARRIER_SKIP;
-        snprintf(d->reason, sizeof d->reason, "action had no effect (%s): nothing to compensate",
-                 wire_outcome_name(outcome));
-        return barrier_done(st, SQLITE_OK);
-    }
-    if (operation == NULL || strlen(operation) > WIRE_MAX_NAME || result == NULL ||
-        kv_from_json(&d->action_result, result) != 0) {
-        log_error("pt_idempotency: unreadable action record for saga %s step %s", r->saga_id,
-                  r->step);
-        return barrier_done(st, SQLITE_CORRUPT);
-    }
-    strcpy(d->action_operation, operation);
-    d->verdict = BARRIER_RUN;
-    return barrier_done(st, SQLITE_OK);
-}
-
 int barrier_decide(barrier_store *s, const barrier_request *r, barrier_decision *d)
 {
-    enum barrier_row own, other;
-    char other_owner[WIRE_MAX_KEY + 1];
-    int found;
+    barrier_facts f;
+    sqlite3_stmt *used[3];
+    int nused = 0, rc;
 
-    int rc = barrier_check_key(s, r, d, &found);
-    if (rc != SQLITE_OK || found)
-        return rc;
-    rc = barrier_read_rows(s, r, &own, &other, other_owner);
-    if (rc != SQLITE_OK)
-        return rc;
-
-    if (own == BARRIER_ROW_RECORD) {
-        d->verdict = BARRIER_CONFLICT;
-        snprintf(d->reason, sizeof d->reason,
-                 "%s of this saga step is already recorded under another idempotency key",
-                 wire_phase_name(r->phase));
-        return SQLITE_OK;
-    }
-    if (r->phase == PHASE_ACTION) {
-        if (own == BARRIER_ROW_FENCE || other != BARRIER_ROW_NONE) {
-            d->verdict = BARRIER_SKIP;
-            snprintf(d->reason, sizeof d->reason,
-                     "action fenced: its compensation was processed first");
+    barrier_facts_init(&f);
+    while ((rc = barrier_rules(r, &f, d)) < 0) {
+        sqlite3_stmt *st;
+        if (rc == BARRIER_NEED_KEY) {
+            st = used[nused++] = s->st[ST_LOOKUP_KEY];
+            sqlite3_bind_text(st, 1, r->key, -1, SQLITE_STATIC);
+            f.key_read = 1;
+            if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                f.key_found = 1;
+                f.fingerprint = sqlite3_column_blob(st, 0);
+                f.fingerprint_len = (size_t)sqlite3_column_bytes(st, 0);
+                f.reply = sqlite3_column_blob(st, 1);
+                f.reply_len = (size_t)sqlite3_column_bytes(st, 1);
+            } else if (rc != SQLITE_DONE) {
+                break;
+            }
+        } else if (rc == BARRIER_NEED_ROWS) {
+            st = used[nused++] = s->st[ST_BARRIER_ROWS];
+            sqlite3_bind_text(st, 1, r->saga_id, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, r->step, -1, SQLITE_STATIC);
+            f.rows_read = 1;
+            while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                rc = barrier_facts_row(&f, r, sqlite3_column_int(st, 0),
+                                       (const char *)sqlite3_column_text(st, 1),
+                                       (const char *)sqlite3_column_text(st, 2));
+                if (rc != SQLITE_OK)
+                    break;
+            }
+            if (rc != SQLITE_DONE)
+                break;
         } else {
-            d->verdict = BARRIER_RUN;
+            st = used[nused++] = s->st[ST_ACTION_RECORD];
+            sqlite3_bind_text(st, 1, f.other_owner, -1, SQLITE_STATIC);
+            f.action_read = 1;
+            if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                f.action_found = 1;
+                f.action_outcome = sqlite3_column_int(st, 0);
+                f.action_operation = (const char *)sqlite3_column_text(st, 1);
+                f.action_result = (const char *)sqlite3_column_text(st, 2);
+            } else if (rc != SQLITE_DONE) {
+                break;
+            }
         }
-        return SQLITE_OK;
     }
-    if (own == BARRIER_ROW_FENCE) { /* excluded by the CHECK constraint */
-        log_error("pt_barrier: fence on a compensation of saga %s step %s", r->saga_id, r->step);
-        return SQLITE_CORRUPT;
-    }
-    if (other == BARRIER_ROW_NONE) {
-        d->verdict = BARRIER_SKIP;
-        d->fence_action = 1;
-        snprintf(d->reason, sizeof d->reason,
-                 "action never ran here: nothing to compensate (action fenced)");
-        return SQLITE_OK;
-    }
-    if (other == BARRIER_ROW_FENCE) {
-        d->verdict = BARRIER_SKIP;
-        snprintf(d->reason, sizeof d->reason, "action already fenced: nothing to compensate");
-        return SQLITE_OK;
-    }
-    return barrier_check_action_record(s, r, other_owner, d);
+    for (int i = 0; i < nused; i++)
+        barrier_done(used[i], SQLITE_OK);
+    return rc;
 }
 
 int barrier_store_record(barrier_store *s, const barrier_request *r, int outcome,

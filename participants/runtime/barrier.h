@@ -131,10 +131,52 @@ void barrier_rollback(barrier_store *s);
 
 void barrier_decision_init(barrier_decision *d);
 void barrier_decision_free(barrier_decision *d);
+
+/* ---- The rules (barrier_rules.c): pure, shared by both backends ---------- */
+
+typedef enum { BARRIER_ROW_NONE, BARRIER_ROW_RECORD, BARRIER_ROW_FENCE } barrier_row;
+
 /*
- * Applies the idempotency and barrier rules to r (read-only). Fills d.
- * Returns SQLITE_OK, an SQLite error, or SQLITE_CORRUPT when the tables
- * break the invariants above (logged).
+ * What a backend has read for one request, in the order barrier_rules asks
+ * for it. Pointers are borrowed from the backend's result and must stay valid
+ * until barrier_rules has decided (it copies what the decision keeps).
+ */
+typedef struct {
+    /* BARRIER_NEED_KEY: the record of r->key, if any. */
+    int key_read, key_found;
+    const void *fingerprint, *reply;
+    size_t fingerprint_len, reply_len;
+    /* BARRIER_NEED_ROWS: the pt_barrier rows of (r->saga_id, r->step), each given to
+     * barrier_facts_row. */
+    int rows_read;
+    barrier_row own, other;             /* of r's phase, of the other phase */
+    char own_owner[WIRE_MAX_KEY + 1];   /* r's phase's owner_key */
+    char other_owner[WIRE_MAX_KEY + 1]; /* the other phase's owner_key */
+    /* BARRIER_NEED_ACTION: the record of other_owner (outcome, operation, result). */
+    int action_read, action_found, action_outcome;
+    const char *action_operation, *action_result;
+} barrier_facts;
+
+/* barrier_rules' requests for more facts (never SQLite codes, which are >= 0). */
+enum { BARRIER_NEED_KEY = -101, BARRIER_NEED_ROWS = -102, BARRIER_NEED_ACTION = -103 };
+
+void barrier_facts_init(barrier_facts *f);
+/* Adds one pt_barrier row of the step to f: SQLITE_OK, or SQLITE_CORRUPT for a bad owner. */
+int barrier_facts_row(barrier_facts *f, const barrier_request *r, int phase, const char *kind,
+                      const char *owner);
+/*
+ * Applies the idempotency and barrier rules to r with what f holds. Returns
+ * SQLITE_OK with d filled; a BARRIER_NEED_* (read that, set its *_read flag,
+ * call again); SQLITE_BUSY when r's own key was recorded between the reads
+ * (a replica on PostgreSQL: answer RETRY, the redelivery replays);
+ * SQLITE_NOMEM; or SQLITE_CORRUPT when the tables break the invariants above
+ * (logged).
+ */
+int barrier_rules(const barrier_request *r, const barrier_facts *f, barrier_decision *d);
+
+/*
+ * barrier_rules on this SQLite store's tables. Fills d. Returns SQLITE_OK,
+ * an SQLite error, or SQLITE_CORRUPT (logged).
  */
 int barrier_decide(barrier_store *s, const barrier_request *r, barrier_decision *d);
 /*

@@ -1,8 +1,8 @@
 /*
- * batch — processes one batch of encoded StepRequests in ONE SQLite
- * transaction and produces one encoded StepReply per message. The socket
- * path's serving thread (participant.c) and pt_process_batch() both come through here, so
- * tests exercise exactly what the network path runs.
+ * batch — processes one batch of encoded StepRequests in ONE database
+ * transaction (SQLite or PostgreSQL: the backend's table, store.h) and produces one encoded
+ * StepReply per message. The socket path's serving thread (participant.c) and pt_process_batch()
+ * both come through here, so tests exercise exactly what the network path runs.
  *
  * Flow of pt_batch_run():
  *
@@ -87,20 +87,16 @@ typedef struct {
     uint64_t outlived;  /* rule 9 refusals */
 } pt_tally;
 
-/*
- * Runs one of the batch's savepoint statements (constant SQL) from the
- * statement cache (pt_stmt_get): every request runs at least four, and
- * sqlite3_exec would parse and finalize the text each time.
- */
+/* Runs one of the batch's savepoint statements (constant SQL) on the backend. */
 static int pt_sp_exec(participant *p, const char *sql)
 {
-    sqlite3_stmt *st;
-    int rc = pt_stmt_get(p->stmts, sql, &st);
-    if (rc != SQLITE_OK)
-        return rc;
-    rc = sqlite3_step(st);
-    sqlite3_reset(st); /* finished, so the cache may lend it again at once */
-    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+    return p->be->sp(p, sql);
+}
+
+/* A store error as a reply's error text (handlers' own: pt_tx_error). */
+static int pt_store_error(participant *p, pt_reply *reply)
+{
+    return pt_retry(reply, "database error: %s", p->be->errmsg(p));
 }
 
 /* ROLLBACK TO a savepoint and RELEASE it: undone, and off the savepoint stack. */
@@ -250,8 +246,6 @@ static int pt_result_check(const pt_work *w, const pt_reply *reply, char *err, s
  */
 static int pt_handler_run(participant *p, pt_work *w, const kvmap *action_result, pt_reply *reply)
 {
-    barrier_store *s = p->store;
-    sqlite3 *db = barrier_db(s);
     const StepRequest *rq = w->req;
     kvmap params = KVMAP_INIT, none = KVMAP_INIT;
     char why[256];
@@ -274,15 +268,21 @@ static int pt_handler_run(participant *p, pt_work *w, const kvmap *action_result
         .runtime = p,
     };
     if (pt_sp_exec(p, "SAVEPOINT pt_handler") != SQLITE_OK) {
-        hr = pt_db_error(reply, db);
+        hr = pt_store_error(p, reply);
         goto out;
     }
-    hr = w->op->handler(db, &hreq, reply, w->op->arg);
+    if (w->op->tx_handler != NULL) {
+        p->tx.err[0] = '\0';
+        hr = w->op->tx_handler(&p->tx, &hreq, reply, w->op->arg);
+        pt_tx_release(&p->tx);
+    } else {
+        hr = w->op->handler(pt_db(p), &hreq, reply, w->op->arg);
+    }
     /* Before the savepoint ends: no statement of the handler may stay active. */
-    pt_stmt_cache_release(hreq.stmts);
-    if (sqlite3_get_autocommit(db)) {
+    p->be->release(p);
+    if (!p->be->in_txn(p)) {
         log_error("%s: the transaction ended inside handler '%s' (%s)", p->name, w->op->name,
-                  sqlite3_errmsg(db));
+                  p->be->errmsg(p));
         hr = -1;
         goto out;
     }
@@ -298,13 +298,13 @@ static int pt_handler_run(participant *p, pt_work *w, const kvmap *action_result
     case PT_OK:
         reply->error[0] = '\0';
         if (pt_sp_exec(p, "RELEASE pt_handler") != SQLITE_OK)
-            hr = pt_db_error(reply, db);
+            hr = pt_store_error(p, reply);
         break;
     case PT_REJECTED:
         if (reply->error[0] == '\0')
             snprintf(reply->error, sizeof reply->error, "rejected by '%s'", w->op->name);
         if (pt_sp_rollback(p, "ROLLBACK TO pt_handler", "RELEASE pt_handler") != SQLITE_OK)
-            hr = pt_db_error(reply, db);
+            hr = pt_store_error(p, reply);
         break;
     case PT_RETRY:
         if (reply->error[0] == '\0')
@@ -336,8 +336,7 @@ static int pt_work_store(participant *p, pt_work *w, const barrier_request *br, 
     char *json = kv_to_json(result); /* malloc'd; freed here */
     if (json == NULL)
         return SQLITE_NOMEM;
-    int rc = barrier_store_record(p->store, br, outcome, w->reply, w->reply_len, json, fence_action,
-                                  now);
+    int rc = p->be->store_record(p, br, outcome, w->reply, w->reply_len, json, fence_action, now);
     free(json);
     return rc;
 #endif
@@ -407,8 +406,6 @@ static int pt_compensation_waits(participant *p, pt_work *w, pt_tally *t)
  */
 static int pt_request_run(participant *p, pt_work *w, int64_t now, pt_tally *t)
 {
-    barrier_store *s = p->store;
-    sqlite3 *db = barrier_db(s);
     const StepRequest *rq = w->req;
     barrier_request br = {
         .key = rq->idempotency_key,
@@ -437,7 +434,7 @@ static int pt_request_run(participant *p, pt_work *w, int64_t now, pt_tally *t)
     snprintf(d.action_operation, sizeof d.action_operation, "%s",
              w->op && w->op->partner ? w->op->partner : "");
 #else
-    rc = barrier_decide(s, &br, &d);
+    rc = p->be->decide(p, &br, &d);
     if (rc != SQLITE_OK)
         goto rollback;
 #endif
@@ -515,13 +512,13 @@ release:
 rollback:
     t->retries++;
     snprintf(why, sizeof why, "database error, nothing stored: %s", sqlite3_errstr(rc));
-    log_warn("%s: request answered RETRY: %s (%s)", p->name, why, sqlite3_errmsg(db));
+    log_warn("%s: request answered RETRY: %s (%s)", p->name, why, p->be->errmsg(p));
     pt_work_answer(w, OUTCOME_RETRY, NULL, why);
 rollback_answered:
     if (pt_sp_rollback(p, "ROLLBACK TO pt_request", "RELEASE pt_request") != SQLITE_OK)
         status = -1;
 out:
-    if (sqlite3_get_autocommit(db))
+    if (!p->be->in_txn(p))
         status = -1; /* the transaction is gone: nothing of the batch holds */
     barrier_decision_free(&d);
     pt_reply_free(&reply);
@@ -532,17 +529,14 @@ out:
 static void pt_batch_transaction(participant *p, pt_work *work, size_t n, size_t in_txn,
                                  pt_stats *stats)
 {
-    barrier_store *s = p->store;
-    sqlite3 *db = barrier_db(s);
     pt_tally t;
-    const char *stage = "BEGIN IMMEDIATE";
+    const char *stage = "BEGIN";
     char why[PT_ERROR_MAX];
     int64_t now = util_wall_ms();
-    /* A commit that wrote nothing writes no WAL frame and so does not sync. */
-    sqlite3_int64 changes_before = sqlite3_total_changes64(db);
 
+    p->be->changed(p, 1);
     memset(&t, 0, sizeof t);
-    if (barrier_begin(s) != SQLITE_OK)
+    if (p->be->begin(p) != SQLITE_OK)
         goto fail;
     stage = "processing";
     for (size_t i = 0; i < n; i++) {
@@ -551,13 +545,13 @@ static void pt_batch_transaction(participant *p, pt_work *work, size_t n, size_t
             goto fail;
     }
     stage = "counters";
-    if (barrier_counts_add(s, &t.counts) != SQLITE_OK)
+    if (p->be->counts_add(p, &t.counts) != SQLITE_OK)
         goto fail;
     if (pt_faults_roll(&p->faults, p->faults.crash_before_commit))
         pt_faults_crash("crash_before_commit");
     crashpoint("participant.before_commit");
     stage = "COMMIT";
-    if (barrier_commit(s) != SQLITE_OK)
+    if (p->be->commit(p) != SQLITE_OK)
         goto fail;
     crashpoint("participant.after_commit");
     if (pt_faults_roll(&p->faults, p->faults.crash_after_commit))
@@ -571,13 +565,13 @@ static void pt_batch_transaction(participant *p, pt_work *work, size_t n, size_t
     stats->malformed += t.malformed;
     stats->requests -= t.malformed;
     stats->outlived += t.outlived;
-    stats->syncs += !p->synchronous_off && sqlite3_total_changes64(db) != changes_before;
+    stats->syncs += !p->synchronous_off && p->be->changed(p, 0);
     return;
 
 fail:
     snprintf(why, sizeof why, "transaction not committed, nothing stored (%s: %s)", stage,
-             sqlite3_errmsg(db));
-    barrier_rollback(s);
+             p->be->errmsg(p));
+    p->be->rollback(p);
     log_warn("%s: batch of %zu requests rolled back, all answer RETRY: %s", p->name, in_txn, why);
     for (size_t i = 0; i < n; i++) {
         if (!work[i].in_txn)

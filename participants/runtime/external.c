@@ -30,6 +30,13 @@
  *   3. Markers are kept at least as long as the idempotency records (the
  *      purge deletes those older than the same retention): a retry that
  *      still runs the handler still finds its marker.
+ * On PostgreSQL (store_pg.c) the markers are a table of the participant's
+ * database, written on a connection of their own in autocommit (the batch
+ * transaction's connection cannot commit early either), and claimed with
+ * one INSERT ... ON CONFLICT DO UPDATE ... RETURNING, so replicas sharing
+ * the database share one downstream key per (key, target) too; the
+ * functions below hand over to the backend's table for that.
+ *
  * Used by the serving thread only (handlers and the purge run one at a
  * time), like the rest of the store.
  */
@@ -198,6 +205,15 @@ int pt_external_begin(const pt_request *req, pt_reply *reply, const char *target
                   p->name, WIRE_MAX_NAME);
         return pt_retry(reply, "invalid external target name (a defect of the service)");
     }
+    if (p->be->external_mark != NULL) {
+        if (p->be->external_mark(p, req, target, call->downstream_key, &call->attempt, err,
+                                 sizeof err) != 0) {
+            log_warn("%s: external call '%s' not attempted: %s", p->name, target, err);
+            return pt_retry(reply, "external call not attempted: its marker cannot be stored (%s)",
+                            err);
+        }
+        goto marked;
+    }
     if (pt_external_open(p, err, sizeof err) != 0) {
         log_warn("%s: external-call markers unavailable: %s", p->name, err);
         return pt_retry(reply, "external call not attempted: its marker cannot be stored (%s)",
@@ -210,6 +226,7 @@ int pt_external_begin(const pt_request *req, pt_reply *reply, const char *target
         return pt_retry(reply, "external call not attempted: its marker cannot be stored (%s)",
                         sqlite3_errstr(rc));
     }
+marked:
     if (call->attempt > 1) {
         pt_printable(key, sizeof key, req->idempotency_key);
         log_info("%s: key %s: external call '%s' begun before without a recorded outcome; "
@@ -225,6 +242,8 @@ int pt_external_pending(participant *p, const char *saga_id, const char *step, c
 {
     sqlite3_stmt *st = NULL;
     char err[256];
+    if (p->be->external_pending != NULL)
+        return p->be->external_pending(p, saga_id, step, target, target_len);
     if (p->external_db == NULL) {
         /* A file left by an earlier process counts too: open it if it exists. */
         if (strcmp(p->external_path, ":memory:") == 0 || access(p->external_path, F_OK) != 0)
@@ -254,6 +273,8 @@ int pt_external_pending(participant *p, const char *saga_id, const char *step, c
 int pt_external_purge(participant *p, int64_t cutoff_ms, int limit)
 {
     sqlite3_stmt *st = NULL;
+    if (p->be->external_purge != NULL)
+        return p->be->external_purge(p, cutoff_ms, limit);
     if (p->external_db == NULL)
         return 0;
     int rc = sqlite3_prepare_v2(p->external_db,

@@ -97,168 +97,6 @@ struct pt_conn {
     pt_conn *next;    /* queue link */
 };
 
-/* ---- Prepared-statement cache ------------------------------------------ */
-
-/*
- * Why: SQLite's parse and plan of a handler's SQL cost more CPU than running
- * it, and handlers used to prepare and finalize every statement per request.
- * Only the serving thread (or pt_process_batch's caller) touches the cache.
- *
- * Entries hang in hash chains keyed by the SQL text. An entry is "lent"
- * from pt_prepare until pt_stmt_cache_release (after each handler call),
- * which resets it and clears its bindings; lent entries are never evicted
- * and never handed out twice while in use. batch.c keeps its savepoint
- * statements here too (pt_sp_exec), stepped and reset at once.
- */
-#define PT_STMT_BUCKETS 64 /* power of two */
-
-typedef struct pt_stmt_entry {
-    struct pt_stmt_entry *next;      /* hash chain */
-    struct pt_stmt_entry *lent_next; /* list of entries lent in this call */
-    char *sql;
-    sqlite3_stmt *st;
-    uint64_t hash;
-    uint64_t last_used; /* cache clock at the last release: eviction order */
-    int lent;
-    int runs_at_lend; /* SQLITE_STMTSTATUS_RUN when lent */
-} pt_stmt_entry;
-
-struct pt_stmt_cache {
-    sqlite3 *db;
-    pt_stmt_entry *buckets[PT_STMT_BUCKETS];
-    pt_stmt_entry *lent;
-    size_t count;
-    uint64_t clock;
-};
-
-/* A cache for the statements of db (pt_create). NULL when out of memory. */
-static pt_stmt_cache *pt_stmt_cache_new(sqlite3 *db)
-{
-    pt_stmt_cache *c = calloc(1, sizeof *c);
-    if (c != NULL)
-        c->db = db;
-    return c;
-}
-
-static uint64_t pt_stmt_hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
-/* Lends e: records its run count, so a finished use can be told from one in progress. */
-static void pt_stmt_lend(pt_stmt_cache *c, pt_stmt_entry *e)
-{
-    e->lent = 1;
-    e->runs_at_lend = sqlite3_stmt_status(e->st, SQLITE_STMTSTATUS_RUN, 0);
-    e->lent_next = c->lent;
-    c->lent = e;
-}
-
-/* Finalizes and frees the least recently used entry not lent, if any. */
-static void pt_stmt_evict(pt_stmt_cache *c)
-{
-    pt_stmt_entry **victim = NULL;
-    for (size_t b = 0; b < PT_STMT_BUCKETS; b++)
-        for (pt_stmt_entry **pe = &c->buckets[b]; *pe; pe = &(*pe)->next)
-            if (!(*pe)->lent && (victim == NULL || (*pe)->last_used < (*victim)->last_used))
-                victim = pe;
-    if (victim == NULL)
-        return; /* everything is in use: the cache grows until the handler returns */
-    pt_stmt_entry *e = *victim;
-    *victim = e->next;
-    sqlite3_finalize(e->st);
-    free(e->sql);
-    free(e);
-    c->count--;
-}
-
-int pt_prepare(const pt_request *req, const char *sql, sqlite3_stmt **st)
-{
-    return pt_stmt_get(req ? req->stmts : NULL, sql, st);
-}
-
-int pt_stmt_get(pt_stmt_cache *c, const char *sql, sqlite3_stmt **st)
-{
-    *st = NULL;
-    if (c == NULL || sql == NULL)
-        return SQLITE_MISUSE;
-    uint64_t h = pt_stmt_hash(sql);
-    pt_stmt_entry **chain = &c->buckets[h & (PT_STMT_BUCKETS - 1)];
-    for (pt_stmt_entry *e = *chain; e; e = e->next) {
-        if (e->hash != h || strcmp(e->sql, sql) != 0)
-            continue;
-        if (!e->lent) {
-            pt_stmt_lend(c, e);
-            *st = e->st;
-            return SQLITE_OK;
-        }
-        /* Lent earlier in this call: reusable once that use has finished. */
-        if (!sqlite3_stmt_busy(e->st) &&
-            sqlite3_stmt_status(e->st, SQLITE_STMTSTATUS_RUN, 0) != e->runs_at_lend) {
-            sqlite3_reset(e->st);
-            sqlite3_clear_bindings(e->st);
-            e->runs_at_lend = sqlite3_stmt_status(e->st, SQLITE_STMTSTATUS_RUN, 0);
-            *st = e->st;
-            return SQLITE_OK;
-        }
-    }
-    if (c->count >= PT_STMT_CACHE_MAX)
-        pt_stmt_evict(c);
-    sqlite3_stmt *fresh = NULL;
-    int rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &fresh, NULL);
-    if (rc != SQLITE_OK)
-        return rc;
-    if (fresh == NULL)
-        return SQLITE_MISUSE; /* empty SQL or only a comment */
-    pt_stmt_entry *e = calloc(1, sizeof *e);
-    if (e == NULL || (e->sql = util_strdup(sql)) == NULL) {
-        free(e);
-        sqlite3_finalize(fresh);
-        return SQLITE_NOMEM;
-    }
-    e->st = fresh;
-    e->hash = h;
-    e->next = *chain;
-    *chain = e;
-    c->count++;
-    pt_stmt_lend(c, e);
-    *st = fresh;
-    return SQLITE_OK;
-}
-
-void pt_stmt_cache_release(pt_stmt_cache *c)
-{
-    c->clock++;
-    for (pt_stmt_entry *e = c->lent, *next; e; e = next) {
-        next = e->lent_next;
-        sqlite3_reset(e->st); /* its error, if any, was the handler's to see */
-        sqlite3_clear_bindings(e->st);
-        e->lent = 0;
-        e->lent_next = NULL;
-        e->last_used = c->clock;
-    }
-    c->lent = NULL;
-}
-
-/* Finalizes every statement (before the connection closes) and frees c. */
-static void pt_stmt_cache_free(pt_stmt_cache *c)
-{
-    if (c == NULL)
-        return;
-    for (size_t b = 0; b < PT_STMT_BUCKETS; b++) {
-        for (pt_stmt_entry *e = c->buckets[b], *next; e; e = next) {
-            next = e->next;
-            sqlite3_finalize(e->st);
-            free(e->sql);
-            free(e);
-        }
-    }
-    free(c);
-}
-
 /* ---- Registry and counters --------------------------------------------- */
 
 const pt_op *pt_op_find(const participant *p, const char *name)
@@ -276,8 +114,8 @@ static int pt_op_name_ok(const participant *p, const char *name)
 }
 
 /* Appends one operation; copies the names. Returns 0 or -1. */
-static int pt_op_add(participant *p, const char *name, pt_handler h, void *arg, int phase,
-                     const char *partner)
+static int pt_op_add(participant *p, const char *name, pt_handler h, pt_tx_handler txh, void *arg,
+                     int phase, const char *partner)
 {
     pt_op *ops = realloc(p->ops, (p->n_ops + 1) * sizeof *ops);
     if (ops == NULL)
@@ -287,6 +125,7 @@ static int pt_op_add(participant *p, const char *name, pt_handler h, void *arg, 
     op->name = util_strdup(name);
     op->partner = partner ? util_strdup(partner) : NULL;
     op->handler = h;
+    op->tx_handler = txh;
     op->arg = arg;
     op->phase = phase;
     if (op->name == NULL || (partner && op->partner == NULL)) {
@@ -298,26 +137,49 @@ static int pt_op_add(participant *p, const char *name, pt_handler h, void *arg, 
     return 0;
 }
 
-int pt_register(participant *p, const char *action_op, pt_handler action,
-                const char *compensation_op, pt_handler compensation, void *arg)
+/* Registers an action and its compensation: SQLite handlers (a, c) or neutral ones (ta, tc). */
+static int pt_register_pair(participant *p, const char *action_op, pt_handler a, pt_tx_handler ta,
+                            const char *compensation_op, pt_handler c, pt_tx_handler tc, void *arg)
 {
-    if (p == NULL || p->started || action == NULL || !pt_op_name_ok(p, action_op))
+    if (p == NULL || p->started || (a == NULL && ta == NULL) || !pt_op_name_ok(p, action_op))
         return -1;
-    if ((compensation_op == NULL) != (compensation == NULL))
+    if ((compensation_op == NULL) != (c == NULL && tc == NULL))
         return -1;
     if (compensation_op &&
         (!pt_op_name_ok(p, compensation_op) || strcmp(action_op, compensation_op) == 0))
         return -1;
-    if (pt_op_add(p, action_op, action, arg, PHASE_ACTION, compensation_op) != 0)
+    if (pt_op_add(p, action_op, a, ta, arg, PHASE_ACTION, compensation_op) != 0)
         return -1;
     if (compensation_op &&
-        pt_op_add(p, compensation_op, compensation, arg, PHASE_COMPENSATE, action_op) != 0) {
+        pt_op_add(p, compensation_op, c, tc, arg, PHASE_COMPENSATE, action_op) != 0) {
         p->n_ops--; /* undo the action: a half registration is none */
         free(p->ops[p->n_ops].name);
         free(p->ops[p->n_ops].partner);
         return -1;
     }
     return 0;
+}
+
+int pt_register(participant *p, const char *action_op, pt_handler action,
+                const char *compensation_op, pt_handler compensation, void *arg)
+{
+    if (p != NULL && p->be->backend != PT_BACKEND_SQLITE) {
+        log_error("%s: operation '%s' has a SQLite handler (pt_register) but the database is "
+                  "%s: register handlers on the neutral API with pt_register_tx",
+                  p->name, action_op ? action_op : "?", p->be->name);
+        return -1;
+    }
+    if (action == NULL)
+        return -1;
+    return pt_register_pair(p, action_op, action, NULL, compensation_op, compensation, NULL, arg);
+}
+
+int pt_register_tx(participant *p, const char *action_op, pt_tx_handler action,
+                   const char *compensation_op, pt_tx_handler compensation, void *arg)
+{
+    if (action == NULL)
+        return -1;
+    return pt_register_pair(p, action_op, NULL, action, compensation_op, NULL, compensation, arg);
 }
 
 void pt_stats_add(participant *p, const pt_stats *d)
@@ -425,10 +287,11 @@ participant *pt_create(const pt_options *opts, char *err, size_t errlen)
     p->synchronous_off = opts->synchronous_off;
     if (pt_external_path(opts->db_path, &p->external_path) != 0)
         goto oom;
-    if (barrier_open(opts->db_path, opts->synchronous_off, &p->store, err, errlen) != 0)
+    p->be = pt_store_is_pg(opts->db_path) ? &pt_store_pg : &pt_store_sqlite;
+    p->tx.p = p;
+    p->tx.backend = p->be->backend;
+    if (p->be->open(p, opts->db_path, opts->synchronous_off, err, errlen) != 0)
         goto fail;
-    if ((p->stmts = pt_stmt_cache_new(barrier_db(p->store))) == NULL)
-        goto oom;
     if (p->faults.enabled)
         log_warn("%s: fault injection on: %s", p->name, opts->faults);
     return p;
@@ -442,15 +305,41 @@ fail:
 
 sqlite3 *pt_db(participant *p)
 {
-    return barrier_db(p->store);
+    return p->store != NULL ? barrier_db(p->store) : NULL;
+}
+
+int pt_backend(const participant *p)
+{
+    return p->be->backend;
+}
+
+int pt_run(participant *p, int (*fn)(pt_tx *tx, void *arg), void *arg, char *err, size_t errlen)
+{
+    pt_tx *tx = &p->tx;
+    tx->err[0] = '\0';
+    if (p->be->setup_begin(p) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot begin a transaction: %s", p->be->errmsg(p));
+        return -1;
+    }
+    int rc = fn(tx, arg);
+    pt_tx_release(tx);
+    p->be->release(p);
+    if (rc == 0 && p->be->commit(p) != SQLITE_OK) {
+        snprintf(err, errlen, "commit failed: %s", p->be->errmsg(p));
+        rc = -1;
+    } else if (rc != 0) {
+        snprintf(err, errlen, "%s", pt_tx_errmsg(tx));
+    }
+    p->be->rollback(p); /* no-op after a commit */
+    return rc == 0 ? 0 : -1;
 }
 
 int pt_purge_once(participant *p, int64_t now_wall_ms)
 {
     int purged = 0;
-    int rc = barrier_purge(p->store, now_wall_ms - p->retention_ms, p->purge_batch, &purged);
+    int rc = p->be->purge(p, now_wall_ms - p->retention_ms, p->purge_batch, &purged);
     if (rc != SQLITE_OK) {
-        log_warn("%s: purge failed: %s", p->name, sqlite3_errstr(rc));
+        log_warn("%s: purge failed: %s (%s)", p->name, sqlite3_errstr(rc), p->be->errmsg(p));
         return -1;
     }
     /* Markers go with the records of the same age (external.c, invariant 3). */
@@ -945,9 +834,9 @@ void pt_destroy(participant *p)
     if (p == NULL)
         return;
     pt_stop(p);
-    pt_unlisten(p);               /* a pt_start that failed half-way left nothing; harmless twice */
-    pt_stmt_cache_free(p->stmts); /* first: sqlite3_close refuses open statements */
-    barrier_close(p->store);
+    pt_unlisten(p); /* a pt_start that failed half-way left nothing; harmless twice */
+    if (p->be != NULL)
+        p->be->close(p);
     pt_external_close(p);
     free(p->external_path);
     pt_metrics_free(p->metrics); /* before the registry: it borrows the names */

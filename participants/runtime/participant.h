@@ -5,8 +5,10 @@
  * A service registers one handler per operation and writes only business
  * SQL. The runtime serves saga.v1 StepRequests (proto/saga.proto) on an nng
  * REP socket with several contexts in flight, and runs each handler inside
- * the same SQLite transaction as the idempotency record of the request, so
- * that the business effect and the record commit together or not at all.
+ * the same transaction as the idempotency record of the request (SQLite,
+ * or PostgreSQL where replicas may share one database: see the neutral
+ * pt_tx API below), so that the business effect and the record commit
+ * together or not at all.
  *
  * Rules the runtime enforces (all in the service's own database):
  *   1. First delivery of a key: run the handler, store the reply with the
@@ -100,12 +102,95 @@ typedef struct {
 typedef struct pt_reply pt_reply;
 
 /*
- * A handler: does the business SQL of one operation on db, inside a
- * savepoint the runtime opened. Returns PT_OK, PT_REJECTED or PT_RETRY. Any
+ * A handler of a SQLite-only participant: does the business SQL of one
+ * operation on db, inside a savepoint the runtime opened (pt_tx_handler is
+ * the same on the neutral API, for either backend). Returns PT_OK, PT_REJECTED or PT_RETRY. Any
  * SQLite error should be returned as pt_db_error(reply, db), which makes
  * the whole request OUTCOME_RETRY with nothing stored.
  */
 typedef int (*pt_handler)(sqlite3 *db, const pt_request *req, pt_reply *reply, void *arg);
+
+/* ---- Backend-neutral SQL: handlers for SQLite or PostgreSQL ------------ */
+
+/*
+ * A participant's database is a SQLite file (pt_options.db_path is a path)
+ * or a PostgreSQL database (db_path is a "postgresql://" or "postgres://"
+ * libpq URI). A handler registered with pt_register_tx gets a pt_tx: the
+ * batch transaction of whichever backend is in use, inside a savepoint the
+ * runtime opened, the same transaction that stores the request's
+ * idempotency record and barrier row. It runs its business SQL there with
+ * the calls below and never commits, rolls back or opens transactions
+ * itself.
+ *
+ * SQL: one statement per call, parameters written $1..$n (rewritten to ?n
+ * on SQLite) and bound from the varargs, one per character of types:
+ * 't' a const char * (NULL binds NULL), 'i' an int64_t (pass int64_t, not
+ * int); at most PT_SQL_MAX_PARAMS. Write SQL both engines accept (standard
+ * DML, INSERT ... ON CONFLICT, RETURNING, CASE instead of boolean columns);
+ * schemas may differ per backend (pt_tx_backend). On PostgreSQL the
+ * transaction is READ COMMITTED and other replicas may write the same rows
+ * meanwhile: make a check-then-write atomic with a conditional UPDATE
+ * (... WHERE balance >= $2, then pt_affected) or a constraint, not with a
+ * SELECT followed by a write.
+ *
+ * Errors: these calls return PT_DB_OK, PT_DB_CONSTRAINT (a unique, check
+ * or foreign-key constraint refused the statement) or PT_DB_ERROR; a
+ * handler returns pt_tx_error(reply, tx) on anything it does not expect,
+ * which answers OUTCOME_RETRY with nothing stored. After an error on
+ * PostgreSQL the handler's savepoint is unusable: return at once (PT_RETRY
+ * or PT_REJECTED, both roll its SQL back).
+ */
+#define PT_SQL_MAX_PARAMS 16
+
+enum pt_db_status {
+    PT_DB_OK = 0,
+    PT_DB_ERROR = -1,
+    PT_DB_CONSTRAINT = -2,
+};
+
+enum pt_backend {
+    PT_BACKEND_SQLITE = 0,
+    PT_BACKEND_POSTGRESQL = 1,
+};
+
+typedef struct pt_tx pt_tx;
+typedef struct pt_rows pt_rows;
+
+/* A handler on the neutral API (see pt_handler for the contract). */
+typedef int (*pt_tx_handler)(pt_tx *tx, const pt_request *req, pt_reply *reply, void *arg);
+
+/* Which backend tx runs on (PT_BACKEND_*). */
+int pt_tx_backend(const pt_tx *tx);
+/* Runs a statement returning no rows. PT_DB_OK, PT_DB_CONSTRAINT or PT_DB_ERROR. */
+int pt_exec(pt_tx *tx, const char *sql, const char *types, ...);
+/* Rows inserted, updated or deleted by tx's last successful pt_exec. */
+int64_t pt_affected(const pt_tx *tx);
+/*
+ * Runs a query; *rows is the cursor (NULL on error). Read it with pt_next,
+ * then pt_rows_close it (whatever is left open is closed when the handler
+ * returns). Returns PT_DB_OK or PT_DB_ERROR.
+ */
+int pt_query(pt_tx *tx, pt_rows **rows, const char *sql, const char *types, ...);
+/* Moves to the next row: 1 a row, 0 no more rows, PT_DB_ERROR. */
+int pt_next(pt_rows *rows);
+/* The current row's column col (from 0): text (NULL for SQL NULL; valid
+ * until the next pt_next or pt_rows_close), integer (0 for NULL or not an
+ * integer), SQL NULL or not. */
+const char *pt_text(pt_rows *rows, int col);
+int64_t pt_int(pt_rows *rows, int col);
+int pt_is_null(pt_rows *rows, int col);
+void pt_rows_close(pt_rows *rows);
+/* The first column of the first row as an integer: 1 with *out set, 0 when
+ * there is no row, PT_DB_ERROR. */
+int pt_query_int(pt_tx *tx, int64_t *out, const char *sql, const char *types, ...);
+/* Runs several ;-separated statements without parameters (schemas). Status as pt_exec. */
+int pt_exec_script(pt_tx *tx, const char *sql);
+/* The backend's message for tx's last error. */
+const char *pt_tx_errmsg(const pt_tx *tx);
+/* Records pt_tx_errmsg(tx) in the reply and returns PT_RETRY. */
+int pt_tx_error(pt_reply *reply, const pt_tx *tx);
+/* The SQLite connection under tx, or NULL on PostgreSQL (for SQLite-only code). */
+sqlite3 *pt_tx_sqlite(pt_tx *tx);
 
 /* ---- Helpers for handlers ---------------------------------------------- */
 
@@ -204,7 +289,8 @@ int pt_external_begin(const pt_request *req, pt_reply *reply, const char *target
 typedef struct {
     const char *name;       /* service name, for logs ("payment") */
     const char *listen_url; /* e.g. "ipc:///tmp/payment.ipc"; NULL: no socket (tests) */
-    const char *db_path;    /* SQLite file; created when missing */
+    const char *db_path;    /* SQLite file (created when missing), or a
+                               postgresql:// URI of an existing database */
     int contexts;           /* requests in flight on the socket; 0: 64 */
     int64_t retention_ms;   /* idempotency record retention; 0: 7 days */
     int purge_batch;        /* records deleted per purge transaction; 0: 500 */
@@ -237,8 +323,21 @@ int pt_check_security(const pt_options *opts, char *err, size_t errlen);
  * parses the fault spec. Returns NULL with a reason in err on failure.
  */
 participant *pt_create(const pt_options *opts, char *err, size_t errlen);
-/* The runtime's connection: for the service's schema and seed, before pt_start. */
+/* The runtime's SQLite connection: for the service's schema and seed, before
+ * pt_start. NULL on PostgreSQL (use pt_run). */
 sqlite3 *pt_db(participant *p);
+/* The backend of p's database (PT_BACKEND_*). */
+int pt_backend(const participant *p);
+/*
+ * Runs fn in one transaction on the runtime's connection, outside serving
+ * (before pt_start, or between pt_process_batch calls): schema, seed,
+ * audits, tests. Commits when fn returns 0, rolls back otherwise. On
+ * PostgreSQL the transaction first takes an advisory lock, so replicas
+ * starting together run their setups one after the other. Returns 0, or -1
+ * with the reason in err (fn's own return value when it is not 0 and err
+ * is left as fn wrote it through pt_tx_errmsg).
+ */
+int pt_run(participant *p, int (*fn)(pt_tx *tx, void *arg), void *arg, char *err, size_t errlen);
 /*
  * Registers an action operation and its compensation (compensation may be
  * NULL when the action needs none). The same arg is passed to both. Returns
@@ -248,6 +347,9 @@ sqlite3 *pt_db(participant *p);
  */
 int pt_register(participant *p, const char *action_op, pt_handler action,
                 const char *compensation_op, pt_handler compensation, void *arg);
+/* pt_register for handlers on the neutral API (any backend). */
+int pt_register_tx(participant *p, const char *action_op, pt_tx_handler action,
+                   const char *compensation_op, pt_tx_handler compensation, void *arg);
 /* Listens and starts serving and the purge worker. Returns 0 or an nng error code. */
 int pt_start(participant *p, char *err, size_t errlen);
 /* Stops serving; in-flight batches finish and reply first. Idempotent. */

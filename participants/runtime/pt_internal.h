@@ -6,7 +6,11 @@
  * Files of the runtime and what each owns:
  *   participant.c  lifecycle, registry, stats, nng socket, worker thread
  *   batch.c        one batch: decode, validate, one transaction, replies
- *   barrier.c      the pt_ tables: idempotency, barrier, counters, purge
+ *   store.h        the seam: one table of database operations per backend
+ *   store_sqlite.c SQLite: transaction, barrier.c, statement cache, pt_tx
+ *   barrier.c      the pt_ tables on SQLite: idempotency, barrier, counters, purge
+ *   store_pg.c     PostgreSQL: the same tables and operations over libpq
+ *   sql_api.c      participant.h's neutral pt_tx calls, onto the backend's table
  *   faults.c       the fault-injection spec and its deterministic draws
  *   handler_api.c  the helpers handlers call (params, results, errors)
  *   external.c     in-flight markers of calls to external systems
@@ -21,6 +25,7 @@
 #include <stdint.h>
 
 #include "barrier.h"
+#include "store.h"
 #include "listener.h"
 #include "security.h"
 #include "participant.h"
@@ -40,7 +45,8 @@ struct pt_reply {
 /* One registered operation. */
 typedef struct {
     char *name;
-    pt_handler handler;
+    pt_handler handler;       /* SQLite-only handler (pt_register), or NULL */
+    pt_tx_handler tx_handler; /* neutral handler (pt_register_tx), or NULL */
     void *arg;
     int phase; /* PHASE_ACTION or PHASE_COMPENSATE */
     /* An action: its compensation's name or NULL; a compensation: its action's name. */
@@ -78,10 +84,14 @@ struct participant {
     int64_t retention_ms;
     int purge_batch;
     int64_t purge_every_ms;
-    int synchronous_off; /* commits skip fdatasync (benchmarks only): not counted as syncs */
-    barrier_store *store;
-    char *external_path;  /* external.c's marker file (malloc'd) */
-    sqlite3 *external_db; /* opened on first use; serving thread only */
+    int synchronous_off;    /* commits skip fdatasync (benchmarks only): not counted as syncs */
+    const pt_store_ops *be; /* the backend (store.h) */
+    barrier_store *store;   /* SQLite: barrier.c's store */
+    void *pg;               /* PostgreSQL: store_pg.c's connection state */
+    int64_t changes_mark;   /* SQLite: total changes when the batch began */
+    pt_tx tx;               /* the handler's transaction handle, reused per call */
+    char *external_path;    /* external.c's marker file (malloc'd) */
+    sqlite3 *external_db;   /* opened on first use; serving thread only */
     pt_stmt_cache
         *stmts; /* pt_prepare's statements on the store's connection; serving thread only */
     pt_op *ops;
@@ -150,10 +160,14 @@ void pt_reply_free(pt_reply *r);
 /* Copies printable ASCII of in into out (NUL-terminated), others as '?'; for logs and errors. */
 void pt_printable(char *out, size_t outlen, const char *in);
 
-/* participant.c: the batch hands p->stmts to each request and releases it
+/* store_sqlite.c: the batch hands p->stmts to each request and releases it
  * (resets what the handler used) after each handler call. */
 void pt_stmt_cache_release(pt_stmt_cache *c);
-/* participant.c: pt_prepare on the cache itself, for the runtime's own statements. */
+/* store_sqlite.c: pt_prepare on the cache itself, for the runtime's own statements;
+ * pt_stmt_get_as with dollar = 1 prepares the neutral API's $n form. */
 int pt_stmt_get(pt_stmt_cache *c, const char *sql, sqlite3_stmt **st);
+int pt_stmt_get_as(pt_stmt_cache *c, const char *sql, int dollar, sqlite3_stmt **st);
+pt_stmt_cache *pt_stmt_cache_new(sqlite3 *db);
+void pt_stmt_cache_free(pt_stmt_cache *c);
 
 #endif

@@ -20,6 +20,10 @@
  * cancels that booking: effects outside the database, each made under the
  * key pt_external_begin gives (participant.h), so a retry after a crash
  * between the carrier's answer and the commit books nothing twice.
+ *
+ * The handlers use the neutral pt_tx API, so shipping runs on SQLite or on
+ * PostgreSQL (--db postgresql://...); there the in-flight markers are a
+ * table of the same database (store_pg.c), shared by replicas.
  */
 #include <stdio.h>
 #include <string.h>
@@ -51,6 +55,44 @@ static const char shipping_schema[] =
     "  updated_at_ms INTEGER NOT NULL\n"
     ");\n";
 
+/*
+ * The same tables on PostgreSQL. SQLite's COLLATE NOCASE folds ASCII letters
+ * only; here the unique index on the ASCII-folded name does the same for
+ * duplicates in the seed, and the lookup compares folded names
+ * (destination_lookup_pg): translate() rather than lower(), which would also
+ * fold non-ASCII letters by the database's locale.
+ */
+static const char shipping_schema_pg[] =
+    "CREATE TABLE IF NOT EXISTS destinations (\n"
+    "  destination TEXT PRIMARY KEY\n"
+    ");\n"
+    "CREATE UNIQUE INDEX IF NOT EXISTS destinations_folded ON destinations\n"
+    "  (translate(destination, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'));\n"
+    "CREATE TABLE IF NOT EXISTS shipments (\n"
+    "  shipment_id   TEXT PRIMARY KEY,\n"
+    "  saga_id       TEXT NOT NULL,\n"
+    "  destination   TEXT NOT NULL REFERENCES destinations (destination),\n"
+    "  order_id      TEXT,\n"
+    "  customer      TEXT,\n"
+    "  state         TEXT NOT NULL CHECK (state IN ('scheduled', 'cancelled')),\n"
+    "  created_at_ms BIGINT NOT NULL,\n"
+    "  updated_at_ms BIGINT NOT NULL,\n"
+    "  CHECK (order_id IS NOT NULL OR customer IS NOT NULL)\n"
+    ");\n"
+    "CREATE TABLE IF NOT EXISTS carrier_bookings (\n"
+    "  shipment_id   TEXT PRIMARY KEY REFERENCES shipments (shipment_id),\n"
+    "  booking_ref   TEXT NOT NULL,\n"
+    "  state         TEXT NOT NULL CHECK (state IN ('booked', 'cancelled')),\n"
+    "  updated_at_ms BIGINT NOT NULL\n"
+    ");\n";
+
+static const char destination_lookup[] =
+    "SELECT destination FROM destinations WHERE destination = $1";
+static const char destination_lookup_pg[] =
+    "SELECT destination FROM destinations WHERE"
+    " translate(destination, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz') ="
+    " translate($1, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')";
+
 static const char shipping_count[] = "SELECT (SELECT count(*) FROM destinations) + "
                                      "(SELECT count(*) FROM shipments)";
 
@@ -81,13 +123,14 @@ static int shipping_carrier(const pt_request *req, pt_reply *reply, const char *
 }
 
 /* schedule(destination, [order_id], [customer]) -> shipment_id[, booking_ref] */
-static int shipping_schedule(sqlite3 *db, const pt_request *req, pt_reply *reply, void *arg)
+static int shipping_schedule(pt_tx *tx, const pt_request *req, pt_reply *reply, void *arg)
 {
     const char *destination, *order_id, *customer;
     char served[SVC_MAX_NAME + 1], shipment_id[37], booking_ref[CARRIER_REF_MAX + 1] = "";
     int64_t now = util_wall_ms();
-    sqlite3_stmt *st = NULL;
-    int result = PT_OK;
+    pt_rows *row;
+    int result;
+    (void)arg;
 
     if (svc_param_name(req, reply, "destination", &destination) != 0 ||
         svc_param_name_opt(req, reply, "order_id", &order_id) != 0 ||
@@ -97,142 +140,139 @@ static int shipping_schedule(sqlite3 *db, const pt_request *req, pt_reply *reply
         return pt_reject(reply, "missing parameter 'order_id' (or 'customer'): "
                                 "a shipment must name whom it is for");
 
-    if (svc_prepare(req, &st, "SELECT destination FROM destinations WHERE destination = ?1", "t",
-                    destination) != SQLITE_OK)
-        return pt_db_error(reply, db);
-    switch (sqlite3_step(st)) {
-    case SQLITE_ROW:
+    if (pt_query(tx, &row,
+                 pt_tx_backend(tx) == PT_BACKEND_POSTGRESQL ? destination_lookup_pg
+                                                            : destination_lookup,
+                 "t", destination) != PT_DB_OK)
+        return pt_tx_error(reply, tx);
+    switch (pt_next(row)) {
+    case 1:
         /* The seeded spelling, so "berlin" is stored as "Berlin". */
-        snprintf(served, sizeof served, "%s", (const char *)sqlite3_column_text(st, 0));
+        snprintf(served, sizeof served, "%s", pt_text(row, 0) ? pt_text(row, 0) : "");
         break;
-    case SQLITE_DONE:
-        result = pt_reject(reply, "destination not served: '%s'", destination);
-        goto done;
+    case 0:
+        return pt_reject(reply, "destination not served: '%s'", destination);
     default:
-        result = pt_db_error(reply, db);
-        goto done;
+        return pt_tx_error(reply, tx);
     }
-    sqlite3_reset(st); /* the read is over: nothing stays active across the carrier call */
-    if (util_uuid7(shipment_id) != 0) {
-        result = pt_retry(reply, "no randomness for a shipment id");
-        goto done;
-    }
+    pt_rows_close(row); /* the read is over: nothing stays active across the carrier call */
+    if (util_uuid7(shipment_id) != 0)
+        return pt_retry(reply, "no randomness for a shipment id");
     if (carrier_enabled()) {
         result = shipping_carrier(req, reply, "carrier-book", "BOOK", served, booking_ref);
         if (result != PT_OK)
-            goto done;
+            return result;
     }
-    if (svc_run(req,
+    if (pt_exec(tx,
                 "INSERT INTO shipments (shipment_id, saga_id, destination, order_id, customer, "
                 "state, created_at_ms, updated_at_ms) "
-                "VALUES (?1, ?2, ?3, ?4, ?5, 'scheduled', ?6, ?6)",
-                "ttttti", shipment_id, req->saga_id, served, order_id, customer,
-                now) != SQLITE_OK) {
-        result = pt_db_error(reply, db);
-        goto done;
-    }
+                "VALUES ($1, $2, $3, $4, $5, 'scheduled', $6, $6)",
+                "ttttti", shipment_id, req->saga_id, served, order_id, customer, now) != PT_DB_OK)
+        return pt_tx_error(reply, tx);
     if (booking_ref[0] != '\0' &&
-        (svc_run(req,
-                 "INSERT INTO carrier_bookings (shipment_id, booking_ref, state, updated_at_ms) "
-                 "VALUES (?1, ?2, 'booked', ?3)",
-                 "tti", shipment_id, booking_ref, now) != SQLITE_OK)) {
-        result = pt_db_error(reply, db);
-        goto done;
-    }
+        pt_exec(tx,
+                "INSERT INTO carrier_bookings (shipment_id, booking_ref, state, updated_at_ms) "
+                "VALUES ($1, $2, 'booked', $3)",
+                "tti", shipment_id, booking_ref, now) != PT_DB_OK)
+        return pt_tx_error(reply, tx);
     if (pt_result_set(reply, "shipment_id", shipment_id) != 0 ||
-        (booking_ref[0] != '\0' && pt_result_set(reply, "booking_ref", booking_ref) != 0)) {
-        result = pt_retry(reply, "out of memory");
-        goto done;
-    }
+        (booking_ref[0] != '\0' && pt_result_set(reply, "booking_ref", booking_ref) != 0))
+        return pt_retry(reply, "out of memory");
     log_debug("saga %s: scheduling shipment %s to %s", req->saga_id, shipment_id, served);
+    return PT_OK;
+}
 
-done:
-    return result;
+/*
+ * The carrier's booking of a scheduled shipment is cancelled first: if it
+ * cannot be cancelled now, nothing here changes and the compensation is
+ * retried. PT_OK when there is no booking or it is now cancelled.
+ */
+static int shipping_cancel_booking(pt_tx *tx, const pt_request *req, pt_reply *reply,
+                                   const char *shipment_id, int64_t now)
+{
+    char ref[CARRIER_REF_MAX + 1], cancelled[CARRIER_REF_MAX + 1];
+    pt_rows *row;
+    int result;
+
+    if (pt_query(tx, &row,
+                 "SELECT booking_ref FROM carrier_bookings "
+                 "WHERE shipment_id = $1 AND state = 'booked'",
+                 "t", shipment_id) != PT_DB_OK)
+        return pt_tx_error(reply, tx);
+    switch (pt_next(row)) {
+    case 1:
+        break;
+    case 0:
+        return PT_OK;
+    default:
+        return pt_tx_error(reply, tx);
+    }
+    snprintf(ref, sizeof ref, "%s", pt_text(row, 0) ? pt_text(row, 0) : "");
+    pt_rows_close(row);
+    result = shipping_carrier(req, reply, "carrier-cancel", "CANCEL", ref, cancelled);
+    if (result != PT_OK)
+        return result;
+    if (pt_exec(tx,
+                "UPDATE carrier_bookings SET state = 'cancelled', updated_at_ms = $2 "
+                "WHERE shipment_id = $1",
+                "ti", shipment_id, now) != PT_DB_OK)
+        return pt_tx_error(reply, tx);
+    return PT_OK;
 }
 
 /* cancel: cancels the shipment named by the action's shipment_id. */
-static int shipping_cancel(sqlite3 *db, const pt_request *req, pt_reply *reply, void *arg)
+static int shipping_cancel(pt_tx *tx, const pt_request *req, pt_reply *reply, void *arg)
 {
     const char *shipment_id;
     int64_t now = util_wall_ms();
-    int scheduled;
-    sqlite3_stmt *st = NULL;
-    int result = PT_OK;
+    int scheduled, own, result;
+    pt_rows *row;
+    (void)arg;
 
     if (svc_action_id(req, reply, "shipment_id", &shipment_id) != 0)
         return PT_REJECTED;
 
-    if (svc_prepare(req, &st,
-                    "SELECT state = 'scheduled', saga_id = ?2 FROM shipments "
-                    "WHERE shipment_id = ?1",
-                    "tt", shipment_id, req->saga_id) != SQLITE_OK)
-        return pt_db_error(reply, db);
-    switch (sqlite3_step(st)) {
-    case SQLITE_ROW:
+    if (pt_query(tx, &row,
+                 "SELECT CASE WHEN state = 'scheduled' THEN 1 ELSE 0 END, "
+                 "CASE WHEN saga_id = $2 THEN 1 ELSE 0 END FROM shipments "
+                 "WHERE shipment_id = $1",
+                 "tt", shipment_id, req->saga_id) != PT_DB_OK)
+        return pt_tx_error(reply, tx);
+    switch (pt_next(row)) {
+    case 1:
         break;
-    case SQLITE_DONE:
-        result = pt_reject(reply, "unknown shipment '%s'", shipment_id);
-        goto done;
+    case 0:
+        return pt_reject(reply, "unknown shipment '%s'", shipment_id);
     default:
-        result = pt_db_error(reply, db);
-        goto done;
+        return pt_tx_error(reply, tx);
     }
-    if (sqlite3_column_int(st, 1) != 1) {
-        result = pt_reject(reply, "shipment '%s' belongs to another saga", shipment_id);
-        goto done;
-    }
-    scheduled = sqlite3_column_int(st, 0);
-    sqlite3_reset(st);
+    scheduled = pt_int(row, 0) == 1;
+    own = pt_int(row, 1) == 1;
+    pt_rows_close(row);
+    if (!own)
+        return pt_reject(reply, "shipment '%s' belongs to another saga", shipment_id);
 
-    if (scheduled && carrier_enabled()) {
-        /* The carrier's booking goes first: if it cannot be cancelled now,
-         * nothing here changes and the compensation is retried. */
-        char ref[CARRIER_REF_MAX + 1], cancelled[CARRIER_REF_MAX + 1];
-        if (svc_prepare(req, &st,
-                        "SELECT booking_ref FROM carrier_bookings "
-                        "WHERE shipment_id = ?1 AND state = 'booked'",
-                        "t", shipment_id) != SQLITE_OK)
-            return pt_db_error(reply, db);
-        int rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {
-            snprintf(ref, sizeof ref, "%s", (const char *)sqlite3_column_text(st, 0));
-            sqlite3_reset(st);
-            result = shipping_carrier(req, reply, "carrier-cancel", "CANCEL", ref, cancelled);
-            if (result != PT_OK)
-                goto done;
-            if (svc_run(req,
-                        "UPDATE carrier_bookings SET state = 'cancelled', updated_at_ms = ?2 "
-                        "WHERE shipment_id = ?1",
-                        "ti", shipment_id, now) != SQLITE_OK) {
-                result = pt_db_error(reply, db);
-                goto done;
-            }
-        } else if (rc != SQLITE_DONE) {
-            result = pt_db_error(reply, db);
-            goto done;
-        }
-    }
+    if (scheduled && carrier_enabled() &&
+        (result = shipping_cancel_booking(tx, req, reply, shipment_id, now)) != PT_OK)
+        return result;
     if (scheduled) {
-        if (svc_run(req,
-                    "UPDATE shipments SET state = 'cancelled', updated_at_ms = ?2 "
-                    "WHERE shipment_id = ?1",
-                    "ti", shipment_id, now) != SQLITE_OK) {
-            result = pt_db_error(reply, db);
-            goto done;
-        }
+        /* Conditional: on PostgreSQL a replica may have cancelled it meanwhile. */
+        if (pt_exec(tx,
+                    "UPDATE shipments SET state = 'cancelled', updated_at_ms = $2 "
+                    "WHERE shipment_id = $1 AND state = 'scheduled'",
+                    "ti", shipment_id, now) != PT_DB_OK)
+            return pt_tx_error(reply, tx);
         log_debug("saga %s: cancelling shipment %s", req->saga_id, shipment_id);
     } else {
         log_warn("saga %s: shipment %s is already cancelled", req->saga_id, shipment_id);
     }
     if (pt_result_set(reply, "shipment_id", shipment_id) != 0)
-        result = pt_retry(reply, "out of memory");
-
-done:
-    return result;
+        return pt_retry(reply, "out of memory");
+    return PT_OK;
 }
 
 /* Seed: destinations = [ "Berlin", "Lisbon", ... ]; */
-static int shipping_seed(sqlite3 *db, const config_t *cfg, char *err, size_t errlen)
+static int shipping_seed(pt_tx *tx, const config_t *cfg, char *err, size_t errlen)
 {
     static const char *const top[] = {"destinations", NULL};
     const config_setting_t *list = config_lookup(cfg, "destinations");
@@ -252,20 +292,20 @@ static int shipping_seed(sqlite3 *db, const config_t *cfg, char *err, size_t err
             return svc_seed_error(err, errlen, d ? d : list,
                                   "destination %d must be a name of 1 to %d bytes", i + 1,
                                   SVC_MAX_NAME);
-        rc = svc_exec(db, "INSERT INTO destinations (destination) VALUES (?1)", "t", name);
-        if (rc == SQLITE_CONSTRAINT)
+        rc = pt_exec(tx, "INSERT INTO destinations (destination) VALUES ($1)", "t", name);
+        if (rc == PT_DB_CONSTRAINT)
             return svc_seed_error(err, errlen, list, "destination '%s' is listed twice", name);
-        if (rc != SQLITE_OK) {
-            snprintf(err, errlen, "cannot insert destination '%s': %s", name, sqlite3_errmsg(db));
+        if (rc != PT_DB_OK) {
+            snprintf(err, errlen, "cannot insert destination '%s': %s", name, pt_tx_errmsg(tx));
             return SVC_SEED_DB_ERROR;
         }
     }
-    return svc_meta_set(db, "destination_count", n, err, errlen);
+    return svc_meta_set_tx(tx, "destination_count", n, err, errlen);
 }
 
 static int shipping_register(participant *p)
 {
-    return pt_register(p, "schedule", shipping_schedule, "cancel", shipping_cancel, NULL);
+    return pt_register_tx(p, "schedule", shipping_schedule, "cancel", shipping_cancel, NULL);
 }
 
 static const svc_def shipping_def = {
@@ -276,6 +316,7 @@ static const svc_def shipping_def = {
                   "                          refused: \"destination not served: '<d>'\"\n"
                   "  cancel   (compensation) cancels the action's shipment_id\n",
     .schema_sql = shipping_schema,
+    .schema_pg = shipping_schema_pg,
     .count_sql = shipping_count,
     .seed = shipping_seed,
     .audit_sql = NULL,

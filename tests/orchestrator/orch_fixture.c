@@ -160,6 +160,12 @@ int ofx_on_postgresql(void)
     return which != NULL && strcmp(which, "postgresql") == 0;
 }
 
+int ofx_services_on_postgresql(void)
+{
+    const char *which = getenv("SAGA_TEST_SVC_DB");
+    return which != NULL && strcmp(which, "postgresql") == 0;
+}
+
 int ofx_init(ofx *f, const ofx_opts *opts)
 {
     memset(f, 0, sizeof *f);
@@ -176,6 +182,13 @@ int ofx_init(ofx *f, const ofx_opts *opts)
         free(f->sagad.db);
         if ((f->sagad.db = ofx_postgresql_database()) == NULL)
             return -1;
+    }
+    if (ofx_services_on_postgresql()) {
+        for (int i = 0; i < OFX_N_SVC; i++) {
+            free(f->svc[i].db);
+            if ((f->svc[i].db = ofx_postgresql_database()) == NULL)
+                return -1;
+        }
     }
     f->cfg = th_path(f->dir, "sagad.cfg");
     if (f->cfg == NULL || write_config(f, opts) != 0) {

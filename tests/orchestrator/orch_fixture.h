@@ -77,6 +77,9 @@ typedef struct {
  * is a fresh one in a private PostgreSQL server the test program starts once
  * (tests/support/pg_cluster.h) and f->sagad.db its URI; otherwise sagad.db. */
 int ofx_on_postgresql(void);
+/* SAGA_TEST_SVC_DB=postgresql: the four services' databases are fresh ones
+ * in that same private server too (ofx_sql and the books read them there). */
+int ofx_services_on_postgresql(void);
 /* A fresh database in that server: its URI (malloc'd), or NULL. */
 char *ofx_postgresql_database(void);
 /* That server (NULL before the first fixture on PostgreSQL), to stop and start it. */

@@ -11,15 +11,69 @@
 
 #include <cmocka.h>
 
+#include "pg_cluster.h"
 #include "util.h"
 
-static const char bank_schema[] =
+/* The same tables on both backends (ledger ids: SQLite's rowid alias, a PG identity). */
+static const char bank_schema_sqlite[] =
     "CREATE TABLE IF NOT EXISTS accounts ("
     "  id TEXT PRIMARY KEY, balance INTEGER NOT NULL CHECK (balance >= 0));"
     "CREATE TABLE IF NOT EXISTS ledger ("
     "  id INTEGER PRIMARY KEY, account TEXT NOT NULL, kind TEXT NOT NULL,"
     "  amount INTEGER NOT NULL);"
     "INSERT OR IGNORE INTO accounts VALUES ('alice', 100), ('bob', 0);";
+static const char bank_schema_pg[] =
+    "CREATE TABLE IF NOT EXISTS accounts ("
+    "  id TEXT PRIMARY KEY, balance BIGINT NOT NULL CHECK (balance >= 0));"
+    "CREATE TABLE IF NOT EXISTS ledger ("
+    "  id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, account TEXT NOT NULL,"
+    "  kind TEXT NOT NULL, amount BIGINT NOT NULL);"
+    "INSERT INTO accounts VALUES ('alice', 100), ('bob', 0) ON CONFLICT DO NOTHING;";
+
+/* ---- Backend: SQLite files, or databases of one private PostgreSQL ------ */
+
+static pg_cluster *bank_cluster;
+
+int bank_on_pg(void)
+{
+    const char *b = getenv("SAGA_TEST_DATABASE");
+    return b != NULL && strcmp(b, "postgresql") == 0;
+}
+
+pg_cluster *bank_pg_cluster(void)
+{
+    return bank_cluster;
+}
+
+char *bank_db_url(const char *path)
+{
+    char err[512], name[40];
+    if (!bank_on_pg())
+        return util_strdup(path);
+    if (bank_cluster == NULL) { /* one per test program; pg_cluster stops it at exit */
+        bank_cluster = pgc_start(0, err, sizeof err);
+        if (bank_cluster == NULL) {
+            print_error("pgc_start: %s\n", err);
+            return NULL;
+        }
+    }
+    /* One database per path, so a test that reopens its path finds its data. */
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *c = path; *c; c++)
+        h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+    snprintf(name, sizeof name, "bank_%016llx", (unsigned long long)h);
+    int64_t exists = 0;
+    char *admin = pgc_url(bank_cluster, "postgres");
+    if (admin == NULL ||
+        pgc_sql_int(admin, &exists, "SELECT count(*) FROM pg_database WHERE datname = '%s'",
+                    name) != 0 ||
+        (exists == 0 && pgc_create_db(bank_cluster, name) != 0)) {
+        free(admin);
+        return NULL;
+    }
+    free(admin);
+    return pgc_url(bank_cluster, name);
+}
 
 int bank_dir_make(bank_dir *d)
 {
@@ -48,47 +102,13 @@ void bank_dir_remove(bank_dir *d)
     rmdir(d->dir);
 }
 
-/* ---- Handlers ---------------------------------------------------------- */
+/* ---- Handlers (the neutral pt_tx API: the same on both backends) ------- */
 
-static int64_t bank_scalar(sqlite3 *db, const char *sql, const char *text, int *rc)
-{
-    sqlite3_stmt *st = NULL;
-    int64_t v = -1;
-    *rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-    if (*rc != SQLITE_OK)
-        return -1;
-    if (text)
-        sqlite3_bind_text(st, 1, text, -1, SQLITE_TRANSIENT);
-    *rc = sqlite3_step(st);
-    if (*rc == SQLITE_ROW) {
-        v = sqlite3_column_int64(st, 0);
-        *rc = SQLITE_OK;
-    } else if (*rc == SQLITE_DONE) {
-        *rc = SQLITE_NOTFOUND;
-    }
-    sqlite3_finalize(st);
-    return v;
-}
-
-static int bank_exec(sqlite3 *db, const char *sql, const char *a, int64_t n)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-    if (rc != SQLITE_OK)
-        return rc;
-    sqlite3_bind_text(st, 1, a, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 2, n);
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? SQLITE_OK : rc;
-}
-
-static int bank_debit(sqlite3 *db, const pt_request *req, pt_reply *reply, void *arg)
+static int bank_debit(pt_tx *tx, const pt_request *req, pt_reply *reply, void *arg)
 {
     bank_state *st = arg;
     const char *account;
-    int64_t amount;
-    int rc;
+    int64_t amount, debit_id, balance;
     st->debit_calls++;
     if (st->invalid_outcome)
         return 7;
@@ -96,25 +116,26 @@ static int bank_debit(sqlite3 *db, const pt_request *req, pt_reply *reply, void 
         pt_param_i64(req, reply, "amount", 1, 1000000, &amount) != 0)
         return PT_REJECTED;
     /* The ledger row comes first: a refusal must roll it back. */
-    if (bank_exec(db, "INSERT INTO ledger(account, kind, amount) VALUES (?1, 'debit', ?2)", account,
-                  amount) != SQLITE_OK)
-        return pt_db_error(reply, db);
-    int64_t debit_id = sqlite3_last_insert_rowid(db);
+    if (pt_query_int(tx, &debit_id,
+                     "INSERT INTO ledger(account, kind, amount) VALUES ($1, 'debit', $2)"
+                     " RETURNING id",
+                     "ti", account, amount) != 1)
+        return pt_tx_error(reply, tx);
     if (st->retry_remaining > 0) {
         st->retry_remaining--;
         return pt_retry(reply, "bank is busy");
     }
-    int64_t balance = bank_scalar(db, "SELECT balance FROM accounts WHERE id = ?1", account, &rc);
-    if (rc == SQLITE_NOTFOUND)
+    int rc = pt_query_int(tx, &balance, "SELECT balance FROM accounts WHERE id = $1", "t", account);
+    if (rc == 0)
         return pt_reject(reply, "no account '%s'", account);
-    if (rc != SQLITE_OK)
-        return pt_db_error(reply, db);
+    if (rc != 1)
+        return pt_tx_error(reply, tx);
     if (balance < amount)
         return pt_reject(reply, "insufficient funds: %lld < %lld", (long long)balance,
                          (long long)amount);
-    if (bank_exec(db, "UPDATE accounts SET balance = balance - ?2 WHERE id = ?1", account,
-                  amount) != SQLITE_OK)
-        return pt_db_error(reply, db);
+    if (pt_exec(tx, "UPDATE accounts SET balance = balance - $2 WHERE id = $1", "ti", account,
+                amount) != PT_DB_OK)
+        return pt_tx_error(reply, tx);
     if (pt_result_set_i64(reply, "debit_id", debit_id) != 0 ||
         pt_result_set_i64(reply, "balance", balance - amount) != 0)
         return pt_retry(reply, "out of memory");
@@ -131,66 +152,81 @@ static int bank_debit(sqlite3 *db, const pt_request *req, pt_reply *reply, void 
     return PT_OK;
 }
 
-static int bank_credit(sqlite3 *db, const pt_request *req, pt_reply *reply, void *arg)
+static int bank_credit(pt_tx *tx, const pt_request *req, pt_reply *reply, void *arg)
 {
     bank_state *st = arg;
     const char *id = kv_get(req->action_result, "debit_id");
-    int rc;
+    int64_t amount, debit_id, credit_id;
     st->credit_calls++;
-    if (id == NULL)
+    if (id == NULL || util_parse_i64(id, &debit_id) != 0)
         return pt_reject(reply, "action result has no 'debit_id'");
     snprintf(st->last_debit_id, sizeof st->last_debit_id, "%s", id);
-    int64_t amount = bank_scalar(db, "SELECT amount FROM ledger WHERE id = ?1", id, &rc);
-    if (rc != SQLITE_OK)
+    int rc = pt_query_int(tx, &amount, "SELECT amount FROM ledger WHERE id = $1", "i", debit_id);
+    if (rc == 0)
         return pt_reject(reply, "no debit %s", id);
+    if (rc != 1)
+        return pt_tx_error(reply, tx);
     const char *account = pt_param(req, "account");
     if (account == NULL)
         return pt_reject(reply, "missing parameter 'account'");
-    if (bank_exec(db, "INSERT INTO ledger(account, kind, amount) VALUES (?1, 'credit', ?2)",
-                  account, amount) != SQLITE_OK ||
-        bank_exec(db, "UPDATE accounts SET balance = balance + ?2 WHERE id = ?1", account,
-                  amount) != SQLITE_OK)
-        return pt_db_error(reply, db);
-    if (pt_result_set_i64(reply, "credit_id", sqlite3_last_insert_rowid(db)) != 0)
+    if (pt_query_int(tx, &credit_id,
+                     "INSERT INTO ledger(account, kind, amount) VALUES ($1, 'credit', $2)"
+                     " RETURNING id",
+                     "ti", account, amount) != 1 ||
+        pt_exec(tx, "UPDATE accounts SET balance = balance + $2 WHERE id = $1", "ti", account,
+                amount) != PT_DB_OK)
+        return pt_tx_error(reply, tx);
+    if (pt_result_set_i64(reply, "credit_id", credit_id) != 0)
         return pt_retry(reply, "out of memory");
     return PT_OK;
 }
 
-static int bank_hold(sqlite3 *db, const pt_request *req, pt_reply *reply, void *arg)
+static int bank_hold(pt_tx *tx, const pt_request *req, pt_reply *reply, void *arg)
 {
     bank_state *st = arg;
+    (void)tx, (void)req;
     st->hold_calls++;
     return pt_result_set(reply, "hold_id", "h1") == 0 ? PT_OK : PT_RETRY;
 }
 
-static int bank_release(sqlite3 *db, const pt_request *req, pt_reply *reply, void *arg)
+static int bank_release(pt_tx *tx, const pt_request *req, pt_reply *reply, void *arg)
 {
     bank_state *st = arg;
+    (void)tx, (void)req, (void)reply;
     st->release_calls++;
     return PT_OK;
 }
 
 /* ---- Setup ------------------------------------------------------------- */
 
+static int bank_schema(pt_tx *tx, void *arg)
+{
+    (void)arg;
+    return pt_exec_script(tx, pt_tx_backend(tx) == PT_BACKEND_POSTGRESQL ? bank_schema_pg
+                                                                         : bank_schema_sqlite);
+}
+
 participant *bank_open(const pt_options *base, const char *path, bank_state *st)
 {
-    char err[256] = "";
+    char err[512] = "";
     pt_options o = *base;
-    o.db_path = path;
+    char *url = bank_db_url(path);
+    if (url == NULL)
+        return NULL;
+    o.db_path = url;
     participant *p = pt_create(&o, err, sizeof err);
+    free(url);
     if (p == NULL) {
         print_error("pt_create: %s\n", err);
         return NULL;
     }
-    char *msg = NULL;
-    if (sqlite3_exec(pt_db(p), bank_schema, NULL, NULL, &msg) != SQLITE_OK) {
-        print_error("schema: %s\n", msg);
-        sqlite3_free(msg);
+    if (pt_run(p, bank_schema, NULL, err, sizeof err) != 0) {
+        print_error("schema: %s\n", err);
         pt_destroy(p);
         return NULL;
     }
-    if (pt_register(p, "debit", bank_debit, "credit", bank_credit, st) != 0 ||
-        pt_register(p, "hold", bank_hold, "release", bank_release, st) != 0) {
+    if (pt_register_tx(p, "debit", bank_debit, "credit", bank_credit, st) != 0 ||
+        pt_register_tx(p, "hold", bank_hold, "release", bank_release, st) != 0) {
         pt_destroy(p);
         return NULL;
     }
@@ -279,25 +315,67 @@ void bank_call(participant *p, const bank_req *r, bank_reply *out)
     bank_batch(p, 1, r, out);
 }
 
+/* pt_run's callback of bank_scalar. */
+typedef struct {
+    const char *sql;
+    const char *text; /* $1, or NULL */
+    int64_t value;
+    int found;
+} bank_scalar_q;
+
+static int bank_scalar_run(pt_tx *tx, void *arg)
+{
+    bank_scalar_q *q = arg;
+    q->found = q->text ? pt_query_int(tx, &q->value, q->sql, "t", q->text)
+                       : pt_query_int(tx, &q->value, q->sql, "");
+    return q->found < 0 ? -1 : 0;
+}
+
+/* The integer sql returns on p's connection, -1 when no row or on error. */
+static int64_t bank_scalar(participant *p, const char *sql, const char *text)
+{
+    char err[512];
+    bank_scalar_q q = {sql, text, -1, 0};
+    if (pt_run(p, bank_scalar_run, &q, err, sizeof err) != 0) {
+        print_error("%s: %s\n", sql, err);
+        return -1;
+    }
+    return q.found == 1 ? q.value : -1;
+}
+
 int64_t bank_balance(participant *p, const char *account)
 {
-    int rc;
-    int64_t v = bank_scalar(pt_db(p), "SELECT balance FROM accounts WHERE id = ?1", account, &rc);
-    return rc == SQLITE_OK ? v : -1;
+    return bank_scalar(p, "SELECT balance FROM accounts WHERE id = $1", account);
 }
 
-int64_t bank_query(sqlite3 *db, const char *sql)
+int64_t bank_query(participant *p, const char *sql)
 {
-    int rc;
-    int64_t v = bank_scalar(db, sql, NULL, &rc);
-    return rc == SQLITE_OK ? v : -1;
+    return bank_scalar(p, sql, NULL);
 }
 
-int64_t bank_counter(sqlite3 *db, const char *name)
+int64_t bank_counter(participant *p, const char *name)
 {
-    int rc;
-    int64_t v = bank_scalar(db, "SELECT value FROM pt_counters WHERE name = ?1", name, &rc);
-    return rc == SQLITE_OK ? v : -1;
+    return bank_scalar(p, "SELECT value FROM pt_counters WHERE name = $1", name);
+}
+
+typedef struct {
+    const char *sql;
+} bank_script_q;
+
+static int bank_script_run(pt_tx *tx, void *arg)
+{
+    return pt_exec_script(tx, ((bank_script_q *)arg)->sql) == PT_DB_OK ? 0 : -1;
+}
+
+int bank_sql(participant *p, const char *sql)
+{
+    char err[512];
+    bank_script_q q = {sql};
+    if (pt_run(p, bank_script_run, &q, err, sizeof err) != 0) {
+        print_error("%s: %s\n", sql, err);
+        return -1;
+    }
+    return 0;
 }
 
 void bank_fixture_init(bank_fixture *b, int open)

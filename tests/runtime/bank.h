@@ -16,6 +16,7 @@
  * Knobs in bank_state make handlers misbehave on purpose (retry, oversized
  * results, invalid outcomes).
  *
+ * Handlers use the neutral pt_tx API, so every test runs on either backend.
  * Helpers build requests with wire_pack_request, run them through
  * pt_process_batch and decode the replies with saga__v1__step_reply__unpack.
  */
@@ -109,11 +110,27 @@ void bank_batch_raw(participant *p, size_t n, const uint8_t *const *msgs, const 
 /* One request as its own batch. */
 void bank_call(participant *p, const bank_req *r, bank_reply *out);
 
-/* Balance of an account (-1 when absent), read on the runtime's connection. */
+/* Balance of an account (-1 when absent), read on the runtime's connection (pt_run). */
 int64_t bank_balance(participant *p, const char *account);
 /* The integer a one-row, one-column query returns (-1 on error). */
-int64_t bank_query(sqlite3 *db, const char *sql);
+int64_t bank_query(participant *p, const char *sql);
 /* The persisted counter name from pt_counters. */
-int64_t bank_counter(sqlite3 *db, const char *name);
+int64_t bank_counter(participant *p, const char *name);
+/* Runs statements (no parameters) in one transaction on p's connection. 0 / -1. */
+int bank_sql(participant *p, const char *sql);
+
+/*
+ * The backend: SQLite files, or with SAGA_TEST_DATABASE=postgresql databases
+ * of ONE private PostgreSQL cluster per test program (pg_cluster.h), started
+ * at the first use. bank_db_url maps a test's database path to what
+ * pt_options.db_path takes: the path itself, or the URL of a database made
+ * for that path (the same path gives the same database, so restarts find
+ * their data). malloc'd; NULL on failure (printed).
+ */
+int bank_on_pg(void);
+/* The program's cluster (NULL before the first bank_db_url on PostgreSQL). */
+typedef struct pg_cluster pg_cluster;
+pg_cluster *bank_pg_cluster(void);
+char *bank_db_url(const char *path);
 
 #endif

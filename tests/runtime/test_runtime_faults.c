@@ -109,7 +109,7 @@ static void test_retry_fault(void **state)
     assert_non_null(strstr(r.error, "fault injected"));
     assert_int_equal(f->st.debit_calls, 0);
     assert_int_equal(bank_balance(f->p, "alice"), 100);
-    assert_int_equal(bank_query(pt_db(f->p), "SELECT count(*) FROM pt_idempotency"), 0);
+    assert_int_equal(bank_query(f->p, "SELECT count(*) FROM pt_idempotency"), 0);
     pt_stats s;
     pt_get_stats(f->p, &s);
     assert_int_equal(s.retries, 1);
@@ -219,9 +219,9 @@ static void check_nothing_committed(fixture *f)
 {
     f->p = bank_open_simple(f->dir.db, &f->st, NULL);
     assert_int_equal(bank_balance(f->p, "alice"), 100);
-    assert_int_equal(bank_query(pt_db(f->p), "SELECT count(*) FROM ledger"), 0);
-    assert_int_equal(bank_query(pt_db(f->p), "SELECT count(*) FROM pt_idempotency"), 0);
-    assert_int_equal(bank_counter(pt_db(f->p), "effects"), 0);
+    assert_int_equal(bank_query(f->p, "SELECT count(*) FROM ledger"), 0);
+    assert_int_equal(bank_query(f->p, "SELECT count(*) FROM pt_idempotency"), 0);
+    assert_int_equal(bank_counter(f->p, "effects"), 0);
     bank_req q = {"s1/pay/action", "s1", "pay", PHASE_ACTION, "debit", "alice", "30"};
     bank_reply r;
     bank_call(f->p, &q, &r);
@@ -236,9 +236,9 @@ static void check_committed(fixture *f)
 {
     f->p = bank_open_simple(f->dir.db, &f->st, NULL);
     assert_int_equal(bank_balance(f->p, "alice"), 70);
-    assert_int_equal(bank_query(pt_db(f->p), "SELECT count(*) FROM ledger"), 1);
-    assert_int_equal(bank_query(pt_db(f->p), "SELECT outcome FROM pt_idempotency"), OUTCOME_OK);
-    assert_int_equal(bank_counter(pt_db(f->p), "effects"), 1);
+    assert_int_equal(bank_query(f->p, "SELECT count(*) FROM ledger"), 1);
+    assert_int_equal(bank_query(f->p, "SELECT outcome FROM pt_idempotency"), OUTCOME_OK);
+    assert_int_equal(bank_counter(f->p, "effects"), 1);
     bank_req q = {"s1/pay/action", "s1", "pay", PHASE_ACTION, "debit", "alice", "30"};
     bank_reply r;
     bank_call(f->p, &q, &r);

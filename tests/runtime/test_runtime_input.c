@@ -22,7 +22,7 @@ typedef bank_fixture fixture;
 
 static int64_t records(participant *p)
 {
-    return bank_query(pt_db(p), "SELECT count(*) FROM pt_idempotency");
+    return bank_query(p, "SELECT count(*) FROM pt_idempotency");
 }
 
 /* Sends one raw message; asserts REJECTED naming `names`, no effect, DB unchanged. */
@@ -306,9 +306,9 @@ static void test_random_input(void **state)
         bank_reply_free(&r);
     }
     /* Whatever got through, money is conserved: balances + net committed debits = 100. */
-    int64_t debited = bank_query(pt_db(f->p), "SELECT coalesce(sum(CASE kind WHEN 'debit'"
+    int64_t debited = bank_query(f->p, "SELECT coalesce(sum(CASE kind WHEN 'debit'"
                                               " THEN amount ELSE -amount END), 0) FROM ledger");
-    int64_t balances = bank_query(pt_db(f->p), "SELECT sum(balance) FROM accounts");
+    int64_t balances = bank_query(f->p, "SELECT sum(balance) FROM accounts");
     assert_int_equal(balances + debited, 100);
     free(good);
 }

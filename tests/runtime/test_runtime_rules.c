@@ -14,6 +14,9 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <pthread.h>
+
+#include "pg_cluster.h"
 
 #include "bank.h"
 #include "util.h"
@@ -36,14 +39,14 @@ static int64_t rows(participant *p, const char *table)
 {
     char sql[128];
     snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", table);
-    return bank_query(pt_db(p), sql);
+    return bank_query(p, sql);
 }
 
 static int64_t ledger(participant *p, const char *kind)
 {
     char sql[128];
     snprintf(sql, sizeof sql, "SELECT count(*) FROM ledger WHERE kind = '%s'", kind);
-    return bank_query(pt_db(p), sql);
+    return bank_query(p, sql);
 }
 
 /* Rule 1: the first delivery runs, stores its reply, and answers OK. */
@@ -63,9 +66,9 @@ static void test_first_delivery_ok(void **state)
     assert_int_equal(ledger(f->p, "debit"), 1);
     assert_int_equal(rows(f->p, "pt_idempotency"), 1);
     assert_int_equal(rows(f->p, "pt_barrier"), 1);
-    assert_int_equal(bank_query(pt_db(f->p), "SELECT outcome FROM pt_idempotency"), OUTCOME_OK);
-    assert_int_equal(bank_counter(pt_db(f->p), "effects"), 1);
-    assert_int_equal(bank_counter(pt_db(f->p), "requests"), 1);
+    assert_int_equal(bank_query(f->p, "SELECT outcome FROM pt_idempotency"), OUTCOME_OK);
+    assert_int_equal(bank_counter(f->p, "effects"), 1);
+    assert_int_equal(bank_counter(f->p, "requests"), 1);
     pt_stats s;
     pt_get_stats(f->p, &s);
     assert_int_equal(s.requests, 1);
@@ -89,8 +92,8 @@ static void test_same_key_replays(void **state)
     assert_int_equal(bank_balance(f->p, "alice"), 70);
     assert_int_equal(ledger(f->p, "debit"), 1);
     assert_int_equal(rows(f->p, "pt_idempotency"), 1);
-    assert_int_equal(bank_counter(pt_db(f->p), "replays"), 1);
-    assert_int_equal(bank_counter(pt_db(f->p), "effects"), 1);
+    assert_int_equal(bank_counter(f->p, "replays"), 1);
+    assert_int_equal(bank_counter(f->p, "effects"), 1);
     pt_stats s;
     pt_get_stats(f->p, &s);
     assert_int_equal(s.replays, 1);
@@ -115,7 +118,7 @@ static void test_same_key_other_params_conflict(void **state)
     assert_int_equal(f->st.debit_calls, 1);
     assert_int_equal(bank_balance(f->p, "alice"), 70);
     assert_int_equal(rows(f->p, "pt_idempotency"), 1);
-    assert_int_equal(bank_counter(pt_db(f->p), "conflicts"), 1);
+    assert_int_equal(bank_counter(f->p, "conflicts"), 1);
     /* Other saga id under the same key: also a conflict. */
     bank_req moved = debit("s1/pay/action", "s2", "30");
     bank_reply c;
@@ -168,9 +171,7 @@ static void test_compensation_before_action(void **state)
     assert_non_null(strstr(c.error, "never ran"));
     assert_int_equal(f->st.credit_calls, 0);
     assert_int_equal(
-        bank_query(pt_db(f->p),
-                   "SELECT count(*) FROM pt_barrier WHERE kind = 'fence' AND phase = 0"),
-        1);
+        bank_query(f->p, "SELECT count(*) FROM pt_barrier WHERE kind = 'fence' AND phase = 0"), 1);
     bank_call(f->p, &aq, &a);
     assert_int_equal(a.outcome, OUTCOME_SKIPPED);
     assert_false(a.replayed);
@@ -181,7 +182,7 @@ static void test_compensation_before_action(void **state)
     /* The hanging action's SKIPPED reply is stored like any reply. */
     assert_int_equal(rows(f->p, "pt_idempotency"), 2);
     assert_int_equal(
-        bank_query(pt_db(f->p),
+        bank_query(f->p,
                    "SELECT outcome FROM pt_idempotency WHERE idempotency_key = 's1/pay/action'"),
         OUTCOME_SKIPPED);
     bank_call(f->p, &aq, &a2);
@@ -193,7 +194,7 @@ static void test_compensation_before_action(void **state)
     assert_int_equal(f->st.debit_calls, 0);
     assert_int_equal(f->st.credit_calls, 0);
     assert_int_equal(bank_balance(f->p, "alice"), 100);
-    assert_int_equal(bank_counter(pt_db(f->p), "skipped"), 2);
+    assert_int_equal(bank_counter(f->p, "skipped"), 2);
     pt_stats s;
     pt_get_stats(f->p, &s);
     assert_int_equal(s.skipped, 2);
@@ -255,7 +256,7 @@ static void test_rejected_action_then_compensation(void **state)
     assert_int_equal(ledger(f->p, "debit"), 0);
     assert_int_equal(bank_balance(f->p, "alice"), 100);
     assert_int_equal(rows(f->p, "pt_idempotency"), 1);
-    assert_int_equal(bank_counter(pt_db(f->p), "rejected"), 1);
+    assert_int_equal(bank_counter(f->p, "rejected"), 1);
     bank_call(f->p, &aq, &a2);
     assert_int_equal(a2.outcome, OUTCOME_REJECTED);
     assert_true(a2.replayed);
@@ -488,8 +489,18 @@ static void test_db_locked_retry(void **state)
 
 /* A handler's own SQL error makes its request RETRY (nothing stored); the rest of the
  * batch still commits. */
-static int broken_handler(sqlite3 *db, const pt_request *req, pt_reply *reply, void *arg)
+static int broken_handler(pt_tx *tx, const pt_request *req, pt_reply *reply, void *arg)
 {
+    (void)req, (void)arg;
+    if (pt_exec(tx, "INSERT INTO no_such_table VALUES (1)", "") != PT_DB_OK)
+        return pt_tx_error(reply, tx);
+    return PT_OK;
+}
+
+/* The same, on the SQLite-only API (pt_register): for test_register_rules. */
+static int broken_sqlite_handler(sqlite3 *db, const pt_request *req, pt_reply *reply, void *arg)
+{
+    (void)req, (void)arg;
     if (sqlite3_exec(db, "INSERT INTO no_such_table VALUES (1)", NULL, NULL, NULL) != SQLITE_OK)
         return pt_db_error(reply, db);
     return PT_OK;
@@ -499,12 +510,12 @@ static void test_handler_db_error_isolated(void **state)
 {
     fixture *f = *state;
     bank_reply r[2];
-    assert_int_equal(pt_register(f->p, "broken", broken_handler, NULL, NULL, NULL), 0);
+    assert_int_equal(pt_register_tx(f->p, "broken", broken_handler, NULL, NULL, NULL), 0);
     bank_req q[2] = {{"b1", "s9", "x", PHASE_ACTION, "broken", NULL, NULL},
                      debit("k1", "s1", "30")};
     bank_batch(f->p, 2, q, r);
     assert_int_equal(r[0].outcome, OUTCOME_RETRY);
-    assert_non_null(strstr(r[0].error, "no such table"));
+    assert_non_null(strstr(r[0].error, bank_on_pg() ? "does not exist" : "no such table"));
     assert_int_equal(r[1].outcome, OUTCOME_OK);
     assert_int_equal(rows(f->p, "pt_idempotency"), 1);
     assert_int_equal(bank_balance(f->p, "alice"), 70);
@@ -513,11 +524,11 @@ static void test_handler_db_error_isolated(void **state)
 }
 
 /* Inserts a row whose deferred foreign key fails only at COMMIT. */
-static int orphan_handler(sqlite3 *db, const pt_request *req, pt_reply *reply, void *arg)
+static int orphan_handler(pt_tx *tx, const pt_request *req, pt_reply *reply, void *arg)
 {
-    if (sqlite3_exec(db, "INSERT INTO orphans(parent) VALUES ('nobody')", NULL, NULL, NULL) !=
-        SQLITE_OK)
-        return pt_db_error(reply, db);
+    (void)req, (void)arg;
+    if (pt_exec(tx, "INSERT INTO orphans(parent) VALUES ('nobody')", "") != PT_DB_OK)
+        return pt_tx_error(reply, tx);
     return PT_OK;
 }
 
@@ -526,14 +537,14 @@ static void test_commit_failure_all_retry(void **state)
 {
     fixture *f = *state;
     bank_reply r[2], ok;
-    assert_int_equal(sqlite3_exec(pt_db(f->p),
-                                  "PRAGMA foreign_keys = ON;"
-                                  "CREATE TABLE parents(id TEXT PRIMARY KEY);"
-                                  "CREATE TABLE orphans(parent TEXT REFERENCES parents(id)"
-                                  " DEFERRABLE INITIALLY DEFERRED);",
-                                  NULL, NULL, NULL),
-                     SQLITE_OK);
-    assert_int_equal(pt_register(f->p, "orphan", orphan_handler, NULL, NULL, NULL), 0);
+    if (!bank_on_pg()) /* a PRAGMA outside any transaction; PostgreSQL always checks */
+        assert_int_equal(sqlite3_exec(pt_db(f->p), "PRAGMA foreign_keys = ON", NULL, NULL, NULL),
+                         SQLITE_OK);
+    assert_int_equal(bank_sql(f->p, "CREATE TABLE parents(id TEXT PRIMARY KEY);"
+                                    "CREATE TABLE orphans(parent TEXT REFERENCES parents(id)"
+                                    " DEFERRABLE INITIALLY DEFERRED);"),
+                     0);
+    assert_int_equal(pt_register_tx(f->p, "orphan", orphan_handler, NULL, NULL, NULL), 0);
     bank_req q[2] = {debit("k1", "s1", "30"),
                      {"o1", "s2", "x", PHASE_ACTION, "orphan", NULL, NULL}};
     bank_batch(f->p, 2, q, r);
@@ -548,7 +559,7 @@ static void test_commit_failure_all_retry(void **state)
     assert_int_equal(ledger(f->p, "debit"), 0);
     assert_int_equal(rows(f->p, "pt_idempotency"), 0);
     assert_int_equal(rows(f->p, "orphans"), 0);
-    assert_int_equal(bank_counter(pt_db(f->p), "requests"), 0);
+    assert_int_equal(bank_counter(f->p, "requests"), 0);
     pt_stats s;
     pt_get_stats(f->p, &s);
     assert_int_equal(s.effects, 0);
@@ -580,9 +591,9 @@ static void test_restart_replay_survives(void **state)
     assert_int_equal(f->st.debit_calls, 0);
     assert_int_equal(bank_balance(f->p, "alice"), 70);
     /* Persisted counters span both runs; in-memory ones start again. */
-    assert_int_equal(bank_counter(pt_db(f->p), "effects"), 1);
-    assert_int_equal(bank_counter(pt_db(f->p), "replays"), 1);
-    assert_int_equal(bank_counter(pt_db(f->p), "requests"), 2);
+    assert_int_equal(bank_counter(f->p, "effects"), 1);
+    assert_int_equal(bank_counter(f->p, "replays"), 1);
+    assert_int_equal(bank_counter(f->p, "requests"), 2);
     pt_stats s;
     pt_get_stats(f->p, &s);
     assert_int_equal(s.effects, 0);
@@ -658,8 +669,8 @@ static void test_protocol_1_records_renumbered(void **state)
     assert_int_equal(c.outcome, OUTCOME_OK);
     assert_int_equal(f->st.credit_calls, 1);
     assert_int_equal(bank_balance(f->p, "alice"), 100);
-    assert_int_equal(bank_query(pt_db(f->p), "SELECT value FROM pt_meta WHERE name = 'schema'"), 1);
-    assert_int_equal(bank_query(pt_db(f->p), "PRAGMA user_version"), 7);
+    assert_int_equal(bank_query(f->p, "SELECT value FROM pt_meta WHERE name = 'schema'"), 1);
+    assert_int_equal(bank_query(f->p, "PRAGMA user_version"), 7);
     bank_reply_free(&a);
     bank_reply_free(&b);
     bank_reply_free(&c);
@@ -684,26 +695,24 @@ static void test_purge_old_records_in_batches(void **state)
     assert_int_equal(rows(f->p, "pt_idempotency"), 6);
     assert_int_equal(rows(f->p, "pt_barrier"), 8); /* 6 records + 2 fences */
     assert_int_equal(pt_purge_once(f->p, util_wall_ms()), 0);
-    assert_int_equal(sqlite3_exec(pt_db(f->p),
-                                  "UPDATE pt_idempotency SET created_at = created_at - 10000"
-                                  " WHERE idempotency_key LIKE 'old%'",
-                                  NULL, NULL, NULL),
-                     SQLITE_OK);
+    assert_int_equal(bank_sql(f->p, "UPDATE pt_idempotency SET created_at = created_at - 10000"
+                                    " WHERE idempotency_key LIKE 'old%'"),
+                     0);
     int64_t now = util_wall_ms();
     assert_int_equal(pt_purge_once(f->p, now), 2);
     assert_int_equal(rows(f->p, "pt_idempotency"), 4);
     assert_int_equal(pt_purge_once(f->p, now), 1);
     assert_int_equal(pt_purge_once(f->p, now), 0);
-    assert_int_equal(bank_query(pt_db(f->p), "SELECT count(*) FROM pt_idempotency"
-                                             " WHERE idempotency_key LIKE 'old%'"),
+    assert_int_equal(bank_query(f->p, "SELECT count(*) FROM pt_idempotency"
+                                      " WHERE idempotency_key LIKE 'old%'"),
                      0);
     assert_int_equal(rows(f->p, "pt_idempotency"), 3);
     /* The old records' barrier rows and the old fence went with them. */
     assert_int_equal(rows(f->p, "pt_barrier"), 4);
-    assert_int_equal(bank_query(pt_db(f->p), "SELECT count(*) FROM pt_barrier"
-                                             " WHERE saga_id LIKE 'o%'"),
+    assert_int_equal(bank_query(f->p, "SELECT count(*) FROM pt_barrier"
+                                      " WHERE saga_id LIKE 'o%'"),
                      0);
-    assert_int_equal(bank_counter(pt_db(f->p), "purged"), 3);
+    assert_int_equal(bank_counter(f->p, "purged"), 3);
     pt_stats s;
     pt_get_stats(f->p, &s);
     assert_int_equal(s.purged, 3);
@@ -733,11 +742,9 @@ static void test_late_action_after_purge_still_fenced(void **state)
     bank_call(f->p, &aq, &a);
     bank_call(f->p, &cq, &c);
     assert_int_equal(bank_balance(f->p, "alice"), 100);
-    assert_int_equal(sqlite3_exec(pt_db(f->p),
-                                  "UPDATE pt_idempotency SET created_at = created_at - 10000"
-                                  " WHERE idempotency_key = 's1/pay/action'",
-                                  NULL, NULL, NULL),
-                     SQLITE_OK);
+    assert_int_equal(bank_sql(f->p, "UPDATE pt_idempotency SET created_at = created_at - 10000"
+                                    " WHERE idempotency_key = 's1/pay/action'"),
+                     0);
     assert_int_equal(pt_purge_once(f->p, util_wall_ms()), 1);
     bank_call(f->p, &aq, &late);
     assert_int_equal(late.outcome, OUTCOME_SKIPPED);
@@ -819,18 +826,150 @@ static void test_saga_older_than_retention_refused(void **state)
 static void test_register_rules(void **state)
 {
     fixture *f = *state;
-    assert_int_equal(pt_register(f->p, "debit", broken_handler, NULL, NULL, NULL), -1);
-    assert_int_equal(pt_register(f->p, "x", broken_handler, "credit", broken_handler, NULL), -1);
-    assert_int_equal(pt_register(f->p, "y", broken_handler, "y", broken_handler, NULL), -1);
-    assert_int_equal(pt_register(f->p, "", broken_handler, NULL, NULL, NULL), -1);
-    assert_int_equal(pt_register(f->p, "z", NULL, NULL, NULL, NULL), -1);
-    assert_int_equal(pt_register(f->p, "z", broken_handler, "zz", NULL, NULL), -1);
+    assert_int_equal(pt_register_tx(f->p, "debit", broken_handler, NULL, NULL, NULL), -1);
+    assert_int_equal(pt_register_tx(f->p, "x", broken_handler, "credit", broken_handler, NULL), -1);
+    assert_int_equal(pt_register_tx(f->p, "y", broken_handler, "y", broken_handler, NULL), -1);
+    assert_int_equal(pt_register_tx(f->p, "", broken_handler, NULL, NULL, NULL), -1);
+    assert_int_equal(pt_register_tx(f->p, "z", NULL, NULL, NULL, NULL), -1);
+    assert_int_equal(pt_register_tx(f->p, "z", broken_handler, "zz", NULL, NULL), -1);
     char longname[WIRE_MAX_NAME + 2];
     memset(longname, 'n', sizeof longname - 1);
     longname[sizeof longname - 1] = '\0';
-    assert_int_equal(pt_register(f->p, longname, broken_handler, NULL, NULL, NULL), -1);
+    assert_int_equal(pt_register_tx(f->p, longname, broken_handler, NULL, NULL, NULL), -1);
     /* The refused "x" did not half-register. */
-    assert_int_equal(pt_register(f->p, "x", broken_handler, NULL, NULL, NULL), 0);
+    assert_int_equal(pt_register_tx(f->p, "x", broken_handler, NULL, NULL, NULL), 0);
+    /* A SQLite-only handler is refused on PostgreSQL, accepted on SQLite. */
+    assert_int_equal(pt_register(f->p, "raw", broken_sqlite_handler, NULL, NULL, NULL),
+                     bank_on_pg() ? -1 : 0);
+}
+
+/* ---- PostgreSQL only ----------------------------------------------------- */
+
+/*
+ * Rule 7 on PostgreSQL: the server down answers RETRY with nothing stored,
+ * the participant keeps serving, and the next batch after the server is
+ * back reconnects and commits.
+ */
+static void test_pg_server_down_retry(void **state)
+{
+    fixture *f = *state;
+    bank_reply r, ok, again;
+    bank_req q = debit("k1", "s1", "30");
+    assert_int_equal(pgc_stop_server(bank_pg_cluster()), 0);
+    bank_call(f->p, &q, &r);
+    assert_int_equal(r.outcome, OUTCOME_RETRY);
+    assert_non_null(strstr(r.error, "nothing stored"));
+    assert_int_equal(f->st.debit_calls, 0);
+    bank_call(f->p, &q, &again); /* still down: still RETRY, no crash */
+    assert_int_equal(again.outcome, OUTCOME_RETRY);
+    assert_int_equal(pgc_start_server(bank_pg_cluster()), 0);
+    bank_call(f->p, &q, &ok);
+    assert_int_equal(ok.outcome, OUTCOME_OK);
+    assert_false(ok.replayed);
+    assert_int_equal(f->st.debit_calls, 1);
+    assert_int_equal(bank_balance(f->p, "alice"), 70);
+    assert_int_equal(rows(f->p, "pt_idempotency"), 1);
+    bank_reply_free(&r);
+    bank_reply_free(&again);
+    bank_reply_free(&ok);
+}
+
+/* One replica's batches of the same new key, run on its own thread. */
+typedef struct {
+    participant *p;
+    const bank_req *reqs;
+    size_t n;
+    bank_reply out[16];
+} replica_run;
+
+static void *replica_thread(void *arg)
+{
+    replica_run *r = arg;
+    bank_batch(r->p, r->n, r->reqs, r->out);
+    return NULL;
+}
+
+/*
+ * Rule 4 across replicas: two participants on ONE database (two
+ * connections, as two processes of a service would have), each receiving 8
+ * copies of the same new key at the same moment, and then 8 copies of a
+ * compensation racing its action: one effect, every other copy replayed or
+ * RETRY, never a second effect; the retries then replay the stored reply.
+ */
+static void test_pg_two_replicas_same_key(void **state)
+{
+    fixture *f = *state;
+    bank_state st2;
+    memset(&st2, 0, sizeof st2);
+    participant *p2 = bank_open_simple(f->dir.db, &st2, NULL);
+    bank_req q[8];
+    for (int i = 0; i < 8; i++)
+        q[i] = debit("k1", "s1", "30");
+    replica_run a = {f->p, q, 8, {{0}}}, b = {p2, q, 8, {{0}}};
+    pthread_t ta, tb;
+    assert_int_equal(pthread_create(&ta, NULL, replica_thread, &a), 0);
+    assert_int_equal(pthread_create(&tb, NULL, replica_thread, &b), 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    assert_int_equal(f->st.debit_calls + st2.debit_calls >= 1, 1);
+    assert_int_equal(bank_balance(f->p, "alice"), 70); /* one effect */
+    assert_int_equal(ledger(f->p, "debit"), 1);
+    int ok = 0;
+    for (int i = 0; i < 8; i++) {
+        const bank_reply *rs[2] = {&a.out[i], &b.out[i]};
+        for (int k = 0; k < 2; k++) {
+            assert_true(rs[k]->outcome == OUTCOME_OK || rs[k]->outcome == OUTCOME_RETRY);
+            ok += rs[k]->outcome == OUTCOME_OK && !rs[k]->replayed;
+        }
+    }
+    assert_int_equal(ok, 1);
+    /* A retry of the key on either replica replays the one stored reply. */
+    bank_reply r1, r2;
+    bank_call(f->p, &q[0], &r1);
+    bank_call(p2, &q[0], &r2);
+    assert_int_equal(r1.outcome, OUTCOME_OK);
+    assert_true(r1.replayed);
+    assert_int_equal(r2.outcome, OUTCOME_OK);
+    assert_true(r2.replayed);
+    assert_string_equal(kv_get(&r1.result, "debit_id"), kv_get(&r2.result, "debit_id"));
+
+    /* An action and its null compensation racing on the two replicas: the
+     * barrier rows' key admits one of them; never an effect left uncompensated. */
+    bank_req act = debit("s2/act", "s2", "10"), comp = credit("s2/comp", "s2");
+    act.step = comp.step = "pay";
+    replica_run ra = {f->p, &act, 1, {{0}}}, rc = {p2, &comp, 1, {{0}}};
+    assert_int_equal(pthread_create(&ta, NULL, replica_thread, &ra), 0);
+    assert_int_equal(pthread_create(&tb, NULL, replica_thread, &rc), 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    /* Retry whatever answered RETRY until both have final answers. */
+    for (int round = 0;
+         round < 20 && (ra.out[0].outcome == OUTCOME_RETRY || rc.out[0].outcome == OUTCOME_RETRY);
+         round++) {
+        if (ra.out[0].outcome == OUTCOME_RETRY) {
+            bank_reply_free(&ra.out[0]);
+            bank_call(f->p, &act, &ra.out[0]);
+        }
+        if (rc.out[0].outcome == OUTCOME_RETRY) {
+            bank_reply_free(&rc.out[0]);
+            bank_call(p2, &comp, &rc.out[0]);
+        }
+    }
+    int acted = ra.out[0].outcome == OUTCOME_OK;
+    if (acted) /* the action ran first: the compensation undid it */
+        assert_int_equal(rc.out[0].outcome, OUTCOME_OK);
+    else /* the compensation came first: both skipped */
+        assert_true(ra.out[0].outcome == OUTCOME_SKIPPED && rc.out[0].outcome == OUTCOME_SKIPPED);
+    assert_int_equal(bank_balance(f->p, "alice"), 70);
+    for (int i = 0; i < 8; i++) {
+        bank_reply_free(&a.out[i]);
+        bank_reply_free(&b.out[i]);
+    }
+    bank_reply_free(&ra.out[0]);
+    bank_reply_free(&rc.out[0]);
+    bank_reply_free(&r1);
+    bank_reply_free(&r2);
+    pt_destroy(p2);
 }
 
 #define T(t) cmocka_unit_test_setup_teardown(t, bank_fixture_setup_open, bank_fixture_teardown)
@@ -863,5 +1002,36 @@ int main(void)
         T(test_saga_older_than_retention_refused),
         T(test_register_rules),
     };
+    /* SAGA_TEST_DATABASE=postgresql (the _pg entry in CMakeLists.txt): the
+     * rules again on one private PostgreSQL cluster, minus what is about
+     * SQLite's files, plus what only a server has (going away, replicas). */
+    const struct CMUnitTest pg_tests[] = {
+        T(test_first_delivery_ok),
+        T(test_same_key_replays),
+        T(test_same_key_other_params_conflict),
+        T(test_other_key_same_phase_conflict),
+        T(test_compensation_before_action),
+        T(test_compensation_after_action),
+        T(test_rejected_action_then_compensation),
+        T(test_param_errors_named),
+        T(test_nul_byte_refused),
+        T(test_two_copies_one_batch),
+        T(test_action_and_compensation_one_batch),
+        T(test_compensation_of_other_action_conflicts),
+        T(test_handler_retry_stores_nothing),
+        T(test_handler_invalid_outcome),
+        T(test_oversize_result_rejected),
+        T(test_handler_db_error_isolated),
+        T(test_commit_failure_all_retry),
+        T(test_restart_replay_survives),
+        T(test_purge_old_records_in_batches),
+        T(test_late_action_after_purge_still_fenced),
+        T(test_saga_older_than_retention_refused),
+        T(test_register_rules),
+        T(test_pg_server_down_retry),
+        T(test_pg_two_replicas_same_key),
+    };
+    if (bank_on_pg())
+        return cmocka_run_group_tests_name("runtime_rules_pg", pg_tests, NULL, NULL);
     return cmocka_run_group_tests_name("runtime_rules", tests, NULL, NULL);
 }

@@ -244,7 +244,7 @@ static void test_reset_after_handler(void **state)
     assert_int_equal(call(f, "select", NULL), OUTCOME_OK);
     assert_clean(f->pr.seen[0], "SELECT id FROM items");
     /* And the batch committed with it: the rows are there for another connection. */
-    assert_int_equal(bank_query(pt_db(f->b.p), "SELECT count(*) FROM items"), 2);
+    assert_int_equal(bank_query(f->b.p, "SELECT count(*) FROM items"), 2);
 }
 
 /* Different SQL texts: different statements, each reused for its own text. */
@@ -304,7 +304,7 @@ static void test_after_error_and_rollback(void **state)
     f->pr.fail_after = 1;
     assert_int_equal(call(f, "insert", "c"), OUTCOME_REJECTED);
     f->pr.fail_after = 0;
-    assert_int_equal(bank_query(pt_db(f->b.p), "SELECT count(*) FROM items WHERE id = 'c'"), 0);
+    assert_int_equal(bank_query(f->b.p, "SELECT count(*) FROM items WHERE id = 'c'"), 0);
     assert_int_equal(call(f, "insert", "c"), OUTCOME_OK);
     assert_ptr_equal(f->pr.seen[0], ins);
 
@@ -329,10 +329,10 @@ static void test_after_error_and_rollback(void **state)
     }
     assert_ptr_equal(f->pr.seen[0], ins);
     assert_clean(ins, "INSERT INTO items (id) VALUES (NULL)");
-    assert_int_equal(bank_query(pt_db(f->b.p), "SELECT count(*) FROM items WHERE id = 'd'"), 0);
+    assert_int_equal(bank_query(f->b.p, "SELECT count(*) FROM items WHERE id = 'd'"), 0);
     assert_int_equal(call(f, "insert", "d"), OUTCOME_OK);
     assert_ptr_equal(f->pr.seen[0], ins);
-    assert_int_equal(bank_query(pt_db(f->b.p), "SELECT count(*) FROM items"), 4); /* a b c d */
+    assert_int_equal(bank_query(f->b.p, "SELECT count(*) FROM items"), 4); /* a b c d */
 }
 
 /* SQL that does not prepare: its error, no statement, nothing cached; and after a schema
@@ -398,7 +398,7 @@ static void test_close_and_restart(void **state)
     assert_int_equal(call(f, "select", NULL), OUTCOME_OK);
     assert_int_equal(stmt_count(f->b.p), before + 1);
     assert_int_equal(call(f, "insert", "b"), OUTCOME_OK);
-    assert_int_equal(bank_query(pt_db(f->b.p), "SELECT count(*) FROM items"), 2);
+    assert_int_equal(bank_query(f->b.p, "SELECT count(*) FROM items"), 2);
 }
 
 /* pt_prepare without a runtime request: SQLITE_MISUSE, no statement. */

@@ -1,6 +1,8 @@
 /* fixture — see fixture.h. One participant service under test. */
 #include "fixture.h"
 
+#include <pthread.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,7 +10,36 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "pg_cluster.h"
 #include "util.h"
+
+int fx_on_pg(void)
+{
+    const char *db = getenv("SAGA_TEST_SVC_DB");
+    return db != NULL && strcmp(db, "postgresql") == 0;
+}
+
+/* The test program's one private cluster, started on first use (pg_cluster.h
+ * stops it at exit, on failure too). */
+static pg_cluster *fx_cluster;
+static pthread_mutex_t fx_cluster_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned fx_databases;
+
+char *fx_pg_database(void)
+{
+    char err[1024], name[32];
+    char *url = NULL;
+    pthread_mutex_lock(&fx_cluster_lock);
+    if (fx_cluster == NULL && (fx_cluster = pgc_start(0, err, sizeof err)) == NULL)
+        fprintf(stderr, "fixture: no PostgreSQL cluster: %s\n", err);
+    if (fx_cluster != NULL) {
+        snprintf(name, sizeof name, "svc_%u", ++fx_databases);
+        if (pgc_create_db(fx_cluster, name) == 0)
+            url = pgc_url(fx_cluster, name);
+    }
+    pthread_mutex_unlock(&fx_cluster_lock);
+    return url;
+}
 
 int fx_init(fx_svc *s, const char *name)
 {
@@ -18,7 +49,7 @@ int fx_init(fx_svc *s, const char *name)
     if (s->dir == NULL)
         return -1;
     s->url = th_ipc_url(s->dir, name);
-    s->db = th_path(s->dir, "service.db");
+    s->db = fx_on_pg() ? fx_pg_database() : th_path(s->dir, "service.db");
     char *rel = util_asprintf("participants/seeds/%s.cfg", name);
     s->seed = rel ? th_source_path(rel) : NULL;
     free(rel);

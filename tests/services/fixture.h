@@ -4,6 +4,11 @@
  * shipped seed (participants/seeds/<name>.cfg, when the service has one) and
  * the running process. Built on the harness (tests/support/harness.h).
  *
+ * With SAGA_TEST_SVC_DB=postgresql in the environment (the _pg variants of
+ * the tests, CMakeLists.txt) the database is a fresh PostgreSQL database of
+ * one private cluster per test program (tests/support/pg_cluster.h) instead
+ * of a file: the same tests then prove the same rules on the other backend.
+ *
  * Keys follow sagad's convention "<saga_id>/<step>/<action|compensate>", so
  * a test names a step by (saga, step) and the phase picks the key.
  */
@@ -21,12 +26,18 @@ typedef struct {
     const char *name; /* "payment": runs payment-svc */
     char *dir;        /* temp dir, removed by fx_destroy */
     char *url;        /* ipc:// address inside dir */
-    char *db;         /* database file inside dir */
+    char *db;         /* database file inside dir, or a postgresql:// URI */
     char *seed;       /* shipped seed file, or NULL */
     pid_t pid;        /* > 0 while the process runs */
 } fx_svc;
 
-/* Makes the temp dir and names the paths; the process is not started. 0 or -1. */
+/* Does this run put the services on PostgreSQL (SAGA_TEST_SVC_DB=postgresql)? */
+int fx_on_pg(void);
+/* A fresh database of the program's private cluster (started on first use): its
+ * URI, malloc'd, or NULL (reason printed). */
+char *fx_pg_database(void);
+/* Makes the temp dir and names the paths (a fresh database on PostgreSQL); the
+ * process is not started. 0 or -1. */
 int fx_init(fx_svc *s, const char *name);
 /*
  * Starts <name>-svc on s->url and s->db with the seed, plus --faults faults

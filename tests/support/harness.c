@@ -18,6 +18,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <libpq-fe.h>
+
 #include "security.h"
 #include "util.h"
 
@@ -311,9 +313,10 @@ int th_spawn_with(const th_spawn_opts *opts, const char *program, const char *co
             goto out;
         have_actions = 1;
         /* The output file is opened before the chdir: a relative name is ours. */
-        if (output && (posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, output,
-                                                        O_WRONLY | O_CREAT | O_APPEND, 0600) != 0 ||
-                       posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO) != 0))
+        if (output &&
+            (posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, output,
+                                              O_WRONLY | O_CREAT | O_APPEND, 0600) != 0 ||
+             posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO) != 0))
             goto out;
         if (opts->stdin_fd > 0 &&
             posix_spawn_file_actions_adddup2(&actions, opts->stdin_fd, STDIN_FILENO) != 0)
@@ -328,8 +331,8 @@ int th_spawn_with(const th_spawn_opts *opts, const char *program, const char *co
         if (posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID) != 0)
             goto out;
     }
-    int err = posix_spawn(pid, path, have_actions ? &actions : NULL, have_attr ? &attr : NULL,
-                          argv, envp);
+    int err = posix_spawn(pid, path, have_actions ? &actions : NULL, have_attr ? &attr : NULL, argv,
+                          envp);
     if (err != 0) {
         fprintf(stderr, "harness: cannot start %s%s%s: %s\n", path, opts->cwd ? " in " : "",
                 opts->cwd ? opts->cwd : "", strerror(err));
@@ -596,6 +599,54 @@ static int th_sql_first_row(const char *db_path, const char *fmt, va_list ap, sq
     return 0;
 }
 
+/* Is db a PostgreSQL URI rather than a SQLite file? */
+static int th_is_pg(const char *db)
+{
+    return strncmp(db, "postgresql://", 13) == 0 || strncmp(db, "postgres://", 11) == 0;
+}
+
+/*
+ * Runs sql on the PostgreSQL database url (a connection of its own). Returns
+ * the result (PQclear it), or NULL after printing why; with want_row, a
+ * query that returns no row or a NULL first value is an error too.
+ */
+static PGresult *th_pg_run(const char *url, const char *sql, int want_row)
+{
+    PGconn *conn = PQconnectdb(url);
+    PGresult *res = NULL;
+    const char *why = NULL;
+    if (PQstatus(conn) != CONNECTION_OK) {
+        why = PQerrorMessage(conn);
+    } else {
+        res = PQexec(conn, sql);
+        ExecStatusType st = PQresultStatus(res);
+        if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
+            why = PQerrorMessage(conn);
+        else if (want_row && (PQntuples(res) == 0 || PQgetisnull(res, 0, 0)))
+            why = PQntuples(res) == 0 ? "no row" : "NULL value";
+    }
+    if (why != NULL) {
+        fprintf(stderr, "harness: %s: %s: %s\n", url, sql, why);
+        PQclear(res);
+        res = NULL;
+    }
+    PQfinish(conn);
+    return res;
+}
+
+/* The first value of sql's first row on PostgreSQL, malloc'd; NULL on error. */
+static char *th_pg_value(const char *url, const char *fmt, va_list ap)
+{
+    char *sql = sqlite3_vmprintf(fmt, ap); /* %Q quotes as standard SQL: PostgreSQL reads it */
+    if (sql == NULL)
+        return NULL;
+    PGresult *res = th_pg_run(url, sql, 1);
+    char *value = res ? util_strdup(PQgetvalue(res, 0, 0)) : NULL;
+    PQclear(res);
+    sqlite3_free(sql);
+    return value;
+}
+
 int64_t th_sql_int(const char *db_path, const char *fmt, ...)
 {
     sqlite3 *db;
@@ -603,6 +654,27 @@ int64_t th_sql_int(const char *db_path, const char *fmt, ...)
     int64_t value = TH_SQL_ERROR;
     va_list ap;
 
+    if (th_is_pg(db_path)) {
+        va_start(ap, fmt);
+        char *text = th_pg_value(db_path, fmt, ap), *end = NULL;
+        va_end(ap);
+        if (text == NULL)
+            return TH_SQL_ERROR;
+        /* A boolean reads as SQLite's 1 / 0, so one query serves both backends. */
+        if (strcmp(text, "t") == 0 || strcmp(text, "f") == 0) {
+            value = text[0] == 't';
+        } else {
+            errno = 0;
+            long long v = strtoll(text, &end, 10);
+            if (errno == 0 && end != text && *end == '\0')
+                value = v;
+            else
+                fprintf(stderr, "harness: %s: the query's value '%s' is not an integer\n", db_path,
+                        text);
+        }
+        free(text);
+        return value;
+    }
     va_start(ap, fmt);
     int rc = th_sql_first_row(db_path, fmt, ap, &db, &st);
     va_end(ap);
@@ -624,6 +696,12 @@ char *th_sql_text(const char *db_path, const char *fmt, ...)
     char *value;
     va_list ap;
 
+    if (th_is_pg(db_path)) {
+        va_start(ap, fmt);
+        value = th_pg_value(db_path, fmt, ap);
+        va_end(ap);
+        return value;
+    }
     va_start(ap, fmt);
     int rc = th_sql_first_row(db_path, fmt, ap, &db, &st);
     va_end(ap);
@@ -647,6 +725,12 @@ int th_sql_exec(const char *db_path, const char *fmt, ...)
     va_end(ap);
     if (sql == NULL)
         return -1;
+    if (th_is_pg(db_path)) {
+        PGresult *res = th_pg_run(db_path, sql, 0);
+        PQclear(res);
+        sqlite3_free(sql);
+        return res ? 0 : -1;
+    }
     rc = sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_busy_timeout(db, 5000);

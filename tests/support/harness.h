@@ -156,16 +156,18 @@ int th_kv(kvmap *m, ...) __attribute__((sentinel));
 
 /*
  * Runs one query, formatted by sqlite3_mprintf (so %Q quotes a string), on
- * the database file db_path opened read-only, and returns the first column
- * of the first row as an integer; TH_SQL_ERROR (after printing why) when the
- * query fails or returns no row.
+ * the database file db_path opened read-only (or, when db_path is a
+ * postgresql:// URI, on that database: a boolean reads as 1 / 0 there, as in
+ * SQLite), and returns the first column of the first row as an integer;
+ * TH_SQL_ERROR (after printing why) when the query fails or returns no row.
  */
 int64_t th_sql_int(const char *db_path, const char *fmt, ...);
 /* The same for a text value: malloc'd, or NULL on error, no row or NULL. */
 char *th_sql_text(const char *db_path, const char *fmt, ...);
 /*
  * Runs formatted statements read-write (e.g. to corrupt a database on
- * purpose while its program is stopped). Returns 0 or -1 (reason printed).
+ * purpose while its program is stopped), on a file or a postgresql:// URI.
+ * Returns 0 or -1 (reason printed).
  */
 int th_sql_exec(const char *db_path, const char *fmt, ...);
 
