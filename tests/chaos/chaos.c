@@ -68,7 +68,7 @@
  * admin API of any node, as with SQLite; the ownership facts straight from
  * PostgreSQL (libpq, pgc_sql_*).
  *
- * --replicas 2 runs every service as two processes on its one SQLite
+ * --replicas 2 runs every service as two processes on its one
  * database, both listed in sagad's file (orchestrator/transport.h,
  * "Replicas"): the second replica, <svc>-b, starts once the first has seeded
  * the database; --participant-kills and --pauses hit either replica at random
@@ -76,11 +76,20 @@
  * hold as with one process per service: a step retried on the other replica
  * carries the same key, and the shared barrier gives one effect.
  *
+ * --participants-database postgresql puts each service's database on the
+ * private PostgreSQL server (one database per service, `--db postgresql://`;
+ * participants/runtime/store_pg.c) instead of its SQLite file; with
+ * --replicas 2 the two processes of a service share it as replicas would in
+ * production. The checks below are SQL over SQLite: the services' tables are
+ * copied out of PostgreSQL into the checks' in-memory database first, with
+ * their integer columns as integers (load_participants).
+ *
  * No assertion here depends on timing: every wait polls with a deadline, and
  * reaching a deadline is reported as what did not happen.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <libpq-fe.h>
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <pthread.h>
@@ -99,6 +108,7 @@
 #include "harness.h"
 #include "kv.h"
 #include "pg_cluster.h"
+#include "strbuf.h"
 #include "util.h"
 
 typedef Saga__V1__AdminRequest AdminRequest;
@@ -151,6 +161,7 @@ typedef struct {
     int postgresql;         /* sagad's database: a private PostgreSQL server */
     int pauses;             /* SIGSTOP/SIGCONT of random nodes and participants */
     int replicas;           /* processes per service, 1 or 2, on one database */
+    int svc_postgresql;     /* the services' databases: on the private PostgreSQL server */
 } chaos_opts;
 
 static void usage(FILE *out)
@@ -188,7 +199,10 @@ static void usage(FILE *out)
             "                         node, 3 with several)\n"
             "  --replicas N           processes per participant service, 1 or 2 (default 1):\n"
             "                         two share the service's database, sagad lists both URLs,\n"
-            "                         kills and pauses hit either one\n");
+            "                         kills and pauses hit either one\n"
+            "  --participants-database KIND\n"
+            "                         sqlite (default: a file per service) or postgresql (a\n"
+            "                         database per service on the private server)\n");
 }
 
 static int parse_int_opt(const char *name, const char *v, int min, int max, int *out)
@@ -202,13 +216,13 @@ static int parse_int_opt(const char *name, const char *v, int min, int max, int 
     return 0;
 }
 
-static int parse_database_opt(const char *v, int *postgresql)
+static int parse_database_opt(const char *name, const char *v, int *postgresql)
 {
     if (v != NULL && (strcmp(v, "sqlite") == 0 || strcmp(v, "postgresql") == 0)) {
         *postgresql = strcmp(v, "postgresql") == 0;
         return 0;
     }
-    fprintf(stderr, "saga-chaos: --database needs 'sqlite' or 'postgresql', not '%s'\n",
+    fprintf(stderr, "saga-chaos: %s needs 'sqlite' or 'postgresql', not '%s'\n", name,
             v ? v : "(nothing)");
     return -1;
 }
@@ -222,6 +236,12 @@ static int check_node_opts(chaos_opts *o)
                 "saga-chaos: --nodes %d needs --database postgresql: sagad nodes share "
                 "only a PostgreSQL database (SQLite is one node's own file)\n",
                 o->nodes);
+        return -1;
+    }
+    if (o->power_loss && o->svc_postgresql) {
+        fprintf(stderr, "saga-chaos: --power-loss cuts the power under SQLite files (the "
+                        "power-loss VFS); it cannot be combined with --participants-database "
+                        "postgresql\n");
         return -1;
     }
     if (o->power_loss && o->postgresql) {
@@ -307,7 +327,9 @@ static int parse_opts(int argc, char **argv, chaos_opts *o)
         } else if (strcmp(a, "--pauses") == 0) {
             rc = parse_int_opt(a, v, 0, 10000, &o->pauses);
         } else if (strcmp(a, "--database") == 0) {
-            rc = parse_database_opt(v, &o->postgresql);
+            rc = parse_database_opt(a, v, &o->postgresql);
+        } else if (strcmp(a, "--participants-database") == 0) {
+            rc = parse_database_opt(a, v, &o->svc_postgresql);
         } else {
             fprintf(stderr, "saga-chaos: unknown option '%s'\n", a);
             rc = -1;
@@ -651,7 +673,7 @@ static int proc_start(cluster *c, proc *p)
     }
     args[n++] = "--log-level";
     /* info: "took over N sagas" (nodes), "stopped: N requests" (replicas) */
-    args[n++] = c->pg || c->n_svc > N_SVC ? "info" : "warn";
+    args[n++] = c->db_url || c->n_svc > N_SVC ? "info" : "warn";
     args[n] = NULL;
 
     char env_cp[128], env_vfs[64];
@@ -859,10 +881,12 @@ static int write_sagad_config(cluster *c)
     return rc;
 }
 
-/* The private PostgreSQL server and sagad's database on it. Not durable:
- * the chaos kills sagad nodes and participants, never the server, and the
- * power-loss mode (the one that would need it) is SQLite's only. */
-static int cluster_setup_postgresql(cluster *c)
+/* The private PostgreSQL server, and on it sagad's database (sagad) and
+ * one per service (services): each service's first replica gets its URL as
+ * its --db. Not durable: the chaos kills sagad nodes and participants, never
+ * the server, and the power-loss mode (the one that would need it) is
+ * SQLite's only. */
+static int cluster_setup_postgresql(cluster *c, int sagad, int services)
 {
     char err[1024];
     c->pg = pgc_start(0, err, sizeof err);
@@ -870,11 +894,26 @@ static int cluster_setup_postgresql(cluster *c)
         fprintf(stderr, "saga-chaos: cannot start a PostgreSQL server: %s\n", err);
         return -1;
     }
-    if (pgc_create_db(c->pg, "chaos") != 0 || (c->db_url = pgc_url(c->pg, "chaos")) == NULL) {
+    if (sagad &&
+        (pgc_create_db(c->pg, "chaos") != 0 || (c->db_url = pgc_url(c->pg, "chaos")) == NULL)) {
         fprintf(stderr, "saga-chaos: cannot create the database 'chaos'\n");
         return -1;
     }
-    printf("  sagad's database: %s\n", c->db_url);
+    if (sagad)
+        printf("  sagad's database: %s\n", c->db_url);
+    for (int i = 0; services && i < N_SVC; i++) {
+        proc *p = &c->svc[i];
+        char *url = NULL;
+        if (pgc_create_db(c->pg, svc_names[i]) != 0 ||
+            (url = pgc_url(c->pg, svc_names[i])) == NULL) {
+            fprintf(stderr, "saga-chaos: cannot create the database '%s'\n", svc_names[i]);
+            return -1;
+        }
+        free(p->db);
+        p->db = url;
+    }
+    if (services)
+        printf("  the services' databases: one per service on the same server\n");
     return 0;
 }
 
@@ -909,7 +948,7 @@ static int cluster_init_nodes(cluster *c, const char *dir, int n_nodes)
 
 /* Makes dir's files and starts everything (participants first). */
 static int cluster_setup(cluster *c, const char *dir, uint64_t seed, double faults_rate,
-                         int no_sync, int n_nodes, int postgresql, int replicas)
+                         int no_sync, int n_nodes, int postgresql, int svc_postgresql, int replicas)
 {
     memset(c, 0, sizeof *c);
     c->seed = seed;
@@ -920,6 +959,9 @@ static int cluster_setup(cluster *c, const char *dir, uint64_t seed, double faul
     c->n_svc = N_SVC * replicas;
     for (int i = 0; i < N_SVC; i++)
         proc_init(&c->svc[i], dir, svc_names[i], 1);
+    if ((postgresql || svc_postgresql) &&
+        cluster_setup_postgresql(c, postgresql, svc_postgresql) != 0)
+        return -1;
     for (int i = N_SVC; i < c->n_svc; i++) { /* same program, database and seed */
         proc *p = &c->svc[i], *first = &c->svc[i - N_SVC];
         proc_init(p, dir, replica_names[i - N_SVC], 1);
@@ -929,8 +971,7 @@ static int cluster_setup(cluster *c, const char *dir, uint64_t seed, double faul
         p->db = util_strdup(first->db);
         p->seed = util_strdup(first->seed);
     }
-    if (cluster_init_nodes(c, dir, n_nodes) != 0 ||
-        (postgresql && cluster_setup_postgresql(c) != 0))
+    if (cluster_init_nodes(c, dir, n_nodes) != 0)
         return -1;
     if (write_seeds(c) != 0 || write_sagad_config(c) != 0) {
         fprintf(stderr, "saga-chaos: cannot write the configuration in %s\n", dir);
@@ -1708,15 +1749,101 @@ static int load_acks(sqlite3 *db, const workload *w)
     return 0;
 }
 
-/* Attaches the four participant databases read-only and aggregates their
- * rows per saga_id. */
+/* One column of a PostgreSQL result as SQLite should hold it: the integer
+ * types (and booleans, 0/1) as integers, so that the checks' sums and
+ * comparisons mean what they mean on the services' SQLite files. */
+static int pg_column_is_integer(Oid type)
+{
+    return type == 16 /* bool */ || type == 20 /* int8 */ || type == 21 /* int2 */ ||
+           type == 23 /* int4 */;
+}
+
+/* Copies every table of the PostgreSQL database at url into the attached
+ * in-memory database alias, rows and all: the services' tables as the
+ * checks read them from a SQLite file. 0 or -1 (said on stderr). */
+static int import_pg_database(sqlite3 *db, const char *alias, const char *url)
+{
+    PGconn *pg = PQconnectdb(url);
+    int rc = -1;
+    PGresult *tables = NULL, *rows = NULL;
+    if (PQstatus(pg) != CONNECTION_OK) {
+        fprintf(stderr, "saga-chaos: cannot read %s: %s", url, PQerrorMessage(pg));
+        goto out;
+    }
+    tables = PQexec(pg, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'");
+    if (PQresultStatus(tables) != PGRES_TUPLES_OK)
+        goto pg_fail;
+    for (int t = 0; t < PQntuples(tables); t++) {
+        const char *table = PQgetvalue(tables, t, 0);
+        char *q = util_asprintf("SELECT * FROM \"%s\"", table);
+        rows = PQexec(pg, q);
+        free(q);
+        if (PQresultStatus(rows) != PGRES_TUPLES_OK)
+            goto pg_fail;
+        int nf = PQnfields(rows);
+        strbuf create = STRBUF_INIT, insert = STRBUF_INIT;
+        sb_printf(&create, "CREATE TABLE %s.\"%s\" (", alias, table);
+        sb_printf(&insert, "INSERT INTO %s.\"%s\" VALUES (", alias, table);
+        for (int f = 0; f < nf; f++) {
+            sb_printf(&create, "%s\"%s\" %s", f ? ", " : "", PQfname(rows, f),
+                      pg_column_is_integer(PQftype(rows, f)) ? "INTEGER" : "TEXT");
+            sb_printf(&insert, "%s?", f ? ", " : "");
+        }
+        sb_printf(&create, ")");
+        sb_printf(&insert, ")");
+        sqlite3_stmt *ins = NULL;
+        int ok = sb_ok(&create) && sb_ok(&insert) && exec_sql(db, create.data) == 0 &&
+                 sqlite3_prepare_v2(db, insert.data, -1, &ins, NULL) == SQLITE_OK;
+        for (int r = 0; ok && r < PQntuples(rows); r++) {
+            for (int f = 0; f < nf; f++) {
+                const char *v = PQgetvalue(rows, r, f);
+                if (PQgetisnull(rows, r, f))
+                    sqlite3_bind_null(ins, f + 1);
+                else if (PQftype(rows, f) == 16)
+                    sqlite3_bind_int(ins, f + 1, v[0] == 't');
+                else if (pg_column_is_integer(PQftype(rows, f)))
+                    sqlite3_bind_int64(ins, f + 1, strtoll(v, NULL, 10));
+                else
+                    sqlite3_bind_text(ins, f + 1, v, -1, SQLITE_TRANSIENT);
+            }
+            ok = sqlite3_step(ins) == SQLITE_DONE && sqlite3_reset(ins) == SQLITE_OK;
+        }
+        sqlite3_finalize(ins);
+        sb_free(&create);
+        sb_free(&insert);
+        PQclear(rows);
+        rows = NULL;
+        if (!ok) {
+            fprintf(stderr, "saga-chaos: cannot copy table %s of %s: %s\n", table, url,
+                    sqlite3_errmsg(db));
+            goto out;
+        }
+    }
+    rc = 0;
+    goto out;
+pg_fail:
+    fprintf(stderr, "saga-chaos: cannot read %s: %s", url, PQerrorMessage(pg));
+out:
+    PQclear(rows);
+    PQclear(tables);
+    PQfinish(pg);
+    return rc;
+}
+
+/* Attaches the four participant databases read-only (or, on PostgreSQL, a
+ * copy of each) and aggregates their rows per saga_id. */
 static int load_participants(sqlite3 *db, const cluster *c)
 {
     static const char *const alias[N_SVC] = {"o", "p", "i", "s"};
     for (int k = 0; k < N_SVC; k++) {
-        char *sql = sqlite3_mprintf("ATTACH 'file:%q?mode=ro' AS %s", c->svc[k].db, alias[k]);
+        int on_pg = strncmp(c->svc[k].db, "postgresql:", 11) == 0;
+        char *sql = on_pg
+                        ? sqlite3_mprintf("ATTACH ':memory:' AS %s", alias[k])
+                        : sqlite3_mprintf("ATTACH 'file:%q?mode=ro' AS %s", c->svc[k].db, alias[k]);
         int rc = sql ? exec_sql(db, sql) : -1;
         sqlite3_free(sql);
+        if (rc == 0 && on_pg)
+            rc = import_pg_database(db, alias[k], c->svc[k].db);
         if (rc != 0)
             return -1;
     }
@@ -2197,7 +2324,7 @@ static int run_scenario(const chaos_opts *o, const scenario *sc, const char *dir
     memset(res, 0, sizeof *res);
     memset(&w, 0, sizeof w);
     if (cluster_setup(&c, dir, o->seed, sc->faults_rate, o->no_sync, o->nodes, o->postgresql,
-                      o->replicas) != 0)
+                      o->svc_postgresql, o->replicas) != 0)
         goto out;
     if (sc->crash_proc) {
         proc *p = cluster_find(&c, sc->crash_proc);
@@ -2262,11 +2389,11 @@ static int run_scenario(const chaos_opts *o, const scenario *sc, const char *dir
         if (next_kill < n_plan && c.stats_fresh && util_mono_ms() - last_kill_at >= 300 &&
             c.last_settled >= (uint64_t)plan[next_kill].after) {
             planned_kill *k = &plan[next_kill];
-            if (c.pg != NULL || k->pause_ms > 0) {
+            if (c.db_url != NULL || k->pause_ms > 0) {
                 /* A node kill waits (a bounded while) until the node owns
                  * unfinished sagas, so that another must resume them. */
                 proc *target = planned_target(&c, k);
-                if (c.pg != NULL && k->svc < 0 && k->pause_ms == 0 && target != NULL) {
+                if (c.db_url != NULL && k->svc < 0 && k->pause_ms == 0 && target != NULL) {
                     if (waited_in_flight_since == 0)
                         waited_in_flight_since = util_mono_ms();
                     if (util_mono_ms() - waited_in_flight_since < 5000 &&
@@ -2377,7 +2504,7 @@ static int run_scenario(const chaos_opts *o, const scenario *sc, const char *dir
     }
     verdicts v = {.seed = o->seed, .admin = mon, .deadline = util_mono_ms() + 120000};
     check_invariants(&v, &c, &w, &f);
-    if (c.pg != NULL)
+    if (c.db_url != NULL)
         check_node_deaths(&v, &c, res);
     res->passed = v.passed;
     res->failed = v.failed;
@@ -2420,6 +2547,8 @@ static int run_chaos(const chaos_opts *o, const char *dir)
            o->sagas, o->clients, o->kills, o->participant_kills, o->faults_rate);
     if (o->replicas > 1)
         printf("chaos: %d replicas of each participant service on its one database\n", o->replicas);
+    if (o->svc_postgresql)
+        printf("chaos: the participant services' databases on PostgreSQL\n");
     if (o->postgresql)
         printf("chaos: %d sagad node%s on PostgreSQL (lease %d ms), %d pauses\n", o->nodes,
                o->nodes > 1 ? "s" : "", NODE_LEASE_MS, o->pauses);

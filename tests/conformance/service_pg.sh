@@ -17,9 +17,23 @@ params_b=$7
 audit=${8:-}
 dir=$(mktemp -d /tmp/pt-conf-pg-XXXXXX)
 pids=""
+# Stops what it started, whatever happened: SIGTERM, then SIGKILL for a
+# replica still there after 10 s (its log says why it did not stop).
 cleanup() {
     for p in $pids; do kill "$p" 2>/dev/null || true; done
-    for p in $pids; do wait "$p" 2>/dev/null || true; done
+    i=0
+    for p in $pids; do
+        while kill -0 "$p" 2>/dev/null && [ $i -lt 100 ]; do
+            i=$((i + 1))
+            sleep 0.1
+        done
+        if kill -0 "$p" 2>/dev/null; then
+            echo "replica pid $p did not stop on SIGTERM within 10 s: killed" >&2
+            kill -9 "$p" 2>/dev/null || true
+            cat "$dir"/*.log >&2 || true
+        fi
+        wait "$p" 2>/dev/null || true
+    done
     [ -f "$dir/state" ] && "$bin/pg-test-cluster" stop "$dir/state" >/dev/null 2>&1 || true
     rm -rf "$dir"
 }
@@ -37,10 +51,19 @@ while [ ! -S "$dir/a.ipc" ] || [ ! -S "$dir/b.ipc" ]; do
     [ $i -le 1200 ] || { echo "$svc-svc did not start"; cat "$dir"/*.log; exit 1; }
     sleep 0.1
 done
-"$bin/participant-conformance" "ipc://$dir/a.ipc" --operation "$op" \
-    --params "$params_a" --compensation "$comp"
-"$bin/participant-conformance" "ipc://$dir/b.ipc" --operation "$op" \
-    --params "$params_b" --compensation "$comp"
+# Each kit run is bounded (its exchanges time out after 5 s each): a stall
+# fails here, naming the replica, with both logs.
+for r in a b; do
+    if [ $r = a ]; then params=$params_a; else params=$params_b; fi
+    rc=0
+    timeout 120 "$bin/participant-conformance" "ipc://$dir/$r.ipc" --operation "$op" \
+        --params "$params" --compensation "$comp" || rc=$?
+    if [ $rc -ne 0 ]; then
+        [ $rc -eq 124 ] && echo "FAIL: the kit did not finish against replica $r in 120 s"
+        echo "--- replica logs"; cat "$dir"/*.log
+        exit 1
+    fi
+done
 if [ -n "$audit" ]; then
     violations=$(psql "$url" -tAc "$audit")
     [ "$violations" = 0 ] || { echo "FAIL: $audit gave $violations"; exit 1; }
