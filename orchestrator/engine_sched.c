@@ -27,6 +27,10 @@
  *   2. One client key, one start: a key held by a saga or a scheduled start
  *      (stored, or added earlier in the same round) answers a repeat with
  *      that one ("existing"), or a conflict when the type or input differ.
+ *      Across nodes the database decides which reserved it first (store_pg.c
+ *      F6); the refused round's start, immediate or scheduled, is answered
+ *      with the winner's id (eng_sched_rejected, engine_nodes.c key_taken):
+ *      no client is told an id that will not run.
  *   3. A cancel never races a firing on one node: both run on the engine
  *      thread, and a start fired in the current round is a saga in memory,
  *      which a cancel refuses. On several nodes the claim and the
@@ -223,15 +227,17 @@ static int fire_one(const store_schedule *sc, void *arg)
             return 0;
         }
     if (sc->client_key != NULL) {
-        /* A saga took the key meanwhile (another node's start in the same
-         * instant, store_pg.c F6): that saga is the key's one start. */
+        /* A saga of another id holding the key cannot happen since client
+         * keys serialize across nodes (store_pg.c F6), but a database may
+         * keep such a pair from a sagad before it. That client was told this
+         * id: the start is neither run (the key is the saga's) nor deleted
+         * behind anyone's back; it stays listed, logged, for an operator. */
         char other[37];
         int rc = store_find_client_key(e->db, sc->client_key, other);
         if (rc == 0 || saga_table_get(&e->by_key, sc->client_key) != NULL) {
-            log_warn("scheduled start %s dropped: saga %s already holds its client key", sc->id,
-                     rc == 0 ? other : "(in memory)");
-            if (store_schedule_cancel(e->db, sc->id) < 0)
-                log_warn("scheduled start %s: %s", sc->id, store_errmsg(e->db));
+            snprintf(why, sizeof why, "saga %s already holds its client key '%s'",
+                     rc == 0 ? other : "(in memory)", sc->client_key);
+            postpone(e, sc, why);
             return 0;
         }
         if (rc < 0) {
@@ -373,6 +379,10 @@ int eng_sched_rejected(engine *e, enum store_rejection why, const char *saga_id)
                 snprintf(a->saga_id, sizeof a->saga_id, "%s", other);
             }
         }
+        log_info("scheduled start %s not stored: client key taken on another sagad node by "
+                 "%s %s",
+                 s->id, loaded != NULL ? "saga" : "scheduled start",
+                 type != NULL ? other : "(unreadable)");
         store_schedule_clear(&twin);
         saga_free(loaded);
         store_schedule_clear(s);
