@@ -189,6 +189,10 @@ void eng_on_rejected(engine *e)
         }
         break;
     case STORE_REJECT_NOT_OWNER:
+        if (s != NULL && eng_sched_fire_refused(e, s->id)) {
+            forget_saga(e, s);
+            return;
+        }
         if (s != NULL) {
             log_warn("saga %s was taken over by another node: dropped here, nothing of it is sent "
                      "from this node",

@@ -256,18 +256,17 @@ static int fire_one(const store_schedule *sc, void *arg)
         s->deadline_at_ms = now + sc->deadline_ms;
     pending_fire f;
     memcpy(f.id, sc->id, sizeof f.id);
-    push_or_die(VEC_PUSH(e->fires, f), "firing a scheduled start");
-    char due[32], detail[128];
+    char due[32];
     fmt_time(sc->start_at_ms, due, sizeof due);
-    snprintf(detail, sizeof detail, "scheduled for %s, started %" PRId64 " ms after it", due,
+    snprintf(f.detail, sizeof f.detail, "scheduled for %s, started %" PRId64 " ms after it", due,
              now > sc->start_at_ms ? now - sc->start_at_ms : 0);
+    push_or_die(VEC_PUSH(e->fires, f), "firing a scheduled start");
     saga_env env = eng_env(e);
-    saga_event ev = {"saga_scheduled", -1, PHASE_ACTION, 0, OUTCOME_UNSPECIFIED, 0, detail};
+    saga_event ev = {"saga_scheduled", -1, PHASE_ACTION, 0, OUTCOME_UNSPECIFIED, 0, f.detail};
     env.history(env.ctx, s, &ev);
     saga_begin(s, &env);
     om_on_saga_started(e->metrics, s);
-    log_info("saga %s (%s) started: %s", s->id, s->type, detail);
-    return 0;
+    return 0; /* "started" is logged once it is committed (eng_sched_committed) */
 }
 
 int eng_sched_fire_due(engine *e)
@@ -309,6 +308,11 @@ int eng_sched_write(engine *e)
 void eng_sched_committed(engine *e)
 {
     int added = e->sched_adds.len > 0, fired = e->fires.len > 0;
+    for (size_t i = 0; i < e->fires.len; i++) {
+        const saga *s = saga_table_get(&e->by_id, e->fires.items[i].id);
+        log_info("saga %s (%s) started: %s", e->fires.items[i].id, s != NULL ? s->type : "?",
+                 e->fires.items[i].detail);
+    }
     eng_sched_abandon(e);
     if (added)
         crashpoint("engine.after_schedule_commit");
@@ -331,6 +335,30 @@ void eng_sched_forget(engine *e, const char *saga_id)
             e->fires.items[i] = e->fires.items[--e->fires.len];
             return;
         }
+}
+
+int eng_sched_fire_refused(engine *e, const char *saga_id)
+{
+    size_t i = 0;
+    while (i < e->fires.len && strcmp(e->fires.items[i].id, saga_id) != 0)
+        i++;
+    if (i == e->fires.len)
+        return 0;
+    /* This node claimed the row and is alive in its epoch (the round's
+     * lease check passed first), so no other node could claim it (F7): a
+     * delete took it, which only a cancel or an abort does. */
+    store_schedule row = {0};
+    int rc = store_schedule_get(e->db, saga_id, NULL, &row);
+    if (rc == STORE_NOT_FOUND)
+        log_info("scheduled start %s was cancelled (on this node or another) while it was being "
+                 "fired here: it does not start, nothing of it was sent",
+                 saga_id);
+    else
+        log_warn("scheduled start %s: its firing here was refused (the row %s); it is not "
+                 "started here, nothing of it was sent",
+                 saga_id, rc == 0 ? "is claimed by another node now" : "cannot be read to say why");
+    store_schedule_clear(&row);
+    return 1;
 }
 
 int eng_sched_rejected(engine *e, enum store_rejection why, const char *saga_id)

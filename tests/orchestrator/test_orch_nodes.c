@@ -20,6 +20,9 @@
  *                   were told its id, and every such id runs, once.
  *   any node        status, list and stats on one node see the sagas of the
  *                   other; abort on a node takes the saga over from the other.
+ *   cancel race     a cancel on node b beats node a's firing of the start
+ *                   (held mid-round): node a logs that it was cancelled, the
+ *                   start never runs.
  *   scheduled       starts scheduled on both nodes, due at the same moment:
  *                   both nodes claim due starts (store_pg.c F7), each start
  *                   fires once; starts scheduled on a node SIGKILLed before
@@ -698,6 +701,87 @@ static void immediate_and_scheduled_key_race(void **state)
     assert_all_completed_once(c, ids, n_ids);
 }
 
+/* A cancel on node b beats node a's firing of the same start (store_pg.c
+ * F7): node a claimed it and its firing round is held (the test holds an
+ * uncommitted saga row of the start's client key, on whose unique index the
+ * saga's insert waits, after the round's delete locked the start's row);
+ * node b's cancel waits for that row, deletes it once node a's attempt gives
+ * up, and is answered; node a's next attempt is refused, and node a says
+ * that the start was cancelled, not that a saga was taken over. The start
+ * never runs. */
+static void cancel_beats_firing(void **state)
+{
+    cluster *c = *state;
+    restart_nodes_with_lease(c, 12000);
+    use_node(c, 1);
+    pid_t b = c->f.sagad.pid;
+    assert_int_equal(kill(b, SIGSTOP), 0); /* node a alone claims it (far within b's lease) */
+    use_node(c, 0);
+    char id[37], *text = NULL;
+    assert_int_equal(ofx_ctl(&c->f, &text, "--json", "start", "order_fulfillment", "--key",
+                             "cancel-race", "--in", "2s", "customer=alice", "sku=WIDGET-1",
+                             "quantity=1", "amount=100", "destination=paris", NULL),
+                     0);
+    json_t *doc = tj_parse(text);
+    assert_non_null(tj_str(doc, "saga_id"));
+    snprintf(id, sizeof id, "%s", tj_str(doc, "saga_id"));
+    json_decref(doc);
+    free(text);
+    PGconn *hold = PQconnectdb(c->f.sagad.db);
+    assert_int_equal(PQstatus(hold), CONNECTION_OK);
+    PGresult *res =
+        PQexec(hold, "BEGIN; INSERT INTO sagas (id, type, state, failed_phase, client_key, input, "
+                     "cursor, n_steps, created_at_ms, updated_at_ms, def_version, owner, "
+                     "owner_epoch, deadline_at_ms) VALUES ('held', 'held', 1, 0, 'cancel-race', "
+                     "'{}', 0, 0, 0, 0, 0, 'test', 0, 0)");
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    int64_t waiting = 0;
+    for (int tries = 0; tries < 1000 && waiting == 0; tries++) {
+        usleep(20 * 1000);
+        assert_int_equal(pgc_sql_int(c->f.sagad.db, &waiting,
+                                     "SELECT count(*) FROM pg_stat_activity WHERE "
+                                     "wait_event_type = 'Lock' AND query LIKE "
+                                     "'WITH i AS (INSERT INTO sagas %%'"),
+                         0);
+    }
+    assert_true(waiting > 0); /* node a is firing it */
+    assert_int_equal(kill(b, SIGCONT), 0);
+    use_node(c, 1);
+    char *out = NULL;
+    int rc = ofx_ctl(&c->f, &out, "cancel", id, NULL);
+    if (rc != 0)
+        print_message("%s\n", out);
+    assert_int_equal(rc, 0);
+    free(out);
+    res = PQexec(hold, "ROLLBACK");
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    PQfinish(hold);
+    for (int tries = 0; tries < 500 && !log_has(c, 0, "was cancelled (on this node or another)");
+         tries++)
+        usleep(20 * 1000);
+    assert_true(log_has(c, 0, "was cancelled (on this node or another) while it was being fired"));
+    assert_int_equal(log_count(c, 0, "taken over by another node"), 0);
+    assert_int_equal(log_count(c, 0, "started: scheduled for"), 0);
+    /* Never ran: no saga, no start, no effect; node a serves on. */
+    int64_t n = -1;
+    assert_int_equal(pgc_sql_int(c->f.sagad.db, &n,
+                                 "SELECT (SELECT count(*) FROM sagas WHERE id = '%s') + (SELECT "
+                                 "count(*) FROM scheduled_starts WHERE id = '%s')",
+                                 id, id),
+                     0);
+    assert_int_equal(n, 0);
+    assert_int_equal(
+        ofx_sql(&c->f, SVC_ORDER, "SELECT count(*) FROM orders WHERE saga_id = %Q", id), 0);
+    char after[37];
+    start_on(c, 0, "after-cancel-race", after);
+    json_t *st = ofx_wait_final(&c->f, after, OFX_WAIT_MS);
+    assert_non_null(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPLETED");
+    json_decref(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -709,6 +793,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(database_down_at_start, setup, teardown),
         cmocka_unit_test_setup_teardown(scheduled_start_fires_once, setup, teardown),
         cmocka_unit_test_setup_teardown(immediate_and_scheduled_key_race, setup, teardown),
+        cmocka_unit_test_setup_teardown(cancel_beats_firing, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
