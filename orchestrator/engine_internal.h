@@ -217,6 +217,9 @@ void eng_sched_forget(engine *e, const char *saga_id);
  * happened is logged, and the caller drops the saga from memory. 0 when it
  * is no firing of this round. */
 int eng_sched_fire_refused(engine *e, const char *saga_id);
+/* After a reload: the starts postponed for want of their type or input are
+ * tried again at the next poll, not a minute later. */
+void eng_sched_definitions_changed(engine *e);
 
 /* ---- engine_nodes.c -------------------------------------------------------- */
 

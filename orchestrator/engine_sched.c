@@ -41,7 +41,8 @@
  *      its history says by how much. Its deadline counts from when it fires.
  *   5. A start that cannot fire (its type was removed by a reload, or the
  *      type now needs an input it lacks) stays, is logged, and is tried again
- *      every SCHED_RETRY_MS: nothing committed is dropped silently.
+ *      every SCHED_RETRY_MS, and at once after every reload (the type may be
+ *      back): nothing committed is dropped silently; it can be cancelled.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -267,6 +268,15 @@ static int fire_one(const store_schedule *sc, void *arg)
     saga_begin(s, &env);
     om_on_saga_started(e->metrics, s);
     return 0; /* "started" is logged once it is committed (eng_sched_committed) */
+}
+
+void eng_sched_definitions_changed(engine *e)
+{
+    if (store_schedule_postpone(e->db, NULL, 0) != 0)
+        log_warn("scheduled starts postponed for want of their type: %s; they are tried again "
+                 "in at most %d s",
+                 store_errmsg(e->db), SCHED_RETRY_MS / 1000);
+    e->next_sched_poll_ms = util_mono_ms();
 }
 
 int eng_sched_fire_due(engine *e)

@@ -286,7 +286,9 @@ int store_schedule_fire(store *st, const char *id);
 int store_schedule_due(store *st, int64_t now_ms, uint32_t max,
                        int (*fn)(const store_schedule *s, void *arg), void *arg);
 /* Outside a round, committed at once: a start that cannot fire now is not
- * tried again before retry_at_ms. */
+ * tried again before retry_at_ms. id NULL: every start postponed so far
+ * (retry_at_ms > 0), which the engine does with 0 when the saga files are
+ * reloaded, as the type a start lacked may be back. */
 int store_schedule_postpone(store *st, const char *id, int64_t retry_at_ms);
 /* Outside a round, committed at once: deletes the row, whoever claimed it.
  * 0, or STORE_NOT_FOUND when there is none (it fired, or never was). */

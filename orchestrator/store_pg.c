@@ -408,7 +408,9 @@ static const char *const pg_sql[N_PG_STMTS] = {
                       "n.epoch = s.owner_epoch AND n.alive)) "
                       "ORDER BY s.start_at_ms LIMIT $4 FOR UPDATE OF s SKIP LOCKED) "
                       "RETURNING " SCHED_COLUMNS,
-    [P_SCHED_POSTPONE] = "UPDATE scheduled_starts SET retry_at_ms = $2 WHERE id = $1",
+    /* $1 NULL: every postponed start (store_schedule_postpone). */
+    [P_SCHED_POSTPONE] = "UPDATE scheduled_starts SET retry_at_ms = $2 WHERE id = $1 OR "
+                         "($1::text IS NULL AND retry_at_ms > 0)",
     [P_SCHED_DELETE] = "DELETE FROM scheduled_starts WHERE id = $1",
     [P_SCHED_BY_ID] = "SELECT " SCHED_COLUMNS " FROM scheduled_starts WHERE id = $1",
     [P_SCHED_BY_KEY] = "SELECT " SCHED_COLUMNS " FROM scheduled_starts WHERE client_key = $1",
