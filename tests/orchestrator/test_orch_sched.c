@@ -5,7 +5,8 @@
  *
  *   fires_after_restart  a start scheduled 3 s ahead is listed SCHEDULED with
  *                        its time, a repeat with its key answers the same id
- *                        ("existing"); sagad is stopped past the due time and
+ *                        ("existing"), and so does an immediate start of the
+ *                        key; sagad is stopped past the due time and
  *                        started again: the late start fires at recovery, as
  *                        the id it was promised, and completes once.
  *   cancel               cancel before it fires: gone, never started; cancel
@@ -166,6 +167,13 @@ static void fires_after_restart(void **state)
 
     /* The same key and input: the scheduled one. */
     assert_int_equal(sched_start(f, "sched/late", "--in", "3s", "201", again, &existing), 0);
+    assert_string_equal(again, id);
+    assert_int_equal(existing, 1);
+    /* An immediate start of the key: the scheduled one too, not a second
+     * saga (store.h S3; across nodes, test_orch_nodes). */
+    assert_int_equal(ofx_start_order(f, "sched/late", "alice", "WIDGET-1", "1", "201", "lisbon",
+                                     again, &existing, NULL),
+                     0);
     assert_string_equal(again, id);
     assert_int_equal(existing, 1);
 
