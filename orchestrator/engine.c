@@ -542,6 +542,7 @@ static void handle_reload(engine *e, event *ev)
         answer(e, ev, ENGINE_INVALID_CONFIG, err, NULL, 0);
     } else {
         log_info("reloaded %zu saga types from %s", n, e->cfg->sagas_dir);
+        eng_sched_definitions_changed(e);
         answer(e, ev, ENGINE_OK, NULL, NULL, 0);
     }
     config_free_sagas(defs, n);

@@ -69,6 +69,7 @@ typedef struct {
  * saga's insert (store.h S1). */
 typedef struct {
     char id[37];
+    char detail[128]; /* "scheduled for ..., started ... ms after it": logged once committed */
 } pending_fire;
 
 typedef struct {
@@ -211,6 +212,14 @@ void eng_sched_abandon(engine *e);
 int eng_sched_rejected(engine *e, enum store_rejection why, const char *saga_id);
 /* s leaves memory with its round's traces: a firing of it too. */
 void eng_sched_forget(engine *e, const char *saga_id);
+/* After STORE_REJECT_NOT_OWNER for saga_id: 1 when it is a start this round
+ * fires, whose claim was lost (cancelled meanwhile, on any node): what
+ * happened is logged, and the caller drops the saga from memory. 0 when it
+ * is no firing of this round. */
+int eng_sched_fire_refused(engine *e, const char *saga_id);
+/* After a reload: the starts postponed for want of their type or input are
+ * tried again at the next poll, not a minute later. */
+void eng_sched_definitions_changed(engine *e);
 
 /* ---- engine_nodes.c -------------------------------------------------------- */
 

@@ -111,41 +111,63 @@ static void lease_lost(engine *e)
     e->next_claim_ms = e->lease_sure_until_ms;
 }
 
-/* Another node started a saga with this one's client key first: the start is
- * answered as a repeat of that saga (or a conflict, as in handle_start). */
+/* Another node reserved this one's client key first, for a saga or a
+ * scheduled start (store_pg.c F6): the start is answered as a repeat of that
+ * one (or a conflict, as in handle_start), never dropped unanswered. */
 static void key_taken(engine *e, saga *s)
 {
     char winner[37] = "", msg[300];
     saga *other = NULL;
-    int rc = store_find_client_key(e->db, s->client_key, winner);
-    if (rc == 0)
-        rc = store_load_saga(e->db, winner, &other);
+    store_schedule twin = {0};
+    const char *type = NULL, *what = "saga";
+    const kvmap *input = NULL;
+    /* The scheduled start first: firing moves a key from it to a saga in
+     * one commit, never back, so read in this order a key held all along is
+     * found in one place or the other. */
+    int rc = store_schedule_get(e->db, NULL, s->client_key, &twin);
+    if (rc == 0) {
+        memcpy(winner, twin.id, sizeof winner);
+        type = twin.type;
+        input = &twin.input;
+        what = "scheduled start";
+    } else if (rc == STORE_NOT_FOUND &&
+               (rc = store_find_client_key(e->db, s->client_key, winner)) == 0 &&
+               (rc = store_load_saga(e->db, winner, &other)) == 0) {
+        type = other->type;
+        input = &other->input;
+    }
     for (size_t i = 0; i < e->answers.len; i++) {
         pending_answer *a = &e->answers.items[i];
         if (strcmp(a->saga_id, s->id) != 0 || a->status != ENGINE_OK)
             continue;
         free(a->error);
         a->error = NULL;
-        if (rc != 0) {
+        if (type == NULL) {
+            /* Gone again (cancelled, purged) or unreadable: the client's
+             * retry with the same key is safe and finds out. */
             snprintf(msg, sizeof msg,
-                     "client key taken by another node's saga, which cannot be "
-                     "read now: %s; retry",
-                     store_errmsg(e->db));
+                     "client key taken by another node's start, which cannot be read now: "
+                     "%s; retry",
+                     rc < 0 ? store_errmsg(e->db) : "it is gone again");
             a->status = ENGINE_BUSY;
             a->error = util_strdup(msg);
             a->saga_id[0] = '\0';
-        } else if (strcmp(other->type, s->type) == 0 && kv_equal(&other->input, &s->input)) {
-            snprintf(a->saga_id, sizeof a->saga_id, "%s", other->id);
+        } else if (strcmp(type, s->type) == 0 && kv_equal(input, &s->input)) {
+            snprintf(a->saga_id, sizeof a->saga_id, "%s", winner);
             a->existing = 1;
         } else {
             a->status = ENGINE_CONFLICT;
-            a->error = util_strdup("client key already used for a saga with another type or input");
-            snprintf(a->saga_id, sizeof a->saga_id, "%s", other->id);
+            a->error = util_strdup(
+                strcmp(what, "saga") == 0
+                    ? "client key already used for a saga with another type or input"
+                    : "client key already used for a scheduled start with another type or input");
+            snprintf(a->saga_id, sizeof a->saga_id, "%s", winner);
         }
     }
+    log_info("saga %s not started: client key taken by %s %s on another node", s->id, what,
+             type != NULL ? winner : "(unreadable)");
     saga_free(other);
-    log_info("saga %s not started: client key taken by saga %s on another node", s->id,
-             winner[0] ? winner : "(unreadable)");
+    store_schedule_clear(&twin);
     forget_saga(e, s);
 }
 
@@ -167,6 +189,10 @@ void eng_on_rejected(engine *e)
         }
         break;
     case STORE_REJECT_NOT_OWNER:
+        if (s != NULL && eng_sched_fire_refused(e, s->id)) {
+            forget_saga(e, s);
+            return;
+        }
         if (s != NULL) {
             log_warn("saga %s was taken over by another node: dropped here, nothing of it is sent "
                      "from this node",

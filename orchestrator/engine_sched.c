@@ -27,6 +27,10 @@
  *   2. One client key, one start: a key held by a saga or a scheduled start
  *      (stored, or added earlier in the same round) answers a repeat with
  *      that one ("existing"), or a conflict when the type or input differ.
+ *      Across nodes the database decides which reserved it first (store_pg.c
+ *      F6); the refused round's start, immediate or scheduled, is answered
+ *      with the winner's id (eng_sched_rejected, engine_nodes.c key_taken):
+ *      no client is told an id that will not run.
  *   3. A cancel never races a firing on one node: both run on the engine
  *      thread, and a start fired in the current round is a saga in memory,
  *      which a cancel refuses. On several nodes the claim and the
@@ -37,7 +41,8 @@
  *      its history says by how much. Its deadline counts from when it fires.
  *   5. A start that cannot fire (its type was removed by a reload, or the
  *      type now needs an input it lacks) stays, is logged, and is tried again
- *      every SCHED_RETRY_MS: nothing committed is dropped silently.
+ *      every SCHED_RETRY_MS, and at once after every reload (the type may be
+ *      back): nothing committed is dropped silently; it can be cancelled.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -223,15 +228,17 @@ static int fire_one(const store_schedule *sc, void *arg)
             return 0;
         }
     if (sc->client_key != NULL) {
-        /* A saga took the key meanwhile (another node's start in the same
-         * instant, store_pg.c F6): that saga is the key's one start. */
+        /* A saga of another id holding the key cannot happen since client
+         * keys serialize across nodes (store_pg.c F6), but a database may
+         * keep such a pair from a sagad before it. That client was told this
+         * id: the start is neither run (the key is the saga's) nor deleted
+         * behind anyone's back; it stays listed, logged, for an operator. */
         char other[37];
         int rc = store_find_client_key(e->db, sc->client_key, other);
         if (rc == 0 || saga_table_get(&e->by_key, sc->client_key) != NULL) {
-            log_warn("scheduled start %s dropped: saga %s already holds its client key", sc->id,
-                     rc == 0 ? other : "(in memory)");
-            if (store_schedule_cancel(e->db, sc->id) < 0)
-                log_warn("scheduled start %s: %s", sc->id, store_errmsg(e->db));
+            snprintf(why, sizeof why, "saga %s already holds its client key '%s'",
+                     rc == 0 ? other : "(in memory)", sc->client_key);
+            postpone(e, sc, why);
             return 0;
         }
         if (rc < 0) {
@@ -250,18 +257,26 @@ static int fire_one(const store_schedule *sc, void *arg)
         s->deadline_at_ms = now + sc->deadline_ms;
     pending_fire f;
     memcpy(f.id, sc->id, sizeof f.id);
-    push_or_die(VEC_PUSH(e->fires, f), "firing a scheduled start");
-    char due[32], detail[128];
+    char due[32];
     fmt_time(sc->start_at_ms, due, sizeof due);
-    snprintf(detail, sizeof detail, "scheduled for %s, started %" PRId64 " ms after it", due,
+    snprintf(f.detail, sizeof f.detail, "scheduled for %s, started %" PRId64 " ms after it", due,
              now > sc->start_at_ms ? now - sc->start_at_ms : 0);
+    push_or_die(VEC_PUSH(e->fires, f), "firing a scheduled start");
     saga_env env = eng_env(e);
-    saga_event ev = {"saga_scheduled", -1, PHASE_ACTION, 0, OUTCOME_UNSPECIFIED, 0, detail};
+    saga_event ev = {"saga_scheduled", -1, PHASE_ACTION, 0, OUTCOME_UNSPECIFIED, 0, f.detail};
     env.history(env.ctx, s, &ev);
     saga_begin(s, &env);
     om_on_saga_started(e->metrics, s);
-    log_info("saga %s (%s) started: %s", s->id, s->type, detail);
-    return 0;
+    return 0; /* "started" is logged once it is committed (eng_sched_committed) */
+}
+
+void eng_sched_definitions_changed(engine *e)
+{
+    if (store_schedule_postpone(e->db, NULL, 0) != 0)
+        log_warn("scheduled starts postponed for want of their type: %s; they are tried again "
+                 "in at most %d s",
+                 store_errmsg(e->db), SCHED_RETRY_MS / 1000);
+    e->next_sched_poll_ms = util_mono_ms();
 }
 
 int eng_sched_fire_due(engine *e)
@@ -303,6 +318,11 @@ int eng_sched_write(engine *e)
 void eng_sched_committed(engine *e)
 {
     int added = e->sched_adds.len > 0, fired = e->fires.len > 0;
+    for (size_t i = 0; i < e->fires.len; i++) {
+        const saga *s = saga_table_get(&e->by_id, e->fires.items[i].id);
+        log_info("saga %s (%s) started: %s", e->fires.items[i].id, s != NULL ? s->type : "?",
+                 e->fires.items[i].detail);
+    }
     eng_sched_abandon(e);
     if (added)
         crashpoint("engine.after_schedule_commit");
@@ -325,6 +345,30 @@ void eng_sched_forget(engine *e, const char *saga_id)
             e->fires.items[i] = e->fires.items[--e->fires.len];
             return;
         }
+}
+
+int eng_sched_fire_refused(engine *e, const char *saga_id)
+{
+    size_t i = 0;
+    while (i < e->fires.len && strcmp(e->fires.items[i].id, saga_id) != 0)
+        i++;
+    if (i == e->fires.len)
+        return 0;
+    /* This node claimed the row and is alive in its epoch (the round's
+     * lease check passed first), so no other node could claim it (F7): a
+     * delete took it, which only a cancel or an abort does. */
+    store_schedule row = {0};
+    int rc = store_schedule_get(e->db, saga_id, NULL, &row);
+    if (rc == STORE_NOT_FOUND)
+        log_info("scheduled start %s was cancelled (on this node or another) while it was being "
+                 "fired here: it does not start, nothing of it was sent",
+                 saga_id);
+    else
+        log_warn("scheduled start %s: its firing here was refused (the row %s); it is not "
+                 "started here, nothing of it was sent",
+                 saga_id, rc == 0 ? "is claimed by another node now" : "cannot be read to say why");
+    store_schedule_clear(&row);
+    return 1;
 }
 
 int eng_sched_rejected(engine *e, enum store_rejection why, const char *saga_id)
@@ -373,6 +417,10 @@ int eng_sched_rejected(engine *e, enum store_rejection why, const char *saga_id)
                 snprintf(a->saga_id, sizeof a->saga_id, "%s", other);
             }
         }
+        log_info("scheduled start %s not stored: client key taken on another sagad node by "
+                 "%s %s",
+                 s->id, loaded != NULL ? "saga" : "scheduled start",
+                 type != NULL ? other : "(unreadable)");
         store_schedule_clear(&twin);
         saga_free(loaded);
         store_schedule_clear(s);

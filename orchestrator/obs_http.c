@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "admin.h"
 #include "admin.pb-c.h"
@@ -204,9 +205,13 @@ static void get_list(obs_http *o, const char *query, httpd_response *res)
     httpd_query_param(query, "type", type, sizeof type);
     httpd_query_param(query, "limit", limit_arg, sizeof limit_arg);
     httpd_query_param(query, "after", after, sizeof after);
-    if (state_arg[0] && (state = saga_state_parse(state_arg)) < 0) {
+    /* SCHEDULED: the starts waiting for their time (not a saga state, saga.h). */
+    if (strcasecmp(state_arg, "SCHEDULED") == 0)
+        state = SAGA__V1__SAGA_STATE__SAGA_SCHEDULED;
+    else if (state_arg[0] && (state = saga_state_parse(state_arg)) < 0) {
         set_error(res, 400,
-                  "state must be RUNNING, COMPENSATING, COMPLETED, COMPENSATED or FAILED");
+                  "state must be RUNNING, COMPENSATING, COMPLETED, COMPENSATED, FAILED or "
+                  "SCHEDULED");
         return;
     }
     if (limit_arg[0] && (util_parse_i64(limit_arg, &limit) != 0 || limit < 1)) {

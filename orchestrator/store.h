@@ -245,10 +245,14 @@ int store_claim_saga(store *st, const char *saga_id);
  *       neither.
  *   S2. A row is written at once, whole, and never updated but for its
  *       claim and retry_at_ms (below): what sagactl was told is what fires.
- *   S3. A client key is held by at most one row, and store_schedule_get
- *       finds it, so the engine answers a repeat with the scheduled start
- *       (one node: exact; several nodes: a start of the same key on another
- *       node in the same instant can win, see store_pg.c).
+ *   S3. A client key is held by at most one row, or by one saga, never
+ *       both (but the saga the row fires, of its own id), and
+ *       store_schedule_get finds it, so the engine answers a repeat with
+ *       the scheduled start. One node: the engine checks both before it
+ *       writes. Several nodes: the inserts serialize on the key and each
+ *       checks the other table (store_pg.c F6), so whichever start, now or
+ *       scheduled, committed first holds the key, and the other's round is
+ *       refused (STORE_REJECT_KEY_TAKEN).
  *   S4. Shared database: a row fires only on the node that claimed it
  *       (store_schedule_due: claimed in a committed UPDATE ... FOR UPDATE
  *       SKIP LOCKED, taken over only from a fenced node or an earlier life),
@@ -282,7 +286,9 @@ int store_schedule_fire(store *st, const char *id);
 int store_schedule_due(store *st, int64_t now_ms, uint32_t max,
                        int (*fn)(const store_schedule *s, void *arg), void *arg);
 /* Outside a round, committed at once: a start that cannot fire now is not
- * tried again before retry_at_ms. */
+ * tried again before retry_at_ms. id NULL: every start postponed so far
+ * (retry_at_ms > 0), which the engine does with 0 when the saga files are
+ * reloaded, as the type a start lacked may be back. */
 int store_schedule_postpone(store *st, const char *id, int64_t retry_at_ms);
 /* Outside a round, committed at once: deletes the row, whoever claimed it.
  * 0, or STORE_NOT_FOUND when there is none (it fired, or never was). */

@@ -35,14 +35,33 @@
  *   F5. Every saga update of a round is conditional on owner and epoch, and
  *       raises when it changes no row: a saga claimed away (F4) is refused,
  *       even when its old owner still holds its lease.
- *   F6. A client key insert is ON CONFLICT DO NOTHING and raises when
- *       another node's saga has the key (the round is refused; the engine
- *       answers with that saga). A scheduled start's insert raises
- *       likewise when a saga or another scheduled start has its key. A
- *       saga insert does not look at scheduled_starts: a start and a
- *       scheduled start of one key sent to two nodes in the same instant
- *       may both be taken; the scheduled one then fails to fire on F6
- *       and is dropped with a warning (the key's saga exists: store.h S3).
+ *   F6. A client key names one start, a saga or a scheduled start,
+ *       whichever reserved it first, on whatever node. Every insert with
+ *       a key (a saga's, a scheduled start's) is two statements of its
+ *       round: pg_advisory_xact_lock(PG_LOCK_CLIENT_KEY, hashtext(key)),
+ *       then the insert, which raises key_taken when the key is held in
+ *       the other table (a saga's insert ignores the scheduled start of
+ *       its own id: the one it fires) or, ON CONFLICT DO NOTHING, in its
+ *       own. The lock is held to the end of the round's transaction, so
+ *       two rounds with one key run their inserts one after the other; and
+ *       the check is a statement of its own after the lock because at READ
+ *       COMMITTED each statement reads a fresh snapshot, taken once its
+ *       predecessor returned: the second round's check sees the first
+ *       round's committed row. (In the lock's statement it would not: its
+ *       snapshot predates the wait.) Without the lock the two tables'
+ *       unique indexes see only themselves, and an immediate start and a
+ *       scheduled start of one key sent to two nodes at once could both
+ *       commit, one client told an id that never runs.
+ *       Why a lock and not one key table with a unique index that both
+ *       paths insert into (which would serialize the same way): the lock
+ *       needs no schema change and no row to keep in step with two others
+ *       through cancels, firings and purges; it costs a statement per keyed
+ *       insert, queued in the same pipeline (the round stays one round
+ *       trip), and a hash collision only makes two keys wait for each
+ *       other. Two rounds locking two keys in opposite orders deadlock as
+ *       their unique indexes already could: PostgreSQL (or lock_timeout)
+ *       ends one, whose round is retried (transient) and then refused.
+ *       The refused round's engine answers with the key's holder.
  *   F7. A node fires a scheduled start only after claiming it (owner,
  *       owner_epoch) in a committed UPDATE ... FOR UPDATE SKIP LOCKED of
  *       rows unclaimed, claimed by itself, or by a fenced or earlier life;
@@ -93,8 +112,14 @@
 /* pg_advisory_lock keys: schema creation, definition registration. */
 #define PG_LOCK_SCHEMA      0x53414741001
 #define PG_LOCK_DEFINITIONS 0x53414741002
-#define PG_RECOVERY_BATCH   256
-#define PG_MAX_PARAMS       18
+/* pg_advisory_xact_lock(class, hashtext(key)) of F6: a two-key lock, so it
+ * never meets the one-key locks above. 0x53474B59 ("SGKY"), in decimal: it
+ * is pasted into SQL, which has no hexadecimal literals before PostgreSQL 16. */
+#define PG_LOCK_CLIENT_KEY 1397181273
+#define PG_STR_(x)         #x
+#define PG_STR(x)          PG_STR_(x)
+#define PG_RECOVERY_BATCH  256
+#define PG_MAX_PARAMS      18
 
 /* store_set_interrupt's flag: the waits for the server end when it is set. */
 static volatile sig_atomic_t *wait_interrupt;
@@ -229,6 +254,7 @@ static const char *const pg_migrations[PG_SCHEMA_VERSION - 1] = {
 enum pg_stmt {
     P_FENCE,
     P_SAGA_INSERT,
+    P_KEY_LOCK,
     P_SAGA_INSERT_KEYED,
     P_SAGA_UPDATE,
     P_SAGA_OWNED,
@@ -290,7 +316,11 @@ static const char *const pg_sql[N_PG_STMTS] = {
         "deadline_at_ms, root_cause) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
         "$13, $14, $15, $16) "
         "ON CONFLICT (client_key) WHERE client_key IS NOT NULL DO NOTHING RETURNING 1) "
-        "SELECT CASE WHEN EXISTS (SELECT 1 FROM i) THEN 1 ELSE saga_reject('key_taken', $1) END",
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM i) AND NOT EXISTS (SELECT 1 FROM "
+        "scheduled_starts WHERE client_key = $5 AND id <> $1) THEN 1 "
+        "ELSE saga_reject('key_taken', $1) END",
+    /* F6: queued before any insert with a key, as a statement of its own. */
+    [P_KEY_LOCK] = "SELECT pg_advisory_xact_lock(" PG_STR(PG_LOCK_CLIENT_KEY) ", hashtext($1))",
     [P_SAGA_UPDATE] = "WITH u AS (UPDATE sagas SET state = $2, failed_phase = $3, cursor = $4, "
                       "last_error = $5, updated_at_ms = $6, root_cause = $9 WHERE id = $1 AND "
                       "owner = $7 AND owner_epoch = $8 RETURNING 1) "
@@ -378,7 +408,9 @@ static const char *const pg_sql[N_PG_STMTS] = {
                       "n.epoch = s.owner_epoch AND n.alive)) "
                       "ORDER BY s.start_at_ms LIMIT $4 FOR UPDATE OF s SKIP LOCKED) "
                       "RETURNING " SCHED_COLUMNS,
-    [P_SCHED_POSTPONE] = "UPDATE scheduled_starts SET retry_at_ms = $2 WHERE id = $1",
+    /* $1 NULL: every postponed start (store_schedule_postpone). */
+    [P_SCHED_POSTPONE] = "UPDATE scheduled_starts SET retry_at_ms = $2 WHERE id = $1 OR "
+                         "($1::text IS NULL AND retry_at_ms > 0)",
     [P_SCHED_DELETE] = "DELETE FROM scheduled_starts WHERE id = $1",
     [P_SCHED_BY_ID] = "SELECT " SCHED_COLUMNS " FROM scheduled_starts WHERE id = $1",
     [P_SCHED_BY_KEY] = "SELECT " SCHED_COLUMNS " FROM scheduled_starts WHERE client_key = $1",
@@ -791,6 +823,14 @@ static int queue(pg_store *st, enum pg_stmt q, const params *p, const char *saga
     return 0;
 }
 
+/* F6: the round holds client_key's lock from here to its end. */
+static int queue_key_lock(pg_store *st, const char *client_key, const char *saga_id)
+{
+    params p = {0};
+    p_text(&p, client_key);
+    return queue(st, P_KEY_LOCK, &p, saga_id);
+}
+
 /* Reads the result of every queued statement up to the Sync: 0 when all
  * succeeded, STORE_REJECTED when a rule of the round raised (the rest was
  * skipped and the implicit transaction rolled back), -1 otherwise. on_row,
@@ -1027,7 +1067,9 @@ static int insert_saga(pg_store *st, const saga *s)
     p_text(&p, st->node[0] ? st->epoch : "0");
     p_int(&p, s->deadline_at_ms);
     p_text(&p, s->root_cause);
-    int rc = queue(st, s->client_key ? P_SAGA_INSERT_KEYED : P_SAGA_INSERT, &p, s->id);
+    int rc = s->client_key ? queue_key_lock(st, s->client_key, s->id) : 0;
+    if (rc == 0)
+        rc = queue(st, s->client_key ? P_SAGA_INSERT_KEYED : P_SAGA_INSERT, &p, s->id);
     free(input);
     for (size_t i = 0; rc == 0 && i < s->n_steps; i++) {
         const step_def *sd = &s->def->steps[i];
@@ -1982,6 +2024,8 @@ static int pg_schedule_add(store *base, const store_schedule *s)
     p_int(&p, s->retry_at_ms);
     int own = !st->in_txn;
     int rc = own ? pg_begin(base) : 0;
+    if (rc == 0 && s->client_key != NULL)
+        rc = queue_key_lock(st, s->client_key, s->id);
     if (rc == 0)
         rc = queue(st, P_SCHED_INSERT, &p, s->id);
     free(input);

@@ -408,7 +408,9 @@ static const char *const stmt_sql[N_STMTS] = {
     [Q_SCHED_INSERT] = "INSERT INTO scheduled_starts (" SCHED_COLUMNS ") "
                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [Q_SCHED_DELETE] = "DELETE FROM scheduled_starts WHERE id = ?1",
-    [Q_SCHED_POSTPONE] = "UPDATE scheduled_starts SET retry_at_ms = ?2 WHERE id = ?1",
+    /* ?1 NULL: every postponed start (store_schedule_postpone). */
+    [Q_SCHED_POSTPONE] = "UPDATE scheduled_starts SET retry_at_ms = ?2 WHERE id = ?1 OR "
+                         "(?1 IS NULL AND retry_at_ms > 0)",
 };
 
 typedef struct sq_store sq_store;

@@ -5,6 +5,9 @@
 'use strict';
 
 const STATES = ['RUNNING', 'COMPENSATING', 'COMPLETED', 'COMPENSATED', 'FAILED'];
+// Starts waiting for their time (sagactl start --at/--in): listed apart, not
+// sagas yet, so not in "all"; their row shows when they start.
+const SCHEDULED = 'SCHEDULED';
 const LIST_REFRESH_MS = 2000;
 const SAGA_REFRESH_MS = 1000;
 let timer = null;
@@ -104,7 +107,7 @@ function renderCounts(counts, active) {
   for (const s of STATES) total += counts[s] || 0;
   const all = el('a', { class: 'count' + (active ? '' : ' active'), href: '#', 'data-state': '' }, 'all', el('b', {}, total));
   nav.append(all);
-  for (const s of STATES) {
+  for (const s of [...STATES, SCHEDULED]) {
     const a = el('a', { class: 'count' + (active === s ? ' active' : ''), href: '#state=' + s, id: 'count-' + s, 'data-state': s },
       stateBadge(s), el('b', {}, counts[s] || 0));
     nav.append(a);
@@ -117,7 +120,8 @@ function sagaRow(s) {
     el('td', {}, s.type),
     el('td', {}, stateBadge(s.state)),
     el('td', {}, fmtWhen(s.created_at_ms)),
-    el('td', {}, fmtAgo(s.updated_at_ms)),
+    s.state === SCHEDULED ? el('td', { class: 'starts' }, fmtWhen(s.start_at_ms))
+      : el('td', {}, fmtAgo(s.updated_at_ms)),
     errorCell(s, 'td'));
 }
 
@@ -143,6 +147,7 @@ async function refreshList() {
       api('/api/sagas?state=FAILED&limit=50' + (type ? '&type=' + encodeURIComponent(type) : '')),
     ]);
     renderCounts(list.counts, state);
+    $('col-when').textContent = state === SCHEDULED ? 'Starts' : 'Updated';
     updateTypes(list.sagas);
     updateTypes(failed.sagas);
     // Needs attention: FAILED sagas first, whatever the filter.
@@ -180,10 +185,16 @@ function renderHead(s) {
     add('failed at', el('span', { class: 'err', id: 'failed-step' }, 'step ' + s.failed_step + ' (' +
       (s.failed_phase === 'compensate' ? 'compensation' : 'action') + ')'));
   if (s.client_key) add('client key', s.client_key);
-  add('created', fmtWhen(s.created_at_ms));
-  add('updated', fmtWhen(s.updated_at_ms));
-  add('duration', s.duration_ms !== null ? fmtDuration(s.duration_ms)
-    : fmtDuration(Math.max(0, Date.now() - s.created_at_ms)) + ' so far');
+  if (s.state === SCHEDULED) {
+    add('scheduled', fmtWhen(s.created_at_ms));
+    add('starts', el('span', { id: 'starts-at' }, fmtWhen(s.start_at_ms)));
+    add('what now', 'it starts by itself then; before that, sagactl cancel ' + s.saga_id + ' cancels it');
+  } else {
+    add('created', fmtWhen(s.created_at_ms));
+    add('updated', fmtWhen(s.updated_at_ms));
+    add('duration', s.duration_ms !== null ? fmtDuration(s.duration_ms)
+      : fmtDuration(Math.max(0, Date.now() - s.created_at_ms)) + ' so far');
+  }
   if (s.deadline_at_ms) add('deadline', fmtWhen(s.deadline_at_ms));
   const input = Object.entries(s.input).map(([k, v]) => k + '=' + v).join('  ');
   add('input', input);
@@ -308,7 +319,9 @@ function renderTimeline(events, final) {
 
 async function refreshSaga(id) {
   try {
-    const [s, h] = await Promise.all([api('/api/sagas/' + id), api('/api/sagas/' + id + '/history')]);
+    const s = await api('/api/sagas/' + id);
+    // A scheduled start has no steps run and no history yet: shown until it fires.
+    const h = s.state === SCHEDULED ? { events: [] } : await api('/api/sagas/' + id + '/history');
     renderHead(s);
     renderSteps(s);
     const final = ['COMPLETED', 'COMPENSATED', 'FAILED'].includes(s.state);

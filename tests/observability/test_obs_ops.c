@@ -10,7 +10,8 @@
  * are spent (FAILED); then order-svc starts and two more sagas run, one
  * completing and one refused at the charge (COMPENSATED). Last, a saga of
  * the shipped order_fulfillment_parallel: its timeline shows charge_payment
- * and reserve_stock side by side.
+ * and reserve_stock side by side. Then a start scheduled an hour ahead,
+ * listed by /api/sagas?state=SCHEDULED and the dashboard with its start time.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "obs_fixture.h"
@@ -806,6 +808,109 @@ static void test_recovered_saga_in_browser(void **state)
     free(chromium);
 }
 
+/* ---- Scheduled starts: listed by the API and the dashboard ------------------------------ */
+
+/* A start an hour ahead: GET /api/sagas?state=SCHEDULED lists it as sagactl
+ * list --state scheduled does, with its start time; the dashboard's
+ * SCHEDULED filter shows it with that time, and its page says when it
+ * starts and how to cancel it. */
+static void test_scheduled_starts_listed(void **state)
+{
+    sys *s = *state;
+    char *out = NULL;
+    int code = ofx_ctl(&s->f, &out, "--json", "start", "order_fulfillment", "--key", "dash-sched",
+                       "--in", "1h", "customer=alice", "sku=WIDGET-1", "quantity=1", "amount=100",
+                       "destination=paris", NULL);
+    if (code != 0)
+        print_message("%s\n", out);
+    assert_int_equal(code, 0);
+    json_t *doc = tj_parse(out);
+    free(out);
+    char id[37];
+    assert_non_null(tj_str(doc, "saga_id"));
+    snprintf(id, sizeof id, "%s", tj_str(doc, "saga_id"));
+    json_decref(doc);
+
+    json_t *ctl = ctl_doc(s, "list", "--state", "scheduled");
+    json_t *api = api_doc(s, "/api/sagas?state=SCHEDULED");
+    assert_same_doc(ctl, api, "list --state scheduled");
+    json_decref(ctl);
+    const json_t *row = json_array_get(json_object_get(api, "sagas"), 0);
+    OFX_ASSERT_STR(tj_str(row, "saga_id"), id);
+    OFX_ASSERT_STR(tj_str(row, "state"), "SCHEDULED");
+    int64_t start_at = tj_int(row, "start_at_ms", 0);
+    assert_true(start_at > util_wall_ms() + 50 * 60 * 1000);
+    assert_int_equal(json_array_size(json_object_get(api, "sagas")), 1);
+    assert_int_equal(tj_int(json_object_get(api, "counts"), "SCHEDULED", -1), 1);
+    json_decref(api);
+    api = api_doc(s, "/api/sagas?state=scheduled"); /* as sagactl, any case */
+    assert_int_equal(json_array_size(json_object_get(api, "sagas")), 1);
+    json_decref(api);
+    /* The other filters list sagas only. */
+    api = api_doc(s, "/api/sagas");
+    for (size_t i = 0; i < json_array_size(json_object_get(api, "sagas")); i++)
+        assert_string_not_equal(tj_str(json_array_get(json_object_get(api, "sagas"), i), "saga_id"),
+                                id);
+    json_decref(api);
+    obs_response r;
+    assert_int_equal(obs_get(s->port, "/api/sagas?state=LATER", NULL, NULL, 5000, &r), 0);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "SCHEDULED"));
+    obs_response_free(&r);
+
+    char *chromium = find_chromium();
+    if (chromium == NULL) {
+        print_message("chromium is not installed (apt-get install chromium; "
+                      "scripts/install-deps.sh --test installs it): skipping the browser test\n");
+        skip();
+    }
+    /* What the page shows: the time as fmtTime writes it, "YYYY-MM-DD HH:MM:SS UTC". */
+    char when[40], url[300], dom_path[512], probe[256];
+    time_t secs = (time_t)(start_at / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/?token=%s#state=SCHEDULED", s->port, OBS_TOKEN);
+    snprintf(dom_path, sizeof dom_path, "%s/list-scheduled.html", s->f.dir);
+    assert_int_equal(run_chromium(s, chromium, url, "--dump-dom", dom_path), 0);
+    char *dom = th_read_file(dom_path);
+    assert_non_null(dom);
+    snprintf(probe, sizeof probe, "<tr data-saga=\"%s\" data-state=\"SCHEDULED\">", id);
+    char *tr = strstr(dom, probe);
+    if (tr == NULL)
+        print_message("DOM:\n%s\n", dom);
+    assert_non_null(tr);
+    char *td = strstr(tr, "<td class=\"starts\">");
+    assert_non_null(td);
+    assert_true(td < strstr(tr, "</tr>"));
+    assert_non_null(strstr(td, when));
+    assert_true(strstr(td, when) < strstr(td, "</td>"));
+    assert_non_null(strstr(td, ">in ")); /* how long until then, beside the time */
+    assert_non_null(strstr(dom, "<th id=\"col-when\">Starts</th>"));
+    assert_non_null(strstr(dom, "data-state=\"SCHEDULED\">SCHEDULED</span><b>1</b>"));
+    free(dom);
+    char png[512];
+    snprintf(png, sizeof png, "--screenshot=%s/dashboard-scheduled.png", s->f.dir);
+    assert_int_equal(run_chromium(s, chromium, url, png, "/dev/null"), 0);
+    assert_png(png + strlen("--screenshot="));
+
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/?token=%s#saga=%s", s->port, OBS_TOKEN, id);
+    snprintf(dom_path, sizeof dom_path, "%s/saga-scheduled.html", s->f.dir);
+    assert_int_equal(run_chromium(s, chromium, url, "--dump-dom", dom_path), 0);
+    dom = th_read_file(dom_path);
+    assert_non_null(dom);
+    char *starts = strstr(dom, "<span id=\"starts-at\">");
+    if (starts == NULL)
+        print_message("DOM:\n%s\n", dom);
+    assert_non_null(starts);
+    assert_non_null(strstr(starts, when));
+    snprintf(probe, sizeof probe, "sagactl cancel %s", id);
+    assert_non_null(strstr(dom, probe));
+    assert_null(strstr(dom, "id=\"error\" class=\"error\">")); /* no error shown */
+    free(dom);
+    free(chromium);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -813,6 +918,7 @@ int main(void)
         cmocka_unit_test(test_sagactl_and_api_agree),
         cmocka_unit_test(test_watch_json_and_list_watch),
         cmocka_unit_test(test_dashboard_in_browser),
+        cmocka_unit_test(test_scheduled_starts_listed),
     };
     const struct CMUnitTest pivot[] = {
         cmocka_unit_test(test_recovered_saga_in_browser),

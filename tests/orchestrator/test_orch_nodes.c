@@ -11,9 +11,18 @@
  *                   lost, drops them, joins again, keeps serving, and nothing
  *                   is done twice.
  *   client keys     the same key started on two nodes, one after the other and
- *                   at once: one saga, the same id from both.
+ *                   at once: one saga, the same id from both. An immediate
+ *                   start on one node and a scheduled start on the other
+ *                   with one key (store_pg.c F6): first with node a's insert
+ *                   held after its check while node b commits the other
+ *                   kind, both ways; then 24 keys sent to both at once. Each
+ *                   key holds one saga or scheduled start, both clients
+ *                   were told its id, and every such id runs, once.
  *   any node        status, list and stats on one node see the sagas of the
  *                   other; abort on a node takes the saga over from the other.
+ *   cancel race     a cancel on node b beats node a's firing of the start
+ *                   (held mid-round): node a logs that it was cancelled, the
+ *                   start never runs.
  *   scheduled       starts scheduled on both nodes, due at the same moment:
  *                   both nodes claim due starts (store_pg.c F7), each start
  *                   fires once; starts scheduled on a node SIGKILLed before
@@ -42,6 +51,7 @@
 
 #include "orch_fixture.h"
 #include "pg_cluster.h"
+#include <libpq-fe.h>
 #include "util.h"
 
 #define LEASE_MS 2000
@@ -490,6 +500,300 @@ static void scheduled_start_fires_once(void **state)
     assert_int_equal(fired, N_SCHED + N_SCHED_KILLED);
 }
 
+/* Spawns sagactl start of key on node i (--in 2s when scheduled), its
+ * output into *file (the caller frees it). */
+static pid_t spawn_start(cluster *c, int i, const char *key, int scheduled, char **file)
+{
+    char name[64];
+    snprintf(name, sizeof name, "%s-%d.out", key, i);
+    use_node(c, i);
+    *file = th_path(c->f.dir, name);
+    const char *args[16] = {
+        "--url", c->f.sagad.url, "--json", "start", "order_fulfillment", "--key", key};
+    int n = 7;
+    if (scheduled) {
+        args[n++] = "--in";
+        args[n++] = "2s";
+    }
+    const char *input[] = {"customer=alice", "sku=WIDGET-1", "quantity=1", "amount=100",
+                           "destination=paris"};
+    for (size_t j = 0; j < sizeof input / sizeof input[0]; j++)
+        args[n++] = input[j];
+    args[n] = NULL;
+    unlink(*file);
+    pid_t pid = -1;
+    assert_int_equal(th_spawn("sagactl", args, NULL, *file, &pid), 0);
+    return pid;
+}
+
+/* Waits for a spawn_start; the saga id it was told into id, *existing. */
+static void wait_start(pid_t pid, char *file, char id[37], int *existing)
+{
+    int status = 0;
+    assert_int_equal(th_wait_exit(pid, OFX_CTL_MS, &status), 0);
+    char *text = th_read_file(file);
+    assert_non_null(text);
+    json_t *doc = tj_parse(text);
+    if (doc == NULL || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        print_message("%s: %s\n", file, text);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_non_null(doc);
+    assert_non_null(tj_str(doc, "saga_id"));
+    snprintf(id, 37, "%s", tj_str(doc, "saga_id"));
+    *existing = (int)tj_int(doc, "existing", 0) == 1;
+    json_decref(doc);
+    free(text);
+    free(file);
+}
+
+/* The key names exactly one saga or scheduled start (one snapshot): id.
+ * Returns 1 when it is a scheduled start still. */
+static int assert_key_holds(cluster *c, const char *key, const char *id)
+{
+    int64_t n = -1;
+    assert_int_equal(pgc_sql_int(c->f.sagad.db, &n,
+                                 "SELECT count(*) FROM (SELECT id FROM sagas WHERE client_key = "
+                                 "'%s' UNION ALL SELECT id FROM scheduled_starts WHERE "
+                                 "client_key = '%s') k",
+                                 key, key),
+                     0);
+    assert_int_equal(n, 1);
+    char *held = pgc_sql_text(c->f.sagad.db,
+                              "SELECT id FROM sagas WHERE client_key = '%s' UNION ALL "
+                              "SELECT id FROM scheduled_starts WHERE client_key = '%s'",
+                              key, key);
+    assert_non_null(held);
+    assert_string_equal(held, id);
+    free(held);
+    int64_t sched = 0;
+    assert_int_equal(pgc_sql_int(c->f.sagad.db, &sched,
+                                 "SELECT count(*) FROM scheduled_starts WHERE id = '%s'", id),
+                     0);
+    return sched > 0;
+}
+
+/* Both nodes again with a lease of lease_ms (lock_timeout is a quarter of it). */
+static void restart_nodes_with_lease(cluster *c, int lease_ms)
+{
+    for (int i = 0; i < N_NODES; i++) {
+        use_node(c, i);
+        assert_int_equal(ofx_stop_sagad(&c->f), 0);
+        char *text = th_read_file(c->f.cfg);
+        assert_non_null(text);
+        char *at = strstr(text, "lease_ms = ");
+        assert_non_null(at);
+        char *end = strchr(at, ';');
+        assert_non_null(end);
+        *at = '\0';
+        char *with = util_asprintf("%slease_ms = %d%s", text, lease_ms, end);
+        assert_int_equal(th_write_file(c->f.cfg, with), 0);
+        free(with);
+        free(text);
+    }
+    for (int i = N_NODES - 1; i >= 0; i--) {
+        use_node(c, i);
+        assert_int_equal(ofx_start_sagad(&c->f, NULL), 0);
+    }
+}
+
+/* Both nodes stopped cleanly: exit 0 (under ASan: no error, no leak in
+ * what they ran). */
+static void stop_nodes_cleanly(cluster *c)
+{
+    for (int i = 0; i < N_NODES; i++) {
+        use_node(c, i);
+        assert_int_equal(ofx_stop_sagad(&c->f), 0);
+    }
+}
+
+/* One client key, an immediate start on one node and a start scheduled on
+ * the other, sent at once (store_pg.c F6): whichever reserved the key first
+ * is the key's one saga, and both clients are told its id; the scheduled
+ * winners then fire and run (a promised id is never dropped).
+ * First the worst interleaving, forced: node a's round is held (a table lock
+ * the test takes) after node a checked that the key is free and before its
+ * insert, while node b stores the other kind of start with the key. Then
+ * many keys sent to both nodes at once. */
+#define N_KEY_RACES 24
+#define RACE_BATCH  6
+
+static void immediate_and_scheduled_key_race(void **state)
+{
+    cluster *c = *state;
+    char ids[N_KEY_RACES + 2][37];
+    int n_ids = 0, scheduled_won = 0;
+    /* A lease long enough for node a to stay held without being fenced;
+     * lock_timeout, a quarter of it, long enough for node b to answer. */
+    restart_nodes_with_lease(c, 12000);
+    /* The test holds node a's insert with an uncommitted row of the same
+     * key in the same table: its unique index makes node a's insert wait
+     * for the test's transaction, which rolls back once node b answered. */
+    static const char *const held_table[2] = {"sagas", "scheduled_starts"};
+    for (int t = 0; t < 2; t++) {
+        char key[32], *files[2], got[2][37];
+        int existing[2];
+        snprintf(key, sizeof key, "held-%s", held_table[t]);
+        PGconn *hold = PQconnectdb(c->f.sagad.db);
+        assert_int_equal(PQstatus(hold), CONNECTION_OK);
+        char *sql = util_asprintf(
+            t == 0 ? "BEGIN; INSERT INTO sagas (id, type, state, failed_phase, client_key, "
+                     "input, cursor, n_steps, created_at_ms, updated_at_ms, def_version, owner, "
+                     "owner_epoch, deadline_at_ms) VALUES ('held', 'held', 1, 0, '%s', '{}', 0, "
+                     "0, 0, 0, 0, 'test', 0, 0)"
+                   : "BEGIN; INSERT INTO scheduled_starts (id, type, client_key, input, "
+                     "start_at_ms, deadline_ms, created_at_ms) VALUES ('held', 'held', '%s', "
+                     "'{}', 0, 0, 0)",
+            key);
+        PGresult *res = PQexec(hold, sql);
+        assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+        PQclear(res);
+        free(sql);
+        /* t = 0: node a's immediate start waits to insert its saga;
+         * t = 1: node a's scheduled start waits to insert its row. */
+        pid_t a = spawn_start(c, 0, key, t == 1, &files[0]);
+        int64_t waiting = 0;
+        for (int tries = 0; tries < 1000 && waiting == 0; tries++) {
+            usleep(20 * 1000);
+            assert_int_equal(pgc_sql_int(c->f.sagad.db, &waiting,
+                                         "SELECT count(*) FROM pg_stat_activity WHERE "
+                                         "wait_event_type = 'Lock' AND query LIKE "
+                                         "'WITH i AS (INSERT INTO %s %%'",
+                                         held_table[t]),
+                             0);
+        }
+        assert_true(waiting > 0);
+        /* Node a has checked the key; node b takes the other path with it. */
+        pid_t b = spawn_start(c, 1, key, t == 0, &files[1]);
+        wait_start(b, files[1], got[1], &existing[1]);
+        res = PQexec(hold, "ROLLBACK");
+        assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+        PQclear(res);
+        PQfinish(hold);
+        wait_start(a, files[0], got[0], &existing[0]);
+        if (strcmp(got[0], got[1]) != 0)
+            print_message("key %s: node a said %s, node b said %s\n", key, got[0], got[1]);
+        assert_string_equal(got[0], got[1]);
+        assert_true(existing[0] != existing[1]);
+        scheduled_won += assert_key_holds(c, key, got[0]);
+        snprintf(ids[n_ids++], sizeof ids[0], "%s", got[0]);
+    }
+    /* Held, node a's round was refused and its start answered with node
+     * b's: the immediate one, then the scheduled one. */
+    assert_true(log_has(c, 0, "not started: client key taken by"));
+    assert_true(log_has(c, 0, "not stored: client key taken on another sagad node"));
+    /* Then at once, RACE_BATCH keys at a time; the kinds alternate nodes. */
+    for (int b = 0; b < N_KEY_RACES; b += RACE_BATCH) {
+        pid_t pid[RACE_BATCH][2];
+        char *files[RACE_BATCH][2];
+        for (int k = b; k < b + RACE_BATCH; k++)
+            for (int i = 0; i < 2; i++) {
+                char key[32];
+                snprintf(key, sizeof key, "mixed-%d", k);
+                pid[k - b][i] = spawn_start(c, i, key, (i + k) % 2 == 0, &files[k - b][i]);
+            }
+        for (int k = b; k < b + RACE_BATCH; k++) {
+            char key[32], got[2][37];
+            int existing[2];
+            snprintf(key, sizeof key, "mixed-%d", k);
+            for (int i = 0; i < 2; i++)
+                wait_start(pid[k - b][i], files[k - b][i], got[i], &existing[i]);
+            if (strcmp(got[0], got[1]) != 0)
+                print_message("key %s: node a said %s, node b said %s\n", key, got[0], got[1]);
+            assert_string_equal(got[0], got[1]);
+            assert_true(existing[0] != existing[1]);
+            scheduled_won += assert_key_holds(c, key, got[0]);
+            snprintf(ids[n_ids++], sizeof ids[0], "%s", got[0]);
+        }
+    }
+    print_message("%d of %d keys went to the scheduled start\n", scheduled_won, n_ids);
+    /* The scheduled winners fire; every id runs, once. */
+    use_node(c, 0);
+    assert_all_completed_once(c, ids, n_ids);
+    stop_nodes_cleanly(c);
+}
+
+/* A cancel on node b beats node a's firing of the same start (store_pg.c
+ * F7): node a claimed it and its firing round is held (the test holds an
+ * uncommitted saga row of the start's client key, on whose unique index the
+ * saga's insert waits, after the round's delete locked the start's row);
+ * node b's cancel waits for that row, deletes it once node a's attempt gives
+ * up, and is answered; node a's next attempt is refused, and node a says
+ * that the start was cancelled, not that a saga was taken over. The start
+ * never runs. */
+static void cancel_beats_firing(void **state)
+{
+    cluster *c = *state;
+    restart_nodes_with_lease(c, 12000);
+    use_node(c, 1);
+    pid_t b = c->f.sagad.pid;
+    assert_int_equal(kill(b, SIGSTOP), 0); /* node a alone claims it (far within b's lease) */
+    use_node(c, 0);
+    char id[37], *text = NULL;
+    assert_int_equal(ofx_ctl(&c->f, &text, "--json", "start", "order_fulfillment", "--key",
+                             "cancel-race", "--in", "2s", "customer=alice", "sku=WIDGET-1",
+                             "quantity=1", "amount=100", "destination=paris", NULL),
+                     0);
+    json_t *doc = tj_parse(text);
+    assert_non_null(tj_str(doc, "saga_id"));
+    snprintf(id, sizeof id, "%s", tj_str(doc, "saga_id"));
+    json_decref(doc);
+    free(text);
+    PGconn *hold = PQconnectdb(c->f.sagad.db);
+    assert_int_equal(PQstatus(hold), CONNECTION_OK);
+    PGresult *res =
+        PQexec(hold, "BEGIN; INSERT INTO sagas (id, type, state, failed_phase, client_key, input, "
+                     "cursor, n_steps, created_at_ms, updated_at_ms, def_version, owner, "
+                     "owner_epoch, deadline_at_ms) VALUES ('held', 'held', 1, 0, 'cancel-race', "
+                     "'{}', 0, 0, 0, 0, 0, 'test', 0, 0)");
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    int64_t waiting = 0;
+    for (int tries = 0; tries < 1000 && waiting == 0; tries++) {
+        usleep(20 * 1000);
+        assert_int_equal(pgc_sql_int(c->f.sagad.db, &waiting,
+                                     "SELECT count(*) FROM pg_stat_activity WHERE "
+                                     "wait_event_type = 'Lock' AND query LIKE "
+                                     "'WITH i AS (INSERT INTO sagas %%'"),
+                         0);
+    }
+    assert_true(waiting > 0); /* node a is firing it */
+    assert_int_equal(kill(b, SIGCONT), 0);
+    use_node(c, 1);
+    char *out = NULL;
+    int rc = ofx_ctl(&c->f, &out, "cancel", id, NULL);
+    if (rc != 0)
+        print_message("%s\n", out);
+    assert_int_equal(rc, 0);
+    free(out);
+    res = PQexec(hold, "ROLLBACK");
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    PQfinish(hold);
+    for (int tries = 0; tries < 500 && !log_has(c, 0, "was cancelled (on this node or another)");
+         tries++)
+        usleep(20 * 1000);
+    assert_true(log_has(c, 0, "was cancelled (on this node or another) while it was being fired"));
+    assert_int_equal(log_count(c, 0, "taken over by another node"), 0);
+    assert_int_equal(log_count(c, 0, "started: scheduled for"), 0);
+    /* Never ran: no saga, no start, no effect; node a serves on. */
+    int64_t n = -1;
+    assert_int_equal(pgc_sql_int(c->f.sagad.db, &n,
+                                 "SELECT (SELECT count(*) FROM sagas WHERE id = '%s') + (SELECT "
+                                 "count(*) FROM scheduled_starts WHERE id = '%s')",
+                                 id, id),
+                     0);
+    assert_int_equal(n, 0);
+    assert_int_equal(
+        ofx_sql(&c->f, SVC_ORDER, "SELECT count(*) FROM orders WHERE saga_id = %Q", id), 0);
+    char after[37];
+    start_on(c, 0, "after-cancel-race", after);
+    json_t *st = ofx_wait_final(&c->f, after, OFX_WAIT_MS);
+    assert_non_null(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPLETED");
+    json_decref(st);
+    stop_nodes_cleanly(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -500,6 +804,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(database_restart_loses_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(database_down_at_start, setup, teardown),
         cmocka_unit_test_setup_teardown(scheduled_start_fires_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(immediate_and_scheduled_key_race, setup, teardown),
+        cmocka_unit_test_setup_teardown(cancel_beats_firing, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

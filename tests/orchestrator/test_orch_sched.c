@@ -5,13 +5,19 @@
  *
  *   fires_after_restart  a start scheduled 3 s ahead is listed SCHEDULED with
  *                        its time, a repeat with its key answers the same id
- *                        ("existing"); sagad is stopped past the due time and
+ *                        ("existing"), and so does an immediate start of the
+ *                        key; sagad is stopped past the due time and
  *                        started again: the late start fires at recovery, as
  *                        the id it was promised, and completes once.
  *   cancel               cancel before it fires: gone, never started; cancel
  *                        of a start that already ran: refused, naming the
  *                        saga's state and `sagactl abort`; abort of a scheduled
  *                        start cancels it too; a time without a zone refused.
+ *   type removed         the type of two scheduled starts removed from the
+ *                        files (reload) before they fire: both stay
+ *                        SCHEDULED and are logged; one is cancelled; with the
+ *                        type back and reloaded the other fires at once and
+ *                        completes once.
  *   crash windows        sagad SIGKILLed at engine.after_schedule_commit
  *                        (stored, not answered), engine.before_fire_commit
  *                        (fired in memory, not committed) and
@@ -163,6 +169,13 @@ static void fires_after_restart(void **state)
     assert_int_equal(sched_start(f, "sched/late", "--in", "3s", "201", again, &existing), 0);
     assert_string_equal(again, id);
     assert_int_equal(existing, 1);
+    /* An immediate start of the key: the scheduled one too, not a second
+     * saga (store.h S3; across nodes, test_orch_nodes). */
+    assert_int_equal(ofx_start_order(f, "sched/late", "alice", "WIDGET-1", "1", "201", "lisbon",
+                                     again, &existing, NULL),
+                     0);
+    assert_string_equal(again, id);
+    assert_int_equal(existing, 1);
 
     /* Down past its time: it fires at the next start, late. */
     assert_int_equal(ofx_stop_sagad(f), 0);
@@ -233,6 +246,100 @@ static void cancel(void **state)
     free(out);
 }
 
+/* How many times needle is in sagad's log. */
+static int log_count(ofx *f, const char *needle)
+{
+    char *text = th_read_file(f->sagad.log);
+    int n = 0;
+    for (const char *p = text; p != NULL && (p = strstr(p, needle)) != NULL; p++)
+        n++;
+    free(text);
+    return n;
+}
+
+/* sagactl --json start order_later --key key --in 2s for alice: the id. */
+static void later_start(ofx *f, const char *key, char id[37])
+{
+    char *text = NULL;
+    int code = ofx_ctl(f, &text, "--json", "start", "order_later", "--key", key, "--in", "2s",
+                       "customer=alice", "sku=WIDGET-1", "quantity=1", "amount=206",
+                       "destination=lisbon", NULL);
+    if (code != 0)
+        print_message("%s\n", text);
+    assert_int_equal(code, 0);
+    json_t *doc = tj_parse(text);
+    assert_non_null(tj_str(doc, "saga_id"));
+    snprintf(id, 37, "%s", tj_str(doc, "saga_id"));
+    json_decref(doc);
+    free(text);
+}
+
+/* A type removed from the saga files (and reloaded) before its scheduled
+ * starts fire: they stay SCHEDULED, logged (engine_sched.c invariant 5), can
+ * be cancelled, and fire as soon as the type is back and reloaded. */
+static void type_removed_before_it_fires(void **state)
+{
+    ofx *f = *state;
+    char *out = NULL;
+    assert_int_equal(ofx_start_sagad(f, NULL), 0);
+    char *dir = th_path(f->dir, "sagas");
+    char *src = th_path(dir, "order_fulfillment.cfg"), *later = th_path(dir, "order_later.cfg");
+    char *text = th_read_file(src);
+    assert_non_null(text);
+    char *name = strstr(text, "name = \"order_fulfillment\";");
+    assert_non_null(name);
+    *name = '\0';
+    char *def = util_asprintf("%sname = \"order_later\";%s", text,
+                              name + strlen("name = \"order_fulfillment\";"));
+    assert_int_equal(th_write_file(later, def), 0);
+    assert_int_equal(ofx_ctl(f, NULL, "reload", NULL), 0);
+
+    char id[37], dropped[37];
+    later_start(f, "sched/removed", id);
+    later_start(f, "sched/removed-cancel", dropped);
+    assert_int_equal(unlink(later), 0);
+    assert_int_equal(ofx_ctl(f, NULL, "reload", NULL), 0);
+    const char *why = "cannot start: saga type 'order_later' is not defined any more; it stays "
+                      "scheduled";
+    for (int tries = 0; tries < 600 && log_count(f, why) < 2; tries++)
+        usleep(50 * 1000);
+    assert_int_equal(log_count(f, why), 2);
+    json_t *st = ofx_status(f, id);
+    assert_non_null(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "SCHEDULED");
+    json_decref(st);
+    json_t *l = list_scheduled(f);
+    assert_non_null(l);
+    assert_non_null(listed(l, id));
+    assert_non_null(listed(l, dropped));
+    json_decref(l);
+
+    /* Cancellable meanwhile. */
+    assert_int_equal(ofx_ctl(f, NULL, "cancel", dropped, NULL), 0);
+    assert_int_not_equal(ofx_ctl(f, &out, "status", dropped, NULL), 0);
+    assert_non_null(strstr(out, "no saga"));
+    free(out);
+
+    /* The type back: the start fires at the next poll, once. */
+    assert_int_equal(th_write_file(later, def), 0);
+    assert_int_equal(ofx_ctl(f, NULL, "reload", NULL), 0);
+    st = ofx_wait_final(f, id, OFX_WAIT_MS);
+    assert_non_null(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPLETED");
+    OFX_ASSERT_STR(tj_str(st, "type"), "order_later");
+    json_decref(st);
+    assert_once(f, id);
+    assert_int_equal(
+        ofx_sql(f, SVC_ORDER, "SELECT count(*) FROM orders WHERE saga_id = %Q", dropped), 0);
+    assert_int_equal(log_count(f, why), 2); /* tried once each while the type was gone */
+    assert_int_equal(ofx_books_balanced(f), 0);
+    free(text);
+    free(def);
+    free(src);
+    free(later);
+    free(dir);
+}
+
 /* sagad dies at point:1 around a scheduled start; the restart loses and
  * doubles nothing. */
 static void crash_at(ofx *f, const char *point, const char *amount)
@@ -276,6 +383,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(fires_after_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(type_removed_before_it_fires, setup, teardown),
         cmocka_unit_test_setup_teardown(crash_windows, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
