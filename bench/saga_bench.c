@@ -66,6 +66,7 @@
 #include "bench_stats.h"
 #include "kv.h"
 #include "peers.h"
+#include "participant_bench.h"
 #include "pg_cluster.h"
 #include "util.h"
 #include "wire.h"
@@ -2440,6 +2441,9 @@ static void usage(void)
             "                 memory still run once. With --peers, repeats its points\n"
             "  --peers        Restate and DBOS beside our durable cluster (bench/peers/):\n"
             "                 installs their npm packages and PostgreSQL 15 when missing\n"
+            "  --participant  one service (payment-svc) driven directly at 1 and 64 in\n"
+            "                 flight, on SQLite and on PostgreSQL, with and without its\n"
+            "                 barrier on PostgreSQL (docs/BENCHMARKS.md)\n"
             "  --keep         keep the temp directory (databases, logs)\n"
             "  --tmp DIR      where to make the temp directory (default /tmp)\n"
             "  --database sqlite|postgresql  where sagad keeps its state (default sqlite);\n"
@@ -2584,7 +2588,7 @@ int main(int argc, char **argv)
     long growth = -1, recovery_n = -1, memory_n = -1;
     const char *perf = NULL, *tmpbase = "/tmp", *growth_from = NULL, *point = NULL;
     double retention_s = 0;
-    int parallel = 0, repeat = 1, peers = 0;
+    int parallel = 0, repeat = 1, peers = 0, participant = 0;
     const char *database = "sqlite", *nodes_arg = NULL;
     int takeover = 0, nodes[MAX_NODES], n_counts = 0;
     /* The databases, logs and reports it writes are this user's only, like
@@ -2633,6 +2637,8 @@ int main(int argc, char **argv)
             repeat = (int)v;
         } else if (strcmp(a, "--peers") == 0)
             peers = 1;
+        else if (strcmp(a, "--participant") == 0)
+            participant = 1;
         else if (strcmp(a, "--keep") == 0)
             g_keep = 1;
         else if (strcmp(a, "--tmp") == 0 && i + 1 < argc)
@@ -2704,6 +2710,8 @@ int main(int argc, char **argv)
         return finish_run(run_takeover(g_point_nodes, quick ? 1000 : 5000, quick ? 2000 : 4000));
     if (n_counts > 0)
         return finish_run(run_nodes(nodes, n_counts, warm, secs));
+    if (participant)
+        return finish_run(participant_bench_run(g_bindir, g_tmp, warm, secs));
     if (peers) {
         /* At 256 in flight a peer's saga takes seconds: the warm-up must
          * outlast a few of them before the window opens. */
