@@ -1245,6 +1245,12 @@ void engine_destroy(engine *e)
     if (e == NULL)
         return;
     engine_stop(e);
+    /* Nothing more is written: hand the sagas over now rather than when the
+     * lease runs out (store_node_leave). */
+    if (e->shared && e->db != NULL && store_node_leave(e->db) != 0)
+        log_warn("could not leave the database's nodes cleanly (%s): the other nodes take "
+                 "this node's sagas over once its lease expires",
+                 store_errmsg(e->db));
     atomic_store(&e->closing, 1);
     transport_destroy(e->net);
     /* Completions that were queued but never run: their calls died with the

@@ -217,6 +217,11 @@ int store_node_renew(store *st)
     return st->be->node_renew ? st->be->node_renew(st) : 0;
 }
 
+int store_node_leave(store *st)
+{
+    return st->be->node_leave ? st->be->node_leave(st) : 0;
+}
+
 int store_claim_orphans(store *st, uint32_t max, int (*fn)(const char *saga_id, void *arg),
                         void *arg)
 {

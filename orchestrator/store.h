@@ -217,6 +217,11 @@ int store_node_join(store *st, const char *node_name, int64_t lease_ms);
  * another node fenced this one): the caller drops every saga it holds and
  * joins again; -1 on a storage error. */
 int store_node_renew(store *st);
+/* A clean stop: this node fences itself (as F2 would once its lease
+ * expired), so that the other nodes claim its unfinished sagas at their next
+ * pass instead of a lease later, and a restart under the same name joins at
+ * once. Nothing may be written through this handle afterwards. 0 or -1. */
+int store_node_leave(store *st);
 /* Fences every node whose lease has expired, then claims, in one
  * transaction, up to max unfinished (RUNNING, COMPENSATING) sagas owned by a
  * fenced node or by an earlier life of any node, oldest first. fn gets each

@@ -72,6 +72,7 @@ struct store_backend {
     /* Several nodes (NULL: one node only). */
     int (*node_join)(store *st, const char *node_name, int64_t lease_ms);
     int (*node_renew)(store *st);
+    int (*node_leave)(store *st);
     int (*claim_orphans)(store *st, uint32_t max, int (*fn)(const char *saga_id, void *arg),
                          void *arg);
     int (*claim_saga)(store *st, const char *saga_id);

@@ -1890,6 +1890,26 @@ static int pg_node_renew(store *base)
     return 0;
 }
 
+static int pg_node_leave(store *base)
+{
+    pg_store *st = (pg_store *)base;
+    if (st->node[0] == '\0' || ensure_connected(st) != 0)
+        return st->node[0] == '\0' ? 0 : -1;
+    const char *v[2] = {st->node, st->epoch};
+    PGresult *res = PQexecParams(st->conn,
+                                 "UPDATE saga_nodes SET alive = false, epoch = epoch + 1 "
+                                 "WHERE name = $1 AND epoch = $2 AND alive",
+                                 2, NULL, v, NULL, NULL, 0);
+    int rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -1;
+    if (rc != 0)
+        res_fail(st, res, "leave as node", st->node);
+    else
+        log_info("store: node '%s' left: its unfinished sagas go to the other nodes now", st->node);
+    PQclear(res);
+    st->node[0] = '\0';
+    return rc;
+}
+
 typedef struct {
     char (*ids)[37];
     size_t n, max;
@@ -2193,6 +2213,7 @@ const store_backend store_pg_backend = {
     .purge_finished = pg_purge_finished,
     .node_join = pg_node_join,
     .node_renew = pg_node_renew,
+    .node_leave = pg_node_leave,
     .claim_orphans = pg_claim_orphans,
     .claim_saga = pg_claim_saga,
     .rejection = pg_rejection,

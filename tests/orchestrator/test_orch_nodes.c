@@ -222,6 +222,29 @@ static void takeover_after_sigkill(void **state)
     assert_int_equal(owned, N_SAGAS);
 }
 
+/* A clean stop (SIGTERM) hands the node's sagas over at once: it fences
+ * itself (store_node_leave), so the other node claims them at its next pass,
+ * and a restart under the same name joins without waiting out its lease. */
+static void clean_stop_hands_over(void **state)
+{
+    cluster *c = *state;
+    char ids[4][37];
+    pause_payment(c, SIGSTOP);
+    for (int i = 0; i < 4; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "leave-%d", i);
+        start_on(c, 0, key, ids[i]);
+    }
+    use_node(c, 0);
+    assert_int_equal(ofx_stop_sagad(&c->f), 0);
+    assert_true(log_has(c, 0, "node 'node-a' left"));
+    assert_int_equal(ofx_start_sagad(&c->f, NULL), 0);
+    assert_false(log_has(c, 0, "held by a live lease"));
+    pause_payment(c, SIGCONT);
+    use_node(c, 1);
+    assert_all_completed_once(c, ids, 4);
+}
+
 static void paused_node_is_fenced(void **state)
 {
     cluster *c = *state;
@@ -799,6 +822,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(takeover_after_sigkill, setup, teardown),
         cmocka_unit_test_setup_teardown(paused_node_is_fenced, setup, teardown),
+        cmocka_unit_test_setup_teardown(clean_stop_hands_over, setup, teardown),
         cmocka_unit_test_setup_teardown(client_key_is_unique_across_nodes, setup, teardown),
         cmocka_unit_test_setup_teardown(any_node_answers, setup, teardown),
         cmocka_unit_test_setup_teardown(database_restart_loses_nothing, setup, teardown),
