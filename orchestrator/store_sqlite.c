@@ -1193,6 +1193,34 @@ static int sq_find_client_key(store *base, const char *client_key, char id_out[3
     return rc;
 }
 
+/* Steps q (bound, columns as Q_LIST and Q_SEARCH select them) and hands
+ * fn each row; fn's non-zero return stops the walk and is returned. q is
+ * reset either way. */
+static int each_summary(sq_store *st, sqlite3_stmt *q, const char *what,
+                        int (*fn)(const store_summary *row, void *arg), void *arg)
+{
+    int rc = 0, step;
+    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+        store_summary row = {
+            .saga_id = column_text_or_empty(q, 0),
+            .type = column_text_or_empty(q, 1),
+            .state = sqlite3_column_int(q, 2),
+            .created_at_ms = sqlite3_column_int64(q, 3),
+            .updated_at_ms = sqlite3_column_int64(q, 4),
+            .last_error = column_text_or_null(q, 5),
+            .root_cause = column_text_or_null(q, 6),
+            .client_key = column_text_or_null(q, 7),
+        };
+        rc = fn(&row, arg);
+        if (rc != 0)
+            break;
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = db_fail(st, what, NULL);
+    finish(q);
+    return rc;
+}
+
 /*
  * limit 0 means no limit. An after_id that names no saga yields no rows: it
  * is a cursor the caller made up or a saga purged since (store_purge_finished),
@@ -1230,26 +1258,7 @@ static int sq_list(store *base, int state, const char *type, const char *after_i
         finish(q);
         return db_fail(st, "list sagas", NULL);
     }
-    int rc = 0, step;
-    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
-        store_summary row = {
-            .saga_id = column_text_or_empty(q, 0),
-            .type = column_text_or_empty(q, 1),
-            .state = sqlite3_column_int(q, 2),
-            .created_at_ms = sqlite3_column_int64(q, 3),
-            .updated_at_ms = sqlite3_column_int64(q, 4),
-            .last_error = column_text_or_null(q, 5),
-            .root_cause = column_text_or_null(q, 6),
-            .client_key = column_text_or_null(q, 7),
-        };
-        rc = fn(&row, arg);
-        if (rc != 0)
-            break;
-    }
-    if (rc == 0 && step != SQLITE_DONE)
-        rc = db_fail(st, "list sagas", NULL);
-    finish(q);
-    return rc;
+    return each_summary(st, q, "list sagas", fn, arg);
 }
 
 static int sq_search(store *base, const store_search_filter *f,
@@ -1282,26 +1291,7 @@ static int sq_search(store *base, const store_search_filter *f,
         finish(q);
         return db_fail(st, "search sagas", NULL);
     }
-    int rc = 0, step;
-    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
-        store_summary row = {
-            .saga_id = column_text_or_empty(q, 0),
-            .type = column_text_or_empty(q, 1),
-            .state = sqlite3_column_int(q, 2),
-            .created_at_ms = sqlite3_column_int64(q, 3),
-            .updated_at_ms = sqlite3_column_int64(q, 4),
-            .last_error = column_text_or_null(q, 5),
-            .root_cause = column_text_or_null(q, 6),
-            .client_key = column_text_or_null(q, 7),
-        };
-        rc = fn(&row, arg);
-        if (rc != 0)
-            break;
-    }
-    if (rc == 0 && step != SQLITE_DONE)
-        rc = db_fail(st, "search sagas", NULL);
-    finish(q);
-    return rc;
+    return each_summary(st, q, "search sagas", fn, arg);
 }
 
 static int sq_history(store *base, const char *saga_id, int (*fn)(const store_event *ev, void *arg),
