@@ -33,6 +33,7 @@ cleanup() {
   for p in "${pid[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pid[@]}"; do wait "$p" 2>/dev/null || true; done
   rm -f "${alert:-}"
+  [ -n "${alert_dir:-}" ] && rm -rf "$alert_dir"
   if [ "${KEEP:-0}" = 1 ]; then echo "run directory kept: $run"; else rm -rf "$run"; fi
 }
 trap cleanup EXIT
@@ -85,12 +86,15 @@ wait_until 20 "loyalty-svc to listen" test -S "$run/loyalty.ipc"
 (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$run/admin.token" &&
   od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$run/metrics.token")
 # The alert command must be a file no other user could have written, in
-# directories likewise up to / (docs/SECURITY.md): /tmp does not qualify, so
-# it lives beside the programs, and is left out if that place does not qualify.
-alert=$(cd "$(dirname "$bin")" && pwd)/saga-demo-alert.$$
-printf '#!/bin/sh\n# $1 = saga id, $2 = reason\necho "ALERT saga $1 FAILED: $2" >>%s/alerts.log\n' \
-  "$run" >"$alert"
-chmod 700 "$alert"
+# directories likewise up to / (docs/SECURITY.md): /tmp does not qualify. It
+# goes beside the programs, or else (a checkout under /tmp) in a private
+# directory of this user's runtime directory or home, and is left out if no
+# such place qualifies.
+alert_script() { # $1 = its path
+  printf '#!/bin/sh\n# $1 = saga id, $2 = reason\necho "ALERT saga $1 FAILED: $2" >>%s/alerts.log\n' \
+    "$run" >"$1"
+  chmod 700 "$1"
+}
 write_cfg() {
   cat >"$run/sagad.cfg" <<CFG
 admin_url = "ipc://$run/sagad.ipc";
@@ -114,12 +118,27 @@ participants = {
 };
 CFG
 }
-write_cfg "alert_command = \"$alert\";"
-if ! why=$("$bin/sagad" --config "$run/sagad.cfg" --check 2>&1); then
+alert="" alert_dir="" why=""
+for place in "$(cd "$(dirname "$bin")" && pwd)" "${XDG_RUNTIME_DIR:-}" "${HOME:-}"; do
+  [ -n "$place" ] && [ -d "$place" ] && [ -w "$place" ] || continue
+  if [ "$place" = "$(cd "$(dirname "$bin")" && pwd)" ]; then
+    candidate="$place/saga-demo-alert.$$"
+  else
+    alert_dir=$(mktemp -d "$place/.saga-demo.XXXXXX") || continue
+    candidate="$alert_dir/alert"
+  fi
+  alert_script "$candidate"
+  write_cfg "alert_command = \"$candidate\";"
+  if why=$("$bin/sagad" --config "$run/sagad.cfg" --check 2>&1); then
+    alert=$candidate
+    break
+  fi
+  rm -f "$candidate"
+  if [ -n "$alert_dir" ]; then rm -rf "$alert_dir"; alert_dir=""; fi
+done
+if [ -z "$alert" ]; then
   echo "(alert_command left out: $why)"
   write_cfg ""
-  rm -f "$alert"
-  alert=""
 fi
 
 export SAGA_ADMIN_URL="ipc://$run/sagad.ipc"
