@@ -20,7 +20,10 @@
  *      checkpoint and recovery locks; the database's write locks) is waited
  *      for at most DBF_LOCK_WAIT_MS, with a log line naming the file and the
  *      process after DBF_LOCK_REPORT_MS; then start-up fails with a message
- *      naming them. Other processes' locks are read from /proc/locks (Linux)
+ *      naming them. A holder that commits meanwhile (the -wal moves: another
+ *      replica of a service, busy on the same database) is alive, not stuck,
+ *      and ends the wait at once: SQLite's busy handling takes it from there.
+ *      Other processes' locks are read from /proc/locks (Linux)
  *      rather than probed with fcntl: closing a probe descriptor would drop
  *      every POSIX lock this process holds on the file, those of its open
  *      SQLite connections included.

@@ -325,6 +325,63 @@ static void test_start_serves_once_the_lock_goes(void **state)
     free(shm);
 }
 
+/* A busy writer on db, as another replica of the service: a real SQLite
+ * connection (Python's sqlite3 module, on this machine's libsqlite3) that
+ * commits one transaction after another, each holding the write lock 150 ms,
+ * for at most 60 s, until release_lock. */
+static void start_busy_writer(fixture *f, const char *db)
+{
+    static const char prog[] =
+        "import sqlite3, sys, time\n"
+        "c = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)\n"
+        "c.execute('CREATE TABLE IF NOT EXISTS busy_writer (x INTEGER)')\n"
+        "end = time.time() + 60\n"
+        "while time.time() < end:\n"
+        "    c.execute('BEGIN IMMEDIATE')\n"
+        "    c.execute('INSERT INTO busy_writer VALUES (1)')\n"
+        "    time.sleep(0.15)\n"
+        "    c.execute('COMMIT')\n"
+        "    time.sleep(0.002)\n";
+    char *log = util_asprintf("%s/busy-writer.log", f->dir);
+    const char *args[] = {"-c", prog, db, NULL};
+    assert_int_equal(th_spawn("/usr/bin/python3", args, NULL, log, &f->holder), 0);
+    free(log);
+}
+
+/* A lock whose holder keeps committing is a busy replica, not a stuck
+ * process: the start does not wait it out (db_files.h rule 3), and serves
+ * once SQLite gets its turn. */
+static void test_service_start_beside_a_busy_writer(void **state)
+{
+    fixture *f = *state;
+    run_once(f, 0);
+    start_busy_writer(f, f->svc_db);
+    char *wal = util_asprintf("%s-wal", f->svc_db);
+    for (int i = 0; i < 200 && access(wal, F_OK) != 0; i++) /* the writer is in */
+        util_sleep_ms(50);
+    char *log;
+    f->svc = start(f, 0, &log);
+    char *out = NULL;
+    int64_t t0 = util_mono_ms();
+    while ((out = th_read_file(log)) != NULL && strstr(out, "opening beside it") == NULL &&
+           util_mono_ms() - t0 < LOCK_WAIT_MS) {
+        free(out);
+        util_sleep_ms(50);
+    }
+    assert_non_null(out);
+    print_message("%s", out);
+    assert_non_null(strstr(out, "and is writing (the log moves): opening beside it"));
+    assert_null(strstr(out, "still after"));
+    free(out);
+    release_lock(f); /* the busy writer stops; the service gets its turn */
+    assert_int_equal(th_wait_dial(f->svc_url, f->svc, WAIT_MS), 0);
+    int status;
+    assert_int_equal(th_stop(f->svc, WAIT_MS, &status), 0);
+    f->svc = 0;
+    free(log);
+    free(wal);
+}
+
 int main(void)
 {
     /* What a careless shell would give them: the programs must not rely on it. */
@@ -338,6 +395,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_service_start_with_lock_held_is_bounded, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_start_serves_once_the_lock_goes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_service_start_beside_a_busy_writer, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
