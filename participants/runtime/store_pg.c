@@ -684,14 +684,19 @@ static int pg_external_purge(participant *p, int64_t cutoff_ms, int limit)
 /* ---- Open and close ------------------------------------------------------ */
 
 /* The runtime's tables, in the setup transaction. 0 or -1 with err. */
-static int pg_schema(participant *p, char *err, size_t errlen)
+static int pg_schema_once(participant *p, int *busy, char *err, size_t errlen)
 {
     pg_store *s = pg_of(p);
     PGresult *res;
-    if (pg_setup_begin(p) != SQLITE_OK || pg_cmd(s, s->conn, pg_schema_sql) != SQLITE_OK ||
-        pg_params(s, s->conn,
-                  "SELECT coalesce((SELECT value FROM pt_meta WHERE name = 'schema'), 0)", 0, NULL,
-                  NULL, NULL, 0, &res) != SQLITE_OK) {
+    int rc = pg_setup_begin(p);
+    if (rc == SQLITE_OK)
+        rc = pg_cmd(s, s->conn, pg_schema_sql);
+    if (rc == SQLITE_OK)
+        rc = pg_params(s, s->conn,
+                       "SELECT coalesce((SELECT value FROM pt_meta WHERE name = 'schema'), 0)", 0,
+                       NULL, NULL, NULL, 0, &res);
+    if (rc != SQLITE_OK) {
+        *busy = rc == SQLITE_BUSY;
         snprintf(err, errlen, "creating the runtime's tables: %s", s->err);
         pg_rollback(p);
         return -1;
@@ -715,6 +720,22 @@ static int pg_schema(participant *p, char *err, size_t errlen)
         return -1;
     }
     return 0;
+}
+
+/* A replica of the service that is busy on the same database can hold the
+ * tables' locks past lock_timeout while this one creates them IF NOT
+ * EXISTS: that is a wait, not a failure; tried again for up to a minute. */
+static int pg_schema(participant *p, char *err, size_t errlen)
+{
+    for (int attempt = 0;; attempt++) {
+        int busy = 0;
+        if (pg_schema_once(p, &busy, err, errlen) == 0)
+            return 0;
+        if (!busy || attempt >= 30)
+            return -1;
+        log_warn("%s; another process holds the tables' locks: trying again", err);
+        util_sleep_ms(2000);
+    }
 }
 
 static int pg_open(participant *p, const char *where, int synchronous_off, char *err, size_t errlen)
