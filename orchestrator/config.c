@@ -41,6 +41,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "db_url.h"
 #include "cpu_sched.h"
 #include "http_conn.h"
 #include "httpd.h"
@@ -1031,7 +1032,7 @@ static int load_participants(loader *ld, const config_setting_t *root, const cha
 static int load_node(loader *ld, const config_setting_t *root, orch_config *cfg)
 {
     const char *name;
-    int shared = store_is_url(cfg->database);
+    int shared = db_url_is_postgresql(cfg->database);
     if (get_string(ld, root, "node_name", 0, &name) != 0)
         return -1;
     const config_setting_t *lease_s = config_setting_get_member(root, "lease_ms");
@@ -1081,7 +1082,7 @@ static int load_orchestrator(loader *ld, const config_setting_t *root, const cha
 
     if (get_string(ld, root, "database", 0, &v) != 0)
         return -1;
-    if (store_is_url(v)) { /* PostgreSQL: the URI goes to libpq as it is */
+    if (db_url_is_postgresql(v)) { /* PostgreSQL: the URI goes to libpq as it is */
         char *why = NULL;
         PQconninfoOption *opts = PQconninfoParse(v, &why);
         PQconninfoFree(opts);

@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "db_url.h"
 #include "crashpoint.h"
 #include "db_files.h"
 #include "engine_internal.h"
@@ -67,7 +68,7 @@ static void engine_fatal(engine *e, const char *what)
 {
     /* "database is locked" from another process's lock: say whose. */
     char locks[1024] = "";
-    if (!store_is_url(e->cfg->database))
+    if (!db_url_is_postgresql(e->cfg->database))
         dbf_describe_lock_holders(e->cfg->database, locks, sizeof locks);
     log_error("%s: %s%s%s; exiting so that recovery restarts from the committed state", what,
               store_errmsg(e->db), locks[0] ? "; " : "", locks);

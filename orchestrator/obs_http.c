@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "db_url.h"
 #include "admin.h"
 #include "admin.pb-c.h"
 #include "httpd.h"
@@ -330,7 +331,7 @@ obs_http *obs_http_start(const orch_config *cfg, engine *e, char *err, size_t er
     char serr[512];
     if ((o->st = store_open(cfg->database, 1, 1, serr, sizeof serr)) == NULL) {
         char shown[512];
-        store_display_name(cfg->database, shown, sizeof shown);
+        db_url_display(cfg->database, shown, sizeof shown);
         snprintf(err, errlen, "http_url: cannot open %s read-only: %s", shown, serr);
         goto fail;
     }

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "db_url.h"
 #include "admin.h"
 #include "config.h"
 #include "cpu_sched.h"
@@ -169,11 +170,11 @@ int main(int argc, char **argv)
         goto out;
     }
     char shown[512];
-    store_display_name(cfg.database, shown, sizeof shown);
+    db_url_display(cfg.database, shown, sizeof shown);
     log_info("serving %zu saga types on %s (database %s%s%s, durability %s, cpu scheduling %s)",
-             cfg.n_sagas, cfg.admin_url, shown, store_is_url(cfg.database) ? ", node " : "",
-             store_is_url(cfg.database) ? cfg.node_name : "", cfg.durability_full ? "full" : "off",
-             cpu_scheduling_name(cfg.cpu_scheduling));
+             cfg.n_sagas, cfg.admin_url, shown, db_url_is_postgresql(cfg.database) ? ", node " : "",
+             db_url_is_postgresql(cfg.database) ? cfg.node_name : "",
+             cfg.durability_full ? "full" : "off", cpu_scheduling_name(cfg.cpu_scheduling));
     /* Recovery ran in engine_create and every socket listens: a unit
      * ordered after sagad.service can use it now. */
     daemon_notify_ready("serving");

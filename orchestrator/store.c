@@ -2,34 +2,17 @@
  * store — chooses the implementation of store.h a database names and
  * dispatches every call to it (store_backend.h). Holds no state of its own.
  */
+#include "db_url.h"
 #include "store_backend.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* A libpq URI may carry a password (user:password@host, or password=...):
- * never shown. */
-void store_display_name(const char *database, char *out, size_t outlen)
-{
-    snprintf(out, outlen, "%s", database ? database : "");
-    if (!store_is_url(out))
-        return;
-    char *authority = strstr(out, "://") + 3;
-    char *at = strchr(authority, '@');
-    char *colon = strchr(authority, ':');
-    if (at != NULL && colon != NULL && colon < at)
-        memmove(colon, at, strlen(at) + 1);
-    for (char *pw = strstr(out, "password="); pw != NULL; pw = strstr(pw + 9, "password=")) {
-        char *end = pw + 9 + strcspn(pw + 9, "&");
-        memmove(pw + 9, end, strlen(end) + 1);
-    }
-}
-
 store *store_open(const char *database, int durability_full, int read_only, char *err,
                   size_t errlen)
 {
-    if (store_is_url(database))
+    if (db_url_is_postgresql(database))
         return store_pg_open(database, durability_full, read_only, err, errlen);
     return store_sqlite_open(database, durability_full, read_only, err, errlen);
 }

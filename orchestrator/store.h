@@ -55,14 +55,7 @@
 typedef struct store store;
 
 /* Whether `database` names a PostgreSQL database (a libpq URI) rather than a
- * SQLite file. */
-static inline int store_is_url(const char *database)
-{
-    return database != NULL && (strncmp(database, "postgresql://", 13) == 0 ||
-                                strncmp(database, "postgres://", 11) == 0);
-}
-/* database for messages and logs: a URI's password left out. */
-void store_display_name(const char *database, char *out, size_t outlen);
+ * SQLite file, and how it is shown (without a password): db_url.h. */
 /* Opens (creating and migrating when writable) the database: a SQLite path,
  * or a postgresql:// URI (a writable PostgreSQL handle waits, with backoff
  * and a log line per try, while the server does not answer; it fails at once

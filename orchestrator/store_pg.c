@@ -104,6 +104,7 @@
 
 #include <libpq-fe.h>
 
+#include "db_url.h"
 #include "log.h"
 #include "util.h"
 #include "wire.h"
@@ -741,7 +742,7 @@ store *store_pg_open(const char *url, int durability_full, int read_only, char *
 {
     pg_store *st = calloc(1, sizeof *st);
     char shown[512];
-    store_display_name(url, shown, sizeof shown);
+    db_url_display(url, shown, sizeof shown);
     if (st == NULL || (st->url = util_strdup(url)) == NULL) {
         free(st);
         snprintf(err, errlen, "out of memory");

@@ -18,6 +18,7 @@
 
 #include <libpq-fe.h>
 
+#include "db_url.h"
 #include "cpu_sched.h"
 #include "crashpoint.h"
 #include "daemon_notify.h"
@@ -557,26 +558,6 @@ static void svc_metrics_get(void *arg, const char *path, const char *query, http
         sb_free(&sb);
 }
 
-/*
- * A --db for messages and logs: a postgresql:// URI's password left out
- * (user:password@host, or password=...), as sagad's store_display_name does.
- */
-static void svc_db_display(const char *db, char *out, size_t outlen)
-{
-    snprintf(out, outlen, "%s", db ? db : "");
-    if (strncmp(out, "postgresql://", 13) != 0 && strncmp(out, "postgres://", 11) != 0)
-        return;
-    char *authority = strstr(out, "://") + 3;
-    char *at = strchr(authority, '@');
-    char *colon = strchr(authority, ':');
-    if (at != NULL && colon != NULL && colon < at)
-        memmove(colon, at, strlen(at) + 1);
-    for (char *pw = strstr(out, "password="); pw != NULL; pw = strstr(pw + 9, "password=")) {
-        char *end = pw + 9 + strcspn(pw + 9, "&");
-        memmove(pw + 9, end, strlen(end) + 1);
-    }
-}
-
 /* /healthz's read on SQLite: "" or the reason in why. */
 static void svc_healthz_sqlite(const char *path, char *why, size_t whylen)
 {
@@ -604,7 +585,7 @@ static void svc_healthz_pg(const char *url, char *why, size_t whylen)
         res = PQexec(conn, "SELECT value FROM meta WHERE key = 'schema_version'");
     if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         const char *msg = conn ? PQerrorMessage(conn) : "out of memory";
-        svc_db_display(url, shown, sizeof shown);
+        db_url_display(url, shown, sizeof shown);
         snprintf(why, whylen, "database %s: %.*s", shown, (int)strcspn(msg, "\n"), msg);
     }
     PQclear(res);
@@ -692,7 +673,7 @@ int svc_main(const svc_def *def, int argc, char **argv)
     if (exit_now)
         goto out;
 
-    svc_db_display(args.db_path, shown, sizeof shown); /* no password in the log */
+    db_url_display(args.db_path, shown, sizeof shown); /* no password in the log */
     log_init(program);
     log_set_level((enum log_level)args.log_level);
     log_set_json(args.log_json);

@@ -59,6 +59,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 
+#include "db_url.h"
 #include "crashpoint.h"
 #include "log.h"
 #include "pt_internal.h"
@@ -287,7 +288,7 @@ participant *pt_create(const pt_options *opts, char *err, size_t errlen)
     p->synchronous_off = opts->synchronous_off;
     if (pt_external_path(opts->db_path, &p->external_path) != 0)
         goto oom;
-    p->be = pt_store_is_pg(opts->db_path) ? &pt_store_pg : &pt_store_sqlite;
+    p->be = db_url_is_postgresql(opts->db_path) ? &pt_store_pg : &pt_store_sqlite;
     p->tx.p = p;
     p->tx.backend = p->be->backend;
     if (p->be->open(p, opts->db_path, opts->synchronous_off, err, errlen) != 0)

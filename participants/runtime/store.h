@@ -108,8 +108,6 @@ typedef struct pt_store_ops {
 extern const pt_store_ops pt_store_sqlite;
 extern const pt_store_ops pt_store_pg;
 
-/* Is where a PostgreSQL URI (postgresql:// or postgres://)? */
-int pt_store_is_pg(const char *where);
 /* Frees tx's cursors (after a handler call or pt_run). */
 void pt_tx_release(pt_tx *tx);
 

@@ -98,12 +98,6 @@ typedef struct {
     char err[512];
 } pg_store;
 
-int pt_store_is_pg(const char *where)
-{
-    return where != NULL &&
-           (strncmp(where, "postgresql://", 13) == 0 || strncmp(where, "postgres://", 11) == 0);
-}
-
 static pg_store *pg_of(participant *p)
 {
     return p->pg;

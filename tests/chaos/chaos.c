@@ -104,6 +104,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "db_url.h"
 #include "admin.pb-c.h"
 #include "harness.h"
 #include "kv.h"
@@ -1836,7 +1837,7 @@ static int load_participants(sqlite3 *db, const cluster *c)
 {
     static const char *const alias[N_SVC] = {"o", "p", "i", "s"};
     for (int k = 0; k < N_SVC; k++) {
-        int on_pg = strncmp(c->svc[k].db, "postgresql:", 11) == 0;
+        int on_pg = db_url_is_postgresql(c->svc[k].db);
         char *sql = on_pg
                         ? sqlite3_mprintf("ATTACH ':memory:' AS %s", alias[k])
                         : sqlite3_mprintf("ATTACH 'file:%q?mode=ro' AS %s", c->svc[k].db, alias[k]);

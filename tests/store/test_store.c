@@ -21,6 +21,7 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "db_url.h"
 #include "saga.h"
 #include "store.h"
 #include "util.h"
@@ -1777,15 +1778,15 @@ static void database_names_hide_passwords(void **state)
 {
     (void)state;
     char out[256];
-    store_display_name("postgresql://sagad:s3cret@db1/sagas?sslmode=require", out, sizeof out);
+    db_url_display("postgresql://sagad:s3cret@db1/sagas?sslmode=require", out, sizeof out);
     assert_null(strstr(out, "s3cret"));
     assert_string_equal(out, "postgresql://sagad@db1/sagas?sslmode=require");
-    store_display_name("postgres:///sagas?host=/run/pg&password=s3cret&user=u", out, sizeof out);
+    db_url_display("postgres:///sagas?host=/run/pg&password=s3cret&user=u", out, sizeof out);
     assert_null(strstr(out, "s3cret"));
     assert_non_null(strstr(out, "user=u"));
-    store_display_name("postgresql://h/db?password=a&password=s3cret", out, sizeof out);
+    db_url_display("postgresql://h/db?password=a&password=s3cret", out, sizeof out);
     assert_null(strstr(out, "s3cret"));
-    store_display_name("/var/lib/sagad/sagad.db", out, sizeof out);
+    db_url_display("/var/lib/sagad/sagad.db", out, sizeof out);
     assert_string_equal(out, "/var/lib/sagad/sagad.db");
 }
 
