@@ -23,7 +23,6 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,8 +38,6 @@
 #include "saga.pb-c.h"
 #include "util.h"
 #include "wire.h"
-
-extern char **environ;
 
 #define PB_MAX_SAMPLES (1u << 21) /* latencies kept per point; more are counted, not kept */
 #define PB_CUSTOMERS   16
@@ -233,29 +230,13 @@ static pid_t pb_start(const char *bindir, const char *dir, const char *program, 
     char *argv[] = {prog,     "--listen", (char *)url,   "--db", (char *)db,
                     "--seed", seed,       "--log-level", "warn", NULL};
     int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, fd, STDOUT_FILENO);
-    posix_spawn_file_actions_adddup2(&fa, fd, STDERR_FILENO);
-    pid_t pid;
-    int err = posix_spawn(&pid, prog, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    close(fd);
-    if (err != 0) {
-        fprintf(stderr, "saga-bench: cannot start %s: %s\n", prog, strerror(err));
+    if (fd < 0) {
+        fprintf(stderr, "saga-bench: cannot open %s: %s\n", logp, strerror(errno));
         exit(1);
     }
-    bench_track(pid);
-    nng_socket s;
-    int rv = nng_req0_open(&s);
-    for (int i = 0; rv == 0 && i < 3000 && (rv = nng_dial(s, url, NULL, 0)) != 0; i++) {
-        rv = 0;
-        util_sleep_ms(10);
-        if (i == 2999)
-            rv = -1;
-    }
-    nng_close(s);
-    if (rv != 0) {
+    pid_t pid = bench_spawn(argv, fd);
+    close(fd);
+    if (bench_wait_dial(url, 30000) != 0) {
         fprintf(stderr, "saga-bench: %s does not listen on %s (see %s)\n", program, url, logp);
         exit(1);
     }

@@ -148,7 +148,7 @@ static void forget_proc(pid_t pid)
 }
 
 /* Starts argv[0] with stdout and stderr on out_fd. */
-static pid_t spawn(char *const argv[], int out_fd)
+pid_t bench_spawn(char *const argv[], int out_fd)
 {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
@@ -689,7 +689,7 @@ static double scrape(int port, const char *token, const char *name)
     return sum;
 }
 
-static int wait_dial(const char *url, int timeout_ms)
+int bench_wait_dial(const char *url, int timeout_ms)
 {
     nng_socket s;
     if (nng_req0_open(&s) != 0)
@@ -745,11 +745,11 @@ static void start_services(cluster *c)
         int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
         if (fd < 0)
             die("cannot open %s", logp);
-        c->svc[i] = spawn(argv, fd);
+        c->svc[i] = bench_spawn(argv, fd);
         close(fd);
     }
     for (int i = 0; i < 4; i++)
-        if (wait_dial(c->urls[i], 15000) != 0)
+        if (bench_wait_dial(c->urls[i], 15000) != 0)
             die("%s: %s-svc does not listen on %s (see %s/%s.log)", c->name, svc_names[i],
                 c->urls[i], c->dir, svc_names[i]);
 }
@@ -823,7 +823,7 @@ static void start_node(cluster *c, int node)
     atomic_store(&sp->settled, 0);
     sp->log = fopen(logp, "w");
     sp->fd = p[0];
-    sp->pid = spawn(argv, p[1]);
+    sp->pid = bench_spawn(argv, p[1]);
     close(p[1]);
     if (pthread_create(&sp->reader, NULL, sagad_reader, sp) != 0)
         die("cannot start a thread");
@@ -2146,7 +2146,7 @@ static int finish_run(int rc)
     if (!g_keep) {
         char *rm[] = {"/bin/rm", "-rf", g_tmp, NULL};
         int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
-        pid_t p = spawn(rm, devnull);
+        pid_t p = bench_spawn(rm, devnull);
         waitpid(p, NULL, 0);
         forget_proc(p);
         close(devnull);
@@ -2170,7 +2170,7 @@ static void perf_cluster(cluster *c, const char *file, double secs)
         "/usr/bin/perf", "record", "-g", "-F", "999", "-o", (char *)file, "-p", pids, "--",
         "sleep",         secbuf,   NULL};
     int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
-    pid_t perf_pid = spawn(pargv, devnull);
+    pid_t perf_pid = bench_spawn(pargv, devnull);
     close(devnull);
     sleep_ms(300);
     run_result pr = run_closed(c, 64, 0, secs, 0);
@@ -2758,7 +2758,7 @@ int main(int argc, char **argv)
                     "/usr/bin/perf", "record", "-g",    "-F",   "999", "-o", (char *)perf, "-p",
                     pidbuf,          "--",     "sleep", secbuf, NULL};
                 int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
-                perf_pid = spawn(pargv, devnull);
+                perf_pid = bench_spawn(pargv, devnull);
                 close(devnull);
                 sleep_ms(300);
                 run_result pr = run_closed(&cd, 256, 0, secs, 0);
@@ -2810,7 +2810,7 @@ growth:;
                  cg.dir, cg.dir, growth_from, growth_from, growth_from, growth_from, growth_from,
                  cg.dir);
         char *cpargv[] = {"/bin/sh", "-c", cmd, NULL};
-        pid_t p = spawn(cpargv, 2);
+        pid_t p = bench_spawn(cpargv, 2);
         int ws = 0;
         waitpid(p, &ws, 0);
         forget_proc(p);
