@@ -132,9 +132,9 @@ static const char usage_text[] =
     "                      --after ID continues a list after saga ID;\n"
     "                      --key KEY: the saga started with this client key;\n"
     "                      --since/--until T: created at or after / before T, a\n"
-    "                      span back from now (90s, 10m, 2h, 7d), a UTC date\n"
-    "                      (2026-12-02) or time (2026-12-02T23:00[:05][Z]), or\n"
-    "                      epoch milliseconds;\n"
+    "                      span back from now (90s, 10m, 2h, 7d), a date\n"
+    "                      (2026-12-02) or time (2026-12-02T23:00[:05]), UTC\n"
+    "                      unless it ends in Z or +HH:MM/-HH:MM, or epoch ms;\n"
     "                      --watch redraws counts and the list every second until\n"
     "                      interrupted (not a terminal: prints them every second;\n"
     "                      --json: one list document per line)\n"
@@ -390,60 +390,114 @@ static const char *ago(int64_t ms, char buf[48])
 }
 
 /*
- * A point in time given on the command line (list --since/--until), into
- * milliseconds since the epoch: a span back from now ("90s", "10m", "2h",
- * "7d"), a UTC date ("2026-12-02": its midnight) or date and time
- * ("2026-12-02T23:00", "2026-12-02 23:00:05", with or without a final "Z";
- * other zones are refused: times are UTC), or epoch milliseconds (digits
- * only, as the JSON's *_ms fields). 0, or -1 when it is none of these.
+ * A span of time on the command line: digits and a unit, "90s", "10m", "2h",
+ * "7d" (plain digits count default_unit_ms each; 0: a unit is required),
+ * into *ms, from 1 unit to max_ms. 0, or -1 when it is none of these.
+ */
+static int parse_span_ms(const char *text, int64_t default_unit_ms, int64_t max_ms, int64_t *ms)
+{
+    char *end;
+    errno = 0;
+    if (!isdigit((unsigned char)text[0]))
+        return -1;
+    unsigned long long v = strtoull(text, &end, 10);
+    int64_t unit = *end == '\0'  ? default_unit_ms
+                   : *end == 's' ? 1000
+                   : *end == 'm' ? 60000
+                   : *end == 'h' ? 3600000
+                   : *end == 'd' ? 86400000
+                                 : 0;
+    if (unit == 0 || (*end != '\0' && end[1] != '\0') || errno != 0 || v == 0 ||
+        v > (unsigned long long)(max_ms / unit))
+        return -1;
+    *ms = (int64_t)v * unit;
+    return 0;
+}
+
+/*
+ * A date and time on the command line, RFC 3339 / ISO 8601:
+ * "2026-12-03T09:00:00Z", "2026-12-03 10:00+01:00", seconds and a fraction
+ * optional; the time may be left out for the date's midnight. With
+ * zone_required, a time without a zone is refused (for --at: it would mean
+ * the clock of whichever machine reads it); otherwise it is UTC. 0 with
+ * *ms, or -1 with why.
+ */
+static int parse_datetime_ms(const char *text, int zone_required, int64_t *ms, const char **why)
+{
+    int y, mo, d, h = 0, mi = 0, n = 0;
+    double sec = 0;
+    *why = "expected YYYY-MM-DD[THH:MM[:SS]][Z|+HH:MM|-HH:MM]";
+    if (sscanf(text, "%4d-%2d-%2d%n", &y, &mo, &d, &n) != 3 || n != 10)
+        return -1;
+    const char *p = text + n;
+    if (*p == 'T' || *p == 't' || *p == ' ') {
+        int k = 0;
+        if (sscanf(p + 1, "%2d:%2d%n", &h, &mi, &k) != 2 || k != 5)
+            return -1;
+        p += 1 + k;
+        if (*p == ':') {
+            char *end;
+            if (!isdigit((unsigned char)p[1]) || !isdigit((unsigned char)p[2]))
+                return -1;
+            sec = strtod(p + 1, &end);
+            p = end;
+        }
+    }
+    int off_min = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int oh, om, k = 0;
+        if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &k) != 2 || k != 5 || oh > 23 || om > 59)
+            return -1;
+        off_min = (oh * 60 + om) * (*p == '-' ? -1 : 1);
+        p += 6;
+    } else if (zone_required) {
+        *why = "no time zone: add Z (UTC) or an offset such as +01:00";
+        return -1;
+    }
+    if (*p != '\0' || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec < 0 ||
+        sec >= 61)
+        return -1;
+    struct tm tm = {0};
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1 || tm.tm_mday != d) { /* 2026-02-30 normalized away */
+        *why = "no such date";
+        return -1;
+    }
+    *ms = ((int64_t)t - (int64_t)off_min * 60) * 1000 + (int64_t)(sec * 1000);
+    return 0;
+}
+
+/*
+ * A point in time for list --since/--until, into milliseconds since the
+ * epoch: a span back from now ("90s", "10m", "2h", "7d"), a date or date and
+ * time (parse_datetime_ms; UTC unless it names a zone), or epoch
+ * milliseconds (digits only, as the JSON's *_ms fields). 0, or -1 when it is
+ * none of these.
  */
 static int parse_time_arg(const char *text, int64_t *out)
 {
-    size_t n = strlen(text);
-    if (n == 0)
-        return -1;
-    char *end;
-    errno = 0;
-    if (isdigit((unsigned char)text[0]) && strchr(text, '-') == NULL) {
-        unsigned long long v = strtoull(text, &end, 10);
-        long long unit = 0;
-        if (*end == '\0')
-            unit = -1; /* epoch ms */
-        else if (strcmp(end, "s") == 0)
-            unit = 1000;
-        else if (strcmp(end, "m") == 0)
-            unit = 60000;
-        else if (strcmp(end, "h") == 0)
-            unit = 3600000;
-        else if (strcmp(end, "d") == 0)
-            unit = 86400000;
-        if (unit == 0 || errno != 0 || v > (unsigned long long)INT64_MAX / 86400000)
+    int64_t span;
+    const char *why;
+    if (text[0] != '\0' && strspn(text, "0123456789") == strlen(text)) {
+        errno = 0;
+        unsigned long long v = strtoull(text, NULL, 10);
+        if (errno != 0 || v > (unsigned long long)INT64_MAX)
             return -1;
-        *out = unit < 0 ? (int64_t)v : now_ms() - (int64_t)v * unit;
+        *out = (int64_t)v;
         return 0;
     }
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    const char *rest = strptime(text, "%Y-%m-%d", &tm);
-    if (rest == NULL)
-        return -1;
-    if (*rest == 'T' || *rest == ' ') {
-        const char *r2 = strptime(rest + 1, "%H:%M:%S", &tm);
-        if (r2 == NULL)
-            r2 = strptime(rest + 1, "%H:%M", &tm);
-        if (r2 == NULL)
-            return -1;
-        rest = r2;
+    if (parse_span_ms(text, 0, INT64_MAX / 2, &span) == 0) {
+        *out = now_ms() - span;
+        return 0;
     }
-    if (*rest == 'Z')
-        rest++;
-    if (*rest != '\0')
-        return -1;
-    time_t t = timegm(&tm);
-    if (t == (time_t)-1)
-        return -1;
-    *out = (int64_t)t * 1000;
-    return 0;
+    return parse_datetime_ms(text, 0, out, &why);
 }
 
 /* A copy of s safe to print on a terminal: C0/C1 controls and DEL escaped. */
@@ -993,102 +1047,6 @@ static int settled_status(int state)
     return state == SAGA__V1__SAGA_STATE__SAGA_COMPENSATED ? STATUS_COMPENSATED : STATUS_FAILED;
 }
 
-/* "90", "90s", "10m", "2h", "1d" into seconds, 1 .. ADMIN_MAX_DEADLINE_S; -1 otherwise. */
-static int parse_duration_s(const char *text, uint32_t *out)
-{
-    char *end;
-    errno = 0;
-    if (!isdigit((unsigned char)text[0]))
-        return -1;
-    unsigned long long v = strtoull(text, &end, 10);
-    unsigned long long unit = 1;
-    if (*end == 'm')
-        unit = 60;
-    else if (*end == 'h')
-        unit = 3600;
-    else if (*end == 'd')
-        unit = 86400;
-    else if (*end != 's' && *end != '\0')
-        return -1;
-    if (*end != '\0' && end[1] != '\0')
-        return -1;
-    if (errno != 0 || v == 0 || v > ADMIN_MAX_DEADLINE_S / unit)
-        return -1;
-    *out = (uint32_t)(v * unit);
-    return 0;
-}
-
-/* --in: "90", "90s", "10m", "2h", "1d" into ms, at most ADMIN_MAX_START_AHEAD_MS. */
-static int parse_delay_ms(const char *text, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    if (!isdigit((unsigned char)text[0]))
-        return -1;
-    unsigned long long v = strtoull(text, &end, 10);
-    unsigned long long unit = *end == 'm'   ? 60000
-                              : *end == 'h' ? 3600000
-                              : *end == 'd' ? 86400000
-                                            : 1000;
-    if ((*end != '\0' && strchr("smhd", *end) == NULL) || (*end != '\0' && end[1] != '\0'))
-        return -1;
-    if (errno != 0 || v == 0 || v > (unsigned long long)ADMIN_MAX_START_AHEAD_MS / unit)
-        return -1;
-    *out = (int64_t)(v * unit);
-    return 0;
-}
-
-/* --at: RFC 3339 / ISO 8601 with a zone, "2026-12-03T09:00:00Z",
- * "2026-12-03T10:00+01:00", seconds and a fraction optional, 'T' or ' '.
- * A time without a zone is refused: it would mean the clock of whichever
- * machine reads it. 0 with *ms, or -1 with why. */
-static int parse_at_ms(const char *text, int64_t *ms, const char **why)
-{
-    int y, mo, d, h, mi, n = 0;
-    double sec = 0;
-    *why = "expected YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM|-HH:MM]";
-    if (sscanf(text, "%4d-%2d-%2d%*1[Tt ]%2d:%2d%n", &y, &mo, &d, &h, &mi, &n) != 5 || n == 0)
-        return -1;
-    const char *p = text + n;
-    if (*p == ':') {
-        char *end;
-        if (!isdigit((unsigned char)p[1]) || !isdigit((unsigned char)p[2]))
-            return -1;
-        sec = strtod(p + 1, &end);
-        p = end;
-    }
-    int off_min;
-    if (*p == 'Z' || *p == 'z') {
-        off_min = 0;
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        int oh, om, k = 0;
-        if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &k) != 2 || k != 5 || oh > 23 || om > 59)
-            return -1;
-        off_min = (oh * 60 + om) * (*p == '-' ? -1 : 1);
-        p += 6;
-    } else {
-        *why = "no time zone: add Z (UTC) or an offset such as +01:00";
-        return -1;
-    }
-    if (*p != '\0' || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec < 0 ||
-        sec >= 61)
-        return -1;
-    struct tm tm = {0};
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    tm.tm_hour = h;
-    tm.tm_min = mi;
-    time_t t = timegm(&tm);
-    if (t == (time_t)-1 || tm.tm_mday != d) { /* 2026-02-30 normalized away */
-        *why = "no such date";
-        return -1;
-    }
-    *ms = ((int64_t)t - (int64_t)off_min * 60) * 1000 + (int64_t)(sec * 1000);
-    return 0;
-}
-
 /* A start that found the saga of its client key started nothing: said on
  * stderr, so that stdout stays the id alone for scripts. */
 static void note_existing(int existing, const char *key)
@@ -1119,19 +1077,23 @@ static int cmd_start(client *cl, int argc, char **argv)
 
     if ((rc = parse_cmd_args("start", argc, argv, opts, &pos, &npos)) != STATUS_OK)
         return rc;
-    if (deadline_arg != NULL && parse_duration_s(deadline_arg, &deadline_s) != 0) {
+    int64_t deadline_ms = 0;
+    if (deadline_arg != NULL &&
+        parse_span_ms(deadline_arg, 1000, (int64_t)ADMIN_MAX_DEADLINE_S * 1000, &deadline_ms) !=
+            0) {
         rc = usage_error("start: bad --deadline '%s' (a number with s, m, h or d, from 1 s to "
                          "%d days)",
                          deadline_arg, ADMIN_MAX_DEADLINE_S / 86400);
         goto out;
     }
+    deadline_s = (uint32_t)(deadline_ms / 1000);
     if (at_arg != NULL && in_arg != NULL) {
         rc = usage_error("start: --at and --in both given: one start time only");
         goto out;
     }
     if (at_arg != NULL) {
         const char *why;
-        if (parse_at_ms(at_arg, &start_at_ms, &why) != 0) {
+        if (parse_datetime_ms(at_arg, 1, &start_at_ms, &why) != 0) {
             rc = usage_error("start: bad --at '%s': %s", at_arg, why);
             goto out;
         }
@@ -1143,7 +1105,7 @@ static int cmd_start(client *cl, int argc, char **argv)
     }
     if (in_arg != NULL) {
         int64_t delay;
-        if (parse_delay_ms(in_arg, &delay) != 0) {
+        if (parse_span_ms(in_arg, 1000, ADMIN_MAX_START_AHEAD_MS, &delay) != 0) {
             rc = usage_error("start: bad --in '%s' (a number with s, m, h or d, from 1 s to "
                              "%d days)",
                              in_arg, (int)(ADMIN_MAX_START_AHEAD_MS / 86400000));
@@ -1654,8 +1616,9 @@ out:
 
 #define LIST_WATCH_MS 1000 /* list --watch: one redraw a second */
 #define TIME_ARG_FORMS                                                                             \
-    "a span back from now such as 90s, 10m, 2h or 7d; a UTC date 2026-12-02 or time "              \
-    "2026-12-02T23:00[:05][Z]; or epoch milliseconds"
+    "a span back from now such as 90s, 10m, 2h or 7d; a date 2026-12-02 or time "                  \
+    "2026-12-02T23:00[:05], UTC unless it ends in Z or an offset such as +01:00; or epoch "        \
+    "milliseconds"
 
 /*
  * list --watch (text): before each list, the time and the counts by state

@@ -386,6 +386,13 @@ static void test_idempotent_start(void **state)
     free(out);
     assert_int_equal(json_array_size(json_object_get(by_key, "sagas")), 0);
     json_decref(by_key);
+    /* ... a time with an offset, as start --at takes it. */
+    code = ofx_ctl(f, &out, "--json", "list", "--since", "2001-01-01T01:00+01:00", NULL);
+    assert_int_equal(code, 0);
+    by_key = tj_parse(out);
+    free(out);
+    assert_int_equal(json_array_size(json_object_get(by_key, "sagas")), 1);
+    json_decref(by_key);
     code = ofx_ctl(f, &out, "list", "--since", "yesterday", NULL);
     assert_int_equal(code, 2);
     assert_output_has(out, "bad --since 'yesterday'");
