@@ -63,7 +63,7 @@ static void assert_still_serving(fx_svc *s)
 }
 
 /* What send_hostile accepts. */
-#define EXPECT_DROP   ""   /* no reply: the message (or the connection) is dropped */
+#define EXPECT_DROP   ""   /* the service hangs up without a reply */
 #define EXPECT_EITHER NULL /* a drop or an error reply */
 
 /*
@@ -78,6 +78,11 @@ static void send_hostile(fx_svc *s, const char *what, const uint8_t *msg, size_t
     uint8_t *rep = NULL;
     size_t rep_len = 0;
 
+    if (expect && !*expect) { /* not through an nng client: see th_ipc_hangs_up */
+        assert_int_equal(th_ipc_hangs_up(s->url, msg, len), 1);
+        print_message("%s: dropped\n", what);
+        return;
+    }
     assert_int_equal(th_client_open(&c, s->url, HOSTILE_TIMEOUT_MS), 0);
     int rv = th_client_raw(&c, msg, len, &rep, &rep_len);
     th_client_close(&c);
@@ -88,8 +93,6 @@ static void send_hostile(fx_svc *s, const char *what, const uint8_t *msg, size_t
         return;
     }
     assert_int_equal(rv, 0);
-    if (expect && !*expect)
-        fail_msg("%s: expected no reply", what);
     StepReply *r = saga__v1__step_reply__unpack(NULL, rep_len, rep);
     free(rep);
     assert_non_null(r);

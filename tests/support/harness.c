@@ -14,7 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -460,6 +463,51 @@ void th_client_close(th_client *c)
     if (c->open)
         nng_close(c->sock);
     c->open = 0;
+}
+
+int th_ipc_hangs_up(const char *ipc_url, const void *msg, size_t len)
+{
+    const char *path = ipc_url + strlen("ipc://");
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strncmp(ipc_url, "ipc://", 6) != 0 || strlen(path) >= sizeof sa.sun_path)
+        return -1;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    /* The SP header of a req0 peer; then a message: type 1, its length as
+     * 8 bytes big-endian, req0's 4-byte request id (top bit set), msg. */
+    static const uint8_t sp_req0[8] = {0x00, 'S', 'P', 0x00, 0x00, 0x30, 0x00, 0x00};
+    uint8_t peer[8], head[9 + 4] = {1};
+    uint64_t body = (uint64_t)len + 4;
+    for (int i = 0; i < 8; i++)
+        head[1 + i] = (uint8_t)(body >> (56 - 8 * i));
+    head[9] = 0x80;
+    int rc = -1;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+        send(fd, sp_req0, sizeof sp_req0, MSG_NOSIGNAL) != (ssize_t)sizeof sp_req0 ||
+        recv(fd, peer, sizeof peer, MSG_WAITALL) != (ssize_t)sizeof peer)
+        goto out;
+    /* A failed send from here on is the peer hanging up: the length alone
+     * is enough for nng to refuse the message. */
+    rc = 1;
+    if (send(fd, head, sizeof head, MSG_NOSIGNAL) != (ssize_t)sizeof head)
+        goto out;
+    for (size_t sent = 0; sent < len;) {
+        ssize_t n = send(fd, (const uint8_t *)msg + sent, len - sent, MSG_NOSIGNAL);
+        if (n <= 0)
+            goto out;
+        sent += (size_t)n;
+    }
+    char c;
+    ssize_t n = recv(fd, &c, 1, 0);
+    rc = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) ? 1 : 0;
+out:
+    close(fd);
+    return rc;
 }
 
 int th_client_raw(th_client *c, const void *msg, size_t len, uint8_t **reply, size_t *reply_len)

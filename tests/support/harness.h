@@ -132,6 +132,15 @@ void th_client_close(th_client *c);
  */
 int th_client_raw(th_client *c, const void *msg, size_t len, uint8_t **reply, size_t *reply_len);
 /*
+ * Sends msg as one req0 request over a plain Unix socket speaking nng's IPC
+ * framing (not an nng client) to ipc_url. 1 when the peer hangs up without
+ * answering, 0 when it answers or keeps the connection open for 5 s, -1 on
+ * a local error. For messages a service must refuse by closing the
+ * connection: nng 1.5.2's req0 re-sends such a request on every
+ * reconnection, and its close can then block for good (nanomsg/nng#1543).
+ */
+int th_ipc_hangs_up(const char *ipc_url, const void *msg, size_t len);
+/*
  * Sends one StepRequest packed from the arguments (wire_pack_request) and
  * decodes the StepReply into *out (free with th_reply_free). Returns 0, an
  * nng error code, or -1 when the reply does not decode.
