@@ -125,6 +125,9 @@ sqlite3 *barrier_db(barrier_store *s);
 
 /* BEGIN IMMEDIATE / COMMIT / ROLLBACK of the batch transaction. */
 int barrier_begin(barrier_store *s);
+/* BEGIN IMMEDIATE for start-up work: waits up to a minute for the write
+ * lock (another replica may be busy), polling every few ms. */
+int barrier_begin_at_startup(barrier_store *s);
 int barrier_commit(barrier_store *s);
 /* Rolls back if a transaction is open; never fails from the caller's view. */
 void barrier_rollback(barrier_store *s);

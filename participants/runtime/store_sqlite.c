@@ -417,7 +417,7 @@ static void sq_release(participant *p)
 
 static int sq_setup_begin(participant *p)
 {
-    return barrier_begin(p->store);
+    return barrier_begin_at_startup(p->store);
 }
 
 const pt_store_ops pt_store_sqlite = {
