@@ -417,6 +417,7 @@ static saga *find_or_load(engine *e, event *ev, int *status, int *loaded_now, ch
         saga_free(loaded);
         return NULL;
     }
+    loaded->stored_state = loaded->state;
     *loaded_now = 1;
     return loaded;
 }
@@ -775,8 +776,9 @@ static int commit_round(engine *e)
             om_set_store_unavailable(e->metrics, 1);
         }
         /* A line per backoff step; once at the cap, a line per retry (every 5 s). */
-        log_warn("store unavailable: %s; nothing of this round (%zu sagas) is sent or "
-                 "acknowledged; commit retry %u in %lld ms",
+        log_warn("store unavailable: %s; nothing of this round (%zu sagas) is acknowledged, "
+                 "nor sent but the actions that left early (their replies wait for the "
+                 "commit); commit retry %u in %lld ms",
                  store_errmsg(e->db), e->dirty.len, retries, (long long)delay);
         if (eng_wait_unless_stopping(e, delay)) {
             log_error("stopping with a round not committed (%s): recovery at the next start "
@@ -791,6 +793,8 @@ static int commit_round(engine *e)
         atomic_store(&e->store_unavailable, 0);
         om_set_store_unavailable(e->metrics, 0);
     }
+    for (size_t i = 0; i < e->dirty.len; i++)
+        e->dirty.items[i]->stored_state = e->dirty.items[i]->state;
     e->commits++;
     e->committed_sagas += e->dirty.len;
     om_on_commit(e->metrics, e->dirty.len);
@@ -798,21 +802,15 @@ static int commit_round(engine *e)
     return 0;
 }
 
-/* Sends the first n queued requests; requests queued meanwhile (a send that
- * failed at once and led to another step) wait for the next commit. */
-static void perform_sends(engine *e, size_t n)
+/* Hands one queued request to the transport (not flushed). A request that
+ * cannot leave counts as an attempt without a reply; what the saga does
+ * about it may queue more sends. */
+static void send_one(engine *e, pending_send ps)
 {
-    int compensation = 0;
-    for (size_t i = 0; i < n; i++)
-        compensation |= e->sends.items[i].phase == PHASE_COMPENSATE;
-    crashpoint("engine.after_intent_commit");
-    if (compensation)
-        crashpoint("engine.in_compensation");
-    for (size_t i = 0; i < n; i++) {
-        pending_send ps = e->sends.items[i]; /* a copy: the vector may grow below */
-        saga *s = saga_table_get(&e->by_id, ps.saga_id);
-        if (s == NULL || !saga_request_current(s, ps.step, ps.phase, ps.token))
-            continue; /* superseded within the round */
+    saga *s = saga_table_get(&e->by_id, ps.saga_id);
+    if (s == NULL || !saga_request_current(s, ps.step, ps.phase, ps.token))
+        return; /* superseded within the round */
+    {
         const step_def *sd = &s->def->steps[ps.step];
         const char *op = ps.phase == PHASE_ACTION ? sd->action : sd->compensation;
         char key[WIRE_MAX_KEY + 1];
@@ -843,10 +841,73 @@ static void perform_sends(engine *e, size_t n)
             saga_on_no_reply(s, &env, ps.token, why);
         }
     }
-    transport_flush(e->net); /* one frame per participant and timeout */
+}
+
+/* Sends the first n queued requests; requests queued meanwhile (a send that
+ * failed at once and led to another step) wait for the next commit. */
+static void perform_sends(engine *e, size_t n)
+{
+    int compensation = 0;
+    for (size_t i = 0; i < n; i++)
+        compensation |= e->sends.items[i].phase == PHASE_COMPENSATE;
+    if (compensation)
+        crashpoint("engine.in_compensation");
+    for (size_t i = 0; i < n; i++)
+        send_one(e, e->sends.items[i]); /* by value: the vector may grow meanwhile */
+    transport_flush(e->net);            /* one frame per participant and timeout */
     e->sends.len -= n;
     memmove(e->sends.items, e->sends.items + n, e->sends.len * sizeof *e->sends.items);
     crashpoint("engine.after_send");
+}
+
+/*
+ * Early sends (saga.h "Early sends"): the actions of sagas RUNNING both on
+ * disk and in memory leave before the round's commit, so that a
+ * participant's commit and ours sync at the same time instead of one after
+ * the other. Safe because:
+ *   - their replies are events of a later round, which runs after this
+ *     round's commit (the engine thread does one thing at a time): nothing
+ *     is acted on before the intent it depends on is durable;
+ *   - a crash before the commit leaves the step PENDING on disk while its
+ *     request may have left; saga_recover owns such steps up when the saga
+ *     leaves RUNNING, and the participant's barrier covers an undo of an
+ *     action that never ran;
+ *   - never for a saga not yet stored (its id would not survive a crash),
+ *     a compensation, a step without one (a pivot: its outcome could not be
+ *     learnt after a crash without running it), or a saga whose state
+ *     changes in this round (a resume or an abort not yet durable must not
+ *     act);
+ *   - on a shared database only while the lease is surely held (no
+ *     database call here: otherwise the sends wait for the commit).
+ */
+static size_t send_early(engine *e)
+{
+    if (e->sends.len == 0 || (e->shared && util_mono_ms() >= e->lease_sure_until_ms))
+        return 0;
+    /* Out of the queue first: a send that fails may queue more. */
+    pending_send *early = malloc(e->sends.len * sizeof *early);
+    if (early == NULL)
+        return 0; /* they leave after the commit, as any */
+    size_t kept = 0, n = 0;
+    for (size_t i = 0; i < e->sends.len; i++) {
+        pending_send ps = e->sends.items[i];
+        saga *s = saga_table_get(&e->by_id, ps.saga_id);
+        if (s != NULL && ps.phase == PHASE_ACTION && s->state == SAGA_RUNNING &&
+            s->stored_state == SAGA_RUNNING && s->def->steps[ps.step].compensation != NULL)
+            early[n++] = ps;
+        else
+            e->sends.items[kept++] = ps;
+    }
+    e->sends.len = kept;
+    for (size_t i = 0; i < n; i++)
+        send_one(e, early[i]);
+    free(early);
+    if (n == 0)
+        return 0;
+    transport_flush(e->net);
+    om_on_early_sends(e->metrics, n);
+    crashpoint("engine.after_early_send");
+    return n;
 }
 
 static void clear_round_changes(engine *e)
@@ -909,6 +970,7 @@ static void deliver_answers(engine *e)
  */
 int eng_finish_round(engine *e)
 {
+    size_t early = send_early(e);
     for (int pass = 0;; pass++) {
         if (commit_round(e) != 0) {
             if (pass == 0) {
@@ -927,8 +989,14 @@ int eng_finish_round(engine *e)
             return -1;
         }
         clear_round_changes(e);
-        if (e->sends.len == 0)
+        int sent_early = pass == 0 && early > 0;
+        if (sent_early || e->sends.len > 0)
+            crashpoint("engine.after_intent_commit");
+        if (e->sends.len == 0) {
+            if (sent_early)
+                crashpoint("engine.after_send"); /* they left before the commit */
             break;
+        }
         if (eng_lease_check_before_acting(e) != 0) {
             e->sends.len = 0; /* committed intents: the claiming node re-sends them */
             break;
@@ -1092,6 +1160,7 @@ int eng_recover_one(saga *s, void *arg)
         env_settled(e, s);
         return 0;
     }
+    s->stored_state = s->state;
     const char *broken = saga_check_invariants(s);
     if (broken != NULL) { /* decodable, but nothing could be sent safely from it */
         quarantine_saga(e, s, "stored state breaks an invariant", broken);

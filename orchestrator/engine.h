@@ -11,7 +11,14 @@
  *   3. only then send the requests and answer the admin commands of the
  *      round (save before act: an acknowledged start, and every intent, is
  *      on disk before anyone hears of it).
- * If the commit fails, nothing of the round is sent or acknowledged. A
+ * One exception to 3, the early sends (engine.c, saga.h "Early sends"): the
+ * next actions of a saga already stored as RUNNING leave before step 2, so
+ * that its participant's commit overlaps ours; their replies are applied
+ * only in a later round, after this commit, and a crash before the commit
+ * is covered by saga_recover owning those steps up. Starts, compensations,
+ * resumes and aborts still wait for the commit.
+ * If the commit fails, nothing of the round is acknowledged, and nothing
+ * sent but the early sends. A
  * transient failure (another process holds the lock, disk full) is retried
  * with backoff, writing the same round again, while new commands are
  * answered BUSY; any other makes sagad log the error and exit (status 70),
@@ -30,7 +37,10 @@
  * A saga whose version cannot be loaded becomes FAILED with the reason.
  *
  * Crash points (SAGA_CRASH_POINT, see common/crashpoint.h):
+ *   engine.after_early_send      early sends handed to nng, their intents not
+ *                                committed yet
  *   engine.after_intent_commit   intents committed, requests not sent yet
+ *                                (early ones sent)
  *   engine.after_send            requests handed to nng, replies not seen
  *   engine.before_outcome_commit replies applied in memory, not committed
  *   engine.in_compensation       a compensation intent committed, not sent

@@ -57,7 +57,7 @@ struct orch_metrics {
     atomic_uint_fast64_t in_flight;
     mt_counter alerts[OM_ALERT_RESULTS];
     /* Resilience (docs/OBSERVABILITY.md "Store failures and retention"). */
-    mt_counter commit_retries, quarantined, purged;
+    mt_counter commit_retries, quarantined, purged, early_sends;
     mt_counter lease_lost, taken_over; /* several nodes (docs/SCALE-OUT.md) */
     atomic_uint_fast64_t store_unavailable;
 };
@@ -233,6 +233,12 @@ void om_set_in_flight(orch_metrics *m, uint64_t n)
 {
     if (m)
         atomic_store_explicit(&m->in_flight, n, memory_order_relaxed);
+}
+
+void om_on_early_sends(orch_metrics *m, size_t n)
+{
+    if (m)
+        mt_add(&m->early_sends, n);
 }
 
 void om_on_commit_retry(orch_metrics *m)
@@ -454,6 +460,10 @@ void om_render(orch_metrics *m, strbuf *sb)
     mt_header(sb, "saga_commit_batch_sagas", "histogram",
               "Sagas written per commit (group commit batch size).");
     mt_hist_write(sb, "saga_commit_batch_sagas", NULL, &m->batch);
+    mt_header(sb, "saga_early_sends_total", "counter",
+              "Action requests sent while the commit recording their intent was still "
+              "syncing: each overlaps a participant's commit with sagad's.");
+    mt_sample(sb, "saga_early_sends_total", NULL, mt_get(&m->early_sends));
     mt_header(sb, "saga_store_commit_retries_total", "counter",
               "Rounds whose commit failed for a transient reason (lock, disk full) and was "
               "retried.");

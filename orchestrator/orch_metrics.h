@@ -44,6 +44,8 @@ void om_on_step_reply(orch_metrics *m, const saga *s, int step, int phase, int o
 void om_on_step_no_reply(orch_metrics *m, const saga *s, int step, int phase, int timeout);
 void om_on_commit(orch_metrics *m, size_t sagas_written);
 void om_set_in_flight(orch_metrics *m, uint64_t n);
+/* n action requests left before the commit of their intent (engine.c "Early sends"). */
+void om_on_early_sends(orch_metrics *m, size_t n);
 /* A round's commit failed for a transient reason and will be retried. */
 void om_on_commit_retry(orch_metrics *m);
 void om_set_store_unavailable(orch_metrics *m, int unavailable);

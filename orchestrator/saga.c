@@ -204,6 +204,17 @@ static int step_phase(const step_run *r)
     return r->state == STEP_COMPENSATING ? PHASE_COMPENSATE : PHASE_ACTION;
 }
 
+/* Is every step it waits for DONE? Only then may its action be sent (a
+ * step owned up as maybe sent early may wait for one still unknown). */
+static int deps_done(const saga *s, int step)
+{
+    uint64_t deps = saga_dag_deps(s->def, (size_t)step);
+    for (size_t j = 0; j < s->n_steps; j++)
+        if ((deps & SAGA_DAG_BIT(j)) && s->steps[j].state != STEP_DONE)
+            return 0;
+    return 1;
+}
+
 static int has_compensation(const saga *s, int step)
 {
     return s->def->steps[step].compensation != NULL;
@@ -316,6 +327,7 @@ static void send_attempt(saga *s, const saga_env *env, int step, int phase)
     uint32_t attempt;
     if (phase == PHASE_ACTION) {
         r->state = STEP_ACTION_SENT;
+        s->maybe_sent &= ~SAGA_DAG_BIT(step);
         attempt = ++r->action_attempts;
         if (r->started_at_ms == 0)
             r->started_at_ms = env->now_wall(env->ctx);
@@ -335,6 +347,68 @@ static void send_attempt(saga *s, const saga_env *env, int step, int phase)
     env->send(env->ctx, s, step, phase, attempt, r->token);
 }
 
+/* A RUNNING saga's PENDING steps that may have been sent early before a
+ * crash: with a compensation (a pivot never leaves early), and every step
+ * they wait for DONE or ACTION_SENT (with need_one_sent, one at least
+ * ACTION_SENT; see "Early sends" in saga.h). */
+static uint64_t early_send_candidates(const saga *s, int need_one_sent)
+{
+    uint64_t done = 0, sent = 0, found = 0;
+    for (size_t i = 0; i < s->n_steps; i++) {
+        if (s->steps[i].state == STEP_DONE)
+            done |= SAGA_DAG_BIT(i);
+        else if (s->steps[i].state == STEP_ACTION_SENT)
+            sent |= SAGA_DAG_BIT(i);
+    }
+    for (size_t i = 0; i < s->n_steps; i++) {
+        uint64_t deps = saga_dag_deps(s->def, i);
+        if (s->steps[i].state == STEP_PENDING && has_compensation(s, (int)i) &&
+            (!need_one_sent || (deps & sent) != 0) && (deps & ~(done | sent)) == 0)
+            found |= SAGA_DAG_BIT(i);
+    }
+    return found;
+}
+
+/* The saga leaves RUNNING: a step whose request may have left early becomes
+ * ACTION_SENT with an unknown outcome, so that it is undone (or, without a
+ * compensation, noted as staying) like any step that was sent. */
+static void own_up_maybe_sent(saga *s, const saga_env *env)
+{
+    /* Only while every step it waits for is DONE or may be: one known to
+     * have failed never answered the OK an early send needs. */
+    s->maybe_sent &= early_send_candidates(s, 0);
+    for (size_t i = 0; i < s->n_steps && s->maybe_sent != 0; i++) {
+        if (!(s->maybe_sent & SAGA_DAG_BIT(i)))
+            continue;
+        s->maybe_sent &= ~SAGA_DAG_BIT(i);
+        if (s->steps[i].state != STEP_PENDING)
+            continue;
+        s->steps[i].state = STEP_ACTION_SENT;
+        touch_step(s, env, (int)i);
+        emit(s, env, "step_maybe_sent", (int)i, PHASE_ACTION, s->steps[i].action_attempts,
+             OUTCOME_UNSPECIFIED, 0,
+             "its request may have left just before the orchestrator stopped (an early "
+             "send); its outcome is unknown and it is undone like a step that was sent");
+    }
+}
+
+/* Step `failed` answered REJECTED or SKIPPED: a step owned up as maybe
+ * sent early that waits for it never left (an early send needs the OK of
+ * every step it waits for), so it is PENDING again, with nothing to undo. */
+static void disown_dependents(saga *s, const saga_env *env, int failed)
+{
+    for (size_t i = 0; i < s->n_steps; i++) {
+        step_run *r = &s->steps[i];
+        if (r->state != STEP_ACTION_SENT || r->in_flight || r->timer_due != 0 ||
+            !(saga_dag_deps(s->def, i) & SAGA_DAG_BIT(failed)))
+            continue;
+        r->state = STEP_PENDING;
+        touch_step(s, env, (int)i);
+        emit(s, env, "step_not_sent", (int)i, PHASE_ACTION, r->action_attempts, OUTCOME_UNSPECIFIED,
+             0, "a step it waits for was refused: its request never left, nothing to undo");
+    }
+}
+
 static void settle(saga *s, const saga_env *env, saga_state final, const char *kind,
                    const char *detail)
 {
@@ -349,6 +423,8 @@ static void settle(saga *s, const saga_env *env, saga_state final, const char *k
 
 static void fail(saga *s, const saga_env *env, int phase, int step, const char *why)
 {
+    if (s->state == SAGA_RUNNING)
+        own_up_maybe_sent(s, env);
     s->failed_phase = phase;
     s->cursor = step;
     saga_set_error(s, why);
@@ -422,6 +498,7 @@ static void begin_compensation(saga *s, const saga_env *env, const char *why)
 {
     if (s->state == SAGA_COMPENSATING)
         return; /* already on its way back: the first reason stays */
+    own_up_maybe_sent(s, env);
     s->state = SAGA_COMPENSATING;
     saga_set_error(s, why);
     touch(s, env);
@@ -519,6 +596,7 @@ void saga_recover(saga *s, const saga_env *env)
         return;
     emit(s, env, "recovered", s->cursor, current_phase(s), 0, OUTCOME_UNSPECIFIED, 0,
          "orchestrator restarted");
+    s->maybe_sent = s->state == SAGA_RUNNING ? early_send_candidates(s, 1) : 0;
     /* send_attempt checks this too; here it also ends a saga whose retry was
      * waiting out its backoff, at once rather than when the timer fires. */
     if (beyond_retention(s, env)) {
@@ -536,7 +614,8 @@ void saga_recover(saga *s, const saga_env *env)
              * the barrier; a pivot's outcome is still to be learnt. Once
              * compensations have begun, the drain is over: an abort gave up
              * on the pivots left unknown. */
-            if (s->state == SAGA_RUNNING || (!has_compensation(s, (int)i) && draining(s)))
+            if ((s->state == SAGA_RUNNING || (!has_compensation(s, (int)i) && draining(s))) &&
+                deps_done(s, (int)i)) /* else owned up as maybe sent early: not asked again */
                 recover_step(s, env, (int)i);
         }
     }
@@ -621,6 +700,7 @@ void saga_on_reply(saga *s, const saga_env *env, uint64_t token, int outcome, in
     } else if (phase == PHASE_ACTION) {
         /* REJECTED or SKIPPED: the action had no effect. */
         r->state = STEP_REJECTED;
+        disown_dependents(s, env, step);
         snprintf(msg, sizeof msg, "step '%s' %s: %s", name,
                  outcome == OUTCOME_REJECTED ? "refused" : "had no effect",
                  error && *error ? error : wire_outcome_name(outcome));
@@ -684,7 +764,8 @@ int saga_abort(saga *s, const saga_env *env, const char *who, const char *reason
     if (s->state == SAGA_RUNNING) {
         /* A step that cannot be undone while its outcome is unknown: wait. */
         for (size_t i = 0; i < s->n_steps; i++)
-            if (s->steps[i].state == STEP_ACTION_SENT && !has_compensation(s, (int)i))
+            if ((s->steps[i].state == STEP_ACTION_SENT || (s->maybe_sent & SAGA_DAG_BIT(i))) &&
+                !has_compensation(s, (int)i))
                 return -1;
     } else if (!(s->state == SAGA_FAILED && s->failed_phase == PHASE_ACTION)) {
         return -1;
@@ -709,6 +790,24 @@ int saga_abort(saga *s, const saga_env *env, const char *who, const char *reason
     begin_compensation(s, env, msg);
     advance(s, env);
     return 0;
+}
+
+/* Back to RUNNING: a step made ACTION_SENT by own_up_maybe_sent while a
+ * step it waits for is not DONE is PENDING (and maybe_sent) again, so that
+ * it is sent only after that step is DONE. */
+static void unsend_early_steps(saga *s, const saga_env *env)
+{
+    uint64_t done = 0;
+    for (size_t i = 0; i < s->n_steps; i++)
+        if (s->steps[i].state == STEP_DONE)
+            done |= SAGA_DAG_BIT(i);
+    for (size_t i = 0; i < s->n_steps; i++) {
+        if (s->steps[i].state != STEP_ACTION_SENT || (saga_dag_deps(s->def, i) & ~done) == 0)
+            continue;
+        s->steps[i].state = STEP_PENDING;
+        s->maybe_sent |= SAGA_DAG_BIT(i);
+        touch_step(s, env, (int)i);
+    }
 }
 
 int saga_resume(saga *s, const saga_env *env, const char *who, const char *reason)
@@ -750,9 +849,11 @@ int saga_resume(saga *s, const saga_env *env, const char *who, const char *reaso
         /* A branch that failed for good keeps the saga on its way back: only
          * the actions still to learn (pivots) are asked again. */
         s->state = rejected ? SAGA_COMPENSATING : SAGA_RUNNING;
+        if (!rejected)
+            unsend_early_steps(s, env);
         for (size_t i = 0; i < s->n_steps && is_live(s); i++)
             if (s->steps[i].state == STEP_ACTION_SENT &&
-                (!rejected || !has_compensation(s, (int)i)))
+                (!rejected || !has_compensation(s, (int)i)) && deps_done(s, (int)i))
                 send_attempt(s, env, (int)i, PHASE_ACTION);
     }
     if (is_live(s))
@@ -800,8 +901,11 @@ const char *saga_check_invariants(const saga *s)
             uint64_t deps = saga_dag_deps(s->def, i);
             for (size_t j = 0; j < s->n_steps; j++) {
                 step_state dj = s->steps[j].state;
+                /* Outside RUNNING, a step owned up as maybe sent early waits
+                 * for one whose outcome is unknown (saga.h, "Early sends"). */
+                int unknown_ok = dj == STEP_ACTION_SENT && s->state != SAGA_RUNNING;
                 if ((deps & SAGA_DAG_BIT(j)) && dj != STEP_DONE && dj != STEP_COMPENSATING &&
-                    dj != STEP_COMPENSATED)
+                    dj != STEP_COMPENSATED && !unknown_ok)
                     return "a step was sent before a step it waits for was DONE";
             }
             if (st != STEP_COMPENSATING && st != STEP_COMPENSATED)

@@ -60,7 +60,8 @@
  *
  * Facts that hold in each state (asserted by saga_check_invariants):
  *   every state:  a step other than PENDING (it was sent) has every step it
- *                 waits for DONE, COMPENSATING or COMPENSATED; a step being
+ *                 waits for DONE, COMPENSATING or COMPENSATED (outside
+ *                 RUNNING also ACTION_SENT: see "Early sends"); a step being
  *                 or already compensated has no step depending on it that
  *                 may still have an effect to undo (DONE, ACTION_SENT or
  *                 COMPENSATING, with a compensation).
@@ -89,6 +90,26 @@
  * together the first time. A resume clears last_error (the saga moves on;
  * the "resumed" event keeps what it had failed with), and so does reaching
  * COMPLETED: nothing is wrong any more, and root_cause tells what was.
+ *
+ * Early sends. The engine may send a RUNNING saga's next actions while the
+ * commit that records their intent is still syncing (engine.c, "Early
+ * sends"); it acts on their replies only after that commit. Only actions
+ * with a compensation: were a pivot's request sent and its intent lost
+ * with a crash, its outcome could not be learnt without running it. A crash in
+ * that window leaves a stored saga RUNNING whose step k is ACTION_SENT (its
+ * OK not recorded) while step k+1, PENDING on disk, may have been sent. So
+ * saga_recover marks, in a RUNNING saga, every PENDING step with a
+ * compensation whose dependencies are all DONE or ACTION_SENT, one at least
+ * ACTION_SENT (maybe_sent). Going forward nothing changes: k is asked again (replay),
+ * then k+1 is sent with the same key. If the saga leaves RUNNING first
+ * (deadline, abort, attempts spent, a failure), those steps become
+ * ACTION_SENT with an unknown outcome, in the same commit as the new state
+ * ("step_maybe_sent" in the history), and are compensated like any: the
+ * participant's barrier makes the compensation of an action that never ran
+ * a null one and fences the late action. That is why, outside RUNNING, a
+ * sent step may wait for a step that is ACTION_SENT; a resume back to
+ * RUNNING turns such a step PENDING (maybe_sent) again, so it is never sent
+ * before what it waits for is DONE.
  *
  * Step states (values equal saga.v1 StepState):
  *   PENDING -> ACTION_SENT -> DONE | REJECTED
@@ -180,7 +201,14 @@ typedef struct saga {
     int64_t timer_due;    /* monotonic ms of the saga's timer (retries, deadline); 0: none */
     size_t timer_slot;    /* engine's timer heap position, 1-based; 0: none */
     int settle_pending;   /* engine: queued to be freed after the round's commit */
-    void *engine_data;    /* for the engine's own bookkeeping */
+    /* engine: the state as last committed; 0 while never stored. Early
+     * sends (below) go only to a saga RUNNING both here and in memory. */
+    saga_state stored_state;
+    void *engine_data; /* for the engine's own bookkeeping */
+    /* Bit i: step i is PENDING but its request may have left before a crash
+     * (see "Early sends" above); set by saga_recover, owned up to when the
+     * saga leaves RUNNING. */
+    uint64_t maybe_sent;
 } saga;
 
 /* One entry of a saga's append-only history. */

@@ -10,7 +10,13 @@
  *                                  (a hit per step: the kill lands before,
  *                                  while and after each step's request);
  *   engine.in_compensation         at hits 1..3 of a saga refused by shipping
- *                                  (one hit per compensation sent).
+ *                                  (one hit per compensation sent);
+ *   engine.after_early_send        at hits 1..3 (steps 2 to 4 leave before
+ *                                  their intent is committed), of a saga that
+ *                                  completes and of one refused by shipping;
+ *                                  and with the deadline passing while sagad
+ *                                  is down, so that the early step is owned
+ *                                  up and compensated.
  * Each scenario: sagad runs with SAGA_CRASH_POINT=<point>:<hit>, a client
  * starts a saga with a key, sagad dies of SIGKILL by itself, it is restarted
  * without the variable, the client repeats its start (same key: the same
@@ -126,7 +132,7 @@ static void crash_scenario(ofx *f, const char *point, int hit, int refused)
     snapshot before, after;
     const char *dest = refused ? "tokyo" : "lisbon";
     snprintf(armed, sizeof armed, "%s:%d", point, hit);
-    snprintf(key, sizeof key, "crash/%s/%d", point, hit);
+    snprintf(key, sizeof key, "crash/%s/%d%s", point, hit, refused ? "/refused" : "");
     snprintf(amount, sizeof amount, "%d", 100 + hit);
     print_message("scenario %s%s\n", armed, refused ? " (refused by shipping)" : "");
     take_snapshot(f, &before);
@@ -235,6 +241,100 @@ static void test_crash_before_outcome_commit(void **state)
 static void test_crash_in_compensation(void **state)
 {
     crash_point_matrix(*state, "engine.in_compensation", 3, 1);
+}
+
+/* Steps 2 to 4 leave early, before the commit of their intent (approve_order,
+ * a pivot, never does): killed there, the restart asks the step before
+ * again, then sends the early one with the same key; both ways through. */
+static void test_crash_after_early_send(void **state)
+{
+    crash_point_matrix(*state, "engine.after_early_send", 3, 0);
+    crash_point_matrix(*state, "engine.after_early_send", 3, 1);
+}
+
+/*
+ * Killed after step hit+1 left early, and the saga's deadline passes while
+ * sagad is down: the restart compensates at once, before the step before
+ * answers again. The early step is PENDING on disk; it is owned up
+ * (step_maybe_sent) and compensated first, whether its request reached its
+ * participant before the kill or not (the barrier makes that a null
+ * compensation and fences the late action): nothing stays charged,
+ * reserved or scheduled.
+ */
+#define EARLY_DEADLINE_S 6
+static void crash_early_then_deadline(ofx *f, int hit)
+{
+    static const char *const early_step[] = {"charge_payment", "reserve_stock",
+                                             "schedule_shipping"};
+    char armed[64], key[64], amount[32], deadline[16];
+    snprintf(armed, sizeof armed, "engine.after_early_send:%d", hit);
+    snprintf(key, sizeof key, "early-deadline/%d", hit);
+    snprintf(amount, sizeof amount, "amount=%d", 200 + hit);
+    snprintf(deadline, sizeof deadline, "%ds", EARLY_DEADLINE_S);
+    print_message("scenario %s, then the deadline passes\n", armed);
+    snapshot before, after;
+    take_snapshot(f, &before);
+
+    assert_int_equal(ofx_start_sagad(f, armed), 0);
+    int64_t started = util_mono_ms();
+    f->ctl_timeout_ms = 3000;
+    char *out = NULL;
+    ofx_ctl(f, &out, "--json", "start", "order_fulfillment", "--key", key, "--deadline", deadline,
+            "customer=alice", "sku=WIDGET-1", "quantity=1", amount, "destination=lisbon", NULL);
+    free(out);
+    f->ctl_timeout_ms = 0;
+    assert_int_equal(ofx_wait_sagad_killed(f, OFX_WAIT_MS), 0);
+    int64_t left = started + EARLY_DEADLINE_S * 1000 + 500 - util_mono_ms();
+    if (left > 0)
+        util_sleep_ms(left);
+    assert_int_equal(ofx_start_sagad(f, NULL), 0);
+
+    char id[37];
+    int existing = -1;
+    assert_int_equal(ofx_start_order(f, key, "alice", "WIDGET-1", "1", amount + 7, "lisbon", id,
+                                     &existing, NULL),
+                     0);
+    assert_int_equal(existing, 1);
+    json_t *st = ofx_wait_final(f, id, OFX_WAIT_MS);
+    assert_non_null(st);
+    OFX_ASSERT_STR(tj_str(st, "state"), "COMPENSATED");
+    json_decref(st);
+    json_t *h = ofx_history(f, id);
+    assert_non_null(h);
+    assert_int_equal(ofx_history_count(h, "recovered", NULL, NULL), 1);
+    assert_int_equal(ofx_history_count(h, "deadline_passed", NULL, NULL), 1);
+    assert_int_equal(ofx_history_count(h, "step_maybe_sent", early_step[hit - 1], "action"), 1);
+    assert_int_equal(ofx_history_count(h, "step_maybe_sent", NULL, NULL), 1);
+    assert_int_equal(ofx_history_count(h, "step_sent", early_step[hit - 1], "compensate"), 1);
+    json_decref(h);
+
+    take_snapshot(f, &after);
+    assert_int_equal(after.alice, before.alice);
+    assert_int_equal(after.widgets, before.widgets);
+    assert_int_equal(
+        ofx_sql(f, SVC_ORDER,
+                "SELECT count(*) FROM orders WHERE saga_id = %Q AND state <> 'cancelled'", id),
+        0);
+    assert_int_equal(
+        ofx_sql(f, SVC_PAYMENT,
+                "SELECT count(*) FROM charges WHERE saga_id = %Q AND state = 'charged'", id),
+        0);
+    assert_int_equal(
+        ofx_sql(f, SVC_INVENTORY,
+                "SELECT count(*) FROM reservations WHERE saga_id = %Q AND state = 'reserved'", id),
+        0);
+    assert_int_equal(
+        ofx_sql(f, SVC_SHIPPING,
+                "SELECT count(*) FROM shipments WHERE saga_id = %Q AND state = 'scheduled'", id),
+        0);
+    assert_int_equal(ofx_books_balanced(f), 0);
+    assert_int_equal(ofx_stop_sagad(f), 0);
+}
+
+static void test_crash_after_early_send_then_deadline(void **state)
+{
+    for (int hit = 1; hit <= 3; hit++)
+        crash_early_then_deadline(*state, hit);
 }
 
 /* ---- A kill at a random moment, ~50 sagas in flight ---------------------- */
@@ -488,6 +588,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_crash_after_send, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_before_outcome_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_in_compensation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_after_early_send, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_after_early_send_then_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_random_kill_many_in_flight, setup_bulk, teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_in_flight, setup_bulk, teardown),
     };

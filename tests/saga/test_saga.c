@@ -378,6 +378,7 @@ static void restart(fixture *fx)
     s->dirty_steps = 0;
     s->token = 0;
     s->in_flight = 0;
+    s->maybe_sent = 0;
     s->timer_due = 0;
     for (size_t i = 0; i < s->n_steps; i++) {
         s->steps[i].token = 0;
@@ -1635,6 +1636,92 @@ static void resume_refused_unless_failed(void **state)
     assert_unchanged(fx, before);
 }
 
+/* ---- Early sends (saga.h "Early sends") -------------------------------------- */
+
+/* A crash after ship was sent early (charge's OK not yet committed): going
+ * forward, charge is asked again and ship then goes with attempt 1 as usual;
+ * nothing is owned up. */
+static void early_send_forward_changes_nothing(void **state)
+{
+    fixture *fx = *state;
+    run_to_step(fx, CHARGE);
+    restart(fx);
+    do_recover(fx);
+    assert_int_equal(fx->s->maybe_sent, BIT(SHIP));
+    assert_string_equal(sends_str(fx, 0), "charge:action:2");
+    reply_standard_ok(fx, CHARGE);
+    assert_last_send(fx, SHIP, PHASE_ACTION, 1);
+    assert_int_equal(fx->s->maybe_sent, 0);
+    assert_int_equal(do_abort(fx, "changed my mind"), 0);
+    assert_null(strstr(events_str(fx, 0), "step_maybe_sent"));
+}
+
+/* Aborted before charge answers again: ship, which may have been sent, is
+ * owned up in the same change as COMPENSATING and undone first. */
+static void early_send_owned_up_on_abort(void **state)
+{
+    fixture *fx = *state;
+    run_to_step(fx, CHARGE);
+    restart(fx);
+    do_recover(fx);
+    size_t from = fx->n_sends;
+    size_t ev = fx->n_events;
+    assert_int_equal(do_abort(fx, "stop"), 0);
+    assert_state(fx, SAGA_COMPENSATING);
+    assert_string_equal(events_str(fx, ev),
+                        "abort_requested step_maybe_sent(ship/action) compensation_started "
+                        "step_sent(ship/compensate)");
+    assert_steps(fx, "DONE ACTION_SENT COMPENSATING PENDING PENDING");
+    assert_true(fx->s->dirty_steps & BIT(SHIP));
+    assert_string_equal(sends_str(fx, from), "ship:compensate:1");
+    reply(fx, OUTCOME_OK, NULL); /* the barrier: a null compensation */
+    assert_last_send(fx, CHARGE, PHASE_COMPENSATE, 1);
+    reply(fx, OUTCOME_OK, NULL);
+    assert_last_send(fx, RESERVE, PHASE_COMPENSATE, 1);
+    reply(fx, OUTCOME_OK, NULL);
+    assert_state(fx, SAGA_COMPENSATED);
+}
+
+/* The deadline has passed at the restart: the same; a pivot never leaves
+ * early, so notify is not owned up and its action is never sent. */
+static void early_send_owned_up_at_deadline(void **state)
+{
+    fixture *fx = *state;
+    run_to_step(fx, INVOICE);
+    fx->s->deadline_at_ms = fx->wall + 1000;
+    restart(fx);
+    fx->wall += 2000;
+    do_recover(fx);
+    assert_state(fx, SAGA_COMPENSATING);
+    assert_steps(fx, "DONE DONE DONE COMPENSATING PENDING");
+    assert_null(strstr(events_str(fx, 0), "step_maybe_sent"));
+    assert_null(strstr(sends_str(fx, 0), "notify:action"));
+    assert_null(strstr(sends_str(fx, 0), "invoice:action"));
+    assert_string_equal(sends_str(fx, 0), "invoice:compensate:1");
+}
+
+/* Failed while ship may have been sent early: owned up with FAILED. A
+ * resume turns ship PENDING again (never sent before charge is DONE); an
+ * abort then owns it up again. */
+static void early_send_owned_up_on_failure_and_resume(void **state)
+{
+    fixture *fx = *state;
+    run_to_step(fx, CHARGE);
+    restart(fx);
+    do_recover(fx);
+    reply(fx, OUTCOME_CONFLICT, "key reused with other params");
+    assert_state(fx, SAGA_FAILED);
+    assert_steps(fx, "DONE ACTION_SENT ACTION_SENT PENDING PENDING");
+    size_t from = fx->n_sends;
+    assert_int_equal(do_resume(fx), 0);
+    assert_state(fx, SAGA_RUNNING);
+    assert_steps(fx, "DONE ACTION_SENT PENDING PENDING PENDING");
+    assert_int_equal(fx->s->maybe_sent, BIT(SHIP));
+    assert_string_equal(sends_str(fx, from), "charge:action:1");
+    assert_int_equal(do_abort(fx, "stop"), 0);
+    assert_steps(fx, "DONE ACTION_SENT COMPENSATING PENDING PENDING");
+}
+
 /* ---- Recovery after a restart ------------------------------------------------------- */
 
 static void recover_running_resends_the_step(void **state)
@@ -1676,12 +1763,16 @@ static void recover_last_attempt_in_flight_is_asked_again(void **state)
     assert_string_equal(events_str(fx, 0), "recovered(charge/action) step_sent(charge/action)");
     assert_string_equal(sends_str(fx, 0), "charge:action:4");
     /* Once only: crashing again with that one in flight gives up (a crash
-     * loop must not retry forever), compensating charge too. */
+     * loop must not retry forever), compensating charge too, after ship:
+     * had charge's OK come back just before the crash, ship may have been
+     * sent early (saga.h "Early sends"). */
     restart(fx);
     do_recover(fx);
     assert_state(fx, SAGA_COMPENSATING);
     assert_last_error(fx, "step 'charge' failed after 4 attempts: attempts spent before the "
                           "restart");
+    assert_string_equal(sends_str(fx, 0), "ship:compensate:1");
+    reply(fx, OUTCOME_OK, NULL);
     assert_attempts(fx, CHARGE, 4, 1);
 
     /* notify has none: asked again too, and the pivot rule fails the saga
@@ -1731,7 +1822,9 @@ static void beyond_retention_nothing_is_sent(void **state)
     assert_state(fx, SAGA_FAILED);
     assert_int_equal(fx->n_sends, 0);
     assert_non_null(strstr(fx->s->last_error, "older than idempotency_retention_s"));
-    assert_string_equal(events_str(fx, 0), "recovered(charge/action) saga_failed");
+    /* ship may have been sent early: owned up with the failure. */
+    assert_string_equal(events_str(fx, 0),
+                        "recovered(charge/action) step_maybe_sent(ship/action) saga_failed");
 
     clear_log(fx);
     assert_int_equal(saga_resume(fx->s, &fx->env, NULL, NULL), -2);
@@ -2076,6 +2169,10 @@ int main(void)
         T(abort_refused_in_other_states),
         T(resume_refused_unless_failed),
         T(recover_running_resends_the_step),
+        T(early_send_forward_changes_nothing),
+        T(early_send_owned_up_on_abort),
+        T(early_send_owned_up_at_deadline),
+        T(early_send_owned_up_on_failure_and_resume),
         T(recover_last_attempt_in_flight_is_asked_again),
         T(beyond_retention_nothing_is_sent),
         T(recover_compensating_resends_the_compensation),
