@@ -717,6 +717,19 @@ static void quarantine_saga(engine *e, saga *s, const char *what, const char *br
     om_on_quarantined(e->metrics);
 }
 
+/* Every saga of the round that breaks an invariant is quarantined before
+ * anything of it is stored or sent (early sends included). quarantine_saga
+ * may append to dirty: the loop sees those too, and they pass. */
+static void quarantine_broken(engine *e)
+{
+    for (size_t i = 0; i < e->dirty.len; i++) {
+        saga *s = e->dirty.items[i];
+        const char *broken = saga_check_invariants(s);
+        if (broken != NULL) /* never store it as it is */
+            quarantine_saga(e, s, "internal invariant broken", broken);
+    }
+}
+
 /* Backoff of the commit retries: 10 ms doubling to 5 s. */
 #define STORE_RETRY_FIRST_MS 10
 #define STORE_RETRY_MAX_MS   5000
@@ -745,13 +758,7 @@ static int commit_round(engine *e)
         return 0;
     if (e->round_had_replies)
         crashpoint("engine.before_outcome_commit");
-    /* quarantine_saga may append to dirty: the loop sees those too, and they pass. */
-    for (size_t i = 0; i < e->dirty.len; i++) {
-        saga *s = e->dirty.items[i];
-        const char *broken = saga_check_invariants(s);
-        if (broken != NULL) /* never store it as it is */
-            quarantine_saga(e, s, "internal invariant broken", broken);
-    }
+    quarantine_broken(e);
     int64_t delay = STORE_RETRY_FIRST_MS;
     unsigned retries = 0;
     int rc;
@@ -884,6 +891,7 @@ static size_t send_early(engine *e)
 {
     if (e->sends.len == 0 || (e->shared && util_mono_ms() >= e->lease_sure_until_ms))
         return 0;
+    quarantine_broken(e); /* a broken saga sends nothing, early or not */
     /* Out of the queue first: a send that fails may queue more. */
     pending_send *early = malloc(e->sends.len * sizeof *early);
     if (early == NULL)
