@@ -2582,15 +2582,15 @@ static const struct {
     const char *point;
     int hit_at;
 } matrix[] = {
-    {"sagad", "engine.after_intent_commit", 8},   {"sagad", "engine.after_send", 8},
-    {"sagad", "engine.before_outcome_commit", 8}, {"sagad", "engine.in_compensation", 3},
-    {"sagad", "engine.after_answer", 8},          {"order", "participant.before_commit", 4},
-    {"order", "participant.after_commit", 4},     {"order", "participant.after_reply", 4},
-    {"payment", "participant.before_commit", 4},  {"payment", "participant.after_commit", 4},
-    {"payment", "participant.after_reply", 4},    {"inventory", "participant.before_commit", 3},
-    {"inventory", "participant.after_commit", 3}, {"inventory", "participant.after_reply", 3},
-    {"shipping", "participant.before_commit", 2}, {"shipping", "participant.after_commit", 2},
-    {"shipping", "participant.after_reply", 2},
+    {"sagad", "engine.after_intent_commit", 8},    {"sagad", "engine.after_send", 8},
+    {"sagad", "engine.before_outcome_commit", 8},  {"sagad", "engine.in_compensation", 3},
+    {"sagad", "engine.after_answer", 8},           {"sagad", "engine.after_early_send", 8},
+    {"order", "participant.before_commit", 4},     {"order", "participant.after_commit", 4},
+    {"order", "participant.after_reply", 4},       {"payment", "participant.before_commit", 4},
+    {"payment", "participant.after_commit", 4},    {"payment", "participant.after_reply", 4},
+    {"inventory", "participant.before_commit", 3}, {"inventory", "participant.after_commit", 3},
+    {"inventory", "participant.after_reply", 3},   {"shipping", "participant.before_commit", 2},
+    {"shipping", "participant.after_commit", 2},   {"shipping", "participant.after_reply", 2},
 };
 #define MATRIX_N (sizeof matrix / sizeof matrix[0])
 
