@@ -1168,7 +1168,10 @@ int eng_recover_one(saga *s, void *arg)
         env_settled(e, s);
         return 0;
     }
-    s->stored_state = s->state;
+    /* stored_state stays 0 until the recovery round commits (a recovered
+     * saga is always written: its "recovered" event): what recovery resends
+     * waits for that commit, so a crash loop cannot resend a last attempt
+     * forever (saga.c recover_step). */
     const char *broken = saga_check_invariants(s);
     if (broken != NULL) { /* decodable, but nothing could be sent safely from it */
         quarantine_saga(e, s, "stored state breaks an invariant", broken);

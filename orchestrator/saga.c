@@ -764,8 +764,7 @@ int saga_abort(saga *s, const saga_env *env, const char *who, const char *reason
     if (s->state == SAGA_RUNNING) {
         /* A step that cannot be undone while its outcome is unknown: wait. */
         for (size_t i = 0; i < s->n_steps; i++)
-            if ((s->steps[i].state == STEP_ACTION_SENT || (s->maybe_sent & SAGA_DAG_BIT(i))) &&
-                !has_compensation(s, (int)i))
+            if (s->steps[i].state == STEP_ACTION_SENT && !has_compensation(s, (int)i))
                 return -1;
     } else if (!(s->state == SAGA_FAILED && s->failed_phase == PHASE_ACTION)) {
         return -1;
@@ -785,8 +784,13 @@ int saga_abort(saga *s, const saga_env *env, const char *who, const char *reason
     snprintf(msg, sizeof msg, "aborted by %s%s%s", who && *who ? who : "operator",
              reason && *reason ? ": " : "", reason && *reason ? reason : "");
     emit(s, env, "abort_requested", -1, PHASE_ACTION, 0, OUTCOME_UNSPECIFIED, 0, msg);
-    if (s->state == SAGA_FAILED)
+    if (s->state == SAGA_FAILED) {
         s->state = SAGA_RUNNING; /* begin_compensation leaves RUNNING only */
+        /* Made FAILED without saga_recover (a definition that could not be
+         * loaded at the restart): what may have left early is not owned up
+         * yet. Too many costs only a null compensation. */
+        s->maybe_sent |= early_send_candidates(s, 1);
+    }
     begin_compensation(s, env, msg);
     advance(s, env);
     return 0;
@@ -851,6 +855,9 @@ int saga_resume(saga *s, const saga_env *env, const char *who, const char *reaso
         s->state = rejected ? SAGA_COMPENSATING : SAGA_RUNNING;
         if (!rejected)
             unsend_early_steps(s, env);
+        s->maybe_sent |= early_send_candidates(s, 1); /* as in saga_abort */
+        if (rejected)
+            own_up_maybe_sent(s, env); /* back to COMPENSATING at once */
         for (size_t i = 0; i < s->n_steps && is_live(s); i++)
             if (s->steps[i].state == STEP_ACTION_SENT &&
                 (!rejected || !has_compensation(s, (int)i)) && deps_done(s, (int)i))
@@ -902,8 +909,11 @@ const char *saga_check_invariants(const saga *s)
             for (size_t j = 0; j < s->n_steps; j++) {
                 step_state dj = s->steps[j].state;
                 /* Outside RUNNING, a step owned up as maybe sent early waits
-                 * for one whose outcome is unknown (saga.h, "Early sends"). */
-                int unknown_ok = dj == STEP_ACTION_SENT && s->state != SAGA_RUNNING;
+                 * for one whose outcome is unknown (saga.h, "Early sends");
+                 * it is then sent or being undone, never DONE or REJECTED. */
+                int unknown_ok =
+                    dj == STEP_ACTION_SENT && s->state != SAGA_RUNNING &&
+                    (st == STEP_ACTION_SENT || st == STEP_COMPENSATING || st == STEP_COMPENSATED);
                 if ((deps & SAGA_DAG_BIT(j)) && dj != STEP_DONE && dj != STEP_COMPENSATING &&
                     dj != STEP_COMPENSATED && !unknown_ok)
                     return "a step was sent before a step it waits for was DONE";

@@ -109,7 +109,7 @@
 #include "util.h"
 #include "wire.h"
 
-#define PG_SCHEMA_VERSION 3
+#define PG_SCHEMA_VERSION 4
 /* pg_advisory_lock keys: schema creation, definition registration. */
 #define PG_LOCK_SCHEMA      0x53414741001
 #define PG_LOCK_DEFINITIONS 0x53414741002
@@ -248,6 +248,9 @@ static const char *const pg_migrations[PG_SCHEMA_VERSION - 1] = {
     "UPDATE sagas SET root_cause = last_error WHERE last_error IS NOT NULL;"
     "UPDATE sagas SET last_error = NULL WHERE state = 3;"
     "UPDATE saga_meta SET value = '3' WHERE key = 'schema';",
+    /* 3 -> 4: early sends (store_sqlite.c's 5 -> 6): the tables are the
+     * same, their meaning is not; an older sagad must not open them. */
+    "UPDATE saga_meta SET value = '4' WHERE key = 'schema';",
 };
 
 /* ---- Statements ---------------------------------------------------------- */

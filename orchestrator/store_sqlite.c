@@ -143,7 +143,7 @@
 #include "wal_checkpointer.h"
 #include "wire.h"
 
-#define STORE_SCHEMA_VERSION  5
+#define STORE_SCHEMA_VERSION  6
 #define STORE_APPLICATION_ID  0x53414741 /* "SAGA" = 1396787009 */
 #define STORE_BUSY_TIMEOUT_MS 5000
 /* Sagas the recovery walk reads per query (see store_load_unfinished). */
@@ -265,6 +265,11 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     "UPDATE sagas SET root_cause = last_error WHERE last_error IS NOT NULL;"
     "UPDATE sagas SET last_error = NULL WHERE state = 3;"
     "PRAGMA user_version = 5;",
+    /* 5 -> 6: nothing changes in the tables, but what they mean: a RUNNING
+     * saga's PENDING step may have been sent (an early send, saga.h "Early
+     * sends"), which only a sagad that owns such steps up may recover. The
+     * number keeps an older sagad from opening the database. */
+    "PRAGMA user_version = 6;",
 };
 
 /* ---- Statements ---------------------------------------------------------- */

@@ -1722,6 +1722,60 @@ static void early_send_owned_up_on_failure_and_resume(void **state)
     assert_steps(fx, "DONE ACTION_SENT COMPENSATING PENDING PENDING");
 }
 
+/* A saga made FAILED at the restart without saga_recover (its definition
+ * could not be loaded), after ship left early: once bound again, an abort
+ * or a resume still owns ship up and undoes it (found in review). */
+static void fail_without_recovery(fixture *fx)
+{
+    run_to_step(fx, CHARGE); /* charge's OK came, ship left early, then the kill */
+    restart(fx);
+    fx->s->failed_phase = PHASE_ACTION; /* what engine.c eng_recover_one writes */
+    saga_set_error(fx->s, "cannot load its definition (type 'x' version 1): ...");
+    fx->s->state = SAGA_FAILED;
+    commit(fx);
+    restart(fx); /* a later start: find_or_load binds it */
+}
+
+static void early_send_owned_up_when_failed_unrecovered_is_aborted(void **state)
+{
+    fixture *fx = *state;
+    fail_without_recovery(fx);
+    assert_int_equal(do_abort(fx, "stop"), 0);
+    assert_non_null(strstr(events_str(fx, 0), "step_maybe_sent(ship/action)"));
+    assert_last_send(fx, SHIP, PHASE_COMPENSATE, 1);
+    while (fx->s->state == SAGA_COMPENSATING)
+        reply(fx, OUTCOME_OK, NULL);
+    assert_steps(fx, "COMPENSATED COMPENSATED COMPENSATED PENDING PENDING");
+    assert_state(fx, SAGA_COMPENSATED);
+}
+
+static void early_send_owned_up_when_failed_unrecovered_is_resumed(void **state)
+{
+    fixture *fx = *state;
+    /* charge's participant stays unreachable: attempts spent. */
+    fail_without_recovery(fx);
+    assert_int_equal(do_resume(fx), 0);
+    assert_int_equal(fx->s->maybe_sent, BIT(SHIP));
+    time_out_all_attempts(fx);
+    while (fx->s->state == SAGA_COMPENSATING)
+        reply(fx, OUTCOME_OK, NULL);
+    assert_steps(fx, "COMPENSATED COMPENSATED COMPENSATED PENDING PENDING");
+    assert_state(fx, SAGA_COMPENSATED);
+
+    /* The deadline passes before charge answers again. */
+    fx->wall += 1;
+    fail_without_recovery(fx);
+    fx->s->deadline_at_ms = fx->wall + 1000;
+    fx->wall += 5000;
+    assert_int_equal(do_resume(fx), 0);
+    fire_timer(fx);
+    reply_standard_ok(fx, CHARGE); /* the replay of the OK that let ship leave */
+    while (fx->s->state == SAGA_COMPENSATING)
+        reply(fx, OUTCOME_OK, NULL);
+    assert_steps(fx, "COMPENSATED COMPENSATED COMPENSATED PENDING PENDING");
+    assert_state(fx, SAGA_COMPENSATED);
+}
+
 /* ---- Recovery after a restart ------------------------------------------------------- */
 
 static void recover_running_resends_the_step(void **state)
@@ -2173,6 +2227,8 @@ int main(void)
         T(early_send_owned_up_on_abort),
         T(early_send_owned_up_at_deadline),
         T(early_send_owned_up_on_failure_and_resume),
+        T(early_send_owned_up_when_failed_unrecovered_is_aborted),
+        T(early_send_owned_up_when_failed_unrecovered_is_resumed),
         T(recover_last_attempt_in_flight_is_asked_again),
         T(beyond_retention_nothing_is_sent),
         T(recover_compensating_resends_the_compensation),

@@ -332,7 +332,7 @@ static void step_rows_hold_definition_and_keys(void **state)
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
     version = sqlite3_column_int64(q, 0);
     sqlite3_finalize(q);
-    assert_int_equal(version, 5);
+    assert_int_equal(version, 6);
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
     assert_string_equal(sqlite3_column_text(q, 0), "wal");

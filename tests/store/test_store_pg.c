@@ -113,7 +113,7 @@ static void upgrade_from_schema_2(void **state)
     int64_t version = 0;
     assert_int_equal(
         pgc_sql_int(f->url, &version, "SELECT value::int FROM saga_meta WHERE key = 'schema'"), 0);
-    assert_int_equal(version, 3);
+    assert_int_equal(version, 4);
     char id[37];
     saga *s = NULL;
     make_id(id, 1);
