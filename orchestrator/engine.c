@@ -817,36 +817,35 @@ static void send_one(engine *e, pending_send ps)
     saga *s = saga_table_get(&e->by_id, ps.saga_id);
     if (s == NULL || !saga_request_current(s, ps.step, ps.phase, ps.token))
         return; /* superseded within the round */
-    {
-        const step_def *sd = &s->def->steps[ps.step];
-        const char *op = ps.phase == PHASE_ACTION ? sd->action : sd->compensation;
-        char key[WIRE_MAX_KEY + 1];
-        saga_step_key(s, ps.step, ps.phase, key, sizeof key);
-        kvmap params = KVMAP_INIT;
-        size_t len = 0;
-        uint8_t *buf = NULL;
-        if (saga_step_params(s, ps.step, &params) == 0)
-            buf = wire_pack_request(key, s->id, sd->name, ps.phase, op, ps.attempt, &params, &len);
-        kv_free(&params);
-        int rv = buf ? transport_send(e->net, sd->participant_index, s->id, ps.token, ps.step,
-                                      ps.phase, buf, len, sd->timeout_ms)
-                     : NNG_ENOMEM;
-        free(buf);
-        /* An attempt even when it could not be handed to nng (its intent is
-         * committed), but only a request that left counts as sent. */
-        if (rv == 0)
-            e->steps_sent++;
-        if (ps.attempt > 1)
-            e->retries++;
-        s->steps[ps.step].sent_at_us = mono_us();
-        om_on_step_sent(e->metrics, s, ps.step, ps.phase, ps.attempt);
-        if (rv != 0) {
-            /* Counts as an attempt without a reply: retried with backoff. */
-            saga_env env = engine_env(e);
-            char why[128];
-            snprintf(why, sizeof why, "cannot send: %s", nng_strerror(rv));
-            saga_on_no_reply(s, &env, ps.token, why);
-        }
+    const step_def *sd = &s->def->steps[ps.step];
+    const char *op = ps.phase == PHASE_ACTION ? sd->action : sd->compensation;
+    char key[WIRE_MAX_KEY + 1];
+    saga_step_key(s, ps.step, ps.phase, key, sizeof key);
+    kvmap params = KVMAP_INIT;
+    size_t len = 0;
+    uint8_t *buf = NULL;
+    if (saga_step_params(s, ps.step, &params) == 0)
+        buf = wire_pack_request(key, s->id, sd->name, ps.phase, op, ps.attempt, &params, &len);
+    kv_free(&params);
+    int rv = buf ? transport_send(e->net, sd->participant_index, s->id, ps.token, ps.step, ps.phase,
+                                  buf, len, sd->timeout_ms)
+                 : NNG_ENOMEM;
+    free(buf);
+    /* An attempt even when it could not be handed to nng (its intent is, or
+     * for an early send is being, committed), but only a request that left
+     * counts as sent. */
+    if (rv == 0)
+        e->steps_sent++;
+    if (ps.attempt > 1)
+        e->retries++;
+    s->steps[ps.step].sent_at_us = mono_us();
+    om_on_step_sent(e->metrics, s, ps.step, ps.phase, ps.attempt);
+    if (rv != 0) {
+        /* Counts as an attempt without a reply: retried with backoff. */
+        saga_env env = engine_env(e);
+        char why[128];
+        snprintf(why, sizeof why, "cannot send: %s", nng_strerror(rv));
+        saga_on_no_reply(s, &env, ps.token, why);
     }
 }
 
