@@ -129,11 +129,12 @@ class _Refusal(Exception):
 class _Conn:
     """A connection's entry in the server's table (under the server's lock)."""
 
-    __slots__ = ("sock", "waiting_since", "evicted")
+    __slots__ = ("sock", "waiting_since", "taken_at", "evicted")
 
     def __init__(self, sock):
         self.sock = sock
         self.waiting_since = time.monotonic()  # None while its request is answered
+        self.taken_at = self.waiting_since  # when its latest request was taken up
         self.evicted = False
 
 
@@ -340,13 +341,18 @@ class Server(http.server.ThreadingHTTPServer):
             if c.evicted:
                 return False
             c.waiting_since = None
+            c.taken_at = time.monotonic()
             return True
 
     def conn_waiting(self, c):
         with self._lock:
             if c.evicted:
                 return False
-            c.waiting_since = time.monotonic()
+            # Idle since its request was taken up, not since this thread got
+            # here: a client reads the answer before that, and under load the
+            # threads of two connections answered in turn can get here in the
+            # other order, which would evict the wrong one.
+            c.waiting_since = c.taken_at
             return True
 
     def connections(self):
