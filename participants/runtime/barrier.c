@@ -205,8 +205,6 @@ sqlite3 *barrier_db(barrier_store *s)
     return s->db;
 }
 
-static int begin_at_startup(sqlite3 *db);
-
 /* Runs one or more statements without results. */
 static int barrier_exec(barrier_store *s, const char *sql)
 {
@@ -235,6 +233,45 @@ static int barrier_pragma(sqlite3 *db, const char *sql, const char *expect, char
     }
     sqlite3_finalize(st);
     return ok;
+}
+
+/* Start-up waits for the write lock longer, and polls more often, than a
+ * request does: a busy replica on the same database commits one
+ * transaction after another and frees the lock for a moment between
+ * them, which SQLite's default busy handler (sleeps of up to 100 ms, for
+ * BARRIER_BUSY_TIMEOUT_MS) can miss every time. */
+#define STARTUP_LOCK_WAIT_MS 60000
+#define STARTUP_LOCK_POLL_MS 2
+
+typedef struct {
+    int64_t since;
+    int reported;
+} startup_wait;
+
+static int startup_busy(void *arg, int tries)
+{
+    startup_wait *w = arg;
+    (void)tries;
+    int64_t waited = util_mono_ms() - w->since;
+    if (waited >= STARTUP_LOCK_WAIT_MS)
+        return 0;
+    if (!w->reported && waited >= BARRIER_BUSY_TIMEOUT_MS) {
+        log_info("participant database: another connection holds the write lock (a busy "
+                 "replica?): waiting up to %d s for a turn",
+                 STARTUP_LOCK_WAIT_MS / 1000);
+        w->reported = 1;
+    }
+    util_sleep_ms(STARTUP_LOCK_POLL_MS);
+    return 1;
+}
+
+static int begin_at_startup(sqlite3 *db)
+{
+    startup_wait w = {util_mono_ms(), 0};
+    sqlite3_busy_handler(db, startup_busy, &w);
+    int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    sqlite3_busy_timeout(db, BARRIER_BUSY_TIMEOUT_MS);
+    return rc;
 }
 
 /* A lock another process holds is the usual reason for "database is locked"
@@ -270,13 +307,16 @@ int barrier_open(const char *path, int synchronous_off, barrier_store **out, cha
         snprintf(err, errlen, "%s", s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
         goto fail_locks;
     }
-    sqlite3_busy_timeout(s->db, BARRIER_BUSY_TIMEOUT_MS);
+    /* Until the schema is in place, the start-up wait (a busy replica, or
+     * one recovering the WAL after its twin was killed); then a request's. */
+    startup_wait w = {util_mono_ms(), 0};
+    sqlite3_busy_handler(s->db, startup_busy, &w);
     if (barrier_pragma(s->db, "PRAGMA journal_mode=WAL", "wal", err, errlen) != 0)
         goto fail_locks;
     if (sqlite3_exec(s->db, synchronous_off ? "PRAGMA synchronous=OFF" : "PRAGMA synchronous=FULL",
                      NULL, NULL, &msg) != SQLITE_OK)
         goto fail_msg;
-    if (begin_at_startup(s->db) != SQLITE_OK) {
+    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "%s", sqlite3_errmsg(s->db));
         goto fail_locks;
     }
@@ -292,6 +332,7 @@ int barrier_open(const char *path, int synchronous_off, barrier_store **out, cha
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         goto fail_msg;
     }
+    sqlite3_busy_timeout(s->db, BARRIER_BUSY_TIMEOUT_MS);
     for (int i = 0; i < ST_COUNT; i++) {
         if (sqlite3_prepare_v3(s->db, barrier_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
                                NULL) != SQLITE_OK) {
@@ -332,45 +373,6 @@ void barrier_close(barrier_store *s)
 int barrier_begin(barrier_store *s)
 {
     return barrier_exec(s, "BEGIN IMMEDIATE");
-}
-
-/* Start-up waits for the write lock longer, and polls more often, than a
- * request does: a busy replica on the same database commits one
- * transaction after another and frees the lock for a moment between
- * them, which SQLite's default busy handler (sleeps of up to 100 ms, for
- * BARRIER_BUSY_TIMEOUT_MS) can miss every time. */
-#define STARTUP_LOCK_WAIT_MS 60000
-#define STARTUP_LOCK_POLL_MS 2
-
-typedef struct {
-    int64_t since;
-    int reported;
-} startup_wait;
-
-static int startup_busy(void *arg, int tries)
-{
-    startup_wait *w = arg;
-    (void)tries;
-    int64_t waited = util_mono_ms() - w->since;
-    if (waited >= STARTUP_LOCK_WAIT_MS)
-        return 0;
-    if (!w->reported && waited >= BARRIER_BUSY_TIMEOUT_MS) {
-        log_info("participant database: another connection holds the write lock (a busy "
-                 "replica?): waiting up to %d s for a turn",
-                 STARTUP_LOCK_WAIT_MS / 1000);
-        w->reported = 1;
-    }
-    util_sleep_ms(STARTUP_LOCK_POLL_MS);
-    return 1;
-}
-
-static int begin_at_startup(sqlite3 *db)
-{
-    startup_wait w = {util_mono_ms(), 0};
-    sqlite3_busy_handler(db, startup_busy, &w);
-    int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-    sqlite3_busy_timeout(db, BARRIER_BUSY_TIMEOUT_MS);
-    return rc;
 }
 
 int barrier_begin_at_startup(barrier_store *s)
