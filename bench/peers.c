@@ -49,6 +49,7 @@ extern char **environ;
 #define PG_BIN "/usr/lib/postgresql/15/bin"
 
 struct peer {
+    int paused; /* its processes are stopped (peer_pause) */
     enum peer_kind kind;
     char label[160];
     char dir[600];
@@ -57,6 +58,9 @@ struct peer {
     pid_t driver;
     FILE *to_driver, *from_driver;
 };
+
+/* The peers started and not yet stopped: peers_resume_all's list. */
+static peer *g_started[4];
 
 /* ---- Processes ------------------------------------------------------------ */
 
@@ -480,6 +484,11 @@ peer *peer_start(enum peer_kind kind, const char *peers_dir, const char *tmp, ch
         peer_stop(p);
         return NULL;
     }
+    for (size_t i = 0; i < sizeof g_started / sizeof *g_started; i++)
+        if (g_started[i] == NULL) {
+            g_started[i] = p;
+            break;
+        }
     return p;
 }
 
@@ -528,6 +537,28 @@ int peer_run(peer *p, int conc, double warm, double secs, peer_result *r)
     return 0;
 }
 
+static void signal_all(const peer *p, int sig)
+{
+    pid_t pids[512];
+    size_t n = peer_pids(p, pids, 512);
+    for (size_t i = 0; i < n; i++)
+        kill(pids[i], sig);
+}
+
+void peer_pause(peer *p, int paused)
+{
+    if (p == NULL || p->paused == paused)
+        return;
+    signal_all(p, paused ? SIGSTOP : SIGCONT);
+    p->paused = paused;
+}
+
+void peers_resume_all(void)
+{
+    for (size_t i = 0; i < sizeof g_started / sizeof *g_started; i++)
+        peer_pause(g_started[i], 0);
+}
+
 int peer_run_sequential(peer *p, int n)
 {
     char line[256];
@@ -544,6 +575,10 @@ void peer_stop(peer *p)
 {
     if (p == NULL)
         return;
+    peer_pause(p, 0);
+    for (size_t i = 0; i < sizeof g_started / sizeof *g_started; i++)
+        if (g_started[i] == p)
+            g_started[i] = NULL;
     if (p->to_driver)
         fclose(p->to_driver); /* the driver exits when its input ends */
     if (p->driver > 0) {

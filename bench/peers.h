@@ -38,6 +38,13 @@ const char *peer_durability(const peer *p);
 int peer_run(peer *p, int conc, double warm, double secs, peer_result *r);
 /* Every process of the peer (its children included), into pids; how many. */
 size_t peer_pids(const peer *p, pid_t *pids, size_t max);
+/* Stops (SIGSTOP) or resumes (SIGCONT) every process of the peer, so that
+ * an idle engine's background work (timers, flushes, checkpoints) does not
+ * compete with the system being measured on a machine of two cores. */
+void peer_pause(peer *p, int paused);
+/* Resumes every peer started and not stopped (at exit: a paused process
+ * left behind would never see its parent die). */
+void peers_resume_all(void);
 /* Runs n sagas one at a time (the caller's strace counts around it). */
 int peer_run_sequential(peer *p, int n);
 void peer_stop(peer *p);

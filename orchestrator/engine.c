@@ -892,23 +892,21 @@ static size_t send_early(engine *e)
         return 0;
     quarantine_broken(e); /* a broken saga sends nothing, early or not */
     /* Out of the queue first: a send that fails may queue more. */
-    pending_send *early = malloc(e->sends.len * sizeof *early);
-    if (early == NULL)
-        return 0; /* they leave after the commit, as any */
-    size_t kept = 0, n = 0;
+    e->early.len = 0;
+    size_t kept = 0;
     for (size_t i = 0; i < e->sends.len; i++) {
         pending_send ps = e->sends.items[i];
         saga *s = saga_table_get(&e->by_id, ps.saga_id);
         if (s != NULL && ps.phase == PHASE_ACTION && s->state == SAGA_RUNNING &&
-            s->stored_state == SAGA_RUNNING && s->def->steps[ps.step].compensation != NULL)
-            early[n++] = ps;
-        else
-            e->sends.items[kept++] = ps;
+            s->stored_state == SAGA_RUNNING && s->def->steps[ps.step].compensation != NULL &&
+            VEC_PUSH(e->early, ps) == 0)
+            continue;
+        e->sends.items[kept++] = ps; /* out of memory too: it leaves after the commit */
     }
     e->sends.len = kept;
+    size_t n = e->early.len;
     for (size_t i = 0; i < n; i++)
-        send_one(e, early[i]);
-    free(early);
+        send_one(e, e->early.items[i]);
     if (n == 0)
         return 0;
     transport_flush(e->net);
@@ -1350,6 +1348,7 @@ void engine_destroy(engine *e)
     free(e->dirty.items);
     free(e->settled.items);
     free(e->sends.items);
+    free(e->early.items);
     free(e->answers.items);
     free(e->history.items);
     eng_sched_abandon(e);

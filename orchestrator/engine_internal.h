@@ -124,6 +124,7 @@ struct engine {
     VEC(saga *) dirty;
     VEC(saga *) settled;
     VEC(pending_send) sends;
+    VEC(pending_send) early; /* send_early's, taken out of sends; kept for its capacity */
     VEC(pending_answer) answers;
     VEC(pending_history) history;
     VEC(store_schedule) sched_adds; /* scheduled starts to insert (engine_sched.c) */
