@@ -5,16 +5,9 @@
  * Invariants:
  *   1. Only the engine thread touches sagas, the writable store, the timer
  *      heap and the tables; other threads only append to the event queue.
- *   2. Nothing leaves the process (request, admin answer, alert) before the
- *      round that produced it is durable: sends and answers are collected in
- *      the round, held with it once it is committed (`held`), and performed
- *      once the store says its commit is synced (store_sync_done; the early
- *      sends of RUNNING sagas are the one exception, "Early sends" below).
- *      Flush pipelining: while a round's commit syncs on the store's thread,
- *      the engine applies the next round's events; before that round's own
- *      early sends and commit, it waits for the sync and acts on the held
- *      round, so rounds are still acted on one at a time, in order, each
- *      on durable state.
+ *   2. Nothing leaves the process (request, admin answer) before the round
+ *      that produced it has committed: sends and answers are collected in
+ *      `round` and performed after store_commit succeeds.
  *   3. A commit that fails for a transient reason (a lock held by another
  *      process, a full disk) is retried with backoff, writing the same round
  *      again: memory is ahead of the disk meanwhile, but nothing of the round
@@ -22,8 +15,7 @@
  *      commit failure is fatal: the process exits and recovery rebuilds every
  *      saga from what is on disk, which never ran ahead of the network.
  *   4. Every unfinished saga in memory is in `by_id`; one with a client key is
- *      also in `by_key`. A settled saga is freed once the round's commit is
- *      durable, unless the round being built changed it again.
+ *      also in `by_key`. A settled saga is freed after the round's commit.
  *   5. One saga's bad data never stops the others: a row that cannot be read
  *      at recovery, or a saga that breaks an invariant, is quarantined
  *      (FAILED, last_error beginning with QUARANTINE_PREFIX, alert) and
@@ -813,11 +805,6 @@ static int commit_round(engine *e)
     e->commits++;
     e->committed_sagas += e->dirty.len;
     om_on_commit(e->metrics, e->dirty.len);
-    /* Scheduled starts stored or fired are logged as done (and their crash
-     * points passed) once durable: rare enough to wait for the sync here. */
-    if ((e->sched_adds.len > 0 || e->fires.len > 0) &&
-        store_sync_wait(e->db, store_sync_request(e->db)) != 0)
-        engine_fatal(e, "a committed round could not be made durable (the log's sync failed)");
     eng_sched_committed(e);
     return 0;
 }
@@ -862,19 +849,20 @@ static void send_one(engine *e, pending_send ps)
     }
 }
 
-/* Sends a held round's requests; requests queued meanwhile (a send that
- * failed at once and led to another step) go into the round being built and
- * wait for its commit. */
-static void perform_sends(engine *e, const pending_send *sends, size_t n)
+/* Sends the first n queued requests; requests queued meanwhile (a send that
+ * failed at once and led to another step) wait for the next commit. */
+static void perform_sends(engine *e, size_t n)
 {
     int compensation = 0;
     for (size_t i = 0; i < n; i++)
-        compensation |= sends[i].phase == PHASE_COMPENSATE;
+        compensation |= e->sends.items[i].phase == PHASE_COMPENSATE;
     if (compensation)
         crashpoint("engine.in_compensation");
     for (size_t i = 0; i < n; i++)
-        send_one(e, sends[i]);
-    transport_flush(e->net); /* one frame per participant and timeout */
+        send_one(e, e->sends.items[i]); /* by value: the vector may grow meanwhile */
+    transport_flush(e->net);            /* one frame per participant and timeout */
+    e->sends.len -= n;
+    memmove(e->sends.items, e->sends.items + n, e->sends.len * sizeof *e->sends.items);
     crashpoint("engine.after_send");
 }
 
@@ -965,32 +953,72 @@ static void abandon_round(engine *e)
     e->settled.len = 0;
 }
 
-/* Answers the held round's commands: what they did is durable. */
-static void deliver_answers(held_round *h)
+/* Answers the round's commands: call only once what they did is committed. */
+static void deliver_answers(engine *e)
 {
-    int answered = h->answers.len > 0;
-    for (size_t i = 0; i < h->answers.len; i++) {
-        pending_answer *a = &h->answers.items[i];
+    int answered = e->answers.len > 0;
+    for (size_t i = 0; i < e->answers.len; i++) {
+        pending_answer *a = &e->answers.items[i];
         a->done(a->arg, a->status, a->error, a->saga_id[0] ? a->saga_id : NULL, a->existing);
         free(a->error);
     }
-    h->answers.len = 0;
+    e->answers.len = 0;
     if (answered)
         crashpoint("engine.after_answer");
 }
 
-/* Logs, counts and frees the held round's settled sagas (alerting on
- * FAILED). One the round being built changed again (a late reply's event,
- * a resume) waits for that round's release. */
-static void settle_held(engine *e, held_round *h)
+/*
+ * Commit, then act: sends, answers, and freeing the sagas that settled.
+ * Returns 0, or -1 when sagad stopped with changes of the round not
+ * committed: the engine thread must then end at once (engine_main), since
+ * memory is ahead of the disk and no later round may write on top of it.
+ */
+int eng_finish_round(engine *e)
 {
-    for (size_t i = 0; i < h->settled.len; i++) {
-        saga *s = h->settled.items[i];
-        if (s->dirty != 0 && VEC_PUSH(e->settled, s) == 0)
-            continue; /* settle_pending stays set: settled once, later */
+    size_t early = send_early(e);
+    for (int pass = 0;; pass++) {
+        if (commit_round(e) != 0) {
+            if (pass == 0) {
+                abandon_round(e);
+                return -1;
+            }
+            /* The commands and settlements of the round committed in the
+             * first pass: their answers are true and go out. Only what the
+             * failed sends changed since is dropped (recovery re-sends). */
+            clear_round_changes(e);
+            e->sends.len = 0;
+            deliver_answers(e);
+            for (size_t i = 0; i < e->settled.len; i++)
+                e->settled.items[i]->settle_pending = 0;
+            e->settled.len = 0;
+            return -1;
+        }
+        clear_round_changes(e);
+        int sent_early = pass == 0 && early > 0;
+        if (sent_early || e->sends.len > 0)
+            crashpoint("engine.after_intent_commit");
+        if (e->sends.len == 0) {
+            if (sent_early)
+                crashpoint("engine.after_send"); /* they left before the commit */
+            break;
+        }
+        if (eng_lease_check_before_acting(e) != 0) {
+            e->sends.len = 0; /* committed intents: the claiming node re-sends them */
+            break;
+        }
+        perform_sends(e, e->sends.len);
+        if (e->dirty.len == 0 && e->history.len == 0)
+            break;
+    }
+
+    log_hold(); /* a line per settled saga: written together below */
+    deliver_answers(e);
+
+    for (size_t i = 0; i < e->settled.len; i++) {
+        saga *s = e->settled.items[i];
         s->settle_pending = 0;
         if (s->state == SAGA_RUNNING || s->state == SAGA_COMPENSATING)
-            continue; /* settled, then resumed */
+            continue; /* settled, then resumed in the same round */
         /* FAILED needs an operator: WARN, and ERROR when an undo could not be
          * done (money or stock may be held until someone acts). */
         enum log_level level = s->state != SAGA_FAILED               ? LOG_INFO
@@ -1007,81 +1035,11 @@ static void settle_held(engine *e, held_round *h)
             saga_table_del(&e->by_key, s->client_key);
         saga_free(s);
     }
-    h->settled.len = 0;
-}
-
-/* The round just committed waits for its sync with what it produced; the
- * round's vectors take the held ones' (empty) in exchange, capacity kept. */
-#define SWAP_VEC(a, b)                                                                             \
-    do {                                                                                           \
-        __typeof__((a).items) items_ = (a).items;                                                  \
-        size_t len_ = (a).len, cap_ = (a).cap;                                                     \
-        (a).items = (b).items, (a).len = (b).len, (a).cap = (b).cap;                               \
-        (b).items = items_, (b).len = len_, (b).cap = cap_;                                        \
-    } while (0)
-
-static void hold_round(engine *e, size_t early)
-{
-    held_round *h = &e->held;
-    SWAP_VEC(h->sends, e->sends);
-    SWAP_VEC(h->answers, e->answers);
-    SWAP_VEC(h->settled, e->settled);
-    h->early = early;
-    h->ticket = store_sync_request(e->db);
-    h->pending = 1;
-}
-
-void eng_release_held(engine *e)
-{
-    held_round *h = &e->held;
-    if (!h->pending)
-        return;
-    if (store_sync_wait(e->db, h->ticket) != 0)
-        engine_fatal(e, "a committed round could not be made durable (the log's sync failed)");
-    h->pending = 0;
-    if (h->early > 0 || h->sends.len > 0)
-        crashpoint("engine.after_intent_commit");
-    if (h->sends.len == 0 && h->early > 0)
-        crashpoint("engine.after_send"); /* they left before the commit */
-    /* A lease in doubt: committed intents, which the claiming node re-sends. */
-    if (h->sends.len > 0 && eng_lease_check_before_acting(e) == 0)
-        perform_sends(e, h->sends.items, h->sends.len);
-    h->sends.len = 0;
-    log_hold(); /* a line per settled saga: written together below */
-    deliver_answers(h);
-    settle_held(e, h);
+    e->settled.len = 0;
     log_release();
     e->in_flight = e->by_id.len;
     om_set_in_flight(e->metrics, e->by_id.len);
-}
-
-/*
- * Commit, then act once durable: sends, answers, and freeing the sagas that
- * settled. Acts on the round before first (waiting for its sync if it is
- * still running), so that this round's early sends and commit build on
- * durable state. Returns 0, or -1 when sagad stopped with changes of the
- * round not committed: the engine thread must then end at once
- * (engine_main), since memory is ahead of the disk and no later round may
- * write on top of it.
- */
-int eng_finish_round(engine *e)
-{
-    eng_release_held(e);
-    for (;;) {
-        size_t early = send_early(e);
-        if (commit_round(e) != 0) {
-            abandon_round(e);
-            return -1;
-        }
-        clear_round_changes(e);
-        hold_round(e, early);
-        if (!store_sync_done(e->db, e->held.ticket))
-            return 0; /* acted on by the next round, or once synced (engine_main) */
-        eng_release_held(e);
-        /* Sends that failed at once changed sagas: commit that too. */
-        if (e->dirty.len == 0 && e->history.len == 0 && e->sends.len == 0)
-            return 0;
-    }
+    return 0;
 }
 
 /* One round: apply events and due timers, then finish_round (its return). */
@@ -1158,8 +1116,7 @@ static void engine_main(void *arg)
         int64_t now = util_mono_ms(), wake = now + ENGINE_MAX_IDLE_MS;
         if (e->timers.len > 0 && e->timers.items[0]->timer_due < wake)
             wake = e->timers.items[0]->timer_due;
-        while (e->queue_head == NULL && !e->stopping && (now = util_mono_ms()) < wake &&
-               !(e->held.pending && store_sync_done(e->db, e->held.ticket)))
+        while (e->queue_head == NULL && !e->stopping && (now = util_mono_ms()) < wake)
             nng_cv_until(e->cv, nng_clock() + (nng_time)(wake - now));
         event *events = e->queue_head;
         e->queue_head = e->queue_tail = NULL;
@@ -1177,7 +1134,6 @@ static void engine_main(void *arg)
         if (stop)
             break;
     }
-    eng_release_held(e); /* its commit is durable: what it produced goes out */
 }
 
 /* ---- Recovery --------------------------------------------------------------- */
@@ -1245,15 +1201,6 @@ int eng_recover_corrupt(const char *saga_id, const char *why, void *arg)
 
 /* ---- Public API --------------------------------------------------------------- */
 
-/* The store's syncing thread: a held round may be acted on now. */
-static void engine_on_synced(void *arg)
-{
-    engine *e = arg;
-    nng_mtx_lock(e->mtx);
-    nng_cv_wake(e->cv);
-    nng_mtx_unlock(e->mtx);
-}
-
 engine *engine_create(const orch_config *cfg, char *err, size_t errlen)
 {
     engine *e = calloc(1, sizeof *e);
@@ -1272,7 +1219,6 @@ engine *engine_create(const orch_config *cfg, char *err, size_t errlen)
     e->db = store_open(cfg->database, cfg->durability_full, 0, err, errlen);
     if (e->db == NULL)
         goto fail;
-    store_set_sync_hook(e->db, engine_on_synced, e);
     e->defs = catalog_create(cfg);
     if (e->defs == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -1336,7 +1282,6 @@ int engine_run_start(engine *e, char *err, size_t errlen)
         snprintf(err, errlen, "stopped before the recovery round was committed");
         return -1;
     }
-    eng_release_held(e); /* the recovery's resends leave now */
     if (recovered > 0)
         log_info("recovered %zu unfinished sagas", recovered);
     rc = nng_thread_create(&e->thread, engine_main, e);
@@ -1405,9 +1350,6 @@ void engine_destroy(engine *e)
     free(e->sends.items);
     free(e->early.items);
     free(e->answers.items);
-    free(e->held.sends.items);
-    free(e->held.answers.items);
-    free(e->held.settled.items);
     free(e->history.items);
     eng_sched_abandon(e);
     free(e->sched_adds.items);

@@ -103,17 +103,6 @@ static inline int vec_reserve(void **items, size_t *cap, size_t len, size_t size
          ? ((v).items[(v).len++] = (x), 0)                                                         \
          : -1)
 
-/* A committed round whose requests, answers and settlements wait for its
- * commit to be durable (engine.c "Flush pipelining"). */
-typedef struct {
-    int pending;     /* committed, not yet acted on */
-    uint64_t ticket; /* store_sync_request's */
-    size_t early;    /* requests that left before the commit (send_early) */
-    VEC(pending_send) sends;
-    VEC(pending_answer) answers;
-    VEC(saga *) settled;
-} held_round;
-
 struct engine {
     const orch_config *cfg;
     catalog *defs; /* every definition version in use, and the current ones */
@@ -141,7 +130,6 @@ struct engine {
     VEC(store_schedule) sched_adds; /* scheduled starts to insert (engine_sched.c) */
     VEC(pending_fire) fires;        /* scheduled starts whose saga the round inserts */
     int round_had_replies;
-    held_round held; /* the round before, until its commit is durable */
 
     /* The highest request token ever handed to the transport. A saga that
      * enters memory (new, recovered, or loaded again for an operator) starts
@@ -177,13 +165,9 @@ struct engine {
 /* Takes s off the timer heap (nothing when it is not on it). */
 void eng_timer_cancel(engine *e, saga *s);
 
-/* Acts on the round before once its commit is durable, then commits this
- * round; what it produced is acted on once that commit is durable (now, or
- * by the next round). 0, or -1 when the engine must stop with the round
- * not committed. */
+/* Commits the round and performs what it produced; 0, or -1 when the engine
+ * must stop with the round not committed. */
 int eng_finish_round(engine *e);
-/* Waits until the held round's commit is durable and acts on it. */
-void eng_release_held(engine *e);
 
 /* Brings a saga read from the store into memory and resumes it (its step in
  * flight re-sent with the same key); arg is the engine. */

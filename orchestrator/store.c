@@ -48,27 +48,6 @@ void store_rollback(store *st)
     st->be->rollback(st);
 }
 
-uint64_t store_sync_request(store *st)
-{
-    return st->be->sync_request ? st->be->sync_request(st) : 0;
-}
-
-int store_sync_done(store *st, uint64_t ticket)
-{
-    return st->be->sync_done ? st->be->sync_done(st, ticket) : 1;
-}
-
-int store_sync_wait(store *st, uint64_t ticket)
-{
-    return st->be->sync_wait ? st->be->sync_wait(st, ticket) : 0;
-}
-
-void store_set_sync_hook(store *st, void (*fn)(void *arg), void *arg)
-{
-    if (st->be->set_sync_hook)
-        st->be->set_sync_hook(st, fn, arg);
-}
-
 int store_save_saga(store *st, const saga *s)
 {
     return st->be->save_saga(st, s);

@@ -76,30 +76,6 @@ int store_begin(store *st);
 int store_commit(store *st);
 void store_rollback(store *st);
 
-/*
- * When commits are durable (flush pipelining). A commit may return before
- * it is durable: SQLite with durability "full" commits with
- * synchronous=NORMAL and syncs its log on another thread (wal_syncer.h),
- * so that the engine applies the next round meanwhile. store_sync_request
- * asks that every commit made so far on this handle become durable and
- * gives the ticket to wait for; nothing that depends on those commits may
- * be acted on (a request sent, a command answered, an alert fired) before
- * store_sync_done says the ticket is synced or store_sync_wait returned 0.
- * Where a commit is durable when it returns (PostgreSQL syncs its WAL at
- * commit) or is never synced (durability "relaxed"), every ticket is done
- * at once. store_sync_wait returns -1 when a sync failed: the store can no
- * longer promise durability and its owner must stop. The hook runs on the
- * syncing thread after each sync; it must only wake the waiter.
- *
- * Other connections (sagactl, /api) may read a commit before it is
- * durable; after a power cut it may be gone, and sagad resumes the saga
- * from its last durable state (nothing was acted on from the lost commit).
- */
-uint64_t store_sync_request(store *st);
-int store_sync_done(store *st, uint64_t ticket);
-int store_sync_wait(store *st, uint64_t ticket);
-void store_set_sync_hook(store *st, void (*fn)(void *arg), void *arg);
-
 /* Writes what s->dirty / s->dirty_steps say changed (insert when
  * SAGA_DIRTY_NEW). Does not clear the flags: the engine does after commit. */
 int store_save_saga(store *st, const saga *s);

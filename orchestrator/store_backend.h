@@ -77,11 +77,6 @@ struct store_backend {
                          void *arg);
     int (*claim_saga)(store *st, const char *saga_id);
     enum store_rejection (*rejection)(const store *st, const char **saga_id);
-    /* Commits made durable on another thread (NULL: durable when committed). */
-    uint64_t (*sync_request)(store *st);
-    int (*sync_done)(store *st, uint64_t ticket);
-    int (*sync_wait)(store *st, uint64_t ticket);
-    void (*set_sync_hook)(store *st, void (*fn)(void *arg), void *arg);
 };
 
 extern const store_backend store_sqlite_backend;

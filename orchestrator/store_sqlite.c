@@ -104,14 +104,8 @@
  *   - Foreign keys are declared DEFERRABLE INITIALLY DEFERRED and enforced
  *     (PRAGMA foreign_keys on the writer): a history row or step row for a
  *     saga that does not exist fails the COMMIT instead of leaving an orphan.
- *   - durability_full: the writer commits with synchronous=NORMAL and a
- *     thread of its own syncs the WAL after each round (common/wal_syncer.h,
- *     store_sync_request): a round survives power loss once its ticket is
- *     synced, and the engine acts on nothing of it before. NORMAL alone
- *     keeps the file consistent through a power cut (in WAL mode it syncs
- *     the log before each checkpoint and the database after it), and the
- *     checkpointer's connection uses FULL. OFF (relaxed) is for benchmarks
- *     only.
+ *   - synchronous=FULL (durability_full) fsyncs the WAL at every commit: a
+ *     committed round survives power loss. OFF is for benchmarks only.
  *   - BEGIN IMMEDIATE on the writer: the write lock is taken at the start of
  *     the round, so a commit never fails on a lock upgrade.
  *   - A failed COMMIT is rolled back here, so the handle is never left inside
@@ -147,7 +141,6 @@
 #include "log.h"
 #include "util.h"
 #include "wal_checkpointer.h"
-#include "wal_syncer.h"
 #include "wire.h"
 
 #define STORE_SCHEMA_VERSION  6
@@ -433,11 +426,6 @@ struct sq_store {
     int in_txn; /* between a successful store_begin and its commit or rollback */
     sqlite3_stmt *stmt[N_STMTS];
     wal_checkpointer *ckpt; /* writable handles only */
-    wal_syncer *syncer;     /* writable handles with durability_full only */
-    int wrote_since_sync;   /* a write transaction began since the last sync request */
-    uint64_t last_ticket;
-    void (*sync_hook)(void *arg);
-    void *sync_hook_arg;
     char err[512];
     /* What the last failure was, for store_error_is_transient and
      * store_error_is_corrupt_row: SQLite's extended code and errno. */
@@ -638,9 +626,8 @@ static int configure_writer(sq_store *st, int durability_full)
         set_err(st, "cannot switch the database to WAL mode");
         return -1;
     }
-    /* In WAL mode NORMAL syncs the log only at checkpoints (the syncer
-     * does after each round); OFF never syncs. */
-    const char *sync = durability_full ? "PRAGMA synchronous = NORMAL" : "PRAGMA synchronous = OFF";
+    /* In WAL mode FULL syncs the log at every commit; OFF never syncs. */
+    const char *sync = durability_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = OFF";
     if (sqlite3_exec(st->db, sync, NULL, NULL, NULL) != SQLITE_OK ||
         sqlite3_exec(st->db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL) != SQLITE_OK ||
         /* 32 MiB of page cache: the working set of sagas in flight. */
@@ -652,14 +639,6 @@ static int configure_writer(sq_store *st, int durability_full)
 }
 
 static void sq_close(store *base);
-
-/* The syncer's hook: passes each sync on to the owner's. */
-static void sq_synced(void *arg)
-{
-    sq_store *st = arg;
-    if (st->sync_hook)
-        st->sync_hook(st->sync_hook_arg);
-}
 
 store *store_sqlite_open(const char *path, int durability_full, int read_only, char *err,
                          size_t errlen)
@@ -700,11 +679,6 @@ store *store_sqlite_open(const char *path, int durability_full, int read_only, c
             set_err(st, "%s", why);
             goto fail;
         }
-        if (durability_full && (st->syncer = wal_syncer_start(path, "store", sq_synced, st, why,
-                                                              sizeof why)) == NULL) {
-            set_err(st, "%s", why);
-            goto fail;
-        }
     }
     /* The -wal and -shm this open created or found. */
     if (dbf_check_private("database", path, err, errlen) != 0) {
@@ -737,8 +711,7 @@ static void sq_close(store *base)
     sq_store *st = (sq_store *)base;
     if (st == NULL)
         return;
-    wal_syncer_stop(st->syncer);     /* after a last sync of what was asked for */
-    wal_checkpointer_stop(st->ckpt); /* then: the writer's close is then the last one */
+    wal_checkpointer_stop(st->ckpt); /* first: the writer's close is then the last one */
     for (int i = 0; i < N_STMTS; i++)
         sqlite3_finalize(st->stmt[i]); /* no-op on NULL */
     if (st->db != NULL && !sqlite3_get_autocommit(st->db))
@@ -756,7 +729,6 @@ static int sq_begin(store *base)
     if (run(st, st->stmt[st->read_only ? Q_BEGIN_READ : Q_BEGIN_WRITE], "begin", NULL) != 0)
         return -1;
     st->in_txn = 1;
-    st->wrote_since_sync |= !st->read_only;
     wal_checkpointer_writing(st->ckpt); /* NULL on a read-only handle */
     return 0;
 }
@@ -1863,44 +1835,7 @@ static int sq_schedule_count(store *base, uint64_t *n)
     return rc;
 }
 
-/* ---- Durability (store.h "When commits are durable") ------------------------ */
-
-static uint64_t sq_sync_request(store *base)
-{
-    sq_store *st = (sq_store *)base;
-    if (st->syncer == NULL)
-        return 0;
-    if (st->wrote_since_sync) {
-        st->wrote_since_sync = 0;
-        st->last_ticket = wal_syncer_request(st->syncer);
-    }
-    return st->last_ticket;
-}
-
-static int sq_sync_done(store *base, uint64_t ticket)
-{
-    sq_store *st = (sq_store *)base;
-    return st->syncer == NULL || wal_syncer_done(st->syncer, ticket);
-}
-
-static int sq_sync_wait(store *base, uint64_t ticket)
-{
-    sq_store *st = (sq_store *)base;
-    return st->syncer == NULL ? 0 : wal_syncer_wait(st->syncer, ticket);
-}
-
-static void sq_set_sync_hook(store *base, void (*fn)(void *arg), void *arg)
-{
-    sq_store *st = (sq_store *)base;
-    st->sync_hook = fn;
-    st->sync_hook_arg = arg;
-}
-
 const store_backend store_sqlite_backend = {
-    .sync_request = sq_sync_request,
-    .sync_done = sq_sync_done,
-    .sync_wait = sq_sync_wait,
-    .set_sync_hook = sq_set_sync_hook,
     .name = "sqlite",
     .close = sq_close,
     .errmsg = sq_errmsg,
