@@ -2257,16 +2257,20 @@ static int run_peers(double warm, double secs, int repeat)
     static run_result ours[MAX_REPEAT][3];
     static peer_result theirs[2][MAX_REPEAT][3];
     /* Each system runs its turn alone: the others are paused (SIGSTOP), so
-     * that their idle background work does not weigh on it. */
+     * that their idle background work does not weigh on it, and what the
+     * one before left to write back is on disk first (sync), so that its
+     * writeback does not slow this one's fdatasyncs. */
     for (int r = 0; r < repeat; r++)
         for (int k = 0; k < 3; k++) {
             note("run %d of %d: %d in flight", r + 1, repeat, concs[k]);
             peer_pause(peers[0], 1);
             peer_pause(peers[1], 1);
+            sync();
             cluster_pause(&cd, 0);
             ours[r][k] = run_closed(&cd, concs[k], warm, secs, 0);
             cluster_pause(&cd, 1);
             for (int i = 0; i < 2; i++) {
+                sync();
                 peer_pause(peers[i], 0);
                 if (peer_run(peers[i], concs[k], warm, secs, &theirs[i][r][k]) != 0)
                     die("--peers: %s stopped answering (see %s)", names[i], g_tmp);
