@@ -117,28 +117,6 @@ static int run_child(const char *path, const char *mode, int power_cut)
     return st;
 }
 
-/* Rows in path's table t, read through the default VFS after an
- * integrity check; -1 when the database is not readable or not intact. */
-static int count_rows(const char *path)
-{
-    sqlite3 *db = NULL;
-    sqlite3_stmt *q = NULL;
-    int n = -1;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK &&
-        sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &q, NULL) == SQLITE_OK &&
-        sqlite3_step(q) == SQLITE_ROW &&
-        strcmp((const char *)sqlite3_column_text(q, 0), "ok") == 0) {
-        sqlite3_finalize(q);
-        q = NULL;
-        if (sqlite3_prepare_v2(db, "SELECT count(*) FROM t", -1, &q, NULL) == SQLITE_OK &&
-            sqlite3_step(q) == SQLITE_ROW)
-            n = sqlite3_column_int(q, 0);
-    }
-    sqlite3_finalize(q);
-    sqlite3_close(db);
-    return n;
-}
-
 static int exists(const char *path)
 {
     struct stat sb;
@@ -158,7 +136,7 @@ static void test_sync_off_commits_are_lost(void **state)
     char *shm = util_asprintf("%s-shm", f->db);
     assert_false(exists(shm)); /* the WAL index is modelled as lost */
     free(shm);
-    assert_int_equal(count_rows(f->db), SYNCED_ROWS);
+    assert_int_equal(th_sqlite_intact_rows(f->db, "t"), SYNCED_ROWS);
 }
 
 static void test_sync_normal_in_wal_loses_commits_after_checkpoint(void **state)
@@ -167,14 +145,14 @@ static void test_sync_normal_in_wal_loses_commits_after_checkpoint(void **state)
      * such commits may roll back after a power loss, and here they do. */
     fixture *f = *state;
     assert_killed(run_child(f->db, "PRAGMA synchronous=NORMAL", 1));
-    assert_int_equal(count_rows(f->db), SYNCED_ROWS);
+    assert_int_equal(th_sqlite_intact_rows(f->db, "t"), SYNCED_ROWS);
 }
 
 static void test_sync_full_commits_survive(void **state)
 {
     fixture *f = *state;
     assert_killed(run_child(f->db, "PRAGMA synchronous=FULL", 1));
-    assert_int_equal(count_rows(f->db), SYNCED_ROWS + UNSYNCED_ROWS);
+    assert_int_equal(th_sqlite_intact_rows(f->db, "t"), SYNCED_ROWS + UNSYNCED_ROWS);
 }
 
 /*
@@ -210,7 +188,7 @@ static void test_checkpoint_by_another_connection_survives(void **state)
     assert_true(pid > 0);
     assert_int_equal(waitpid(pid, &st, 0), pid);
     assert_killed(st);
-    assert_int_equal(count_rows(f->db), SYNCED_ROWS + UNSYNCED_ROWS);
+    assert_int_equal(th_sqlite_intact_rows(f->db, "t"), SYNCED_ROWS + UNSYNCED_ROWS);
 }
 
 static void test_sigkill_alone_keeps_unsynced_commits(void **state)
@@ -218,7 +196,7 @@ static void test_sigkill_alone_keeps_unsynced_commits(void **state)
     /* Why the VFS exists: the same missing sync, seen by a plain SIGKILL. */
     fixture *f = *state;
     assert_killed(run_child(f->db, "PRAGMA synchronous=OFF", 0));
-    assert_int_equal(count_rows(f->db), SYNCED_ROWS + UNSYNCED_ROWS);
+    assert_int_equal(th_sqlite_intact_rows(f->db, "t"), SYNCED_ROWS + UNSYNCED_ROWS);
 }
 
 #define FILE_SIZE 8192

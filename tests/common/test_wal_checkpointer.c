@@ -109,26 +109,6 @@ static int write_rows(sqlite3 *db, wal_checkpointer *ckpt, const char *wal, int 
     return 0;
 }
 
-static int count_rows(const char *path)
-{
-    sqlite3 *db = NULL;
-    sqlite3_stmt *q = NULL;
-    int n = -1;
-    if (sqlite3_open(path, &db) == SQLITE_OK &&
-        sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &q, NULL) == SQLITE_OK &&
-        sqlite3_step(q) == SQLITE_ROW &&
-        strcmp((const char *)sqlite3_column_text(q, 0), "ok") == 0) {
-        sqlite3_finalize(q);
-        q = NULL;
-        if (sqlite3_prepare_v2(db, "SELECT count(*) FROM t", -1, &q, NULL) == SQLITE_OK &&
-            sqlite3_step(q) == SQLITE_ROW)
-            n = sqlite3_column_int(q, 0);
-    }
-    sqlite3_finalize(q);
-    sqlite3_close(db);
-    return n;
-}
-
 static void test_commits_overwrite_what_was_grown_ahead(void **state)
 {
     fixture *f = *state;
@@ -143,7 +123,7 @@ static void test_commits_overwrite_what_was_grown_ahead(void **state)
     assert_true(file_size(f->wal) >= WAL_GROW_MARGIN);
     wal_checkpointer_stop(ckpt);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
-    assert_int_equal(count_rows(f->db), COMMITS);
+    assert_int_equal(th_sqlite_intact_rows(f->db, "t"), COMMITS);
 }
 
 static void test_no_growing_without_syncs(void **state)
@@ -183,7 +163,7 @@ static void crash_after_rows(const fixture *f, int power_cut)
     assert_int_equal(waitpid(pid, &st, 0), pid);
     assert_true(WIFSIGNALED(st));
     assert_int_equal(WTERMSIG(st), SIGKILL);
-    assert_int_equal(count_rows(f->db), COMMITS);
+    assert_int_equal(th_sqlite_intact_rows(f->db, "t"), COMMITS);
 }
 
 static void test_grown_log_survives_a_sigkill(void **state)

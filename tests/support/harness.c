@@ -792,3 +792,25 @@ int th_sql_exec(const char *db_path, const char *fmt, ...)
     sqlite3_close(db);
     return rc == SQLITE_OK ? 0 : -1;
 }
+
+int th_sqlite_intact_rows(const char *db_path, const char *table)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    int n = -1;
+    char *count = sqlite3_mprintf("SELECT count(*) FROM \"%w\"", table);
+    if (count != NULL && sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &q, NULL) == SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW &&
+        strcmp((const char *)sqlite3_column_text(q, 0), "ok") == 0) {
+        sqlite3_finalize(q);
+        q = NULL;
+        if (sqlite3_prepare_v2(db, count, -1, &q, NULL) == SQLITE_OK &&
+            sqlite3_step(q) == SQLITE_ROW)
+            n = sqlite3_column_int(q, 0);
+    }
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    sqlite3_free(count);
+    return n;
+}

@@ -179,5 +179,11 @@ char *th_sql_text(const char *db_path, const char *fmt, ...);
  * Returns 0 or -1 (reason printed).
  */
 int th_sql_exec(const char *db_path, const char *fmt, ...);
+/*
+ * The rows of `table` in the SQLite file db_path, opened read-write (so
+ * that a WAL left by a crash is recovered) after PRAGMA integrity_check
+ * said "ok"; -1 when the database is not readable or not intact.
+ */
+int th_sqlite_intact_rows(const char *db_path, const char *table);
 
 #endif
