@@ -61,6 +61,8 @@ static void *checkpointer_main(void *arg)
 static int wal_hook(void *arg, sqlite3 *db, const char *schema, int frames)
 {
     wal_checkpointer *c = arg;
+    if (frames < c->frames)
+        c->file_bytes = 0; /* the log restarted (or was truncated): look at the file again */
     c->frames = frames;
     if (frames < c->asked_at)
         c->asked_at = 0; /* the log was restarted from its start */
