@@ -141,17 +141,36 @@ static int ck_exchange_on(const ck_ctx *c, const void *msg, size_t len, uint8_t 
 /* Every exchange runs on a thread of its own: nng 1.5.2 can block a REQ
  * send, receive or close past its timeouts (once the peer hung up on a
  * large message; a close among others, nng #1543): CI runs stalled 120 s
- * in the kit so, and the kit must never hang. */
+ * in the kit so, and the kit must never hang. The thread is detached and
+ * never joined: after handing its answer over it closes its socket, and
+ * that close may block for good (a join on it hung the kit in CI). The
+ * record is shared by the caller and the thread; whichever lets go of it
+ * last frees it. */
 typedef struct {
     const ck_ctx *c;
-    const void *msg;
+    void *msg; /* the thread's own copy: the caller's buffer may be freed */
     size_t len;
-    uint8_t *raw;
+    uint8_t *raw; /* the answer, until the caller takes it */
     size_t rlen;
     int rv, done;
+    int refs; /* the caller and the thread */
     pthread_mutex_t mtx;
     pthread_cond_t cv;
 } ck_bounded;
+
+/* Drops one reference; called with b->mtx held, which it releases. */
+static void ck_bounded_put(ck_bounded *b)
+{
+    int last = --b->refs == 0;
+    pthread_mutex_unlock(&b->mtx);
+    if (!last)
+        return;
+    pthread_mutex_destroy(&b->mtx);
+    pthread_cond_destroy(&b->cv);
+    free(b->raw); /* an answer that came after the caller gave up */
+    free(b->msg);
+    free(b);
+}
 
 static void *ck_bounded_run(void *arg)
 {
@@ -166,7 +185,7 @@ static void *ck_bounded_run(void *arg)
     b->rv = rv;
     b->done = 1;
     pthread_cond_signal(&b->cv);
-    pthread_mutex_unlock(&b->mtx);
+    ck_bounded_put(b);
     /* After the answer is handed over: should nng's close block (#1543),
      * only this thread waits, and the process's exit ends it. */
     if (rv == 0)
@@ -180,51 +199,44 @@ static void *ck_bounded_run(void *arg)
  * exit: the kit ends with _exit). */
 static int ck_exchange(const ck_ctx *c, const void *msg, size_t len, uint8_t **raw, size_t *rlen)
 {
-    ck_bounded *b = calloc(1, sizeof *b); /* the thread may outlive this call */
-    if (b == NULL)
-        return NNG_ENOMEM;
-    /* The thread's own copy: the caller's buffer may be freed while it runs. */
+    *raw = NULL;
+    *rlen = 0;
+    ck_bounded *b = calloc(1, sizeof *b);
     void *copy = malloc(len ? len : 1);
-    if (copy == NULL) {
+    if (b == NULL || copy == NULL) {
         free(b);
+        free(copy);
         return NNG_ENOMEM;
     }
     memcpy(copy, msg, len);
     b->c = c;
     b->msg = copy;
     b->len = len;
+    b->refs = 2;
     pthread_mutex_init(&b->mtx, NULL);
     pthread_cond_init(&b->cv, NULL);
     pthread_t t;
     if (pthread_create(&t, NULL, ck_bounded_run, b) != 0) {
-        free(copy);
-        free(b);
-        nng_socket s;
-        int rv = ck_exchange_on(c, msg, len, raw, rlen, &s);
-        if (rv == 0)
-            nng_close(s);
-        return rv;
+        pthread_mutex_lock(&b->mtx);
+        b->refs = 1;
+        ck_bounded_put(b);
+        return NNG_ENOMEM;
     }
+    pthread_detach(t);
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += 3 * (c->timeout_ms / 1000 + 1);
     pthread_mutex_lock(&b->mtx);
     while (!b->done && pthread_cond_timedwait(&b->cv, &b->mtx, &until) == 0)
         ;
-    int done = b->done;
-    pthread_mutex_unlock(&b->mtx);
-    if (!done) {
-        pthread_detach(t);
-        return NNG_ETIMEDOUT;
+    int rv = NNG_ETIMEDOUT;
+    if (b->done) {
+        rv = b->rv;
+        *raw = b->raw;
+        *rlen = b->rlen;
+        b->raw = NULL; /* the caller's now */
     }
-    pthread_join(t, NULL);
-    *raw = b->raw;
-    *rlen = b->rlen;
-    int rv = b->rv;
-    pthread_mutex_destroy(&b->mtx);
-    pthread_cond_destroy(&b->cv);
-    free(copy);
-    free(b);
+    ck_bounded_put(b);
     return rv;
 }
 

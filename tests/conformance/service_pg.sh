@@ -61,6 +61,11 @@ for r in a b; do
     if [ $rc -ne 0 ]; then
         [ $rc -eq 124 ] && echo "FAIL: the kit did not finish against replica $r in 120 s"
         echo "--- replica logs"; cat "$dir"/*.log
+        # Who held what: a request answered RETRY until the kit gave up waits
+        # for a lock (lock_timeout 2 s) that some session kept.
+        echo "--- sessions and locks of the database"
+        psql "$url" -c "SELECT pid, application_name, state, xact_start, state_change, wait_event_type, left(query, 120) AS query FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()" || true
+        psql "$url" -c "SELECT l.pid, l.locktype, l.relation::regclass, l.mode, l.granted FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE a.datname = current_database() AND l.pid <> pg_backend_pid() AND l.locktype <> 'virtualxid'" || true
         exit 1
     fi
 done
