@@ -314,10 +314,20 @@ int pt_backend(const participant *p)
     return p->be->backend;
 }
 
-int pt_run(participant *p, int (*fn)(pt_tx *tx, void *arg), void *arg, char *err, size_t errlen)
+/* pt_run's attempts when another process holds a lock its transaction
+ * needs: a replica of the service busy on the same database holds its
+ * tables' locks for a moment at a time (on PostgreSQL past lock_timeout
+ * while this one creates them IF NOT EXISTS); that is a wait, not a
+ * failure. */
+#define PT_RUN_BUSY_TRIES    30
+#define PT_RUN_BUSY_PAUSE_MS 2000
+
+static int pt_run_once(participant *p, int (*fn)(pt_tx *tx, void *arg), void *arg, char *err,
+                       size_t errlen)
 {
     pt_tx *tx = &p->tx;
     tx->err[0] = '\0';
+    tx->busy = 0;
     if (p->be->setup_begin(p) != SQLITE_OK) {
         snprintf(err, errlen, "cannot begin a transaction: %s", p->be->errmsg(p));
         return -1;
@@ -333,6 +343,20 @@ int pt_run(participant *p, int (*fn)(pt_tx *tx, void *arg), void *arg, char *err
     }
     p->be->rollback(p); /* no-op after a commit */
     return rc == 0 ? 0 : -1;
+}
+
+int pt_run(participant *p, int (*fn)(pt_tx *tx, void *arg), void *arg, char *err, size_t errlen)
+{
+    for (int attempt = 1;; attempt++) {
+        if (pt_run_once(p, fn, arg, err, errlen) == 0)
+            return 0;
+        if (!p->tx.busy || attempt >= PT_RUN_BUSY_TRIES)
+            return -1;
+        log_warn("%s: %s; another process holds a lock it needs (a busy replica?): trying again "
+                 "in %d s",
+                 p->name, err, PT_RUN_BUSY_PAUSE_MS / 1000);
+        util_sleep_ms(PT_RUN_BUSY_PAUSE_MS);
+    }
 }
 
 int pt_purge_once(participant *p, int64_t now_wall_ms)

@@ -333,9 +333,14 @@ int pt_backend(const participant *p);
  * (before pt_start, or between pt_process_batch calls): schema, seed,
  * audits, tests. Commits when fn returns 0, rolls back otherwise. On
  * PostgreSQL the transaction first takes an advisory lock, so replicas
- * starting together run their setups one after the other. Returns 0, or -1
- * with the reason in err (fn's own return value when it is not 0 and err
- * is left as fn wrote it through pt_tx_errmsg).
+ * starting together run their setups one after the other. A transaction
+ * that failed on another process's lock (busy, lock timeout, deadlock: a
+ * replica busy on the same database) is rolled back and run again, fn
+ * included, every 2 s for up to a minute, with a log line each time; fn
+ * must therefore do nothing outside the transaction that a second run
+ * would repeat wrongly. Returns 0, or -1 with the reason in err (fn's own
+ * return value when it is not 0 and err is left as fn wrote it through
+ * pt_tx_errmsg).
  */
 int pt_run(participant *p, int (*fn)(pt_tx *tx, void *arg), void *arg, char *err, size_t errlen);
 /*

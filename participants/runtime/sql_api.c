@@ -34,9 +34,12 @@ static int pt_binds(pt_tx *tx, const char *types, va_list ap, pt_bind *b)
     return n;
 }
 
-/* The runtime's status as participant.h's. */
-static int pt_db_status(int rc)
+/* The runtime's status as participant.h's; a lock another process held
+ * (busy, lock timeout, deadlock) is remembered in tx->busy. */
+static int pt_db_status(pt_tx *tx, int rc)
 {
+    if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
+        tx->busy = 1;
     if (rc == SQLITE_OK)
         return PT_DB_OK;
     return rc == SQLITE_CONSTRAINT ? PT_DB_CONSTRAINT : PT_DB_ERROR;
@@ -57,7 +60,7 @@ int pt_exec(pt_tx *tx, const char *sql, const char *types, ...)
     if (n < 0)
         return PT_DB_ERROR;
     tx->affected = 0;
-    return pt_db_status(tx->p->be->exec(tx, sql, n, b));
+    return pt_db_status(tx, tx->p->be->exec(tx, sql, n, b));
 }
 
 int64_t pt_affected(const pt_tx *tx)
@@ -79,9 +82,10 @@ static int pt_vquery(pt_tx *tx, pt_rows **rows, const char *sql, const char *typ
     }
     r->tx = tx;
     r->row = -1;
-    if (tx->p->be->query(tx, r, sql, n, b) != SQLITE_OK) {
+    int rc = tx->p->be->query(tx, r, sql, n, b);
+    if (rc != SQLITE_OK) {
         free(r);
-        return PT_DB_ERROR;
+        return pt_db_status(tx, rc);
     }
     r->next = tx->rows;
     tx->rows = r;
@@ -146,7 +150,7 @@ int pt_query_int(pt_tx *tx, int64_t *out, const char *sql, const char *types, ..
 
 int pt_exec_script(pt_tx *tx, const char *sql)
 {
-    return pt_db_status(tx->p->be->script(tx, sql));
+    return pt_db_status(tx, tx->p->be->script(tx, sql));
 }
 
 const char *pt_tx_errmsg(const pt_tx *tx)

@@ -40,6 +40,7 @@ struct pt_tx {
     int backend;
     int64_t affected;
     pt_rows *rows; /* every cursor opened in this call, freed by pt_tx_release */
+    int busy;      /* a statement failed on another process's lock (pt_run retries) */
     char err[512]; /* the last error ("" when none) */
 };
 

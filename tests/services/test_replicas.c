@@ -11,6 +11,7 @@
  *     service's own audit (books, stock) balances.
  * Always on PostgreSQL: it is the replicas' test, not a variant.
  */
+#include <libpq-fe.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -176,6 +177,56 @@ static void test_shipping_replicas(void **state)
     replicas_one_effect(&c);
 }
 
+/* Holds an ACCESS EXCLUSIVE lock on the service's meta table for 3 s (past
+ * the runtime's 2 s lock_timeout), as a replica's long transaction or an
+ * operator's session would, then lets go. */
+typedef struct {
+    PGconn *conn;
+} lock_holder;
+
+static void *release_after_3s(void *arg)
+{
+    lock_holder *h = arg;
+    sleep(3);
+    PQclear(PQexec(h->conn, "COMMIT"));
+    return NULL;
+}
+
+/* A replica that starts while another session holds a lock its set-up
+ * transaction needs waits and tries again (pt_run), rather than exiting:
+ * chaos_replicas_pg lost a restarting replica so ("cannot create the order
+ * schema: ... lock timeout"). */
+static void test_start_waits_out_a_held_table_lock(void **state)
+{
+    (void)state;
+    fx_svc a, b;
+    char *db = fx_pg_database();
+    assert_non_null(db);
+    assert_int_equal(fx_init(&a, "payment"), 0);
+    assert_int_equal(fx_init(&b, "payment"), 0);
+    free(a.db);
+    free(b.db);
+    a.db = util_strdup(db);
+    b.db = db;
+    assert_int_equal(fx_start(&a, NULL), 0); /* the schema exists */
+    assert_int_equal(fx_stop(&a), 0);
+
+    lock_holder h = {PQconnectdb(db)};
+    assert_int_equal(PQstatus(h.conn), CONNECTION_OK);
+    PGresult *r = PQexec(h.conn, "BEGIN; LOCK TABLE meta IN ACCESS EXCLUSIVE MODE");
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, release_after_3s, &h), 0);
+    int started = fx_start(&b, NULL); /* first try times out at 2 s, the next one in */
+    pthread_join(t, NULL);
+    PQfinish(h.conn);
+    assert_int_equal(started, 0);
+    assert_int_equal(fx_stop(&b), 0);
+    fx_destroy(&a);
+    fx_destroy(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -183,6 +234,7 @@ int main(void)
         cmocka_unit_test(test_inventory_replicas),
         cmocka_unit_test(test_order_replicas),
         cmocka_unit_test(test_shipping_replicas),
+        cmocka_unit_test(test_start_waits_out_a_held_table_lock),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
