@@ -13,6 +13,7 @@
 
 #include "db_files.h"
 #include "log.h"
+#include "util.h"
 
 struct wal_checkpointer {
     sqlite3 *writer; /* the connection whose WAL hook this is */
@@ -97,14 +98,16 @@ wal_checkpointer *wal_checkpointer_start(sqlite3 *writer, const char *path, int 
         sqlite3_step(q) == SQLITE_ROW)
         c->frame_bytes = sqlite3_column_int64(q, 0) + WAL_FRAME_HEADER_BYTES;
     sqlite3_finalize(q);
-    size_t plen = strlen(path);
-    if (c->frame_bytes <= WAL_FRAME_HEADER_BYTES || (c->wal_path = malloc(plen + 5)) == NULL) {
+    if (c->frame_bytes <= WAL_FRAME_HEADER_BYTES) {
         snprintf(err, errlen, "checkpointer: cannot read the page size");
         free(c);
         return NULL;
     }
-    memcpy(c->wal_path, path, plen);
-    memcpy(c->wal_path + plen, "-wal", 5);
+    if ((c->wal_path = util_asprintf("%s-wal", path)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        free(c);
+        return NULL;
+    }
     if (sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | DBF_SQLITE_OPEN_FLAGS, NULL) !=
         SQLITE_OK) {
         snprintf(err, errlen, "checkpointer: %s", c->db ? sqlite3_errmsg(c->db) : "out of memory");
