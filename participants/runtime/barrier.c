@@ -372,10 +372,7 @@ void barrier_close(barrier_store *s)
 
 int barrier_begin(barrier_store *s)
 {
-    int rc = barrier_exec(s, "BEGIN IMMEDIATE");
-    if (rc == SQLITE_OK)
-        wal_checkpointer_writing(s->ckpt);
-    return rc;
+    return barrier_exec(s, "BEGIN IMMEDIATE");
 }
 
 int barrier_begin_at_startup(barrier_store *s)
