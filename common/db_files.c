@@ -16,10 +16,8 @@
 #include "util.h"
 
 /* Often enough to see the lock free between two transactions of a busy
- * twin (a replica of the service on the same database), which may hold it
- * nearly all the time without writing anything (batches of replays only:
- * the log does not move); polled every 100 ms, such a twin failed a
- * replica's start in CI. A look at /proc/locks costs tens of microseconds. */
+ * twin (a replica of the service on the same database), which holds it
+ * most of the time; a look at /proc/locks costs tens of microseconds. */
 #define DBF_POLL_MS 2
 
 /* SQLite's lock bytes (os_unix.c, unchanged since WAL exists): in the -shm,

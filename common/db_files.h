@@ -25,8 +25,7 @@
  *      and ends the wait at once: SQLite's busy handling takes it from there.
  *      So does a lock seen free even once: the locks are looked at every
  *      2 ms, often enough to see the gap between two transactions of a twin
- *      that holds the write lock nearly all the time without writing (a
- *      batch of replays writes nothing, so its log does not move).
+ *      that holds the write lock most of the time.
  *      Other processes' locks are read from /proc/locks (Linux)
  *      rather than probed with fcntl: closing a probe descriptor would drop
  *      every POSIX lock this process holds on the file, those of its open
