@@ -621,7 +621,31 @@ static int proc_reap(cluster *c, proc *p)
     return 0;
 }
 
-/* Waits until p's socket accepts a dial (without reaping anyone else). */
+/* Node i (0 on SQLite): sagad's database, and on PostgreSQL its name and
+ * lease. */
+static proc *cluster_node(cluster *c, int i)
+{
+    return i == 0 ? &c->sagad : &c->extra_nodes[i - 1];
+}
+
+/* SIGCONT for whatever was paused and is due (or every paused process). */
+static void cluster_resume_due(cluster *c, int all)
+{
+    int64_t now = util_mono_ms();
+    for (int i = 0; i < c->n_svc + c->n_nodes; i++) {
+        proc *p = i < c->n_svc ? &c->svc[i] : cluster_node(c, i - c->n_svc);
+        if (p->pid > 0 && p->resume_at > 0 && (all || now >= p->resume_at)) {
+            kill(p->pid, SIGCONT);
+            p->resume_at = 0;
+        }
+    }
+}
+
+/* Waits until p's socket accepts a dial (without reaping anyone else).
+ * Paused processes are resumed when due meanwhile: p may be a replica whose
+ * twin this supervisor paused holding the database's write lock, and p's
+ * start waits for that lock; the supervisor blocked here would hold the
+ * SIGCONT back, and both would wait until p gave up. */
 static int proc_wait_ready(cluster *c, proc *p)
 {
     nng_socket s;
@@ -636,6 +660,7 @@ static int proc_wait_ready(cluster *c, proc *p)
         }
         if (proc_reap(c, p))
             break;
+        cluster_resume_due(c, 0);
         util_sleep_ms(10);
     }
     nng_close(s);
@@ -813,13 +838,6 @@ static const char parallel_def_text[] =
     "    compensation = \"none\"; inputs = [\"order_id\"];\n"
     "    retry = { max_attempts = %d; }; }\n"
     ");\n";
-
-/* Node i (0 on SQLite): sagad's database, and on PostgreSQL its name and
- * lease. */
-static proc *cluster_node(cluster *c, int i)
-{
-    return i == 0 ? &c->sagad : &c->extra_nodes[i - 1];
-}
 
 static int write_node_config(cluster *c, proc *node, const char *sagas_dir)
 {
@@ -1021,19 +1039,6 @@ static void cluster_free(cluster *c)
     free(c->db_url);
     pgc_destroy(c->pg); /* after every node stopped */
     free(c->dir);
-}
-
-/* SIGCONT for whatever was paused and is due (or every paused process). */
-static void cluster_resume_due(cluster *c, int all)
-{
-    int64_t now = util_mono_ms();
-    for (int i = 0; i < c->n_svc + c->n_nodes; i++) {
-        proc *p = i < c->n_svc ? &c->svc[i] : cluster_node(c, i - c->n_svc);
-        if (p->pid > 0 && p->resume_at > 0 && (all || now >= p->resume_at)) {
-            kill(p->pid, SIGCONT);
-            p->resume_at = 0;
-        }
-    }
 }
 
 /* Reaps whatever died and restarts it: the supervisor's one round. */
