@@ -20,6 +20,20 @@
  * Durability is unchanged: a commit is durable once its WAL frames are
  * synced; a checkpoint only moves committed pages, with the same syncs as
  * the writer's own would (the checkpointer uses the writer's synchronous).
+ *
+ * The log's file grows ahead of the writer (synchronous=FULL only). A
+ * commit that appends to the file makes its fdatasync also journal the
+ * file's new size and blocks, about 1.5x the sync of a commit that
+ * overwrites (measured here: 449 against 300 us). A log that has been
+ * restarted is overwritten from its start, but every new log (each start
+ * of the program) and every log still growing to its bound appends. So,
+ * at the start of each write transaction, while the writer holds the write
+ * lock, zeros are appended once the log's end comes within
+ * WAL_GROW_MARGIN of the file's end, up to WAL_GROW_BOUND frames. Zeros
+ * past the last frame are what SQLite's recovery stops at (a frame with
+ * the wrong salt), so they never change what the log holds; they are
+ * written under the write lock because another process sharing the file
+ * (a participant's replica) appends frames only under that lock.
  */
 #ifndef SAGA_WAL_CHECKPOINTER_H
 #define SAGA_WAL_CHECKPOINTER_H
@@ -27,8 +41,11 @@
 #include <sqlite3.h>
 #include <stddef.h>
 
-#define WAL_CKPT_FRAMES        1000 /* a background pass per this many new frames */
-#define WAL_CKPT_INLINE_FRAMES 8192 /* from this log size on, the writer copies the rest */
+#define WAL_CKPT_FRAMES        1000      /* a background pass per this many new frames */
+#define WAL_CKPT_INLINE_FRAMES 8192      /* from this log size on, the writer copies the rest */
+#define WAL_GROW_MARGIN        (1 << 20) /* bytes past the log's end kept written ahead */
+#define WAL_GROW_CHUNK         (2 << 20) /* bytes appended at once */
+#define WAL_GROW_BOUND         (WAL_CKPT_INLINE_FRAMES + 512) /* frames: no growing past */
 
 typedef struct wal_checkpointer wal_checkpointer;
 
@@ -43,5 +60,13 @@ wal_checkpointer *wal_checkpointer_start(sqlite3 *writer, const char *path, int 
 /* Removes the hook, joins the thread and closes its connection; call it
  * before closing the writer, whose close is then the last one. NULL: no-op. */
 void wal_checkpointer_stop(wal_checkpointer *c);
+
+/*
+ * Call in the writer's thread right after each BEGIN IMMEDIATE (the write
+ * lock held): grows the log's file ahead of its end when due (above). An
+ * error is logged and ignored: the commit then appends, as without this.
+ * NULL: no-op.
+ */
+void wal_checkpointer_writing(wal_checkpointer *c);
 
 #endif

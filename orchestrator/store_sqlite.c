@@ -729,6 +729,7 @@ static int sq_begin(store *base)
     if (run(st, st->stmt[st->read_only ? Q_BEGIN_READ : Q_BEGIN_WRITE], "begin", NULL) != 0)
         return -1;
     st->in_txn = 1;
+    wal_checkpointer_writing(st->ckpt); /* NULL on a read-only handle */
     return 0;
 }
 

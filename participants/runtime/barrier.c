@@ -372,7 +372,10 @@ void barrier_close(barrier_store *s)
 
 int barrier_begin(barrier_store *s)
 {
-    return barrier_exec(s, "BEGIN IMMEDIATE");
+    int rc = barrier_exec(s, "BEGIN IMMEDIATE");
+    if (rc == SQLITE_OK)
+        wal_checkpointer_writing(s->ckpt);
+    return rc;
 }
 
 int barrier_begin_at_startup(barrier_store *s)
