@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "util.h"
+#include "vfs_shim.h"
 
 /*
  * One change not yet made durable by a sync, with what it takes to undo it:
@@ -42,9 +43,8 @@ typedef struct file_record {
 } file_record;
 
 typedef struct {
-    sqlite3_file base;   /* pMethods = &tracked_methods */
+    vfs_shim_file shim;  /* base.pMethods = &tracked_methods; below: the unix VFS's file */
     file_record *record; /* NULL: not tracked (temp files) */
-    sqlite3_file *real;  /* the unix VFS's file, right after this struct */
 } pl_file;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER; /* guards everything below */
@@ -57,7 +57,7 @@ static int installed;
 
 static const sqlite3_io_methods tracked_methods;
 
-#define REAL(f) (((pl_file *)(f))->real)
+#define REAL(f) VFS_SHIM_BELOW(f)
 
 /* ---- Bookkeeping (callers hold mu) ----------------------------------------- */
 
@@ -105,7 +105,7 @@ static int record_change(pl_file *f, int64_t offset, int64_t len, int64_t span)
 {
     file_record *r = f->record;
     sqlite3_int64 size = 0;
-    int rc = f->real->pMethods->xFileSize(f->real, &size);
+    int rc = REAL(f)->pMethods->xFileSize(REAL(f), &size);
     if (rc != SQLITE_OK)
         return rc;
     if (r->n_changes == r->cap_changes) {
@@ -123,7 +123,7 @@ static int record_change(pl_file *f, int64_t offset, int64_t len, int64_t span)
         c.old = malloc((size_t)c.old_len);
         if (c.old == NULL)
             return SQLITE_NOMEM;
-        rc = f->real->pMethods->xRead(f->real, c.old, (int)c.old_len, offset);
+        rc = REAL(f)->pMethods->xRead(REAL(f), c.old, (int)c.old_len, offset);
         if (rc != SQLITE_OK) {
             free(c.old);
             return rc;
@@ -138,7 +138,7 @@ static int record_change(pl_file *f, int64_t offset, int64_t len, int64_t span)
 static int pl_close(sqlite3_file *f)
 {
     pl_file *p = (pl_file *)f;
-    int rc = p->real->pMethods->xClose(p->real);
+    int rc = REAL(p)->pMethods->xClose(REAL(p));
     if (p->record) {
         pthread_mutex_lock(&mu);
         p->record->open_handles--;
@@ -148,20 +148,15 @@ static int pl_close(sqlite3_file *f)
     return rc;
 }
 
-static int pl_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
-{
-    return REAL(f)->pMethods->xRead(REAL(f), buf, n, off);
-}
-
 static int pl_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
 {
     pl_file *p = (pl_file *)f;
     if (p->record == NULL)
-        return p->real->pMethods->xWrite(p->real, buf, n, off);
+        return REAL(p)->pMethods->xWrite(REAL(p), buf, n, off);
     pthread_mutex_lock(&mu);
     int rc = record_change(p, off, n, n);
     if (rc == SQLITE_OK)
-        rc = p->real->pMethods->xWrite(p->real, buf, n, off);
+        rc = REAL(p)->pMethods->xWrite(REAL(p), buf, n, off);
     pthread_mutex_unlock(&mu);
     return rc;
 }
@@ -170,11 +165,11 @@ static int pl_truncate(sqlite3_file *f, sqlite3_int64 size)
 {
     pl_file *p = (pl_file *)f;
     if (p->record == NULL)
-        return p->real->pMethods->xTruncate(p->real, size);
+        return REAL(p)->pMethods->xTruncate(REAL(p), size);
     pthread_mutex_lock(&mu);
     int rc = record_change(p, size, 0, INT64_MAX - size);
     if (rc == SQLITE_OK)
-        rc = p->real->pMethods->xTruncate(p->real, size);
+        rc = REAL(p)->pMethods->xTruncate(REAL(p), size);
     pthread_mutex_unlock(&mu);
     return rc;
 }
@@ -183,110 +178,50 @@ static int pl_sync(sqlite3_file *f, int flags)
 {
     pl_file *p = (pl_file *)f;
     if (p->record == NULL)
-        return p->real->pMethods->xSync(p->real, flags);
+        return REAL(p)->pMethods->xSync(REAL(p), flags);
     pthread_mutex_lock(&mu);
-    int rc = p->real->pMethods->xSync(p->real, flags);
+    int rc = REAL(p)->pMethods->xSync(REAL(p), flags);
     if (rc == SQLITE_OK)
         record_forget_changes(p->record); /* durable now, whoever wrote them */
     pthread_mutex_unlock(&mu);
     return rc;
 }
 
-static int pl_file_size(sqlite3_file *f, sqlite3_int64 *size)
-{
-    return REAL(f)->pMethods->xFileSize(REAL(f), size);
-}
-
-static int pl_lock(sqlite3_file *f, int level)
-{
-    return REAL(f)->pMethods->xLock(REAL(f), level);
-}
-
-static int pl_unlock(sqlite3_file *f, int level)
-{
-    return REAL(f)->pMethods->xUnlock(REAL(f), level);
-}
-
-static int pl_check_reserved_lock(sqlite3_file *f, int *out)
-{
-    return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out);
-}
-
 static int pl_file_control(sqlite3_file *f, int op, void *arg)
 {
     pl_file *p = (pl_file *)f;
     if (p->record == NULL || op != SQLITE_FCNTL_SIZE_HINT)
-        return p->real->pMethods->xFileControl(p->real, op, arg);
+        return REAL(p)->pMethods->xFileControl(REAL(p), op, arg);
     /* A size hint may grow the file (chunked allocation): undo it like a
      * write of nothing that extended the file. */
     pthread_mutex_lock(&mu);
     int rc = record_change(p, 0, 0, 0);
     if (rc == SQLITE_OK)
-        rc = p->real->pMethods->xFileControl(p->real, op, arg);
+        rc = REAL(p)->pMethods->xFileControl(REAL(p), op, arg);
     pthread_mutex_unlock(&mu);
     return rc;
-}
-
-static int pl_sector_size(sqlite3_file *f)
-{
-    return REAL(f)->pMethods->xSectorSize(REAL(f));
-}
-
-static int pl_device_characteristics(sqlite3_file *f)
-{
-    return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
-}
-
-static int pl_shm_map(sqlite3_file *f, int region, int size, int extend, void volatile **out)
-{
-    return REAL(f)->pMethods->xShmMap(REAL(f), region, size, extend, out);
-}
-
-static int pl_shm_lock(sqlite3_file *f, int offset, int n, int flags)
-{
-    return REAL(f)->pMethods->xShmLock(REAL(f), offset, n, flags);
-}
-
-static void pl_shm_barrier(sqlite3_file *f)
-{
-    REAL(f)->pMethods->xShmBarrier(REAL(f));
-}
-
-static int pl_shm_unmap(sqlite3_file *f, int delete_flag)
-{
-    return REAL(f)->pMethods->xShmUnmap(REAL(f), delete_flag);
-}
-
-static int pl_fetch(sqlite3_file *f, sqlite3_int64 off, int n, void **out)
-{
-    return REAL(f)->pMethods->xFetch(REAL(f), off, n, out);
-}
-
-static int pl_unfetch(sqlite3_file *f, sqlite3_int64 off, void *p)
-{
-    return REAL(f)->pMethods->xUnfetch(REAL(f), off, p);
 }
 
 static const sqlite3_io_methods tracked_methods = {
     .iVersion = 3,
     .xClose = pl_close,
-    .xRead = pl_read,
+    .xRead = vfs_shim_read,
     .xWrite = pl_write,
     .xTruncate = pl_truncate,
     .xSync = pl_sync,
-    .xFileSize = pl_file_size,
-    .xLock = pl_lock,
-    .xUnlock = pl_unlock,
-    .xCheckReservedLock = pl_check_reserved_lock,
+    .xFileSize = vfs_shim_file_size,
+    .xLock = vfs_shim_lock,
+    .xUnlock = vfs_shim_unlock,
+    .xCheckReservedLock = vfs_shim_check_reserved_lock,
     .xFileControl = pl_file_control,
-    .xSectorSize = pl_sector_size,
-    .xDeviceCharacteristics = pl_device_characteristics,
-    .xShmMap = pl_shm_map,
-    .xShmLock = pl_shm_lock,
-    .xShmBarrier = pl_shm_barrier,
-    .xShmUnmap = pl_shm_unmap,
-    .xFetch = pl_fetch,
-    .xUnfetch = pl_unfetch,
+    .xSectorSize = vfs_shim_sector_size,
+    .xDeviceCharacteristics = vfs_shim_device_characteristics,
+    .xShmMap = vfs_shim_shm_map,
+    .xShmLock = vfs_shim_shm_lock,
+    .xShmBarrier = vfs_shim_shm_barrier,
+    .xShmUnmap = vfs_shim_shm_unmap,
+    .xFetch = vfs_shim_fetch,
+    .xUnfetch = vfs_shim_unfetch,
 };
 
 /* ---- VFS methods ------------------------------------------------------------- */
@@ -299,13 +234,13 @@ static int pl_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flag
 {
     (void)vfs;
     pl_file *p = (pl_file *)f;
-    p->real = (sqlite3_file *)(p + 1);
+    REAL(p) = vfs_shim_below_of(f, (int)sizeof(pl_file));
     p->record = NULL;
-    p->real->pMethods = NULL;
-    int rc = real_vfs->xOpen(real_vfs, name, p->real, flags, out_flags);
+    REAL(p)->pMethods = NULL;
+    int rc = real_vfs->xOpen(real_vfs, name, REAL(p), flags, out_flags);
     if (rc != SQLITE_OK) {
-        if (p->real->pMethods)
-            p->real->pMethods->xClose(p->real);
+        if (REAL(p)->pMethods)
+            REAL(p)->pMethods->xClose(REAL(p));
         f->pMethods = NULL; /* nothing for SQLite to close */
         return rc;
     }
@@ -318,7 +253,7 @@ static int pl_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flag
         p->record->open_handles++;
     pthread_mutex_unlock(&mu);
     if (p->record == NULL) {
-        p->real->pMethods->xClose(p->real);
+        REAL(p)->pMethods->xClose(REAL(p));
         f->pMethods = NULL;
         return SQLITE_NOMEM;
     }
@@ -342,72 +277,6 @@ static int pl_delete(sqlite3_vfs *vfs, const char *name, int sync_dir)
     return rc;
 }
 
-static int pl_access(sqlite3_vfs *vfs, const char *name, int flags, int *out)
-{
-    (void)vfs;
-    return real_vfs->xAccess(real_vfs, name, flags, out);
-}
-
-static int pl_full_pathname(sqlite3_vfs *vfs, const char *name, int n, char *out)
-{
-    (void)vfs;
-    return real_vfs->xFullPathname(real_vfs, name, n, out);
-}
-
-static void *pl_dl_open(sqlite3_vfs *vfs, const char *name)
-{
-    (void)vfs;
-    return real_vfs->xDlOpen(real_vfs, name);
-}
-
-static void pl_dl_error(sqlite3_vfs *vfs, int n, char *out)
-{
-    (void)vfs;
-    real_vfs->xDlError(real_vfs, n, out);
-}
-
-static void (*pl_dl_sym(sqlite3_vfs *vfs, void *lib, const char *sym))(void)
-{
-    (void)vfs;
-    return real_vfs->xDlSym(real_vfs, lib, sym);
-}
-
-static void pl_dl_close(sqlite3_vfs *vfs, void *lib)
-{
-    (void)vfs;
-    real_vfs->xDlClose(real_vfs, lib);
-}
-
-static int pl_randomness(sqlite3_vfs *vfs, int n, char *out)
-{
-    (void)vfs;
-    return real_vfs->xRandomness(real_vfs, n, out);
-}
-
-static int pl_sleep(sqlite3_vfs *vfs, int us)
-{
-    (void)vfs;
-    return real_vfs->xSleep(real_vfs, us);
-}
-
-static int pl_current_time(sqlite3_vfs *vfs, double *out)
-{
-    (void)vfs;
-    return real_vfs->xCurrentTime(real_vfs, out);
-}
-
-static int pl_get_last_error(sqlite3_vfs *vfs, int n, char *out)
-{
-    (void)vfs;
-    return real_vfs->xGetLastError(real_vfs, n, out);
-}
-
-static int pl_current_time_int64(sqlite3_vfs *vfs, sqlite3_int64 *out)
-{
-    (void)vfs;
-    return real_vfs->xCurrentTimeInt64(real_vfs, out);
-}
-
 int powerloss_vfs_install(uint64_t seed)
 {
     pthread_mutex_lock(&mu);
@@ -417,25 +286,8 @@ int powerloss_vfs_install(uint64_t seed)
         if (real_vfs == NULL || real_vfs->iVersion < 2) {
             rc = -1;
         } else {
-            pl_vfs = (sqlite3_vfs){
-                .iVersion = 2,
-                .szOsFile = (int)sizeof(pl_file) + real_vfs->szOsFile,
-                .mxPathname = real_vfs->mxPathname,
-                .zName = POWERLOSS_VFS_NAME,
-                .xOpen = pl_open,
-                .xDelete = pl_delete,
-                .xAccess = pl_access,
-                .xFullPathname = pl_full_pathname,
-                .xDlOpen = pl_dl_open,
-                .xDlError = pl_dl_error,
-                .xDlSym = pl_dl_sym,
-                .xDlClose = pl_dl_close,
-                .xRandomness = pl_randomness,
-                .xSleep = pl_sleep,
-                .xCurrentTime = pl_current_time,
-                .xGetLastError = pl_get_last_error,
-                .xCurrentTimeInt64 = pl_current_time_int64,
-            };
+            vfs_shim_init(&pl_vfs, real_vfs, POWERLOSS_VFS_NAME, (int)sizeof(pl_file), pl_open);
+            pl_vfs.xDelete = pl_delete;
             tear_seed = seed;
             rc = sqlite3_vfs_register(&pl_vfs, 1) == SQLITE_OK ? 0 : -1;
             installed = rc == 0;

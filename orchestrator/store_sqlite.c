@@ -140,6 +140,7 @@
 #include "db_files.h"
 #include "log.h"
 #include "util.h"
+#include "wal_batch_vfs.h"
 #include "wal_checkpointer.h"
 #include "wire.h"
 
@@ -658,7 +659,10 @@ store *store_sqlite_open(const char *path, int durability_full, int read_only, c
     }
     int flags = (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
                 DBF_SQLITE_OPEN_FLAGS;
-    if (sqlite3_open_v2(path, &st->db, flags, NULL) != SQLITE_OK) {
+    /* A writer that syncs each commit writes each commit's log with one
+     * system call (wal_batch_vfs.h); it must sync each commit to use it. */
+    const char *vfs = !read_only && durability_full ? wal_batch_vfs() : NULL;
+    if (sqlite3_open_v2(path, &st->db, flags, vfs) != SQLITE_OK) {
         if (st->db == NULL)
             set_err(st, "out of memory");
         else

@@ -18,6 +18,7 @@
 #include "db_files.h"
 #include "log.h"
 #include "util.h"
+#include "wal_batch_vfs.h"
 #include "wal_checkpointer.h"
 #include "wire.h"
 
@@ -299,10 +300,12 @@ int barrier_open(const char *path, int synchronous_off, barrier_store **out, cha
      * open (db_files.h); checked again once the -wal and -shm exist. */
     if (dbf_before_open("participant database", path, 1, err, errlen) != 0)
         goto fail;
+    /* Syncing each commit, it writes each commit's log with one system
+     * call (wal_batch_vfs.h); without syncs it must not. */
     int rc = sqlite3_open_v2(path, &s->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX |
                                  DBF_SQLITE_OPEN_FLAGS,
-                             NULL);
+                             synchronous_off ? NULL : wal_batch_vfs());
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "%s", s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
         goto fail_locks;
