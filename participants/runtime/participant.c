@@ -314,17 +314,36 @@ int pt_backend(const participant *p)
     return p->be->backend;
 }
 
-/* pt_run's attempts when another process holds a lock its transaction
- * needs: a replica of the service busy on the same database holds its
- * tables' locks for a moment at a time (on PostgreSQL past lock_timeout
- * while this one creates them IF NOT EXISTS); that is a wait, not a
- * failure. */
-#define PT_RUN_BUSY_TRIES    30
-#define PT_RUN_BUSY_PAUSE_MS 2000
+#define PT_BUSY_TRIES    30
+#define PT_BUSY_PAUSE_MS 2000
 
-static int pt_run_once(participant *p, int (*fn)(pt_tx *tx, void *arg), void *arg, char *err,
-                       size_t errlen)
+int pt_retry_while_busy(const char *who,
+                        int (*once)(void *ctx, int *busy, char *err, size_t errlen), void *ctx,
+                        char *err, size_t errlen)
 {
+    for (int attempt = 1;; attempt++) {
+        int busy = 0;
+        if (once(ctx, &busy, err, errlen) == 0)
+            return 0;
+        if (!busy || attempt >= PT_BUSY_TRIES)
+            return -1;
+        log_warn("%s: %s; another process holds a lock it needs (a busy replica?): trying again "
+                 "in %d s",
+                 who, err, PT_BUSY_PAUSE_MS / 1000);
+        util_sleep_ms(PT_BUSY_PAUSE_MS);
+    }
+}
+
+typedef struct {
+    participant *p;
+    int (*fn)(pt_tx *tx, void *arg);
+    void *arg;
+} pt_run_call;
+
+static int pt_run_once(void *ctx, int *busy, char *err, size_t errlen)
+{
+    pt_run_call *call = ctx;
+    participant *p = call->p;
     pt_tx *tx = &p->tx;
     tx->err[0] = '\0';
     tx->busy = 0;
@@ -332,7 +351,7 @@ static int pt_run_once(participant *p, int (*fn)(pt_tx *tx, void *arg), void *ar
         snprintf(err, errlen, "cannot begin a transaction: %s", p->be->errmsg(p));
         return -1;
     }
-    int rc = fn(tx, arg);
+    int rc = call->fn(tx, call->arg);
     pt_tx_release(tx);
     p->be->release(p);
     if (rc == 0 && p->be->commit(p) != SQLITE_OK) {
@@ -342,21 +361,14 @@ static int pt_run_once(participant *p, int (*fn)(pt_tx *tx, void *arg), void *ar
         snprintf(err, errlen, "%s", pt_tx_errmsg(tx));
     }
     p->be->rollback(p); /* no-op after a commit */
+    *busy = tx->busy;
     return rc == 0 ? 0 : -1;
 }
 
 int pt_run(participant *p, int (*fn)(pt_tx *tx, void *arg), void *arg, char *err, size_t errlen)
 {
-    for (int attempt = 1;; attempt++) {
-        if (pt_run_once(p, fn, arg, err, errlen) == 0)
-            return 0;
-        if (!p->tx.busy || attempt >= PT_RUN_BUSY_TRIES)
-            return -1;
-        log_warn("%s: %s; another process holds a lock it needs (a busy replica?): trying again "
-                 "in %d s",
-                 p->name, err, PT_RUN_BUSY_PAUSE_MS / 1000);
-        util_sleep_ms(PT_RUN_BUSY_PAUSE_MS);
-    }
+    pt_run_call call = {p, fn, arg};
+    return pt_retry_while_busy(p->name, pt_run_once, &call, err, errlen);
 }
 
 int pt_purge_once(participant *p, int64_t now_wall_ms)

@@ -133,6 +133,16 @@ void pt_stats_add(participant *p, const pt_stats *delta);
  */
 int pt_batch_run(participant *p, pt_item *items, size_t n);
 
+/* Runs once(ctx) again while it fails on a lock another process holds
+ * (it sets *busy), up to 30 tries 2 s apart, logging each wait with who:
+ * a replica of the service busy on the same database holds its tables'
+ * locks a moment at a time (on PostgreSQL past lock_timeout, while this
+ * one creates them IF NOT EXISTS); that is a wait, not a failure. Returns
+ * 0, or -1 with once's reason in err. */
+int pt_retry_while_busy(const char *who,
+                        int (*once)(void *ctx, int *busy, char *err, size_t errlen), void *ctx,
+                        char *err, size_t errlen);
+
 /* external.c */
 /* The marker file of the participant database db_path (malloc'd into *out). 0 or -1. */
 int pt_external_path(const char *db_path, char **out);

@@ -677,9 +677,11 @@ static int pg_external_purge(participant *p, int64_t cutoff_ms, int limit)
 
 /* ---- Open and close ------------------------------------------------------ */
 
-/* The runtime's tables, in the setup transaction. 0 or -1 with err. */
-static int pg_schema_once(participant *p, int *busy, char *err, size_t errlen)
+/* The runtime's tables, in the setup transaction (ctx: the participant).
+ * 0, or -1 with err and *busy when another process held a lock. */
+static int pg_schema_once(void *ctx, int *busy, char *err, size_t errlen)
 {
+    participant *p = ctx;
     pg_store *s = pg_of(p);
     PGresult *res;
     int rc = pg_setup_begin(p);
@@ -716,20 +718,11 @@ static int pg_schema_once(participant *p, int *busy, char *err, size_t errlen)
     return 0;
 }
 
-/* A replica of the service that is busy on the same database can hold the
- * tables' locks past lock_timeout while this one creates them IF NOT
- * EXISTS: that is a wait, not a failure; tried again for up to a minute. */
+/* A busy replica can hold the tables' locks past lock_timeout while this
+ * one creates them IF NOT EXISTS: pt_retry_while_busy waits that out. */
 static int pg_schema(participant *p, char *err, size_t errlen)
 {
-    for (int attempt = 0;; attempt++) {
-        int busy = 0;
-        if (pg_schema_once(p, &busy, err, errlen) == 0)
-            return 0;
-        if (!busy || attempt >= 30)
-            return -1;
-        log_warn("%s; another process holds the tables' locks: trying again", err);
-        util_sleep_ms(2000);
-    }
+    return pt_retry_while_busy(p->name, pg_schema_once, p, err, errlen);
 }
 
 static int pg_open(participant *p, const char *where, int synchronous_off, char *err, size_t errlen)
