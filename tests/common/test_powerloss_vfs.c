@@ -35,31 +35,6 @@
 #define SYNCED_ROWS   3
 #define UNSYNCED_ROWS 20
 
-typedef struct {
-    char *dir;
-    char *db;
-} fixture;
-
-static int setup(void **state)
-{
-    fixture *f = calloc(1, sizeof *f);
-    if (f == NULL || (f->dir = th_tempdir()) == NULL)
-        return -1;
-    f->db = th_path(f->dir, "t.db");
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    th_rmtree(f->dir);
-    free(f->dir);
-    free(f->db);
-    free(f);
-    return 0;
-}
-
 /* The child's end when something it needed failed: not a SIGKILL, so the
  * parent's check of how it died fails. */
 static void child_fail(const char *what, sqlite3 *db)
@@ -131,7 +106,7 @@ static void assert_killed(int st)
 
 static void test_sync_off_commits_are_lost(void **state)
 {
-    fixture *f = *state;
+    th_db_dir *f = *state;
     assert_killed(run_child(f->db, "PRAGMA synchronous=OFF", 1));
     char *shm = util_asprintf("%s-shm", f->db);
     assert_false(exists(shm)); /* the WAL index is modelled as lost */
@@ -143,14 +118,14 @@ static void test_sync_normal_in_wal_loses_commits_after_checkpoint(void **state)
 {
     /* WAL + NORMAL syncs only when it checkpoints: SQLite documents that
      * such commits may roll back after a power loss, and here they do. */
-    fixture *f = *state;
+    th_db_dir *f = *state;
     assert_killed(run_child(f->db, "PRAGMA synchronous=NORMAL", 1));
     assert_int_equal(th_sqlite_intact_rows(f->db, "t"), SYNCED_ROWS);
 }
 
 static void test_sync_full_commits_survive(void **state)
 {
-    fixture *f = *state;
+    th_db_dir *f = *state;
     assert_killed(run_child(f->db, "PRAGMA synchronous=FULL", 1));
     assert_int_equal(th_sqlite_intact_rows(f->db, "t"), SYNCED_ROWS + UNSYNCED_ROWS);
 }
@@ -163,7 +138,7 @@ static void test_sync_full_commits_survive(void **state)
  */
 static void test_checkpoint_by_another_connection_survives(void **state)
 {
-    fixture *f = *state;
+    th_db_dir *f = *state;
     pid_t pid = fork();
     if (pid == 0) {
         child_arm(1, 1);
@@ -194,7 +169,7 @@ static void test_checkpoint_by_another_connection_survives(void **state)
 static void test_sigkill_alone_keeps_unsynced_commits(void **state)
 {
     /* Why the VFS exists: the same missing sync, seen by a plain SIGKILL. */
-    fixture *f = *state;
+    th_db_dir *f = *state;
     assert_killed(run_child(f->db, "PRAGMA synchronous=OFF", 0));
     assert_int_equal(th_sqlite_intact_rows(f->db, "t"), SYNCED_ROWS + UNSYNCED_ROWS);
 }
@@ -256,7 +231,7 @@ static unsigned char *torn_file_after_cut(const char *path, unsigned seed, size_
 
 static void test_unsynced_changes_undone_and_last_write_torn(void **state)
 {
-    fixture *f = *state;
+    th_db_dir *f = *state;
     int torn_seen = 0;
     for (unsigned seed = 1; seed <= 8; seed++) {
         unlink(f->db);
@@ -283,15 +258,18 @@ static void test_unsynced_changes_undone_and_last_write_torn(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_sync_off_commits_are_lost, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_off_commits_are_lost, th_db_dir_setup,
+                                        th_db_dir_teardown),
         cmocka_unit_test_setup_teardown(test_sync_normal_in_wal_loses_commits_after_checkpoint,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sync_full_commits_survive, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_checkpoint_by_another_connection_survives, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_sigkill_alone_keeps_unsynced_commits, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unsynced_changes_undone_and_last_write_torn, setup,
-                                        teardown),
+                                        th_db_dir_setup, th_db_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_sync_full_commits_survive, th_db_dir_setup,
+                                        th_db_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_by_another_connection_survives,
+                                        th_db_dir_setup, th_db_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_sigkill_alone_keeps_unsynced_commits, th_db_dir_setup,
+                                        th_db_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_unsynced_changes_undone_and_last_write_torn,
+                                        th_db_dir_setup, th_db_dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

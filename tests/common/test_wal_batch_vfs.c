@@ -30,47 +30,15 @@
 #include "util.h"
 #include "wal_batch_vfs.h"
 
-typedef struct {
-    char *dir;
-    char *db;
-} fixture;
-
-static int setup(void **state)
-{
-    fixture *f = calloc(1, sizeof *f);
-    if (f == NULL || (f->dir = th_tempdir()) == NULL)
-        return -1;
-    f->db = th_path(f->dir, "t.db");
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    th_rmtree(f->dir);
-    free(f->dir);
-    free(f->db);
-    free(f);
-    return 0;
-}
-
-static int exec(sqlite3 *db, const char *sql)
-{
-    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
-    if (rc != SQLITE_OK)
-        fprintf(stderr, "%s: %s\n", sql, sqlite3_errmsg(db));
-    return rc;
-}
-
 /* A connection as the programs open theirs: vfs NULL is SQLite's default. */
 static sqlite3 *open_db(const char *path, const char *vfs)
 {
     sqlite3 *db = NULL;
     if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, vfs) != SQLITE_OK ||
-        exec(db, "PRAGMA journal_mode=WAL") != SQLITE_OK ||
-        exec(db, "PRAGMA synchronous=FULL") != SQLITE_OK ||
-        exec(db, "CREATE TABLE IF NOT EXISTS t (n INTEGER PRIMARY KEY, who TEXT, pad BLOB)") !=
+        th_sqlite_exec(db, "PRAGMA journal_mode=WAL") != SQLITE_OK ||
+        th_sqlite_exec(db, "PRAGMA synchronous=FULL") != SQLITE_OK ||
+        th_sqlite_exec(
+            db, "CREATE TABLE IF NOT EXISTS t (n INTEGER PRIMARY KEY, who TEXT, pad BLOB)") !=
             SQLITE_OK) {
         sqlite3_close(db);
         return NULL;
@@ -99,11 +67,11 @@ static int insert_rows(sqlite3 *db, const char *who, int rows, int pad, int comm
                                 "WHERE i < %d) INSERT INTO t (who, pad) "
                                 "SELECT %Q, randomblob(%d) FROM k",
                                 rows, who, pad);
-    int rc = sql == NULL ? SQLITE_NOMEM : exec(db, "BEGIN IMMEDIATE");
+    int rc = sql == NULL ? SQLITE_NOMEM : th_sqlite_exec(db, "BEGIN IMMEDIATE");
     if (rc == SQLITE_OK)
-        rc = exec(db, sql);
+        rc = th_sqlite_exec(db, sql);
     if (rc == SQLITE_OK)
-        rc = exec(db, commit ? "COMMIT" : "ROLLBACK");
+        rc = th_sqlite_exec(db, commit ? "COMMIT" : "ROLLBACK");
     sqlite3_free(sql);
     return rc;
 }
@@ -126,7 +94,7 @@ static void copy_file(const char *from, const char *to)
  * open, then a power cut. Every committed row must be there, no other. */
 static void test_every_commit_survives_a_power_cut(void **state)
 {
-    fixture *f = *state;
+    th_db_dir *f = *state;
     pid_t pid = fork();
     if (pid == 0) {
         setenv("SAGA_TEST_VFS", "powerloss:11", 1);
@@ -142,23 +110,20 @@ static void test_every_commit_survives_a_power_cut(void **state)
         for (int i = 0; i < 60; i++)
             if (insert_rows(db, "kept", 5, 1500, 1) != SQLITE_OK)
                 _exit(3);
-        if (exec(db, "BEGIN IMMEDIATE") != SQLITE_OK ||
-            exec(db, "INSERT INTO t (who, pad) VALUES ('lost', randomblob(60000))") != SQLITE_OK)
+        if (th_sqlite_exec(db, "BEGIN IMMEDIATE") != SQLITE_OK ||
+            th_sqlite_exec(db, "INSERT INTO t (who, pad) VALUES ('lost', randomblob(60000))") !=
+                SQLITE_OK)
             _exit(3);
         crashpoint("test.cut");
         _exit(4);
     }
-    int st = 0;
-    assert_true(pid > 0);
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFSIGNALED(st));
-    assert_int_equal(WTERMSIG(st), SIGKILL);
+    assert_true(th_died_of_sigkill(pid));
     assert_int_equal(th_sqlite_intact_rows(f->db, "t"), 300);
 }
 
 static void test_commits_make_few_writes(void **state)
 {
-    fixture *f = *state;
+    th_db_dir *f = *state;
     const char *vfs = wal_batch_vfs();
     assert_non_null(vfs);
     sqlite3 *db = open_db(f->db, vfs);
@@ -179,7 +144,7 @@ static void test_commits_make_few_writes(void **state)
 
 static void test_another_connection_sees_each_commit(void **state)
 {
-    fixture *f = *state;
+    th_db_dir *f = *state;
     sqlite3 *writer = open_db(f->db, wal_batch_vfs());
     sqlite3 *reader = open_db(f->db, NULL);
     assert_non_null(writer);
@@ -187,7 +152,7 @@ static void test_another_connection_sees_each_commit(void **state)
     for (int i = 1; i <= 40; i++) {
         assert_int_equal(insert_rows(writer, "w", 3, 2000, 1), SQLITE_OK);
         assert_int_equal(count_rows(reader, "who = 'w'"), 3 * i);
-        assert_int_equal(exec(reader, "PRAGMA quick_check"), SQLITE_OK);
+        assert_int_equal(th_sqlite_exec(reader, "PRAGMA quick_check"), SQLITE_OK);
     }
     assert_int_equal(sqlite3_close(reader), SQLITE_OK);
     assert_int_equal(sqlite3_close(writer), SQLITE_OK);
@@ -195,14 +160,14 @@ static void test_another_connection_sees_each_commit(void **state)
 
 static void test_rolled_back_frames_never_land_on_a_later_commit(void **state)
 {
-    fixture *f = *state;
+    th_db_dir *f = *state;
     sqlite3 *a = open_db(f->db, wal_batch_vfs());
     sqlite3 *b = open_db(f->db, NULL); /* as a replica in another process would */
     assert_non_null(a);
     assert_non_null(b);
     assert_int_equal(insert_rows(a, "a", 1, 10, 1), SQLITE_OK);
     /* A transaction larger than a's cache spills frames into the log... */
-    assert_int_equal(exec(a, "PRAGMA cache_size = 10"), SQLITE_OK);
+    assert_int_equal(th_sqlite_exec(a, "PRAGMA cache_size = 10"), SQLITE_OK);
     uint64_t asked0, made0, asked, made;
     wal_batch_vfs_counts(&asked0, &made0);
     assert_int_equal(insert_rows(a, "spilled", 200, 3000, 0), SQLITE_OK);
@@ -214,16 +179,14 @@ static void test_rolled_back_frames_never_land_on_a_later_commit(void **state)
     assert_int_equal(count_rows(b, "who = 'b'"), 30);
     assert_int_equal(count_rows(a, "who = 'b'"), 30);
     assert_int_equal(count_rows(a, "who = 'spilled'"), 0);
-    assert_int_equal(exec(b, "PRAGMA integrity_check"), SQLITE_OK);
+    assert_int_equal(th_sqlite_exec(b, "PRAGMA integrity_check"), SQLITE_OK);
     /* The log as a crash would leave it, recovered from scratch. */
     char *copy = th_path(f->dir, "copy.db");
-    char *wal = util_asprintf("%s-wal", f->db);
     char *copy_wal = util_asprintf("%s-wal", copy);
     copy_file(f->db, copy);
-    copy_file(wal, copy_wal);
+    copy_file(f->wal, copy_wal);
     assert_int_equal(th_sqlite_intact_rows(copy, "t"), 32);
     free(copy);
-    free(wal);
     free(copy_wal);
     assert_int_equal(sqlite3_close(b), SQLITE_OK);
     assert_int_equal(sqlite3_close(a), SQLITE_OK);
@@ -235,11 +198,14 @@ int main(void)
     const struct CMUnitTest tests[] = {
         /* First: its child must register the VFS over the power-loss one,
          * before this process registers it over the default. */
-        cmocka_unit_test_setup_teardown(test_every_commit_survives_a_power_cut, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_commits_make_few_writes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_another_connection_sees_each_commit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rolled_back_frames_never_land_on_a_later_commit, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_every_commit_survives_a_power_cut, th_db_dir_setup,
+                                        th_db_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_commits_make_few_writes, th_db_dir_setup,
+                                        th_db_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_another_connection_sees_each_commit, th_db_dir_setup,
+                                        th_db_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_rolled_back_frames_never_land_on_a_later_commit,
+                                        th_db_dir_setup, th_db_dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

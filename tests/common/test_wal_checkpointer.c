@@ -30,46 +30,10 @@
 
 #define COMMITS 400 /* about 3 MiB of log: more than one growth */
 
-typedef struct {
-    char *dir;
-    char *db;
-    char *wal;
-} fixture;
-
-static int setup(void **state)
-{
-    fixture *f = calloc(1, sizeof *f);
-    if (f == NULL || (f->dir = th_tempdir()) == NULL)
-        return -1;
-    f->db = th_path(f->dir, "t.db");
-    f->wal = util_asprintf("%s-wal", f->db);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    th_rmtree(f->dir);
-    free(f->dir);
-    free(f->db);
-    free(f->wal);
-    free(f);
-    return 0;
-}
-
 static long long file_size(const char *path)
 {
     struct stat sb;
     return stat(path, &sb) == 0 ? (long long)sb.st_size : -1;
-}
-
-static int exec(sqlite3 *db, const char *sql)
-{
-    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
-    if (rc != SQLITE_OK)
-        fprintf(stderr, "%s: %s\n", sql, sqlite3_errmsg(db));
-    return rc;
 }
 
 /* A writer as sagad's store and the participants open theirs. */
@@ -77,9 +41,12 @@ static sqlite3 *open_writer(const char *path, int full, wal_checkpointer **ckpt)
 {
     sqlite3 *db = NULL;
     char err[256];
-    if (sqlite3_open(path, &db) != SQLITE_OK || exec(db, "PRAGMA journal_mode=WAL") != SQLITE_OK ||
-        exec(db, full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=OFF") != SQLITE_OK ||
-        exec(db, "CREATE TABLE IF NOT EXISTS t (n INTEGER PRIMARY KEY, pad BLOB)") != SQLITE_OK)
+    if (sqlite3_open(path, &db) != SQLITE_OK ||
+        th_sqlite_exec(db, "PRAGMA journal_mode=WAL") != SQLITE_OK ||
+        th_sqlite_exec(db, full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=OFF") !=
+            SQLITE_OK ||
+        th_sqlite_exec(db, "CREATE TABLE IF NOT EXISTS t (n INTEGER PRIMARY KEY, pad BLOB)") !=
+            SQLITE_OK)
         return NULL;
     *ckpt = wal_checkpointer_start(db, path, full, "test", err, sizeof err);
     if (*ckpt == NULL) {
@@ -96,13 +63,13 @@ static int write_rows(sqlite3 *db, wal_checkpointer *ckpt, const char *wal, int 
 {
     *appended = 0;
     for (int i = 0; i < n; i++) {
-        if (exec(db, "BEGIN IMMEDIATE") != SQLITE_OK)
+        if (th_sqlite_exec(db, "BEGIN IMMEDIATE") != SQLITE_OK)
             return -1;
         wal_checkpointer_writing(ckpt);
-        if (exec(db, "INSERT INTO t (pad) VALUES (zeroblob(3000))") != SQLITE_OK)
+        if (th_sqlite_exec(db, "INSERT INTO t (pad) VALUES (zeroblob(3000))") != SQLITE_OK)
             return -1;
         long long before = file_size(wal);
-        if (exec(db, "COMMIT") != SQLITE_OK)
+        if (th_sqlite_exec(db, "COMMIT") != SQLITE_OK)
             return -1;
         *appended += file_size(wal) != before;
     }
@@ -111,7 +78,7 @@ static int write_rows(sqlite3 *db, wal_checkpointer *ckpt, const char *wal, int 
 
 static void test_commits_overwrite_what_was_grown_ahead(void **state)
 {
-    fixture *f = *state;
+    th_db_dir *f = *state;
     wal_checkpointer *ckpt = NULL;
     sqlite3 *db = open_writer(f->db, 1, &ckpt);
     assert_non_null(db);
@@ -128,7 +95,7 @@ static void test_commits_overwrite_what_was_grown_ahead(void **state)
 
 static void test_no_growing_without_syncs(void **state)
 {
-    fixture *f = *state;
+    th_db_dir *f = *state;
     wal_checkpointer *ckpt = NULL;
     sqlite3 *db = open_writer(f->db, 0, &ckpt);
     assert_non_null(db);
@@ -142,7 +109,7 @@ static void test_no_growing_without_syncs(void **state)
 /* In a child: COMMITS rows, each committed with synchronous=FULL into a log
  * grown ahead, then the crash point (a power cut under the power-loss VFS,
  * else a SIGKILL). Every row was committed, so every row must be there. */
-static void crash_after_rows(const fixture *f, int power_cut)
+static void crash_after_rows(const th_db_dir *f, int power_cut)
 {
     pid_t pid = fork();
     if (pid == 0) {
@@ -158,11 +125,7 @@ static void crash_after_rows(const fixture *f, int power_cut)
         crashpoint("test.cut");
         _exit(4);
     }
-    int st = 0;
-    assert_true(pid > 0);
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFSIGNALED(st));
-    assert_int_equal(WTERMSIG(st), SIGKILL);
+    assert_true(th_died_of_sigkill(pid));
     assert_int_equal(th_sqlite_intact_rows(f->db, "t"), COMMITS);
 }
 
@@ -179,11 +142,14 @@ static void test_grown_log_survives_a_power_cut(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_commits_overwrite_what_was_grown_ahead, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_no_growing_without_syncs, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_grown_log_survives_a_sigkill, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_grown_log_survives_a_power_cut, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commits_overwrite_what_was_grown_ahead,
+                                        th_db_dir_setup, th_db_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_no_growing_without_syncs, th_db_dir_setup,
+                                        th_db_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_grown_log_survives_a_sigkill, th_db_dir_setup,
+                                        th_db_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_grown_log_survives_a_power_cut, th_db_dir_setup,
+                                        th_db_dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -814,3 +814,50 @@ int th_sqlite_intact_rows(const char *db_path, const char *table)
     sqlite3_free(count);
     return n;
 }
+
+int th_db_dir_setup(void **state)
+{
+    th_db_dir *d = calloc(1, sizeof *d);
+    if (d == NULL || (d->dir = th_tempdir()) == NULL) {
+        free(d);
+        return -1;
+    }
+    d->db = th_path(d->dir, "t.db");
+    d->wal = util_asprintf("%s-wal", d->db);
+    *state = d;
+    return 0;
+}
+
+int th_db_dir_teardown(void **state)
+{
+    th_db_dir *d = *state;
+    th_rmtree(d->dir);
+    free(d->dir);
+    free(d->db);
+    free(d->wal);
+    free(d);
+    return 0;
+}
+
+int th_sqlite_exec(void *db, const char *sql)
+{
+    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        fprintf(stderr, "%s: %s\n", sql, sqlite3_errmsg(db));
+    return rc;
+}
+
+int th_died_of_sigkill(pid_t pid)
+{
+    int st = 0;
+    if (pid <= 0 || th_waitpid(pid, &st, 0) != pid) {
+        fprintf(stderr, "child %ld: cannot wait for it\n", (long)pid);
+        return 0;
+    }
+    if (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL)
+        return 1;
+    fprintf(stderr, "child %ld: %s %d, not a SIGKILL\n", (long)pid,
+            WIFSIGNALED(st) ? "killed by signal" : "exited with",
+            WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+    return 0;
+}

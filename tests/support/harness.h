@@ -186,4 +186,23 @@ int th_sql_exec(const char *db_path, const char *fmt, ...);
  */
 int th_sqlite_intact_rows(const char *db_path, const char *table);
 
+/* A test's private directory with a database path in it ("t.db") and its
+ * log's path, for cmocka: th_db_dir_setup makes *state one, teardown
+ * removes the directory and frees it. */
+typedef struct {
+    char *dir;
+    char *db;
+    char *wal;
+} th_db_dir;
+int th_db_dir_setup(void **state);
+int th_db_dir_teardown(void **state);
+
+/* sqlite3_exec (db is a sqlite3 *) printing the statement and SQLite's
+ * error to stderr when it fails; SQLite's result code. */
+int th_sqlite_exec(void *db, const char *sql);
+
+/* Waits for child pid; 1 when a SIGKILL ended it, else 0 after saying on
+ * stderr how it ended (a crash point's child must die of its own kill). */
+int th_died_of_sigkill(pid_t pid);
+
 #endif
