@@ -33,6 +33,10 @@ typedef struct wb_file {
     unsigned char *run;
     size_t len, cap;
     sqlite3_int64 off;
+    /* A flush failed during this write-lock tenure: [lost_from, lost_to)
+     * never reached the file though SQLite wrote it (invariant 5). */
+    int failed;
+    sqlite3_int64 lost_from, lost_to;
 } wb_file;
 
 #define BELOW(f) VFS_SHIM_BELOW(f)
@@ -44,7 +48,11 @@ static int registered;
 static atomic_uint_fast64_t writes_asked, writes_made;
 
 /* Hands the pending run to the lower file, in writes of at most
- * WRITE_PIECE bytes; the run is gone whatever the outcome (invariant 5). */
+ * WRITE_PIECE bytes. The run is gone whatever the outcome; on failure the
+ * file remembers what was lost and refuses writes, syncs and reads of it
+ * until the write lock goes (invariant 5), and the error is an I/O error
+ * (an SQLITE_FULL from a read would roll back only a statement, and the
+ * transaction could commit around the lost frames). */
 static int flush_run(wb_file *f)
 {
     size_t len = f->len;
@@ -56,7 +64,20 @@ static int flush_run(wb_file *f)
         rc = BELOW(f)->pMethods->xWrite(BELOW(f), f->run + done, (int)n,
                                         f->off + (sqlite3_int64)done);
     }
-    return rc;
+    if (rc == SQLITE_OK)
+        return SQLITE_OK;
+    sqlite3_int64 to = f->off + (sqlite3_int64)len;
+    f->lost_from = f->failed && f->lost_from < f->off ? f->lost_from : f->off;
+    f->lost_to = f->failed && f->lost_to > to ? f->lost_to : to;
+    f->failed = 1;
+    return SQLITE_IOERR_WRITE;
+}
+
+/* The write lock is released: a new transaction starts from what the file
+ * holds. */
+static void forget_failure(wb_file *f)
+{
+    f->failed = 0;
 }
 
 /* Room for n more bytes in the run; 0 when the buffer cannot grow. */
@@ -82,6 +103,8 @@ static int wb_write(sqlite3_file *file, const void *buf, int n, sqlite3_int64 of
     wb_file *f = (wb_file *)file;
     if (!f->is_wal)
         return BELOW(f)->pMethods->xWrite(BELOW(f), buf, n, off);
+    if (f->failed)
+        return SQLITE_IOERR_WRITE; /* the transaction lost frames: it must not go on */
     atomic_fetch_add_explicit(&writes_asked, 1, memory_order_relaxed);
     int extends = f->len > 0 && off == f->off + (sqlite3_int64)f->len;
     if (!extends) {
@@ -111,6 +134,8 @@ static int wb_read(sqlite3_file *file, void *buf, int n, sqlite3_int64 off)
         if (rc != SQLITE_OK)
             return rc;
     }
+    if (f->failed && off < f->lost_to && off + n > f->lost_from)
+        return SQLITE_IOERR_READ; /* those bytes never reached the file */
     return BELOW(f)->pMethods->xRead(BELOW(f), buf, n, off);
 }
 
@@ -125,6 +150,8 @@ static int wb_sync(sqlite3_file *file, int flags)
 {
     wb_file *f = (wb_file *)file;
     int rc = flush_run(f); /* invariant 3 */
+    if (rc == SQLITE_OK && f->failed)
+        rc = SQLITE_IOERR_WRITE; /* nothing of this transaction may count as written */
     return rc != SQLITE_OK ? rc : BELOW(f)->pMethods->xSync(BELOW(f), flags);
 }
 
@@ -140,11 +167,12 @@ static int wb_file_size(sqlite3_file *file, sqlite3_int64 *size)
 static int wb_shm_lock(sqlite3_file *file, int offset, int n, int flags)
 {
     wb_file *f = (wb_file *)file;
-    if ((flags & SQLITE_SHM_UNLOCK) && f->wal != NULL && f->wal->len > 0 &&
-        offset <= SHM_WAL_WRITE_LOCK && SHM_WAL_WRITE_LOCK < offset + n) {
-        int rc = flush_run(f->wal);
-        if (rc != SQLITE_OK) /* only frames no commit owns were pending */
-            log_warn("WAL write at the end of a transaction failed (SQLite error %d)", rc);
+    if ((flags & SQLITE_SHM_UNLOCK) && f->wal != NULL && offset <= SHM_WAL_WRITE_LOCK &&
+        SHM_WAL_WRITE_LOCK < offset + n) {
+        /* Only frames no commit owns can be pending: a failure loses nothing. */
+        if (f->wal->len > 0 && flush_run(f->wal) != SQLITE_OK)
+            log_warn("a rolled-back transaction's WAL frames could not be written (harmless)");
+        forget_failure(f->wal);
     }
     return BELOW(f)->pMethods->xShmLock(BELOW(f), offset, n, flags);
 }
@@ -205,9 +233,14 @@ static int wb_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *file, 
     }
     file->pMethods = &wb_methods;
     if ((flags & SQLITE_OPEN_WAL) && name != NULL) {
-        f->is_wal = 1;
+        /* Batched only with its database file's link (invariant 4) and on
+         * power-safe files: without POWERSAFE_OVERWRITE SQLite pads a
+         * commit and writes the padding's end after the sync (wal.c,
+         * walWriteToLog), which would stay buffered past publishing. */
         sqlite3_file *db = sqlite3_database_file_object(name);
-        if (db != NULL && db->pMethods == &wb_methods) {
+        if (db != NULL && db->pMethods == &wb_methods &&
+            (db->pMethods->xDeviceCharacteristics(db) & SQLITE_IOCAP_POWERSAFE_OVERWRITE)) {
+            f->is_wal = 1;
             f->db = (wb_file *)db;
             f->db->wal = f;
         }

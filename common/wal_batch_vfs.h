@@ -31,9 +31,19 @@
  *      rolled back are written while the lock is still held, exactly as
  *      SQLite alone would, and never later over frames another connection
  *      or a replica process committed in the meantime.
- *   5. A failed flush drops the run and returns the error to the call that
- *      flushed (an xSync at COMMIT fails the commit, which SQLite rolls
- *      back); a run is never written twice or late.
+ *   5. A failed flush drops the run, fails the call that flushed with an
+ *      I/O error, and from then until the write lock is released every
+ *      write and sync of that WAL fails, and so does a read of the lost
+ *      bytes: SQLite believes the lost frames written (a cache spill's), so
+ *      the transaction must not commit; an I/O error makes SQLite roll it
+ *      back whole. A run is never written twice or late.
+ *   6. Batching needs the WAL linked to its database file (both opened
+ *      through this VFS by one connection) and power-safe files
+ *      (SQLITE_IOCAP_POWERSAFE_OVERWRITE, the unix VFS's default): without
+ *      it SQLite writes the end of a commit's padding after its sync. Any
+ *      other WAL passes straight through. Not for connections in exclusive
+ *      locking mode (PRAGMA locking_mode=EXCLUSIVE), which end a write
+ *      transaction without xShmLock: nothing here uses it.
  *
  * Threading: a file is used by one connection, which SQLite serializes;
  * the counters are atomic.

@@ -8,7 +8,9 @@
  * commit another connection made afterwards (invariant 4: without the flush
  * at the write lock's release this test corrupts the log); and every commit
  * survives a power cut through the power-loss VFS beneath it, which sees
- * every write the VFS makes.
+ * every write the VFS makes; and a write that fails under it (a full disk)
+ * never lets a transaction commit around the frames it lost, even when
+ * the failure surfaces in a read that SQLite would let a savepoint absorb.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -28,6 +30,7 @@
 #include "harness.h"
 #include "powerloss_vfs.h"
 #include "util.h"
+#include "vfs_shim.h"
 #include "wal_batch_vfs.h"
 
 /* A connection as the programs open theirs: vfs NULL is SQLite's default. */
@@ -121,6 +124,148 @@ static void test_every_commit_survives_a_power_cut(void **state)
     assert_int_equal(th_sqlite_intact_rows(f->db, "t"), 300);
 }
 
+/* A VFS beneath, for the child of the next test: fails every write to a
+ * WAL file with SQLITE_FULL while fail_wal_writes is set, as a full disk. */
+typedef struct {
+    vfs_shim_file shim;
+    int is_wal;
+} full_disk_file;
+
+static int fail_wal_writes;
+static sqlite3_vfs full_disk_vfs;
+
+static int full_disk_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
+{
+    if (((full_disk_file *)f)->is_wal && fail_wal_writes)
+        return SQLITE_FULL;
+    return VFS_SHIM_BELOW(f)->pMethods->xWrite(VFS_SHIM_BELOW(f), buf, n, off);
+}
+
+static int full_disk_truncate(sqlite3_file *f, sqlite3_int64 size)
+{
+    return VFS_SHIM_BELOW(f)->pMethods->xTruncate(VFS_SHIM_BELOW(f), size);
+}
+
+static int full_disk_sync(sqlite3_file *f, int flags)
+{
+    return VFS_SHIM_BELOW(f)->pMethods->xSync(VFS_SHIM_BELOW(f), flags);
+}
+
+static int full_disk_close(sqlite3_file *f)
+{
+    return VFS_SHIM_BELOW(f)->pMethods->xClose(VFS_SHIM_BELOW(f));
+}
+
+static const sqlite3_io_methods full_disk_methods = {
+    .iVersion = 3,
+    .xClose = full_disk_close,
+    .xRead = vfs_shim_read,
+    .xWrite = full_disk_write,
+    .xTruncate = full_disk_truncate,
+    .xSync = full_disk_sync,
+    .xFileSize = vfs_shim_file_size,
+    .xLock = vfs_shim_lock,
+    .xUnlock = vfs_shim_unlock,
+    .xCheckReservedLock = vfs_shim_check_reserved_lock,
+    .xFileControl = vfs_shim_file_control,
+    .xSectorSize = vfs_shim_sector_size,
+    .xDeviceCharacteristics = vfs_shim_device_characteristics,
+    .xShmMap = vfs_shim_shm_map,
+    .xShmLock = vfs_shim_shm_lock,
+    .xShmBarrier = vfs_shim_shm_barrier,
+    .xShmUnmap = vfs_shim_shm_unmap,
+    .xFetch = vfs_shim_fetch,
+    .xUnfetch = vfs_shim_unfetch,
+};
+
+static int full_disk_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *file, int flags,
+                          int *out_flags)
+{
+    full_disk_file *f = (full_disk_file *)file;
+    memset(f, 0, sizeof *f);
+    VFS_SHIM_BELOW(f) = vfs_shim_below_of(file, (int)sizeof *f);
+    sqlite3_vfs *lower = VFS_SHIM_LOWER(vfs);
+    int rc = lower->xOpen(lower, name, VFS_SHIM_BELOW(f), flags, out_flags);
+    if (rc != SQLITE_OK) {
+        if (VFS_SHIM_BELOW(f)->pMethods != NULL)
+            VFS_SHIM_BELOW(f)->pMethods->xClose(VFS_SHIM_BELOW(f));
+        file->pMethods = NULL;
+        return rc;
+    }
+    f->is_wal = (flags & SQLITE_OPEN_WAL) != 0;
+    file->pMethods = &full_disk_methods;
+    return SQLITE_OK;
+}
+
+static void child_check(int ok, const char *what)
+{
+    if (!ok) {
+        fprintf(stderr, "child: %s\n", what);
+        _exit(3);
+    }
+}
+
+/* In a child, second (the VFS must be registered over the full disk):
+ * the participant runtime's shape, a batch transaction with a savepoint
+ * per request. A request spills frames; the next one rereads them while
+ * the disk is full, so the spill's buffered frames cannot be written.
+ * Whatever SQLite does with that error, the transaction must not commit:
+ * nothing of it is in the database, which stays intact, live and after a
+ * crash's recovery. */
+static void test_frames_lost_to_a_full_disk_never_commit(void **state)
+{
+    th_db_dir *f = *state;
+    pid_t pid = fork();
+    if (pid == 0) {
+        sqlite3_vfs *below = sqlite3_vfs_find(NULL);
+        vfs_shim_init(&full_disk_vfs, below, "full-disk", (int)sizeof(full_disk_file),
+                      full_disk_open);
+        child_check(sqlite3_vfs_register(&full_disk_vfs, 1) == SQLITE_OK, "register");
+        sqlite3 *db = open_db(f->db, wal_batch_vfs());
+        child_check(db != NULL, "open");
+        child_check(insert_rows(db, "before", 5, 100, 1) == SQLITE_OK, "first rows");
+        child_check(th_sqlite_exec(db, "PRAGMA cache_size = 10") == SQLITE_OK, "cache_size");
+        child_check(th_sqlite_exec(db, "BEGIN IMMEDIATE") == SQLITE_OK &&
+                        th_sqlite_exec(db, "SAVEPOINT pt_request") == SQLITE_OK &&
+                        th_sqlite_exec(db,
+                                       "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT "
+                                       "i + 1 FROM k WHERE i < 100) INSERT INTO t (who, pad) "
+                                       "SELECT 'spilled', randomblob(3000) FROM k") == SQLITE_OK &&
+                        th_sqlite_exec(db, "RELEASE pt_request") == SQLITE_OK &&
+                        th_sqlite_exec(db, "SAVEPOINT pt_request") == SQLITE_OK,
+                    "the spilling request");
+        fail_wal_writes = 1;
+        int update_rc = sqlite3_exec(db, "UPDATE t SET pad = zeroblob(10) WHERE who = 'spilled'",
+                                     NULL, NULL, NULL);
+        fail_wal_writes = 0;
+        child_check(update_rc != SQLITE_OK, "the update rereading the spill succeeded");
+        /* What the runtime does after a request's error: undo the request,
+         * go on with the batch, commit it. */
+        sqlite3_exec(db, "ROLLBACK TO pt_request", NULL, NULL, NULL);
+        sqlite3_exec(db, "RELEASE pt_request", NULL, NULL, NULL);
+        int commit_rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+        if (commit_rc != SQLITE_OK)
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        child_check(count_rows(db, "who = 'spilled'") == 0, "the spilled rows were committed");
+        child_check(insert_rows(db, "after", 5, 100, 1) == SQLITE_OK, "a later commit");
+        sqlite3 *other = open_db(f->db, NULL);
+        child_check(other != NULL && th_sqlite_exec(other, "PRAGMA integrity_check") == SQLITE_OK &&
+                        count_rows(other, "1") == 10,
+                    "another connection");
+        char *copy = th_path(f->dir, "copy.db");
+        char *copy_wal = util_asprintf("%s-wal", copy);
+        copy_file(f->db, copy);
+        copy_file(f->wal, copy_wal);
+        child_check(th_sqlite_intact_rows(copy, "t") == 10, "the log recovered after a crash");
+        _exit(0);
+    }
+    int st = 0;
+    assert_true(pid > 0);
+    assert_int_equal(th_waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 static void test_commits_make_few_writes(void **state)
 {
     th_db_dir *f = *state;
@@ -140,6 +285,33 @@ static void test_commits_make_few_writes(void **state)
     assert_true(made * 4 <= asked);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
     assert_int_equal(th_sqlite_intact_rows(f->db, "t"), 500);
+}
+
+/* Without POWERSAFE_OVERWRITE SQLite writes a commit's padding after its
+ * sync: such a log is written as SQLite asks, nothing gathered. */
+static void test_no_gathering_without_powersafe_overwrite(void **state)
+{
+    th_db_dir *f = *state;
+    char *uri = util_asprintf("file:%s?psow=0", f->db);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(uri, &db,
+                                     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI,
+                                     wal_batch_vfs()),
+                     SQLITE_OK);
+    assert_int_equal(th_sqlite_exec(db,
+                                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
+                                    "CREATE TABLE t (n INTEGER PRIMARY KEY, who TEXT, pad BLOB)"),
+                     SQLITE_OK);
+    uint64_t asked0, made0, asked, made;
+    wal_batch_vfs_counts(&asked0, &made0);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(insert_rows(db, "w", 10, 1000, 1), SQLITE_OK);
+    wal_batch_vfs_counts(&asked, &made);
+    assert_int_equal(asked - asked0, 0); /* passed straight through, not counted */
+    assert_int_equal(made - made0, 0);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    assert_int_equal(th_sqlite_intact_rows(f->db, "t"), 100);
+    free(uri);
 }
 
 static void test_another_connection_sees_each_commit(void **state)
@@ -196,12 +368,16 @@ static void test_rolled_back_frames_never_land_on_a_later_commit(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        /* First: its child must register the VFS over the power-loss one,
-         * before this process registers it over the default. */
+        /* The first two first: their children register the VFS over another
+         * one, before this process registers it over the default. */
         cmocka_unit_test_setup_teardown(test_every_commit_survives_a_power_cut, th_db_dir_setup,
                                         th_db_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_frames_lost_to_a_full_disk_never_commit,
+                                        th_db_dir_setup, th_db_dir_teardown),
         cmocka_unit_test_setup_teardown(test_commits_make_few_writes, th_db_dir_setup,
                                         th_db_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_no_gathering_without_powersafe_overwrite,
+                                        th_db_dir_setup, th_db_dir_teardown),
         cmocka_unit_test_setup_teardown(test_another_connection_sees_each_commit, th_db_dir_setup,
                                         th_db_dir_teardown),
         cmocka_unit_test_setup_teardown(test_rolled_back_frames_never_land_on_a_later_commit,
