@@ -33,9 +33,10 @@ typedef struct wb_file {
     unsigned char *run;
     size_t len, cap;
     sqlite3_int64 off;
-    /* A flush failed during this write-lock tenure: [lost_from, lost_to)
-     * never reached the file though SQLite wrote it (invariant 5). */
-    int failed;
+    /* A flush failed during this write-lock tenure with failed_rc:
+     * [lost_from, lost_to) never reached the file though SQLite wrote it
+     * (invariant 5). */
+    int failed_rc;
     sqlite3_int64 lost_from, lost_to;
 } wb_file;
 
@@ -50,9 +51,11 @@ static atomic_uint_fast64_t writes_asked, writes_made;
 /* Hands the pending run to the lower file, in writes of at most
  * WRITE_PIECE bytes. The run is gone whatever the outcome; on failure the
  * file remembers what was lost and refuses writes, syncs and reads of it
- * until the write lock goes (invariant 5), and the error is an I/O error
- * (an SQLITE_FULL from a read would roll back only a statement, and the
- * transaction could commit around the lost frames). */
+ * until the write lock goes (invariant 5): SQLite may absorb the error in a
+ * savepoint (an SQLITE_FULL rolls back only the statement) and believes the
+ * lost frames written, so the transaction must not reach a commit. The
+ * lower file's error is kept (a full disk stays SQLITE_FULL, which sagad
+ * waits out rather than stopping). */
 static int flush_run(wb_file *f)
 {
     size_t len = f->len;
@@ -67,17 +70,19 @@ static int flush_run(wb_file *f)
     if (rc == SQLITE_OK)
         return SQLITE_OK;
     sqlite3_int64 to = f->off + (sqlite3_int64)len;
-    f->lost_from = f->failed && f->lost_from < f->off ? f->lost_from : f->off;
-    f->lost_to = f->failed && f->lost_to > to ? f->lost_to : to;
-    f->failed = 1;
-    return SQLITE_IOERR_WRITE;
+    int failed = f->failed_rc != SQLITE_OK;
+    f->lost_from = failed && f->lost_from < f->off ? f->lost_from : f->off;
+    f->lost_to = failed && f->lost_to > to ? f->lost_to : to;
+    if (!failed)
+        f->failed_rc = rc;
+    return rc;
 }
 
 /* The write lock is released: a new transaction starts from what the file
  * holds. */
 static void forget_failure(wb_file *f)
 {
-    f->failed = 0;
+    f->failed_rc = SQLITE_OK;
 }
 
 /* Room for n more bytes in the run; 0 when the buffer cannot grow. */
@@ -103,8 +108,8 @@ static int wb_write(sqlite3_file *file, const void *buf, int n, sqlite3_int64 of
     wb_file *f = (wb_file *)file;
     if (!f->is_wal)
         return BELOW(f)->pMethods->xWrite(BELOW(f), buf, n, off);
-    if (f->failed)
-        return SQLITE_IOERR_WRITE; /* the transaction lost frames: it must not go on */
+    if (f->failed_rc != SQLITE_OK)
+        return f->failed_rc; /* the transaction lost frames: it must not go on */
     atomic_fetch_add_explicit(&writes_asked, 1, memory_order_relaxed);
     int extends = f->len > 0 && off == f->off + (sqlite3_int64)f->len;
     if (!extends) {
@@ -134,7 +139,7 @@ static int wb_read(sqlite3_file *file, void *buf, int n, sqlite3_int64 off)
         if (rc != SQLITE_OK)
             return rc;
     }
-    if (f->failed && off < f->lost_to && off + n > f->lost_from)
+    if (f->failed_rc != SQLITE_OK && off < f->lost_to && off + n > f->lost_from)
         return SQLITE_IOERR_READ; /* those bytes never reached the file */
     return BELOW(f)->pMethods->xRead(BELOW(f), buf, n, off);
 }
@@ -150,8 +155,8 @@ static int wb_sync(sqlite3_file *file, int flags)
 {
     wb_file *f = (wb_file *)file;
     int rc = flush_run(f); /* invariant 3 */
-    if (rc == SQLITE_OK && f->failed)
-        rc = SQLITE_IOERR_WRITE; /* nothing of this transaction may count as written */
+    if (rc == SQLITE_OK)
+        rc = f->failed_rc; /* nothing of this transaction may count as written */
     return rc != SQLITE_OK ? rc : BELOW(f)->pMethods->xSync(BELOW(f), flags);
 }
 

@@ -31,12 +31,13 @@
  *      rolled back are written while the lock is still held, exactly as
  *      SQLite alone would, and never later over frames another connection
  *      or a replica process committed in the meantime.
- *   5. A failed flush drops the run, fails the call that flushed with an
- *      I/O error, and from then until the write lock is released every
- *      write and sync of that WAL fails, and so does a read of the lost
- *      bytes: SQLite believes the lost frames written (a cache spill's), so
- *      the transaction must not commit; an I/O error makes SQLite roll it
- *      back whole. A run is never written twice or late.
+ *   5. A failed flush drops the run and fails the call that flushed with
+ *      the lower file's error; from then until the write lock is released
+ *      every write and sync of that WAL fails the same way, and a read of
+ *      the lost bytes fails: SQLite believes the lost frames written (a
+ *      cache spill's) and may absorb the first error in a savepoint, so the
+ *      transaction must never reach a commit. A run is never written twice
+ *      or late.
  *   6. Batching needs the WAL linked to its database file (both opened
  *      through this VFS by one connection) and power-safe files
  *      (SQLITE_IOCAP_POWERSAFE_OVERWRITE, the unix VFS's default): without
