@@ -55,7 +55,7 @@ static sqlite3_vfs *real_vfs;
 static sqlite3_vfs pl_vfs;
 static int installed;
 
-static const sqlite3_io_methods tracked_methods;
+static sqlite3_io_methods tracked_methods; /* filled once, before installing */
 
 #define REAL(f) VFS_SHIM_BELOW(f)
 
@@ -202,28 +202,6 @@ static int pl_file_control(sqlite3_file *f, int op, void *arg)
     return rc;
 }
 
-static const sqlite3_io_methods tracked_methods = {
-    .iVersion = 3,
-    .xClose = pl_close,
-    .xRead = vfs_shim_read,
-    .xWrite = pl_write,
-    .xTruncate = pl_truncate,
-    .xSync = pl_sync,
-    .xFileSize = vfs_shim_file_size,
-    .xLock = vfs_shim_lock,
-    .xUnlock = vfs_shim_unlock,
-    .xCheckReservedLock = vfs_shim_check_reserved_lock,
-    .xFileControl = pl_file_control,
-    .xSectorSize = vfs_shim_sector_size,
-    .xDeviceCharacteristics = vfs_shim_device_characteristics,
-    .xShmMap = vfs_shim_shm_map,
-    .xShmLock = vfs_shim_shm_lock,
-    .xShmBarrier = vfs_shim_shm_barrier,
-    .xShmUnmap = vfs_shim_shm_unmap,
-    .xFetch = vfs_shim_fetch,
-    .xUnfetch = vfs_shim_unfetch,
-};
-
 /* ---- VFS methods ------------------------------------------------------------- */
 
 /* What a power cut can roll back: the files SQLite syncs. Temp files die
@@ -232,18 +210,11 @@ static const sqlite3_io_methods tracked_methods = {
 
 static int pl_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out_flags)
 {
-    (void)vfs;
     pl_file *p = (pl_file *)f;
-    REAL(p) = vfs_shim_below_of(f, (int)sizeof(pl_file));
     p->record = NULL;
-    REAL(p)->pMethods = NULL;
-    int rc = real_vfs->xOpen(real_vfs, name, REAL(p), flags, out_flags);
-    if (rc != SQLITE_OK) {
-        if (REAL(p)->pMethods)
-            REAL(p)->pMethods->xClose(REAL(p));
-        f->pMethods = NULL; /* nothing for SQLite to close */
+    int rc = vfs_shim_open_below(vfs, name, f, (int)sizeof(pl_file), flags, out_flags);
+    if (rc != SQLITE_OK)
         return rc;
-    }
     f->pMethods = &tracked_methods;
     if (name == NULL || (flags & TRACKED_KINDS) == 0)
         return SQLITE_OK;
@@ -286,6 +257,12 @@ int powerloss_vfs_install(uint64_t seed)
         if (real_vfs == NULL || real_vfs->iVersion < 2) {
             rc = -1;
         } else {
+            vfs_shim_forwarding_methods(&tracked_methods);
+            tracked_methods.xClose = pl_close;
+            tracked_methods.xWrite = pl_write;
+            tracked_methods.xTruncate = pl_truncate;
+            tracked_methods.xSync = pl_sync;
+            tracked_methods.xFileControl = pl_file_control;
             vfs_shim_init(&pl_vfs, real_vfs, POWERLOSS_VFS_NAME, (int)sizeof(pl_file), pl_open);
             pl_vfs.xDelete = pl_delete;
             tear_seed = seed;

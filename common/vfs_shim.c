@@ -10,7 +10,43 @@ sqlite3_file *vfs_shim_below_of(sqlite3_file *f, int file_bytes)
     return (sqlite3_file *)((char *)f + ((file_bytes + 7) & ~7));
 }
 
+int vfs_shim_open_below(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *f, int file_bytes,
+                        int flags, int *out_flags)
+{
+    sqlite3_file *below = vfs_shim_below_of(f, file_bytes);
+    BELOW(f) = below;
+    below->pMethods = NULL;
+    sqlite3_vfs *lower = VFS_SHIM_LOWER(vfs);
+    int rc = lower->xOpen(lower, name, below, flags, out_flags);
+    if (rc != SQLITE_OK) {
+        if (below->pMethods != NULL)
+            below->pMethods->xClose(below);
+        f->pMethods = NULL;
+    }
+    return rc;
+}
+
 /* ---- File methods ------------------------------------------------------------ */
+
+int vfs_shim_close(sqlite3_file *f)
+{
+    return BELOW(f)->pMethods->xClose(BELOW(f));
+}
+
+int vfs_shim_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
+{
+    return BELOW(f)->pMethods->xWrite(BELOW(f), buf, n, off);
+}
+
+int vfs_shim_truncate(sqlite3_file *f, sqlite3_int64 size)
+{
+    return BELOW(f)->pMethods->xTruncate(BELOW(f), size);
+}
+
+int vfs_shim_sync(sqlite3_file *f, int flags)
+{
+    return BELOW(f)->pMethods->xSync(BELOW(f), flags);
+}
 
 int vfs_shim_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
 {
@@ -88,6 +124,31 @@ int vfs_shim_unfetch(sqlite3_file *f, sqlite3_int64 off, void *p)
     if (BELOW(f)->pMethods->iVersion < 3)
         return SQLITE_OK;
     return BELOW(f)->pMethods->xUnfetch(BELOW(f), off, p);
+}
+
+void vfs_shim_forwarding_methods(sqlite3_io_methods *m)
+{
+    *m = (sqlite3_io_methods){
+        .iVersion = 3,
+        .xClose = vfs_shim_close,
+        .xRead = vfs_shim_read,
+        .xWrite = vfs_shim_write,
+        .xTruncate = vfs_shim_truncate,
+        .xSync = vfs_shim_sync,
+        .xFileSize = vfs_shim_file_size,
+        .xLock = vfs_shim_lock,
+        .xUnlock = vfs_shim_unlock,
+        .xCheckReservedLock = vfs_shim_check_reserved_lock,
+        .xFileControl = vfs_shim_file_control,
+        .xSectorSize = vfs_shim_sector_size,
+        .xDeviceCharacteristics = vfs_shim_device_characteristics,
+        .xShmMap = vfs_shim_shm_map,
+        .xShmLock = vfs_shim_shm_lock,
+        .xShmBarrier = vfs_shim_shm_barrier,
+        .xShmUnmap = vfs_shim_shm_unmap,
+        .xFetch = vfs_shim_fetch,
+        .xUnfetch = vfs_shim_unfetch,
+    };
 }
 
 /* ---- VFS methods ------------------------------------------------------------- */

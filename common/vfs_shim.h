@@ -36,7 +36,24 @@ void vfs_shim_init(sqlite3_vfs *shim, sqlite3_vfs *below, const char *name, int 
 /* Where a shim's file struct of file_bytes puts the lower file. */
 sqlite3_file *vfs_shim_below_of(sqlite3_file *f, int file_bytes);
 
+/*
+ * The first half of a shim's xOpen: points the shim's file (a struct of
+ * file_bytes) at its lower file and opens that through the lower VFS. On
+ * failure the lower file is closed and f->pMethods is NULL (nothing for
+ * SQLite to close); on success the caller sets f->pMethods to its own.
+ */
+int vfs_shim_open_below(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *f, int file_bytes,
+                        int flags, int *out_flags);
+
+/* Fills m with version-3 file methods that all forward to the lower file;
+ * a shim then replaces the ones it changes. */
+void vfs_shim_forwarding_methods(sqlite3_io_methods *m);
+
 /* File methods that only forward to the lower file. */
+int vfs_shim_close(sqlite3_file *f);
+int vfs_shim_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off);
+int vfs_shim_truncate(sqlite3_file *f, sqlite3_int64 size);
+int vfs_shim_sync(sqlite3_file *f, int flags);
 int vfs_shim_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 off);
 int vfs_shim_file_size(sqlite3_file *f, sqlite3_int64 *size);
 int vfs_shim_lock(sqlite3_file *f, int level);

@@ -24,9 +24,9 @@
 
 typedef struct wb_file {
     vfs_shim_file shim;
-    int is_wal;
     /* A WAL file and the main database file of the same connection point to
-     * each other while both are open (invariant 4 of wal_batch_vfs.h). */
+     * each other while both are open (invariant 4 of wal_batch_vfs.h); a
+     * WAL gathers writes only while linked (invariant 6). */
     struct wb_file *wal;
     struct wb_file *db;
     /* The pending run of a WAL file: len bytes for offset off. */
@@ -43,7 +43,7 @@ typedef struct wb_file {
 #define BELOW(f) VFS_SHIM_BELOW(f)
 
 static sqlite3_vfs wb_vfs;
-static const sqlite3_io_methods wb_methods;
+static sqlite3_io_methods wb_methods; /* filled once, before registering */
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int registered;
 static atomic_uint_fast64_t writes_asked, writes_made;
@@ -106,7 +106,7 @@ static int run_room(wb_file *f, size_t n)
 static int wb_write(sqlite3_file *file, const void *buf, int n, sqlite3_int64 off)
 {
     wb_file *f = (wb_file *)file;
-    if (!f->is_wal)
+    if (f->db == NULL) /* not a WAL, or one not gathered: see wb_open */
         return BELOW(f)->pMethods->xWrite(BELOW(f), buf, n, off);
     if (f->failed_rc != SQLITE_OK)
         return f->failed_rc; /* the transaction lost frames: it must not go on */
@@ -199,43 +199,14 @@ static int wb_close(sqlite3_file *file)
     return rc != SQLITE_OK ? rc : below_rc;
 }
 
-static const sqlite3_io_methods wb_methods = {
-    .iVersion = 3,
-    .xClose = wb_close,
-    .xRead = wb_read,
-    .xWrite = wb_write,
-    .xTruncate = wb_truncate,
-    .xSync = wb_sync,
-    .xFileSize = wb_file_size,
-    .xLock = vfs_shim_lock,
-    .xUnlock = vfs_shim_unlock,
-    .xCheckReservedLock = vfs_shim_check_reserved_lock,
-    .xFileControl = vfs_shim_file_control,
-    .xSectorSize = vfs_shim_sector_size,
-    .xDeviceCharacteristics = vfs_shim_device_characteristics,
-    .xShmMap = vfs_shim_shm_map,
-    .xShmLock = wb_shm_lock,
-    .xShmBarrier = vfs_shim_shm_barrier,
-    .xShmUnmap = vfs_shim_shm_unmap,
-    .xFetch = vfs_shim_fetch,
-    .xUnfetch = vfs_shim_unfetch,
-};
-
 static int wb_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *file, int flags,
                    int *out_flags)
 {
     wb_file *f = (wb_file *)file;
     memset(f, 0, sizeof *f);
-    BELOW(f) = vfs_shim_below_of(file, (int)sizeof(wb_file));
-    BELOW(f)->pMethods = NULL;
-    sqlite3_vfs *lower = VFS_SHIM_LOWER(vfs);
-    int rc = lower->xOpen(lower, name, BELOW(f), flags, out_flags);
-    if (rc != SQLITE_OK) {
-        if (BELOW(f)->pMethods != NULL)
-            BELOW(f)->pMethods->xClose(BELOW(f));
-        file->pMethods = NULL; /* nothing for SQLite to close */
+    int rc = vfs_shim_open_below(vfs, name, file, (int)sizeof(wb_file), flags, out_flags);
+    if (rc != SQLITE_OK)
         return rc;
-    }
     file->pMethods = &wb_methods;
     if ((flags & SQLITE_OPEN_WAL) && name != NULL) {
         /* Batched only with its database file's link (invariant 4) and on
@@ -245,7 +216,6 @@ static int wb_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *file, 
         sqlite3_file *db = sqlite3_database_file_object(name);
         if (db != NULL && db->pMethods == &wb_methods &&
             (db->pMethods->xDeviceCharacteristics(db) & SQLITE_IOCAP_POWERSAFE_OVERWRITE)) {
-            f->is_wal = 1;
             f->db = (wb_file *)db;
             f->db->wal = f;
         }
@@ -260,6 +230,14 @@ static void register_once(void)
         log_warn("SQLite's default VFS is too old to batch WAL writes over it");
         return;
     }
+    vfs_shim_forwarding_methods(&wb_methods);
+    wb_methods.xClose = wb_close;
+    wb_methods.xRead = wb_read;
+    wb_methods.xWrite = wb_write;
+    wb_methods.xTruncate = wb_truncate;
+    wb_methods.xSync = wb_sync;
+    wb_methods.xFileSize = wb_file_size;
+    wb_methods.xShmLock = wb_shm_lock;
     vfs_shim_init(&wb_vfs, lower, WAL_BATCH_VFS_NAME, (int)sizeof(wb_file), wb_open);
     registered = sqlite3_vfs_register(&wb_vfs, 0) == SQLITE_OK;
     if (!registered)

@@ -141,57 +141,15 @@ static int full_disk_write(sqlite3_file *f, const void *buf, int n, sqlite3_int6
     return VFS_SHIM_BELOW(f)->pMethods->xWrite(VFS_SHIM_BELOW(f), buf, n, off);
 }
 
-static int full_disk_truncate(sqlite3_file *f, sqlite3_int64 size)
-{
-    return VFS_SHIM_BELOW(f)->pMethods->xTruncate(VFS_SHIM_BELOW(f), size);
-}
-
-static int full_disk_sync(sqlite3_file *f, int flags)
-{
-    return VFS_SHIM_BELOW(f)->pMethods->xSync(VFS_SHIM_BELOW(f), flags);
-}
-
-static int full_disk_close(sqlite3_file *f)
-{
-    return VFS_SHIM_BELOW(f)->pMethods->xClose(VFS_SHIM_BELOW(f));
-}
-
-static const sqlite3_io_methods full_disk_methods = {
-    .iVersion = 3,
-    .xClose = full_disk_close,
-    .xRead = vfs_shim_read,
-    .xWrite = full_disk_write,
-    .xTruncate = full_disk_truncate,
-    .xSync = full_disk_sync,
-    .xFileSize = vfs_shim_file_size,
-    .xLock = vfs_shim_lock,
-    .xUnlock = vfs_shim_unlock,
-    .xCheckReservedLock = vfs_shim_check_reserved_lock,
-    .xFileControl = vfs_shim_file_control,
-    .xSectorSize = vfs_shim_sector_size,
-    .xDeviceCharacteristics = vfs_shim_device_characteristics,
-    .xShmMap = vfs_shim_shm_map,
-    .xShmLock = vfs_shim_shm_lock,
-    .xShmBarrier = vfs_shim_shm_barrier,
-    .xShmUnmap = vfs_shim_shm_unmap,
-    .xFetch = vfs_shim_fetch,
-    .xUnfetch = vfs_shim_unfetch,
-};
+static sqlite3_io_methods full_disk_methods; /* forwarding, but for xWrite */
 
 static int full_disk_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *file, int flags,
                           int *out_flags)
 {
     full_disk_file *f = (full_disk_file *)file;
-    memset(f, 0, sizeof *f);
-    VFS_SHIM_BELOW(f) = vfs_shim_below_of(file, (int)sizeof *f);
-    sqlite3_vfs *lower = VFS_SHIM_LOWER(vfs);
-    int rc = lower->xOpen(lower, name, VFS_SHIM_BELOW(f), flags, out_flags);
-    if (rc != SQLITE_OK) {
-        if (VFS_SHIM_BELOW(f)->pMethods != NULL)
-            VFS_SHIM_BELOW(f)->pMethods->xClose(VFS_SHIM_BELOW(f));
-        file->pMethods = NULL;
+    int rc = vfs_shim_open_below(vfs, name, file, (int)sizeof *f, flags, out_flags);
+    if (rc != SQLITE_OK)
         return rc;
-    }
     f->is_wal = (flags & SQLITE_OPEN_WAL) != 0;
     file->pMethods = &full_disk_methods;
     return SQLITE_OK;
@@ -218,6 +176,8 @@ static void test_frames_lost_to_a_full_disk_never_commit(void **state)
     pid_t pid = fork();
     if (pid == 0) {
         sqlite3_vfs *below = sqlite3_vfs_find(NULL);
+        vfs_shim_forwarding_methods(&full_disk_methods);
+        full_disk_methods.xWrite = full_disk_write;
         vfs_shim_init(&full_disk_vfs, below, "full-disk", (int)sizeof(full_disk_file),
                       full_disk_open);
         child_check(sqlite3_vfs_register(&full_disk_vfs, 1) == SQLITE_OK, "register");
