@@ -1,7 +1,8 @@
 /*
  * test_bench_stats — saga-bench's median and spread over repeated runs
  * (bench/bench_stats.c): odd and even counts, an unsorted input left as it
- * was, non-finite ratios left out and counted, and the printed form.
+ * was, non-finite ratios left out and counted, and the printed form; the
+ * quantiles of the disk probe's samples.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -79,6 +80,22 @@ static void test_format(void **state)
                         "5.5 (5.5-5.5, spread 0.0, 1 run, some not finite)");
 }
 
+static void test_quantile_by_nearest_rank(void **state)
+{
+    (void)state;
+    const double v[] = {10, 9, 8, 7, 6, 5, 4, 3, 2, 1};
+    assert_float_equal(bs_quantile(v, 10, 0.5), 5, 0);
+    assert_float_equal(bs_quantile(v, 10, 0.9), 9, 0);
+    assert_float_equal(bs_quantile(v, 10, 0.91), 10, 0);
+    assert_float_equal(bs_quantile(v, 10, 1), 10, 0);
+    assert_float_equal(bs_quantile(v, 10, 0), 1, 0);
+    assert_float_equal(v[0], 10, 0); /* not reordered */
+    const double w[] = {NAN, 3, INFINITY, 1};
+    assert_float_equal(bs_quantile(w, 4, 0.5), 1, 0); /* of the finite 1 and 3 */
+    assert_true(isnan(bs_quantile(w, 0, 0.5)));
+    assert_true(isnan(bs_quantile(v, 10, 1.5)));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -87,6 +104,7 @@ int main(void)
         cmocka_unit_test(test_one_value_has_no_spread),
         cmocka_unit_test(test_non_finite_values_are_left_out_and_counted),
         cmocka_unit_test(test_format),
+        cmocka_unit_test(test_quantile_by_nearest_rank),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
