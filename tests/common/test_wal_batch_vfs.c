@@ -10,7 +10,9 @@
  * survives a power cut through the power-loss VFS beneath it, which sees
  * every write the VFS makes; and a write that fails under it (a full disk)
  * never lets a transaction commit around the frames it lost, even when
- * the failure surfaces in a read that SQLite would let a savepoint absorb.
+ * the failure surfaces in a read that SQLite would let a savepoint absorb;
+ * and a commit whose frames fail to write (an I/O error at its sync) fails
+ * whole while its connection goes on.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -131,13 +133,13 @@ typedef struct {
     int is_wal;
 } full_disk_file;
 
-static int fail_wal_writes;
+static int fail_wal_writes; /* SQLITE_OK, or the error every WAL write returns */
 static sqlite3_vfs full_disk_vfs;
 
 static int full_disk_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
 {
-    if (((full_disk_file *)f)->is_wal && fail_wal_writes)
-        return SQLITE_FULL;
+    if (((full_disk_file *)f)->is_wal && fail_wal_writes != SQLITE_OK)
+        return fail_wal_writes;
     return VFS_SHIM_BELOW(f)->pMethods->xWrite(VFS_SHIM_BELOW(f), buf, n, off);
 }
 
@@ -163,6 +165,34 @@ static void child_check(int ok, const char *what)
     }
 }
 
+/* In a child: registers the failing VFS as the default, under the one tested. */
+static void child_register_failing_vfs(void)
+{
+    sqlite3_vfs *below = sqlite3_vfs_find(NULL);
+    vfs_shim_forwarding_methods(&full_disk_methods);
+    full_disk_methods.xWrite = full_disk_write;
+    vfs_shim_init(&full_disk_vfs, below, "full-disk", (int)sizeof(full_disk_file), full_disk_open);
+    child_check(sqlite3_vfs_register(&full_disk_vfs, 1) == SQLITE_OK, "register");
+}
+
+/* In a child, after the connection's failure: the database holds `rows`
+ * rows for another connection and for a crash's recovery of a copy. */
+static void child_check_intact(const th_db_dir *f, int rows)
+{
+    sqlite3 *other = open_db(f->db, NULL);
+    child_check(other != NULL && th_sqlite_exec(other, "PRAGMA integrity_check") == SQLITE_OK &&
+                    count_rows(other, "1") == rows,
+                "another connection");
+    sqlite3_close(other);
+    char *copy = th_path(f->dir, "copy.db");
+    char *copy_wal = util_asprintf("%s-wal", copy);
+    copy_file(f->db, copy);
+    copy_file(f->wal, copy_wal);
+    child_check(th_sqlite_intact_rows(copy, "t") == rows, "the log recovered after a crash");
+    free(copy);
+    free(copy_wal);
+}
+
 /* In a child, second (the VFS must be registered over the full disk):
  * the participant runtime's shape, a batch transaction with a savepoint
  * per request. A request spills frames; the next one rereads them while
@@ -175,12 +205,7 @@ static void test_frames_lost_to_a_full_disk_never_commit(void **state)
     th_db_dir *f = *state;
     pid_t pid = fork();
     if (pid == 0) {
-        sqlite3_vfs *below = sqlite3_vfs_find(NULL);
-        vfs_shim_forwarding_methods(&full_disk_methods);
-        full_disk_methods.xWrite = full_disk_write;
-        vfs_shim_init(&full_disk_vfs, below, "full-disk", (int)sizeof(full_disk_file),
-                      full_disk_open);
-        child_check(sqlite3_vfs_register(&full_disk_vfs, 1) == SQLITE_OK, "register");
+        child_register_failing_vfs();
         sqlite3 *db = open_db(f->db, wal_batch_vfs());
         child_check(db != NULL, "open");
         child_check(insert_rows(db, "before", 5, 100, 1) == SQLITE_OK, "first rows");
@@ -194,10 +219,10 @@ static void test_frames_lost_to_a_full_disk_never_commit(void **state)
                         th_sqlite_exec(db, "RELEASE pt_request") == SQLITE_OK &&
                         th_sqlite_exec(db, "SAVEPOINT pt_request") == SQLITE_OK,
                     "the spilling request");
-        fail_wal_writes = 1;
+        fail_wal_writes = SQLITE_FULL;
         int update_rc = sqlite3_exec(db, "UPDATE t SET pad = zeroblob(10) WHERE who = 'spilled'",
                                      NULL, NULL, NULL);
-        fail_wal_writes = 0;
+        fail_wal_writes = SQLITE_OK;
         child_check(update_rc != SQLITE_OK, "the update rereading the spill succeeded");
         /* What the runtime does after a request's error: undo the request,
          * go on with the batch, commit it. */
@@ -208,15 +233,43 @@ static void test_frames_lost_to_a_full_disk_never_commit(void **state)
             sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
         child_check(count_rows(db, "who = 'spilled'") == 0, "the spilled rows were committed");
         child_check(insert_rows(db, "after", 5, 100, 1) == SQLITE_OK, "a later commit");
-        sqlite3 *other = open_db(f->db, NULL);
-        child_check(other != NULL && th_sqlite_exec(other, "PRAGMA integrity_check") == SQLITE_OK &&
-                        count_rows(other, "1") == 10,
-                    "another connection");
-        char *copy = th_path(f->dir, "copy.db");
-        char *copy_wal = util_asprintf("%s-wal", copy);
-        copy_file(f->db, copy);
-        copy_file(f->wal, copy_wal);
-        child_check(th_sqlite_intact_rows(copy, "t") == 10, "the log recovered after a crash");
+        child_check_intact(f, 10);
+        _exit(0);
+    }
+    int st = 0;
+    assert_true(pid > 0);
+    assert_int_equal(th_waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+/* In a child, third (as the two before): an I/O error where it is most
+ * likely, in the flush of a commit's frames at its sync. The COMMIT fails,
+ * nothing of the transaction is seen by anyone, and the connection goes on:
+ * its next transaction commits (the failure ends with the write lock). */
+static void test_a_commit_whose_frames_fail_to_write_never_commits(void **state)
+{
+    th_db_dir *f = *state;
+    pid_t pid = fork();
+    if (pid == 0) {
+        child_register_failing_vfs();
+        sqlite3 *db = open_db(f->db, wal_batch_vfs());
+        child_check(db != NULL, "open");
+        child_check(insert_rows(db, "before", 5, 100, 1) == SQLITE_OK, "first rows");
+        child_check(th_sqlite_exec(db, "BEGIN IMMEDIATE") == SQLITE_OK &&
+                        th_sqlite_exec(db, "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT "
+                                           "i + 1 FROM k WHERE i < 20) INSERT INTO t (who, pad) "
+                                           "SELECT 'lost', randomblob(500) FROM k") == SQLITE_OK,
+                    "the rows to lose");
+        fail_wal_writes = SQLITE_IOERR_WRITE;
+        int commit_rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+        fail_wal_writes = SQLITE_OK;
+        child_check((commit_rc & 0xff) == SQLITE_IOERR, "the COMMIT did not fail with the error");
+        if (!sqlite3_get_autocommit(db))
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        child_check(count_rows(db, "who = 'lost'") == 0, "the lost rows are seen");
+        child_check(insert_rows(db, "after", 5, 100, 1) == SQLITE_OK, "a later commit");
+        child_check_intact(f, 10);
         _exit(0);
     }
     int st = 0;
@@ -328,11 +381,13 @@ static void test_rolled_back_frames_never_land_on_a_later_commit(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        /* The first two first: their children register the VFS over another
+        /* The first three first: their children register the VFS over another
          * one, before this process registers it over the default. */
         cmocka_unit_test_setup_teardown(test_every_commit_survives_a_power_cut, th_db_dir_setup,
                                         th_db_dir_teardown),
         cmocka_unit_test_setup_teardown(test_frames_lost_to_a_full_disk_never_commit,
+                                        th_db_dir_setup, th_db_dir_teardown),
+        cmocka_unit_test_setup_teardown(test_a_commit_whose_frames_fail_to_write_never_commits,
                                         th_db_dir_setup, th_db_dir_teardown),
         cmocka_unit_test_setup_teardown(test_commits_make_few_writes, th_db_dir_setup,
                                         th_db_dir_teardown),
