@@ -193,47 +193,14 @@ static void child_check_intact(const th_db_dir *f, int rows)
     free(copy_wal);
 }
 
-/* In a child, second (the VFS must be registered over the full disk):
- * the participant runtime's shape, a batch transaction with a savepoint
- * per request. A request spills frames; the next one rereads them while
- * the disk is full, so the spill's buffered frames cannot be written.
- * Whatever SQLite does with that error, the transaction must not commit:
- * nothing of it is in the database, which stays intact, live and after a
- * crash's recovery. */
-static void test_frames_lost_to_a_full_disk_never_commit(void **state)
+/* Runs body(f) in a child with the failing VFS registered as the default,
+ * under the VFS tested, and fails unless the child exits 0. */
+static void in_child_over_failing_vfs(void (*body)(const th_db_dir *f), const th_db_dir *f)
 {
-    th_db_dir *f = *state;
     pid_t pid = fork();
     if (pid == 0) {
         child_register_failing_vfs();
-        sqlite3 *db = open_db(f->db, wal_batch_vfs());
-        child_check(db != NULL, "open");
-        child_check(insert_rows(db, "before", 5, 100, 1) == SQLITE_OK, "first rows");
-        child_check(th_sqlite_exec(db, "PRAGMA cache_size = 10") == SQLITE_OK, "cache_size");
-        child_check(th_sqlite_exec(db, "BEGIN IMMEDIATE") == SQLITE_OK &&
-                        th_sqlite_exec(db, "SAVEPOINT pt_request") == SQLITE_OK &&
-                        th_sqlite_exec(db,
-                                       "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT "
-                                       "i + 1 FROM k WHERE i < 100) INSERT INTO t (who, pad) "
-                                       "SELECT 'spilled', randomblob(3000) FROM k") == SQLITE_OK &&
-                        th_sqlite_exec(db, "RELEASE pt_request") == SQLITE_OK &&
-                        th_sqlite_exec(db, "SAVEPOINT pt_request") == SQLITE_OK,
-                    "the spilling request");
-        fail_wal_writes = SQLITE_FULL;
-        int update_rc = sqlite3_exec(db, "UPDATE t SET pad = zeroblob(10) WHERE who = 'spilled'",
-                                     NULL, NULL, NULL);
-        fail_wal_writes = SQLITE_OK;
-        child_check(update_rc != SQLITE_OK, "the update rereading the spill succeeded");
-        /* What the runtime does after a request's error: undo the request,
-         * go on with the batch, commit it. */
-        sqlite3_exec(db, "ROLLBACK TO pt_request", NULL, NULL, NULL);
-        sqlite3_exec(db, "RELEASE pt_request", NULL, NULL, NULL);
-        int commit_rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
-        if (commit_rc != SQLITE_OK)
-            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-        child_check(count_rows(db, "who = 'spilled'") == 0, "the spilled rows were committed");
-        child_check(insert_rows(db, "after", 5, 100, 1) == SQLITE_OK, "a later commit");
-        child_check_intact(f, 10);
+        body(f);
         _exit(0);
     }
     int st = 0;
@@ -243,40 +210,77 @@ static void test_frames_lost_to_a_full_disk_never_commit(void **state)
     assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+/* In a child, second (the VFS must be registered over the full disk):
+ * the participant runtime's shape, a batch transaction with a savepoint
+ * per request. A request spills frames; the next one rereads them while
+ * the disk is full, so the spill's buffered frames cannot be written.
+ * Whatever SQLite does with that error, the transaction must not commit:
+ * nothing of it is in the database, which stays intact, live and after a
+ * crash's recovery. */
+static void lose_spilled_frames_to_a_full_disk(const th_db_dir *f)
+{
+    sqlite3 *db = open_db(f->db, wal_batch_vfs());
+    child_check(db != NULL, "open");
+    child_check(insert_rows(db, "before", 5, 100, 1) == SQLITE_OK, "first rows");
+    child_check(th_sqlite_exec(db, "PRAGMA cache_size = 10") == SQLITE_OK, "cache_size");
+    child_check(th_sqlite_exec(db, "BEGIN IMMEDIATE") == SQLITE_OK &&
+                    th_sqlite_exec(db, "SAVEPOINT pt_request") == SQLITE_OK &&
+                    th_sqlite_exec(db, "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT "
+                                       "i + 1 FROM k WHERE i < 100) INSERT INTO t (who, pad) "
+                                       "SELECT 'spilled', randomblob(3000) FROM k") == SQLITE_OK &&
+                    th_sqlite_exec(db, "RELEASE pt_request") == SQLITE_OK &&
+                    th_sqlite_exec(db, "SAVEPOINT pt_request") == SQLITE_OK,
+                "the spilling request");
+    fail_wal_writes = SQLITE_FULL;
+    int update_rc =
+        sqlite3_exec(db, "UPDATE t SET pad = zeroblob(10) WHERE who = 'spilled'", NULL, NULL, NULL);
+    fail_wal_writes = SQLITE_OK;
+    child_check(update_rc != SQLITE_OK, "the update rereading the spill succeeded");
+    /* What the runtime does after a request's error: undo the request,
+     * go on with the batch, commit it. */
+    sqlite3_exec(db, "ROLLBACK TO pt_request", NULL, NULL, NULL);
+    sqlite3_exec(db, "RELEASE pt_request", NULL, NULL, NULL);
+    int commit_rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    if (commit_rc != SQLITE_OK)
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    child_check(count_rows(db, "who = 'spilled'") == 0, "the spilled rows were committed");
+    child_check(insert_rows(db, "after", 5, 100, 1) == SQLITE_OK, "a later commit");
+    child_check_intact(f, 10);
+}
+
+static void test_frames_lost_to_a_full_disk_never_commit(void **state)
+{
+    in_child_over_failing_vfs(lose_spilled_frames_to_a_full_disk, *state);
+}
+
 /* In a child, third (as the two before): an I/O error where it is most
  * likely, in the flush of a commit's frames at its sync. The COMMIT fails,
  * nothing of the transaction is seen by anyone, and the connection goes on:
  * its next transaction commits (the failure ends with the write lock). */
+static void fail_the_frames_of_a_commit(const th_db_dir *f)
+{
+    sqlite3 *db = open_db(f->db, wal_batch_vfs());
+    child_check(db != NULL, "open");
+    child_check(insert_rows(db, "before", 5, 100, 1) == SQLITE_OK, "first rows");
+    child_check(th_sqlite_exec(db, "BEGIN IMMEDIATE") == SQLITE_OK &&
+                    th_sqlite_exec(db, "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT "
+                                       "i + 1 FROM k WHERE i < 20) INSERT INTO t (who, pad) "
+                                       "SELECT 'lost', randomblob(500) FROM k") == SQLITE_OK,
+                "the rows to lose");
+    fail_wal_writes = SQLITE_IOERR_WRITE;
+    int commit_rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    fail_wal_writes = SQLITE_OK;
+    child_check((commit_rc & 0xff) == SQLITE_IOERR, "the COMMIT did not fail with the error");
+    if (!sqlite3_get_autocommit(db))
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    child_check(count_rows(db, "who = 'lost'") == 0, "the lost rows are seen");
+    child_check(insert_rows(db, "after", 5, 100, 1) == SQLITE_OK, "a later commit");
+    child_check_intact(f, 10);
+}
+
 static void test_a_commit_whose_frames_fail_to_write_never_commits(void **state)
 {
-    th_db_dir *f = *state;
-    pid_t pid = fork();
-    if (pid == 0) {
-        child_register_failing_vfs();
-        sqlite3 *db = open_db(f->db, wal_batch_vfs());
-        child_check(db != NULL, "open");
-        child_check(insert_rows(db, "before", 5, 100, 1) == SQLITE_OK, "first rows");
-        child_check(th_sqlite_exec(db, "BEGIN IMMEDIATE") == SQLITE_OK &&
-                        th_sqlite_exec(db, "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT "
-                                           "i + 1 FROM k WHERE i < 20) INSERT INTO t (who, pad) "
-                                           "SELECT 'lost', randomblob(500) FROM k") == SQLITE_OK,
-                    "the rows to lose");
-        fail_wal_writes = SQLITE_IOERR_WRITE;
-        int commit_rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
-        fail_wal_writes = SQLITE_OK;
-        child_check((commit_rc & 0xff) == SQLITE_IOERR, "the COMMIT did not fail with the error");
-        if (!sqlite3_get_autocommit(db))
-            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-        child_check(count_rows(db, "who = 'lost'") == 0, "the lost rows are seen");
-        child_check(insert_rows(db, "after", 5, 100, 1) == SQLITE_OK, "a later commit");
-        child_check_intact(f, 10);
-        _exit(0);
-    }
-    int st = 0;
-    assert_true(pid > 0);
-    assert_int_equal(th_waitpid(pid, &st, 0), pid);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
+    in_child_over_failing_vfs(fail_the_frames_of_a_commit, *state);
 }
 
 static void test_commits_make_few_writes(void **state)
