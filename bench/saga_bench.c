@@ -1887,12 +1887,14 @@ static void probe_disk(void)
         note("%s", err);
 }
 
-/* The mean of the overwrite p50s probed so far (the disk alone); 0 when none was. */
-static double disk_sync_us(void)
+/* The mean over the probes taken so far of the p50 of one kind of write
+ * (paused: after a pause, what a saga's syncs come near one at a time;
+ * else back to back, the disk alone); 0 when none was taken. */
+static double disk_p50_us(int paused)
 {
     double sum = 0;
     for (int i = 0; i < g_disk_n; i++)
-        sum += g_disk[i].overwrite_p50_us;
+        sum += paused ? g_disk[i].paused_p50_us : g_disk[i].overwrite_p50_us;
     return g_disk_n ? sum / g_disk_n : 0;
 }
 
@@ -1904,16 +1906,6 @@ static void disk_info(void)
             i == 0 ? "at the start" : "at the end ", g_disk[i].samples, g_disk[i].overwrite_p50_us,
             g_disk[i].overwrite_p90_us, g_disk[i].append_p50_us, g_disk[i].append_p90_us,
             DISK_PROBE_PAUSE_MS, g_disk[i].paused_p50_us, g_disk[i].paused_p90_us);
-}
-
-/* The mean of the paused-overwrite p50s probed so far (what a saga's syncs
- * come near one at a time; disk_probe.h); 0 when none was. */
-static double disk_paused_sync_us(void)
-{
-    double sum = 0;
-    for (int i = 0; i < g_disk_n; i++)
-        sum += g_disk[i].paused_p50_us;
-    return g_disk_n ? sum / g_disk_n : 0;
 }
 
 /* Cores the cluster kept busy over r's window: sagas/s x cpu seconds per saga. */
@@ -1943,7 +1935,7 @@ static void latency_model(const run_result *dur1, const run_result *rel1)
     out("   one at a time: durable p50 - relaxed p50 = %.2f ms over %.2f syncs waited for = %.0f "
         "us a sync (the disk probe's overwrite p50: %.0f us back to back, %.0f us after a "
         "pause); durable <= 1.5x relaxed needs %.0f us a sync or less at this many syncs\n",
-        gap_ms, waited, gap_ms * 1000 / waited, disk_sync_us(), disk_paused_sync_us(),
+        gap_ms, waited, gap_ms * 1000 / waited, disk_p50_us(0), disk_p50_us(1),
         500 * rel1->p50 / waited);
 }
 
@@ -3095,8 +3087,8 @@ table:;
         dur[3].rate / rel[3].rate);
     out("   >= 5000 durable sagas/s at 256 on a day when fdatasync p50 is near 200 us "
         "(150-250): %.0f/s with the disk's overwrite p50 at %.0f us: %s\n",
-        dur[3].rate, disk_sync_us(),
-        disk_sync_us() < 150 || disk_sync_us() > 250 ? "not such a day, not judged"
+        dur[3].rate, disk_p50_us(0),
+        disk_p50_us(0) < 150 || disk_p50_us(0) > 250 ? "not such a day, not judged"
                                                      : verdict(dur[3].rate >= 5000));
     double best_rel = 0;
     for (int k = 0; k < 4; k++)

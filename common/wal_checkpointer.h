@@ -22,9 +22,10 @@
  * the writer's own would (the checkpointer uses the writer's synchronous).
  *
  * The log's file grows ahead of the writer (synchronous=FULL only). A
- * commit that appends to the file makes its fdatasync also journal the
- * file's new size and blocks, about 1.5x the sync of a commit that
- * overwrites (measured here: 449 against 300 us). A log that has been
+ * commit that appends to the file makes its fdatasync also write (or, on a
+ * journaled file system, journal) the file's new size and blocks, about
+ * 1.5x the sync of a commit that overwrites (measured here: 449 against
+ * 300 us). A log that has been
  * restarted is overwritten from its start, but every new log (each start
  * of the program) and every log still growing to its bound appends. So,
  * at the start of each write transaction, while the writer holds the write
@@ -33,7 +34,9 @@
  * past the last frame are what SQLite's recovery stops at (a frame with
  * the wrong salt), so they never change what the log holds; they are
  * written under the write lock because another process sharing the file
- * (a participant's replica) appends frames only under that lock.
+ * (a participant's replica) appends frames only under that lock. They are
+ * not synced here: the next commit's fdatasync writes them back with its
+ * own frames, once per WAL_GROW_CHUNK.
  */
 #ifndef SAGA_WAL_CHECKPOINTER_H
 #define SAGA_WAL_CHECKPOINTER_H

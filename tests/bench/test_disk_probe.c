@@ -18,16 +18,12 @@
 #include <cmocka.h>
 
 #include "disk_probe.h"
+#include "harness.h"
 
 static int setup_dir(void **state)
 {
-    char *dir = strdup("/tmp/test_disk_probe-XXXXXX");
-    if (dir == NULL || mkdtemp(dir) == NULL) {
-        free(dir);
-        return -1;
-    }
-    *state = dir;
-    return 0;
+    *state = th_tempdir();
+    return *state != NULL ? 0 : -1;
 }
 
 static int teardown_dir(void **state)
